@@ -1,0 +1,81 @@
+"""ratingparty's engine: a Gaussian posterior over clip quality and criterion weights,
+one interval-event update, batched expected information gain and pair selection.
+
+Pure numerics (torch, numpy, scipy): no I/O, no web framework, no database.
+"""
+
+from engine.adapters import WinMatrixStrategy, make_strategy
+from engine.campaign import DEFAULT_CRITERIA, Campaign, CampaignConfig, Judgment, Task
+from engine.device import default_device, default_dtype
+from engine.likelihoods import LIKELIHOODS, Moments, Outcome, interval_moments
+from engine.objectives import (
+    OBJECTIVES,
+    binary_information_gain,
+    expected_information_gain,
+    interval_information_gain,
+    outcome_probabilities,
+)
+from engine.selection import (
+    RULES,
+    NoEligibleTaskError,
+    PairChoice,
+    Pending,
+    RatingChoice,
+    SelectionOptions,
+    select_pairs,
+    select_rating,
+)
+from engine.state import Posterior, PriorScales, add_contexts, add_items, empty_posterior
+from engine.summaries import (
+    ClipSummary,
+    WeightSummary,
+    predict_pair,
+    probability_better,
+    summarise_clips,
+    summarise_weights,
+)
+from engine.update import Events, level_events, pair_events, update
+
+__all__ = [
+    "DEFAULT_CRITERIA",
+    "LIKELIHOODS",
+    "OBJECTIVES",
+    "RULES",
+    "Campaign",
+    "CampaignConfig",
+    "ClipSummary",
+    "Events",
+    "Judgment",
+    "Moments",
+    "NoEligibleTaskError",
+    "Outcome",
+    "PairChoice",
+    "Pending",
+    "Posterior",
+    "PriorScales",
+    "RatingChoice",
+    "SelectionOptions",
+    "Task",
+    "WeightSummary",
+    "WinMatrixStrategy",
+    "add_contexts",
+    "add_items",
+    "binary_information_gain",
+    "default_device",
+    "default_dtype",
+    "empty_posterior",
+    "expected_information_gain",
+    "interval_information_gain",
+    "interval_moments",
+    "level_events",
+    "make_strategy",
+    "outcome_probabilities",
+    "pair_events",
+    "predict_pair",
+    "probability_better",
+    "select_pairs",
+    "select_rating",
+    "summarise_clips",
+    "summarise_weights",
+    "update",
+]

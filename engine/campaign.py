@@ -1,0 +1,573 @@
+"""One campaign's engine state: clips, the posterior, raters, pending tasks and the label log.
+
+`Campaign` is the in-memory object that the service and the simulator drive. It holds no I/O:
+api/ persists what it is told and replays its judgments table into a fresh Campaign at start;
+the state after a replay of the same labels in the same order is identical (float64, CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from engine.device import default_device, default_dtype
+from engine.likelihoods import Outcome, level_cuts, outcome_cuts
+from engine.selection import (
+    NoEligibleTaskError,
+    PairChoice,
+    Pending,
+    RatingChoice,
+    SelectionOptions,
+    select_pairs,
+    select_rating,
+)
+from engine.state import Posterior, PriorScales, add_contexts, add_items, empty_posterior
+from engine.summaries import (
+    ClipSummary,
+    WeightSummary,
+    predict_pair,
+    probability_better,
+    summarise_clips,
+    summarise_weights,
+)
+from engine.update import NO_SECOND, level_events, pair_events, update
+
+DEFAULT_CRITERIA = (
+    "alignment",
+    "safety",
+    "fineness",
+    "coherence_consistency",
+    "bias_fairness",
+)  # MJ-VIDEO's five reward-model criteria
+DEFAULT_CONTEXT = "default"
+PairScope = Literal["any", "group"]
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    """What a campaign assumes (MATH.md §1-3); issue 5 learns these from the labels.
+
+    Attributes:
+        criteria: names of the K reward-model criteria (any K, including 0).
+        prior: prior scales of weights, context offsets and residuals.
+        pair_scope: "group" pairs only clips of the same group (prompt); "any" pairs all.
+        tie_margin: t of the tie interval (-t, t); 0 means forced choice, no ties.
+        emoji_thresholds: ordered-probit cuts of the emoji levels; None disables rating tasks.
+        noise_sd: default rater noise sd sigma_r (latent units).
+        pair_seconds, rating_seconds: rater time per comparison / per emoji rating, for
+            choosing the task with the most information per second.
+        selection: objective, rule, beta and refine size.
+    """
+
+    criteria: tuple[str, ...] = DEFAULT_CRITERIA
+    prior: PriorScales = field(default_factory=PriorScales)
+    pair_scope: PairScope = "any"
+    tie_margin: float = 0.0
+    emoji_thresholds: tuple[float, ...] | None = None
+    noise_sd: float = 1.0
+    pair_seconds: float = 6.0
+    rating_seconds: float = 4.0
+    selection: SelectionOptions = field(default_factory=SelectionOptions)
+
+    def __post_init__(self) -> None:
+        if len(set(self.criteria)) != len(self.criteria):
+            raise ValueError(f"criterion names must be unique, got {self.criteria}")
+        if self.pair_scope not in ("any", "group"):
+            raise ValueError(f"pair_scope must be 'any' or 'group', got {self.pair_scope!r}")
+        if not (self.noise_sd > 0 and math.isfinite(self.noise_sd)):
+            raise ValueError(f"noise_sd must be finite and > 0, got {self.noise_sd}")
+        if not (self.pair_seconds > 0 and self.rating_seconds > 0):
+            raise ValueError("pair_seconds and rating_seconds must be > 0")
+        probe = torch.zeros(1)
+        outcome_cuts(self.tie_margin, probe)
+        if self.emoji_thresholds is not None:
+            level_cuts(self.emoji_thresholds, probe)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A question handed to a rater: a pair (second >= 0) or one clip to rate (second == -1)."""
+
+    id: int
+    rater: Hashable | None
+    first: int
+    second: int
+    gain: float
+    probabilities: tuple[float, ...]
+
+    @property
+    def is_pair(self) -> bool:
+        return self.second != NO_SECOND
+
+
+@dataclass(frozen=True)
+class Judgment:
+    """One label in the log: a pair outcome of (first, second) or an emoji level of `first`."""
+
+    rater: Hashable | None
+    first: int
+    second: int
+    outcome: Outcome | None = None
+    level: int | None = None
+
+
+class Campaign:
+    """A campaign's posterior plus the bookkeeping that selection needs.
+
+    Args:
+        config: the model and selection settings.
+        device: where tensors live; default CUDA when present, else CPU.
+        dtype: floating dtype; default float64.
+    """
+
+    def __init__(
+        self,
+        config: CampaignConfig | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.config = config or CampaignConfig()
+        self.device = torch.device(device) if device is not None else default_device()
+        self.dtype = dtype or default_dtype(self.device)
+        self._like = torch.zeros((), dtype=self.dtype, device=self.device)
+        n_criteria = len(self.config.criteria)
+        self._raw_scores = torch.zeros(0, n_criteria, dtype=self.dtype, device=self.device)
+        self._context_names: dict[Hashable, int] = {}
+        self._group_names: dict[Hashable, int] = {}
+        self._context: list[int] = []
+        self._group: list[int] = []
+        self._center = torch.zeros(n_criteria, dtype=self.dtype, device=self.device)
+        self._scale = torch.ones(n_criteria, dtype=self.dtype, device=self.device)
+        self.posterior: Posterior = empty_posterior(
+            n_criteria, self.config.prior, device=self.device, dtype=self.dtype
+        )
+        self.log: list[Judgment] = []
+        self._rater_noise: dict[Hashable, float] = {}
+        self._judged: dict[Hashable, set[tuple[int, int]]] = {}
+        self._rated: dict[Hashable, set[int]] = {}
+        self._pending: dict[int, Task] = {}
+        self._task_ids = itertools.count(1)
+        self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
+        thresholds = self.config.emoji_thresholds
+        self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
+
+    # clips ------------------------------------------------------------------------------------
+
+    @property
+    def n_items(self) -> int:
+        return self.posterior.n_items
+
+    def add_clips(
+        self,
+        scores: Sequence[Sequence[float | None]] | Tensor | None = None,
+        *,
+        count: int | None = None,
+        contexts: Sequence[Hashable | None] | None = None,
+        groups: Sequence[Hashable | None] | None = None,
+    ) -> range:
+        """Add clips with their raw criterion scores (None or NaN where missing).
+
+        Scores are standardised per campaign (centre and scale per criterion over all clips).
+        Before the first label the statistics follow every added clip; after it they are frozen,
+        because changing them would change what the learned weights mean.
+
+        Args:
+            scores: (B, K) raw scores; may be None when K = 0 (then pass `count`).
+            count: number of clips when no scores are given.
+            contexts: prompt category per clip (None: the default context).
+            groups: prompt id per clip, for the same-group pairing scope (None: own group).
+
+        Returns:
+            The new clips' indices.
+
+        Raises:
+            ValueError: wrong shapes or infinite scores; nothing is added then.
+        """
+        raw = self._as_scores(scores, count)
+        n_new = raw.shape[0]
+        contexts = list(contexts) if contexts is not None else [None] * n_new
+        groups = list(groups) if groups is not None else [None] * n_new
+        if len(contexts) != n_new or len(groups) != n_new:
+            raise ValueError(f"contexts and groups need one entry per clip ({n_new})")
+        start = self.n_items
+        context_names = dict(self._context_names)
+        context_index = [
+            context_names.setdefault(DEFAULT_CONTEXT if c is None else c, len(context_names))
+            for c in contexts
+        ]
+        group_names = dict(self._group_names)
+        group_index = [
+            group_names.setdefault(("clip", start + b) if g is None else g, len(group_names))
+            for b, g in enumerate(groups)
+        ]
+        # Validated: commit.
+        self._context_names, self._group_names = context_names, group_names
+        self._context += context_index
+        self._group += group_index
+        self._raw_scores = torch.cat((self._raw_scores, raw))
+        if not self.log:
+            self._center, self._scale = self._score_statistics(self._raw_scores)
+            self._rebuild_prior()
+        else:
+            new_contexts = len(context_names) - self.posterior.n_contexts
+            self.posterior = add_contexts(self.posterior, new_contexts, self.config.prior)
+            self.posterior = add_items(
+                self.posterior,
+                (raw - self._center) / self._scale,
+                torch.tensor(context_index, dtype=torch.long, device=self.device),
+                self.config.prior,
+            )
+        return range(start, start + n_new)
+
+    def _as_scores(self, scores: object, count: int | None) -> Tensor:
+        n_criteria = len(self.config.criteria)
+        if scores is None:
+            if count is None or count < 0:
+                raise ValueError("give the clips' scores, or their count when there are none")
+            if n_criteria:
+                raise ValueError(f"this campaign has {n_criteria} criteria: scores are required")
+            return self._raw_scores.new_zeros(count, 0)
+        if isinstance(scores, Tensor):
+            raw = scores.to(dtype=self.dtype, device=self.device)
+        else:
+            rows = [[math.nan if v is None else float(v) for v in row] for row in scores]
+            if any(len(row) != n_criteria for row in rows):
+                raise ValueError(f"every clip needs {n_criteria} scores (None where missing)")
+            raw = torch.tensor(rows, dtype=self.dtype, device=self.device).reshape(-1, n_criteria)
+        if raw.dim() != 2 or raw.shape[1] != n_criteria:
+            raise ValueError(f"scores must have shape (clips, {n_criteria})")
+        if bool(torch.isinf(raw).any()):
+            raise ValueError("scores must be finite (use None or NaN for a missing score)")
+        if count is not None and count != raw.shape[0]:
+            raise ValueError(f"count={count} but {raw.shape[0]} rows of scores")
+        return raw
+
+    @staticmethod
+    def _score_statistics(raw: Tensor) -> tuple[Tensor, Tensor]:
+        """Per criterion mean and sd over the present scores; sd 1 where fewer than 2 or flat."""
+        present = ~torch.isnan(raw)
+        count = present.sum(0)
+        filled = torch.where(present, raw, torch.zeros_like(raw))
+        center = filled.sum(0) / count.clamp_min(1)
+        deviation = torch.where(present, raw - center, torch.zeros_like(raw))
+        var = deviation.square().sum(0) / (count - 1).clamp_min(1)
+        scale = torch.where((count >= 2) & (var > 0), torch.sqrt(var), torch.ones_like(var))
+        return center, scale
+
+    def _rebuild_prior(self) -> None:
+        posterior = empty_posterior(
+            len(self.config.criteria), self.config.prior, device=self.device, dtype=self.dtype
+        )
+        posterior = add_contexts(posterior, len(self._context_names), self.config.prior)
+        self.posterior = add_items(
+            posterior,
+            (self._raw_scores - self._center) / self._scale,
+            torch.tensor(self._context, dtype=torch.long, device=self.device),
+            self.config.prior,
+        )
+
+    @property
+    def groups(self) -> Tensor:
+        """(n,) long group ids."""
+        return torch.tensor(self._group, dtype=torch.long, device=self.device)
+
+    # raters -----------------------------------------------------------------------------------
+
+    def set_rater_noise(self, rater: Hashable, noise_sd: float) -> None:
+        """Use `noise_sd` for this rater's labels and for the gains of their next tasks."""
+        if not (noise_sd >= 0 and math.isfinite(noise_sd)):
+            raise ValueError(f"noise_sd must be finite and >= 0, got {noise_sd}")
+        self._rater_noise[rater] = float(noise_sd)
+
+    def noise_sd(self, rater: Hashable | None) -> float:
+        return self._rater_noise.get(rater, self.config.noise_sd)
+
+    # labels -----------------------------------------------------------------------------------
+
+    def observe(self, judgments: Sequence[Judgment], task_ids: Sequence[int] = ()) -> None:
+        """Apply labels in order (ADF, MATH.md §2) and release the answered tasks.
+
+        Validation runs on the whole batch before anything changes.
+        """
+        pairs = [j for j in judgments if j.second != NO_SECOND]
+        for j in judgments:
+            self._validate(j)
+        for task_id in task_ids:
+            if task_id not in self._pending:
+                raise KeyError(f"task {task_id} is not pending")
+        posterior = self.posterior
+        for start, batch in _runs(judgments):
+            del start
+            if batch[0].second != NO_SECOND:
+                events = pair_events(
+                    [j.first for j in batch],
+                    [j.second for j in batch],
+                    [j.outcome for j in batch],  # type: ignore[misc]
+                    tie_margin=self.config.tie_margin,
+                    noise_sd=[self.noise_sd(j.rater) for j in batch],
+                    like=self._like,
+                )
+            else:
+                events = level_events(
+                    [j.first for j in batch],
+                    [j.level for j in batch],  # type: ignore[misc]
+                    thresholds=self.config.emoji_thresholds or (),
+                    noise_sd=[self.noise_sd(j.rater) for j in batch],
+                    like=self._like,
+                )
+            posterior = update(posterior, events)
+        self.posterior = posterior
+        self.log.extend(judgments)
+        for j in pairs:
+            self._judged.setdefault(j.rater, set()).add(
+                (min(j.first, j.second), max(j.first, j.second))
+            )
+        for j in judgments:
+            if j.second == NO_SECOND:
+                self._rated.setdefault(j.rater, set()).add(j.first)
+        for task_id in task_ids:
+            self._pending.pop(task_id)
+
+    def observe_pair(
+        self,
+        first: int,
+        second: int,
+        outcome: Outcome | str,
+        *,
+        rater: Hashable | None = None,
+        task_id: int | None = None,
+    ) -> None:
+        """One comparison: `outcome` of `first` against `second` (win = first is better)."""
+        judgment = Judgment(rater, int(first), int(second), outcome=Outcome(outcome))
+        self.observe([judgment], () if task_id is None else (task_id,))
+
+    def observe_rating(
+        self, item: int, level: int, *, rater: Hashable | None = None, task_id: int | None = None
+    ) -> None:
+        """One emoji rating: `level` (0 = worst) of clip `item`."""
+        judgment = Judgment(rater, int(item), NO_SECOND, level=int(level))
+        self.observe([judgment], () if task_id is None else (task_id,))
+
+    def _validate(self, judgment: Judgment) -> None:
+        n = self.n_items
+        if not 0 <= judgment.first < n:
+            raise IndexError(f"clip {judgment.first} does not exist (0..{n - 1})")
+        if judgment.second == NO_SECOND:
+            if self.config.emoji_thresholds is None:
+                raise ValueError("this campaign has no emoji scale")
+            n_levels = len(self.config.emoji_thresholds) + 1
+            if judgment.level is None or not 0 <= judgment.level < n_levels:
+                raise ValueError(f"emoji level must be in 0..{n_levels - 1}")
+            return
+        if not 0 <= judgment.second < n:
+            raise IndexError(f"clip {judgment.second} does not exist (0..{n - 1})")
+        if judgment.first == judgment.second:
+            raise ValueError("a comparison needs two different clips")
+        if judgment.outcome is None:
+            raise ValueError("a comparison needs an outcome")
+        if judgment.outcome is Outcome.TIE and self.config.tie_margin == 0:
+            raise ValueError("this campaign does not allow ties")
+
+    # selection --------------------------------------------------------------------------------
+
+    def _pending_tensor(self) -> Pending | None:
+        if not self._pending:
+            return None
+        tasks = [(t.first, t.second, self.noise_sd(t.rater) ** 2) for t in self._pending.values()]
+        return Pending.of(tasks, self._like)
+
+    def _excluded(self, exclude: Sequence[int]) -> Tensor:
+        return torch.tensor(sorted(set(exclude)), dtype=torch.long, device=self.device)
+
+    def next_pairs(
+        self,
+        rater: Hashable | None = None,
+        count: int = 1,
+        *,
+        exclude: Sequence[int] = (),
+        hold: bool = True,
+        repeat_pairs: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> list[Task]:
+        """The next `count` pairs for `rater`, by expected information gain (MATH.md §3-4).
+
+        Args:
+            rater: who will answer (their noise and their judged pairs matter).
+            count: batch size; each pair is pending for the next.
+            exclude: clips this rater must not see (content filters).
+            hold: record the pairs as pending (until answered or `release`d).
+            repeat_pairs: allow pairs this rater already judged.
+            generator: randomness for the softmax rule.
+
+        Raises:
+            NoEligibleTaskError: no eligible pair is left for this rater.
+        """
+        judged = None
+        if not repeat_pairs and self._judged.get(rater):
+            judged = torch.tensor(sorted(self._judged[rater]), dtype=torch.long)
+        choices = select_pairs(
+            self.posterior,
+            noise_var=self.noise_sd(rater) ** 2,
+            pair_cuts=self.pair_cuts,
+            count=count,
+            groups=self.groups if self.config.pair_scope == "group" else None,
+            excluded_items=self._excluded(exclude),
+            judged_pairs=judged,
+            pending=self._pending_tensor(),
+            level_cuts=self.level_cuts,
+            options=self.config.selection,
+            generator=generator,
+        )
+        return [self._task(rater, c.first, c.second, c, hold) for c in choices]
+
+    def next_rating(
+        self,
+        rater: Hashable | None = None,
+        *,
+        exclude: Sequence[int] = (),
+        hold: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Task:
+        """The clip whose emoji rating by `rater` is most informative (never one they rated)."""
+        if self.level_cuts is None:
+            raise NoEligibleTaskError("this campaign has no emoji scale")
+        choice = select_rating(
+            self.posterior,
+            noise_var=self.noise_sd(rater) ** 2,
+            level_cuts=self.level_cuts,
+            pair_cuts=self.pair_cuts,
+            excluded_items=self._excluded([*exclude, *self._rated.get(rater, ())]),
+            pending=self._pending_tensor(),
+            options=self.config.selection,
+            generator=generator,
+        )
+        return self._task(rater, choice.item, NO_SECOND, choice, hold)
+
+    def next_task(
+        self,
+        rater: Hashable | None = None,
+        *,
+        exclude: Sequence[int] = (),
+        hold: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Task:
+        """A pair or an emoji rating, whichever teaches more per second of rater time.
+
+        Gain per second: the pair's gain / pair_seconds against the rating's gain /
+        rating_seconds (Ye and Doermann 2014; MATH.md §3).
+        """
+        candidates: list[Task] = []
+        with contextlib.suppress(NoEligibleTaskError):
+            candidates.append(
+                self.next_pairs(rater, exclude=exclude, hold=False, generator=generator)[0]
+            )
+        if self.level_cuts is not None:
+            with contextlib.suppress(NoEligibleTaskError):
+                candidates.append(
+                    self.next_rating(rater, exclude=exclude, hold=False, generator=generator)
+                )
+        if not candidates:
+            raise NoEligibleTaskError("no pair and no clip to rate is left for this rater")
+        seconds = {True: self.config.pair_seconds, False: self.config.rating_seconds}
+        best = max(candidates, key=lambda t: t.gain / seconds[t.is_pair])
+        if hold:
+            self._pending[best.id] = best
+        return best
+
+    def _task(
+        self,
+        rater: Hashable | None,
+        first: int,
+        second: int,
+        choice: PairChoice | RatingChoice,
+        hold: bool,
+    ) -> Task:
+        task = Task(next(self._task_ids), rater, first, second, choice.gain, choice.probabilities)
+        if hold:
+            self._pending[task.id] = task
+        return task
+
+    def hold(self, task: Task) -> None:
+        """Mark a task as pending (handed out, awaiting its answer)."""
+        self._pending[task.id] = task
+
+    def release(self, task_id: int) -> None:
+        """Forget a pending task (its lease expired or it was skipped); unknown ids are an error."""
+        if task_id not in self._pending:
+            raise KeyError(f"task {task_id} is not pending")
+        del self._pending[task_id]
+
+    @property
+    def pending(self) -> tuple[Task, ...]:
+        return tuple(self._pending.values())
+
+    # read-outs --------------------------------------------------------------------------------
+
+    def leaderboard(self, level: float = 0.9) -> ClipSummary:
+        """Per clip mean, sd, central `level` credible interval and rank (1 = best)."""
+        return summarise_clips(self.posterior, level)
+
+    def weights(self) -> WeightSummary:
+        """The criterion weights' posterior: global and per context (w + w_c)."""
+        return summarise_weights(self.posterior)
+
+    def probability_better(self, first: int, second: int) -> float:
+        """`P(f_first > f_second)` under the posterior."""
+        index = torch.tensor([first, second], device=self.device)
+        return float(probability_better(self.posterior, index[:1], index[1:]))
+
+    def predict(self, first: int, second: int, rater: Hashable | None = None) -> tuple[float, ...]:
+        """Predictive (loss, [tie,] win) probabilities of `first` vs `second` for `rater`."""
+        index = torch.tensor([first, second], device=self.device)
+        noise = self.noise_sd(rater) ** 2
+        return tuple(
+            predict_pair(self.posterior, index[:1], index[1:], noise, self.pair_cuts)[0].tolist()
+        )
+
+    @property
+    def context_names(self) -> tuple[Hashable, ...]:
+        return tuple(self._context_names)
+
+    def replay(self) -> Campaign:
+        """A fresh campaign with the same clips and the same labels applied in the same order."""
+        fresh = Campaign(self.config, device=self.device, dtype=self.dtype)
+        inverse_context = {v: k for k, v in self._context_names.items()}
+        inverse_group = {v: k for k, v in self._group_names.items()}
+        fresh.add_clips(
+            self._raw_scores if self._raw_scores.shape[1] else None,
+            count=self.n_items,
+            contexts=[inverse_context[c] for c in self._context],
+            groups=[inverse_group[g] for g in self._group],
+        )
+        fresh._rater_noise = dict(self._rater_noise)
+        fresh.observe(self.log)
+        return fresh
+
+
+def _runs(judgments: Sequence[Judgment]) -> list[tuple[int, list[Judgment]]]:
+    """Consecutive runs of pair judgments or of ratings, in order (each run is one update call)."""
+    runs: list[tuple[int, list[Judgment]]] = []
+    for position, judgment in enumerate(judgments):
+        kind = judgment.second == NO_SECOND
+        if runs and (runs[-1][1][0].second == NO_SECOND) == kind:
+            runs[-1][1].append(judgment)
+        else:
+            runs.append((position, [judgment]))
+    return runs
+
+
+__all__ = [
+    "DEFAULT_CRITERIA",
+    "Campaign",
+    "CampaignConfig",
+    "Judgment",
+    "Task",
+]

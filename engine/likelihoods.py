@@ -1,0 +1,174 @@
+"""Observation likelihoods as moment functions of the observed projection z = a . theta.
+
+Every observation the engine knows is an *interval event* (MATH.md §2): the rater's noisy
+perception `z_obs = z + eps`, `eps ~ N(0, noise_var)`, fell in `[lo, hi]`.
+
+- a win of i over j: `(t, inf)`; a loss: `(-inf, -t)`; a tie: `(-t, t)` with t >= 0 the tie
+  margin (Thurstone with ties, Glenn and David 1960);
+- emoji level k of one clip: `(b_k, b_{k+1})` with ordered thresholds (ordered probit, Chu and
+  Ghahramani 2005).
+
+A likelihood maps the Gaussian marginal `z ~ N(mu, var)` to the moments the update needs:
+`log_z = log E[p(y | z)]` and its first two derivatives with respect to mu. update.py never
+branches on the likelihood's name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from enum import StrEnum
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from engine.numerics import log_ndtr_diff, log_normal_pdf
+
+
+class Moments(NamedTuple):
+    """`log Z`, `d log Z / d mu` and `d^2 log Z / d mu^2` of one or more observations."""
+
+    log_z: Tensor
+    dlog_z: Tensor
+    d2log_z: Tensor
+
+
+class Outcome(StrEnum):
+    """What a rater said about the ordered pair (first, second)."""
+
+    WIN = "win"  # first beat second
+    LOSS = "loss"  # second beat first
+    TIE = "tie"
+
+
+# Intervals narrower than ~1e-4 c give kappa slightly below 0 in double precision (MATH.md §2).
+KAPPA_MIN = 0.0
+KAPPA_MAX = 1.0
+
+
+def interval_moments(mu: Tensor, var: Tensor, lo: Tensor, hi: Tensor, noise_var: Tensor) -> Moments:
+    """Moments of `Z = P(lo < z + eps < hi) = Phi(be) - Phi(al)` under `z ~ N(mu, var)`.
+
+    With `c2 = noise_var + var`, `al = (lo - mu)/c`, `be = (hi - mu)/c`:
+    `dlog_z = (phi(al) - phi(be)) / (c Z)` and `d2log_z = -(1 - kappa) / c2` with
+    `kappa = 1 + (al phi(al) - be phi(be)) / Z - ((phi(al) - phi(be)) / Z)^2`. See MATH.md §2.
+    Ratios are taken in log space; kappa is clamped to [0, 1].
+
+    Args:
+        mu, var: mean and variance of z, any broadcastable shapes.
+        lo, hi: interval ends, lo < hi; +-inf allowed.
+        noise_var: the rater's noise variance sigma_r^2 >= 0.
+
+    Returns:
+        Moments with the broadcast shape.
+
+    Raises:
+        ValueError: if some c2 = noise_var + var is not positive (a degenerate observation).
+    """
+    c2 = noise_var + var
+    if bool((c2 <= 0).any()):
+        raise ValueError("degenerate observation: noise variance plus posterior variance is 0")
+    c = torch.sqrt(c2)
+    al = (lo - mu) / c
+    be = (hi - mu) / c
+    log_z = log_ndtr_diff(al, be)
+    ratio_al = torch.exp(log_normal_pdf(al) - log_z)  # phi(al) / Z; 0 at al = -inf
+    ratio_be = torch.exp(log_normal_pdf(be) - log_z)
+    mean_shift = ratio_al - ratio_be
+    # al phi(al) / Z written via the ratio so that an infinite end contributes exactly 0.
+    tail_al = torch.where(torch.isfinite(al), al * ratio_al, torch.zeros_like(al))
+    tail_be = torch.where(torch.isfinite(be), be * ratio_be, torch.zeros_like(be))
+    kappa = 1.0 + tail_al - tail_be - mean_shift * mean_shift  # MATH.md eq. kappa
+    kappa = kappa.clamp(KAPPA_MIN, KAPPA_MAX)
+    return Moments(log_z, mean_shift / c, -(1.0 - kappa) / c2)
+
+
+def outcome_cuts(tie_margin: float, like: Tensor) -> Tensor:
+    """Finite cut points that split z into (loss, [tie,] win): `[0]` or `[-t, t]`."""
+    if tie_margin < 0 or not math.isfinite(tie_margin):
+        raise ValueError(f"tie margin must be finite and >= 0, got {tie_margin}")
+    if tie_margin == 0:
+        return like.new_zeros(1)
+    return like.new_tensor([-tie_margin, tie_margin])
+
+
+def level_cuts(thresholds: Sequence[float], like: Tensor) -> Tensor:
+    """Finite ordered-probit thresholds b_1 < ... < b_{L-1} for L emoji levels."""
+    cuts = like.new_tensor(list(thresholds))
+    if cuts.numel() == 0 or not bool(torch.isfinite(cuts).all()):
+        raise ValueError("emoji thresholds must be a non-empty list of finite numbers")
+    if cuts.numel() > 1 and not bool((cuts[1:] > cuts[:-1]).all()):
+        raise ValueError(f"emoji thresholds must increase strictly, got {list(thresholds)}")
+    return cuts
+
+
+def interval_of(cuts: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """The interval `(b_k, b_{k+1})` of outcome k given the finite cuts (b_0 = -inf, b_L = inf)."""
+    inf = cuts.new_tensor([math.inf])
+    edges = torch.cat((-inf, cuts, inf))
+    return edges[index], edges[index + 1]
+
+
+def pair_interval(outcome: Outcome, tie_margin: float) -> tuple[float, float]:
+    """The interval on z = f_first - f_second that `outcome` reports. MATH.md §2."""
+    t = float(tie_margin)
+    intervals = {
+        Outcome.WIN: (t, math.inf),
+        Outcome.LOSS: (-math.inf, -t),
+        Outcome.TIE: (-t, t),
+    }
+    if outcome is Outcome.TIE and t == 0:
+        raise ValueError("a tie was reported but the tie margin is 0 (ties are not allowed)")
+    return intervals[Outcome(outcome)]
+
+
+def level_interval(level: int, thresholds: Sequence[float]) -> tuple[float, float]:
+    """The interval on f_clip that emoji level `level` (0 = worst) reports. MATH.md §2."""
+    edges = (-math.inf, *map(float, thresholds), math.inf)
+    if not 0 <= level < len(edges) - 1:
+        raise ValueError(f"emoji level must be in 0..{len(edges) - 2}, got {level}")
+    return edges[level], edges[level + 1]
+
+
+def expected_variance_factor(mu: Tensor, var: Tensor, noise_var: Tensor, cuts: Tensor) -> Tensor:
+    """`k = E_y[1 - kappa_y] / c^2 = sum_y Z_y dlog_z_y^2`: the expected ADF shrink factor.
+
+    Treating a pending task as answered shrinks the covariance by `k (S a)(S a)'` (MATH.md §4,
+    GP-BUCB / kriging believer). Outcomes y are the intervals between consecutive cuts.
+
+    Args:
+        mu, var: shape (...,) marginals of the pending task's z.
+        noise_var: broadcastable to mu.
+        cuts: (L - 1,) finite cuts of the L outcomes.
+
+    Returns:
+        k with shape (...,).
+    """
+    n_outcomes = cuts.numel() + 1
+    index = torch.arange(n_outcomes, device=cuts.device)
+    lo, hi = interval_of(cuts, index)  # L each
+    moments = interval_moments(
+        mu.unsqueeze(-1), var.unsqueeze(-1), lo, hi, torch.as_tensor(noise_var).unsqueeze(-1)
+    )
+    return (torch.exp(moments.log_z) * moments.dlog_z.square()).sum(-1)
+
+
+MomentFunction = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Moments]
+
+LIKELIHOODS: dict[str, MomentFunction] = {
+    "interval": interval_moments,
+}
+
+__all__ = [
+    "LIKELIHOODS",
+    "Moments",
+    "Outcome",
+    "expected_variance_factor",
+    "interval_moments",
+    "interval_of",
+    "level_cuts",
+    "level_interval",
+    "outcome_cuts",
+    "pair_interval",
+]

@@ -1,0 +1,89 @@
+"""Delicate numerics: normal log-probabilities of intervals, safe ratios, entropies, quadrature.
+
+Every helper works elementwise on tensors of any floating dtype and keeps the dtype and device
+of its inputs. The valid range is stated per helper; each was checked against 50-digit mpmath
+references (tests/engine/test_numerics.py).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import numpy as np
+import torch
+from torch import Tensor
+
+LOG_2 = math.log(2.0)
+LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+# Houlsby et al. (2011): h(Phi(x)) ~= exp(-x^2 / (pi ln 2)), i.e. C^2 = pi ln 2 / 2. MATH.md §3.
+BALD_C2 = math.pi * LOG_2 / 2.0
+
+
+def log_normal_pdf(x: Tensor) -> Tensor:
+    """`log phi(x)` for the standard normal; -inf at x = +-inf. Valid for every x."""
+    return -0.5 * x * x - LOG_SQRT_2PI
+
+
+def log1mexp(x: Tensor) -> Tensor:
+    """`log(1 - exp(x))` for x <= 0 (Maechler 2012): log(-expm1(x)) near 0, log1p(-exp(x)) else.
+
+    Returns -inf at x = 0 and 0 at x = -inf.
+    """
+    return torch.where(x > -LOG_2, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def log_ndtr_diff(lo: Tensor, hi: Tensor) -> Tensor:
+    """`log(Phi(hi) - Phi(lo))` for lo <= hi, stable far into both tails. MATH.md §2 (numerics).
+
+    When lo + hi > 0 the interval lies mostly in the upper tail, where Phi is close to 1 and the
+    difference cancels; there we reflect to `Phi(-lo) - Phi(-hi)` (MATH.md: without the reflection
+    about a third of random intervals gave nan). Then
+    `log Z = log_ndtr(b) + log1mexp(log_ndtr(a) - log_ndtr(b))` with (a, b) the reflected pair.
+    Valid for lo, hi in [-inf, inf] with lo < hi (relative error <= 1e-10 out to |x| = 40 in
+    float64); returns -inf when lo == hi.
+    """
+    reflect = (lo + hi) > 0
+    a = torch.where(reflect, -hi, lo)
+    b = torch.where(reflect, -lo, hi)
+    log_b = torch.special.log_ndtr(b)
+    log_a = torch.special.log_ndtr(a)
+    return log_b + log1mexp(torch.clamp(log_a - log_b, max=0.0))
+
+
+def entropy_bits(log_p: Tensor, dim: int = -1) -> Tensor:
+    """`H = -sum_k p_k log2 p_k` from log-probabilities along `dim`; 0 log 0 = 0."""
+    p = torch.exp(log_p)
+    terms = torch.where(p > 0, p * log_p, torch.zeros_like(p))
+    return -terms.sum(dim) / LOG_2
+
+
+def binary_entropy_bits(x: Tensor) -> Tensor:
+    """`h(Phi(x))` in bits, the entropy of a probit coin; stable for every finite x."""
+    log_p = torch.special.log_ndtr(x)
+    log_q = torch.special.log_ndtr(-x)
+    return entropy_bits(torch.stack((log_p, log_q), dim=-1))
+
+
+@cache
+def _hermite_numpy(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    nodes, weights = np.polynomial.hermite.hermgauss(n_nodes)
+    # Rescaled so that E_{x ~ N(0, 1)} g(x) ~= sum_q weights[q] g(nodes[q]).
+    return nodes * math.sqrt(2.0), weights / math.sqrt(math.pi)
+
+
+@cache
+def _legendre_numpy(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.polynomial.legendre.leggauss(n_nodes)
+
+
+def gauss_hermite(n_nodes: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """Nodes and weights for `E_{x ~ N(0, 1)} g(x)`, on `like`'s dtype and device."""
+    nodes, weights = _hermite_numpy(n_nodes)
+    return like.new_tensor(nodes), like.new_tensor(weights)
+
+
+def gauss_legendre(n_nodes: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """Nodes and weights on [-1, 1], on `like`'s dtype and device."""
+    nodes, weights = _legendre_numpy(n_nodes)
+    return like.new_tensor(nodes), like.new_tensor(weights)

@@ -1,0 +1,402 @@
+"""Choosing the next question: candidates, pending tasks, screening and the final pick.
+
+For a rater with noise variance sigma^2 the candidates are the pairs i < j in the pairing scope
+(same group, or any), minus excluded clips and pairs this rater already judged. Pending tasks
+(handed out, not yet answered) are treated as answered: the clip covariance is shrunk by the
+expected ADF factor, `S <- S - k_q (S a_q)(S a_q)'` (MATH.md §4, "kriging believer"), and pending
+pairs are skipped while any other candidate is left.
+
+All pairs are scored in row blocks of the n x n grid with `screening_score` (exp and rsqrt
+only); the best `n_refine` are re-scored with the exact objective, and the rule (argmax, or a
+sample from softmax(beta * gain)) picks among them. No Python loop runs over pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from engine.likelihoods import expected_variance_factor
+from engine.objectives import OBJECTIVES, outcome_probabilities, screening_score
+from engine.state import Posterior
+from engine.update import NO_SECOND
+
+N_REFINE = 256
+# Elements of one screening block: ~2 MiB of float64 on a CPU (cache-sized), larger on a GPU.
+CPU_BLOCK_ELEMENTS = 2**18
+GPU_BLOCK_ELEMENTS = 2**24
+
+
+class NoEligibleTaskError(ValueError):
+    """No candidate is left for this rater (scope, exclusions and judged pairs remove all)."""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Q tasks handed out but not yet answered, in hand-out order.
+
+    Attributes:
+        first: (Q,) long item index.
+        second: (Q,) long item index, or -1 for a single-clip rating task.
+        noise_var: (Q,) noise variance of the rater holding each task.
+    """
+
+    first: Tensor
+    second: Tensor
+    noise_var: Tensor
+
+    @staticmethod
+    def of(tasks: Sequence[tuple[int, int, float]], like: Tensor) -> Pending:
+        """From (first, second or -1, noise variance) triples."""
+        first = torch.tensor([t[0] for t in tasks], dtype=torch.long, device=like.device)
+        second = torch.tensor([t[1] for t in tasks], dtype=torch.long, device=like.device)
+        return Pending(first, second, like.new_tensor([t[2] for t in tasks]))
+
+    def __len__(self) -> int:
+        return self.first.shape[0]
+
+
+@dataclass(frozen=True)
+class Shrink:
+    """The believer shrink of the clip covariance: `S_ff - V diag(k) V'` (MATH.md §4)."""
+
+    columns: Tensor  # n x Q: (S a_q) restricted to the clips, each under the earlier shrinks
+    factor: Tensor  # Q
+
+    def variances(self, item_cov: Tensor) -> Tensor:
+        """(n,) shrunk clip variances."""
+        return torch.diagonal(item_cov) - (self.columns.square() * self.factor).sum(-1)
+
+    def pair_variances(self, item_cov: Tensor, first: Tensor, second: Tensor) -> Tensor:
+        """Shrunk `Var(f_i - f_j)` for the listed pairs."""
+        diag = torch.diagonal(item_cov)
+        var = diag[first] + diag[second] - 2.0 * item_cov[first, second]
+        spread = self.columns[first] - self.columns[second]
+        return (var - (spread.square() * self.factor).sum(-1)).clamp_min(0.0)
+
+
+@dataclass(frozen=True)
+class PairChoice:
+    """A chosen pair, its gain in bits and the predicted outcome probabilities.
+
+    `probabilities` are (loss, tie, win) of `first` against `second` when ties are allowed,
+    else (loss, win).
+    """
+
+    first: int
+    second: int
+    gain: float
+    probabilities: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class RatingChoice:
+    """A chosen clip to rate on the emoji scale, its gain and the level probabilities."""
+
+    item: int
+    gain: float
+    probabilities: tuple[float, ...]
+
+
+def believer_shrink(
+    posterior: Posterior, pending: Pending | None, pair_cuts: Tensor, level_cuts: Tensor | None
+) -> Shrink:
+    """Expected shrink of the clip covariance from pending tasks, applied in hand-out order.
+
+    `k_q = sum_y Z_y dlog_z_y^2` (MATH.md §4); the mean is left alone.
+    """
+    mean, cov = posterior.item_mean, posterior.item_cov
+    n_pending = 0 if pending is None else len(pending)
+    columns = cov.new_zeros(posterior.n_items, n_pending)
+    factor = cov.new_zeros(n_pending)
+    if pending is None:
+        return Shrink(columns, factor)
+    for q, (i, j) in enumerate(zip(pending.first.tolist(), pending.second.tolist(), strict=True)):
+        single = j == NO_SECOND
+        if single and level_cuts is None:
+            raise ValueError("a pending rating task needs emoji thresholds")
+        column = cov[:, i].clone() if single else cov[:, i] - cov[:, j]
+        earlier = columns[i, :q] if single else columns[i, :q] - columns[j, :q]
+        column -= columns[:, :q] @ (factor[:q] * earlier)
+        mu = mean[i] if single else mean[i] - mean[j]
+        var = (column[i] if single else column[i] - column[j]).clamp_min(0.0)
+        cuts = level_cuts if single else pair_cuts
+        factor[q] = expected_variance_factor(mu, var, pending.noise_var[q], cuts)
+        columns[:, q] = column
+    return Shrink(columns, factor)
+
+
+def _forbidden_flat(pairs: Tensor | None, n_items: int, device: torch.device) -> Tensor:
+    """Flat indices i * n + j (i < j) of forbidden pairs, sorted and unique."""
+    if pairs is None or pairs.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=device)
+    pairs = pairs.to(device=device, dtype=torch.long).reshape(-1, 2)
+    low, high = pairs.min(-1).values, pairs.max(-1).values
+    return torch.unique(low * n_items + high)
+
+
+def screen_pairs(
+    posterior: Posterior,
+    shrink: Shrink,
+    noise_var: float,
+    *,
+    groups: Tensor | None,
+    allowed_items: Tensor,
+    forbidden: Tensor,
+    n_keep: int,
+) -> tuple[Tensor, Tensor]:
+    """The `n_keep` best candidate pairs (first < second) by `screening_score`.
+
+    Args:
+        posterior: the posterior.
+        shrink: the pending shrink.
+        noise_var: the rater's noise variance.
+        groups: (n,) long group ids when pairs must share a group, else None.
+        allowed_items: (n,) bool, False for excluded clips.
+        forbidden: sorted flat indices i * n + j of pairs that may not be asked.
+        n_keep: how many to return at most.
+
+    Returns:
+        (first, second), each (m,) with m <= n_keep, best first; empty if no candidate is left.
+    """
+    mean, cov = posterior.item_mean, posterior.item_cov
+    n = posterior.n_items
+    device = mean.device
+    variances = shrink.variances(cov)
+    weighted = shrink.columns * shrink.factor
+    block = GPU_BLOCK_ELEMENTS if device.type == "cuda" else CPU_BLOCK_ELEMENTS
+    rows_per_block = max(1, block // max(n, 1))
+    best_score, best_flat = [], []
+    columns_all = torch.arange(n, device=device)
+    for start in range(0, max(n - 1, 0), rows_per_block):
+        stop = min(n - 1, start + rows_per_block)
+        rows, cols = columns_all[start:stop], columns_all[start:]
+        # Only columns >= start can hold j > i for these rows: the triangle halves the work.
+        block_cov = cov[start:stop, start:]
+        if shrink.factor.numel():
+            block_cov = torch.addmm(
+                block_cov, weighted[start:stop], shrink.columns[start:].T, alpha=-1
+            )
+        var = (variances[start:stop, None] + variances[None, start:]).sub_(block_cov, alpha=2.0)
+        var.clamp_min_(0.0)
+        mu = mean[start:stop, None] - mean[None, start:]
+        score = screening_score(mu, var, noise_var)
+        valid = cols[None, :] > rows[:, None]
+        valid &= allowed_items[start:stop, None] & allowed_items[None, start:]
+        if groups is not None:
+            valid &= groups[start:stop, None] == groups[None, start:]
+        score.masked_fill_(~valid, -math.inf)
+        lo, hi = torch.searchsorted(forbidden, torch.tensor([start * n, stop * n], device=device))
+        hit = forbidden[lo:hi]
+        if hit.numel():
+            score[hit // n - start, hit % n - start] = -math.inf
+        flat_score = score.reshape(-1)
+        top = torch.topk(flat_score, min(n_keep, flat_score.numel()))
+        best_score.append(top.values)
+        local_rows = top.indices // cols.numel()
+        best_flat.append((local_rows + start) * n + cols[top.indices % cols.numel()])
+    if not best_score:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, empty
+    scores, flats = torch.cat(best_score), torch.cat(best_flat)
+    keep = torch.isfinite(scores)
+    scores, flats = scores[keep], flats[keep]
+    order = torch.topk(scores, min(n_keep, scores.numel())).indices
+    flats = flats[order]
+    return flats // n, flats % n
+
+
+def _argmax(gains: Tensor, beta: float, generator: torch.Generator | None) -> int:
+    return int(torch.argmax(gains))
+
+
+def _softmax(gains: Tensor, beta: float, generator: torch.Generator | None) -> int:
+    """Sample from softmax(beta * gain) (Kirsch et al. 2023): cheap de-duplication."""
+    if not beta > 0:
+        raise ValueError(f"softmax selection needs beta > 0, got {beta}")
+    probabilities = torch.softmax(beta * gains, dim=0)
+    return int(torch.multinomial(probabilities.cpu(), 1, generator=generator))
+
+
+Rule = Callable[[Tensor, float, "torch.Generator | None"], int]
+
+RULES: dict[str, Rule] = {
+    "argmax": _argmax,
+    "softmax": _softmax,
+}
+
+
+@dataclass(frozen=True)
+class SelectionOptions:
+    """How to choose: objective (OBJECTIVES key), rule (RULES key), softmax beta, refine size."""
+
+    objective: str = "information_gain"
+    rule: str = "argmax"
+    beta: float = 20.0
+    n_refine: int = N_REFINE
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise KeyError(f"unknown objective {self.objective!r}; known: {sorted(OBJECTIVES)}")
+        if self.rule not in RULES:
+            raise KeyError(f"unknown selection rule {self.rule!r}; known: {sorted(RULES)}")
+        if self.n_refine < 1:
+            raise ValueError("n_refine must be >= 1")
+
+
+def select_pairs(
+    posterior: Posterior,
+    *,
+    noise_var: float,
+    pair_cuts: Tensor,
+    count: int = 1,
+    groups: Tensor | None = None,
+    excluded_items: Tensor | None = None,
+    judged_pairs: Tensor | None = None,
+    pending: Pending | None = None,
+    level_cuts: Tensor | None = None,
+    options: SelectionOptions | None = None,
+    generator: torch.Generator | None = None,
+) -> list[PairChoice]:
+    """The next `count` pairs for one rater, each treated as pending for the next. MATH.md §3-4.
+
+    Args:
+        posterior: current posterior.
+        noise_var: the rater's noise variance sigma^2.
+        pair_cuts: cuts of the pair outcomes (`[0]`, or `[-t, t]` with ties).
+        count: how many pairs (a batch); later ones see the earlier ones as pending.
+        groups: (n,) long group ids for a same-group pairing scope; None pairs across groups.
+        excluded_items: (E,) long clip indices never to show.
+        judged_pairs: (F, 2) pairs this rater already judged (either order).
+        pending: tasks handed out and not yet answered (any rater).
+        level_cuts: emoji thresholds, needed when `pending` holds rating tasks.
+        options: objective, rule, beta, refine size.
+        generator: randomness for the softmax rule.
+
+    Returns:
+        `count` PairChoice, best first for argmax.
+
+    Raises:
+        NoEligibleTaskError: when no eligible pair is left for this rater.
+    """
+    options = options or SelectionOptions()
+    objective, rule = OBJECTIVES[options.objective], RULES[options.rule]
+    n, device = posterior.n_items, posterior.mean.device
+    allowed = torch.ones(n, dtype=torch.bool, device=device)
+    if excluded_items is not None and excluded_items.numel():
+        allowed[excluded_items.to(device)] = False
+    judged = _forbidden_flat(judged_pairs, n, device)
+    pending_tasks = (
+        []
+        if pending is None
+        else list(
+            zip(
+                pending.first.tolist(),
+                pending.second.tolist(),
+                pending.noise_var.tolist(),
+                strict=True,
+            )
+        )
+    )
+    mean, cov = posterior.item_mean, posterior.item_cov
+    choices: list[PairChoice] = []
+    for _ in range(count):
+        current = Pending.of(pending_tasks, mean) if pending_tasks else None
+        shrink = believer_shrink(posterior, current, pair_cuts, level_cuts)
+        handed_out = torch.tensor(
+            [(i, j) for i, j, _ in pending_tasks if j != NO_SECOND], dtype=torch.long
+        ).reshape(-1, 2)
+        busy = _forbidden_flat(handed_out, n, device)
+        screen = dict(groups=groups, allowed_items=allowed, n_keep=options.n_refine)
+        first, second = screen_pairs(
+            posterior,
+            shrink,
+            noise_var,
+            forbidden=torch.unique(torch.cat((judged, busy))),
+            **screen,
+        )
+        if first.numel() == 0:  # every eligible pair is pending elsewhere: allow a duplicate
+            first, second = screen_pairs(posterior, shrink, noise_var, forbidden=judged, **screen)
+        if first.numel() == 0:
+            raise NoEligibleTaskError(
+                "no eligible pair is left for this rater (pairing scope, excluded clips and "
+                "pairs already judged leave none)"
+            )
+        mu = mean[first] - mean[second]
+        var = shrink.pair_variances(cov, first, second)
+        gains = objective(mu, var, noise_var, pair_cuts)
+        pick = rule(gains, options.beta, generator)
+        i, j = int(first[pick]), int(second[pick])
+        probabilities = outcome_probabilities(mu[pick], var[pick], noise_var, pair_cuts)
+        choices.append(PairChoice(i, j, float(gains[pick]), tuple(probabilities.tolist())))
+        pending_tasks.append((i, j, float(noise_var)))
+    return choices
+
+
+def select_rating(
+    posterior: Posterior,
+    *,
+    noise_var: float,
+    level_cuts: Tensor,
+    pair_cuts: Tensor,
+    excluded_items: Tensor | None = None,
+    pending: Pending | None = None,
+    options: SelectionOptions | None = None,
+    generator: torch.Generator | None = None,
+) -> RatingChoice:
+    """The clip whose emoji level (ordered probit on f_i) is most informative. MATH.md §3.
+
+    Clips in `excluded_items` (for example those this rater already rated) and clips with a
+    pending rating task are skipped.
+
+    Raises:
+        NoEligibleTaskError: when every clip is excluded.
+    """
+    options = options or SelectionOptions()
+    objective, rule = OBJECTIVES[options.objective], RULES[options.rule]
+    n, device = posterior.n_items, posterior.mean.device
+    allowed = torch.ones(n, dtype=torch.bool, device=device)
+    if excluded_items is not None and excluded_items.numel():
+        allowed[excluded_items.to(device)] = False
+    shrink = believer_shrink(posterior, pending, pair_cuts, level_cuts)
+    mean, var = posterior.item_mean, shrink.variances(posterior.item_cov).clamp_min(0.0)
+    if pending is not None and len(pending):
+        rated = pending.first[pending.second == NO_SECOND]
+        not_pending = allowed.clone()
+        not_pending[rated] = False
+        if bool(not_pending.any()):
+            allowed = not_pending
+    if not bool(allowed.any()):
+        raise NoEligibleTaskError("no clip is left for this rater to rate")
+    # Screen by the nearest threshold's binary score, then refine exactly.
+    score = screening_score(
+        mean[:, None] - level_cuts[None, :],
+        var[:, None].expand(-1, level_cuts.numel()).clone(),
+        noise_var,
+    ).amax(-1)
+    score = score.masked_fill(~allowed, -math.inf)
+    top = torch.topk(score, min(options.n_refine, int(allowed.sum()))).indices
+    gains = objective(mean[top], var[top], noise_var, level_cuts)
+    pick = rule(gains, options.beta, generator)
+    item = int(top[pick])
+    probabilities = outcome_probabilities(mean[item], var[item], noise_var, level_cuts)
+    return RatingChoice(item, float(gains[pick]), tuple(probabilities.tolist()))
+
+
+__all__ = [
+    "RULES",
+    "NoEligibleTaskError",
+    "PairChoice",
+    "Pending",
+    "RatingChoice",
+    "SelectionOptions",
+    "Shrink",
+    "believer_shrink",
+    "screen_pairs",
+    "select_pairs",
+    "select_rating",
+]

@@ -1,0 +1,205 @@
+"""The campaign posterior: one joint Gaussian over clip qualities and criterion weights.
+
+MATH.md §1 writes theta = (w, u) with f_i = x_i . theta, x_i = [s_i (global and context block);
+e_i]. We store the invertible linear reparametrisation theta = (f, w) instead:
+
+    theta = [f_0 .. f_{n-1} | w_global (K) | w_context_0 (K) | ... | w_context_{C-1} (K)]
+
+with f_i = s_i . (w_global + w_{c_i}) + u_i. Both describe the same Gaussian, and the ADF update
+is equivariant under invertible linear maps, so every posterior is the same; but here a pair
+observation touches two entries (a = e_i - e_j), and the clip block `cov[:n, :n]` that selection
+reads is a view, not an `X S X'` product. u_i = f_i - s_i . w is recovered when needed.
+
+A missing score is imputed by the campaign mean (0 after standardisation); its unknown
+contribution w_k s_ik is folded into the residual variance, `E[w_k^2] + sigma_context^2`
+(`sigma_w^2 + m_k^2 + sigma_context^2`), so a clip with missing scores is not over-confident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class PriorScales:
+    """Prior of the linear-Gaussian model (MATH.md §1).
+
+    Attributes:
+        weight_scale: sd of each global criterion weight (standardised scores, latent units).
+        context_scale: sd of each per-context offset from the global weights.
+        residual_scale: sd tau of each clip's residual u_i (what the reward model misses).
+        weight_mean: prior mean of the global weights; None means 0 for every criterion.
+    """
+
+    weight_scale: float = 0.5
+    context_scale: float = 0.25
+    residual_scale: float = 1.0
+    weight_mean: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("weight_scale", "context_scale", "residual_scale"):
+            value = getattr(self, name)
+            if not (value >= 0 and value < float("inf")):
+                raise ValueError(f"{name} must be finite and >= 0, got {value}")
+        if self.residual_scale == 0:
+            raise ValueError("residual_scale must be > 0: every clip needs some own variance")
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """`theta ~ N(mean, cov)` in the layout above.
+
+    Attributes:
+        mean: (P,) with P = n_items + n_criteria * (1 + n_contexts).
+        cov: (P, P) symmetric positive semi-definite.
+        n_items, n_criteria, n_contexts: block sizes.
+    """
+
+    mean: Tensor
+    cov: Tensor
+    n_items: int
+    n_criteria: int
+    n_contexts: int
+
+    def __post_init__(self) -> None:
+        size = self.n_items + self.n_criteria * (1 + self.n_contexts)
+        if self.mean.shape != (size,) or self.cov.shape != (size, size):
+            raise ValueError(
+                f"posterior shapes {tuple(self.mean.shape)}, {tuple(self.cov.shape)} do not match "
+                f"{self.n_items} items, {self.n_criteria} criteria, {self.n_contexts} contexts"
+            )
+
+    @property
+    def item_mean(self) -> Tensor:
+        """(n,) posterior mean of the clip qualities f."""
+        return self.mean[: self.n_items]
+
+    @property
+    def item_cov(self) -> Tensor:
+        """(n, n) posterior covariance of f (a view into cov)."""
+        return self.cov[: self.n_items, : self.n_items]
+
+    def weight_index(self) -> Tensor:
+        """(K,) positions of the global weights in theta."""
+        start = self.n_items
+        return torch.arange(start, start + self.n_criteria, device=self.mean.device)
+
+    def context_weight_index(self, context: Tensor) -> Tensor:
+        """(..., K) positions of the per-context offsets of the given context indices."""
+        start = self.n_items + self.n_criteria * (1 + context)
+        return start.unsqueeze(-1) + torch.arange(self.n_criteria, device=self.mean.device)
+
+
+def empty_posterior(
+    n_criteria: int,
+    prior: PriorScales,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> Posterior:
+    """The prior over the global weights alone: `w ~ N(weight_mean, weight_scale^2 I)`."""
+    if n_criteria < 0:
+        raise ValueError(f"n_criteria must be >= 0, got {n_criteria}")
+    mean = torch.zeros(n_criteria, dtype=dtype, device=device)
+    if prior.weight_mean is not None:
+        if len(prior.weight_mean) != n_criteria:
+            raise ValueError(
+                f"weight_mean has {len(prior.weight_mean)} entries for {n_criteria} criteria"
+            )
+        mean = mean.new_tensor(prior.weight_mean)
+    cov = torch.eye(n_criteria, dtype=dtype, device=device) * prior.weight_scale**2
+    return Posterior(mean, cov, n_items=0, n_criteria=n_criteria, n_contexts=0)
+
+
+def add_contexts(posterior: Posterior, n_new: int, prior: PriorScales) -> Posterior:
+    """Append `n_new` context offset blocks, each `N(0, context_scale^2 I)` and independent."""
+    if n_new < 0:
+        raise ValueError(f"n_new must be >= 0, got {n_new}")
+    if n_new == 0 or posterior.n_criteria == 0:
+        return Posterior(
+            posterior.mean,
+            posterior.cov,
+            posterior.n_items,
+            posterior.n_criteria,
+            posterior.n_contexts + n_new,
+        )
+    extra = n_new * posterior.n_criteria
+    mean = torch.cat((posterior.mean, posterior.mean.new_zeros(extra)))
+    cov = torch.block_diag(posterior.cov, torch.eye(extra, dtype=mean.dtype, device=mean.device))
+    cov[-extra:, -extra:] *= prior.context_scale**2
+    return Posterior(
+        mean, cov, posterior.n_items, posterior.n_criteria, posterior.n_contexts + n_new
+    )
+
+
+def add_items(
+    posterior: Posterior,
+    scores: Tensor,
+    context: Tensor,
+    prior: PriorScales,
+) -> Posterior:
+    """Add B clips: `f_new = G theta_w + u_new`, conditioned exactly on everything learned so far.
+
+    Row b of G carries s_b at the global weights and at context c_b's offsets. u_new is
+    independent of theta, so `E f_new = G m_w`, `Cov(f_new, theta) = G S_w.`, and
+    `Var f_new = G S_ww G' + diag(tau_b^2)` (MATH.md §1). A new clip therefore starts from what
+    the reward model, through the weights learned so far, says about it.
+
+    Args:
+        posterior: current posterior; every context in `context` must already exist.
+        scores: (B, K) standardised scores, NaN where a score is missing.
+        context: (B,) long context indices.
+        prior: residual and weight scales (for the residual variance of missing scores).
+
+    Returns:
+        The posterior with the B new clips at item positions n .. n + B - 1.
+    """
+    n_new, n_criteria = scores.shape[0], posterior.n_criteria
+    if scores.shape != (n_new, n_criteria) or context.shape != (n_new,):
+        raise ValueError(f"scores must be (B, {n_criteria}) and context (B,)")
+    if n_new and n_criteria and int(context.max()) >= posterior.n_contexts:
+        raise ValueError("a clip refers to a context the posterior does not have")
+    n, size = posterior.n_items, posterior.mean.numel()
+    dtype, device = posterior.mean.dtype, posterior.mean.device
+    missing = torch.isnan(scores)
+    filled = torch.where(missing, torch.zeros_like(scores), scores)
+
+    # G over the whole theta (B x P); zero on the existing items.
+    design = scores.new_zeros(n_new, size)
+    if n_criteria:
+        rows = torch.arange(n_new, device=device).unsqueeze(-1)
+        design[rows, posterior.weight_index()] = filled
+        design[rows, posterior.context_weight_index(context)] += filled
+    cross = design @ posterior.cov  # B x P: Cov(f_new, theta)
+    new_mean = design @ posterior.mean
+    weight_second_moment = posterior.mean[n : n + n_criteria].square()
+    if n_criteria:
+        weight_second_moment = (
+            weight_second_moment + torch.diagonal(posterior.cov)[n : n + n_criteria]
+        )
+    missing_var = (missing.to(dtype) * (weight_second_moment + prior.context_scale**2)).sum(-1)
+    residual_var = prior.residual_scale**2 + missing_var
+    new_block = cross @ design.T + torch.diag(residual_var)
+
+    # Insert the new items after the existing ones, before the weights.
+    order = torch.cat(
+        (
+            torch.arange(n, device=device),
+            torch.arange(size, size + n_new, device=device),
+            torch.arange(n, size, device=device),
+        )
+    )
+    mean = torch.cat((posterior.mean, new_mean))[order]
+    cov = torch.empty(size + n_new, size + n_new, dtype=dtype, device=device)
+    cov[:size, :size] = posterior.cov
+    cov[size:, :size] = cross
+    cov[:size, size:] = cross.T
+    cov[size:, size:] = 0.5 * (new_block + new_block.T)
+    cov = cov[order][:, order]
+    return Posterior(mean, cov, n + n_new, n_criteria, posterior.n_contexts)
+
+
+__all__ = ["Posterior", "PriorScales", "add_contexts", "add_items", "empty_posterior"]

@@ -1,0 +1,104 @@
+"""Read-outs of a posterior: per-clip credible intervals and ranks, pair probabilities, weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from scipy.stats import norm
+from torch import Tensor
+
+from engine.objectives import outcome_probabilities
+from engine.state import Posterior
+
+
+@dataclass(frozen=True)
+class ClipSummary:
+    """Per clip (n,): posterior mean, sd, central credible interval, rank (1 = best)."""
+
+    mean: Tensor
+    sd: Tensor
+    lower: Tensor
+    upper: Tensor
+    rank: Tensor
+    level: float
+
+
+@dataclass(frozen=True)
+class WeightSummary:
+    """Criterion weights: the global block and the effective weights w + w_c per context.
+
+    Attributes:
+        mean: (K,), cov: (K, K) of the global weights.
+        context_mean: (C, K), context_cov: (C, K, K) of w + w_c.
+    """
+
+    mean: Tensor
+    cov: Tensor
+    context_mean: Tensor
+    context_cov: Tensor
+
+
+def summarise_clips(posterior: Posterior, level: float = 0.9) -> ClipSummary:
+    """`mean +- z_{(1 + level)/2} sd` per clip and the rank by posterior mean (ties by index)."""
+    if not 0 < level < 1:
+        raise ValueError(f"credible level must be in (0, 1), got {level}")
+    mean = posterior.item_mean
+    sd = torch.sqrt(torch.diagonal(posterior.item_cov).clamp_min(0.0))
+    half = credible_halfwidth(sd, level)
+    order = torch.argsort(-mean, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(1, mean.numel() + 1, device=mean.device)
+    return ClipSummary(mean.clone(), sd, mean - half, mean + half, rank, level)
+
+
+def pair_marginal(posterior: Posterior, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and variance of `z = f_i - f_j` for the listed pairs. MATH.md §1."""
+    mean, cov = posterior.item_mean, posterior.item_cov
+    var = cov[first, first] + cov[second, second] - 2.0 * cov[first, second]
+    return mean[first] - mean[second], var.clamp_min(0.0)
+
+
+def probability_better(posterior: Posterior, first: Tensor, second: Tensor) -> Tensor:
+    """`P(f_i > f_j) = Phi(mu / s)` under the posterior (no rater noise). MATH.md §1."""
+    mu, var = pair_marginal(posterior, first, second)
+    tiny = torch.finfo(mu.dtype).tiny
+    return torch.special.ndtr(mu / torch.sqrt(var.clamp_min(tiny)))
+
+
+def predict_pair(
+    posterior: Posterior, first: Tensor, second: Tensor, noise_var: float, cuts: Tensor
+) -> Tensor:
+    """Predictive (loss, [tie,] win) probabilities of `first` vs `second`. MATH.md §3."""
+    mu, var = pair_marginal(posterior, first, second)
+    return outcome_probabilities(mu, var, noise_var, cuts)
+
+
+def summarise_weights(posterior: Posterior) -> WeightSummary:
+    """The global weights' Gaussian and each context's effective weights `w + w_c`."""
+    n_criteria, n_contexts = posterior.n_criteria, posterior.n_contexts
+    index = posterior.weight_index()
+    mean, cov = posterior.mean[index], posterior.cov[index][:, index]
+    context = posterior.context_weight_index(torch.arange(n_contexts, device=mean.device))
+    both = torch.cat((index.expand(n_contexts, n_criteria), context), dim=-1)  # C x 2K
+    block = posterior.cov[both[:, :, None], both[:, None, :]]  # C x 2K x 2K
+    summed = block.reshape(n_contexts, 2, n_criteria, 2, n_criteria).sum((1, 3))
+    context_mean = mean + posterior.mean[context]
+    return WeightSummary(mean, cov, context_mean, summed)
+
+
+def credible_halfwidth(sd: Tensor, level: float) -> Tensor:
+    """`z_{(1 + level)/2} sd`, the half-width of a central Gaussian interval."""
+    return sd * float(norm.ppf(0.5 + level / 2))
+
+
+__all__ = [
+    "ClipSummary",
+    "WeightSummary",
+    "credible_halfwidth",
+    "pair_marginal",
+    "predict_pair",
+    "probability_better",
+    "summarise_clips",
+    "summarise_weights",
+]

@@ -1,0 +1,153 @@
+"""The one assumed-density-filtering update: posterior + interval events -> posterior.
+
+For an event on `z = a . theta` with moments (log_z, dlog_z, d2log_z) of the likelihood under
+`z ~ N(a.m, a.S.a)` (MATH.md §2):
+
+    m' = m + S a dlog_z
+    S' = S + (S a)(S a)' d2log_z        (d2log_z = -(1 - kappa) / c^2 <= 0)
+
+Every observation here projects on one clip (a = e_i, an emoji level) or a pair
+(a = e_i - e_j, a comparison), so S a is a difference of two columns of S.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from engine.likelihoods import LIKELIHOODS, Outcome, level_interval, pair_interval
+from engine.state import Posterior
+
+NO_SECOND = -1  # `second` of a single-clip (emoji) event
+
+
+@dataclass(frozen=True)
+class Events:
+    """A batch of B interval events, applied in order.
+
+    Attributes:
+        first: (B,) long item index i.
+        second: (B,) long item index j of a pair (z = f_i - f_j), or -1 (z = f_i).
+        lo, hi: (B,) interval ends on the rater's noisy z.
+        noise_var: (B,) the answering rater's noise variance.
+    """
+
+    first: Tensor
+    second: Tensor
+    lo: Tensor
+    hi: Tensor
+    noise_var: Tensor
+
+    def __post_init__(self) -> None:
+        shape = self.first.shape
+        if len(shape) != 1 or any(
+            t.shape != shape for t in (self.second, self.lo, self.hi, self.noise_var)
+        ):
+            raise ValueError("every field of Events must be a 1-D tensor of the same length")
+        if not bool((self.lo < self.hi).all()):
+            raise ValueError("every event interval needs lo < hi")
+        if not bool((self.noise_var >= 0).all()) or not bool(torch.isfinite(self.noise_var).all()):
+            raise ValueError("noise variances must be finite and >= 0")
+        if bool((self.first == self.second).any()):
+            raise ValueError("a pair event needs two different clips")
+
+    def __len__(self) -> int:
+        return self.first.shape[0]
+
+
+def pair_events(
+    first: Sequence[int],
+    second: Sequence[int],
+    outcomes: Sequence[Outcome | str],
+    *,
+    tie_margin: float,
+    noise_sd: float | Sequence[float],
+    like: Tensor,
+) -> Events:
+    """Events for comparisons of (first[b], second[b]) with `outcomes[b]`. MATH.md §2."""
+    intervals = [pair_interval(Outcome(o), tie_margin) for o in outcomes]
+    return _events(first, second, intervals, noise_sd, like)
+
+
+def level_events(
+    items: Sequence[int],
+    levels: Sequence[int],
+    *,
+    thresholds: Sequence[float],
+    noise_sd: float | Sequence[float],
+    like: Tensor,
+) -> Events:
+    """Events for emoji levels (0 = worst) of single clips. MATH.md §2 (ordered probit)."""
+    intervals = [level_interval(int(level), thresholds) for level in levels]
+    return _events(items, [NO_SECOND] * len(items), intervals, noise_sd, like)
+
+
+def _events(
+    first: Sequence[int],
+    second: Sequence[int],
+    intervals: Sequence[tuple[float, float]],
+    noise_sd: float | Sequence[float],
+    like: Tensor,
+) -> Events:
+    count = len(intervals)
+    if len(first) != count or len(second) != count:
+        raise ValueError("first, second and outcomes must have the same length")
+    sd = like.new_tensor(noise_sd).expand(count) if count else like.new_zeros(0)
+    index = torch.as_tensor
+    bounds = like.new_tensor(intervals).reshape(count, 2)
+    return Events(
+        index(list(first), dtype=torch.long, device=like.device),
+        index(list(second), dtype=torch.long, device=like.device),
+        bounds[:, 0].contiguous(),
+        bounds[:, 1].contiguous(),
+        sd.square().contiguous(),
+    )
+
+
+def update(posterior: Posterior, events: Events, likelihood: str = "interval") -> Posterior:
+    """Apply `events` one after another by ADF (MATH.md §2); the input is not modified.
+
+    A batch is applied as B sequential rank-1 steps: one parallel rank-B step is not ADF
+    (MATH.md §2: exact 0.198, sequential 0.471, one rank-2 step 1.003).
+
+    Args:
+        posterior: the current posterior.
+        events: B events on its items.
+        likelihood: a key of LIKELIHOODS.
+
+    Returns:
+        The posterior after all B events.
+
+    Raises:
+        KeyError: unknown likelihood.
+        IndexError: an event refers to a clip the posterior does not have.
+        ValueError: a degenerate event (zero noise and zero variance).
+    """
+    moment_function = LIKELIHOODS[likelihood]
+    n_items = posterior.n_items
+    first, second = events.first.tolist(), events.second.tolist()
+    if any(not 0 <= i < n_items for i in first) or any(
+        not (j == NO_SECOND or 0 <= j < n_items) for j in second
+    ):
+        raise IndexError(f"an event refers to a clip outside 0..{n_items - 1}")
+    mean = posterior.mean.clone()
+    cov = posterior.cov.clone()
+    for b, (i, j) in enumerate(zip(first, second, strict=True)):
+        # S a for a = e_i - e_j (pair) or e_i (single clip)
+        column = cov[:, i] - cov[:, j] if j != NO_SECOND else cov[:, i].clone()
+        mu = mean[i] - mean[j] if j != NO_SECOND else mean[i]
+        var = (column[i] - column[j] if j != NO_SECOND else column[i]).clamp_min(0.0)
+        moments = moment_function(mu, var, events.lo[b], events.hi[b], events.noise_var[b])
+        dlog_z, d2log_z = float(moments.dlog_z), float(moments.d2log_z)
+        if not (math.isfinite(dlog_z) and math.isfinite(d2log_z)):
+            raise FloatingPointError(f"event {b} produced a non-finite update")
+        mean.add_(column, alpha=dlog_z)  # MATH.md §2: m' = m + S a dlog_z
+        cov.addr_(column, column, alpha=d2log_z)  # MATH.md §2: S' = S + d2log_z (S a)(S a)'
+    return Posterior(mean, cov, n_items, posterior.n_criteria, posterior.n_contexts)
+
+
+__all__ = ["NO_SECOND", "Events", "level_events", "pair_events", "update"]

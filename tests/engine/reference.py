@@ -1,0 +1,118 @@
+"""Independent references for the engine's maths: 30-digit mpmath quadrature and closed forms.
+
+Nothing here imports the engine; each function integrates the definitions in MATH.md directly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mpmath as mp
+import numpy as np
+from scipy.special import log_ndtr
+
+mp.mp.dps = 30
+
+
+def ncdf(x: float) -> mp.mpf:
+    if x == math.inf:
+        return mp.mpf(1)
+    if x == -math.inf:
+        return mp.mpf(0)
+    return mp.ncdf(x)
+
+
+def interval_likelihood(z: mp.mpf, lo: float, hi: float, noise_sd: float) -> mp.mpf:
+    """`P(lo < z + eps < hi)` with eps ~ N(0, noise_sd^2); a step function when noise_sd = 0."""
+    if noise_sd == 0:
+        return mp.mpf(1) if lo < z < hi else mp.mpf(0)
+    return interval_probability((lo - z) / noise_sd, (hi - z) / noise_sd)
+
+
+def _tilted_mode(mu: float, sd: float, lo: float, hi: float, noise_sd: float) -> float:
+    """Where `N(z; mu, sd) P(lo < z + eps < hi)` peaks, on a fine float grid (scipy, not torch)."""
+    finite = [c for c in (lo, hi) if math.isfinite(c)]
+    left = min([mu - 12 * sd, *[c - 12 * max(noise_sd, 1e-9) for c in finite]])
+    right = max([mu + 12 * sd, *[c + 12 * max(noise_sd, 1e-9) for c in finite]])
+    z = np.linspace(left, right, 200_001)
+    log_weight = -0.5 * ((z - mu) / sd) ** 2
+    if noise_sd > 0:
+        a, b = (lo - z) / noise_sd, (hi - z) / noise_sd
+        upper = np.where(a + b > 0, log_ndtr(-a), log_ndtr(b))
+        lower = np.where(a + b > 0, log_ndtr(-b), log_ndtr(a))
+        log_weight = log_weight + upper + np.log1p(-np.exp(np.minimum(lower - upper, 0.0)))
+    else:
+        log_weight = np.where((z > lo) & (z < hi), log_weight, -np.inf)
+    return float(z[np.argmax(log_weight)])
+
+
+def _breakpoints(
+    mu: float, sd: float, cuts: list[float], noise_sd: float, mode: float | None = None
+) -> list[mp.mpf]:
+    """Integration breakpoints: the Gaussian's bulk, each cut's bump and the tilted mode."""
+    width = max(noise_sd, 1e-3 * sd)
+    points = {mu - 40 * sd, mu + 40 * sd}
+    for k in range(-8, 9):
+        points.add(mu + k * sd)
+    for cut in cuts:
+        for k in (-12, -6, -3, -1, 0, 1, 3, 6, 12):
+            points.add(cut + k * width)
+    if mode is not None:
+        narrow = min(sd, width)
+        for k in range(-24, 25, 2):
+            points.add(mode + k * narrow)
+    return [mp.mpf(p) for p in sorted(points)]
+
+
+def tilted_moments(
+    mu: float, var: float, lo: float, hi: float, noise_sd: float
+) -> tuple[float, float, float]:
+    """`log Z`, `E[z | event]`, `Var[z | event]`: N(z; mu, var) times the interval likelihood."""
+    sd = math.sqrt(var)
+    cuts = [c for c in (lo, hi) if math.isfinite(c)]
+    points = _breakpoints(mu, sd, cuts, noise_sd, _tilted_mode(mu, sd, lo, hi, noise_sd))
+
+    def weight(z: mp.mpf) -> mp.mpf:
+        return mp.npdf(z, mu, sd) * interval_likelihood(z, lo, hi, noise_sd)
+
+    z0 = mp.quad(weight, points)
+    z1 = mp.quad(lambda z: z * weight(z), points) / z0
+    z2 = mp.quad(lambda z: (z - z1) ** 2 * weight(z), points) / z0
+    return float(mp.log(z0)), float(z1), float(z2)
+
+
+def interval_probability(lo: float, hi: float) -> mp.mpf:
+    """`Phi(hi) - Phi(lo)` at 30 digits, taken in the lower tail (Phi(-lo) - Phi(-hi) when
+    lo + hi > 0) so that upper-tail intervals keep their digits."""
+    if lo + hi > 0:
+        return ncdf(-lo) - ncdf(-hi)
+    return ncdf(hi) - ncdf(lo)
+
+
+def log_interval_probability(lo: float, hi: float) -> float:
+    """`log(Phi(hi) - Phi(lo))` at 30 digits."""
+    return float(mp.log(interval_probability(lo, hi)))
+
+
+def _entropy_bits(probabilities: list[mp.mpf]) -> mp.mpf:
+    return -sum((p * mp.log(p, 2) for p in probabilities if p > 0), mp.mpf(0))
+
+
+def information_gain(mu: float, var: float, noise_sd: float, cuts: list[float]) -> float:
+    """`H[P(y)] - E_z H[p(y | z)]` in bits, both terms by 30-digit quadrature. MATH.md §3."""
+    edges = [-math.inf, *cuts, math.inf]
+    sd = math.sqrt(var)
+    c = math.sqrt(var + noise_sd**2)
+    predictive = [
+        interval_probability((edges[k] - mu) / c, (edges[k + 1] - mu) / c)
+        for k in range(len(cuts) + 1)
+    ]
+
+    def conditional(z: mp.mpf) -> mp.mpf:
+        probabilities = [
+            interval_likelihood(z, edges[k], edges[k + 1], noise_sd) for k in range(len(cuts) + 1)
+        ]
+        return mp.npdf(z, mu, sd) * _entropy_bits(probabilities)
+
+    expected = mp.quad(conditional, _breakpoints(mu, sd, cuts, noise_sd))
+    return float(_entropy_bits(predictive) - expected)
