@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import math
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -109,13 +109,27 @@ class Task:
 
 @dataclass(frozen=True)
 class Judgment:
-    """One label in the log: a pair outcome of (first, second) or an emoji level of `first`."""
+    """One label: a pair outcome of (first, second) or an emoji level of `first` (second = -1).
+
+    `noise_sd` is the rater noise the label is applied with; None means the rater's current
+    noise, and the campaign's log records the value it used, so a replay is exact.
+    """
 
     rater: Hashable | None
     first: int
     second: int
     outcome: Outcome | None = None
     level: int | None = None
+    noise_sd: float | None = None
+
+
+@dataclass(frozen=True)
+class _ClipBatch:
+    """One add_clips call, as the history replays it."""
+
+    raw_scores: Tensor
+    contexts: tuple[Hashable | None, ...]
+    groups: tuple[Hashable | None, ...]
 
 
 class Campaign:
@@ -150,8 +164,11 @@ class Campaign:
             n_criteria, self.config.prior, device=self.device, dtype=self.dtype
         )
         self.log: list[Judgment] = []
+        # Clip batches and label batches in the order they happened: what replay() re-runs.
+        self._history: list[_ClipBatch | tuple[Judgment, ...]] = []
         self._rater_noise: dict[Hashable, float] = {}
         self._judged: dict[Hashable, set[tuple[int, int]]] = {}
+        self._judged_tensor: dict[Hashable, Tensor] = {}  # cache of _judged, rebuilt on change
         self._rated: dict[Hashable, set[int]] = {}
         self._pending: dict[int, Task] = {}
         self._task_ids = itertools.count(1)
@@ -209,6 +226,7 @@ class Campaign:
             for b, g in enumerate(groups)
         ]
         # Validated: commit.
+        self._history.append(_ClipBatch(raw, tuple(contexts), tuple(groups)))
         self._context_names, self._group_names = context_names, group_names
         self._context += context_index
         self._group += group_index
@@ -295,24 +313,29 @@ class Campaign:
     def observe(self, judgments: Sequence[Judgment], task_ids: Sequence[int] = ()) -> None:
         """Apply labels in order (ADF, MATH.md §2) and release the answered tasks.
 
-        Validation runs on the whole batch before anything changes.
+        The whole batch is validated before anything changes; on an error nothing is applied.
         """
-        pairs = [j for j in judgments if j.second != NO_SECOND]
         for j in judgments:
             self._validate(j)
+        if len(set(task_ids)) != len(task_ids):
+            raise ValueError("a task id appears twice in one batch")
         for task_id in task_ids:
             if task_id not in self._pending:
                 raise KeyError(f"task {task_id} is not pending")
+        resolved = [
+            j if j.noise_sd is not None else replace(j, noise_sd=self.noise_sd(j.rater))
+            for j in judgments
+        ]
         posterior = self.posterior
-        for start, batch in _runs(judgments):
-            del start
+        for batch in _runs(resolved):
+            noise_sd = [float(j.noise_sd) for j in batch]  # type: ignore[arg-type]
             if batch[0].second != NO_SECOND:
                 events = pair_events(
                     [j.first for j in batch],
                     [j.second for j in batch],
                     [j.outcome for j in batch],  # type: ignore[misc]
                     tie_margin=self.config.tie_margin,
-                    noise_sd=[self.noise_sd(j.rater) for j in batch],
+                    noise_sd=noise_sd,
                     like=self._like,
                 )
             else:
@@ -320,19 +343,21 @@ class Campaign:
                     [j.first for j in batch],
                     [j.level for j in batch],  # type: ignore[misc]
                     thresholds=self.config.emoji_thresholds or (),
-                    noise_sd=[self.noise_sd(j.rater) for j in batch],
+                    noise_sd=noise_sd,
                     like=self._like,
                 )
             posterior = update(posterior, events)
         self.posterior = posterior
-        self.log.extend(judgments)
-        for j in pairs:
-            self._judged.setdefault(j.rater, set()).add(
-                (min(j.first, j.second), max(j.first, j.second))
-            )
-        for j in judgments:
+        self.log.extend(resolved)
+        self._history.append(tuple(resolved))
+        for j in resolved:
             if j.second == NO_SECOND:
                 self._rated.setdefault(j.rater, set()).add(j.first)
+            else:
+                self._judged_tensor.pop(j.rater, None)
+                self._judged.setdefault(j.rater, set()).add(
+                    (min(j.first, j.second), max(j.first, j.second))
+                )
         for task_id in task_ids:
             self._pending.pop(task_id)
 
@@ -358,6 +383,10 @@ class Campaign:
 
     def _validate(self, judgment: Judgment) -> None:
         n = self.n_items
+        if judgment.noise_sd is not None and not (
+            judgment.noise_sd >= 0 and math.isfinite(judgment.noise_sd)
+        ):
+            raise ValueError(f"noise_sd must be finite and >= 0, got {judgment.noise_sd}")
         if not 0 <= judgment.first < n:
             raise IndexError(f"clip {judgment.first} does not exist (0..{n - 1})")
         if judgment.second == NO_SECOND:
@@ -412,7 +441,10 @@ class Campaign:
         """
         judged = None
         if not repeat_pairs and self._judged.get(rater):
-            judged = torch.tensor(sorted(self._judged[rater]), dtype=torch.long)
+            judged = self._judged_tensor.get(rater)
+            if judged is None:
+                judged = torch.tensor(sorted(self._judged[rater]), dtype=torch.long)
+                self._judged_tensor[rater] = judged
         choices = select_pairs(
             self.posterior,
             noise_var=self.noise_sd(rater) ** 2,
@@ -537,30 +569,34 @@ class Campaign:
         return tuple(self._context_names)
 
     def replay(self) -> Campaign:
-        """A fresh campaign with the same clips and the same labels applied in the same order."""
+        """A fresh campaign that re-runs this one's history: the same clip batches and labels,
+        interleaved in the same order and with the noise each label was applied with. The
+        posterior is bit-for-bit the same on the CPU."""
         fresh = Campaign(self.config, device=self.device, dtype=self.dtype)
-        inverse_context = {v: k for k, v in self._context_names.items()}
-        inverse_group = {v: k for k, v in self._group_names.items()}
-        fresh.add_clips(
-            self._raw_scores if self._raw_scores.shape[1] else None,
-            count=self.n_items,
-            contexts=[inverse_context[c] for c in self._context],
-            groups=[inverse_group[g] for g in self._group],
-        )
         fresh._rater_noise = dict(self._rater_noise)
-        fresh.observe(self.log)
+        for entry in self._history:
+            if isinstance(entry, _ClipBatch):
+                scores = entry.raw_scores if entry.raw_scores.shape[1] else None
+                fresh.add_clips(
+                    scores,
+                    count=entry.raw_scores.shape[0],
+                    contexts=entry.contexts,
+                    groups=entry.groups,
+                )
+            else:
+                fresh.observe(entry)
         return fresh
 
 
-def _runs(judgments: Sequence[Judgment]) -> list[tuple[int, list[Judgment]]]:
+def _runs(judgments: Sequence[Judgment]) -> list[list[Judgment]]:
     """Consecutive runs of pair judgments or of ratings, in order (each run is one update call)."""
-    runs: list[tuple[int, list[Judgment]]] = []
-    for position, judgment in enumerate(judgments):
-        kind = judgment.second == NO_SECOND
-        if runs and (runs[-1][1][0].second == NO_SECOND) == kind:
-            runs[-1][1].append(judgment)
+    runs: list[list[Judgment]] = []
+    for judgment in judgments:
+        single = judgment.second == NO_SECOND
+        if runs and (runs[-1][0].second == NO_SECOND) == single:
+            runs[-1].append(judgment)
         else:
-            runs.append((position, [judgment]))
+            runs.append([judgment])
     return runs
 
 

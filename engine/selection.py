@@ -29,6 +29,7 @@ N_REFINE = 256
 # Elements of one screening block: ~2 MiB of float64 on a CPU (cache-sized), larger on a GPU.
 CPU_BLOCK_ELEMENTS = 2**18
 GPU_BLOCK_ELEMENTS = 2**24
+SCORE_OFFSET = 2.0  # lifts screening scores (>= -1) above the 0 that marks ineligible pairs
 
 
 class NoEligibleTaskError(ValueError):
@@ -170,11 +171,11 @@ def screen_pairs(
     weighted = shrink.columns * shrink.factor
     block = GPU_BLOCK_ELEMENTS if device.type == "cuda" else CPU_BLOCK_ELEMENTS
     rows_per_block = max(1, block // max(n, 1))
+    excluding = not bool(allowed_items.all())
+    allowed = allowed_items.to(mean.dtype)
     best_score, best_flat = [], []
-    columns_all = torch.arange(n, device=device)
     for start in range(0, max(n - 1, 0), rows_per_block):
         stop = min(n - 1, start + rows_per_block)
-        rows, cols = columns_all[start:stop], columns_all[start:]
         # Only columns >= start can hold j > i for these rows: the triangle halves the work.
         block_cov = cov[start:stop, start:]
         if shrink.factor.numel():
@@ -184,26 +185,26 @@ def screen_pairs(
         var = (variances[start:stop, None] + variances[None, start:]).sub_(block_cov, alpha=2.0)
         var.clamp_min_(0.0)
         mu = mean[start:stop, None] - mean[None, start:]
-        score = screening_score(mu, var, noise_var)
-        valid = cols[None, :] > rows[:, None]
-        valid &= allowed_items[start:stop, None] & allowed_items[None, start:]
+        # screening_score >= -1, so valid candidates score >= SCORE_OFFSET - 1 > 0 and every
+        # ineligible entry is set to exactly 0: masks are multiplications, no boolean temporaries.
+        score = screening_score(mu, var, noise_var).add_(SCORE_OFFSET).triu_(1)
+        if excluding:
+            score.mul_(allowed[start:stop, None]).mul_(allowed[None, start:])
         if groups is not None:
-            valid &= groups[start:stop, None] == groups[None, start:]
-        score.masked_fill_(~valid, -math.inf)
+            score.mul_(groups[start:stop, None] == groups[None, start:])
         lo, hi = torch.searchsorted(forbidden, torch.tensor([start * n, stop * n], device=device))
         hit = forbidden[lo:hi]
         if hit.numel():
-            score[hit // n - start, hit % n - start] = -math.inf
-        flat_score = score.reshape(-1)
-        top = torch.topk(flat_score, min(n_keep, flat_score.numel()))
+            score[hit // n - start, hit % n - start] = 0.0
+        width = n - start
+        top = torch.topk(score.reshape(-1), min(n_keep, score.numel()))
         best_score.append(top.values)
-        local_rows = top.indices // cols.numel()
-        best_flat.append((local_rows + start) * n + cols[top.indices % cols.numel()])
+        best_flat.append((top.indices // width + start) * n + top.indices % width + start)
     if not best_score:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty
     scores, flats = torch.cat(best_score), torch.cat(best_flat)
-    keep = torch.isfinite(scores)
+    keep = scores > 0
     scores, flats = scores[keep], flats[keep]
     order = torch.topk(scores, min(n_keep, scores.numel())).indices
     flats = flats[order]
@@ -246,6 +247,8 @@ class SelectionOptions:
             raise KeyError(f"unknown selection rule {self.rule!r}; known: {sorted(RULES)}")
         if self.n_refine < 1:
             raise ValueError("n_refine must be >= 1")
+        if self.rule == "softmax" and not self.beta > 0:
+            raise ValueError(f"softmax selection needs beta > 0, got {self.beta}")
 
 
 def select_pairs(

@@ -12,7 +12,8 @@ reads is a view, not an `X S X'` product. u_i = f_i - s_i . w is recovered when 
 
 A missing score is imputed by the campaign mean (0 after standardisation); its unknown
 contribution w_k s_ik is folded into the residual variance, `E[w_k^2] + sigma_context^2`
-(`sigma_w^2 + m_k^2 + sigma_context^2`), so a clip with missing scores is not over-confident.
+(`sigma_w^2 + m_k^2 + sigma_context^2`, i.e. averaged over the criterion's standardised spread
+E[s^2] = 1), so a clip with missing scores is not over-confident.
 """
 
 from __future__ import annotations

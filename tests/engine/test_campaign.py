@@ -1,0 +1,469 @@
+"""Campaign: replay, clips added mid-campaign, standardisation, input validation, read-outs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from engine.campaign import Campaign, CampaignConfig, Judgment
+from engine.likelihoods import Outcome
+from engine.state import PriorScales
+from engine.update import NO_SECOND
+
+SEED = 0
+CRITERIA = ("a", "b", "c")
+EMOJI = (-1.0, 0.0, 1.0)
+PRIOR = PriorScales(weight_scale=0.5, context_scale=0.25, residual_scale=1.0)
+
+
+def _config(**overrides: object) -> CampaignConfig:
+    settings: dict[str, object] = dict(criteria=CRITERIA, prior=PRIOR)
+    settings.update(overrides)
+    return CampaignConfig(**settings)  # type: ignore[arg-type]
+
+
+def _campaign(n: int = 8, *, seed: int = SEED, **overrides: object) -> Campaign:
+    rng = np.random.default_rng(seed)
+    campaign = Campaign(_config(**overrides), device="cpu")
+    scores = rng.normal(loc=5.0, scale=2.0, size=(n, len(campaign.config.criteria)))
+    campaign.add_clips(scores.tolist(), contexts=["x" if k % 3 else "y" for k in range(n)])
+    return campaign
+
+
+def _snapshot(campaign: Campaign) -> tuple[torch.Tensor, torch.Tensor, int]:
+    return campaign.posterior.mean.clone(), campaign.posterior.cov.clone(), len(campaign.log)
+
+
+def _assert_unchanged(campaign: Campaign, snapshot: tuple[torch.Tensor, torch.Tensor, int]):
+    mean, cov, n_log = snapshot
+    assert torch.equal(campaign.posterior.mean, mean)
+    assert torch.equal(campaign.posterior.cov, cov)
+    assert len(campaign.log) == n_log
+
+
+def _standardised(campaign: Campaign) -> torch.Tensor:
+    """Standardised scores before any label, read from the prior: Cov(f_i, w_k) = s_ik sd_w^2."""
+    posterior = campaign.posterior
+    cross = posterior.cov[: posterior.n_items, posterior.weight_index()]
+    return cross / campaign.config.prior.weight_scale**2
+
+
+# replay --------------------------------------------------------------------------------------
+
+
+def _mixed_log_campaign() -> Campaign:
+    """Wins, losses, ties and emoji ratings from raters of different noise, single and batched."""
+    campaign = _campaign(9, tie_margin=0.5, emoji_thresholds=EMOJI)
+    campaign.set_rater_noise("sharp", 0.5)
+    campaign.set_rater_noise("vague", 2.0)
+    rng = np.random.default_rng(SEED + 1)
+    raters = ["sharp", "vague", "default"]
+    for step in range(30):
+        rater = raters[step % 3]
+        if step % 4 == 3:
+            campaign.observe_rating(int(rng.integers(9)), int(rng.integers(4)), rater=rater)
+        else:
+            i, j = rng.choice(9, size=2, replace=False)
+            outcome = ("win", "loss", "tie")[int(rng.integers(3))]
+            campaign.observe_pair(int(i), int(j), outcome, rater=rater)
+    campaign.observe(
+        [
+            Judgment("vague", 1, 2, outcome=Outcome.TIE),
+            Judgment("sharp", 4, NO_SECOND, level=0),
+            Judgment("sharp", 3, 7, outcome=Outcome.LOSS),
+            Judgment("default", 8, 0, outcome=Outcome.WIN),
+            Judgment("vague", 5, NO_SECOND, level=3),
+        ]
+    )
+    return campaign
+
+
+def test_replay_is_exact() -> None:
+    """Replaying the log into a fresh campaign gives the same posterior bit for bit."""
+    campaign = _mixed_log_campaign()
+    assert {j.outcome for j in campaign.log if j.second >= 0} == set(Outcome)
+    assert {j.level for j in campaign.log if j.second < 0} >= {0, 3}
+    assert {j.rater for j in campaign.log} == {"sharp", "vague", "default"}
+    fresh = campaign.replay()
+    assert torch.equal(fresh.posterior.mean, campaign.posterior.mean)
+    assert torch.equal(fresh.posterior.cov, campaign.posterior.cov)
+    assert fresh.log == campaign.log
+    assert fresh.context_names == campaign.context_names
+    assert torch.equal(fresh.groups, campaign.groups)
+    # The labels did move the posterior (the check above is not between two priors).
+    assert float(campaign.posterior.item_mean.abs().max()) > 0.1
+
+
+def test_replay_is_exact_after_clips_added_mid_campaign_without_criteria() -> None:
+    """K = 0: clips added after labels replay exactly (no standardisation involved)."""
+    campaign = Campaign(CampaignConfig(criteria=(), tie_margin=0.5), device="cpu")
+    campaign.add_clips(count=5)
+    campaign.observe_pair(0, 1, "win", rater="r")
+    campaign.observe_pair(2, 1, "tie", rater="s")
+    campaign.add_clips(count=3)
+    campaign.observe_pair(6, 1, "loss", rater="r")
+    fresh = campaign.replay()
+    assert torch.equal(fresh.posterior.mean, campaign.posterior.mean)
+    assert torch.equal(fresh.posterior.cov, campaign.posterior.cov)
+
+
+def test_replay_is_exact_after_clips_added_mid_campaign() -> None:
+    """With criteria, clips added after labels should replay exactly too."""
+    campaign = _campaign(6, tie_margin=0.5)
+    campaign.observe_pair(0, 1, "win", rater="r")
+    campaign.add_clips([[1.0, 9.0, 4.0], [7.0, 2.0, 5.0]], contexts=["x", "z"])
+    campaign.observe_pair(6, 1, "tie", rater="r")
+    fresh = campaign.replay()
+    torch.testing.assert_close(fresh.posterior.mean, campaign.posterior.mean)
+    torch.testing.assert_close(fresh.posterior.cov, campaign.posterior.cov)
+
+
+def test_replay_is_exact_when_rater_noise_changes_mid_campaign() -> None:
+    """A noise change applies to later labels only; replay should reproduce that."""
+    campaign = _campaign(5, tie_margin=0.5)
+    campaign.observe_pair(0, 1, "win", rater="r")
+    campaign.set_rater_noise("r", 3.0)
+    campaign.observe_pair(2, 1, "win", rater="r")
+    fresh = campaign.replay()
+    torch.testing.assert_close(fresh.posterior.mean, campaign.posterior.mean)
+
+
+# clips added mid-campaign -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("context", ["x", "z"])
+def test_clip_added_after_labels(context: str) -> None:
+    """Old block unchanged; new clip f = s . (w + w_c) + u with s frozen and u ~ N(0, tau^2)."""
+    rng = np.random.default_rng(SEED)
+    raw = rng.normal(loc=5.0, scale=2.0, size=(8, len(CRITERIA)))
+    campaign = Campaign(_config(tie_margin=0.5), device="cpu")
+    campaign.add_clips(raw.tolist(), contexts=["x" if k % 3 else "y" for k in range(8)])
+    for step in range(12):
+        i, j = rng.choice(8, size=2, replace=False)
+        campaign.observe_pair(int(i), int(j), ("win", "loss", "tie")[step % 3], rater="r")
+    old = campaign.posterior
+    n, size = old.n_items, old.mean.numel()
+
+    new_raw = np.array([[3.0, 8.0, 5.5]])
+    added = campaign.add_clips(new_raw.tolist(), contexts=[context])
+    assert list(added) == [n]
+    new = campaign.posterior
+    new_context = context not in ("x", "y")
+    assert new.n_items == n + 1
+    assert new.n_contexts == old.n_contexts + int(new_context)
+
+    # The old theta (items, then weights and contexts shifted by one) is untouched.
+    old_index = torch.cat((torch.arange(n), torch.arange(n + 1, size + 1)))
+    assert torch.equal(new.mean[old_index], old.mean)
+    assert torch.equal(new.cov[old_index][:, old_index], old.cov)
+
+    # Standardised with the statistics of the clips present at the first label.
+    scores = torch.from_numpy((new_raw[0] - raw.mean(0)) / raw.std(0, ddof=1))
+    c = campaign.context_names.index(context)
+    w_index = new.weight_index()
+    c_index = new.context_weight_index(torch.tensor(c))
+    offset_mean = new.mean[c_index]
+    if new_context:
+        assert torch.equal(offset_mean, torch.zeros(len(CRITERIA)))
+    expected_mean = scores @ (new.mean[w_index] + offset_mean)
+    assert float(new.item_mean[n]) == pytest.approx(float(expected_mean), abs=1e-12)
+
+    # Residual u = f_new - s . (w + w_c): variance tau^2, uncorrelated with the old theta.
+    g = torch.zeros(new.mean.numel())
+    g[n] = 1.0
+    g[w_index] -= scores
+    g[c_index] -= scores
+    tau2 = PRIOR.residual_scale**2
+    residual_cov = new.cov @ g
+    assert float(g @ residual_cov) == pytest.approx(tau2, abs=1e-12)
+    torch.testing.assert_close(residual_cov[old_index], torch.zeros(size), rtol=0, atol=1e-12)
+    assert float(new.item_cov[n, n]) >= tau2
+
+    # The campaign keeps working with the new clip.
+    campaign.observe_pair(n, 0, "win", rater="s")
+    assert campaign.leaderboard().rank.shape == (n + 1,)
+
+
+# standardisation ---------------------------------------------------------------------------
+
+
+def test_scores_standardised_over_all_clips_before_labels() -> None:
+    """Before a label: per-criterion mean 0, sd 1 over every clip added so far."""
+    rng = np.random.default_rng(SEED)
+    campaign = Campaign(_config(), device="cpu")
+    campaign.add_clips(rng.normal(3.0, 5.0, size=(4, 3)).tolist())
+    campaign.add_clips(rng.normal(-2.0, 0.5, size=(5, 3)).tolist())
+    scores = _standardised(campaign)
+    torch.testing.assert_close(scores.mean(0), torch.zeros(3), rtol=0, atol=1e-12)
+    torch.testing.assert_close(scores.std(0), torch.ones(3), rtol=0, atol=1e-12)
+
+
+def test_missing_score_is_standardised_over_present_scores_and_widens_the_prior() -> None:
+    """None is skipped by the statistics and costs prior variance `(sd_w^2 + sd_c^2)(1 - s^2)`."""
+    campaign = Campaign(_config(), device="cpu")
+    campaign.add_clips(
+        [
+            [1.0, 2.0, 3.0],
+            [3.0, 4.0, 1.0],
+            [2.0, 0.0, 2.0],  # full scores
+            [None, 0.0, 2.0],  # the same clip with its first score missing
+            [2.5, 6.0, math.nan],
+        ]
+    )
+    scores = _standardised(campaign)
+    assert torch.equal(scores[3, 0], torch.tensor(0.0))  # imputed at the mean
+    first = scores[[0, 1, 2, 4], 0]
+    assert float(first.mean()) == pytest.approx(0.0, abs=1e-12)
+    assert float(first.std()) == pytest.approx(1.0, abs=1e-12)
+
+    variance = torch.diagonal(campaign.posterior.item_cov)
+    s = float(scores[2, 0])
+    assert abs(s) < 1
+    extra = (PRIOR.weight_scale**2 + PRIOR.context_scale**2) * (1 - s**2)
+    assert float(variance[3] - variance[2]) == pytest.approx(extra, abs=1e-12)
+    assert float(variance[3]) > float(variance[2])
+
+
+# bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scores", "kwargs", "error"),
+    [
+        ([[1.0, 2.0]], {}, ValueError),  # too few scores
+        ([[1.0, 2.0, 3.0, 4.0]], {}, ValueError),  # too many
+        ([[1.0, math.inf, 3.0]], {}, ValueError),
+        ([[1.0, 2.0, -math.inf]], {}, ValueError),
+        ([[1.0, 2.0, 3.0]], {"contexts": ["x", "y"]}, ValueError),
+        ([[1.0, 2.0, 3.0]], {"groups": []}, ValueError),
+        ([[1.0, 2.0, 3.0]], {"count": 2}, ValueError),
+        (None, {"count": 2}, ValueError),  # scores are required when K > 0
+    ],
+)
+def test_bad_clips_add_nothing(scores: object, kwargs: dict, error: type[Exception]) -> None:
+    """Invalid clips raise and leave the clips, groups and posterior as they were."""
+    campaign = _campaign(4)
+    campaign.observe_pair(0, 1, "win")
+    snapshot = _snapshot(campaign)
+    groups, contexts = campaign.groups.clone(), campaign.context_names
+    with pytest.raises(error):
+        campaign.add_clips(scores, **kwargs)  # type: ignore[arg-type]
+    _assert_unchanged(campaign, snapshot)
+    assert campaign.n_items == 4
+    assert torch.equal(campaign.groups, groups)
+    assert campaign.context_names == contexts
+    campaign.add_clips([[1.0, 2.0, 3.0]], contexts=["q"])  # still usable
+    assert campaign.n_items == 5
+
+
+@pytest.mark.parametrize(
+    ("judgments", "task_ids", "error"),
+    [
+        ([Judgment("r", 0, 1, outcome=Outcome.TIE)], (), ValueError),  # forced choice
+        ([Judgment("r", 0, 9, outcome=Outcome.WIN)], (), IndexError),
+        ([Judgment("r", -1, 2, outcome=Outcome.WIN)], (), IndexError),
+        ([Judgment("r", 2, 2, outcome=Outcome.WIN)], (), ValueError),
+        ([Judgment("r", 0, 1)], (), ValueError),  # no outcome
+        ([Judgment("r", 0, NO_SECOND, level=4)], (), ValueError),
+        ([Judgment("r", 0, NO_SECOND, level=-1)], (), ValueError),
+        ([Judgment("r", 9, NO_SECOND, level=1)], (), IndexError),
+        ([Judgment("r", 0, 1, outcome=Outcome.WIN)], (12345,), KeyError),
+        # A bad label at the end of a batch: the good ones before it are not applied either.
+        (
+            [
+                Judgment("r", 0, 1, outcome=Outcome.WIN),
+                Judgment("r", 2, NO_SECOND, level=2),
+                Judgment("r", 2, 3, outcome=Outcome.TIE),
+            ],
+            (),
+            ValueError,
+        ),
+    ],
+)
+def test_bad_labels_change_nothing(
+    judgments: list[Judgment], task_ids: tuple[int, ...], error: type[Exception]
+) -> None:
+    """Invalid labels or task ids raise before the posterior, log or judged pairs change."""
+    campaign = _campaign(5, emoji_thresholds=EMOJI)
+    campaign.observe_pair(3, 4, "loss", rater="s")
+    task = campaign.next_pairs("r")[0]
+    snapshot = _snapshot(campaign)
+    with pytest.raises(error):
+        campaign.observe(judgments, task_ids)
+    _assert_unchanged(campaign, snapshot)
+    assert [t.id for t in campaign.pending] == [task.id]
+    # No pair was recorded as judged by 'r': all 10 pairs are still available to them.
+    seen = {
+        (min(t.first, t.second), max(t.first, t.second))
+        for t in campaign.next_pairs("r", count=10, hold=False)
+    }
+    assert len(seen) == 10
+
+
+def test_repeated_task_id_changes_nothing() -> None:
+    """The same task id twice in one observe call must fail before anything is written."""
+    campaign = _campaign(4)
+    task = campaign.next_pairs("r")[0]
+    snapshot = _snapshot(campaign)
+    judgment = Judgment("r", task.first, task.second, outcome=Outcome.WIN)
+    with pytest.raises((KeyError, ValueError)):
+        campaign.observe([judgment], (task.id, task.id))
+    _assert_unchanged(campaign, snapshot)
+
+
+def test_bad_single_labels_raise() -> None:
+    """observe_pair / observe_rating validate the outcome, the clips and the emoji scale."""
+    campaign = _campaign(4)
+    snapshot = _snapshot(campaign)
+    with pytest.raises(ValueError):
+        campaign.observe_pair(0, 1, "draw")
+    with pytest.raises(ValueError, match="ties"):
+        campaign.observe_pair(0, 1, "tie")
+    with pytest.raises(ValueError, match="emoji"):
+        campaign.observe_rating(0, 1)  # no emoji scale in this campaign
+    with pytest.raises(IndexError):
+        campaign.observe_pair(0, 4, "win")
+    with pytest.raises(KeyError):
+        campaign.observe_pair(0, 1, "win", task_id=99)
+    _assert_unchanged(campaign, snapshot)
+
+
+def test_bad_config_and_rater_noise_raise() -> None:
+    """The configuration and rater noise are validated."""
+    with pytest.raises(ValueError):
+        CampaignConfig(criteria=("a", "a"))
+    with pytest.raises(ValueError):
+        CampaignConfig(pair_scope="prompt")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        CampaignConfig(tie_margin=-0.1)
+    with pytest.raises(ValueError):
+        CampaignConfig(emoji_thresholds=(1.0, 0.0))
+    with pytest.raises(ValueError):
+        CampaignConfig(noise_sd=0.0)
+    campaign = _campaign(3)
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(ValueError):
+            campaign.set_rater_noise("r", bad)
+    assert campaign.noise_sd("r") == campaign.config.noise_sd
+
+
+# K = 0 ------------------------------------------------------------------------------------------
+
+
+def test_campaign_without_criteria() -> None:
+    """criteria=() works from add_clips(count=n) through labels, selection and read-outs."""
+    campaign = Campaign(CampaignConfig(criteria=(), tie_margin=0.3), device="cpu")
+    assert list(campaign.add_clips(count=4)) == [0, 1, 2, 3]
+    assert list(campaign.add_clips(count=2)) == [4, 5]
+    posterior = campaign.posterior
+    assert posterior.mean.shape == (6,)
+    assert torch.equal(posterior.mean, torch.zeros(6))
+    assert torch.equal(posterior.cov, torch.eye(6) * PriorScales().residual_scale ** 2)
+    with pytest.raises(ValueError):
+        campaign.add_clips()
+    for task in campaign.next_pairs("r", count=3):
+        campaign.observe_pair(task.first, task.second, "win", rater="r", task_id=task.id)
+    campaign.observe_pair(5, 0, "tie")
+    assert campaign.weights().mean.shape == (0,)
+    board = campaign.leaderboard()
+    assert sorted(board.rank.tolist()) == list(range(1, 7))
+    assert float(campaign.posterior.item_mean.abs().max()) > 0
+
+
+# read-outs ---------------------------------------------------------------------------------------
+
+
+def _labelled(seed: int = SEED, **overrides: object) -> Campaign:
+    campaign = _campaign(10, seed=seed, **overrides)
+    rng = np.random.default_rng(seed + 1)
+    outcomes = ("win", "loss", "tie") if campaign.config.tie_margin else ("win", "loss")
+    for _ in range(25):
+        i, j = rng.choice(10, size=2, replace=False)
+        campaign.observe_pair(int(i), int(j), outcomes[int(rng.integers(len(outcomes)))])
+    return campaign
+
+
+@pytest.mark.parametrize("level", [0.5, 0.9, 0.99])
+def test_leaderboard(level: float) -> None:
+    """Ranks are 1..n by decreasing mean; the interval is mean +- z sd and contains the mean."""
+    campaign = _labelled()
+    board = campaign.leaderboard(level)
+    n = campaign.n_items
+    assert sorted(board.rank.tolist()) == list(range(1, n + 1))
+    order = torch.argsort(board.rank)
+    assert bool((board.mean[order][:-1] >= board.mean[order][1:]).all())
+    assert int(torch.argmax(campaign.posterior.item_mean)) == int(torch.argmin(board.rank))
+    assert bool(((board.lower < board.mean) & (board.mean < board.upper)).all())
+    half = float(norm.ppf(0.5 + level / 2)) * board.sd
+    torch.testing.assert_close(board.upper - board.mean, half)
+    torch.testing.assert_close(board.sd**2, torch.diagonal(campaign.posterior.item_cov))
+    assert board.level == level
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0, -0.5, 1.5])
+def test_leaderboard_rejects_bad_levels(level: float) -> None:
+    """The credible level must lie in (0, 1)."""
+    with pytest.raises(ValueError):
+        _labelled().leaderboard(level)
+
+
+def test_probability_better_is_complementary() -> None:
+    """P(i > j) + P(j > i) = 1, and P(i > j) = Phi(mu / s)."""
+    campaign = _labelled()
+    mean, cov = campaign.posterior.item_mean, campaign.posterior.item_cov
+    for i, j in [(0, 1), (3, 7), (9, 2), (5, 6)]:
+        forward, backward = campaign.probability_better(i, j), campaign.probability_better(j, i)
+        assert forward + backward == pytest.approx(1.0, abs=1e-12)
+        s = math.sqrt(float(cov[i, i] + cov[j, j] - 2 * cov[i, j]))
+        assert forward == pytest.approx(float(norm.cdf(float(mean[i] - mean[j]) / s)), abs=1e-12)
+
+
+@pytest.mark.parametrize("tie_margin", [0.0, 0.5])
+def test_predict_sums_to_one(tie_margin: float) -> None:
+    """Predictive outcome probabilities sum to 1, with one entry per outcome, for any rater."""
+    campaign = _labelled(tie_margin=tie_margin)
+    campaign.set_rater_noise("vague", 3.0)
+    for i, j in [(0, 1), (4, 8)]:
+        for rater in (None, "vague"):
+            probabilities = campaign.predict(i, j, rater)
+            assert len(probabilities) == (3 if tie_margin else 2)
+            assert sum(probabilities) == pytest.approx(1.0, abs=1e-12)
+            assert all(p > 0 for p in probabilities)
+        # Swapping the clips mirrors the outcomes.
+        assert campaign.predict(j, i) == pytest.approx(campaign.predict(i, j)[::-1], abs=1e-12)
+    # A noisier rater is less predictable.
+    sharp, vague = campaign.predict(0, 1), campaign.predict(0, 1, "vague")
+    assert abs(vague[-1] - vague[0]) < abs(sharp[-1] - sharp[0])
+
+
+@pytest.mark.parametrize(
+    ("pair_seconds", "rating_seconds", "is_pair"),
+    [(6.0, 1e-6, False), (1e-6, 4.0, True)],
+)
+def test_next_task_trades_gain_against_time(
+    pair_seconds: float, rating_seconds: float, is_pair: bool
+) -> None:
+    """The task with the most bits per second wins: cheap ratings or cheap pairs."""
+    campaign = _labelled(
+        emoji_thresholds=EMOJI,
+        tie_margin=0.5,
+        pair_seconds=pair_seconds,
+        rating_seconds=rating_seconds,
+    )
+    task = campaign.next_task("r")
+    assert task.is_pair is is_pair
+    assert (task.second >= 0) is is_pair
+    assert task.gain > 0
+    assert [t.id for t in campaign.pending] == [task.id]
+    assert len(task.probabilities) == (3 if is_pair else 4)
+
+
+def test_next_task_without_emoji_scale_is_a_pair() -> None:
+    """With no emoji thresholds only pairs are possible, however cheap ratings are."""
+    campaign = _labelled(rating_seconds=1e-6)
+    assert campaign.next_task("r", hold=False).is_pair
+    assert campaign.pending == ()
