@@ -131,6 +131,14 @@ def believer_shrink(
     return Shrink(columns, factor)
 
 
+def _allowed_items(n_items: int, excluded: Tensor | None, device: torch.device) -> Tensor:
+    """(n,) bool: False for the excluded clips."""
+    allowed = torch.ones(n_items, dtype=torch.bool, device=device)
+    if excluded is not None and excluded.numel():
+        allowed[excluded.to(device)] = False
+    return allowed
+
+
 def _forbidden_flat(pairs: Tensor | None, n_items: int, device: torch.device) -> Tensor:
     """Flat indices i * n + j (i < j) of forbidden pairs, sorted and unique."""
     if pairs is None or pairs.numel() == 0:
@@ -289,9 +297,7 @@ def select_pairs(
     options = options or SelectionOptions()
     objective, rule = OBJECTIVES[options.objective], RULES[options.rule]
     n, device = posterior.n_items, posterior.mean.device
-    allowed = torch.ones(n, dtype=torch.bool, device=device)
-    if excluded_items is not None and excluded_items.numel():
-        allowed[excluded_items.to(device)] = False
+    allowed = _allowed_items(n, excluded_items, device)
     judged = _forbidden_flat(judged_pairs, n, device)
     pending_tasks = (
         []
@@ -362,9 +368,7 @@ def select_rating(
     options = options or SelectionOptions()
     objective, rule = OBJECTIVES[options.objective], RULES[options.rule]
     n, device = posterior.n_items, posterior.mean.device
-    allowed = torch.ones(n, dtype=torch.bool, device=device)
-    if excluded_items is not None and excluded_items.numel():
-        allowed[excluded_items.to(device)] = False
+    allowed = _allowed_items(n, excluded_items, device)
     shrink = believer_shrink(posterior, pending, pair_cuts, level_cuts)
     mean, var = posterior.item_mean, shrink.variances(posterior.item_cov).clamp_min(0.0)
     if pending is not None and len(pending):
