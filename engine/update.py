@@ -96,12 +96,14 @@ def _events(
     count = len(intervals)
     if len(first) != count or len(second) != count:
         raise ValueError("first, second and outcomes must have the same length")
-    sd = like.new_tensor(noise_sd).expand(count) if count else like.new_zeros(0)
-    index = torch.as_tensor
+    sd = like.new_tensor(noise_sd).reshape(-1)
+    if sd.numel() not in (1, count):
+        raise ValueError(f"give one noise sd, or one per event ({count})")
+    sd = sd.expand(count)
     bounds = like.new_tensor(intervals).reshape(count, 2)
     return Events(
-        index(list(first), dtype=torch.long, device=like.device),
-        index(list(second), dtype=torch.long, device=like.device),
+        torch.tensor(list(first), dtype=torch.long, device=like.device),
+        torch.tensor(list(second), dtype=torch.long, device=like.device),
         bounds[:, 0].contiguous(),
         bounds[:, 1].contiguous(),
         sd.square().contiguous(),
