@@ -163,8 +163,8 @@ class Campaign:
         self.posterior: Posterior = empty_posterior(
             n_criteria, self.config.prior, device=self.device, dtype=self.dtype
         )
-        self.log: list[Judgment] = []
-        # Clip batches and label batches in the order they happened: what replay() re-runs.
+        # Clip batches and label batches in the order they happened: what replay() re-runs,
+        # and the one place labels are kept (`log` reads them from here).
         self._history: list[_ClipBatch | tuple[Judgment, ...]] = []
         self._rater_noise: dict[Hashable, float] = {}
         self._judged: dict[Hashable, set[tuple[int, int]]] = {}
@@ -231,7 +231,7 @@ class Campaign:
         self._context += context_index
         self._group += group_index
         self._raw_scores = torch.cat((self._raw_scores, raw))
-        if not self.log:
+        if not any(isinstance(entry, tuple) for entry in self._history):
             self._center, self._scale = self._score_statistics(self._raw_scores)
             self._rebuild_prior()
         else:
@@ -348,8 +348,8 @@ class Campaign:
                 )
             posterior = update(posterior, events)
         self.posterior = posterior
-        self.log.extend(resolved)
-        self._history.append(tuple(resolved))
+        if resolved:
+            self._history.append(tuple(resolved))
         for j in resolved:
             if j.second == NO_SECOND:
                 self._rated.setdefault(j.rater, set()).add(j.first)
@@ -567,6 +567,11 @@ class Campaign:
     @property
     def context_names(self) -> tuple[Hashable, ...]:
         return tuple(self._context_names)
+
+    @property
+    def log(self) -> list[Judgment]:
+        """Every label applied so far, in order, each with the noise sd it was applied with."""
+        return [j for entry in self._history if isinstance(entry, tuple) for j in entry]
 
     def replay(self) -> Campaign:
         """A fresh campaign that re-runs this one's history: the same clip batches and labels,
