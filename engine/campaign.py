@@ -424,6 +424,7 @@ class Campaign:
         exclude: Sequence[int] = (),
         hold: bool = True,
         repeat_pairs: bool = False,
+        forbidden_pairs: Tensor | Sequence[tuple[int, int]] | None = None,
         generator: torch.Generator | None = None,
     ) -> list[Task]:
         """The next `count` pairs for `rater`, by expected information gain (MATH.md §3-4).
@@ -434,6 +435,8 @@ class Campaign:
             exclude: clips this rater must not see (content filters).
             hold: record the pairs as pending (until answered or `release`d).
             repeat_pairs: allow pairs this rater already judged.
+            forbidden_pairs: (F, 2) further pairs not to ask (either order), for example pairs
+                a recorded log holds no answer for.
             generator: randomness for the softmax rule.
 
         Raises:
@@ -445,6 +448,11 @@ class Campaign:
             if judged is None:
                 judged = torch.tensor(sorted(self._judged[rater]), dtype=torch.long)
                 self._judged_tensor[rater] = judged
+        if forbidden_pairs is not None:
+            extra = torch.as_tensor(forbidden_pairs, dtype=torch.long).reshape(-1, 2).cpu()
+            if extra.numel() and not (int(extra.min()) >= 0 and int(extra.max()) < self.n_items):
+                raise IndexError(f"forbidden pairs name clips outside 0..{self.n_items - 1}")
+            judged = extra if judged is None else torch.cat((judged, extra))
         choices = select_pairs(
             self.posterior,
             noise_var=self.noise_sd(rater) ** 2,

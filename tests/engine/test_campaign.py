@@ -467,3 +467,15 @@ def test_next_task_without_emoji_scale_is_a_pair() -> None:
     campaign = _labelled(rating_seconds=1e-6)
     assert campaign.next_task("r", hold=False).is_pair
     assert campaign.pending == ()
+
+
+def test_forbidden_pairs_are_never_handed_out() -> None:
+    campaign = _campaign(6)
+    everything = [(i, j) for i in range(6) for j in range(i + 1, 6)]
+    allowed = {(1, 4), (2, 5)}
+    forbidden = [(j, i) for i, j in everything if (i, j) not in allowed]  # either order works
+    tasks = campaign.next_pairs(count=4, forbidden_pairs=forbidden, hold=False)
+    assert {(t.first, t.second) for t in tasks} <= allowed
+    with pytest.raises(IndexError, match="outside"):
+        campaign.next_pairs(forbidden_pairs=[(0, 6)])
+    assert not campaign.pending

@@ -1,0 +1,259 @@
+"""Label efficiency: labels each strategy needs to reach Kendall tau 0.9 and RMSE 0.5 JOD.
+
+A fixed suite (issue 4): n = 20, 100, 500; reward model useless (corr 0) vs informative
+(corr 0.7); ties on; 10 % random clickers; the recorded TMO-video replay. Every strategy's
+labels are scored by the fixed MAP Thurstone fit and by the engine's posterior; the headline
+row is `{scenario, n, strategy, target, labels_mean, labels_ci_low, labels_ci_high,
+ratio_to_random}` (ratio to random pairs scored by the fixed fit), mean and 95 % interval over
+repetitions. Runs stop once both targets are reached by both estimators (the budget caps the
+rest; a run that never gets there counts at its budget and is marked censored).
+
+    python -m benchmarks.label_efficiency --jobs 15                     # the whole suite
+    python -m benchmarks.label_efficiency --only n500-rm0.7 --shard b   # part of it
+    python -m benchmarks.label_efficiency --merge                       # shards -> results
+
+Shards (raw records, gzip) go to benchmarks/results/raw/ (not committed); `--merge` combines
+every shard there into benchmarks/results/label_efficiency.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+from pathlib import Path
+
+from sim.plots import plot_curves
+from sim.raters import RaterSpec
+from sim.report import format_labels, labels_needed, provenance
+from sim.runner import ReplaySpec, RunKey, Scenario, default_replay_path, run_many
+from sim.strategies import STRATEGIES
+from sim.worlds import SyntheticSpec
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RAW = RESULTS / "raw"
+REPS = 10
+SMALL = tuple(STRATEGIES)  # EUBO included: n <= 60 only
+# predictive entropy over all 124,750 pairs and botorch's EUBO do not scale to n = 500
+LARGE = tuple(s for s in STRATEGIES if s not in ("uncertainty", "eubo"))
+MEDIUM = tuple(s for s in STRATEGIES if s != "eubo")
+
+
+def _synthetic(n: int, rm: float, **raters: float) -> SyntheticSpec:
+    return SyntheticSpec(
+        n_items=n,
+        n_groups=max(2, n // 10),
+        n_contexts=2 if n <= 20 else 3,
+        rm_correlation=rm,
+        raters=RaterSpec(**raters),
+    )
+
+
+def suite() -> list[tuple[Scenario, tuple[str, ...]]]:
+    """The fixed scenarios with the strategies each runs."""
+    return [
+        (Scenario("n20-rm0", _synthetic(20, 0.0), 1500, 25), SMALL),
+        (Scenario("n20-rm0.7", _synthetic(20, 0.7), 1500, 25), SMALL),
+        (Scenario("n100-rm0", _synthetic(100, 0.0), 10000, 100), MEDIUM),
+        (Scenario("n100-rm0.7", _synthetic(100, 0.7), 10000, 100), MEDIUM),
+        (Scenario("n100-rm0.7-ties", _synthetic(100, 0.7, tie_margin=0.5), 10000, 100), MEDIUM),
+        (
+            Scenario("n100-rm0.7-clickers", _synthetic(100, 0.7, random_fraction=0.1), 12000, 100),
+            MEDIUM,
+        ),
+        (Scenario("n500-rm0.7", _synthetic(500, 0.7), 40000, 500), LARGE),
+        (
+            Scenario("replay-tmo", ReplaySpec(str(default_replay_path()), "tmo_video"), 1213, 25),
+            SMALL,
+        ),
+    ]
+
+
+def run_shard(
+    names: list[str] | None,
+    strategies: list[str] | None,
+    *,
+    seed: int,
+    reps: int,
+    jobs: int,
+    address: str | None,
+    shard: str,
+) -> Path:
+    """Run part of the suite and write its raw records to RAW/label_efficiency-<shard>.json.gz."""
+    chosen = [
+        (s, tuple(x for x in strats if not strategies or x in strategies))
+        for s, strats in suite()
+        if not names or s.name in names
+    ]
+    unknown = set(names or ()) - {s.name for s, _ in suite()}
+    if unknown:
+        raise SystemExit(
+            f"unknown scenario(s) {sorted(unknown)}; known: {[s.name for s, _ in suite()]}"
+        )
+    keys = [
+        RunKey(scenario, strategy, rep, seed, stop_at_targets=True)
+        for scenario, strats in chosen
+        for rep in range(reps)
+        for strategy in strats
+    ]
+    # the longest runs first, so the pool is not left waiting on one straggler
+    keys.sort(
+        key=lambda k: (
+            -k.scenario.world.n_items if isinstance(k.scenario.world, SyntheticSpec) else 0
+        )
+    )
+    done = 0
+
+    def tick(key: RunKey) -> None:
+        nonlocal done
+        done += 1
+        print(f"[{done}/{len(keys)}] {key.scenario.name} {key.strategy} rep {key.rep}", flush=True)
+
+    records = run_many(keys, jobs=jobs, address=address, progress=tick)
+    RAW.mkdir(parents=True, exist_ok=True)
+    path = RAW / f"label_efficiency-{shard}.json.gz"
+    document = {
+        "provenance": provenance(seed),
+        "reps": reps,
+        "scenarios": [_describe(s, seed) for s, _ in chosen],
+        "strategies": {s.name: list(strats) for s, strats in chosen},
+        "records": records,
+    }
+    with gzip.open(path, "wt") as handle:
+        json.dump(document, handle)
+    print(f"wrote {path} ({len(records)} records)")
+    return path
+
+
+def merge() -> None:
+    """Combine every shard into label_efficiency.{json,md,png}."""
+    shards = sorted(RAW.glob("label_efficiency-*.json.gz"))
+    if not shards:
+        raise SystemExit(f"no shards in {RAW}: run the suite first")
+    documents = []
+    for shard in shards:
+        with gzip.open(shard, "rt") as handle:
+            documents.append(json.load(handle))
+    records = [r for d in documents for r in d["records"]]
+    scenarios = {s["name"]: s for d in documents for s in d["scenarios"]}
+    order = [s.name for s, _ in suite() if s.name in scenarios]
+    sizes = {name: _size(scenarios[name]) for name in order}
+    rows = []
+    for row in labels_needed(records):
+        rows.append({"scenario": row["scenario"], "n": sizes[row["scenario"]], **row})
+    rows.sort(
+        key=lambda r: (order.index(r["scenario"]), r["target"], r["estimator"], r["strategy"])
+    )
+    document = {
+        "benchmark": "label_efficiency",
+        "command": "python -m benchmarks.label_efficiency --jobs N && "
+        "python -m benchmarks.label_efficiency --merge",
+        "shards": [
+            {"file": p.name, **d["provenance"], "reps": d["reps"]}
+            for p, d in zip(shards, documents, strict=True)
+        ],
+        "scenarios": [scenarios[name] for name in order],
+        "strategies": {k: v for d in documents for k, v in d["strategies"].items()},
+        "rows": rows,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "label_efficiency.json").write_text(json.dumps(document, indent=1) + "\n")
+    (RESULTS / "label_efficiency.md").write_text(_markdown(document))
+    plot_curves(
+        sorted(records, key=lambda r: order.index(r["scenario"])), RESULTS / "label_efficiency.png"
+    )
+    print((RESULTS / "label_efficiency.md").read_text())
+
+
+def _describe(scenario: Scenario, seed: int) -> dict[str, object]:
+    world = scenario.build(seed)
+    return {**scenario.to_dict(), "n_items": world.problem.n_items, "truth": world.truth}
+
+
+def _size(scenario: dict) -> int:
+    return int(scenario["n_items"])
+
+
+def _markdown(document: dict) -> str:
+    lines = [
+        "# Label efficiency",
+        "",
+        "Labels needed to reach each target, mean [95 % CI] over repetitions, and the ratio to "
+        "random pairs scored by the fixed MAP Thurstone fit (`x random`; below 1 saves labels). "
+        "`>=` marks rows where some repetitions never reached the target within the budget "
+        "(counted at the budget). Scored by: `fixed` = MAP Thurstone fit without the reward "
+        "model, `engine` = the engine's posterior with the reward-model prior.",
+        "",
+        f"Command: `{document['command']}`",
+        "",
+    ]
+    for shard in document["shards"]:
+        lines.append(
+            f"- shard {shard['file']}: seed {shard['seed']}, {shard['reps']} reps, "
+            f"{shard['dtype']}, {shard['device']} ({shard['cpu']}), torch {shard['torch']}, "
+            f"git {shard['git_sha'][:10]}{' (dirty)' if shard['git_dirty'] else ''}"
+        )
+    for scenario in document["scenarios"]:
+        name = scenario["name"]
+        world = scenario["world"]
+        lines += ["", f"## {name}", ""]
+        if world.get("kind") == "replay":
+            lines.append(f"Recorded comparisons; the truth is {scenario['truth']}.")
+        else:
+            raters = world["raters"]
+            lines.append(
+                f"n = {world['n_items']}, reward-model corr {world['rm_correlation']}, "
+                f"tie margin {raters['tie_margin']} JOD, "
+                f"random clickers {raters['random_fraction']:.0%}, "
+                f"{raters['concurrent']} raters at once, budget {scenario['budget']}."
+            )
+        lines += [
+            "",
+            "| strategy | scored by | tau >= 0.9 | x random | RMSE <= 0.5 | x random |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        rows = [r for r in document["rows"] if r["scenario"] == name]
+        keys = list(dict.fromkeys((r["strategy"], r["estimator"]) for r in rows))
+        for strategy, estimator in keys:
+            cells = []
+            for target in ("kendall_tau >= 0.9", "rmse <= 0.5"):
+                row = next(
+                    r
+                    for r in rows
+                    if (r["strategy"], r["estimator"], r["target"]) == (strategy, estimator, target)
+                )
+                ratio = row["ratio_to_random"]
+                cells += [format_labels(row), "-" if math.isnan(ratio) else f"{ratio:.2f}"]
+            lines.append(f"| {strategy} | {estimator} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reps", type=int, default=REPS)
+    parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument("--address", default=None, help="Ray or Dask scheduler address")
+    parser.add_argument("--only", action="append", help="scenario name (repeatable)")
+    parser.add_argument("--strategy", action="append", help="strategy name (repeatable)")
+    parser.add_argument("--shard", default="all", help="name of this part's raw file")
+    parser.add_argument("--merge", action="store_true", help="combine the shards into results/")
+    args = parser.parse_args()
+    if args.merge:
+        merge()
+        return
+    run_shard(
+        args.only,
+        args.strategy,
+        seed=args.seed,
+        reps=args.reps,
+        jobs=args.jobs,
+        address=args.address,
+        shard=args.shard,
+    )
+
+
+if __name__ == "__main__":
+    main()

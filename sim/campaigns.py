@@ -1,0 +1,43 @@
+"""The engine campaigns the simulator drives: one configuration, with or without the reward model.
+
+Fixed prior scales on the JOD scale, the same in every world (issue 5 learns them from the
+labels): a clip's quality has prior sd 1.5 JOD around what the reward model predicts; each
+standardised criterion's weight has prior sd 1 and each context's offset sd 0.5.
+"""
+
+from __future__ import annotations
+
+from engine import Campaign, CampaignConfig, PriorScales, SelectionOptions
+from engine.adapters import JOD_NOISE_SD
+from sim.worlds import Problem
+
+PRIOR = PriorScales(weight_scale=1.0, context_scale=0.5, residual_scale=1.5)
+
+
+def build_campaign(
+    problem: Problem,
+    *,
+    reward_model: bool,
+    selection: SelectionOptions | None = None,
+) -> Campaign:
+    """A CPU float64 campaign over the problem's clips (scores only when `reward_model`)."""
+    use_scores = reward_model and problem.scores is not None
+    config = CampaignConfig(
+        criteria=problem.criteria if use_scores else (),
+        prior=PRIOR,
+        pair_scope="group" if problem.pair_scope == "group" else "any",
+        tie_margin=problem.tie_margin,
+        noise_sd=JOD_NOISE_SD,
+        selection=selection or SelectionOptions(),
+    )
+    campaign = Campaign(config, device="cpu")
+    campaign.add_clips(
+        problem.scores if use_scores else None,
+        count=problem.n_items,
+        contexts=problem.contexts.tolist(),
+        groups=problem.groups.tolist(),
+    )
+    return campaign
+
+
+__all__ = ["PRIOR", "build_campaign"]

@@ -1,0 +1,73 @@
+"""Learning curves with bands: one column per scenario, one row per estimator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers or CI
+
+import matplotlib.pyplot as plt
+
+from sim.report import curves
+from sim.runner import ESTIMATORS, TARGETS
+
+ESTIMATOR_TITLES = {
+    "fixed": "scored by the fixed MAP Thurstone fit",
+    "engine": "scored by the engine posterior (reward-model prior)",
+}
+
+
+def plot_curves(records: Iterable[dict], path: Path, metric: str = "kendall_tau") -> Path:
+    """Mean of `metric` against labels with its 95 % band over repetitions, per strategy.
+
+    Raises:
+        ValueError: no records, or `metric` is not in them.
+    """
+    records = list(records)
+    if not records:
+        raise ValueError("no records to plot")
+    if metric not in records[0]:
+        raise ValueError(f"unknown metric {metric!r}; records have {sorted(records[0])}")
+    data = curves(records, metric)
+    scenarios = list(dict.fromkeys(r["scenario"] for r in records))
+    strategies = list(dict.fromkeys(r["strategy"] for r in records))
+    colours = {s: plt.get_cmap("tab10")(k % 10) for k, s in enumerate(strategies)}
+    figure, axes = plt.subplots(
+        len(ESTIMATORS),
+        len(scenarios),
+        figsize=(4.2 * len(scenarios), 3.4 * len(ESTIMATORS)),
+        squeeze=False,
+        sharey="row",
+    )
+    for column, scenario in enumerate(scenarios):
+        for row, estimator in enumerate(ESTIMATORS):
+            axis = axes[row][column]
+            for strategy in strategies:
+                curve = data.get((scenario, strategy, estimator))
+                if curve is None or not curve["labels"].size:
+                    continue
+                colour = colours[strategy]
+                axis.plot(curve["labels"], curve["mean"], color=colour, label=strategy, lw=1.4)
+                axis.fill_between(
+                    curve["labels"], curve["low"], curve["high"], color=colour, alpha=0.18, lw=0
+                )
+            if metric in TARGETS:
+                axis.axhline(TARGETS[metric][1], color="grey", lw=0.8, ls=":")
+            axis.set_title(f"{scenario}\n{ESTIMATOR_TITLES[estimator]}", fontsize=8)
+            axis.set_xlabel("labels")
+            axis.grid(alpha=0.3)
+        axes[0][column].set_ylabel(metric)
+        axes[1][column].set_ylabel(metric)
+    axes[0][0].legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+__all__ = ["plot_curves"]

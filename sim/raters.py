@@ -1,0 +1,109 @@
+"""Simulated raters: Thurstone noise per rater, ties inside a margin, lapses, random clickers.
+
+A rater r perceives `d = q_i - q_j + e`, `e ~ N(0, sigma_r^2)` (Thurstone case V on the JOD
+scale: sigma = 1.4826 makes a 1 JOD difference a 75 % preference), answers a tie when
+`|d| < tie_margin`, and otherwise the side d points to. With probability `lapse_rate` any rater
+answers uniformly at random instead; a random clicker always does. An emoji rating of clip i is
+the level of `q_i + e` among ordered thresholds (ordered probit).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from engine import Outcome
+from engine.adapters import JOD_NOISE_SD
+
+
+@dataclass(frozen=True)
+class RaterSpec:
+    """How the rater population behaves.
+
+    Attributes:
+        n_raters: size of the population labels are drawn from.
+        concurrent: raters working at once; each holds one pending assignment.
+        noise_sd: median Thurstone noise sd (JOD units).
+        noise_spread: sd of log noise across raters (heterogeneity; 0 = identical raters).
+        lapse_rate: probability that any answer is a uniform random click.
+        random_fraction: fraction of raters who always click at random.
+        tie_margin: a perceived difference inside (-t, t) is answered as a tie; 0 = forced choice.
+        emoji_thresholds: ordered cuts of the emoji levels on the quality scale (JOD).
+    """
+
+    n_raters: int = 20
+    concurrent: int = 4
+    noise_sd: float = JOD_NOISE_SD
+    noise_spread: float = 0.2
+    lapse_rate: float = 0.0
+    random_fraction: float = 0.0
+    tie_margin: float = 0.0
+    emoji_thresholds: tuple[float, ...] = (-1.5, -0.5, 0.5, 1.5)
+
+    def __post_init__(self) -> None:
+        if self.n_raters < 1 or not 1 <= self.concurrent <= self.n_raters:
+            raise ValueError("need n_raters >= 1 and 1 <= concurrent <= n_raters")
+        if not (self.noise_sd > 0 and math.isfinite(self.noise_sd)) or self.noise_spread < 0:
+            raise ValueError("noise_sd must be finite and > 0, noise_spread >= 0")
+        if not (0 <= self.lapse_rate <= 1 and 0 <= self.random_fraction <= 1):
+            raise ValueError("lapse_rate and random_fraction must be in [0, 1]")
+        if not (self.tie_margin >= 0 and math.isfinite(self.tie_margin)):
+            raise ValueError("tie_margin must be finite and >= 0")
+        if list(self.emoji_thresholds) != sorted(set(self.emoji_thresholds)):
+            raise ValueError("emoji thresholds must be strictly increasing")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class RaterPool:
+    """A drawn population of raters who answer pairs and emoji ratings.
+
+    Args:
+        spec: the population's behaviour.
+        rng: draws each rater's noise and who clicks at random.
+    """
+
+    def __init__(self, spec: RaterSpec, rng: np.random.Generator) -> None:
+        self.spec = spec
+        self.noise_sd = spec.noise_sd * np.exp(
+            spec.noise_spread * rng.standard_normal(spec.n_raters)
+        )
+        n_random = round(spec.random_fraction * spec.n_raters)
+        self.is_random = np.zeros(spec.n_raters, dtype=bool)
+        self.is_random[rng.choice(spec.n_raters, size=n_random, replace=False)] = True
+
+    def _clicks_at_random(self, rater: int, rng: np.random.Generator) -> bool:
+        return bool(self.is_random[rater]) or rng.random() < self.spec.lapse_rate
+
+    def answer_pair(
+        self, quality_first: float, quality_second: float, rater: int, rng: np.random.Generator
+    ) -> Outcome:
+        """The rater's verdict on `first` against `second`."""
+        if self._clicks_at_random(rater, rng):
+            options = (
+                (Outcome.WIN, Outcome.TIE, Outcome.LOSS)
+                if self.spec.tie_margin > 0
+                else (
+                    Outcome.WIN,
+                    Outcome.LOSS,
+                )
+            )
+            return options[int(rng.integers(len(options)))]
+        perceived = quality_first - quality_second + self.noise_sd[rater] * rng.standard_normal()
+        if abs(perceived) < self.spec.tie_margin:
+            return Outcome.TIE
+        return Outcome.WIN if perceived > 0 else Outcome.LOSS
+
+    def answer_rating(self, quality: float, rater: int, rng: np.random.Generator) -> int:
+        """The rater's emoji level (0 = worst) for a clip of this quality."""
+        n_levels = len(self.spec.emoji_thresholds) + 1
+        if self._clicks_at_random(rater, rng):
+            return int(rng.integers(n_levels))
+        perceived = quality + self.noise_sd[rater] * rng.standard_normal()
+        return int(np.searchsorted(self.spec.emoji_thresholds, perceived))
+
+
+__all__ = ["RaterPool", "RaterSpec"]

@@ -1,0 +1,195 @@
+"""From metric records to what a reader wants: labels needed per target, curves, a results file.
+
+The headline figure (issue 4): for each scenario, strategy and estimator, the labels needed to
+reach each target in `sim.runner.TARGETS`, mean and 95 % interval over repetitions, and its
+ratio to what random pairs scored by the fixed estimator need (what a classic study spends).
+Repetitions share their world across strategies (same seed), so ratios are also given paired,
+per repetition.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import t as student_t
+
+from sim.runner import TARGETS, labels_to_target
+
+BASELINE = ("random", "fixed")  # (strategy, estimator) every ratio divides by
+
+
+def _interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and 95 % Student-t interval of the mean (NaN interval for one value)."""
+    array = np.asarray(values, dtype=float)
+    mean = float(array.mean())
+    if array.size < 2:
+        return mean, math.nan, math.nan
+    half = float(student_t.ppf(0.975, array.size - 1) * array.std(ddof=1) / math.sqrt(array.size))
+    return mean, mean - half, mean + half
+
+
+def _series(records: Iterable[dict]) -> dict[tuple, list[dict]]:
+    """Records grouped by (scenario, strategy, estimator, rep), sorted by labels."""
+    grouped: dict[tuple, list[dict]] = defaultdict(list)
+    for row in records:
+        grouped[(row["scenario"], row["strategy"], row["estimator"], row["rep"])].append(row)
+    return {k: sorted(v, key=lambda r: r["labels"]) for k, v in grouped.items()}
+
+
+def labels_needed(records: Iterable[dict]) -> list[dict[str, object]]:
+    """Per (scenario, strategy, estimator, target): labels to reach it in each repetition.
+
+    A repetition that never reaches the target within its budget counts at its last label
+    count and is reported as censored (the mean is then a lower bound).
+    """
+    per_rep: dict[tuple, dict[int, tuple[float, bool]]] = defaultdict(dict)
+    for (scenario, strategy, estimator, rep), rows in _series(records).items():
+        labels = [r["labels"] for r in rows]
+        for metric, (direction, value) in TARGETS.items():
+            needed = labels_to_target(labels, [r[metric] for r in rows], direction, value)
+            censored = math.isnan(needed)
+            target = f"{metric} {direction} {value}"
+            per_rep[(scenario, strategy, estimator, target)][rep] = (
+                float(labels[-1]) if censored else needed,
+                censored,
+            )
+    rows = []
+    for (scenario, strategy, estimator, target), reps in sorted(per_rep.items()):
+        baseline = per_rep.get((scenario, *BASELINE, target), {})
+        values = [reps[r][0] for r in sorted(reps)]
+        mean, low, high = _interval(values)
+        base_mean = np.mean([v for v, _ in baseline.values()]) if baseline else math.nan
+        paired = [reps[r][0] / baseline[r][0] for r in sorted(reps) if r in baseline]
+        ratio_mean, ratio_low, ratio_high = _interval(paired) if paired else (math.nan,) * 3
+        rows.append(
+            {
+                "scenario": scenario,
+                "strategy": strategy,
+                "estimator": estimator,
+                "target": target,
+                "labels_mean": mean,
+                "labels_ci_low": low,
+                "labels_ci_high": high,
+                "ratio_to_random": mean / base_mean if base_mean else math.nan,
+                "ratio_paired_mean": ratio_mean,
+                "ratio_paired_ci_low": ratio_low,
+                "ratio_paired_ci_high": ratio_high,
+                "n_reps": len(values),
+                "censored": sum(c for _, c in reps.values()),
+                "baseline_censored": sum(c for _, c in baseline.values()),
+            }
+        )
+    return rows
+
+
+def curves(records: Iterable[dict], metric: str) -> dict[tuple, dict[str, np.ndarray]]:
+    """Per (scenario, strategy, estimator): labels, mean and 95 % band of `metric` over reps,
+    at the label counts every repetition reached (runs that stopped early end the curve)."""
+    by_key: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    reps: dict[tuple, set[int]] = defaultdict(set)
+    for row in records:
+        key = (row["scenario"], row["strategy"], row["estimator"])
+        by_key[key][row["labels"]].append(float(row[metric]))
+        reps[key].add(row["rep"])
+    result = {}
+    for key, points in by_key.items():
+        labels = sorted(k for k, v in points.items() if len(v) == len(reps[key]))
+        stats = np.array([_interval(points[k]) for k in labels]).reshape(-1, 3)
+        result[key] = {
+            "labels": np.array(labels),
+            "mean": stats[:, 0],
+            "low": stats[:, 1],
+            "high": stats[:, 2],
+        }
+    return result
+
+
+def provenance(seed: int) -> dict[str, object]:
+    """Seed, dtype, device and code version, for every results file."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.SubprocessError):
+        sha, dirty = "unknown", False
+    return {
+        "seed": seed,
+        "dtype": "float64",
+        "device": "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "git_sha": sha,
+        "git_dirty": dirty,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def write_results(
+    path: Path,
+    *,
+    seed: int,
+    scenarios: Sequence[dict[str, object]],
+    strategies: Sequence[str],
+    records: list[dict],
+    extra: dict[str, object] | None = None,
+) -> dict[str, object]:
+    """Write `{provenance, scenarios, strategies, targets, summary, records}` as JSON."""
+    document = {
+        "provenance": provenance(seed),
+        **(extra or {}),
+        "scenarios": list(scenarios),
+        "strategies": list(strategies),
+        "targets": {k: f"{d} {v}" for k, (d, v) in TARGETS.items()},
+        "summary": labels_needed(records),
+        "records": records,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=1, allow_nan=True) + "\n")
+    return document
+
+
+def read_results(path: Path) -> dict[str, object]:
+    """A results file written by `write_results`.
+
+    Raises:
+        ValueError: the file is not a results file.
+    """
+    document = json.loads(Path(path).read_text())
+    if not isinstance(document, dict) or "records" not in document:
+        raise ValueError(f"{path} is not a sim results file (no 'records')")
+    return document
+
+
+def format_labels(row: dict[str, object]) -> str:
+    """'1234 [1100, 1370]', with '>=' when some repetitions never reached the target."""
+    mean, low, high = row["labels_mean"], row["labels_ci_low"], row["labels_ci_high"]
+    prefix = ">=" if row["censored"] else ""
+    band = "" if math.isnan(low) else f" [{low:.0f}, {high:.0f}]"
+    return f"{prefix}{mean:.0f}{band}"
+
+
+__all__ = [
+    "BASELINE",
+    "curves",
+    "format_labels",
+    "labels_needed",
+    "provenance",
+    "read_results",
+    "write_results",
+]

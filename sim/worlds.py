@@ -1,0 +1,402 @@
+"""Worlds with a known truth: synthetic campaigns and replays of recorded comparisons.
+
+A world shows strategies only a `Problem` (what a real campaign knows: clip count, reward-model
+scores, contexts, groups, the pairing scope) and answers the pairs they ask. The truth
+(`quality`, in JOD) stays with the world, for the metrics.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from collections.abc import Hashable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine import DEFAULT_CRITERIA, Outcome
+from sim.estimators import fit_thurstone, outcome_signs, win_counts
+from sim.raters import RaterPool, RaterSpec
+
+NO_SECOND = -1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a strategy may know: the campaign as a rating platform sees it.
+
+    Attributes:
+        n_items: number of clips.
+        criteria: reward-model criterion names (empty: no reward model).
+        scores: (n, K) raw reward-model scores (NaN where missing), or None when K = 0.
+        contexts, groups: (n,) context (prompt category) and group (prompt) per clip.
+        pair_scope: "group" = only pairs within a group, "any" = all pairs.
+        tie_margin: the raters' tie margin (0 = forced choice).
+        candidates: (P, 2) every pair (i < j) the scope allows.
+    """
+
+    n_items: int
+    criteria: tuple[str, ...]
+    scores: np.ndarray | None
+    contexts: np.ndarray
+    groups: np.ndarray
+    pair_scope: str
+    tie_margin: float
+    candidates: np.ndarray
+
+
+def candidate_pairs(groups: np.ndarray, pair_scope: str) -> np.ndarray:
+    """(P, 2) all pairs i < j, restricted to shared groups when `pair_scope` is "group"."""
+    first, second = np.triu_indices(len(groups), k=1)
+    if pair_scope == "group":
+        same = groups[first] == groups[second]
+        first, second = first[same], second[same]
+    return np.stack((first, second), axis=1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """A synthetic campaign (MATH.md §1's model, with the truth drawn).
+
+    True criteria c_i ~ N(0, I_K); clip i of context k has quality
+    `q_i = w_k . c_i + u_i`, with |w_k|^2 = share * sd^2 and u_i ~ N(0, (1 - share) sd^2), so
+    sd(q) = quality_sd and the criteria explain `criteria_share` of its variance. Contexts'
+    weight directions differ by `context_spread`. The reward model reports
+    `s_i = lam c_i + sqrt(1 - lam^2) e_i` (then an affine map per criterion, like a real
+    model's raw scale) with lam = rm_correlation / sqrt(share): the reward-model-implied
+    quality `w_k . s_i` then correlates with q exactly `rm_correlation` in every context.
+
+    Attributes:
+        n_items, n_groups, n_contexts, n_criteria: sizes (groups are prompts, contexts
+            prompt categories; group g belongs to context g mod C).
+        rm_correlation: corr(reward-model-implied quality, truth): 0 useless, 0.9 strong.
+        criteria_share: fraction of quality variance the true criteria explain.
+        quality_sd: sd of true quality (JOD).
+        context_spread: how far contexts' weight directions differ (0 = identical).
+        missing_scores: fraction of reward-model scores that are missing.
+        pair_scope: "any" or "group".
+        raters: the rater population.
+    """
+
+    n_items: int = 100
+    n_groups: int = 10
+    n_contexts: int = 3
+    n_criteria: int = 5
+    rm_correlation: float = 0.0
+    criteria_share: float = 0.9
+    quality_sd: float = 1.5
+    context_spread: float = 0.7
+    missing_scores: float = 0.0
+    pair_scope: str = "any"
+    raters: RaterSpec = field(default_factory=RaterSpec)
+
+    def __post_init__(self) -> None:
+        if self.n_items < 2 or not 1 <= self.n_groups <= self.n_items:
+            raise ValueError("need n_items >= 2 and 1 <= n_groups <= n_items")
+        if not 1 <= self.n_contexts <= self.n_groups:
+            raise ValueError("need 1 <= n_contexts <= n_groups")
+        if self.n_criteria < 0:
+            raise ValueError("n_criteria must be >= 0")
+        if not 0 < self.criteria_share <= 1 or self.quality_sd <= 0:
+            raise ValueError("criteria_share must be in (0, 1] and quality_sd > 0")
+        limit = math.sqrt(self.criteria_share) if self.n_criteria else 0.0
+        if not 0 <= self.rm_correlation <= limit:
+            raise ValueError(
+                f"rm_correlation must be in [0, sqrt(criteria_share)] = [0, {limit:.3f}] "
+                f"with {self.n_criteria} criteria"
+            )
+        if not 0 <= self.missing_scores < 1:
+            raise ValueError("missing_scores must be in [0, 1)")
+        if self.pair_scope not in ("any", "group"):
+            raise ValueError("pair_scope must be 'any' or 'group'")
+        if self.pair_scope == "group" and self.n_items < 2 * self.n_groups:
+            raise ValueError("a same-group scope needs at least two clips per group")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class World:
+    """A campaign with a known truth: what strategies see, how raters answer, what is true.
+
+    Attributes:
+        problem: the public view strategies get.
+        quality: (n,) true quality in JOD (what the metrics compare against).
+        true_weights: (C, K) weights of the reward model's standardised scores in the best
+            linear predictor of quality per context, or None where unknown.
+        truth: a sentence saying what the truth is.
+        budget: the most labels the world can give (None: unlimited).
+    """
+
+    problem: Problem
+    quality: np.ndarray
+    true_weights: np.ndarray | None
+    truth: str
+    budget: int | None = None
+
+    def available(self, pending: np.ndarray) -> np.ndarray | None:
+        """(P,) bool: candidates that can still be asked, given (P,) pending counts; None = all."""
+        return None
+
+    def answer_pair(self, first: int, second: int, rater: int, rng: np.random.Generator):
+        """(outcome of first vs second, the rater who answered)."""
+        raise NotImplementedError
+
+    def answer_rating(self, item: int, rater: int, rng: np.random.Generator) -> tuple[int, int]:
+        raise ValueError("this world has no emoji ratings")
+
+    def describe(self) -> dict[str, object]:
+        raise NotImplementedError
+
+
+class SyntheticWorld(World):
+    """A drawn synthetic campaign; see `SyntheticSpec` for the model.
+
+    Args:
+        spec: sizes and knobs.
+        seed: draws the truth, the reward model's scores and the raters.
+    """
+
+    def __init__(self, spec: SyntheticSpec, seed: int) -> None:
+        self.spec = spec
+        rng = np.random.default_rng(seed)
+        n, k, sd = spec.n_items, spec.n_criteria, spec.quality_sd
+        groups = np.arange(n) * spec.n_groups // n
+        contexts = groups % spec.n_contexts
+        share = spec.criteria_share if k else 0.0
+        criteria = rng.standard_normal((n, k))
+        base = rng.standard_normal(k)
+        base /= max(np.linalg.norm(base), 1e-12)
+        directions = base + spec.context_spread * rng.standard_normal((spec.n_contexts, k)) / max(
+            math.sqrt(k), 1.0
+        )
+        directions /= np.maximum(np.linalg.norm(directions, axis=1, keepdims=True), 1e-12)
+        weights = directions * math.sqrt(share) * sd  # C x K
+        residual = math.sqrt(1 - share) * sd * rng.standard_normal(n)
+        self.quality = np.einsum("nk,nk->n", weights[contexts], criteria) + residual
+        lam = spec.rm_correlation / math.sqrt(share) if k else 0.0
+        standard = lam * criteria + math.sqrt(1 - lam**2) * rng.standard_normal((n, k))
+        self.rm_quality = np.einsum("nk,nk->n", weights[contexts], standard)
+        # E[q | s] = w_k . (lam s) for unit-variance s: the weights the engine should recover
+        self.true_weights = lam * weights if k else None
+        offset, scale = rng.uniform(2, 8, k), rng.uniform(0.5, 2, k)
+        scores = offset + scale * standard
+        scores[rng.random((n, k)) < spec.missing_scores] = np.nan
+        self.raters = RaterPool(spec.raters, rng)
+        names = DEFAULT_CRITERIA if k == len(DEFAULT_CRITERIA) else tuple(f"c{i}" for i in range(k))
+        self.problem = Problem(
+            n_items=n,
+            criteria=names,
+            scores=scores if k else None,
+            contexts=contexts,
+            groups=groups,
+            pair_scope=spec.pair_scope,
+            tie_margin=spec.raters.tie_margin,
+            candidates=candidate_pairs(groups, spec.pair_scope),
+        )
+        self.truth = (
+            "the simulated true quality q = w_context . criteria + residual (JOD), drawn with "
+            "the world's seed"
+        )
+        self.budget = None
+
+    def answer_pair(
+        self, first: int, second: int, rater: int, rng: np.random.Generator
+    ) -> tuple[Outcome, int]:
+        q = self.quality
+        return self.raters.answer_pair(q[first], q[second], rater, rng), rater
+
+    def answer_rating(self, item: int, rater: int, rng: np.random.Generator) -> tuple[int, int]:
+        return self.raters.answer_rating(self.quality[item], rater, rng), rater
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "synthetic", "truth": self.truth, **self.spec.to_dict()}
+
+
+@dataclass(frozen=True)
+class Comparisons:
+    """Recorded pairwise judgments, items named and indexed.
+
+    Attributes:
+        items: (n,) item names; groups: (n,) group name per item ('' when ungrouped).
+        first, second: (m,) item indices; outcome: per comparison, of first vs second.
+        rater: (m,) rater names.
+    """
+
+    items: tuple[str, ...]
+    groups: tuple[str, ...]
+    first: np.ndarray
+    second: np.ndarray
+    outcome: tuple[Outcome, ...]
+    rater: tuple[str, ...]
+
+
+_CHOICES = {
+    "1": Outcome.WIN,
+    "true": Outcome.WIN,
+    "a": Outcome.WIN,
+    "first": Outcome.WIN,
+    "0": Outcome.LOSS,
+    "false": Outcome.LOSS,
+    "b": Outcome.LOSS,
+    "second": Outcome.LOSS,
+    "tie": Outcome.TIE,
+    "0.5": Outcome.TIE,
+}
+
+
+def load_comparisons(
+    path: str | Path,
+    *,
+    rater: str = "observer",
+    first: str = "condition_A",
+    second: str = "condition_B",
+    choice: str = "is_A_selected",
+    group: str | None = "scene",
+) -> Comparisons:
+    """Read a CSV of pairwise judgments (one row per judgment).
+
+    `choice` holds 1/true/A/first (the first item won), 0/false/B/second, or tie/0.5. Items in
+    different groups are different items: "scene/condition" with the default columns.
+
+    Raises:
+        ValueError: a missing column, an unknown choice, an item compared with itself, or no rows.
+    """
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{path}: no comparisons")
+    needed = [rater, first, second, choice] + ([group] if group else [])
+    missing = [c for c in needed if c not in rows[0]]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; columns are {list(rows[0])}")
+    index: dict[tuple[str, str], int] = {}
+    pairs, outcomes, raters = [], [], []
+    for line, row in enumerate(rows, start=2):
+        scope = row[group] if group else ""
+        key = row[choice].strip().lower()
+        if key not in _CHOICES:
+            raise ValueError(f"{path}:{line}: unknown choice {row[choice]!r}")
+        a, b = (index.setdefault((scope, row[c]), len(index)) for c in (first, second))
+        if a == b:
+            raise ValueError(f"{path}:{line}: an item is compared with itself")
+        pairs.append((a, b))
+        outcomes.append(_CHOICES[key])
+        raters.append(row[rater])
+    names = tuple(f"{g}/{c}" if group else c for g, c in index)
+    array = np.array(pairs, dtype=np.int64)
+    return Comparisons(
+        items=names,
+        groups=tuple(g for g, _ in index),
+        first=array[:, 0],
+        second=array[:, 1],
+        outcome=tuple(outcomes),
+        rater=tuple(raters),
+    )
+
+
+class ReplayWorld(World):
+    """Recorded comparisons as a world: only logged pairs can be asked, each answer once.
+
+    A strategy asking pair (i, j) receives one of the recorded answers for that pair, drawn
+    without replacement in an order fixed by the seed; a pair with no answer left cannot be
+    asked. The truth is the MAP Thurstone fit (sim.estimators, JOD) of the whole log.
+
+    Args:
+        data: the recorded comparisons.
+        seed: the order in which each pair's recorded answers are handed out.
+    """
+
+    def __init__(self, data: Comparisons, seed: int, name: str = "recorded") -> None:
+        rng = np.random.default_rng(seed)
+        n = len(data.items)
+        group_codes = {g: i for i, g in enumerate(dict.fromkeys(data.groups))}
+        groups = np.array([group_codes[g] for g in data.groups], dtype=np.int64)
+        low = np.minimum(data.first, data.second)
+        high = np.maximum(data.first, data.second)
+        self.candidates = np.unique(np.stack((low, high), axis=1), axis=0)
+        slot = {(int(i), int(j)): p for p, (i, j) in enumerate(self.candidates)}
+        answers: dict[int, list[tuple[Outcome, str]]] = defaultdict(list)
+        flip = {Outcome.WIN: Outcome.LOSS, Outcome.LOSS: Outcome.WIN, Outcome.TIE: Outcome.TIE}
+        for a, b, outcome, who in zip(
+            data.first, data.second, data.outcome, data.rater, strict=True
+        ):
+            # stored as the outcome of the lower index against the higher
+            answers[slot[(min(a, b), max(a, b))]].append((outcome if a < b else flip[outcome], who))
+        self.answers_ = {p: [a[k] for k in rng.permutation(len(a))] for p, a in answers.items()}
+        self.remaining_ = np.array([len(self.answers_[p]) for p in range(len(self.candidates))])
+        self.rater_names = tuple(dict.fromkeys(data.rater))
+        self._rater_index: dict[Hashable, int] = {r: i for i, r in enumerate(self.rater_names)}
+        scope = "group" if len(group_codes) > 1 else "any"
+        ties = any(o is Outcome.TIE for o in data.outcome)
+        counts = win_counts(n, data.first, data.second, outcome_signs(list(data.outcome)))
+        self.quality = fit_thurstone(counts, with_cov=False).mean
+        self.true_weights = None
+        self.problem = Problem(
+            n_items=n,
+            criteria=(),
+            scores=None,
+            contexts=np.zeros(n, dtype=np.int64),
+            groups=groups,
+            pair_scope=scope,
+            tie_margin=0.5 if ties else 0.0,
+            candidates=self.candidates,
+        )
+        self.name = name
+        self.n_comparisons = len(data.outcome)
+        self.truth = (
+            f"the MAP Thurstone fit (JOD, sigma 1.4826, prior sd 3) of all {self.n_comparisons} "
+            f"recorded comparisons of {name}"
+        )
+        self.budget = self.n_comparisons
+        self.items = data.items
+
+    def available(self, pending: np.ndarray) -> np.ndarray:
+        return self.remaining_ - pending > 0
+
+    def answer_pair(
+        self, first: int, second: int, rater: int, rng: np.random.Generator
+    ) -> tuple[Outcome, int]:
+        """Pop one recorded answer for the pair (in the asked order); `rater` is ignored, the
+        recorded rater is returned.
+
+        Raises:
+            LookupError: the log holds no (further) answer for this pair.
+        """
+        low, high = min(first, second), max(first, second)
+        row = np.searchsorted(self.candidates[:, 0], low, side="left")
+        hits = np.nonzero((self.candidates[row:, 0] == low) & (self.candidates[row:, 1] == high))[0]
+        if not hits.size or self.remaining_[row + hits[0]] == 0:
+            raise LookupError(f"the log holds no answer left for pair ({first}, {second})")
+        slot = int(row + hits[0])
+        outcome, who = self.answers_[slot][len(self.answers_[slot]) - self.remaining_[slot]]
+        self.remaining_[slot] -= 1
+        if first > second:
+            outcome = {Outcome.WIN: Outcome.LOSS, Outcome.LOSS: Outcome.WIN}.get(outcome, outcome)
+        return outcome, self._rater_index[who]
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "kind": "replay",
+            "name": self.name,
+            "truth": self.truth,
+            "n_items": self.problem.n_items,
+            "n_comparisons": self.n_comparisons,
+            "n_pairs": len(self.candidates),
+            "pair_scope": self.problem.pair_scope,
+        }
+
+
+__all__ = [
+    "NO_SECOND",
+    "Comparisons",
+    "Problem",
+    "ReplayWorld",
+    "SyntheticSpec",
+    "SyntheticWorld",
+    "World",
+    "candidate_pairs",
+    "load_comparisons",
+]
