@@ -104,15 +104,19 @@ def run_shard(
             -k.scenario.world.n_items if isinstance(k.scenario.world, SyntheticSpec) else 0
         )
     )
+    RAW.mkdir(parents=True, exist_ok=True)
+    partial = RAW / f"label_efficiency-{shard}.partial.jsonl"
+    partial.unlink(missing_ok=True)
     done = 0
 
-    def tick(key: RunKey) -> None:
+    def tick(key: RunKey, rows: list[dict]) -> None:
         nonlocal done
         done += 1
+        with partial.open("a") as handle:  # finished runs survive an interrupted shard
+            handle.write(json.dumps(rows) + "\n")
         print(f"[{done}/{len(keys)}] {key.scenario.name} {key.strategy} rep {key.rep}", flush=True)
 
     records = run_many(keys, jobs=jobs, address=address, progress=tick)
-    RAW.mkdir(parents=True, exist_ok=True)
     path = RAW / f"label_efficiency-{shard}.json.gz"
     document = {
         "provenance": provenance(seed),
@@ -123,12 +127,13 @@ def run_shard(
     }
     with gzip.open(path, "wt") as handle:
         json.dump(document, handle)
+    partial.unlink()
     print(f"wrote {path} ({len(records)} records)")
     return path
 
 
-def merge() -> None:
-    """Combine every shard into label_efficiency.{json,md,png}."""
+def merge(notes: list[str] | None = None) -> None:
+    """Combine every shard into label_efficiency.{json,md,png}, with the reader's `notes`."""
     shards = sorted(RAW.glob("label_efficiency-*.json.gz"))
     if not shards:
         raise SystemExit(f"no shards in {RAW}: run the suite first")
@@ -156,6 +161,7 @@ def merge() -> None:
         ],
         "scenarios": [scenarios[name] for name in order],
         "strategies": {k: v for d in documents for k, v in d["strategies"].items()},
+        "notes": list(notes or ()),
         "rows": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -174,6 +180,41 @@ def _describe(scenario: Scenario, seed: int) -> dict[str, object]:
 
 def _size(scenario: dict) -> int:
     return int(scenario["n_items"])
+
+
+def summary_table(document: dict, target: str = "kendall_tau >= 0.9") -> str:
+    """Strategies x scenarios: labels to reach `target` as a ratio to random pairs scored by
+    the fixed fit, as `fixed-scored / engine-scored` (a `>=` where some worlds never got there)."""
+    names = [s["name"] for s in document["scenarios"]]
+    strategies = list(dict.fromkeys(r["strategy"] for r in document["rows"]))
+    cells = {
+        (r["scenario"], r["strategy"], r["estimator"]): r
+        for r in document["rows"]
+        if r["target"] == target
+    }
+    header = "| strategy | " + " | ".join(f"{n} (n={_n(document, n)})" for n in names) + " |"
+    lines = [
+        f"Labels to reach {target}, as a ratio to random pairs + fixed fit "
+        "(scored by the fixed fit / by the engine posterior):",
+        "",
+        header,
+        "|---|" + "---:|" * len(names),
+    ]
+    for strategy in strategies:
+        row = []
+        for name in names:
+            pair = [cells.get((name, strategy, e)) for e in ("fixed", "engine")]
+            if pair[0] is None:
+                row.append("")
+                continue
+            text = [("≥" if c["censored"] else "") + f"{c['ratio_to_random']:.2f}" for c in pair]
+            row.append(" / ".join(text))
+        lines.append(f"| {strategy} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _n(document: dict, name: str) -> int:
+    return next(int(s["n_items"]) for s in document["scenarios"] if s["name"] == name)
 
 
 def _markdown(document: dict) -> str:
@@ -195,6 +236,8 @@ def _markdown(document: dict) -> str:
             f"{shard['dtype']}, {shard['device']} ({shard['cpu']}), torch {shard['torch']}, "
             f"git {shard['git_sha'][:10]}{' (dirty)' if shard['git_dirty'] else ''}"
         )
+    lines += [f"- note: {note}" for note in document.get("notes", ())]
+    lines += ["", summary_table(document), ""]
     for scenario in document["scenarios"]:
         name = scenario["name"]
         world = scenario["world"]
@@ -240,9 +283,10 @@ def main() -> None:
     parser.add_argument("--strategy", action="append", help="strategy name (repeatable)")
     parser.add_argument("--shard", default="all", help="name of this part's raw file")
     parser.add_argument("--merge", action="store_true", help="combine the shards into results/")
+    parser.add_argument("--note", action="append", help="with --merge: a line for the reader")
     args = parser.parse_args()
     if args.merge:
-        merge()
+        merge(args.note)
         return
     run_shard(
         args.only,

@@ -79,7 +79,7 @@ def _execute(
     with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task("runs", total=len(keys))
         records = run_many(
-            keys, jobs=jobs, address=address, progress=lambda _: progress.advance(task)
+            keys, jobs=jobs, address=address, progress=lambda *_: progress.advance(task)
         )
     json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
     document = write_results(

@@ -49,7 +49,7 @@ def map_runs(
     *,
     jobs: int = 1,
     address: str | None = None,
-    progress: Callable[[Key], None] | None = None,
+    progress: Callable[[Key, Result], None] | None = None,
 ) -> list[Result]:
     """`[function(k) for k in keys]`, in order, computed in parallel.
 
@@ -58,7 +58,7 @@ def map_runs(
         keys: its inputs.
         jobs: local worker processes when no address is given (1 = in this process).
         address: a Ray or Dask scheduler address to run on instead.
-        progress: called with each key as it finishes (in completion order).
+        progress: called with each key and its result as it finishes (completion order).
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
@@ -67,7 +67,7 @@ def map_runs(
         for key in keys:
             results.append(function(key))
             if progress:
-                progress(key)
+                progress(key, results[-1])
         return results
     with ExitStack() as stack:
         if address is not None:
@@ -82,7 +82,7 @@ def map_runs(
         for index, result in indexed:
             results[index] = result
             if progress:
-                progress(keys[index])
+                progress(keys[index], result)
     return results  # type: ignore[return-value]
 
 

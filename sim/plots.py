@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -11,9 +12,10 @@ matplotlib.use("Agg")  # files only; no display on servers or CI
 
 import matplotlib.pyplot as plt
 
-from sim.report import curves
+from sim.report import BASELINE, curves
 from sim.runner import ESTIMATORS, TARGETS
 
+MAX_COLUMNS = 4
 ESTIMATOR_TITLES = {
     "fixed": "scored by the fixed MAP Thurstone fit",
     "engine": "scored by the engine posterior (reward-model prior)",
@@ -35,32 +37,40 @@ def plot_curves(records: Iterable[dict], path: Path, metric: str = "kendall_tau"
     scenarios = list(dict.fromkeys(r["scenario"] for r in records))
     strategies = list(dict.fromkeys(r["strategy"] for r in records))
     colours = {s: plt.get_cmap("tab10")(k % 10) for k, s in enumerate(strategies)}
+    n_columns = min(len(scenarios), MAX_COLUMNS)
+    n_rows = len(ESTIMATORS) * math.ceil(len(scenarios) / n_columns)
     figure, axes = plt.subplots(
-        len(ESTIMATORS),
-        len(scenarios),
-        figsize=(4.2 * len(scenarios), 3.4 * len(ESTIMATORS)),
-        squeeze=False,
-        sharey="row",
+        n_rows, n_columns, figsize=(4.2 * n_columns, 3.3 * n_rows), squeeze=False
     )
-    for column, scenario in enumerate(scenarios):
-        for row, estimator in enumerate(ESTIMATORS):
-            axis = axes[row][column]
+    for index in range(len(scenarios), n_rows // len(ESTIMATORS) * n_columns):
+        block, column = divmod(index, n_columns)
+        for offset in range(len(ESTIMATORS)):
+            axes[block * len(ESTIMATORS) + offset][column].set_visible(False)
+    for index, scenario in enumerate(scenarios):
+        block, column = divmod(index, n_columns)
+        # show the range random pairs need (where the comparison happens), not a long tail
+        baseline = data.get((scenario, *BASELINE))
+        right = 1.3 * baseline["labels"][-1] if baseline is not None else None
+        for offset, estimator in enumerate(ESTIMATORS):
+            axis = axes[block * len(ESTIMATORS) + offset][column]
             for strategy in strategies:
                 curve = data.get((scenario, strategy, estimator))
                 if curve is None or not curve["labels"].size:
                     continue
                 colour = colours[strategy]
-                axis.plot(curve["labels"], curve["mean"], color=colour, label=strategy, lw=1.4)
+                axis.plot(curve["labels"], curve["mean"], color=colour, label=strategy, lw=1.3)
                 axis.fill_between(
-                    curve["labels"], curve["low"], curve["high"], color=colour, alpha=0.18, lw=0
+                    curve["labels"], curve["low"], curve["high"], color=colour, alpha=0.15, lw=0
                 )
             if metric in TARGETS:
                 axis.axhline(TARGETS[metric][1], color="grey", lw=0.8, ls=":")
+            if right:
+                axis.set_xlim(0, right)
             axis.set_title(f"{scenario}\n{ESTIMATOR_TITLES[estimator]}", fontsize=8)
-            axis.set_xlabel("labels")
+            axis.set_xlabel("labels", fontsize=8)
+            axis.set_ylabel(metric, fontsize=8)
+            axis.tick_params(labelsize=7)
             axis.grid(alpha=0.3)
-        axes[0][column].set_ylabel(metric)
-        axes[1][column].set_ylabel(metric)
     axes[0][0].legend(fontsize=7, loc="best")
     figure.tight_layout()
     path = Path(path)

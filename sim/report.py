@@ -91,18 +91,25 @@ def labels_needed(records: Iterable[dict]) -> list[dict[str, object]]:
 
 
 def curves(records: Iterable[dict], metric: str) -> dict[tuple, dict[str, np.ndarray]]:
-    """Per (scenario, strategy, estimator): labels, mean and 95 % band of `metric` over reps,
-    at the label counts every repetition reached (runs that stopped early end the curve)."""
-    by_key: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    reps: dict[tuple, set[int]] = defaultdict(set)
+    """Per (scenario, strategy, estimator): labels, mean and 95 % band of `metric` over reps.
+
+    A run that stopped early (its targets reached, or a replay's log used up) keeps its last
+    value at later label counts, so every point averages all repetitions.
+    """
+    series: dict[tuple, dict[int, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     for row in records:
         key = (row["scenario"], row["strategy"], row["estimator"])
-        by_key[key][row["labels"]].append(float(row[metric]))
-        reps[key].add(row["rep"])
+        series[key][row["rep"]].append((row["labels"], float(row[metric])))
     result = {}
-    for key, points in by_key.items():
-        labels = sorted(k for k, v in points.items() if len(v) == len(reps[key]))
-        stats = np.array([_interval(points[k]) for k in labels]).reshape(-1, 3)
+    for key, reps in series.items():
+        runs = [sorted(points) for points in reps.values()]
+        labels = sorted({label for run in runs for label, _ in run})
+        values = np.empty((len(runs), len(labels)))
+        for r, run in enumerate(runs):
+            at = np.array([label for label, _ in run])
+            last = np.searchsorted(at, labels, side="right") - 1
+            values[r] = np.array([value for _, value in run])[np.maximum(last, 0)]
+        stats = np.array([_interval(values[:, k]) for k in range(len(labels))]).reshape(-1, 3)
         result[key] = {
             "labels": np.array(labels),
             "mean": stats[:, 0],

@@ -338,7 +338,7 @@ def run_many(
     *,
     jobs: int = 1,
     address: str | None = None,
-    progress: Callable[[RunKey], None] | None = None,
+    progress: Callable[[RunKey, list[dict[str, object]]], None] | None = None,
 ) -> list[dict[str, object]]:
     """Run every key and return all records in key order.
 
@@ -347,7 +347,7 @@ def run_many(
         jobs: local worker processes (1 = in this process).
         address: a Ray ("ray://host:port" or "ray:auto") or Dask ("tcp://host:port")
             scheduler to run on instead of local processes; runs through joblib's backend.
-        progress: called with each key as its run finishes.
+        progress: called with each key and its records as its run finishes.
     """
     from sim.parallel import map_runs
 

@@ -1,0 +1,76 @@
+"""Headline figures from records: labels needed, ratios to random, censoring, curves."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import t as student_t
+
+from sim.report import curves, format_labels, labels_needed
+
+
+def _records(strategy: str, rep: int, taus: list[float], estimator: str = "fixed") -> list[dict]:
+    return [
+        {
+            "scenario": "s",
+            "strategy": strategy,
+            "estimator": estimator,
+            "rep": rep,
+            "labels": 100 * k,
+            "kendall_tau": tau,
+            "rmse": 1.0 - tau,  # reaches 0.5 when tau reaches 0.5
+        }
+        for k, tau in enumerate(taus)
+    ]
+
+
+def _row(rows: list[dict], strategy: str, target: str = "kendall_tau >= 0.9") -> dict:
+    return next(r for r in rows if r["strategy"] == strategy and r["target"] == target)
+
+
+def test_labels_needed_interpolates_averages_and_divides_by_random() -> None:
+    records = [
+        *_records("random", 0, [0.0, 0.5, 0.8, 1.0]),  # 0.9 at 250
+        *_records("random", 1, [0.0, 0.6, 0.9, 0.95]),  # 0.9 at 200
+        *_records("smart", 0, [0.0, 0.7, 0.95, 1.0]),  # 0.9 at 180
+        *_records("smart", 1, [0.0, 0.9, 0.95, 1.0]),  # 0.9 at 100
+    ]
+    rows = labels_needed(records)
+    random, smart = _row(rows, "random"), _row(rows, "smart")
+    assert random["labels_mean"] == pytest.approx(225.0)
+    assert smart["labels_mean"] == pytest.approx(140.0)
+    assert smart["ratio_to_random"] == pytest.approx(140.0 / 225.0)
+    assert smart["ratio_paired_mean"] == pytest.approx((180 / 250 + 100 / 200) / 2)
+    half = student_t.ppf(0.975, 1) * np.std([180.0, 100.0], ddof=1) / math.sqrt(2)
+    assert smart["labels_ci_low"] == pytest.approx(140 - half)
+    assert smart["labels_ci_high"] == pytest.approx(140 + half)
+    assert smart["censored"] == 0 and random["ratio_to_random"] == pytest.approx(1.0)
+
+
+def test_a_repetition_that_never_reaches_counts_at_its_budget_and_is_flagged() -> None:
+    records = [
+        *_records("random", 0, [0.0, 0.5, 0.9]),
+        *_records("stuck", 0, [0.0, 0.5, 0.6]),
+    ]
+    stuck = _row(labels_needed(records), "stuck")
+    assert stuck["labels_mean"] == 200.0
+    assert stuck["censored"] == 1
+    assert format_labels(stuck).startswith(">=200")
+
+
+def test_no_random_baseline_gives_nan_ratios() -> None:
+    row = _row(labels_needed(_records("smart", 0, [0.0, 0.95])), "smart")
+    assert math.isnan(row["ratio_to_random"]) and math.isnan(row["ratio_paired_mean"])
+
+
+def test_curves_carry_a_stopped_run_forward() -> None:
+    records = [
+        *_records("smart", 0, [0.0, 0.5, 0.9, 0.95]),
+        *_records("smart", 1, [0.0, 0.7]),  # stopped after 100 labels
+    ]
+    curve = curves(records, "kendall_tau")[("s", "smart", "fixed")]
+    assert curve["labels"].tolist() == [0, 100, 200, 300]
+    assert curve["mean"].tolist() == pytest.approx([0.0, 0.6, 0.8, 0.825])
+    assert np.all(curve["low"] <= curve["mean"]) and np.all(curve["mean"] <= curve["high"])
