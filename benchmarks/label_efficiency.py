@@ -135,12 +135,39 @@ def run_shard(
 def merge(notes: list[str] | None = None) -> None:
     """Combine every shard into label_efficiency.{json,md,png}, with the reader's `notes`."""
     shards = sorted(RAW.glob("label_efficiency-*.json.gz"))
-    if not shards:
-        raise SystemExit(f"no shards in {RAW}: run the suite first")
     documents = []
     for shard in shards:
         with gzip.open(shard, "rt") as handle:
             documents.append(json.load(handle))
+    # an interrupted shard: its finished runs, described from the suite and labelled partial
+    for partial in sorted(RAW.glob("label_efficiency-*.partial.jsonl")):
+        runs = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+        names = {rows[0]["scenario"] for rows in runs if rows}
+        chosen = [(s, strats) for s, strats in suite() if s.name in names]
+        # keep the repetitions every strategy finished, so ratios compare the same worlds
+        finished = {(rows[0]["scenario"], rows[0]["strategy"], rows[0]["rep"]) for rows in runs}
+        complete = {
+            (s.name, rep)
+            for s, strats in chosen
+            for rep in {r for (n, _, r) in finished if n == s.name}
+            if all((s.name, strategy, rep) in finished for strategy in strats)
+        }
+        records = [
+            row for rows in runs for row in rows if (row["scenario"], row["rep"]) in complete
+        ]
+        seed = records[0]["seed"] if records else 0
+        documents.append(
+            {
+                "provenance": {**provenance(seed), "partial": True},
+                "reps": len(complete),
+                "scenarios": [_describe(s, seed) for s, _ in chosen],
+                "strategies": {s.name: list(strats) for s, strats in chosen},
+                "records": records,
+            }
+        )
+        shards.append(partial)
+    if not documents:
+        raise SystemExit(f"no shards in {RAW}: run the suite first")
     records = [r for d in documents for r in d["records"]]
     scenarios = {s["name"]: s for d in documents for s in d["scenarios"]}
     order = [s.name for s, _ in suite() if s.name in scenarios]
@@ -235,6 +262,7 @@ def _markdown(document: dict) -> str:
             f"- shard {shard['file']}: seed {shard['seed']}, {shard['reps']} reps, "
             f"{shard['dtype']}, {shard['device']} ({shard['cpu']}), torch {shard['torch']}, "
             f"git {shard['git_sha'][:10]}{' (dirty)' if shard['git_dirty'] else ''}"
+            f"{' - PARTIAL: only the runs that finished' if shard.get('partial') else ''}"
         )
     lines += [f"- note: {note}" for note in document.get("notes", ())]
     lines += ["", summary_table(document), ""]

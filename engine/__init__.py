@@ -7,6 +7,7 @@ Pure numerics (torch, numpy, scipy): no I/O, no web framework, no database.
 from engine.adapters import WinMatrixStrategy, make_strategy
 from engine.campaign import DEFAULT_CRITERIA, Campaign, CampaignConfig, Judgment, Task
 from engine.device import default_device, default_dtype
+from engine.ep import Refinement, Sites, ep_refine
 from engine.likelihoods import LIKELIHOODS, Moments, Outcome, interval_moments
 from engine.objectives import (
     OBJECTIVES,
@@ -54,7 +55,9 @@ __all__ = [
     "Posterior",
     "PriorScales",
     "RatingChoice",
+    "Refinement",
     "SelectionOptions",
+    "Sites",
     "Task",
     "WeightSummary",
     "WinMatrixStrategy",
@@ -64,6 +67,7 @@ __all__ = [
     "default_device",
     "default_dtype",
     "empty_posterior",
+    "ep_refine",
     "expected_information_gain",
     "interval_information_gain",
     "interval_moments",

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from engine.device import default_device, default_dtype
-from engine.likelihoods import Outcome, level_cuts, outcome_cuts
+from engine.ep import Refinement, ep_refine
+from engine.likelihoods import Outcome, level_cuts, level_interval, outcome_cuts, pair_interval
 from engine.selection import (
     NoEligibleTaskError,
     PairChoice,
@@ -37,7 +38,7 @@ from engine.summaries import (
     summarise_clips,
     summarise_weights,
 )
-from engine.update import NO_SECOND, level_events, pair_events, update
+from engine.update import NO_SECOND, Events, level_events, pair_events, update
 
 DEFAULT_CRITERIA = (
     "alignment",
@@ -124,6 +125,14 @@ class Judgment:
 
 
 @dataclass(frozen=True)
+class _Refine:
+    """One refine() call, as the history replays it."""
+
+    max_sweeps: int
+    damping: float
+
+
+@dataclass(frozen=True)
 class _ClipBatch:
     """One add_clips call, as the history replays it."""
 
@@ -165,7 +174,7 @@ class Campaign:
         )
         # Clip batches and label batches in the order they happened: what replay() re-runs,
         # and the one place labels are kept (`log` reads them from here).
-        self._history: list[_ClipBatch | tuple[Judgment, ...]] = []
+        self._history: list[_ClipBatch | _Refine | tuple[Judgment, ...]] = []
         self._rater_noise: dict[Hashable, float] = {}
         self._judged: dict[Hashable, set[tuple[int, int]]] = {}
         self._judged_tensor: dict[Hashable, Tensor] = {}  # cache of _judged, rebuilt on change
@@ -281,11 +290,15 @@ class Campaign:
         return center, scale
 
     def _rebuild_prior(self) -> None:
+        self.posterior = self.prior()
+
+    def prior(self) -> Posterior:
+        """The joint prior over every clip so far (scores standardised as the campaign does)."""
         posterior = empty_posterior(
             len(self.config.criteria), self.config.prior, device=self.device, dtype=self.dtype
         )
         posterior = add_contexts(posterior, len(self._context_names), self.config.prior)
-        self.posterior = add_items(
+        return add_items(
             posterior,
             (self._raw_scores - self._center) / self._scale,
             torch.tensor(self._context, dtype=torch.long, device=self.device),
@@ -404,6 +417,44 @@ class Campaign:
             raise ValueError("a comparison needs an outcome")
         if judgment.outcome is Outcome.TIE and self.config.tie_margin == 0:
             raise ValueError("this campaign does not allow ties")
+
+    def refine(self, max_sweeps: int = 50, damping: float = 1.0) -> Refinement:
+        """Replace the ADF posterior by the EP posterior of every label so far (engine.ep).
+
+        The result no longer depends on the order labels arrived in. Later labels are applied
+        by ADF on top until the next refine; `replay()` repeats the refine at the same point.
+
+        Raises:
+            RuntimeError: EP did not converge (nothing changes then).
+        """
+        log = self.log
+        result = ep_refine(
+            self.prior(),
+            self._events(log),
+            max_sweeps=max_sweeps,
+            damping=damping,
+        )
+        self.posterior = result.posterior
+        self._history.append(_Refine(max_sweeps, damping))
+        return result
+
+    def _events(self, judgments: Sequence[Judgment]) -> Events:
+        """Every judgment as one interval event, in order (noise as it was applied)."""
+        intervals = [
+            pair_interval(j.outcome, self.config.tie_margin)  # type: ignore[arg-type]
+            if j.second != NO_SECOND
+            else level_interval(j.level, self.config.emoji_thresholds or ())  # type: ignore[arg-type]
+            for j in judgments
+        ]
+        like = self._like
+        bounds = like.new_tensor(intervals).reshape(-1, 2)
+        return Events(
+            torch.tensor([j.first for j in judgments], dtype=torch.long, device=self.device),
+            torch.tensor([j.second for j in judgments], dtype=torch.long, device=self.device),
+            bounds[:, 0].contiguous(),
+            bounds[:, 1].contiguous(),
+            like.new_tensor([float(j.noise_sd) ** 2 for j in judgments]).reshape(-1),  # type: ignore[arg-type]
+        )
 
     # selection --------------------------------------------------------------------------------
 
@@ -588,7 +639,9 @@ class Campaign:
         fresh = Campaign(self.config, device=self.device, dtype=self.dtype)
         fresh._rater_noise = dict(self._rater_noise)
         for entry in self._history:
-            if isinstance(entry, _ClipBatch):
+            if isinstance(entry, _Refine):
+                fresh.refine(entry.max_sweeps, entry.damping)
+            elif isinstance(entry, _ClipBatch):
                 scores = entry.raw_scores if entry.raw_scores.shape[1] else None
                 fresh.add_clips(
                     scores,

@@ -5,12 +5,13 @@ labels): a clip's quality has prior sd 1.5 JOD around what the reward model pred
 spread of a JOD study); each standardised criterion's weight has prior sd 1 and each context's
 offset sd 0.5.
 
-The scale is a trade-off under ADF, measured on the benchmark's n = 100 worlds (10 worlds
-each, benchmarks/results/label_efficiency.md): a wider prior (sd 3) made information gain
-without a reward model explore more (Kendall tau 0.9 after 3,081 instead of 3,966 labels), but
-the ADF posterior mean then over-reacts to the first labels (after 200 random labels its spread
-was 3.1 JOD against 2.05 for the exact MAP of the same model and 1.6 for the truth), so the
-engine's RMSE and calibration got much worse. EP refinement (issue 5) is the remedy to try.
+The scale is a trade-off, measured on the benchmark's n = 100 worlds (10 worlds each,
+benchmarks/results/label_efficiency.md): a wider prior (sd 3) made information gain without a
+reward model explore more (Kendall tau 0.9 after 3,081 instead of 3,966 labels), but the
+posterior mean then over-spreads (after 200 random labels of a 1.6 JOD world: 3.1 JOD by ADF,
+2.9 by EP, which is exact to 1e-4 on small problems, 2.05 for the MAP), so the engine's RMSE
+and calibration got much worse. That is the prior, not the ADF approximation: the scales have
+to be learned from the labels (empirical Bayes, issue 5).
 """
 
 from __future__ import annotations
