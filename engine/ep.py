@@ -22,7 +22,7 @@ from torch import Tensor
 
 from engine.likelihoods import LIKELIHOODS
 from engine.state import Posterior
-from engine.update import NO_SECOND, Events
+from engine.update import NO_SECOND, Events, event_items
 
 TOLERANCE = 1e-8  # largest change of a site's natural parameters that counts as converged
 MIN_CAVITY_PRECISION = 1e-12  # a cavity this flat means the site holds all the information
@@ -75,11 +75,7 @@ def ep_refine(
         raise ValueError("max_sweeps must be >= 1")
     moment_function = LIKELIHOODS[likelihood]
     n_items = prior.n_items
-    first, second = events.first.tolist(), events.second.tolist()
-    if any(not 0 <= i < n_items for i in first) or any(
-        not (j == NO_SECOND or 0 <= j < n_items) for j in second
-    ):
-        raise IndexError(f"an event refers to a clip outside 0..{n_items - 1}")
+    first, second = event_items(events, n_items)
     mean, cov = prior.mean.clone(), prior.cov.clone()
     count = len(events)
     tau = mean.new_zeros(count)

@@ -110,6 +110,20 @@ def _events(
     )
 
 
+def event_items(events: Events, n_items: int) -> tuple[list[int], list[int]]:
+    """The events' (first, second) as lists, checked against the clip count.
+
+    Raises:
+        IndexError: an event refers to a clip the posterior does not have.
+    """
+    first, second = events.first.tolist(), events.second.tolist()
+    if any(not 0 <= i < n_items for i in first) or any(
+        not (j == NO_SECOND or 0 <= j < n_items) for j in second
+    ):
+        raise IndexError(f"an event refers to a clip outside 0..{n_items - 1}")
+    return first, second
+
+
 def update(posterior: Posterior, events: Events, likelihood: str = "interval") -> Posterior:
     """Apply `events` one after another by ADF (MATH.md §2); the input is not modified.
 
@@ -131,11 +145,7 @@ def update(posterior: Posterior, events: Events, likelihood: str = "interval") -
     """
     moment_function = LIKELIHOODS[likelihood]
     n_items = posterior.n_items
-    first, second = events.first.tolist(), events.second.tolist()
-    if any(not 0 <= i < n_items for i in first) or any(
-        not (j == NO_SECOND or 0 <= j < n_items) for j in second
-    ):
-        raise IndexError(f"an event refers to a clip outside 0..{n_items - 1}")
+    first, second = event_items(events, n_items)
     mean = posterior.mean.clone()
     cov = posterior.cov.clone()
     for b, (i, j) in enumerate(zip(first, second, strict=True)):
@@ -152,4 +162,4 @@ def update(posterior: Posterior, events: Events, likelihood: str = "interval") -
     return Posterior(mean, cov, n_items, posterior.n_criteria, posterior.n_contexts)
 
 
-__all__ = ["NO_SECOND", "Events", "level_events", "pair_events", "update"]
+__all__ = ["NO_SECOND", "Events", "event_items", "level_events", "pair_events", "update"]

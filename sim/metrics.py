@@ -8,6 +8,7 @@ group for rank correlations, clips per group otherwise); "any" scope is one grou
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,27 +35,31 @@ def _segments(groups: np.ndarray | None, n: int) -> list[np.ndarray]:
     return [np.flatnonzero(groups == g) for g in np.unique(groups)]
 
 
-def kendall_tau(estimate: np.ndarray, truth: np.ndarray, groups: np.ndarray | None) -> float:
-    """Kendall tau-b within groups, averaged with weights n_g (n_g - 1) / 2."""
+def _rank_correlation(
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+    estimate: np.ndarray,
+    truth: np.ndarray,
+    groups: np.ndarray | None,
+) -> float:
+    """`statistic` within groups, averaged with weights n_g (n_g - 1) / 2 (pairs per group)."""
     values, weights = [], []
     for index in _segments(groups, len(truth)):
         if index.size >= 2:
             # a constant estimate (no labels yet) ranks nothing: 0, not scipy's NaN and warning
             flat = np.ptp(estimate[index]) == 0
-            values.append(0.0 if flat else kendalltau(estimate[index], truth[index]).statistic)
+            values.append(0.0 if flat else statistic(estimate[index], truth[index]))
             weights.append(index.size * (index.size - 1) / 2)
     return float(np.average(values, weights=weights))
+
+
+def kendall_tau(estimate: np.ndarray, truth: np.ndarray, groups: np.ndarray | None) -> float:
+    """Kendall tau-b within groups, averaged with weights n_g (n_g - 1) / 2."""
+    return _rank_correlation(lambda a, b: kendalltau(a, b).statistic, estimate, truth, groups)
 
 
 def spearman(estimate: np.ndarray, truth: np.ndarray, groups: np.ndarray | None) -> float:
     """Spearman rho within groups, averaged with weights n_g (n_g - 1) / 2."""
-    values, weights = [], []
-    for index in _segments(groups, len(truth)):
-        if index.size >= 2:
-            flat = np.ptp(estimate[index]) == 0
-            values.append(0.0 if flat else spearmanr(estimate[index], truth[index]).statistic)
-            weights.append(index.size * (index.size - 1) / 2)
-    return float(np.average(values, weights=weights))
+    return _rank_correlation(lambda a, b: spearmanr(a, b).statistic, estimate, truth, groups)
 
 
 def rmse(estimate: np.ndarray, truth: np.ndarray, groups: np.ndarray | None) -> float:
