@@ -7,6 +7,7 @@ Pure numerics (torch, numpy, scipy): no I/O, no web framework, no database.
 from engine.adapters import WinMatrixStrategy, make_strategy
 from engine.campaign import DEFAULT_CRITERIA, Campaign, CampaignConfig, Judgment, Task
 from engine.device import default_device, default_dtype
+from engine.empirical_bayes import ScaleFit, fit_prior_scales
 from engine.ep import Refinement, Sites, ep_refine
 from engine.likelihoods import LIKELIHOODS, Moments, Outcome, interval_moments
 from engine.objectives import (
@@ -35,7 +36,7 @@ from engine.summaries import (
     summarise_clips,
     summarise_weights,
 )
-from engine.update import Events, level_events, pair_events, update
+from engine.update import Events, level_events, pair_events, update, update_with_evidence
 
 __all__ = [
     "DEFAULT_CRITERIA",
@@ -56,6 +57,7 @@ __all__ = [
     "PriorScales",
     "RatingChoice",
     "Refinement",
+    "ScaleFit",
     "SelectionOptions",
     "Sites",
     "Task",
@@ -69,6 +71,7 @@ __all__ = [
     "empty_posterior",
     "ep_refine",
     "expected_information_gain",
+    "fit_prior_scales",
     "interval_information_gain",
     "interval_moments",
     "level_events",
@@ -82,4 +85,5 @@ __all__ = [
     "summarise_clips",
     "summarise_weights",
     "update",
+    "update_with_evidence",
 ]

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from engine.device import default_device, default_dtype
+from engine.empirical_bayes import ScaleFit, fit_prior_scales
 from engine.ep import Refinement, ep_refine
 from engine.likelihoods import Outcome, level_cuts, level_interval, outcome_cuts, pair_interval
 from engine.selection import (
@@ -125,6 +126,13 @@ class Judgment:
 
 
 @dataclass(frozen=True)
+class _Refit:
+    """One fit_prior() call, as the history replays it (with the scales it found)."""
+
+    scales: PriorScales
+
+
+@dataclass(frozen=True)
 class _Refine:
     """One refine() call, as the history replays it."""
 
@@ -158,6 +166,7 @@ class Campaign:
         dtype: torch.dtype | None = None,
     ) -> None:
         self.config = config or CampaignConfig()
+        self._initial_config = self.config  # fit_prior() changes config.prior; replay starts here
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype or default_dtype(self.device)
         self._like = torch.zeros((), dtype=self.dtype, device=self.device)
@@ -174,7 +183,7 @@ class Campaign:
         )
         # Clip batches and label batches in the order they happened: what replay() re-runs,
         # and the one place labels are kept (`log` reads them from here).
-        self._history: list[_ClipBatch | _Refine | tuple[Judgment, ...]] = []
+        self._history: list[_ClipBatch | _Refine | _Refit | tuple[Judgment, ...]] = []
         self._rater_noise: dict[Hashable, float] = {}
         self._judged: dict[Hashable, set[tuple[int, int]]] = {}
         self._judged_tensor: dict[Hashable, Tensor] = {}  # cache of _judged, rebuilt on change
@@ -292,18 +301,46 @@ class Campaign:
     def _rebuild_prior(self) -> None:
         self.posterior = self.prior()
 
-    def prior(self) -> Posterior:
-        """The joint prior over every clip so far (scores standardised as the campaign does)."""
+    def prior(self, scales: PriorScales | None = None) -> Posterior:
+        """The joint prior over every clip so far (scores standardised as the campaign does),
+        with the campaign's prior scales or `scales`."""
+        scales = scales or self.config.prior
         posterior = empty_posterior(
-            len(self.config.criteria), self.config.prior, device=self.device, dtype=self.dtype
+            len(self.config.criteria), scales, device=self.device, dtype=self.dtype
         )
-        posterior = add_contexts(posterior, len(self._context_names), self.config.prior)
+        posterior = add_contexts(posterior, len(self._context_names), scales)
         return add_items(
             posterior,
             (self._raw_scores - self._center) / self._scale,
             torch.tensor(self._context, dtype=torch.long, device=self.device),
-            self.config.prior,
+            scales,
         )
+
+    def fit_prior(self, max_evaluations: int = 200) -> ScaleFit:
+        """Empirical Bayes (engine.empirical_bayes): refit the prior scales to the labels so far,
+        then rebuild the posterior from the new prior by ADF over the same labels in order.
+
+        Call it now and then (every few hundred labels), not on every label. `replay()` repeats
+        it with the scales it found.
+
+        Raises:
+            ValueError: no labels yet.
+        """
+        log = self.log
+        fit = fit_prior_scales(
+            self.prior,
+            self._events(log),
+            self.config.prior,
+            fit_weights=bool(self.config.criteria),
+            max_evaluations=max_evaluations,
+        )
+        self._set_prior(fit.scales)
+        return fit
+
+    def _set_prior(self, scales: PriorScales) -> None:
+        self.config = replace(self.config, prior=scales)
+        self.posterior = update(self.prior(), self._events(self.log))
+        self._history.append(_Refit(scales))
 
     @property
     def groups(self) -> Tensor:
@@ -636,11 +673,13 @@ class Campaign:
         """A fresh campaign that re-runs this one's history: the same clip batches and labels,
         interleaved in the same order and with the noise each label was applied with. The
         posterior is bit-for-bit the same on the CPU."""
-        fresh = Campaign(self.config, device=self.device, dtype=self.dtype)
+        fresh = Campaign(self._initial_config, device=self.device, dtype=self.dtype)
         fresh._rater_noise = dict(self._rater_noise)
         for entry in self._history:
             if isinstance(entry, _Refine):
                 fresh.refine(entry.max_sweeps, entry.damping)
+            elif isinstance(entry, _Refit):
+                fresh._set_prior(entry.scales)
             elif isinstance(entry, _ClipBatch):
                 scores = entry.raw_scores if entry.raw_scores.shape[1] else None
                 fresh.add_clips(

@@ -143,11 +143,22 @@ def update(posterior: Posterior, events: Events, likelihood: str = "interval") -
         IndexError: an event refers to a clip the posterior does not have.
         ValueError: a degenerate event (zero noise and zero variance).
     """
+    return update_with_evidence(posterior, events, likelihood)[0]
+
+
+def update_with_evidence(
+    posterior: Posterior, events: Events, likelihood: str = "interval"
+) -> tuple[Posterior, float]:
+    """`update`, plus the log evidence of the events under ADF: `sum_b log Z_b`, each label's
+    predictive probability given the labels before it (the prequential decomposition
+    `log p(y) = sum_b log p(y_b | y_<b)`, every factor under the ADF Gaussian). Same errors
+    as `update`."""
     moment_function = LIKELIHOODS[likelihood]
     n_items = posterior.n_items
     first, second = event_items(events, n_items)
     mean = posterior.mean.clone()
     cov = posterior.cov.clone()
+    log_evidence = 0.0
     for b, (i, j) in enumerate(zip(first, second, strict=True)):
         # S a for a = e_i - e_j (pair) or e_i (single clip)
         column = cov[:, i] - cov[:, j] if j != NO_SECOND else cov[:, i].clone()
@@ -157,9 +168,19 @@ def update(posterior: Posterior, events: Events, likelihood: str = "interval") -
         dlog_z, d2log_z = float(moments.dlog_z), float(moments.d2log_z)
         if not (math.isfinite(dlog_z) and math.isfinite(d2log_z)):
             raise FloatingPointError(f"event {b} produced a non-finite update")
+        log_evidence += float(moments.log_z)
         mean.add_(column, alpha=dlog_z)  # MATH.md §2: m' = m + S a dlog_z
         cov.addr_(column, column, alpha=d2log_z)  # MATH.md §2: S' = S + d2log_z (S a)(S a)'
-    return Posterior(mean, cov, n_items, posterior.n_criteria, posterior.n_contexts)
+    posterior = Posterior(mean, cov, n_items, posterior.n_criteria, posterior.n_contexts)
+    return posterior, log_evidence
 
 
-__all__ = ["NO_SECOND", "Events", "event_items", "level_events", "pair_events", "update"]
+__all__ = [
+    "NO_SECOND",
+    "Events",
+    "event_items",
+    "level_events",
+    "pair_events",
+    "update",
+    "update_with_evidence",
+]
