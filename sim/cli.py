@@ -85,7 +85,7 @@ def _execute(
     document = write_results(
         json_path,
         seed=seed,
-        scenarios=[s.to_dict() for s in scenarios],
+        scenarios=[{**s.to_dict(), "truth": s.build(seed).truth} for s in scenarios],
         strategies=strategies,
         records=records,
         extra={"reps": reps},

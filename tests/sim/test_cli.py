@@ -91,8 +91,10 @@ def test_same_seed_same_records_in_process_and_in_workers(tmp_path: Path) -> Non
 def test_replay_and_plot_commands(tmp_path: Path) -> None:
     out = tmp_path / "replay"
     _invoke("replay", "-s", "round_robin", "--reps", "1", "--every", "400", "--out", str(out))
-    records = read_results(out.with_suffix(".json"))["records"]
+    document = read_results(out.with_suffix(".json"))
+    records = document["records"]
     assert max(r["labels"] for r in records) == 1213  # the whole log, then it stops
+    assert "MAP Thurstone fit" in document["scenarios"][0]["truth"]
     png = tmp_path / "rmse.png"
     _invoke("plot", str(out.with_suffix(".json")), "--metric", "rmse", "--out", str(png))
     assert png.stat().st_size > 10_000
