@@ -36,6 +36,11 @@ from engine.summaries import (
     summarise_clips,
     summarise_weights,
 )
+from engine.targeted import (
+    mixed_information_gain,
+    weight_explained_variance,
+    weight_information_gain,
+)
 from engine.update import Events, level_events, pair_events, update, update_with_evidence
 
 __all__ = [
@@ -76,6 +81,7 @@ __all__ = [
     "interval_moments",
     "level_events",
     "make_strategy",
+    "mixed_information_gain",
     "outcome_probabilities",
     "pair_events",
     "predict_pair",
@@ -86,4 +92,6 @@ __all__ = [
     "summarise_weights",
     "update",
     "update_with_evidence",
+    "weight_explained_variance",
+    "weight_information_gain",
 ]
