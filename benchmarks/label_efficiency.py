@@ -104,6 +104,7 @@ def run_shard(
             -k.scenario.world.n_items if isinstance(k.scenario.world, SyntheticSpec) else 0
         )
     )
+    started = provenance(seed)  # the code that runs, not what HEAD is when it ends
     RAW.mkdir(parents=True, exist_ok=True)
     partial = RAW / f"label_efficiency-{shard}.partial.jsonl"
     partial.unlink(missing_ok=True)
@@ -119,7 +120,7 @@ def run_shard(
     records = run_many(keys, jobs=jobs, address=address, progress=tick)
     path = RAW / f"label_efficiency-{shard}.json.gz"
     document = {
-        "provenance": provenance(seed),
+        "provenance": started,
         "reps": reps,
         "scenarios": [_describe(s, seed) for s, _ in chosen],
         "strategies": {s.name: list(strats) for s, strats in chosen},
