@@ -67,7 +67,7 @@ def fit_prior_scales(
         return replace(start, **{n: float(v) for n, v in zip(names, values, strict=True)})
 
     def negative_evidence(log_scales: np.ndarray) -> float:
-        return -update_with_evidence(build_prior(scales_of(log_scales)), events)[1]
+        return -update_with_evidence(build_prior(scales_of(log_scales)), events).log_evidence
 
     x0 = np.log(np.clip([getattr(start, n) for n in names], *SCALE_BOUNDS))
     start_value = -negative_evidence(x0)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from engine.likelihoods import LIKELIHOODS
 from engine.state import Posterior
-from engine.update import NO_SECOND, Events, event_items
+from engine.update import NO_SECOND, Events, event_items, event_moments
 
 TOLERANCE = 1e-8  # largest change of a site's natural parameters that counts as converged
 MIN_CAVITY_PRECISION = 1e-12  # a cavity this flat means the site holds all the information
@@ -94,12 +94,12 @@ def ep_refine(
                 continue
             cavity_var = 1.0 / cavity_precision
             cavity_mean = cavity_var * (m / s - old_nu)
-            moments = moment_function(
+            moments, _ = event_moments(
+                moment_function,
+                events,
+                b,
                 mean.new_tensor(cavity_mean),
                 mean.new_tensor(cavity_var),
-                events.lo[b],
-                events.hi[b],
-                events.noise_var[b],
             )
             dlog_z, d2log_z = float(moments.dlog_z), float(moments.d2log_z)
             new_mean = cavity_mean + cavity_var * dlog_z

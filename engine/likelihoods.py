@@ -84,6 +84,24 @@ def interval_moments(mu: Tensor, var: Tensor, lo: Tensor, hi: Tensor, noise_var:
     return Moments(log_z, mean_shift / c, -(1.0 - kappa) / c2)
 
 
+def lapse_mixture(moments: Moments, keep: Tensor, n_outcomes: Tensor) -> Moments:
+    """Moments of `eta p(y | z) + (1 - eta) / L`: a rater who answers as the model says with
+    probability eta (`keep`) and clicks one of the L outcomes at random otherwise.
+
+    With `rho = eta Z / Z_mix` (the chance the answer was not a random click):
+    `dlog Z_mix = rho dlog Z`, `d2log Z_mix = rho (d2log Z + dlog Z^2) - dlog Z_mix^2`, the ADF
+    update of the mixture (MATH.md §2, lapse paragraph). d2log Z_mix can be positive: a label
+    that looks random may widen the posterior, as it should. keep = 1 returns the moments.
+    """
+    log_keep = torch.log(keep)
+    log_random = torch.log1p(-keep) - torch.log(n_outcomes)
+    log_z = torch.logaddexp(log_keep + moments.log_z, log_random)
+    rho = torch.exp(log_keep + moments.log_z - log_z)
+    dlog_z = rho * moments.dlog_z
+    d2log_z = rho * (moments.d2log_z + moments.dlog_z.square()) - dlog_z.square()
+    return Moments(log_z, dlog_z, d2log_z)
+
+
 def outcome_cuts(tie_margin: float, like: Tensor) -> Tensor:
     """Finite cut points that split z into (loss, [tie,] win): `[0]` or `[-t, t]`."""
     if tie_margin < 0 or not math.isfinite(tie_margin):
@@ -167,6 +185,7 @@ __all__ = [
     "expected_variance_factor",
     "interval_moments",
     "interval_of",
+    "lapse_mixture",
     "level_cuts",
     "level_interval",
     "outcome_cuts",

@@ -15,11 +15,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from engine.likelihoods import LIKELIHOODS, Outcome, level_interval, pair_interval
+from engine.likelihoods import (
+    LIKELIHOODS,
+    MomentFunction,
+    Moments,
+    Outcome,
+    lapse_mixture,
+    level_interval,
+    pair_interval,
+)
 from engine.state import Posterior
 
 NO_SECOND = -1  # `second` of a single-clip (emoji) event
@@ -34,6 +43,9 @@ class Events:
         second: (B,) long item index j of a pair (z = f_i - f_j), or -1 (z = f_i).
         lo, hi: (B,) interval ends on the rater's noisy z.
         noise_var: (B,) the answering rater's noise variance.
+        keep: (B,) probability the rater answered as the model says rather than clicking at
+            random (lapse model, `likelihoods.lapse_mixture`); None means 1 for every event.
+        n_outcomes: (B,) outcomes a random click chooses among (2, 3 with ties, L levels).
     """
 
     first: Tensor
@@ -41,6 +53,8 @@ class Events:
     lo: Tensor
     hi: Tensor
     noise_var: Tensor
+    keep: Tensor | None = None
+    n_outcomes: Tensor | None = None
 
     def __post_init__(self) -> None:
         shape = self.first.shape
@@ -54,6 +68,15 @@ class Events:
             raise ValueError("noise variances must be finite and >= 0")
         if bool((self.first == self.second).any()):
             raise ValueError("a pair event needs two different clips")
+        if (self.keep is None) != (self.n_outcomes is None):
+            raise ValueError("give keep and n_outcomes together")
+        if self.keep is not None and self.n_outcomes is not None:
+            if self.keep.shape != shape or self.n_outcomes.shape != shape:
+                raise ValueError("keep and n_outcomes need one entry per event")
+            if not bool(((self.keep > 0) & (self.keep <= 1)).all()):
+                raise ValueError("keep probabilities must be in (0, 1]")
+            if not bool((self.n_outcomes >= 2).all()):
+                raise ValueError("a random click needs at least 2 outcomes")
 
     def __len__(self) -> int:
         return self.first.shape[0]
@@ -110,6 +133,18 @@ def _events(
     )
 
 
+def event_moments(
+    moment_function: MomentFunction, events: Events, b: int, mu: Tensor, var: Tensor
+) -> tuple[Moments, Tensor]:
+    """Moments of event b under `z ~ N(mu, var)` (lapse mixture included), and the model's
+    own log Z (without the lapse), which a rater's reliability update needs."""
+    moments = moment_function(mu, var, events.lo[b], events.hi[b], events.noise_var[b])
+    model_log_z = moments.log_z
+    if events.keep is not None and events.n_outcomes is not None and float(events.keep[b]) < 1:
+        moments = lapse_mixture(moments, events.keep[b], events.n_outcomes[b])
+    return moments, model_log_z
+
+
 def event_items(events: Events, n_items: int) -> tuple[list[int], list[int]]:
     """The events' (first, second) as lists, checked against the clip count.
 
@@ -143,28 +178,38 @@ def update(posterior: Posterior, events: Events, likelihood: str = "interval") -
         IndexError: an event refers to a clip the posterior does not have.
         ValueError: a degenerate event (zero noise and zero variance).
     """
-    return update_with_evidence(posterior, events, likelihood)[0]
+    return update_with_evidence(posterior, events, likelihood).posterior
+
+
+class AdfResult(NamedTuple):
+    """The posterior, the log evidence `sum_b log Z_b`, and each event's model log Z (B,)."""
+
+    posterior: Posterior
+    log_evidence: float
+    model_log_z: Tensor
 
 
 def update_with_evidence(
     posterior: Posterior, events: Events, likelihood: str = "interval"
-) -> tuple[Posterior, float]:
+) -> AdfResult:
     """`update`, plus the log evidence of the events under ADF: `sum_b log Z_b`, each label's
     predictive probability given the labels before it (the prequential decomposition
-    `log p(y) = sum_b log p(y_b | y_<b)`, every factor under the ADF Gaussian). Same errors
-    as `update`."""
+    `log p(y) = sum_b log p(y_b | y_<b)`, every factor under the ADF Gaussian), and each
+    event's predictive probability under the model alone (no lapse). Same errors as
+    `update`."""
     moment_function = LIKELIHOODS[likelihood]
     n_items = posterior.n_items
     first, second = event_items(events, n_items)
     mean = posterior.mean.clone()
     cov = posterior.cov.clone()
     log_evidence = 0.0
+    model_log_z = mean.new_zeros(len(first))
     for b, (i, j) in enumerate(zip(first, second, strict=True)):
         # S a for a = e_i - e_j (pair) or e_i (single clip)
         column = cov[:, i] - cov[:, j] if j != NO_SECOND else cov[:, i].clone()
         mu = mean[i] - mean[j] if j != NO_SECOND else mean[i]
         var = (column[i] - column[j] if j != NO_SECOND else column[i]).clamp_min(0.0)
-        moments = moment_function(mu, var, events.lo[b], events.hi[b], events.noise_var[b])
+        moments, model_log_z[b] = event_moments(moment_function, events, b, mu, var)
         dlog_z, d2log_z = float(moments.dlog_z), float(moments.d2log_z)
         if not (math.isfinite(dlog_z) and math.isfinite(d2log_z)):
             raise FloatingPointError(f"event {b} produced a non-finite update")
@@ -172,13 +217,15 @@ def update_with_evidence(
         mean.add_(column, alpha=dlog_z)  # MATH.md §2: m' = m + S a dlog_z
         cov.addr_(column, column, alpha=d2log_z)  # MATH.md §2: S' = S + d2log_z (S a)(S a)'
     posterior = Posterior(mean, cov, n_items, posterior.n_criteria, posterior.n_contexts)
-    return posterior, log_evidence
+    return AdfResult(posterior, log_evidence, model_log_z)
 
 
 __all__ = [
     "NO_SECOND",
+    "AdfResult",
     "Events",
     "event_items",
+    "event_moments",
     "level_events",
     "pair_events",
     "update",

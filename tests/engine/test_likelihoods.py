@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy.stats import norm
 
 from engine.likelihoods import (
     LIKELIHOODS,
     Outcome,
     expected_variance_factor,
     interval_moments,
+    lapse_mixture,
     level_interval,
     pair_interval,
 )
@@ -139,3 +142,35 @@ def test_expected_variance_factor_is_total_variance_of_the_mean() -> None:
         torch.tensor(mu), torch.tensor(var), torch.tensor(noise_sd**2), torch.tensor(cuts)
     )
     assert float(factor) * var**2 == pytest.approx(between, rel=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("mu", "var", "lo", "hi", "keep", "n_outcomes"),
+    [
+        (0.3, 1.0, 0.0, math.inf, 0.9, 2),
+        (-3.0, 1.0, 0.0, math.inf, 0.7, 2),  # a surprising win: the lapse explains much of it
+        (2.0, 4.0, -0.5, 0.5, 0.5, 3),  # a tie
+        (0.0, 0.5, 1.0, 2.0, 0.95, 5),  # an emoji level
+        (1.0, 2.0, 0.0, math.inf, 1.0, 2),  # keep = 1: the plain interval moments
+    ],
+)
+def test_lapse_mixture_matches_quadrature(
+    mu: float, var: float, lo: float, hi: float, keep: float, n_outcomes: int
+) -> None:
+    """Tilted mean and variance of N(z; mu, var) [keep P(y | z) + (1 - keep) / L] by dense
+    quadrature against the ADF moments `mu + var dlog_z`, `var + var^2 d2log_z`."""
+    noise = 1.0
+    z = np.linspace(mu - 12 * math.sqrt(var), mu + 12 * math.sqrt(var), 200_001)
+    density = np.exp(-0.5 * (z - mu) ** 2 / var)
+    likelihood = norm.cdf((hi - z) / noise) - norm.cdf((lo - z) / noise)
+    tilted = density * (keep * likelihood + (1 - keep) / n_outcomes)
+    tilted_mean = np.sum(z * tilted) / np.sum(tilted)
+    tilted_var = np.sum((z - tilted_mean) ** 2 * tilted) / np.sum(tilted)
+    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    moments = lapse_mixture(
+        interval_moments(t(mu), t(var), t(lo), t(hi), t(noise)), t(keep), t(float(n_outcomes))
+    )
+    assert float(mu + var * moments.dlog_z) == pytest.approx(tilted_mean, abs=1e-7)
+    assert float(var + var**2 * moments.d2log_z) == pytest.approx(tilted_var, abs=1e-7)
+    evidence = keep * np.exp(float(interval_moments(t(mu), t(var), t(lo), t(hi), t(noise)).log_z))
+    assert float(moments.log_z) == pytest.approx(math.log(evidence + (1 - keep) / n_outcomes))
