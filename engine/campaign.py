@@ -20,7 +20,14 @@ from torch import Tensor
 from engine.device import default_device, default_dtype
 from engine.empirical_bayes import ScaleFit, fit_prior_scales
 from engine.ep import Refinement, ep_refine
-from engine.likelihoods import Outcome, level_cuts, level_interval, outcome_cuts, pair_interval
+from engine.likelihoods import (
+    Outcome,
+    interval_moments,
+    level_cuts,
+    level_interval,
+    outcome_cuts,
+    pair_interval,
+)
 from engine.selection import (
     NoEligibleTaskError,
     PairChoice,
@@ -39,7 +46,7 @@ from engine.summaries import (
     summarise_clips,
     summarise_weights,
 )
-from engine.update import NO_SECOND, Events, level_events, pair_events, update
+from engine.update import NO_SECOND, Events, update
 
 DEFAULT_CRITERIA = (
     "alignment",
@@ -49,6 +56,8 @@ DEFAULT_CRITERIA = (
     "bias_fairness",
 )  # MJ-VIDEO's five reward-model criteria
 DEFAULT_CONTEXT = "default"
+FLAG_PROBABILITY = 0.5  # flag a rater once P(keep < 1/2) exceeds this: more likely random
+KEEP_GRID = torch.linspace(0.0, 0.9995, 1000, dtype=torch.float64)  # keep's posterior grid
 PairScope = Literal["any", "group"]
 
 
@@ -66,6 +75,9 @@ class CampaignConfig:
         pair_seconds, rating_seconds: rater time per comparison / per emoji rating, for
             choosing the task with the most information per second.
         selection: objective, rule, beta and refine size.
+        lapse_prior: Beta(alpha, beta) prior of each rater's keep probability (answers as the
+            model says, else clicks at random); None does not model lapses.
+        random_rater_share: prior share of raters who only click at random (keep = 0).
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -77,8 +89,18 @@ class CampaignConfig:
     pair_seconds: float = 6.0
     rating_seconds: float = 4.0
     selection: SelectionOptions = field(default_factory=SelectionOptions)
+    lapse_prior: tuple[float, float] | None = None
+    random_rater_share: float = 0.05
 
     def __post_init__(self) -> None:
+        if not 0 < self.random_rater_share < 1:
+            raise ValueError("random_rater_share must be in (0, 1)")
+        if self.lapse_prior is not None and not (
+            len(self.lapse_prior) == 2 and all(v > 0 and math.isfinite(v) for v in self.lapse_prior)
+        ):
+            raise ValueError(
+                f"lapse_prior must be Beta(alpha > 0, beta > 0), got {self.lapse_prior}"
+            )
         if len(set(self.criteria)) != len(self.criteria):
             raise ValueError(f"criterion names must be unique, got {self.criteria}")
         if self.pair_scope not in ("any", "group"):
@@ -113,8 +135,10 @@ class Task:
 class Judgment:
     """One label: a pair outcome of (first, second) or an emoji level of `first` (second = -1).
 
-    `noise_sd` is the rater noise the label is applied with; None means the rater's current
-    noise, and the campaign's log records the value it used, so a replay is exact.
+    `noise_sd` is the rater noise the label is applied with, `keep` the probability that the
+    rater answered as the model says rather than at random (lapse model); None means the
+    rater's current value, and the campaign's log records the value it used, so a replay is
+    exact.
     """
 
     rater: Hashable | None
@@ -123,6 +147,20 @@ class Judgment:
     outcome: Outcome | None = None
     level: int | None = None
     noise_sd: float | None = None
+    keep: float | None = None
+
+
+@dataclass(frozen=True)
+class RaterReliability:
+    """A rater's keep probability (answers as the model says, else clicks at random): posterior
+    mean, 90 % interval, P(keep < 1/2), labels seen, and whether they look random."""
+
+    keep: float
+    keep_low: float
+    keep_high: float
+    probability_random: float
+    labels: int
+    flagged: bool
 
 
 @dataclass(frozen=True)
@@ -185,6 +223,9 @@ class Campaign:
         # and the one place labels are kept (`log` reads them from here).
         self._history: list[_ClipBatch | _Refine | _Refit | tuple[Judgment, ...]] = []
         self._rater_noise: dict[Hashable, float] = {}
+        self._reliability: dict[Hashable, list[float]] = {}  # keep: mean, 5 %, 95 %, P(< 1/2)
+        self._rater_labels: dict[Hashable, int] = {}
+        self._rater_judgments: dict[Hashable, list[Judgment]] = {}
         self._judged: dict[Hashable, set[tuple[int, int]]] = {}
         self._judged_tensor: dict[Hashable, Tensor] = {}  # cache of _judged, rebuilt on change
         self._rated: dict[Hashable, set[int]] = {}
@@ -372,32 +413,11 @@ class Campaign:
         for task_id in task_ids:
             if task_id not in self._pending:
                 raise KeyError(f"task {task_id} is not pending")
-        resolved = [
-            j if j.noise_sd is not None else replace(j, noise_sd=self.noise_sd(j.rater))
-            for j in judgments
-        ]
-        posterior = self.posterior
-        for batch in _runs(resolved):
-            noise_sd = [float(j.noise_sd) for j in batch]  # type: ignore[arg-type]
-            if batch[0].second != NO_SECOND:
-                events = pair_events(
-                    [j.first for j in batch],
-                    [j.second for j in batch],
-                    [j.outcome for j in batch],  # type: ignore[misc]
-                    tie_margin=self.config.tie_margin,
-                    noise_sd=noise_sd,
-                    like=self._like,
-                )
-            else:
-                events = level_events(
-                    [j.first for j in batch],
-                    [j.level for j in batch],  # type: ignore[misc]
-                    thresholds=self.config.emoji_thresholds or (),
-                    noise_sd=noise_sd,
-                    like=self._like,
-                )
-            posterior = update(posterior, events)
-        self.posterior = posterior
+        resolved = [self._resolve(j) for j in judgments]
+        if resolved:
+            self.posterior = update(self.posterior, self._events(resolved))
+            if self.config.lapse_prior is not None:
+                self._learn_reliability(resolved)
         if resolved:
             self._history.append(tuple(resolved))
         for j in resolved:
@@ -410,6 +430,103 @@ class Campaign:
                 )
         for task_id in task_ids:
             self._pending.pop(task_id)
+
+    def _resolve(self, judgment: Judgment) -> Judgment:
+        """The judgment with the noise (and lapse keep probability) it is applied with."""
+        if judgment.noise_sd is None:
+            judgment = replace(judgment, noise_sd=self.noise_sd(judgment.rater))
+        if judgment.keep is None and self.config.lapse_prior is not None:
+            judgment = replace(judgment, keep=self.keep_probability(judgment.rater))
+        return judgment
+
+    def _n_outcomes(self, judgment: Judgment) -> int:
+        cuts = self.pair_cuts if judgment.second != NO_SECOND else self.level_cuts
+        return 1 + (0 if cuts is None else cuts.numel())
+
+    def _learn_reliability(self, judgments: Sequence[Judgment]) -> None:
+        """Refit the keep probability of each rater in the batch to all their labels so far.
+
+        Z_k is the predictive probability, under the current posterior, of what the rater said
+        in label k, and L_k its number of outcomes. The keep probability's posterior,
+        `Beta(keep; alpha0, beta0) prod_k (keep Z_k + (1 - keep) / L_k)` (MATH.md §3, lapse
+        paragraph), is one-dimensional: it is evaluated exactly on a grid. (EM on the same
+        likelihood stalls for random clickers: at keep = 0 its slope is sum_k (Z_k L_k - 1),
+        zero on average for random answers, so the mode creeps while the mass is clearly below
+        one half.) The current posterior includes label k itself, a small optimism once a clip
+        has several labels; it beats the posterior at the time, under which early labels are
+        all ~1/L."""
+        for judgment in judgments:
+            self._rater_judgments.setdefault(judgment.rater, []).append(judgment)
+        alpha0, beta0 = self.config.lapse_prior  # type: ignore[misc]
+        mean, cov = self.posterior.item_mean, self.posterior.item_cov
+        for rater in {j.rater for j in judgments}:
+            own = self._rater_judgments[rater]
+            events = self._events(own)
+            first, second = events.first, events.second
+            single = second == NO_SECOND
+            other = second.clamp_min(0)
+            mu = torch.where(single, mean[first], mean[first] - mean[other])
+            var = torch.where(
+                single,
+                cov[first, first],
+                cov[first, first] + cov[other, other] - 2 * cov[first, other],
+            ).clamp_min(0.0)
+            z = torch.exp(interval_moments(mu, var, events.lo, events.hi, events.noise_var).log_z)
+            random_click = 1.0 / like_tensor(mean, [self._n_outcomes(j) for j in own])
+            # exact posterior of keep on a grid: Beta prior x prod_k (keep Z_k + (1 - keep) / L_k)
+            grid = KEEP_GRID.to(mean)
+            # prior: a share of random clickers (keep = 0, the grid's first point) and
+            # Beta(alpha0, beta0) for everybody else
+            log_beta = (alpha0 - 1) * torch.log(grid) + (beta0 - 1) * torch.log1p(-grid)
+            log_beta = torch.log_softmax(log_beta, 0) + math.log(1 - self.config.random_rater_share)
+            log_post = log_beta.clone()
+            log_post[0] = torch.logaddexp(
+                log_beta[0], torch.tensor(math.log(self.config.random_rater_share)).to(mean)
+            )
+            log_post = log_post + torch.log(
+                grid[:, None] * z[None, :] + (1 - grid[:, None]) * random_click[None, :]
+            ).sum(-1)  # 1000 x labels: fine for the thousands of labels one rater gives
+            weight = torch.softmax(log_post, 0)
+            keep_mean = float((weight * grid).sum())
+            below_half = float(weight[grid < 0.5].sum())
+            cumulative = torch.cumsum(weight, 0)
+            low = float(grid[int(torch.searchsorted(cumulative, torch.tensor(0.05).to(mean)))])
+            high = float(
+                grid[
+                    min(
+                        int(torch.searchsorted(cumulative, torch.tensor(0.95).to(mean))),
+                        grid.numel() - 1,
+                    )
+                ]
+            )
+            self._reliability[rater] = [keep_mean, low, high, below_half]
+            self._rater_labels[rater] = len(own)
+
+    def keep_probability(self, rater: Hashable | None) -> float:
+        """The posterior mean probability that `rater` answers as the model says (the prior
+        mean before their first label; 1 when lapses are not modelled)."""
+        if self.config.lapse_prior is None:
+            return 1.0
+        if rater in self._reliability:
+            return self._reliability[rater][0]
+        alpha, beta = self.config.lapse_prior
+        return alpha / (alpha + beta)
+
+    def rater_reliability(self) -> dict[Hashable, RaterReliability]:
+        """Per rater with labels: the keep probability's posterior mean and 90 % interval, the
+        label count, P(keep < 1/2), and whether that exceeds FLAG_PROBABILITY (their labels
+        look random: they weigh little and should be looked at)."""
+        return {
+            rater: RaterReliability(
+                keep=keep,
+                keep_low=low,
+                keep_high=high,
+                probability_random=below_half,
+                labels=self._rater_labels.get(rater, 0),
+                flagged=below_half > FLAG_PROBABILITY,
+            )
+            for rater, (keep, low, high, below_half) in self._reliability.items()
+        }
 
     def observe_pair(
         self,
@@ -437,6 +554,8 @@ class Campaign:
             judgment.noise_sd >= 0 and math.isfinite(judgment.noise_sd)
         ):
             raise ValueError(f"noise_sd must be finite and >= 0, got {judgment.noise_sd}")
+        if judgment.keep is not None and not 0 < judgment.keep <= 1:
+            raise ValueError(f"keep must be in (0, 1], got {judgment.keep}")
         if not 0 <= judgment.first < n:
             raise IndexError(f"clip {judgment.first} does not exist (0..{n - 1})")
         if judgment.second == NO_SECOND:
@@ -485,12 +604,19 @@ class Campaign:
         ]
         like = self._like
         bounds = like.new_tensor(intervals).reshape(-1, 2)
+        lapses = any(j.keep is not None and j.keep < 1 for j in judgments)
         return Events(
             torch.tensor([j.first for j in judgments], dtype=torch.long, device=self.device),
             torch.tensor([j.second for j in judgments], dtype=torch.long, device=self.device),
             bounds[:, 0].contiguous(),
             bounds[:, 1].contiguous(),
             like.new_tensor([float(j.noise_sd) ** 2 for j in judgments]).reshape(-1),  # type: ignore[arg-type]
+            like.new_tensor([1.0 if j.keep is None else j.keep for j in judgments]).reshape(-1)
+            if lapses
+            else None,
+            like.new_tensor([float(self._n_outcomes(j)) for j in judgments]).reshape(-1)
+            if lapses
+            else None,
         )
 
     # selection --------------------------------------------------------------------------------
@@ -693,16 +819,9 @@ class Campaign:
         return fresh
 
 
-def _runs(judgments: Sequence[Judgment]) -> list[list[Judgment]]:
-    """Consecutive runs of pair judgments or of ratings, in order (each run is one update call)."""
-    runs: list[list[Judgment]] = []
-    for judgment in judgments:
-        single = judgment.second == NO_SECOND
-        if runs and (runs[-1][0].second == NO_SECOND) == single:
-            runs[-1].append(judgment)
-        else:
-            runs.append([judgment])
-    return runs
+def like_tensor(like: Tensor, values: Sequence[float]) -> Tensor:
+    """`values` as a tensor of `like`'s dtype and device."""
+    return like.new_tensor([float(v) for v in values])
 
 
 __all__ = [
@@ -710,5 +829,6 @@ __all__ = [
     "Campaign",
     "CampaignConfig",
     "Judgment",
+    "RaterReliability",
     "Task",
 ]

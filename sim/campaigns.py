@@ -28,8 +28,10 @@ def build_campaign(
     *,
     reward_model: bool,
     selection: SelectionOptions | None = None,
+    lapse_prior: tuple[float, float] | None = None,
 ) -> Campaign:
-    """A CPU float64 campaign over the problem's clips (scores only when `reward_model`)."""
+    """A CPU float64 campaign over the problem's clips (scores only when `reward_model`;
+    rater lapses modelled with a Beta `lapse_prior` on the keep probability when given)."""
     use_scores = reward_model and problem.scores is not None
     config = CampaignConfig(
         criteria=problem.criteria if use_scores else (),
@@ -38,6 +40,7 @@ def build_campaign(
         tie_margin=problem.tie_margin,
         noise_sd=JOD_NOISE_SD,
         selection=selection or SelectionOptions(),
+        lapse_prior=lapse_prior,
     )
     campaign = Campaign(config, device="cpu")
     campaign.add_clips(

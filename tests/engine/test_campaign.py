@@ -507,3 +507,29 @@ def test_refine_without_labels_is_the_prior() -> None:
     campaign.refine()
     torch.testing.assert_close(campaign.posterior.mean, campaign.prior().mean)
     torch.testing.assert_close(campaign.posterior.cov, campaign.prior().cov)
+
+
+def test_lapse_model_replays_exactly_and_learns_who_clicks_at_random() -> None:
+    campaign = _campaign(8, tie_margin=0.5, lapse_prior=(9.0, 1.0))
+    assert campaign.keep_probability("new") == pytest.approx(0.9)
+    rng = np.random.default_rng(SEED)
+    truth = np.linspace(-3, 3, 8)
+    for _ in range(60):
+        i, j = (int(v) for v in rng.choice(8, size=2, replace=False))
+        careful = "win" if truth[i] > truth[j] else "loss"
+        random_click = ("win", "tie", "loss")[int(rng.integers(3))]
+        campaign.observe_pair(i, j, careful, rater="careful")
+        campaign.observe_pair(i, j, random_click, rater="clicker")
+    reliability = campaign.rater_reliability()
+    assert reliability["careful"].keep > 0.8 and not reliability["careful"].flagged
+    assert reliability["clicker"].keep < 0.5 and reliability["clicker"].flagged
+    assert reliability["clicker"].labels == 60
+    assert all(j.keep is not None for j in campaign.log)
+    fresh = campaign.replay()
+    assert torch.equal(fresh.posterior.mean, campaign.posterior.mean)
+    assert torch.equal(fresh.posterior.cov, campaign.posterior.cov)
+    assert fresh.rater_reliability() == reliability
+    with pytest.raises(ValueError, match="keep"):
+        campaign.observe([Judgment("x", 0, 1, outcome=Outcome.WIN, keep=0.0)])
+    with pytest.raises(ValueError, match="lapse_prior"):
+        _config(lapse_prior=(0.0, 1.0))

@@ -1,0 +1,71 @@
+"""Rater reliability learned from labels: random clickers are flagged and weigh little."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine import Judgment
+from sim.campaigns import build_campaign
+from sim.metrics import kendall_tau
+from sim.raters import RaterSpec
+from sim.worlds import SyntheticSpec, SyntheticWorld
+
+SEED = 0
+LABELS_EACH = 50
+
+
+def _rate(seed: int, lapse_prior: tuple[float, float] | None):
+    spec = SyntheticSpec(
+        n_items=60,
+        n_groups=6,
+        n_contexts=2,
+        rm_correlation=0.7,
+        raters=RaterSpec(n_raters=40, concurrent=4, random_fraction=0.1),
+    )
+    world = SyntheticWorld(spec, seed)
+    campaign = build_campaign(world.problem, reward_model=True, lapse_prior=lapse_prior)
+    rng = np.random.default_rng(seed)
+    candidates = world.problem.candidates
+    for _ in range(LABELS_EACH):  # every rater answers one random pair per round
+        batch = []
+        for rater in range(spec.raters.n_raters):
+            i, j = (int(v) for v in candidates[rng.integers(len(candidates))])
+            outcome, _ = world.answer_pair(i, j, rater, rng)
+            batch.append(Judgment(rater, i, j, outcome=outcome))
+        campaign.observe(batch)
+    return world, campaign
+
+
+def test_random_clickers_are_flagged_after_fifty_labels_each() -> None:
+    hits = flagged_total = random_total = 0
+    for seed in range(3):
+        world, campaign = _rate(SEED + seed, (9.0, 1.0))
+        reliability = campaign.rater_reliability()
+        assert {r.labels for r in reliability.values()} == {LABELS_EACH}
+        flagged = {rater for rater, r in reliability.items() if r.flagged}
+        random = set(np.flatnonzero(world.raters.is_random).tolist())
+        hits += len(flagged & random)
+        flagged_total += len(flagged)
+        random_total += len(random)
+        # a flagged rater's labels weigh little: their keep probability is near 0
+        assert all(reliability[r].keep < 0.5 for r in flagged)
+    assert random_total == 12
+    assert hits / flagged_total >= 0.9  # precision
+    assert hits / random_total >= 0.9  # recall
+
+
+def test_modelling_lapses_ranks_better_with_random_clickers() -> None:
+    """Kendall tau of the posterior means, with and without the lapse model, same labels.
+
+    Measured over 4 worlds: 0.890 vs 0.862, 0.868 vs 0.837, 0.890 vs 0.870, 0.884 vs 0.867.
+    (RMSE got worse, 0.50-0.60 vs 0.35-0.46 JOD: the scale spreads when surprising labels can
+    be put down to clicks; left for the empirical-Bayes part of this work.)
+    """
+    for seed in range(3):
+        world, with_lapses = _rate(SEED + seed, (9.0, 1.0))
+        _, without = _rate(SEED + seed, None)
+        taus = [
+            kendall_tau(c.posterior.item_mean.numpy(), world.quality, None)
+            for c in (with_lapses, without)
+        ]
+        assert taus[0] > taus[1] + 0.01
