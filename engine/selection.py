@@ -21,8 +21,14 @@ import torch
 from torch import Tensor
 
 from engine.likelihoods import expected_variance_factor
-from engine.objectives import OBJECTIVES, outcome_probabilities, screening_score
+from engine.objectives import (
+    OBJECTIVES,
+    expected_information_gain,
+    outcome_probabilities,
+    screening_score,
+)
 from engine.state import Posterior
+from engine.targeted import weight_explained_variance
 from engine.update import NO_SECOND
 
 N_REFINE = 256
@@ -241,14 +247,19 @@ RULES: dict[str, Rule] = {
 
 @dataclass(frozen=True)
 class SelectionOptions:
-    """How to choose: objective (OBJECTIVES key), rule (RULES key), softmax beta, refine size."""
+    """How to choose: objective (OBJECTIVES key), rule (RULES key), softmax beta, refine size,
+    and `weight_share`: 0 aims the gain at the clips' qualities, 1 at the criterion weights
+    alone (MATH.md §3 targeted gain), in between a mix (engine.targeted)."""
 
     objective: str = "information_gain"
     rule: str = "argmax"
     beta: float = 20.0
     n_refine: int = N_REFINE
+    weight_share: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.weight_share <= 1:
+            raise ValueError(f"weight_share must be in [0, 1], got {self.weight_share}")
         if self.objective not in OBJECTIVES:
             raise KeyError(f"unknown objective {self.objective!r}; known: {sorted(OBJECTIVES)}")
         if self.rule not in RULES:
@@ -338,6 +349,14 @@ def select_pairs(
         mu = mean[first] - mean[second]
         var = shrink.pair_variances(cov, first, second)
         gains = objective(mu, var, noise_var, pair_cuts)
+        if options.weight_share > 0:
+            # the weights' share of z's variance is taken from the posterior (pending tasks
+            # shrink only the total), and candidates come from the clip-gain screen
+            explained = torch.minimum(weight_explained_variance(posterior, first, second), var)
+            weights = expected_information_gain(
+                mu, explained, noise_var + var - explained, pair_cuts
+            )
+            gains = (1 - options.weight_share) * gains + options.weight_share * weights
         pick = rule(gains, options.beta, generator)
         i, j = int(first[pick]), int(second[pick])
         probabilities = outcome_probabilities(mu[pick], var[pick], noise_var, pair_cuts)

@@ -8,6 +8,7 @@ import torch
 from scipy.special import ndtr
 
 from engine.campaign import Campaign, CampaignConfig
+from engine.selection import SelectionOptions, select_pairs
 from engine.state import PriorScales
 from engine.targeted import (
     mixed_information_gain,
@@ -104,3 +105,33 @@ def test_no_criteria_means_no_weight_gain() -> None:
         campaign.posterior, torch.tensor([0]), torch.tensor([1]), 1.0, campaign.pair_cuts
     )
     assert float(gains[0]) == 0.0
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_selection_with_a_weight_share_takes_the_exhaustive_best_pair(share: float) -> None:
+    campaign = _campaign(0.0)
+    first, second = torch.triu_indices(10, 10, 1)  # 45 pairs: all of them are refined
+    noise, cuts = campaign.noise_sd(None) ** 2, campaign.pair_cuts
+    gains = mixed_information_gain(campaign.posterior, first, second, noise, cuts, share)
+    best = int(torch.argmax(gains))
+    options = SelectionOptions(weight_share=share)
+    choice = select_pairs(campaign.posterior, noise_var=noise, pair_cuts=cuts, options=options)[0]
+    assert (choice.first, choice.second) == (int(first[best]), int(second[best]))
+    assert choice.gain == pytest.approx(float(gains[best]), abs=1e-12)
+
+
+def test_weight_share_changes_the_choice_and_is_validated() -> None:
+    campaign = _campaign(0.0)
+    noise, cuts = campaign.noise_sd(None) ** 2, campaign.pair_cuts
+    picks = {
+        share: select_pairs(
+            campaign.posterior,
+            noise_var=noise,
+            pair_cuts=cuts,
+            options=SelectionOptions(weight_share=share),
+        )[0]
+        for share in (0.0, 1.0)
+    }
+    assert (picks[0.0].first, picks[0.0].second) != (picks[1.0].first, picks[1.0].second)
+    with pytest.raises(ValueError, match="weight_share"):
+        SelectionOptions(weight_share=1.5)
