@@ -22,12 +22,12 @@ from engine.empirical_bayes import ScaleFit, fit_prior_scales
 from engine.ep import Refinement, ep_refine
 from engine.likelihoods import (
     Outcome,
-    interval_moments,
     level_cuts,
     level_interval,
     outcome_cuts,
     pair_interval,
 )
+from engine.reliability import RaterReliability, rater_posterior
 from engine.selection import (
     NoEligibleTaskError,
     PairChoice,
@@ -56,8 +56,6 @@ DEFAULT_CRITERIA = (
     "bias_fairness",
 )  # MJ-VIDEO's five reward-model criteria
 DEFAULT_CONTEXT = "default"
-FLAG_PROBABILITY = 0.5  # flag a rater once P(keep < 1/2) exceeds this: more likely random
-KEEP_GRID = torch.linspace(0.0, 0.9995, 1000, dtype=torch.float64)  # keep's posterior grid
 PairScope = Literal["any", "group"]
 
 
@@ -78,6 +76,8 @@ class CampaignConfig:
         lapse_prior: Beta(alpha, beta) prior of each rater's keep probability (answers as the
             model says, else clicks at random); None does not model lapses.
         random_rater_share: prior share of raters who only click at random (keep = 0).
+        learn_rater_noise: learn each rater's noise sd from their labels (engine.reliability)
+            and use it for their later labels and their tasks' gains.
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -91,6 +91,7 @@ class CampaignConfig:
     selection: SelectionOptions = field(default_factory=SelectionOptions)
     lapse_prior: tuple[float, float] | None = None
     random_rater_share: float = 0.05
+    learn_rater_noise: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.random_rater_share < 1:
@@ -148,19 +149,6 @@ class Judgment:
     level: int | None = None
     noise_sd: float | None = None
     keep: float | None = None
-
-
-@dataclass(frozen=True)
-class RaterReliability:
-    """A rater's keep probability (answers as the model says, else clicks at random): posterior
-    mean, 90 % interval, P(keep < 1/2), labels seen, and whether they look random."""
-
-    keep: float
-    keep_low: float
-    keep_high: float
-    probability_random: float
-    labels: int
-    flagged: bool
 
 
 @dataclass(frozen=True)
@@ -223,8 +211,7 @@ class Campaign:
         # and the one place labels are kept (`log` reads them from here).
         self._history: list[_ClipBatch | _Refine | _Refit | tuple[Judgment, ...]] = []
         self._rater_noise: dict[Hashable, float] = {}
-        self._reliability: dict[Hashable, list[float]] = {}  # keep: mean, 5 %, 95 %, P(< 1/2)
-        self._rater_labels: dict[Hashable, int] = {}
+        self._reliability: dict[Hashable, RaterReliability] = {}
         self._rater_judgments: dict[Hashable, list[Judgment]] = {}
         self._judged: dict[Hashable, set[tuple[int, int]]] = {}
         self._judged_tensor: dict[Hashable, Tensor] = {}  # cache of _judged, rebuilt on change
@@ -397,7 +384,13 @@ class Campaign:
         self._rater_noise[rater] = float(noise_sd)
 
     def noise_sd(self, rater: Hashable | None) -> float:
-        return self._rater_noise.get(rater, self.config.noise_sd)
+        """The rater's noise sd: set by `set_rater_noise`, else learned (learn_rater_noise),
+        else the campaign's default."""
+        if rater in self._rater_noise:
+            return self._rater_noise[rater]
+        if self.config.learn_rater_noise and rater in self._reliability:
+            return self._reliability[rater].noise_sd
+        return self.config.noise_sd
 
     # labels -----------------------------------------------------------------------------------
 
@@ -416,7 +409,7 @@ class Campaign:
         resolved = [self._resolve(j) for j in judgments]
         if resolved:
             self.posterior = update(self.posterior, self._events(resolved))
-            if self.config.lapse_prior is not None:
+            if self.config.lapse_prior is not None or self.config.learn_rater_noise:
                 self._learn_reliability(resolved)
         if resolved:
             self._history.append(tuple(resolved))
@@ -444,20 +437,13 @@ class Campaign:
         return 1 + (0 if cuts is None else cuts.numel())
 
     def _learn_reliability(self, judgments: Sequence[Judgment]) -> None:
-        """Refit the keep probability of each rater in the batch to all their labels so far.
+        """Refit each rater in the batch to all their labels so far (engine.reliability).
 
-        Z_k is the predictive probability, under the current posterior, of what the rater said
-        in label k, and L_k its number of outcomes. The keep probability's posterior,
-        `Beta(keep; alpha0, beta0) prod_k (keep Z_k + (1 - keep) / L_k)` (MATH.md §3, lapse
-        paragraph), is one-dimensional: it is evaluated exactly on a grid. (EM on the same
-        likelihood stalls for random clickers: at keep = 0 its slope is sum_k (Z_k L_k - 1),
-        zero on average for random answers, so the mode creeps while the mass is clearly below
-        one half.) The current posterior includes label k itself, a small optimism once a clip
-        has several labels; it beats the posterior at the time, under which early labels are
-        all ~1/L."""
+        The marginals are the current posterior's, which includes each label itself: a small
+        optimism once a clip has several labels, and far better than the posterior at the time,
+        under which a campaign's first labels all look like coin flips."""
         for judgment in judgments:
             self._rater_judgments.setdefault(judgment.rater, []).append(judgment)
-        alpha0, beta0 = self.config.lapse_prior  # type: ignore[misc]
         mean, cov = self.posterior.item_mean, self.posterior.item_cov
         for rater in {j.rater for j in judgments}:
             own = self._rater_judgments[rater]
@@ -471,36 +457,17 @@ class Campaign:
                 cov[first, first],
                 cov[first, first] + cov[other, other] - 2 * cov[first, other],
             ).clamp_min(0.0)
-            z = torch.exp(interval_moments(mu, var, events.lo, events.hi, events.noise_var).log_z)
-            random_click = 1.0 / like_tensor(mean, [self._n_outcomes(j) for j in own])
-            # exact posterior of keep on a grid: Beta prior x prod_k (keep Z_k + (1 - keep) / L_k)
-            grid = KEEP_GRID.to(mean)
-            # prior: a share of random clickers (keep = 0, the grid's first point) and
-            # Beta(alpha0, beta0) for everybody else
-            log_beta = (alpha0 - 1) * torch.log(grid) + (beta0 - 1) * torch.log1p(-grid)
-            log_beta = torch.log_softmax(log_beta, 0) + math.log(1 - self.config.random_rater_share)
-            log_post = log_beta.clone()
-            log_post[0] = torch.logaddexp(
-                log_beta[0], torch.tensor(math.log(self.config.random_rater_share)).to(mean)
+            self._reliability[rater] = rater_posterior(
+                mu,
+                var,
+                events.lo,
+                events.hi,
+                like_tensor(mean, [self._n_outcomes(j) for j in own]),
+                default_noise_sd=self.config.noise_sd,
+                keep_prior=self.config.lapse_prior,
+                random_share=self.config.random_rater_share,
+                learn_noise=self.config.learn_rater_noise,
             )
-            log_post = log_post + torch.log(
-                grid[:, None] * z[None, :] + (1 - grid[:, None]) * random_click[None, :]
-            ).sum(-1)  # 1000 x labels: fine for the thousands of labels one rater gives
-            weight = torch.softmax(log_post, 0)
-            keep_mean = float((weight * grid).sum())
-            below_half = float(weight[grid < 0.5].sum())
-            cumulative = torch.cumsum(weight, 0)
-            low = float(grid[int(torch.searchsorted(cumulative, torch.tensor(0.05).to(mean)))])
-            high = float(
-                grid[
-                    min(
-                        int(torch.searchsorted(cumulative, torch.tensor(0.95).to(mean))),
-                        grid.numel() - 1,
-                    )
-                ]
-            )
-            self._reliability[rater] = [keep_mean, low, high, below_half]
-            self._rater_labels[rater] = len(own)
 
     def keep_probability(self, rater: Hashable | None) -> float:
         """The posterior mean probability that `rater` answers as the model says (the prior
@@ -508,25 +475,14 @@ class Campaign:
         if self.config.lapse_prior is None:
             return 1.0
         if rater in self._reliability:
-            return self._reliability[rater][0]
+            return self._reliability[rater].keep
         alpha, beta = self.config.lapse_prior
-        return alpha / (alpha + beta)
+        return (1 - self.config.random_rater_share) * alpha / (alpha + beta)
 
     def rater_reliability(self) -> dict[Hashable, RaterReliability]:
-        """Per rater with labels: the keep probability's posterior mean and 90 % interval, the
-        label count, P(keep < 1/2), and whether that exceeds FLAG_PROBABILITY (their labels
-        look random: they weigh little and should be looked at)."""
-        return {
-            rater: RaterReliability(
-                keep=keep,
-                keep_low=low,
-                keep_high=high,
-                probability_random=below_half,
-                labels=self._rater_labels.get(rater, 0),
-                flagged=below_half > FLAG_PROBABILITY,
-            )
-            for rater, (keep, low, high, below_half) in self._reliability.items()
-        }
+        """Per rater with labels: keep probability and noise posterior, label count, and
+        whether their labels look random (flagged: they weigh little and need a look)."""
+        return dict(self._reliability)
 
     def observe_pair(
         self,
@@ -829,6 +785,5 @@ __all__ = [
     "Campaign",
     "CampaignConfig",
     "Judgment",
-    "RaterReliability",
     "Task",
 ]

@@ -29,9 +29,11 @@ def build_campaign(
     reward_model: bool,
     selection: SelectionOptions | None = None,
     lapse_prior: tuple[float, float] | None = None,
+    learn_rater_noise: bool = False,
 ) -> Campaign:
     """A CPU float64 campaign over the problem's clips (scores only when `reward_model`;
-    rater lapses modelled with a Beta `lapse_prior` on the keep probability when given)."""
+    rater lapses modelled with a Beta `lapse_prior` on the keep probability when given; each
+    rater's noise learned when `learn_rater_noise`)."""
     use_scores = reward_model and problem.scores is not None
     config = CampaignConfig(
         criteria=problem.criteria if use_scores else (),
@@ -41,6 +43,7 @@ def build_campaign(
         noise_sd=JOD_NOISE_SD,
         selection=selection or SelectionOptions(),
         lapse_prior=lapse_prior,
+        learn_rater_noise=learn_rater_noise,
     )
     campaign = Campaign(config, device="cpu")
     campaign.add_clips(

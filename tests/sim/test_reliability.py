@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from engine import Judgment
 from sim.campaigns import build_campaign
@@ -69,3 +70,38 @@ def test_modelling_lapses_ranks_better_with_random_clickers() -> None:
             for c in (with_lapses, without)
         ]
         assert taus[0] > taus[1] + 0.01
+
+
+def test_raters_ranked_by_learned_noise_match_the_truth() -> None:
+    """Spearman(learned noise sd, true noise sd) over 20 raters of log-sd 0.5, 100 labels each.
+
+    Measured: 0.875, 0.944, 0.820 for worlds 0-2."""
+    correlations = []
+    for seed in range(3):
+        spec = SyntheticSpec(
+            n_items=60,
+            n_groups=6,
+            n_contexts=2,
+            rm_correlation=0.7,
+            raters=RaterSpec(n_raters=20, noise_spread=0.5),
+        )
+        world = SyntheticWorld(spec, SEED + seed)
+        campaign = build_campaign(
+            world.problem, reward_model=True, lapse_prior=(9.0, 1.0), learn_rater_noise=True
+        )
+        rng = np.random.default_rng(SEED + seed)
+        candidates = world.problem.candidates
+        for _ in range(20):  # 5 rounds of every rater per batch
+            batch = []
+            for _ in range(5):
+                for rater in range(20):
+                    i, j = (int(v) for v in candidates[rng.integers(len(candidates))])
+                    outcome, _ = world.answer_pair(i, j, rater, rng)
+                    batch.append(Judgment(rater, i, j, outcome=outcome))
+            campaign.observe(batch)
+        reliability = campaign.rater_reliability()
+        learned = [reliability[r].noise_sd for r in range(20)]
+        assert campaign.noise_sd(0) == learned[0]  # later labels and gains use it
+        correlations.append(spearmanr(learned, world.raters.noise_sd).statistic)
+    assert np.mean(correlations) >= 0.8
+    assert min(correlations) >= 0.7
