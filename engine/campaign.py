@@ -41,6 +41,7 @@ from engine.state import Posterior, PriorScales, add_contexts, add_items, empty_
 from engine.summaries import (
     ClipSummary,
     WeightSummary,
+    pair_marginal,
     predict_pair,
     probability_better,
     summarise_clips,
@@ -444,25 +445,16 @@ class Campaign:
         under which a campaign's first labels all look like coin flips."""
         for judgment in judgments:
             self._rater_judgments.setdefault(judgment.rater, []).append(judgment)
-        mean, cov = self.posterior.item_mean, self.posterior.item_cov
         for rater in {j.rater for j in judgments}:
             own = self._rater_judgments[rater]
             events = self._events(own)
-            first, second = events.first, events.second
-            single = second == NO_SECOND
-            other = second.clamp_min(0)
-            mu = torch.where(single, mean[first], mean[first] - mean[other])
-            var = torch.where(
-                single,
-                cov[first, first],
-                cov[first, first] + cov[other, other] - 2 * cov[first, other],
-            ).clamp_min(0.0)
+            mu, var = pair_marginal(self.posterior, events.first, events.second)
             self._reliability[rater] = rater_posterior(
                 mu,
                 var,
                 events.lo,
                 events.hi,
-                like_tensor(mean, [self._n_outcomes(j) for j in own]),
+                like_tensor(mu, [self._n_outcomes(j) for j in own]),
                 default_noise_sd=self.config.noise_sd,
                 keep_prior=self.config.lapse_prior,
                 random_share=self.config.random_rater_share,

@@ -53,10 +53,15 @@ def summarise_clips(posterior: Posterior, level: float = 0.9) -> ClipSummary:
 
 
 def pair_marginal(posterior: Posterior, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and variance of `z = f_i - f_j` for the listed pairs. MATH.md §1."""
+    """Mean and variance of `z = f_i - f_j` for the listed pairs, or of `z = f_i` where
+    second is -1 (a single clip's rating). MATH.md §1."""
     mean, cov = posterior.item_mean, posterior.item_cov
-    var = cov[first, first] + cov[second, second] - 2.0 * cov[first, second]
-    return mean[first] - mean[second], var.clamp_min(0.0)
+    single = second < 0
+    other = second.clamp_min(0)
+    pair_var = cov[first, first] + cov[other, other] - 2.0 * cov[first, other]
+    var = torch.where(single, cov[first, first], pair_var)
+    mu = torch.where(single, mean[first], mean[first] - mean[other])
+    return mu, var.clamp_min(0.0)
 
 
 def probability_better(posterior: Posterior, first: Tensor, second: Tensor) -> Tensor:
