@@ -79,6 +79,8 @@ class CampaignConfig:
         random_rater_share: prior share of raters who only click at random (keep = 0).
         learn_rater_noise: learn each rater's noise sd from their labels (engine.reliability)
             and use it for their later labels and their tasks' gains.
+        refit_prior_at: label counts at which the prior scales are refitted by empirical
+            Bayes (`fit_prior`), e.g. (250, 500, 1000, 2000): as labels arrive, not on each.
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -93,8 +95,11 @@ class CampaignConfig:
     lapse_prior: tuple[float, float] | None = None
     random_rater_share: float = 0.05
     learn_rater_noise: bool = False
+    refit_prior_at: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if any(count < 1 for count in self.refit_prior_at):
+            raise ValueError("refit_prior_at lists label counts >= 1")
         if not 0 < self.random_rater_share < 1:
             raise ValueError("random_rater_share must be in (0, 1)")
         if self.lapse_prior is not None and not (
@@ -424,6 +429,9 @@ class Campaign:
                 )
         for task_id in task_ids:
             self._pending.pop(task_id)
+        count = len(self.log)
+        if any(count - len(resolved) < at <= count for at in self.config.refit_prior_at):
+            self.fit_prior()
 
     def _resolve(self, judgment: Judgment) -> Judgment:
         """The judgment with the noise (and lapse keep probability) it is applied with."""
@@ -747,7 +755,9 @@ class Campaign:
         """A fresh campaign that re-runs this one's history: the same clip batches and labels,
         interleaved in the same order and with the noise each label was applied with. The
         posterior is bit-for-bit the same on the CPU."""
-        fresh = Campaign(self._initial_config, device=self.device, dtype=self.dtype)
+        # the recorded refits are replayed as they happened, not re-fitted on the way
+        quiet = replace(self._initial_config, refit_prior_at=())
+        fresh = Campaign(quiet, device=self.device, dtype=self.dtype)
         fresh._rater_noise = dict(self._rater_noise)
         for entry in self._history:
             if isinstance(entry, _Refine):
@@ -764,6 +774,8 @@ class Campaign:
                 )
             else:
                 fresh.observe(entry)
+        fresh._initial_config = self._initial_config
+        fresh.config = self.config
         return fresh
 
 

@@ -3,6 +3,8 @@ fitted scales against the scales the labels were drawn with."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -110,3 +112,20 @@ def test_fit_prior_replays_exactly_and_needs_labels() -> None:
     empty.add_clips(count=3)
     with pytest.raises(ValueError, match="needs labels"):
         empty.fit_prior()
+
+
+def test_scheduled_refits_happen_once_each_and_replay_exactly() -> None:
+    campaign = _campaign_with_labels(12, 2, residual=1.0, weight=0.5, labels=0, seed=SEED)
+    campaign.config = replace(campaign.config, refit_prior_at=(30, 60))
+    campaign._initial_config = campaign.config
+    start = campaign.config.prior
+    rng = np.random.default_rng(SEED)
+    for _ in range(7):
+        pairs = [rng.choice(12, 2, replace=False) for _ in range(10)]
+        campaign.observe([Judgment("r", int(i), int(j), Outcome.WIN) for i, j in pairs])
+    refits = [e for e in campaign._history if type(e).__name__ == "_Refit"]
+    assert len(refits) == 2 and campaign.config.prior != start
+    fresh = campaign.replay()
+    assert fresh.config == campaign.config
+    assert torch.equal(fresh.posterior.mean, campaign.posterior.mean)
+    assert len([e for e in fresh._history if type(e).__name__ == "_Refit"]) == 2
