@@ -47,7 +47,7 @@ from engine.summaries import (
     summarise_clips,
     summarise_weights,
 )
-from engine.update import NO_SECOND, Events, update
+from engine.update import NO_SECOND, Events, interval_events, update
 
 DEFAULT_CRITERIA = (
     "alignment",
@@ -558,21 +558,15 @@ class Campaign:
             else level_interval(j.level, self.config.emoji_thresholds or ())  # type: ignore[arg-type]
             for j in judgments
         ]
-        like = self._like
-        bounds = like.new_tensor(intervals).reshape(-1, 2)
         lapses = any(j.keep is not None and j.keep < 1 for j in judgments)
-        return Events(
-            torch.tensor([j.first for j in judgments], dtype=torch.long, device=self.device),
-            torch.tensor([j.second for j in judgments], dtype=torch.long, device=self.device),
-            bounds[:, 0].contiguous(),
-            bounds[:, 1].contiguous(),
-            like.new_tensor([float(j.noise_sd) ** 2 for j in judgments]).reshape(-1),  # type: ignore[arg-type]
-            like.new_tensor([1.0 if j.keep is None else j.keep for j in judgments]).reshape(-1)
-            if lapses
-            else None,
-            like.new_tensor([float(self._n_outcomes(j)) for j in judgments]).reshape(-1)
-            if lapses
-            else None,
+        return interval_events(
+            [j.first for j in judgments],
+            [j.second for j in judgments],
+            intervals,
+            [float(j.noise_sd) for j in judgments],  # type: ignore[arg-type]
+            self._like,
+            keep=[1.0 if j.keep is None else j.keep for j in judgments] if lapses else None,
+            n_outcomes=[self._n_outcomes(j) for j in judgments] if lapses else None,
         )
 
     # selection --------------------------------------------------------------------------------

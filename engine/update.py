@@ -93,7 +93,7 @@ def pair_events(
 ) -> Events:
     """Events for comparisons of (first[b], second[b]) with `outcomes[b]`. MATH.md §2."""
     intervals = [pair_interval(Outcome(o), tie_margin) for o in outcomes]
-    return _events(first, second, intervals, noise_sd, like)
+    return interval_events(first, second, intervals, noise_sd, like)
 
 
 def level_events(
@@ -106,16 +106,21 @@ def level_events(
 ) -> Events:
     """Events for emoji levels (0 = worst) of single clips. MATH.md §2 (ordered probit)."""
     intervals = [level_interval(int(level), thresholds) for level in levels]
-    return _events(items, [NO_SECOND] * len(items), intervals, noise_sd, like)
+    return interval_events(items, [NO_SECOND] * len(items), intervals, noise_sd, like)
 
 
-def _events(
+def interval_events(
     first: Sequence[int],
     second: Sequence[int],
     intervals: Sequence[tuple[float, float]],
     noise_sd: float | Sequence[float],
     like: Tensor,
+    keep: Sequence[float] | None = None,
+    n_outcomes: Sequence[float] | None = None,
 ) -> Events:
+    """Events on (first[b], second[b]) (second = -1: one clip) with observed `intervals`, the
+    raters' noise sd (one, or one per event) and, for the lapse model, keep probabilities and
+    outcome counts. Tensors take `like`'s dtype and device."""
     count = len(intervals)
     if len(first) != count or len(second) != count:
         raise ValueError("first, second and outcomes must have the same length")
@@ -130,6 +135,8 @@ def _events(
         bounds[:, 0].contiguous(),
         bounds[:, 1].contiguous(),
         sd.square().contiguous(),
+        None if keep is None else like.new_tensor(list(keep)).reshape(-1),
+        None if n_outcomes is None else like.new_tensor(list(n_outcomes)).reshape(-1),
     )
 
 
@@ -226,6 +233,7 @@ __all__ = [
     "Events",
     "event_items",
     "event_moments",
+    "interval_events",
     "level_events",
     "pair_events",
     "update",
