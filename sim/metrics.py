@@ -9,24 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import log_ndtr
 from scipy.stats import kendalltau, norm, spearmanr
 
 COVERAGE_LEVEL = 0.9
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """An estimator's view of the clips: mean (n,), covariance (n, n) and, for log loss, the
-    log predictive probability that the first of each held-out pair wins (m,)."""
-
-    mean: np.ndarray
-    cov: np.ndarray
-    log_p_first: np.ndarray
-    log_p_second: np.ndarray
 
 
 def _segments(groups: np.ndarray | None, n: int) -> list[np.ndarray]:
@@ -130,7 +118,6 @@ def weight_rmse(estimated: np.ndarray | None, truth: np.ndarray | None) -> float
 
 __all__ = [
     "COVERAGE_LEVEL",
-    "Estimate",
     "coverage",
     "expected_log_loss",
     "kendall_tau",
