@@ -8,10 +8,11 @@ offset sd 0.5.
 The scale is a trade-off, measured on the benchmark's n = 100 worlds (10 worlds each,
 benchmarks/results/label_efficiency.md): a wider prior (sd 3) made information gain without a
 reward model explore more (Kendall tau 0.9 after 3,081 instead of 3,966 labels), but the
-posterior mean then over-spreads (after 200 random labels of a 1.6 JOD world: 3.1 JOD by ADF,
-2.9 by EP, which is exact to 1e-4 on small problems, 2.05 for the MAP), so the engine's RMSE
-and calibration got much worse. That is the prior, not the ADF approximation: the scales have
-to be learned from the labels (empirical Bayes, issue 5).
+posterior mean then over-spreads (after 200 random labels of a world with quality sd 1.63:
+3.26 JOD by ADF, 3.26 by EP, which is exact to 1e-4 on small problems, 2.22 for the exact MAP;
+benchmarks/results/posterior_spread.md), so the engine's RMSE and calibration got much
+worse. That is the prior, not the ADF approximation: the scales have to be learned from the
+labels (empirical Bayes, issue 5).
 """
 
 from __future__ import annotations
