@@ -41,6 +41,7 @@ from engine.state import Posterior, PriorScales, add_contexts, add_items, empty_
 from engine.summaries import (
     ClipSummary,
     WeightSummary,
+    expected_kendall_tau,
     pair_marginal,
     predict_pair,
     probability_better,
@@ -722,6 +723,12 @@ class Campaign:
     def weights(self) -> WeightSummary:
         """The criterion weights' posterior: global and per context (w + w_c)."""
         return summarise_weights(self.posterior)
+
+    def expected_kendall_tau(self) -> float:
+        """How right the current ranking is expected to be: E[Kendall tau] between the posterior
+        mean order and the truth, over the pairs in scope (engine.summaries)."""
+        groups = self.groups if self.config.pair_scope == "group" else None
+        return expected_kendall_tau(self.posterior, groups)
 
     def probability_better(self, first: int, second: int) -> float:
         """`P(f_first > f_second)` under the posterior."""

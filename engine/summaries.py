@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -92,6 +93,35 @@ def summarise_weights(posterior: Posterior) -> WeightSummary:
     return WeightSummary(mean, cov, context_mean, summed)
 
 
+def expected_kendall_tau(
+    posterior: Posterior, groups: Tensor | None = None, chunk: int = 512
+) -> float:
+    """The posterior's expected Kendall tau between its mean ranking and the true ranking.
+
+    Each pair (i, j) is ordered by the posterior mean; the order is right with probability
+    `max(p, 1 - p)`, `p = P(f_i > f_j)` (MATH.md §1), so `E[tau] = mean_pairs |2p - 1|`. Only
+    pairs inside the same group count when `groups` is given (the same-prompt scope). Rows
+    are taken `chunk` at a time, so memory stays O(chunk * n). NaN when no pair counts.
+    """
+    mean, cov = posterior.item_mean, posterior.item_cov
+    n = mean.numel()
+    var = torch.diagonal(cov)
+    total, count = 0.0, 0
+    columns = torch.arange(n, device=mean.device)
+    for start in range(0, n, chunk):
+        rows = torch.arange(start, min(n, start + chunk), device=mean.device)
+        keep = columns[None, :] > rows[:, None]
+        if groups is not None:
+            keep &= groups[rows][:, None] == groups[None, :]
+        mu = mean[rows][:, None] - mean[None, :]
+        pair_var = var[rows][:, None] + var[None, :] - 2.0 * cov[rows]
+        tiny = torch.finfo(mean.dtype).tiny
+        p = torch.special.ndtr(mu / torch.sqrt(pair_var.clamp_min(tiny)))
+        total += float(torch.abs(2.0 * p - 1.0)[keep].sum())
+        count += int(keep.sum())
+    return total / count if count else math.nan
+
+
 def credible_halfwidth(sd: Tensor, level: float) -> Tensor:
     """`z_{(1 + level)/2} sd`, the half-width of a central Gaussian interval."""
     return sd * float(norm.ppf(0.5 + level / 2))
@@ -101,6 +131,7 @@ __all__ = [
     "ClipSummary",
     "WeightSummary",
     "credible_halfwidth",
+    "expected_kendall_tau",
     "pair_marginal",
     "predict_pair",
     "probability_better",

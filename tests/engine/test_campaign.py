@@ -533,3 +533,30 @@ def test_lapse_model_replays_exactly_and_learns_who_clicks_at_random() -> None:
         campaign.observe([Judgment("x", 0, 1, outcome=Outcome.WIN, keep=0.0)])
     with pytest.raises(ValueError, match="lapse_prior"):
         _config(lapse_prior=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("scope", ["any", "group"])
+def test_expected_kendall_tau_matches_monte_carlo(scope: str) -> None:
+    """E[tau] by |2p - 1| per pair against Kendall tau of posterior draws vs the mean order."""
+    campaign = Campaign(CampaignConfig(criteria=(), pair_scope=scope), device="cpu")
+    campaign.add_clips(count=9, groups=[0, 0, 0, 1, 1, 1, 1, 2, 2])
+    rng = np.random.default_rng(3)
+    for label in range(25):
+        rater = f"r{label // 5}"  # a rater sees each pair once
+        task = campaign.next_pairs(rater, hold=False)[0]
+        win = rng.random() < 0.5 + 0.04 * (task.second - task.first)
+        outcome = Outcome.WIN if win else Outcome.LOSS
+        campaign.observe([Judgment(rater, task.first, task.second, outcome)])
+    expected = campaign.expected_kendall_tau()
+    post = campaign.posterior
+    draws = torch.distributions.MultivariateNormal(
+        post.item_mean, covariance_matrix=post.item_cov
+    ).sample((40_000,))
+    i, j = torch.triu_indices(9, 9, 1)
+    if scope == "group":
+        same = campaign.groups[i] == campaign.groups[j]
+        i, j = i[same], j[same]
+    mean_sign = torch.sign(post.item_mean[i] - post.item_mean[j])
+    agree = (torch.sign(draws[:, i] - draws[:, j]) * mean_sign).mean(1)
+    assert 0 < expected < 1
+    assert expected == pytest.approx(float(agree.mean()), abs=0.01)
