@@ -19,6 +19,10 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	@# the browser tests drive Debian's chromium (Playwright's own browser download is not used)
+	command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
+		{ S=$$([ "$$(id -u)" = 0 ] || echo sudo); $$S apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq chromium >/dev/null; }
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv (if missing) and install the project with its test tools
