@@ -595,7 +595,7 @@ class Campaign:
         """The next `count` pairs for `rater`, by expected information gain (MATH.md §3-4).
 
         Args:
-            rater: who will answer (their noise and their judged pairs matter).
+            rater: who will answer (their noise, lapse rate and judged pairs matter).
             count: batch size; each pair is pending for the next.
             exclude: clips this rater must not see (content filters).
             hold: record the pairs as pending (until answered or `release`d).
@@ -622,6 +622,7 @@ class Campaign:
             self.posterior,
             noise_var=self.noise_sd(rater) ** 2,
             pair_cuts=self.pair_cuts,
+            keep=self.keep_probability(rater),
             count=count,
             groups=self.groups if self.config.pair_scope == "group" else None,
             excluded_items=self._excluded(exclude),
@@ -649,6 +650,7 @@ class Campaign:
             noise_var=self.noise_sd(rater) ** 2,
             level_cuts=self.level_cuts,
             pair_cuts=self.pair_cuts,
+            keep=self.keep_probability(rater),
             excluded_items=self._excluded([*exclude, *self._rated.get(rater, ())]),
             pending=self._pending_tensor(),
             options=self.config.selection,

@@ -67,16 +67,27 @@ def outcome_probabilities(
     return torch.exp(outcome_log_probabilities(mu, var, noise_var, cuts))
 
 
-def _conditional_entropy(z: Tensor, noise_sd: Tensor, cuts: Tensor) -> Tensor:
-    """`H[p(y | z)]` in bits for the noisy interval outcome, elementwise over z."""
+def _conditional_entropy(z: Tensor, noise_sd: Tensor, cuts: Tensor, keep: float = 1.0) -> Tensor:
+    """`H[p(y | z)]` in bits for the noisy interval outcome, elementwise over z; with a lapse,
+    `p(y | z) = keep q(y | z) + (1 - keep) / L`."""
     lo, hi = interval_of(cuts, torch.arange(cuts.numel() + 1, device=cuts.device))
     z = z.unsqueeze(-1)
     sd = noise_sd.unsqueeze(-1)
-    return entropy_bits(log_ndtr_diff((lo - z) / sd, (hi - z) / sd))
+    return entropy_bits(_lapse(log_ndtr_diff((lo - z) / sd, (hi - z) / sd), keep))
+
+
+def _lapse(log_p: Tensor, keep: float) -> Tensor:
+    """`log(keep p + (1 - keep) / L)` over the last axis (L outcomes); `log_p` when keep = 1."""
+    if keep >= 1.0:
+        return log_p
+    random_click = log_p.new_tensor(math.log1p(-keep) - math.log(log_p.shape[-1]))
+    if keep <= 0.0:
+        return random_click.expand_as(log_p)
+    return torch.logaddexp(log_p + math.log(keep), random_click)
 
 
 def _expected_conditional_entropy(
-    mu: Tensor, var: Tensor, noise_sd: Tensor, cuts: Tensor
+    mu: Tensor, var: Tensor, noise_sd: Tensor, cuts: Tensor, keep: float = 1.0
 ) -> Tensor:
     """`E_{z ~ N(mu, var)} H[p(y | z)]`, the Gauss-Hermite / Gauss-Legendre switch of MATH.md §3.
 
@@ -85,6 +96,7 @@ def _expected_conditional_entropy(
       b_k gets one 32-node Gauss-Legendre panel over [b_k - 7 sigma, b_k + 7 sigma] weighted by
       N(z; mu, var). Overlapping panels are split at the midpoint between neighbouring cuts, so
       they never double-count and each keeps its 32 nodes (no coarser than merging).
+      Outside the panels a lapsing rater's entropy is the constant `_lapse_entropy` floor.
     """
     hermite_x, hermite_w = gauss_hermite(N_QUADRATURE_NODES, mu)
     legendre_x, legendre_w = gauss_legendre(N_QUADRATURE_NODES, mu)
@@ -93,7 +105,7 @@ def _expected_conditional_entropy(
 
     # Gauss-Hermite: (..., Q)
     z_h = mu.unsqueeze(-1) + sd.unsqueeze(-1) * hermite_x
-    entropy_h = (_conditional_entropy(z_h, noise_sd.unsqueeze(-1), cuts) * hermite_w).sum(-1)
+    entropy_h = (_conditional_entropy(z_h, noise_sd.unsqueeze(-1), cuts, keep) * hermite_w).sum(-1)
 
     # Gauss-Legendre panels: (..., n_cuts, Q)
     half = PANEL_HALF_WIDTH * noise_sd.unsqueeze(-1)  # (..., 1)
@@ -107,44 +119,63 @@ def _expected_conditional_entropy(
     std = (z_l - mu[..., None, None]) / safe_sd[..., None, None]
     density = torch.exp(log_normal_pdf(std)) / safe_sd[..., None, None]
     panel_noise = noise_sd[..., None, None].expand_as(z_l)
-    integrand = _conditional_entropy(z_l, panel_noise, cuts) * density * legendre_w
-    entropy_l = (integrand.sum(-1) * radius).sum(-1)
+    # away from every cut the answer is certain but for the lapse: the entropy there is the
+    # lapse floor, so the panels integrate the excess over it
+    floor = _lapse_entropy(keep, cuts.numel() + 1)
+    excess = _conditional_entropy(z_l, panel_noise, cuts, keep) - floor
+    entropy_l = ((excess * density * legendre_w).sum(-1) * radius).sum(-1) + floor
     return torch.where(narrow, entropy_h, entropy_l)
 
 
+def _lapse_entropy(keep: float, n_outcomes: int) -> float:
+    """Entropy in bits of `keep * one-hot + (1 - keep) / L`: a known answer behind a lapse."""
+    masses = [keep + (1 - keep) / n_outcomes] + [(1 - keep) / n_outcomes] * (n_outcomes - 1)
+    return -sum(m * math.log2(m) for m in masses if m > 0)
+
+
 def interval_information_gain(
-    mu: Tensor, var: Tensor, noise_var: Tensor | float, cuts: Tensor
+    mu: Tensor, var: Tensor, noise_var: Tensor | float, cuts: Tensor, keep: float = 1.0
 ) -> Tensor:
     """`EIG = H[P(y)] - E_z H[p(y | z)]` in bits for outcomes split at `cuts`. MATH.md §3.
 
     Exact up to quadrature error (<= 1e-8 bits, tests/engine/test_objectives.py). A noise-free
     rater (noise_var = 0) answers deterministically, so the gain is the predictive entropy.
+    With a lapse (MATH.md §3, lapse paragraph) the rater answers by the model with probability
+    `keep` and clicks one of the L outcomes at random otherwise; both entropies then take the
+    mixture `keep p + (1 - keep) / L`, so a rater who mostly clicks at random teaches little.
 
     Args:
         mu, var: (...,) marginals of z.
         noise_var: scalar or (...,) rater noise variance.
         cuts: (L - 1,) finite increasing cut points.
+        keep: the answering rater's probability of answering by the model, in [0, 1].
 
     Returns:
         (...,) gains, clamped at 0 against quadrature round-off.
     """
     noise_var = torch.as_tensor(noise_var, dtype=mu.dtype, device=mu.device).expand_as(mu)
-    predictive = entropy_bits(outcome_log_probabilities(mu, var, noise_var, cuts))
+    if not 0.0 <= keep <= 1.0:
+        raise ValueError(f"keep must be in [0, 1], got {keep}")
+    predictive = entropy_bits(_lapse(outcome_log_probabilities(mu, var, noise_var, cuts), keep))
     noisy = noise_var > 0
     noise_sd = torch.sqrt(torch.where(noisy, noise_var, torch.ones_like(noise_var)))
-    conditional = _expected_conditional_entropy(mu, var, noise_sd, cuts)
-    conditional = torch.where(noisy, conditional, torch.zeros_like(conditional))
+    conditional = _expected_conditional_entropy(mu, var, noise_sd, cuts, keep)
+    # a noise-free rater's answer is certain given z: only the lapse is left to guess
+    certain = _lapse_entropy(keep, cuts.numel() + 1)
+    conditional = torch.where(noisy, conditional, torch.full_like(conditional, certain))
     return (predictive - conditional).clamp_min(0.0)
 
 
 def expected_information_gain(
-    mu: Tensor, var: Tensor, noise_var: Tensor | float, cuts: Tensor
+    mu: Tensor, var: Tensor, noise_var: Tensor | float, cuts: Tensor, keep: float = 1.0
 ) -> Tensor:
     """`EIG(question) = I(y; z)` in bits: the closed form for forced choice, quadrature otherwise.
 
-    See MATH.md §3. Forced choice is the single cut at 0; anything else (ties, emoji levels)
-    takes `interval_information_gain`.
+    See MATH.md §3. Forced choice is the single cut at 0 by a rater who never lapses; anything
+    else (ties, emoji levels, a lapse probability) takes `interval_information_gain`.
     """
+    if keep < 1.0:
+        return interval_information_gain(mu, var, noise_var, cuts, keep)
     if cuts.numel() == 1 and float(cuts[0]) == 0.0:
         noise = torch.as_tensor(noise_var, dtype=mu.dtype, device=mu.device)
         if bool((noise > 0).all()):
@@ -169,7 +200,7 @@ def screening_score(mu: Tensor, var: Tensor, noise_var: float) -> Tensor:
     return first.sub_(second)
 
 
-GainFunction = Callable[[Tensor, Tensor, "Tensor | float", Tensor], Tensor]
+GainFunction = Callable[..., Tensor]  # (mu, var, noise_var, cuts, keep=1.0) -> gains
 
 OBJECTIVES: dict[str, GainFunction] = {
     "information_gain": expected_information_gain,

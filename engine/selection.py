@@ -275,6 +275,7 @@ def select_pairs(
     *,
     noise_var: float,
     pair_cuts: Tensor,
+    keep: float = 1.0,
     count: int = 1,
     groups: Tensor | None = None,
     excluded_items: Tensor | None = None,
@@ -290,6 +291,8 @@ def select_pairs(
         posterior: current posterior.
         noise_var: the rater's noise variance sigma^2.
         pair_cuts: cuts of the pair outcomes (`[0]`, or `[-t, t]` with ties).
+        keep: the rater's probability of answering by the model rather than at random (the
+            lapse model); the gains are the mixture's (engine.objectives).
         count: how many pairs (a batch); later ones see the earlier ones as pending.
         groups: (n,) long group ids for a same-group pairing scope; None pairs across groups.
         excluded_items: (E,) long clip indices never to show.
@@ -348,13 +351,13 @@ def select_pairs(
             )
         mu = mean[first] - mean[second]
         var = shrink.pair_variances(cov, first, second)
-        gains = objective(mu, var, noise_var, pair_cuts)
+        gains = objective(mu, var, noise_var, pair_cuts, keep=keep)
         if options.weight_share > 0:
             # the weights' share of z's variance is taken from the posterior (pending tasks
             # shrink only the total), and candidates come from the clip-gain screen
             explained = torch.minimum(weight_explained_variance(posterior, first, second), var)
             weights = expected_information_gain(
-                mu, explained, noise_var + var - explained, pair_cuts
+                mu, explained, noise_var + var - explained, pair_cuts, keep=keep
             )
             gains = (1 - options.weight_share) * gains + options.weight_share * weights
         pick = rule(gains, options.beta, generator)
@@ -371,6 +374,7 @@ def select_rating(
     noise_var: float,
     level_cuts: Tensor,
     pair_cuts: Tensor,
+    keep: float = 1.0,
     excluded_items: Tensor | None = None,
     pending: Pending | None = None,
     options: SelectionOptions | None = None,
@@ -379,7 +383,7 @@ def select_rating(
     """The clip whose emoji level (ordered probit on f_i) is most informative. MATH.md §3.
 
     Clips in `excluded_items` (for example those this rater already rated) and clips with a
-    pending rating task are skipped.
+    pending rating task are skipped. `keep` is the rater's lapse keep probability, as for pairs.
 
     Raises:
         NoEligibleTaskError: when every clip is excluded.
@@ -406,7 +410,7 @@ def select_rating(
     ).amax(-1)
     score = score.masked_fill(~allowed, -math.inf)
     top = torch.topk(score, min(options.n_refine, int(allowed.sum()))).indices
-    gains = objective(mean[top], var[top], noise_var, level_cuts)
+    gains = objective(mean[top], var[top], noise_var, level_cuts, keep=keep)
     pick = rule(gains, options.beta, generator)
     item = int(top[pick])
     probabilities = outcome_probabilities(mean[item], var[item], noise_var, level_cuts)

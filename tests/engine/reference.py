@@ -98,21 +98,32 @@ def _entropy_bits(probabilities: list[mp.mpf]) -> mp.mpf:
     return -sum((p * mp.log(p, 2) for p in probabilities if p > 0), mp.mpf(0))
 
 
-def information_gain(mu: float, var: float, noise_sd: float, cuts: list[float]) -> float:
-    """`H[P(y)] - E_z H[p(y | z)]` in bits, both terms by 30-digit quadrature. MATH.md §3."""
+def information_gain(
+    mu: float, var: float, noise_sd: float, cuts: list[float], keep: float = 1.0
+) -> float:
+    """`H[P(y)] - E_z H[p(y | z)]` in bits, both terms by 30-digit quadrature. MATH.md §3.
+
+    With a lapse every outcome distribution is `keep p + (1 - keep) / L`."""
     edges = [-math.inf, *cuts, math.inf]
+    n_outcomes = len(cuts) + 1
     sd = math.sqrt(var)
     c = math.sqrt(var + noise_sd**2)
-    predictive = [
-        interval_probability((edges[k] - mu) / c, (edges[k + 1] - mu) / c)
-        for k in range(len(cuts) + 1)
-    ]
+
+    def lapsed(probabilities: list) -> list:
+        return [keep * p + (1 - mp.mpf(keep)) / n_outcomes for p in probabilities]
+
+    predictive = lapsed(
+        [
+            interval_probability((edges[k] - mu) / c, (edges[k + 1] - mu) / c)
+            for k in range(n_outcomes)
+        ]
+    )
 
     def conditional(z: mp.mpf) -> mp.mpf:
         probabilities = [
-            interval_likelihood(z, edges[k], edges[k + 1], noise_sd) for k in range(len(cuts) + 1)
+            interval_likelihood(z, edges[k], edges[k + 1], noise_sd) for k in range(n_outcomes)
         ]
-        return mp.npdf(z, mu, sd) * _entropy_bits(probabilities)
+        return mp.npdf(z, mu, sd) * _entropy_bits(lapsed(probabilities))
 
     expected = mp.quad(conditional, _breakpoints(mu, sd, cuts, noise_sd))
     return float(_entropy_bits(predictive) - expected)

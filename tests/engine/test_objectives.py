@@ -146,3 +146,46 @@ def test_ties_carry_more_information_and_gain_grows_with_uncertainty() -> None:
     ternary = expected_information_gain(mu, var, 1.0, t([-0.5, 0.5]))
     assert bool((ternary > binary).all())
     assert bool((binary[1:] > binary[:-1]).all()) and bool((ternary[1:] > ternary[:-1]).all())
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.3, 0.9])
+@pytest.mark.parametrize(("mu", "sd", "noise_sd", "cuts"), QUADRATURE_CASES[:7])
+def test_lapse_gain_matches_high_precision_integration(
+    mu: float, sd: float, noise_sd: float, cuts: list[float], keep: float
+) -> None:
+    """The lapse-aware gain (a rater who clicks at random with probability 1 - keep) against
+    30-digit quadrature of the mixture's mutual information; keep = 0 teaches nothing."""
+    expected = information_gain(mu, sd**2, noise_sd, cuts, keep)
+    for objective in (interval_information_gain, expected_information_gain):
+        got = float(objective(t([mu]), t([sd**2]), noise_sd**2, t(cuts), keep=keep))
+        assert got == pytest.approx(expected, abs=1e-8)
+    if keep == 0.0:
+        assert expected == pytest.approx(0.0, abs=1e-12)
+
+
+def test_lapse_gain_matches_monte_carlo_mutual_information() -> None:
+    """Sampled (z, y) with y uniform for a lapsing rater: E[log p(y | z) - log p(y)]."""
+    rng = np.random.default_rng(SEED)
+    mu, sd, noise_sd, cuts, keep = 0.3, 2.0, 1.0, [-0.5, 0.5], 0.7
+    n_samples = 400_000
+    z = rng.normal(mu, sd, n_samples)
+    edges = np.array([-np.inf, *cuts, np.inf])
+    model = np.searchsorted(edges, z + rng.normal(0.0, noise_sd, n_samples)) - 1
+    y = np.where(rng.random(n_samples) < keep, model, rng.integers(0, 3, n_samples))
+    conditional = ndtr((edges[y + 1] - z) / noise_sd) - ndtr((edges[y] - z) / noise_sd)
+    c = math.sqrt(sd**2 + noise_sd**2)
+    marginal = ndtr((edges[y + 1] - mu) / c) - ndtr((edges[y] - mu) / c)
+    terms = np.log2(keep * conditional + (1 - keep) / 3) - np.log2(keep * marginal + (1 - keep) / 3)
+    estimate, error = terms.mean(), terms.std() / math.sqrt(n_samples)
+    got = float(expected_information_gain(t([mu]), t([sd**2]), noise_sd**2, t(cuts), keep=keep))
+    assert abs(got - estimate) <= 5 * error
+
+
+def test_lapse_gain_of_a_noise_free_rater_and_bad_keep() -> None:
+    mu, var, cuts = t([0.4]), t([2.0]), t([-0.5, 0.5])
+    expected = information_gain(0.4, 2.0, 1e-9, [-0.5, 0.5], 0.6)
+    assert float(interval_information_gain(mu, var, 0.0, cuts, keep=0.6)) == pytest.approx(
+        expected, abs=1e-6
+    )
+    with pytest.raises(ValueError, match="keep"):
+        interval_information_gain(mu, var, 1.0, cuts, keep=1.5)

@@ -105,3 +105,19 @@ def test_raters_ranked_by_learned_noise_match_the_truth() -> None:
         correlations.append(spearmanr(learned, world.raters.noise_sd).statistic)
     assert np.mean(correlations) >= 0.8
     assert min(correlations) >= 0.7
+
+
+def test_gains_are_for_who_answers_a_random_clicker_teaches_little() -> None:
+    """The pair chosen for a rater is scored with that rater's keep probability: a flagged
+    random clicker's best pair is worth a small fraction of a reliable rater's (same
+    posterior). Measured on world 0: 4e-5 vs 0.091 bits, keep 0.02."""
+    _, campaign = _rate(SEED, (9.0, 1.0))
+    reliability = campaign.rater_reliability()
+    flagged = [r for r, v in reliability.items() if v.flagged]
+    reliable = [r for r, v in reliability.items() if v.keep > 0.9]
+    assert flagged and reliable
+    clicker_gain = campaign.next_pairs(flagged[0], hold=False)[0].gain
+    reliable_gain = campaign.next_pairs(reliable[0], hold=False)[0].gain
+    assert clicker_gain < 0.2 * reliable_gain
+    keep = campaign.keep_probability(flagged[0])
+    assert keep < 0.2
