@@ -14,6 +14,15 @@ rest; a run that never gets there counts at its budget and is marked censored).
 
 Shards (raw records, gzip) go to benchmarks/results/raw/ (not committed); `--merge` combines
 every shard there into benchmarks/results/label_efficiency.{json,md,png}.
+
+A second suite (issue 5), `--suite learning`, measures what learning the engine's assumptions
+buys, on the same worlds as the core suite where the scenario names agree: the reward model
+useless / weak / strong with and without empirical-Bayes prior refits (and the check that a
+useless reward model costs nothing against the engine without one), and random clickers with
+and without rater-reliability modelling. It writes label_efficiency_learning.{json,md,png}:
+
+    python -m benchmarks.label_efficiency --suite learning --jobs 2
+    python -m benchmarks.label_efficiency --suite learning --merge
 """
 
 from __future__ import annotations
@@ -27,18 +36,21 @@ from pathlib import Path
 
 from sim.plots import plot_curves
 from sim.raters import RaterSpec
-from sim.report import format_labels, labels_needed, provenance
-from sim.runner import ReplaySpec, RunKey, Scenario, default_replay_path, run_many
+from sim.report import format_labels, labels_needed, paired_ratio, provenance
+from sim.runner import TARGETS, ReplaySpec, RunKey, Scenario, default_replay_path, run_many
 from sim.strategies import STRATEGIES
 from sim.worlds import SyntheticSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
+TARGET_NAMES = tuple(f"{m} {d} {v}" for m, (d, v) in TARGETS.items())
 RAW = RESULTS / "raw"
 REPS = 10
-SMALL = tuple(STRATEGIES)  # EUBO included: n <= 60 only
+# the engine variants that learn its assumptions belong to the learning suite
+VARIANTS = ("information_gain_eb", "information_gain_no_rm_eb", "information_gain_reliable")
+SMALL = tuple(s for s in STRATEGIES if s not in VARIANTS)  # EUBO included: n <= 60 only
 # predictive entropy over all 124,750 pairs and botorch's EUBO do not scale to n = 500
-LARGE = tuple(s for s in STRATEGIES if s not in ("uncertainty", "eubo"))
-MEDIUM = tuple(s for s in STRATEGIES if s != "eubo")
+LARGE = tuple(s for s in SMALL if s not in ("uncertainty", "eubo"))
+MEDIUM = tuple(s for s in SMALL if s != "eubo")
 
 
 def _synthetic(n: int, rm: float, **raters: float) -> SyntheticSpec:
@@ -71,6 +83,53 @@ def suite() -> list[tuple[Scenario, tuple[str, ...]]]:
     ]
 
 
+def learning_suite() -> list[tuple[Scenario, tuple[str, ...]]]:
+    """Issue 5's scenarios: reward model useless / weak / strong, with and without empirical
+    Bayes; random clickers (10 % and 25 %) with and without reliability modelling."""
+    rm = ("random", "information_gain", "information_gain_eb", "information_gain_no_rm")
+    clickers = ("random", "information_gain", "information_gain_reliable")
+    return [
+        (
+            Scenario("n100-rm0", _synthetic(100, 0.0), 10000, 100),
+            (*rm, "information_gain_no_rm_eb"),
+        ),
+        (Scenario("n100-rm0.4", _synthetic(100, 0.4), 10000, 100), rm),
+        (Scenario("n100-rm0.7", _synthetic(100, 0.7), 10000, 100), rm),
+        (
+            Scenario("n100-rm0.7-clickers", _synthetic(100, 0.7, random_fraction=0.1), 12000, 100),
+            clickers,
+        ),
+        (
+            Scenario(
+                "n100-rm0.7-clickers25", _synthetic(100, 0.7, random_fraction=0.25), 16000, 100
+            ),
+            clickers,
+        ),
+    ]
+
+
+SUITES = {"core": suite, "learning": learning_suite}
+# (scenario, strategy, reference): the comparisons issue 5 asks for, paired by world
+COMPARISONS = {
+    "learning": [
+        ("n100-rm0", "information_gain_eb", "information_gain"),
+        ("n100-rm0", "information_gain_eb", "information_gain_no_rm"),
+        ("n100-rm0", "information_gain_eb", "information_gain_no_rm_eb"),
+        ("n100-rm0", "information_gain_no_rm_eb", "information_gain_no_rm"),
+        ("n100-rm0.4", "information_gain_eb", "information_gain"),
+        ("n100-rm0.4", "information_gain_eb", "information_gain_no_rm"),
+        ("n100-rm0.7", "information_gain_eb", "information_gain"),
+        ("n100-rm0.7", "information_gain_eb", "information_gain_no_rm"),
+        ("n100-rm0.7-clickers", "information_gain_reliable", "information_gain"),
+        ("n100-rm0.7-clickers25", "information_gain_reliable", "information_gain"),
+    ],
+}
+
+
+def _stem(suite_name: str) -> str:
+    return "label_efficiency" if suite_name == "core" else f"label_efficiency_{suite_name}"
+
+
 def run_shard(
     names: list[str] | None,
     strategies: list[str] | None,
@@ -80,17 +139,19 @@ def run_shard(
     jobs: int,
     address: str | None,
     shard: str,
+    suite_name: str = "core",
 ) -> Path:
-    """Run part of the suite and write its raw records to RAW/label_efficiency-<shard>.json.gz."""
+    """Run part of a suite and write its raw records to RAW/<stem>-<shard>.json.gz."""
+    scenarios = SUITES[suite_name]()
     chosen = [
         (s, tuple(x for x in strats if not strategies or x in strategies))
-        for s, strats in suite()
+        for s, strats in scenarios
         if not names or s.name in names
     ]
-    unknown = set(names or ()) - {s.name for s, _ in suite()}
+    unknown = set(names or ()) - {s.name for s, _ in scenarios}
     if unknown:
         raise SystemExit(
-            f"unknown scenario(s) {sorted(unknown)}; known: {[s.name for s, _ in suite()]}"
+            f"unknown scenario(s) {sorted(unknown)}; known: {[s.name for s, _ in scenarios]}"
         )
     keys = [
         RunKey(scenario, strategy, rep, seed, stop_at_targets=True)
@@ -106,7 +167,7 @@ def run_shard(
     )
     started = provenance(seed)  # the code that runs, not what HEAD is when it ends
     RAW.mkdir(parents=True, exist_ok=True)
-    partial = RAW / f"label_efficiency-{shard}.partial.jsonl"
+    partial = RAW / f"{_stem(suite_name)}-{shard}.partial.jsonl"
     partial.unlink(missing_ok=True)
     done = 0
 
@@ -118,7 +179,7 @@ def run_shard(
         print(f"[{done}/{len(keys)}] {key.scenario.name} {key.strategy} rep {key.rep}", flush=True)
 
     records = run_many(keys, jobs=jobs, address=address, progress=tick)
-    path = RAW / f"label_efficiency-{shard}.json.gz"
+    path = RAW / f"{_stem(suite_name)}-{shard}.json.gz"
     document = {
         "provenance": started,
         "reps": reps,
@@ -133,15 +194,17 @@ def run_shard(
     return path
 
 
-def merge(notes: list[str] | None = None) -> None:
-    """Combine every shard into label_efficiency.{json,md,png}, with the reader's `notes`."""
-    shards = sorted(RAW.glob("label_efficiency-*.json.gz"))
+def merge(notes: list[str] | None = None, suite_name: str = "core") -> None:
+    """Combine every shard of a suite into <stem>.{json,md,png}, with the reader's `notes`."""
+    stem = _stem(suite_name)
+    suite = SUITES[suite_name]
+    shards = sorted(RAW.glob(f"{stem}-*.json.gz"))
     documents = []
     for shard in shards:
         with gzip.open(shard, "rt") as handle:
             documents.append(json.load(handle))
     # an interrupted shard: its finished runs, described from the suite and labelled partial
-    for partial in sorted(RAW.glob("label_efficiency-*.partial.jsonl")):
+    for partial in sorted(RAW.glob(f"{stem}-*.partial.jsonl")):
         runs = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
         names = {rows[0]["scenario"] for rows in runs if rows}
         chosen = [(s, strats) for s, strats in suite() if s.name in names]
@@ -179,10 +242,11 @@ def merge(notes: list[str] | None = None) -> None:
     rows.sort(
         key=lambda r: (order.index(r["scenario"]), r["target"], r["estimator"], r["strategy"])
     )
+    flag = "" if suite_name == "core" else f" --suite {suite_name}"
     document = {
-        "benchmark": "label_efficiency",
-        "command": "python -m benchmarks.label_efficiency --jobs N && "
-        "python -m benchmarks.label_efficiency --merge",
+        "benchmark": stem,
+        "command": f"python -m benchmarks.label_efficiency{flag} --jobs N && "
+        f"python -m benchmarks.label_efficiency{flag} --merge",
         "shards": [
             {"file": p.name, **d["provenance"], "reps": d["reps"]}
             for p, d in zip(shards, documents, strict=True)
@@ -191,14 +255,18 @@ def merge(notes: list[str] | None = None) -> None:
         "strategies": {k: v for d in documents for k, v in d["strategies"].items()},
         "notes": list(notes or ()),
         "rows": rows,
+        "comparisons": [
+            paired_ratio(records, scenario, strategy, reference, target)
+            for scenario, strategy, reference in COMPARISONS.get(suite_name, ())
+            if scenario in scenarios
+            for target in TARGET_NAMES
+        ],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "label_efficiency.json").write_text(json.dumps(document, indent=1) + "\n")
-    (RESULTS / "label_efficiency.md").write_text(_markdown(document))
-    plot_curves(
-        sorted(records, key=lambda r: order.index(r["scenario"])), RESULTS / "label_efficiency.png"
-    )
-    print((RESULTS / "label_efficiency.md").read_text())
+    (RESULTS / f"{stem}.json").write_text(json.dumps(document, indent=1) + "\n")
+    (RESULTS / f"{stem}.md").write_text(_markdown(document))
+    plot_curves(sorted(records, key=lambda r: order.index(r["scenario"])), RESULTS / f"{stem}.png")
+    print((RESULTS / f"{stem}.md").read_text())
 
 
 def _describe(scenario: Scenario, seed: int) -> dict[str, object]:
@@ -267,6 +335,24 @@ def _markdown(document: dict) -> str:
         )
     lines += [f"- note: {note}" for note in document.get("notes", ())]
     lines += ["", summary_table(document), ""]
+    if document.get("comparisons"):
+        lines += [
+            "",
+            "## Paired comparisons",
+            "",
+            "Labels one strategy needs over another's on the same world (scored by the fixed "
+            "fit), mean [95 % CI] over repetitions; below 1 the first needs fewer.",
+            "",
+            "| scenario | strategy | vs | target | ratio | reps | censored |",
+            "|---|---|---|---|---:|---:|---:|",
+        ]
+        for c in document["comparisons"]:
+            lines.append(
+                f"| {c['scenario']} | {c['strategy']} | {c['reference']} | {c['target']} | "
+                f"{c['ratio_mean']:.3f} [{c['ratio_ci_low']:.3f}, {c['ratio_ci_high']:.3f}] | "
+                f"{c['n_reps']} | {c['censored']} / {c['reference_censored']} |"
+            )
+        lines.append("")
     for scenario in document["scenarios"]:
         name = scenario["name"]
         world = scenario["world"]
@@ -313,9 +399,10 @@ def main() -> None:
     parser.add_argument("--shard", default="all", help="name of this part's raw file")
     parser.add_argument("--merge", action="store_true", help="combine the shards into results/")
     parser.add_argument("--note", action="append", help="with --merge: a line for the reader")
+    parser.add_argument("--suite", choices=sorted(SUITES), default="core")
     args = parser.parse_args()
     if args.merge:
-        merge(args.note)
+        merge(args.note, args.suite)
         return
     run_shard(
         args.only,
@@ -325,6 +412,7 @@ def main() -> None:
         jobs=args.jobs,
         address=args.address,
         shard=args.shard,
+        suite_name=args.suite,
     )
 
 

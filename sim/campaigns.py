@@ -22,6 +22,12 @@ from engine.adapters import JOD_NOISE_SD
 from sim.worlds import Problem
 
 PRIOR = PriorScales(weight_scale=1.0, context_scale=0.5, residual_scale=1.5)
+# Empirical-Bayes refits (issue 5): doubling label counts, so a run of N labels refits about
+# log2(N / 50) times and the refits' total cost stays a small multiple of the last one.
+REFITS = tuple(50 * 2**k for k in range(10))
+# Rater reliability: keep ~ Beta(9, 1) (a careful rater answers by the model ~90 % of the time)
+# and 5 % of raters may be pure random clickers (engine.reliability).
+LAPSE_PRIOR = (9.0, 1.0)
 
 
 def build_campaign(
@@ -31,10 +37,12 @@ def build_campaign(
     selection: SelectionOptions | None = None,
     lapse_prior: tuple[float, float] | None = None,
     learn_rater_noise: bool = False,
+    refit_prior_at: tuple[int, ...] = (),
 ) -> Campaign:
     """A CPU float64 campaign over the problem's clips (scores only when `reward_model`;
     rater lapses modelled with a Beta `lapse_prior` on the keep probability when given; each
-    rater's noise learned when `learn_rater_noise`)."""
+    rater's noise learned when `learn_rater_noise`; the prior refitted by empirical Bayes
+    once the label count reaches each of `refit_prior_at`)."""
     use_scores = reward_model and problem.scores is not None
     config = CampaignConfig(
         criteria=problem.criteria if use_scores else (),
@@ -45,6 +53,7 @@ def build_campaign(
         selection=selection or SelectionOptions(),
         lapse_prior=lapse_prior,
         learn_rater_noise=learn_rater_noise,
+        refit_prior_at=refit_prior_at,
     )
     campaign = Campaign(config, device="cpu")
     campaign.add_clips(
@@ -56,4 +65,4 @@ def build_campaign(
     return campaign
 
 
-__all__ = ["PRIOR", "build_campaign"]
+__all__ = ["LAPSE_PRIOR", "PRIOR", "REFITS", "build_campaign"]

@@ -44,12 +44,8 @@ def _series(records: Iterable[dict]) -> dict[tuple, list[dict]]:
     return {k: sorted(v, key=lambda r: r["labels"]) for k, v in grouped.items()}
 
 
-def labels_needed(records: Iterable[dict]) -> list[dict[str, object]]:
-    """Per (scenario, strategy, estimator, target): labels to reach it in each repetition.
-
-    A repetition that never reaches the target within its budget counts at its last label
-    count and is reported as censored (the mean is then a lower bound).
-    """
+def _labels_per_rep(records: Iterable[dict]) -> dict[tuple, dict[int, tuple[float, bool]]]:
+    """(scenario, strategy, estimator, target) -> rep -> (labels to reach it, censored)."""
     per_rep: dict[tuple, dict[int, tuple[float, bool]]] = defaultdict(dict)
     for (scenario, strategy, estimator, rep), rows in _series(records).items():
         labels = [r["labels"] for r in rows]
@@ -61,6 +57,16 @@ def labels_needed(records: Iterable[dict]) -> list[dict[str, object]]:
                 float(labels[-1]) if censored else needed,
                 censored,
             )
+    return per_rep
+
+
+def labels_needed(records: Iterable[dict]) -> list[dict[str, object]]:
+    """Per (scenario, strategy, estimator, target): labels to reach it in each repetition.
+
+    A repetition that never reaches the target within its budget counts at its last label
+    count and is reported as censored (the mean is then a lower bound).
+    """
+    per_rep = _labels_per_rep(records)
     rows = []
     for (scenario, strategy, estimator, target), reps in sorted(per_rep.items()):
         baseline = per_rep.get((scenario, *BASELINE, target), {})
@@ -88,6 +94,37 @@ def labels_needed(records: Iterable[dict]) -> list[dict[str, object]]:
             }
         )
     return rows
+
+
+def paired_ratio(
+    records: Iterable[dict],
+    scenario: str,
+    strategy: str,
+    reference: str,
+    target: str = "kendall_tau >= 0.9",
+    estimator: str = "fixed",
+) -> dict[str, object]:
+    """Labels `strategy` needs over labels `reference` needs, per repetition (the same world),
+    mean and 95 % interval; censored counts of each side. NaN when they share no repetition."""
+    per_rep = _labels_per_rep(records)
+    mine = per_rep.get((scenario, strategy, estimator, target), {})
+    theirs = per_rep.get((scenario, reference, estimator, target), {})
+    shared = sorted(set(mine) & set(theirs))
+    ratios = [mine[r][0] / theirs[r][0] for r in shared]
+    mean, low, high = _interval(ratios) if ratios else (math.nan,) * 3
+    return {
+        "scenario": scenario,
+        "strategy": strategy,
+        "reference": reference,
+        "target": target,
+        "estimator": estimator,
+        "ratio_mean": mean,
+        "ratio_ci_low": low,
+        "ratio_ci_high": high,
+        "n_reps": len(shared),
+        "censored": sum(mine[r][1] for r in shared),
+        "reference_censored": sum(theirs[r][1] for r in shared),
+    }
 
 
 def curves(records: Iterable[dict], metric: str) -> dict[tuple, dict[str, np.ndarray]]:
@@ -196,6 +233,7 @@ __all__ = [
     "curves",
     "format_labels",
     "labels_needed",
+    "paired_ratio",
     "provenance",
     "read_results",
     "write_results",

@@ -25,7 +25,7 @@ from botorch.models.pairwise_gp import PairwiseGP, PairwiseLaplaceMarginalLogLik
 from linear_operator.utils.errors import NotPSDError
 
 from engine import Judgment, Outcome, predict_pair
-from sim.campaigns import build_campaign
+from sim.campaigns import LAPSE_PRIOR, REFITS, build_campaign
 from sim.worlds import Problem, candidate_pairs
 
 ELO_K = 24.0  # Elo step in Elo points per game: the common chess/Arena-leaderboard value
@@ -224,17 +224,36 @@ class ArenaSampling:
 
 
 class _EngineBacked:
-    """Shared plumbing of the strategies that read the engine's posterior."""
+    """Shared plumbing of the strategies that read the engine's posterior.
+
+    Class switches: `reward_model` (the reward-model prior), `empirical_bayes` (refit the
+    prior scales at `sim.campaigns.REFITS` labels), `reliability` (learn each rater's noise
+    and lapse rate, and choose and update with who answers; otherwise every label is
+    anonymous with the default noise).
+    """
 
     reward_model: ClassVar[bool] = True
+    empirical_bayes: ClassVar[bool] = False
+    reliability: ClassVar[bool] = False
 
     def __init__(self, problem: Problem, seed: int) -> None:
         self.problem = problem
         self.generator_ = torch.Generator().manual_seed(seed)
-        self.campaign_ = build_campaign(problem, reward_model=self.reward_model)
+        self.campaign_ = build_campaign(
+            problem,
+            reward_model=self.reward_model,
+            lapse_prior=LAPSE_PRIOR if self.reliability else None,
+            learn_rater_noise=self.reliability,
+            refit_prior_at=REFITS if self.empirical_bayes else (),
+        )
+
+    def rater_key(self, rater: int) -> int | None:
+        """Who the engine is told answers: the rater when reliability is learned."""
+        return rater if self.reliability else None
 
     def observe(self, first: int, second: int, outcome: Outcome, rater: int) -> None:
-        self.campaign_.observe([Judgment(None, first, second, outcome=outcome)])
+        judgment = Judgment(self.rater_key(rater), first, second, outcome=outcome)
+        self.campaign_.observe([judgment])
 
 
 class InformationGain(_EngineBacked):
@@ -260,14 +279,17 @@ class InformationGain(_EngineBacked):
             forbidden = np.concatenate((forbidden, self.problem.candidates[~available]))
         forbidden = torch.from_numpy(forbidden) if len(forbidden) else None
         task = self.campaign_.next_pairs(
-            None, repeat_pairs=True, forbidden_pairs=forbidden, generator=self.generator_
+            self.rater_key(rater),
+            repeat_pairs=True,
+            forbidden_pairs=forbidden,
+            generator=self.generator_,
         )[0]
         self.tasks_[(task.first, task.second)].append(task.id)
         return task.first, task.second
 
     def observe(self, first: int, second: int, outcome: Outcome, rater: int) -> None:
         task_id = self.tasks_[(first, second)].popleft()
-        judgment = Judgment(None, first, second, outcome=outcome)
+        judgment = Judgment(self.rater_key(rater), first, second, outcome=outcome)
         self.campaign_.observe([judgment], [task_id])
 
 
@@ -276,6 +298,28 @@ class InformationGainNoPrior(InformationGain):
 
     name: ClassVar[str] = "information_gain_no_rm"
     reward_model: ClassVar[bool] = False
+
+
+class InformationGainEB(InformationGain):
+    """The engine with its prior scales learned by empirical Bayes as labels arrive."""
+
+    name: ClassVar[str] = "information_gain_eb"
+    empirical_bayes: ClassVar[bool] = True
+
+
+class InformationGainNoPriorEB(InformationGainNoPrior):
+    """The engine without the reward model, its residual scale learned by empirical Bayes."""
+
+    name: ClassVar[str] = "information_gain_no_rm_eb"
+    empirical_bayes: ClassVar[bool] = True
+
+
+class InformationGainReliable(InformationGain):
+    """The engine that learns each rater's noise and lapse rate (flagging random clickers) and
+    picks each pair for the rater who will answer it."""
+
+    name: ClassVar[str] = "information_gain_reliable"
+    reliability: ClassVar[bool] = True
 
 
 class PredictiveUncertainty(_EngineBacked):
@@ -436,6 +480,9 @@ class EUBO:
 STRATEGIES: dict[str, type] = {
     "information_gain": InformationGain,
     "information_gain_no_rm": InformationGainNoPrior,
+    "information_gain_eb": InformationGainEB,
+    "information_gain_no_rm_eb": InformationGainNoPriorEB,
+    "information_gain_reliable": InformationGainReliable,
     "random": RandomPairs,
     "round_robin": RoundRobin,
     "nearest_means": NearestMeans,
