@@ -140,6 +140,7 @@ def run_shard(
     address: str | None,
     shard: str,
     suite_name: str = "core",
+    first_rep: int = 0,
 ) -> Path:
     """Run part of a suite and write its raw records to RAW/<stem>-<shard>.json.gz."""
     scenarios = SUITES[suite_name]()
@@ -156,13 +157,15 @@ def run_shard(
     keys = [
         RunKey(scenario, strategy, rep, seed, stop_at_targets=True)
         for scenario, strats in chosen
-        for rep in range(reps)
+        for rep in range(first_rep, first_rep + reps)
         for strategy in strats
     ]
-    # the longest runs first, so the pool is not left waiting on one straggler
+    # the longest runs first, so the pool is not left waiting on one straggler; then by
+    # repetition, so an interrupted shard still holds whole repetitions of every scenario
     keys.sort(
         key=lambda k: (
-            -k.scenario.world.n_items if isinstance(k.scenario.world, SyntheticSpec) else 0
+            -k.scenario.world.n_items if isinstance(k.scenario.world, SyntheticSpec) else 0,
+            k.rep,
         )
     )
     started = provenance(seed)  # the code that runs, not what HEAD is when it ends
@@ -392,6 +395,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reps", type=int, default=REPS)
+    parser.add_argument("--first-rep", type=int, default=0, help="repetitions start here")
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     parser.add_argument("--address", default=None, help="Ray or Dask scheduler address")
     parser.add_argument("--only", action="append", help="scenario name (repeatable)")
@@ -413,6 +417,7 @@ def main() -> None:
         address=args.address,
         shard=args.shard,
         suite_name=args.suite,
+        first_rep=args.first_rep,
     )
 
 
