@@ -1,0 +1,265 @@
+// The campaign dashboard: leaderboard, labels against ranking accuracy, raters, criterion
+// weights. Polls the admin endpoints every POLL_MS while the tab is visible.
+import { ApiError, api, campaignId, h, isVideo, takeCredential } from "./common.js";
+import { intervalChart, lineChart } from "./charts.js";
+
+const CAMPAIGN = campaignId();
+const KEY = takeCredential("key", `ratingparty:key:${CAMPAIGN}`);
+const POLL_MS = 3000;
+const TOP_ROWS = 40; // the leaderboard shows this many clips until "show all" is pressed
+const PALETTE = ["#2f6fde", "#e07b22", "#2a9d5c", "#b844c9", "#c4a000", "#d64545", "#4aa3b8"];
+const BASE = `/v1/campaigns/${CAMPAIGN}`;
+
+const $ = (id) => document.getElementById(id);
+let showAll = false;
+let lastBoard = null;
+let timer = null;
+
+function number(value, digits = 2) {
+  return value === null || value === undefined || Number.isNaN(value)
+    ? "–"
+    : Number(value).toFixed(digits);
+}
+
+function panelError(id, error) {
+  $(id).replaceChildren(
+    h("p", { class: "error-text" }, `Could not load: ${error.message || error}`),
+  );
+}
+
+// ---------------------------------------------------------------- panels
+
+function renderCampaign(campaign) {
+  $("title").textContent = campaign.name
+    ? `${campaign.name} (campaign ${campaign.id})`
+    : `Campaign ${campaign.id}`;
+  document.title = `${campaign.name || `Campaign ${campaign.id}`}: dashboard`;
+  $("stat-clips").textContent = String(campaign.n_clips);
+  $("stat-raters").textContent = String(campaign.n_raters);
+  $("stat-labels").textContent = String(campaign.n_judgments);
+}
+
+function renderLeaderboard(board) {
+  lastBoard = board;
+  $("stat-labels").textContent = String(board.n_judgments);
+  $("stat-tau").textContent = number(board.expected_kendall_tau, 3);
+  $("leaderboard-level").textContent = `(${Math.round(board.level * 100)} % intervals)`;
+  const clips = [...board.clips].sort((a, b) => a.rank - b.rank);
+  const shown = showAll ? clips : clips.slice(0, TOP_ROWS);
+  const toggle = $("show-all");
+  toggle.hidden = clips.length <= TOP_ROWS;
+  toggle.textContent = showAll ? `show the top ${TOP_ROWS}` : `show all ${clips.length}`;
+  if (!clips.length) {
+    $("leaderboard").replaceChildren(h("p", { class: "note" }, "No clips yet."));
+    return;
+  }
+  const rows = shown.map((clip) => ({
+    label: `${clip.rank}. ${clip.external_id}`,
+    mean: clip.mean,
+    lower: clip.lower,
+    upper: clip.upper,
+    image: clip.uri && !isVideo(clip.uri) ? clip.uri : null,
+    title:
+      `#${clip.rank} ${clip.external_id}${clip.group ? ` (${clip.group})` : ""}: ` +
+      `${number(clip.mean)} [${number(clip.lower)}, ${number(clip.upper)}], ${clip.labels} labels`,
+  }));
+  const width = Math.max(560, Math.min(1100, $("leaderboard").clientWidth || 760));
+  const chart = intervalChart(rows, { width, labelWidth: 190, axisLabel: "quality (JOD)" });
+  chart.id = "leaderboard-chart";
+  chart.dataset.rows = String(rows.length);
+  $("leaderboard").replaceChildren(chart);
+}
+
+function renderProgress(progress) {
+  const points = progress.points || [];
+  const tau = points
+    .filter((p) => p.expected_kendall_tau !== null && p.expected_kendall_tau !== undefined)
+    .map((p) => ({ x: p.labels, y: p.expected_kendall_tau }));
+  const timed = points.filter((p) => p.at).map((p) => ({ x: Date.parse(p.at), y: p.labels }));
+  const span = timed.length ? timed[timed.length - 1].x - timed[0].x : 0;
+  const clock = (ms) =>
+    new Date(ms).toLocaleTimeString([], {
+      hour: "2-digit",
+      minute: "2-digit",
+      second: span < 600_000 ? "2-digit" : undefined,
+    });
+  const accuracy = lineChart([{ name: "expected Kendall τ", color: PALETTE[0], points: tau }], {
+    xLabel: "labels",
+    yLabel: "expected Kendall τ",
+    yMin: Math.min(0, ...tau.map((p) => p.y)),
+    yMax: 1,
+  });
+  accuracy.id = "accuracy-chart";
+  const labels = lineChart([{ name: "labels", color: PALETTE[2], points: timed }], {
+    xLabel: "time",
+    yLabel: "labels",
+    yMin: 0,
+    xFormat: clock,
+  });
+  labels.id = "labels-chart";
+  $("progress").replaceChildren(accuracy, labels);
+}
+
+function renderRaters(data) {
+  const raters = data.raters || [];
+  if (!raters.length) {
+    $("raters").replaceChildren(h("p", { class: "note" }, "No raters yet."));
+    return;
+  }
+  const head = h(
+    "tr",
+    {},
+    ["rater", "labels", "skips", "noise sd", "keep prob.", "flag"].map((text) => h("th", {}, text)),
+  );
+  const rows = raters.map((rater) =>
+    h(
+      "tr",
+      { class: rater.flagged ? "flagged" : "", "data-rater": rater.id },
+      h("td", {}, rater.name || `rater ${rater.id}`),
+      h("td", {}, String(rater.labels)),
+      h("td", {}, String(rater.skips ?? "–")),
+      h("td", {}, number(rater.noise_sd)),
+      h("td", {}, number(rater.keep_probability)),
+      h("td", { class: "flag", title: flagTitle(rater) }, rater.flagged ? "⚑ check" : ""),
+    ),
+  );
+  $("raters").replaceChildren(
+    h("table", { id: "raters-table" }, h("thead", {}, head), h("tbody", {}, rows)),
+  );
+}
+
+function flagTitle(rater) {
+  const random = rater.probability_random;
+  return random === null || random === undefined
+    ? ""
+    : `probability that this rater clicks at random: ${number(random, 3)}`;
+}
+
+function renderWeights(data) {
+  $("weights-level").textContent = data.level
+    ? `(${Math.round(data.level * 100)} % intervals)`
+    : "";
+  if (!data.criteria || !data.criteria.length) {
+    $("weights").replaceChildren(
+      h("p", { class: "note" }, "This campaign has no reward-model criteria."),
+    );
+    return;
+  }
+  const panels = [{ context: "global", weights: data.global }, ...(data.contexts || [])];
+  const all = panels.flatMap((panel) => panel.weights);
+  const low = Math.min(0, ...all.map((w) => w.lower));
+  const high = Math.max(0, ...all.map((w) => w.upper));
+  const figures = panels.map((panel, index) => {
+    const rows = panel.weights.map((w) => ({
+      label: w.criterion,
+      mean: w.mean,
+      lower: w.lower,
+      upper: w.upper,
+      color: PALETTE[index % PALETTE.length],
+    }));
+    // one x range for every panel, so contexts compare by eye
+    const chart = intervalChart(rows, {
+      width: 380,
+      labelWidth: 150,
+      zero: true,
+      domain: [low, high],
+    });
+    return h(
+      "figure",
+      { "data-context": panel.context },
+      h("figcaption", {}, panel.context),
+      chart,
+    );
+  });
+  $("weights").replaceChildren(...figures);
+}
+
+// ---------------------------------------------------------------- polling
+
+async function refresh() {
+  clearTimeout(timer);
+  const calls = {
+    campaign: api("GET", BASE, KEY),
+    leaderboard: api("GET", `${BASE}/leaderboard`, KEY),
+    progress: api("GET", `${BASE}/progress`, KEY),
+    raters: api("GET", `${BASE}/raters`, KEY),
+    weights: api("GET", `${BASE}/weights`, KEY),
+  };
+  const names = Object.keys(calls);
+  const results = await Promise.allSettled(Object.values(calls));
+  const failures = [];
+  const renderers = {
+    campaign: [renderCampaign, "title"],
+    leaderboard: [renderLeaderboard, "leaderboard"],
+    progress: [renderProgress, "progress"],
+    raters: [renderRaters, "raters"],
+    weights: [renderWeights, "weights"],
+  };
+  results.forEach((result, index) => {
+    const [render, target] = renderers[names[index]];
+    if (result.status === "fulfilled") {
+      try {
+        render(result.value.data);
+      } catch (error) {
+        console.error(error);
+        panelError(target, error);
+      }
+    } else {
+      failures.push(result.reason);
+      if (target !== "title") panelError(target, result.reason);
+    }
+  });
+  const denied = failures.find(
+    (e) => e instanceof ApiError && (e.status === 401 || e.status === 403),
+  );
+  if (denied) {
+    fatal("The admin key is missing or wrong: open this page as /dashboard/ID?key=ADMIN_KEY.");
+    return;
+  }
+  const updated = $("updated");
+  updated.className = failures.length ? "error" : "";
+  updated.textContent = failures.length
+    ? `Last refresh had ${failures.length} error(s); retrying every ${POLL_MS / 1000} s`
+    : `Updated ${new Date().toLocaleTimeString()}; refreshes every ${POLL_MS / 1000} s`;
+  document.body.dataset.refreshed = String(Date.now());
+  schedule();
+}
+
+function schedule() {
+  clearTimeout(timer);
+  if (!document.hidden) timer = setTimeout(refresh, POLL_MS);
+}
+
+function fatal(text) {
+  const box = $("fatal");
+  box.textContent = text;
+  box.hidden = false;
+  $("panels").hidden = true;
+}
+
+async function newRater() {
+  try {
+    const { data } = await api("POST", `${BASE}/raters`, KEY, {});
+    const token = encodeURIComponent(data.token);
+    const link = `${window.location.origin}/rate/${CAMPAIGN}?token=${token}`;
+    $("new-rater-link").replaceChildren(
+      `${data.name || `rater ${data.id}`}: `,
+      h("a", { href: link, target: "_blank", rel: "noopener" }, link),
+    );
+    refresh();
+  } catch (error) {
+    $("new-rater-link").textContent = `Could not create a rater: ${error.message}`;
+  }
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) refresh();
+});
+$("show-all").addEventListener("click", () => {
+  showAll = !showAll;
+  if (lastBoard) renderLeaderboard(lastBoard);
+});
+$("new-rater").addEventListener("click", newRater);
+
+if (KEY) refresh();
+else fatal("Open this page with the admin key: /dashboard/ID?key=ADMIN_KEY.");

@@ -1,0 +1,556 @@
+// The rating page: shows one task (a pair, or one clip for an emoji rating), sends the answer,
+// and shows the next task at once (it was fetched while the rater looked at this one).
+//
+// No label is lost or doubled:
+// - an answer goes into an outbox in localStorage *before* it is sent, and leaves it only when
+//   the service acknowledged it (or refused it for good, e.g. an expired lease); sending is
+//   retried with exponential backoff, and a reload sends what is still in the outbox;
+// - the service is idempotent per assignment (the same answer twice is one label), so
+//   re-sending after a lost acknowledgement is safe;
+// - a task takes no input for INPUT_GUARD_MS after it appears, and the buttons are disabled
+//   on the first click, so a double click (or a key held down) answers once;
+// - a new task is asked for only once every earlier answer is acknowledged, so the service
+//   knows what this rater has judged (and never offers that pair again) when it chooses.
+import { ApiError, api, campaignId, h, isVideo, takeCredential } from "./common.js";
+
+const CAMPAIGN = campaignId();
+const TOKEN = takeCredential("token", `ratingparty:token:${CAMPAIGN}`);
+const TAG = `${CAMPAIGN}:${fingerprint(TOKEN || "")}`;
+const OUTBOX_KEY = `ratingparty:outbox:${TAG}`; // localStorage: survives closing the tab
+const SESSION_KEY = `ratingparty:session:${TAG}`; // sessionStorage: this tab's session
+const INPUT_GUARD_MS = 350; // longer than a double click's gap: its second click is ignored
+const EXPIRY_MARGIN_MS = 5000; // a task this close to its lease's end is replaced, not shown
+const FIRST_BACKOFF_MS = 500;
+const MAX_BACKOFF_MS = 15000;
+// worst to best; all from Unicode 6.0's emoticons block, which even minimal fonts cover
+const EMOJI = ["😫", "😞", "😐", "😊", "😍"];
+const EMOJI_WIDE = ["😡", "😫", "😞", "😐", "😊", "😀", "😍"];
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  current: null, // {assignment, receivedAt}
+  view: null, // the current task's view
+  next: undefined, // prefetched {assignment, message, receivedAt}; undefined = not fetched
+  nextPromise: null,
+  nextView: null,
+  shownAt: 0,
+  locked: true,
+  done: false,
+  count: 0, // labels given in this session (sent or waiting in the outbox)
+  outbox: [],
+  flushing: false,
+  wakers: new Set(), // resolve the backoff waits early (on "online" or a new answer)
+  sentWaiters: [], // resolved when the outbox is empty
+  expiryTimer: null,
+};
+
+/** FNV-1a hash, so storage keys tell raters apart without holding their token. */
+function fingerprint(text) {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i += 1) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash.toString(16);
+}
+
+// ---------------------------------------------------------------- persistence
+
+function loadJson(storage, key, fallback) {
+  try {
+    const text = storage.getItem(key);
+    return text ? JSON.parse(text) : fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+function saveOutbox() {
+  localStorage.setItem(OUTBOX_KEY, JSON.stringify(state.outbox));
+}
+
+function saveSession() {
+  const next = state.next && state.next.assignment ? state.next : null;
+  sessionStorage.setItem(
+    SESSION_KEY,
+    JSON.stringify({ count: state.count, current: state.current, next }),
+  );
+}
+
+// ---------------------------------------------------------------- tasks
+
+function leaseEnd(record) {
+  return record.receivedAt + record.assignment.lease_seconds * 1000;
+}
+
+function usable(record) {
+  if (!record || !record.assignment) return false;
+  const answered = state.outbox.some((entry) => entry.assignment_id === record.assignment.id);
+  return !answered && leaseEnd(record) - Date.now() > EXPIRY_MARGIN_MS;
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      state.wakers.delete(done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    state.wakers.add(done);
+  });
+}
+
+/** Resolves once the outbox is empty (at once if it is). */
+function whenSent() {
+  if (!state.outbox.length) return Promise.resolve();
+  return new Promise((resolve) => state.sentWaiters.push(resolve));
+}
+
+function wakeAll() {
+  for (const wake of [...state.wakers]) wake();
+}
+
+/** Ask the service for a task, retrying network and server errors; null assignment = none left. */
+async function requestTask() {
+  let backoff = FIRST_BACKOFF_MS;
+  for (;;) {
+    try {
+      const { data } = await api("POST", `/v1/campaigns/${CAMPAIGN}/assignments`, TOKEN);
+      if (!state.outbox.length) setStatus("");
+      return { assignment: data.assignment, message: data.message, receivedAt: Date.now() };
+    } catch (error) {
+      if (!retryable(error)) throw error;
+      setStatus("Connection lost; retrying…", "offline");
+      await sleep(backoff);
+      backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+    }
+  }
+}
+
+function retryable(error) {
+  const status = error instanceof ApiError ? error.status : 0;
+  return status === 0 || status === 408 || status === 429 || status >= 500;
+}
+
+/** Fetch the next task in the background and build its view off screen. */
+function prefetch() {
+  if (state.nextPromise || state.next !== undefined || state.done) return;
+  state.nextPromise = whenSent()
+    .then(requestTask)
+    .then((record) => {
+      state.next = record;
+      if (record.assignment) {
+        state.nextView = buildView(record.assignment);
+        saveSession();
+      }
+    })
+    .catch(fail)
+    .finally(() => {
+      state.nextPromise = null;
+    });
+}
+
+/** The task to show next: the prefetched one if still good, else a fresh one. */
+async function takeNext() {
+  if (state.nextPromise) await state.nextPromise;
+  let record = state.next;
+  let view = state.nextView;
+  state.next = undefined;
+  state.nextView = null;
+  // a prefetched "nothing left" was asked while the current task was still pending: ask again
+  if (!usable(record)) {
+    if (view) view.dispose();
+    await whenSent();
+    record = await requestTask();
+    view = record.assignment ? buildView(record.assignment) : null;
+  }
+  return { record, view };
+}
+
+async function advance() {
+  const { record, view } = await takeNext();
+  if (!record.assignment) {
+    showDone(record.message);
+    return;
+  }
+  show(record, view);
+  prefetch();
+}
+
+function show(record, view) {
+  if (state.view) state.view.dispose();
+  state.current = record;
+  state.view = view;
+  state.done = false;
+  $("done").hidden = true;
+  $("stage").hidden = false;
+  const views = $("views");
+  views.replaceChildren(view.element);
+  view.element.hidden = false;
+  view.start();
+  renderControls(record.assignment);
+  $("stage").dataset.assignment = String(record.assignment.id);
+  $("stage").setAttribute("aria-busy", "false");
+  state.shownAt = performance.now();
+  state.locked = false;
+  const stage = $("stage");
+  stage.dataset.ready = "false";
+  // tells tests (and styles) when input is taken: after the double-click guard
+  setTimeout(() => {
+    if (state.current === record) stage.dataset.ready = "true";
+  }, INPUT_GUARD_MS);
+  saveSession();
+  clearTimeout(state.expiryTimer);
+  // a task left unanswered until its lease ends is swapped for a fresh one
+  state.expiryTimer = setTimeout(
+    () => {
+      if (state.current === record && !state.locked) {
+        state.locked = true;
+        setStatus("That task timed out; here is a fresh one.");
+        advance().catch(fail);
+      }
+    },
+    Math.max(0, leaseEnd(record) - Date.now() - EXPIRY_MARGIN_MS),
+  );
+}
+
+function showDone(message) {
+  state.done = true;
+  state.current = null;
+  if (state.view) state.view.dispose();
+  state.view = null;
+  saveSession();
+  $("stage").hidden = true;
+  $("stage").dataset.assignment = "";
+  $("done").hidden = false;
+  $("done-message").textContent = message || "Every task of this campaign is done for now.";
+  $("done-count").textContent = `You gave ${labelText(state.count)} in this session. Thank you!`;
+}
+
+// ---------------------------------------------------------------- views
+
+function mediaElement(clip, label) {
+  if (isVideo(clip.uri)) {
+    const video = h("video", {
+      src: clip.uri,
+      loop: true,
+      muted: true,
+      playsinline: true,
+      preload: "auto",
+      "aria-label": label,
+    });
+    video.muted = true; // the attribute alone does not mute in every browser
+    return video;
+  }
+  return h("img", { src: clip.uri, alt: label, draggable: "false", decoding: "async" });
+}
+
+/** Start videos together and keep them together: the left one leads, the right follows. */
+function syncVideos(videos) {
+  if (!videos.length) return () => {};
+  let stopped = false;
+  const start = () => {
+    if (stopped) return;
+    for (const video of videos) video.currentTime = 0;
+    for (const video of videos) video.play().catch(() => {});
+  };
+  Promise.all(
+    videos.map(
+      (video) =>
+        new Promise((resolve) => {
+          if (video.readyState >= 3) resolve();
+          else {
+            video.addEventListener("canplay", resolve, { once: true });
+            video.addEventListener("error", resolve, { once: true });
+          }
+        }),
+    ),
+  ).then(start);
+  const [leader, ...followers] = videos;
+  let last = 0;
+  const onTime = () => {
+    const wrapped = leader.currentTime < last; // the leader looped
+    last = leader.currentTime;
+    for (const follower of followers) {
+      const drift = Math.abs(follower.currentTime - leader.currentTime);
+      if (wrapped || drift > 0.12) follower.currentTime = leader.currentTime;
+      if (follower.paused && !leader.paused) follower.play().catch(() => {});
+    }
+  };
+  leader.addEventListener("timeupdate", onTime);
+  return () => {
+    stopped = true;
+    leader.removeEventListener("timeupdate", onTime);
+    for (const video of videos) {
+      video.pause();
+      video.removeAttribute("src");
+      video.load();
+    }
+  };
+}
+
+/** Build a task's DOM (hidden, so its media load while the rater looks at the current task). */
+function buildView(assignment) {
+  const sides = assignment.kind === "pair" ? ["left", "right"] : ["single"];
+  const clips =
+    assignment.kind === "pair" ? [assignment.left, assignment.right] : [assignment.left];
+  const figures = sides.map((side, index) => {
+    const label = side === "single" ? "The clip" : `${side === "left" ? "Left" : "Right"} clip`;
+    const figure = h(
+      "figure",
+      { class: "clip", "data-side": side },
+      mediaElement(clips[index], label),
+      side === "single" ? null : h("figcaption", {}, side === "left" ? "Left" : "Right"),
+    );
+    if (side !== "single") figure.addEventListener("click", () => answer({ choice: side }, side));
+    return figure;
+  });
+  const element = h("div", { class: `task ${assignment.kind}`, hidden: true }, figures);
+  let stop = () => {};
+  return {
+    element,
+    start() {
+      stop = syncVideos([...element.querySelectorAll("video")]);
+    },
+    dispose() {
+      stop();
+      element.remove();
+    },
+  };
+}
+
+function emojiFor(levels) {
+  if (levels === EMOJI.length) return EMOJI;
+  if (levels <= EMOJI_WIDE.length) {
+    // spread the levels over the wide scale, worst to best
+    return Array.from({ length: levels }, (_, k) =>
+      levels === 1 ? EMOJI_WIDE[3] : EMOJI_WIDE[Math.round((k * 6) / (levels - 1))],
+    );
+  }
+  return Array.from({ length: levels }, (_, k) => String(k + 1));
+}
+
+function keycap(text) {
+  return h("kbd", {}, text);
+}
+
+function renderControls(assignment) {
+  const buttons = [];
+  const choices = assignment.choices || [];
+  const prompt = assignment.left.group ? `Prompt: ${assignment.left.group}` : "";
+  $("prompt").textContent = prompt;
+  if (assignment.kind === "pair") {
+    $("question").textContent = "Which one is better?";
+    buttons.push(button("left", "Left", ["←", "1"], { choice: "left" }));
+    if (choices.includes("tie")) buttons.push(button("tie", "Tie", ["↓", "3"], { choice: "tie" }));
+    buttons.push(button("right", "Right", ["→", "2"], { choice: "right" }));
+    const tie = choices.includes("tie") ? ", ↓ or 3 or T for a tie" : "";
+    $("hint").textContent = `Click a clip or press ← / 1 for left, → / 2 for right${tie}.`;
+  } else {
+    $("question").textContent = "How good is this one?";
+    const levels = assignment.emoji_levels || 5;
+    emojiFor(levels).forEach((emoji, level) => {
+      const item = button(`level-${level}`, emoji, [String(level + 1)], { level });
+      item.classList.add("emoji");
+      item.dataset.level = String(level);
+      item.title = `level ${level + 1} of ${levels}`;
+      buttons.push(item);
+    });
+    $("hint").textContent = `Press 1 (worst) to ${levels} (best).`;
+  }
+  if (choices.includes("skip")) {
+    const skip = button("skip", "Skip", ["S"], { choice: "skip" });
+    skip.classList.add("skip");
+    buttons.push(skip);
+  }
+  $("buttons").replaceChildren(...buttons);
+}
+
+function button(name, text, keys, body) {
+  return h(
+    "button",
+    {
+      type: "button",
+      "data-choice": name,
+      onclick: (event) => {
+        event.currentTarget.blur(); // so Space/Enter do not re-press it
+        answer(body, name);
+      },
+    },
+    text,
+    keys.map(keycap),
+  );
+}
+
+// ---------------------------------------------------------------- answering
+
+function answer(body, name) {
+  if (state.locked || !state.current) return;
+  if (performance.now() - state.shownAt < INPUT_GUARD_MS) return;
+  const assignment = state.current.assignment;
+  if (body.choice && !(assignment.choices || []).includes(body.choice)) return;
+  state.locked = true;
+  $("stage").dataset.ready = "false";
+  clearTimeout(state.expiryTimer);
+  for (const item of $("buttons").querySelectorAll("button")) {
+    item.disabled = true;
+    if (item.dataset.choice === name) item.classList.add("chosen");
+  }
+  const figure = state.view.element.querySelector(`figure[data-side="${name}"]`);
+  if (figure) figure.classList.add("chosen");
+  state.outbox.push({ assignment_id: assignment.id, body, at: Date.now() });
+  saveOutbox();
+  state.count += 1;
+  state.current = null;
+  saveSession();
+  renderProgress();
+  flush();
+  advance().catch(fail);
+}
+
+/** Send the outbox in order; retry what failed in transit; drop what the service refused. */
+async function flush() {
+  if (state.flushing) {
+    wakeAll();
+    return;
+  }
+  state.flushing = true;
+  let backoff = FIRST_BACKOFF_MS;
+  try {
+    while (state.outbox.length) {
+      const entry = state.outbox[0];
+      try {
+        await api("POST", `/v1/assignments/${entry.assignment_id}/judgment`, TOKEN, entry.body);
+        state.outbox.shift();
+        saveOutbox();
+        backoff = FIRST_BACKOFF_MS;
+      } catch (error) {
+        if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
+          throw error;
+        }
+        if (retryable(error)) {
+          const waiting = labelText(state.outbox.length).replace("label", "answer");
+          setStatus(`Offline: ${waiting} waiting, retrying…`, "offline");
+          await sleep(backoff);
+          backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+          continue;
+        }
+        // refused for good (an expired lease, or an assignment answered otherwise): not a label
+        state.outbox.shift();
+        saveOutbox();
+        state.count = Math.max(0, state.count - 1);
+        saveSession();
+        setStatus(`An answer was not recorded (${error.detail || error.status}).`, "error");
+        renderProgress();
+      }
+    }
+    setStatus(state.done ? "All answers sent." : "");
+    for (const resolve of state.sentWaiters.splice(0)) resolve();
+  } catch (error) {
+    fail(error);
+  } finally {
+    state.flushing = false;
+    renderProgress();
+  }
+}
+
+function labelText(count) {
+  return `${count} label${count === 1 ? "" : "s"}`;
+}
+
+function renderProgress() {
+  const progress = $("progress");
+  const waiting = state.outbox.length ? ` (${state.outbox.length} sending)` : "";
+  progress.textContent = `${labelText(state.count)} this session${waiting}`;
+  progress.dataset.count = String(state.count);
+  progress.dataset.pending = String(state.outbox.length);
+  if (state.done) {
+    $("done-count").textContent = `You gave ${labelText(state.count)} in this session. Thank you!`;
+  }
+}
+
+function setStatus(text, kind = "") {
+  const status = $("status");
+  status.textContent = text;
+  status.className = kind;
+}
+
+function fail(error) {
+  console.error(error);
+  const status = error instanceof ApiError ? error.status : 0;
+  const text =
+    status === 401 || status === 403
+      ? "This rating link is not valid (or no longer valid). Ask the organiser for a new one."
+      : status === 404
+        ? "This campaign does not exist."
+        : `Something went wrong: ${error.message || error}`;
+  const fatal = $("fatal");
+  fatal.textContent = text;
+  fatal.hidden = false;
+  $("stage").hidden = true;
+  state.locked = true;
+}
+
+// ---------------------------------------------------------------- keys
+
+function keyToAnswer(event, assignment) {
+  const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+  if (key === " " || key === "s") return [{ choice: "skip" }, "skip"];
+  if (assignment.kind === "pair") {
+    if (key === "ArrowLeft" || key === "1") return [{ choice: "left" }, "left"];
+    if (key === "ArrowRight" || key === "2") return [{ choice: "right" }, "right"];
+    if (key === "ArrowDown" || key === "3" || key === "t") return [{ choice: "tie" }, "tie"];
+    return null;
+  }
+  const level = Number.parseInt(key, 10);
+  const levels = assignment.emoji_levels || 5;
+  if (level >= 1 && level <= levels) return [{ level: level - 1 }, `level-${level - 1}`];
+  return null;
+}
+
+document.addEventListener("keydown", (event) => {
+  if (event.repeat || event.altKey || event.ctrlKey || event.metaKey) return;
+  if (!state.current) return;
+  const found = keyToAnswer(event, state.current.assignment);
+  if (!found) return;
+  event.preventDefault();
+  answer(...found);
+});
+
+// ---------------------------------------------------------------- start
+
+window.addEventListener("online", wakeAll);
+
+$("again").addEventListener("click", () => {
+  $("done").hidden = true;
+  state.next = undefined;
+  advance().catch(fail);
+});
+
+function start() {
+  if (!TOKEN) {
+    fail(new ApiError(401, "no token"));
+    $("fatal").textContent = "Open this page with your rating link (it ends in ?token=…).";
+    return;
+  }
+  state.outbox = loadJson(localStorage, OUTBOX_KEY, []);
+  const saved = loadJson(sessionStorage, SESSION_KEY, {});
+  state.count = saved.count || 0;
+  renderProgress();
+  if (state.outbox.length) flush(); // answers a reload or a lost connection left unsent
+  // after a reload, keep showing the task whose lease this rater still holds
+  if (usable(saved.next)) {
+    state.next = saved.next;
+    state.nextView = buildView(saved.next.assignment);
+  }
+  if (usable(saved.current)) {
+    show(saved.current, buildView(saved.current.assignment));
+    prefetch();
+  } else {
+    advance().catch(fail);
+  }
+}
+
+start();
