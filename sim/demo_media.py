@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import colorsys
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,41 @@ def quality_percentiles(quality: np.ndarray) -> np.ndarray:
         return np.full(quality.shape, 0.5)
     z = (quality - quality.mean()) / sd
     return 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
+
+
+# hue (0-1 on the HSV wheel) at the centre of each colour name
+COLOUR_HUES = {
+    "red": 0.0,
+    "orange": 0.08,
+    "yellow": 0.16,
+    "green": 0.33,
+    "teal": 0.48,
+    "blue": 0.62,
+    "purple": 0.76,
+    "pink": 0.88,
+}
+
+
+def _hue(number: int) -> float:
+    """The subject's hue of prompt group `number` (steps of 0.161 around the wheel)."""
+    return (number * 0.161) % 1.0
+
+
+def _shape(number: int) -> str:
+    """The subject's shape of prompt group `number` (shifted each round, so that colour and
+    shape do not repeat together every six prompts)."""
+    return SHAPES[(number + number // len(SHAPES)) % len(SHAPES)]
+
+
+def describe_group(number: int) -> str:
+    """What prompt group `number` shows, as a prompt: e.g. `"prompt 4: a blue ring"`."""
+    hue = _hue(number)
+    colour = min(
+        COLOUR_HUES,
+        key=lambda name: min(abs(hue - COLOUR_HUES[name]), 1 - abs(hue - COLOUR_HUES[name])),
+    )
+    article = "an" if colour[0] in "aeiou" else "a"
+    return f"prompt {number}: {article} {colour} {_shape(number)}"
 
 
 def _shape_mask(shape: str, xx: np.ndarray, yy: np.ndarray, radius: float) -> np.ndarray:
@@ -102,7 +138,7 @@ def draw_clip(percentile: float, group: int, variant: int) -> np.ndarray:
         raise ValueError("percentile must be in [0, 1]")
     rng = np.random.default_rng([group, variant])
     defect = 1.0 - percentile
-    hue = (group * 0.161) % 1.0
+    hue = _hue(group)
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64)
     # background: a vertical gradient in the complementary hue
     top = np.array(colorsys.hsv_to_rgb((hue + 0.5) % 1.0, 0.35, 0.95))
@@ -113,9 +149,9 @@ def draw_clip(percentile: float, group: int, variant: int) -> np.ndarray:
     centre_y = HEIGHT / 2 + rng.uniform(-12, 12)
     radius = HEIGHT * rng.uniform(0.26, 0.34)
     # a soft shadow under the subject, then the subject with a light-to-dark shading
-    shadow = _shape_mask(SHAPES[group % len(SHAPES)], xx - centre_x - 5, yy - centre_y - 6, radius)
+    shadow = _shape_mask(_shape(group), xx - centre_x - 5, yy - centre_y - 6, radius)
     image[shadow] *= 0.6
-    mask = _shape_mask(SHAPES[group % len(SHAPES)], xx - centre_x, yy - centre_y, radius)
+    mask = _shape_mask(_shape(group), xx - centre_x, yy - centre_y, radius)
     colour = np.array(colorsys.hsv_to_rgb(hue, 0.85, 0.95))
     shade = 1.0 - 0.35 * np.clip((yy - centre_y + xx - centre_x) / (2.5 * radius) + 0.5, 0, 1)
     image[mask] = colour * shade[mask][:, None]
@@ -129,28 +165,59 @@ def draw_clip(percentile: float, group: int, variant: int) -> np.ndarray:
 
 
 def write_demo_media(
-    quality: np.ndarray, groups: Sequence[int] | np.ndarray, out_dir: str | Path
+    quality: Sequence[float] | np.ndarray,
+    groups: Sequence[Hashable],
+    out_dir: str | Path,
+    names: Sequence[str] | None = None,
 ) -> list[str]:
     """Write one PNG per clip to `out_dir` (created if missing); existing files are rewritten.
 
     Args:
         quality: (n,) true quality per clip (any scale; only the percentiles matter).
-        groups: (n,) prompt group index per clip.
-        out_dir: folder for `clip-000.png`, `clip-001.png`, ...
+        groups: (n,) prompt group per clip (any labels; numbered by first appearance).
+        out_dir: the folder to write to.
+        names: (n,) file stems; default `clip-000`, `clip-001`, ...
 
     Returns:
-        The n file names, in clip order.
+        The n file names (`stem.png`), in clip order.
     """
     from matplotlib.image import imsave  # imported here: drawing is rare, start-up is not
 
-    percentiles = quality_percentiles(quality)
-    if len(groups) != len(percentiles):
-        raise ValueError("quality and groups must have the same length")
+    percentiles = quality_percentiles(np.asarray(quality, dtype=np.float64))
+    stems = list(names) if names is not None else [f"clip-{i:03d}" for i in range(len(quality))]
+    if not len(groups) == len(stems) == len(percentiles):
+        raise ValueError("quality, groups and names must have the same length")
+    numbers: dict[Hashable, int] = {}
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for index, (percentile, group) in enumerate(zip(percentiles, groups, strict=True)):
-        name = f"clip-{index:03d}.png"
-        imsave(folder / name, draw_clip(float(percentile), int(group), index), format="png")
-        names.append(name)
-    return names
+    written = []
+    for index, (percentile, group, stem) in enumerate(zip(percentiles, groups, stems, strict=True)):
+        number = numbers.setdefault(group, len(numbers))
+        imsave(folder / f"{stem}.png", draw_clip(float(percentile), number, index), format="png")
+        written.append(f"{stem}.png")
+    return written
+
+
+def picture_clips(
+    clips: Sequence[Mapping[str, Any]], quality: Mapping[str, float], out_dir: str | Path
+) -> list[dict[str, Any]]:
+    """Draw a picture per clip and point the clips at them: the demo campaign's clips.
+
+    Args:
+        clips: clip records in the API's shape (`external_id`, `group`, ...), e.g. from
+            `sim.demo.demo_clips`.
+        quality: external id -> true quality.
+        out_dir: the folder the service serves under `/media/`.
+
+    Returns:
+        Copies of `clips` with `uri` = `/media/{external_id}.png` and `group` the prompt the
+        picture shows (`describe_group`).
+    """
+    groups = [clip["group"] for clip in clips]
+    ids = [str(clip["external_id"]) for clip in clips]
+    names = write_demo_media([quality[i] for i in ids], groups, out_dir, names=ids)
+    numbers = {group: number for number, group in enumerate(dict.fromkeys(groups))}
+    return [
+        {**clip, "uri": f"/media/{name}", "group": describe_group(numbers[clip["group"]])}
+        for clip, name in zip(clips, names, strict=True)
+    ]

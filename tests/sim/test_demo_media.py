@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from sim.demo_media import HEIGHT, SHAPES, WIDTH, draw_clip, quality_percentiles, write_demo_media
+from sim.demo_media import (
+    HEIGHT,
+    SHAPES,
+    WIDTH,
+    describe_group,
+    draw_clip,
+    picture_clips,
+    quality_percentiles,
+    write_demo_media,
+)
 
 
 def _roughness(image: np.ndarray) -> float:
@@ -43,5 +52,27 @@ def test_write_demo_media_writes_one_png_per_clip(tmp_path) -> None:
     for name in names:
         image = imread(tmp_path / "media" / name)
         assert image.shape[:2] == (HEIGHT, WIDTH)
+    named = write_demo_media([0.0, 1.0], ["prompt-b", "prompt-a"], tmp_path, names=["x", "y"])
+    assert named == ["x.png", "y.png"]
     with pytest.raises(ValueError):
         write_demo_media(np.zeros(2), [0], tmp_path)
+
+
+def test_prompts_are_described_distinctly() -> None:
+    prompts = [describe_group(number) for number in range(36)]
+    assert len(set(prompts)) == len(prompts)
+    assert prompts[4] == "prompt 4: a blue ring"
+
+
+def test_picture_clips_point_the_demo_at_its_pictures(tmp_path) -> None:
+    clips = [
+        {"external_id": f"clip-{i}", "uri": "x", "group": f"p{i % 2}", "scores": {"a": i}}
+        for i in range(4)
+    ]
+    quality = {f"clip-{i}": float(i) for i in range(4)}
+    pictured = picture_clips(clips, quality, tmp_path)
+    assert [clip["uri"] for clip in pictured] == [f"/media/clip-{i}.png" for i in range(4)]
+    assert all((tmp_path / f"clip-{i}.png").exists() for i in range(4))
+    assert [clip["group"] for clip in pictured[:2]] == [describe_group(0), describe_group(1)]
+    assert pictured[2]["group"] == pictured[0]["group"]
+    assert pictured[3]["scores"] == {"a": 3}
