@@ -5,7 +5,7 @@ group's background); its true quality decides how clean the picture is. With the
 percentile p = Phi((q - mean q) / sd q) and the defect d = 1 - p, a clip is blurred (box blur
 of radius round(3 d)), made blocky (pixel blocks of side 1 + round(6 d)), desaturated (by
 0.7 d) and noisy (Gaussian noise sd 0.22 d). A rater who picks the cleaner picture therefore
-answers like a simulated rater of the world, and the demo's leaderboard can be checked by eye.
+picks the truly better clip, and the demo's leaderboard can be checked by eye.
 Nothing here ranks anything: it only draws.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtr
 
 WIDTH, HEIGHT = 192, 144
 SHAPES = ("disc", "square", "triangle", "star", "ring", "diamond")
@@ -34,7 +35,7 @@ def quality_percentiles(quality: np.ndarray) -> np.ndarray:
     if sd == 0:
         return np.full(quality.shape, 0.5)
     z = (quality - quality.mean()) / sd
-    return 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
+    return ndtr(z)
 
 
 # hue (0-1 on the HSV wheel) at the centre of each colour name
