@@ -41,9 +41,10 @@ test: $(STAMP) lint  ## lint, then run the whole test suite
 bench: $(STAMP)  ## run the benchmarks, writing benchmarks/results/
 	$(PY) -m benchmarks.selection_speed
 
-serve: $(STAMP)  ## start the service (arrives with the service issue)
-	@echo "The HTTP service is not built yet (see the service issue); 'make test' runs the engine suite."
-	@exit 1
+# HOST, PORT, DATABASE_URL (default: SQLite in .ratingparty/) and DEMO=1 pass through.
+serve: $(STAMP)  ## start the HTTP service on 127.0.0.1:8000 (DEMO=1 seeds a demo campaign)
+	HOST="$(or $(HOST),127.0.0.1)" PORT="$(or $(PORT),8000)" DATABASE_URL="$(DATABASE_URL)" \
+		DEMO="$(DEMO)" $(PY) -m api
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

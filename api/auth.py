@@ -1,0 +1,51 @@
+"""Bearer tokens: the admin key and rater tokens (stored only as SHA-256 hashes)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from api.errors import Unauthorized
+
+TOKEN_BYTES = 24  # 192 bits: unguessable, short enough to paste into a curl line
+
+
+def bearer(connection: ASGIConnection) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None."""
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def is_admin(connection: ASGIConnection) -> bool:
+    """Whether the request carries the service's admin key (compared in constant time)."""
+    token = bearer(connection)
+    key: str = connection.app.state.settings.admin_key
+    return token is not None and hmac.compare_digest(token.encode(), key.encode())
+
+
+def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Litestar guard: only the admin key passes."""
+    if not is_admin(connection):
+        raise Unauthorized(
+            detail="this endpoint needs the admin key: send 'Authorization: Bearer <admin key>'"
+        )
+
+
+def new_token() -> str:
+    """A fresh rater token."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def hash_token(token: str) -> str:
+    """What the database keeps of a token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+__all__ = ["admin_guard", "bearer", "hash_token", "is_admin", "new_token"]

@@ -1,0 +1,989 @@
+"""The one object per campaign that owns its engine state: `CampaignRuntime`.
+
+Threads and order. The engine `Campaign` is touched only by the runtime's engine thread, and
+only through the runtime's pump: one coroutine that runs, in this priority, (1) the committed
+judgments not yet applied, as one ordered batch (micro-batching: labels that arrive while the
+engine is busy are applied together), (2) queued calls (clip batches, per-rater selections,
+reads), (3) releases of expired or skipped tasks, (4) refills of the short queue of tasks
+chosen ahead. Everything else (the queue, leases, who answered what) lives on the event loop,
+so hand-outs and idempotency checks never wait for the engine.
+
+The queue. Tasks are chosen ahead for no rater in particular (`next_task(None, hold=True)`),
+so each is pending in the engine while queued and later selections avoid it. A request takes
+the first queued task its rater may answer (a pair they have not judged, a clip they have not
+rated); when none fits, the engine chooses for that rater. The queue grows with the number of
+waiting requests (up to `queue_max`) and shrinks back to `queue_min` when idle; when idle the
+pump also replaces tasks chosen before the latest labels, so a quiet campaign hands out tasks
+from the current posterior.
+
+Durability and replay. A judgment is acknowledged once its transaction committed; it then
+joins the batch for the engine. Labels carry `seq` (commit order) and, once applied, `batch`
+(the engine call); clip batches carry `after_seq`. `CampaignRuntime.start` replays clips and
+labels in exactly that interleaved, batched order, so the posterior after a restart equals the
+one before (float64, CPU). Open assignments whose lease has not expired are held again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import math
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+
+from api import store
+from api.db import as_utc
+from api.errors import BadRequest, Conflict, Gone, NotFound, TooManyOpen, Unavailable
+from api.settings import Settings
+from api.store import CampaignLog, CampaignRecord, ClipRecord
+from api.writer import Writer
+from engine import (
+    Campaign,
+    CampaignConfig,
+    Judgment,
+    NoEligibleTaskError,
+    Outcome,
+    PriorScales,
+    Task,
+)
+from engine.adapters import JOD_NOISE_SD
+from engine.summaries import ClipSummary, credible_halfwidth
+
+log = logging.getLogger("ratingparty.api")
+T = TypeVar("T")
+
+# The simulator's fixed prior on the JOD scale (sim/campaigns.py explains the choice); api may
+# not import sim, so the three numbers are repeated here and stored with each campaign.
+PRIOR = PriorScales(weight_scale=1.0, context_scale=0.5, residual_scale=1.5)
+TIE_MARGIN = 0.5  # JOD: a third of a rater's noise sd, where real raters start saying "same"
+EMOJI_SPACING = 1.0  # JOD between neighbouring emoji thresholds (5 levels: -1.5 .. 1.5)
+LAPSE_PRIOR = (9.0, 1.0)  # keep probability ~ Beta(9, 1): most answers are meant
+IDLE_WAKE_S = 1.0  # the pump looks at leases at least this often when nothing else happens
+CLOSE_WAIT_S = 10.0  # longest engine step a shutdown waits for before cancelling it
+NO_SECOND = -1
+
+
+def engine_config(
+    criteria: Sequence[str], pair_scope: str, ties: bool, emoji_levels: int | None
+) -> dict[str, Any]:
+    """The engine settings a new campaign is created with, as JSON (stored with the campaign,
+    so a later change of these defaults never changes how an old campaign replays)."""
+    thresholds = None
+    if emoji_levels is not None:
+        middle = (emoji_levels - 2) / 2
+        thresholds = [EMOJI_SPACING * (k - middle) for k in range(emoji_levels - 1)]
+    return {
+        "criteria": list(criteria),
+        "pair_scope": pair_scope,
+        "tie_margin": TIE_MARGIN if ties else 0.0,
+        "emoji_thresholds": thresholds,
+        "noise_sd": JOD_NOISE_SD,
+        "prior": {
+            "weight_scale": PRIOR.weight_scale,
+            "context_scale": PRIOR.context_scale,
+            "residual_scale": PRIOR.residual_scale,
+        },
+        "lapse_prior": list(LAPSE_PRIOR),
+        "learn_rater_noise": True,
+    }
+
+
+def build_config(stored: dict[str, Any]) -> CampaignConfig:
+    """The engine's `CampaignConfig` from a stored `engine_config`."""
+    thresholds = stored["emoji_thresholds"]
+    lapse = stored["lapse_prior"]
+    return CampaignConfig(
+        criteria=tuple(stored["criteria"]),
+        prior=PriorScales(**stored["prior"]),
+        pair_scope=stored["pair_scope"],
+        tie_margin=float(stored["tie_margin"]),
+        emoji_thresholds=None if thresholds is None else tuple(thresholds),
+        noise_sd=float(stored["noise_sd"]),
+        lapse_prior=None if lapse is None else (float(lapse[0]), float(lapse[1])),
+        learn_rater_noise=bool(stored["learn_rater_noise"]),
+    )
+
+
+def epoch(moment: datetime) -> float:
+    """Seconds since the epoch of a database datetime."""
+    return as_utc(moment).timestamp()
+
+
+def utc(seconds: float) -> datetime:
+    """An aware UTC datetime from seconds since the epoch."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+# loop-side bookkeeping ----------------------------------------------------------------------
+
+
+@dataclass
+class ClipState:
+    """A clip as the service shows it; `position` is its engine index."""
+
+    id: int
+    position: int
+    external_id: str
+    uri: str
+    group: str | None
+    context: str | None
+    labels: int = 0
+
+
+@dataclass
+class RaterState:
+    """What the service knows about one rater of this campaign."""
+
+    id: int
+    name: str | None
+    judged: set[tuple[int, int]] = field(default_factory=set)  # (low, high) positions
+    rated: set[int] = field(default_factory=set)
+    skipped: set[tuple[int, int]] = field(default_factory=set)
+    open: set[int] = field(default_factory=set)  # open assignment ids
+    labels: int = 0
+    skips: int = 0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A committed answer to an assignment."""
+
+    judgment_id: int
+    choice: str | None
+    level: int | None
+
+
+@dataclass
+class AssignmentState:
+    """A handed-out task. `task_id` is its engine pending-task id."""
+
+    id: int
+    rater_id: int
+    task_id: int
+    first: int
+    second: int
+    swapped: bool
+    expires_at: float
+    answer: Answer | None = None
+    committing: asyncio.Future[Any] | None = None
+    released: bool = False  # expired and released from the engine's pending set
+
+    @property
+    def is_pair(self) -> bool:
+        return self.second != NO_SECOND
+
+    @property
+    def left(self) -> int:
+        return self.second if self.swapped else self.first
+
+    @property
+    def right(self) -> int:
+        return self.first if self.swapped else self.second
+
+    @property
+    def pair(self) -> tuple[int, int]:
+        return (min(self.first, self.second), max(self.first, self.second))
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A task chosen ahead, with the number of engine batches applied when it was chosen."""
+
+    task: Task
+    version: int
+
+
+@dataclass(frozen=True)
+class Label:
+    """A committed label waiting for the engine."""
+
+    seq: int
+    judgment: Judgment
+    task_id: int
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    """What `POST /v1/assignments/{id}/judgment` returns."""
+
+    assignment_id: int
+    judgment_id: int
+    choice: str | None
+    level: int | None
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class NewClip:
+    """A validated clip of a batch (scores aligned with the campaign's criteria)."""
+
+    external_id: str
+    uri: str
+    group: str | None
+    context: str | None
+    scores: tuple[float | None, ...]
+
+
+# the runtime --------------------------------------------------------------------------------
+
+
+class CampaignRuntime:
+    """Owns one campaign's engine state, queue, leases and answers.
+
+    Args:
+        record: the campaign row.
+        engine: the database, for the replay's reads.
+        writer: the database's writer.
+        settings: limits and queue sizes.
+    """
+
+    def __init__(
+        self, record: CampaignRecord, engine: Engine, writer: Writer, settings: Settings
+    ) -> None:
+        self.record = record
+        self.settings = settings
+        self._db = engine
+        self._writer = writer
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"campaign-{record.id}")
+        self._rng = random.Random(None if settings.seed is None else settings.seed + record.id)
+        self.campaign: Campaign | None = None  # the engine thread's; built by start()
+        self.clips: list[ClipState] = []
+        self.clip_index: dict[str, int] = {}  # external id -> position
+        self.raters: dict[int, RaterState] = {}
+        self.assignments: dict[int, AssignmentState] = {}
+        self.n_labels = 0
+        self._queue: deque[Queued] = deque()
+        self._queue_changed = asyncio.Event()
+        self._waiting = 0
+        self._exhausted = False  # no task at all in scope (until clips are added)
+        self._unapplied: list[Label] = []
+        self._calls: deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = deque()
+        self._to_release: list[int] = []
+        self._leases: list[tuple[float, int]] = []  # heap of (expires_at, assignment id)
+        self._assigned_pairs: Counter[tuple[int, int]] = Counter()
+        self._wake = asyncio.Event()
+        self._pump_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._next_seq = 1
+        self._applied_seq = 0
+        self._next_batch = 1
+        self._next_clip_batch = 1
+        self._version = 0  # engine batches applied (for cached reads and stale queue entries)
+        self._last_progress = -math.inf
+        self.n_applied = 0  # labels applied to the posterior (n_labels minus the waiting ones)
+        self._read_cache: dict[tuple[str, float], tuple[int, Any]] = {}
+
+    # life cycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the campaign's log and replay it into a fresh engine campaign."""
+        loop = asyncio.get_running_loop()
+        logged = await loop.run_in_executor(
+            self._executor, store.load_log, self._db, self.record.id
+        )
+        await loop.run_in_executor(self._executor, self._replay, logged)
+        self._restore(logged)
+        self._pump_task = asyncio.create_task(self._pump(), name=f"pump-{self.record.id}")
+
+    async def close(self) -> None:
+        """Stop the pump and the engine thread (committed labels are already in the database)."""
+        self._closing = True
+        self._wake.set()
+        self._queue_changed.set()
+        if self._pump_task is not None:
+            # let the current engine step finish (an applied batch gets its batch mark)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._pump_task), CLOSE_WAIT_S)
+            except TimeoutError:
+                self._pump_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._pump_task
+        for _, future in self._calls:
+            if not future.done():
+                future.set_exception(Unavailable(detail="the service is shutting down"))
+        self._executor.shutdown(wait=True)
+
+    def _replay(self, logged: CampaignLog) -> None:
+        """Engine thread: clip batches and label batches in the order they were applied."""
+        campaign = Campaign(
+            build_config(self.record.engine_config), device=self.settings.engine_device
+        )
+        clip_batches: dict[int, list[ClipRecord]] = {}
+        for clip in logged.clips:
+            clip_batches.setdefault(clip.batch, []).append(clip)
+        pending_clips = deque(
+            sorted(clip_batches.values(), key=lambda b: (b[0].after_seq, b[0].batch))
+        )
+        labels = sorted(
+            (j for j in logged.judgments if j.seq is not None), key=lambda j: j.seq or 0
+        )
+        batches: list[list[store.JudgmentRecord]] = []
+        for judgment in labels:
+            recorded = (
+                judgment.batch is not None and batches and batches[-1][-1].batch == judgment.batch
+            )
+            unbatched_run = (
+                judgment.batch is None
+                and batches
+                and batches[-1][-1].batch is None
+                and len(batches[-1]) < self.settings.max_apply_batch
+            )
+            if recorded or unbatched_run:
+                batches[-1].append(judgment)
+            else:
+                batches.append([judgment])
+        for batch in batches:
+            while pending_clips and pending_clips[0][0].after_seq < (batch[0].seq or 0):
+                self._add_to_engine(campaign, pending_clips.popleft())
+            campaign.observe([self._engine_judgment(j) for j in batch])
+        while pending_clips:
+            self._add_to_engine(campaign, pending_clips.popleft())
+        self.campaign = campaign
+
+    def _add_to_engine(self, campaign: Campaign, batch: Sequence[ClipRecord | NewClip]) -> None:
+        scores = [list(c.scores) for c in batch] if campaign.config.criteria else None
+        campaign.add_clips(
+            scores,
+            count=len(batch),
+            contexts=[c.context for c in batch],
+            groups=[c.group for c in batch],
+        )
+
+    @staticmethod
+    def _engine_judgment(record: store.JudgmentRecord) -> Judgment:
+        if record.second == NO_SECOND:
+            return Judgment(record.rater_id, record.first, NO_SECOND, level=record.level)
+        return Judgment(record.rater_id, record.first, record.second, Outcome(record.outcome))
+
+    def _restore(self, logged: CampaignLog) -> None:
+        """Loop-side state from the log; open, unexpired assignments are pending again."""
+        campaign = self.campaign
+        assert campaign is not None
+        for clip in logged.clips:
+            self.clips.append(
+                ClipState(
+                    clip.id, clip.position, clip.external_id, clip.uri, clip.group, clip.context
+                )
+            )
+            self.clip_index[clip.external_id] = clip.position
+        self._next_clip_batch = 1 + max((c.batch for c in logged.clips), default=0)
+        for rater in logged.raters:
+            self.raters[rater.id] = RaterState(rater.id, rater.name)
+        answers = {j.assignment_id: j for j in logged.judgments}
+        now = time.time()
+        for record in logged.assignments:
+            judgment = answers.get(record.id)
+            state = AssignmentState(
+                record.id,
+                record.rater_id,
+                -record.id,
+                record.first,
+                record.second,
+                record.swapped,
+                epoch(record.expires_at),
+            )
+            self.assignments[record.id] = state
+            if judgment is not None:
+                state.answer = Answer(judgment.id, judgment.choice, judgment.level)
+                self._count_answer(state, judgment.choice, judgment.level)
+            elif state.expires_at > now:
+                # engine task ids of restored tasks are negative: the engine counts up from 1
+                campaign.hold(
+                    Task(state.task_id, record.rater_id, record.first, record.second, 0.0, ())
+                )
+                self._open(state)
+            else:
+                state.released = True
+        seqs = [j.seq for j in logged.judgments if j.seq is not None]
+        self._next_seq = 1 + max(seqs, default=0)
+        self._applied_seq = max(seqs, default=0)
+        self._next_batch = 1 + max((j.batch or 0 for j in logged.judgments), default=0)
+        self.n_applied = len(seqs)
+
+    # hand-out ---------------------------------------------------------------------------------
+
+    async def assign(self, rater: RaterState) -> tuple[AssignmentState | None, str | None]:
+        """The next task for `rater`, as an open assignment, or (None, why) when none is left.
+
+        Raises:
+            TooManyOpen: the rater already holds `max_open_assignments`.
+            Unavailable: the engine did not produce a task in time, or the database failed.
+        """
+        self._expire_due()
+        if len(rater.open) >= self.settings.max_open_assignments:
+            raise TooManyOpen(
+                detail=f"rater {rater.id} already holds {len(rater.open)} open assignments "
+                f"(the most allowed); answer or let them expire first"
+            )
+        deadline = time.monotonic() + self.settings.assign_timeout_s
+        while True:
+            if self._closing:
+                raise Unavailable(detail="the service is shutting down")
+            task = self._take(rater)
+            if task is not None:
+                break
+            if self._queue or self._exhausted:
+                # nothing chosen ahead fits this rater: the engine chooses for them
+                task = await self.call(lambda: self._rater_task(rater))
+                if task is None:
+                    return None, self._nothing_left(rater)
+                break
+            changed = self._queue_changed
+            self._waiting += 1
+            self._wake.set()
+            try:
+                await asyncio.wait_for(changed.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                raise Unavailable(detail="the engine is busy; retry the request") from None
+            finally:
+                self._waiting -= 1
+        # the database write must finish even if the client goes away: otherwise the task
+        # would stay pending in the engine with no assignment to ever release it
+        return await asyncio.shield(asyncio.ensure_future(self._hand_out(rater, task))), None
+
+    def _take(self, rater: RaterState) -> Task | None:
+        """The first queued task `rater` may answer, preferring pairs nobody holds."""
+        fallback = None
+        for index, entry in enumerate(self._queue):
+            task = entry.task
+            if task.second == NO_SECOND:
+                if task.first in rater.rated or any(
+                    self.assignments[a].first == task.first and not self.assignments[a].is_pair
+                    for a in rater.open
+                ):
+                    continue
+            else:
+                pair = (min(task.first, task.second), max(task.first, task.second))
+                if pair in rater.judged or pair in rater.skipped or self._holds(rater, pair):
+                    continue
+                if self._assigned_pairs[pair] and fallback is None:
+                    fallback = index
+                    continue
+            del self._queue[index]
+            return task
+        if fallback is not None:
+            task = self._queue[fallback].task
+            del self._queue[fallback]
+            return task
+        return None
+
+    def _holds(self, rater: RaterState, pair: tuple[int, int]) -> bool:
+        return any(
+            self.assignments[a].is_pair and self.assignments[a].pair == pair for a in rater.open
+        )
+
+    async def _rater_task(self, rater: RaterState) -> Task | None:
+        """Pump call: the engine's best task for this rater (their judged pairs excluded)."""
+        campaign = self.campaign
+        assert campaign is not None
+
+        def choose() -> Task | None:
+            try:
+                return campaign.next_task(rater.id, hold=True)
+            except NoEligibleTaskError:
+                return None
+
+        task = await self._run(choose)
+        if task is None:
+            return None
+        pair = (min(task.first, task.second), max(task.first, task.second))
+        repeat = task.first in rater.rated if task.second == NO_SECOND else self._holds(rater, pair)
+        if repeat:  # only a task this rater already holds is left
+            self._to_release.append(task.id)
+            return None
+        return task
+
+    def _nothing_left(self, rater: RaterState) -> str:
+        if len(self.clips) < 2 and self.record.emoji_levels is None:
+            return "this campaign has fewer than two clips: nothing to compare yet"
+        return (
+            f"no task is left for rater {rater.id}: they have judged every pair in the "
+            f"campaign's pairing scope ({self.record.pair_scope})"
+            + ("" if self.record.emoji_levels is None else " and rated every clip")
+            + " or hold the rest open"
+        )
+
+    async def _hand_out(self, rater: RaterState, task: Task) -> AssignmentState:
+        """Store the assignment (left/right order drawn at random) and open its lease."""
+        swapped = task.second != NO_SECOND and self._rng.random() < 0.5
+        expires_at = time.time() + self.record.lease_seconds
+        values = {
+            "campaign_id": self.record.id,
+            "rater_id": rater.id,
+            "first": task.first,
+            "second": task.second,
+            "swapped": swapped,
+            "gain": float(task.gain),
+            "expires_at": utc(expires_at),
+        }
+        try:
+            assignment_id = await self._writer.run(store.insert_assignment(values))
+        except Exception as error:
+            log.exception("storing an assignment failed")
+            self._to_release.append(task.id)
+            self._wake.set()
+            raise Unavailable(detail="the database did not store the assignment; retry") from error
+        state = AssignmentState(
+            assignment_id, rater.id, task.id, task.first, task.second, swapped, expires_at
+        )
+        self.assignments[assignment_id] = state
+        self._open(state)
+        return state
+
+    def _open(self, state: AssignmentState) -> None:
+        self.raters[state.rater_id].open.add(state.id)
+        heapq.heappush(self._leases, (state.expires_at, state.id))
+        if state.is_pair:
+            self._assigned_pairs[state.pair] += 1
+
+    def _close(self, state: AssignmentState) -> None:
+        self.raters[state.rater_id].open.discard(state.id)
+        if state.is_pair:
+            self._assigned_pairs[state.pair] -= 1
+            if not self._assigned_pairs[state.pair]:
+                del self._assigned_pairs[state.pair]
+
+    def _expire_due(self) -> None:
+        """Close the assignments whose lease ran out and release their engine tasks."""
+        now = time.time()
+        while self._leases and self._leases[0][0] <= now:
+            _, assignment_id = heapq.heappop(self._leases)
+            state = self.assignments[assignment_id]
+            if state.answer is None and state.committing is None and not state.released:
+                state.released = True
+                self._close(state)
+                self._to_release.append(state.task_id)
+                self._wake.set()
+
+    # answers ----------------------------------------------------------------------------------
+
+    async def judge(
+        self, rater: RaterState, assignment_id: int, choice: str | None, level: int | None
+    ) -> JudgeResult:
+        """Record an answer: once, idempotently; the label goes to the engine after commit.
+
+        Raises:
+            NotFound: no such assignment of this rater.
+            BadRequest: an answer this task does not take.
+            Conflict: the assignment already has a different answer.
+            Gone: the lease expired.
+            Unavailable: the database failed (nothing was recorded).
+        """
+        state = self.assignments.get(assignment_id)
+        if state is None or state.rater_id != rater.id:
+            raise NotFound(detail=f"assignment {assignment_id} not found for this rater")
+        outcome = self._check_answer(state, choice, level)
+        if state.committing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(state.committing)
+        if state.answer is not None:
+            if (state.answer.choice, state.answer.level) == (choice, level):
+                answer = state.answer
+                return JudgeResult(state.id, answer.judgment_id, answer.choice, answer.level, True)
+            raise Conflict(
+                detail=f"assignment {assignment_id} was already answered with "
+                f"{_describe(state.answer.choice, state.answer.level)}; it cannot change to "
+                f"{_describe(choice, level)}"
+            )
+        if state.released or time.time() >= state.expires_at:
+            raise Gone(
+                detail=f"assignment {assignment_id} expired at {utc(state.expires_at).isoformat()} "
+                f"(lease {self.record.lease_seconds:g} s); ask for a new assignment"
+            )
+        state.committing = asyncio.ensure_future(self._commit(state, choice, level, outcome))
+        return await asyncio.shield(state.committing)
+
+    def _check_answer(
+        self, state: AssignmentState, choice: str | None, level: int | None
+    ) -> Outcome | None:
+        """The engine outcome of `first` vs `second` for a pair answer; None otherwise."""
+        if (choice is None) == (level is None):
+            raise BadRequest(detail="send exactly one of 'choice' or 'level'")
+        if not state.is_pair:
+            if choice is not None and choice != "skip":
+                raise BadRequest(
+                    detail=f"assignment {state.id} is an emoji rating: send 'level' "
+                    f"(0..{(self.record.emoji_levels or 1) - 1}) or choice 'skip', not {choice!r}"
+                )
+            levels = self.record.emoji_levels or 0
+            if level is not None and not 0 <= level < levels:
+                raise BadRequest(
+                    detail=f"level {level} is out of range: this campaign's emoji scale has "
+                    f"levels 0..{levels - 1}"
+                )
+            return None
+        if level is not None:
+            raise BadRequest(
+                detail=f"assignment {state.id} is a pair: send choice left, right"
+                + (", tie" if self.record.ties else "")
+                + " or skip, not an emoji level"
+            )
+        if choice == "tie" and not self.record.ties:
+            raise BadRequest(detail="this campaign does not allow ties: choose left, right or skip")
+        if choice == "skip":
+            return None
+        if choice == "tie":
+            return Outcome.TIE
+        left_wins = choice == "left"
+        first_is_left = not state.swapped
+        return Outcome.WIN if left_wins == first_is_left else Outcome.LOSS
+
+    async def _commit(
+        self, state: AssignmentState, choice: str | None, level: int | None, outcome: Outcome | None
+    ) -> JudgeResult:
+        is_label = choice != "skip"
+        seq = None
+        if is_label:
+            seq, self._next_seq = self._next_seq, self._next_seq + 1
+        values = {
+            "campaign_id": self.record.id,
+            "assignment_id": state.id,
+            "rater_id": state.rater_id,
+            "choice": choice,
+            "level": level,
+            "first": state.first,
+            "second": state.second,
+            "outcome": None if outcome is None else outcome.value,
+            "seq": seq,
+        }
+        try:
+            judgment_id = await self._writer.run(
+                store.insert_judgment(values, "answered" if is_label else "skipped")
+            )
+        except Exception as error:
+            log.exception("storing a judgment failed")
+            raise Unavailable(detail="the database did not store the judgment; retry") from error
+        finally:
+            state.committing = None
+        state.answer = Answer(judgment_id, choice, level)
+        self._close(state)
+        self._count_answer(state, choice, level)
+        if seq is not None:
+            if state.is_pair:
+                judgment = Judgment(state.rater_id, state.first, state.second, outcome)
+            else:
+                judgment = Judgment(state.rater_id, state.first, NO_SECOND, level=level)
+            self._unapplied.append(Label(seq, judgment, state.task_id))
+        else:
+            self._to_release.append(state.task_id)
+        self._wake.set()
+        return JudgeResult(state.id, judgment_id, choice, level, False)
+
+    def _count_answer(self, state: AssignmentState, choice: str | None, level: int | None) -> None:
+        rater = self.raters[state.rater_id]
+        if choice == "skip":
+            rater.skips += 1
+            if state.is_pair:
+                rater.skipped.add(state.pair)
+            return
+        rater.labels += 1
+        self.n_labels += 1
+        self.clips[state.first].labels += 1
+        if state.is_pair:
+            rater.judged.add(state.pair)
+            self.clips[state.second].labels += 1
+        else:
+            rater.rated.add(state.first)
+
+    # clips and raters -------------------------------------------------------------------------
+
+    async def add_clips(self, clips: Sequence[NewClip]) -> list[ClipState]:
+        """Store and add a clip batch, in order with the labels applied so far.
+
+        Raises:
+            Conflict: an external id exists already in this campaign.
+        """
+
+        async def add() -> list[ClipState]:
+            existing = [c.external_id for c in clips if c.external_id in self.clip_index]
+            if existing:
+                raise Conflict(
+                    detail=f"external ids already in campaign {self.record.id}: "
+                    + ", ".join(repr(e) for e in existing[:10])
+                    + (" ..." if len(existing) > 10 else "")
+                )
+            start, batch = len(self.clips), self._next_clip_batch
+            rows = [
+                {
+                    "position": start + offset,
+                    "external_id": clip.external_id,
+                    "uri": clip.uri,
+                    "prompt_group": clip.group,
+                    "context": clip.context,
+                    "scores": list(clip.scores),
+                    "batch": batch,
+                    "after_seq": self._applied_seq,
+                }
+                for offset, clip in enumerate(clips)
+            ]
+            try:
+                ids = await self._writer.run(store.insert_clips(self.record.id, rows))
+            except Exception as error:
+                log.exception("storing clips failed")
+                raise Unavailable(detail="the database did not store the clips; retry") from error
+            self._next_clip_batch += 1
+            campaign = self.campaign
+            assert campaign is not None
+            await self._run(lambda: self._add_to_engine(campaign, clips))
+            added = [
+                ClipState(ids[offset], start + offset, c.external_id, c.uri, c.group, c.context)
+                for offset, c in enumerate(clips)
+            ]
+            self.clips.extend(added)
+            self.clip_index.update({c.external_id: c.position for c in added})
+            self._exhausted = False
+            self._version += 1
+            return added
+
+        return await self.call(add)
+
+    def add_rater(self, rater_id: int, name: str | None) -> RaterState:
+        """Track a newly registered rater."""
+        state = RaterState(rater_id, name)
+        self.raters[rater_id] = state
+        return state
+
+    # reads ------------------------------------------------------------------------------------
+
+    async def leaderboard(self, level: float) -> tuple[ClipSummary, float | None]:
+        """(ClipSummary, expected Kendall tau or None), cached per applied batch."""
+        campaign = self.campaign
+        assert campaign is not None
+
+        def read() -> tuple[ClipSummary, float | None]:
+            board = campaign.leaderboard(level)
+            tau = campaign.expected_kendall_tau() if campaign.n_items >= 2 else math.nan
+            return board, (None if math.isnan(tau) else tau)
+
+        return await self._cached("leaderboard", level, read)
+
+    async def weights(self, level: float) -> dict[str, Any]:
+        """Global and per-context criterion weights: mean, sd and central `level` interval."""
+        campaign = self.campaign
+        assert campaign is not None
+
+        def read() -> dict[str, Any]:
+            summary = campaign.weights()
+            sd = summary.cov.diagonal().clamp_min(0.0).sqrt()
+            context_sd = summary.context_cov.diagonal(dim1=-2, dim2=-1).clamp_min(0.0).sqrt()
+            half, context_half = (
+                credible_halfwidth(sd, level),
+                credible_halfwidth(context_sd, level),
+            )
+            return {
+                "global": (summary.mean.tolist(), sd.tolist(), half.tolist()),
+                "contexts": [
+                    (
+                        str(name),
+                        summary.context_mean[c].tolist(),
+                        context_sd[c].tolist(),
+                        context_half[c].tolist(),
+                    )
+                    for c, name in enumerate(campaign.context_names)
+                ],
+            }
+
+        return await self._cached("weights", level, read)
+
+    async def rater_stats(self) -> dict[int, tuple[float, float, float | None, bool]]:
+        """Per registered rater: (noise sd, keep probability, P(random clicker), flagged)."""
+        campaign = self.campaign
+        assert campaign is not None
+        ids = list(self.raters)
+
+        def read() -> dict[int, tuple[float, float, float | None, bool]]:
+            reliability = campaign.rater_reliability()
+            out = {}
+            for rater_id in ids:
+                known = reliability.get(rater_id)
+                out[rater_id] = (
+                    campaign.noise_sd(rater_id),
+                    campaign.keep_probability(rater_id),
+                    None if known is None else known.probability_random,
+                    False if known is None else known.flagged,
+                )
+            return out
+
+        return await self.call(lambda: self._run(read))
+
+    async def _cached(self, name: str, level: float, read: Callable[[], T]) -> T:
+        key = (name, level)
+        hit = self._read_cache.get(key)
+        # a read reflects every label acknowledged before it: with labels still waiting for
+        # the engine it goes through the pump, which applies them first
+        if hit is not None and hit[0] == self._version and self.n_applied == self.n_labels:
+            return hit[1]
+
+        async def fresh() -> T:
+            again = self._read_cache.get(key)
+            if again is not None and again[0] == self._version:
+                return again[1]
+            version = self._version
+            value = await self._run(read)
+            self._read_cache[key] = (version, value)
+            return value
+
+        return await self.call(fresh)
+
+    # the pump ---------------------------------------------------------------------------------
+
+    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run `fn` on the pump, after the labels committed so far are applied."""
+        if self._closing:
+            raise Unavailable(detail="the service is shutting down")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._calls.append((fn, future))
+        self._wake.set()
+        return await future
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the engine thread (only the pump and its calls do this)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def _pump(self) -> None:
+        while not self._closing:
+            self._wake.clear()
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("campaign %s: engine step failed", self.record.id)
+                await asyncio.sleep(0.1)  # do not spin on a persistent failure
+
+    async def _step(self) -> None:
+        """One unit of engine work, in priority order; waits when there is none."""
+        self._expire_due()
+        if self._unapplied:
+            await self._apply()
+        elif self._calls:
+            fn, future = self._calls.popleft()
+            try:
+                result = await fn()
+            except Exception as error:
+                if not future.done():
+                    future.set_exception(error)
+            else:
+                if not future.done():
+                    future.set_result(result)
+        elif self._to_release:
+            released, self._to_release = self._to_release, []
+            await self._run(lambda: self._release(released))
+        elif not self._exhausted and len(self._queue) < self._queue_target():
+            await self._refill()
+        elif self._queue and self._queue[0].version < self._version and not self._waiting:
+            await self._refresh_oldest()
+        else:
+            timeout = IDLE_WAKE_S
+            if self._leases:
+                timeout = min(timeout, max(0.0, self._leases[0][0] - time.time()) + 0.001)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _queue_target(self) -> int:
+        return min(self.settings.queue_max, self.settings.queue_min + self._waiting)
+
+    def _release(self, task_ids: Sequence[int]) -> None:
+        """Engine thread: forget pending tasks (unknown ids were released already)."""
+        campaign = self.campaign
+        assert campaign is not None
+        pending = {task.id for task in campaign.pending}
+        for task_id in task_ids:
+            if task_id in pending:
+                campaign.release(task_id)
+
+    async def _apply(self) -> None:
+        """Apply the oldest committed labels as one ordered batch (micro-batching)."""
+        self._unapplied.sort(key=lambda label: label.seq)
+        size = self.settings.max_apply_batch
+        batch, self._unapplied = self._unapplied[:size], self._unapplied[size:]
+        batch_no = self._next_batch
+        self._next_batch += 1
+        now = time.monotonic()
+        record_progress = now - self._last_progress >= self.settings.progress_every_s
+        campaign = self.campaign
+        assert campaign is not None
+
+        def work() -> float | None:
+            pending = {task.id for task in campaign.pending}
+            task_ids = [label.task_id for label in batch if label.task_id in pending]
+            campaign.observe([label.judgment for label in batch], task_ids=task_ids)
+            if not record_progress or campaign.n_items < 2:
+                return None
+            tau = campaign.expected_kendall_tau()
+            return None if math.isnan(tau) else tau
+
+        tau = await self._run(work)
+        self._applied_seq = batch[-1].seq
+        self.n_applied += len(batch)
+        self._version += 1
+        seqs = [label.seq for label in batch]
+        self._writer.submit(store.mark_batch(self.record.id, seqs, batch_no))
+        if record_progress:
+            self._last_progress = now
+            self._writer.submit(store.insert_progress(self.record.id, self.n_applied, tau))
+
+    async def _refill(self) -> None:
+        """Choose one more task ahead (held as pending for no rater in particular)."""
+        campaign = self.campaign
+        assert campaign is not None
+
+        def choose() -> Task | None:
+            try:
+                return campaign.next_task(None, hold=True)
+            except NoEligibleTaskError:
+                return None
+
+        version = self._version
+        task = await self._run(choose)
+        if task is None:
+            self._exhausted = True
+        else:
+            self._queue.append(Queued(task, version))
+        self._queue_changed.set()
+        self._queue_changed = asyncio.Event()
+
+    async def _refresh_oldest(self) -> None:
+        """Idle only: replace the oldest task chosen before the latest labels."""
+        stale = self._queue.popleft()
+        campaign = self.campaign
+        assert campaign is not None
+
+        def choose() -> Task | None:
+            campaign.release(stale.task.id)
+            try:
+                return campaign.next_task(None, hold=True)
+            except NoEligibleTaskError:
+                return None
+
+        version = self._version
+        task = await self._run(choose)
+        if task is not None:
+            self._queue.append(Queued(task, version))
+            self._queue_changed.set()
+            self._queue_changed = asyncio.Event()
+
+
+def _describe(choice: str | None, level: int | None) -> str:
+    return f"choice {choice!r}" if choice is not None else f"level {level}"
+
+
+__all__ = [
+    "CampaignRuntime",
+    "ClipState",
+    "JudgeResult",
+    "NewClip",
+    "RaterState",
+    "build_config",
+    "engine_config",
+]

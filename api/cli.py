@@ -1,0 +1,97 @@
+"""`python -m api` (what `make serve` runs): start the service with uvicorn.
+
+Prints the admin key when it was generated just now (it is stored next to the database and
+never printed again), and a quick-start of curl lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+
+from api.settings import Settings, key_file, load_or_create_admin_key
+
+QUICK_START = """\
+ratingparty is serving on {base}  (OpenAPI: {base}/schema, health: {base}/healthz)
+Quick start (KEY is the admin key{key_hint}):
+  curl -s -X POST {base}/v1/campaigns -H "Authorization: Bearer $KEY" \\
+    -H 'content-type: application/json' -d '{{"name": "party", "criteria": ["alignment"]}}'
+  curl -s -X POST {base}/v1/campaigns/1/clips -H "Authorization: Bearer $KEY" \\
+    -H 'content-type: application/json' -d '{{"clips": [
+      {{"external_id": "a", "uri": "https://example.org/a.mp4", "group": "p1",
+        "scores": {{"alignment": 0.8}}}},
+      {{"external_id": "b", "uri": "https://example.org/b.mp4", "group": "p1",
+        "scores": {{"alignment": null}}}}]}}'
+  curl -s -X POST {base}/v1/campaigns/1/raters -H "Authorization: Bearer $KEY" \\
+    -H 'content-type: application/json' -d '{{"name": "ann"}}'      # -> {{"token": ...}}
+  TOKEN=<the token above>
+  curl -s -X POST {base}/v1/campaigns/1/assignments -H "Authorization: Bearer $TOKEN"
+  curl -s -X POST {base}/v1/assignments/1/judgment -H "Authorization: Bearer $TOKEN" \\
+    -H 'content-type: application/json' -d '{{"choice": "left"}}'
+  curl -s {base}/v1/campaigns/1/leaderboard -H "Authorization: Bearer $KEY"
+Pages: {base}/dashboard/1?key=$KEY (its "New rater link" button opens {base}/rate/1?token=...)
+"""
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (each defaults to its environment variable)."""
+    parser = argparse.ArgumentParser(prog="python -m api", description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("HOST") or "127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000))
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL") or None)
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        default=os.environ.get("DEMO", "").lower() in ("1", "true", "yes"),
+        help="seed a demo campaign of synthetic clips (once)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("RATINGPARTY_ENGINE_THREADS") or 1),
+        help="torch threads of the engine (default 1: the event loop needs the other core, and "
+        "more threads than free cores make torch's thread pool spin, 10-50x slower)",
+    )
+    parser.add_argument("--log-level", default="info")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Resolve settings and the admin key, print the quick start, run uvicorn."""
+    import torch
+    import uvicorn
+
+    from api.app import create_app
+
+    args = parse(argv)
+    torch.set_num_threads(max(1, args.threads))
+    env = dict(os.environ)
+    if args.database_url:
+        env["DATABASE_URL"] = args.database_url
+    url = env.get("DATABASE_URL") or Settings.database_url
+    key_hint = ""
+    if not env.get("RATINGPARTY_ADMIN_KEY"):
+        key, created = load_or_create_admin_key(url)
+        path = key_file(url)
+        if created:
+            print(f"Generated the admin key (stored in {path}; shown only now):\n\n  {key}\n")
+        key_hint = f"; KEY=$(cat {path})"
+    settings = Settings.from_env(env)
+    if args.demo:
+        settings = replace(settings, demo=True)
+    base = f"http://{args.host}:{args.port}"
+    print(QUICK_START.format(base=base, key_hint=key_hint), file=sys.stdout, flush=True)
+    if settings.demo:
+        print("Demo: a campaign named 'demo' with 60 synthetic clips is seeded (once).", flush=True)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,  # one line per label would cost more than the label itself
+    )
+
+
+__all__ = ["main", "parse"]

@@ -1,0 +1,10 @@
+"""HTTP controllers, one module per resource; thin handlers over `api.service.Service`."""
+
+from api.controllers.assignments import AssignmentController
+from api.controllers.campaigns import CampaignController
+from api.controllers.health import health
+from api.controllers.reads import ReadController
+
+CONTROLLERS = [CampaignController, AssignmentController, ReadController, health]
+
+__all__ = ["CONTROLLERS"]

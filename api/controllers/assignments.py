@@ -1,0 +1,44 @@
+"""The rater's calls (rater token): the next assignment and its judgment."""
+
+from __future__ import annotations
+
+from litestar import Controller, Request, Response, post
+
+from api import schemas
+from api.auth import bearer
+from api.controllers._body import strict_body
+from api.service import Service
+
+
+class AssignmentController(Controller):
+    """`POST /v1/campaigns/{id}/assignments` and `POST /v1/assignments/{id}/judgment`."""
+
+    path = "/v1"
+    tags = ("rating",)
+
+    @post(
+        "/campaigns/{campaign_id:int}/assignments",
+        operation_id="nextAssignment",
+        summary="The next task for this rater",
+    )
+    async def next_assignment(
+        self, campaign_id: int, request: Request, service: Service
+    ) -> Response[schemas.AssignmentOut]:
+        """201 with a pair (left/right order random) or a clip to rate, under a lease; 200 with
+        `assignment: null` and a message when nothing is left for this rater."""
+        out = await service.assign(campaign_id, bearer(request))
+        return Response(out, status_code=201 if out.assignment is not None else 200)
+
+    @post(
+        "/assignments/{assignment_id:int}/judgment",
+        operation_id="postJudgment",
+        summary="Answer an assignment",
+    )
+    async def judgment(
+        self, assignment_id: int, data: schemas.JudgmentIn, request: Request, service: Service
+    ) -> Response[schemas.JudgmentOut]:
+        """201 on the first answer, 200 with `duplicate: true` for the same answer again; a
+        different answer is 409, an expired lease 410."""
+        body = await strict_body(request, schemas.JudgmentIn)
+        out = await service.judge(assignment_id, bearer(request), body)
+        return Response(out, status_code=200 if out.duplicate else 201)

@@ -1,0 +1,65 @@
+"""Read-outs: leaderboard (admin key or a rater of the campaign), weights, progress and export
+(admin key). The raters' read-out shares its path with their registration (campaigns.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Request, Response, get
+from litestar.params import Parameter
+
+from api import schemas
+from api.auth import admin_guard, bearer, is_admin
+from api.errors import Unauthorized
+from api.export import MEDIA_TYPES, ExportFormat, ExportKind
+from api.service import DEFAULT_LEVEL, Service
+
+Level = Annotated[float, Parameter(gt=0, lt=1, description="central credible level")]
+
+
+class ReadController(Controller):
+    """`GET /v1/campaigns/{id}/...`."""
+
+    path = "/v1/campaigns/{campaign_id:int}"
+    tags = ("results",)
+
+    @get("/leaderboard", operation_id="leaderboard", summary="Clips by posterior rank")
+    async def leaderboard(
+        self, campaign_id: int, request: Request, service: Service, level: Level = DEFAULT_LEVEL
+    ) -> schemas.Leaderboard:
+        """Mean, sd, credible interval, rank and labels per clip, best first."""
+        if not (is_admin(request) or service.is_rater_of(bearer(request), campaign_id)):
+            raise Unauthorized(
+                detail="the leaderboard needs the admin key or a rater token of this campaign"
+            )
+        return await service.leaderboard(campaign_id, level)
+
+    @get("/weights", operation_id="weights", summary="Criterion weights", guards=[admin_guard])
+    async def weights(
+        self, campaign_id: int, service: Service, level: Level = DEFAULT_LEVEL
+    ) -> schemas.Weights:
+        """The criterion weights with credible intervals, globally and per context."""
+        return await service.weights(campaign_id, level)
+
+    @get("/progress", operation_id="progress", summary="Labels vs accuracy", guards=[admin_guard])
+    async def progress(self, campaign_id: int, service: Service) -> schemas.Progress:
+        """Points of labels against the expected Kendall tau of the ranking."""
+        return await service.progress(campaign_id)
+
+    @get("/export", operation_id="export", summary="Export judgments", guards=[admin_guard])
+    async def export(
+        self,
+        campaign_id: int,
+        service: Service,
+        export_format: Annotated[ExportFormat, Parameter(query="format")] = "csv",
+        kind: ExportKind = "judgments",
+    ) -> Response[str]:
+        """All judgments (`kind=judgments`) or the preference pairs prompt/chosen/rejected
+        (`kind=preferences`), as CSV or JSON lines."""
+        body = await service.export(campaign_id, kind, export_format)
+        name = f"campaign-{campaign_id}-{kind}.{export_format}"
+        return Response(
+            body,
+            media_type=MEDIA_TYPES[export_format],
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )

@@ -1,0 +1,244 @@
+"""Request and response bodies (msgspec Structs): the only types that cross the wire.
+
+The response shapes are a contract with the rating page and the dashboard; fields may be
+added, never renamed. Request bodies reject unknown fields, so a misspelt key is a 400 that
+names it instead of a silently ignored option.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Label = Annotated[str, Meta(min_length=1, max_length=256)]
+Uri = Annotated[str, Meta(min_length=1, max_length=4096)]
+Criterion = Annotated[str, Meta(min_length=1, max_length=64)]
+MAX_CRITERIA = 32
+MAX_EMOJI_LEVELS = 11
+MAX_LEASE_SECONDS = 86_400.0
+
+
+class _Input(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of request bodies: unknown keys are an error."""
+
+
+# requests -----------------------------------------------------------------------------------
+
+
+class CampaignCreate(_Input):
+    """`POST /v1/campaigns`."""
+
+    name: Name
+    criteria: Annotated[list[Criterion], Meta(max_length=MAX_CRITERIA)] | None = None
+    pair_scope: Literal["group", "any"] = "group"
+    ties: bool = True
+    emoji_levels: Annotated[int, Meta(ge=2, le=MAX_EMOJI_LEVELS)] | None = None
+    lease_seconds: Annotated[float, Meta(gt=0, le=MAX_LEASE_SECONDS)] = 120.0
+
+
+class ClipIn(_Input):
+    """One clip of `POST /v1/campaigns/{id}/clips`; a score may be null or left out."""
+
+    external_id: Label
+    uri: Uri
+    group: Label | None = None
+    context: Label | None = None
+    scores: dict[Criterion, float | None] = field(default_factory=dict)
+
+
+class ClipsIn(_Input):
+    """`POST /v1/campaigns/{id}/clips`."""
+
+    clips: Annotated[list[ClipIn], Meta(min_length=1)]
+
+
+class RaterIn(_Input):
+    """`POST /v1/campaigns/{id}/raters`."""
+
+    name: Name | None = None
+
+
+class JudgmentIn(_Input):
+    """`POST /v1/assignments/{id}/judgment`: a choice, or an emoji level (0 = worst)."""
+
+    choice: Literal["left", "right", "tie", "skip"] | None = None
+    level: Annotated[int, Meta(ge=0)] | None = None
+
+
+# responses ----------------------------------------------------------------------------------
+
+
+class Campaign(Struct, kw_only=True):
+    id: int
+    name: str
+    criteria: list[str]
+    pair_scope: str
+    ties: bool
+    emoji_levels: int | None
+    lease_seconds: float
+    n_clips: int
+    n_raters: int
+    n_judgments: int
+    created_at: datetime
+
+
+class CampaignList(Struct, kw_only=True):
+    campaigns: list[Campaign]
+
+
+class ClipRef(Struct, kw_only=True):
+    id: int
+    external_id: str
+
+
+class ClipsAdded(Struct, kw_only=True):
+    added: int
+    clips: list[ClipRef]
+
+
+class RaterCreated(Struct, kw_only=True):
+    id: int
+    name: str | None
+    token: str
+
+
+class Clip(Struct, kw_only=True):
+    id: int
+    external_id: str
+    uri: str
+    group: str | None
+    context: str | None
+
+
+class Assignment(Struct, kw_only=True):
+    id: int
+    kind: Literal["pair", "rating"]
+    left: Clip
+    right: Clip | None
+    expires_at: datetime
+    lease_seconds: float
+    choices: list[str]
+    emoji_levels: int | None
+
+
+class AssignmentOut(Struct, kw_only=True):
+    assignment: Assignment | None
+    message: str | None
+
+
+class JudgmentOut(Struct, kw_only=True):
+    assignment_id: int
+    judgment_id: int
+    choice: str | None
+    level: int | None
+    duplicate: bool
+
+
+class LeaderboardClip(Struct, kw_only=True):
+    id: int
+    external_id: str
+    uri: str
+    group: str | None
+    context: str | None
+    mean: float
+    sd: float
+    lower: float
+    upper: float
+    rank: int
+    labels: int
+
+
+class Leaderboard(Struct, kw_only=True):
+    campaign_id: int
+    n_judgments: int
+    level: float
+    expected_kendall_tau: float | None
+    clips: list[LeaderboardClip]
+
+
+class Weight(Struct, kw_only=True):
+    criterion: str
+    mean: float
+    sd: float
+    lower: float
+    upper: float
+
+
+class ContextWeights(Struct, kw_only=True):
+    context: str
+    weights: list[Weight]
+
+
+class Weights(Struct, kw_only=True):
+    criteria: list[str]
+    level: float
+    global_: list[Weight] = field(name="global")
+    contexts: list[ContextWeights]
+
+
+class RaterStats(Struct, kw_only=True):
+    id: int
+    name: str | None
+    labels: int
+    skips: int
+    noise_sd: float
+    keep_probability: float
+    probability_random: float | None
+    flagged: bool
+
+
+class Raters(Struct, kw_only=True):
+    raters: list[RaterStats]
+
+
+class ProgressPoint(Struct, kw_only=True):
+    labels: int
+    expected_kendall_tau: float | None
+    at: datetime
+
+
+class Progress(Struct, kw_only=True):
+    points: list[ProgressPoint]
+
+
+class Health(Struct, kw_only=True):
+    status: str
+    database: str
+    campaigns_loaded: int
+
+
+def to_builtins(value: Struct) -> object:
+    """A Struct as JSON-ready builtins (for tests and the CLI)."""
+    return msgspec.to_builtins(value)
+
+
+__all__ = [
+    "Assignment",
+    "AssignmentOut",
+    "Campaign",
+    "CampaignCreate",
+    "CampaignList",
+    "Clip",
+    "ClipIn",
+    "ClipRef",
+    "ClipsAdded",
+    "ClipsIn",
+    "ContextWeights",
+    "Health",
+    "JudgmentIn",
+    "JudgmentOut",
+    "Leaderboard",
+    "LeaderboardClip",
+    "Progress",
+    "ProgressPoint",
+    "RaterCreated",
+    "RaterIn",
+    "RaterStats",
+    "Raters",
+    "Weight",
+    "Weights",
+]

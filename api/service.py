@@ -1,0 +1,415 @@
+"""The service layer between the HTTP handlers and the campaign runtimes.
+
+Handlers hand a request Struct in and get a response Struct back; this module validates what
+the schemas cannot (limits that depend on settings, names that depend on the campaign),
+resolves rater tokens, loads each campaign's runtime on first use (replaying its log), and
+turns runtime state into response Structs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+from anyio import to_thread
+from sqlalchemy import Engine, text
+
+from api import schemas, store
+from api.auth import hash_token, new_token
+from api.campaigns import CampaignRuntime, ClipState, NewClip, RaterState, engine_config, utc
+from api.db import as_utc
+from api.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized
+from api.export import ExportFormat, ExportKind, render
+from api.settings import Settings
+from api.store import CampaignRecord
+from api.writer import Writer
+from engine import DEFAULT_CRITERIA
+
+MAX_ABS_SCORE = 1e12  # larger raw scores would overflow the per-campaign standardisation
+DEFAULT_LEVEL = 0.9
+
+
+class Service:
+    """Campaign runtimes and rater tokens of one database.
+
+    Args:
+        settings: limits and queue sizes.
+        engine: the database.
+        writer: the database's only writer.
+    """
+
+    def __init__(self, settings: Settings, engine: Engine, writer: Writer) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.writer = writer
+        self._runtimes: dict[int, CampaignRuntime] = {}
+        self._loading: dict[int, asyncio.Lock] = {}
+        self._tokens: dict[str, tuple[int, int]] = {}  # token hash -> (rater id, campaign id)
+
+    async def start(self) -> None:
+        """Load the rater tokens (campaigns load lazily, on first use)."""
+        raters = await to_thread.run_sync(store.rater_tokens, self.engine)
+        self._tokens = {r.token_hash: (r.id, r.campaign_id) for r in raters}
+
+    async def close(self) -> None:
+        """Stop every campaign runtime."""
+        for runtime in list(self._runtimes.values()):
+            await runtime.close()
+        self._runtimes.clear()
+
+    @property
+    def loaded(self) -> int:
+        return len(self._runtimes)
+
+    async def healthy(self) -> bool:
+        """Whether the database answers."""
+
+        def ping() -> None:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+
+        try:
+            await to_thread.run_sync(ping)
+        except Exception:
+            return False
+        return True
+
+    # campaigns --------------------------------------------------------------------------------
+
+    async def create_campaign(self, body: schemas.CampaignCreate) -> schemas.Campaign:
+        """Store a new campaign."""
+        criteria = list(DEFAULT_CRITERIA if body.criteria is None else body.criteria)
+        if len(set(criteria)) != len(criteria):
+            repeated = sorted({c for c in criteria if criteria.count(c) > 1})
+            raise BadRequest(detail=f"criterion names must be unique; repeated: {repeated}")
+        values = {
+            "name": body.name,
+            "criteria": criteria,
+            "pair_scope": body.pair_scope,
+            "ties": body.ties,
+            "emoji_levels": body.emoji_levels,
+            "lease_seconds": float(body.lease_seconds),
+            "engine_config": engine_config(criteria, body.pair_scope, body.ties, body.emoji_levels),
+        }
+        record = await self.writer.run(store.insert_campaign(values))
+        return _campaign_view(record, (0, 0, 0))
+
+    async def list_campaigns(self) -> list[schemas.Campaign]:
+        """Every campaign with its counts."""
+
+        def read() -> tuple[list[CampaignRecord], dict[int, tuple[int, int, int]]]:
+            return store.list_campaigns(self.engine), store.campaign_counts(self.engine)
+
+        records, counts = await to_thread.run_sync(read)
+        return [_campaign_view(r, self._counts(r.id, counts)) for r in records]
+
+    async def get_campaign(self, campaign_id: int) -> schemas.Campaign:
+        """One campaign with its counts."""
+        runtime = await self.runtime(campaign_id)
+        return _campaign_view(runtime.record, self._counts(campaign_id, {}))
+
+    def _counts(
+        self, campaign_id: int, stored: dict[int, tuple[int, int, int]]
+    ) -> tuple[int, int, int]:
+        runtime = self._runtimes.get(campaign_id)
+        if runtime is None:
+            return stored.get(campaign_id, (0, 0, 0))
+        return len(runtime.clips), len(runtime.raters), runtime.n_labels
+
+    async def runtime(self, campaign_id: int) -> CampaignRuntime:
+        """The campaign's runtime, replaying its log on first use.
+
+        Raises:
+            NotFound: no such campaign.
+        """
+        runtime = self._runtimes.get(campaign_id)
+        if runtime is not None:
+            return runtime
+        lock = self._loading.setdefault(campaign_id, asyncio.Lock())
+        async with lock:
+            runtime = self._runtimes.get(campaign_id)
+            if runtime is not None:
+                return runtime
+            record = await to_thread.run_sync(store.get_campaign, self.engine, campaign_id)
+            if record is None:
+                raise NotFound(detail=f"campaign {campaign_id} not found")
+            runtime = CampaignRuntime(record, self.engine, self.writer, self.settings)
+            await runtime.start()
+            self._runtimes[campaign_id] = runtime
+            return runtime
+
+    # clips and raters -------------------------------------------------------------------------
+
+    async def add_clips(self, campaign_id: int, body: schemas.ClipsIn) -> schemas.ClipsAdded:
+        """Validate and add a clip batch.
+
+        Raises:
+            PayloadTooLarge: more clips than `max_clips_per_request`.
+            BadRequest: repeated external ids, unknown criteria, scores out of range.
+            Conflict: an external id exists already (from the runtime).
+        """
+        limit = self.settings.max_clips_per_request
+        if len(body.clips) > limit:
+            raise PayloadTooLarge(
+                detail=f"{len(body.clips)} clips in one request; at most {limit} per request"
+            )
+        runtime = await self.runtime(campaign_id)
+        clips = _validated_clips(body.clips, runtime.record.criteria)
+        added = await runtime.add_clips(clips)
+        return schemas.ClipsAdded(
+            added=len(added),
+            clips=[schemas.ClipRef(id=c.id, external_id=c.external_id) for c in added],
+        )
+
+    async def register_rater(self, campaign_id: int, body: schemas.RaterIn) -> schemas.RaterCreated:
+        """A new rater of the campaign and their token (shown only here)."""
+        runtime = await self.runtime(campaign_id)
+        token = new_token()
+        digest = hash_token(token)
+        rater_id = await self.writer.run(store.insert_rater(campaign_id, body.name, digest))
+        self._tokens[digest] = (rater_id, campaign_id)
+        runtime.add_rater(rater_id, body.name)
+        return schemas.RaterCreated(id=rater_id, name=body.name, token=token)
+
+    async def rater(
+        self, token: str | None, campaign_id: int | None = None
+    ) -> tuple[CampaignRuntime, RaterState]:
+        """The rater a token belongs to (and their campaign's runtime).
+
+        Raises:
+            Unauthorized: no token or an unknown one.
+            Forbidden: the token belongs to another campaign than `campaign_id`.
+        """
+        if token is None:
+            raise Unauthorized(detail="send the rater's token: 'Authorization: Bearer <token>'")
+        found = self._tokens.get(hash_token(token))
+        if found is None:
+            raise Unauthorized(detail="unknown rater token")
+        rater_id, owner = found
+        if campaign_id is not None and owner != campaign_id:
+            raise Forbidden(
+                detail=f"this rater token belongs to another campaign than {campaign_id}"
+            )
+        runtime = await self.runtime(owner)
+        return runtime, runtime.raters[rater_id]
+
+    def is_rater_of(self, token: str | None, campaign_id: int) -> bool:
+        """Whether `token` is a rater token of this campaign."""
+        found = None if token is None else self._tokens.get(hash_token(token))
+        return found is not None and found[1] == campaign_id
+
+    # assignments ------------------------------------------------------------------------------
+
+    async def assign(self, campaign_id: int, token: str | None) -> schemas.AssignmentOut:
+        """The rater's next assignment, or a message saying why there is none."""
+        runtime, rater = await self.rater(token, campaign_id)
+        state, message = await runtime.assign(rater)
+        if state is None:
+            return schemas.AssignmentOut(assignment=None, message=message)
+        record = runtime.record
+        if state.is_pair:
+            choices = ["left", "right", *(["tie"] if record.ties else []), "skip"]
+        else:
+            choices = ["skip"]
+        assignment = schemas.Assignment(
+            id=state.id,
+            kind="pair" if state.is_pair else "rating",
+            left=_clip_view(runtime.clips[state.left]),
+            right=_clip_view(runtime.clips[state.right]) if state.is_pair else None,
+            expires_at=utc(state.expires_at),
+            lease_seconds=record.lease_seconds,
+            choices=choices,
+            emoji_levels=record.emoji_levels,
+        )
+        return schemas.AssignmentOut(assignment=assignment, message=None)
+
+    async def judge(
+        self, assignment_id: int, token: str | None, body: schemas.JudgmentIn
+    ) -> schemas.JudgmentOut:
+        """Record the rater's answer to their assignment (idempotent)."""
+        runtime, rater = await self.rater(token)
+        result = await runtime.judge(rater, assignment_id, body.choice, body.level)
+        return schemas.JudgmentOut(
+            assignment_id=result.assignment_id,
+            judgment_id=result.judgment_id,
+            choice=result.choice,
+            level=result.level,
+            duplicate=result.duplicate,
+        )
+
+    # reads ------------------------------------------------------------------------------------
+
+    async def leaderboard(self, campaign_id: int, level: float) -> schemas.Leaderboard:
+        """Clips by posterior rank with credible intervals and label counts."""
+        _check_level(level)
+        runtime = await self.runtime(campaign_id)
+        board, tau = await runtime.leaderboard(level)
+        clips = runtime.clips
+        rows = [
+            schemas.LeaderboardClip(
+                id=clips[i].id,
+                external_id=clips[i].external_id,
+                uri=clips[i].uri,
+                group=clips[i].group,
+                context=clips[i].context,
+                mean=mean,
+                sd=sd,
+                lower=lower,
+                upper=upper,
+                rank=rank,
+                labels=clips[i].labels,
+            )
+            for i, (mean, sd, lower, upper, rank) in enumerate(
+                zip(
+                    board.mean.tolist(),
+                    board.sd.tolist(),
+                    board.lower.tolist(),
+                    board.upper.tolist(),
+                    board.rank.tolist(),
+                    strict=True,
+                )
+            )
+            if i < len(clips)
+        ]
+        rows.sort(key=lambda row: row.rank)
+        return schemas.Leaderboard(
+            campaign_id=campaign_id,
+            n_judgments=runtime.n_labels,
+            level=level,
+            expected_kendall_tau=tau,
+            clips=rows,
+        )
+
+    async def weights(self, campaign_id: int, level: float) -> schemas.Weights:
+        """The criterion weights' posterior, globally and per context."""
+        _check_level(level)
+        runtime = await self.runtime(campaign_id)
+        read = await runtime.weights(level)
+        criteria = list(runtime.record.criteria)
+
+        def rows(
+            mean: Sequence[float], sd: Sequence[float], half: Sequence[float]
+        ) -> list[schemas.Weight]:
+            return [
+                schemas.Weight(criterion=c, mean=m, sd=s, lower=m - h, upper=m + h)
+                for c, m, s, h in zip(criteria, mean, sd, half, strict=True)
+            ]
+
+        return schemas.Weights(
+            criteria=criteria,
+            level=level,
+            global_=rows(*read["global"]),
+            contexts=[
+                schemas.ContextWeights(context=name, weights=rows(mean, sd, half))
+                for name, mean, sd, half in read["contexts"]
+            ],
+        )
+
+    async def raters(self, campaign_id: int) -> schemas.Raters:
+        """Every rater's labels and learned reliability."""
+        runtime = await self.runtime(campaign_id)
+        stats = await runtime.rater_stats()
+        out = []
+        for rater_id, rater in runtime.raters.items():
+            noise, keep, random_share, flagged = stats.get(rater_id, (math.nan, 1.0, None, False))
+            out.append(
+                schemas.RaterStats(
+                    id=rater_id,
+                    name=rater.name,
+                    labels=rater.labels,
+                    skips=rater.skips,
+                    noise_sd=noise,
+                    keep_probability=keep,
+                    probability_random=random_share,
+                    flagged=flagged,
+                )
+            )
+        return schemas.Raters(raters=out)
+
+    async def progress(self, campaign_id: int) -> schemas.Progress:
+        """The recorded labels vs expected Kendall tau points."""
+        await self.runtime(campaign_id)
+        points = await to_thread.run_sync(store.progress_points, self.engine, campaign_id)
+        return schemas.Progress(
+            points=[
+                schemas.ProgressPoint(labels=labels, expected_kendall_tau=tau, at=as_utc(at))
+                for labels, tau, at in points
+            ]
+        )
+
+    async def export(self, campaign_id: int, kind: ExportKind, fmt: ExportFormat) -> str:
+        """All judgments (or the preference pairs) as CSV or JSON lines."""
+        await self.runtime(campaign_id)
+        rows = await to_thread.run_sync(store.export_rows, self.engine, campaign_id)
+        return render(rows, kind, fmt)
+
+
+# views and validation -----------------------------------------------------------------------
+
+
+def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> schemas.Campaign:
+    return schemas.Campaign(
+        id=record.id,
+        name=record.name,
+        criteria=list(record.criteria),
+        pair_scope=record.pair_scope,
+        ties=record.ties,
+        emoji_levels=record.emoji_levels,
+        lease_seconds=record.lease_seconds,
+        n_clips=counts[0],
+        n_raters=counts[1],
+        n_judgments=counts[2],
+        created_at=as_utc(record.created_at),
+    )
+
+
+def _clip_view(clip: ClipState) -> schemas.Clip:
+    return schemas.Clip(
+        id=clip.id,
+        external_id=clip.external_id,
+        uri=clip.uri,
+        group=clip.group,
+        context=clip.context,
+    )
+
+
+def _check_level(level: float) -> None:
+    if not 0 < level < 1:
+        raise BadRequest(detail=f"level must be a credible level in (0, 1), got {level}")
+
+
+def _validated_clips(clips: Sequence[schemas.ClipIn], criteria: Sequence[str]) -> list[NewClip]:
+    """Clips with scores aligned to `criteria`; every problem of the batch in one 400."""
+    problems: list[str] = []
+    counts = Counter(clip.external_id for clip in clips)
+    repeated = sorted(name for name, count in counts.items() if count > 1)
+    if repeated:
+        problems.append(f"external ids repeated within the batch: {repeated[:10]}")
+    known = set(criteria)
+    out = []
+    for index, clip in enumerate(clips):
+        unknown = sorted(set(clip.scores) - known)
+        if unknown:
+            problems.append(
+                f"clips[{index}] ({clip.external_id!r}): unknown criteria {unknown}; "
+                f"this campaign's criteria are {list(criteria)}"
+            )
+        for name, value in clip.scores.items():
+            if value is not None and not (math.isfinite(value) and abs(value) <= MAX_ABS_SCORE):
+                problems.append(
+                    f"clips[{index}] ({clip.external_id!r}): score {name!r} = {value} is not a "
+                    f"finite number within +-{MAX_ABS_SCORE:g} (use null for a missing score)"
+                )
+        scores = tuple(clip.scores.get(name) for name in criteria)
+        out.append(NewClip(clip.external_id, clip.uri, clip.group, clip.context, scores))
+    if problems:
+        shown = problems[:10] + (
+            [f"... and {len(problems) - 10} more"] if len(problems) > 10 else []
+        )
+        raise BadRequest(detail="invalid clips: " + "; ".join(shown))
+    return out
+
+
+__all__ = ["DEFAULT_LEVEL", "Service"]

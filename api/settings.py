@@ -1,0 +1,128 @@
+"""The service's settings, read from the environment.
+
+`DATABASE_URL` picks the database (an SQLite file by default, PostgreSQL in deployments),
+`RATINGPARTY_ADMIN_KEY` the admin key. When no key is given, one is generated once and kept in
+a file next to the database (`.ratingparty/admin_key` by default), so a restart keeps it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path(".ratingparty")
+DEFAULT_DATABASE_URL = f"sqlite:///{DEFAULT_DATA_DIR / 'ratingparty.db'}"
+KEY_FILE_NAME = "admin_key"
+MIN_ADMIN_KEY_LENGTH = 16  # shorter keys are guessable; refuse them instead of running open
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app factory needs.
+
+    Attributes:
+        database_url: SQLAlchemy URL; `sqlite:///path.db` or `postgresql+psycopg://...`.
+        admin_key: the bearer key for campaign management, reads and export.
+        max_body_bytes: largest request body accepted (413 beyond).
+        max_clips_per_request: largest clip batch in one POST (413 beyond).
+        max_open_assignments: assignments one rater may hold open at once (429 beyond).
+        queue_min: tasks the campaign keeps chosen ahead even when nobody waits.
+        queue_max: most tasks chosen ahead (each is pending in the engine while queued).
+        max_apply_batch: most judgments applied to the posterior in one engine call.
+        progress_every_s: least time between two recorded progress points.
+        assign_timeout_s: how long an assignment request waits for the engine before a 503.
+        engine_device: torch device of the campaigns' posteriors; None = the engine default.
+        seed: seeds the left/right order; None draws it from the OS.
+        demo: seed a demo campaign of synthetic clips at start (when none exists).
+    """
+
+    database_url: str = DEFAULT_DATABASE_URL
+    admin_key: str = ""
+    max_body_bytes: int = 5_000_000
+    max_clips_per_request: int = 5_000
+    max_open_assignments: int = 8
+    queue_min: int = 2
+    queue_max: int = 16
+    max_apply_batch: int = 64
+    progress_every_s: float = 1.0
+    assign_timeout_s: float = 20.0
+    engine_device: str | None = None
+    seed: int | None = None
+    demo: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.admin_key) < MIN_ADMIN_KEY_LENGTH:
+            raise ValueError(
+                f"the admin key must have at least {MIN_ADMIN_KEY_LENGTH} characters "
+                "(set RATINGPARTY_ADMIN_KEY, or leave it unset to generate one)"
+            )
+        if not 1 <= self.queue_min <= self.queue_max:
+            raise ValueError("need 1 <= queue_min <= queue_max")
+        positive = ("max_body_bytes", "max_clips_per_request", "max_open_assignments")
+        for name in (*positive, "max_apply_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Settings from the environment; the admin key from `RATINGPARTY_ADMIN_KEY` or the
+        key file (created with a fresh key when missing)."""
+        env = dict(os.environ if environ is None else environ)
+        url = env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+        key = env.get("RATINGPARTY_ADMIN_KEY") or load_or_create_admin_key(url)[0]
+        settings = cls(database_url=url, admin_key=key)
+        overrides: dict[str, object] = {}
+        for name, cast in (
+            ("max_body_bytes", int),
+            ("max_clips_per_request", int),
+            ("max_open_assignments", int),
+            ("queue_min", int),
+            ("queue_max", int),
+            ("max_apply_batch", int),
+            ("progress_every_s", float),
+            ("seed", int),
+        ):
+            raw = env.get(f"RATINGPARTY_{name.upper()}")
+            if raw:
+                overrides[name] = cast(raw)
+        if env.get("RATINGPARTY_DEMO", "").lower() in ("1", "true", "yes"):
+            overrides["demo"] = True
+        if env.get("RATINGPARTY_DEVICE"):
+            overrides["engine_device"] = env["RATINGPARTY_DEVICE"]
+        return replace(settings, **overrides) if overrides else settings
+
+
+def data_dir(database_url: str) -> Path:
+    """Where the service keeps its files: the SQLite file's folder, else `.ratingparty/`."""
+    prefix = "sqlite:///"
+    if database_url.startswith(prefix) and database_url[len(prefix) :] not in ("", ":memory:"):
+        return Path(database_url[len(prefix) :]).parent
+    return DEFAULT_DATA_DIR
+
+
+def load_or_create_admin_key(database_url: str) -> tuple[str, bool]:
+    """The stored admin key for this database, creating it (mode 0600) when missing.
+
+    Returns:
+        (key, created): created is True when the key was generated just now.
+    """
+    path = data_dir(database_url) / KEY_FILE_NAME
+    if path.exists():
+        return path.read_text().strip(), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    # O_EXCL: two servers starting at once must not both write a key
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key, True
+
+
+def key_file(database_url: str) -> Path:
+    """The path of the generated admin key for this database."""
+    return data_dir(database_url) / KEY_FILE_NAME
+
+
+__all__ = ["Settings", "data_dir", "key_file", "load_or_create_admin_key"]

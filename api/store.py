@@ -1,0 +1,449 @@
+"""Every SQL statement the service runs: writes (as ops for `api.writer.Writer`) and reads.
+
+Plain records cross this module's boundary (dataclasses and dicts), never SQLModel objects.
+Writes use SQLAlchemy Core statements on the SQLModel tables: the hot paths (an assignment,
+a judgment) are one INSERT and at most one UPDATE each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+
+from api.db import AssignmentRow, CampaignRow, ClipRow, JudgmentRow, ProgressRow, RaterRow, utcnow
+
+campaign_table = CampaignRow.__table__  # type: ignore[attr-defined]
+clip_table = ClipRow.__table__  # type: ignore[attr-defined]
+rater_table = RaterRow.__table__  # type: ignore[attr-defined]
+assignment_table = AssignmentRow.__table__  # type: ignore[attr-defined]
+judgment_table = JudgmentRow.__table__  # type: ignore[attr-defined]
+progress_table = ProgressRow.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class CampaignRecord:
+    """A campaign row."""
+
+    id: int
+    name: str
+    criteria: tuple[str, ...]
+    pair_scope: str
+    ties: bool
+    emoji_levels: int | None
+    lease_seconds: float
+    engine_config: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """A clip row; `scores` aligned with the campaign's criteria (None where missing)."""
+
+    id: int
+    position: int
+    external_id: str
+    uri: str
+    group: str | None
+    context: str | None
+    scores: tuple[float | None, ...]
+    batch: int
+    after_seq: int
+
+
+@dataclass(frozen=True)
+class RaterRecord:
+    """A rater row (token hash only)."""
+
+    id: int
+    campaign_id: int
+    name: str | None
+    token_hash: str
+
+
+@dataclass(frozen=True)
+class AssignmentRecord:
+    """An assignment row."""
+
+    id: int
+    rater_id: int
+    first: int
+    second: int
+    swapped: bool
+    status: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class JudgmentRecord:
+    """A judgment row."""
+
+    id: int
+    assignment_id: int
+    rater_id: int
+    choice: str | None
+    level: int | None
+    first: int
+    second: int
+    outcome: str | None
+    seq: int | None
+    batch: int | None
+
+
+@dataclass(frozen=True)
+class CampaignLog:
+    """What a campaign's replay needs, each list in its table's order of application."""
+
+    clips: list[ClipRecord]
+    raters: list[RaterRecord]
+    assignments: list[AssignmentRecord]
+    judgments: list[JudgmentRecord]
+
+
+# writes -------------------------------------------------------------------------------------
+
+
+def insert_campaign(values: dict[str, Any]) -> Callable[[Connection], CampaignRecord]:
+    """Op: insert a campaign (values as CampaignRow columns, criteria and engine_config as
+    Python objects)."""
+
+    def op(connection: Connection) -> CampaignRecord:
+        row = {
+            **values,
+            "criteria": json.dumps(list(values["criteria"])),
+            "engine_config": json.dumps(values["engine_config"]),
+            "created_at": utcnow(),
+        }
+        result = connection.execute(insert(campaign_table).returning(campaign_table), row)
+        return _campaign(result.mappings().one())
+
+    return op
+
+
+def insert_clips(
+    campaign_id: int, clips: Sequence[dict[str, Any]]
+) -> Callable[[Connection], list[int]]:
+    """Op: insert a clip batch; returns the new row ids in the given order."""
+
+    def op(connection: Connection) -> list[int]:
+        now = utcnow()
+        rows = [
+            {
+                **clip,
+                "campaign_id": campaign_id,
+                "scores": json.dumps(clip["scores"]),
+                "created_at": now,
+            }
+            for clip in clips
+        ]
+        statement = insert(clip_table).returning(clip_table.c.id, sort_by_parameter_order=True)
+        return [int(i) for i in connection.execute(statement, rows).scalars()]
+
+    return op
+
+
+def insert_rater(
+    campaign_id: int, name: str | None, token_hash: str
+) -> Callable[[Connection], int]:
+    """Op: register a rater; returns their id."""
+
+    def op(connection: Connection) -> int:
+        result = connection.execute(
+            insert(rater_table).returning(rater_table.c.id),
+            {
+                "campaign_id": campaign_id,
+                "name": name,
+                "token_hash": token_hash,
+                "created_at": utcnow(),
+            },
+        )
+        return int(result.scalar_one())
+
+    return op
+
+
+def insert_assignment(values: dict[str, Any]) -> Callable[[Connection], int]:
+    """Op: insert an open assignment; returns its id."""
+
+    def op(connection: Connection) -> int:
+        result = connection.execute(
+            insert(assignment_table).returning(assignment_table.c.id),
+            {**values, "status": "open", "created_at": utcnow()},
+        )
+        return int(result.scalar_one())
+
+    return op
+
+
+def insert_judgment(values: dict[str, Any], status: str) -> Callable[[Connection], int]:
+    """Op: insert a judgment and close its assignment (`status`) in the same transaction."""
+
+    def op(connection: Connection) -> int:
+        result = connection.execute(
+            insert(judgment_table).returning(judgment_table.c.id),
+            {**values, "created_at": utcnow()},
+        )
+        connection.execute(
+            update(assignment_table)
+            .where(assignment_table.c.id == values["assignment_id"])
+            .values(status=status)
+        )
+        return int(result.scalar_one())
+
+    return op
+
+
+def mark_batch(campaign_id: int, seqs: Sequence[int], batch: int) -> Callable[[Connection], None]:
+    """Op: record that the labels `seqs` were applied together as engine batch `batch`."""
+
+    def op(connection: Connection) -> None:
+        connection.execute(
+            update(judgment_table)
+            .where(judgment_table.c.campaign_id == campaign_id, judgment_table.c.seq.in_(seqs))
+            .values(batch=batch)
+        )
+
+    return op
+
+
+def insert_progress(
+    campaign_id: int, labels: int, expected_kendall_tau: float | None
+) -> Callable[[Connection], None]:
+    """Op: record one progress point."""
+
+    def op(connection: Connection) -> None:
+        connection.execute(
+            insert(progress_table),
+            {
+                "campaign_id": campaign_id,
+                "labels": labels,
+                "expected_kendall_tau": expected_kendall_tau,
+                "at": utcnow(),
+            },
+        )
+
+    return op
+
+
+# reads --------------------------------------------------------------------------------------
+
+
+def _campaign(row: Any) -> CampaignRecord:
+    return CampaignRecord(
+        id=row["id"],
+        name=row["name"],
+        criteria=tuple(json.loads(row["criteria"])),
+        pair_scope=row["pair_scope"],
+        ties=bool(row["ties"]),
+        emoji_levels=row["emoji_levels"],
+        lease_seconds=float(row["lease_seconds"]),
+        engine_config=json.loads(row["engine_config"]),
+        created_at=row["created_at"],
+    )
+
+
+def list_campaigns(engine: Engine) -> list[CampaignRecord]:
+    """Every campaign, oldest first."""
+    with engine.connect() as connection:
+        rows = connection.execute(select(campaign_table).order_by(campaign_table.c.id))
+        return [_campaign(row) for row in rows.mappings()]
+
+
+def get_campaign(engine: Engine, campaign_id: int) -> CampaignRecord | None:
+    """One campaign, or None."""
+    with engine.connect() as connection:
+        row = (
+            connection.execute(select(campaign_table).where(campaign_table.c.id == campaign_id))
+            .mappings()
+            .first()
+        )
+        return None if row is None else _campaign(row)
+
+
+def campaign_counts(engine: Engine) -> dict[int, tuple[int, int, int]]:
+    """Per campaign id: (clips, raters, labels)."""
+    counts: dict[int, list[int]] = {}
+    with engine.connect() as connection:
+        for slot, (table, label_only) in enumerate(
+            ((clip_table, False), (rater_table, False), (judgment_table, True))
+        ):
+            query = select(table.c.campaign_id, func.count()).group_by(table.c.campaign_id)
+            if label_only:
+                query = query.where(table.c.seq.is_not(None))
+            for campaign_id, count in connection.execute(query):
+                counts.setdefault(campaign_id, [0, 0, 0])[slot] = int(count)
+    return {key: (value[0], value[1], value[2]) for key, value in counts.items()}
+
+
+def rater_tokens(engine: Engine) -> list[RaterRecord]:
+    """Every rater of every campaign (for token look-up)."""
+    with engine.connect() as connection:
+        rows = connection.execute(select(rater_table).order_by(rater_table.c.id))
+        return [
+            RaterRecord(r["id"], r["campaign_id"], r["name"], r["token_hash"])
+            for r in rows.mappings()
+        ]
+
+
+def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
+    """Clips (by position), raters, assignments and judgments (by id) of one campaign."""
+    with engine.connect() as connection:
+        clips = [
+            ClipRecord(
+                id=r["id"],
+                position=r["position"],
+                external_id=r["external_id"],
+                uri=r["uri"],
+                group=r["prompt_group"],
+                context=r["context"],
+                scores=tuple(json.loads(r["scores"])),
+                batch=r["batch"],
+                after_seq=r["after_seq"],
+            )
+            for r in connection.execute(
+                select(clip_table)
+                .where(clip_table.c.campaign_id == campaign_id)
+                .order_by(clip_table.c.position)
+            ).mappings()
+        ]
+        raters = [
+            RaterRecord(r["id"], r["campaign_id"], r["name"], r["token_hash"])
+            for r in connection.execute(
+                select(rater_table).where(rater_table.c.campaign_id == campaign_id)
+            ).mappings()
+        ]
+        assignments = [
+            AssignmentRecord(
+                r["id"],
+                r["rater_id"],
+                r["first"],
+                r["second"],
+                bool(r["swapped"]),
+                r["status"],
+                r["expires_at"],
+            )
+            for r in connection.execute(
+                select(assignment_table)
+                .where(assignment_table.c.campaign_id == campaign_id)
+                .order_by(assignment_table.c.id)
+            ).mappings()
+        ]
+        judgments = [
+            JudgmentRecord(
+                r["id"],
+                r["assignment_id"],
+                r["rater_id"],
+                r["choice"],
+                r["level"],
+                r["first"],
+                r["second"],
+                r["outcome"],
+                r["seq"],
+                r["batch"],
+            )
+            for r in connection.execute(
+                select(judgment_table)
+                .where(judgment_table.c.campaign_id == campaign_id)
+                .order_by(judgment_table.c.id)
+            ).mappings()
+        ]
+    return CampaignLog(clips, raters, assignments, judgments)
+
+
+def progress_points(engine: Engine, campaign_id: int) -> list[tuple[int, float | None, datetime]]:
+    """The campaign's progress points, oldest first."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                progress_table.c.labels, progress_table.c.expected_kendall_tau, progress_table.c.at
+            )
+            .where(progress_table.c.campaign_id == campaign_id)
+            .order_by(progress_table.c.id)
+        )
+        return [(int(labels), tau, at) for labels, tau, at in rows]
+
+
+def export_rows(engine: Engine, campaign_id: int) -> list[dict[str, Any]]:
+    """Every judgment of the campaign in commit order, with its rater and the clips as shown
+    (left and right; right is None for an emoji rating)."""
+    with engine.connect() as connection:
+        clips = {
+            row["position"]: row
+            for row in connection.execute(
+                select(
+                    clip_table.c.position,
+                    clip_table.c.external_id,
+                    clip_table.c.uri,
+                    clip_table.c.prompt_group,
+                ).where(clip_table.c.campaign_id == campaign_id)
+            ).mappings()
+        }
+        names = {
+            rater_id: name
+            for rater_id, name in connection.execute(
+                select(rater_table.c.id, rater_table.c.name).where(
+                    rater_table.c.campaign_id == campaign_id
+                )
+            )
+        }
+        query = (
+            select(judgment_table, assignment_table.c.swapped)
+            .join(assignment_table, assignment_table.c.id == judgment_table.c.assignment_id)
+            .where(judgment_table.c.campaign_id == campaign_id)
+            .order_by(judgment_table.c.id)
+        )
+        rows = []
+        for row in connection.execute(query).mappings():
+            first, second = row["first"], row["second"]
+            left, right = (second, first) if row["swapped"] else (first, second)
+            shown_right = clips[right] if right >= 0 else None
+            rows.append(
+                {
+                    "judgment_id": row["id"],
+                    "seq": row["seq"],
+                    "assignment_id": row["assignment_id"],
+                    "rater_id": row["rater_id"],
+                    "rater_name": names.get(row["rater_id"]),
+                    "kind": "pair" if right >= 0 else "rating",
+                    "left_external_id": clips[left]["external_id"],
+                    "left_uri": clips[left]["uri"],
+                    "left_group": clips[left]["prompt_group"],
+                    "right_external_id": None
+                    if shown_right is None
+                    else shown_right["external_id"],
+                    "right_uri": None if shown_right is None else shown_right["uri"],
+                    "right_group": None if shown_right is None else shown_right["prompt_group"],
+                    "choice": row["choice"],
+                    "level": row["level"],
+                    "created_at": row["created_at"],
+                }
+            )
+        return rows
+
+
+__all__ = [
+    "AssignmentRecord",
+    "CampaignLog",
+    "CampaignRecord",
+    "ClipRecord",
+    "JudgmentRecord",
+    "RaterRecord",
+    "campaign_counts",
+    "export_rows",
+    "get_campaign",
+    "insert_assignment",
+    "insert_campaign",
+    "insert_clips",
+    "insert_judgment",
+    "insert_progress",
+    "insert_rater",
+    "list_campaigns",
+    "load_log",
+    "mark_batch",
+    "progress_points",
+    "rater_tokens",
+]

@@ -1,0 +1,44 @@
+"""Settings from the environment, the generated admin key, and the demo campaign."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from litestar.testing import TestClient
+
+from api.app import create_app
+from api.settings import Settings, load_or_create_admin_key
+from tests.api.conftest import ADMIN, make_settings
+
+
+def test_admin_key_is_generated_once_and_kept(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'data' / 'r.db'}"
+    key, created = load_or_create_admin_key(url)
+    assert created and len(key) >= 32
+    path = tmp_path / "data" / "admin_key"
+    assert path.read_text().strip() == key and (path.stat().st_mode & 0o777) == 0o600
+    assert load_or_create_admin_key(url) == (key, False)
+    settings = Settings.from_env({"DATABASE_URL": url})
+    assert settings.admin_key == key
+    given = Settings.from_env(
+        {"DATABASE_URL": url, "RATINGPARTY_ADMIN_KEY": "k" * 20, "RATINGPARTY_QUEUE_MAX": "4"}
+    )
+    assert (given.admin_key, given.queue_max) == ("k" * 20, 4)
+
+
+def test_short_admin_keys_and_bad_limits_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least 16"):
+        Settings(admin_key="short")
+    with pytest.raises(ValueError, match="queue_min"):
+        Settings(admin_key="k" * 20, queue_min=5, queue_max=2)
+
+
+def test_demo_campaign_is_seeded_once(tmp_path: Path) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path / 'demo.db'}", demo=True)
+    for _ in range(2):
+        with TestClient(app=create_app(settings)) as client:
+            campaigns = client.get("/v1/campaigns", headers=ADMIN).json()["campaigns"]
+            assert [(c["name"], c["n_clips"], c["emoji_levels"]) for c in campaigns] == [
+                ("demo", 60, 5)
+            ]
