@@ -1,0 +1,265 @@
+"""The rating page and the dashboard in headless chromium, against the real service.
+
+A rater answers with the mouse and with keys, the answers reach the database, the dashboard
+shows them and follows new ones; a double click is one label; an answer given offline survives
+a reload, and one whose acknowledgement was lost is sent again and still counted once.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import statistics
+
+import pytest
+
+from tests.browser.conftest import ADMIN_KEY, N_TEST_CLIPS, Service
+
+pytestmark = pytest.mark.slow
+
+JUDGMENT_ROUTE = re.compile(r".*/v1/assignments/\d+/judgment$")
+# records a short WebM clip in the browser itself (a square crossing a canvas): no encoder
+# on the test machine is needed
+RECORD_CLIP = """async ([seconds, hue]) => {
+  const canvas = document.createElement("canvas");
+  canvas.width = 96;
+  canvas.height = 72;
+  const draw = canvas.getContext("2d");
+  const recorder = new MediaRecorder(canvas.captureStream(25), { mimeType: "video/webm" });
+  const chunks = [];
+  recorder.ondataavailable = (event) => chunks.push(event.data);
+  const stopped = new Promise((resolve) => (recorder.onstop = resolve));
+  recorder.start();
+  const start = performance.now();
+  for (let t = 0; t < seconds; t = (performance.now() - start) / 1000) {
+    draw.fillStyle = `hsl(${hue}, 60%, 80%)`;
+    draw.fillRect(0, 0, 96, 72);
+    draw.fillStyle = `hsl(${hue}, 80%, 40%)`;
+    draw.fillRect(8 + (70 * t) / seconds, 26, 18, 18);
+    await new Promise((resolve) => setTimeout(resolve, 40));
+  }
+  recorder.stop();
+  await stopped;
+  const bytes = new Uint8Array(await new Blob(chunks).arrayBuffer());
+  let text = "";
+  for (const byte of bytes) text += String.fromCharCode(byte);
+  return btoa(text);
+}"""
+VIDEO_STATE = """() => [...document.querySelectorAll("#views video")].map((video) => ({
+  time: video.currentTime, paused: video.paused, muted: video.muted, loop: video.loop,
+}))"""
+
+
+def open_rating_page(context, service: Service, campaign_id: int, token: str):  # type: ignore[no-untyped-def]
+    page = context.new_page()
+    page.goto(f"{service.url}/rate/{campaign_id}?token={token}")
+    return page
+
+
+def wait_for_task(page, previous: str = "") -> str:  # type: ignore[no-untyped-def]
+    """Wait until a task other than `previous` is shown and takes input; return its id."""
+    page.wait_for_function(
+        "previous => { const s = document.getElementById('stage');"
+        " return s.dataset.ready === 'true' && s.dataset.assignment"
+        " && s.dataset.assignment !== previous; }",
+        arg=previous,
+    )
+    return page.get_attribute("#stage", "data-assignment") or ""
+
+
+def wait_for_text(page, element_id: str, text: str) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the element's text is `text` (a function, not a string: the page's CSP
+    forbids eval)."""
+    page.wait_for_function(
+        "([id, text]) => document.getElementById(id).textContent === text",
+        arg=[element_id, text],
+        timeout=15_000,
+    )
+
+
+def wait_until_sent(page) -> None:  # type: ignore[no-untyped-def]
+    page.wait_for_selector('#progress[data-pending="0"]', state="attached")
+
+
+def test_rater_answers_with_mouse_and_keys_and_dashboard_shows_them(
+    service: Service, context, artifacts
+) -> None:
+    campaign = service.create_campaign(ties=True)
+    campaign_id = campaign["id"]
+    token = service.add_rater(campaign_id, "ann")
+    page = open_rating_page(context, service, campaign_id, token)
+    foreign: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            None if request.url.startswith((service.url, "data:")) else foreign.append(request.url)
+        ),
+    )
+    task = wait_for_task(page)
+    assert "token=" not in page.url  # the credential left the address bar
+    assert page.locator("#views img").count() == 2
+    page.screenshot(path=str(artifacts / "rate-page.png"))
+
+    expected: dict[int, str] = {}
+    actions = [
+        ("left", lambda: page.click('button[data-choice="left"]')),
+        ("right", lambda: page.click('figure[data-side="right"] img')),
+        ("right", lambda: page.keyboard.press("ArrowRight")),
+        ("tie", lambda: page.keyboard.press("3")),
+        ("left", lambda: page.keyboard.press("1")),
+        ("skip", lambda: page.keyboard.press("s")),
+    ]
+    for choice, act in actions:
+        expected[int(task)] = choice
+        act()
+        task = wait_for_task(page, task)
+    wait_until_sent(page)
+    assert page.get_attribute("#progress", "data-count") == str(len(actions))
+    stored = {assignment: choice for assignment, choice, _ in service.judgments(campaign_id)}
+    assert stored == expected
+    assert not foreign, f"the page fetched from outside the service: {foreign}"
+
+    n_labels = sum(choice != "skip" for choice in expected.values())
+    dashboard = context.new_page()
+    dashboard.goto(f"{service.url}/dashboard/{campaign_id}?key={ADMIN_KEY}")
+    wait_for_text(dashboard, "stat-labels", str(n_labels))
+    assert "key=" not in dashboard.url
+    chart = dashboard.locator("#leaderboard-chart")
+    assert chart.get_attribute("data-rows") == str(N_TEST_CLIPS)
+    assert dashboard.locator("#raters-table tbody tr").count() == 1
+    assert dashboard.locator("#raters-table tbody td").nth(1).inner_text() == str(n_labels)
+    dashboard.wait_for_selector("#accuracy-chart circle.point")
+    dashboard.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
+
+    # the dashboard follows labels as they arrive
+    page.keyboard.press("2")
+    wait_for_task(page, task)
+    wait_until_sent(page)
+    wait_for_text(dashboard, "stat-labels", str(n_labels + 1))
+
+
+def test_double_click_is_one_label(service: Service, context) -> None:
+    campaign_id = service.create_campaign(ties=False)["id"]
+    page = open_rating_page(context, service, campaign_id, service.add_rater(campaign_id))
+    first = wait_for_task(page)
+    assert page.locator('button[data-choice="tie"]').count() == 0  # no ties in this campaign
+    page.dblclick('button[data-choice="left"]')
+    second = wait_for_task(page, first)
+    page.dblclick('figure[data-side="right"] img')
+    wait_for_task(page, second)
+    wait_until_sent(page)
+    page.wait_for_timeout(300)  # a stray second send would have landed by now
+    assert service.judgments(campaign_id) == [
+        (int(first), "left", None),
+        (int(second), "right", None),
+    ]
+    assert page.get_attribute("#progress", "data-count") == "2"
+
+
+def test_answer_given_offline_is_sent_after_a_reload(service: Service, context) -> None:
+    campaign_id = service.create_campaign()["id"]
+    page = open_rating_page(context, service, campaign_id, service.add_rater(campaign_id))
+    task = wait_for_task(page)
+    page.route(JUDGMENT_ROUTE, lambda route: route.abort("internetdisconnected"))
+    page.keyboard.press("ArrowLeft")
+    wait_for_task(page, task)  # the next task is shown while the answer waits
+    page.wait_for_selector('#progress[data-pending="1"]', state="attached")
+    page.wait_for_selector("#status.offline")
+    assert service.judgments(campaign_id) == []
+
+    page.unroute(JUDGMENT_ROUTE)
+    page.reload()
+    wait_until_sent(page)
+    assert service.judgments(campaign_id) == [(int(task), "left", None)]
+    assert page.get_attribute("#progress", "data-count") == "1"
+
+
+def test_lost_acknowledgement_is_resent_and_counted_once(service: Service, context) -> None:
+    campaign_id = service.create_campaign()["id"]
+    page = open_rating_page(context, service, campaign_id, service.add_rater(campaign_id))
+    task = wait_for_task(page)
+    sends: list[str] = []
+
+    def drop_first_answer(route) -> None:  # type: ignore[no-untyped-def]
+        sends.append(route.request.url)
+        if len(sends) == 1:
+            route.fetch()  # the service stores the label ...
+            route.abort("connectionreset")  # ... but the page never hears back
+        else:
+            route.continue_()
+
+    page.route(JUDGMENT_ROUTE, drop_first_answer)
+    page.keyboard.press("ArrowRight")
+    wait_for_task(page, task)
+    wait_until_sent(page)
+    assert len(sends) >= 2
+    assert service.judgments(campaign_id) == [(int(task), "right", None)]
+
+
+def test_nothing_left_is_said_clearly(service: Service, context, artifacts) -> None:
+    campaign_id = service.create_campaign(pair_scope="group")["id"]
+    page = open_rating_page(context, service, campaign_id, service.add_rater(campaign_id))
+    task = ""
+    # two prompts of N_TEST_CLIPS / 2 clips: every same-prompt pair once, then nothing is left
+    n_pairs = 2 * (N_TEST_CLIPS // 2) * (N_TEST_CLIPS // 2 - 1) // 2
+    for _ in range(n_pairs):
+        task = wait_for_task(page, task)
+        page.keyboard.press("ArrowLeft")
+    page.wait_for_selector("#done", state="visible")
+    wait_until_sent(page)
+    assert "Nothing left" in page.inner_text("#done")
+    assert len(service.judgments(campaign_id)) == n_pairs
+    page.screenshot(path=str(artifacts / "rate-page-done.png"))
+
+
+def test_emoji_scale_for_a_single_clip(service: Service, context, artifacts) -> None:
+    campaign_id = service.create_campaign(emoji_levels=5)["id"]
+    page = open_rating_page(context, service, campaign_id, service.add_rater(campaign_id))
+    task, expected = "", {}
+    for _ in range(3 * N_TEST_CLIPS):  # pairs and single clips come mixed: answer pairs left
+        task = wait_for_task(page, task)
+        if page.locator("button.emoji").count() == 0:
+            expected[int(task)] = ("left", None)
+            page.keyboard.press("ArrowLeft")
+            continue
+        assert page.locator("#views img").count() == 1
+        assert page.locator("button.emoji").count() == 5
+        if sum(level is not None for _, level in expected.values()) == 0:
+            page.screenshot(path=str(artifacts / "rate-page-emoji.png"))
+            expected[int(task)] = (None, 3)
+            page.click('button[data-level="3"]')  # the mouse ...
+        else:
+            expected[int(task)] = (None, 4)
+            page.keyboard.press("5")  # ... and the keys: 1 (worst) to 5 (best)
+            break
+    else:
+        pytest.fail("no single-clip task came")
+    wait_for_task(page, task)
+    wait_until_sent(page)
+    stored = {
+        assignment: (choice, level) for assignment, choice, level in service.judgments(campaign_id)
+    }
+    assert stored == expected
+
+
+def test_videos_loop_in_sync(service: Service, context) -> None:
+    recorder = context.new_page()
+    recorder.goto(f"{service.url}/static/rate.css")
+    uris = []
+    for index, hue in enumerate((20, 200)):
+        clip = base64.b64decode(recorder.evaluate(RECORD_CLIP, [1.0, hue]))
+        (service.media / f"video-{index}.webm").write_bytes(clip)
+        uris.append(f"/media/video-{index}.webm")
+    recorder.close()
+    campaign_id = service.create_campaign(uris=uris)["id"]
+    page = open_rating_page(context, service, campaign_id, service.add_rater(campaign_id))
+    wait_for_task(page)
+    page.wait_for_timeout(2500)  # past two loops of the one-second clips
+    drifts = []
+    for _ in range(8):
+        videos = page.evaluate(VIDEO_STATE)
+        assert len(videos) == 2
+        assert all(v["muted"] and v["loop"] and not v["paused"] for v in videos), videos
+        drifts.append(abs(videos[0]["time"] - videos[1]["time"]))
+        page.wait_for_timeout(150)
+    assert statistics.median(drifts) < 0.15, drifts
