@@ -69,6 +69,9 @@ TIE_MARGIN = 0.5  # JOD: a third of a rater's noise sd, where real raters start 
 EMOJI_SPACING = 1.0  # JOD between neighbouring emoji thresholds (5 levels: -1.5 .. 1.5)
 LAPSE_PRIOR = (9.0, 1.0)  # keep probability ~ Beta(9, 1): most answers are meant
 IDLE_WAKE_S = 1.0  # the pump looks at leases at least this often when nothing else happens
+# queued tasks chosen before the latest labels are replaced only after this long without a
+# request: under load every engine second goes to tasks someone waits for
+REFRESH_IDLE_S = 0.25
 CLOSE_WAIT_S = 10.0  # longest engine step a shutdown waits for before cancelling it
 NO_SECOND = -1
 
@@ -265,6 +268,7 @@ class CampaignRuntime:
         self._queue: deque[Queued] = deque()
         self._queue_changed = asyncio.Event()
         self._waiting = 0
+        self._last_demand = -math.inf  # when a rater last asked for a task (monotonic)
         self._exhausted = False  # no task at all in scope (until clips are added)
         self._unapplied: list[Label] = []
         self._calls: deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = deque()
@@ -280,6 +284,7 @@ class CampaignRuntime:
         self._next_clip_batch = 1
         self._version = 0  # engine batches applied (for cached reads and stale queue entries)
         self._last_progress = -math.inf
+        self._progress_labels = 0  # labels at the last recorded progress point
         self.n_applied = 0  # labels applied to the posterior (n_labels minus the waiting ones)
         self._read_cache: dict[tuple[str, float], tuple[int, Any]] = {}
 
@@ -408,7 +413,7 @@ class CampaignRuntime:
         self._next_seq = 1 + max(seqs, default=0)
         self._applied_seq = max(seqs, default=0)
         self._next_batch = 1 + max((j.batch or 0 for j in logged.judgments), default=0)
-        self.n_applied = len(seqs)
+        self.n_applied = self._progress_labels = len(seqs)
 
     # hand-out ---------------------------------------------------------------------------------
 
@@ -420,6 +425,7 @@ class CampaignRuntime:
             Unavailable: the engine did not produce a task in time, or the database failed.
         """
         self._expire_due()
+        self._last_demand = time.monotonic()
         if len(rater.open) >= self.settings.max_open_assignments:
             raise TooManyOpen(
                 detail=f"rater {rater.id} already holds {len(rater.open)} open assignments "
@@ -504,8 +510,13 @@ class CampaignRuntime:
         return task
 
     def _nothing_left(self, rater: RaterState) -> str:
-        if len(self.clips) < 2 and self.record.emoji_levels is None:
-            return "this campaign has fewer than two clips: nothing to compare yet"
+        if self._exhausted:
+            if len(self.clips) < 2 and self.record.emoji_levels is None:
+                return "this campaign has fewer than two clips: nothing to compare yet"
+            return (
+                "this campaign has nothing to ask yet: no two of its clips share a group, and "
+                "its pairing scope is 'group' (pairs of the same prompt)"
+            )
         return (
             f"no task is left for rater {rater.id}: they have judged every pair in the "
             f"campaign's pairing scope ({self.record.pair_scope})"
@@ -881,7 +892,11 @@ class CampaignRuntime:
             await self._run(lambda: self._release(released))
         elif not self._exhausted and len(self._queue) < self._queue_target():
             await self._refill()
-        elif self._queue and self._queue[0].version < self._version and not self._waiting:
+        elif (
+            self._queue
+            and self._queue[0].version < self._version
+            and time.monotonic() - self._last_demand > REFRESH_IDLE_S
+        ):
             await self._refresh_oldest()
         else:
             timeout = IDLE_WAKE_S
@@ -910,7 +925,13 @@ class CampaignRuntime:
         batch_no = self._next_batch
         self._next_batch += 1
         now = time.monotonic()
-        record_progress = now - self._last_progress >= self.settings.progress_every_s
+        # thinned: at most one point per progress_every_s and one per 2 % more labels, so a
+        # long campaign keeps a few hundred points, a short one a point per label
+        labels_after = self.n_applied + len(batch)
+        record_progress = (
+            now - self._last_progress >= self.settings.progress_every_s
+            and labels_after >= self._progress_labels + max(1, self._progress_labels // 50)
+        )
         campaign = self.campaign
         assert campaign is not None
 
@@ -930,7 +951,7 @@ class CampaignRuntime:
         seqs = [label.seq for label in batch]
         self._writer.submit(store.mark_batch(self.record.id, seqs, batch_no))
         if record_progress:
-            self._last_progress = now
+            self._last_progress, self._progress_labels = now, self.n_applied
             self._writer.submit(store.insert_progress(self.record.id, self.n_applied, tau))
 
     async def _refill(self) -> None:

@@ -1,0 +1,392 @@
+"""Load on the HTTP service: many concurrent simulated raters against a real server.
+
+For each client count this starts a fresh server process (`python -m api`, uvicorn, SQLite file
+in a temporary folder, loopback), creates a campaign of n synthetic clips (`sim.demo`, 5
+criteria, prompts of 20 clips, same-prompt pairs, ties allowed), registers one rater per
+client, then runs the clients in separate processes (asyncio + httpx, one keep-alive
+connection per rater). Each simulated rater loops: `POST .../assignments`, answer as a
+Thurstone observer of the clips' true quality (noise sd 1.48 JOD, ties inside 0.3 JOD), `POST
+.../judgment`; no think time, so the server is saturated. Requests of the first `--warmup`
+seconds are not counted; the run stops after `--duration` seconds or `--max-requests`.
+
+Reported per client count (JSON rows `{clients, n_clips, judgments_per_s, assign_p50_ms,
+assign_p99_ms, judge_p99_ms, errors, ...}`): throughput of judgments and assignments, latency
+percentiles, and errors (any non-2xx answer or transport error). After the run it checks that
+every acknowledged judgment is in the export (nothing acknowledged was lost).
+
+Outputs `benchmarks/results/service_load.{json,md}` and prints the table. Run from the
+repository root:
+
+    python -m benchmarks.service_load                       # n = 1,000; 4, 16, 64 clients
+    python -m benchmarks.service_load --clients 8 --n-clips 100 --duration 10
+
+Client processes share the machine with the server: on 2 cores they take CPU from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import multiprocessing
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
+ADMIN_KEY = "benchmark-admin-key-0123456789"
+NOISE_SD = 1.4826  # JOD: the engine's default rater noise
+TIE_MARGIN = 0.3
+GROUP_SIZE = 20
+TARGET = {"judgments_per_s": 500.0, "p99_ms": 50.0}
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(database_url: str, port: int, threads: int | None) -> subprocess.Popen[bytes]:
+    """`python -m api` on loopback; returns once /healthz answers."""
+    import httpx
+
+    env = {**os.environ, "RATINGPARTY_ADMIN_KEY": ADMIN_KEY, "DATABASE_URL": database_url}
+    env["RATINGPARTY_DEVICE"] = env.get("RATINGPARTY_DEVICE", "cpu")
+    if threads:
+        env["RATINGPARTY_ENGINE_THREADS"] = str(threads)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api", "--port", str(port), "--log-level", "warning"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("server did not answer /healthz within 60 s")
+
+
+def setup_campaign(
+    base: str, n_clips: int, n_raters: int, seed: int, ties: bool = True
+) -> dict[str, Any]:
+    """Campaign, clips and raters over HTTP; returns ids, tokens and the true qualities."""
+    import httpx
+
+    from sim.demo import demo_clips
+
+    data = demo_clips(n_clips, n_groups=max(1, n_clips // GROUP_SIZE), seed=seed)
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=base, headers=admin, timeout=120) as client:
+        campaign = (
+            client.post(
+                "/v1/campaigns",
+                json={
+                    "name": "load",
+                    "criteria": list(data.criteria),
+                    "ties": ties,
+                    "lease_seconds": 60,
+                },
+            )
+            .raise_for_status()
+            .json()
+        )
+        cid = campaign["id"]
+        client.post(f"/v1/campaigns/{cid}/clips", json={"clips": data.clips}).raise_for_status()
+        tokens = [
+            client.post(f"/v1/campaigns/{cid}/raters", json={"name": f"r{r}"})
+            .raise_for_status()
+            .json()["token"]
+            for r in range(n_raters)
+        ]
+        # load the campaign (replay) and choose the first tasks before the clock starts
+        client.get(f"/v1/campaigns/{cid}/leaderboard").raise_for_status()
+    return {"campaign_id": cid, "tokens": tokens, "quality": data.quality}
+
+
+async def _rater(
+    base: str,
+    cid: int,
+    token: str,
+    quality: dict[str, float],
+    rng: random.Random,
+    stop_at: float,
+    count_from: float,
+    budget: list[int],
+    out: dict[str, list[Any]],
+) -> None:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+        while time.monotonic() < stop_at and budget[0] > 0:
+            budget[0] -= 2
+            started = time.monotonic()
+            try:
+                response = await client.post(f"/v1/campaigns/{cid}/assignments")
+            except httpx.HTTPError as error:
+                out["errors"].append(f"assign: {type(error).__name__}")
+                continue
+            took = time.monotonic() - started
+            counted = started >= count_from
+            if response.status_code not in (200, 201):
+                out["errors"].append(f"assign {response.status_code}: {response.text[:200]}")
+                continue
+            assignment = response.json()["assignment"]
+            if counted:
+                out["assign"].append(took)
+            if assignment is None:
+                await asyncio.sleep(0.05)
+                continue
+            body = _answer(assignment, quality, rng)
+            started = time.monotonic()
+            try:
+                response = await client.post(
+                    f"/v1/assignments/{assignment['id']}/judgment", json=body
+                )
+            except httpx.HTTPError as error:
+                out["errors"].append(f"judge: {type(error).__name__}")
+                continue
+            took = time.monotonic() - started
+            if response.status_code not in (200, 201):
+                out["errors"].append(f"judge {response.status_code}: {response.text[:200]}")
+                continue
+            out["acknowledged"].append(response.json()["judgment_id"])
+            if started >= count_from:
+                out["judge"].append(took)
+
+
+def _answer(assignment: dict[str, Any], quality: dict[str, float], rng: random.Random) -> dict:
+    """A Thurstone observer's answer to a pair, or an emoji level (5 levels) to a clip."""
+    left = quality[assignment["left"]["external_id"]]
+    if assignment["kind"] == "rating":
+        perceived = left + rng.gauss(0, NOISE_SD)
+        return {"level": int(np.clip(np.searchsorted([-1.5, -0.5, 0.5, 1.5], perceived), 0, 4))}
+    right = quality[assignment["right"]["external_id"]]
+    difference = left - right + rng.gauss(0, NOISE_SD)
+    if abs(difference) < TIE_MARGIN and "tie" in assignment["choices"]:
+        return {"choice": "tie"}
+    return {"choice": "left" if difference > 0 else "right"}
+
+
+def _client_process(args: tuple[Any, ...]) -> dict[str, list[Any]]:
+    base, cid, tokens, quality, seed, stop_at_wall, count_from_wall, budget = args
+    out: dict[str, list[Any]] = {"assign": [], "judge": [], "errors": [], "acknowledged": []}
+    # monotonic clocks differ across processes: deadlines travel as wall-clock times
+    offset = time.monotonic() - time.time()
+    stop_at, count_from = stop_at_wall + offset, count_from_wall + offset
+    shared = [budget]
+
+    async def main() -> None:
+        await asyncio.gather(
+            *(
+                _rater(
+                    base,
+                    cid,
+                    t,
+                    quality,
+                    random.Random(seed * 1000 + i),
+                    stop_at,
+                    count_from,
+                    shared,
+                    out,
+                )
+                for i, t in enumerate(tokens)
+            )
+        )
+
+    asyncio.run(main())
+    return out
+
+
+def run_load(
+    clients: int,
+    n_clips: int,
+    duration: float,
+    warmup: float,
+    max_requests: int,
+    processes: int,
+    seed: int,
+    threads: int | None,
+    ties: bool = True,
+) -> dict[str, Any]:
+    """One server, one campaign, `clients` raters for `warmup + duration` seconds."""
+    import httpx
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as folder:
+        server = start_server(f"sqlite:///{folder}/load.db", port, threads)
+        try:
+            setup = setup_campaign(base, n_clips, clients, seed, ties)
+            cid, tokens = setup["campaign_id"], setup["tokens"]
+            n_processes = max(1, min(processes, clients))
+            chunks = [tokens[p::n_processes] for p in range(n_processes)]
+            start = time.time() + 1.0  # let the client processes start
+            count_from, stop_at = start + warmup, start + warmup + duration
+            budget = max_requests // n_processes
+            with multiprocessing.get_context("spawn").Pool(n_processes) as pool:
+                results = pool.map(
+                    _client_process,
+                    [
+                        (base, cid, chunk, setup["quality"], seed + p, stop_at, count_from, budget)
+                        for p, chunk in enumerate(chunks)
+                    ],
+                )
+            ended = min(time.time(), stop_at)
+            elapsed = max(1e-9, ended - count_from)
+            admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+            exported = httpx.get(
+                f"{base}/v1/campaigns/{cid}/export?format=jsonl", headers=admin, timeout=120
+            ).text
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    assign = np.array([t for r in results for t in r["assign"]]) * 1000
+    judge = np.array([t for r in results for t in r["judge"]]) * 1000
+    errors = [e for r in results for e in r["errors"]]
+    acknowledged = {j for r in results for j in r["acknowledged"]}
+    stored = {json.loads(line)["judgment_id"] for line in exported.splitlines() if line}
+
+    def pct(values: np.ndarray, q: float) -> float | None:
+        return None if values.size == 0 else round(float(np.percentile(values, q)), 2)
+
+    return {
+        "clients": clients,
+        "n_clips": n_clips,
+        "ties": ties,
+        "judgments_per_s": round(judge.size / elapsed, 1),
+        "assignments_per_s": round(assign.size / elapsed, 1),
+        "assign_p50_ms": pct(assign, 50),
+        "assign_p99_ms": pct(assign, 99),
+        "judge_p50_ms": pct(judge, 50),
+        "judge_p99_ms": pct(judge, 99),
+        "errors": len(errors),
+        "error_samples": sorted(set(errors))[:5],
+        "acknowledged": len(acknowledged),
+        "lost": len(acknowledged - stored),
+        "measured_s": round(elapsed, 2),
+        "client_processes": n_processes,
+    }
+
+
+def metadata(seed: int, threads: int | None) -> dict[str, Any]:
+    """Provenance written with every row."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        sha = "unknown"
+    return {
+        "seed": seed,
+        "git_sha": sha,
+        "cpus": os.cpu_count(),
+        "torch_threads": threads,
+        "database": "sqlite (WAL, synchronous=NORMAL)",
+        "engine_device": os.environ.get("RATINGPARTY_DEVICE", "cpu"),
+        "python": platform.python_version(),
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The rows as a table, with the target."""
+    lines = [
+        "# Service load",
+        "",
+        "Concurrent simulated raters (no think time) against `python -m api` on loopback, "
+        "SQLite file. Produced by `python -m benchmarks.service_load` "
+        f"(git {rows[0].get('git_sha', '?')}, {rows[0].get('cpus', '?')} CPUs, "
+        f"engine on {rows[0].get('engine_device', 'cpu')}).",
+        "",
+        "| clients | n clips | ties | judgments/s | assignments/s | assign p50 (ms) "
+        "| assign p99 (ms) | judge p50 (ms) | judge p99 (ms) | errors | lost |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['clients']} | {row['n_clips']:,} | {'yes' if row['ties'] else 'no'} "
+            f"| {row['judgments_per_s']} "
+            f"| {row['assignments_per_s']} | {row['assign_p50_ms']} | {row['assign_p99_ms']} "
+            f"| {row['judge_p50_ms']} | {row['judge_p99_ms']} | {row['errors']} | {row['lost']} |"
+        )
+    lines += [
+        "",
+        f"Target (2 cores, SQLite): >= {TARGET['judgments_per_s']:.0f} judgments/s with p99 < "
+        f"{TARGET['p99_ms']:.0f} ms and zero errors.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse options, run each client count, write the results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", default="4,16,64", help="comma-separated client counts")
+    parser.add_argument("--n-clips", default="1000", help="comma-separated campaign sizes")
+    parser.add_argument(
+        "--no-ties", action="store_true", help="forced choice (the engine's cheaper gain)"
+    )
+    parser.add_argument(
+        "--append", action="store_true", help="add the rows to the existing results"
+    )
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=3.0, help="uncounted seconds first")
+    parser.add_argument("--max-requests", type=int, default=200_000)
+    parser.add_argument("--processes", type=int, default=2, help="client processes")
+    parser.add_argument("--threads", type=int, default=None, help="server torch threads (def. 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    meta = metadata(args.seed, args.threads)
+    json_path = args.out / "service_load.json"
+    rows = json.loads(json_path.read_text()) if args.append and json_path.exists() else []
+    for n_clips in (int(n) for n in args.n_clips.split(",")):
+        for clients in (int(c) for c in args.clients.split(",")):
+            load_before = os.getloadavg()[0]  # other work on the machine, for the record
+            row = run_load(
+                clients,
+                n_clips,
+                args.duration,
+                args.warmup,
+                args.max_requests,
+                args.processes,
+                args.seed,
+                args.threads,
+                ties=not args.no_ties,
+            )
+            rows.append({**row, **meta, "load_average_before": load_before})
+            print(json.dumps(row), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(rows, indent=2) + "\n")
+    table = markdown(rows)
+    (args.out / "service_load.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
