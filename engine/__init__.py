@@ -7,7 +7,7 @@ Pure numerics (torch, numpy, scipy): no I/O, no web framework, no database.
 from engine.adapters import WinMatrixStrategy, make_strategy
 from engine.campaign import DEFAULT_CRITERIA, Campaign, CampaignConfig, Judgment, Task
 from engine.device import default_device, default_dtype
-from engine.empirical_bayes import ScaleFit, fit_prior_scales
+from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters, fit_prior_scales
 from engine.ep import Refinement, Sites, ep_refine
 from engine.likelihoods import LIKELIHOODS, Moments, Outcome, interval_moments
 from engine.objectives import (
@@ -52,6 +52,7 @@ __all__ = [
     "CampaignConfig",
     "ClipSummary",
     "Events",
+    "Hyperparameters",
     "Judgment",
     "Moments",
     "NoEligibleTaskError",
@@ -76,6 +77,7 @@ __all__ = [
     "empty_posterior",
     "ep_refine",
     "expected_information_gain",
+    "fit_hyperparameters",
     "fit_prior_scales",
     "interval_information_gain",
     "interval_moments",

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from engine.device import default_device, default_dtype
-from engine.empirical_bayes import ScaleFit, fit_prior_scales
+from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
 from engine.ep import Refinement, ep_refine
 from engine.likelihoods import (
     Outcome,
@@ -27,7 +27,14 @@ from engine.likelihoods import (
     outcome_cuts,
     pair_interval,
 )
-from engine.reliability import RaterReliability, rater_posterior
+from engine.reliability import (
+    NOISE_PRIOR_LOG_SD,
+    RaterGrid,
+    RaterReliability,
+    fit_noise_spread,
+    rater_grid,
+    rater_posterior,
+)
 from engine.selection import (
     NoEligibleTaskError,
     PairChoice,
@@ -80,8 +87,11 @@ class CampaignConfig:
         random_rater_share: prior share of raters who only click at random (keep = 0).
         learn_rater_noise: learn each rater's noise sd from their labels (engine.reliability)
             and use it for their later labels and their tasks' gains.
-        refit_prior_at: label counts at which the prior scales are refitted by empirical
-            Bayes (`fit_prior`), e.g. (250, 500, 1000, 2000): as labels arrive, not on each.
+        refit_prior_at: label counts at which the prior scales (and the tie margin, emoji
+            thresholds and rater-noise spread, where the campaign has them) are refitted by
+            empirical Bayes (`fit_prior`), e.g. (250, 500, 1000, 2000): not on every label.
+        noise_prior_spread: sd of log sigma_r across raters (the rater-noise prior around
+            `noise_sd`), when rater noise is learned; `fit_prior` refits it.
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -97,8 +107,13 @@ class CampaignConfig:
     random_rater_share: float = 0.05
     learn_rater_noise: bool = False
     refit_prior_at: tuple[int, ...] = ()
+    noise_prior_spread: float = NOISE_PRIOR_LOG_SD
 
     def __post_init__(self) -> None:
+        if not (self.noise_prior_spread > 0 and math.isfinite(self.noise_prior_spread)):
+            raise ValueError(
+                f"noise_prior_spread must be finite and > 0, got {self.noise_prior_spread}"
+            )
         if any(count < 1 for count in self.refit_prior_at):
             raise ValueError("refit_prior_at lists label counts >= 1")
         if not 0 < self.random_rater_share < 1:
@@ -160,9 +175,12 @@ class Judgment:
 
 @dataclass(frozen=True)
 class _Refit:
-    """One fit_prior() call, as the history replays it (with the scales it found)."""
+    """One fit_prior() call, as the history replays it (with the values it found)."""
 
     scales: PriorScales
+    tie_margin: float
+    emoji_thresholds: tuple[float, ...] | None
+    noise_prior_spread: float
 
 
 @dataclass(frozen=True)
@@ -352,30 +370,62 @@ class Campaign:
         )
 
     def fit_prior(self, max_evaluations: int = 200) -> ScaleFit:
-        """Empirical Bayes (engine.empirical_bayes): refit the prior scales to the labels so far,
-        then rebuild the posterior from the new prior by ADF over the same labels in order.
+        """Empirical Bayes (engine.empirical_bayes): refit the prior scales, and where the
+        campaign has them the tie margin and emoji thresholds, to the labels so far; refit the
+        rater-noise spread when rater noise is learned (engine.reliability); then rebuild the
+        posterior from the new prior by ADF over the same labels in order, and each rater's
+        reliability.
 
         Call it now and then (every few hundred labels), not on every label. `replay()` repeats
-        it with the scales it found.
+        it with the values it found.
 
         Raises:
             ValueError: no labels yet.
         """
         log = self.log
-        fit = fit_prior_scales(
+        config = self.config
+        pairs = any(j.second != NO_SECOND for j in log)
+        ratings = any(j.second == NO_SECOND for j in log)
+        fit = fit_hyperparameters(
             self.prior,
-            self._events(log),
-            self.config.prior,
-            fit_weights=bool(self.config.criteria),
+            lambda hyper: self._events(log, hyper),
+            Hyperparameters(config.prior, config.tie_margin, config.emoji_thresholds),
+            fit_weights=bool(config.criteria),
+            fit_tie=config.tie_margin > 0 and pairs,
+            fit_thresholds=config.emoji_thresholds is not None and ratings,
             max_evaluations=max_evaluations,
         )
-        self._set_prior(fit.scales)
+        spread = config.noise_prior_spread
+        if config.learn_rater_noise:
+            hyper = fit.hyper
+            posterior = update(self.prior(hyper.scales), self._events(log, hyper))
+            grids = [
+                self._rater_grid(own, posterior, hyper)
+                for own in self._rater_judgments.values()
+                if own
+            ]
+            if grids:
+                spread = fit_noise_spread(grids, config.noise_sd)
+        self._apply_refit(
+            _Refit(fit.hyper.scales, fit.hyper.tie_margin, fit.hyper.emoji_thresholds, spread)
+        )
         return fit
 
-    def _set_prior(self, scales: PriorScales) -> None:
-        self.config = replace(self.config, prior=scales)
+    def _apply_refit(self, refit: _Refit) -> None:
+        self.config = replace(
+            self.config,
+            prior=refit.scales,
+            tie_margin=refit.tie_margin,
+            emoji_thresholds=refit.emoji_thresholds,
+            noise_prior_spread=refit.noise_prior_spread,
+        )
+        self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
+        thresholds = self.config.emoji_thresholds
+        self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
         self.posterior = update(self.prior(), self._events(self.log))
-        self._history.append(_Refit(scales))
+        for rater, own in self._rater_judgments.items():
+            self._reliability[rater] = self._rater_reliability(own)
+        self._history.append(refit)
 
     @property
     def groups(self) -> Tensor:
@@ -455,20 +505,32 @@ class Campaign:
         for judgment in judgments:
             self._rater_judgments.setdefault(judgment.rater, []).append(judgment)
         for rater in {j.rater for j in judgments}:
-            own = self._rater_judgments[rater]
-            events = self._events(own)
-            mu, var = pair_marginal(self.posterior, events.first, events.second)
-            self._reliability[rater] = rater_posterior(
-                mu,
-                var,
-                events.lo,
-                events.hi,
-                like_tensor(mu, [self._n_outcomes(j) for j in own]),
-                default_noise_sd=self.config.noise_sd,
-                keep_prior=self.config.lapse_prior,
-                random_share=self.config.random_rater_share,
-                learn_noise=self.config.learn_rater_noise,
-            )
+            self._reliability[rater] = self._rater_reliability(self._rater_judgments[rater])
+
+    def _rater_reliability(self, own: Sequence[Judgment]) -> RaterReliability:
+        return rater_posterior(
+            self._rater_grid(own, self.posterior),
+            default_noise_sd=self.config.noise_sd,
+            spread=self.config.noise_prior_spread,
+        )
+
+    def _rater_grid(
+        self, own: Sequence[Judgment], posterior: Posterior, hyper: Hyperparameters | None = None
+    ) -> RaterGrid:
+        """One rater's labels on the (keep, sigma) grid under `posterior`'s marginals."""
+        events = self._events(own, hyper)
+        mu, var = pair_marginal(posterior, events.first, events.second)
+        return rater_grid(
+            mu,
+            var,
+            events.lo,
+            events.hi,
+            like_tensor(mu, [self._n_outcomes(j) for j in own]),
+            default_noise_sd=self.config.noise_sd,
+            keep_prior=self.config.lapse_prior,
+            random_share=self.config.random_rater_share,
+            learn_noise=self.config.learn_rater_noise,
+        )
 
     def keep_probability(self, rater: Hashable | None) -> float:
         """The posterior mean probability that `rater` answers as the model says (the prior
@@ -551,12 +613,17 @@ class Campaign:
         self._history.append(_Refine(max_sweeps, damping))
         return result
 
-    def _events(self, judgments: Sequence[Judgment]) -> Events:
-        """Every judgment as one interval event, in order (noise as it was applied)."""
+    def _events(
+        self, judgments: Sequence[Judgment], hyper: Hyperparameters | None = None
+    ) -> Events:
+        """Every judgment as one interval event, in order (noise as it was applied), under the
+        campaign's tie margin and thresholds or those of `hyper`."""
+        tie_margin = self.config.tie_margin if hyper is None else hyper.tie_margin
+        thresholds = self.config.emoji_thresholds if hyper is None else hyper.emoji_thresholds
         intervals = [
-            pair_interval(j.outcome, self.config.tie_margin)  # type: ignore[arg-type]
+            pair_interval(j.outcome, tie_margin)  # type: ignore[arg-type]
             if j.second != NO_SECOND
-            else level_interval(j.level, self.config.emoji_thresholds or ())  # type: ignore[arg-type]
+            else level_interval(j.level, thresholds or ())  # type: ignore[arg-type]
             for j in judgments
         ]
         lapses = any(j.keep is not None and j.keep < 1 for j in judgments)
@@ -766,7 +833,7 @@ class Campaign:
             if isinstance(entry, _Refine):
                 fresh.refine(entry.max_sweeps, entry.damping)
             elif isinstance(entry, _Refit):
-                fresh._set_prior(entry.scales)
+                fresh._apply_refit(entry)
             elif isinstance(entry, _ClipBatch):
                 scores = entry.raw_scores if entry.raw_scores.shape[1] else None
                 fresh.add_clips(

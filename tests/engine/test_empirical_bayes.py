@@ -129,3 +129,84 @@ def test_scheduled_refits_happen_once_each_and_replay_exactly() -> None:
     assert fresh.config == campaign.config
     assert torch.equal(fresh.posterior.mean, campaign.posterior.mean)
     assert len([e for e in fresh._history if type(e).__name__ == "_Refit"]) == 2
+
+
+def _campaign_with_ties_and_ratings(
+    *, tie_margin: float, thresholds: tuple[float, ...], start: CampaignConfig, seed: int
+) -> Campaign:
+    """30 clips of quality sd 1.5; 600 pair labels with ties inside +-tie_margin and 400
+    emoji ratings cut at `thresholds`, all with Thurstone noise sd 1; the campaign starts from
+    `start`'s (wrong) tie margin and thresholds."""
+    rng = np.random.default_rng(seed)
+    n = 30
+    truth = 1.5 * rng.normal(size=n)
+    campaign = Campaign(start, device="cpu")
+    campaign.add_clips(count=n)
+    judgments = []
+    for _ in range(600):
+        i, j = rng.choice(n, 2, replace=False)
+        z = truth[i] - truth[j] + NOISE_SD * rng.normal()
+        outcome = Outcome.TIE if abs(z) < tie_margin else (Outcome.WIN if z > 0 else Outcome.LOSS)
+        judgments.append(Judgment(None, int(i), int(j), outcome))
+    for _ in range(400):
+        i = int(rng.integers(n))
+        level = int(np.searchsorted(thresholds, truth[i] + NOISE_SD * rng.normal()))
+        judgments.append(Judgment(None, i, -1, level=level))
+    campaign.observe(judgments)
+    return campaign
+
+
+@pytest.mark.slow
+def test_fit_recovers_the_tie_margin_and_emoji_thresholds() -> None:
+    """Both start wrong (t 0.2 for 0.6; thresholds squeezed and shifted); the fit moves them to
+    the values the labels were drawn with. Ratings fix f - b only, and the prior (mean 0)
+    fixes where f sits, so the thresholds are compared in the frame where the drawn qualities
+    have mean 0. Measured (80 evaluations): t 0.62; thresholds (-1.25, -0.31, 0.61, 1.58) for
+    (-1.32, -0.32, 0.68, 1.68); residual scale 1.15 for a drawn sd of 1.21."""
+    truth_cuts = (-1.5, -0.5, 0.5, 1.5)
+    start = CampaignConfig(
+        criteria=(),
+        prior=PriorScales(residual_scale=1.0),
+        tie_margin=0.2,
+        emoji_thresholds=(-0.5, 0.0, 0.2, 0.4),
+        noise_sd=NOISE_SD,
+    )
+    campaign = _campaign_with_ties_and_ratings(
+        tie_margin=0.6, thresholds=truth_cuts, start=start, seed=SEED
+    )
+    fit = campaign.fit_prior(max_evaluations=80)
+    assert fit.log_evidence > fit.start_log_evidence
+    assert campaign.config.tie_margin == pytest.approx(0.6, abs=0.08)
+    truth = 1.5 * np.random.default_rng(SEED).normal(size=30)  # as drawn by the helper
+    np.testing.assert_allclose(
+        campaign.config.emoji_thresholds, np.array(truth_cuts) - truth.mean(), atol=0.15
+    )
+    assert campaign.config.prior.residual_scale == pytest.approx(truth.std(), rel=0.1)
+    # the cuts selection and prediction use follow the fit, and a replay is exact
+    t = campaign.config.tie_margin
+    assert campaign.pair_cuts.tolist() == pytest.approx([-t, t])
+    fresh = campaign.replay()
+    assert fresh.config == campaign.config
+    assert torch.equal(fresh.posterior.mean, campaign.posterior.mean)
+
+
+def test_fitting_parts_a_campaign_lacks_is_an_error() -> None:
+    from engine.empirical_bayes import Hyperparameters, fit_hyperparameters
+
+    campaign = _campaign_with_labels(8, 0, residual=1.0, weight=0.0, labels=20, seed=SEED)
+    with pytest.raises(ValueError, match="tie"):
+        fit_hyperparameters(
+            campaign.prior,
+            lambda _: campaign._events(campaign.log),
+            Hyperparameters(campaign.config.prior),
+            fit_weights=False,
+            fit_tie=True,
+        )
+    with pytest.raises(ValueError, match="emoji"):
+        fit_hyperparameters(
+            campaign.prior,
+            lambda _: campaign._events(campaign.log),
+            Hyperparameters(campaign.config.prior),
+            fit_weights=False,
+            fit_thresholds=True,
+        )

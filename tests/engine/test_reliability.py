@@ -11,7 +11,7 @@ from scipy.integrate import quad
 from scipy.stats import beta as beta_distribution
 from scipy.stats import norm
 
-from engine.reliability import rater_posterior
+from engine.reliability import fit_noise_spread, rater_grid, rater_posterior
 
 SEED = 0
 SHARE = 0.05
@@ -50,7 +50,7 @@ def _reference_keep(mu, var, lo, hi, sigma: float) -> tuple[float, float]:
 @pytest.mark.parametrize("agree", [True, False])
 def test_keep_posterior_matches_integration(agree: bool) -> None:
     mu, var, lo, hi, n_outcomes = _labels(agree)
-    result = rater_posterior(
+    grid = rater_grid(
         mu,
         var,
         lo,
@@ -61,6 +61,7 @@ def test_keep_posterior_matches_integration(agree: bool) -> None:
         random_share=SHARE,
         learn_noise=False,
     )
+    result = rater_posterior(grid, default_noise_sd=1.0)
     mean, below = _reference_keep(mu, var, lo, hi, 1.0)
     assert result.keep == pytest.approx(mean, abs=5e-3)  # a 400-point grid
     assert result.probability_random == pytest.approx(below, abs=5e-3)
@@ -70,7 +71,7 @@ def test_keep_posterior_matches_integration(agree: bool) -> None:
 
 def test_without_lapses_or_noise_learning_the_rater_is_the_default() -> None:
     mu, var, lo, hi, n_outcomes = _labels(True)
-    result = rater_posterior(
+    grid = rater_grid(
         mu,
         var,
         lo,
@@ -81,6 +82,44 @@ def test_without_lapses_or_noise_learning_the_rater_is_the_default() -> None:
         random_share=SHARE,
         learn_noise=False,
     )
+    result = rater_posterior(grid, default_noise_sd=1.3)
     assert result.keep == 1.0 and result.noise_sd == pytest.approx(1.3)
     assert not result.flagged and result.labels == 8
     assert math.isfinite(result.keep_low) and result.keep_low <= result.keep_high
+
+
+def _raters_with_spread(spread: float, seed: int) -> tuple[list, float]:
+    """40 raters, sigma_r log-normal around 1 with sd `spread` of log sigma, 150 labels each on
+    well-known pairs (posterior var 0.01), as (keep, sigma) grids; and the drawn sd of log
+    sigma."""
+    rng = np.random.default_rng(seed)
+    grids = []
+    log_sigma = rng.normal(0.0, spread, 40)
+    for sigma in np.exp(log_sigma):
+        mu = rng.normal(scale=1.5, size=150)
+        said_first = mu + rng.normal(scale=sigma, size=150) > 0
+        t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+        grids.append(
+            rater_grid(
+                t(mu),
+                t(np.full(150, 0.01)),
+                t(np.where(said_first, 0.0, -np.inf)),
+                t(np.where(said_first, np.inf, 0.0)),
+                t(np.full(150, 2.0)),
+                default_noise_sd=1.0,
+                keep_prior=None,
+                random_share=SHARE,
+                learn_noise=True,
+            )
+        )
+    return grids, float(log_sigma.std())
+
+
+def test_noise_spread_is_recovered_by_empirical_bayes() -> None:
+    """The rater-noise prior's spread, fitted across raters, tracks the spread of the drawn log
+    sigma. Measured (drawn sd -> fitted): 0.472 -> 0.434, 0.236 -> 0.213, 0.039 -> 0.055."""
+    for spread in (0.6, 0.3, 0.05):
+        grids, drawn = _raters_with_spread(spread, SEED)
+        assert fit_noise_spread(grids, default_noise_sd=1.0) == pytest.approx(drawn, abs=0.06)
+    with pytest.raises(ValueError, match="learned noise"):
+        fit_noise_spread([], default_noise_sd=1.0)
