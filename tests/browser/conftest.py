@@ -102,7 +102,7 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The real app (`create_app` from the environment) served by uvicorn on a free port."""
     folder = tmp_path_factory.mktemp("service")
@@ -148,9 +148,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         log.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[object]:
-    """One headless chromium for the session."""
+    """One headless chromium per test module. Not per session: Playwright's sync API keeps an
+    event loop running in this thread while it is open, which later asyncio tests cannot share."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
