@@ -194,19 +194,12 @@ def test_fitting_parts_a_campaign_lacks_is_an_error() -> None:
     from engine.empirical_bayes import Hyperparameters, fit_hyperparameters
 
     campaign = _campaign_with_labels(8, 0, residual=1.0, weight=0.0, labels=20, seed=SEED)
-    with pytest.raises(ValueError, match="tie"):
-        fit_hyperparameters(
-            campaign.prior,
-            lambda _: campaign._events(campaign.log),
-            Hyperparameters(campaign.config.prior),
-            fit_weights=False,
-            fit_tie=True,
-        )
-    with pytest.raises(ValueError, match="emoji"):
-        fit_hyperparameters(
-            campaign.prior,
-            lambda _: campaign._events(campaign.log),
-            Hyperparameters(campaign.config.prior),
-            fit_weights=False,
-            fit_thresholds=True,
-        )
+    for part, match in (({"fit_tie": True}, "tie"), ({"fit_thresholds": True}, "emoji")):
+        with pytest.raises(ValueError, match=match):
+            fit_hyperparameters(
+                campaign.prior,
+                lambda _: campaign._events(campaign.log),
+                Hyperparameters(campaign.config.prior),
+                fit_weights=False,
+                **part,
+            )

@@ -74,33 +74,40 @@ def test_modelling_lapses_ranks_better_with_random_clickers() -> None:
         assert taus[0] > taus[1] + 0.01
 
 
+def _noisy_raters(spread: float, *, batches: int, seed: int):
+    """20 raters of log-noise sd `spread` answer random pairs of a 60-clip world, 5 each per
+    batch, into a campaign that learns their noise and lapses."""
+    spec = SyntheticSpec(
+        n_items=60,
+        n_groups=6,
+        n_contexts=2,
+        rm_correlation=0.7,
+        raters=RaterSpec(n_raters=20, noise_spread=spread),
+    )
+    world = SyntheticWorld(spec, seed)
+    campaign = build_campaign(
+        world.problem, reward_model=True, lapse_prior=(9.0, 1.0), learn_rater_noise=True
+    )
+    rng = np.random.default_rng(seed)
+    candidates = world.problem.candidates
+    for _ in range(batches):
+        batch = []
+        for _ in range(5):
+            for rater in range(20):
+                i, j = (int(v) for v in candidates[rng.integers(len(candidates))])
+                outcome, _ = world.answer_pair(i, j, rater, rng)
+                batch.append(Judgment(rater, i, j, outcome=outcome))
+        campaign.observe(batch)
+    return world, campaign
+
+
 def test_raters_ranked_by_learned_noise_match_the_truth() -> None:
     """Spearman(learned noise sd, true noise sd) over 20 raters of log-sd 0.5, 100 labels each.
 
     Measured: 0.875, 0.944, 0.820 for worlds 0-2."""
     correlations = []
     for seed in range(3):
-        spec = SyntheticSpec(
-            n_items=60,
-            n_groups=6,
-            n_contexts=2,
-            rm_correlation=0.7,
-            raters=RaterSpec(n_raters=20, noise_spread=0.5),
-        )
-        world = SyntheticWorld(spec, SEED + seed)
-        campaign = build_campaign(
-            world.problem, reward_model=True, lapse_prior=(9.0, 1.0), learn_rater_noise=True
-        )
-        rng = np.random.default_rng(SEED + seed)
-        candidates = world.problem.candidates
-        for _ in range(20):  # 5 rounds of every rater per batch
-            batch = []
-            for _ in range(5):
-                for rater in range(20):
-                    i, j = (int(v) for v in candidates[rng.integers(len(candidates))])
-                    outcome, _ = world.answer_pair(i, j, rater, rng)
-                    batch.append(Judgment(rater, i, j, outcome=outcome))
-            campaign.observe(batch)
+        world, campaign = _noisy_raters(0.5, batches=20, seed=SEED + seed)
         reliability = campaign.rater_reliability()
         learned = [reliability[r].noise_sd for r in range(20)]
         assert campaign.noise_sd(0) == learned[0]  # later labels and gains use it
@@ -130,27 +137,7 @@ def test_campaign_refits_the_rater_noise_prior_and_replays_it() -> None:
     """fit_prior() also fits the spread of the rater-noise prior across raters, then refits
     every rater's reliability under it; replay repeats it exactly. 20 raters drawn with log-sd
     0.8, 60 labels each. Measured: spread 0.5 -> 0.77 (the drawn log noise has sd 0.83)."""
-    spec = SyntheticSpec(
-        n_items=60,
-        n_groups=6,
-        n_contexts=2,
-        rm_correlation=0.7,
-        raters=RaterSpec(n_raters=20, noise_spread=0.8),
-    )
-    world = SyntheticWorld(spec, SEED)
-    campaign = build_campaign(
-        world.problem, reward_model=True, lapse_prior=(9.0, 1.0), learn_rater_noise=True
-    )
-    rng = np.random.default_rng(SEED)
-    candidates = world.problem.candidates
-    for _ in range(12):
-        batch = []
-        for _ in range(5):
-            for rater in range(20):
-                i, j = (int(v) for v in candidates[rng.integers(len(candidates))])
-                outcome, _ = world.answer_pair(i, j, rater, rng)
-                batch.append(Judgment(rater, i, j, outcome=outcome))
-        campaign.observe(batch)
+    world, campaign = _noisy_raters(0.8, batches=12, seed=SEED)
     before = campaign.rater_reliability()[0]
     campaign.fit_prior(max_evaluations=15)
     drawn = float(np.log(world.raters.noise_sd).std())
