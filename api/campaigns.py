@@ -955,22 +955,33 @@ class CampaignRuntime:
             self._writer.submit(store.insert_progress(self.record.id, self.n_applied, tau))
 
     async def _refill(self) -> None:
-        """Choose one more task ahead (held as pending for no rater in particular)."""
+        """Choose more tasks ahead (held as pending for no rater in particular).
+
+        `refill_batch` tasks at most per engine call: the first by `next_task` (pair or emoji
+        rating, whichever teaches more per second), the rest, when it was a pair, by one
+        `next_pairs(count=...)`, the engine's batch selection (each pair pending for the next).
+        """
         campaign = self.campaign
         assert campaign is not None
+        count = max(1, min(self.settings.refill_batch, self._queue_target() - len(self._queue)))
 
-        def choose() -> Task | None:
+        def choose() -> list[Task]:
             try:
-                return campaign.next_task(None, hold=True)
+                first = campaign.next_task(None, hold=True)
             except NoEligibleTaskError:
-                return None
+                return []
+            if count == 1 or first.second == NO_SECOND:
+                return [first]
+            try:
+                return [first, *campaign.next_pairs(None, count - 1, hold=True)]
+            except NoEligibleTaskError:
+                return [first]
 
         version = self._version
-        task = await self._run(choose)
-        if task is None:
+        tasks = await self._run(choose)
+        if not tasks:
             self._exhausted = True
-        else:
-            self._queue.append(Queued(task, version))
+        self._queue.extend(Queued(task, version) for task in tasks)
         self._queue_changed.set()
         self._queue_changed = asyncio.Event()
 

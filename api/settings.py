@@ -30,6 +30,9 @@ class Settings:
         max_open_assignments: assignments one rater may hold open at once (429 beyond).
         queue_min: tasks the campaign keeps chosen ahead even when nobody waits.
         queue_max: most tasks chosen ahead (each is pending in the engine while queued).
+        refill_batch: most tasks chosen in one engine call. 1 by default: the engine's batch
+            selection costs one full selection per task today, and one at a time lets the
+            first waiting rater go after one selection instead of after the whole batch.
         max_apply_batch: most judgments applied to the posterior in one engine call.
         progress_every_s: least time between two recorded progress points.
         assign_timeout_s: how long an assignment request waits for the engine before a 503.
@@ -45,6 +48,7 @@ class Settings:
     max_open_assignments: int = 8
     queue_min: int = 2
     queue_max: int = 16
+    refill_batch: int = 1
     max_apply_batch: int = 64
     progress_every_s: float = 1.0
     assign_timeout_s: float = 20.0
@@ -61,7 +65,7 @@ class Settings:
         if not 1 <= self.queue_min <= self.queue_max:
             raise ValueError("need 1 <= queue_min <= queue_max")
         positive = ("max_body_bytes", "max_clips_per_request", "max_open_assignments")
-        for name in (*positive, "max_apply_batch"):
+        for name in (*positive, "max_apply_batch", "refill_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
 
@@ -80,6 +84,7 @@ class Settings:
             ("max_open_assignments", int),
             ("queue_min", int),
             ("queue_max", int),
+            ("refill_batch", int),
             ("max_apply_batch", int),
             ("progress_every_s", float),
             ("seed", int),

@@ -50,6 +50,7 @@ NOISE_SD = 1.4826  # JOD: the engine's default rater noise
 TIE_MARGIN = 0.3
 GROUP_SIZE = 20
 TARGET = {"judgments_per_s": 500.0, "p99_ms": 50.0}
+SATURATED_PENDING = 4
 
 
 def free_port() -> int:
@@ -294,6 +295,64 @@ def run_load(
     }
 
 
+def engine_costs(
+    n_clips: int, pending: int, seed: int, ties: bool = True, repeats: int = 15
+) -> dict[str, float]:
+    """What one label costs the engine thread, measured in this process like the server runs
+    it (the service's campaign config, 1 torch thread): choosing one task ahead with `pending`
+    tasks held (`next_task(None, hold=True)`), and applying labels in batches of 8."""
+    import torch
+
+    from api.campaigns import build_config, engine_config
+    from engine import Campaign, Judgment, Outcome
+    from sim.demo import demo_clips
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = demo_clips(n_clips, n_groups=max(1, n_clips // GROUP_SIZE), seed=seed)
+        config = build_config(engine_config(data.criteria, "group", ties, None))
+        campaign = Campaign(config, device="cpu")
+        campaign.add_clips(
+            [[clip["scores"].get(name) for name in data.criteria] for clip in data.clips],
+            contexts=[clip["context"] for clip in data.clips],
+            groups=[clip["group"] for clip in data.clips],
+        )
+        rng = random.Random(seed)
+        held = [campaign.next_task(None, hold=True) for _ in range(pending)]
+        select, apply = [], []
+        for step in range(repeats):
+            started = time.perf_counter()
+            task = campaign.next_task(None, hold=True)
+            select.append(time.perf_counter() - started)
+            held.append(task)
+            if len(held) >= pending + 8:
+                batch, held = held[:8], held[8:]
+                judgments = [
+                    Judgment(
+                        step % 16,
+                        t.first,
+                        t.second,
+                        rng.choice(list(Outcome))
+                        if ties
+                        else rng.choice([Outcome.WIN, Outcome.LOSS]),
+                    )
+                    for t in batch
+                ]
+                started = time.perf_counter()
+                campaign.observe(judgments, task_ids=[t.id for t in batch])
+                apply.append((time.perf_counter() - started) / len(batch))
+    finally:
+        torch.set_num_threads(threads)
+    select_ms = 1000 * float(np.median(select))
+    apply_ms = 1000 * float(np.median(apply)) if apply else float("nan")
+    return {
+        "engine_select_ms": round(select_ms, 2),
+        "engine_apply_ms_per_label": round(apply_ms, 2),
+        "engine_ceiling_per_s": round(1000 / (select_ms + apply_ms), 1),
+    }
+
+
 def metadata(seed: int, threads: int | None) -> dict[str, Any]:
     """Provenance written with every row."""
     try:
@@ -325,17 +384,29 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         f"engine on {rows[0].get('engine_device', 'cpu')}).",
         "",
         "| clients | n clips | ties | judgments/s | assignments/s | assign p50 (ms) "
-        "| assign p99 (ms) | judge p50 (ms) | judge p99 (ms) | errors | lost |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| assign p99 (ms) | judge p50 (ms) | judge p99 (ms) | errors | lost "
+        "| engine ms/task | engine ceiling (labels/s) | ms/task, all clients holding one |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['clients']} | {row['n_clips']:,} | {'yes' if row['ties'] else 'no'} "
             f"| {row['judgments_per_s']} "
             f"| {row['assignments_per_s']} | {row['assign_p50_ms']} | {row['assign_p99_ms']} "
-            f"| {row['judge_p50_ms']} | {row['judge_p99_ms']} | {row['errors']} | {row['lost']} |"
+            f"| {row['judge_p50_ms']} | {row['judge_p99_ms']} | {row['errors']} | {row['lost']} "
+            f"| {row['engine_select_ms'] + row['engine_apply_ms_per_label']:.1f} "
+            f"| {row['engine_ceiling_per_s']} | {row['engine_select_ms_all_holding']} |"
         )
     lines += [
+        "",
+        "engine ms/task: what one handed-out task costs the campaign's engine thread, measured "
+        f"apart in the benchmark process (1 torch thread, {SATURATED_PENDING} tasks pending, as "
+        "under these saturating clients): choosing it with `next_task` plus its share of a "
+        "batch of 8 labels. The engine ceiling is its inverse: one engine thread hands out no "
+        "more tasks per second than that, whatever the HTTP and database layers do. The last "
+        "column is the choice alone when every client holds a task (real raters who think "
+        "for seconds): the pending-task shrink makes each choice dearer. lost: acknowledged "
+        "judgments missing from the export afterwards.",
         "",
         f"Target (2 cores, SQLite): >= {TARGET['judgments_per_s']:.0f} judgments/s with p99 < "
         f"{TARGET['p99_ms']:.0f} ms and zero errors.",
@@ -379,6 +450,13 @@ def main(argv: list[str] | None = None) -> None:
                 args.threads,
                 ties=not args.no_ties,
             )
+            # saturated clients answer at once, so few tasks are pending while the engine
+            # chooses (the queue's 2 and the odd one in flight); real raters thinking for
+            # seconds each hold one, and then every choice is dearer
+            ties = not args.no_ties
+            row |= engine_costs(n_clips, SATURATED_PENDING, args.seed, ties)
+            held = engine_costs(n_clips, clients + SATURATED_PENDING, args.seed, ties)
+            row["engine_select_ms_all_holding"] = held["engine_select_ms"]
             rows.append({**row, **meta, "load_average_before": load_before})
             print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ skipped with the reason otherwise. The schema is dropped after the test.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -168,3 +169,14 @@ def answer(client: TestClient, party: Party, rater: int, choice: str = "left") -
     )
     assert judged.status_code == 201, judged.text
     return assignment
+
+
+def pending_tasks(runtime: Any) -> tuple[Any, ...]:
+    """The engine's pending tasks of a runtime, read from the test's thread (the engine thread
+    may be changing the dict: retry instead of taking a lock the service does not need)."""
+    for _ in range(100):
+        try:
+            return runtime.campaign.pending
+        except RuntimeError:
+            time.sleep(0.01)
+    raise AssertionError("could not read the pending tasks")

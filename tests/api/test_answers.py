@@ -6,7 +6,7 @@ import time
 
 from litestar.testing import TestClient
 
-from tests.api.conftest import ADMIN, make_party
+from tests.api.conftest import ADMIN, make_party, pending_tasks
 
 
 def _assign(client: TestClient, party, rater: int = 0) -> dict:
@@ -43,34 +43,29 @@ def test_same_answer_twice_is_one_label_and_a_different_one_is_409(client: TestC
     assert len(rows.splitlines()) == 1
 
 
-def test_expired_assignment_is_410_and_its_pair_is_released(settings, db_url) -> None:
-    from dataclasses import replace
-
-    from api.app import create_app
-
-    with TestClient(app=create_app(replace(settings))) as client:
-        party = make_party(client, n_clips=4, groups=1, lease_seconds=0.3)
-        a = _assign(client, party)
-        service = client.app.state.service
-        runtime = service._runtimes[party.id]
-        held = {(t.first, t.second) for t in runtime.campaign.pending}
-        state = runtime.assignments[a["id"]]
-        assert (state.first, state.second) in held
-        time.sleep(0.45)
-        late = _judge(client, party, a["id"], {"choice": "left"})
-        assert late.status_code == 410
-        assert "expired" in late.json()["detail"] and "lease 0.3 s" in late.json()["detail"]
-        # the pump releases it from the engine's pending set (lazily, within a moment)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if all(t.id != state.task_id for t in runtime.campaign.pending):
-                break
-            time.sleep(0.02)
-        assert all(t.id != state.task_id for t in runtime.campaign.pending)
-        assert _labels(client, party) == 0
-        unknown = _judge(client, party, 987654, {"choice": "left"})
-        assert unknown.status_code == 404
-        assert "assignment 987654 not found" in unknown.json()["detail"]
+def test_expired_assignment_is_410_and_its_pair_is_released(client: TestClient) -> None:
+    party = make_party(client, n_clips=4, groups=1, lease_seconds=0.3)
+    a = _assign(client, party)
+    service = client.app.state.service
+    runtime = service._runtimes[party.id]
+    held = {(t.first, t.second) for t in pending_tasks(runtime)}
+    state = runtime.assignments[a["id"]]
+    assert (state.first, state.second) in held
+    time.sleep(0.45)
+    late = _judge(client, party, a["id"], {"choice": "left"})
+    assert late.status_code == 410
+    assert "expired" in late.json()["detail"] and "lease 0.3 s" in late.json()["detail"]
+    # the pump releases it from the engine's pending set (lazily, within a moment)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if all(t.id != state.task_id for t in pending_tasks(runtime)):
+            break
+        time.sleep(0.02)
+    assert all(t.id != state.task_id for t in pending_tasks(runtime))
+    assert _labels(client, party) == 0
+    unknown = _judge(client, party, 987654, {"choice": "left"})
+    assert unknown.status_code == 404
+    assert "assignment 987654 not found" in unknown.json()["detail"]
 
 
 def test_skip_closes_without_a_label(client: TestClient) -> None:

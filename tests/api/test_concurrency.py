@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from litestar.testing import AsyncTestClient
@@ -41,7 +42,11 @@ async def _party(client: AsyncTestClient, n_raters: int) -> tuple[int, list[dict
 
 @pytest.mark.anyio
 @pytest.mark.slow
-async def test_concurrent_raters_get_no_duplicated_pending_pair(settings: Settings) -> None:
+@pytest.mark.parametrize("refill_batch", [1, 4])
+async def test_concurrent_raters_get_no_duplicated_pending_pair(
+    settings: Settings, refill_batch: int
+) -> None:
+    settings = replace(settings, refill_batch=refill_batch)
     async with AsyncTestClient(app=create_app(settings)) as client:
         cid, raters = await _party(client, n_raters=8)
         pairs: list[tuple[int, int]] = []
