@@ -208,6 +208,7 @@ def test_nothing_left_is_said_clearly(service: Service, context, artifacts) -> N
     page.wait_for_selector("#done", state="visible")
     wait_until_sent(page)
     assert "Nothing left" in page.inner_text("#done")
+    assert page.locator("#stage").is_hidden()
     assert len(service.judgments(campaign_id)) == n_pairs
     page.screenshot(path=str(artifacts / "rate-page-done.png"))
 
