@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, Request, Response, post
+from litestar.openapi.datastructures import ResponseSpec
 
 from api import schemas
 from api.auth import bearer
@@ -20,6 +21,13 @@ class AssignmentController(Controller):
         "/campaigns/{campaign_id:int}/assignments",
         operation_id="nextAssignment",
         summary="The next task for this rater",
+        responses={
+            200: ResponseSpec(
+                schemas.AssignmentOut,
+                description="nothing is left for this rater: assignment null, message why",
+                generate_examples=False,
+            )
+        },
     )
     async def next_assignment(
         self, campaign_id: int, request: Request, service: Service
@@ -33,6 +41,13 @@ class AssignmentController(Controller):
         "/assignments/{assignment_id:int}/judgment",
         operation_id="postJudgment",
         summary="Answer an assignment",
+        responses={
+            200: ResponseSpec(
+                schemas.JudgmentOut,
+                description="the same answer again: one label, duplicate true",
+                generate_examples=False,
+            )
+        },
     )
     async def judgment(
         self, assignment_id: int, data: schemas.JudgmentIn, request: Request, service: Service
