@@ -10,11 +10,13 @@ so hand-outs and idempotency checks never wait for the engine.
 
 The queue. Tasks are chosen ahead for no rater in particular (`next_task(None, hold=True)`),
 so each is pending in the engine while queued and later selections avoid it. A request takes
-the first queued task its rater may answer (a pair they have not judged, a clip they have not
-rated); when none fits, the engine chooses for that rater. The queue grows with the number of
-waiting requests (up to `queue_max`) and shrinks back to `queue_min` when idle; when idle the
-pump also replaces tasks chosen before the latest labels, so a quiet campaign hands out tasks
-from the current posterior.
+the first queued task its rater may answer: not a pair they judged (every committed label,
+applied to the posterior yet or not) or skipped, not a clip they rated, nothing they hold (an
+open assignment, or a task on its way to becoming one). When none fits, the engine chooses for
+that rater with the same pairs and clips barred. The queue grows with the number of waiting
+requests (up to `queue_max`) and shrinks back to `queue_min` when idle; when idle the pump also
+replaces tasks chosen before the latest labels, so a quiet campaign hands out tasks from the
+current posterior.
 
 Durability and replay. A judgment is acknowledged once its transaction committed; it then
 joins the batch for the engine. Labels carry `seq` (commit order) and, once applied, `batch`
@@ -37,6 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -153,6 +156,8 @@ class RaterState:
     rated: set[int] = field(default_factory=set)
     skipped: set[tuple[int, int]] = field(default_factory=set)
     open: set[int] = field(default_factory=set)  # open assignment ids
+    # tasks held open or being handed out, by `task_key`: never given to this rater again
+    holding: Counter[tuple[int, int]] = field(default_factory=Counter)
     labels: int = 0
     skips: int = 0
 
@@ -196,6 +201,13 @@ class AssignmentState:
     @property
     def pair(self) -> tuple[int, int]:
         return (min(self.first, self.second), max(self.first, self.second))
+
+
+def task_key(first: int, second: int) -> tuple[int, int]:
+    """(low, high) for a pair in either order; (clip, NO_SECOND) for an emoji rating."""
+    if second == NO_SECOND:
+        return (first, NO_SECOND)
+    return (min(first, second), max(first, second))
 
 
 @dataclass(frozen=True)
@@ -274,6 +286,7 @@ class CampaignRuntime:
         self._calls: deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = deque()
         self._to_release: list[int] = []
         self._leases: list[tuple[float, int]] = []  # heap of (expires_at, assignment id)
+        # pairs held by some rater (open or being handed out), by `task_key`
         self._assigned_pairs: Counter[tuple[int, int]] = Counter()
         self._wake = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
@@ -406,6 +419,7 @@ class CampaignRuntime:
                 campaign.hold(
                     Task(state.task_id, record.rater_id, record.first, record.second, 0.0, ())
                 )
+                self._claim(self.raters[state.rater_id], state.first, state.second)
                 self._open(state)
             else:
                 state.released = True
@@ -440,7 +454,13 @@ class CampaignRuntime:
                 break
             if self._queue or self._exhausted:
                 # nothing chosen ahead fits this rater: the engine chooses for them
-                task = await self.call(lambda: self._rater_task(rater))
+                chosen = asyncio.ensure_future(self.call(lambda: self._rater_task(rater)))
+                try:
+                    task = await asyncio.shield(chosen)
+                except asyncio.CancelledError:
+                    # the client went away: give back what the engine chose and holds for it
+                    chosen.add_done_callback(lambda done: self._abandon(rater, done))
+                    raise
                 if task is None:
                     return None, self._nothing_left(rater)
                 break
@@ -458,56 +478,114 @@ class CampaignRuntime:
         return await asyncio.shield(asyncio.ensure_future(self._hand_out(rater, task))), None
 
     def _take(self, rater: RaterState) -> Task | None:
-        """The first queued task `rater` may answer, preferring pairs nobody holds."""
+        """The first queued task `rater` may answer, preferring pairs nobody holds; claimed."""
         fallback = None
         for index, entry in enumerate(self._queue):
             task = entry.task
-            if task.second == NO_SECOND:
-                if task.first in rater.rated or any(
-                    self.assignments[a].first == task.first and not self.assignments[a].is_pair
-                    for a in rater.open
-                ):
-                    continue
-            else:
-                pair = (min(task.first, task.second), max(task.first, task.second))
-                if pair in rater.judged or pair in rater.skipped or self._holds(rater, pair):
-                    continue
-                if self._assigned_pairs[pair] and fallback is None:
+            if self._barred(rater, task.first, task.second):
+                continue
+            if self._assigned_pairs[task_key(task.first, task.second)]:
+                if fallback is None:
                     fallback = index
-                    continue
-            del self._queue[index]
-            return task
-        if fallback is not None:
-            task = self._queue[fallback].task
-            del self._queue[fallback]
-            return task
-        return None
+                continue
+            break
+        else:
+            if fallback is None:
+                return None
+            index = fallback
+        task = self._queue[index].task
+        del self._queue[index]
+        self._claim(rater, task.first, task.second)
+        return task
 
-    def _holds(self, rater: RaterState, pair: tuple[int, int]) -> bool:
-        return any(
-            self.assignments[a].is_pair and self.assignments[a].pair == pair for a in rater.open
-        )
+    @staticmethod
+    def _barred(rater: RaterState, first: int, second: int) -> bool:
+        """Whether `rater` may not get this task: a pair they judged (every committed label,
+        applied to the posterior or not) or skipped, a clip they rated, or one they hold."""
+        key = task_key(first, second)
+        if rater.holding[key]:
+            return True
+        if second == NO_SECOND:
+            return first in rater.rated
+        return key in rater.judged or key in rater.skipped
+
+    def _claim(self, rater: RaterState, first: int, second: int) -> None:
+        """`rater` holds this task from now on (it is being handed out or is open)."""
+        key = task_key(first, second)
+        rater.holding[key] += 1
+        if second != NO_SECOND:
+            self._assigned_pairs[key] += 1
+
+    def _unclaim(self, rater: RaterState, first: int, second: int) -> None:
+        key = task_key(first, second)
+        for held in (rater.holding, self._assigned_pairs):
+            if held[key]:
+                held[key] -= 1
+                if not held[key]:
+                    del held[key]
 
     async def _rater_task(self, rater: RaterState) -> Task | None:
-        """Pump call: the engine's best task for this rater (their judged pairs excluded)."""
+        """Pump call: the engine's best task for this rater, claimed; None when none is left.
+
+        Never a task `_barred` for them. The engine's own judged and rated sets cover only
+        applied labels, so the labels committed so far are applied first; skipped pairs and
+        held tasks are barred explicitly. A pair pending for someone else may come back when
+        every pair left to this rater is pending (the engine's rule), never "nothing left"
+        while such a pair remains.
+        """
+        given_back: int | None = None
+        while True:
+            while self._unapplied:
+                await self._apply()
+            pairs = sorted(rater.skipped | {k for k in rater.holding if k[1] != NO_SECOND})
+            clips = sorted(k[0] for k in rater.holding if k[1] == NO_SECOND)
+            task = await self._run(partial(self._choose_for, rater.id, pairs, clips, given_back))
+            if task is None:
+                return None
+            if not self._barred(rater, task.first, task.second):
+                self._claim(rater, task.first, task.second)
+                return task
+            # barred while the engine chose (this rater took a queued task of the same pair
+            # meanwhile): give it back and choose again with it barred
+            given_back = task.id
+
+    def _choose_for(
+        self,
+        rater_id: int,
+        pairs: Sequence[tuple[int, int]],
+        clips: Sequence[int],
+        release: int | None,
+    ) -> Task | None:
+        """Engine thread: `Campaign.next_task` for `rater_id` (its rule: the pair or rating
+        with the larger gain per second), with `pairs` not to ask and `clips` not to rate,
+        after releasing the pending task `release`."""
         campaign = self.campaign
         assert campaign is not None
-
-        def choose() -> Task | None:
-            try:
-                return campaign.next_task(rater.id, hold=True)
-            except NoEligibleTaskError:
-                return None
-
-        task = await self._run(choose)
-        if task is None:
+        if release is not None:
+            self._release([release])
+        candidates: list[Task] = []
+        with contextlib.suppress(NoEligibleTaskError):
+            candidates += campaign.next_pairs(
+                rater_id, hold=False, forbidden_pairs=list(pairs) or None
+            )
+        with contextlib.suppress(NoEligibleTaskError):  # also: no emoji scale
+            candidates.append(campaign.next_rating(rater_id, exclude=clips, hold=False))
+        if not candidates:
             return None
-        pair = (min(task.first, task.second), max(task.first, task.second))
-        repeat = task.first in rater.rated if task.second == NO_SECOND else self._holds(rater, pair)
-        if repeat:  # only a task this rater already holds is left
+        seconds = {True: campaign.config.pair_seconds, False: campaign.config.rating_seconds}
+        best = max(candidates, key=lambda t: t.gain / seconds[t.is_pair])
+        campaign.hold(best)
+        return best
+
+    def _abandon(self, rater: RaterState, chosen: asyncio.Future[Task | None]) -> None:
+        """Give back a task the engine chose for a request that is gone."""
+        if chosen.cancelled() or chosen.exception() is not None:
+            return
+        task = chosen.result()
+        if task is not None:
+            self._unclaim(rater, task.first, task.second)
             self._to_release.append(task.id)
-            return None
-        return task
+            self._wake.set()
 
     def _nothing_left(self, rater: RaterState) -> str:
         if self._exhausted:
@@ -521,7 +599,7 @@ class CampaignRuntime:
             f"no task is left for rater {rater.id}: they have judged every pair in the "
             f"campaign's pairing scope ({self.record.pair_scope})"
             + ("" if self.record.emoji_levels is None else " and rated every clip")
-            + " or hold the rest open"
+            + ", or skipped or hold open the rest"
         )
 
     async def _hand_out(self, rater: RaterState, task: Task) -> AssignmentState:
@@ -541,6 +619,7 @@ class CampaignRuntime:
             assignment_id = await self._writer.run(store.insert_assignment(values))
         except Exception as error:
             log.exception("storing an assignment failed")
+            self._unclaim(rater, task.first, task.second)
             self._to_release.append(task.id)
             self._wake.set()
             raise Unavailable(detail="the database did not store the assignment; retry") from error
@@ -552,17 +631,14 @@ class CampaignRuntime:
         return state
 
     def _open(self, state: AssignmentState) -> None:
+        """Open the lease of a claimed task's assignment."""
         self.raters[state.rater_id].open.add(state.id)
         heapq.heappush(self._leases, (state.expires_at, state.id))
-        if state.is_pair:
-            self._assigned_pairs[state.pair] += 1
 
     def _close(self, state: AssignmentState) -> None:
-        self.raters[state.rater_id].open.discard(state.id)
-        if state.is_pair:
-            self._assigned_pairs[state.pair] -= 1
-            if not self._assigned_pairs[state.pair]:
-                del self._assigned_pairs[state.pair]
+        rater = self.raters[state.rater_id]
+        rater.open.discard(state.id)
+        self._unclaim(rater, state.first, state.second)
 
     def _expire_due(self) -> None:
         """Close the assignments whose lease ran out and release their engine tasks."""

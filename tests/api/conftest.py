@@ -9,14 +9,19 @@ skipped with the reason otherwise. The schema is dropped after the test.
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.app import create_app
@@ -96,6 +101,45 @@ def client(settings: Settings) -> Iterator[TestClient]:
     """The real app, started (lifespan) and stopped around the test."""
     with TestClient(app=create_app(settings)) as test_client:
         yield test_client
+
+
+@dataclass
+class LiveServer:
+    """The app served by uvicorn on a thread of this process: requests from the test really run
+    side by side (Litestar's AsyncTestClient hands them to the app one at a time), and the
+    test can still reach the app's objects (`app.state.service`)."""
+
+    url: str
+    app: Litestar
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[LiveServer]:
+    """The real app over `settings`, listening on a free loopback port until the block ends."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the live server did not start")
+        time.sleep(0.01)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", app)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Iterator[LiveServer]:
+    """`serve(settings)` for one test."""
+    with serve(settings) as server:
+        yield server
 
 
 def clip_batch(n: int, *, start: int = 0, groups: int = 2, criteria=("a", "b")) -> list[dict]:
