@@ -25,7 +25,7 @@ from botorch.models.pairwise_gp import PairwiseGP, PairwiseLaplaceMarginalLogLik
 from linear_operator.utils.errors import NotPSDError
 
 from engine import Judgment, Outcome, predict_pair
-from sim.campaigns import LAPSE_PRIOR, REFITS, build_campaign
+from sim.campaigns import LAPSE_PRIOR, build_campaign, refit_schedule
 from sim.worlds import Problem, candidate_pairs
 
 ELO_K = 24.0  # Elo step in Elo points per game: the common chess/Arena-leaderboard value
@@ -227,9 +227,9 @@ class _EngineBacked:
     """Shared plumbing of the strategies that read the engine's posterior.
 
     Class switches: `reward_model` (the reward-model prior), `empirical_bayes` (refit the
-    prior scales at `sim.campaigns.REFITS` labels), `reliability` (learn each rater's noise
-    and lapse rate, and choose and update with who answers; otherwise every label is
-    anonymous with the default noise).
+    prior scales at the label counts of `sim.campaigns.refit_schedule`), `reliability` (learn
+    each rater's noise and lapse rate, and choose and update with who answers; otherwise
+    every label is anonymous with the default noise).
     """
 
     reward_model: ClassVar[bool] = True
@@ -244,7 +244,7 @@ class _EngineBacked:
             reward_model=self.reward_model,
             lapse_prior=LAPSE_PRIOR if self.reliability else None,
             learn_rater_noise=self.reliability,
-            refit_prior_at=REFITS if self.empirical_bayes else (),
+            refit_prior_at=refit_schedule(problem.n_items) if self.empirical_bayes else (),
         )
 
     def rater_key(self, rater: int) -> int | None:
