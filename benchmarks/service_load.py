@@ -19,6 +19,7 @@ repository root:
 
     python -m benchmarks.service_load                       # n = 1,000; 4, 16, 64 clients
     python -m benchmarks.service_load --clients 8 --n-clips 100 --duration 10
+    python -m benchmarks.service_load --clients 16 --refill-batch 1,8,16   # the queue's batch
 
 Client processes share the machine with the server: on 2 cores they take CPU from it.
 """
@@ -43,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from api.settings import Settings
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 ADMIN_KEY = "benchmark-admin-key-0123456789"
@@ -60,11 +63,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(database_url: str, port: int, threads: int | None) -> subprocess.Popen[bytes]:
+def start_server(
+    database_url: str, port: int, threads: int | None, refill_batch: int | None = None
+) -> subprocess.Popen[bytes]:
     """`python -m api` on loopback; returns once /healthz answers."""
     import httpx
 
     env = {**os.environ, "RATINGPARTY_ADMIN_KEY": ADMIN_KEY, "DATABASE_URL": database_url}
+    if refill_batch is not None:
+        env["RATINGPARTY_REFILL_BATCH"] = str(refill_batch)
     env["RATINGPARTY_DEVICE"] = env.get("RATINGPARTY_DEVICE", "cpu")
     if threads:
         env["RATINGPARTY_ENGINE_THREADS"] = str(threads)
@@ -231,6 +238,7 @@ def run_load(
     seed: int,
     threads: int | None,
     ties: bool = True,
+    refill_batch: int = 1,
 ) -> dict[str, Any]:
     """One server, one campaign, `clients` raters for `warmup + duration` seconds."""
     import httpx
@@ -238,7 +246,7 @@ def run_load(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as folder:
-        server = start_server(f"sqlite:///{folder}/load.db", port, threads)
+        server = start_server(f"sqlite:///{folder}/load.db", port, threads, refill_batch)
         try:
             setup = setup_campaign(base, n_clips, clients, seed, ties)
             cid, tokens = setup["campaign_id"], setup["tokens"]
@@ -280,6 +288,7 @@ def run_load(
         "clients": clients,
         "n_clips": n_clips,
         "ties": ties,
+        "refill_batch": refill_batch,
         "judgments_per_s": round(judge.size / elapsed, 1),
         "assignments_per_s": round(assign.size / elapsed, 1),
         "assign_p50_ms": pct(assign, 50),
@@ -296,11 +305,18 @@ def run_load(
 
 
 def engine_costs(
-    n_clips: int, pending: int, seed: int, ties: bool = True, repeats: int = 15
+    n_clips: int,
+    pending: int,
+    seed: int,
+    ties: bool = True,
+    repeats: int = 15,
+    refill_batch: int = 1,
 ) -> dict[str, float]:
     """What one label costs the engine thread, measured in this process like the server runs
-    it (the service's campaign config, 1 torch thread): choosing one task ahead with `pending`
-    tasks held (`next_task(None, hold=True)`), and applying labels in batches of 8."""
+    it (the service's campaign config, 1 torch thread): choosing tasks ahead with `pending`
+    tasks held, as the queue's refill does (`next_task(None, hold=True)`, then the rest of a
+    `refill_batch` by one `next_pairs(None, refill_batch - 1)`; the cost per task), and
+    applying labels in batches of 8."""
     import torch
 
     from api.campaigns import build_config, engine_config
@@ -323,10 +339,12 @@ def engine_costs(
         select, apply = [], []
         for step in range(repeats):
             started = time.perf_counter()
-            task = campaign.next_task(None, hold=True)
-            select.append(time.perf_counter() - started)
-            held.append(task)
-            if len(held) >= pending + 8:
+            chosen = [campaign.next_task(None, hold=True)]
+            if refill_batch > 1:
+                chosen += campaign.next_pairs(None, refill_batch - 1, hold=True)
+            select.append((time.perf_counter() - started) / len(chosen))
+            held += chosen
+            while len(held) >= pending + 8:
                 batch, held = held[:8], held[8:]
                 judgments = [
                     Judgment(
@@ -383,30 +401,34 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         f"(git {rows[0].get('git_sha', '?')}, {rows[0].get('cpus', '?')} CPUs, "
         f"engine on {rows[0].get('engine_device', 'cpu')}).",
         "",
-        "| clients | n clips | ties | judgments/s | assignments/s | assign p50 (ms) "
-        "| assign p99 (ms) | judge p50 (ms) | judge p99 (ms) | errors | lost "
-        "| engine ms/task | engine ceiling (labels/s) | ms/task, all clients holding one |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| clients | n clips | ties | refill batch | judgments/s | assignments/s "
+        "| assign p50 (ms) | assign p99 (ms) | judge p50 (ms) | judge p99 (ms) | errors | lost "
+        "| engine ms/task | engine ceiling (labels/s) | ms/task, all clients holding one "
+        "| load before |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['clients']} | {row['n_clips']:,} | {'yes' if row['ties'] else 'no'} "
-            f"| {row['judgments_per_s']} "
+            f"| {row.get('refill_batch', 1)} | {row['judgments_per_s']} "
             f"| {row['assignments_per_s']} | {row['assign_p50_ms']} | {row['assign_p99_ms']} "
             f"| {row['judge_p50_ms']} | {row['judge_p99_ms']} | {row['errors']} | {row['lost']} "
             f"| {row['engine_select_ms'] + row['engine_apply_ms_per_label']:.1f} "
-            f"| {row['engine_ceiling_per_s']} | {row['engine_select_ms_all_holding']} |"
+            f"| {row['engine_ceiling_per_s']} | {row['engine_select_ms_all_holding']} "
+            f"| {row.get('load_average_before', float('nan')):.2f} |"
         )
     lines += [
         "",
         "engine ms/task: what one handed-out task costs the campaign's engine thread, measured "
         f"apart in the benchmark process (1 torch thread, {SATURATED_PENDING} tasks pending, as "
-        "under these saturating clients): choosing it with `next_task` plus its share of a "
+        "under these saturating clients): its share of one refill of the queue (`next_task`, "
+        "then the rest of the refill batch by one `next_pairs(count=...)`) plus its share of a "
         "batch of 8 labels. The engine ceiling is its inverse: one engine thread hands out no "
         "more tasks per second than that, whatever the HTTP and database layers do. The last "
         "column is the choice alone when every client holds a task (real raters who think "
         "for seconds): the pending-task shrink makes each choice dearer. lost: acknowledged "
-        "judgments missing from the export afterwards.",
+        "judgments missing from the export afterwards. load before: the machine's 1-minute "
+        "load average when the row's run started (other work on the machine).",
         "",
         f"Target (2 cores, SQLite): >= {TARGET['judgments_per_s']:.0f} judgments/s with p99 < "
         f"{TARGET['p99_ms']:.0f} ms and zero errors.",
@@ -430,35 +452,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-requests", type=int, default=200_000)
     parser.add_argument("--processes", type=int, default=2, help="client processes")
     parser.add_argument("--threads", type=int, default=None, help="server torch threads (def. 1)")
+    parser.add_argument(
+        "--refill-batch",
+        default=str(Settings.__dataclass_fields__["refill_batch"].default),
+        help="comma-separated refill batches (RATINGPARTY_REFILL_BATCH; default: the service's)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     meta = metadata(args.seed, args.threads)
     json_path = args.out / "service_load.json"
     rows = json.loads(json_path.read_text()) if args.append and json_path.exists() else []
+    ties = not args.no_ties
     for n_clips in (int(n) for n in args.n_clips.split(",")):
         for clients in (int(c) for c in args.clients.split(",")):
-            load_before = os.getloadavg()[0]  # other work on the machine, for the record
-            row = run_load(
-                clients,
-                n_clips,
-                args.duration,
-                args.warmup,
-                args.max_requests,
-                args.processes,
-                args.seed,
-                args.threads,
-                ties=not args.no_ties,
-            )
-            # saturated clients answer at once, so few tasks are pending while the engine
-            # chooses (the queue's 2 and the odd one in flight); real raters thinking for
-            # seconds each hold one, and then every choice is dearer
-            ties = not args.no_ties
-            row |= engine_costs(n_clips, SATURATED_PENDING, args.seed, ties)
-            held = engine_costs(n_clips, clients + SATURATED_PENDING, args.seed, ties)
-            row["engine_select_ms_all_holding"] = held["engine_select_ms"]
-            rows.append({**row, **meta, "load_average_before": load_before})
-            print(json.dumps(row), flush=True)
+            for batch in (int(b) for b in args.refill_batch.split(",")):
+                load_before = os.getloadavg()[0]  # other work on the machine, for the record
+                row = run_load(
+                    clients,
+                    n_clips,
+                    args.duration,
+                    args.warmup,
+                    args.max_requests,
+                    args.processes,
+                    args.seed,
+                    args.threads,
+                    ties=ties,
+                    refill_batch=batch,
+                )
+                # saturated clients answer at once, so few tasks are pending while the engine
+                # chooses (the queue's 2 and the odd one in flight); real raters thinking for
+                # seconds each hold one, and then every choice is dearer
+                costs = dict(seed=args.seed, ties=ties, refill_batch=batch)
+                row |= engine_costs(n_clips, SATURATED_PENDING, **costs)
+                held = engine_costs(n_clips, clients + SATURATED_PENDING, **costs)
+                row["engine_select_ms_all_holding"] = held["engine_select_ms"]
+                rows.append({**row, **meta, "load_average_before": load_before})
+                print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(rows, indent=2) + "\n")
     table = markdown(rows)
