@@ -65,6 +65,7 @@ DEFAULT_CRITERIA = (
     "bias_fairness",
 )  # MJ-VIDEO's five reward-model criteria
 DEFAULT_CONTEXT = "default"
+RATER_REFIT_BELOW = 32  # a rater with fewer labels is re-derived from all of them each batch
 PairScope = Literal["any", "group"]
 
 
@@ -237,6 +238,8 @@ class Campaign:
         self._history: list[_ClipBatch | _Refine | _Refit | tuple[Judgment, ...]] = []
         self._rater_noise: dict[Hashable, float] = {}
         self._reliability: dict[Hashable, RaterReliability] = {}
+        # per rater: their (keep, sigma) grid and the label count it was last re-derived at
+        self._rater_grids: dict[Hashable, tuple[RaterGrid, int]] = {}
         self._rater_judgments: dict[Hashable, list[Judgment]] = {}
         self._judged: dict[Hashable, set[tuple[int, int]]] = {}
         self._judged_tensor: dict[Hashable, Tensor] = {}  # cache of _judged, rebuilt on change
@@ -424,7 +427,7 @@ class Campaign:
         self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
         self.posterior = update(self.prior(), self._events(self.log))
         for rater, own in self._rater_judgments.items():
-            self._reliability[rater] = self._rater_reliability(own)
+            self._refit_rater(rater, own, own)
         self._history.append(refit)
 
     @property
@@ -497,21 +500,45 @@ class Campaign:
         return 1 + (0 if cuts is None else cuts.numel())
 
     def _learn_reliability(self, judgments: Sequence[Judgment]) -> None:
-        """Refit each rater in the batch to all their labels so far (engine.reliability).
+        """Update each rater in the batch with their new labels (engine.reliability).
 
         The marginals are the current posterior's, which includes each label itself: a small
         optimism once a clip has several labels, and far better than the posterior at the time,
-        under which a campaign's first labels all look like coin flips."""
+        under which a campaign's first labels all look like coin flips. A rater's grid is
+        re-derived from all their labels under the current posterior whenever their label count
+        has doubled since the last time (and always below RATER_REFIT_BELOW labels); in between
+        the new labels' terms are added to it. Amortised O(1) grid work per label, where a
+        full refit per batch cost O(labels so far): 0.34 s per batch of 8 at 300 labels each."""
+        new: dict[Hashable, list[Judgment]] = {}
         for judgment in judgments:
             self._rater_judgments.setdefault(judgment.rater, []).append(judgment)
-        for rater in {j.rater for j in judgments}:
-            self._reliability[rater] = self._rater_reliability(self._rater_judgments[rater])
+            new.setdefault(judgment.rater, []).append(judgment)
+        for rater, fresh in new.items():
+            self._refit_rater(rater, self._rater_judgments[rater], fresh)
 
-    def _rater_reliability(self, own: Sequence[Judgment]) -> RaterReliability:
-        return rater_posterior(
-            self._rater_grid(own, self.posterior),
-            default_noise_sd=self.config.noise_sd,
-            spread=self.config.noise_prior_spread,
+    def _refit_rater(
+        self, rater: Hashable, own: Sequence[Judgment], fresh: Sequence[Judgment]
+    ) -> None:
+        """Add `fresh` (the last of `own`) to the rater's grid, or re-derive it from `own`."""
+        cached = self._rater_grids.get(rater)
+        if (
+            cached is None
+            or len(fresh) == len(own)
+            or len(own) < RATER_REFIT_BELOW
+            or (len(own) >= 2 * cached[1])
+        ):
+            grid, base = self._rater_grid(own, self.posterior), len(own)
+        else:
+            extra = self._rater_grid(fresh, self.posterior)
+            grid = replace(
+                cached[0],
+                log_likelihood=cached[0].log_likelihood + extra.log_likelihood,
+                labels=cached[0].labels + extra.labels,
+            )
+            base = cached[1]
+        self._rater_grids[rater] = (grid, base)
+        self._reliability[rater] = rater_posterior(
+            grid, default_noise_sd=self.config.noise_sd, spread=self.config.noise_prior_spread
         )
 
     def _rater_grid(

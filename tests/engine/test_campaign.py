@@ -11,6 +11,7 @@ from scipy.stats import norm
 
 from engine.campaign import Campaign, CampaignConfig, Judgment
 from engine.likelihoods import Outcome
+from engine.reliability import rater_posterior
 from engine.state import PriorScales
 from engine.update import NO_SECOND
 
@@ -560,3 +561,33 @@ def test_expected_kendall_tau_matches_monte_carlo(scope: str) -> None:
     agree = (torch.sign(draws[:, i] - draws[:, j]) * mean_sign).mean(1)
     assert 0 < expected < 1
     assert expected == pytest.approx(float(agree.mean()), abs=0.01)
+
+
+def test_rater_reliability_is_rederived_when_labels_double_and_added_to_in_between() -> None:
+    """Below 32 labels, and whenever a rater's count doubles, their (keep, sigma) grid is
+    re-derived from all their labels under the current posterior; in between the new labels'
+    terms are added (older ones keep the marginals they were scored with)."""
+    config = CampaignConfig(criteria=(), lapse_prior=(9.0, 1.0), learn_rater_noise=True)
+    campaign = Campaign(config, device="cpu")
+    campaign.add_clips(count=12)
+    rng = np.random.default_rng(SEED)
+
+    def full() -> object:
+        own = campaign._rater_judgments["r"]
+        return rater_posterior(
+            campaign._rater_grid(own, campaign.posterior),
+            default_noise_sd=config.noise_sd,
+            spread=config.noise_prior_spread,
+        )
+
+    for count in range(1, 81):
+        i, j = (int(v) for v in rng.choice(12, 2, replace=False))
+        campaign.observe([Judgment("r", i, j, Outcome.WIN if i < j else Outcome.LOSS)])
+        learned = campaign.rater_reliability()["r"]
+        assert learned.labels == count
+        if count < 32 or count == 62:  # re-derived at 31 labels, so next at 62
+            assert learned == full()
+        elif count in (40, 80):
+            assert learned != full()
+            assert learned.keep == pytest.approx(full().keep, abs=0.02)
+            assert learned.noise_sd == pytest.approx(full().noise_sd, rel=0.05)
