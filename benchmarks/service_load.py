@@ -398,7 +398,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "",
         "Concurrent simulated raters (no think time) against `python -m api` on loopback, "
         "SQLite file. Produced by `python -m benchmarks.service_load` "
-        f"(git {rows[0].get('git_sha', '?')}, {rows[0].get('cpus', '?')} CPUs, "
+        f"(git {', '.join(dict.fromkeys(str(r.get('git_sha', '?')) for r in rows))}, "
+        f"{rows[0].get('cpus', '?')} CPUs, "
         f"engine on {rows[0].get('engine_device', 'cpu')}).",
         "",
         "| clients | n clips | ties | refill batch | judgments/s | assignments/s "
