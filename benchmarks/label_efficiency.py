@@ -200,7 +200,7 @@ def run_shard(
 def merge(notes: list[str] | None = None, suite_name: str = "core") -> None:
     """Combine every shard of a suite into <stem>.{json,md,png}, with the reader's `notes`."""
     stem = _stem(suite_name)
-    suite = SUITES[suite_name]
+    scenarios_of = SUITES[suite_name]
     shards = sorted(RAW.glob(f"{stem}-*.json.gz"))
     documents = []
     for shard in shards:
@@ -210,7 +210,7 @@ def merge(notes: list[str] | None = None, suite_name: str = "core") -> None:
     for partial in sorted(RAW.glob(f"{stem}-*.partial.jsonl")):
         runs = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
         names = {rows[0]["scenario"] for rows in runs if rows}
-        chosen = [(s, strats) for s, strats in suite() if s.name in names]
+        chosen = [(s, strats) for s, strats in scenarios_of() if s.name in names]
         # keep the repetitions every strategy finished, so ratios compare the same worlds
         finished = {(rows[0]["scenario"], rows[0]["strategy"], rows[0]["rep"]) for rows in runs}
         complete = {
@@ -237,7 +237,7 @@ def merge(notes: list[str] | None = None, suite_name: str = "core") -> None:
         raise SystemExit(f"no shards in {RAW}: run the suite first")
     records = [r for d in documents for r in d["records"]]
     scenarios = {s["name"]: s for d in documents for s in d["scenarios"]}
-    order = [s.name for s, _ in suite() if s.name in scenarios]
+    order = [s.name for s, _ in scenarios_of() if s.name in scenarios]
     sizes = {name: _size(scenarios[name]) for name in order}
     rows = []
     for row in labels_needed(records):

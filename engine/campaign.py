@@ -399,6 +399,7 @@ class Campaign:
             max_evaluations=max_evaluations,
         )
         spread = config.noise_prior_spread
+        posterior = None
         if config.learn_rater_noise:
             hyper = fit.hyper
             posterior = update(self.prior(hyper.scales), self._events(log, hyper))
@@ -410,11 +411,14 @@ class Campaign:
             if grids:
                 spread = fit_noise_spread(grids, config.noise_sd)
         self._apply_refit(
-            _Refit(fit.hyper.scales, fit.hyper.tie_margin, fit.hyper.emoji_thresholds, spread)
+            _Refit(fit.hyper.scales, fit.hyper.tie_margin, fit.hyper.emoji_thresholds, spread),
+            posterior,
         )
         return fit
 
-    def _apply_refit(self, refit: _Refit) -> None:
+    def _apply_refit(self, refit: _Refit, posterior: Posterior | None = None) -> None:
+        """Adopt a refit's values; `posterior` is the labels' posterior under them, when the
+        caller has it already (it does not depend on the noise spread), else derived here."""
         self.config = replace(
             self.config,
             prior=refit.scales,
@@ -425,7 +429,9 @@ class Campaign:
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
         self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
-        self.posterior = update(self.prior(), self._events(self.log))
+        if posterior is None:
+            posterior = update(self.prior(), self._events(self.log))
+        self.posterior = posterior
         for rater, own in self._rater_judgments.items():
             self._refit_rater(rater, own, own)
         self._history.append(refit)
