@@ -41,7 +41,11 @@ from engine.selection import (
     Pending,
     RatingChoice,
     SelectionOptions,
-    select_pairs,
+    Shrink,
+    believer_shrink,
+    extend_shrink,
+    scope_pairs,
+    select_pair_batch,
     select_rating,
 )
 from engine.state import Posterior, PriorScales, add_contexts, add_items, empty_posterior
@@ -246,6 +250,9 @@ class Campaign:
         self._rated: dict[Hashable, set[int]] = {}
         self._pending: dict[int, Task] = {}
         self._task_ids = itertools.count(1)
+        # the pending tasks' believer shrink under the posterior it was built on, by task ids
+        self._shrink_cache: tuple[Posterior, tuple[int, ...], Shrink] | None = None
+        self._scope_cache: tuple[int, tuple[Tensor, Tensor] | None] | None = None
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
         self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
@@ -448,6 +455,7 @@ class Campaign:
         if not (noise_sd >= 0 and math.isfinite(noise_sd)):
             raise ValueError(f"noise_sd must be finite and >= 0, got {noise_sd}")
         self._rater_noise[rater] = float(noise_sd)
+        self._shrink_cache = None  # pending tasks of this rater shrink differently now
 
     def noise_sd(self, rater: Hashable | None) -> float:
         """The rater's noise sd: set by `set_rater_noise`, else learned (learn_rater_noise),
@@ -678,6 +686,50 @@ class Campaign:
         tasks = [(t.first, t.second, self.noise_sd(t.rater) ** 2) for t in self._pending.values()]
         return Pending.of(tasks, self._like)
 
+    def _shrink(self) -> Shrink:
+        """The pending tasks' believer shrink (MATH.md §4), kept between calls: tasks held
+        since it was built are added to it (O(n Q) each); it is rebuilt when the posterior
+        changed or a task before the newest was released."""
+        ids = tuple(self._pending)
+        cached = self._shrink_cache
+        if cached is not None and cached[0] is self.posterior:
+            _, built_for, shrink = cached
+            if ids[: len(built_for)] == built_for:
+                for task_id in ids[len(built_for) :]:
+                    task = self._pending[task_id]
+                    shrink = extend_shrink(
+                        self.posterior,
+                        shrink,
+                        task.first,
+                        task.second,
+                        self.noise_sd(task.rater) ** 2,
+                        self.pair_cuts,
+                        self.level_cuts,
+                    )
+                self._shrink_cache = (self.posterior, ids, shrink)
+                return shrink
+            if built_for[: len(ids)] == ids:  # the newest tasks were released
+                shrink = Shrink(shrink.columns[:, : len(ids)], shrink.factor[: len(ids)])
+                self._shrink_cache = (self.posterior, ids, shrink)
+                return shrink
+        shrink = believer_shrink(
+            self.posterior, self._pending_tensor(), self.pair_cuts, self.level_cuts
+        )
+        self._shrink_cache = (self.posterior, ids, shrink)
+        return shrink
+
+    def _scope_candidates(self) -> tuple[Tensor, Tensor] | None:
+        """The same-group scope's pairs as a list when that is under a quarter of all pairs
+        (screened as a list, O(pairs in scope)); None to screen the n x n grid."""
+        n = self.n_items
+        if self._scope_cache is None or self._scope_cache[0] != n:
+            listed = None
+            if self.config.pair_scope == "group":
+                first, second = scope_pairs(self.groups)
+                listed = (first, second) if 4 * first.numel() < n * (n - 1) // 2 else None
+            self._scope_cache = (n, listed)
+        return self._scope_cache[1]
+
     def _excluded(self, exclude: Sequence[int]) -> Tensor:
         return torch.tensor(sorted(set(exclude)), dtype=torch.long, device=self.device)
 
@@ -718,21 +770,26 @@ class Campaign:
             if extra.numel() and not (int(extra.min()) >= 0 and int(extra.max()) < self.n_items):
                 raise IndexError(f"forbidden pairs name clips outside 0..{self.n_items - 1}")
             judged = extra if judged is None else torch.cat((judged, extra))
-        choices = select_pairs(
+        choices, shrink = select_pair_batch(
             self.posterior,
             noise_var=self.noise_sd(rater) ** 2,
             pair_cuts=self.pair_cuts,
             keep=self.keep_probability(rater),
             count=count,
             groups=self.groups if self.config.pair_scope == "group" else None,
+            candidates=self._scope_candidates(),
             excluded_items=self._excluded(exclude),
             judged_pairs=judged,
             pending=self._pending_tensor(),
             level_cuts=self.level_cuts,
             options=self.config.selection,
             generator=generator,
+            shrink=self._shrink(),
         )
-        return [self._task(rater, c.first, c.second, c, hold) for c in choices]
+        tasks = [self._task(rater, c.first, c.second, c, hold) for c in choices]
+        if hold:
+            self._shrink_cache = (self.posterior, tuple(self._pending), shrink)
+        return tasks
 
     def next_rating(
         self,
@@ -755,6 +812,7 @@ class Campaign:
             pending=self._pending_tensor(),
             options=self.config.selection,
             generator=generator,
+            shrink=self._shrink(),
         )
         return self._task(rater, choice.item, NO_SECOND, choice, hold)
 

@@ -10,7 +10,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.numerics import binary_entropy_bits, entropy_bits, log1mexp, log_ndtr_diff
+from engine.numerics import (
+    binary_entropy_bits,
+    entropy_bits,
+    log1mexp,
+    log_ndtr_diff,
+    log_ndtr_diff_scalar,
+)
 from tests.engine.reference import log_interval_probability
 
 RTOL = 1e-10
@@ -43,8 +49,21 @@ def test_log_ndtr_diff_matches_mpmath(lo: float, hi: float) -> None:
     assert got == pytest.approx(expected, rel=RTOL, abs=1e-12)
 
 
+@pytest.mark.parametrize("lo", GRID)
+@pytest.mark.parametrize("hi", GRID)
+def test_scalar_log_ndtr_diff_matches_mpmath(lo: float, hi: float) -> None:
+    """The Python-float form (sequential scalar work) is as accurate as the tensor form."""
+    if not lo < hi:
+        return
+    got = log_ndtr_diff_scalar(lo, hi)
+    assert math.isfinite(got)
+    assert got == pytest.approx(log_interval_probability(lo, hi), rel=RTOL, abs=1e-12)
+
+
 def test_log_ndtr_diff_of_an_empty_interval_is_minus_infinity() -> None:
     assert float(log_ndtr_diff(torch.tensor(1.5), torch.tensor(1.5))) == -math.inf
+    assert log_ndtr_diff_scalar(1.5, 1.5) == -math.inf
+    assert log_ndtr_diff_scalar(40.0, 40.0) == -math.inf
 
 
 @given(st.floats(-40, 40), st.floats(1e-6, 30))

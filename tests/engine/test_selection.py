@@ -8,11 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import integrate
 from scipy.stats import norm
 
 from engine.campaign import Campaign, CampaignConfig
-from engine.likelihoods import expected_variance_factor
+from engine.likelihoods import expected_variance_factor, variance_factor_scalar
 from engine.objectives import expected_information_gain
 from engine.selection import (
     CPU_BLOCK_ELEMENTS,
@@ -22,6 +24,7 @@ from engine.selection import (
     Shrink,
     believer_shrink,
     extend_shrink,
+    scope_pairs,
     select_pairs,
 )
 from engine.state import Posterior
@@ -298,6 +301,100 @@ def test_expected_variance_factor_matches_quadrature(
         torch.tensor(mu), torch.tensor(s2), torch.tensor(noise_var), torch.tensor(cuts)
     )
     assert float(k) == pytest.approx(_shrink_by_quadrature(mu, s2, noise_var, cuts), rel=1e-8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(-60, 60),
+    st.floats(1e-9, 1e2),
+    st.sampled_from([0.0, 1e-6, 0.25, 2.25, 9.0]),
+    st.sampled_from([[0.0], [-0.5, 0.5], [-1.5, -0.5, 0.5, 1.5]]),
+)
+def test_scalar_variance_factor_equals_the_tensor_form(
+    mu: float, var: float, noise_var: float, cuts: list[float]
+) -> None:
+    """The believer shrink's Python-float factor is the tensor factor, far into the tails."""
+    expected = expected_variance_factor(
+        torch.tensor(mu), torch.tensor(var), torch.tensor(noise_var), torch.tensor(cuts)
+    )
+    got = variance_factor_scalar(mu, var, noise_var, cuts)
+    assert got == pytest.approx(float(expected), rel=1e-11, abs=1e-300)
+
+
+def test_scalar_variance_factor_rejects_a_degenerate_task() -> None:
+    with pytest.raises(ValueError, match="degenerate"):
+        variance_factor_scalar(0.0, 0.0, 0.0, [0.0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=0, max_size=40))
+def test_scope_pairs_are_every_same_group_pair_once(groups: list[int]) -> None:
+    first, second = scope_pairs(torch.tensor(groups, dtype=torch.long))
+    listed = list(zip(first.tolist(), second.tolist(), strict=True))
+    expected = [
+        (i, j) for i, j in itertools.combinations(range(len(groups)), 2) if groups[i] == groups[j]
+    ]
+    assert sorted(listed) == expected
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_listed_scope_screen_chooses_as_the_grid_screen(seed: int) -> None:
+    """Screening the same-group pairs as a list picks what the masked n x n grid picks."""
+    rng = np.random.default_rng(seed)
+    groups = [int(g) for g in rng.integers(0, 12, size=60)]
+    campaign = _campaign(60, seed=seed, groups=groups, n_labels=40, tie_margin=0.5)
+    posterior = campaign.posterior
+    group_ids = campaign.groups
+    held = Pending.of([(0, 1, 1.0), (2, 3, 2.0)], posterior.mean)
+    common = dict(
+        noise_var=1.5,
+        pair_cuts=campaign.pair_cuts,
+        count=5,
+        pending=held,
+        judged_pairs=torch.tensor([[4, 5], [7, 6]]),
+        excluded_items=torch.tensor([8, 9]),
+        options=SelectionOptions(n_refine=32),
+    )
+    grid = select_pairs(posterior, groups=group_ids, **common)
+    listed = select_pairs(posterior, candidates=scope_pairs(group_ids), **common)
+    assert [(c.first, c.second) for c in listed] == [(c.first, c.second) for c in grid]
+    assert [c.gain for c in listed] == pytest.approx([c.gain for c in grid], rel=1e-12)
+
+
+def test_kept_shrink_equals_a_fresh_one_through_holds_releases_and_labels() -> None:
+    """The campaign's kept believer shrink gives the gains a shrink built from scratch gives,
+    whatever holds, releases and labels came between."""
+    campaign = _campaign(30, n_labels=20, tie_margin=0.5, emoji_thresholds=EMOJI)
+
+    def check() -> None:
+        kept = campaign.next_pairs("r1", count=3, hold=False)
+        judged = sorted(campaign._judged.get("r1", ()))
+        fresh = select_pairs(
+            campaign.posterior,
+            noise_var=campaign.noise_sd("r1") ** 2,
+            pair_cuts=campaign.pair_cuts,
+            keep=campaign.keep_probability("r1"),
+            count=3,
+            judged_pairs=torch.tensor(judged) if judged else None,
+            pending=campaign._pending_tensor(),
+            level_cuts=campaign.level_cuts,
+            options=campaign.config.selection,
+        )
+        assert [c.gain for c in fresh] == pytest.approx([t.gain for t in kept], rel=1e-9)
+
+    tasks = [*campaign.next_pairs("r2", count=4), campaign.next_rating("r3")]
+    check()
+    tasks += campaign.next_pairs("r2", count=2)  # held after the shrink was kept: added
+    check()
+    campaign.release(tasks.pop().id)  # the newest released: the kept one is cut
+    check()
+    campaign.release(tasks.pop(0).id)  # an older one: rebuilt
+    check()
+    answered = tasks.pop(0)
+    campaign.observe_pair(answered.first, answered.second, "win", rater="r2", task_id=answered.id)
+    check()  # a new posterior: rebuilt
+    campaign.set_rater_noise("r2", 0.3)  # r2's pending tasks shrink differently
+    check()
 
 
 def test_believer_shrink_matches_dense_sequential_downdates() -> None:
