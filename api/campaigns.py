@@ -8,7 +8,7 @@ reads), (3) releases of expired or skipped tasks, (4) refills of the short queue
 chosen ahead. Everything else (the queue, leases, who answered what) lives on the event loop,
 so hand-outs and idempotency checks never wait for the engine.
 
-The queue. Tasks are chosen ahead for no rater in particular (`next_task(None, hold=True)`),
+The queue. Tasks are chosen ahead for no rater in particular (`next_tasks(None, count)`),
 so each is pending in the engine while queued and later selections avoid it. A request takes
 the first queued task its rater may answer: not a pair they judged (every committed label,
 applied to the posterior yet or not) or skipped, not a clip they rated, nothing they hold (an
@@ -556,26 +556,19 @@ class CampaignRuntime:
         clips: Sequence[int],
         release: int | None,
     ) -> Task | None:
-        """Engine thread: `Campaign.next_task` for `rater_id` (its rule: the pair or rating
+        """Engine thread: `Campaign.next_tasks` for `rater_id` (its rule: the pair or rating
         with the larger gain per second), with `pairs` not to ask and `clips` not to rate,
-        after releasing the pending task `release`."""
+        after releasing the pending task `release`; held."""
         campaign = self.campaign
         assert campaign is not None
         if release is not None:
             self._release([release])
-        candidates: list[Task] = []
-        with contextlib.suppress(NoEligibleTaskError):
-            candidates += campaign.next_pairs(
-                rater_id, hold=False, forbidden_pairs=list(pairs) or None
-            )
-        with contextlib.suppress(NoEligibleTaskError):  # also: no emoji scale
-            candidates.append(campaign.next_rating(rater_id, exclude=clips, hold=False))
-        if not candidates:
+        try:
+            return campaign.next_tasks(
+                rater_id, forbidden_pairs=list(pairs) or None, skip_ratings=clips
+            )[0]
+        except NoEligibleTaskError:
             return None
-        seconds = {True: campaign.config.pair_seconds, False: campaign.config.rating_seconds}
-        best = max(candidates, key=lambda t: t.gain / seconds[t.is_pair])
-        campaign.hold(best)
-        return best
 
     def _abandon(self, rater: RaterState, chosen: asyncio.Future[Task | None]) -> None:
         """Give back a task the engine chose for a request that is gone."""
@@ -1033,9 +1026,8 @@ class CampaignRuntime:
     async def _refill(self) -> None:
         """Choose more tasks ahead (held as pending for no rater in particular).
 
-        `refill_batch` tasks at most per engine call: the first by `next_task` (pair or emoji
-        rating, whichever teaches more per second), the rest, when it was a pair, by one
-        `next_pairs(count=...)`, the engine's batch selection (each pair pending for the next).
+        `refill_batch` tasks at most per engine call, by `Campaign.next_tasks`: a batch of pairs
+        (each pending for the next), or one emoji rating when it teaches more per second.
         """
         campaign = self.campaign
         assert campaign is not None
@@ -1043,15 +1035,9 @@ class CampaignRuntime:
 
         def choose() -> list[Task]:
             try:
-                first = campaign.next_task(None, hold=True)
+                return campaign.next_tasks(None, count)
             except NoEligibleTaskError:
                 return []
-            if count == 1 or first.second == NO_SECOND:
-                return [first]
-            try:
-                return [first, *campaign.next_pairs(None, count - 1, hold=True)]
-            except NoEligibleTaskError:
-                return [first]
 
         version = self._version
         tasks = await self._run(choose)

@@ -30,9 +30,8 @@ class Settings:
         max_open_assignments: assignments one rater may hold open at once (429 beyond).
         queue_min: tasks the campaign keeps chosen ahead even when nobody waits.
         queue_max: most tasks chosen ahead (each is pending in the engine while queued).
-        refill_batch: most tasks chosen in one engine call (the queue's refill: `next_task`,
-            then `next_pairs(count=refill_batch - 1)`, which screens all pairs once per
-            batch). 8 by default: at n = 1,000 with 16 saturating clients on 2 cores
+        refill_batch: most tasks chosen in one engine call (the queue's refill:
+            `next_tasks(None, count)`, which screens all pairs once per batch). 8 by default: at n = 1,000 with 16 saturating clients on 2 cores
             (benchmarks/results/service_load.md) it takes the engine's cost per task from ~27
             to ~7 ms and doubles judgments/s (33 -> 68 with ties, 41 -> 74 without) while
             assign p99 drops (584 -> 323 ms, 565 -> 407 ms); 16 adds only ~10 % more, with

@@ -314,9 +314,8 @@ def engine_costs(
 ) -> dict[str, float]:
     """What one label costs the engine thread, measured in this process like the server runs
     it (the service's campaign config, 1 torch thread): choosing tasks ahead with `pending`
-    tasks held, as the queue's refill does (`next_task(None, hold=True)`, then the rest of a
-    `refill_batch` by one `next_pairs(None, refill_batch - 1)`; the cost per task), and
-    applying labels in batches of 8."""
+    tasks held, as the queue's refill does (`next_tasks(None, refill_batch)`; the cost per
+    task), and applying labels in batches of 8."""
     import torch
 
     from api.campaigns import build_config, engine_config
@@ -339,9 +338,7 @@ def engine_costs(
         select, apply = [], []
         for step in range(repeats):
             started = time.perf_counter()
-            chosen = [campaign.next_task(None, hold=True)]
-            if refill_batch > 1:
-                chosen += campaign.next_pairs(None, refill_batch - 1, hold=True)
+            chosen = campaign.next_tasks(None, refill_batch)
             select.append((time.perf_counter() - started) / len(chosen))
             held += chosen
             while len(held) >= pending + 8:

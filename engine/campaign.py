@@ -824,28 +824,64 @@ class Campaign:
         hold: bool = True,
         generator: torch.Generator | None = None,
     ) -> Task:
-        """A pair or an emoji rating, whichever teaches more per second of rater time.
+        """A pair or an emoji rating, whichever teaches more per second of rater time
+        (`next_tasks` with count 1)."""
+        return self.next_tasks(rater, exclude=exclude, hold=hold, generator=generator)[0]
+
+    def next_tasks(
+        self,
+        rater: Hashable | None = None,
+        count: int = 1,
+        *,
+        exclude: Sequence[int] = (),
+        forbidden_pairs: Tensor | Sequence[tuple[int, int]] | None = None,
+        skip_ratings: Sequence[int] = (),
+        hold: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> list[Task]:
+        """Up to `count` tasks: a batch of pairs (`next_pairs`), or one emoji rating when it
+        teaches more per second than the batch's best pair.
 
         Gain per second: the pair's gain / pair_seconds against the rating's gain /
         rating_seconds (Ye and Doermann 2014; MATH.md §3).
+
+        Args:
+            rater, exclude, hold, generator: as for `next_pairs`.
+            count: the most pairs; a rating comes alone.
+            forbidden_pairs: pairs not to ask (either order), as for `next_pairs`.
+            skip_ratings: clips not to offer for rating, besides those `rater` rated.
+
+        Raises:
+            NoEligibleTaskError: no pair and no clip to rate is left for this rater.
         """
-        candidates: list[Task] = []
+        pairs: list[Task] = []
         with contextlib.suppress(NoEligibleTaskError):
-            candidates.append(
-                self.next_pairs(rater, exclude=exclude, hold=False, generator=generator)[0]
+            pairs = self.next_pairs(
+                rater,
+                count,
+                exclude=exclude,
+                hold=False,
+                forbidden_pairs=forbidden_pairs,
+                generator=generator,
             )
+        rating = None
         if self.level_cuts is not None:
             with contextlib.suppress(NoEligibleTaskError):
-                candidates.append(
-                    self.next_rating(rater, exclude=exclude, hold=False, generator=generator)
+                rating = self.next_rating(
+                    rater, exclude=[*exclude, *skip_ratings], hold=False, generator=generator
                 )
-        if not candidates:
+        chosen: list[Task] = pairs
+        if rating is not None and (
+            not pairs
+            or rating.gain / self.config.rating_seconds > pairs[0].gain / self.config.pair_seconds
+        ):
+            chosen = [rating]
+        if not chosen:
             raise NoEligibleTaskError("no pair and no clip to rate is left for this rater")
-        seconds = {True: self.config.pair_seconds, False: self.config.rating_seconds}
-        best = max(candidates, key=lambda t: t.gain / seconds[t.is_pair])
         if hold:
-            self._pending[best.id] = best
-        return best
+            for task in chosen:
+                self._pending[task.id] = task
+        return chosen
 
     def _task(
         self,
