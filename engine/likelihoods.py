@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -173,12 +174,24 @@ def expected_variance_factor(mu: Tensor, var: Tensor, noise_var: Tensor, cuts: T
     return (torch.exp(moments.log_z) * moments.dlog_z.square()).sum(-1)
 
 
-def variance_factor_scalar(mu: float, var: float, noise_var: float, cuts: Sequence[float]) -> float:
-    """`expected_variance_factor` for one task in Python floats: `sum_y Z_y dlog_z_y^2` with
-    `Z_y dlog_z_y^2 = (phi(al) - phi(be))^2 / (c^2 Z_y)` taken through `log Z_y`.
+class ScalarMoments(NamedTuple):
+    """`Moments` of one observation in Python floats."""
 
-    The believer shrink computes one factor per pending task in sequence (MATH.md §4); as a
-    torch call each costs ~150 us of dispatch for a handful of flops.
+    log_z: float
+    dlog_z: float
+    d2log_z: float
+
+
+def _exp(x: float) -> float:
+    """`exp` that overflows to inf as torch does, instead of raising."""
+    return math.exp(x) if x < 709.0 else math.inf
+
+
+def interval_moments_scalar(
+    mu: float, var: float, lo: float, hi: float, noise_var: float
+) -> ScalarMoments:
+    """`interval_moments` for one observation in Python floats: the same formulas (MATH.md
+    §2), for the sequential ADF, where a torch call's dispatch costs ~50x the arithmetic.
 
     Raises:
         ValueError: if noise_var + var is not positive.
@@ -187,18 +200,42 @@ def variance_factor_scalar(mu: float, var: float, noise_var: float, cuts: Sequen
     if not c2 > 0:
         raise ValueError("degenerate observation: noise variance plus posterior variance is 0")
     c = math.sqrt(c2)
-    edges = (-math.inf, *cuts, math.inf)
+    al, be = (lo - mu) / c, (hi - mu) / c
+    log_z = log_ndtr_diff_scalar(al, be)
+    ratio_al = _exp(-0.5 * al * al - LOG_SQRT_2PI - log_z) if al > -math.inf else 0.0
+    ratio_be = _exp(-0.5 * be * be - LOG_SQRT_2PI - log_z) if be < math.inf else 0.0
+    mean_shift = ratio_al - ratio_be
+    tail_al = al * ratio_al if math.isfinite(al) else 0.0
+    tail_be = be * ratio_be if math.isfinite(be) else 0.0
+    kappa = min(max(1.0 + tail_al - tail_be - mean_shift * mean_shift, KAPPA_MIN), KAPPA_MAX)
+    return ScalarMoments(log_z, mean_shift / c, -(1.0 - kappa) / c2)
+
+
+def lapse_mixture_scalar(moments: ScalarMoments, keep: float, n_outcomes: float) -> ScalarMoments:
+    """`lapse_mixture` for one observation in Python floats (0 < keep < 1)."""
+    log_keep = math.log(keep)
+    log_random = math.log1p(-keep) - math.log(n_outcomes)
+    log_z = float(np.logaddexp(log_keep + moments.log_z, log_random))
+    rho = math.exp(log_keep + moments.log_z - log_z)
+    dlog_z = rho * moments.dlog_z
+    d2log_z = rho * (moments.d2log_z + moments.dlog_z**2) - dlog_z**2
+    return ScalarMoments(log_z, dlog_z, d2log_z)
+
+
+def variance_factor_scalar(mu: float, var: float, noise_var: float, cuts: Sequence[float]) -> float:
+    """`expected_variance_factor` for one task in Python floats, `sum_y Z_y dlog_z_y^2`: the
+    believer shrink computes one per pending task in sequence (MATH.md §4), where a torch
+    call costs ~150 us of dispatch for a handful of flops.
+
+    Raises:
+        ValueError: if noise_var + var is not positive.
+    """
     total = 0.0
-    for lo, hi in itertools.pairwise(edges):
-        al, be = (lo - mu) / c, (hi - mu) / c
-        log_z = log_ndtr_diff_scalar(al, be)
-        if log_z == -math.inf:
-            continue
-        shift = math.exp(-0.5 * al * al - LOG_SQRT_2PI - log_z) - math.exp(
-            -0.5 * be * be - LOG_SQRT_2PI - log_z
-        )
-        total += math.exp(log_z) * shift * shift
-    return total / c2
+    for lo, hi in itertools.pairwise((-math.inf, *cuts, math.inf)):
+        moments = interval_moments_scalar(mu, var, lo, hi, noise_var)
+        if moments.log_z > -math.inf:
+            total += math.exp(moments.log_z) * moments.dlog_z**2
+    return total
 
 
 MomentFunction = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Moments]
@@ -206,15 +243,24 @@ MomentFunction = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Moments]
 LIKELIHOODS: dict[str, MomentFunction] = {
     "interval": interval_moments,
 }
+ScalarMomentFunction = Callable[[float, float, float, float, float], ScalarMoments]
+# Python-float forms of LIKELIHOODS entries, which the sequential ADF uses where one exists.
+SCALAR_LIKELIHOODS: dict[str, ScalarMomentFunction] = {
+    "interval": interval_moments_scalar,
+}
 
 __all__ = [
     "LIKELIHOODS",
+    "SCALAR_LIKELIHOODS",
     "Moments",
     "Outcome",
+    "ScalarMoments",
     "expected_variance_factor",
     "interval_moments",
+    "interval_moments_scalar",
     "interval_of",
     "lapse_mixture",
+    "lapse_mixture_scalar",
     "level_cuts",
     "level_interval",
     "outcome_cuts",

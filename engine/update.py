@@ -13,7 +13,7 @@ Every observation here projects on one clip (a = e_i, an emoji level) or a pair
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -22,10 +22,12 @@ from torch import Tensor
 
 from engine.likelihoods import (
     LIKELIHOODS,
+    SCALAR_LIKELIHOODS,
     MomentFunction,
     Moments,
     Outcome,
     lapse_mixture,
+    lapse_mixture_scalar,
     level_interval,
     pair_interval,
 )
@@ -152,6 +154,29 @@ def event_moments(
     return moments, model_log_z
 
 
+def _scalar_event_moments(
+    events: Events, likelihood: str
+) -> Callable[[int, float, float], tuple[float, float, float, float]] | None:
+    """`event_moments` in Python floats when the likelihood has a scalar form
+    (SCALAR_LIKELIHOODS): (log Z, dlog Z, d2log Z, model log Z) of event b under N(mu, var).
+    The events' fields are read out once per batch; None when there is no scalar form."""
+    scalar = SCALAR_LIKELIHOODS.get(likelihood)
+    if scalar is None:
+        return None
+    lo, hi, noise_var = events.lo.tolist(), events.hi.tolist(), events.noise_var.tolist()
+    keep = None if events.keep is None else events.keep.tolist()
+    n_outcomes = None if events.n_outcomes is None else events.n_outcomes.tolist()
+
+    def moments(b: int, mu: float, var: float) -> tuple[float, float, float, float]:
+        model = scalar(mu, var, lo[b], hi[b], noise_var[b])
+        mixed = model
+        if keep is not None and n_outcomes is not None and keep[b] < 1:
+            mixed = lapse_mixture_scalar(model, keep[b], n_outcomes[b])
+        return mixed.log_z, mixed.dlog_z, mixed.d2log_z, model.log_z
+
+    return moments
+
+
 def event_items(events: Events, n_items: int) -> tuple[list[int], list[int]]:
     """The events' (first, second) as lists, checked against the clip count.
 
@@ -208,6 +233,7 @@ def update_with_evidence(
     event's predictive probability under the model alone (no lapse). Same errors as
     `update`."""
     moment_function = LIKELIHOODS[likelihood]
+    scalar_moments = _scalar_event_moments(events, likelihood)
     n_items = posterior.n_items
     first, second = event_items(events, n_items)
     mean = posterior.mean.clone()
@@ -229,11 +255,14 @@ def update_with_evidence(
             column.addmv_(columns[:, :held], scales[:held] * earlier)
         mu = mean[i] - mean[j] if j != NO_SECOND else mean[i]
         var = (column[i] - column[j] if j != NO_SECOND else column[i]).clamp_min(0.0)
-        moments, model_log_z[b] = event_moments(moment_function, events, b, mu, var)
-        dlog_z, d2log_z = float(moments.dlog_z), float(moments.d2log_z)
+        if scalar_moments is not None:
+            log_z, dlog_z, d2log_z, model_log_z[b] = scalar_moments(b, float(mu), float(var))
+        else:
+            moments, model_log_z[b] = event_moments(moment_function, events, b, mu, var)
+            log_z, dlog_z, d2log_z = (float(m) for m in moments)
         if not (math.isfinite(dlog_z) and math.isfinite(d2log_z)):
             raise FloatingPointError(f"event {b} produced a non-finite update")
-        log_evidence += float(moments.log_z)
+        log_evidence += log_z
         mean.add_(column, alpha=dlog_z)  # MATH.md §2: m' = m + S a dlog_z
         # MATH.md §2: S' = S + d2log_z (S a)(S a)', held until the next flush
         columns[:, held] = column

@@ -16,7 +16,9 @@ from engine.likelihoods import (
     Outcome,
     expected_variance_factor,
     interval_moments,
+    interval_moments_scalar,
     lapse_mixture,
+    lapse_mixture_scalar,
     level_interval,
     pair_interval,
 )
@@ -174,3 +176,31 @@ def test_lapse_mixture_matches_quadrature(
     assert float(var + var**2 * moments.d2log_z) == pytest.approx(tilted_var, abs=1e-7)
     evidence = keep * np.exp(float(interval_moments(t(mu), t(var), t(lo), t(hi), t(noise)).log_z))
     assert float(moments.log_z) == pytest.approx(math.log(evidence + (1 - keep) / n_outcomes))
+
+
+@given(
+    st.floats(-30, 30),
+    st.floats(1e-4, 50),
+    st.sampled_from([0.01, 0.25, 2.25, 9.0]),
+    st.sampled_from(
+        [(-math.inf, 0.0), (0.0, math.inf), (-0.5, 0.5), (-1.5, -0.5), (1.5, math.inf)]
+    ),
+    st.sampled_from([0.05, 0.5, 0.95]),
+)
+def test_scalar_moments_equal_the_tensor_moments(
+    mu: float, var: float, noise_var: float, interval: tuple[float, float], keep: float
+) -> None:
+    """The Python-float moments (the sequential ADF's) are the tensor moments, lapse included."""
+    lo, hi = interval
+    args = [torch.tensor(x, dtype=torch.float64) for x in (mu, var, lo, hi, noise_var)]
+    tensor = interval_moments(*args)
+    scalar = interval_moments_scalar(mu, var, lo, hi, noise_var)
+    mixed = lapse_mixture(tensor, torch.tensor(keep, dtype=torch.float64), torch.tensor(3.0))
+    mixed_scalar = lapse_mixture_scalar(scalar, keep, 3.0)
+    for want, got in [*zip(tensor, scalar, strict=True), *zip(mixed, mixed_scalar, strict=True)]:
+        assert got == pytest.approx(float(want), rel=1e-9, abs=1e-12)
+
+
+def test_scalar_moments_reject_a_degenerate_observation() -> None:
+    with pytest.raises(ValueError, match="degenerate"):
+        interval_moments_scalar(0.0, 0.0, 0.0, math.inf, 0.0)

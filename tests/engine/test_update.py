@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from engine.likelihoods import LIKELIHOODS, Outcome
 from engine.state import PriorScales, add_contexts, add_items, empty_posterior
-from engine.update import Events, level_events, pair_events, update
+from engine.update import Events, level_events, pair_events, update, update_with_evidence
 from tests.engine.reference import tilted_moments
 
 SEED = 0
@@ -281,6 +281,37 @@ def test_deferred_steps_match_plain_rank_one_steps_over_many_flushes() -> None:
         cov += moments.d2log_z * torch.outer(column, column)
     torch.testing.assert_close(batched.mean, mean, rtol=0, atol=1e-11)
     torch.testing.assert_close(batched.cov, cov, rtol=0, atol=1e-11)
+
+
+def test_the_scalar_moments_path_equals_the_tensor_path_with_lapses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`update` takes the Python-float moments (SCALAR_LIKELIHOODS); the same events through
+    the tensor moments alone (a likelihood without a scalar form) give the same posterior and
+    evidence, lapses and emoji levels included."""
+    posterior, _, _ = small_posterior(n_items=6)
+    monkeypatch.setitem(LIKELIHOODS, "interval_tensor_only", LIKELIHOODS["interval"])
+    rng = torch.Generator().manual_seed(1)
+    first = torch.randint(0, 6, (40,), generator=rng)
+    second = (first + torch.randint(1, 6, (40,), generator=rng)) % 6
+    second[::5] = -1  # every fifth an emoji level on one clip
+    lo = torch.where(second < 0, -0.5, 0.5).double()
+    hi = torch.where(second < 0, 0.5, math.inf).double()
+    events = Events(
+        first,
+        second,
+        lo,
+        hi,
+        torch.full((40,), 1.3, dtype=torch.float64),
+        keep=torch.linspace(0.2, 1.0, 40, dtype=torch.float64),
+        n_outcomes=torch.where(second < 0, 5.0, 3.0).double(),
+    )
+    scalar = update_with_evidence(posterior, events)
+    tensor = update_with_evidence(posterior, events, likelihood="interval_tensor_only")
+    torch.testing.assert_close(scalar.posterior.mean, tensor.posterior.mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(scalar.posterior.cov, tensor.posterior.cov, rtol=0, atol=1e-12)
+    torch.testing.assert_close(scalar.model_log_z, tensor.model_log_z, rtol=0, atol=1e-12)
+    assert scalar.log_evidence == pytest.approx(tensor.log_evidence, rel=1e-12)
 
 
 def test_bad_events_are_rejected() -> None:
