@@ -35,6 +35,7 @@ from engine.reliability import (
     rater_grid,
     rater_posterior,
 )
+from engine.scope import scope_pairs
 from engine.selection import (
     NoEligibleTaskError,
     PairChoice,
@@ -44,7 +45,6 @@ from engine.selection import (
     Shrink,
     believer_shrink,
     extend_shrink,
-    scope_pairs,
     select_pair_batch,
     select_rating,
 )

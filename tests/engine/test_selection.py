@@ -16,6 +16,7 @@ from scipy.stats import norm
 from engine.campaign import Campaign, CampaignConfig
 from engine.likelihoods import expected_variance_factor, variance_factor_scalar
 from engine.objectives import expected_information_gain
+from engine.scope import scope_pairs
 from engine.selection import (
     CPU_BLOCK_ELEMENTS,
     NoEligibleTaskError,
@@ -24,7 +25,6 @@ from engine.selection import (
     Shrink,
     believer_shrink,
     extend_shrink,
-    scope_pairs,
     select_pairs,
 )
 from engine.state import Posterior
