@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import lru_cache
 
 import torch
 from torch import Tensor
@@ -24,9 +25,10 @@ from engine.likelihoods import interval_of
 from engine.numerics import (
     BALD_C2,
     binary_entropy_bits,
-    entropy_bits,
+    entropy_bits_of,
     gauss_hermite,
     gauss_legendre,
+    interval_probabilities,
     log_ndtr_diff,
     log_normal_pdf,
 )
@@ -67,64 +69,153 @@ def outcome_probabilities(
     return torch.exp(outcome_log_probabilities(mu, var, noise_var, cuts))
 
 
-def _conditional_entropy(z: Tensor, noise_sd: Tensor, cuts: Tensor, keep: float = 1.0) -> Tensor:
-    """`H[p(y | z)]` in bits for the noisy interval outcome, elementwise over z; with a lapse,
-    `p(y | z) = keep q(y | z) + (1 - keep) / L`."""
-    lo, hi = interval_of(cuts, torch.arange(cuts.numel() + 1, device=cuts.device))
-    z = z.unsqueeze(-1)
-    sd = noise_sd.unsqueeze(-1)
-    return entropy_bits(_lapse(log_ndtr_diff((lo - z) / sd, (hi - z) / sd), keep))
+def _outcome_entropy(z: Tensor, noise_sd: Tensor | float, cuts: Tensor, keep: float) -> Tensor:
+    """`H[y]` in bits for y the interval of `z + N(0, noise_sd^2)` between `cuts`, elementwise.
 
+    With a lapse the outcome is `keep q(y | z) + (1 - keep) / L`. This is `H[p(y | z)]` of
+    MATH.md §3, and with z = mu, noise_sd = c it is the predictive entropy `H[P(y)]`.
 
-def _lapse(log_p: Tensor, keep: float) -> Tensor:
-    """`log(keep p + (1 - keep) / L)` over the last axis (L outcomes); `log_p` when keep = 1."""
-    if keep >= 1.0:
-        return log_p
-    random_click = log_p.new_tensor(math.log1p(-keep) - math.log(log_p.shape[-1]))
-    if keep <= 0.0:
-        return random_click.expand_as(log_p)
-    return torch.logaddexp(log_p + math.log(keep), random_click)
+    Args:
+        z: (...,) points.
+        noise_sd: scalar, or a tensor broadcasting against z.
+        cuts: (L - 1,) finite increasing cut points.
+        keep: the rater's probability of answering by the model.
 
-
-def _expected_conditional_entropy(
-    mu: Tensor, var: Tensor, noise_sd: Tensor, cuts: Tensor, keep: float = 1.0
-) -> Tensor:
-    """`E_{z ~ N(mu, var)} H[p(y | z)]`, the Gauss-Hermite / Gauss-Legendre switch of MATH.md §3.
-
-    - s < sigma: 32-node Gauss-Hermite on N(mu, var) (error <= 1e-14 bits);
-    - s >= sigma: the nodes must sit on the narrow bumps of H around each cut, so each finite cut
-      b_k gets one 32-node Gauss-Legendre panel over [b_k - 7 sigma, b_k + 7 sigma] weighted by
-      N(z; mu, var). Overlapping panels are split at the midpoint between neighbouring cuts, so
-      they never double-count and each keeps its 32 nodes (no coarser than merging).
-      Outside the panels a lapsing rater's entropy is the constant `_lapse_entropy` floor.
+    Returns:
+        (...,) entropies in bits.
     """
-    hermite_x, hermite_w = gauss_hermite(N_QUADRATURE_NODES, mu)
-    legendre_x, legendre_w = gauss_legendre(N_QUADRATURE_NODES, mu)
-    sd = torch.sqrt(var)
-    narrow = sd < noise_sd
+    # outcomes on the first axis, where summing over them is cheap
+    u = (cuts.reshape(-1, *(1,) * z.dim()) - z) / noise_sd  # (L - 1, ...)
+    # entropies need the probabilities to absolute accuracy only: erfc, no log_ndtr
+    return entropy_bits_of(_lapse(interval_probabilities(u), keep), dim=0)
 
-    # Gauss-Hermite: (..., Q)
-    z_h = mu.unsqueeze(-1) + sd.unsqueeze(-1) * hermite_x
-    entropy_h = (_conditional_entropy(z_h, noise_sd.unsqueeze(-1), cuts, keep) * hermite_w).sum(-1)
 
-    # Gauss-Legendre panels: (..., n_cuts, Q)
+def _lapse(probabilities: Tensor, keep: float) -> Tensor:
+    """`keep p + (1 - keep) / L` over the first axis (L outcomes); `p` itself when keep = 1."""
+    if keep >= 1.0:
+        return probabilities
+    return probabilities.mul(keep).add_((1.0 - keep) / probabilities.shape[0])
+
+
+@lru_cache(maxsize=16)
+def _hermite_rule(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The Gauss-Hermite nodes and weights for N(0, 1), made once per dtype and device."""
+    # cached tensors outlive the caller's mode: made inside inference_mode they could not be
+    # saved for backward later
+    with torch.inference_mode(False):
+        return gauss_hermite(N_QUADRATURE_NODES, torch.empty(0, dtype=dtype, device=device))
+
+
+def _panel_rule(noise_sd: Tensor, cuts: Tensor, keep: float) -> tuple[Tensor, Tensor]:
+    """Nodes z_j and weights w_j, (..., n_cuts Q), of the Gauss-Legendre panels of MATH.md §3:
+    `E_{z ~ N(mu, s2)} H[p(y | z)] = floor + sum_j w_j N(z_j; mu, s2)` for every (mu, s2).
+
+    Each finite cut b_k gets one panel over [b_k - 7 sigma, b_k + 7 sigma]; overlapping panels
+    are split at the midpoint between neighbouring cuts, so they never double-count and each
+    keeps its Q nodes (no coarser than merging). Outside the panels the answer is certain but
+    for the lapse, so the weights carry the excess of the entropy over that `_lapse_entropy`
+    floor. Nothing here depends on (mu, s2): one rater's rule serves every candidate.
+
+    Args:
+        noise_sd: () or (n,) rater noise sd sigma.
+        cuts: (L - 1,) finite increasing cut points.
+        keep: the rater's probability of answering by the model.
+
+    Returns:
+        nodes, weights: (n_cuts Q,) or (n, n_cuts Q).
+    """
+    legendre_x, legendre_w = gauss_legendre(N_QUADRATURE_NODES, cuts)
     half = PANEL_HALF_WIDTH * noise_sd.unsqueeze(-1)  # (..., 1)
     mid = 0.5 * (cuts[1:] + cuts[:-1])
     inf = cuts.new_tensor([math.inf])
     left = torch.maximum(cuts - half, torch.cat((-inf, mid)))
     right = torch.minimum(cuts + half, torch.cat((mid, inf)))
-    centre, radius = 0.5 * (left + right), 0.5 * (right - left)
-    z_l = centre.unsqueeze(-1) + radius.unsqueeze(-1) * legendre_x
-    safe_sd = torch.where(narrow, torch.ones_like(sd), sd)
-    std = (z_l - mu[..., None, None]) / safe_sd[..., None, None]
-    density = torch.exp(log_normal_pdf(std)) / safe_sd[..., None, None]
-    panel_noise = noise_sd[..., None, None].expand_as(z_l)
-    # away from every cut the answer is certain but for the lapse: the entropy there is the
-    # lapse floor, so the panels integrate the excess over it
+    centre, radius = 0.5 * (left + right), 0.5 * (right - left)  # (..., n_cuts)
+    nodes = centre.unsqueeze(-1) + radius.unsqueeze(-1) * legendre_x  # (..., n_cuts, Q)
     floor = _lapse_entropy(keep, cuts.numel() + 1)
-    excess = _conditional_entropy(z_l, panel_noise, cuts, keep) - floor
-    entropy_l = ((excess * density * legendre_w).sum(-1) * radius).sum(-1) + floor
-    return torch.where(narrow, entropy_h, entropy_l)
+    excess = _outcome_entropy(nodes, noise_sd[..., None, None], cuts, keep) - floor
+    weights = excess * legendre_w * radius.unsqueeze(-1)
+    return nodes.flatten(-2), weights.flatten(-2)
+
+
+@lru_cache(maxsize=64)
+def _one_rater_panel_rule(
+    noise_sd: float, cuts: tuple[float, ...], keep: float, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """`_panel_rule` for one rater, made once: the service asks for it with every batch of pairs.
+
+    Keyed by plain floats and tuples (a tensor would hash by identity); a miss costs what one
+    uncached call does.
+    """
+    with torch.inference_mode(False), torch.no_grad():  # as in _hermite_rule
+        cuts_tensor = torch.tensor(cuts, dtype=dtype, device=device)
+        return _panel_rule(cuts_tensor.new_tensor(noise_sd), cuts_tensor, keep)
+
+
+def _hermite_expectation(
+    mu: Tensor, sd: Tensor, noise_sd: Tensor | float, cuts: Tensor, keep: float
+) -> Tensor:
+    """`E_{z ~ N(mu, sd^2)} H[p(y | z)]` by Gauss-Hermite, (n,) -> (n,); for sd < sigma."""
+    nodes, weights = _hermite_rule(mu.dtype, mu.device)
+    z = torch.addcmul(mu.unsqueeze(-1), sd.unsqueeze(-1), nodes)  # n x Q
+    if isinstance(noise_sd, Tensor):
+        noise_sd = noise_sd.unsqueeze(-1)  # n x 1
+    return _outcome_entropy(z, noise_sd, cuts, keep) @ weights
+
+
+def _panel_expectation(
+    mu: Tensor, sd: Tensor, noise_sd: Tensor | float, cuts: Tensor, keep: float
+) -> Tensor:
+    """`E_{z ~ N(mu, sd^2)} H[p(y | z)]` by the Gauss-Legendre panels, (n,) -> (n,); sd >= sigma.
+
+    One rater (a float sigma) shares one cached rule, so a candidate costs one exp per node;
+    per-candidate noise builds each candidate's panels.
+    """
+    if isinstance(noise_sd, Tensor):
+        nodes, weights = _panel_rule(noise_sd, cuts, keep)  # n x (n_cuts Q)
+    else:
+        key = (noise_sd, tuple(cuts.tolist()), keep, mu.dtype, mu.device)
+        nodes, weights = _one_rater_panel_rule(*key)  # (n_cuts Q,)
+    density = torch.exp(log_normal_pdf((nodes - mu.unsqueeze(-1)) / sd.unsqueeze(-1)))
+    floor = _lapse_entropy(keep, cuts.numel() + 1)
+    return torch.linalg.vecdot(density, weights) / sd + floor
+
+
+def _expected_conditional_entropy(
+    mu: Tensor, var: Tensor, noise_sd: Tensor | float, cuts: Tensor, keep: float = 1.0
+) -> Tensor:
+    """`E_{z ~ N(mu, var)} H[p(y | z)]`, the Gauss-Hermite / Gauss-Legendre switch of MATH.md §3.
+
+    - s < sigma: 32-node Gauss-Hermite on N(mu, var) (error <= 1e-14 bits);
+    - s >= sigma: the nodes must sit on the narrow bumps of H around each cut, so each finite cut
+      gets a 32-node Gauss-Legendre panel weighted by N(z; mu, var) (`_panel_rule`).
+
+    Each candidate's rule is evaluated for that candidate only.
+
+    Args:
+        mu, var: (...,) marginals of z.
+        noise_sd: one rater's sigma > 0 as a float, or (...,) per-candidate sigma > 0.
+        cuts: (L - 1,) finite increasing cut points.
+        keep: the rater's probability of answering by the model.
+
+    Returns:
+        (...,) expected conditional entropies in bits.
+    """
+    shape = mu.shape
+    mu, sd = mu.reshape(-1), torch.sqrt(var).reshape(-1)
+    if isinstance(noise_sd, Tensor):
+        noise_sd = noise_sd.reshape(-1)
+    narrow = sd < noise_sd
+    entropy = torch.empty_like(mu)
+    # evaluating both rules everywhere and picking one with torch.where did 3x the work
+    for expectation, chosen in ((_hermite_expectation, narrow), (_panel_expectation, ~narrow)):
+        index = chosen.nonzero().squeeze(-1)
+        if index.numel() == mu.numel():  # all candidates take this rule: no gather or scatter
+            return expectation(mu, sd, noise_sd, cuts, keep).reshape(shape)
+        if index.numel() > 0:
+            noise = noise_sd[index] if isinstance(noise_sd, Tensor) else noise_sd
+            entropy[index] = expectation(mu[index], sd[index], noise, cuts, keep)
+    return entropy.reshape(shape)
 
 
 def _lapse_entropy(keep: float, n_outcomes: int) -> float:
@@ -146,22 +237,34 @@ def interval_information_gain(
 
     Args:
         mu, var: (...,) marginals of z.
-        noise_var: scalar or (...,) rater noise variance.
+        noise_var: scalar (one rater: the panels are made once and cached) or (...,) rater
+            noise variance per candidate.
         cuts: (L - 1,) finite increasing cut points.
         keep: the answering rater's probability of answering by the model, in [0, 1].
 
     Returns:
         (...,) gains, clamped at 0 against quadrature round-off.
+
+    Raises:
+        ValueError: keep outside [0, 1].
     """
-    noise_var = torch.as_tensor(noise_var, dtype=mu.dtype, device=mu.device).expand_as(mu)
     if not 0.0 <= keep <= 1.0:
         raise ValueError(f"keep must be in [0, 1], got {keep}")
-    predictive = entropy_bits(_lapse(outcome_log_probabilities(mu, var, noise_var, cuts), keep))
+    # a noise-free rater's answer is certain given z: only the lapse is left to guess
+    certain = _lapse_entropy(keep, cuts.numel() + 1)
+    if not isinstance(noise_var, Tensor) or noise_var.numel() == 1:
+        # one rater for every candidate (the service's case): the panels are shared
+        noise_var = float(noise_var)
+        predictive = _outcome_entropy(mu, torch.sqrt(var + noise_var), cuts, keep)
+        if noise_var <= 0:
+            return (predictive - certain).clamp_min(0.0)
+        conditional = _expected_conditional_entropy(mu, var, math.sqrt(noise_var), cuts, keep)
+        return (predictive - conditional).clamp_min(0.0)
+    noise_var = noise_var.to(dtype=mu.dtype, device=mu.device).expand_as(mu)
+    predictive = _outcome_entropy(mu, torch.sqrt(var + noise_var), cuts, keep)
     noisy = noise_var > 0
     noise_sd = torch.sqrt(torch.where(noisy, noise_var, torch.ones_like(noise_var)))
     conditional = _expected_conditional_entropy(mu, var, noise_sd, cuts, keep)
-    # a noise-free rater's answer is certain given z: only the lapse is left to guess
-    certain = _lapse_entropy(keep, cuts.numel() + 1)
     conditional = torch.where(noisy, conditional, torch.full_like(conditional, certain))
     return (predictive - conditional).clamp_min(0.0)
 

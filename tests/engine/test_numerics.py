@@ -13,11 +13,13 @@ from hypothesis import strategies as st
 from engine.numerics import (
     binary_entropy_bits,
     entropy_bits,
+    entropy_bits_of,
+    interval_probabilities,
     log1mexp,
     log_ndtr_diff,
     log_ndtr_diff_scalar,
 )
-from tests.engine.reference import log_interval_probability
+from tests.engine.reference import interval_probability, log_interval_probability
 
 RTOL = 1e-10
 GRID = [
@@ -93,3 +95,29 @@ def test_entropy_bits_treats_zero_probability_as_zero() -> None:
     assert float(entropy_bits(log_p)) == 0.0
     uniform = torch.full((4,), math.log(0.25))
     assert float(entropy_bits(uniform)) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "cuts",
+    [
+        [0.0],
+        [-40.0, -38.5, -20.0],
+        [-8.0, -1.0, -1e-3, 1e-3, 0.7],
+        [5.0, 20.0, 40.0],
+        [-math.inf, 0.7, math.inf],
+    ],
+)
+def test_interval_probabilities_match_mpmath(cuts: list[float]) -> None:
+    """Absolute error of a few ulp everywhere, relative accuracy below 0 (the lower tail)."""
+    got = interval_probabilities(torch.tensor(cuts))
+    edges = [-math.inf, *cuts, math.inf]
+    for p, lo, hi in zip(got.tolist(), edges[:-1], edges[1:], strict=True):
+        expected = float(interval_probability(lo, hi))
+        assert p == pytest.approx(expected, rel=RTOL if hi <= 0 else 0.0, abs=5e-16)
+    assert float(got.sum()) == pytest.approx(1.0, abs=1e-15)
+
+
+def test_entropy_bits_of_probabilities_agrees_with_log_form() -> None:
+    p = torch.tensor([0.5, 0.25, 0.25, 0.0])
+    assert float(entropy_bits_of(p)) == pytest.approx(1.5)
+    assert float(entropy_bits_of(p)) == pytest.approx(float(entropy_bits(torch.log(p))))
