@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -425,7 +425,8 @@ def select_pair_batch(
     mean, cov = posterior.item_mean, posterior.item_cov
     lazy = options.rule == "argmax" and options.weight_share == 0
 
-    def gains_of(first: Tensor, second: Tensor, shrink: Shrink) -> Tensor:
+    def gains_of(first: Tensor, second: Tensor, shrink: Shrink) -> tuple[Tensor, Tensor]:
+        """Gains of the pairs under `shrink`, and their shrunk variances."""
         mu = mean[first] - mean[second]
         var = shrink.pair_variances(cov, first, second)
         gains = objective(mu, var, noise_var, pair_cuts, keep=keep)
@@ -437,10 +438,15 @@ def select_pair_batch(
                 mu, explained, noise_var + var - explained, pair_cuts, keep=keep
             )
             gains = (1 - options.weight_share) * gains + options.weight_share * weights
-        return gains
+        return gains, var
 
     if shrink is None:
         shrink = believer_shrink(posterior, pending, pair_cuts, level_cuts)
+    # the batch's picks join the shrink in place: one buffer instead of a copy per pick
+    held = shrink.factor.numel()
+    columns = cov.new_empty(n, held + count)
+    factors = cov.new_empty(held + count)
+    columns[:, :held], factors[:held] = shrink.columns, shrink.factor
 
     def screen(forbidden: Tensor, n_keep: int) -> tuple[Tensor, Tensor]:
         if candidates is not None:
@@ -466,7 +472,8 @@ def select_pair_batch(
     choices: list[PairChoice] = []
     first = second = mean.new_zeros(0, dtype=torch.long)
     taken = fresh = torch.zeros(0, dtype=torch.bool, device=device)
-    bound = mean.new_zeros(0)
+    bound = variance = mean.new_zeros(0)
+    picked_var: list[Tensor] = []
     for _ in range(count):
         if bool(taken.all()):
             # Screen all pairs once per batch (the expensive part); the batch's later picks
@@ -486,7 +493,7 @@ def select_pair_batch(
                     "pairs already judged leave none)"
                 )
             taken = torch.zeros(first.numel(), dtype=torch.bool, device=device)
-            bound = gains_of(first, second, shrink)
+            bound, variance = gains_of(first, second, shrink)
             fresh = torch.ones_like(taken)
         if lazy:
             # Lazy greedy (Minoux 1978): a pending pick only lowers variances, and the gain
@@ -498,23 +505,34 @@ def select_pair_batch(
                     break
                 stale = torch.nonzero(~fresh & ~taken).flatten()
                 look = stale[torch.topk(bound[stale], min(LAZY_BLOCK, stale.numel())).indices]
-                bound[look] = gains_of(first[look], second[look], shrink)
+                bound[look], variance[look] = gains_of(first[look], second[look], shrink)
                 fresh[look] = True
             pick = best
         else:
             if len(choices) and not bool(fresh.all()):
-                bound = gains_of(first, second, shrink)
+                bound, variance = gains_of(first, second, shrink)
             open_ = torch.nonzero(~taken).flatten()
             pick = int(open_[rule(bound[open_], options.beta, generator)])
         taken[pick] = True
         i, j = int(first[pick]), int(second[pick])
-        mu = mean[first[pick]] - mean[second[pick]]
-        var = shrink.pair_variances(cov, first[pick : pick + 1], second[pick : pick + 1])[0]
-        probabilities = outcome_probabilities(mu, var, noise_var, pair_cuts)
-        choices.append(PairChoice(i, j, float(bound[pick]), tuple(probabilities.tolist())))
+        picked_var.append(variance[pick])  # fresh: under the shrink of the earlier picks
+        choices.append(PairChoice(i, j, float(bound[pick]), ()))
         pending_tasks.append((i, j, float(noise_var)))
-        shrink = extend_shrink(posterior, shrink, i, j, noise_var, pair_cuts, level_cuts)
+        columns[:, held], factors[held] = _believer_column(
+            posterior, shrink.columns, shrink.factor, i, j, noise_var, pair_cuts, level_cuts
+        )
+        held += 1
+        shrink = Shrink(columns[:, :held], factors[:held])
         fresh.zero_()
+    # each pick's outcome probabilities, under the shrink it was chosen with, in one call
+    picks_first = torch.tensor([c.first for c in choices], dtype=torch.long, device=device)
+    picks_second = torch.tensor([c.second for c in choices], dtype=torch.long, device=device)
+    probabilities = outcome_probabilities(
+        mean[picks_first] - mean[picks_second], torch.stack(picked_var), noise_var, pair_cuts
+    ).tolist()
+    choices = [
+        replace(c, probabilities=tuple(p)) for c, p in zip(choices, probabilities, strict=True)
+    ]
     return choices, shrink
 
 
