@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,9 +11,10 @@ import torch
 from scipy.stats import norm
 
 from engine.campaign import Campaign, CampaignConfig, Judgment
-from engine.likelihoods import Outcome
-from engine.reliability import rater_posterior
+from engine.likelihoods import Outcome, pair_interval
+from engine.reliability import RaterGrid, rater_grid, rater_posterior
 from engine.state import PriorScales
+from engine.summaries import pair_marginal
 from engine.update import NO_SECOND
 
 SEED = 0
@@ -591,3 +593,74 @@ def test_rater_reliability_is_rederived_when_labels_double_and_added_to_in_betwe
             assert learned != full()
             assert learned.keep == pytest.approx(full().keep, abs=0.02)
             assert learned.noise_sd == pytest.approx(full().noise_sd, rel=0.05)
+
+
+def test_a_batch_of_many_raters_matches_each_rater_scored_alone() -> None:
+    """One batch mixing a new rater, one updated incrementally, one whose count doubles and one
+    below 32 labels (all scored in one grid call) gives each rater's reliability as scoring
+    them one by one with `rater_grid` and `rater_posterior` does, after every batch."""
+    config = CampaignConfig(
+        criteria=(), tie_margin=0.3, lapse_prior=(9.0, 1.0), learn_rater_noise=True
+    )
+    campaign = Campaign(config, device="cpu")
+    campaign.add_clips(count=12)
+    rng = np.random.default_rng(SEED)
+    outcomes = (Outcome.WIN, Outcome.LOSS, Outcome.TIE)
+    plan = (
+        [["doubles", "adds"]] * 31  # both re-derived at 31 labels
+        + [["doubles", "young"]] * 10
+        + [["doubles"]] * 20  # 61 labels: from 32 on, added to the grid of 31
+        + [["adds"]] * 4  # 35 labels
+        + [["new", "adds", "doubles", "young", "new", "adds"]]  # doubles: 62 = 2 x 31
+    )
+    own: dict[str, list[Judgment]] = {}
+    alone: dict[str, tuple[RaterGrid, int]] = {}  # the rule of Campaign._refit_raters
+
+    def grid_alone(judgments: list[Judgment]) -> RaterGrid:
+        first = torch.tensor([j.first for j in judgments])
+        second = torch.tensor([j.second for j in judgments])
+        mu, var = pair_marginal(campaign.posterior, first, second)
+        bounds = torch.tensor([pair_interval(j.outcome, config.tie_margin) for j in judgments])
+        return rater_grid(
+            mu,
+            var,
+            bounds[:, 0].to(mu),
+            bounds[:, 1].to(mu),
+            torch.full_like(mu, 3.0),
+            default_noise_sd=config.noise_sd,
+            keep_prior=config.lapse_prior,
+            random_share=config.random_rater_share,
+            learn_noise=True,
+        )
+
+    for raters in plan:
+        batch = []
+        for rater in raters:
+            i, j = (int(v) for v in rng.choice(12, 2, replace=False))
+            batch.append(Judgment(rater, i, j, outcomes[int(rng.integers(3))]))
+        campaign.observe(batch)
+        fresh: dict[str, list[Judgment]] = {}
+        for judgment in batch:
+            own.setdefault(judgment.rater, []).append(judgment)
+            fresh.setdefault(judgment.rater, []).append(judgment)
+        for rater, new in fresh.items():
+            count, cached = len(own[rater]), alone.get(rater)
+            if cached is None or count < 32 or count >= 2 * cached[1]:
+                alone[rater] = (grid_alone(own[rater]), count)
+            else:
+                extra = grid_alone(new).log_likelihood
+                grid = replace(cached[0], log_likelihood=cached[0].log_likelihood + extra)
+                alone[rater] = (replace(grid, labels=count), cached[1])
+        learned = campaign.rater_reliability()
+        assert list(learned) == list(alone)
+        for rater, (grid, _) in alone.items():
+            expected = rater_posterior(
+                grid, default_noise_sd=config.noise_sd, spread=config.noise_prior_spread
+            )
+            got = learned[rater]
+            assert (got.labels, got.flagged) == (expected.labels, expected.flagged)
+            for name in ("keep", "keep_low", "keep_high", "probability_random", "noise_sd"):
+                assert getattr(got, name) == pytest.approx(getattr(expected, name), abs=1e-10)
+    # the last batch took every path: new, added to, re-derived on doubling, re-derived young
+    bases = {rater: campaign._rater_grids[rater][1] for rater in alone}
+    assert bases == {"doubles": 62, "adds": 31, "young": 11, "new": 2}

@@ -11,7 +11,13 @@ from scipy.integrate import quad
 from scipy.stats import beta as beta_distribution
 from scipy.stats import norm
 
-from engine.reliability import fit_noise_spread, rater_grid, rater_posterior
+from engine.reliability import (
+    fit_noise_spread,
+    rater_grid,
+    rater_grids,
+    rater_posterior,
+    rater_posteriors,
+)
 
 SEED = 0
 SHARE = 0.05
@@ -86,6 +92,55 @@ def test_without_lapses_or_noise_learning_the_rater_is_the_default() -> None:
     assert result.keep == 1.0 and result.noise_sd == pytest.approx(1.3)
     assert not result.flagged and result.labels == 8
     assert math.isfinite(result.keep_low) and result.keep_low <= result.keep_high
+
+
+def test_raters_scored_together_match_each_scored_alone() -> None:
+    """`rater_grids` over a rater index, interleaved labels and more than one chunk of them,
+    and `rater_posteriors` give each rater what `rater_grid` and `rater_posterior` give them
+    alone; a rater without labels keeps the prior."""
+    rng = np.random.default_rng(SEED)
+    count = 60
+    rater = torch.tensor(rng.integers(0, 3, count))  # raters 0..2; rater 3 has no label
+    said_first = rng.random(count) < 0.7
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    labels = (
+        t(rng.normal(scale=2.0, size=count)),
+        t(rng.uniform(0.1, 0.5, size=count)),
+        t(np.where(said_first, 0.0, -np.inf)),
+        t(np.where(said_first, np.inf, 0.0)),
+        t(rng.choice([2.0, 3.0], size=count)),
+    )
+    options = dict(
+        default_noise_sd=0.8, keep_prior=KEEP_PRIOR, random_share=SHARE, learn_noise=True
+    )
+    together = rater_grids(*labels, rater, 4, **options)  # type: ignore[arg-type]
+    summaries = rater_posteriors(together, default_noise_sd=0.8, spread=0.4)
+    for r in range(4):
+        own = rater == r
+        alone = rater_grid(*(x[own] for x in labels), **options)  # type: ignore[arg-type]
+        assert together[r].labels == alone.labels == int(own.sum())
+        torch.testing.assert_close(
+            together[r].log_likelihood, alone.log_likelihood, rtol=0, atol=1e-12
+        )
+        expected = rater_posterior(alone, default_noise_sd=0.8, spread=0.4)
+        for name in ("keep", "keep_low", "keep_high", "probability_random", "noise_sd"):
+            assert getattr(summaries[r], name) == pytest.approx(getattr(expected, name), abs=1e-12)
+        assert summaries[r].flagged == expected.flagged
+    # against the sum over labels of log(keep Z + (1 - keep) / L), Z by scipy
+    mu, var, lo, hi, n_outcomes = (x.numpy() for x in labels)
+    keep = together[0].keep.numpy()
+    sigma = np.exp(together[0].log_sigma.numpy())
+    c = np.sqrt(var[:, None] + sigma**2)  # N x S
+    z = norm.cdf((hi[:, None] - mu[:, None]) / c) - norm.cdf((lo[:, None] - mu[:, None]) / c)
+    terms = np.log(keep[:, None] * z[:, None, :] + (1 - keep[:, None]) / n_outcomes[:, None, None])
+    for r in range(4):
+        direct = torch.from_numpy(terms[(rater == r).numpy()].sum(0))
+        torch.testing.assert_close(together[r].log_likelihood, direct, rtol=0, atol=1e-10)
+    assert together[3].labels == 0 and not bool(together[3].log_likelihood.any())
+    assert rater_posteriors([], default_noise_sd=0.8) == []
+    pinned = rater_grids(*labels, rater, 4, **{**options, "learn_noise": False})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="same keep and sigma axes"):
+        rater_posteriors([together[0], pinned[0]], default_noise_sd=0.8)
 
 
 def _raters_with_spread(spread: float, seed: int) -> tuple[list, float]:
