@@ -69,7 +69,7 @@ DEFAULT_CRITERIA = (
     "bias_fairness",
 )  # MJ-VIDEO's five reward-model criteria
 DEFAULT_CONTEXT = "default"
-RATER_REFIT_BELOW = 32  # a rater with fewer labels is re-derived from all of them each batch
+RATER_REFIT_BELOW = 8  # a rater with fewer labels is re-derived from all of them each batch
 PairScope = Literal["any", "group"]
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from engine.campaign import Campaign, CampaignConfig, Judgment
+from engine.campaign import RATER_REFIT_BELOW, Campaign, CampaignConfig, Judgment
 from engine.likelihoods import Outcome, pair_interval
 from engine.reliability import RaterGrid, rater_grid, rater_posterior
 from engine.state import PriorScales
@@ -566,7 +566,7 @@ def test_expected_kendall_tau_matches_monte_carlo(scope: str) -> None:
 
 
 def test_rater_reliability_is_rederived_when_labels_double_and_added_to_in_between() -> None:
-    """Below 32 labels, and whenever a rater's count doubles, their (keep, sigma) grid is
+    """Below RATER_REFIT_BELOW labels, and whenever a rater's count doubles, their grid is
     re-derived from all their labels under the current posterior; in between the new labels'
     terms are added (older ones keep the marginals they were scored with)."""
     config = CampaignConfig(criteria=(), lapse_prior=(9.0, 1.0), learn_rater_noise=True)
@@ -582,14 +582,16 @@ def test_rater_reliability_is_rederived_when_labels_double_and_added_to_in_betwe
             spread=config.noise_prior_spread,
         )
 
+    base = 0  # the label count the grid was last re-derived at
     for count in range(1, 81):
         i, j = (int(v) for v in rng.choice(12, 2, replace=False))
         campaign.observe([Judgment("r", i, j, Outcome.WIN if i < j else Outcome.LOSS)])
         learned = campaign.rater_reliability()["r"]
         assert learned.labels == count
-        if count < 32 or count == 62:  # re-derived at 31 labels, so next at 62
+        if count < RATER_REFIT_BELOW or count >= 2 * base:
+            base = count
             assert learned == full()
-        elif count in (40, 80):
+        elif count in (40, 80):  # between doublings: added to, not re-derived
             assert learned != full()
             assert learned.keep == pytest.approx(full().keep, abs=0.02)
             assert learned.noise_sd == pytest.approx(full().noise_sd, rel=0.05)
@@ -597,8 +599,9 @@ def test_rater_reliability_is_rederived_when_labels_double_and_added_to_in_betwe
 
 def test_a_batch_of_many_raters_matches_each_rater_scored_alone() -> None:
     """One batch mixing a new rater, one updated incrementally, one whose count doubles and one
-    below 32 labels (all scored in one grid call) gives each rater's reliability as scoring
-    them one by one with `rater_grid` and `rater_posterior` does, after every batch."""
+    below RATER_REFIT_BELOW labels (all scored in one grid call) gives each rater's reliability
+    as scoring them one by one with `rater_grid` and `rater_posterior` does, after every
+    batch."""
     config = CampaignConfig(
         criteria=(), tie_margin=0.3, lapse_prior=(9.0, 1.0), learn_rater_noise=True
     )
@@ -606,12 +609,13 @@ def test_a_batch_of_many_raters_matches_each_rater_scored_alone() -> None:
     campaign.add_clips(count=12)
     rng = np.random.default_rng(SEED)
     outcomes = (Outcome.WIN, Outcome.LOSS, Outcome.TIE)
+    assert RATER_REFIT_BELOW == 8  # the plan below is laid out for it
     plan = (
-        [["doubles", "adds"]] * 31  # both re-derived at 31 labels
-        + [["doubles", "young"]] * 10
-        + [["doubles"]] * 20  # 61 labels: from 32 on, added to the grid of 31
-        + [["adds"]] * 4  # 35 labels
-        + [["new", "adds", "doubles", "young", "new", "adds"]]  # doubles: 62 = 2 x 31
+        [["doubles", "adds"]] * 7  # both re-derived at every batch below 8 labels
+        + [["doubles", "young"]] * 6  # doubles 13: added to the grid of 7
+        + [["doubles"]] * 14  # doubles 27: re-derived at 14, added to since
+        + [["adds"]] * 2  # adds 9: added to the grid of 7
+        + [["new", "adds", "doubles", "young", "new", "adds"]]  # doubles: 28 = 2 x 14
     )
     own: dict[str, list[Judgment]] = {}
     alone: dict[str, tuple[RaterGrid, int]] = {}  # the rule of Campaign._refit_raters
@@ -645,7 +649,7 @@ def test_a_batch_of_many_raters_matches_each_rater_scored_alone() -> None:
             fresh.setdefault(judgment.rater, []).append(judgment)
         for rater, new in fresh.items():
             count, cached = len(own[rater]), alone.get(rater)
-            if cached is None or count < 32 or count >= 2 * cached[1]:
+            if cached is None or count < RATER_REFIT_BELOW or count >= 2 * cached[1]:
                 alone[rater] = (grid_alone(own[rater]), count)
             else:
                 extra = grid_alone(new).log_likelihood
@@ -663,4 +667,4 @@ def test_a_batch_of_many_raters_matches_each_rater_scored_alone() -> None:
                 assert getattr(got, name) == pytest.approx(getattr(expected, name), abs=1e-10)
     # the last batch took every path: new, added to, re-derived on doubling, re-derived young
     bases = {rater: campaign._rater_grids[rater][1] for rater in alone}
-    assert bases == {"doubles": 62, "adds": 31, "young": 11, "new": 2}
+    assert bases == {"doubles": 28, "adds": 7, "young": 7, "new": 2}
