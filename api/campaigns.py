@@ -60,7 +60,7 @@ from engine import (
     Task,
 )
 from engine.adapters import JOD_NOISE_SD
-from engine.summaries import ClipSummary, credible_halfwidth
+from engine.summaries import ClipSummary
 
 log = logging.getLogger("ratingparty.api")
 T = TypeVar("T")
@@ -854,12 +854,8 @@ class CampaignRuntime:
 
         def read() -> dict[str, Any]:
             summary = campaign.weights()
-            sd = summary.cov.diagonal().clamp_min(0.0).sqrt()
-            context_sd = summary.context_cov.diagonal(dim1=-2, dim2=-1).clamp_min(0.0).sqrt()
-            half, context_half = (
-                credible_halfwidth(sd, level),
-                credible_halfwidth(context_sd, level),
-            )
+            sd, context_sd = summary.sd, summary.context_sd
+            half, context_half = summary.halfwidths(level)
             return {
                 "global": (summary.mean.tolist(), sd.tolist(), half.tolist()),
                 "contexts": [

@@ -31,14 +31,12 @@ class Settings:
         queue_min: tasks the campaign keeps chosen ahead even when nobody waits.
         queue_max: most tasks chosen ahead (each is pending in the engine while queued).
         refill_batch: most tasks chosen in one engine call (the queue's refill:
-            `next_tasks(None, count)`, which screens all pairs once per batch). 8 by default: at n = 1,000 with 16 saturating clients on 2 cores
-            (benchmarks/results/service_load.md) it takes the engine's cost per task from ~27
-            to ~7 ms and doubles judgments/s (33 -> 68 with ties, 41 -> 74 without) while
-            assign p99 drops (584 -> 323 ms, 565 -> 407 ms); 16 adds only ~10 % more, with
-            judge p99 near 50 ms, since past 8 the engine is no longer the bottleneck. A batch
-            is never larger than the queue's shortfall (`queue_min` plus one per waiting
-            request), so a quiet campaign still chooses one task at a time, and the queue's
-            size, not the batch, bounds how far ahead of the posterior tasks are chosen.
+            `next_tasks(None, count)`, which screens all pairs and rebuilds the pending-task
+            shrink once per batch, so a larger batch amortises both; see
+            benchmarks/results/service_load.md for the measured effect). A batch is never
+            larger than the queue's shortfall (`queue_min` plus one per waiting request), so
+            a quiet campaign still chooses one task at a time, and the queue's size, not the
+            batch, bounds how far ahead of the posterior tasks are chosen.
         max_apply_batch: most judgments applied to the posterior in one engine call.
         progress_every_s: least time between two recorded progress points.
         assign_timeout_s: how long an assignment request waits for the engine before a 503.

@@ -40,6 +40,22 @@ class WeightSummary:
     context_mean: Tensor
     context_cov: Tensor
 
+    @property
+    def sd(self) -> Tensor:
+        """(K,) posterior sd of the global weights."""
+        return self.cov.diagonal().clamp_min(0.0).sqrt()
+
+    @property
+    def context_sd(self) -> Tensor:
+        """(C, K) posterior sd of w + w_c per context."""
+        return self.context_cov.diagonal(dim1=-2, dim2=-1).clamp_min(0.0).sqrt()
+
+    def halfwidths(self, level: float) -> tuple[Tensor, Tensor]:
+        """Half-widths of the central `level` intervals: (K,) global and (C, K) per context."""
+        if not 0 < level < 1:
+            raise ValueError(f"credible level must be in (0, 1), got {level}")
+        return credible_halfwidth(self.sd, level), credible_halfwidth(self.context_sd, level)
+
 
 def summarise_clips(posterior: Posterior, level: float = 0.9) -> ClipSummary:
     """`mean +- z_{(1 + level)/2} sd` per clip and the rank by posterior mean (ties by index)."""

@@ -668,3 +668,19 @@ def test_a_batch_of_many_raters_matches_each_rater_scored_alone() -> None:
     # the last batch took every path: new, added to, re-derived on doubling, re-derived young
     bases = {rater: campaign._rater_grids[rater][1] for rater in alone}
     assert bases == {"doubles": 28, "adds": 7, "young": 7, "new": 2}
+
+
+def test_weight_summary_gives_sds_and_intervals() -> None:
+    """The weights' sd and central-interval half-widths, globally and per context."""
+    campaign = Campaign(CampaignConfig(criteria=("a", "b")), device="cpu")
+    campaign.add_clips([[0.1, 0.2], [0.3, -0.1], [1.0, 0.5]], contexts=["x", "y", "x"])
+    campaign.observe_pair(0, 1, "win")
+    summary = campaign.weights()
+    torch.testing.assert_close(summary.sd, summary.cov.diagonal().sqrt())
+    for c in range(2):
+        torch.testing.assert_close(summary.context_sd[c], summary.context_cov[c].diagonal().sqrt())
+    half, context_half = summary.halfwidths(0.9)
+    torch.testing.assert_close(half, 1.6448536269514722 * summary.sd)
+    torch.testing.assert_close(context_half, 1.6448536269514722 * summary.context_sd)
+    with pytest.raises(ValueError, match="credible level"):
+        summary.halfwidths(1.0)
