@@ -13,10 +13,10 @@ so each is pending in the engine while queued and later selections avoid it. A r
 the first queued task its rater may answer: not a pair they judged (every committed label,
 applied to the posterior yet or not) or skipped, not a clip they rated, nothing they hold (an
 open assignment, or a task on its way to becoming one). When none fits, the engine chooses for
-that rater with the same pairs and clips barred. The queue grows with the number of waiting
-requests (up to `queue_max`) and shrinks back to `queue_min` when idle; when idle the pump also
-replaces tasks chosen before the latest labels, so a quiet campaign hands out tasks from the
-current posterior.
+that rater with the same pairs and clips barred. The queue's target grows with the number of
+waiting requests and with the recent request rate (up to `queue_max`) and falls back to
+`queue_min` when idle; when idle the pump also replaces tasks chosen before the latest labels,
+so a quiet campaign hands out tasks from the current posterior.
 
 Durability and replay. A judgment is acknowledged once its transaction committed; it then
 joins the batch for the engine. Labels carry `seq` (commit order) and, once applied, `batch`
@@ -75,6 +75,8 @@ IDLE_WAKE_S = 1.0  # the pump looks at leases at least this often when nothing e
 # queued tasks chosen before the latest labels are replaced only after this long without a
 # request: under load every engine second goes to tasks someone waits for
 REFRESH_IDLE_S = 0.25
+DEMAND_WINDOW_S = 2.0  # the request rate that sizes the queue is smoothed over this long
+QUEUE_AHEAD_S = 0.05  # a busy campaign keeps this much of its request rate chosen ahead
 CLOSE_WAIT_S = 10.0  # longest engine step a shutdown waits for before cancelling it
 NO_SECOND = -1
 
@@ -281,6 +283,7 @@ class CampaignRuntime:
         self._queue_changed = asyncio.Event()
         self._waiting = 0
         self._last_demand = -math.inf  # when a rater last asked for a task (monotonic)
+        self._demand_rate = 0.0  # assignment requests per second, smoothed over DEMAND_WINDOW_S
         self._exhausted = False  # no task at all in scope (until clips are added)
         self._unapplied: list[Label] = []
         self._calls: deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = deque()
@@ -439,7 +442,13 @@ class CampaignRuntime:
             Unavailable: the engine did not produce a task in time, or the database failed.
         """
         self._expire_due()
-        self._last_demand = time.monotonic()
+        now = time.monotonic()
+        # exponentially smoothed request rate: each request adds 1 / DEMAND_WINDOW_S, which
+        # decays with time constant DEMAND_WINDOW_S
+        self._demand_rate = self._demand_rate * math.exp(
+            -(now - self._last_demand) / DEMAND_WINDOW_S
+        ) + (1.0 / DEMAND_WINDOW_S)
+        self._last_demand = now
         if len(rater.open) >= self.settings.max_open_assignments:
             raise TooManyOpen(
                 detail=f"rater {rater.id} already holds {len(rater.open)} open assignments "
@@ -971,7 +980,11 @@ class CampaignRuntime:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     def _queue_target(self) -> int:
-        return min(self.settings.queue_max, self.settings.queue_min + self._waiting)
+        """Tasks to keep chosen ahead: `queue_min` plus one per waiting request, or what
+        `QUEUE_AHEAD_S` of the recent request rate takes when that is more (a busy campaign
+        hands out from the queue instead of waiting for the engine), at most `queue_max`."""
+        ahead = math.ceil(self._demand_rate * QUEUE_AHEAD_S)
+        return min(self.settings.queue_max, max(self.settings.queue_min + self._waiting, ahead))
 
     def _release(self, task_ids: Sequence[int]) -> None:
         """Engine thread: forget pending tasks (unknown ids were released already)."""

@@ -51,8 +51,8 @@ class Settings:
     max_clips_per_request: int = 5_000
     max_open_assignments: int = 8
     queue_min: int = 2
-    queue_max: int = 16
-    refill_batch: int = 8
+    queue_max: int = 64
+    refill_batch: int = 32
     max_apply_batch: int = 64
     progress_every_s: float = 1.0
     assign_timeout_s: float = 20.0
