@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             yield
         finally:
             await service.close()
-            await to_thread.run_sync(writer.close)
+            await writer.aclose()
             engine.dispose()
 
     return Litestar(

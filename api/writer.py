@@ -6,9 +6,10 @@ future resolves only after that commit. A failing op does not sink its neighbour
 is rolled back and each op re-run in a transaction of its own. One writer also means SQLite
 never sees two writers at once (no "database is locked").
 
-A group's coroutine callers are woken by one callback per event loop, not one per op: each
-`call_soon_threadsafe` costs the writer and the loop a wake-up, and a group holds up to
-`MAX_GROUP` ops.
+Wake-ups are batched both ways, because each one is a futex call that can also get the woken
+thread scheduled in place of the waker while the waker holds the GIL: the ops a loop submits in
+one iteration reach the writer as one queue item (one wake-up of the writer thread), and a
+group's coroutine callers are woken by one `call_soon_threadsafe` per event loop.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ T = TypeVar("T")
 Op = Callable[[Connection], Any]
 # where an op's outcome goes: a concurrent Future (`submit`) or an event loop's future (`run`)
 Target = Future[Any] | asyncio.Future[Any]
+Job = tuple[Op, Target]
 Outcome = tuple[Target, Any, BaseException | None]
 MAX_GROUP = 256  # ops per transaction: bounds how long one commit holds the writer
 _STOP = object()
@@ -42,34 +44,78 @@ class Writer:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         # SimpleQueue: put and get are C calls, where queue.Queue takes a Python lock dance
-        self._queue: queue.SimpleQueue[tuple[Op, Target] | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Job] | object] = queue.SimpleQueue()
+        # per event loop: the jobs its coroutines queued in the current iteration (see run)
+        self._pending: dict[asyncio.AbstractEventLoop, list[Job]] = {}
+        self._closing = False
+        self._lock = threading.Lock()  # orders the last flushes against close()
         self._thread = threading.Thread(target=self._loop, name="ratingparty-writer", daemon=True)
         self._thread.start()
 
     def submit(self, op: Callable[[Connection], T]) -> Future[T]:
         """Queue `op(connection)`; the future holds its result once the transaction committed."""
         self._check_alive()
+        self._flush_current()  # ops of one loop reach the writer in the order they came
         future: Future[T] = Future()
-        self._queue.put((op, future))
+        self._queue.put([(op, future)])
         return future
 
     async def run(self, op: Callable[[Connection], T]) -> T:
         """`submit` for coroutines: waits without blocking the event loop. Cancelled before the
-        writer took it, the op never runs; once taken, it commits (or fails) regardless."""
+        writer took it, the op never runs; once taken, it commits (or fails) regardless.
+
+        The op is handed to the writer at the end of the loop's current iteration, together
+        with every other op queued in it.
+        """
         self._check_alive()
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put((op, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            loop.call_soon(self._flush, loop)
+        pending.append((op, future))
         return await future
 
+    async def aclose(self) -> None:
+        """`close` from a coroutine: what this loop queued in its current iteration is written
+        too."""
+        self._flush_current()
+        await asyncio.to_thread(self.close)
+
     def close(self) -> None:
-        """Finish every queued write, then stop the thread."""
+        """Finish every queued write, then stop the thread (ops queued after this fail)."""
+        self._flush_current()
+        with self._lock:
+            self._closing = True
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join()
 
     def _check_alive(self) -> None:
-        if not self._thread.is_alive():
+        if self._closing or not self._thread.is_alive():
             raise RuntimeError("the database writer has stopped")
+
+    def _flush_current(self) -> None:
+        """`_flush` the running loop of this thread, if it has ops waiting."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop runs in this thread
+            return
+        if loop in self._pending:
+            self._flush(loop)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On `loop`: hand the ops it queued since the last flush to the writer thread."""
+        jobs = self._pending.pop(loop, None)
+        if not jobs:
+            return
+        with self._lock:
+            if not self._closing:
+                self._queue.put(jobs)
+                return
+        stopped = RuntimeError("the database writer has stopped")
+        _settle_on_loop([(target, None, stopped) for _, target in jobs])
 
     def _loop(self) -> None:
         stopping = False
@@ -77,7 +123,7 @@ class Writer:
             item = self._queue.get()
             if item is _STOP:
                 return
-            group = [item]
+            group: list[Job] = list(item)  # type: ignore[call-overload]
             while len(group) < MAX_GROUP:
                 try:
                     extra = self._queue.get_nowait()
@@ -86,10 +132,10 @@ class Writer:
                 if extra is _STOP:
                     stopping = True
                     break
-                group.append(extra)
-            self._commit(group)  # type: ignore[arg-type]
+                group.extend(extra)  # type: ignore[arg-type]
+            self._commit(group)
 
-    def _commit(self, group: list[tuple[Op, Target]]) -> None:
+    def _commit(self, group: list[Job]) -> None:
         live = [(op, target) for op, target in group if _start(target)]
         if not live:
             return

@@ -199,3 +199,20 @@ def test_prepared_writes_store_what_core_would(writer: Writer, engine: Engine) -
     with engine.connect() as connection:
         created = connection.execute(select(store.judgment_table.c.created_at)).scalar_one()
     assert created is not None
+
+
+@pytest.mark.anyio
+async def test_aclose_writes_what_the_loop_queued_in_its_last_iteration(engine: Engine) -> None:
+    writer = Writer(engine)
+    campaign_id, rater_id = _campaign_and_rater(writer)
+    task = asyncio.ensure_future(
+        writer.run(store.insert_assignment(_assignment(campaign_id, rater_id)))
+    )
+    await asyncio.sleep(0)  # the task queued its op; the loop hands it over only next iteration
+    await writer.aclose()
+    assert isinstance(await task, int)
+    with pytest.raises(RuntimeError, match="stopped"):
+        await writer.run(store.insert_progress(campaign_id, 0, None))
+    with engine.connect() as connection:
+        count = connection.execute(select(func.count()).select_from(store.assignment_table))
+        assert count.scalar_one() == 1
