@@ -76,7 +76,7 @@ IDLE_WAKE_S = 1.0  # the pump looks at leases at least this often when nothing e
 # request: under load every engine second goes to tasks someone waits for
 REFRESH_IDLE_S = 0.25
 DEMAND_WINDOW_S = 2.0  # the request rate that sizes the queue is smoothed over this long
-QUEUE_AHEAD_S = 0.05  # a busy campaign keeps this much of its request rate chosen ahead
+QUEUE_AHEAD_S = 0.1  # a busy campaign keeps this much of its request rate chosen ahead
 CLOSE_WAIT_S = 10.0  # longest engine step a shutdown waits for before cancelling it
 NO_SECOND = -1
 
@@ -286,6 +286,7 @@ class CampaignRuntime:
         self._demand_rate = 0.0  # assignment requests per second, smoothed over DEMAND_WINDOW_S
         self._exhausted = False  # no task at all in scope (until clips are added)
         self._unapplied: list[Label] = []
+        self._unapplied_since = math.inf  # when the oldest waiting label was committed
         self._calls: deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = deque()
         self._to_release: list[int] = []
         self._leases: list[tuple[float, int]] = []  # heap of (expires_at, assignment id)
@@ -505,6 +506,8 @@ class CampaignRuntime:
         task = self._queue[index].task
         del self._queue[index]
         self._claim(rater, task.first, task.second)
+        if len(self._queue) < self._queue_target():
+            self._wake.set()  # refill before the queue runs dry, not once a request waits
         return task
 
     @staticmethod
@@ -762,6 +765,8 @@ class CampaignRuntime:
                 judgment = Judgment(state.rater_id, state.first, state.second, outcome)
             else:
                 judgment = Judgment(state.rater_id, state.first, NO_SECOND, level=level)
+            if not self._unapplied:
+                self._unapplied_since = time.monotonic()
             self._unapplied.append(Label(seq, judgment, state.task_id))
         else:
             self._to_release.append(state.task_id)
@@ -949,7 +954,8 @@ class CampaignRuntime:
     async def _step(self) -> None:
         """One unit of engine work, in priority order; waits when there is none."""
         self._expire_due()
-        if self._unapplied:
+        if self._unapplied and (self._apply_due() or self._calls):
+            # a queued call (a read, a choice for one rater) sees every committed label
             await self._apply()
         elif self._calls:
             fn, future = self._calls.popleft()
@@ -967,7 +973,8 @@ class CampaignRuntime:
         elif not self._exhausted and len(self._queue) < self._queue_target():
             await self._refill()
         elif (
-            self._queue
+            not self._unapplied
+            and self._queue
             and self._queue[0].version < self._version
             and time.monotonic() - self._last_demand > REFRESH_IDLE_S
         ):
@@ -976,8 +983,21 @@ class CampaignRuntime:
             timeout = IDLE_WAKE_S
             if self._leases:
                 timeout = min(timeout, max(0.0, self._leases[0][0] - time.time()) + 0.001)
+            if self._unapplied:  # until the waiting labels are due
+                due_at = self._unapplied_since + self.settings.apply_wait_s
+                timeout = min(timeout, max(0.0, due_at - time.monotonic()) + 0.001)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _apply_due(self) -> bool:
+        """Whether the waiting labels go to the engine now: `apply_batch` of them, or the
+        oldest waited `apply_wait_s`. Until then they gather, so each posterior update (one
+        pass over the covariance, whatever the batch) carries more labels; while they wait
+        their tasks count as pending, as they did before the answer."""
+        waited = time.monotonic() - self._unapplied_since
+        return len(self._unapplied) >= self.settings.apply_batch or (
+            waited >= self.settings.apply_wait_s
+        )
 
     def _queue_target(self) -> int:
         """Tasks to keep chosen ahead: `queue_min` plus one per waiting request, or what
@@ -1000,6 +1020,7 @@ class CampaignRuntime:
         self._unapplied.sort(key=lambda label: label.seq)
         size = self.settings.max_apply_batch
         batch, self._unapplied = self._unapplied[:size], self._unapplied[size:]
+        self._unapplied_since = time.monotonic() if self._unapplied else math.inf
         batch_no = self._next_batch
         self._next_batch += 1
         now = time.monotonic()
@@ -1036,11 +1057,16 @@ class CampaignRuntime:
         """Choose more tasks ahead (held as pending for no rater in particular).
 
         `refill_batch` tasks at most per engine call, by `Campaign.next_tasks`: a batch of pairs
-        (each pending for the next), or one emoji rating when it teaches more per second.
+        (each pending for the next), or one emoji rating when it teaches more per second. The
+        queue may end above its target by up to half of it, never above `queue_max`.
         """
         campaign = self.campaign
         assert campaign is not None
-        count = max(1, min(self.settings.refill_batch, self._queue_target() - len(self._queue)))
+        target, queued = self._queue_target(), len(self._queue)
+        # at least half the target at once: a refill's screen and shrink rebuild cost the same
+        # for 2 tasks as for 20, so topping up one or two at a time would waste them
+        wanted = max(target - queued, target // 2)
+        count = max(1, min(self.settings.refill_batch, self.settings.queue_max - queued, wanted))
 
         def choose() -> list[Task]:
             try:
