@@ -10,7 +10,13 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from engine.campaign import RATER_REFIT_BELOW, Campaign, CampaignConfig, Judgment
+from engine.campaign import (
+    RATER_REDERIVE_BUDGET,
+    RATER_REFIT_BELOW,
+    Campaign,
+    CampaignConfig,
+    Judgment,
+)
 from engine.likelihoods import Outcome, pair_interval
 from engine.reliability import RaterGrid, rater_grid, rater_posterior
 from engine.state import PriorScales
@@ -684,3 +690,33 @@ def test_weight_summary_gives_sds_and_intervals() -> None:
     torch.testing.assert_close(context_half, 1.6448536269514722 * summary.context_sd)
     with pytest.raises(ValueError, match="credible level"):
         summary.halfwidths(1.0)
+
+
+def test_raters_doubling_together_are_re_derived_over_several_batches() -> None:
+    """Raters whose counts double in the same batch are re-derived as far as the batch's
+    budget of re-scored labels goes; the rest are added to and re-derived with a later batch."""
+    config = CampaignConfig(criteria=(), lapse_prior=(9.0, 1.0), learn_rater_noise=True)
+    campaign = Campaign(config, device="cpu")
+    campaign.add_clips(count=12)
+    rng = np.random.default_rng(SEED)
+    raters = [f"r{k}" for k in range(8)]
+
+    def batch(who: list[str]) -> None:
+        judgments = []
+        for rater in who:
+            i, j = (int(v) for v in rng.choice(12, 2, replace=False))
+            judgments.append(Judgment(rater, i, j, Outcome.WIN if i < j else Outcome.LOSS))
+        campaign.observe(judgments)
+
+    for _ in range(55):  # re-derived each batch below 8 labels, then at 14 and 28
+        batch(raters)
+    assert {campaign._rater_grids[r][1] for r in raters} == {28}
+    batch(raters)  # all 8 reach 56 = 2 x 28 at once: 8 x 56 labels against the budget
+    bases = [campaign._rater_grids[r][1] for r in raters]
+    per_batch = -(-RATER_REDERIVE_BUDGET // 56)  # while some budget is left
+    assert 0 < per_batch < 8
+    assert bases == [56] * per_batch + [28] * (8 - per_batch)
+    batch(raters)  # the rest, at 57 labels, with the next batch
+    bases = [campaign._rater_grids[r][1] for r in raters]
+    assert bases == [56] * per_batch + [57] * (8 - per_batch)
+    assert all(campaign.rater_reliability()[r].labels == 57 for r in raters)
