@@ -54,6 +54,7 @@ TIE_MARGIN = 0.3
 GROUP_SIZE = 20
 TARGET = {"judgments_per_s": 500.0, "p99_ms": 50.0}
 SATURATED_PENDING = 4
+APPLY_BATCH: int = Settings.__dataclass_fields__["apply_batch"].default  # type: ignore[assignment]
 
 
 def free_port() -> int:
@@ -335,7 +336,7 @@ def engine_costs(
     """What one label costs the engine thread, measured in this process like the server runs
     it (the service's campaign config, 1 torch thread): choosing tasks ahead with `pending`
     tasks held, as the queue's refill does (`next_tasks(None, refill_batch)`; the cost per
-    task), and applying labels in batches of 8."""
+    task), and applying labels in batches of `apply_batch` (the service's default)."""
     import torch
 
     from api.campaigns import build_config, engine_config
@@ -361,8 +362,8 @@ def engine_costs(
             chosen = campaign.next_tasks(None, refill_batch)
             select.append((time.perf_counter() - started) / len(chosen))
             held += chosen
-            while len(held) >= pending + 8:
-                batch, held = held[:8], held[8:]
+            while len(held) >= pending + APPLY_BATCH:
+                batch, held = held[:APPLY_BATCH], held[APPLY_BATCH:]
                 judgments = [
                     Judgment(
                         step % 16,
@@ -402,6 +403,7 @@ def metadata(seed: int, threads: int | None) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "torch_threads": threads,
         "database": "sqlite (WAL, synchronous=NORMAL)",
+        "client": "aiohttp",
         "engine_device": os.environ.get("RATINGPARTY_DEVICE", "cpu"),
         "python": platform.python_version(),
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -439,9 +441,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "",
         "engine ms/task: what one handed-out task costs the campaign's engine thread, measured "
         f"apart in the benchmark process (1 torch thread, {SATURATED_PENDING} tasks pending, as "
-        "under these saturating clients): its share of one refill of the queue (`next_task`, "
-        "then the rest of the refill batch by one `next_pairs(count=...)`) plus its share of a "
-        "batch of 8 labels. The engine ceiling is its inverse: one engine thread hands out no "
+        "under these saturating clients): its share of one refill of the queue "
+        "(`next_tasks(None, refill batch)`) plus its share of a batch of "
+        f"{APPLY_BATCH} labels. The engine ceiling is its inverse: one engine thread hands out no "
         "more tasks per second than that, whatever the HTTP and database layers do. The last "
         "column is the choice alone when every client holds a task (real raters who think "
         "for seconds): the pending-task shrink makes each choice dearer. lost: acknowledged "
