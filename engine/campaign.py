@@ -251,6 +251,7 @@ class Campaign:
         self._rated: dict[Hashable, set[int]] = {}
         self._pending: dict[int, Task] = {}
         self._task_ids = itertools.count(1)
+        self._label_count = 0  # len(self.log), kept: the log is rebuilt from the history
         # the pending tasks' believer shrink under the posterior it was built on, by task ids
         self._shrink_cache: tuple[Posterior, tuple[int, ...], Shrink] | None = None
         self._scope_cache: tuple[int, tuple[Tensor, Tensor] | None] | None = None
@@ -495,7 +496,8 @@ class Campaign:
                 )
         for task_id in task_ids:
             self._pending.pop(task_id)
-        count = len(self.log)
+        self._label_count += len(resolved)
+        count = self._label_count
         if any(count - len(resolved) < at <= count for at in self.config.refit_prior_at):
             self.fit_prior()
 
@@ -828,9 +830,12 @@ class Campaign:
             generator=generator,
             shrink=self._shrink(),
         )
+        before = tuple(self._pending)
         tasks = [self._task(rater, c.first, c.second, c, hold) for c in choices]
-        if hold:
-            self._shrink_cache = (self.posterior, tuple(self._pending), shrink)
+        # kept for the tasks as pending after the ones before, held now or later in this order
+        # (`next_tasks` holds after comparing with a rating); if they never are, the kept
+        # shrink is cut back to the tasks before
+        self._shrink_cache = (self.posterior, (*before, *(t.id for t in tasks)), shrink)
         return tasks
 
     def next_rating(
