@@ -70,7 +70,13 @@ DEFAULT_CRITERIA = (
 )  # MJ-VIDEO's five reward-model criteria
 DEFAULT_CONTEXT = "default"
 RATER_REFIT_BELOW = 8  # a rater with fewer labels is re-derived from all of them each batch
-RATER_REDERIVE_BUDGET = 256  # labels re-scored per batch for raters whose count doubled
+RATER_REDERIVE_BUDGET = (
+    256  # labels re-scored per batch for raters past 64 labels whose count doubled
+)
+# past this many labels a rater's grid is only added to: re-scoring 1,000 labels held the
+# service's engine thread ~0.1 s per rater, and labels scored under a posterior that had
+# hundreds of labels already barely move when re-scored
+RATER_REDERIVE_UP_TO = 512
 PairScope = Literal["any", "group"]
 
 
@@ -536,8 +542,9 @@ class Campaign:
     ) -> None:
         """Per rater, `(own, fresh)`: add `fresh` (the last of `own`) to the rater's grid, or
         re-derive it from `own` (new raters, below RATER_REFIT_BELOW labels, or once `own` has
-        doubled since the last re-derivation, as far as RATER_REDERIVE_BUDGET labels a batch
-        allow: a rater past it waits for a later batch, added to meanwhile).
+        doubled since the last re-derivation, up to RATER_REDERIVE_UP_TO labels, as far as
+        RATER_REDERIVE_BUDGET labels a batch allow: a rater past it waits for a later batch,
+        added to meanwhile).
 
         The labels of all of them are scored in one `rater_grids` call and summarised in one
         `rater_posteriors` call: per rater and batch, Python and dispatch overhead cost more
@@ -552,11 +559,18 @@ class Campaign:
         for rater, (own, fresh) in updates.items():
             cached = self._rater_grids.get(rater)
             again = cached is None or len(fresh) == len(own) or len(own) < RATER_REFIT_BELOW
-            if not again and len(own) >= 2 * cached[1] and budget > 0:
-                # doubled: re-derived now if the batch's budget allows (raters who answer at
-                # the same pace double together; spread, they are no latency spike), else
-                # added to now and re-derived with a later batch
-                again, budget = True, budget - len(own)
+            if (
+                cached is not None
+                and not again
+                and 2 * cached[1] <= len(own) <= RATER_REDERIVE_UP_TO
+                and (len(own) < 64 or budget > 0)
+            ):
+                # doubled: re-derived now, past 64 labels if the batch's budget allows (raters
+                # who answer at the same pace double together; spread, they are no latency
+                # spike), else added to now and re-derived with a later batch
+                again = True
+                if len(own) >= 64:
+                    budget -= len(own)
             rederived.append(again)
             scored.append(own if again else fresh)
         grids = self._rater_grids_of(scored, self.posterior)

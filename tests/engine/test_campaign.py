@@ -693,8 +693,9 @@ def test_weight_summary_gives_sds_and_intervals() -> None:
 
 
 def test_raters_doubling_together_are_re_derived_over_several_batches() -> None:
-    """Raters whose counts double in the same batch are re-derived as far as the batch's
-    budget of re-scored labels goes; the rest are added to and re-derived with a later batch."""
+    """Raters past 64 labels whose counts double in the same batch are re-derived as far as
+    the batch's budget of re-scored labels goes; the rest are added to and re-derived with a
+    later batch."""
     config = CampaignConfig(criteria=(), lapse_prior=(9.0, 1.0), learn_rater_noise=True)
     campaign = Campaign(config, device="cpu")
     campaign.add_clips(count=12)
@@ -708,15 +709,16 @@ def test_raters_doubling_together_are_re_derived_over_several_batches() -> None:
             judgments.append(Judgment(rater, i, j, Outcome.WIN if i < j else Outcome.LOSS))
         campaign.observe(judgments)
 
-    for _ in range(55):  # re-derived each batch below 8 labels, then at 14 and 28
+    for _ in range(111):  # re-derived each batch below 8 labels, then at 14, 28 and 56
         batch(raters)
-    assert {campaign._rater_grids[r][1] for r in raters} == {28}
-    batch(raters)  # all 8 reach 56 = 2 x 28 at once: 8 x 56 labels against the budget
+    assert {campaign._rater_grids[r][1] for r in raters} == {56}
+    batch(raters)  # all 8 reach 112 = 2 x 56 at once: 8 x 112 labels against the budget
     bases = [campaign._rater_grids[r][1] for r in raters]
-    per_batch = -(-RATER_REDERIVE_BUDGET // 56)  # while some budget is left
+    per_batch = -(-RATER_REDERIVE_BUDGET // 112)  # while some budget is left
     assert 0 < per_batch < 8
-    assert bases == [56] * per_batch + [28] * (8 - per_batch)
-    batch(raters)  # the rest, at 57 labels, with the next batch
+    assert bases == [112] * per_batch + [56] * (8 - per_batch)
+    batch(raters)  # the next ones, at 113 labels, with the next batch
     bases = [campaign._rater_grids[r][1] for r in raters]
-    assert bases == [56] * per_batch + [57] * (8 - per_batch)
-    assert all(campaign.rater_reliability()[r].labels == 57 for r in raters)
+    done = min(8, 2 * per_batch)
+    assert bases == [112] * per_batch + [113] * (done - per_batch) + [56] * (8 - done)
+    assert all(campaign.rater_reliability()[r].labels == 113 for r in raters)  # none lost
