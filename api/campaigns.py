@@ -76,6 +76,7 @@ IDLE_WAKE_S = 1.0  # the pump looks at leases at least this often when nothing e
 # request: under load every engine second goes to tasks someone waits for
 REFRESH_IDLE_S = 0.25
 DEMAND_WINDOW_S = 2.0  # the request rate that sizes the queue is smoothed over this long
+ACTIVE_RATER_S = 30.0  # raters who asked this recently count when pruning the queue
 RATER_BATCH = 8  # tasks chosen at once for a rater whom no queued task fits (the rest queue)
 QUEUE_AHEAD_S = 0.1  # a busy campaign keeps this much of its request rate chosen ahead
 CLOSE_WAIT_S = 10.0  # longest engine step a shutdown waits for before cancelling it
@@ -163,6 +164,7 @@ class RaterState:
     holding: Counter[tuple[int, int]] = field(default_factory=Counter)
     labels: int = 0
     skips: int = 0
+    last_asked: float = -math.inf  # when they last asked for a task (monotonic)
 
 
 @dataclass(frozen=True)
@@ -451,6 +453,7 @@ class CampaignRuntime:
             -(now - self._last_demand) / DEMAND_WINDOW_S
         ) + (1.0 / DEMAND_WINDOW_S)
         self._last_demand = now
+        rater.last_asked = now
         if len(rater.open) >= self.settings.max_open_assignments:
             raise TooManyOpen(
                 detail=f"rater {rater.id} already holds {len(rater.open)} open assignments "
@@ -464,6 +467,7 @@ class CampaignRuntime:
             if task is not None:
                 break
             if self._queue or self._exhausted:
+                self._prune_queue()
                 # nothing chosen ahead fits this rater: the engine chooses for them
                 chosen = asyncio.ensure_future(self.call(lambda: self._rater_task(rater)))
                 try:
@@ -510,6 +514,27 @@ class CampaignRuntime:
         if len(self._queue) < self._queue_target():
             self._wake.set()  # refill before the queue runs dry, not once a request waits
         return task
+
+    def _prune_queue(self) -> None:
+        """Release the queued tasks that no rater who asked in the last `ACTIVE_RATER_S` may
+        answer. Chosen for no rater in particular, a pair can turn out to be one every active
+        rater judged already (the contested pairs stay the most informative); left queued it
+        would fill the queue's target for good and send every request to a choice for its
+        rater alone."""
+        since = time.monotonic() - ACTIVE_RATER_S
+        active = [r for r in self.raters.values() if r.last_asked >= since]
+        if not active:
+            return
+        kept: deque[Queued] = deque()
+        for entry in self._queue:
+            task = entry.task
+            if all(self._barred(r, task.first, task.second) for r in active):
+                self._to_release.append(task.id)
+            else:
+                kept.append(entry)
+        if len(kept) < len(self._queue):
+            self._queue = kept
+            self._wake.set()
 
     @staticmethod
     def _barred(rater: RaterState, first: int, second: int) -> bool:
