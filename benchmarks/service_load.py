@@ -450,6 +450,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "judgments missing from the export afterwards. load before: the machine's 1-minute "
         "load average when the row's run started (other work on the machine).",
         "",
+        "Load generator: "
+        + "; ".join(
+            f"git {sha}: {client}"
+            for sha, client in dict.fromkeys(
+                (str(r.get("git_sha", "?")), str(r.get("client", "httpx"))) for r in rows
+            )
+        )
+        + " (aiohttp costs ~0.33 ms CPU per request, httpx ~1.1 ms, on the same 2 cores).",
+        "",
         f"Target (2 cores, SQLite): >= {TARGET['judgments_per_s']:.0f} judgments/s with p99 < "
         f"{TARGET['p99_ms']:.0f} ms and zero errors.",
     ]
