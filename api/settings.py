@@ -56,7 +56,7 @@ class Settings:
     max_open_assignments: int = 8
     queue_min: int = 2
     queue_max: int = 64
-    refill_batch: int = 16
+    refill_batch: int = 32
     max_apply_batch: int = 64
     apply_batch: int = 16
     apply_wait_s: float = 0.05
