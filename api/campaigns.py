@@ -2,11 +2,12 @@
 
 Threads and order. The engine `Campaign` is touched only by the runtime's engine thread, and
 only through the runtime's pump: one coroutine that runs, in this priority, (1) the committed
-judgments not yet applied, as one ordered batch (micro-batching: labels that arrive while the
-engine is busy are applied together), (2) queued calls (clip batches, per-rater selections,
-reads), (3) releases of expired or skipped tasks, (4) refills of the short queue of tasks
-chosen ahead. Everything else (the queue, leases, who answered what) lives on the event loop,
-so hand-outs and idempotency checks never wait for the engine.
+judgments not yet applied, as one ordered batch, once `apply_batch` of them gathered or the
+oldest waited `apply_wait_s`, or before a queued call (micro-batching: a posterior update
+costs a pass over the covariance whatever its size), (2) queued calls (clip batches,
+per-rater selections, reads), (3) releases of expired or skipped tasks, (4) refills of the
+queue of tasks chosen ahead. Everything else (the queue, leases, who answered what) lives on
+the event loop, so hand-outs and idempotency checks never wait for the engine.
 
 The queue. Tasks are chosen ahead for no rater in particular (`next_tasks(None, count)`),
 so each is pending in the engine while queued and later selections avoid it. A request takes
