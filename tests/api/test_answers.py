@@ -6,7 +6,7 @@ import time
 
 from litestar.testing import TestClient
 
-from tests.api.conftest import ADMIN, make_party, pending_tasks
+from tests.api.conftest import ADMIN, answer, make_party, pending_tasks
 
 
 def _assign(client: TestClient, party, rater: int = 0) -> dict:
@@ -126,3 +126,31 @@ def test_left_right_order_maps_to_the_right_winner(client: TestClient) -> None:
     best = board["clips"][0]["external_id"]
     assert best == a["left"]["external_id"]
     assert runtime.campaign.log[0].outcome.value in ("win", "loss")
+
+
+def test_queued_pairs_every_active_rater_judged_are_released(client: TestClient) -> None:
+    """Queued pairs that every rater who asked lately has judged are released when a request
+    finds nothing queued for its rater (chosen for no rater in particular, they would
+    otherwise fill the queue for good)."""
+    party = make_party(client, n_clips=4, n_raters=1, groups=1, ties=False)
+    for _ in range(6):  # every pair, by the campaign's only rater
+        answer(client, party, 0)
+    runtime = client.app.state.service._runtimes[party.id]
+    rater = runtime.raters[party.raters[0]["id"]]
+    assert len(rater.judged) == 6
+    deadline = time.monotonic() + 5
+    while not runtime._queue and time.monotonic() < deadline:  # the pump refills
+        time.sleep(0.02)
+    stale = {entry.task.id for entry in runtime._queue}
+    assert stale, "nothing queued: the set-up tests nothing"
+    response = client.post(f"/v1/campaigns/{party.id}/assignments", headers=party.rater(0))
+    assert response.status_code == 200, response.text  # nothing left for them
+    assert response.json()["assignment"] is None
+    # out of the queue at once (the idle refresh would replace them only after 0.25 s)
+    assert not stale & {entry.task.id for entry in runtime._queue}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if not {t.id for t in pending_tasks(runtime)} & stale:
+            break
+        time.sleep(0.02)
+    assert not {t.id for t in pending_tasks(runtime)} & stale
