@@ -70,9 +70,10 @@ DEFAULT_CRITERIA = (
 )  # MJ-VIDEO's five reward-model criteria
 DEFAULT_CONTEXT = "default"
 RATER_REFIT_BELOW = 8  # a rater with fewer labels is re-derived from all of them each batch
-RATER_REDERIVE_BUDGET = (
-    256  # labels re-scored per batch for raters past 64 labels whose count doubled
-)
+# raters past RATER_BUDGET_FROM labels whose count doubled share this many re-scored labels a
+# batch (raters answering at one pace double together: spread over batches, no stall)
+RATER_REDERIVE_BUDGET = 256
+RATER_BUDGET_FROM = 64
 # past this many labels a rater's grid is only added to: re-scoring 1,000 labels held the
 # service's engine thread ~0.1 s per rater, and labels scored under a posterior that had
 # hundreds of labels already barely move when re-scored
@@ -563,13 +564,12 @@ class Campaign:
                 cached is not None
                 and not again
                 and 2 * cached[1] <= len(own) <= RATER_REDERIVE_UP_TO
-                and (len(own) < 64 or budget > 0)
+                and (len(own) < RATER_BUDGET_FROM or budget > 0)
             ):
-                # doubled: re-derived now, past 64 labels if the batch's budget allows (raters
-                # who answer at the same pace double together; spread, they are no latency
-                # spike), else added to now and re-derived with a later batch
+                # doubled: re-derived now, or past RATER_BUDGET_FROM labels when the batch's
+                # budget allows, else added to now and re-derived with a later batch
                 again = True
-                if len(own) >= 64:
+                if len(own) >= RATER_BUDGET_FROM:
                     budget -= len(own)
             rederived.append(again)
             scored.append(own if again else fresh)
