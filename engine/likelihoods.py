@@ -151,29 +151,6 @@ def level_interval(level: int, thresholds: Sequence[float]) -> tuple[float, floa
     return edges[level], edges[level + 1]
 
 
-def expected_variance_factor(mu: Tensor, var: Tensor, noise_var: Tensor, cuts: Tensor) -> Tensor:
-    """`k = E_y[1 - kappa_y] / c^2 = sum_y Z_y dlog_z_y^2`: the expected ADF shrink factor.
-
-    Treating a pending task as answered shrinks the covariance by `k (S a)(S a)'` (MATH.md §4,
-    GP-BUCB / kriging believer). Outcomes y are the intervals between consecutive cuts.
-
-    Args:
-        mu, var: shape (...,) marginals of the pending task's z.
-        noise_var: broadcastable to mu.
-        cuts: (L - 1,) finite cuts of the L outcomes.
-
-    Returns:
-        k with shape (...,).
-    """
-    n_outcomes = cuts.numel() + 1
-    index = torch.arange(n_outcomes, device=cuts.device)
-    lo, hi = interval_of(cuts, index)  # L each
-    moments = interval_moments(
-        mu.unsqueeze(-1), var.unsqueeze(-1), lo, hi, torch.as_tensor(noise_var).unsqueeze(-1)
-    )
-    return (torch.exp(moments.log_z) * moments.dlog_z.square()).sum(-1)
-
-
 class ScalarMoments(NamedTuple):
     """`Moments` of one observation in Python floats."""
 
@@ -222,10 +199,16 @@ def lapse_mixture_scalar(moments: ScalarMoments, keep: float, n_outcomes: float)
     return ScalarMoments(log_z, dlog_z, d2log_z)
 
 
-def variance_factor_scalar(mu: float, var: float, noise_var: float, cuts: Sequence[float]) -> float:
-    """`expected_variance_factor` for one task in Python floats, `sum_y Z_y dlog_z_y^2`: the
-    believer shrink computes one per pending task in sequence (MATH.md §4), where a torch
-    call costs ~150 us of dispatch for a handful of flops.
+def expected_variance_factor(
+    mu: float, var: float, noise_var: float, cuts: Sequence[float]
+) -> float:
+    """`k = E_y[1 - kappa_y] / c^2 = sum_y Z_y dlog_z_y^2`: the expected ADF shrink factor of
+    one task, in Python floats.
+
+    Treating a pending task as answered shrinks the covariance by `k (S a)(S a)'` (MATH.md §4,
+    GP-BUCB / kriging believer). Outcomes y are the intervals between consecutive cuts. The
+    believer shrink computes one per pending task in sequence, where a torch call would cost
+    ~150 us of dispatch for a handful of flops.
 
     Raises:
         ValueError: if noise_var + var is not positive.
@@ -265,5 +248,4 @@ __all__ = [
     "level_interval",
     "outcome_cuts",
     "pair_interval",
-    "variance_factor_scalar",
 ]

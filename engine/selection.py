@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.likelihoods import variance_factor_scalar
+from engine.likelihoods import expected_variance_factor
 from engine.objectives import (
     OBJECTIVES,
     expected_information_gain,
@@ -153,7 +153,7 @@ def believer_shrink(
             projection = earlier.T @ gram_np[:q, q]  # c_p' a_q, p < q
             coefficients_np[:q, q] -= earlier @ (factor_np[:q] * projection)
         var = max(float(gram_np[q] @ coefficients_np[:, q]), 0.0)
-        factor_np[q] = variance_factor_scalar(mu[q], var, noise[q], cut_lists[is_single])
+        factor_np[q] = expected_variance_factor(mu[q], var, noise[q], cut_lists[is_single])
     coefficients = torch.from_numpy(coefficients_np).to(cov)
     return Shrink(basis @ coefficients, torch.from_numpy(factor_np).to(cov))
 
@@ -198,7 +198,7 @@ def _believer_column(
     mu = mean[i] if single else mean[i] - mean[j]
     var = (column[i] if single else column[i] - column[j]).clamp_min(0.0)
     cuts = level_cuts if single else pair_cuts
-    factor = variance_factor_scalar(float(mu), float(var), float(noise_var), cuts.tolist())
+    factor = expected_variance_factor(float(mu), float(var), float(noise_var), cuts.tolist())
     return column, cov.new_tensor(factor)
 
 

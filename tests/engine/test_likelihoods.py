@@ -140,10 +140,8 @@ def test_expected_variance_factor_is_total_variance_of_the_mean() -> None:
     for k in range(3):
         log_z, mean, _ = tilted_moments(mu, var, edges[k], edges[k + 1], noise_sd)
         between += math.exp(log_z) * (mean - mu) ** 2
-    factor = expected_variance_factor(
-        torch.tensor(mu), torch.tensor(var), torch.tensor(noise_sd**2), torch.tensor(cuts)
-    )
-    assert float(factor) * var**2 == pytest.approx(between, rel=1e-8)
+    factor = expected_variance_factor(mu, var, noise_sd**2, cuts)
+    assert factor * var**2 == pytest.approx(between, rel=1e-8)
 
 
 @pytest.mark.parametrize(

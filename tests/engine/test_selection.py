@@ -14,7 +14,7 @@ from scipy import integrate
 from scipy.stats import norm
 
 from engine.campaign import Campaign, CampaignConfig
-from engine.likelihoods import expected_variance_factor, variance_factor_scalar
+from engine.likelihoods import expected_variance_factor, interval_moments
 from engine.objectives import expected_information_gain
 from engine.scope import scope_pairs
 from engine.selection import (
@@ -297,10 +297,8 @@ def test_expected_variance_factor_matches_quadrature(
     mu: float, s2: float, noise_var: float, cuts: list[float]
 ) -> None:
     """k is the expected ADF variance reduction: `k s2^2 = Var(E[z | y])`."""
-    k = expected_variance_factor(
-        torch.tensor(mu), torch.tensor(s2), torch.tensor(noise_var), torch.tensor(cuts)
-    )
-    assert float(k) == pytest.approx(_shrink_by_quadrature(mu, s2, noise_var, cuts), rel=1e-8)
+    k = expected_variance_factor(mu, s2, noise_var, cuts)
+    assert k == pytest.approx(_shrink_by_quadrature(mu, s2, noise_var, cuts), rel=1e-8)
 
 
 @settings(max_examples=300, deadline=None)
@@ -310,20 +308,23 @@ def test_expected_variance_factor_matches_quadrature(
     st.sampled_from([0.0, 1e-6, 0.25, 2.25, 9.0]),
     st.sampled_from([[0.0], [-0.5, 0.5], [-1.5, -0.5, 0.5, 1.5]]),
 )
-def test_scalar_variance_factor_equals_the_tensor_form(
+def test_variance_factor_equals_the_tensor_moments_sum(
     mu: float, var: float, noise_var: float, cuts: list[float]
 ) -> None:
-    """The believer shrink's Python-float factor is the tensor factor, far into the tails."""
-    expected = expected_variance_factor(
-        torch.tensor(mu), torch.tensor(var), torch.tensor(noise_var), torch.tensor(cuts)
+    """The Python-float factor is `sum_y Z_y dlog_z_y^2` of the tensor moments, far into the
+    tails."""
+    edges = torch.tensor([-math.inf, *cuts, math.inf], dtype=torch.float64)
+    moments = interval_moments(
+        torch.tensor(mu), torch.tensor(var), edges[:-1], edges[1:], torch.tensor(noise_var)
     )
-    got = variance_factor_scalar(mu, var, noise_var, cuts)
+    expected = (torch.exp(moments.log_z) * moments.dlog_z.square()).sum()
+    got = expected_variance_factor(mu, var, noise_var, cuts)
     assert got == pytest.approx(float(expected), rel=1e-11, abs=1e-300)
 
 
-def test_scalar_variance_factor_rejects_a_degenerate_task() -> None:
+def test_variance_factor_rejects_a_degenerate_task() -> None:
     with pytest.raises(ValueError, match="degenerate"):
-        variance_factor_scalar(0.0, 0.0, 0.0, [0.0])
+        expected_variance_factor(0.0, 0.0, 0.0, [0.0])
 
 
 @settings(max_examples=60, deadline=None)
@@ -419,7 +420,7 @@ def test_believer_shrink_matches_dense_sequential_downdates() -> None:
             cuts = campaign.pair_cuts
         column = dense @ a
         mu, var = a @ mean, a @ column
-        k = expected_variance_factor(mu, var, torch.tensor(noise_var), cuts)
+        k = expected_variance_factor(float(mu), float(var), noise_var, cuts.tolist())
         assert float(shrink.factor[q]) == pytest.approx(float(k), rel=1e-10, abs=1e-12)
         quadrature = _shrink_by_quadrature(float(mu), float(var), noise_var, cuts.tolist())
         assert float(k) == pytest.approx(quadrature, rel=1e-7)
@@ -522,7 +523,8 @@ def test_screening_across_row_blocks_respects_judged_and_pending() -> None:
     dense, mean = cov.clone(), posterior.item_mean
     for i, j, noise_var in tasks:
         column = dense[:, i] - dense[:, j]
-        k = expected_variance_factor(mean[i] - mean[j], column[i] - column[j], noise_var, cuts)
+        mu, var = float(mean[i] - mean[j]), float(column[i] - column[j])
+        k = expected_variance_factor(mu, var, noise_var, cuts.tolist())
         dense -= k * torch.outer(column, column)
     var = dense[first, first] + dense[second, second] - 2.0 * dense[first, second]
     shrunk = expected_information_gain(mean[first] - mean[second], var, 1.0, cuts)
