@@ -1,13 +1,14 @@
 """The one object per campaign that owns its engine state: `CampaignRuntime`.
 
-Threads and order. The engine `Campaign` is touched only by the runtime's engine thread, and
-only through the runtime's pump: one coroutine that runs, in this priority, (1) the committed
-judgments not yet applied, as one ordered batch, once `apply_batch` of them gathered or the
-oldest waited `apply_wait_s`, or before a queued call (micro-batching: a posterior update
-costs a pass over the covariance whatever its size), (2) queued calls (clip batches,
-per-rater selections, reads), (3) releases of expired or skipped tasks, (4) refills of the
-queue of tasks chosen ahead. Everything else (the queue, leases, who answered what) lives on
-the event loop, so hand-outs and idempotency checks never wait for the engine.
+Threads and order. The engine `Campaign` lives in the runtime's engine host (a process of its
+own by default, or a thread: api/engine_host.py) and is called only by the runtime's pump: one
+coroutine that runs, in this priority, (1) the committed judgments not yet applied, as one
+ordered batch, once `apply_batch` of them gathered or the oldest waited `apply_wait_s`, or
+before a queued call (micro-batching: a posterior update costs a pass over the covariance
+whatever its size), (2) queued calls (clip batches, per-rater selections, reads), (3) releases
+of expired or skipped tasks, (4) refills of the queue of tasks chosen ahead. Everything else
+(the queue, leases, who answered what) lives on the event loop, so hand-outs and idempotency
+checks never wait for the engine.
 
 The queue. Tasks are chosen ahead for no rater in particular (`next_tasks(None, count)`),
 so each is pending in the engine while queued and later selections avoid it. A request takes
@@ -37,31 +38,21 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
 from api import store
 from api.db import as_utc
+from api.engine_host import Board, ClipBatch, EngineStopped, RaterStats, WeightRows, make_host
 from api.errors import BadRequest, Conflict, Gone, NotFound, TooManyOpen, Unavailable
 from api.settings import Settings
 from api.store import CampaignLog, CampaignRecord, ClipRecord
 from api.writer import Writer
-from engine import (
-    Campaign,
-    CampaignConfig,
-    Judgment,
-    NoEligibleTaskError,
-    Outcome,
-    PriorScales,
-    Task,
-)
+from engine import CampaignConfig, Judgment, Outcome, PriorScales, Task
 from engine.adapters import JOD_NOISE_SD
-from engine.summaries import ClipSummary
 
 log = logging.getLogger("ratingparty.api")
 T = TypeVar("T")
@@ -81,6 +72,10 @@ ACTIVE_RATER_S = 30.0  # raters who asked this recently count when pruning the q
 RATER_BATCH = 8  # tasks chosen at once for a rater whom no queued task fits (the rest queue)
 QUEUE_AHEAD_S = 0.1  # a busy campaign keeps this much of its request rate chosen ahead
 CLOSE_WAIT_S = 10.0  # longest engine step a shutdown waits for before cancelling it
+ENGINE_STOPPED = (
+    "this campaign's engine stopped; the service rebuilds it from the database on the next "
+    "request: retry"
+)
 NO_SECOND = -1
 
 
@@ -275,9 +270,14 @@ class CampaignRuntime:
         self.settings = settings
         self._db = engine
         self._writer = writer
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"campaign-{record.id}")
+        self.engine = make_host(
+            build_config(record.engine_config),
+            settings.engine_device,
+            process=settings.engine_process,
+            name=f"campaign-{record.id}",
+        )
+        self.failed = False  # the engine stopped: the service rebuilds this campaign
         self._rng = random.Random(None if settings.seed is None else settings.seed + record.id)
-        self.campaign: Campaign | None = None  # the engine thread's; built by start()
         self.clips: list[ClipState] = []
         self.clip_index: dict[str, int] = {}  # external id -> position
         self.raters: dict[int, RaterState] = {}
@@ -299,6 +299,7 @@ class CampaignRuntime:
         self._wake = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._in_flight: set[asyncio.Future[Any]] = set()  # database writes under way
         self._next_seq = 1
         self._applied_seq = 0
         self._next_batch = 1
@@ -314,15 +315,19 @@ class CampaignRuntime:
     async def start(self) -> None:
         """Load the campaign's log and replay it into a fresh engine campaign."""
         loop = asyncio.get_running_loop()
-        logged = await loop.run_in_executor(
-            self._executor, store.load_log, self._db, self.record.id
-        )
-        await loop.run_in_executor(self._executor, self._replay, logged)
-        self._restore(logged)
+        logged = await loop.run_in_executor(None, store.load_log, self._db, self.record.id)
+        await self.engine.start()
+        try:
+            await self.engine.call("replay", self._replay_steps(logged))
+            await self.engine.call("hold", self._restore(logged))
+        except BaseException:
+            await self.engine.close()
+            raise
         self._pump_task = asyncio.create_task(self._pump(), name=f"pump-{self.record.id}")
 
     async def close(self) -> None:
-        """Stop the pump and the engine thread (committed labels are already in the database)."""
+        """Stop the pump and the engine (committed labels are already in the database). Writes
+        under way finish first: whatever loads this campaign next sees them."""
         self._closing = True
         self._wake.set()
         self._queue_changed.set()
@@ -334,16 +339,26 @@ class CampaignRuntime:
                 self._pump_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._pump_task
-        for _, future in self._calls:
-            if not future.done():
-                future.set_exception(Unavailable(detail="the service is shutting down"))
-        self._executor.shutdown(wait=True)
+        self._fail_calls()
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight))
+        await self.engine.close()
 
-    def _replay(self, logged: CampaignLog) -> None:
-        """Engine thread: clip batches and label batches in the order they were applied."""
-        campaign = Campaign(
-            build_config(self.record.engine_config), device=self.settings.engine_device
-        )
+    def _fail_calls(self) -> None:
+        why = "the service is shutting down" if not self.failed else ENGINE_STOPPED
+        while self._calls:
+            _, future = self._calls.popleft()
+            if not future.done():
+                future.set_exception(Unavailable(detail=why))
+
+    def _track(self, future: asyncio.Future[T]) -> asyncio.Future[T]:
+        """Count a database write as under way until it ends (see `close`)."""
+        self._in_flight.add(future)
+        future.add_done_callback(self._in_flight.discard)
+        return future
+
+    def _replay_steps(self, logged: CampaignLog) -> list[ClipBatch | list[Judgment]]:
+        """Clip batches and label batches in the order they were applied."""
         clip_batches: dict[int, list[ClipRecord]] = {}
         for clip in logged.clips:
             clip_batches.setdefault(clip.batch, []).append(clip)
@@ -368,21 +383,19 @@ class CampaignRuntime:
                 batches[-1].append(judgment)
             else:
                 batches.append([judgment])
+        steps: list[ClipBatch | list[Judgment]] = []
         for batch in batches:
             while pending_clips and pending_clips[0][0].after_seq < (batch[0].seq or 0):
-                self._add_to_engine(campaign, pending_clips.popleft())
-            campaign.observe([self._engine_judgment(j) for j in batch])
-        while pending_clips:
-            self._add_to_engine(campaign, pending_clips.popleft())
-        self.campaign = campaign
+                steps.append(self._clip_batch(pending_clips.popleft()))
+            steps.append([self._engine_judgment(j) for j in batch])
+        steps.extend(self._clip_batch(b) for b in pending_clips)
+        return steps
 
-    def _add_to_engine(self, campaign: Campaign, batch: Sequence[ClipRecord | NewClip]) -> None:
-        scores = [list(c.scores) for c in batch] if campaign.config.criteria else None
-        campaign.add_clips(
-            scores,
-            count=len(batch),
-            contexts=[c.context for c in batch],
-            groups=[c.group for c in batch],
+    def _clip_batch(self, batch: Sequence[ClipRecord | NewClip]) -> ClipBatch:
+        return ClipBatch(
+            [list(c.scores) for c in batch] if self.record.engine_config["criteria"] else None,
+            [c.context for c in batch],
+            [c.group for c in batch],
         )
 
     @staticmethod
@@ -391,10 +404,10 @@ class CampaignRuntime:
             return Judgment(record.rater_id, record.first, NO_SECOND, level=record.level)
         return Judgment(record.rater_id, record.first, record.second, Outcome(record.outcome))
 
-    def _restore(self, logged: CampaignLog) -> None:
-        """Loop-side state from the log; open, unexpired assignments are pending again."""
-        campaign = self.campaign
-        assert campaign is not None
+    def _restore(self, logged: CampaignLog) -> list[Task]:
+        """Loop-side state from the log; returns the tasks of open, unexpired assignments, for
+        the engine to hold as pending again."""
+        held = []
         for clip in logged.clips:
             self.clips.append(
                 ClipState(
@@ -424,7 +437,7 @@ class CampaignRuntime:
                 self._count_answer(state, judgment.choice, judgment.level)
             elif state.expires_at > now:
                 # engine task ids of restored tasks are negative: the engine counts up from 1
-                campaign.hold(
+                held.append(
                     Task(state.task_id, record.rater_id, record.first, record.second, 0.0, ())
                 )
                 self._claim(self.raters[state.rater_id], state.first, state.second)
@@ -436,6 +449,7 @@ class CampaignRuntime:
         self._applied_seq = max(seqs, default=0)
         self._next_batch = 1 + max((j.batch or 0 for j in logged.judgments), default=0)
         self.n_applied = self._progress_labels = len(seqs)
+        return held
 
     # hand-out ---------------------------------------------------------------------------------
 
@@ -462,6 +476,8 @@ class CampaignRuntime:
             )
         deadline = time.monotonic() + self.settings.assign_timeout_s
         while True:
+            if self.failed:
+                raise Unavailable(detail=ENGINE_STOPPED)
             if self._closing:
                 raise Unavailable(detail="the service is shutting down")
             task = self._take(rater)
@@ -491,7 +507,9 @@ class CampaignRuntime:
                 self._waiting -= 1
         # the database write must finish even if the client goes away: otherwise the task
         # would stay pending in the engine with no assignment to ever release it
-        return await asyncio.shield(asyncio.ensure_future(self._hand_out(rater, task))), None
+        return await asyncio.shield(
+            self._track(asyncio.ensure_future(self._hand_out(rater, task)))
+        ), None
 
     def _take(self, rater: RaterState) -> Task | None:
         """The first queued task `rater` may answer, preferring pairs nobody holds; claimed."""
@@ -583,7 +601,7 @@ class CampaignRuntime:
                 await self._apply()
             pairs = sorted(rater.skipped | {k for k in rater.holding if k[1] != NO_SECOND})
             clips = sorted(k[0] for k in rater.holding if k[1] == NO_SECOND)
-            tasks = await self._run(partial(self._choose_for, rater.id, pairs, clips))
+            tasks = await self._run("choose", rater.id, RATER_BATCH, pairs, clips)
             if not tasks:
                 return None
             mine = next((t for t in tasks if not self._barred(rater, t.first, t.second)), None)
@@ -597,21 +615,6 @@ class CampaignRuntime:
                 return mine
             # all barred while the engine chose (this rater took a queued task of the same
             # pair meanwhile): they wait in the queue for others; choose again
-
-    def _choose_for(
-        self, rater_id: int, pairs: Sequence[tuple[int, int]], clips: Sequence[int]
-    ) -> list[Task]:
-        """Engine thread: `Campaign.next_tasks` for `rater_id` (its rule: the pair or rating
-        with the larger gain per second), `RATER_BATCH` at most, with `pairs` not to ask and
-        `clips` not to rate; held. Empty when none is left."""
-        campaign = self.campaign
-        assert campaign is not None
-        try:
-            return campaign.next_tasks(
-                rater_id, RATER_BATCH, forbidden_pairs=list(pairs) or None, skip_ratings=clips
-            )
-        except NoEligibleTaskError:
-            return []
 
     def _abandon(self, rater: RaterState, chosen: asyncio.Future[Task | None]) -> None:
         """Give back a task the engine chose for a request that is gone."""
@@ -718,12 +721,18 @@ class CampaignRuntime:
                 f"{_describe(state.answer.choice, state.answer.level)}; it cannot change to "
                 f"{_describe(choice, level)}"
             )
+        if self._closing:  # a write now could miss the next load of this campaign
+            raise Unavailable(
+                detail=ENGINE_STOPPED if self.failed else "the service is shutting down"
+            )
         if state.released or time.time() >= state.expires_at:
             raise Gone(
                 detail=f"assignment {assignment_id} expired at {utc(state.expires_at).isoformat()} "
                 f"(lease {self.record.lease_seconds:g} s); ask for a new assignment"
             )
-        state.committing = asyncio.ensure_future(self._commit(state, choice, level, outcome))
+        state.committing = self._track(
+            asyncio.ensure_future(self._commit(state, choice, level, outcome))
+        )
         return await asyncio.shield(state.committing)
 
     def _check_answer(
@@ -857,9 +866,7 @@ class CampaignRuntime:
                 log.exception("storing clips failed")
                 raise Unavailable(detail="the database did not store the clips; retry") from error
             self._next_clip_batch += 1
-            campaign = self.campaign
-            assert campaign is not None
-            await self._run(lambda: self._add_to_engine(campaign, clips))
+            await self._run("add_clips", self._clip_batch(clips))
             added = [
                 ClipState(ids[offset], start + offset, c.external_id, c.uri, c.group, c.context)
                 for offset, c in enumerate(clips)
@@ -880,64 +887,25 @@ class CampaignRuntime:
 
     # reads ------------------------------------------------------------------------------------
 
-    async def leaderboard(self, level: float) -> tuple[ClipSummary, float | None]:
-        """(ClipSummary, expected Kendall tau or None), cached per applied batch."""
-        campaign = self.campaign
-        assert campaign is not None
+    async def leaderboard(self, level: float) -> Board:
+        """Per clip (by position) mean, sd, `level` interval and rank, and the expected Kendall
+        tau; cached per applied batch."""
+        return await self._cached("leaderboard", level)
 
-        def read() -> tuple[ClipSummary, float | None]:
-            board = campaign.leaderboard(level)
-            tau = campaign.expected_kendall_tau() if campaign.n_items >= 2 else math.nan
-            return board, (None if math.isnan(tau) else tau)
-
-        return await self._cached("leaderboard", level, read)
-
-    async def weights(self, level: float) -> dict[str, Any]:
+    async def weights(self, level: float) -> WeightRows:
         """Global and per-context criterion weights: mean, sd and central `level` interval."""
-        campaign = self.campaign
-        assert campaign is not None
+        return await self._cached("weights", level)
 
-        def read() -> dict[str, Any]:
-            summary = campaign.weights()
-            sd, context_sd = summary.sd, summary.context_sd
-            half, context_half = summary.halfwidths(level)
-            return {
-                "global": (summary.mean.tolist(), sd.tolist(), half.tolist()),
-                "contexts": [
-                    (
-                        str(name),
-                        summary.context_mean[c].tolist(),
-                        context_sd[c].tolist(),
-                        context_half[c].tolist(),
-                    )
-                    for c, name in enumerate(campaign.context_names)
-                ],
-            }
-
-        return await self._cached("weights", level, read)
-
-    async def rater_stats(self) -> dict[int, tuple[float, float, float | None, bool]]:
+    async def rater_stats(self) -> RaterStats:
         """Per registered rater: (noise sd, keep probability, P(random clicker), flagged)."""
-        campaign = self.campaign
-        assert campaign is not None
         ids = list(self.raters)
+        return await self.call(lambda: self._run("rater_stats", ids))
 
-        def read() -> dict[int, tuple[float, float, float | None, bool]]:
-            reliability = campaign.rater_reliability()
-            out = {}
-            for rater_id in ids:
-                known = reliability.get(rater_id)
-                out[rater_id] = (
-                    campaign.noise_sd(rater_id),
-                    campaign.keep_probability(rater_id),
-                    None if known is None else known.probability_random,
-                    False if known is None else known.flagged,
-                )
-            return out
+    async def inspect(self, name: str) -> Any:
+        """An engine diagnostic, `pending` or `log` (see `CampaignEngine`), for tests."""
+        return await self.call(lambda: self._run(name))
 
-        return await self.call(lambda: self._run(read))
-
-    async def _cached(self, name: str, level: float, read: Callable[[], T]) -> T:
+    async def _cached(self, name: str, level: float) -> Any:
         key = (name, level)
         hit = self._read_cache.get(key)
         # a read reflects every label acknowledged before it: with labels still waiting for
@@ -945,12 +913,12 @@ class CampaignRuntime:
         if hit is not None and hit[0] == self._version and self.n_applied == self.n_labels:
             return hit[1]
 
-        async def fresh() -> T:
+        async def fresh() -> Any:
             again = self._read_cache.get(key)
             if again is not None and again[0] == self._version:
                 return again[1]
             version = self._version
-            value = await self._run(read)
+            value = await self._run(name, level)
             self._read_cache[key] = (version, value)
             return value
 
@@ -960,6 +928,8 @@ class CampaignRuntime:
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run `fn` on the pump, after the labels committed so far are applied."""
+        if self.failed:
+            raise Unavailable(detail=ENGINE_STOPPED)
         if self._closing:
             raise Unavailable(detail="the service is shutting down")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -967,12 +937,22 @@ class CampaignRuntime:
         self._wake.set()
         return await future
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the engine thread (only the pump and its calls do this)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+    async def _run(self, name: str, *args: Any) -> Any:
+        """Call the engine (only the pump and its calls do this). When its process stopped,
+        this runtime stops too: what waits gets a 503, and the service rebuilds the campaign
+        from the database on the next request."""
+        try:
+            return await self.engine.call(name, *args)
+        except EngineStopped:
+            if not self.failed:
+                self.failed = True
+                self._queue_changed.set()
+                self._wake.set()
+                self._fail_calls()
+            raise Unavailable(detail=ENGINE_STOPPED) from None
 
     async def _pump(self) -> None:
-        while not self._closing:
+        while not self._closing and not self.failed:
             self._wake.clear()
             try:
                 await self._step()
@@ -1000,7 +980,7 @@ class CampaignRuntime:
                     future.set_result(result)
         elif self._to_release:
             released, self._to_release = self._to_release, []
-            await self._run(lambda: self._release(released))
+            await self._run("release", released)
         elif not self._exhausted and len(self._queue) < self._queue_target():
             await self._refill()
         elif (
@@ -1037,15 +1017,6 @@ class CampaignRuntime:
         ahead = math.ceil(self._demand_rate * QUEUE_AHEAD_S)
         return min(self.settings.queue_max, max(self.settings.queue_min + self._waiting, ahead))
 
-    def _release(self, task_ids: Sequence[int]) -> None:
-        """Engine thread: forget pending tasks (unknown ids were released already)."""
-        campaign = self.campaign
-        assert campaign is not None
-        pending = {task.id for task in campaign.pending}
-        for task_id in task_ids:
-            if task_id in pending:
-                campaign.release(task_id)
-
     async def _apply(self) -> None:
         """Apply the oldest committed labels as one ordered batch (micro-batching)."""
         self._unapplied.sort(key=lambda label: label.seq)
@@ -1062,19 +1033,12 @@ class CampaignRuntime:
             now - self._last_progress >= self.settings.progress_every_s
             and labels_after >= self._progress_labels + max(1, self._progress_labels // 50)
         )
-        campaign = self.campaign
-        assert campaign is not None
-
-        def work() -> float | None:
-            pending = {task.id for task in campaign.pending}
-            task_ids = [label.task_id for label in batch if label.task_id in pending]
-            campaign.observe([label.judgment for label in batch], task_ids=task_ids)
-            if not record_progress or campaign.n_items < 2:
-                return None
-            tau = campaign.expected_kendall_tau()
-            return None if math.isnan(tau) else tau
-
-        tau = await self._run(work)
+        tau = await self._run(
+            "observe",
+            [label.judgment for label in batch],
+            [label.task_id for label in batch],
+            record_progress,
+        )
         self._applied_seq = batch[-1].seq
         self.n_applied += len(batch)
         self._version += 1
@@ -1091,22 +1055,13 @@ class CampaignRuntime:
         (each pending for the next), or one emoji rating when it teaches more per second. The
         queue may end above its target by up to half of it, never above `queue_max`.
         """
-        campaign = self.campaign
-        assert campaign is not None
         target, queued = self._queue_target(), len(self._queue)
         # at least half the target at once: a refill's screen and shrink rebuild cost the same
         # for 2 tasks as for 20, so topping up one or two at a time would waste them
         wanted = max(target - queued, target // 2)
         count = max(1, min(self.settings.refill_batch, self.settings.queue_max - queued, wanted))
-
-        def choose() -> list[Task]:
-            try:
-                return campaign.next_tasks(None, count)
-            except NoEligibleTaskError:
-                return []
-
         version = self._version
-        tasks = await self._run(choose)
+        tasks = await self._run("choose", None, count)
         if not tasks:
             self._exhausted = True
         self._queue.extend(Queued(task, version) for task in tasks)
@@ -1116,18 +1071,8 @@ class CampaignRuntime:
     async def _refresh_oldest(self) -> None:
         """Idle only: replace the oldest task chosen before the latest labels."""
         stale = self._queue.popleft()
-        campaign = self.campaign
-        assert campaign is not None
-
-        def choose() -> Task | None:
-            campaign.release(stale.task.id)
-            try:
-                return campaign.next_task(None, hold=True)
-            except NoEligibleTaskError:
-                return None
-
         version = self._version
-        task = await self._run(choose)
+        task = await self._run("replace", stale.task.id)
         if task is not None:
             self._queue.append(Queued(task, version))
             self._queue_changed.set()

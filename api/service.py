@@ -9,12 +9,13 @@ turns runtime state into response Structs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
 
 from anyio import to_thread
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from api import schemas, store
 from api.auth import hash_token, new_token
@@ -27,6 +28,7 @@ from api.store import CampaignRecord
 from api.writer import Writer
 from engine import DEFAULT_CRITERIA
 
+log = logging.getLogger("ratingparty.api")
 MAX_ABS_SCORE = 1e12  # larger raw scores would overflow the per-campaign standardisation
 DEFAULT_LEVEL = 0.9
 
@@ -122,19 +124,28 @@ class Service:
         return len(runtime.clips), len(runtime.raters), runtime.n_labels
 
     async def runtime(self, campaign_id: int) -> CampaignRuntime:
-        """The campaign's runtime, replaying its log on first use.
+        """The campaign's runtime, replaying its log on first use, and again after its engine
+        stopped (a killed or crashed engine process): the old runtime closes first (its
+        database writes under way finish), so the replay sees every acknowledged label.
 
         Raises:
             NotFound: no such campaign.
         """
         runtime = self._runtimes.get(campaign_id)
-        if runtime is not None:
+        if runtime is not None and not runtime.failed:
             return runtime
         lock = self._loading.setdefault(campaign_id, asyncio.Lock())
         async with lock:
             runtime = self._runtimes.get(campaign_id)
-            if runtime is not None:
+            if runtime is not None and not runtime.failed:
                 return runtime
+            if runtime is not None:
+                log.warning("campaign %s: rebuilding its engine from the database", campaign_id)
+                del self._runtimes[campaign_id]
+                await runtime.close()
+                # the writer commits in order: past this no-op, every write queued before it
+                # (batch marks, progress points) is in the database the replay reads
+                await self.writer.run(_nothing)
             record = await to_thread.run_sync(store.get_campaign, self.engine, campaign_id)
             if record is None:
                 raise NotFound(detail=f"campaign {campaign_id} not found")
@@ -251,7 +262,7 @@ class Service:
         """Clips by posterior rank with credible intervals and label counts."""
         _check_level(level)
         runtime = await self.runtime(campaign_id)
-        board, tau = await runtime.leaderboard(level)
+        board = await runtime.leaderboard(level)
         clips = runtime.clips
         rows = [
             schemas.LeaderboardClip(
@@ -268,14 +279,7 @@ class Service:
                 labels=clips[i].labels,
             )
             for i, (mean, sd, lower, upper, rank) in enumerate(
-                zip(
-                    board.mean.tolist(),
-                    board.sd.tolist(),
-                    board.lower.tolist(),
-                    board.upper.tolist(),
-                    board.rank.tolist(),
-                    strict=True,
-                )
+                zip(board.mean, board.sd, board.lower, board.upper, board.rank, strict=True)
             )
             if i < len(clips)
         ]
@@ -284,7 +288,7 @@ class Service:
             campaign_id=campaign_id,
             n_judgments=runtime.n_labels,
             level=level,
-            expected_kendall_tau=tau,
+            expected_kendall_tau=board.tau,
             clips=rows,
         )
 
@@ -353,6 +357,11 @@ class Service:
 
 
 # views and validation -----------------------------------------------------------------------
+
+
+def _nothing(connection: Connection) -> None:
+    """A writer op that writes nothing (a barrier: it commits after every earlier op)."""
+    del connection
 
 
 def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> schemas.Campaign:

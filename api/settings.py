@@ -45,6 +45,9 @@ class Settings:
         progress_every_s: least time between two recorded progress points.
         assign_timeout_s: how long an assignment request waits for the engine before a 503.
         engine_device: torch device of the campaigns' posteriors; None = the engine default.
+        engine_process: run each campaign's engine in a process of its own (the default: the
+            engine and the HTTP side then use different cores instead of sharing one GIL);
+            False runs it on a thread of the service's process (less memory per campaign).
         seed: seeds the left/right order; None draws it from the OS.
         demo: seed a demo campaign of synthetic clips at start (when none exists).
     """
@@ -63,6 +66,7 @@ class Settings:
     progress_every_s: float = 1.0
     assign_timeout_s: float = 20.0
     engine_device: str | None = None
+    engine_process: bool = True
     seed: int | None = None
     demo: bool = False
 
@@ -106,6 +110,11 @@ class Settings:
                 overrides[name] = cast(raw)
         if env.get("RATINGPARTY_DEMO", "").lower() in ("1", "true", "yes"):
             overrides["demo"] = True
+        process = env.get("RATINGPARTY_ENGINE_PROCESS", "").lower()
+        if process:
+            if process not in ("0", "1", "true", "false", "yes", "no"):
+                raise ValueError(f"RATINGPARTY_ENGINE_PROCESS must be 0 or 1, not {process!r}")
+            overrides["engine_process"] = process in ("1", "true", "yes")
         if env.get("RATINGPARTY_DEVICE"):
             overrides["engine_device"] = env["RATINGPARTY_DEVICE"]
         return replace(settings, **overrides) if overrides else settings

@@ -215,12 +215,12 @@ def answer(client: TestClient, party: Party, rater: int, choice: str = "left") -
     return assignment
 
 
-def pending_tasks(runtime: Any) -> tuple[Any, ...]:
-    """The engine's pending tasks of a runtime, read from the test's thread (the engine thread
-    may be changing the dict: retry instead of taking a lock the service does not need)."""
-    for _ in range(100):
-        try:
-            return runtime.campaign.pending
-        except RuntimeError:
-            time.sleep(0.01)
-    raise AssertionError("could not read the pending tasks")
+def inspect(client: TestClient, runtime: Any, name: str) -> Any:
+    """An engine diagnostic of a runtime (`pending` or `log`), asked on the app's event loop
+    like the service's own engine calls, wherever the engine runs."""
+    return client.blocking_portal.call(runtime.inspect, name)
+
+
+def pending_tasks(client: TestClient, runtime: Any) -> tuple[Any, ...]:
+    """The engine's pending tasks of a runtime."""
+    return inspect(client, runtime, "pending")

@@ -6,7 +6,7 @@ import time
 
 from litestar.testing import TestClient
 
-from tests.api.conftest import ADMIN, answer, make_party, pending_tasks
+from tests.api.conftest import ADMIN, answer, inspect, make_party, pending_tasks
 
 
 def _assign(client: TestClient, party, rater: int = 0) -> dict:
@@ -48,7 +48,7 @@ def test_expired_assignment_is_410_and_its_pair_is_released(client: TestClient) 
     a = _assign(client, party)
     service = client.app.state.service
     runtime = service._runtimes[party.id]
-    held = {(t.first, t.second) for t in pending_tasks(runtime)}
+    held = {(t.first, t.second) for t in pending_tasks(client, runtime)}
     state = runtime.assignments[a["id"]]
     assert (state.first, state.second) in held
     time.sleep(0.45)
@@ -58,10 +58,10 @@ def test_expired_assignment_is_410_and_its_pair_is_released(client: TestClient) 
     # the pump releases it from the engine's pending set (lazily, within a moment)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if all(t.id != state.task_id for t in pending_tasks(runtime)):
+        if all(t.id != state.task_id for t in pending_tasks(client, runtime)):
             break
         time.sleep(0.02)
-    assert all(t.id != state.task_id for t in pending_tasks(runtime))
+    assert all(t.id != state.task_id for t in pending_tasks(client, runtime))
     assert _labels(client, party) == 0
     unknown = _judge(client, party, 987654, {"choice": "left"})
     assert unknown.status_code == 404
@@ -125,7 +125,7 @@ def test_left_right_order_maps_to_the_right_winner(client: TestClient) -> None:
     board = client.get(f"/v1/campaigns/{party.id}/leaderboard", headers=ADMIN).json()
     best = board["clips"][0]["external_id"]
     assert best == a["left"]["external_id"]
-    assert runtime.campaign.log[0].outcome.value in ("win", "loss")
+    assert inspect(client, runtime, "log")[0].outcome.value in ("win", "loss")
 
 
 def test_queued_pairs_every_active_rater_judged_are_released(client: TestClient) -> None:
@@ -150,7 +150,7 @@ def test_queued_pairs_every_active_rater_judged_are_released(client: TestClient)
     assert not stale & {entry.task.id for entry in runtime._queue}
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if not {t.id for t in pending_tasks(runtime)} & stale:
+        if not {t.id for t in pending_tasks(client, runtime)} & stale:
             break
         time.sleep(0.02)
-    assert not {t.id for t in pending_tasks(runtime)} & stale
+    assert not {t.id for t in pending_tasks(client, runtime)} & stale

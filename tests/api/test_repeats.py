@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from api.settings import Settings
-from tests.api.conftest import ADMIN, LiveServer, clip_batch
+from tests.api.conftest import ADMIN, LiveServer, clip_batch, serve
 
 WAIT_S = 10.0
 
@@ -94,17 +94,23 @@ class EngineGate:
 
 @pytest.mark.anyio
 async def test_pair_answered_while_the_engine_chooses_is_not_handed_out_again(
-    live_server: LiveServer,
+    settings: Settings,
 ) -> None:
     """The label of the rater's open pair commits while the engine chooses their next task
-    (so the engine has not applied it): the pair must not come back."""
+    (so the engine has not applied it): the pair must not come back. (The engine runs on a
+    thread here, where the test can hold it mid-choice.)"""
+    with serve(replace(settings, engine_process=False)) as live_server:
+        await _pair_answered_while_the_engine_chooses(live_server)
+
+
+async def _pair_answered_while_the_engine_chooses(live_server: LiveServer) -> None:
     async with _client(live_server) as client:
         cid, [(rater_id, rater)] = await _party(client, n_clips=3, n_raters=1)
         for _ in range(2):
             await _judge(client, (await _assign(client, cid, rater))["assignment"], rater, "left")
         last = (await _assign(client, cid, rater))["assignment"]  # the third and last pair
         runtime = live_server.app.state.service._runtimes[cid]
-        gate = EngineGate(runtime.campaign, rater_id)
+        gate = EngineGate(runtime.engine.local.campaign, rater_id)
         # nothing queued fits this rater (they judged it or hold it): the engine chooses
         asked = asyncio.ensure_future(_assign(client, cid, rater))
         assert await asyncio.to_thread(gate.entered.wait, WAIT_S)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from tests.api.conftest import ADMIN, clip_batch, make_party, pending_tasks
+from tests.api.conftest import ADMIN, clip_batch, inspect, make_party, pending_tasks
 
 ATOL = 1e-9
 
@@ -36,7 +38,9 @@ def _close(a: object, b: object, path: str = "") -> None:
 
 
 @pytest.mark.slow
-def test_restart_gives_the_same_state(settings: Settings) -> None:
+@pytest.mark.parametrize("engine_process", [True, False], ids=["process", "thread"])
+def test_restart_gives_the_same_state(settings: Settings, engine_process: bool) -> None:
+    settings = replace(settings, engine_process=engine_process)
     with TestClient(app=create_app(settings)) as client:
         party = make_party(client, n_clips=6, n_raters=3, groups=2, emoji_levels=5)
         answered = []
@@ -67,20 +71,22 @@ def test_restart_gives_the_same_state(settings: Settings) -> None:
         ).json()["assignment"]
         before = _reads(client, party.id)
         old_runtime = client.app.state.service._runtimes[party.id]
-        old_log = old_runtime.campaign.log
+        old_log = inspect(client, old_runtime, "log")
 
     with TestClient(app=create_app(settings)) as client:
         after = _reads(client, party.id)
         _close(before, after)
         runtime = client.app.state.service._runtimes[party.id]
-        assert runtime.campaign.log == old_log  # same labels, same order, same noise applied
+        assert (
+            inspect(client, runtime, "log") == old_log
+        )  # same labels, same order, same noise applied
         assert any(
             (t.first, t.second)
             == (
                 runtime.assignments[still_open["id"]].first,
                 runtime.assignments[still_open["id"]].second,
             )
-            for t in pending_tasks(runtime)
+            for t in pending_tasks(client, runtime)
         )
         # answers given before the restart are still idempotent
         aid, body, rater = answered[0]
@@ -103,5 +109,6 @@ def test_restart_gives_the_same_state(settings: Settings) -> None:
         assert late.status_code == 201
         client.get(f"/v1/campaigns/{party.id}/leaderboard", headers=ADMIN)  # after the apply
         assert all(
-            t.id != runtime.assignments[still_open["id"]].task_id for t in pending_tasks(runtime)
+            t.id != runtime.assignments[still_open["id"]].task_id
+            for t in pending_tasks(client, runtime)
         )

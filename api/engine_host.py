@@ -1,0 +1,411 @@
+"""Where a campaign's engine runs: a process of its own (the default) or a thread.
+
+`CampaignEngine` holds one engine `Campaign` and does every piece of engine work a
+`CampaignRuntime` asks for, as named calls whose arguments and results are plain picklable
+values (tasks, judgments, lists of floats). Two hosts run it behind the same
+`await host.call(name, *args)`; calls run one at a time, in the order they were made:
+
+- `ProcessEngine` (default): a child process per campaign, forked from a server process that
+  imported the engine once (multiprocessing's forkserver), so a campaign's engine starts in
+  tens of milliseconds. The service's event loop, its database writer and the engine then run
+  on different cores: on one process they took turns at one GIL, and under load the engine
+  thread held it ~85 % of the time (benchmarks/results/service_load.md).
+- `ThreadEngine`: a thread of the service's process. One process uses less memory when a
+  deployment holds many quiet campaigns (`RATINGPARTY_ENGINE_PROCESS=0`).
+
+A process that dies fails its waiting calls, and every later one, with `EngineStopped`; the
+runtime then stops, and the service rebuilds the campaign from its database log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import multiprocessing
+import pickle
+import signal
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+import torch
+
+from engine import Campaign, CampaignConfig, Judgment, NoEligibleTaskError, Task
+
+log = logging.getLogger("ratingparty.api")
+
+# forkserver: the children fork from a process that imported torch and the engine once, and
+# never from the service itself, whose threads (writer, event loop) a plain fork would copy
+# mid-state. Where it does not exist (not POSIX), spawn: slower to start, same behaviour.
+_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+_CONTEXT = multiprocessing.get_context(_METHOD)
+if _METHOD == "forkserver":
+    _CONTEXT.set_forkserver_preload([__name__])
+_CLOSE = "close"
+STOP_WAIT_S = 5.0  # how long a closing host waits for its process to exit before killing it
+
+
+class EngineStopped(RuntimeError):
+    """The campaign's engine process ended; its state is gone until it is rebuilt."""
+
+
+@dataclass(frozen=True)
+class ClipBatch:
+    """A batch of clips for `Campaign.add_clips`: scores aligned with the criteria (None when
+    the campaign has none), and each clip's context and group."""
+
+    scores: list[list[float | None]] | None
+    contexts: list[str | None]
+    groups: list[str | None]
+
+
+@dataclass(frozen=True)
+class Board:
+    """The leaderboard as plain lists (by engine position), and the expected Kendall tau."""
+
+    mean: list[float]
+    sd: list[float]
+    lower: list[float]
+    upper: list[float]
+    rank: list[int]
+    tau: float | None
+
+
+RaterStats = dict[int, tuple[float, float, float | None, bool]]
+WeightRows = dict[str, Any]
+
+
+class CampaignEngine:
+    """One campaign's engine state and the calls the service makes on it.
+
+    Args:
+        config: the campaign's engine configuration.
+        device: torch device of the posterior; None = the engine's default.
+    """
+
+    def __init__(self, config: CampaignConfig, device: str | None) -> None:
+        self.campaign = Campaign(config, device=device)
+
+    def replay(self, steps: Sequence[ClipBatch | list[Judgment]]) -> None:
+        """Clip batches and label batches, in the order the service applied them."""
+        for step in steps:
+            if isinstance(step, ClipBatch):
+                self.add_clips(step)
+            else:
+                self.campaign.observe(step)
+
+    def add_clips(self, batch: ClipBatch) -> None:
+        self.campaign.add_clips(
+            batch.scores, count=len(batch.contexts), contexts=batch.contexts, groups=batch.groups
+        )
+
+    def hold(self, tasks: Sequence[Task]) -> None:
+        """Hold tasks handed out before a restart (pending again)."""
+        for task in tasks:
+            self.campaign.hold(task)
+
+    def choose(
+        self,
+        rater: int | None,
+        count: int,
+        forbidden_pairs: Sequence[tuple[int, int]] = (),
+        skip_ratings: Sequence[int] = (),
+    ) -> list[Task]:
+        """`Campaign.next_tasks` (held); empty when nothing is left to ask."""
+        try:
+            return self.campaign.next_tasks(
+                rater,
+                count,
+                forbidden_pairs=list(forbidden_pairs) or None,
+                skip_ratings=skip_ratings,
+            )
+        except NoEligibleTaskError:
+            return []
+
+    def replace(self, stale_id: int) -> Task | None:
+        """Release a task chosen before the latest labels and choose one (held) in its place."""
+        self.campaign.release(stale_id)
+        try:
+            return self.campaign.next_task(None, hold=True)
+        except NoEligibleTaskError:
+            return None
+
+    def release(self, task_ids: Sequence[int]) -> None:
+        """Forget pending tasks; ids released before are ignored."""
+        pending = {task.id for task in self.campaign.pending}
+        for task_id in task_ids:
+            if task_id in pending:
+                self.campaign.release(task_id)
+
+    def observe(
+        self, judgments: Sequence[Judgment], task_ids: Sequence[int], with_tau: bool
+    ) -> float | None:
+        """Apply one ordered batch, releasing its tasks that are still pending; the expected
+        Kendall tau afterwards when `with_tau` (None when undefined)."""
+        pending = {task.id for task in self.campaign.pending}
+        self.campaign.observe(judgments, task_ids=[t for t in task_ids if t in pending])
+        return self._tau() if with_tau else None
+
+    def _tau(self) -> float | None:
+        if self.campaign.n_items < 2:
+            return None
+        tau = self.campaign.expected_kendall_tau()
+        return None if math.isnan(tau) else tau
+
+    def leaderboard(self, level: float) -> Board:
+        board = self.campaign.leaderboard(level)
+        return Board(
+            board.mean.tolist(),
+            board.sd.tolist(),
+            board.lower.tolist(),
+            board.upper.tolist(),
+            board.rank.tolist(),
+            self._tau(),
+        )
+
+    def weights(self, level: float) -> WeightRows:
+        """Global and per-context weights: (mean, sd, half-width of the `level` interval)."""
+        summary = self.campaign.weights()
+        sd, context_sd = summary.sd, summary.context_sd
+        half, context_half = summary.halfwidths(level)
+        return {
+            "global": (summary.mean.tolist(), sd.tolist(), half.tolist()),
+            "contexts": [
+                (
+                    str(name),
+                    summary.context_mean[c].tolist(),
+                    context_sd[c].tolist(),
+                    context_half[c].tolist(),
+                )
+                for c, name in enumerate(self.campaign.context_names)
+            ],
+        }
+
+    def rater_stats(self, rater_ids: Sequence[int]) -> RaterStats:
+        """Per rater: (noise sd, keep probability, P(random clicker), flagged)."""
+        reliability = self.campaign.rater_reliability()
+        out = {}
+        for rater_id in rater_ids:
+            known = reliability.get(rater_id)
+            out[rater_id] = (
+                self.campaign.noise_sd(rater_id),
+                self.campaign.keep_probability(rater_id),
+                None if known is None else known.probability_random,
+                False if known is None else known.flagged,
+            )
+        return out
+
+    def pending(self) -> tuple[Task, ...]:
+        """The tasks pending in the engine (for tests and diagnostics)."""
+        return self.campaign.pending
+
+    def log(self) -> list[Judgment]:
+        """Every label applied, with the noise it was applied with (for tests)."""
+        return self.campaign.log
+
+
+class EngineHost(Protocol):
+    """Runs a `CampaignEngine`: `call` its methods by name, one at a time, in order."""
+
+    async def start(self) -> None: ...
+
+    async def call(self, name: str, *args: Any) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+def make_host(
+    config: CampaignConfig, device: str | None, *, process: bool, name: str
+) -> EngineHost:
+    """A `ProcessEngine` or a `ThreadEngine` (not started) for one campaign."""
+    return ProcessEngine(config, device, name) if process else ThreadEngine(config, device, name)
+
+
+class ThreadEngine:
+    """`CampaignEngine` on one thread of this process."""
+
+    def __init__(self, config: CampaignConfig, device: str | None, name: str) -> None:
+        self._config, self._device = config, device
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self.local: CampaignEngine | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.local = await loop.run_in_executor(
+            self._executor, CampaignEngine, self._config, self._device
+        )
+
+    async def call(self, name: str, *args: Any) -> Any:
+        fn = getattr(self.local, name)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+def _serve(
+    connection: Connection, config: CampaignConfig, device: str | None, threads: int
+) -> None:
+    """The engine process: build the engine, then answer calls until told to close or until
+    the service's end of the pipe closes. Each reply is (ok, result or exception)."""
+    # Ctrl-C reaches the whole process group; the service closes its engines itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    try:
+        engine = CampaignEngine(config, device)
+        reply: tuple[bool, Any] = (True, None)
+    except Exception as error:
+        engine, reply = None, (False, error)
+    while True:
+        try:
+            connection.send_bytes(_dumps(reply))
+            if engine is None:
+                return
+            name, args = pickle.loads(connection.recv_bytes())
+        except (EOFError, OSError):  # the service is gone
+            return
+        if name == _CLOSE:
+            return
+        try:
+            reply = (True, getattr(engine, name)(*args))
+        except Exception as error:
+            reply = (False, error)
+
+
+def _dumps(reply: tuple[bool, Any]) -> bytes:
+    try:
+        return pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+    except Exception as error:  # an exception that does not pickle still reaches the caller
+        return pickle.dumps((False, RuntimeError(f"{reply[1]!r} (unpicklable: {error})")))
+
+
+class ProcessEngine:
+    """`CampaignEngine` in a child process, over a pipe read by the event loop.
+
+    Replies come back in the order of the calls, so each pipe needs only a queue of the
+    futures waiting for them. A call whose caller went away still gets its reply read (and
+    dropped), which keeps the order.
+    """
+
+    def __init__(self, config: CampaignConfig, device: str | None, name: str) -> None:
+        self._config, self._device, self._name = config, device, name
+        self._process: Any = None
+        self._connection: Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: deque[asyncio.Future[tuple[bool, Any]]] = deque()
+        self._stopped: EngineStopped | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    async def start(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        ours, theirs = _CONTEXT.Pipe()
+        self._process = _CONTEXT.Process(
+            target=_serve,
+            args=(theirs, self._config, self._device, torch.get_num_threads()),
+            name=self._name,
+            daemon=True,
+        )
+        try:
+            # the first start launches the fork server (it imports torch: seconds); later ones
+            # fork from it; either way not on the event loop
+            await loop.run_in_executor(None, self._process.start)
+        finally:
+            theirs.close()
+        self._connection = ours
+        loop.add_reader(ours.fileno(), self._readable)
+        ready: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+        self._waiting.append(ready)
+        ok, value = await ready
+        if not ok:
+            await self.close()
+            raise value
+
+    async def call(self, name: str, *args: Any) -> Any:
+        if self._stopped is not None:
+            raise self._stopped
+        assert self._loop is not None and self._connection is not None
+        future: asyncio.Future[tuple[bool, Any]] = self._loop.create_future()
+        try:
+            # the process reads as soon as it is idle, and it is idle unless an earlier call
+            # is still running: a send blocks at most until the pipe drains
+            self._connection.send_bytes(pickle.dumps((name, args), pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            self._stop(f"the pipe to it broke while sending {name!r}")
+            raise self._stopped from None  # type: ignore[misc]
+        self._waiting.append(future)
+        ok, value = await future
+        if not ok:
+            raise value
+        return value
+
+    def _readable(self) -> None:
+        assert self._connection is not None
+        try:
+            data = self._connection.recv_bytes()
+        except (EOFError, OSError):
+            self._stop("it exited")
+            return
+        reply = pickle.loads(data)
+        if self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_result(reply)
+
+    def _stop(self, why: str, *, unexpected: bool = True) -> None:
+        """The process is gone (or its pipe is): fail what waits, refuse what comes."""
+        if self._stopped is not None:
+            return
+        code = None if self._process is None else self._process.exitcode
+        self._stopped = EngineStopped(
+            f"the engine process of {self._name} stopped ({why}; exit code {code})"
+        )
+        if unexpected:
+            log.error("%s", self._stopped)
+        if self._loop is not None and self._connection is not None:
+            self._loop.remove_reader(self._connection.fileno())
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(self._stopped)
+
+    async def close(self) -> None:
+        """Ask the process to exit, wait for it (killing it if it does not), free the pipe."""
+        connection, process = self._connection, self._process
+        if self._stopped is None:
+            with contextlib.suppress(OSError):
+                if connection is not None:
+                    connection.send_bytes(pickle.dumps((_CLOSE, ()), pickle.HIGHEST_PROTOCOL))
+            self._stop("closed", unexpected=False)
+        if process is not None and self._loop is not None:
+            await self._loop.run_in_executor(None, _finish, process)
+        if connection is not None:
+            connection.close()
+        self._connection = None
+
+
+def _finish(process: Any) -> None:
+    process.join(STOP_WAIT_S)
+    if process.is_alive():
+        process.kill()
+        process.join()
+
+
+__all__ = [
+    "Board",
+    "CampaignEngine",
+    "ClipBatch",
+    "EngineHost",
+    "EngineStopped",
+    "ProcessEngine",
+    "ThreadEngine",
+    "make_host",
+]
