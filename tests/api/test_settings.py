@@ -42,3 +42,13 @@ def test_demo_campaign_is_seeded_once(tmp_path: Path) -> None:
             assert [(c["name"], c["n_clips"], c["emoji_levels"]) for c in campaigns] == [
                 ("demo", 60, 5)
             ]
+
+
+def test_engine_process_setting_from_the_environment() -> None:
+    base = {"RATINGPARTY_ADMIN_KEY": "k" * 20, "DATABASE_URL": "sqlite:///x.db"}
+    assert Settings.from_env(base).engine_process is True
+    for raw, expected in (("0", False), ("false", False), ("1", True), ("yes", True)):
+        settings = Settings.from_env({**base, "RATINGPARTY_ENGINE_PROCESS": raw})
+        assert settings.engine_process is expected, raw
+    with pytest.raises(ValueError, match="RATINGPARTY_ENGINE_PROCESS must be 0 or 1"):
+        Settings.from_env({**base, "RATINGPARTY_ENGINE_PROCESS": "maybe"})
