@@ -291,7 +291,8 @@ class CampaignRuntime:
         self._exhausted = False  # no task at all in scope (until clips are added)
         self._unapplied: list[Label] = []
         self._unapplied_since = math.inf  # when the oldest waiting label was committed
-        self._calls: deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = deque()
+        # queued pump calls: (fn, its future, whether it must see every committed label)
+        self._calls: deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any], bool]] = deque()
         self._to_release: list[int] = []
         self._leases: list[tuple[float, int]] = []  # heap of (expires_at, assignment id)
         # pairs held by some rater (open or being handed out), by `task_key`
@@ -347,7 +348,7 @@ class CampaignRuntime:
     def _fail_calls(self) -> None:
         why = "the service is shutting down" if not self.failed else ENGINE_STOPPED
         while self._calls:
-            _, future = self._calls.popleft()
+            _, future, _ = self._calls.popleft()
             if not future.done():
                 future.set_exception(Unavailable(detail=why))
 
@@ -486,7 +487,9 @@ class CampaignRuntime:
             if self._queue or self._exhausted:
                 self._prune_queue()
                 # nothing chosen ahead fits this rater: the engine chooses for them
-                chosen = asyncio.ensure_future(self.call(lambda: self._rater_task(rater)))
+                chosen = asyncio.ensure_future(
+                    self.call(lambda: self._rater_task(rater), fresh=False)
+                )
                 try:
                     task = await asyncio.shield(chosen)
                 except asyncio.CancelledError:
@@ -507,9 +510,8 @@ class CampaignRuntime:
                 self._waiting -= 1
         # the database write must finish even if the client goes away: otherwise the task
         # would stay pending in the engine with no assignment to ever release it
-        return await asyncio.shield(
-            self._track(asyncio.ensure_future(self._hand_out(rater, task)))
-        ), None
+        handing_out = self._track(asyncio.ensure_future(self._hand_out(rater, task)))
+        return await asyncio.shield(handing_out), None
 
     def _take(self, rater: RaterState) -> Task | None:
         """The first queued task `rater` may answer, preferring pairs nobody holds; claimed."""
@@ -585,10 +587,11 @@ class CampaignRuntime:
         """Pump call: the engine's best task for this rater, claimed; None when none is left.
 
         Never a task `_barred` for them. The engine's own judged and rated sets cover only
-        applied labels, so the labels committed so far are applied first; skipped pairs and
-        held tasks are barred explicitly. A pair pending for someone else may come back when
-        every pair left to this rater is pending (the engine's rule), never "nothing left"
-        while such a pair remains.
+        applied labels, so the rater's labels still waiting for the engine are barred
+        explicitly, with their skipped pairs and held tasks (applying the waiting labels first
+        put a whole update in front of the request's choice). A pair pending for someone else
+        may come back when every pair left to this rater is pending (the engine's rule), never
+        "nothing left" while such a pair remains.
 
         The engine chooses `RATER_BATCH` tasks at once; the rest join the queue. A rater gets
         here when every queued task is one they answered, which grows common as a campaign
@@ -597,10 +600,14 @@ class CampaignRuntime:
         engine's main cost after a few thousand labels (412 -> 81 judgments/s over 40 s).
         """
         while True:
-            while self._unapplied:
-                await self._apply()
-            pairs = sorted(rater.skipped | {k for k in rater.holding if k[1] != NO_SECOND})
-            clips = sorted(k[0] for k in rater.holding if k[1] == NO_SECOND)
+            waiting = [
+                task_key(label.judgment.first, label.judgment.second)
+                for label in self._unapplied
+                if label.judgment.rater == rater.id
+            ]
+            held = {*rater.holding, *waiting}
+            pairs = sorted(rater.skipped | {k for k in held if k[1] != NO_SECOND})
+            clips = sorted(k[0] for k in held if k[1] == NO_SECOND)
             tasks = await self._run("choose", rater.id, RATER_BATCH, pairs, clips)
             if not tasks:
                 return None
@@ -926,14 +933,15 @@ class CampaignRuntime:
 
     # the pump ---------------------------------------------------------------------------------
 
-    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run `fn` on the pump, after the labels committed so far are applied."""
+    async def call(self, fn: Callable[[], Awaitable[T]], *, fresh: bool = True) -> T:
+        """Run `fn` on the pump; when `fresh`, after the labels committed so far are applied
+        (a read reflects every acknowledged label)."""
         if self.failed:
             raise Unavailable(detail=ENGINE_STOPPED)
         if self._closing:
             raise Unavailable(detail="the service is shutting down")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._calls.append((fn, future))
+        self._calls.append((fn, future, fresh))
         self._wake.set()
         return await future
 
@@ -965,11 +973,17 @@ class CampaignRuntime:
     async def _step(self) -> None:
         """One unit of engine work, in priority order; waits when there is none."""
         self._expire_due()
-        if self._unapplied and (self._apply_due() or self._calls):
-            # a queued call (a read, a choice for one rater) sees every committed label
+        starved = self._waiting and not self._exhausted and not self._queue
+        if self._unapplied and (
+            (self._calls and self._calls[0][2])
+            or (self._apply_due() and not (starved and self._apply_can_wait()))
+        ):
+            # a read sees every committed label; otherwise requests waiting on an empty queue
+            # go first: an update is a pass over the covariance (milliseconds), and they wait
+            # for a refill, which the labels do not change much
             await self._apply()
         elif self._calls:
-            fn, future = self._calls.popleft()
+            fn, future, _ = self._calls.popleft()
             try:
                 result = await fn()
             except Exception as error:
@@ -1009,6 +1023,12 @@ class CampaignRuntime:
         return len(self._unapplied) >= self.settings.apply_batch or (
             waited >= self.settings.apply_wait_s
         )
+
+    def _apply_can_wait(self) -> bool:
+        """Whether the waiting labels may wait for one more refill: fewer than a full update
+        (`max_apply_batch`) of them, the oldest committed less than a second ago."""
+        waited = time.monotonic() - self._unapplied_since
+        return len(self._unapplied) < self.settings.max_apply_batch and waited < 1.0
 
     def _queue_target(self) -> int:
         """Tasks to keep chosen ahead: `queue_min` plus one per waiting request, or what

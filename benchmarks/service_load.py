@@ -6,8 +6,20 @@ criteria, prompts of 20 clips, same-prompt pairs, ties allowed), registers one r
 client, then runs the clients in separate processes (asyncio + aiohttp, one keep-alive
 connection per rater). Each simulated rater loops: `POST .../assignments`, answer as a
 Thurstone observer of the clips' true quality (noise sd 1.48 JOD, ties inside 0.3 JOD), `POST
-.../judgment`; no think time, so the server is saturated. Requests of the first `--warmup`
-seconds are not counted; the run stops after `--duration` seconds or `--max-requests`.
+.../judgment`. Two kinds of load:
+
+- closed loop (`--rate 0`, the default): no think time, each rater asks again as soon as it
+  answered, so the server is saturated. This measures the most judgments per second; the
+  latency is then mostly queueing, by Little's law clients / throughput per cycle.
+- paced (`--rate R`): the raters together start R assignment-and-judgment cycles per second,
+  each rater on a fixed schedule (period clients / R, random phase), as wrk2 paces its
+  requests. A cycle that starts late because the last one ran long counts its lateness in its
+  assignment latency (measured from the scheduled start, not the actual one), so a slow
+  server cannot hide its slowness by slowing the clients down ("coordinated omission"). This
+  measures the latency at a given throughput.
+
+Requests of the first `--warmup` seconds are not counted; the run stops after `--duration`
+seconds or `--max-requests`.
 
 Reported per client count (JSON rows `{clients, n_clips, judgments_per_s, assign_p50_ms,
 assign_p99_ms, judge_p99_ms, errors, ...}`): throughput of judgments and assignments, latency
@@ -20,6 +32,7 @@ repository root:
     python -m benchmarks.service_load                       # n = 1,000; 4, 16, 64 clients
     python -m benchmarks.service_load --clients 8 --n-clips 100 --duration 10
     python -m benchmarks.service_load --clients 16 --refill-batch 1,8,16   # the queue's batch
+    python -m benchmarks.service_load --clients 64 --rate 500     # latency at 500 judgments/s
 
 Client processes share the machine with the server: on 2 cores they take CPU from it.
 """
@@ -29,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import itertools
 import json
 import multiprocessing
 import os
@@ -144,8 +158,10 @@ async def _rater(
     count_from: float,
     budget: list[int],
     out: dict[str, list[Any]],
+    period: float = 0.0,
 ) -> None:
-    """One simulated rater on its own keep-alive connection until `stop_at` or the budget.
+    """One simulated rater on its own keep-alive connection until `stop_at` or the budget;
+    with a `period`, one cycle per period from a random phase (latency from the schedule).
 
     aiohttp rather than httpx: the clients share the server's 2 cores, and httpx costs about
     1 ms of CPU per request against aiohttp's few tenths.
@@ -160,9 +176,14 @@ async def _rater(
         timeout=aiohttp.ClientTimeout(total=30),
         connector=aiohttp.TCPConnector(limit=1),  # one keep-alive connection per rater
     ) as client:
+        scheduled = time.monotonic() + rng.uniform(0, period)
         while time.monotonic() < stop_at and budget[0] > 0:
             budget[0] -= 2
-            started = time.monotonic()
+            if period:
+                await asyncio.sleep(max(0.0, scheduled - time.monotonic()))
+                started, scheduled = scheduled, scheduled + period
+            else:
+                started = time.monotonic()
             try:
                 async with client.post(f"/v1/campaigns/{cid}/assignments") as response:
                     raw = await response.read()
@@ -220,7 +241,7 @@ def _answer(assignment: dict[str, Any], quality: dict[str, float], rng: random.R
 
 
 def _client_process(args: tuple[Any, ...]) -> dict[str, list[Any]]:
-    base, cid, tokens, quality, seed, stop_at_wall, count_from_wall, budget = args
+    base, cid, tokens, quality, seed, stop_at_wall, count_from_wall, budget, period = args
     out: dict[str, list[Any]] = {"assign": [], "judge": [], "errors": [], "acknowledged": []}
     # monotonic clocks differ across processes: deadlines travel as wall-clock times
     offset = time.monotonic() - time.time()
@@ -240,6 +261,7 @@ def _client_process(args: tuple[Any, ...]) -> dict[str, list[Any]]:
                     count_from,
                     shared,
                     out,
+                    period,
                 )
                 for i, t in enumerate(tokens)
             )
@@ -260,8 +282,10 @@ def run_load(
     threads: int | None,
     ties: bool = True,
     refill_batch: int = 1,
+    rate: float = 0.0,
 ) -> dict[str, Any]:
-    """One server, one campaign, `clients` raters for `warmup + duration` seconds."""
+    """One server, one campaign, `clients` raters for `warmup + duration` seconds, closed
+    loop or (`rate` > 0) paced at `rate` cycles per second in all."""
     import httpx
 
     port = free_port()
@@ -276,11 +300,22 @@ def run_load(
             start = time.time() + 1.0  # let the client processes start
             count_from, stop_at = start + warmup, start + warmup + duration
             budget = max_requests // n_processes
+            period = clients / rate if rate > 0 else 0.0
             with multiprocessing.get_context("spawn").Pool(n_processes) as pool:
                 results = pool.map(
                     _client_process,
                     [
-                        (base, cid, chunk, setup["quality"], seed + p, stop_at, count_from, budget)
+                        (
+                            base,
+                            cid,
+                            chunk,
+                            setup["quality"],
+                            seed + p,
+                            stop_at,
+                            count_from,
+                            budget,
+                            period,
+                        )
                         for p, chunk in enumerate(chunks)
                     ],
                 )
@@ -310,6 +345,7 @@ def run_load(
         "n_clips": n_clips,
         "ties": ties,
         "refill_batch": refill_batch,
+        "offered_per_s": rate if rate > 0 else None,
         "judgments_per_s": round(judge.size / elapsed, 1),
         "assignments_per_s": round(assign.size / elapsed, 1),
         "assign_p50_ms": pct(assign, 50),
@@ -415,22 +451,25 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "# Service load",
         "",
-        "Concurrent simulated raters (no think time) against `python -m api` on loopback, "
-        "SQLite file. Produced by `python -m benchmarks.service_load` "
+        "Concurrent simulated raters against `python -m api` on loopback, SQLite file: closed "
+        "loop (offered 'max': no think time, the server saturated) or paced at the offered rate "
+        "(latency from each cycle's scheduled start). Produced by "
+        "`python -m benchmarks.service_load` "
         f"(git {', '.join(dict.fromkeys(str(r.get('git_sha', '?')) for r in rows))}, "
         f"{rows[0].get('cpus', '?')} CPUs, "
         f"engine on {rows[0].get('engine_device', 'cpu')}).",
         "",
-        "| clients | n clips | ties | refill batch | judgments/s | assignments/s "
+        "| clients | n clips | ties | refill batch | offered/s | judgments/s | assignments/s "
         "| assign p50 (ms) | assign p99 (ms) | judge p50 (ms) | judge p99 (ms) | errors | lost "
         "| engine ms/task | engine ceiling (labels/s) | ms/task, all clients holding one "
         "| load before |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['clients']} | {row['n_clips']:,} | {'yes' if row['ties'] else 'no'} "
-            f"| {row.get('refill_batch', 1)} | {row['judgments_per_s']} "
+            f"| {row.get('refill_batch', 1)} | {row.get('offered_per_s') or 'max'} "
+            f"| {row['judgments_per_s']} "
             f"| {row['assignments_per_s']} | {row['assign_p50_ms']} | {row['assign_p99_ms']} "
             f"| {row['judge_p50_ms']} | {row['judge_p99_ms']} | {row['errors']} | {row['lost']} "
             f"| {row['engine_select_ms'] + row['engine_apply_ms_per_label']:.1f} "
@@ -486,6 +525,12 @@ def main(argv: list[str] | None = None) -> None:
         default=str(Settings.__dataclass_fields__["refill_batch"].default),
         help="comma-separated refill batches (RATINGPARTY_REFILL_BATCH; default: the service's)",
     )
+    parser.add_argument(
+        "--rate",
+        default="0",
+        help="comma-separated offered cycles (judgments) per second, all raters together; "
+        "0 = closed loop, no think time (default)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -495,7 +540,10 @@ def main(argv: list[str] | None = None) -> None:
     ties = not args.no_ties
     for n_clips in (int(n) for n in args.n_clips.split(",")):
         for clients in (int(c) for c in args.clients.split(",")):
-            for batch in (int(b) for b in args.refill_batch.split(",")):
+            for batch, rate in itertools.product(
+                (int(b) for b in args.refill_batch.split(",")),
+                (float(r) for r in args.rate.split(",")),
+            ):
                 load_before = os.getloadavg()[0]  # other work on the machine, for the record
                 row = run_load(
                     clients,
@@ -508,6 +556,7 @@ def main(argv: list[str] | None = None) -> None:
                     args.threads,
                     ties=ties,
                     refill_batch=batch,
+                    rate=rate,
                 )
                 # saturated clients answer at once, so few tasks are pending while the engine
                 # chooses (the queue's 2 and the odd one in flight); real raters thinking for
