@@ -946,11 +946,18 @@ class CampaignRuntime:
         return await future
 
     async def _run(self, name: str, *args: Any) -> Any:
-        """Call the engine (only the pump and its calls do this). When its process stopped,
-        this runtime stops too: what waits gets a 503, and the service rebuilds the campaign
-        from the database on the next request."""
+        """Call the engine (only the pump and its calls do this)."""
+        return await self._submit(name, *args)
+
+    def _submit(self, name: str, *args: Any) -> Awaitable[Any]:
+        """Send an engine call now (calls run in the order sent); await the result. When the
+        engine's process stopped, this runtime stops too: what waits gets a 503, and the
+        service rebuilds the campaign from the database on the next request."""
+        return self._result(self.engine.submit(name, *args))
+
+    async def _result(self, sent: Awaitable[Any]) -> Any:
         try:
-            return await self.engine.call(name, *args)
+            return await sent
         except EngineStopped:
             if not self.failed:
                 self.failed = True
@@ -981,7 +988,7 @@ class CampaignRuntime:
             # a read sees every committed label; otherwise requests waiting on an empty queue
             # go first: an update is a pass over the covariance (milliseconds), and they wait
             # for a refill, which the labels do not change much
-            await self._apply()
+            await self._apply(refill=not self._calls and self._refill_wanted())
         elif self._calls:
             fn, future, _ = self._calls.popleft()
             try:
@@ -995,8 +1002,8 @@ class CampaignRuntime:
         elif self._to_release:
             released, self._to_release = self._to_release, []
             await self._run("release", released)
-        elif not self._exhausted and len(self._queue) < self._queue_target():
-            await self._refill()
+        elif self._refill_wanted():
+            await self._refill(apply=bool(self._unapplied) and self._apply_due())
         elif (
             not self._unapplied
             and self._queue
@@ -1037,8 +1044,34 @@ class CampaignRuntime:
         ahead = math.ceil(self._demand_rate * QUEUE_AHEAD_S)
         return min(self.settings.queue_max, max(self.settings.queue_min + self._waiting, ahead))
 
-    async def _apply(self) -> None:
-        """Apply the oldest committed labels as one ordered batch (micro-batching)."""
+    def _refill_wanted(self) -> bool:
+        return not self._exhausted and len(self._queue) < self._queue_target()
+
+    async def _apply(self, *, refill: bool = False) -> None:
+        """Apply the oldest committed labels as one ordered batch (micro-batching); with
+        `refill`, a refill follows in the engine at once (no round trip between them)."""
+        applying = self._start_apply()
+        refilling = self._start_refill(self._version + 1) if refill else None
+        try:
+            await applying
+        finally:  # sent, so awaited whatever happened to the first
+            if refilling is not None:
+                await refilling
+
+    async def _refill(self, *, apply: bool = False) -> None:
+        """Choose more tasks ahead (see `_start_refill`); with `apply`, the waiting labels'
+        update follows in the engine at once, after the choice the requests wait for."""
+        refilling = self._start_refill(self._version)
+        applying = self._start_apply() if apply else None
+        try:
+            await refilling
+        finally:  # sent, so awaited whatever happened to the first
+            if applying is not None:
+                await applying
+
+    def _start_apply(self) -> Awaitable[None]:
+        """Send the oldest committed labels to the engine as one ordered batch; the returned
+        awaitable ends once they are applied (and their batch mark is on its way)."""
         self._unapplied.sort(key=lambda label: label.seq)
         size = self.settings.max_apply_batch
         batch, self._unapplied = self._unapplied[:size], self._unapplied[size:]
@@ -1053,23 +1086,31 @@ class CampaignRuntime:
             now - self._last_progress >= self.settings.progress_every_s
             and labels_after >= self._progress_labels + max(1, self._progress_labels // 50)
         )
-        tau = await self._run(
+        if record_progress:  # claimed now: a pipelined batch must not record one too
+            self._last_progress = now
+        observed = self._submit(
             "observe",
             [label.judgment for label in batch],
             [label.task_id for label in batch],
             record_progress,
         )
-        self._applied_seq = batch[-1].seq
-        self.n_applied += len(batch)
-        self._version += 1
-        seqs = [label.seq for label in batch]
-        self._writer.submit(store.mark_batch(self.record.id, seqs, batch_no))
-        if record_progress:
-            self._last_progress, self._progress_labels = now, self.n_applied
-            self._writer.submit(store.insert_progress(self.record.id, self.n_applied, tau))
 
-    async def _refill(self) -> None:
-        """Choose more tasks ahead (held as pending for no rater in particular).
+        async def applied() -> None:
+            tau = await observed
+            self._applied_seq = batch[-1].seq
+            self.n_applied += len(batch)
+            self._version += 1
+            seqs = [label.seq for label in batch]
+            self._writer.submit(store.mark_batch(self.record.id, seqs, batch_no))
+            if record_progress:
+                self._progress_labels = self.n_applied
+                self._writer.submit(store.insert_progress(self.record.id, self.n_applied, tau))
+
+        return applied()
+
+    def _start_refill(self, version: int) -> Awaitable[None]:
+        """Send a choice of more tasks ahead (held as pending for no rater in particular),
+        chosen under the posterior of `version` applied batches.
 
         `refill_batch` tasks at most per engine call, by `Campaign.next_tasks`: a batch of pairs
         (each pending for the next), or one emoji rating when it teaches more per second. The
@@ -1080,13 +1121,17 @@ class CampaignRuntime:
         # for 2 tasks as for 20, so topping up one or two at a time would waste them
         wanted = max(target - queued, target // 2)
         count = max(1, min(self.settings.refill_batch, self.settings.queue_max - queued, wanted))
-        version = self._version
-        tasks = await self._run("choose", None, count)
-        if not tasks:
-            self._exhausted = True
-        self._queue.extend(Queued(task, version) for task in tasks)
-        self._queue_changed.set()
-        self._queue_changed = asyncio.Event()
+        chosen = self._submit("choose", None, count)
+
+        async def refilled() -> None:
+            tasks = await chosen
+            if not tasks:
+                self._exhausted = True
+            self._queue.extend(Queued(task, version) for task in tasks)
+            self._queue_changed.set()
+            self._queue_changed = asyncio.Event()
+
+        return refilled()
 
     async def _refresh_oldest(self) -> None:
         """Idle only: replace the oldest task chosen before the latest labels."""

@@ -3,7 +3,9 @@
 `CampaignEngine` holds one engine `Campaign` and does every piece of engine work a
 `CampaignRuntime` asks for, as named calls whose arguments and results are plain picklable
 values (tasks, judgments, lists of floats). Two hosts run it behind the same
-`await host.call(name, *args)`; calls run one at a time, in the order they were made:
+`await host.call(name, *args)`; calls run one at a time, in the order they were made, and
+`host.submit(name, *args)` sends one at once and returns its future, so a caller can queue a
+second call behind the first without a round trip between them:
 
 - `ProcessEngine` (default): a child process per campaign, forked from a server process that
   imported the engine once (multiprocessing's forkserver), so a campaign's engine starts in
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import multiprocessing
@@ -215,6 +218,8 @@ class EngineHost(Protocol):
 
     async def start(self) -> None: ...
 
+    def submit(self, name: str, *args: Any) -> asyncio.Future[Any]: ...
+
     async def call(self, name: str, *args: Any) -> Any: ...
 
     async def close(self) -> None: ...
@@ -241,9 +246,12 @@ class ThreadEngine:
             self._executor, CampaignEngine, self._config, self._device
         )
 
-    async def call(self, name: str, *args: Any) -> Any:
+    def submit(self, name: str, *args: Any) -> asyncio.Future[Any]:
         fn = getattr(self.local, name)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+        return asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+
+    async def call(self, name: str, *args: Any) -> Any:
+        return await self.submit(name, *args)
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -257,6 +265,10 @@ def _serve(
     # Ctrl-C reaches the whole process group; the service closes its engines itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
+    # what is loaded now (torch and the engine: ~10^5 objects) lives as long as the process;
+    # frozen, the cyclic GC's full collections stop walking it (each took ~100 ms, a stall of
+    # every request waiting for this campaign's engine)
+    gc.freeze()
     try:
         engine = CampaignEngine(config, device)
         reply: tuple[bool, Any] = (True, None)
@@ -298,7 +310,7 @@ class ProcessEngine:
         self._process: Any = None
         self._connection: Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiting: deque[asyncio.Future[tuple[bool, Any]]] = deque()
+        self._waiting: deque[asyncio.Future[Any]] = deque()
         self._stopped: EngineStopped | None = None
 
     @property
@@ -322,30 +334,33 @@ class ProcessEngine:
             theirs.close()
         self._connection = ours
         loop.add_reader(ours.fileno(), self._readable)
-        ready: asyncio.Future[tuple[bool, Any]] = loop.create_future()
-        self._waiting.append(ready)
-        ok, value = await ready
-        if not ok:
+        ready: asyncio.Future[None] = loop.create_future()
+        self._waiting.append(ready)  # the process's first reply: the engine is built
+        try:
+            await ready
+        except BaseException:
             await self.close()
-            raise value
+            raise
+
+    def submit(self, name: str, *args: Any) -> asyncio.Future[Any]:
+        assert self._loop is not None
+        future: asyncio.Future[Any] = self._loop.create_future()
+        if self._stopped is None:
+            assert self._connection is not None
+            try:
+                # the process reads whenever it is between calls: a send waits at most for
+                # the call before it to end, and the small ones fit the pipe's buffer anyway
+                self._connection.send_bytes(pickle.dumps((name, args), pickle.HIGHEST_PROTOCOL))
+            except OSError:
+                self._stop(f"the pipe to it broke while sending {name!r}")
+            else:
+                self._waiting.append(future)
+                return future
+        future.set_exception(self._stopped)  # type: ignore[arg-type]
+        return future
 
     async def call(self, name: str, *args: Any) -> Any:
-        if self._stopped is not None:
-            raise self._stopped
-        assert self._loop is not None and self._connection is not None
-        future: asyncio.Future[tuple[bool, Any]] = self._loop.create_future()
-        try:
-            # the process reads as soon as it is idle, and it is idle unless an earlier call
-            # is still running: a send blocks at most until the pipe drains
-            self._connection.send_bytes(pickle.dumps((name, args), pickle.HIGHEST_PROTOCOL))
-        except OSError:
-            self._stop(f"the pipe to it broke while sending {name!r}")
-            raise self._stopped from None  # type: ignore[misc]
-        self._waiting.append(future)
-        ok, value = await future
-        if not ok:
-            raise value
-        return value
+        return await self.submit(name, *args)
 
     def _readable(self) -> None:
         assert self._connection is not None
@@ -354,11 +369,15 @@ class ProcessEngine:
         except (EOFError, OSError):
             self._stop("it exited")
             return
-        reply = pickle.loads(data)
+        ok, value = pickle.loads(data)
         if self._waiting:
             future = self._waiting.popleft()
-            if not future.done():
-                future.set_result(reply)
+            if future.done():  # its caller went away
+                return
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
     def _stop(self, why: str, *, unexpected: bool = True) -> None:
         """The process is gone (or its pipe is): fail what waits, refuse what comes."""
