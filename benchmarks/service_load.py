@@ -369,7 +369,7 @@ def engine_costs(
     repeats: int = 15,
     refill_batch: int = 1,
 ) -> dict[str, float]:
-    """What one label costs the engine thread, measured in this process like the server runs
+    """What one label costs the campaign's engine, measured in this process like the server runs
     it (the service's campaign config, 1 torch thread): choosing tasks ahead with `pending`
     tasks held, as the queue's refill does (`next_tasks(None, refill_batch)`; the cost per
     task), and applying labels in batches of `apply_batch` (the service's default)."""
@@ -478,11 +478,12 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         )
     lines += [
         "",
-        "engine ms/task: what one handed-out task costs the campaign's engine thread, measured "
+        "engine ms/task: what one handed-out task costs the campaign's engine, measured "
         f"apart in the benchmark process (1 torch thread, {SATURATED_PENDING} tasks pending, as "
         "under these saturating clients): its share of one refill of the queue "
         "(`next_tasks(None, refill batch)`) plus its share of a batch of "
-        f"{APPLY_BATCH} labels. The engine ceiling is its inverse: one engine thread hands out no "
+        f"{APPLY_BATCH} labels. The engine ceiling is its inverse: one campaign's engine (one "
+        "process, one core since git 9c046b7; a thread sharing the GIL before) hands out no "
         "more tasks per second than that, whatever the HTTP and database layers do. The last "
         "column is the choice alone when every client holds a task (real raters who think "
         "for seconds): the pending-task shrink makes each choice dearer. lost: acknowledged "
