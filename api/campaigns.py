@@ -289,6 +289,9 @@ class CampaignRuntime:
         self._last_demand = -math.inf  # when a rater last asked for a task (monotonic)
         self._demand_rate = 0.0  # assignment requests per second, smoothed over DEMAND_WINDOW_S
         self._exhausted = False  # no task at all in scope (until clips are added)
+        # the last refill found nothing the raters asking lately have not judged (until the
+        # next label is applied or a rater's own choice)
+        self._spent = False
         self._unapplied: list[Label] = []
         self._unapplied_since = math.inf  # when the oldest waiting label was committed
         # queued pump calls: (fn, its future, whether it must see every committed label)
@@ -484,7 +487,7 @@ class CampaignRuntime:
             task = self._take(rater)
             if task is not None:
                 break
-            if self._queue or self._exhausted:
+            if self._queue or self._exhausted or self._spent:
                 self._prune_queue()
                 # nothing chosen ahead fits this rater: the engine chooses for them
                 chosen = asyncio.ensure_future(
@@ -609,6 +612,7 @@ class CampaignRuntime:
             pairs = sorted(rater.skipped | {k for k in held if k[1] != NO_SECOND})
             clips = sorted(k[0] for k in held if k[1] == NO_SECOND)
             tasks = await self._run("choose", rater.id, RATER_BATCH, pairs, clips)
+            self._spent = False
             if not tasks:
                 return None
             mine = next((t for t in tasks if not self._barred(rater, t.first, t.second)), None)
@@ -880,7 +884,7 @@ class CampaignRuntime:
             ]
             self.clips.extend(added)
             self.clip_index.update({c.external_id: c.position for c in added})
-            self._exhausted = False
+            self._exhausted = self._spent = False
             self._version += 1
             return added
 
@@ -1045,7 +1049,20 @@ class CampaignRuntime:
         return min(self.settings.queue_max, max(self.settings.queue_min + self._waiting, ahead))
 
     def _refill_wanted(self) -> bool:
-        return not self._exhausted and len(self._queue) < self._queue_target()
+        return not (self._exhausted or self._spent) and len(self._queue) < self._queue_target()
+
+    def _spent_pairs(self) -> list[tuple[int, int]]:
+        """The pairs every rater who asked in the last `ACTIVE_RATER_S` judged or skipped:
+        chosen ahead, none of them could hand one out (see `_prune_queue`). With few raters
+        who each judge much, the most informative pairs are mostly such pairs, and a refill
+        that chose them sent every request to a choice for its rater alone."""
+        since = time.monotonic() - ACTIVE_RATER_S
+        done = sorted(
+            (r.judged | r.skipped for r in self.raters.values() if r.last_asked >= since), key=len
+        )
+        if not done or not done[0]:
+            return []
+        return sorted(done[0].intersection(*done[1:]))
 
     async def _apply(self, *, refill: bool = False) -> None:
         """Apply the oldest committed labels as one ordered batch (micro-batching); with
@@ -1099,6 +1116,7 @@ class CampaignRuntime:
             tau = await observed
             self._applied_seq = batch[-1].seq
             self.n_applied += len(batch)
+            self._spent = False
             self._version += 1
             seqs = [label.seq for label in batch]
             self._writer.submit(store.mark_batch(self.record.id, seqs, batch_no))
@@ -1121,11 +1139,14 @@ class CampaignRuntime:
         # for 2 tasks as for 20, so topping up one or two at a time would waste them
         wanted = max(target - queued, target // 2)
         count = max(1, min(self.settings.refill_batch, self.settings.queue_max - queued, wanted))
-        chosen = self._submit("choose", None, count)
+        spent = self._spent_pairs()
+        chosen = self._submit("choose", None, count, spent)
 
         async def refilled() -> None:
             tasks = await chosen
-            if not tasks:
+            if not tasks and spent:
+                self._spent = True
+            elif not tasks:
                 self._exhausted = True
             self._queue.extend(Queued(task, version) for task in tasks)
             self._queue_changed.set()
@@ -1137,7 +1158,7 @@ class CampaignRuntime:
         """Idle only: replace the oldest task chosen before the latest labels."""
         stale = self._queue.popleft()
         version = self._version
-        task = await self._run("replace", stale.task.id)
+        task = await self._run("replace", stale.task.id, self._spent_pairs())
         if task is not None:
             self._queue.append(Queued(task, version))
             self._queue_changed.set()

@@ -131,13 +131,14 @@ class CampaignEngine:
         except NoEligibleTaskError:
             return []
 
-    def replace(self, stale_id: int) -> Task | None:
-        """Release a task chosen before the latest labels and choose one (held) in its place."""
+    def replace(
+        self, stale_id: int, forbidden_pairs: Sequence[tuple[int, int]] = ()
+    ) -> Task | None:
+        """Release a task chosen before the latest labels and choose one (held, for no rater in
+        particular, not one of `forbidden_pairs`) in its place."""
         self.campaign.release(stale_id)
-        try:
-            return self.campaign.next_task(None, hold=True)
-        except NoEligibleTaskError:
-            return None
+        tasks = self.choose(None, 1, forbidden_pairs)
+        return tasks[0] if tasks else None
 
     def release(self, task_ids: Sequence[int]) -> None:
         """Forget pending tasks; ids released before are ignored."""

@@ -6,6 +6,7 @@ import time
 
 from litestar.testing import TestClient
 
+from api.campaigns import task_key
 from tests.api.conftest import ADMIN, answer, inspect, make_party, pending_tasks
 
 
@@ -154,3 +155,30 @@ def test_queued_pairs_every_active_rater_judged_are_released(client: TestClient)
             break
         time.sleep(0.02)
     assert not {t.id for t in pending_tasks(client, runtime)} & stale
+
+
+def test_refills_leave_out_pairs_every_active_rater_judged(client: TestClient) -> None:
+    """A refill chooses no pair that every rater who asked lately has judged (it could not be
+    handed out), and finding none such is not 'nothing left' for a rater who did not ask yet."""
+    party = make_party(client, n_clips=3, n_raters=2, groups=1, ties=False)
+    for _ in range(3):  # rater 0 judges all three pairs; rater 1 has not asked yet
+        answer(client, party, 0)
+    runtime = client.app.state.service._runtimes[party.id]
+    judged = runtime.raters[party.raters[0]["id"]].judged
+    assert len(judged) == 3
+    done = client.post(f"/v1/campaigns/{party.id}/assignments", headers=party.rater(0))
+    assert done.status_code == 200 and done.json()["assignment"] is None
+    assert "judged every pair" in done.json()["message"]
+    deadline = time.monotonic() + 5
+    while not runtime._spent and time.monotonic() < deadline:  # the pump's refill found none
+        time.sleep(0.02)
+    assert runtime._spent and not runtime._exhausted
+    # a refill under way when rater 0 last asked may have queued a pair they judged meanwhile:
+    # asking again releases it (the queue's pruning); later refills must not bring such back
+    again = client.post(f"/v1/campaigns/{party.id}/assignments", headers=party.rater(0))
+    assert again.status_code == 200 and again.json()["assignment"] is None
+    time.sleep(0.4)  # past REFRESH_IDLE_S: idle refreshes leave them out too
+    assert not [e.task for e in runtime._queue if task_key(e.task.first, e.task.second) in judged]
+    shown = client.post(f"/v1/campaigns/{party.id}/assignments", headers=party.rater(1))
+    assert shown.status_code == 201, shown.text
+    assert shown.json()["assignment"]["kind"] == "pair"
