@@ -284,6 +284,9 @@ class CampaignRuntime:
         self.assignments: dict[int, AssignmentState] = {}
         self.n_labels = 0
         self._queue: deque[Queued] = deque()
+        # tasks the engine chose for one rater beyond the one they asked for, theirs to take
+        self._reserves: dict[int, deque[Task]] = {}
+        self._reserves_checked = time.monotonic()
         self._queue_changed = asyncio.Event()
         self._waiting = 0
         self._last_demand = -math.inf  # when a rater last asked for a task (monotonic)
@@ -517,7 +520,11 @@ class CampaignRuntime:
         return await asyncio.shield(handing_out), None
 
     def _take(self, rater: RaterState) -> Task | None:
-        """The first queued task `rater` may answer, preferring pairs nobody holds; claimed."""
+        """The next task of `rater`'s reserve, else the first queued task they may answer,
+        preferring pairs nobody holds; claimed."""
+        task = self._take_reserved(rater)
+        if task is not None:
+            return task
         fallback = None
         for index, entry in enumerate(self._queue):
             task = entry.task
@@ -538,6 +545,18 @@ class CampaignRuntime:
         if len(self._queue) < self._queue_target():
             self._wake.set()  # refill before the queue runs dry, not once a request waits
         return task
+
+    def _take_reserved(self, rater: RaterState) -> Task | None:
+        """The next task of `rater`'s reserve, claimed (barred ones are released)."""
+        reserve = self._reserves.get(rater.id)
+        while reserve:
+            task = reserve.popleft()
+            if not self._barred(rater, task.first, task.second):
+                self._claim(rater, task.first, task.second)
+                return task
+            self._to_release.append(task.id)  # theirs another way meanwhile
+            self._wake.set()
+        return None
 
     def _prune_queue(self) -> None:
         """Release the queued tasks that no rater who asked in the last `ACTIVE_RATER_S` may
@@ -596,11 +615,14 @@ class CampaignRuntime:
         may come back when every pair left to this rater is pending (the engine's rule), never
         "nothing left" while such a pair remains.
 
-        The engine chooses `RATER_BATCH` tasks at once; the rest join the queue. A rater gets
+        The engine chooses `RATER_BATCH` tasks at once; the rest are the rater's reserve,
+        handed to them before the queue (and released once they stop asking). A rater gets
         here when every queued task is one they answered, which grows common as a campaign
         goes on (the most informative pairs are the contested ones, judged before): choosing
         one task at a time for them made the choice per rater, a whole screen each, the
         engine's main cost after a few thousand labels (412 -> 81 judgments/s over 40 s).
+        Queued for everyone instead of reserved, the rest went mostly to other raters, and the
+        rater was back here at their next request.
         """
         while True:
             waiting = [
@@ -615,17 +637,12 @@ class CampaignRuntime:
             self._spent = False
             if not tasks:
                 return None
-            mine = next((t for t in tasks if not self._barred(rater, t.first, t.second)), None)
-            rest = [t for t in tasks if t is not mine]
-            if rest:
-                self._queue.extend(Queued(t, self._version) for t in rest)
-                self._queue_changed.set()
-                self._queue_changed = asyncio.Event()
+            self._reserves.setdefault(rater.id, deque()).extend(tasks)
+            mine = self._take_reserved(rater)
             if mine is not None:
-                self._claim(rater, mine.first, mine.second)
                 return mine
             # all barred while the engine chose (this rater took a queued task of the same
-            # pair meanwhile): they wait in the queue for others; choose again
+            # pair meanwhile, and they are released): choose again
 
     def _abandon(self, rater: RaterState, chosen: asyncio.Future[Task | None]) -> None:
         """Give back a task the engine chose for a request that is gone."""
@@ -685,13 +702,24 @@ class CampaignRuntime:
         self.raters[state.rater_id].open.add(state.id)
         heapq.heappush(self._leases, (state.expires_at, state.id))
 
+    def _drop_idle_reserves(self) -> None:
+        """Release the reserves of raters who have not asked for `ACTIVE_RATER_S`."""
+        now = self._reserves_checked = time.monotonic()
+        for rater_id in list(self._reserves):
+            if now - self.raters[rater_id].last_asked >= ACTIVE_RATER_S:
+                self._to_release.extend(task.id for task in self._reserves.pop(rater_id))
+                self._wake.set()
+
     def _close(self, state: AssignmentState) -> None:
         rater = self.raters[state.rater_id]
         rater.open.discard(state.id)
         self._unclaim(rater, state.first, state.second)
 
     def _expire_due(self) -> None:
-        """Close the assignments whose lease ran out and release their engine tasks."""
+        """Close the assignments whose lease ran out and release their engine tasks, and the
+        reserves of raters who stopped asking."""
+        if time.monotonic() - self._reserves_checked >= IDLE_WAKE_S:
+            self._drop_idle_reserves()
         now = time.time()
         while self._leases and self._leases[0][0] <= now:
             _, assignment_id = heapq.heappop(self._leases)
