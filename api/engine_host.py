@@ -29,12 +29,13 @@ import math
 import multiprocessing
 import pickle
 import signal
+import socket
+import struct
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 import torch
@@ -51,6 +52,8 @@ _CONTEXT = multiprocessing.get_context(_METHOD)
 if _METHOD == "forkserver":
     _CONTEXT.set_forkserver_preload([__name__])
 _CLOSE = "close"
+_HEADER = struct.Struct("!Q")  # a message's length, before its pickle
+_READ_LIMIT = 2**20  # the reply stream's buffer (readexactly reads past it as needed)
 STOP_WAIT_S = 5.0  # how long a closing host waits for its process to exit before killing it
 
 
@@ -259,10 +262,10 @@ class ThreadEngine:
 
 
 def _serve(
-    connection: Connection, config: CampaignConfig, device: str | None, threads: int
+    channel: socket.socket, config: CampaignConfig, device: str | None, threads: int
 ) -> None:
     """The engine process: build the engine, then answer calls until told to close or until
-    the service's end of the pipe closes. Each reply is (ok, result or exception)."""
+    the service's end of the socket closes. Each reply is (ok, result or exception)."""
     # Ctrl-C reaches the whole process group; the service closes its engines itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
@@ -270,6 +273,8 @@ def _serve(
     # frozen, the cyclic GC's full collections stop walking it (each took ~100 ms, a stall of
     # every request waiting for this campaign's engine)
     gc.freeze()
+    channel.setblocking(True)
+    incoming = channel.makefile("rb")
     try:
         engine = CampaignEngine(config, device)
         reply: tuple[bool, Any] = (True, None)
@@ -277,11 +282,15 @@ def _serve(
         engine, reply = None, (False, error)
     while True:
         try:
-            connection.send_bytes(_dumps(reply))
+            channel.sendall(_frame(_dumps(reply)))
             if engine is None:
                 return
-            name, args = pickle.loads(connection.recv_bytes())
-        except (EOFError, OSError):  # the service is gone
+            header = incoming.read(_HEADER.size)
+            if len(header) < _HEADER.size:
+                return  # the service is gone
+            (size,) = _HEADER.unpack(header)
+            name, args = pickle.loads(incoming.read(size))
+        except OSError:  # the service is gone
             return
         if name == _CLOSE:
             return
@@ -289,6 +298,10 @@ def _serve(
             reply = (True, getattr(engine, name)(*args))
         except Exception as error:
             reply = (False, error)
+
+
+def _frame(payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload)) + payload
 
 
 def _dumps(reply: tuple[bool, Any]) -> bytes:
@@ -299,18 +312,22 @@ def _dumps(reply: tuple[bool, Any]) -> bytes:
 
 
 class ProcessEngine:
-    """`CampaignEngine` in a child process, over a pipe read by the event loop.
+    """`CampaignEngine` in a child process, over a socket pair the event loop reads and
+    writes as a stream (length-prefixed pickles).
 
-    Replies come back in the order of the calls, so each pipe needs only a queue of the
-    futures waiting for them. A call whose caller went away still gets its reply read (and
-    dropped), which keeps the order.
+    asyncio streams, not multiprocessing's `Connection`: its blocking reads and writes broke
+    under uvloop, which makes a polled descriptor non-blocking, so a large message failed
+    half-sent or half-read. Replies come back in the order of the calls, so the stream needs
+    only a queue of the futures waiting for them; a call whose caller went away still gets
+    its reply read (and dropped), which keeps the order.
     """
 
     def __init__(self, config: CampaignConfig, device: str | None, name: str) -> None:
         self._config, self._device, self._name = config, device, name
         self._process: Any = None
-        self._connection: Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reading: asyncio.Task[None] | None = None
         self._waiting: deque[asyncio.Future[Any]] = deque()
         self._stopped: EngineStopped | None = None
 
@@ -320,7 +337,7 @@ class ProcessEngine:
 
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        ours, theirs = _CONTEXT.Pipe()
+        ours, theirs = socket.socketpair()
         self._process = _CONTEXT.Process(
             target=_serve,
             args=(theirs, self._config, self._device, torch.get_num_threads()),
@@ -331,12 +348,15 @@ class ProcessEngine:
             # the first start launches the fork server (it imports torch: seconds); later ones
             # fork from it; either way not on the event loop
             await loop.run_in_executor(None, self._process.start)
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
-        self._connection = ours
-        loop.add_reader(ours.fileno(), self._readable)
+        reader, self._writer = await asyncio.open_connection(sock=ours, limit=_READ_LIMIT)
         ready: asyncio.Future[None] = loop.create_future()
         self._waiting.append(ready)  # the process's first reply: the engine is built
+        self._reading = asyncio.create_task(self._read(reader), name=f"{self._name}-replies")
         try:
             await ready
         except BaseException:
@@ -346,42 +366,43 @@ class ProcessEngine:
     def submit(self, name: str, *args: Any) -> asyncio.Future[Any]:
         assert self._loop is not None
         future: asyncio.Future[Any] = self._loop.create_future()
-        if self._stopped is None:
-            assert self._connection is not None
-            try:
-                # the process reads whenever it is between calls: a send waits at most for
-                # the call before it to end, and the small ones fit the pipe's buffer anyway
-                self._connection.send_bytes(pickle.dumps((name, args), pickle.HIGHEST_PROTOCOL))
-            except OSError:
-                self._stop(f"the pipe to it broke while sending {name!r}")
-            else:
-                self._waiting.append(future)
-                return future
-        future.set_exception(self._stopped)  # type: ignore[arg-type]
+        if self._stopped is not None:
+            future.set_exception(self._stopped)
+            return future
+        assert self._writer is not None
+        # buffered by the transport, never blocking the loop; the process reads whenever it
+        # is between calls
+        self._writer.write(_frame(pickle.dumps((name, args), pickle.HIGHEST_PROTOCOL)))
+        self._waiting.append(future)
         return future
 
     async def call(self, name: str, *args: Any) -> Any:
         return await self.submit(name, *args)
 
-    def _readable(self) -> None:
-        assert self._connection is not None
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        """Hand each reply to the oldest waiting call, until the stream ends."""
+        why = "it exited"
         try:
-            data = self._connection.recv_bytes()
-        except (EOFError, OSError):
-            self._stop("it exited")
-            return
-        ok, value = pickle.loads(data)
-        if self._waiting:
-            future = self._waiting.popleft()
-            if future.done():  # its caller went away
-                return
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+            while True:
+                (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+                ok, value = pickle.loads(await reader.readexactly(size))
+                future = self._waiting.popleft()
+                if future.done():  # its caller went away
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+        except (asyncio.IncompleteReadError, ConnectionError) as error:
+            why = f"it exited: {type(error).__name__}"
+        except asyncio.CancelledError:
+            why = "closed"
+        except Exception as error:  # a reply that does not unpickle, say
+            why = f"{type(error).__name__}: {error}"
+        self._stop(why, unexpected=why != "closed")
 
     def _stop(self, why: str, *, unexpected: bool = True) -> None:
-        """The process is gone (or its pipe is): fail what waits, refuse what comes."""
+        """The process is gone (or its stream is): fail what waits, refuse what comes."""
         if self._stopped is not None:
             return
         code = None if self._process is None else self._process.exitcode
@@ -390,26 +411,30 @@ class ProcessEngine:
         )
         if unexpected:
             log.error("%s", self._stopped)
-        if self._loop is not None and self._connection is not None:
-            self._loop.remove_reader(self._connection.fileno())
         while self._waiting:
             future = self._waiting.popleft()
             if not future.done():
                 future.set_exception(self._stopped)
 
     async def close(self) -> None:
-        """Ask the process to exit, wait for it (killing it if it does not), free the pipe."""
-        connection, process = self._connection, self._process
-        if self._stopped is None:
-            with contextlib.suppress(OSError):
-                if connection is not None:
-                    connection.send_bytes(pickle.dumps((_CLOSE, ()), pickle.HIGHEST_PROTOCOL))
-            self._stop("closed", unexpected=False)
+        """Ask the process to exit, wait for it (killing it if it does not), free the socket."""
+        writer, process = self._writer, self._process
+        if writer is not None and self._stopped is None:
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.write(_frame(pickle.dumps((_CLOSE, ()), pickle.HIGHEST_PROTOCOL)))
+                await writer.drain()
+        self._stop("closed", unexpected=False)
         if process is not None and self._loop is not None:
             await self._loop.run_in_executor(None, _finish, process)
-        if connection is not None:
-            connection.close()
-        self._connection = None
+        if self._reading is not None:
+            self._reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reading
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        self._writer = None
 
 
 def _finish(process: Any) -> None:
