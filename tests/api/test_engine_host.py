@@ -177,15 +177,16 @@ def test_a_killed_engine_process_is_rebuilt_from_the_database(settings: Settings
 
 def test_large_messages_on_uvloop() -> None:
     """The service runs on uvloop (uvicorn's choice), which makes a polled descriptor
-    non-blocking: messages and replies far larger than a socket's buffer must still arrive
+    non-blocking: messages and replies larger than a socket's buffer must still arrive
     whole (blocking pipe reads and writes failed there, half-done, as a stopped engine)."""
     import uvloop
 
-    n = 6000
+    n = 400
     big = ClipBatch(
         scores=[[float(i % 7) - 3.0, float(i % 11) / 5.0] for i in range(n)],
         contexts=[f"context-{i % 3}" for i in range(n)],
-        groups=[f"prompt-{i // 20}" for i in range(n)],
+        # long prompt names: a clip batch of ~2 MB
+        groups=[f"prompt-{i // 20}-" + "x" * 5000 for i in range(n)],
     )
 
     async def session(host: Any) -> tuple[Any, Any]:
@@ -194,7 +195,8 @@ def test_large_messages_on_uvloop() -> None:
             await host.call("replay", [big])
             tasks = await host.call("choose", None, 4)
             labels = [Judgment(1, t.first, t.second, Outcome.WIN) for t in tasks]
-            await host.call("observe", labels * 50, [t.id for t in tasks], False)
+            # 12,000 judgments: a message, and a log in reply, of ~0.4 MB each
+            await host.call("observe", labels * 3000, [t.id for t in tasks], False)
             return await host.call("leaderboard", 0.9), await host.call("log")
         finally:
             await host.close()
@@ -208,5 +210,5 @@ def test_large_messages_on_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         (board, log), (board_thread, log_thread) = runner.run(both())
-    assert len(board.mean) == n and len(log) == 200
+    assert len(board.mean) == n and len(log) == 12000
     assert board == board_thread and log == log_thread
