@@ -532,6 +532,12 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated offered cycles (judgments) per second, all raters together; "
         "0 = closed loop, no think time (default)",
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=15.0,
+        help="seconds to wait before each run: the last one's disk writes and load settle",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -545,6 +551,9 @@ def main(argv: list[str] | None = None) -> None:
                 (int(b) for b in args.refill_batch.split(",")),
                 (float(r) for r in args.rate.split(",")),
             ):
+                # back to back, a run met the last one's disk writeback and scored a p99 up to
+                # 10x worse than after a pause
+                time.sleep(args.settle)
                 load_before = os.getloadavg()[0]  # other work on the machine, for the record
                 row = run_load(
                     clients,
