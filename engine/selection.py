@@ -41,7 +41,7 @@ N_REFINE = 256
 # Elements of one screening block: ~2 MiB of float64 on a CPU (cache-sized), larger on a GPU.
 CPU_BLOCK_ELEMENTS = 2**18
 GPU_BLOCK_ELEMENTS = 2**24
-LAZY_BLOCK = 64  # re-scored at once by a batch's lazy greedy (a call costs ~ the same for 8)
+LAZY_BLOCK = 8  # re-scored at once by a batch's lazy greedy: the top few bounds settle a pick
 SCORE_OFFSET = 2.0  # lifts screening scores (>= -1) above the 0 that marks ineligible pairs
 
 
