@@ -564,8 +564,7 @@ class CampaignRuntime:
         rater judged already (the contested pairs stay the most informative); left queued it
         would fill the queue's target for good and send every request to a choice for its
         rater alone."""
-        since = time.monotonic() - ACTIVE_RATER_S
-        active = [r for r in self.raters.values() if r.last_asked >= since]
+        active = self._active_raters()
         if not active:
             return
         kept: deque[Queued] = deque()
@@ -578,6 +577,11 @@ class CampaignRuntime:
         if len(kept) < len(self._queue):
             self._queue = kept
             self._wake.set()
+
+    def _active_raters(self) -> list[RaterState]:
+        """The raters who asked for a task in the last `ACTIVE_RATER_S`."""
+        since = time.monotonic() - ACTIVE_RATER_S
+        return [r for r in self.raters.values() if r.last_asked >= since]
 
     @staticmethod
     def _barred(rater: RaterState, first: int, second: int) -> bool:
@@ -1012,7 +1016,7 @@ class CampaignRuntime:
     async def _step(self) -> None:
         """One unit of engine work, in priority order; waits when there is none."""
         self._expire_due()
-        starved = self._waiting and not self._exhausted and not self._queue
+        starved = self._waiting and not self._queue and self._refill_wanted()
         if self._unapplied and (
             (self._calls and self._calls[0][2])
             or (self._apply_due() and not (starved and self._apply_can_wait()))
@@ -1084,10 +1088,7 @@ class CampaignRuntime:
         chosen ahead, none of them could hand one out (see `_prune_queue`). With few raters
         who each judge much, the most informative pairs are mostly such pairs, and a refill
         that chose them sent every request to a choice for its rater alone."""
-        since = time.monotonic() - ACTIVE_RATER_S
-        done = sorted(
-            (r.judged | r.skipped for r in self.raters.values() if r.last_asked >= since), key=len
-        )
+        done = sorted((r.judged | r.skipped for r in self._active_raters()), key=len)
         if not done or not done[0]:
             return []
         return sorted(done[0].intersection(*done[1:]))
