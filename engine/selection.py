@@ -135,7 +135,9 @@ def believer_shrink(
         raise ValueError("a pending rating task needs emoji thresholds")
     first, second = pending.first, pending.second.clamp_min(0)
     pair = (~single).to(cov.dtype)
-    basis = cov[:, first] - cov[:, second] * pair  # B = S A
+    # B = S A from rows of S (S is symmetric): the clip covariance is a strided view, where
+    # gathering Q columns cost ~4 ms at n = 1,000, Q = 96, and Q rows ~0.2 ms
+    basis = (cov[first] - cov[second] * pair[:, None]).T
     gram = basis[first] - basis[second] * pair[:, None]  # G = A' S A
     # The recursion is sequential over tasks and tiny: Python floats and NumPy, not torch calls.
     mean = posterior.item_mean
@@ -192,7 +194,7 @@ def _believer_column(
     single = j == NO_SECOND
     if single and level_cuts is None:
         raise ValueError("a pending rating task needs emoji thresholds")
-    column = cov[:, i].clone() if single else cov[:, i] - cov[:, j]
+    column = cov[i].clone() if single else cov[i] - cov[j]  # S a, from rows: S is symmetric
     earlier = columns[i] if single else columns[i] - columns[j]
     column -= columns @ (factor * earlier)
     mu = mean[i] if single else mean[i] - mean[j]
