@@ -4,21 +4,25 @@ Threads and order. The engine `Campaign` lives in the runtime's engine host (a p
 own by default, or a thread: api/engine_host.py) and is called only by the runtime's pump: one
 coroutine that runs, in this priority, (1) the committed judgments not yet applied, as one
 ordered batch, once `apply_batch` of them gathered or the oldest waited `apply_wait_s`, or
-before a queued call (micro-batching: a posterior update costs a pass over the covariance
-whatever its size), (2) queued calls (clip batches, per-rater selections, reads), (3) releases
-of expired or skipped tasks, (4) refills of the queue of tasks chosen ahead. Everything else
-(the queue, leases, who answered what) lives on the event loop, so hand-outs and idempotency
-checks never wait for the engine.
+before a queued call that must see them (a read, a clip batch), but after a refill while
+requests wait on an empty queue (micro-batching: a posterior update costs a pass over the
+covariance whatever its size), (2) queued calls (clip batches, per-rater selections, reads),
+(3) releases of expired or skipped tasks, (4) refills of the queue of tasks chosen ahead. An
+update and a refill due together are sent back to back, with no round trip between them.
+Everything else (the queue, leases, who answered what) lives on the event loop, so hand-outs
+and idempotency checks never wait for the engine.
 
 The queue. Tasks are chosen ahead for no rater in particular (`next_tasks(None, count)`),
-so each is pending in the engine while queued and later selections avoid it. A request takes
-the first queued task its rater may answer: not a pair they judged (every committed label,
-applied to the posterior yet or not) or skipped, not a clip they rated, nothing they hold (an
-open assignment, or a task on its way to becoming one). When none fits, the engine chooses for
-that rater with the same pairs and clips barred. The queue's target grows with the number of
-waiting requests and with the recent request rate (up to `queue_max`) and falls back to
-`queue_min` when idle; when idle the pump also replaces tasks chosen before the latest labels,
-so a quiet campaign hands out tasks from the current posterior.
+so each is pending in the engine while queued and later selections avoid it; refills leave
+out the pairs every rater who asked lately has judged or skipped. A request takes its rater's
+reserve first, then the first queued task they may answer: not a pair they judged (every
+committed label, applied to the posterior yet or not) or skipped, not a clip they rated,
+nothing they hold (an open assignment, or a task on its way to becoming one). When none fits,
+the engine chooses `RATER_BATCH` tasks for that rater with the same pairs and clips barred;
+the rest are their reserve. The queue's target grows with the number of waiting requests and
+with the recent request rate (up to `queue_max`) and falls back to `queue_min` when idle; when
+idle the pump also replaces tasks chosen before the latest labels, so a quiet campaign hands
+out tasks from the current posterior.
 
 Durability and replay. A judgment is acknowledged once its transaction committed; it then
 joins the batch for the engine. Labels carry `seq` (commit order) and, once applied, `batch`

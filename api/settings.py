@@ -39,7 +39,7 @@ class Settings:
             batch, bounds how far ahead of the posterior tasks are chosen.
         max_apply_batch: most judgments applied to the posterior in one engine call.
         apply_batch, apply_wait_s: committed judgments wait for the engine until this many
-            have gathered or the oldest waited this long (or a read or a per-rater choice
+            have gathered or the oldest waited this long (or a read or a clip batch
             needs them): one posterior update costs a pass over the covariance whatever its
             size, so batches of 16 cost far less per label than batches of 1-3.
         progress_every_s: least time between two recorded progress points.

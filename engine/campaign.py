@@ -75,7 +75,7 @@ RATER_REFIT_BELOW = 8  # a rater with fewer labels is re-derived from all of the
 RATER_REDERIVE_BUDGET = 256
 RATER_BUDGET_FROM = 64
 # past this many labels a rater's grid is only added to: re-scoring 1,000 labels held the
-# service's engine thread ~0.1 s per rater, and labels scored under a posterior that had
+# service's engine ~0.1 s per rater, and labels scored under a posterior that had
 # hundreds of labels already barely move when re-scored
 RATER_REDERIVE_UP_TO = 512
 PairScope = Literal["any", "group"]
