@@ -35,7 +35,7 @@ from engine.reliability import (
     rater_grids,
     rater_posteriors,
 )
-from engine.scope import scope_pairs
+from engine.scope import GroupBlocks, group_blocks, scope_pairs
 from engine.selection import (
     NoEligibleTaskError,
     PairChoice,
@@ -261,7 +261,9 @@ class Campaign:
         self._label_count = 0  # len(self.log), kept: the log is rebuilt from the history
         # the pending tasks' believer shrink under the posterior it was built on, by task ids
         self._shrink_cache: tuple[Posterior, tuple[int, ...], Shrink] | None = None
-        self._scope_cache: tuple[int, tuple[Tensor, Tensor] | None] | None = None
+        self._scope_cache: tuple[int, tuple[Tensor, Tensor] | None, GroupBlocks | None] | None = (
+            None
+        )
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
         self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
@@ -776,17 +778,20 @@ class Campaign:
         self._shrink_cache = (self.posterior, ids, shrink)
         return shrink
 
-    def _scope_candidates(self) -> tuple[Tensor, Tensor] | None:
+    def _scope_candidates(self) -> tuple[tuple[Tensor, Tensor] | None, GroupBlocks | None]:
         """The same-group scope's pairs as a list when that is under a quarter of all pairs
-        (screened as a list, O(pairs in scope)); None to screen the n x n grid."""
+        (screened as a list, O(pairs in scope)), with their group blocks; None to screen the
+        n x n grid."""
         n = self.n_items
         if self._scope_cache is None or self._scope_cache[0] != n:
-            listed = None
+            listed, blocks = None, None
             if self.config.pair_scope == "group":
                 first, second = scope_pairs(self.groups)
-                listed = (first, second) if 4 * first.numel() < n * (n - 1) // 2 else None
-            self._scope_cache = (n, listed)
-        return self._scope_cache[1]
+                if 4 * first.numel() < n * (n - 1) // 2:
+                    listed = (first, second)
+                    blocks = group_blocks(self.groups, first, second)
+            self._scope_cache = (n, listed, blocks)
+        return self._scope_cache[1], self._scope_cache[2]
 
     def _excluded(self, exclude: Sequence[int]) -> Tensor:
         return torch.tensor(sorted(set(exclude)), dtype=torch.long, device=self.device)
@@ -828,6 +833,7 @@ class Campaign:
             if extra.numel() and not (int(extra.min()) >= 0 and int(extra.max()) < self.n_items):
                 raise IndexError(f"forbidden pairs name clips outside 0..{self.n_items - 1}")
             judged = extra if judged is None else torch.cat((judged, extra))
+        candidates, blocks = self._scope_candidates()
         choices, shrink = select_pair_batch(
             self.posterior,
             noise_var=self.noise_sd(rater) ** 2,
@@ -835,7 +841,8 @@ class Campaign:
             keep=self.keep_probability(rater),
             count=count,
             groups=self.groups if self.config.pair_scope == "group" else None,
-            candidates=self._scope_candidates(),
+            candidates=candidates,
+            blocks=blocks,
             excluded_items=self._excluded(exclude),
             judged_pairs=judged,
             pending=self._pending_tensor(),

@@ -16,7 +16,7 @@ from scipy.stats import norm
 from engine.campaign import Campaign, CampaignConfig
 from engine.likelihoods import expected_variance_factor, interval_moments
 from engine.objectives import expected_information_gain
-from engine.scope import scope_pairs
+from engine.scope import BLOCK_PADDING_LIMIT, group_blocks, scope_pairs
 from engine.selection import (
     CPU_BLOCK_ELEMENTS,
     NoEligibleTaskError,
@@ -25,6 +25,8 @@ from engine.selection import (
     Shrink,
     believer_shrink,
     extend_shrink,
+    screen_listed_pairs,
+    select_pair_batch,
     select_pairs,
 )
 from engine.state import Posterior
@@ -340,9 +342,11 @@ def test_scope_pairs_are_every_same_group_pair_once(groups: list[int]) -> None:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_listed_scope_screen_chooses_as_the_grid_screen(seed: int) -> None:
-    """Screening the same-group pairs as a list picks what the masked n x n grid picks."""
+    """Screening the same-group pairs as a list, with or without group blocks, picks what the
+    masked n x n grid picks."""
     rng = np.random.default_rng(seed)
-    groups = [int(g) for g in rng.integers(0, 12, size=60)]
+    # groups of 5, shuffled (uneven groups' block layout: the hypothesis test below)
+    groups = [int(g) for g in rng.permutation(np.arange(60) % 12)]
     campaign = _campaign(60, seed=seed, groups=groups, n_labels=40, tie_margin=0.5)
     posterior = campaign.posterior
     group_ids = campaign.groups
@@ -357,9 +361,68 @@ def test_listed_scope_screen_chooses_as_the_grid_screen(seed: int) -> None:
         options=SelectionOptions(n_refine=32),
     )
     grid = select_pairs(posterior, groups=group_ids, **common)
-    listed = select_pairs(posterior, candidates=scope_pairs(group_ids), **common)
-    assert [(c.first, c.second) for c in listed] == [(c.first, c.second) for c in grid]
-    assert [c.gain for c in listed] == pytest.approx([c.gain for c in grid], rel=1e-12)
+    first, second = scope_pairs(group_ids)
+    listed = select_pairs(posterior, candidates=(first, second), **common)
+    blocks = group_blocks(group_ids, first, second)
+    assert blocks is not None
+    blocked, _ = select_pair_batch(posterior, candidates=(first, second), blocks=blocks, **common)
+    for picks in (listed, blocked):
+        assert [(c.first, c.second) for c in picks] == [(c.first, c.second) for c in grid]
+        assert [c.gain for c in picks] == pytest.approx([c.gain for c in grid], rel=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=2, max_size=30), st.integers(0, 2**31 - 1))
+def test_group_blocks_place_every_pair_in_its_groups_block(groups: list[int], seed: int) -> None:
+    """Entry (first, second) of any n x n matrix sits at `slot` of its groups' stacked blocks."""
+    group_ids = torch.tensor(groups, dtype=torch.long)
+    first, second = scope_pairs(group_ids)
+    blocks = group_blocks(group_ids, first, second)
+    n = len(groups)
+    sizes = np.bincount(groups)
+    padded = int((sizes > 0).sum()) * int(sizes.max()) ** 2
+    if first.numel() == 0 or padded > BLOCK_PADDING_LIMIT * first.numel():
+        assert blocks is None
+        return
+    assert blocks is not None
+    matrix = torch.randn(n + 1, n + 1, generator=torch.Generator().manual_seed(seed))
+    members = blocks.members
+    stacked = matrix[members[:, :, None], members[:, None, :]]  # (G, m, m)
+    assert torch.equal(stacked.reshape(-1)[blocks.slot], matrix[first, second])
+    # every clip once, the padding index n elsewhere
+    real = members[members < n]
+    assert sorted(real.tolist()) == list(range(n))
+    assert all(len({groups[int(i)] for i in row if i < n}) == 1 for row in members)
+
+
+def test_block_screen_keeps_what_the_gathered_screen_keeps() -> None:
+    """The screen's shrink term from group Gram blocks ranks the listed pairs as gathering both
+    clips' columns does, with many pending tasks (the float32 gather agrees to ~1e-6)."""
+    rng = np.random.default_rng(3)
+    groups = [int(g) for g in rng.integers(0, 10, size=80)]
+    campaign = _campaign(80, seed=3, groups=groups, n_labels=60, tie_margin=0.5)
+    for rater in range(6):
+        campaign.next_pairs(f"h{rater}", count=5)
+    shrink = campaign._shrink()
+    assert shrink.factor.numel() == 30
+    first, second = scope_pairs(campaign.groups)
+    common = dict(
+        candidates=(first, second),
+        allowed_items=torch.ones(80, dtype=torch.bool),
+        forbidden=torch.unique(first[:7] * 80 + second[:7]),
+        n_keep=40,
+    )
+    gathered = screen_listed_pairs(campaign.posterior, shrink, 1.5, **common)
+    blocked = screen_listed_pairs(
+        campaign.posterior,
+        shrink,
+        1.5,
+        blocks=group_blocks(campaign.groups, first, second),
+        **common,
+    )
+    assert torch.equal(blocked[0], gathered[0]) and torch.equal(blocked[1], gathered[1])
+    kept = set(zip(blocked[0].tolist(), blocked[1].tolist(), strict=True))
+    assert kept.isdisjoint(zip(first[:7].tolist(), second[:7].tolist(), strict=True))
 
 
 def test_kept_shrink_equals_a_fresh_one_through_holds_releases_and_labels() -> None:
