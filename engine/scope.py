@@ -12,16 +12,22 @@ from torch import Tensor
 BLOCK_PADDING_LIMIT = 4
 
 
+def _runs(groups: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The clips sorted by group (stable), whether each sorted clip starts its group's run,
+    and where the runs start."""
+    order = torch.argsort(groups, stable=True)
+    sorted_groups = groups[order]
+    starts = torch.ones(groups.numel(), dtype=torch.bool, device=groups.device)
+    starts[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    return order, starts, torch.nonzero(starts).flatten()
+
+
 def scope_pairs(groups: Tensor) -> tuple[Tensor, Tensor]:
     """Every pair i < j of clips in the same group, as (first, second), without a Python loop
     over groups: clips sorted by group, each paired with the rest of its run."""
     n = groups.numel()
     device = groups.device
-    order = torch.argsort(groups, stable=True)
-    sorted_groups = groups[order]
-    starts = torch.ones(n, dtype=torch.bool, device=device)
-    starts[1:] = sorted_groups[1:] != sorted_groups[:-1]
-    run_start = torch.nonzero(starts).flatten()
+    order, _, run_start = _runs(groups)
     run_size = torch.diff(run_start, append=run_start.new_tensor([n]))
     run_end = torch.repeat_interleave(run_start + run_size, run_size)
     partners = run_end - torch.arange(n, device=device) - 1  # later clips in the same run
@@ -56,12 +62,8 @@ def group_blocks(groups: Tensor, first: Tensor, second: Tensor) -> GroupBlocks |
     device = groups.device
     if n == 0 or first.numel() == 0:
         return None
-    order = torch.argsort(groups, stable=True)
-    sorted_groups = groups[order]
-    starts = torch.ones(n, dtype=torch.bool, device=device)
-    starts[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    order, starts, run_start = _runs(groups)
     run = torch.cumsum(starts.long(), 0) - 1  # group slot of each sorted clip
-    run_start = torch.nonzero(starts).flatten()
     rank = torch.arange(n, device=device) - run_start[run]  # place within its group
     n_groups, size = (
         int(run[-1]) + 1,
