@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 from torch import Tensor
 
@@ -46,6 +47,39 @@ class Refinement:
     change: float
 
 
+class SiteTarget(Protocol):
+    """A Gaussian that EP moves by rank-1 steps along event directions a = e_i - e_j (or e_i
+    when j = -1): the dense posterior here, `engine.structured.GroupedPosterior` in block form."""
+
+    def marginal(self, i: int, j: int) -> tuple[float, float]:
+        """`(a.m, a.S.a)` of the event direction."""
+        ...
+
+    def rank_one(self, i: int, j: int, alpha: float, beta: float) -> None:
+        """`m += alpha S a`, `S += beta (S a)(S a)'` for the direction last passed to marginal."""
+        ...
+
+
+class _DenseTarget:
+    """The dense posterior as a SiteTarget: S a is a difference of two columns of S."""
+
+    def __init__(self, posterior: Posterior) -> None:
+        self.mean, self.cov = posterior.mean.clone(), posterior.cov.clone()
+        self._column = self.mean
+
+    def marginal(self, i: int, j: int) -> tuple[float, float]:
+        cov, mean = self.cov, self.mean
+        column = cov[:, i] - cov[:, j] if j != NO_SECOND else cov[:, i].clone()
+        self._column = column
+        m = float(mean[i] - mean[j]) if j != NO_SECOND else float(mean[i])
+        s = float(column[i] - column[j]) if j != NO_SECOND else float(column[i])
+        return m, s
+
+    def rank_one(self, i: int, j: int, alpha: float, beta: float) -> None:
+        self.mean.add_(self._column, alpha=alpha)
+        self.cov.addr_(self._column, self._column, alpha=beta)
+
+
 def ep_refine(
     prior: Posterior,
     events: Events,
@@ -69,25 +103,56 @@ def ep_refine(
         ValueError: bad damping or sweep count.
         RuntimeError: not converged within `max_sweeps`.
     """
+    event_items(events, prior.n_items)
+    target = _DenseTarget(prior)
+    sites, sweeps, change = ep_sweeps(
+        target,
+        events,
+        max_sweeps=max_sweeps,
+        damping=damping,
+        tolerance=tolerance,
+        likelihood=likelihood,
+    )
+    posterior = Posterior(
+        target.mean, target.cov, prior.n_items, prior.n_criteria, prior.n_contexts
+    )
+    return Refinement(posterior, sites, sweeps, change)
+
+
+def ep_sweeps(
+    target: SiteTarget,
+    events: Events,
+    *,
+    max_sweeps: int = 50,
+    damping: float = 1.0,
+    tolerance: float = TOLERANCE,
+    likelihood: str = "interval",
+) -> tuple[Sites, int, float]:
+    """EP sweeps over `events` on `target` (the prior, changed in place into the EP posterior).
+
+    Returns:
+        The sites, the sweeps run and the last largest site change.
+
+    Raises:
+        ValueError: bad damping or sweep count.
+        RuntimeError: not converged within `max_sweeps`.
+    """
     if not 0 < damping <= 1:
         raise ValueError(f"damping must be in (0, 1], got {damping}")
     if max_sweeps < 1:
         raise ValueError("max_sweeps must be >= 1")
     moment_function = LIKELIHOODS[likelihood]
-    n_items = prior.n_items
-    first, second = event_items(events, n_items)
-    mean, cov = prior.mean.clone(), prior.cov.clone()
+    first, second = events.first.tolist(), events.second.tolist()
     count = len(events)
-    tau = mean.new_zeros(count)
-    nu = mean.new_zeros(count)
+    like = events.lo
+    tau = like.new_zeros(count)
+    nu = like.new_zeros(count)
     change = math.inf
     for sweep in range(max_sweeps):
         step = 1.0 if sweep == 0 else damping
         change = 0.0
         for b, (i, j) in enumerate(zip(first, second, strict=True)):
-            column = cov[:, i] - cov[:, j] if j != NO_SECOND else cov[:, i].clone()
-            m = float(mean[i] - mean[j]) if j != NO_SECOND else float(mean[i])
-            s = float(column[i] - column[j]) if j != NO_SECOND else float(column[i])
+            m, s = target.marginal(i, j)
             old_tau, old_nu = float(tau[b]), float(nu[b])
             cavity_precision = 1.0 / max(s, 1e-300) - old_tau
             if cavity_precision <= MIN_CAVITY_PRECISION:
@@ -98,8 +163,8 @@ def ep_refine(
                 moment_function,
                 events,
                 b,
-                mean.new_tensor(cavity_mean),
-                mean.new_tensor(cavity_var),
+                like.new_tensor(cavity_mean),
+                like.new_tensor(cavity_var),
             )
             dlog_z, d2log_z = float(moments.dlog_z), float(moments.d2log_z)
             new_mean = cavity_mean + cavity_var * dlog_z
@@ -111,21 +176,17 @@ def ep_refine(
             delta_tau, delta_nu = new_tau - old_tau, new_nu - old_nu
             denominator = 1.0 + delta_tau * s
             # precision += delta_tau a a', shift += delta_nu a: a rank-1 change of (m, S)
-            mean.add_(column, alpha=(delta_nu - delta_tau * m) / denominator)
-            cov.addr_(column, column, alpha=-delta_tau / denominator)
+            target.rank_one(
+                i, j, (delta_nu - delta_tau * m) / denominator, -delta_tau / denominator
+            )
             tau[b], nu[b] = new_tau, new_nu
             change = max(change, abs(delta_tau), abs(delta_nu))
         if sweep > 0 and change <= tolerance:
-            return Refinement(
-                Posterior(mean, cov, n_items, prior.n_criteria, prior.n_contexts),
-                Sites(tau, nu),
-                sweep + 1,
-                change,
-            )
+            return Sites(tau, nu), sweep + 1, change
     raise RuntimeError(
         f"EP did not converge in {max_sweeps} sweeps (largest site change {change:.3g}); "
         "try damping < 1"
     )
 
 
-__all__ = ["Refinement", "Sites", "ep_refine"]
+__all__ = ["Refinement", "SiteTarget", "Sites", "ep_refine", "ep_sweeps"]

@@ -154,15 +154,29 @@ def event_moments(
     return moments, model_log_z
 
 
-def _scalar_event_moments(
+def event_moment_function(
     events: Events, likelihood: str
-) -> Callable[[int, float, float], tuple[float, float, float, float]] | None:
-    """`event_moments` in Python floats when the likelihood has a scalar form
-    (SCALAR_LIKELIHOODS): (log Z, dlog Z, d2log Z, model log Z) of event b under N(mu, var).
-    The events' fields are read out once per batch; None when there is no scalar form."""
+) -> Callable[[int, float, float], tuple[float, float, float, float]]:
+    """`event_moments` in Python floats: (log Z, dlog Z, d2log Z, model log Z) of event b under
+    N(mu, var), the lapse mixture included. Scalar arithmetic when the likelihood has a scalar
+    form (SCALAR_LIKELIHOODS; the events' fields are read out once per batch), else the tensor
+    moment function.
+
+    Raises:
+        KeyError: unknown likelihood.
+    """
+    moment_function = LIKELIHOODS[likelihood]
     scalar = SCALAR_LIKELIHOODS.get(likelihood)
     if scalar is None:
-        return None
+        like = events.lo
+
+        def tensor_moments(b: int, mu: float, var: float) -> tuple[float, float, float, float]:
+            moments, model_log_z = event_moments(
+                moment_function, events, b, like.new_tensor(mu), like.new_tensor(var)
+            )
+            return (*(float(m) for m in moments), float(model_log_z))  # type: ignore[return-value]
+
+        return tensor_moments
     lo, hi, noise_var = events.lo.tolist(), events.hi.tolist(), events.noise_var.tolist()
     keep = None if events.keep is None else events.keep.tolist()
     n_outcomes = None if events.n_outcomes is None else events.n_outcomes.tolist()
@@ -232,8 +246,7 @@ def update_with_evidence(
     `log p(y) = sum_b log p(y_b | y_<b)`, every factor under the ADF Gaussian), and each
     event's predictive probability under the model alone (no lapse). Same errors as
     `update`."""
-    moment_function = LIKELIHOODS[likelihood]
-    scalar_moments = _scalar_event_moments(events, likelihood)
+    moments = event_moment_function(events, likelihood)
     n_items = posterior.n_items
     first, second = event_items(events, n_items)
     mean = posterior.mean.clone()
@@ -255,11 +268,7 @@ def update_with_evidence(
             column.addmv_(columns[:, :held], scales[:held] * earlier)
         mu = mean[i] - mean[j] if j != NO_SECOND else mean[i]
         var = (column[i] - column[j] if j != NO_SECOND else column[i]).clamp_min(0.0)
-        if scalar_moments is not None:
-            log_z, dlog_z, d2log_z, model_log_z[b] = scalar_moments(b, float(mu), float(var))
-        else:
-            moments, model_log_z[b] = event_moments(moment_function, events, b, mu, var)
-            log_z, dlog_z, d2log_z = (float(m) for m in moments)
+        log_z, dlog_z, d2log_z, model_log_z[b] = moments(b, float(mu), float(var))
         if not (math.isfinite(dlog_z) and math.isfinite(d2log_z)):
             raise FloatingPointError(f"event {b} produced a non-finite update")
         log_evidence += log_z
@@ -282,6 +291,7 @@ __all__ = [
     "AdfResult",
     "Events",
     "event_items",
+    "event_moment_function",
     "event_moments",
     "interval_events",
     "level_events",

@@ -1,0 +1,493 @@
+"""The posterior of a campaign whose questions stay inside prompt groups, kept in the form its
+precision has: one block per group plus a border on the shared weight blocks.
+
+theta = [f (the clips, by group) | w (the named weight blocks: global, one per context)]. Every
+observation direction `a` lies in one group's clips (a pair of that group, or one clip), so
+the precision is block-arrowhead under ADF and EP, and the same Gaussian is held exactly in
+conditional form (docs/MATH.md §6):
+
+    w ~ N(m_w, S_w)                       the border: D = K (1 + C) weights, dense
+    f_g | w ~ N(A_g w + b_g, P_g)         per group g, independent across groups given w
+
+A clip's row of A_g is supported on the global block and its own context's block only (a
+group's clips share one context), so it is stored as 2K numbers (`load`). One rank-1 step in
+group g, `m' = m + alpha S a`, `S' = S + beta (S a)(S a)'` (an ADF step, or an EP site change)
+becomes, with `u = P_g a`, `r = A_g' a`, `c = S_w r`, `q = r' c`, `k = beta / (1 + beta q)`:
+
+    m_w' = m_w + alpha c          S_w' = S_w + beta c c'
+    A_g' = A_g + k u r'           P_g' = P_g + k u u'
+    b_g' = b_g + u (alpha - k (r' m_w + alpha q))
+
+and leaves every other group's conditional alone: O(m^2 + m K + D^2) per label, whatever n.
+Marginals are `E f_g = A_g m_w + b_g` and `Cov f_g = P_g + A_g S_w A_g'`.
+
+The state is updated in place: a copy per label would cost O(n) and undo the point of the form.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from engine.ep import TOLERANCE, Sites, ep_sweeps
+from engine.state import Posterior, PriorScales
+from engine.update import NO_SECOND, Events, event_moment_function
+
+# Groups are padded to the largest; a group that outgrows the padding widens it by at least
+# this factor, so widening stays rare.
+WIDEN_FACTOR = 2
+
+
+class GroupMarginals(NamedTuple):
+    """Every group's marginal, padded to the largest group with clip index -1.
+
+    Attributes:
+        members: (G, M) long clip indices, -1 past the group's size.
+        mean: (G, M) `E f`, 0 at padding.
+        cov: (G, M, M) `Cov f` within the group, 0 at padding.
+    """
+
+    members: Tensor
+    mean: Tensor
+    cov: Tensor
+
+
+class GroupedPosterior:
+    """`theta ~ N(mean, cov)` over clips in groups and the weight blocks, in conditional form.
+
+    Args:
+        n_criteria: K, the reward model's criteria (0 allowed: no weight blocks).
+        prior: the prior scales (MATH.md §1).
+        device, dtype: where and how the state is kept.
+    """
+
+    def __init__(
+        self,
+        n_criteria: int,
+        prior: PriorScales,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        if n_criteria < 0:
+            raise ValueError(f"n_criteria must be >= 0, got {n_criteria}")
+        self.n_criteria = n_criteria
+        self.n_contexts = 0
+        like = torch.zeros((), dtype=dtype, device=device)
+        self.weight_mean = like.new_zeros(n_criteria)
+        if prior.weight_mean is not None:
+            if len(prior.weight_mean) != n_criteria:
+                raise ValueError(
+                    f"weight_mean has {len(prior.weight_mean)} entries for {n_criteria} criteria"
+                )
+            self.weight_mean = like.new_tensor(prior.weight_mean)
+        self.weight_cov = torch.eye(n_criteria, dtype=dtype, device=like.device)
+        self.weight_cov *= prior.weight_scale**2
+        long = {"dtype": torch.long, "device": like.device}
+        # per group, padded to the largest group M, by slot; 0 past the group's size
+        self.load = like.new_zeros(0, 1, 2 * n_criteria)  # (G, M, 2K): A_g in [global | own]
+        self.offset = like.new_zeros(0, 1)  # (G, M): b_g
+        self.within = like.new_zeros(0, 1, 1)  # (G, M, M): P_g
+        self.group = torch.zeros(0, **long)  # (n,)
+        self.slot = torch.zeros(0, **long)  # (n,) position in its group
+        self.members = torch.zeros(0, 1, **long)  # (G, M), -1 past the group's size
+        self.group_size = torch.zeros(0, **long)  # (G,)
+        self.group_context = torch.zeros(0, **long)  # (G,), -1 while the group is empty
+
+    # layout -----------------------------------------------------------------------------------
+
+    @property
+    def n_items(self) -> int:
+        return self.group.shape[0]
+
+    @property
+    def n_groups(self) -> int:
+        return self.group_size.shape[0]
+
+    @property
+    def n_weights(self) -> int:
+        """D = K (1 + C): the border's size."""
+        return self.n_criteria * (1 + self.n_contexts)
+
+    def blocks(self) -> dict[str, slice]:
+        """The weight vector's named blocks: "weights" (global) and "context:<c>" each."""
+        k = self.n_criteria
+        named = {"weights": slice(0, k)}
+        for c in range(self.n_contexts):
+            named[f"context:{c}"] = slice(k * (1 + c), k * (2 + c))
+        return named
+
+    def local_index(self, context: Tensor) -> Tensor:
+        """(..., 2K) positions in w of the global block and the given contexts' blocks."""
+        k = self.n_criteria
+        own = torch.arange(k, device=context.device)
+        return torch.cat(
+            (own.expand(*context.shape, k), (k * (1 + context)).unsqueeze(-1) + own), -1
+        )
+
+    @property
+    def context(self) -> Tensor:
+        """(n,) each clip's context (its group's)."""
+        return self.group_context[self.group]
+
+    # growth -----------------------------------------------------------------------------------
+
+    def add_contexts(self, n_new: int, prior: PriorScales) -> None:
+        """Append `n_new` context offset blocks, each `N(0, context_scale^2 I)`, independent."""
+        if n_new < 0:
+            raise ValueError(f"n_new must be >= 0, got {n_new}")
+        extra = n_new * self.n_criteria
+        self.n_contexts += n_new
+        if extra == 0:
+            return
+        self.weight_mean = torch.cat((self.weight_mean, self.weight_mean.new_zeros(extra)))
+        block = torch.eye(extra, dtype=self.weight_cov.dtype, device=self.weight_cov.device)
+        self.weight_cov = torch.block_diag(self.weight_cov, block * prior.context_scale**2)
+
+    def add_items(
+        self, scores: Tensor, context: Tensor, group: Tensor, prior: PriorScales
+    ) -> range:
+        """Add B clips: `f_b | w = s_b . (w + w_{c_b}) + u_b`, u_b ~ N(0, tau_b^2), independent
+        of every other clip given w (MATH.md §1; the same prior as `engine.state.add_items`,
+        with the missing-score variance `E[w_k^2] + sigma_context^2` per missing score).
+
+        Args:
+            scores: (B, K) standardised scores, NaN where missing.
+            context: (B,) long context of each clip; every context must exist.
+            group: (B,) long group of each clip: an existing group, or a new one (ids past the
+                last group create groups up to the largest id). A group has one context.
+            prior: the residual and context scales.
+
+        Returns:
+            The new clips' indices.
+
+        Raises:
+            ValueError: wrong shapes, an unknown context, or two contexts in one group; nothing
+                is added then.
+        """
+        n_new, k = scores.shape[0], self.n_criteria
+        if scores.shape != (n_new, k) or context.shape != (n_new,) or group.shape != (n_new,):
+            raise ValueError(f"scores must be (B, {k}), context and group (B,)")
+        device = self.offset.device
+        context, group = context.to(device), group.to(device)
+        start = self.n_items
+        if n_new == 0:
+            return range(start, start)
+        if int(context.min()) < 0 or int(context.max()) >= max(self.n_contexts, 1):
+            raise ValueError("a clip refers to a context the posterior does not have")
+        if int(group.min()) < 0:
+            raise ValueError("group ids must be >= 0")
+        n_groups = max(self.n_groups, int(group.max()) + 1)
+        group_context = torch.cat(
+            (self.group_context, self.group_context.new_full((n_groups - self.n_groups,), -1))
+        )
+        # one context per group: the batch agrees with itself and with each group's clips so far
+        claimed = group_context.clone()
+        claimed[group] = context
+        if bool((claimed[group] != context).any()) or bool(
+            ((group_context >= 0) & (claimed != group_context)).any()
+        ):
+            raise ValueError("every clip of a group must have the group's context")
+        # Validated: commit.
+        old_groups, old_width = self.n_groups, self.members.shape[1]
+        sizes = torch.cat((self.group_size, self.group_size.new_zeros(n_groups - old_groups)))
+        order = torch.argsort(group, stable=True)
+        counts = torch.bincount(group, minlength=n_groups)
+        run_start = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(group)
+        rank[order] = torch.arange(n_new, device=device) - run_start[group[order]]
+        slot = sizes[group] + rank
+        sizes = sizes + counts
+        width = max(old_width, 1)
+        if int(sizes.max()) > width:
+            width = max(int(sizes.max()), WIDEN_FACTOR * width)
+        dtype = self.offset.dtype
+        missing = torch.isnan(scores)
+        filled = torch.where(missing, torch.zeros_like(scores), scores).to(dtype)
+        second_moment = self.weight_mean[:k].square() + torch.diagonal(self.weight_cov)[:k]
+        missing_var = (missing.to(dtype) * (second_moment + prior.context_scale**2)).sum(-1)
+        load = self.load.new_zeros(n_groups, width, 2 * k)
+        load[:old_groups, :old_width] = self.load
+        load[group, slot] = torch.cat((filled, filled), -1)
+        offset = self.offset.new_zeros(n_groups, width)
+        offset[:old_groups, :old_width] = self.offset
+        within = self.within.new_zeros(n_groups, width, width)
+        within[:old_groups, :old_width, :old_width] = self.within
+        within[group, slot, slot] = prior.residual_scale**2 + missing_var
+        members = self.members.new_full((n_groups, width), -1)
+        members[:old_groups, :old_width] = self.members
+        members[group, slot] = torch.arange(start, start + n_new, device=device)
+        self.load, self.offset, self.within, self.members = load, offset, within, members
+        self.group = torch.cat((self.group, group))
+        self.slot = torch.cat((self.slot, slot))
+        self.group_size = sizes
+        self.group_context = claimed
+        return range(start, start + n_new)
+
+    # one direction ----------------------------------------------------------------------------
+
+    def _direction(
+        self, i: int, j: int
+    ) -> tuple[int, int, int, int, Tensor, Tensor, Tensor, Tensor, float]:
+        """For a = e_i - e_j (or e_i when j = -1): the group, its size, both slots (-1 for
+        none), u = P a, r = A' a, the local weight positions, c = S_w r and q = r' c."""
+        g, si = int(self.group[i]), int(self.slot[i])
+        sj = NO_SECOND
+        if j != NO_SECOND:
+            if int(self.group[j]) != g:
+                raise ValueError(
+                    f"clips {i} and {j} are in different groups: the structured posterior "
+                    "takes pairs within a group"
+                )
+            sj = int(self.slot[j])
+        size = int(self.group_size[g])
+        within, load = self.within[g, :size], self.load[g]
+        if sj != NO_SECOND:
+            u, r = within[:, si] - within[:, sj], load[si] - load[sj]
+        else:
+            u, r = within[:, si].clone(), load[si].clone()
+        local = self.local_index(self.group_context[g])
+        c = self.weight_cov[:, local] @ r
+        q = float(r @ c[local])
+        return g, size, si, sj, u, r, local, c, q
+
+    def marginal(self, i: int, j: int = NO_SECOND) -> tuple[float, float]:
+        """`(E z, Var z)` for z = f_i - f_j, or z = f_i when j = -1."""
+        g, _, si, sj, u, r, local, _, q = self._direction(i, j)
+        offset = self.offset[g]
+        mu = float(r @ self.weight_mean[local] + offset[si])
+        var = float(u[si]) + q
+        if sj != NO_SECOND:
+            mu -= float(offset[sj])
+            var -= float(u[sj])
+        return mu, max(var, 0.0)
+
+    def rank_one(self, i: int, j: int, alpha: float, beta: float) -> None:
+        """`m += alpha S a`, `S += beta (S a)(S a)'` for a = e_i - e_j (or e_i when j = -1),
+        in conditional form (module docstring; docs/MATH.md §6)."""
+        g, size, _, _, u, r, local, c, q = self._direction(i, j)
+        denominator = 1.0 + beta * q
+        if not denominator > 0:
+            raise FloatingPointError("the rank-1 step would make the weight covariance singular")
+        k = beta / denominator
+        r_mean = float(r @ self.weight_mean[local])
+        self.offset[g, :size].add_(u, alpha=alpha - k * (r_mean + alpha * q))
+        self.load[g, :size].addr_(u, r, alpha=k)
+        self.within[g, :size, :size].addr_(u, u, alpha=k)
+        self.weight_mean.add_(c, alpha=alpha)
+        self.weight_cov.addr_(c, c, alpha=beta)
+
+    # updates ----------------------------------------------------------------------------------
+
+    def observe(self, events: Events, likelihood: str = "interval") -> tuple[float, Tensor]:
+        """Apply `events` in order by ADF (MATH.md §2), in place.
+
+        Returns:
+            The log evidence `sum_b log Z_b` and each event's model log Z (B,), as
+            `engine.update.update_with_evidence` gives them.
+
+        Raises:
+            IndexError: an event names a clip the posterior does not have.
+            ValueError: a pair across groups (nothing is applied then).
+            FloatingPointError: an event produced a non-finite step.
+        """
+        first, second = events.first.tolist(), events.second.tolist()
+        n = self.n_items
+        for i, j in zip(first, second, strict=True):
+            if not 0 <= i < n or not (j == NO_SECOND or 0 <= j < n):
+                raise IndexError(f"an event refers to a clip outside 0..{n - 1}")
+        pair = events.second != NO_SECOND
+        across = self.group[events.first[pair]] != self.group[events.second[pair]]
+        if bool(across.any()):
+            b = int(torch.nonzero(pair).flatten()[torch.nonzero(across).flatten()[0]])
+            raise ValueError(
+                f"clips {first[b]} and {second[b]} are in different groups: the structured "
+                "posterior takes pairs within a group"
+            )
+        moments = event_moment_function(events, likelihood)
+        model_log_z = self.weight_mean.new_zeros(len(first))
+        log_evidence = 0.0
+        for b, (i, j) in enumerate(zip(first, second, strict=True)):
+            mu, var = self.marginal(i, j)
+            log_z, dlog_z, d2log_z, model_log_z[b] = moments(b, mu, var)
+            if not (math.isfinite(dlog_z) and math.isfinite(d2log_z)):
+                raise FloatingPointError(f"event {b} produced a non-finite update")
+            log_evidence += log_z
+            self.rank_one(i, j, dlog_z, d2log_z)  # MATH.md §2: m += S a dlog_z, S += d2log_z ..
+        return log_evidence, model_log_z
+
+    def copy(self) -> GroupedPosterior:
+        """An independent copy (tensors cloned)."""
+        twin = object.__new__(GroupedPosterior)
+        for name, value in vars(self).items():
+            setattr(twin, name, value.clone() if isinstance(value, Tensor) else value)
+        return twin
+
+    # read-outs --------------------------------------------------------------------------------
+
+    def _weight_part(self, rows: Tensor, context: Tensor, *, full: bool) -> Tensor:
+        """The border's share of the marginal covariance, per group: `R_g S_{c_g} R_g'` for
+        (G, m, 2K) rows R_g of A in their groups' contexts (G,), (G, m, m) when `full`, else its
+        diagonal (G, m). One batched product per context present."""
+        size = rows.shape[1]
+        out = rows.new_zeros(rows.shape[0], size, size) if full else rows.new_zeros(rows.shape[:2])
+        if self.n_criteria == 0 or rows.shape[0] == 0:
+            return out
+        present = torch.unique(context).tolist()
+        for c in present:
+            place = self.local_index(context.new_tensor(c))
+            block = self.weight_cov[place][:, place]
+            chosen = None if len(present) == 1 else torch.nonzero(context == c).flatten()
+            picked = rows if chosen is None else rows.index_select(0, chosen)
+            product = picked @ block
+            part = product @ picked.transpose(1, 2) if full else (product * picked).sum(-1)
+            if chosen is None:
+                out += part
+            else:
+                out.index_add_(0, chosen, part)
+        return out
+
+    def _group_means(self) -> Tensor:
+        """(G, M) `A_g m_w + b_g` (0 past each group's size: A and b are 0 there)."""
+        local = self.local_index(self.group_context.clamp_min(0))  # (G, 2K)
+        return (self.load * self.weight_mean[local][:, None, :]).sum(-1) + self.offset
+
+    def item_moments(self) -> tuple[Tensor, Tensor]:
+        """(n,) marginal mean and variance of every clip, in one O(n K^2) pass."""
+        context = self.group_context.clamp_min(0)
+        own = torch.diagonal(self.within, dim1=1, dim2=2)
+        var = own + self._weight_part(self.load, context, full=False)
+        flat = self.group * self.members.shape[1] + self.slot
+        mean = self._group_means().reshape(-1)[flat]
+        return mean, var.reshape(-1)[flat].clamp_min(0.0)
+
+    def pair_moments(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+        """(P,) mean and variance of `f_i - f_j` for pairs within groups (second = -1: f_i)."""
+        single = second == NO_SECOND
+        other = torch.where(single, first, second)
+        group = self.group[first]
+        if bool((group != self.group[other]).any()):
+            raise ValueError("pair_moments takes pairs within a group")
+        pair = (~single).to(self.offset.dtype)
+        slot_i, slot_j = self.slot[first], self.slot[other]
+        rows = self.load[group, slot_i] - self.load[group, slot_j] * pair[:, None]
+        local = self.local_index(self.group_context[group])
+        mean = (rows * self.weight_mean[local]).sum(-1)
+        mean = mean + self.offset[group, slot_i] - self.offset[group, slot_j] * pair
+        within = self.within
+        var = within[group, slot_i, slot_i] + pair * (
+            within[group, slot_j, slot_j] - 2.0 * within[group, slot_i, slot_j]
+        )
+        border = self._weight_part(rows[:, None, :], self.group_context[group], full=False)
+        return mean, (var + border[:, 0]).clamp_min(0.0)
+
+    def group_marginals(self) -> GroupMarginals:
+        """Every group's marginal mean and covariance, padded to the largest group:
+        `A_g m_w + b_g` and `P_g + A_g S_w A_g'`, O(G M^2 K) in batched products."""
+        context = self.group_context.clamp_min(0)
+        cov = self.within + self._weight_part(self.load, context, full=True)
+        return GroupMarginals(self.members, self._group_means(), cov)
+
+    def weight_moments(self) -> tuple[Tensor, Tensor]:
+        """The border: `(m_w, S_w)` over the D weights."""
+        return self.weight_mean.clone(), self.weight_cov.clone()
+
+    def to_dense(self) -> Posterior:
+        """The same Gaussian as an `engine.state.Posterior` (theta = [f | w | contexts]):
+        O((n + D)^2) memory, for small campaigns and tests."""
+        n, d = self.n_items, self.n_weights
+        rows = self.load[self.group, self.slot]  # (n, 2K)
+        embed = rows.new_zeros(n, d)  # rows of A in the full weight coordinates
+        if self.n_criteria:
+            embed.scatter_add_(1, self.local_index(self.context), rows)
+        cross = embed @ self.weight_cov  # Cov(f, w)
+        within = rows.new_zeros(n, n)
+        if n:
+            partners = self.members[self.group]  # (n, M): each clip's group's members by slot
+            valid = partners >= 0
+            clip = torch.arange(n, device=rows.device)[:, None].expand_as(partners)
+            within[clip[valid], partners[valid]] = self.within[self.group, self.slot][valid]
+        item_cov = within + cross @ embed.T
+        offset = self.offset[self.group, self.slot]
+        mean = torch.cat((embed @ self.weight_mean + offset, self.weight_mean))
+        cov = torch.cat(
+            (torch.cat((item_cov, cross), 1), torch.cat((cross.T, self.weight_cov), 1)), 0
+        )
+        return Posterior(mean, 0.5 * (cov + cov.T), n, self.n_criteria, self.n_contexts)
+
+
+def grouped_prior(
+    scores: Tensor,
+    context: Tensor,
+    group: Tensor,
+    n_contexts: int,
+    prior: PriorScales,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> GroupedPosterior:
+    """The prior over `scores`' clips (standardised, NaN where missing) in their contexts and
+    groups: `engine.state`'s prior (`empty_posterior`, `add_contexts`, `add_items`) in
+    conditional form."""
+    posterior = GroupedPosterior(scores.shape[1], prior, device=device, dtype=dtype)
+    posterior.add_contexts(n_contexts, prior)
+    posterior.add_items(scores, context, group, prior)
+    return posterior
+
+
+def refine_grouped(
+    prior: GroupedPosterior,
+    events: Events,
+    *,
+    max_sweeps: int = 50,
+    damping: float = 1.0,
+    tolerance: float = TOLERANCE,
+    likelihood: str = "interval",
+) -> tuple[GroupedPosterior, Sites, int, float]:
+    """`engine.ep.ep_refine` in block form: the EP posterior of `prior` (left unchanged) x the
+    events' likelihoods, its sites, the sweeps run and the last largest site change.
+
+    Raises:
+        ValueError: bad damping or sweep count, or a pair across groups.
+        RuntimeError: not converged within `max_sweeps`.
+    """
+    posterior = prior.copy()
+    sites, sweeps, change = ep_sweeps(
+        posterior,
+        events,
+        max_sweeps=max_sweeps,
+        damping=damping,
+        tolerance=tolerance,
+        likelihood=likelihood,
+    )
+    return posterior, sites, sweeps, change
+
+
+def same_group_pairs(members: Tensor) -> tuple[Tensor, Tensor]:
+    """The (G, M, M) flat positions of every slot pair a < b present in a padded member table
+    (`GroupMarginals.members`): (group index, flat a * M + b), for reading pair moments out of
+    `group_marginals`."""
+    size = members.shape[1]
+    a, b = torch.triu_indices(size, size, 1, device=members.device)
+    present = (members[:, a] >= 0) & (members[:, b] >= 0)  # (G, pairs per block)
+    group, pair = torch.nonzero(present, as_tuple=True)
+    return group, a[pair] * size + b[pair]
+
+
+def clips_of(members: Tensor, group: Tensor, flat: Tensor) -> tuple[Tensor, Tensor]:
+    """The clip indices (first, second) at `same_group_pairs` positions."""
+    size = members.shape[1]
+    return members[group, flat // size], members[group, flat % size]
+
+
+__all__ = [
+    "GroupMarginals",
+    "GroupedPosterior",
+    "clips_of",
+    "grouped_prior",
+    "refine_grouped",
+    "same_group_pairs",
+]

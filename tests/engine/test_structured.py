@@ -1,0 +1,313 @@
+"""The block-form posterior against the dense one it must equal (docs/MATH.md §6).
+
+The reference is independent of engine.structured: `engine.state`'s dense prior, `engine.update`
+and `engine.ep` on the full covariance, the form the rest of the engine was checked in.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.ep import ep_refine
+from engine.state import Posterior, PriorScales, add_contexts, add_items, empty_posterior
+from engine.structured import (
+    GroupedPosterior,
+    clips_of,
+    grouped_prior,
+    refine_grouped,
+    same_group_pairs,
+)
+from engine.update import interval_events, update_with_evidence
+
+ATOL = 1e-9
+PAIR_INTERVALS = ((0.3, math.inf), (-math.inf, -0.3), (-0.3, 0.3))  # win, loss, tie at t = 0.3
+LEVEL_INTERVALS = ((-math.inf, -0.5), (-0.5, 0.5), (0.5, math.inf))
+
+
+class World:
+    """A random campaign layout: clips in groups, one context per group, scores with holes."""
+
+    def __init__(self, seed: int, n_criteria: int, n_groups: int, n_contexts: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+        self.n_criteria, self.n_contexts = n_criteria, n_contexts
+        self.group_context = self.randint(n_contexts, n_groups)
+        weight_mean = tuple(self.randn(n_criteria).tolist()) if seed % 2 else None
+        self.prior = PriorScales(
+            weight_scale=0.3 + float(torch.rand((), generator=self.generator)),
+            context_scale=0.1 + 0.5 * float(torch.rand((), generator=self.generator)),
+            residual_scale=0.5 + float(torch.rand((), generator=self.generator)),
+            weight_mean=weight_mean,
+        )
+
+    def randint(self, high: int, size: int) -> torch.Tensor:
+        return torch.randint(0, high, (size,), generator=self.generator)
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=self.generator)
+
+    def clips(self, count: int, groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`count` clips in groups 0..groups-1: scores (some missing), contexts, groups."""
+        scores = self.randn(count, self.n_criteria)
+        scores[torch.rand(count, self.n_criteria, generator=self.generator) < 0.15] = math.nan
+        group = self.randint(groups, count)
+        return scores, self.group_context[group], group
+
+    def events(self, group: torch.Tensor, count: int, *, lapses: bool):
+        """Pairs within groups (win, loss, tie) and single-clip levels, each rater's noise."""
+        first, second, intervals = [], [], []
+        for _ in range(count):
+            g = int(group[int(self.randint(group.numel(), 1))])
+            members = torch.nonzero(group == g).flatten()
+            if members.numel() > 1 and float(torch.rand((), generator=self.generator)) < 0.75:
+                a, b = members[torch.randperm(members.numel(), generator=self.generator)[:2]]
+                first.append(int(a))
+                second.append(int(b))
+                intervals.append(PAIR_INTERVALS[int(self.randint(3, 1))])
+            else:
+                first.append(int(members[0]))
+                second.append(-1)
+                intervals.append(LEVEL_INTERVALS[int(self.randint(3, 1))])
+        noise = (0.3 + torch.rand(count, generator=self.generator)).tolist()
+        keep = (0.6 + 0.4 * torch.rand(count, generator=self.generator)).tolist()
+        return interval_events(
+            first,
+            second,
+            intervals,
+            noise,
+            torch.zeros(()),
+            keep=keep if lapses else None,
+            n_outcomes=[3.0] * count if lapses else None,
+        )
+
+
+def dense_prior(world: World, scores, context) -> Posterior:
+    posterior = empty_posterior(world.n_criteria, world.prior)
+    posterior = add_contexts(posterior, world.n_contexts, world.prior)
+    return add_items(posterior, scores, context, world.prior)
+
+
+def assert_same(structured: GroupedPosterior, dense: Posterior, atol: float = ATOL) -> None:
+    other = structured.to_dense()
+    assert other.n_items == dense.n_items and other.n_contexts == dense.n_contexts
+    torch.testing.assert_close(other.mean, dense.mean, atol=atol, rtol=0)
+    torch.testing.assert_close(other.cov, dense.cov, atol=atol, rtol=0)
+
+
+layouts = st.tuples(
+    st.integers(0, 10_000),  # seed
+    st.integers(0, 4),  # criteria
+    st.integers(1, 6),  # groups
+    st.integers(1, 3),  # contexts
+)
+
+
+@given(layouts, st.booleans())
+def test_adf_equals_the_dense_posterior_with_clips_added_mid_campaign(layout, lapses):
+    """Prior, ADF batches (pairs, ties, levels, per-label noise, lapses) and clips added between
+    them in new and existing groups and a new context: the same mean and covariance as the
+    dense posterior to 1e-9, the same log evidence and per-event model log Z."""
+    seed, n_criteria, n_groups, n_contexts = layout
+    world = World(seed, n_criteria, n_groups + 2, n_contexts + 1)
+    world.n_contexts = n_contexts
+    world.group_context[:n_groups] %= n_contexts
+    world.group_context[n_groups:] = n_contexts  # the two groups of the context added later
+    scores, context, group = world.clips(3 * n_groups + 2, n_groups)
+    dense = dense_prior(world, scores, context)
+    structured = grouped_prior(scores, context, group, n_contexts, world.prior)
+    assert_same(structured, dense)
+    all_groups = group
+    for step in range(3):
+        events = world.events(all_groups, 12, lapses=lapses)
+        result = update_with_evidence(dense, events)
+        log_evidence, model_log_z = structured.observe(events)
+        dense = result.posterior
+        assert_same(structured, dense)
+        assert log_evidence == pytest.approx(result.log_evidence, abs=1e-9)
+        torch.testing.assert_close(model_log_z, result.model_log_z, atol=1e-9, rtol=0)
+        if step == 0:  # a new context and a new group for it, and clips for old groups
+            world.n_contexts += 1
+            dense = add_contexts(dense, 1, world.prior)
+            structured.add_contexts(1, world.prior)
+        new_scores, new_context, new_group = world.clips(4, n_groups + 2)
+        dense = add_items(dense, new_scores, new_context, world.prior)
+        structured.add_items(new_scores, new_context, new_group, world.prior)
+        all_groups = torch.cat((all_groups, new_group))
+        assert_same(structured, dense)
+
+
+@given(layouts)
+def test_ep_equals_the_dense_ep(layout):
+    """`refine_grouped` reaches the dense `ep_refine`'s posterior to 1e-9, in as many sweeps."""
+    seed, n_criteria, n_groups, n_contexts = layout
+    world = World(seed, n_criteria, n_groups, n_contexts)
+    scores, context, group = world.clips(3 * n_groups + 1, n_groups)
+    events = world.events(group, 25, lapses=False)
+    prior = grouped_prior(scores, context, group, n_contexts, world.prior)
+    before = prior.to_dense()
+    reference = ep_refine(dense_prior(world, scores, context), events)
+    refined, sites, sweeps, _ = refine_grouped(prior, events)
+    assert_same(refined, reference.posterior)
+    assert sweeps == reference.sweeps
+    torch.testing.assert_close(sites.precision, reference.sites.precision, atol=1e-9, rtol=0)
+    assert_same(prior, before, atol=0)  # the prior is left alone
+
+
+@given(layouts)
+def test_read_outs_equal_the_dense_marginals(layout):
+    """Every clip's mean and variance, listed pairs' moments, ratings' moments and each group's
+    block equal the dense posterior's after labels."""
+    seed, n_criteria, n_groups, n_contexts = layout
+    world = World(seed, n_criteria, n_groups, n_contexts)
+    scores, context, group = world.clips(4 * n_groups, n_groups)
+    structured = grouped_prior(scores, context, group, n_contexts, world.prior)
+    structured.observe(world.events(group, 20, lapses=True))
+    dense = structured.to_dense()
+    mean, var = structured.item_moments()
+    torch.testing.assert_close(mean, dense.item_mean, atol=ATOL, rtol=0)
+    torch.testing.assert_close(var, torch.diagonal(dense.item_cov), atol=ATOL, rtol=0)
+
+    marginals = structured.group_marginals()
+    where, flat = same_group_pairs(marginals.members)
+    first, second = clips_of(marginals.members, where, flat)
+    cov = dense.item_cov
+    expected = cov[first, first] + cov[second, second] - 2 * cov[first, second]
+    diagonal = torch.diagonal(marginals.cov, dim1=1, dim2=2)
+    size = marginals.members.shape[1]
+    block_var = (
+        diagonal[where, flat // size]
+        + diagonal[where, flat % size]
+        - 2 * marginals.cov.reshape(marginals.cov.shape[0], -1)[where, flat]
+    )
+    torch.testing.assert_close(block_var, expected, atol=ATOL, rtol=0)
+    present = marginals.members >= 0
+    torch.testing.assert_close(
+        marginals.mean[present], dense.item_mean[marginals.members[present]], atol=ATOL, rtol=0
+    )
+
+    single = torch.arange(structured.n_items)
+    listed_first = torch.cat((first, single))
+    listed_second = torch.cat((second, torch.full_like(single, -1)))
+    mu, pair_var = structured.pair_moments(listed_first, listed_second)
+    torch.testing.assert_close(
+        mu, torch.cat((dense.item_mean[first] - dense.item_mean[second], dense.item_mean))
+    )
+    torch.testing.assert_close(pair_var, torch.cat((expected, torch.diagonal(cov))))
+    for k in torch.linspace(0, listed_first.numel() - 1, 6).long().tolist():
+        i, j = int(listed_first[k]), int(listed_second[k])
+        assert structured.marginal(i, j) == pytest.approx(
+            (float(mu[k]), float(pair_var[k])), abs=ATOL
+        )
+
+
+@given(layouts)
+def test_a_label_never_widens_its_own_direction(layout):
+    """An interval event without lapses never grows `Var(a.theta)` (MATH.md §2)."""
+    seed, n_criteria, n_groups, n_contexts = layout
+    world = World(seed, n_criteria, n_groups, n_contexts)
+    scores, context, group = world.clips(3 * n_groups + 1, n_groups)
+    structured = grouped_prior(scores, context, group, n_contexts, world.prior)
+    events = world.events(group, 15, lapses=False)
+    for b in range(len(events)):
+        i, j = int(events.first[b]), int(events.second[b])
+        _, before = structured.marginal(i, j)
+        structured.observe(
+            interval_events(
+                [i],
+                [j],
+                [(float(events.lo[b]), float(events.hi[b]))],
+                float(events.noise_var[b]) ** 0.5,
+                torch.zeros(()),
+            )
+        )
+        assert structured.marginal(i, j)[1] <= before + 1e-12
+
+
+def small_campaign() -> tuple[GroupedPosterior, World]:
+    world = World(3, 2, 3, 2)
+    scores = world.randn(6, 2)
+    group = torch.tensor([0, 0, 1, 1, 2, 2])
+    context = world.group_context[group]
+    return grouped_prior(scores, context, group, 2, world.prior), world
+
+
+def test_a_pair_across_groups_is_refused_and_nothing_is_applied():
+    structured, _ = small_campaign()
+    before = structured.to_dense()
+    events = interval_events(
+        [0, 0], [1, 2], [(0.0, math.inf), (0.0, math.inf)], 1.0, torch.zeros(())
+    )
+    with pytest.raises(ValueError, match="different groups"):
+        structured.observe(events)
+    assert_same(structured, before, atol=0)
+    with pytest.raises(IndexError):
+        structured.observe(interval_events([0], [9], [(0.0, math.inf)], 1.0, torch.zeros(())))
+
+
+def test_a_group_keeps_one_context_and_bad_clips_add_nothing():
+    structured, world = small_campaign()
+    before = structured.to_dense()
+    other = 1 - int(structured.group_context[0])
+    with pytest.raises(ValueError, match="group's context"):
+        structured.add_items(
+            world.randn(1, 2), torch.tensor([other]), torch.tensor([0]), world.prior
+        )
+    with pytest.raises(ValueError, match="group's context"):  # two contexts in one new group
+        structured.add_items(
+            world.randn(2, 2), torch.tensor([0, 1]), torch.tensor([7, 7]), world.prior
+        )
+    with pytest.raises(ValueError, match="context"):
+        structured.add_items(world.randn(1, 2), torch.tensor([5]), torch.tensor([3]), world.prior)
+    with pytest.raises(ValueError, match="scores must be"):
+        structured.add_items(world.randn(1, 3), torch.tensor([0]), torch.tensor([3]), world.prior)
+    assert_same(structured, before, atol=0)
+    assert structured.n_groups == 3
+
+
+def test_groups_wider_than_the_padding_widen_it():
+    """A group that grows past the padded width (clips added one at a time) keeps every
+    clip's conditional: equal to the dense posterior."""
+    world = World(5, 3, 2, 1)
+    scores, context, group = world.clips(4, 2)
+    dense = dense_prior(world, scores, context)
+    structured = grouped_prior(scores, context, group, 1, world.prior)
+    for _ in range(9):
+        new = world.randn(1, 3)
+        dense = add_items(dense, new, torch.tensor([0]), world.prior)
+        structured.add_items(new, torch.tensor([0]), torch.tensor([0]), world.prior)
+        events = world.events(
+            torch.cat((group, torch.zeros(structured.n_items - 4).long())), 3, lapses=False
+        )
+        dense = update_with_evidence(dense, events).posterior
+        structured.observe(events)
+    assert_same(structured, dense)
+    assert structured.members.shape[1] >= int(structured.group_size.max())
+
+
+def test_named_blocks_cover_the_border():
+    structured, _ = small_campaign()
+    blocks = structured.blocks()
+    assert list(blocks) == ["weights", "context:0", "context:1"]
+    assert blocks["context:1"] == slice(4, 6) and structured.n_weights == 6
+
+
+def test_float32_smoke():
+    world = World(1, 3, 3, 2)
+    scores, context, group = world.clips(9, 3)
+    structured = grouped_prior(scores.float(), context, group, 2, world.prior, dtype=torch.float32)
+    events = world.events(group, 10, lapses=False)
+    events = interval_events(
+        events.first.tolist(),
+        events.second.tolist(),
+        list(zip(events.lo.tolist(), events.hi.tolist(), strict=True)),
+        events.noise_var.sqrt().tolist(),
+        torch.zeros((), dtype=torch.float32),
+    )
+    structured.observe(events)
+    mean, var = structured.item_moments()
+    assert mean.dtype == torch.float32 and bool(torch.isfinite(var).all())
+    assert bool((var > 0).all())
