@@ -33,9 +33,13 @@ import torch
 from torch import Tensor
 
 from engine.ep import TOLERANCE, Sites, ep_sweeps
+from engine.objectives import expected_information_gain, screening_score
+from engine.selection import N_REFINE, SCORE_OFFSET
 from engine.state import Posterior, PriorScales
 from engine.update import NO_SECOND, Events, event_moment_function
 
+CHUNK_ELEMENTS = 2**16  # block entries per chunk of groups on a CPU: ~0.5 MiB, cache-sized
+GPU_CHUNK_ELEMENTS = 2**24
 # Groups are padded to the largest; a group that outgrows the padding widens it by at least
 # this factor, so widening stays rare.
 WIDEN_FACTOR = 2
@@ -328,41 +332,47 @@ class GroupedPosterior:
 
     # read-outs --------------------------------------------------------------------------------
 
+    def _local_blocks(self) -> Tensor:
+        """(C, 2K, 2K) each context's local weight covariance: the global and own blocks."""
+        local = self.local_index(torch.arange(max(self.n_contexts, 1), device=self.group.device))
+        return self.weight_cov[local[:, :, None], local[:, None, :]]
+
     def _weight_part(self, rows: Tensor, context: Tensor, *, full: bool) -> Tensor:
         """The border's share of the marginal covariance, per group: `R_g S_{c_g} R_g'` for
         (G, m, 2K) rows R_g of A in their groups' contexts (G,), (G, m, m) when `full`, else its
-        diagonal (G, m). One batched product per context present."""
-        size = rows.shape[1]
-        out = rows.new_zeros(rows.shape[0], size, size) if full else rows.new_zeros(rows.shape[:2])
+        diagonal (G, m)."""
         if self.n_criteria == 0 or rows.shape[0] == 0:
-            return out
-        present = torch.unique(context).tolist()
-        for c in present:
-            place = self.local_index(context.new_tensor(c))
-            block = self.weight_cov[place][:, place]
-            chosen = None if len(present) == 1 else torch.nonzero(context == c).flatten()
-            picked = rows if chosen is None else rows.index_select(0, chosen)
-            product = picked @ block
-            part = product @ picked.transpose(1, 2) if full else (product * picked).sum(-1)
-            if chosen is None:
-                out += part
-            else:
-                out.index_add_(0, chosen, part)
-        return out
+            size = rows.shape[1]
+            shape = (rows.shape[0], size, size) if full else rows.shape[:2]
+            return rows.new_zeros(shape)
+        product = torch.bmm(rows, self._local_blocks()[context])
+        return product @ rows.transpose(1, 2) if full else (product * rows).sum(-1)
 
-    def _group_means(self) -> Tensor:
+    def _group_means(self, groups: slice = slice(None)) -> Tensor:
         """(G, M) `A_g m_w + b_g` (0 past each group's size: A and b are 0 there)."""
-        local = self.local_index(self.group_context.clamp_min(0))  # (G, 2K)
-        return (self.load * self.weight_mean[local][:, None, :]).sum(-1) + self.offset
+        local = self.local_index(self.group_context[groups].clamp_min(0))  # (G, 2K)
+        means = (self.load[groups] * self.weight_mean[local][:, None, :]).sum(-1)
+        return means + self.offset[groups]
 
     def item_moments(self) -> tuple[Tensor, Tensor]:
-        """(n,) marginal mean and variance of every clip, in one O(n K^2) pass."""
-        context = self.group_context.clamp_min(0)
-        own = torch.diagonal(self.within, dim1=1, dim2=2)
-        var = own + self._weight_part(self.load, context, full=False)
+        """(n,) marginal mean and variance of every clip, in one O(n K^2) pass (by chunks of
+        groups, each cache-sized)."""
+        means, variances = [], []
+        for groups in self.group_chunks():
+            context = self.group_context[groups].clamp_min(0)
+            own = torch.diagonal(self.within[groups], dim1=1, dim2=2)
+            variances.append(own + self._weight_part(self.load[groups], context, full=False))
+            means.append(self._group_means(groups))
         flat = self.group * self.members.shape[1] + self.slot
-        mean = self._group_means().reshape(-1)[flat]
-        return mean, var.reshape(-1)[flat].clamp_min(0.0)
+        mean = torch.cat(means).reshape(-1)[flat]
+        return mean, torch.cat(variances).reshape(-1)[flat].clamp_min(0.0)
+
+    def group_chunks(self) -> list[slice]:
+        """Slices of the groups whose blocks fill about CHUNK_ELEMENTS entries each: elementwise
+        passes over a chunk stay in cache."""
+        block = GPU_CHUNK_ELEMENTS if self.group.device.type == "cuda" else CHUNK_ELEMENTS
+        step = max(1, block // max(self.members.shape[1] ** 2, 1))
+        return [slice(start, start + step) for start in range(0, self.n_groups, step)]
 
     def pair_moments(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
         """(P,) mean and variance of `f_i - f_j` for pairs within groups (second = -1: f_i)."""
@@ -384,12 +394,12 @@ class GroupedPosterior:
         border = self._weight_part(rows[:, None, :], self.group_context[group], full=False)
         return mean, (var + border[:, 0]).clamp_min(0.0)
 
-    def group_marginals(self) -> GroupMarginals:
-        """Every group's marginal mean and covariance, padded to the largest group:
-        `A_g m_w + b_g` and `P_g + A_g S_w A_g'`, O(G M^2 K) in batched products."""
-        context = self.group_context.clamp_min(0)
-        cov = self.within + self._weight_part(self.load, context, full=True)
-        return GroupMarginals(self.members, self._group_means(), cov)
+    def group_marginals(self, groups: slice = slice(None)) -> GroupMarginals:
+        """The marginal mean and covariance of the groups in `groups` (default all), padded to
+        the largest group: `A_g m_w + b_g` and `P_g + A_g S_w A_g'`."""
+        context = self.group_context[groups].clamp_min(0)
+        cov = self.within[groups] + self._weight_part(self.load[groups], context, full=True)
+        return GroupMarginals(self.members[groups], self._group_means(groups), cov)
 
     def weight_moments(self) -> tuple[Tensor, Tensor]:
         """The border: `(m_w, S_w)` over the D weights."""
@@ -466,6 +476,68 @@ def refine_grouped(
     return posterior, sites, sweeps, change
 
 
+class ScoredPairs(NamedTuple):
+    """Candidate pairs (first, second) and their exact gains in bits, best first."""
+
+    first: Tensor
+    second: Tensor
+    gain: Tensor
+
+
+def best_group_pairs(
+    posterior: GroupedPosterior,
+    noise_var: float,
+    cuts: Tensor,
+    *,
+    n_keep: int = N_REFINE,
+    keep: float = 1.0,
+) -> ScoredPairs:
+    """The best `n_keep` same-group pairs by expected information gain (MATH.md §3), from
+    scratch: every group's block of `Var(f_i - f_j)` from `group_marginals`, screened with
+    `screening_score` over the (G, M, M) stack, the best re-scored exactly.
+
+    Args:
+        posterior: the block-form posterior.
+        noise_var: the rater's noise variance.
+        cuts: the outcome cuts (`engine.likelihoods.outcome_cuts`).
+        n_keep: how many to re-score and return at most.
+        keep: the rater's keep probability (lapse model).
+    """
+    size = posterior.members.shape[1]
+    first_slot, second_slot = torch.triu_indices(size, size, 1, device=posterior.group.device)
+    kept_score, kept_mu, kept_var, kept_first, kept_second = [], [], [], [], []
+    for groups in posterior.group_chunks():
+        marginals = posterior.group_marginals(groups)
+        members = marginals.members
+        diagonal = torch.diagonal(marginals.cov, dim1=1, dim2=2)
+        var = diagonal[:, first_slot] + diagonal[:, second_slot]
+        var.sub_(marginals.cov[:, first_slot, second_slot], alpha=2.0).clamp_min_(0.0)
+        mu = marginals.mean[:, first_slot] - marginals.mean[:, second_slot]
+        # valid pairs score >= SCORE_OFFSET - 1 > 0; pairs with a padding slot score 0
+        score = screening_score(mu, var, noise_var).add_(SCORE_OFFSET)
+        score.mul_((members[:, second_slot] >= 0).to(score.dtype))
+        top = torch.topk(score.reshape(-1), min(n_keep, score.numel()))
+        chosen = top.indices[top.values > 0]
+        group, pair = chosen // first_slot.numel(), chosen % first_slot.numel()
+        kept_score.append(top.values[top.values > 0])
+        kept_mu.append(mu.reshape(-1)[chosen])
+        kept_var.append(var.reshape(-1)[chosen])
+        kept_first.append(members[group, first_slot[pair]])
+        kept_second.append(members[group, second_slot[pair]])
+    if not kept_score or sum(s.numel() for s in kept_score) == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=posterior.group.device)
+        return ScoredPairs(empty, empty, posterior.offset.new_zeros(0))
+    best = torch.topk(torch.cat(kept_score), min(n_keep, sum(s.numel() for s in kept_score)))
+    chosen = best.indices
+    gain = expected_information_gain(
+        torch.cat(kept_mu)[chosen], torch.cat(kept_var)[chosen], noise_var, cuts, keep
+    )
+    order = torch.argsort(gain, descending=True, stable=True)
+    return ScoredPairs(
+        torch.cat(kept_first)[chosen][order], torch.cat(kept_second)[chosen][order], gain[order]
+    )
+
+
 def same_group_pairs(members: Tensor) -> tuple[Tensor, Tensor]:
     """The (G, M, M) flat positions of every slot pair a < b present in a padded member table
     (`GroupMarginals.members`): (group index, flat a * M + b), for reading pair moments out of
@@ -486,6 +558,8 @@ def clips_of(members: Tensor, group: Tensor, flat: Tensor) -> tuple[Tensor, Tens
 __all__ = [
     "GroupMarginals",
     "GroupedPosterior",
+    "ScoredPairs",
+    "best_group_pairs",
     "clips_of",
     "grouped_prior",
     "refine_grouped",

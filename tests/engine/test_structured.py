@@ -14,9 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.ep import ep_refine
+from engine.likelihoods import outcome_cuts
+from engine.objectives import expected_information_gain
+from engine.scope import scope_pairs
 from engine.state import Posterior, PriorScales, add_contexts, add_items, empty_posterior
 from engine.structured import (
     GroupedPosterior,
+    best_group_pairs,
     clips_of,
     grouped_prior,
     refine_grouped,
@@ -311,3 +315,36 @@ def test_float32_smoke():
     mean, var = structured.item_moments()
     assert mean.dtype == torch.float32 and bool(torch.isfinite(var).all())
     assert bool((var > 0).all())
+
+
+@given(layouts, st.sampled_from([0.0, 0.3]))
+def test_best_group_pairs_scores_every_same_group_pair_as_the_dense_posterior(layout, margin):
+    """Kept wide enough to hold every pair, the screen's list is every same-group pair with the
+    gain `expected_information_gain` gives on the dense posterior's moments, best first."""
+    seed, n_criteria, n_groups, n_contexts = layout
+    world = World(seed, n_criteria, n_groups, n_contexts)
+    scores, context, group = world.clips(4 * n_groups, n_groups)
+    structured = grouped_prior(scores, context, group, n_contexts, world.prior)
+    structured.observe(world.events(group, 15, lapses=False))
+    cuts = outcome_cuts(margin, torch.zeros(()))
+    dense = structured.to_dense()
+    first, second = scope_pairs(group)
+    cov = dense.item_cov
+    mu = dense.item_mean[first] - dense.item_mean[second]
+    var = cov[first, first] + cov[second, second] - 2 * cov[first, second]
+    expected = expected_information_gain(mu, var, 0.7, cuts)
+    scored = best_group_pairs(structured, 0.7, cuts, n_keep=10_000)
+    assert scored.first.numel() == first.numel()
+    torch.testing.assert_close(
+        scored.gain, expected.sort(descending=True).values, atol=1e-9, rtol=0
+    )
+    assert bool((scored.gain[:-1] >= scored.gain[1:]).all())
+    low = torch.minimum(scored.first, scored.second)
+    high = torch.maximum(scored.first, scored.second)
+    best = int(torch.argmax(expected))
+    assert (int(low[0]), int(high[0])) == (int(first[best]), int(second[best])) or float(
+        scored.gain[0]
+    ) == pytest.approx(float(expected[best]), abs=1e-12)
+    top = best_group_pairs(structured, 0.7, cuts, n_keep=3)  # the screen's best 3, exact
+    assert top.gain.numel() == min(3, first.numel())
+    assert bool((top.gain[:, None] - scored.gain[None, :]).abs().min(-1).values.max() < 1e-12)
