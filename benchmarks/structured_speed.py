@@ -7,9 +7,9 @@ labels on random same-prompt pairs (outcomes from a seeded truth), then times
 
 - **add**: building the prior over all n clips (`grouped_prior`), once;
 - **update**: one label, `GroupedPosterior.observe` of one event;
-- **select**: `best_group_pairs(count)`: every same-prompt pair's moments from the posterior,
-  screened, the best 256 re-scored exactly: a selection from scratch, without the pending
-  shrink, exclusions or judged pairs, which the campaign adds on top;
+- **select**: `engine.block_selection.select_block_pairs(count=1)` from scratch with
+  PENDING tasks held by other raters (their believer shrink, exact): every same-prompt pair's
+  moments, screened, the best 256 re-scored exactly;
 - **leaderboard**: every clip's mean and variance (`item_moments`).
 
 Each (n, m) runs in a fresh subprocess, whose peak resident set size (`ru_maxrss`, including
@@ -40,10 +40,12 @@ import numpy as np
 import torch
 
 from benchmarks.selection_speed import _peak_rss_mb, _sync, describe_device, git_sha, time_calls
+from engine.block_selection import select_block_pairs
 from engine.device import default_device
 from engine.likelihoods import outcome_cuts
+from engine.selection import Pending
 from engine.state import PriorScales
-from engine.structured import best_group_pairs, grouped_prior
+from engine.structured import grouped_prior
 from engine.update import interval_events
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +54,7 @@ N_CRITERIA = 5
 N_CONTEXTS = 10
 WARMUP_LABELS = 2_000
 MISSING_SHARE = 0.05
+PENDING = 20  # tasks handed out to other raters while one rater asks
 TARGETS = (  # (metric, limit, where): the targets on 2 CPU cores at every n
     ("update_ms_p50", 1.0, "every n"),
     ("select_ms_p50", 100.0, "n = 1e6"),
@@ -104,7 +107,13 @@ def measure(n: int, m: int, repeats: int, seed: int) -> dict[str, Any]:
     update = time_calls(lambda k: posterior.observe(events[k]), repeats, device)
     cuts = outcome_cuts(0.0, like)
     select_repeats = max(3, repeats // 10)
-    select = time_calls(lambda _: best_group_pairs(posterior, 1.0, cuts), select_repeats, device)
+    first, second, _ = _labels(n, m, PENDING, rng, truth)
+    pending = Pending.of([(f, s, 1.0) for f, s in zip(first, second, strict=True)], like)
+
+    def select(_: int) -> object:
+        return select_block_pairs(posterior, noise_var=1.0, pair_cuts=cuts, pending=pending)
+
+    select = time_calls(select, select_repeats, device)
     board = time_calls(lambda _: posterior.item_moments(), select_repeats, device)
     peak = (
         torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mb()
@@ -144,8 +153,9 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         "Written by `python -m benchmarks.structured_speed`. K = 5 criteria, 10 contexts, "
         f"{WARMUP_LABELS:,} warm-up labels, float64. add = building the prior over all n clips "
-        "(s); update = one label (ms); select = `best_group_pairs`, every same-prompt pair "
-        "screened and the best 256 re-scored exactly, from scratch (ms); leaderboard = every "
+        f"(s); update = one label (ms); select = `select_block_pairs` with {PENDING} tasks "
+        "pending, every same-prompt pair screened and the best 256 re-scored exactly, from "
+        "scratch (ms); leaderboard = every "
         "clip's mean and sd (ms); peak = the worker process's peak RSS (MB, including the "
         "Python + torch import). load = the 1-minute load average before the run.",
         "",

@@ -140,25 +140,50 @@ def believer_shrink(
     # gathering Q columns cost ~4 ms at n = 1,000, Q = 96, and Q rows ~0.2 ms
     basis = (cov[first] - cov[second] * pair[:, None]).T
     gram = basis[first] - basis[second] * pair[:, None]  # G = A' S A
-    # The recursion is sequential over tasks and tiny: Python floats and NumPy, not torch calls.
     mean = posterior.item_mean
     mu = (mean[first] - mean[second] * pair).tolist()
-    gram_np = gram.cpu().numpy()
+    coefficients_np, factor_np = shrink_coefficients(
+        gram.cpu().numpy(), mu, pending, pair_cuts, level_cuts
+    )
+    coefficients = torch.from_numpy(coefficients_np).to(cov)
+    return Shrink(basis @ coefficients, torch.from_numpy(factor_np).to(cov))
+
+
+def shrink_coefficients(
+    gram: np.ndarray,
+    mu: Sequence[float],
+    pending: Pending,
+    pair_cuts: Tensor,
+    level_cuts: Tensor | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The believer shrink of Q pending tasks in their own space (MATH.md §4): `U` (Q, Q),
+    upper triangular, and `k` (Q,) with `c_q = S_{q-1} a_q = sum_p U_pq S a_p`, so that the
+    shrunk covariance is `S - sum_q k_q c_q c_q'`.
+
+    Args:
+        gram: (Q, Q) `a_p' S a_q` of the tasks' directions.
+        mu: (Q,) the tasks' `a_q' m`.
+        pending: the tasks (which are ratings, the raters' noise).
+        pair_cuts, level_cuts: the outcome cuts of pairs and of ratings.
+    """
+    single = (pending.second == NO_SECOND).tolist()
+    if any(single) and level_cuts is None:
+        raise ValueError("a pending rating task needs emoji thresholds")
+    # The recursion is sequential over tasks and tiny: Python floats and NumPy, not torch calls.
     noise = pending.noise_var.tolist()
     level_list = [] if level_cuts is None else level_cuts.tolist()
     cut_lists = {True: level_list, False: pair_cuts.tolist()}
-    n_pending = len(pending)
-    coefficients_np = np.eye(n_pending)  # U, upper triangular
-    factor_np = np.zeros(n_pending)
-    for q, is_single in enumerate(single.tolist()):
+    n_pending = len(single)
+    coefficients = np.eye(n_pending)  # U, upper triangular
+    factor = np.zeros(n_pending)
+    for q, is_single in enumerate(single):
         if q:
-            earlier = coefficients_np[:q, :q]
-            projection = earlier.T @ gram_np[:q, q]  # c_p' a_q, p < q
-            coefficients_np[:q, q] -= earlier @ (factor_np[:q] * projection)
-        var = max(float(gram_np[q] @ coefficients_np[:, q]), 0.0)
-        factor_np[q] = expected_variance_factor(mu[q], var, noise[q], cut_lists[is_single])
-    coefficients = torch.from_numpy(coefficients_np).to(cov)
-    return Shrink(basis @ coefficients, torch.from_numpy(factor_np).to(cov))
+            earlier = coefficients[:q, :q]
+            projection = earlier.T @ gram[:q, q]  # c_p' a_q, p < q
+            coefficients[:q, q] -= earlier @ (factor[:q] * projection)
+        var = max(float(gram[q] @ coefficients[:, q]), 0.0)
+        factor[q] = expected_variance_factor(mu[q], var, noise[q], cut_lists[is_single])
+    return coefficients, factor
 
 
 def extend_shrink(
@@ -205,7 +230,7 @@ def _believer_column(
     return column, cov.new_tensor(factor)
 
 
-def _allowed_items(n_items: int, excluded: Tensor | None, device: torch.device) -> Tensor:
+def allowed_items(n_items: int, excluded: Tensor | None, device: torch.device) -> Tensor:
     """(n,) bool: False for the excluded clips."""
     allowed = torch.ones(n_items, dtype=torch.bool, device=device)
     if excluded is not None and excluded.numel():
@@ -441,7 +466,7 @@ def select_pair_batch(
     options = options or SelectionOptions()
     objective, rule = OBJECTIVES[options.objective], RULES[options.rule]
     n, device = posterior.n_items, posterior.mean.device
-    allowed = _allowed_items(n, excluded_items, device)
+    allowed = allowed_items(n, excluded_items, device)
     judged = _forbidden_flat(judged_pairs, n, device)
     pending_tasks = (
         []
@@ -647,12 +672,43 @@ def select_rating(
         NoEligibleTaskError: when every clip is excluded.
     """
     options = options or SelectionOptions()
-    objective, rule = OBJECTIVES[options.objective], RULES[options.rule]
     n, device = posterior.n_items, posterior.mean.device
-    allowed = _allowed_items(n, excluded_items, device)
+    allowed = allowed_items(n, excluded_items, device)
     if shrink is None:
         shrink = believer_shrink(posterior, pending, pair_cuts, level_cuts)
     mean, var = posterior.item_mean, shrink.variances(posterior.item_cov).clamp_min(0.0)
+    return choose_rating(
+        mean,
+        var,
+        allowed,
+        noise_var=noise_var,
+        level_cuts=level_cuts,
+        keep=keep,
+        pending=pending,
+        options=options,
+        generator=generator,
+    )
+
+
+def choose_rating(
+    mean: Tensor,
+    var: Tensor,
+    allowed: Tensor,
+    *,
+    noise_var: float,
+    level_cuts: Tensor,
+    keep: float,
+    pending: Pending | None,
+    options: SelectionOptions,
+    generator: torch.Generator | None,
+) -> RatingChoice:
+    """`select_rating`'s choice from every clip's mean and (shrunk) variance (n,) and the
+    allowed clips (n,) bool, whatever form the posterior is kept in.
+
+    Raises:
+        NoEligibleTaskError: when every clip is excluded.
+    """
+    objective, rule = OBJECTIVES[options.objective], RULES[options.rule]
     if pending is not None and len(pending):
         rated = pending.first[pending.second == NO_SECOND]
         not_pending = allowed.clone()
@@ -684,11 +740,14 @@ __all__ = [
     "RatingChoice",
     "SelectionOptions",
     "Shrink",
+    "allowed_items",
     "believer_shrink",
+    "choose_rating",
     "extend_shrink",
     "screen_listed_pairs",
     "screen_pairs",
     "select_pair_batch",
     "select_pairs",
     "select_rating",
+    "shrink_coefficients",
 ]

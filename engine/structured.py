@@ -33,8 +33,7 @@ import torch
 from torch import Tensor
 
 from engine.ep import TOLERANCE, Sites, ep_sweeps
-from engine.objectives import expected_information_gain, screening_score
-from engine.selection import N_REFINE, SCORE_OFFSET
+from engine.selection import Pending, shrink_coefficients
 from engine.state import Posterior, PriorScales
 from engine.update import NO_SECOND, Events, event_moment_function
 
@@ -57,6 +56,35 @@ class GroupMarginals(NamedTuple):
     members: Tensor
     mean: Tensor
     cov: Tensor
+
+
+class Directions(NamedTuple):
+    """B observation directions in block form (`GroupedPosterior.directions`)."""
+
+    group: Tensor  # (B,) long
+    slot_i: Tensor  # (B,) long slot of the first clip
+    slot_j: Tensor  # (B,) long slot of the second (the first's for a single clip)
+    pair: Tensor  # (B,) 1.0 for a pair, 0.0 for a single clip
+    embedded: Tensor  # (B, D) r_b = A' a_b in the full weight coordinates
+
+
+class BlockShrink(NamedTuple):
+    """Pending tasks' believer shrink in block form (MATH.md §4, §6): `sum_q k_q c_q c_q'`,
+    with `c_q = S_{q-1} a_q`, is `A_g W A_g'` on every group through the border plus, on the
+    groups holding pending tasks, the terms of their own P_g.
+
+    Attributes:
+        weight: (D, D) W = sum_q k_q Omega_q Omega_q', Omega_q the border part of c_q.
+        groups: (H,) sorted long, the groups holding pending tasks.
+        correction: (H, M, M) the rest of their shrink.
+        coefficients: (Q, Q) U of `shrink_coefficients`; factor: (Q,) k.
+    """
+
+    weight: Tensor
+    groups: Tensor
+    correction: Tensor
+    coefficients: Tensor
+    factor: Tensor
 
 
 class GroupedPosterior:
@@ -332,20 +360,23 @@ class GroupedPosterior:
 
     # read-outs --------------------------------------------------------------------------------
 
-    def _local_blocks(self) -> Tensor:
-        """(C, 2K, 2K) each context's local weight covariance: the global and own blocks."""
+    def _local_blocks(self, weight_cov: Tensor) -> Tensor:
+        """(C, 2K, 2K) each context's block of `weight_cov` (D, D): the global and own blocks."""
         local = self.local_index(torch.arange(max(self.n_contexts, 1), device=self.group.device))
-        return self.weight_cov[local[:, :, None], local[:, None, :]]
+        return weight_cov[local[:, :, None], local[:, None, :]]
 
-    def _weight_part(self, rows: Tensor, context: Tensor, *, full: bool) -> Tensor:
+    def _weight_part(
+        self, rows: Tensor, context: Tensor, *, full: bool, weight_cov: Tensor | None = None
+    ) -> Tensor:
         """The border's share of the marginal covariance, per group: `R_g S_{c_g} R_g'` for
         (G, m, 2K) rows R_g of A in their groups' contexts (G,), (G, m, m) when `full`, else its
-        diagonal (G, m)."""
+        diagonal (G, m). `weight_cov` replaces S_w (a shrunk border)."""
         if self.n_criteria == 0 or rows.shape[0] == 0:
             size = rows.shape[1]
             shape = (rows.shape[0], size, size) if full else rows.shape[:2]
             return rows.new_zeros(shape)
-        product = torch.bmm(rows, self._local_blocks()[context])
+        weight_cov = self.weight_cov if weight_cov is None else weight_cov
+        product = torch.bmm(rows, self._local_blocks(weight_cov)[context])
         return product @ rows.transpose(1, 2) if full else (product * rows).sum(-1)
 
     def _group_means(self, groups: slice = slice(None)) -> Tensor:
@@ -354,15 +385,20 @@ class GroupedPosterior:
         means = (self.load[groups] * self.weight_mean[local][:, None, :]).sum(-1)
         return means + self.offset[groups]
 
-    def item_moments(self) -> tuple[Tensor, Tensor]:
+    def item_moments(self, shrink: BlockShrink | None = None) -> tuple[Tensor, Tensor]:
         """(n,) marginal mean and variance of every clip, in one O(n K^2) pass (by chunks of
-        groups, each cache-sized)."""
+        groups, each cache-sized); variances under a pending-task `shrink` when given."""
         means, variances = [], []
         for groups in self.group_chunks():
-            context = self.group_context[groups].clamp_min(0)
-            own = torch.diagonal(self.within[groups], dim1=1, dim2=2)
-            variances.append(own + self._weight_part(self.load[groups], context, full=False))
-            means.append(self._group_means(groups))
+            if shrink is None:
+                context = self.group_context[groups].clamp_min(0)
+                own = torch.diagonal(self.within[groups], dim1=1, dim2=2)
+                variances.append(own + self._weight_part(self.load[groups], context, full=False))
+                means.append(self._group_means(groups))
+            else:
+                marginals = self.group_marginals(groups, shrink)
+                variances.append(torch.diagonal(marginals.cov, dim1=1, dim2=2))
+                means.append(marginals.mean)
         flat = self.group * self.members.shape[1] + self.slot
         mean = torch.cat(means).reshape(-1)[flat]
         return mean, torch.cat(variances).reshape(-1)[flat].clamp_min(0.0)
@@ -394,12 +430,65 @@ class GroupedPosterior:
         border = self._weight_part(rows[:, None, :], self.group_context[group], full=False)
         return mean, (var + border[:, 0]).clamp_min(0.0)
 
-    def group_marginals(self, groups: slice = slice(None)) -> GroupMarginals:
+    def group_marginals(
+        self, groups: slice = slice(None), shrink: BlockShrink | None = None
+    ) -> GroupMarginals:
         """The marginal mean and covariance of the groups in `groups` (default all), padded to
-        the largest group: `A_g m_w + b_g` and `P_g + A_g S_w A_g'`."""
+        the largest group: `A_g m_w + b_g` and `P_g + A_g S_w A_g'`; the covariance under the
+        pending tasks' believer shrink when `shrink` is given (MATH.md §4, §6)."""
         context = self.group_context[groups].clamp_min(0)
-        cov = self.within[groups] + self._weight_part(self.load[groups], context, full=True)
+        weight_cov = None if shrink is None else self.weight_cov - shrink.weight
+        cov = self.within[groups] + self._weight_part(
+            self.load[groups], context, full=True, weight_cov=weight_cov
+        )
+        if shrink is not None and shrink.groups.numel():
+            start, stop, _ = groups.indices(self.n_groups)
+            lo, hi = torch.searchsorted(
+                shrink.groups, torch.tensor([start, stop], device=shrink.groups.device)
+            ).tolist()
+            if hi > lo:
+                cov[shrink.groups[lo:hi] - start] -= shrink.correction[lo:hi]
         return GroupMarginals(self.members[groups], self._group_means(groups), cov)
+
+    def directions(self, first: Tensor, second: Tensor) -> Directions:
+        """Where B directions a_b (pairs within groups, or single clips where second = -1)
+        live: group, slots, and their rows of A embedded in the D weights."""
+        single = second == NO_SECOND
+        other = torch.where(single, first, second)
+        group = self.group[first]
+        if bool((group != self.group[other]).any()):
+            raise ValueError("a direction pairs clips of two groups")
+        pair = (~single).to(self.offset.dtype)
+        slot_i, slot_j = self.slot[first], self.slot[other]
+        rows = self.load[group, slot_i] - self.load[group, slot_j] * pair[:, None]
+        embedded = rows.new_zeros(first.shape[0], self.n_weights)
+        if self.n_criteria:
+            embedded.scatter_add_(1, self.local_index(self.group_context[group]), rows)
+        return Directions(group, slot_i, slot_j, pair, embedded)
+
+    def joint_moments(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The joint Gaussian of B projections z_b = a_b . theta: mean (B,), covariance (B, B),
+        and the border's share of the covariance `E S_w E'` (B, B) (E the directions' rows of
+        A in the weights). Within one group the P_g terms add: `a_b' P_g a_c`."""
+        where = self.directions(first, second)
+        weight = where.embedded @ self.weight_cov @ where.embedded.T
+        mean = where.embedded @ self.weight_mean + self.offset[where.group, where.slot_i]
+        mean = mean - self.offset[where.group, where.slot_j] * where.pair
+        group, si, sj, pair = where.group, where.slot_i, where.slot_j, where.pair
+        g = group[:, None]
+
+        def p(left: Tensor, right: Tensor) -> Tensor:
+            return self.within[g, left[:, None], right[None, :]]
+
+        within = (
+            p(si, si)
+            - p(si, sj) * pair[None, :]
+            - p(sj, si) * pair[:, None]
+            + p(sj, sj) * (pair[:, None] * pair[None, :])
+        )
+        within = within * (group[:, None] == group[None, :]).to(within.dtype)
+        cov = weight + within
+        return mean, 0.5 * (cov + cov.T), weight
 
     def weight_moments(self) -> tuple[Tensor, Tensor]:
         """The border: `(m_w, S_w)` over the D weights."""
@@ -448,6 +537,44 @@ def grouped_prior(
     return posterior
 
 
+def block_shrink(
+    posterior: GroupedPosterior,
+    pending: Pending | None,
+    pair_cuts: Tensor,
+    level_cuts: Tensor | None,
+) -> BlockShrink | None:
+    """The pending tasks' believer shrink (MATH.md §4) in block form, exactly: None when
+    nothing is pending. `c_q = sum_p U_pq S a_p` (`shrink_coefficients`); S a_p is
+    `A_h S_w r_p` on a group h, plus `P_h a_p` on the task's own group."""
+    if pending is None or len(pending) == 0:
+        return None
+    mu, gram, _ = posterior.joint_moments(pending.first, pending.second)
+    coefficients_np, factor_np = shrink_coefficients(
+        gram.cpu().numpy(), mu.tolist(), pending, pair_cuts, level_cuts
+    )
+    coefficients = torch.from_numpy(coefficients_np).to(gram)
+    factor = torch.from_numpy(factor_np).to(gram)
+    where = posterior.directions(pending.first, pending.second)
+    border = posterior.weight_cov @ where.embedded.T @ coefficients  # (D, Q): Omega
+    weight = (border * factor) @ border.T
+    groups, slot_group = torch.unique(where.group, return_inverse=True)
+    size = posterior.members.shape[1]
+    within = posterior.within[where.group]  # (Q, M, M)
+    rows = torch.arange(where.group.shape[0], device=groups.device)
+    u = within[rows, :, where.slot_i] - within[rows, :, where.slot_j] * where.pair[:, None]
+    own = u.new_zeros(groups.shape[0], size, coefficients.shape[1])  # (H, M, Q): v_hq
+    own.index_add_(0, slot_group, u[:, :, None] * coefficients[:, None, :])
+    local = posterior.local_index(posterior.group_context[groups])  # (H, 2K)
+    through = posterior.load[groups] @ border[local]  # (H, M, Q): A_h Omega_q
+    scaled_through, scaled_own = through * factor, own * factor
+    correction = (
+        scaled_through @ own.transpose(1, 2)
+        + scaled_own @ through.transpose(1, 2)
+        + scaled_own @ own.transpose(1, 2)
+    )
+    return BlockShrink(weight, groups, correction, coefficients, factor)
+
+
 def refine_grouped(
     prior: GroupedPosterior,
     events: Events,
@@ -476,68 +603,6 @@ def refine_grouped(
     return posterior, sites, sweeps, change
 
 
-class ScoredPairs(NamedTuple):
-    """Candidate pairs (first, second) and their exact gains in bits, best first."""
-
-    first: Tensor
-    second: Tensor
-    gain: Tensor
-
-
-def best_group_pairs(
-    posterior: GroupedPosterior,
-    noise_var: float,
-    cuts: Tensor,
-    *,
-    n_keep: int = N_REFINE,
-    keep: float = 1.0,
-) -> ScoredPairs:
-    """The best `n_keep` same-group pairs by expected information gain (MATH.md §3), from
-    scratch: every group's block of `Var(f_i - f_j)` from `group_marginals`, screened with
-    `screening_score` over the (G, M, M) stack, the best re-scored exactly.
-
-    Args:
-        posterior: the block-form posterior.
-        noise_var: the rater's noise variance.
-        cuts: the outcome cuts (`engine.likelihoods.outcome_cuts`).
-        n_keep: how many to re-score and return at most.
-        keep: the rater's keep probability (lapse model).
-    """
-    size = posterior.members.shape[1]
-    first_slot, second_slot = torch.triu_indices(size, size, 1, device=posterior.group.device)
-    kept_score, kept_mu, kept_var, kept_first, kept_second = [], [], [], [], []
-    for groups in posterior.group_chunks():
-        marginals = posterior.group_marginals(groups)
-        members = marginals.members
-        diagonal = torch.diagonal(marginals.cov, dim1=1, dim2=2)
-        var = diagonal[:, first_slot] + diagonal[:, second_slot]
-        var.sub_(marginals.cov[:, first_slot, second_slot], alpha=2.0).clamp_min_(0.0)
-        mu = marginals.mean[:, first_slot] - marginals.mean[:, second_slot]
-        # valid pairs score >= SCORE_OFFSET - 1 > 0; pairs with a padding slot score 0
-        score = screening_score(mu, var, noise_var).add_(SCORE_OFFSET)
-        score.mul_((members[:, second_slot] >= 0).to(score.dtype))
-        top = torch.topk(score.reshape(-1), min(n_keep, score.numel()))
-        chosen = top.indices[top.values > 0]
-        group, pair = chosen // first_slot.numel(), chosen % first_slot.numel()
-        kept_score.append(top.values[top.values > 0])
-        kept_mu.append(mu.reshape(-1)[chosen])
-        kept_var.append(var.reshape(-1)[chosen])
-        kept_first.append(members[group, first_slot[pair]])
-        kept_second.append(members[group, second_slot[pair]])
-    if not kept_score or sum(s.numel() for s in kept_score) == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=posterior.group.device)
-        return ScoredPairs(empty, empty, posterior.offset.new_zeros(0))
-    best = torch.topk(torch.cat(kept_score), min(n_keep, sum(s.numel() for s in kept_score)))
-    chosen = best.indices
-    gain = expected_information_gain(
-        torch.cat(kept_mu)[chosen], torch.cat(kept_var)[chosen], noise_var, cuts, keep
-    )
-    order = torch.argsort(gain, descending=True, stable=True)
-    return ScoredPairs(
-        torch.cat(kept_first)[chosen][order], torch.cat(kept_second)[chosen][order], gain[order]
-    )
-
-
 def same_group_pairs(members: Tensor) -> tuple[Tensor, Tensor]:
     """The (G, M, M) flat positions of every slot pair a < b present in a padded member table
     (`GroupMarginals.members`): (group index, flat a * M + b), for reading pair moments out of
@@ -556,10 +621,11 @@ def clips_of(members: Tensor, group: Tensor, flat: Tensor) -> tuple[Tensor, Tens
 
 
 __all__ = [
+    "BlockShrink",
+    "Directions",
     "GroupMarginals",
     "GroupedPosterior",
-    "ScoredPairs",
-    "best_group_pairs",
+    "block_shrink",
     "clips_of",
     "grouped_prior",
     "refine_grouped",

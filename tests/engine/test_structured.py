@@ -14,85 +14,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.ep import ep_refine
-from engine.likelihoods import outcome_cuts
-from engine.objectives import expected_information_gain
-from engine.scope import scope_pairs
-from engine.state import Posterior, PriorScales, add_contexts, add_items, empty_posterior
+from engine.state import Posterior, add_contexts, add_items
 from engine.structured import (
     GroupedPosterior,
-    best_group_pairs,
     clips_of,
     grouped_prior,
     refine_grouped,
     same_group_pairs,
 )
 from engine.update import interval_events, update_with_evidence
+from tests.engine.worlds import World, dense_prior
 
 ATOL = 1e-9
-PAIR_INTERVALS = ((0.3, math.inf), (-math.inf, -0.3), (-0.3, 0.3))  # win, loss, tie at t = 0.3
-LEVEL_INTERVALS = ((-math.inf, -0.5), (-0.5, 0.5), (0.5, math.inf))
-
-
-class World:
-    """A random campaign layout: clips in groups, one context per group, scores with holes."""
-
-    def __init__(self, seed: int, n_criteria: int, n_groups: int, n_contexts: int) -> None:
-        self.generator = torch.Generator().manual_seed(seed)
-        self.n_criteria, self.n_contexts = n_criteria, n_contexts
-        self.group_context = self.randint(n_contexts, n_groups)
-        weight_mean = tuple(self.randn(n_criteria).tolist()) if seed % 2 else None
-        self.prior = PriorScales(
-            weight_scale=0.3 + float(torch.rand((), generator=self.generator)),
-            context_scale=0.1 + 0.5 * float(torch.rand((), generator=self.generator)),
-            residual_scale=0.5 + float(torch.rand((), generator=self.generator)),
-            weight_mean=weight_mean,
-        )
-
-    def randint(self, high: int, size: int) -> torch.Tensor:
-        return torch.randint(0, high, (size,), generator=self.generator)
-
-    def randn(self, *shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=self.generator)
-
-    def clips(self, count: int, groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`count` clips in groups 0..groups-1: scores (some missing), contexts, groups."""
-        scores = self.randn(count, self.n_criteria)
-        scores[torch.rand(count, self.n_criteria, generator=self.generator) < 0.15] = math.nan
-        group = self.randint(groups, count)
-        return scores, self.group_context[group], group
-
-    def events(self, group: torch.Tensor, count: int, *, lapses: bool):
-        """Pairs within groups (win, loss, tie) and single-clip levels, each rater's noise."""
-        first, second, intervals = [], [], []
-        for _ in range(count):
-            g = int(group[int(self.randint(group.numel(), 1))])
-            members = torch.nonzero(group == g).flatten()
-            if members.numel() > 1 and float(torch.rand((), generator=self.generator)) < 0.75:
-                a, b = members[torch.randperm(members.numel(), generator=self.generator)[:2]]
-                first.append(int(a))
-                second.append(int(b))
-                intervals.append(PAIR_INTERVALS[int(self.randint(3, 1))])
-            else:
-                first.append(int(members[0]))
-                second.append(-1)
-                intervals.append(LEVEL_INTERVALS[int(self.randint(3, 1))])
-        noise = (0.3 + torch.rand(count, generator=self.generator)).tolist()
-        keep = (0.6 + 0.4 * torch.rand(count, generator=self.generator)).tolist()
-        return interval_events(
-            first,
-            second,
-            intervals,
-            noise,
-            torch.zeros(()),
-            keep=keep if lapses else None,
-            n_outcomes=[3.0] * count if lapses else None,
-        )
-
-
-def dense_prior(world: World, scores, context) -> Posterior:
-    posterior = empty_posterior(world.n_criteria, world.prior)
-    posterior = add_contexts(posterior, world.n_contexts, world.prior)
-    return add_items(posterior, scores, context, world.prior)
 
 
 def assert_same(structured: GroupedPosterior, dense: Posterior, atol: float = ATOL) -> None:
@@ -315,36 +248,3 @@ def test_float32_smoke():
     mean, var = structured.item_moments()
     assert mean.dtype == torch.float32 and bool(torch.isfinite(var).all())
     assert bool((var > 0).all())
-
-
-@given(layouts, st.sampled_from([0.0, 0.3]))
-def test_best_group_pairs_scores_every_same_group_pair_as_the_dense_posterior(layout, margin):
-    """Kept wide enough to hold every pair, the screen's list is every same-group pair with the
-    gain `expected_information_gain` gives on the dense posterior's moments, best first."""
-    seed, n_criteria, n_groups, n_contexts = layout
-    world = World(seed, n_criteria, n_groups, n_contexts)
-    scores, context, group = world.clips(4 * n_groups, n_groups)
-    structured = grouped_prior(scores, context, group, n_contexts, world.prior)
-    structured.observe(world.events(group, 15, lapses=False))
-    cuts = outcome_cuts(margin, torch.zeros(()))
-    dense = structured.to_dense()
-    first, second = scope_pairs(group)
-    cov = dense.item_cov
-    mu = dense.item_mean[first] - dense.item_mean[second]
-    var = cov[first, first] + cov[second, second] - 2 * cov[first, second]
-    expected = expected_information_gain(mu, var, 0.7, cuts)
-    scored = best_group_pairs(structured, 0.7, cuts, n_keep=10_000)
-    assert scored.first.numel() == first.numel()
-    torch.testing.assert_close(
-        scored.gain, expected.sort(descending=True).values, atol=1e-9, rtol=0
-    )
-    assert bool((scored.gain[:-1] >= scored.gain[1:]).all())
-    low = torch.minimum(scored.first, scored.second)
-    high = torch.maximum(scored.first, scored.second)
-    best = int(torch.argmax(expected))
-    assert (int(low[0]), int(high[0])) == (int(first[best]), int(second[best])) or float(
-        scored.gain[0]
-    ) == pytest.approx(float(expected[best]), abs=1e-12)
-    top = best_group_pairs(structured, 0.7, cuts, n_keep=3)  # the screen's best 3, exact
-    assert top.gain.numel() == min(3, first.numel())
-    assert bool((top.gain[:, None] - scored.gain[None, :]).abs().min(-1).values.max() < 1e-12)

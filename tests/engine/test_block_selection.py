@@ -1,0 +1,205 @@
+"""Selection on the block-form posterior against the dense selection it must equal.
+
+The dense reference is engine.selection on `GroupedPosterior.to_dense()` (the same Gaussian,
+tested in test_structured.py), with the same-group scope listed by engine.scope.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.block_selection import (
+    pair_positions,
+    screen_block_pairs,
+    select_block_pairs,
+    select_block_rating,
+)
+from engine.likelihoods import level_cuts, outcome_cuts
+from engine.objectives import screening_score
+from engine.scope import scope_pairs
+from engine.selection import (
+    NoEligibleTaskError,
+    Pending,
+    SelectionOptions,
+    believer_shrink,
+    select_pair_batch,
+    select_rating,
+)
+from engine.structured import block_shrink, grouped_prior
+from tests.engine.worlds import World
+
+ATOL = 1e-9
+LEVEL_CUTS = (-0.5, 0.5)
+
+layouts = st.tuples(
+    st.integers(0, 10_000),  # seed
+    st.integers(0, 3),  # criteria
+    st.integers(2, 6),  # groups
+    st.integers(1, 3),  # contexts
+)
+
+
+def labelled(layout, n_labels: int = 15):
+    """A campaign after some labels, with its groups."""
+    seed, n_criteria, n_groups, n_contexts = layout
+    world = World(seed, n_criteria, n_groups, n_contexts)
+    scores, context, group = world.clips(4 * n_groups, n_groups)
+    posterior = grouped_prior(scores, context, group, n_contexts, world.prior)
+    posterior.observe(world.events(group, n_labels, lapses=False))
+    return posterior, group, world
+
+
+def pending_tasks(world: World, group: torch.Tensor, count: int) -> Pending:
+    """`count` pending tasks: pairs within groups and ratings, each with a rater's noise."""
+    events = world.events(group, count, lapses=False)
+    tasks = zip(
+        events.first.tolist(), events.second.tolist(), events.noise_var.tolist(), strict=True
+    )
+    return Pending.of(list(tasks), torch.zeros(()))
+
+
+@given(layouts, st.integers(0, 6))
+def test_block_shrink_equals_the_dense_believer_shrink(layout, n_pending):
+    """Every group's block and every clip's variance under the pending tasks' believer shrink
+    equal the dense `believer_shrink`'s `S - C diag(k) C'`."""
+    posterior, group, world = labelled(layout)
+    pending = pending_tasks(world, group, n_pending)
+    pair_cuts = outcome_cuts(0.3, torch.zeros(()))
+    levels = level_cuts(LEVEL_CUTS, torch.zeros(()))
+    dense = posterior.to_dense()
+    shrink = believer_shrink(dense, pending, pair_cuts, levels)
+    expected = dense.item_cov - (shrink.columns * shrink.factor) @ shrink.columns.T
+    blocks = block_shrink(posterior, pending, pair_cuts, levels)
+    assert (blocks is None) == (n_pending == 0)
+    marginals = posterior.group_marginals(shrink=blocks)
+    for g in range(posterior.n_groups):
+        members = marginals.members[g][marginals.members[g] >= 0]
+        size = members.numel()
+        torch.testing.assert_close(
+            marginals.cov[g, :size, :size], expected[members][:, members], atol=ATOL, rtol=0
+        )
+    _, var = posterior.item_moments(blocks)
+    torch.testing.assert_close(var, torch.diagonal(expected).clamp_min(0), atol=ATOL, rtol=0)
+
+
+@given(layouts)
+def test_the_screen_keeps_every_eligible_pair_by_its_screening_score(layout):
+    """Kept wide, the screen lists every same-group pair of allowed clips that is not
+    forbidden, in the order of the dense screening score."""
+    posterior, group, _ = labelled(layout)
+    first, second = scope_pairs(group)
+    allowed = torch.ones(posterior.n_items, dtype=torch.bool)
+    allowed[0] = False
+    forbidden_pairs = torch.stack((first[1::3], second[1::3]), 1)
+    kept_first, kept_second = screen_block_pairs(
+        posterior,
+        None,
+        0.7,
+        allowed=allowed,
+        forbidden=pair_positions(posterior, forbidden_pairs),
+        n_keep=10_000,
+    )
+    eligible = (first != 0) & (second != 0)
+    eligible[1::3] = False
+    assert sorted(zip(kept_first.tolist(), kept_second.tolist(), strict=True)) == sorted(
+        zip(first[eligible].tolist(), second[eligible].tolist(), strict=True)
+    )
+    mu, var = posterior.pair_moments(kept_first, kept_second)
+    score = screening_score(mu, var, 0.7)
+    assert bool((score[:-1] >= score[1:] - 1e-12).all())
+
+
+@given(
+    layouts,
+    st.integers(0, 5),
+    st.integers(1, 4),
+    st.sampled_from([0.0, 0.3]),
+    st.sampled_from([1.0, 0.8]),
+    st.sampled_from([0.0, 0.5]),
+)
+def test_block_pairs_are_the_dense_selection(layout, n_pending, count, margin, keep, share):
+    """With every pair kept by the screen, a batch of `count` pairs (pending tasks, an excluded
+    clip, judged pairs, ties, a lapsing rater, a gain aimed partly at the weights) is the dense
+    `select_pair_batch`'s: the same pairs, gains and outcome probabilities."""
+    posterior, group, world = labelled(layout)
+    pending = pending_tasks(world, group, n_pending)
+    pair_cuts = outcome_cuts(margin, torch.zeros(()))
+    levels = level_cuts(LEVEL_CUTS, torch.zeros(()))
+    first, second = scope_pairs(group)
+    judged = torch.stack((second[::4], first[::4]), 1)  # either order
+    excluded = torch.tensor([int(group.numel()) - 1])
+    options = SelectionOptions(n_refine=10_000, weight_share=share)
+    arguments = {
+        "noise_var": 0.6,
+        "pair_cuts": pair_cuts,
+        "keep": keep,
+        "count": count,
+        "excluded_items": excluded,
+        "judged_pairs": judged,
+        "pending": pending,
+        "level_cuts": levels,
+        "options": options,
+    }
+    try:
+        expected, _ = select_pair_batch(
+            posterior.to_dense(), candidates=(first, second), **arguments
+        )
+    except NoEligibleTaskError:
+        with pytest.raises(NoEligibleTaskError):
+            select_block_pairs(posterior, **arguments)
+        return
+    chosen = select_block_pairs(posterior, **arguments)
+    assert len(chosen) == len(expected)
+    for mine, theirs in zip(chosen, expected, strict=True):
+        assert mine.gain == pytest.approx(theirs.gain, abs=ATOL)
+        if (mine.first, mine.second) != (theirs.first, theirs.second):
+            break  # an exact tie (clips no label has told apart): the batch may go either way
+        assert mine.probabilities == pytest.approx(theirs.probabilities, abs=ATOL)
+
+
+@given(layouts, st.integers(0, 5), st.sampled_from([1.0, 0.8]))
+def test_block_rating_is_the_dense_rating_choice(layout, n_pending, keep):
+    posterior, group, world = labelled(layout)
+    pending = pending_tasks(world, group, n_pending)
+    pair_cuts = outcome_cuts(0.3, torch.zeros(()))
+    levels = level_cuts(LEVEL_CUTS, torch.zeros(()))
+    arguments = {
+        "noise_var": 0.6,
+        "level_cuts": levels,
+        "pair_cuts": pair_cuts,
+        "keep": keep,
+        "excluded_items": torch.tensor([0, 2]),
+        "pending": pending,
+        "options": SelectionOptions(n_refine=10_000),
+    }
+    expected = select_rating(posterior.to_dense(), **arguments)
+    chosen = select_block_rating(posterior, **arguments)
+    assert chosen.item == expected.item
+    assert chosen.gain == pytest.approx(expected.gain, abs=ATOL)
+    assert chosen.probabilities == pytest.approx(expected.probabilities, abs=ATOL)
+
+
+def test_nothing_left_is_a_clear_error_and_pending_pairs_come_last():
+    posterior, group, _ = labelled((4, 2, 2, 1), n_labels=5)
+    first, second = scope_pairs(group)
+    pair_cuts = outcome_cuts(0.0, torch.zeros(()))
+    everything = torch.stack((first, second), 1)
+    with pytest.raises(NoEligibleTaskError, match="no eligible pair"):
+        select_block_pairs(posterior, noise_var=1.0, pair_cuts=pair_cuts, judged_pairs=everything)
+    # every pair but one judged, that one pending: it is offered again rather than nothing
+    last = (int(first[0]), int(second[0]))
+    pending = Pending.of([(*last, 1.0)], torch.zeros(()))
+    (choice,) = select_block_pairs(
+        posterior,
+        noise_var=1.0,
+        pair_cuts=pair_cuts,
+        judged_pairs=everything[1:],
+        pending=pending,
+    )
+    assert (choice.first, choice.second) == last
+    assert math.isfinite(choice.gain)
