@@ -19,7 +19,8 @@ from torch import Tensor
 
 from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
-from engine.ep import Refinement, ep_refine
+from engine.ep import Refinement
+from engine.forms import FORMS, PendingTask, PosteriorForm, predict
 from engine.likelihoods import (
     Outcome,
     level_cuts,
@@ -35,31 +36,15 @@ from engine.reliability import (
     rater_grids,
     rater_posteriors,
 )
-from engine.scope import GroupBlocks, group_blocks, scope_pairs
 from engine.selection import (
     NoEligibleTaskError,
     PairChoice,
-    Pending,
     RatingChoice,
     SelectionOptions,
-    Shrink,
-    believer_shrink,
-    extend_shrink,
-    select_pair_batch,
-    select_rating,
 )
-from engine.state import Posterior, PriorScales, add_contexts, add_items, empty_posterior
-from engine.summaries import (
-    ClipSummary,
-    WeightSummary,
-    expected_kendall_tau,
-    pair_marginal,
-    predict_pair,
-    probability_better,
-    summarise_clips,
-    summarise_weights,
-)
-from engine.update import NO_SECOND, Events, interval_events, update
+from engine.state import Posterior, PriorScales
+from engine.summaries import ClipSummary, WeightSummary
+from engine.update import NO_SECOND, Events, interval_events
 
 DEFAULT_CRITERIA = (
     "alignment",
@@ -79,6 +64,7 @@ RATER_BUDGET_FROM = 64
 # hundreds of labels already barely move when re-scored
 RATER_REDERIVE_UP_TO = 512
 PairScope = Literal["any", "group"]
+Structure = Literal["dense", "blocks"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +91,11 @@ class CampaignConfig:
             empirical Bayes (`fit_prior`), e.g. (250, 500, 1000, 2000): not on every label.
         noise_prior_spread: sd of log sigma_r across raters (the rater-noise prior around
             `noise_sd`), when rater noise is learned; `fit_prior` refits it.
+        structure: how the posterior is kept (engine.forms): "dense", every covariance entry
+            (any scope, O(n^2) memory), or "blocks", prompt blocks plus the weight border
+            (docs/MATH.md §6: the same posterior, O(n) memory, a label costs O(prompt +
+            weights); needs pair_scope="group", one context per prompt, and comparisons
+            within a prompt).
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -121,8 +112,13 @@ class CampaignConfig:
     learn_rater_noise: bool = False
     refit_prior_at: tuple[int, ...] = ()
     noise_prior_spread: float = NOISE_PRIOR_LOG_SD
+    structure: Structure = "dense"
 
     def __post_init__(self) -> None:
+        if self.structure not in FORMS:
+            raise ValueError(f"structure must be one of {sorted(FORMS)}, got {self.structure!r}")
+        if self.structure == "blocks" and self.pair_scope != "group":
+            raise ValueError('structure="blocks" needs pair_scope="group"')
         if not (self.noise_prior_spread > 0 and math.isfinite(self.noise_prior_spread)):
             raise ValueError(
                 f"noise_prior_spread must be finite and > 0, got {self.noise_prior_spread}"
@@ -240,11 +236,11 @@ class Campaign:
         self._group_names: dict[Hashable, int] = {}
         self._context: list[int] = []
         self._group: list[int] = []
+        self._group_context: list[int] = []  # each group's context (a prompt has one)
+        self._groups_tensor: Tensor | None = None  # cache of _group as a tensor
         self._center = torch.zeros(n_criteria, dtype=self.dtype, device=self.device)
         self._scale = torch.ones(n_criteria, dtype=self.dtype, device=self.device)
-        self.posterior: Posterior = empty_posterior(
-            n_criteria, self.config.prior, device=self.device, dtype=self.dtype
-        )
+        self._form: PosteriorForm = self._prior_form()
         # Clip batches and label batches in the order they happened: what replay() re-runs,
         # and the one place labels are kept (`log` reads them from here).
         self._history: list[_ClipBatch | _Refine | _Refit | tuple[Judgment, ...]] = []
@@ -259,11 +255,6 @@ class Campaign:
         self._pending: dict[int, Task] = {}
         self._task_ids = itertools.count(1)
         self._label_count = 0  # len(self.log), kept: the log is rebuilt from the history
-        # the pending tasks' believer shrink under the posterior it was built on, by task ids
-        self._shrink_cache: tuple[Posterior, tuple[int, ...], Shrink] | None = None
-        self._scope_cache: tuple[int, tuple[Tensor, Tensor] | None, GroupBlocks | None] | None = (
-            None
-        )
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
         self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
@@ -272,7 +263,13 @@ class Campaign:
 
     @property
     def n_items(self) -> int:
-        return self.posterior.n_items
+        return self._form.n_items
+
+    @property
+    def posterior(self) -> Posterior:
+        """The posterior as one dense Gaussian (engine.state). For a campaign kept in blocks
+        this builds the n x n covariance: for small campaigns and offline analysis only."""
+        return self._form.dense()
 
     def add_clips(
         self,
@@ -317,23 +314,34 @@ class Campaign:
             group_names.setdefault(("clip", start + b) if g is None else g, len(group_names))
             for b, g in enumerate(groups)
         ]
+        group_context = self._group_context + [-1] * (len(group_names) - len(self._group_names))
+        for g, c in zip(group_index, context_index, strict=True):
+            if group_context[g] == -1:
+                group_context[g] = c
+            elif group_context[g] != c and self.config.structure == "blocks":
+                raise ValueError(
+                    "every clip of a prompt group must share its context in a campaign kept "
+                    'in blocks (structure="blocks")'
+                )
         # Validated: commit.
+        previous_contexts = len(self._context_names)
         self._history.append(_ClipBatch(raw, tuple(contexts), tuple(groups)))
         self._context_names, self._group_names = context_names, group_names
         self._context += context_index
         self._group += group_index
+        self._group_context = group_context
+        self._groups_tensor = None
         self._raw_scores = torch.cat((self._raw_scores, raw))
         if not any(isinstance(entry, tuple) for entry in self._history):
             self._center, self._scale = self._score_statistics(self._raw_scores)
             self._rebuild_prior()
         else:
-            new_contexts = len(context_names) - self.posterior.n_contexts
-            self.posterior = add_contexts(self.posterior, new_contexts, self.config.prior)
-            self.posterior = add_items(
-                self.posterior,
+            self._form.add(
+                self.config.prior,
+                len(context_names) - previous_contexts,
                 (raw - self._center) / self._scale,
                 torch.tensor(context_index, dtype=torch.long, device=self.device),
-                self.config.prior,
+                torch.tensor(group_index, dtype=torch.long, device=self.device),
             )
         return range(start, start + n_new)
 
@@ -373,22 +381,25 @@ class Campaign:
         return center, scale
 
     def _rebuild_prior(self) -> None:
-        self.posterior = self.prior()
+        self._form = self._prior_form()
 
-    def prior(self, scales: PriorScales | None = None) -> Posterior:
+    def _prior_form(self, scales: PriorScales | None = None) -> PosteriorForm:
         """The joint prior over every clip so far (scores standardised as the campaign does),
-        with the campaign's prior scales or `scales`."""
+        with the campaign's prior scales or `scales`, in the campaign's form."""
         scales = scales or self.config.prior
-        posterior = empty_posterior(
-            len(self.config.criteria), scales, device=self.device, dtype=self.dtype
-        )
-        posterior = add_contexts(posterior, len(self._context_names), scales)
-        return add_items(
-            posterior,
+        return FORMS[self.config.structure].prior(
+            len(self.config.criteria),
+            scales,
+            len(self._context_names),
             (self._raw_scores - self._center) / self._scale,
             torch.tensor(self._context, dtype=torch.long, device=self.device),
-            scales,
+            self.groups,
         )
+
+    def prior(self, scales: PriorScales | None = None) -> Posterior:
+        """The joint prior over every clip so far, as one dense Gaussian (`posterior`'s
+        caveat applies), with the campaign's prior scales or `scales`."""
+        return self._prior_form(scales).dense()
 
     def fit_prior(self, max_evaluations: int = 200) -> ScaleFit:
         """Empirical Bayes (engine.empirical_bayes): refit the prior scales, and where the
@@ -408,32 +419,34 @@ class Campaign:
         pairs = any(j.second != NO_SECOND for j in log)
         ratings = any(j.second == NO_SECOND for j in log)
         fit = fit_hyperparameters(
-            self.prior,
+            None,
             lambda hyper: self._events(log, hyper),
             Hyperparameters(config.prior, config.tie_margin, config.emoji_thresholds),
             fit_weights=bool(config.criteria),
             fit_tie=config.tie_margin > 0 and pairs,
             fit_thresholds=config.emoji_thresholds is not None and ratings,
             max_evaluations=max_evaluations,
+            log_evidence=lambda scales, events: self._prior_form(scales).observe(events),
         )
         spread = config.noise_prior_spread
-        posterior = None
+        form = None
         if config.learn_rater_noise:
             hyper = fit.hyper
-            posterior = update(self.prior(hyper.scales), self._events(log, hyper))
+            form = self._prior_form(hyper.scales)
+            form.observe(self._events(log, hyper))
             grids = self._rater_grids_of(
-                [own for own in self._rater_judgments.values() if own], posterior, hyper
+                [own for own in self._rater_judgments.values() if own], form, hyper
             )
             if grids:
                 spread = fit_noise_spread(grids, config.noise_sd)
         self._apply_refit(
             _Refit(fit.hyper.scales, fit.hyper.tie_margin, fit.hyper.emoji_thresholds, spread),
-            posterior,
+            form,
         )
         return fit
 
-    def _apply_refit(self, refit: _Refit, posterior: Posterior | None = None) -> None:
-        """Adopt a refit's values; `posterior` is the labels' posterior under them, when the
+    def _apply_refit(self, refit: _Refit, form: PosteriorForm | None = None) -> None:
+        """Adopt a refit's values; `form` is the labels' posterior under them, when the
         caller has it already (it does not depend on the noise spread), else derived here."""
         self.config = replace(
             self.config,
@@ -445,16 +458,19 @@ class Campaign:
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
         self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
-        if posterior is None:
-            posterior = update(self.prior(), self._events(self.log))
-        self.posterior = posterior
+        if form is None:
+            form = self._prior_form()
+            form.observe(self._events(self.log))
+        self._form = form
         self._refit_raters({rater: (own, own) for rater, own in self._rater_judgments.items()})
         self._history.append(refit)
 
     @property
     def groups(self) -> Tensor:
         """(n,) long group ids."""
-        return torch.tensor(self._group, dtype=torch.long, device=self.device)
+        if self._groups_tensor is None:
+            self._groups_tensor = torch.tensor(self._group, dtype=torch.long, device=self.device)
+        return self._groups_tensor
 
     # raters -----------------------------------------------------------------------------------
 
@@ -463,7 +479,7 @@ class Campaign:
         if not (noise_sd >= 0 and math.isfinite(noise_sd)):
             raise ValueError(f"noise_sd must be finite and >= 0, got {noise_sd}")
         self._rater_noise[rater] = float(noise_sd)
-        self._shrink_cache = None  # pending tasks of this rater shrink differently now
+        self._form.forget_shrink()  # pending tasks of this rater shrink differently now
 
     def noise_sd(self, rater: Hashable | None) -> float:
         """The rater's noise sd: set by `set_rater_noise`, else learned (learn_rater_noise),
@@ -490,7 +506,7 @@ class Campaign:
                 raise KeyError(f"task {task_id} is not pending")
         resolved = [self._resolve(j) for j in judgments]
         if resolved:
-            self.posterior = update(self.posterior, self._events(resolved))
+            self._form.observe(self._events(resolved))
             if self.config.lapse_prior is not None or self.config.learn_rater_noise:
                 self._learn_reliability(resolved)
         if resolved:
@@ -575,7 +591,7 @@ class Campaign:
                     budget -= len(own)
             rederived.append(again)
             scored.append(own if again else fresh)
-        grids = self._rater_grids_of(scored, self.posterior)
+        grids = self._rater_grids_of(scored, self._form)
         for (rater, (own, _)), again, grid in zip(updates.items(), rederived, grids, strict=True):
             if again:
                 self._rater_grids[rater] = (grid, len(own))
@@ -597,14 +613,14 @@ class Campaign:
     def _rater_grids_of(
         self,
         owns: Sequence[Sequence[Judgment]],
-        posterior: Posterior,
+        form: PosteriorForm,
         hyper: Hyperparameters | None = None,
     ) -> list[RaterGrid]:
-        """Each list of labels on the (keep, sigma) grid under `posterior`'s marginals: their
-        events concatenated, one `pair_marginal`, one `rater_grids` over a rater index."""
+        """Each list of labels on the (keep, sigma) grid under `form`'s marginals: their
+        events concatenated, one `pair_moments`, one `rater_grids` over a rater index."""
         judgments = [j for own in owns for j in own]
         events = self._events(judgments, hyper)
-        mu, var = pair_marginal(posterior, events.first, events.second)
+        mu, var = form.pair_moments(events.first, events.second)
         rater = torch.repeat_interleave(
             torch.arange(len(owns), device=mu.device),
             torch.tensor([len(own) for own in owns], dtype=torch.long, device=mu.device),
@@ -627,10 +643,10 @@ class Campaign:
         )
 
     def _rater_grid(
-        self, own: Sequence[Judgment], posterior: Posterior, hyper: Hyperparameters | None = None
+        self, own: Sequence[Judgment], form: PosteriorForm, hyper: Hyperparameters | None = None
     ) -> RaterGrid:
-        """One rater's labels on the (keep, sigma) grid under `posterior`'s marginals."""
-        (grid,) = self._rater_grids_of([own], posterior, hyper)
+        """One rater's labels on the (keep, sigma) grid under `form`'s marginals."""
+        (grid,) = self._rater_grids_of([own], form, hyper)
         return grid
 
     def keep_probability(self, rater: Hashable | None) -> float:
@@ -689,6 +705,14 @@ class Campaign:
             raise IndexError(f"clip {judgment.second} does not exist (0..{n - 1})")
         if judgment.first == judgment.second:
             raise ValueError("a comparison needs two different clips")
+        if (
+            self.config.structure == "blocks"
+            and self._group[judgment.first] != self._group[judgment.second]
+        ):
+            raise ValueError(
+                f"clips {judgment.first} and {judgment.second} are in different prompt groups: "
+                'a campaign kept in blocks (structure="blocks") compares clips of one prompt'
+            )
         if judgment.outcome is None:
             raise ValueError("a comparison needs an outcome")
         if judgment.outcome is Outcome.TIE and self.config.tie_margin == 0:
@@ -703,14 +727,8 @@ class Campaign:
         Raises:
             RuntimeError: EP did not converge (nothing changes then).
         """
-        log = self.log
-        result = ep_refine(
-            self.prior(),
-            self._events(log),
-            max_sweeps=max_sweeps,
-            damping=damping,
-        )
-        self.posterior = result.posterior
+        form, result = self._prior_form().refine(self._events(self.log), max_sweeps, damping)
+        self._form = form
         self._history.append(_Refine(max_sweeps, damping))
         return result
 
@@ -740,58 +758,11 @@ class Campaign:
 
     # selection --------------------------------------------------------------------------------
 
-    def _pending_tensor(self) -> Pending | None:
-        if not self._pending:
-            return None
-        tasks = [(t.first, t.second, self.noise_sd(t.rater) ** 2) for t in self._pending.values()]
-        return Pending.of(tasks, self._like)
-
-    def _shrink(self) -> Shrink:
-        """The pending tasks' believer shrink (MATH.md §4), kept between calls: tasks held
-        since it was built are added to it (O(n Q) each); it is rebuilt when the posterior
-        changed or a task before the newest was released."""
-        ids = tuple(self._pending)
-        cached = self._shrink_cache
-        if cached is not None and cached[0] is self.posterior:
-            _, built_for, shrink = cached
-            if ids[: len(built_for)] == built_for:
-                for task_id in ids[len(built_for) :]:
-                    task = self._pending[task_id]
-                    shrink = extend_shrink(
-                        self.posterior,
-                        shrink,
-                        task.first,
-                        task.second,
-                        self.noise_sd(task.rater) ** 2,
-                        self.pair_cuts,
-                        self.level_cuts,
-                    )
-                self._shrink_cache = (self.posterior, ids, shrink)
-                return shrink
-            if built_for[: len(ids)] == ids:  # the newest tasks were released
-                shrink = Shrink(shrink.columns[:, : len(ids)], shrink.factor[: len(ids)])
-                self._shrink_cache = (self.posterior, ids, shrink)
-                return shrink
-        shrink = believer_shrink(
-            self.posterior, self._pending_tensor(), self.pair_cuts, self.level_cuts
-        )
-        self._shrink_cache = (self.posterior, ids, shrink)
-        return shrink
-
-    def _scope_candidates(self) -> tuple[tuple[Tensor, Tensor] | None, GroupBlocks | None]:
-        """The same-group scope's pairs as a list when that is under a quarter of all pairs
-        (screened as a list, O(pairs in scope)), with their group blocks; None to screen the
-        n x n grid."""
-        n = self.n_items
-        if self._scope_cache is None or self._scope_cache[0] != n:
-            listed, blocks = None, None
-            if self.config.pair_scope == "group":
-                first, second = scope_pairs(self.groups)
-                if 4 * first.numel() < n * (n - 1) // 2:
-                    listed = (first, second)
-                    blocks = group_blocks(self.groups, first, second)
-            self._scope_cache = (n, listed, blocks)
-        return self._scope_cache[1], self._scope_cache[2]
+    def _pending_tasks(self) -> list[PendingTask]:
+        """The pending tasks in hand-out order: (id, first, second or -1, noise variance)."""
+        return [
+            (t.id, t.first, t.second, self.noise_sd(t.rater) ** 2) for t in self._pending.values()
+        ]
 
     def _excluded(self, exclude: Sequence[int]) -> Tensor:
         return torch.tensor(sorted(set(exclude)), dtype=torch.long, device=self.device)
@@ -833,30 +804,22 @@ class Campaign:
             if extra.numel() and not (int(extra.min()) >= 0 and int(extra.max()) < self.n_items):
                 raise IndexError(f"forbidden pairs name clips outside 0..{self.n_items - 1}")
             judged = extra if judged is None else torch.cat((judged, extra))
-        candidates, blocks = self._scope_candidates()
-        choices, shrink = select_pair_batch(
-            self.posterior,
+        choices = self._form.select_pairs(
+            self._pending_tasks(),
+            groups=self.groups if self.config.pair_scope == "group" else None,
             noise_var=self.noise_sd(rater) ** 2,
             pair_cuts=self.pair_cuts,
             keep=self.keep_probability(rater),
             count=count,
-            groups=self.groups if self.config.pair_scope == "group" else None,
-            candidates=candidates,
-            blocks=blocks,
             excluded_items=self._excluded(exclude),
             judged_pairs=judged,
-            pending=self._pending_tensor(),
             level_cuts=self.level_cuts,
             options=self.config.selection,
             generator=generator,
-            shrink=self._shrink(),
         )
         before = tuple(self._pending)
         tasks = [self._task(rater, c.first, c.second, c, hold) for c in choices]
-        # kept for the tasks as pending after the ones before, held now or later in this order
-        # (`next_tasks` holds after comparing with a rating); if they never are, the kept
-        # shrink is cut back to the tasks before
-        self._shrink_cache = (self.posterior, (*before, *(t.id for t in tasks)), shrink)
+        self._form.note_batch(before, [t.id for t in tasks])
         return tasks
 
     def next_rating(
@@ -870,17 +833,15 @@ class Campaign:
         """The clip whose emoji rating by `rater` is most informative (never one they rated)."""
         if self.level_cuts is None:
             raise NoEligibleTaskError("this campaign has no emoji scale")
-        choice = select_rating(
-            self.posterior,
+        choice = self._form.select_rating(
+            self._pending_tasks(),
             noise_var=self.noise_sd(rater) ** 2,
             level_cuts=self.level_cuts,
             pair_cuts=self.pair_cuts,
             keep=self.keep_probability(rater),
             excluded_items=self._excluded([*exclude, *self._rated.get(rater, ())]),
-            pending=self._pending_tensor(),
             options=self.config.selection,
             generator=generator,
-            shrink=self._shrink(),
         )
         return self._task(rater, choice.item, NO_SECOND, choice, hold)
 
@@ -982,30 +943,30 @@ class Campaign:
 
     def leaderboard(self, level: float = 0.9) -> ClipSummary:
         """Per clip mean, sd, central `level` credible interval and rank (1 = best)."""
-        return summarise_clips(self.posterior, level)
+        return self._form.leaderboard(level)
 
     def weights(self) -> WeightSummary:
         """The criterion weights' posterior: global and per context (w + w_c)."""
-        return summarise_weights(self.posterior)
+        return self._form.weights()
 
     def expected_kendall_tau(self) -> float:
         """How right the current ranking is expected to be: E[Kendall tau] between the posterior
         mean order and the truth, over the pairs in scope (engine.summaries)."""
         groups = self.groups if self.config.pair_scope == "group" else None
-        return expected_kendall_tau(self.posterior, groups)
+        return self._form.expected_kendall_tau(groups)
 
     def probability_better(self, first: int, second: int) -> float:
         """`P(f_first > f_second)` under the posterior."""
         index = torch.tensor([first, second], device=self.device)
-        return float(probability_better(self.posterior, index[:1], index[1:]))
+        mu, var = self._form.pair_moments(index[:1], index[1:])
+        tiny = torch.finfo(mu.dtype).tiny
+        return float(torch.special.ndtr(mu / torch.sqrt(var.clamp_min(tiny))))
 
     def predict(self, first: int, second: int, rater: Hashable | None = None) -> tuple[float, ...]:
         """Predictive (loss, [tie,] win) probabilities of `first` vs `second` for `rater`."""
         index = torch.tensor([first, second], device=self.device)
         noise = self.noise_sd(rater) ** 2
-        return tuple(
-            predict_pair(self.posterior, index[:1], index[1:], noise, self.pair_cuts)[0].tolist()
-        )
+        return tuple(predict(self._form, index[:1], index[1:], noise, self.pair_cuts)[0].tolist())
 
     @property
     def context_names(self) -> tuple[Hashable, ...]:

@@ -54,7 +54,7 @@ class ScaleFit:
 
 
 def fit_hyperparameters(
-    build_prior: Callable[[PriorScales], Posterior],
+    build_prior: Callable[[PriorScales], Posterior] | None,
     build_events: Callable[[Hyperparameters], Events],
     start: Hyperparameters,
     *,
@@ -62,6 +62,7 @@ def fit_hyperparameters(
     fit_tie: bool = False,
     fit_thresholds: bool = False,
     max_evaluations: int = 200,
+    log_evidence: Callable[[PriorScales, Events], float] | None = None,
 ) -> ScaleFit:
     """`argmax log p(labels | hyper)` (prequential ADF evidence) over the prior scales and,
     when asked, the tie margin and the emoji thresholds, from `start`.
@@ -71,7 +72,8 @@ def fit_hyperparameters(
     every point is a valid model.
 
     Args:
-        build_prior: the prior over the campaign's clips for given scales.
+        build_prior: the prior over the campaign's clips for given scales (dense); None when
+            `log_evidence` is given.
         build_events: the labels, in the order they arrived, as interval events under the
             given tie margin and thresholds.
         start: where to start (and `weight_mean`, kept as is).
@@ -79,6 +81,9 @@ def fit_hyperparameters(
         fit_tie: also fit the tie margin (needs `start.tie_margin > 0`).
         fit_thresholds: also fit the emoji thresholds (needs `start.emoji_thresholds`).
         max_evaluations: the optimiser's budget of evidence evaluations.
+        log_evidence: `sum_b log Z_b` of the events under ADF from the prior of given scales,
+            for a posterior kept in another form (engine.forms); default: `build_prior` and
+            `update_with_evidence`.
 
     Raises:
         ValueError: no events to fit to, or a part to fit that the start does not have.
@@ -122,9 +127,19 @@ def fit_hyperparameters(
         x0 += [math.log(max(b - a, SCALE_BOUNDS[0])) for a, b in pairwise(thresholds)]
         bounds += [(-SCALE_BOUNDS[1], SCALE_BOUNDS[1])] + [(low, high)] * (len(thresholds) - 1)
 
+    if log_evidence is None:
+        if build_prior is None:
+            raise ValueError("give build_prior or log_evidence")
+        prior_of = build_prior
+
+        def log_evidence(scales: PriorScales, events: Events) -> float:
+            return update_with_evidence(prior_of(scales), events).log_evidence
+
+    evidence = log_evidence
+
     def negative_evidence(x: np.ndarray) -> float:
         hyper = unpack(x)
-        return -update_with_evidence(build_prior(hyper.scales), build_events(hyper)).log_evidence
+        return -evidence(hyper.scales, build_events(hyper))
 
     if len(build_events(start)) == 0:
         raise ValueError("empirical Bayes needs labels")

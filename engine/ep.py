@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from torch import Tensor
 
 from engine.likelihoods import LIKELIHOODS
 from engine.state import Posterior
 from engine.update import NO_SECOND, Events, event_items, event_moments
+
+if TYPE_CHECKING:
+    from engine.structured import GroupedPosterior
 
 TOLERANCE = 1e-8  # largest change of a site's natural parameters that counts as converged
 MIN_CAVITY_PRECISION = 1e-12  # a cavity this flat means the site holds all the information
@@ -39,9 +42,10 @@ class Sites:
 
 @dataclass(frozen=True)
 class Refinement:
-    """EP's result: the posterior, its sites, sweeps run and the last largest site change."""
+    """EP's result: the posterior (dense, or in blocks from `engine.structured`), its sites,
+    sweeps run and the last largest site change."""
 
-    posterior: Posterior
+    posterior: Posterior | GroupedPosterior
     sites: Sites
     sweeps: int
     change: float

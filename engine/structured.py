@@ -411,12 +411,26 @@ class GroupedPosterior:
         return [slice(start, start + step) for start in range(0, self.n_groups, step)]
 
     def pair_moments(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
-        """(P,) mean and variance of `f_i - f_j` for pairs within groups (second = -1: f_i)."""
+        """(P,) mean and variance of `f_i - f_j` (second = -1: of f_i). Pairs within a group
+        take their group's block; pairs across groups meet through the border only,
+        `Cov(f_i, f_j) = r_i' S_w r_j`."""
         single = second == NO_SECOND
         other = torch.where(single, first, second)
+        across = self.group[first] != self.group[other]
+        if bool(across.any()):
+            alone = torch.full_like(first, NO_SECOND)
+            mean_i, var_i = self.pair_moments(first, alone)
+            mean_j, var_j = self.pair_moments(other, alone)
+            left = self.directions(first, alone).embedded
+            right = self.directions(other, alone).embedded
+            cross = ((left @ self.weight_cov) * right).sum(-1)
+            mean = mean_i - mean_j
+            var = (var_i + var_j - 2.0 * cross).clamp_min(0.0)
+            inside = torch.nonzero(~across).flatten()
+            if inside.numel():
+                mean[inside], var[inside] = self.pair_moments(first[inside], second[inside])
+            return mean, var
         group = self.group[first]
-        if bool((group != self.group[other]).any()):
-            raise ValueError("pair_moments takes pairs within a group")
         pair = (~single).to(self.offset.dtype)
         slot_i, slot_j = self.slot[first], self.slot[other]
         rows = self.load[group, slot_i] - self.load[group, slot_j] * pair[:, None]

@@ -59,10 +59,15 @@ class WeightSummary:
 
 def summarise_clips(posterior: Posterior, level: float = 0.9) -> ClipSummary:
     """`mean +- z_{(1 + level)/2} sd` per clip and the rank by posterior mean (ties by index)."""
+    return summarise_moments(posterior.item_mean, torch.diagonal(posterior.item_cov), level)
+
+
+def summarise_moments(mean: Tensor, var: Tensor, level: float = 0.9) -> ClipSummary:
+    """`summarise_clips` from every clip's marginal mean and variance (n,), whatever form the
+    posterior is kept in."""
     if not 0 < level < 1:
         raise ValueError(f"credible level must be in (0, 1), got {level}")
-    mean = posterior.item_mean
-    sd = torch.sqrt(torch.diagonal(posterior.item_cov).clamp_min(0.0))
+    sd = torch.sqrt(var.clamp_min(0.0))
     half = credible_halfwidth(sd, level)
     order = torch.argsort(-mean, stable=True)
     rank = torch.empty_like(order)
@@ -99,15 +104,22 @@ def predict_pair(
 
 def summarise_weights(posterior: Posterior) -> WeightSummary:
     """The global weights' Gaussian and each context's effective weights `w + w_c`."""
-    n_criteria, n_contexts = posterior.n_criteria, posterior.n_contexts
-    index = posterior.weight_index()
-    mean, cov = posterior.mean[index], posterior.cov[index][:, index]
-    context = posterior.context_weight_index(torch.arange(n_contexts, device=mean.device))
+    n = posterior.n_items
+    return summarise_border(
+        posterior.mean[n:], posterior.cov[n:, n:], posterior.n_criteria, posterior.n_contexts
+    )
+
+
+def summarise_border(mean: Tensor, cov: Tensor, n_criteria: int, n_contexts: int) -> WeightSummary:
+    """`summarise_weights` from the weights' own Gaussian, (D,) and (D, D) in the layout
+    [global | context 0 | ... | context C-1], K each."""
+    index = torch.arange(n_criteria, device=mean.device)
+    context = (n_criteria * (1 + torch.arange(n_contexts, device=mean.device)))[:, None] + index
     both = torch.cat((index.expand(n_contexts, n_criteria), context), dim=-1)  # C x 2K
-    block = posterior.cov[both[:, :, None], both[:, None, :]]  # C x 2K x 2K
+    block = cov[both[:, :, None], both[:, None, :]]  # C x 2K x 2K
     summed = block.reshape(n_contexts, 2, n_criteria, 2, n_criteria).sum((1, 3))
-    context_mean = mean + posterior.mean[context]
-    return WeightSummary(mean, cov, context_mean, summed)
+    context_mean = mean[index] + mean[context]
+    return WeightSummary(mean[index], cov[index][:, index], context_mean, summed)
 
 
 def expected_kendall_tau(
@@ -130,8 +142,7 @@ def expected_kendall_tau(
         if first.numel() == 0:
             return math.nan
         pair_var = var[first] + var[second] - 2.0 * cov[first, second]
-        p = torch.special.ndtr((mean[first] - mean[second]) / pair_var.clamp_min(tiny).sqrt())
-        return float(torch.abs(2.0 * p - 1.0).mean())
+        return expected_tau_of_pairs(mean[first] - mean[second], pair_var)
     total, count = 0.0, 0
     columns = torch.arange(n, device=mean.device)
     for start in range(0, n, chunk):
@@ -145,6 +156,16 @@ def expected_kendall_tau(
     return total / count if count else math.nan
 
 
+def expected_tau_of_pairs(mu: Tensor, var: Tensor) -> float:
+    """`mean_pairs |2 Phi(mu / s) - 1|` over pairs with difference mean mu and variance var (P,):
+    `expected_kendall_tau` over listed pairs. NaN when none is listed."""
+    if mu.numel() == 0:
+        return math.nan
+    tiny = torch.finfo(mu.dtype).tiny
+    p = torch.special.ndtr(mu / var.clamp_min(tiny).sqrt())
+    return float(torch.abs(2.0 * p - 1.0).mean())
+
+
 def credible_halfwidth(sd: Tensor, level: float) -> Tensor:
     """`z_{(1 + level)/2} sd`, the half-width of a central Gaussian interval."""
     return sd * float(norm.ppf(0.5 + level / 2))
@@ -155,9 +176,12 @@ __all__ = [
     "WeightSummary",
     "credible_halfwidth",
     "expected_kendall_tau",
+    "expected_tau_of_pairs",
     "pair_marginal",
     "predict_pair",
     "probability_better",
+    "summarise_border",
     "summarise_clips",
+    "summarise_moments",
     "summarise_weights",
 ]

@@ -583,7 +583,7 @@ def test_rater_reliability_is_rederived_when_labels_double_and_added_to_in_betwe
     def full() -> object:
         own = campaign._rater_judgments["r"]
         return rater_posterior(
-            campaign._rater_grid(own, campaign.posterior),
+            campaign._rater_grid(own, campaign._form),
             default_noise_sd=config.noise_sd,
             spread=config.noise_prior_spread,
         )

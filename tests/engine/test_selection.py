@@ -403,7 +403,9 @@ def test_block_screen_keeps_what_the_gathered_screen_keeps() -> None:
     campaign = _campaign(80, seed=3, groups=groups, n_labels=60, tie_margin=0.5)
     for rater in range(6):
         campaign.next_pairs(f"h{rater}", count=5)
-    shrink = campaign._shrink()
+    shrink = campaign._form._shrink(
+        campaign._pending_tasks(), campaign.pair_cuts, campaign.level_cuts
+    )
     assert shrink.factor.numel() == 30
     first, second = scope_pairs(campaign.groups)
     common = dict(
@@ -440,7 +442,9 @@ def test_kept_shrink_equals_a_fresh_one_through_holds_releases_and_labels() -> N
             keep=campaign.keep_probability("r1"),
             count=3,
             judged_pairs=torch.tensor(judged) if judged else None,
-            pending=campaign._pending_tensor(),
+            pending=Pending.of(
+                [task[1:] for task in campaign._pending_tasks()], campaign.posterior.mean
+            ),
             level_cuts=campaign.level_cuts,
             options=campaign.config.selection,
         )

@@ -1,0 +1,468 @@
+"""How a campaign keeps its posterior: one object that owns it and answers for it.
+
+`DenseForm` keeps every covariance entry (`engine.state.Posterior`): exact for any pairing
+scope, O(n^2) memory. `BlockForm` keeps prompt blocks plus the weight border
+(`engine.structured.GroupedPosterior`, docs/MATH.md §6): the same Gaussian while questions
+stay inside prompts, O(n) memory and O(prompt + weights) per label. `Campaign` talks to either
+through the same methods and never reads a covariance itself; `FORMS` is the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from engine.block_selection import select_block_pairs, select_block_rating
+from engine.ep import Refinement, ep_refine
+from engine.objectives import outcome_probabilities
+from engine.scope import GroupBlocks, group_blocks, scope_pairs
+from engine.selection import (
+    PairChoice,
+    Pending,
+    RatingChoice,
+    SelectionOptions,
+    Shrink,
+    believer_shrink,
+    extend_shrink,
+    select_pair_batch,
+    select_rating,
+)
+from engine.state import Posterior, PriorScales, add_contexts, add_items, empty_posterior
+from engine.structured import GroupedPosterior, refine_grouped
+from engine.summaries import (
+    ClipSummary,
+    WeightSummary,
+    expected_kendall_tau,
+    expected_tau_of_pairs,
+    pair_marginal,
+    summarise_border,
+    summarise_clips,
+    summarise_moments,
+    summarise_weights,
+)
+from engine.update import Events, update_with_evidence
+
+PendingTask = tuple[int, int, int, float]  # (task id, first, second or -1, noise variance)
+
+
+class PosteriorForm(Protocol):
+    """What a campaign asks of its posterior, whatever form it is kept in."""
+
+    @property
+    def n_items(self) -> int: ...
+
+    def add(
+        self,
+        scales: PriorScales,
+        n_new_contexts: int,
+        scores: Tensor,
+        context: Tensor,
+        group: Tensor,
+    ) -> None:
+        """Append contexts, then clips (standardised scores, context and group indices)."""
+        ...
+
+    def observe(self, events: Events) -> float:
+        """Apply labels by ADF (MATH.md §2); returns their log evidence."""
+        ...
+
+    def refine(
+        self, events: Events, max_sweeps: int, damping: float
+    ) -> tuple[PosteriorForm, Refinement]:
+        """The EP posterior of this prior and the events (engine.ep), as a form of the same
+        kind, and EP's result; this form is unchanged."""
+        ...
+
+    def pair_moments(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance of `f_i - f_j` (second = -1: of f_i)."""
+        ...
+
+    def leaderboard(self, level: float) -> ClipSummary: ...
+
+    def weights(self) -> WeightSummary: ...
+
+    def expected_kendall_tau(self, groups: Tensor | None) -> float: ...
+
+    def forget_shrink(self) -> None:
+        """Pending tasks' noise changed: a kept believer shrink no longer holds."""
+        ...
+
+    def select_pairs(
+        self,
+        pending: Sequence[PendingTask],
+        *,
+        groups: Tensor | None,
+        noise_var: float,
+        pair_cuts: Tensor,
+        keep: float,
+        count: int,
+        excluded_items: Tensor,
+        judged_pairs: Tensor | None,
+        level_cuts: Tensor | None,
+        options: SelectionOptions,
+        generator: torch.Generator | None,
+    ) -> list[PairChoice]: ...
+
+    def note_batch(self, before: Sequence[int], ids: Sequence[int]) -> None:
+        """The last `select_pairs` batch became tasks `ids`, handed out after `before`."""
+        ...
+
+    def select_rating(
+        self,
+        pending: Sequence[PendingTask],
+        *,
+        noise_var: float,
+        level_cuts: Tensor,
+        pair_cuts: Tensor,
+        keep: float,
+        excluded_items: Tensor,
+        options: SelectionOptions,
+        generator: torch.Generator | None,
+    ) -> RatingChoice: ...
+
+    def dense(self) -> Posterior:
+        """The posterior as an `engine.state.Posterior` (O(n^2) for the block form)."""
+        ...
+
+
+def _pending(tasks: Sequence[PendingTask], like: Tensor) -> Pending | None:
+    if not tasks:
+        return None
+    return Pending.of([(first, second, noise) for _, first, second, noise in tasks], like)
+
+
+class DenseForm:
+    """Every covariance entry of theta = [f | w | contexts] (engine.state).
+
+    Args:
+        posterior: the posterior to own.
+    """
+
+    def __init__(self, posterior: Posterior) -> None:
+        self.posterior = posterior
+        # the pending tasks' believer shrink under the posterior it was built on, by task ids
+        self._shrink_cache: tuple[Posterior, tuple[int, ...], Shrink] | None = None
+        self._batch_shrink: Shrink | None = None
+        self._scope_cache: tuple[int, tuple[Tensor, Tensor] | None, GroupBlocks | None] | None = (
+            None
+        )
+
+    @staticmethod
+    def prior(
+        n_criteria: int,
+        scales: PriorScales,
+        n_contexts: int,
+        scores: Tensor,
+        context: Tensor,
+        group: Tensor,
+    ) -> DenseForm:
+        """The joint prior over the clips (MATH.md §1)."""
+        posterior = empty_posterior(n_criteria, scales, device=scores.device, dtype=scores.dtype)
+        posterior = add_contexts(posterior, n_contexts, scales)
+        return DenseForm(add_items(posterior, scores, context, scales))
+
+    @property
+    def n_items(self) -> int:
+        return self.posterior.n_items
+
+    def add(
+        self,
+        scales: PriorScales,
+        n_new_contexts: int,
+        scores: Tensor,
+        context: Tensor,
+        group: Tensor,
+    ) -> None:
+        posterior = add_contexts(self.posterior, n_new_contexts, scales)
+        self.posterior = add_items(posterior, scores, context, scales)
+
+    def observe(self, events: Events) -> float:
+        result = update_with_evidence(self.posterior, events)
+        self.posterior = result.posterior
+        return result.log_evidence
+
+    def refine(
+        self, events: Events, max_sweeps: int, damping: float
+    ) -> tuple[DenseForm, Refinement]:
+        result = ep_refine(self.posterior, events, max_sweeps=max_sweeps, damping=damping)
+        return DenseForm(result.posterior), result
+
+    def pair_moments(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+        return pair_marginal(self.posterior, first, second)
+
+    def leaderboard(self, level: float) -> ClipSummary:
+        return summarise_clips(self.posterior, level)
+
+    def weights(self) -> WeightSummary:
+        return summarise_weights(self.posterior)
+
+    def expected_kendall_tau(self, groups: Tensor | None) -> float:
+        return expected_kendall_tau(self.posterior, groups)
+
+    def forget_shrink(self) -> None:
+        self._shrink_cache = None
+
+    def _shrink(
+        self, pending: Sequence[PendingTask], pair_cuts: Tensor, level_cuts: Tensor | None
+    ) -> Shrink:
+        """The pending tasks' believer shrink (MATH.md §4), kept between calls: tasks held
+        since it was built are added to it (O(n Q) each); it is rebuilt when the posterior
+        changed or a task before the newest was released."""
+        ids = tuple(task[0] for task in pending)
+        cached = self._shrink_cache
+        if cached is not None and cached[0] is self.posterior:
+            _, built_for, shrink = cached
+            if ids[: len(built_for)] == built_for:
+                for _, first, second, noise in pending[len(built_for) :]:
+                    shrink = extend_shrink(
+                        self.posterior, shrink, first, second, noise, pair_cuts, level_cuts
+                    )
+                self._shrink_cache = (self.posterior, ids, shrink)
+                return shrink
+            if built_for[: len(ids)] == ids:  # the newest tasks were released
+                shrink = Shrink(shrink.columns[:, : len(ids)], shrink.factor[: len(ids)])
+                self._shrink_cache = (self.posterior, ids, shrink)
+                return shrink
+        like = self.posterior.mean
+        shrink = believer_shrink(self.posterior, _pending(pending, like), pair_cuts, level_cuts)
+        self._shrink_cache = (self.posterior, ids, shrink)
+        return shrink
+
+    def _scope_candidates(
+        self, groups: Tensor | None
+    ) -> tuple[tuple[Tensor, Tensor] | None, GroupBlocks | None]:
+        """The same-group scope's pairs as a list when that is under a quarter of all pairs
+        (screened as a list, O(pairs in scope)), with their group blocks; None to screen the
+        n x n grid."""
+        n = self.n_items
+        if self._scope_cache is None or self._scope_cache[0] != n:
+            listed, blocks = None, None
+            if groups is not None:
+                first, second = scope_pairs(groups)
+                if 4 * first.numel() < n * (n - 1) // 2:
+                    listed = (first, second)
+                    blocks = group_blocks(groups, first, second)
+            self._scope_cache = (n, listed, blocks)
+        return self._scope_cache[1], self._scope_cache[2]
+
+    def select_pairs(
+        self,
+        pending: Sequence[PendingTask],
+        *,
+        groups: Tensor | None,
+        noise_var: float,
+        pair_cuts: Tensor,
+        keep: float,
+        count: int,
+        excluded_items: Tensor,
+        judged_pairs: Tensor | None,
+        level_cuts: Tensor | None,
+        options: SelectionOptions,
+        generator: torch.Generator | None,
+    ) -> list[PairChoice]:
+        candidates, blocks = self._scope_candidates(groups)
+        choices, shrink = select_pair_batch(
+            self.posterior,
+            noise_var=noise_var,
+            pair_cuts=pair_cuts,
+            keep=keep,
+            count=count,
+            groups=groups,
+            candidates=candidates,
+            blocks=blocks,
+            excluded_items=excluded_items,
+            judged_pairs=judged_pairs,
+            pending=_pending(pending, self.posterior.mean),
+            level_cuts=level_cuts,
+            options=options,
+            generator=generator,
+            shrink=self._shrink(pending, pair_cuts, level_cuts),
+        )
+        self._batch_shrink = shrink
+        return choices
+
+    def note_batch(self, before: Sequence[int], ids: Sequence[int]) -> None:
+        # kept for the tasks as pending after the ones before, held now or later in this order
+        # (`next_tasks` holds after comparing with a rating); if they never are, the kept
+        # shrink is cut back to the tasks before
+        if self._batch_shrink is not None:
+            self._shrink_cache = (self.posterior, (*before, *ids), self._batch_shrink)
+            self._batch_shrink = None
+
+    def select_rating(
+        self,
+        pending: Sequence[PendingTask],
+        *,
+        noise_var: float,
+        level_cuts: Tensor,
+        pair_cuts: Tensor,
+        keep: float,
+        excluded_items: Tensor,
+        options: SelectionOptions,
+        generator: torch.Generator | None,
+    ) -> RatingChoice:
+        return select_rating(
+            self.posterior,
+            noise_var=noise_var,
+            level_cuts=level_cuts,
+            pair_cuts=pair_cuts,
+            keep=keep,
+            excluded_items=excluded_items,
+            pending=_pending(pending, self.posterior.mean),
+            options=options,
+            generator=generator,
+            shrink=self._shrink(pending, pair_cuts, level_cuts),
+        )
+
+    def dense(self) -> Posterior:
+        return self.posterior
+
+
+class BlockForm:
+    """Prompt blocks plus the weight border (engine.structured, docs/MATH.md §6). Pairs must
+    stay inside a prompt group; the campaign checks this before a label is applied.
+
+    Args:
+        posterior: the block-form posterior to own.
+    """
+
+    def __init__(self, posterior: GroupedPosterior) -> None:
+        self.posterior = posterior
+
+    @staticmethod
+    def prior(
+        n_criteria: int,
+        scales: PriorScales,
+        n_contexts: int,
+        scores: Tensor,
+        context: Tensor,
+        group: Tensor,
+    ) -> BlockForm:
+        posterior = GroupedPosterior(n_criteria, scales, device=scores.device, dtype=scores.dtype)
+        form = BlockForm(posterior)
+        form.add(scales, n_contexts, scores, context, group)
+        return form
+
+    @property
+    def n_items(self) -> int:
+        return self.posterior.n_items
+
+    def add(
+        self,
+        scales: PriorScales,
+        n_new_contexts: int,
+        scores: Tensor,
+        context: Tensor,
+        group: Tensor,
+    ) -> None:
+        self.posterior.add_contexts(n_new_contexts, scales)
+        self.posterior.add_items(scores, context, group, scales)
+
+    def observe(self, events: Events) -> float:
+        log_evidence, _ = self.posterior.observe(events)
+        return log_evidence
+
+    def refine(
+        self, events: Events, max_sweeps: int, damping: float
+    ) -> tuple[BlockForm, Refinement]:
+        posterior, sites, sweeps, change = refine_grouped(
+            self.posterior, events, max_sweeps=max_sweeps, damping=damping
+        )
+        return BlockForm(posterior), Refinement(posterior, sites, sweeps, change)
+
+    def pair_moments(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+        return self.posterior.pair_moments(first, second)
+
+    def leaderboard(self, level: float) -> ClipSummary:
+        mean, var = self.posterior.item_moments()
+        return summarise_moments(mean, var, level)
+
+    def weights(self) -> WeightSummary:
+        mean, cov = self.posterior.weight_moments()
+        return summarise_border(mean, cov, self.posterior.n_criteria, self.posterior.n_contexts)
+
+    def expected_kendall_tau(self, groups: Tensor | None) -> float:
+        first, second = scope_pairs(self.posterior.group if groups is None else groups)
+        mu, var = self.posterior.pair_moments(first, second)
+        return expected_tau_of_pairs(mu, var)
+
+    def forget_shrink(self) -> None:
+        """Nothing is kept between selections: the block shrink is built for each."""
+
+    def select_pairs(
+        self,
+        pending: Sequence[PendingTask],
+        *,
+        groups: Tensor | None,
+        noise_var: float,
+        pair_cuts: Tensor,
+        keep: float,
+        count: int,
+        excluded_items: Tensor,
+        judged_pairs: Tensor | None,
+        level_cuts: Tensor | None,
+        options: SelectionOptions,
+        generator: torch.Generator | None,
+    ) -> list[PairChoice]:
+        return select_block_pairs(
+            self.posterior,
+            noise_var=noise_var,
+            pair_cuts=pair_cuts,
+            keep=keep,
+            count=count,
+            excluded_items=excluded_items,
+            judged_pairs=judged_pairs,
+            pending=_pending(pending, self.posterior.offset),
+            level_cuts=level_cuts,
+            options=options,
+            generator=generator,
+        )
+
+    def note_batch(self, before: Sequence[int], ids: Sequence[int]) -> None:
+        """Nothing to keep."""
+
+    def select_rating(
+        self,
+        pending: Sequence[PendingTask],
+        *,
+        noise_var: float,
+        level_cuts: Tensor,
+        pair_cuts: Tensor,
+        keep: float,
+        excluded_items: Tensor,
+        options: SelectionOptions,
+        generator: torch.Generator | None,
+    ) -> RatingChoice:
+        return select_block_rating(
+            self.posterior,
+            noise_var=noise_var,
+            level_cuts=level_cuts,
+            pair_cuts=pair_cuts,
+            keep=keep,
+            excluded_items=excluded_items,
+            pending=_pending(pending, self.posterior.offset),
+            options=options,
+            generator=generator,
+        )
+
+    def dense(self) -> Posterior:
+        return self.posterior.to_dense()
+
+
+def predict(form: PosteriorForm, first: Tensor, second: Tensor, noise_var: float, cuts: Tensor):
+    """Predictive (loss, [tie,] win) probabilities of `first` vs `second`. MATH.md §3."""
+    mu, var = form.pair_moments(first, second)
+    return outcome_probabilities(mu, var, noise_var, cuts)
+
+
+FormFactory = type[DenseForm] | type[BlockForm]
+
+FORMS: dict[str, FormFactory] = {
+    "dense": DenseForm,
+    "blocks": BlockForm,
+}
+
+__all__ = ["FORMS", "BlockForm", "DenseForm", "PendingTask", "PosteriorForm", "predict"]
