@@ -13,6 +13,7 @@ Ratings: every clip's mean and shrunk variance in one pass, then `choose_rating`
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -58,6 +59,141 @@ def pair_positions(posterior: GroupedPosterior, pairs: Tensor | None) -> Tensor:
     return torch.unique(group[same] * per_group + index)
 
 
+# sup |d s / d x| and sup |d s / d v| of the unit-noise screening score s(x, v) (x = mu,
+# v = var at sigma = 1), rounded up: 0.136443 at x = 2.25, v = 3.3 (on a fine grid, interior),
+# and 1 / (2 C^2) = 0.459224 at x = 0, v -> 0 (closed form); tests check both on a grid. The
+# score is scale-free: s(mu, var; sigma) = s(mu / sigma, var / sigma^2; 1).
+SCREEN_MU_RATE = 0.1365
+SCREEN_VAR_RATE = 0.4593
+
+
+def screen_lipschitz(noise_var: float) -> tuple[float, float]:
+    """How fast `screening_score` can move at rater noise sigma^2, for every mu and var >= 0:
+    `|ds/dmu| <= SCREEN_MU_RATE / sigma` and `|ds/dvar| <= SCREEN_VAR_RATE / sigma^2`. The
+    score never falls as var grows (ds/dvar >= 0, checked on a grid), so a pending task's
+    shrink never raises a score (docs/MATH.md §6)."""
+    noise_var = max(float(noise_var), 1e-12)  # as screening_score treats a noise-free rater
+    return SCREEN_MU_RATE / math.sqrt(noise_var), SCREEN_VAR_RATE / noise_var
+
+
+def _score_groups(
+    posterior: GroupedPosterior,
+    groups: slice | Tensor,
+    shrink: BlockShrink | None,
+    noise_var: float,
+    padded_allowed: Tensor | None,
+    forbidden: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Every slot pair's screening score (+ SCORE_OFFSET; exactly 0 where ineligible) in the
+    given groups, (T, P), under the shrink, and the groups' members (T, M)."""
+    size = posterior.members.shape[1]
+    device = posterior.group.device
+    first_slot, second_slot = torch.triu_indices(size, size, 1, device=device)
+    per_group = first_slot.numel()
+    marginals = posterior.group_marginals(groups, shrink)
+    members = marginals.members
+    diagonal = torch.diagonal(marginals.cov, dim1=1, dim2=2)
+    var = diagonal[:, first_slot] + diagonal[:, second_slot]
+    var.sub_(marginals.cov[:, first_slot, second_slot], alpha=2.0).clamp_min_(0.0)
+    mu = marginals.mean[:, first_slot] - marginals.mean[:, second_slot]
+    # eligible pairs score >= SCORE_OFFSET - 1 > 0; every other entry is exactly 0
+    score = screening_score(mu, var, noise_var).add_(SCORE_OFFSET)
+    # padding (-1) reads the False appended to `padded_allowed`
+    shown = members >= 0 if padded_allowed is None else padded_allowed[members]
+    score.mul_((shown[:, first_slot] & shown[:, second_slot]).to(score.dtype))
+    if forbidden is not None and forbidden.numel():
+        if isinstance(groups, slice):
+            start, stop, _ = groups.indices(posterior.n_groups)
+            lo, hi = torch.searchsorted(
+                forbidden, torch.tensor([start * per_group, stop * per_group], device=device)
+            ).tolist()
+            if hi > lo:
+                score.view(-1)[forbidden[lo:hi] - start * per_group] = 0.0
+        else:
+            flat = groups[:, None] * per_group + torch.arange(per_group, device=device)
+            score.masked_fill_(torch.isin(flat, forbidden), 0.0)
+    return score, members
+
+
+class GroupScreen:
+    """A kept screen: each group's best `screening_score` over its pairs (no pending tasks, no
+    rater's exclusions) at one rater noise, with the border it was computed under.
+
+    Between rebuilds, a group that took a label or a clip is `dirty` (scored afresh); any
+    other group g, of context c, moved only through the border: `|d mu_p| <= R_g |d m_c|`
+    and `|d var_p| <= R_g^2 ||d S_c||` (R_g the largest `|r_p|` in g; m_c, S_c the border's
+    global and context-c blocks, here the largest over contexts), so its scores moved by at
+    most `slack` (docs/MATH.md §6);
+    pending tasks only lower variances, which never raises a score. `screen_block_pairs`
+    then scores groups by their kept best plus slack until no unscored group can matter.
+
+    Args:
+        posterior: the posterior to screen.
+        noise_var: the rater noise the scores are for.
+    """
+
+    def __init__(self, posterior: GroupedPosterior, noise_var: float) -> None:
+        self.noise_var = float(noise_var)
+        size = posterior.members.shape[1]
+        first_slot, second_slot = torch.triu_indices(size, size, 1, device=posterior.group.device)
+        best, radius = [], []
+        for groups in posterior.group_chunks():
+            score, members = _score_groups(posterior, groups, None, noise_var, None, None)
+            rows = posterior.load[groups]  # (T, M, 2K); padding rows are 0
+            present = (members[:, first_slot] >= 0) & (members[:, second_slot] >= 0)
+            spread = (rows[:, first_slot] - rows[:, second_slot]).square().sum(-1) * present
+            empty = score.new_zeros(score.shape[0])
+            best.append(score.amax(-1) if score.shape[1] else empty)
+            radius.append(spread.amax(-1) if spread.shape[1] else empty)
+        self.best = torch.cat(best) if best else posterior.offset.new_zeros(0)
+        self.radius2 = torch.cat(radius) if radius else posterior.offset.new_zeros(0)
+        self.radius = self.radius2.sqrt()
+        typical = self.radius2.median() if self.radius2.numel() else self.radius2.new_zeros(())
+        self.typical_radius2 = float(typical)
+        self.weight_mean = posterior.weight_mean.clone()
+        self.weight_cov = posterior.weight_cov.clone()
+        self.shape = (posterior.n_groups, size)
+        self.dirty: set[int] = set()
+
+    def _drift(self, posterior: GroupedPosterior) -> tuple[Tensor, Tensor]:
+        """(C,) per context: the border's mean drift `|d m_c|` and covariance drift
+        `||d S_c||_2` in its global and context blocks, times the score's rates."""
+        l_mu, l_var = screen_lipschitz(self.noise_var)
+        contexts = torch.arange(max(posterior.n_contexts, 1), device=posterior.group.device)
+        local = posterior.local_index(contexts)  # (C, 2K)
+        drift_mean = torch.linalg.vector_norm(
+            (posterior.weight_mean - self.weight_mean)[local], dim=-1
+        )
+        drift = posterior.weight_cov - self.weight_cov
+        drift_cov = torch.linalg.matrix_norm(drift[local[:, :, None], local[:, None, :]], ord=2)
+        return l_mu * drift_mean, l_var * drift_cov
+
+    def slack(self, posterior: GroupedPosterior) -> Tensor:
+        """(G,) the most each clean group's pair scores can have moved since the screen was
+        kept (up without pending tasks; down as well, without them)."""
+        if posterior.n_criteria == 0:
+            return self.radius2.new_zeros(self.radius2.shape)
+        by_mean, by_cov = self._drift(posterior)
+        # the context that drifted most stands for all: a looser bound that spares a gather
+        # over every group on each call
+        return torch.add(
+            self.radius2 * float(by_cov.max()), self.radius, alpha=float(by_mean.max())
+        )
+
+    def typical_slack(self, posterior: GroupedPosterior) -> float:
+        """The slack of a group of median spread in the context that drifted most: when it
+        passes the screening tolerance, the kept screen narrows little and is rebuilt."""
+        if posterior.n_criteria == 0:
+            return 0.0
+        by_mean, by_cov = self._drift(posterior)
+        typical = by_mean * math.sqrt(self.typical_radius2) + by_cov * self.typical_radius2
+        return float(typical.max())
+
+    def fits(self, posterior: GroupedPosterior) -> bool:
+        """Whether the screen still describes the posterior's layout."""
+        return self.shape == (posterior.n_groups, posterior.members.shape[1])
+
+
 def screen_block_pairs(
     posterior: GroupedPosterior,
     shrink: BlockShrink | None,
@@ -66,6 +202,8 @@ def screen_block_pairs(
     allowed: Tensor,
     forbidden: Tensor,
     n_keep: int,
+    kept: GroupScreen | None = None,
+    tolerance: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The `n_keep` best same-group pairs by `screening_score` under the shrink, best first.
 
@@ -76,6 +214,12 @@ def screen_block_pairs(
         allowed: (n,) bool, False for clips never to show.
         forbidden: `pair_positions` of pairs not to ask.
         n_keep: how many to return at most.
+        kept: a `GroupScreen` at this noise (fitting the layout) to screen from; None scores
+            every group.
+        tolerance: with `kept`, None keeps exactly the full screen's candidates (ties aside);
+            a number stops scoring groups once no unscored pair can beat the best kept one by
+            more than that (screening-score units, about bits): the full screen's best then
+            scores at most `tolerance` above the kept best.
 
     Returns:
         (first, second) clip indices (first < second), each (m,) with m <= n_keep, best first;
@@ -85,31 +229,68 @@ def screen_block_pairs(
     device = posterior.group.device
     first_slot, second_slot = torch.triu_indices(size, size, 1, device=device)
     per_group = first_slot.numel()
-    padded_allowed = torch.cat((allowed, allowed.new_zeros(1)))  # index -1: padding
-    kept_score, kept_first, kept_second = [], [], []
-    for groups in posterior.group_chunks():
-        marginals = posterior.group_marginals(groups, shrink)
-        members = marginals.members
-        diagonal = torch.diagonal(marginals.cov, dim1=1, dim2=2)
-        var = diagonal[:, first_slot] + diagonal[:, second_slot]
-        var.sub_(marginals.cov[:, first_slot, second_slot], alpha=2.0).clamp_min_(0.0)
-        mu = marginals.mean[:, first_slot] - marginals.mean[:, second_slot]
-        # eligible pairs score >= SCORE_OFFSET - 1 > 0; every other entry is exactly 0
-        score = screening_score(mu, var, noise_var).add_(SCORE_OFFSET)
-        shown = padded_allowed[members]  # padding (-1) reads the appended False
-        score.mul_((shown[:, first_slot] & shown[:, second_slot]).to(score.dtype))
-        start, stop, _ = groups.indices(posterior.n_groups)
-        lo, hi = torch.searchsorted(
-            forbidden, torch.tensor([start * per_group, stop * per_group], device=device)
-        ).tolist()
-        if hi > lo:
-            score.view(-1)[forbidden[lo:hi] - start * per_group] = 0.0
-        top = torch.topk(score.reshape(-1), min(n_keep, score.numel()))
+    padded_allowed = torch.cat((allowed, allowed.new_zeros(1)))
+    kept_score: list[Tensor] = []
+    kept_first: list[Tensor] = []
+    kept_second: list[Tensor] = []
+
+    def score(groups: slice | Tensor) -> None:
+        values, members = _score_groups(
+            posterior, groups, shrink, noise_var, padded_allowed, forbidden
+        )
+        top = torch.topk(values.reshape(-1), min(n_keep, values.numel()))
         chosen = top.indices[top.values > 0]
         group, pair = chosen // per_group, chosen % per_group
         kept_score.append(top.values[top.values > 0])
         kept_first.append(members[group, first_slot[pair]])
         kept_second.append(members[group, second_slot[pair]])
+
+    def threshold() -> float:
+        """The score an unscored group must beat to matter: the n_keep-th best so far (0
+        while fewer are kept), or with a tolerance the best so far plus it."""
+        scores = torch.cat(kept_score) if kept_score else torch.zeros(0, device=device)
+        if tolerance is not None:
+            return (float(scores.max()) if scores.numel() else 0.0) + tolerance
+        if scores.numel() < n_keep:
+            return 0.0
+        return float(torch.topk(scores, n_keep).values[-1])
+
+    if kept is None:
+        for groups in posterior.group_chunks():
+            score(groups)
+    else:
+        bounds = kept.best + kept.slack(posterior)
+        fresh = set(kept.dirty)
+        if shrink is not None:
+            fresh.update(shrink.groups.tolist())
+        if fresh:
+            index = torch.tensor(sorted(fresh), dtype=torch.long, device=device)
+            score(index)
+            bounds[index] = -math.inf
+        step = max(64, n_keep)
+        # the n_keep groups of the highest bounds are always scored: the candidates are never
+        # only the groups that just took labels
+        index = torch.topk(bounds, min(n_keep, bounds.numel())).indices
+        index = index[bounds[index] > -math.inf]  # not the groups scored already
+        if index.numel():
+            score(index)
+            bounds[index] = -math.inf
+        while True:
+            # groups whose kept best plus slack cannot reach the kept set are done
+            reach = bounds > threshold()
+            remaining = int(reach.sum())
+            if remaining == 0:
+                break
+            if remaining > max(4 * step, posterior.n_groups // 4):
+                # the kept screen no longer narrows much: one pass over every group
+                kept_score.clear(), kept_first.clear(), kept_second.clear()
+                for groups in posterior.group_chunks():
+                    score(groups)
+                break
+            index = torch.topk(bounds, min(step, remaining)).indices
+            score(index)
+            bounds[index] = -math.inf
+            step *= 2
     scores = torch.cat(kept_score) if kept_score else torch.zeros(0, device=device)
     if scores.numel() == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
@@ -161,9 +342,13 @@ def select_block_pairs(
     level_cuts: Tensor | None = None,
     options: SelectionOptions | None = None,
     generator: torch.Generator | None = None,
+    kept: GroupScreen | None = None,
+    tolerance: float | None = None,
 ) -> list[PairChoice]:
     """The next `count` same-group pairs for one rater, each pending for the next: the block
-    form of `engine.selection.select_pair_batch` (same arguments, MATH.md §3-4).
+    form of `engine.selection.select_pair_batch` (same arguments, MATH.md §3-4); `kept` is a
+    `GroupScreen` at this rater's noise to screen from, within `tolerance`
+    (`screen_block_pairs`).
 
     Raises:
         NoEligibleTaskError: when no eligible pair is left for this rater.
@@ -186,10 +371,19 @@ def select_block_pairs(
         allowed=allowed,
         forbidden=torch.unique(torch.cat((judged, busy))),
         n_keep=n_keep,
+        kept=kept,
+        tolerance=tolerance,
     )
     if first.numel() == 0:  # every eligible pair is pending elsewhere: allow a duplicate
         first, second = screen_block_pairs(
-            posterior, shrink, noise_var, allowed=allowed, forbidden=judged, n_keep=n_keep
+            posterior,
+            shrink,
+            noise_var,
+            allowed=allowed,
+            forbidden=judged,
+            n_keep=n_keep,
+            kept=kept,
+            tolerance=tolerance,
         )
     if first.numel() == 0:
         raise NoEligibleTaskError(
@@ -201,14 +395,12 @@ def select_block_pairs(
     all_second = second if pending is None else torch.cat((pending.second, second))
     mean, cov, weight = posterior.joint_moments(all_first, all_second)
     believer = _Believer(mean, cov, n_pending + count)
-    if pending is not None:
-        for q, (j, noise) in enumerate(
-            zip(pending.second.tolist(), pending.noise_var.tolist(), strict=True)
-        ):
-            cuts = pair_cuts if j != NO_SECOND else level_cuts
-            if cuts is None:
-                raise ValueError("a pending rating task needs emoji thresholds")
-            believer.step(q, noise, cuts)
+    if shrink is not None:
+        # the pending tasks' steps, from the shrink's recursion: cov(z_b, c_q) =
+        # sum_p U_pq cov(z_b, z_p)
+        believer.columns[:, :n_pending] = cov[:, :n_pending] @ shrink.coefficients
+        believer.factors[:n_pending] = shrink.factor
+        believer.held = n_pending
     mu = mean[n_pending:]
     explained = torch.diagonal(weight)[n_pending:]
     taken = torch.zeros(first.numel(), dtype=torch.bool, device=first.device)
@@ -274,4 +466,11 @@ def select_block_rating(
     )
 
 
-__all__ = ["pair_positions", "screen_block_pairs", "select_block_pairs", "select_block_rating"]
+__all__ = [
+    "GroupScreen",
+    "pair_positions",
+    "screen_block_pairs",
+    "screen_lipschitz",
+    "select_block_pairs",
+    "select_block_rating",
+]

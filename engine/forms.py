@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from engine.block_selection import select_block_pairs, select_block_rating
+from engine.block_selection import GroupScreen, select_block_pairs, select_block_rating
 from engine.ep import Refinement, ep_refine
 from engine.objectives import outcome_probabilities
 from engine.scope import GroupBlocks, group_blocks, scope_pairs
@@ -46,6 +46,13 @@ from engine.summaries import (
 from engine.update import Events, update_with_evidence
 
 PendingTask = tuple[int, int, int, float]  # (task id, first, second or -1, noise variance)
+# Candidates screened from a kept screen may miss pairs scoring at most this much better than
+# the best kept (screening-score units, about bits of gain); the kept screen is rebuilt (one
+# full pass) once a typical group's scores may have moved as much, or this many groups took
+# labels
+SCREEN_TOLERANCE = 0.02
+SCREEN_DIRTY_LIMIT = 4096
+KEPT_SCREENS = 4  # rater noises with a kept screen (learned noise gives each rater its own)
 
 
 class PosteriorForm(Protocol):
@@ -331,6 +338,7 @@ class BlockForm:
 
     def __init__(self, posterior: GroupedPosterior) -> None:
         self.posterior = posterior
+        self._screens: dict[float, GroupScreen] = {}  # by rater noise, oldest first
 
     @staticmethod
     def prior(
@@ -360,10 +368,32 @@ class BlockForm:
     ) -> None:
         self.posterior.add_contexts(n_new_contexts, scales)
         self.posterior.add_items(scores, context, group, scales)
+        for screen in self._screens.values():
+            screen.dirty.update(group.tolist())
 
     def observe(self, events: Events) -> float:
         log_evidence, _ = self.posterior.observe(events)
+        if self._screens:
+            touched = self.posterior.group[events.first].tolist()
+            for screen in self._screens.values():
+                screen.dirty.update(touched)
         return log_evidence
+
+    def _screen(self, noise_var: float) -> GroupScreen:
+        """The kept screen at this noise, rebuilt when stale (SCREEN_SLACK_LIMIT,
+        SCREEN_DIRTY_LIMIT) or when the layout changed."""
+        screen = self._screens.pop(noise_var, None)
+        if (
+            screen is None
+            or not screen.fits(self.posterior)
+            or len(screen.dirty) > SCREEN_DIRTY_LIMIT
+            or screen.typical_slack(self.posterior) > SCREEN_TOLERANCE
+        ):
+            screen = GroupScreen(self.posterior, noise_var)
+        self._screens[noise_var] = screen
+        while len(self._screens) > KEPT_SCREENS:
+            self._screens.pop(next(iter(self._screens)))
+        return screen
 
     def refine(
         self, events: Events, max_sweeps: int, damping: float
@@ -419,6 +449,8 @@ class BlockForm:
             level_cuts=level_cuts,
             options=options,
             generator=generator,
+            kept=self._screen(noise_var),
+            tolerance=SCREEN_TOLERANCE,
         )
 
     def note_batch(self, before: Sequence[int], ids: Sequence[int]) -> None:

@@ -379,7 +379,7 @@ class GroupedPosterior:
         product = torch.bmm(rows, self._local_blocks(weight_cov)[context])
         return product @ rows.transpose(1, 2) if full else (product * rows).sum(-1)
 
-    def _group_means(self, groups: slice = slice(None)) -> Tensor:
+    def _group_means(self, groups: slice | Tensor = slice(None)) -> Tensor:
         """(G, M) `A_g m_w + b_g` (0 past each group's size: A and b are 0 there)."""
         local = self.local_index(self.group_context[groups].clamp_min(0))  # (G, 2K)
         means = (self.load[groups] * self.weight_mean[local][:, None, :]).sum(-1)
@@ -445,23 +445,30 @@ class GroupedPosterior:
         return mean, (var + border[:, 0]).clamp_min(0.0)
 
     def group_marginals(
-        self, groups: slice = slice(None), shrink: BlockShrink | None = None
+        self, groups: slice | Tensor = slice(None), shrink: BlockShrink | None = None
     ) -> GroupMarginals:
-        """The marginal mean and covariance of the groups in `groups` (default all), padded to
-        the largest group: `A_g m_w + b_g` and `P_g + A_g S_w A_g'`; the covariance under the
-        pending tasks' believer shrink when `shrink` is given (MATH.md §4, §6)."""
+        """The marginal mean and covariance of the groups in `groups` (a slice, default all,
+        or a long index), padded to the largest group: `A_g m_w + b_g` and
+        `P_g + A_g S_w A_g'`; the covariance under the pending tasks' believer shrink when
+        `shrink` is given (MATH.md §4, §6)."""
         context = self.group_context[groups].clamp_min(0)
         weight_cov = None if shrink is None else self.weight_cov - shrink.weight
         cov = self.within[groups] + self._weight_part(
             self.load[groups], context, full=True, weight_cov=weight_cov
         )
         if shrink is not None and shrink.groups.numel():
-            start, stop, _ = groups.indices(self.n_groups)
-            lo, hi = torch.searchsorted(
-                shrink.groups, torch.tensor([start, stop], device=shrink.groups.device)
-            ).tolist()
-            if hi > lo:
-                cov[shrink.groups[lo:hi] - start] -= shrink.correction[lo:hi]
+            if isinstance(groups, slice):
+                start, stop, _ = groups.indices(self.n_groups)
+                lo, hi = torch.searchsorted(
+                    shrink.groups, torch.tensor([start, stop], device=shrink.groups.device)
+                ).tolist()
+                if hi > lo:
+                    cov[shrink.groups[lo:hi] - start] -= shrink.correction[lo:hi]
+            else:
+                hit = torch.nonzero(torch.isin(groups, shrink.groups)).flatten()
+                if hit.numel():
+                    at = torch.searchsorted(shrink.groups, groups[hit])
+                    cov[hit] -= shrink.correction[at]
         return GroupMarginals(self.members[groups], self._group_means(groups), cov)
 
     def directions(self, first: Tensor, second: Tensor) -> Directions:
@@ -489,17 +496,9 @@ class GroupedPosterior:
         mean = where.embedded @ self.weight_mean + self.offset[where.group, where.slot_i]
         mean = mean - self.offset[where.group, where.slot_j] * where.pair
         group, si, sj, pair = where.group, where.slot_i, where.slot_j, where.pair
-        g = group[:, None]
-
-        def p(left: Tensor, right: Tensor) -> Tensor:
-            return self.within[g, left[:, None], right[None, :]]
-
-        within = (
-            p(si, si)
-            - p(si, sj) * pair[None, :]
-            - p(sj, si) * pair[:, None]
-            + p(sj, sj) * (pair[:, None] * pair[None, :])
-        )
+        # u_b = P_g a_b over the group's slots; a_c' P_g a_b reads u_b at c's slots
+        u = self.within[group, si] - self.within[group, sj] * pair[:, None]  # (B, M)
+        within = u[:, si] - u[:, sj] * pair[None, :]  # (B, B): row b, column c
         within = within * (group[:, None] == group[None, :]).to(within.dtype)
         cov = weight + within
         return mean, 0.5 * (cov + cov.T), weight

@@ -14,8 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.block_selection import (
+    GroupScreen,
     pair_positions,
     screen_block_pairs,
+    screen_lipschitz,
     select_block_pairs,
     select_block_rating,
 )
@@ -23,6 +25,7 @@ from engine.likelihoods import level_cuts, outcome_cuts
 from engine.objectives import screening_score
 from engine.scope import scope_pairs
 from engine.selection import (
+    SCORE_OFFSET,
     NoEligibleTaskError,
     Pending,
     SelectionOptions,
@@ -203,3 +206,105 @@ def test_nothing_left_is_a_clear_error_and_pending_pairs_come_last():
     )
     assert (choice.first, choice.second) == last
     assert math.isfinite(choice.gain)
+
+
+@pytest.mark.parametrize("noise_var", [0.05, 1.0, 4.0])
+def test_screen_lipschitz_bounds_the_screening_score_derivatives(noise_var):
+    """`screen_lipschitz`'s bounds hold on a fine grid (autograd derivatives), and are not
+    loose by more than a few times where the score moves fastest."""
+    mu = math.sqrt(noise_var) * torch.linspace(-30, 30, 1201).repeat_interleave(200)
+    var = noise_var * torch.logspace(-8, 3, 200).repeat(1201)
+    mu.requires_grad_(True)
+    var.requires_grad_(True)
+    # screening_score's formula written out (it computes in place, which autograd refuses)
+    c2, sigma = math.pi * math.log(2) / 2, math.sqrt(noise_var)
+    spread = var + c2 * noise_var
+    score = torch.exp(-(mu**2) / (2 * c2 * (var + noise_var))) - math.sqrt(
+        c2
+    ) * sigma / spread.sqrt() * torch.exp(-(mu**2) / (2 * spread))
+    torch.testing.assert_close(
+        score.detach(), screening_score(mu.detach(), var.detach(), noise_var)
+    )
+    d_mu, d_var = torch.autograd.grad(score.sum(), (mu, var))
+    l_mu, l_var = screen_lipschitz(noise_var)
+    assert float(d_mu.abs().max()) <= l_mu
+    assert float(d_var.abs().max()) <= l_var
+    assert float(d_var.min()) >= 0.0  # a variance drop (a pending task) never raises a score
+    assert float(d_mu.abs().max()) > 0.999 * l_mu and float(d_var.abs().max()) > 0.999 * l_var
+
+
+def shrunk_scores(posterior, shrink, first, second, noise_var=0.7):
+    """Screening scores of pairs (one group each) under the pending shrink, from the blocks."""
+    marginals = posterior.group_marginals(shrink=shrink)
+    g, a, b = posterior.group[first], posterior.slot[first], posterior.slot[second]
+    cov = marginals.cov
+    var = (cov[g, a, a] + cov[g, b, b] - 2 * cov[g, a, b]).clamp_min(0)
+    mu = marginals.mean[g, a] - marginals.mean[g, b]
+    return screening_score(mu, var, noise_var) + SCORE_OFFSET
+
+
+@given(layouts, st.integers(1, 6))
+def test_a_kept_screen_bounds_every_clean_groups_scores(layout, n_pending):
+    """After labels elsewhere and under pending tasks, no pair of a group that took no label
+    scores above the group's kept best plus its slack."""
+    posterior, group, world = labelled(layout)
+    kept = GroupScreen(posterior, 0.7)
+    events = world.events(group, 12, lapses=False)
+    posterior.observe(events)
+    kept.dirty.update(posterior.group[events.first].tolist())
+    pending = pending_tasks(world, group, n_pending)
+    shrink = block_shrink(
+        posterior,
+        pending,
+        outcome_cuts(0.3, torch.zeros(())),
+        level_cuts(LEVEL_CUTS, torch.zeros(())),
+    )
+    slack = kept.slack(posterior)
+    first, second = scope_pairs(group)
+    score = shrunk_scores(posterior, shrink, first, second)
+    g = posterior.group[first]
+    clean = ~torch.isin(g, torch.tensor(sorted(kept.dirty | set(shrink.groups.tolist()))))
+    assert bool((score[clean] <= kept.best[g[clean]] + slack[g[clean]] + 1e-12).all())
+
+
+@given(layouts, st.integers(0, 5))
+def test_a_kept_screen_keeps_what_a_full_screen_keeps(layout, n_pending):
+    """Screening from a kept screen (after labels, under pending tasks, with an excluded clip
+    and judged pairs) keeps the same candidates as scoring every group."""
+    posterior, group, world = labelled(layout)
+    kept = GroupScreen(posterior, 0.7)
+    events = world.events(group, 6, lapses=False)
+    posterior.observe(events)
+    kept.dirty.update(posterior.group[events.first].tolist())
+    pending = pending_tasks(world, group, n_pending)
+    shrink = block_shrink(
+        posterior,
+        pending,
+        outcome_cuts(0.3, torch.zeros(())),
+        level_cuts(LEVEL_CUTS, torch.zeros(())),
+    )
+    first, second = scope_pairs(group)
+    allowed = torch.ones(posterior.n_items, dtype=torch.bool)
+    allowed[1] = False
+    common = {
+        "allowed": allowed,
+        "forbidden": pair_positions(posterior, torch.stack((first[::5], second[::5]), 1)),
+        "n_keep": 4,
+    }
+    full = screen_block_pairs(posterior, shrink, 0.7, **common)
+    narrowed = screen_block_pairs(posterior, shrink, 0.7, kept=kept, **common)
+    # the same scores (pairs may differ only where scores tie exactly: clips no label split)
+    torch.testing.assert_close(
+        shrunk_scores(posterior, shrink, *narrowed), shrunk_scores(posterior, shrink, *full)
+    )
+    if bool((shrunk_scores(posterior, shrink, *full).diff().abs() > 1e-12).all()):
+        assert sorted(zip(*(t.tolist() for t in narrowed), strict=True)) == sorted(
+            zip(*(t.tolist() for t in full), strict=True)
+        )
+    # within a tolerance: the best kept is at most that far below the full screen's best
+    for tolerance in (0.0, 0.01, 0.2):
+        loose = screen_block_pairs(posterior, shrink, 0.7, kept=kept, tolerance=tolerance, **common)
+        best_full = float(shrunk_scores(posterior, shrink, *full).max())
+        assert (
+            best_full <= float(shrunk_scores(posterior, shrink, *loose).max()) + tolerance + 1e-12
+        )
