@@ -76,6 +76,13 @@ def screen_lipschitz(noise_var: float) -> tuple[float, float]:
     return SCREEN_MU_RATE / math.sqrt(noise_var), SCREEN_VAR_RATE / noise_var
 
 
+# The screen only ranks (the kept candidates are re-scored exactly in the posterior's dtype):
+# single precision halves its memory traffic. A kept score may be off by its rounding, which
+# the kept screen's slack covers (scores are below SCORE_OFFSET + 1 = 3: ~30 ulp of float32).
+SCREEN_DTYPE = torch.float32
+SCREEN_ROUNDING = 1e-5
+
+
 def _score_groups(
     posterior: GroupedPosterior,
     groups: slice | Tensor,
@@ -83,24 +90,32 @@ def _score_groups(
     noise_var: float,
     padded_allowed: Tensor | None,
     forbidden: Tensor | None,
+    local_blocks: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Every slot pair's screening score (+ SCORE_OFFSET; exactly 0 where ineligible) in the
-    given groups, (T, P), under the shrink, and the groups' members (T, M)."""
+    given groups, (T, P), under the shrink, and the groups' members (T, M). `local_blocks`
+    is `GroupedPosterior.local_blocks` under the shrink, when the caller has it."""
     size = posterior.members.shape[1]
     device = posterior.group.device
     first_slot, second_slot = torch.triu_indices(size, size, 1, device=device)
-    per_group = first_slot.numel()
-    marginals = posterior.group_marginals(groups, shrink)
-    members = marginals.members
-    diagonal = torch.diagonal(marginals.cov, dim1=1, dim2=2)
-    var = diagonal[:, first_slot] + diagonal[:, second_slot]
-    var.sub_(marginals.cov[:, first_slot, second_slot], alpha=2.0).clamp_min_(0.0)
-    mu = marginals.mean[:, first_slot] - marginals.mean[:, second_slot]
+    flat = first_slot * size + second_slot  # (P,) positions of the pairs a < b in a block
+    per_group = flat.numel()
+    marginals = posterior.group_marginals(groups, shrink, local_blocks)
+    members, cov, mean = marginals.members, marginals.cov, marginals.mean
+    count = members.shape[0]
+    diagonal = torch.diagonal(cov, dim1=1, dim2=2)
+    # whole blocks elementwise, then one gather of the pairs: fewer scattered reads
+    var = (diagonal[:, :, None] + diagonal[:, None, :]).sub_(cov, alpha=2.0)
+    var = var.view(count, -1).index_select(1, flat).clamp_min_(0.0).to(SCREEN_DTYPE)
+    mu = (mean[:, :, None] - mean[:, None, :]).view(count, -1).index_select(1, flat)
+    mu = mu.to(SCREEN_DTYPE)
     # eligible pairs score >= SCORE_OFFSET - 1 > 0; every other entry is exactly 0
     score = screening_score(mu, var, noise_var).add_(SCORE_OFFSET)
     # padding (-1) reads the False appended to `padded_allowed`
     shown = members >= 0 if padded_allowed is None else padded_allowed[members]
-    score.mul_((shown[:, first_slot] & shown[:, second_slot]).to(score.dtype))
+    if not bool(shown.all()):
+        both = (shown[:, :, None] & shown[:, None, :]).view(count, -1).index_select(1, flat)
+        score.mul_(both.to(score.dtype))
     if forbidden is not None and forbidden.numel():
         if isinstance(groups, slice):
             start, stop, _ = groups.indices(posterior.n_groups)
@@ -172,13 +187,13 @@ class GroupScreen:
         """(G,) the most each clean group's pair scores can have moved since the screen was
         kept (up without pending tasks; down as well, without them)."""
         if posterior.n_criteria == 0:
-            return self.radius2.new_zeros(self.radius2.shape)
+            return self.radius2.new_full(self.radius2.shape, SCREEN_ROUNDING)
         by_mean, by_cov = self._drift(posterior)
         # the context that drifted most stands for all: a looser bound that spares a gather
         # over every group on each call
         return torch.add(
             self.radius2 * float(by_cov.max()), self.radius, alpha=float(by_mean.max())
-        )
+        ).add_(SCREEN_ROUNDING)
 
     def typical_slack(self, posterior: GroupedPosterior) -> float:
         """The slack of a group of median spread in the context that drifted most: when it
@@ -234,9 +249,11 @@ def screen_block_pairs(
     kept_first: list[Tensor] = []
     kept_second: list[Tensor] = []
 
+    local_blocks = posterior.local_blocks(shrink) if posterior.n_criteria else None
+
     def score(groups: slice | Tensor) -> None:
         values, members = _score_groups(
-            posterior, groups, shrink, noise_var, padded_allowed, forbidden
+            posterior, groups, shrink, noise_var, padded_allowed, forbidden, local_blocks
         )
         top = torch.topk(values.reshape(-1), min(n_keep, values.numel()))
         chosen = top.indices[top.values > 0]

@@ -37,7 +37,7 @@ from engine.selection import Pending, shrink_coefficients
 from engine.state import Posterior, PriorScales
 from engine.update import NO_SECOND, Events, event_moment_function
 
-CHUNK_ELEMENTS = 2**16  # block entries per chunk of groups on a CPU: ~0.5 MiB, cache-sized
+CHUNK_ELEMENTS = 2**18  # block entries per chunk of groups on a CPU: ~2 MiB of float64
 GPU_CHUNK_ELEMENTS = 2**24
 # Groups are padded to the largest; a group that outgrows the padding widens it by at least
 # this factor, so widening stays rare.
@@ -360,23 +360,37 @@ class GroupedPosterior:
 
     # read-outs --------------------------------------------------------------------------------
 
+    def local_blocks(self, shrink: BlockShrink | None = None) -> Tensor:
+        """(C, 2K, 2K) each context's block of the border's covariance (less the pending
+        shrink's W when given): what `group_marginals` reads per group."""
+        weight_cov = self.weight_cov if shrink is None else self.weight_cov - shrink.weight
+        return self._local_blocks(weight_cov)
+
     def _local_blocks(self, weight_cov: Tensor) -> Tensor:
         """(C, 2K, 2K) each context's block of `weight_cov` (D, D): the global and own blocks."""
         local = self.local_index(torch.arange(max(self.n_contexts, 1), device=self.group.device))
         return weight_cov[local[:, :, None], local[:, None, :]]
 
     def _weight_part(
-        self, rows: Tensor, context: Tensor, *, full: bool, weight_cov: Tensor | None = None
+        self,
+        rows: Tensor,
+        context: Tensor,
+        *,
+        full: bool,
+        weight_cov: Tensor | None = None,
+        local_blocks: Tensor | None = None,
     ) -> Tensor:
         """The border's share of the marginal covariance, per group: `R_g S_{c_g} R_g'` for
         (G, m, 2K) rows R_g of A in their groups' contexts (G,), (G, m, m) when `full`, else its
-        diagonal (G, m). `weight_cov` replaces S_w (a shrunk border)."""
+        diagonal (G, m). `weight_cov` replaces S_w (a shrunk border); `local_blocks` is its
+        `_local_blocks`, when the caller has them."""
         if self.n_criteria == 0 or rows.shape[0] == 0:
             size = rows.shape[1]
             shape = (rows.shape[0], size, size) if full else rows.shape[:2]
             return rows.new_zeros(shape)
-        weight_cov = self.weight_cov if weight_cov is None else weight_cov
-        product = torch.bmm(rows, self._local_blocks(weight_cov)[context])
+        if local_blocks is None:
+            local_blocks = self._local_blocks(self.weight_cov if weight_cov is None else weight_cov)
+        product = torch.bmm(rows, local_blocks[context])
         return product @ rows.transpose(1, 2) if full else (product * rows).sum(-1)
 
     def _group_means(self, groups: slice | Tensor = slice(None)) -> Tensor:
@@ -445,16 +459,24 @@ class GroupedPosterior:
         return mean, (var + border[:, 0]).clamp_min(0.0)
 
     def group_marginals(
-        self, groups: slice | Tensor = slice(None), shrink: BlockShrink | None = None
+        self,
+        groups: slice | Tensor = slice(None),
+        shrink: BlockShrink | None = None,
+        local_blocks: Tensor | None = None,
     ) -> GroupMarginals:
         """The marginal mean and covariance of the groups in `groups` (a slice, default all,
         or a long index), padded to the largest group: `A_g m_w + b_g` and
         `P_g + A_g S_w A_g'`; the covariance under the pending tasks' believer shrink when
-        `shrink` is given (MATH.md §4, §6)."""
+        `shrink` is given (MATH.md §4, §6). `local_blocks` is `self.local_blocks(shrink)`,
+        when the caller keeps it across calls."""
         context = self.group_context[groups].clamp_min(0)
         weight_cov = None if shrink is None else self.weight_cov - shrink.weight
         cov = self.within[groups] + self._weight_part(
-            self.load[groups], context, full=True, weight_cov=weight_cov
+            self.load[groups],
+            context,
+            full=True,
+            weight_cov=weight_cov,
+            local_blocks=local_blocks,
         )
         if shrink is not None and shrink.groups.numel():
             if isinstance(groups, slice):
