@@ -5,7 +5,7 @@ Pure numerics (torch, numpy, scipy): no I/O, no web framework, no database.
 """
 
 from engine.adapters import WinMatrixStrategy, make_strategy
-from engine.campaign import DEFAULT_CRITERIA, Campaign, CampaignConfig, Judgment, Task
+from engine.campaign import DEFAULT_CRITERIA, Campaign, CampaignConfig, Judgment
 from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters, fit_prior_scales
 from engine.ep import Refinement, Sites, ep_refine
@@ -41,6 +41,7 @@ from engine.targeted import (
     weight_explained_variance,
     weight_information_gain,
 )
+from engine.tasks import Task, TaskBook
 from engine.update import Events, level_events, pair_events, update, update_with_evidence
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "SelectionOptions",
     "Sites",
     "Task",
+    "TaskBook",
     "WeightSummary",
     "WinMatrixStrategy",
     "add_contexts",

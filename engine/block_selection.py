@@ -284,10 +284,11 @@ def screen_block_pairs(
             index = torch.tensor(sorted(fresh), dtype=torch.long, device=device)
             score(index)
             bounds[index] = -math.inf
-        step = max(64, n_keep)
-        # the n_keep groups of the highest bounds are always scored: the candidates are never
-        # only the groups that just took labels
-        index = torch.topk(bounds, min(n_keep, bounds.numel())).indices
+        step = max(16, -(-2 * n_keep // max(per_group, 1)))
+        # the groups of the highest bounds, about twice n_keep pairs, are always scored: the
+        # candidates are never only the groups that just took labels
+        wanted = max(16, -(-2 * n_keep // max(per_group, 1)))
+        index = torch.topk(bounds, min(wanted, bounds.numel())).indices
         index = index[bounds[index] > -math.inf]  # not the groups scored already
         if index.numel():
             score(index)

@@ -8,7 +8,6 @@ the state after a replay of the same labels in the same order is identical (floa
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,6 +43,7 @@ from engine.selection import (
 )
 from engine.state import Posterior, PriorScales
 from engine.summaries import ClipSummary, WeightSummary
+from engine.tasks import Task, TaskBook
 from engine.update import NO_SECOND, Events, interval_events
 
 DEFAULT_CRITERIA = (
@@ -148,22 +148,6 @@ class CampaignConfig:
 
 
 @dataclass(frozen=True)
-class Task:
-    """A question handed to a rater: a pair (second >= 0) or one clip to rate (second == -1)."""
-
-    id: int
-    rater: Hashable | None
-    first: int
-    second: int
-    gain: float
-    probabilities: tuple[float, ...]
-
-    @property
-    def is_pair(self) -> bool:
-        return self.second != NO_SECOND
-
-
-@dataclass(frozen=True)
 class Judgment:
     """One label: a pair outcome of (first, second) or an emoji level of `first` (second = -1).
 
@@ -249,11 +233,7 @@ class Campaign:
         # per rater: their (keep, sigma) grid and the label count it was last re-derived at
         self._rater_grids: dict[Hashable, tuple[RaterGrid, int]] = {}
         self._rater_judgments: dict[Hashable, list[Judgment]] = {}
-        self._judged: dict[Hashable, set[tuple[int, int]]] = {}
-        self._judged_tensor: dict[Hashable, Tensor] = {}  # cache of _judged, rebuilt on change
-        self._rated: dict[Hashable, set[int]] = {}
-        self._pending: dict[int, Task] = {}
-        self._task_ids = itertools.count(1)
+        self._tasks = TaskBook()
         self._label_count = 0  # len(self.log), kept: the log is rebuilt from the history
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
@@ -304,6 +284,13 @@ class Campaign:
         if len(contexts) != n_new or len(groups) != n_new:
             raise ValueError(f"contexts and groups need one entry per clip ({n_new})")
         start = self.n_items
+        limit = FORMS[self.config.structure].max_items
+        if limit is not None and start + n_new > limit:
+            raise ValueError(
+                f"a campaign kept dense holds at most {limit:,} clips (its covariance is "
+                f"n x n); for more, pair clips within prompts and keep it in blocks: "
+                'CampaignConfig(pair_scope="group", structure="blocks")'
+            )
         context_names = dict(self._context_names)
         context_index = [
             context_names.setdefault(DEFAULT_CONTEXT if c is None else c, len(context_names))
@@ -499,11 +486,7 @@ class Campaign:
         """
         for j in judgments:
             self._validate(j)
-        if len(set(task_ids)) != len(task_ids):
-            raise ValueError("a task id appears twice in one batch")
-        for task_id in task_ids:
-            if task_id not in self._pending:
-                raise KeyError(f"task {task_id} is not pending")
+        self._tasks.check_answerable(task_ids)
         resolved = [self._resolve(j) for j in judgments]
         if resolved:
             self._form.observe(self._events(resolved))
@@ -511,16 +494,7 @@ class Campaign:
                 self._learn_reliability(resolved)
         if resolved:
             self._history.append(tuple(resolved))
-        for j in resolved:
-            if j.second == NO_SECOND:
-                self._rated.setdefault(j.rater, set()).add(j.first)
-            else:
-                self._judged_tensor.pop(j.rater, None)
-                self._judged.setdefault(j.rater, set()).add(
-                    (min(j.first, j.second), max(j.first, j.second))
-                )
-        for task_id in task_ids:
-            self._pending.pop(task_id)
+        self._tasks.answered(((j.rater, j.first, j.second) for j in resolved), task_ids)
         self._label_count += len(resolved)
         count = self._label_count
         if any(count - len(resolved) < at <= count for at in self.config.refit_prior_at):
@@ -760,9 +734,7 @@ class Campaign:
 
     def _pending_tasks(self) -> list[PendingTask]:
         """The pending tasks in hand-out order: (id, first, second or -1, noise variance)."""
-        return [
-            (t.id, t.first, t.second, self.noise_sd(t.rater) ** 2) for t in self._pending.values()
-        ]
+        return [(t.id, t.first, t.second, self.noise_sd(t.rater) ** 2) for t in self._tasks.pending]
 
     def _excluded(self, exclude: Sequence[int]) -> Tensor:
         return torch.tensor(sorted(set(exclude)), dtype=torch.long, device=self.device)
@@ -793,12 +765,7 @@ class Campaign:
         Raises:
             NoEligibleTaskError: no eligible pair is left for this rater.
         """
-        judged = None
-        if not repeat_pairs and self._judged.get(rater):
-            judged = self._judged_tensor.get(rater)
-            if judged is None:
-                judged = torch.tensor(sorted(self._judged[rater]), dtype=torch.long)
-                self._judged_tensor[rater] = judged
+        judged = None if repeat_pairs else self._tasks.judged_pairs(rater)
         if forbidden_pairs is not None:
             extra = torch.as_tensor(forbidden_pairs, dtype=torch.long).reshape(-1, 2).cpu()
             if extra.numel() and not (int(extra.min()) >= 0 and int(extra.max()) < self.n_items):
@@ -817,7 +784,7 @@ class Campaign:
             options=self.config.selection,
             generator=generator,
         )
-        before = tuple(self._pending)
+        before = self._tasks.pending_ids
         tasks = [self._task(rater, c.first, c.second, c, hold) for c in choices]
         self._form.note_batch(before, [t.id for t in tasks])
         return tasks
@@ -839,7 +806,7 @@ class Campaign:
             level_cuts=self.level_cuts,
             pair_cuts=self.pair_cuts,
             keep=self.keep_probability(rater),
-            excluded_items=self._excluded([*exclude, *self._rated.get(rater, ())]),
+            excluded_items=self._excluded([*exclude, *self._tasks.rated(rater)]),
             options=self.config.selection,
             generator=generator,
         )
@@ -909,7 +876,7 @@ class Campaign:
             raise NoEligibleTaskError("no pair and no clip to rate is left for this rater")
         if hold:
             for task in chosen:
-                self._pending[task.id] = task
+                self._tasks.hold(task)
         return chosen
 
     def _task(
@@ -920,24 +887,22 @@ class Campaign:
         choice: PairChoice | RatingChoice,
         hold: bool,
     ) -> Task:
-        task = Task(next(self._task_ids), rater, first, second, choice.gain, choice.probabilities)
+        task = self._tasks.new(rater, first, second, choice.gain, choice.probabilities)
         if hold:
-            self._pending[task.id] = task
+            self._tasks.hold(task)
         return task
 
     def hold(self, task: Task) -> None:
         """Mark a task as pending (handed out, awaiting its answer)."""
-        self._pending[task.id] = task
+        self._tasks.hold(task)
 
     def release(self, task_id: int) -> None:
         """Forget a pending task (its lease expired or it was skipped); unknown ids are an error."""
-        if task_id not in self._pending:
-            raise KeyError(f"task {task_id} is not pending")
-        del self._pending[task_id]
+        self._tasks.release(task_id)
 
     @property
     def pending(self) -> tuple[Task, ...]:
-        return tuple(self._pending.values())
+        return self._tasks.pending
 
     # read-outs --------------------------------------------------------------------------------
 
@@ -1015,5 +980,4 @@ __all__ = [
     "Campaign",
     "CampaignConfig",
     "Judgment",
-    "Task",
 ]

@@ -148,6 +148,10 @@ class DenseForm:
         posterior: the posterior to own.
     """
 
+    # (n + D)^2 float64 entries: 3.2 GB at 20,000 clips, and an update writes a new copy; a
+    # 24 GB machine holds that with room for the service, not twice as many clips
+    max_items: int | None = 20_000
+
     def __init__(self, posterior: Posterior) -> None:
         self.posterior = posterior
         # the pending tasks' believer shrink under the posterior it was built on, by task ids
@@ -335,6 +339,8 @@ class BlockForm:
     Args:
         posterior: the block-form posterior to own.
     """
+
+    max_items: int | None = None  # O(n) memory: bounded by the machine, not the form
 
     def __init__(self, posterior: GroupedPosterior) -> None:
         self.posterior = posterior

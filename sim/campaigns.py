@@ -47,11 +47,13 @@ def build_campaign(
     lapse_prior: tuple[float, float] | None = None,
     learn_rater_noise: bool = False,
     refit_prior_at: tuple[int, ...] = (),
+    structure: str = "dense",
 ) -> Campaign:
     """A CPU float64 campaign over the problem's clips (scores only when `reward_model`;
     rater lapses modelled with a Beta `lapse_prior` on the keep probability when given; each
     rater's noise learned when `learn_rater_noise`; the prior refitted by empirical Bayes
-    once the label count reaches each of `refit_prior_at`)."""
+    once the label count reaches each of `refit_prior_at`; the posterior kept as
+    `structure` says, engine.forms)."""
     use_scores = reward_model and problem.scores is not None
     config = CampaignConfig(
         criteria=problem.criteria if use_scores else (),
@@ -63,6 +65,7 @@ def build_campaign(
         lapse_prior=lapse_prior,
         learn_rater_noise=learn_rater_noise,
         refit_prior_at=refit_prior_at,
+        structure=structure,  # type: ignore[arg-type]
     )
     campaign = Campaign(config, device="cpu")
     campaign.add_clips(

@@ -229,12 +229,14 @@ class _EngineBacked:
     Class switches: `reward_model` (the reward-model prior), `empirical_bayes` (refit the
     prior scales at the label counts of `sim.campaigns.refit_schedule`), `reliability` (learn
     each rater's noise and lapse rate, and choose and update with who answers; otherwise
-    every label is anonymous with the default noise).
+    every label is anonymous with the default noise), `structure` (how the posterior is
+    kept: engine.forms).
     """
 
     reward_model: ClassVar[bool] = True
     empirical_bayes: ClassVar[bool] = False
     reliability: ClassVar[bool] = False
+    structure: ClassVar[str] = "dense"
 
     def __init__(self, problem: Problem, seed: int) -> None:
         self.problem = problem
@@ -245,6 +247,7 @@ class _EngineBacked:
             lapse_prior=LAPSE_PRIOR if self.reliability else None,
             learn_rater_noise=self.reliability,
             refit_prior_at=refit_schedule(problem.n_items) if self.empirical_bayes else (),
+            structure=self.structure,
         )
 
     def rater_key(self, rater: int) -> int | None:
@@ -291,6 +294,14 @@ class InformationGain(_EngineBacked):
         task_id = self.tasks_[(first, second)].popleft()
         judgment = Judgment(self.rater_key(rater), first, second, outcome=outcome)
         self.campaign_.observe([judgment], [task_id])
+
+
+class InformationGainBlocks(InformationGain):
+    """The engine with its posterior kept in prompt blocks (engine.structured): the same
+    posterior and choices as `information_gain`, at O(n) memory; same-prompt scope only."""
+
+    name: ClassVar[str] = "information_gain_blocks"
+    structure: ClassVar[str] = "blocks"
 
 
 class InformationGainNoPrior(InformationGain):
@@ -479,6 +490,7 @@ class EUBO:
 
 STRATEGIES: dict[str, type] = {
     "information_gain": InformationGain,
+    "information_gain_blocks": InformationGainBlocks,
     "information_gain_no_rm": InformationGainNoPrior,
     "information_gain_eb": InformationGainEB,
     "information_gain_no_rm_eb": InformationGainNoPriorEB,
@@ -508,6 +520,7 @@ __all__ = [
     "STRATEGIES",
     "ArenaSampling",
     "InformationGain",
+    "InformationGainBlocks",
     "InformationGainNoPrior",
     "NearestMeans",
     "PredictiveUncertainty",

@@ -189,3 +189,15 @@ def test_blocks_refuse_what_they_cannot_hold():
     with pytest.raises(NoEligibleTaskError):
         campaign.next_pairs("r")
     assert math.isfinite(campaign.expected_kendall_tau())
+
+
+def test_a_dense_campaign_past_its_limit_says_how_to_go_on():
+    campaign = Campaign(CampaignConfig(criteria=()), device="cpu")
+    campaign.add_clips(count=10)
+    with pytest.raises(ValueError, match='structure="blocks"'):
+        campaign.add_clips(count=20_000)
+    assert campaign.n_items == 10
+    blocks = Campaign(config("blocks", criteria=()), device="cpu")
+    blocks.add_clips(count=30_000, groups=[k // 4 for k in range(30_000)])
+    assert blocks.n_items == 30_000
+    assert blocks.leaderboard().mean.shape == (30_000,)

@@ -434,14 +434,14 @@ def test_kept_shrink_equals_a_fresh_one_through_holds_releases_and_labels() -> N
 
     def check() -> None:
         kept = campaign.next_pairs("r1", count=3, hold=False)
-        judged = sorted(campaign._judged.get("r1", ()))
+        judged = campaign._tasks.judged_pairs("r1")
         fresh = select_pairs(
             campaign.posterior,
             noise_var=campaign.noise_sd("r1") ** 2,
             pair_cuts=campaign.pair_cuts,
             keep=campaign.keep_probability("r1"),
             count=3,
-            judged_pairs=torch.tensor(judged) if judged else None,
+            judged_pairs=judged,
             pending=Pending.of(
                 [task[1:] for task in campaign._pending_tasks()], campaign.posterior.mean
             ),

@@ -131,3 +131,23 @@ def test_unknown_strategy_lists_known_names() -> None:
     assert "no_such_strategy" in message
     for name in STRATEGIES:
         assert name in message
+
+
+def test_the_block_form_strategy_makes_the_engines_choices() -> None:
+    """Fed the same answers, `information_gain_blocks` proposes what `information_gain` does,
+    pair for pair, with answers pending (its label efficiency is the engine's)."""
+    world = _synthetic()
+    dense = make_strategy("information_gain", world.problem, SEED)
+    blocks = make_strategy("information_gain_blocks", world.problem, SEED)
+    rng = np.random.default_rng(SEED)
+    outstanding: deque[tuple[int, int, int]] = deque()
+    for step in range(60):
+        rater = step % 6
+        proposed = dense.propose(rater, None)
+        assert blocks.propose(rater, None) == proposed, step
+        outstanding.append((rater, *proposed))
+        if len(outstanding) > PENDING:
+            rater, first, second = outstanding.popleft()
+            outcome, who = world.answer_pair(first, second, rater, rng)
+            for strategy in (dense, blocks):
+                strategy.observe(first, second, outcome, who)
