@@ -2,7 +2,8 @@
 covariance: the same choice as engine.selection makes over same-group pairs (MATH.md §3-4).
 
 Pairs: every group's block of the clip covariance under the pending tasks' believer shrink
-(`block_shrink`, exact) is screened in cache-sized chunks of groups with `screening_score`; the
+(`block_shrink`, exact) is screened in cache-sized chunks of groups with the objective's screen
+(`engine.objectives.Screen`); the
 best `n_refine` go on. Those candidates and the pending tasks are then a small dense problem:
 the joint Gaussian of their projections (`GroupedPosterior.joint_moments`), on which the
 pending tasks and each pick of a batch shrink the rest one rank-1 step at a time (MATH.md §4),
@@ -21,10 +22,11 @@ from torch import Tensor
 
 from engine.likelihoods import expected_variance_factor
 from engine.objectives import (
+    BALD_SCREEN,
     OBJECTIVES,
+    Screen,
     expected_information_gain,
     outcome_probabilities,
-    screening_score,
 )
 from engine.selection import (
     RULES,
@@ -59,23 +61,6 @@ def pair_positions(posterior: GroupedPosterior, pairs: Tensor | None) -> Tensor:
     return torch.unique(group[same] * per_group + index)
 
 
-# sup |d s / d x| and sup |d s / d v| of the unit-noise screening score s(x, v) (x = mu,
-# v = var at sigma = 1), rounded up: 0.136443 at x = 2.25, v = 3.3 (on a fine grid, interior),
-# and 1 / (2 C^2) = 0.459224 at x = 0, v -> 0 (closed form); tests check both on a grid. The
-# score is scale-free: s(mu, var; sigma) = s(mu / sigma, var / sigma^2; 1).
-SCREEN_MU_RATE = 0.1365
-SCREEN_VAR_RATE = 0.4593
-
-
-def screen_lipschitz(noise_var: float) -> tuple[float, float]:
-    """How fast `screening_score` can move at rater noise sigma^2, for every mu and var >= 0:
-    `|ds/dmu| <= SCREEN_MU_RATE / sigma` and `|ds/dvar| <= SCREEN_VAR_RATE / sigma^2`. The
-    score never falls as var grows (ds/dvar >= 0, checked on a grid), so a pending task's
-    shrink never raises a score (docs/MATH.md §6)."""
-    noise_var = max(float(noise_var), 1e-12)  # as screening_score treats a noise-free rater
-    return SCREEN_MU_RATE / math.sqrt(noise_var), SCREEN_VAR_RATE / noise_var
-
-
 # The screen only ranks (the kept candidates are re-scored exactly in the posterior's dtype):
 # single precision halves its memory traffic. A kept score may be off by its rounding, which
 # the kept screen's slack covers (scores are below SCORE_OFFSET + 1 = 3: ~30 ulp of float32).
@@ -91,6 +76,7 @@ def _score_groups(
     padded_allowed: Tensor | None,
     forbidden: Tensor | None,
     local_blocks: Tensor | None = None,
+    screen: Screen = BALD_SCREEN,
 ) -> tuple[Tensor, Tensor]:
     """Every slot pair's screening score (+ SCORE_OFFSET; exactly 0 where ineligible) in the
     given groups, (T, P), under the shrink, and the groups' members (T, M). `local_blocks`
@@ -110,7 +96,7 @@ def _score_groups(
     mu = (mean[:, :, None] - mean[:, None, :]).view(count, -1).index_select(1, flat)
     mu = mu.to(SCREEN_DTYPE)
     # eligible pairs score >= SCORE_OFFSET - 1 > 0; every other entry is exactly 0
-    score = screening_score(mu, var, noise_var).add_(SCORE_OFFSET)
+    score = screen.score(mu, var, noise_var).add_(SCORE_OFFSET)
     # padding (-1) reads the False appended to `padded_allowed`
     shown = members >= 0 if padded_allowed is None else padded_allowed[members]
     if not bool(shown.all()):
@@ -131,7 +117,7 @@ def _score_groups(
 
 
 class GroupScreen:
-    """A kept screen: each group's best `screening_score` over its pairs (no pending tasks, no
+    """A kept screen: each group's best screen score over its pairs (no pending tasks, no
     rater's exclusions) at one rater noise, with the border it was computed under.
 
     Between rebuilds, a group that took a label or a clip is `dirty` (scored afresh); any
@@ -147,13 +133,18 @@ class GroupScreen:
         noise_var: the rater noise the scores are for.
     """
 
-    def __init__(self, posterior: GroupedPosterior, noise_var: float) -> None:
+    def __init__(
+        self, posterior: GroupedPosterior, noise_var: float, screen: Screen = BALD_SCREEN
+    ) -> None:
         self.noise_var = float(noise_var)
+        self.screen = screen
         size = posterior.members.shape[1]
         first_slot, second_slot = torch.triu_indices(size, size, 1, device=posterior.group.device)
         best, radius = [], []
         for groups in posterior.group_chunks():
-            score, members = _score_groups(posterior, groups, None, noise_var, None, None)
+            score, members = _score_groups(
+                posterior, groups, None, noise_var, None, None, screen=screen
+            )
             rows = posterior.load[groups]  # (T, M, 2K); padding rows are 0
             present = (members[:, first_slot] >= 0) & (members[:, second_slot] >= 0)
             spread = (rows[:, first_slot] - rows[:, second_slot]).square().sum(-1) * present
@@ -173,7 +164,7 @@ class GroupScreen:
     def _drift(self, posterior: GroupedPosterior) -> tuple[Tensor, Tensor]:
         """(C,) per context: the border's mean drift `|d m_c|` and covariance drift
         `||d S_c||_2` in its global and context blocks, times the score's rates."""
-        l_mu, l_var = screen_lipschitz(self.noise_var)
+        l_mu, l_var = self.screen.rates(self.noise_var)
         contexts = torch.arange(max(posterior.n_contexts, 1), device=posterior.group.device)
         local = posterior.local_index(contexts)  # (C, 2K)
         drift_mean = torch.linalg.vector_norm(
@@ -219,8 +210,9 @@ def screen_block_pairs(
     n_keep: int,
     kept: GroupScreen | None = None,
     tolerance: float | None = None,
+    screen: Screen = BALD_SCREEN,
 ) -> tuple[Tensor, Tensor]:
-    """The `n_keep` best same-group pairs by `screening_score` under the shrink, best first.
+    """The `n_keep` best same-group pairs by `screen` under the shrink, best first.
 
     Args:
         posterior: the block-form posterior.
@@ -253,7 +245,7 @@ def screen_block_pairs(
 
     def score(groups: slice | Tensor) -> None:
         values, members = _score_groups(
-            posterior, groups, shrink, noise_var, padded_allowed, forbidden, local_blocks
+            posterior, groups, shrink, noise_var, padded_allowed, forbidden, local_blocks, screen
         )
         top = torch.topk(values.reshape(-1), min(n_keep, values.numel()))
         chosen = top.indices[top.values > 0]
@@ -391,6 +383,7 @@ def select_block_pairs(
         n_keep=n_keep,
         kept=kept,
         tolerance=tolerance,
+        screen=objective.screen,
     )
     if first.numel() == 0:  # every eligible pair is pending elsewhere: allow a duplicate
         first, second = screen_block_pairs(
@@ -402,6 +395,7 @@ def select_block_pairs(
             n_keep=n_keep,
             kept=kept,
             tolerance=tolerance,
+            screen=objective.screen,
         )
     if first.numel() == 0:
         raise NoEligibleTaskError(
@@ -488,7 +482,6 @@ __all__ = [
     "GroupScreen",
     "pair_positions",
     "screen_block_pairs",
-    "screen_lipschitz",
     "select_block_pairs",
     "select_block_rating",
 ]

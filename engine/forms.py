@@ -17,7 +17,7 @@ from torch import Tensor
 
 from engine.block_selection import GroupScreen, select_block_pairs, select_block_rating
 from engine.ep import Refinement, ep_refine
-from engine.objectives import outcome_probabilities
+from engine.objectives import OBJECTIVES, outcome_probabilities
 from engine.scope import GroupBlocks, group_blocks, scope_pairs
 from engine.selection import (
     PairChoice,
@@ -344,7 +344,8 @@ class BlockForm:
 
     def __init__(self, posterior: GroupedPosterior) -> None:
         self.posterior = posterior
-        self._screens: dict[float, GroupScreen] = {}  # by rater noise, oldest first
+        # by rater noise and objective, oldest first
+        self._screens: dict[tuple[float, str], GroupScreen] = {}
 
     @staticmethod
     def prior(
@@ -385,18 +386,19 @@ class BlockForm:
                 screen.dirty.update(touched)
         return log_evidence
 
-    def _screen(self, noise_var: float) -> GroupScreen:
-        """The kept screen at this noise, rebuilt when stale (SCREEN_SLACK_LIMIT,
-        SCREEN_DIRTY_LIMIT) or when the layout changed."""
-        screen = self._screens.pop(noise_var, None)
+    def _screen(self, noise_var: float, options: SelectionOptions) -> GroupScreen:
+        """The kept screen at this noise for this objective, rebuilt when stale
+        (SCREEN_TOLERANCE, SCREEN_DIRTY_LIMIT) or when the layout changed."""
+        key = (noise_var, options.objective)
+        screen = self._screens.pop(key, None)
         if (
             screen is None
             or not screen.fits(self.posterior)
             or len(screen.dirty) > SCREEN_DIRTY_LIMIT
             or screen.typical_slack(self.posterior) > SCREEN_TOLERANCE
         ):
-            screen = GroupScreen(self.posterior, noise_var)
-        self._screens[noise_var] = screen
+            screen = GroupScreen(self.posterior, noise_var, OBJECTIVES[options.objective].screen)
+        self._screens[key] = screen
         while len(self._screens) > KEPT_SCREENS:
             self._screens.pop(next(iter(self._screens)))
         return screen
@@ -455,7 +457,7 @@ class BlockForm:
             level_cuts=level_cuts,
             options=options,
             generator=generator,
-            kept=self._screen(noise_var),
+            kept=self._screen(noise_var, options),
             tolerance=SCREEN_TOLERANCE,
         )
 

@@ -12,7 +12,8 @@ sample from softmax(beta * gain)) picks among them. No Python loop runs over pai
 
 A batch (`count` > 1, what a service's queue asks for) screens once: its later picks re-score
 the kept candidates under the shrink grown by the earlier picks (`extend_shrink`), lazily for
-argmax (a stale gain bounds the fresh one), so B picks cost about one screen plus B small
+argmax (a stale gain, lifted by the objective's bound on how much a gain can rise when the
+variance falls, bounds the fresh one), so B picks cost about one screen plus B small
 exact scorings instead of B screens.
 """
 
@@ -38,6 +39,7 @@ from engine.state import Posterior
 from engine.targeted import weight_explained_variance
 from engine.update import NO_SECOND
 
+ScoreFunction = Callable[[Tensor, Tensor, float], Tensor]  # a screen: (mu, var, noise) -> score
 N_REFINE = 256
 # Elements of one screening block: ~2 MiB of float64 on a CPU (cache-sized), larger on a GPU.
 CPU_BLOCK_ELEMENTS = 2**18
@@ -256,8 +258,10 @@ def screen_pairs(
     allowed_items: Tensor,
     forbidden: Tensor,
     n_keep: int,
+    screen: ScoreFunction = screening_score,
 ) -> tuple[Tensor, Tensor]:
-    """The `n_keep` best candidate pairs (first < second) by `screening_score`.
+    """The `n_keep` best candidate pairs (first < second) by `screen` (an objective's cheap
+    stand-in, `engine.objectives.Screen.score`).
 
     Args:
         posterior: the posterior.
@@ -294,7 +298,7 @@ def screen_pairs(
         mu = mean[start:stop, None] - mean[None, start:]
         # screening_score >= -1, so valid candidates score >= SCORE_OFFSET - 1 > 0 and every
         # ineligible entry is set to exactly 0: masks are multiplications, no boolean temporaries.
-        score = screening_score(mu, var, noise_var).add_(SCORE_OFFSET).triu_(1)
+        score = screen(mu, var, noise_var).add_(SCORE_OFFSET).triu_(1)
         if excluding:
             score.mul_(allowed[start:stop, None]).mul_(allowed[None, start:])
         if groups is not None:
@@ -328,6 +332,7 @@ def screen_listed_pairs(
     forbidden: Tensor,
     n_keep: int,
     blocks: GroupBlocks | None = None,
+    screen: ScoreFunction = screening_score,
 ) -> tuple[Tensor, Tensor]:
     """`screen_pairs` over an explicit list of candidate pairs (first < second), such as a
     same-group scope's `scope_pairs`: O(P Q) for P listed pairs instead of O(n^2 Q).
@@ -358,7 +363,7 @@ def screen_listed_pairs(
             # ranks, the kept pairs are re-scored exactly
             scaled = scaled.float()
             var = var - (scaled[first] - scaled[second]).square_().sum(-1).to(var.dtype)
-    score = screening_score(mu, var.clamp_min_(0.0), noise_var).add_(SCORE_OFFSET)
+    score = screen(mu, var.clamp_min_(0.0), noise_var).add_(SCORE_OFFSET)
     eligible = allowed_items[first] & allowed_items[second]
     if forbidden.numel():
         # forbidden is sorted: a binary search beats isin's sort of both lists
@@ -481,7 +486,10 @@ def select_pair_batch(
         )
     )
     mean, cov = posterior.item_mean, posterior.item_cov
-    lazy = options.rule == "argmax" and options.weight_share == 0
+    # a stale gain plus the objective's rise bound bounds the fresh one (the rise is 0 for
+    # forced choice); without a finite bound every pick re-scores the kept candidates
+    rise = objective.rise(pair_cuts, noise_var)
+    lazy = options.rule == "argmax" and options.weight_share == 0 and math.isfinite(rise)
 
     def gains_of(first: Tensor, second: Tensor, shrink: Shrink) -> tuple[Tensor, Tensor]:
         """Gains of the pairs under `shrink`, and their shrunk variances."""
@@ -517,6 +525,7 @@ def select_pair_batch(
                 forbidden=forbidden,
                 n_keep=n_keep,
                 blocks=blocks,
+                screen=objective.screen.score,
             )
         return screen_pairs(
             posterior,
@@ -526,6 +535,7 @@ def select_pair_batch(
             allowed_items=allowed,
             forbidden=forbidden,
             n_keep=n_keep,
+            screen=objective.screen.score,
         )
 
     choices: list[PairChoice] = []
@@ -570,18 +580,28 @@ def select_pair_batch(
             bound, variance = scored(None)
             fresh = np.ones_like(taken)
         if lazy:
-            # Lazy greedy (Minoux 1978): a pending pick only lowers variances, and the gain
-            # grows with the variance, so a stale gain bounds the fresh one; re-score only the
-            # few best bounds until the best one is fresh. Exactly the argmax of fresh gains.
+            # Lazy greedy (Minoux 1978): a pending pick only lowers variances, and a gain
+            # rises by at most `rise` when its variance falls (0 for forced choice), so a stale
+            # gain plus `rise` bounds the fresh one; re-score only the few best lifted bounds
+            # until the best one is fresh. Exactly the argmax of fresh gains.
             # Taken candidates have bound -inf and count as fresh.
             while True:
-                best = int(np.argmax(bound))
+                lifted = bound + rise * ~fresh
+                best = int(np.argmax(lifted))
                 if fresh[best]:
                     break
                 stale = np.flatnonzero(~fresh)
                 if len(stale) > LAZY_BLOCK:
-                    top = np.argpartition(bound[stale], -LAZY_BLOCK)[-LAZY_BLOCK:]
-                    stale = stale[top]
+                    # with a rise bound, every stale gain whose lifted bound beats the best
+                    # fresh one may win, and there are many: re-scored in one call
+                    contenders = stale
+                    if rise > 0:
+                        contenders = stale[lifted[stale] > bound[fresh].max(initial=-math.inf)]
+                    if rise > 0 and len(contenders) > LAZY_BLOCK:
+                        stale = contenders
+                    else:
+                        top = np.argpartition(lifted[stale], -LAZY_BLOCK)[-LAZY_BLOCK:]
+                        stale = stale[top]
                 bound[stale], variance[stale] = scored(stale)
                 fresh[stale] = True
             pick = best
@@ -718,11 +738,15 @@ def choose_rating(
     if not bool(allowed.any()):
         raise NoEligibleTaskError("no clip is left for this rater to rate")
     # Screen by the nearest threshold's binary score, then refine exactly.
-    score = screening_score(
-        mean[:, None] - level_cuts[None, :],
-        var[:, None].expand(-1, level_cuts.numel()).clone(),
-        noise_var,
-    ).amax(-1)
+    score = (
+        OBJECTIVES[options.objective]
+        .screen.score(
+            mean[:, None] - level_cuts[None, :],
+            var[:, None].expand(-1, level_cuts.numel()).clone(),
+            noise_var,
+        )
+        .amax(-1)
+    )
     score = score.masked_fill(~allowed, -math.inf)
     top = torch.topk(score, min(options.n_refine, int(allowed.sum()))).indices
     gains = objective(mean[top], var[top], noise_var, level_cuts, keep=keep)

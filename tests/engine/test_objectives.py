@@ -17,6 +17,7 @@ from engine.objectives import (
     expected_information_gain,
     interval_information_gain,
     outcome_probabilities,
+    screening_score,
 )
 from tests.engine.reference import information_gain, quadrature_information_gain
 
@@ -233,3 +234,87 @@ def test_batched_gain_matches_the_plain_quadrature(cuts: list[float], keep: floa
     )
     assert as32.dtype == torch.float32
     np.testing.assert_allclose(as32.double().numpy(), per_candidate, rtol=0, atol=1e-4)
+
+
+SCREENS = {id(o.screen): o.screen for o in OBJECTIVES.values()}
+
+
+@pytest.mark.parametrize("screen_id", sorted(SCREENS))
+@pytest.mark.parametrize("noise_var", [0.05, 1.0, 4.0])
+def test_screen_rates_bound_its_derivatives(screen_id: int, noise_var: float) -> None:
+    """A screen's stated rates bound |ds/dmu| and |ds/dvar| on a fine grid (autograd through the
+    formula written out), are nearly reached (not loose), and the score never falls as the
+    variance grows (so a pending task's shrink never raises one)."""
+    screen = SCREENS[screen_id]
+    assert screen.score is screening_score  # the one screen registered so far
+    mu = math.sqrt(noise_var) * torch.linspace(-30, 30, 1201).repeat_interleave(200)
+    var = noise_var * torch.logspace(-8, 3, 200).repeat(1201)
+    mu.requires_grad_(True)
+    var.requires_grad_(True)
+    # screening_score's formula written out (it computes in place, which autograd refuses)
+    c2, sigma = math.pi * math.log(2) / 2, math.sqrt(noise_var)
+    spread = var + c2 * noise_var
+    score = torch.exp(-(mu**2) / (2 * c2 * (var + noise_var))) - math.sqrt(
+        c2
+    ) * sigma / spread.sqrt() * torch.exp(-(mu**2) / (2 * spread))
+    torch.testing.assert_close(score.detach(), screen.score(mu.detach(), var.detach(), noise_var))
+    d_mu, d_var = torch.autograd.grad(score.sum(), (mu, var))
+    l_mu, l_var = screen.rates(noise_var)
+    assert float(d_mu.abs().max()) <= l_mu
+    assert float(d_var.abs().max()) <= l_var
+    assert float(d_var.min()) >= 0.0
+    assert float(d_mu.abs().max()) > 0.999 * l_mu and float(d_var.abs().max()) > 0.999 * l_var
+
+
+def monotone_grid() -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, var) on a 161 x 120 grid, var fastest (float64: built inside the test)."""
+    return (
+        torch.linspace(-12, 12, 161).repeat_interleave(120),
+        torch.logspace(-6, 4, 120).repeat(161),
+    )
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("keep", [1.0, 0.8])
+def test_forced_choice_gains_never_fall_as_the_variance_grows(name: str, keep: float) -> None:
+    """Forced choice: along var (fine grid, mu fixed) the gain never drops (to rounding), and
+    the objective's rise bound is 0: a gain computed before a pending pick bounds the one after,
+    as the lazy greedy assumes."""
+    objective = OBJECTIVES[name]
+    cuts = t([0.0])
+    assert objective.rise(cuts, 1.0) == 0.0
+    mu, var = monotone_grid()
+    gain = objective(mu, var, 1.0, cuts, keep=keep).reshape(161, 120)
+    assert float((gain[:, 1:] - gain[:, :-1]).min()) > -1e-12
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_with_ties_a_variance_drop_can_raise_the_gain_by_less_than_the_rise_bound(
+    name: str,
+) -> None:
+    """Ties: a smaller variance can give a larger gain (t = sigma: by ~0.08 bits), never by more
+    than `rise(cuts, noise)`, on random draws of mu, var > var', t / sigma in [0, 8], noise and
+    keep in [0.5, 1] (the bound is taken at keep 1 and rounded-up margins: the rise grows with
+    t / sigma up to 4 and shrinks with the keep probability, both checked here)."""
+    objective = OBJECTIVES[name]
+    mu, var = monotone_grid()
+    gain = objective(mu, var, 1.0, t([-1.0, 1.0])).reshape(161, 120)
+    assert float((torch.cummax(gain, dim=1).values - gain).max()) > 0.05
+    rng = np.random.default_rng(SEED)
+    for noise_var in (0.25, 1.0, 4.0):
+        sigma = math.sqrt(noise_var)
+        for margin in rng.uniform(0, 8, 6):
+            cuts = t([-margin * sigma, margin * sigma])
+            bound = objective.rise(cuts, noise_var)
+            count = 4000
+            mu = t(rng.uniform(-12, 12, count) * sigma)
+            high = t(10 ** rng.uniform(-4, 3, count) * noise_var)
+            low = high * t(rng.uniform(0, 1, count))
+            keep = float(rng.uniform(0.5, 1.0))
+            for k in (1.0, keep):
+                rise = objective(mu, low, noise_var, cuts, keep=k) - objective(
+                    mu, high, noise_var, cuts, keep=k
+                )
+                assert float(rise.max()) <= bound, (noise_var, margin, k)
+    rises = [objective.rise(t([-m, m]), 1.0) for m in (0.5, 1.0, 2.0, 3.0, 4.0)]
+    assert rises == sorted(rises)
