@@ -34,7 +34,7 @@ from torch import Tensor
 
 from engine.ep import TOLERANCE, Sites, ep_sweeps
 from engine.selection import Pending, shrink_coefficients
-from engine.state import Posterior, PriorScales
+from engine.state import Posterior, PriorScales, empty_posterior
 from engine.update import NO_SECOND, Events, event_moment_function
 
 CHUNK_ELEMENTS = 2**18  # block entries per chunk of groups on a CPU: ~2 MiB of float64
@@ -108,16 +108,9 @@ class GroupedPosterior:
             raise ValueError(f"n_criteria must be >= 0, got {n_criteria}")
         self.n_criteria = n_criteria
         self.n_contexts = 0
-        like = torch.zeros((), dtype=dtype, device=device)
-        self.weight_mean = like.new_zeros(n_criteria)
-        if prior.weight_mean is not None:
-            if len(prior.weight_mean) != n_criteria:
-                raise ValueError(
-                    f"weight_mean has {len(prior.weight_mean)} entries for {n_criteria} criteria"
-                )
-            self.weight_mean = like.new_tensor(prior.weight_mean)
-        self.weight_cov = torch.eye(n_criteria, dtype=dtype, device=like.device)
-        self.weight_cov *= prior.weight_scale**2
+        weights = empty_posterior(n_criteria, prior, device=device, dtype=dtype)
+        self.weight_mean, self.weight_cov = weights.mean, weights.cov
+        like = self.weight_mean
         long = {"dtype": torch.long, "device": like.device}
         # per group, padded to the largest group M, by slot; 0 past the group's size
         self.load = like.new_zeros(0, 1, 2 * n_criteria)  # (G, M, 2K): A_g in [global | own]
