@@ -141,11 +141,14 @@ def measure(n: int, m: int, repeats: int, seed: int) -> dict[str, Any]:
     }
 
 
-def _row_in_subprocess(n: int, m: int, repeats: int, seed: int, threads: int | None) -> dict:
+def _row_in_subprocess(
+    n: int, m: int, repeats: int, seed: int, threads: int | None, settle: float
+) -> dict:
     command = [sys.executable, "-m", "benchmarks.structured_speed", "--worker", f"{n},{m}"]
     command += ["--repeats", str(repeats), "--seed", str(seed)]
     if threads:
         command += ["--threads", str(threads)]
+    time.sleep(settle)  # the last run's memory and writeback settle before this one is timed
     load = os.getloadavg()[0]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     row = json.loads(result.stdout.strip().splitlines()[-1])
@@ -203,6 +206,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompt-sizes", default="4,16", help="clips per prompt m")
     parser.add_argument("--repeats", type=int, default=100, help="timed calls per row")
     parser.add_argument("--runs", type=int, default=1, help="runs of each (n, m), for spread")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds idle before each run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
@@ -219,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         print(json.dumps(measure(n, m, args.repeats, args.seed)))
         return []
     rows = [
-        _row_in_subprocess(n, m, args.repeats, args.seed + run, args.threads)
+        _row_in_subprocess(n, m, args.repeats, args.seed + run, args.threads, args.settle)
         for m in (int(v) for v in args.prompt_sizes.split(","))
         for n in (int(v) for v in args.sizes.split(","))
         for run in range(args.runs)
