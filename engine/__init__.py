@@ -6,6 +6,7 @@ Pure numerics (torch, numpy, scipy): no I/O, no web framework, no database.
 
 from engine.adapters import WinMatrixStrategy, make_strategy
 from engine.campaign import DEFAULT_CRITERIA, Campaign, CampaignConfig, Judgment
+from engine.clips import ClipRegistry
 from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters, fit_prior_scales
 from engine.ep import Refinement, Sites, ep_refine
@@ -51,6 +52,7 @@ __all__ = [
     "RULES",
     "Campaign",
     "CampaignConfig",
+    "ClipRegistry",
     "ClipSummary",
     "Events",
     "Hyperparameters",

@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from engine.clips import ClipRegistry
 from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
 from engine.ep import Refinement
@@ -53,7 +54,6 @@ DEFAULT_CRITERIA = (
     "coherence_consistency",
     "bias_fairness",
 )  # MJ-VIDEO's five reward-model criteria
-DEFAULT_CONTEXT = "default"
 RATER_REFIT_BELOW = 8  # a rater with fewer labels is re-derived from all of them each batch
 # raters past RATER_BUDGET_FROM labels whose count doubled share this many re-scored labels a
 # batch (raters answering at one pace double together: spread over batches, no stall)
@@ -215,15 +215,7 @@ class Campaign:
         self.dtype = dtype or default_dtype(self.device)
         self._like = torch.zeros((), dtype=self.dtype, device=self.device)
         n_criteria = len(self.config.criteria)
-        self._raw_scores = torch.zeros(0, n_criteria, dtype=self.dtype, device=self.device)
-        self._context_names: dict[Hashable, int] = {}
-        self._group_names: dict[Hashable, int] = {}
-        self._context: list[int] = []
-        self._group: list[int] = []
-        self._group_context: list[int] = []  # each group's context (a prompt has one)
-        self._groups_tensor: Tensor | None = None  # cache of _group as a tensor
-        self._center = torch.zeros(n_criteria, dtype=self.dtype, device=self.device)
-        self._scale = torch.ones(n_criteria, dtype=self.dtype, device=self.device)
+        self._clips = ClipRegistry(n_criteria, self.device, self.dtype)
         self._form: PosteriorForm = self._prior_form()
         # Clip batches and label batches in the order they happened: what replay() re-runs,
         # and the one place labels are kept (`log` reads them from here).
@@ -277,12 +269,10 @@ class Campaign:
         Raises:
             ValueError: wrong shapes or infinite scores; nothing is added then.
         """
-        raw = self._as_scores(scores, count)
+        raw = self._clips.as_scores(scores, count)
         n_new = raw.shape[0]
         contexts = list(contexts) if contexts is not None else [None] * n_new
         groups = list(groups) if groups is not None else [None] * n_new
-        if len(contexts) != n_new or len(groups) != n_new:
-            raise ValueError(f"contexts and groups need one entry per clip ({n_new})")
         start = self.n_items
         limit = FORMS[self.config.structure].max_items
         if limit is not None and start + n_new > limit:
@@ -291,81 +281,25 @@ class Campaign:
                 f"n x n); for more, pair clips within prompts and keep it in blocks: "
                 'CampaignConfig(pair_scope="group", structure="blocks")'
             )
-        context_names = dict(self._context_names)
-        context_index = [
-            context_names.setdefault(DEFAULT_CONTEXT if c is None else c, len(context_names))
-            for c in contexts
-        ]
-        group_names = dict(self._group_names)
-        group_index = [
-            group_names.setdefault(("clip", start + b) if g is None else g, len(group_names))
-            for b, g in enumerate(groups)
-        ]
-        group_context = self._group_context + [-1] * (len(group_names) - len(self._group_names))
-        for g, c in zip(group_index, context_index, strict=True):
-            if group_context[g] == -1:
-                group_context[g] = c
-            elif group_context[g] != c and self.config.structure == "blocks":
-                raise ValueError(
-                    "every clip of a prompt group must share its context in a campaign kept "
-                    'in blocks (structure="blocks")'
-                )
+        batch = self._clips.plan(
+            raw, contexts, groups, one_context_per_group=self.config.structure == "blocks"
+        )
         # Validated: commit.
-        previous_contexts = len(self._context_names)
+        previous_contexts = self._clips.n_contexts
         self._history.append(_ClipBatch(raw, tuple(contexts), tuple(groups)))
-        self._context_names, self._group_names = context_names, group_names
-        self._context += context_index
-        self._group += group_index
-        self._group_context = group_context
-        self._groups_tensor = None
-        self._raw_scores = torch.cat((self._raw_scores, raw))
-        if not any(isinstance(entry, tuple) for entry in self._history):
-            self._center, self._scale = self._score_statistics(self._raw_scores)
+        before_labels = not any(isinstance(entry, tuple) for entry in self._history)
+        self._clips.commit(batch, refresh_statistics=before_labels)
+        if before_labels:
             self._rebuild_prior()
         else:
             self._form.add(
                 self.config.prior,
-                len(context_names) - previous_contexts,
-                (raw - self._center) / self._scale,
-                torch.tensor(context_index, dtype=torch.long, device=self.device),
-                torch.tensor(group_index, dtype=torch.long, device=self.device),
+                self._clips.n_contexts - previous_contexts,
+                self._clips.standardised(raw),
+                batch.context,
+                batch.group,
             )
         return range(start, start + n_new)
-
-    def _as_scores(self, scores: object, count: int | None) -> Tensor:
-        n_criteria = len(self.config.criteria)
-        if scores is None:
-            if count is None or count < 0:
-                raise ValueError("give the clips' scores, or their count when there are none")
-            if n_criteria:
-                raise ValueError(f"this campaign has {n_criteria} criteria: scores are required")
-            return self._raw_scores.new_zeros(count, 0)
-        if isinstance(scores, Tensor):
-            raw = scores.to(dtype=self.dtype, device=self.device)
-        else:
-            rows = [[math.nan if v is None else float(v) for v in row] for row in scores]
-            if any(len(row) != n_criteria for row in rows):
-                raise ValueError(f"every clip needs {n_criteria} scores (None where missing)")
-            raw = torch.tensor(rows, dtype=self.dtype, device=self.device).reshape(-1, n_criteria)
-        if raw.dim() != 2 or raw.shape[1] != n_criteria:
-            raise ValueError(f"scores must have shape (clips, {n_criteria})")
-        if bool(torch.isinf(raw).any()):
-            raise ValueError("scores must be finite (use None or NaN for a missing score)")
-        if count is not None and count != raw.shape[0]:
-            raise ValueError(f"count={count} but {raw.shape[0]} rows of scores")
-        return raw
-
-    @staticmethod
-    def _score_statistics(raw: Tensor) -> tuple[Tensor, Tensor]:
-        """Per criterion mean and sd over the present scores; sd 1 where fewer than 2 or flat."""
-        present = ~torch.isnan(raw)
-        count = present.sum(0)
-        filled = torch.where(present, raw, torch.zeros_like(raw))
-        center = filled.sum(0) / count.clamp_min(1)
-        deviation = torch.where(present, raw - center, torch.zeros_like(raw))
-        var = deviation.square().sum(0) / (count - 1).clamp_min(1)
-        scale = torch.where((count >= 2) & (var > 0), torch.sqrt(var), torch.ones_like(var))
-        return center, scale
 
     def _rebuild_prior(self) -> None:
         self._form = self._prior_form()
@@ -377,9 +311,9 @@ class Campaign:
         return FORMS[self.config.structure].prior(
             len(self.config.criteria),
             scales,
-            len(self._context_names),
-            (self._raw_scores - self._center) / self._scale,
-            torch.tensor(self._context, dtype=torch.long, device=self.device),
+            self._clips.n_contexts,
+            self._clips.standardised(),
+            self._clips.contexts,
             self.groups,
         )
 
@@ -455,9 +389,7 @@ class Campaign:
     @property
     def groups(self) -> Tensor:
         """(n,) long group ids."""
-        if self._groups_tensor is None:
-            self._groups_tensor = torch.tensor(self._group, dtype=torch.long, device=self.device)
-        return self._groups_tensor
+        return self._clips.groups
 
     # raters -----------------------------------------------------------------------------------
 
@@ -679,9 +611,8 @@ class Campaign:
             raise IndexError(f"clip {judgment.second} does not exist (0..{n - 1})")
         if judgment.first == judgment.second:
             raise ValueError("a comparison needs two different clips")
-        if (
-            self.config.structure == "blocks"
-            and self._group[judgment.first] != self._group[judgment.second]
+        if self.config.structure == "blocks" and not self._clips.same_group(
+            judgment.first, judgment.second
         ):
             raise ValueError(
                 f"clips {judgment.first} and {judgment.second} are in different prompt groups: "
@@ -935,7 +866,7 @@ class Campaign:
 
     @property
     def context_names(self) -> tuple[Hashable, ...]:
-        return tuple(self._context_names)
+        return self._clips.context_names
 
     @property
     def log(self) -> list[Judgment]:
