@@ -21,6 +21,7 @@ from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
 from engine.ep import Refinement
 from engine.forms import FORMS, PendingTask, PosteriorForm, predict
+from engine.history import ClipsAdded, History, Refine, Refit
 from engine.likelihoods import (
     Outcome,
     level_cuts,
@@ -28,13 +29,13 @@ from engine.likelihoods import (
     outcome_cuts,
     pair_interval,
 )
+from engine.rater_book import GridScorer, RaterBook
 from engine.reliability import (
     NOISE_PRIOR_LOG_SD,
     RaterGrid,
     RaterReliability,
     fit_noise_spread,
     rater_grids,
-    rater_posteriors,
 )
 from engine.selection import (
     NoEligibleTaskError,
@@ -54,15 +55,6 @@ DEFAULT_CRITERIA = (
     "coherence_consistency",
     "bias_fairness",
 )  # MJ-VIDEO's five reward-model criteria
-RATER_REFIT_BELOW = 8  # a rater with fewer labels is re-derived from all of them each batch
-# raters past RATER_BUDGET_FROM labels whose count doubled share this many re-scored labels a
-# batch (raters answering at one pace double together: spread over batches, no stall)
-RATER_REDERIVE_BUDGET = 256
-RATER_BUDGET_FROM = 64
-# past this many labels a rater's grid is only added to: re-scoring 1,000 labels held the
-# service's engine ~0.1 s per rater, and labels scored under a posterior that had
-# hundreds of labels already barely move when re-scored
-RATER_REDERIVE_UP_TO = 512
 PairScope = Literal["any", "group"]
 Structure = Literal["dense", "blocks"]
 
@@ -166,33 +158,6 @@ class Judgment:
     keep: float | None = None
 
 
-@dataclass(frozen=True)
-class _Refit:
-    """One fit_prior() call, as the history replays it (with the values it found)."""
-
-    scales: PriorScales
-    tie_margin: float
-    emoji_thresholds: tuple[float, ...] | None
-    noise_prior_spread: float
-
-
-@dataclass(frozen=True)
-class _Refine:
-    """One refine() call, as the history replays it."""
-
-    max_sweeps: int
-    damping: float
-
-
-@dataclass(frozen=True)
-class _ClipBatch:
-    """One add_clips call, as the history replays it."""
-
-    raw_scores: Tensor
-    contexts: tuple[Hashable | None, ...]
-    groups: tuple[Hashable | None, ...]
-
-
 class Campaign:
     """A campaign's posterior plus the bookkeeping that selection needs.
 
@@ -219,14 +184,9 @@ class Campaign:
         self._form: PosteriorForm = self._prior_form()
         # Clip batches and label batches in the order they happened: what replay() re-runs,
         # and the one place labels are kept (`log` reads them from here).
-        self._history: list[_ClipBatch | _Refine | _Refit | tuple[Judgment, ...]] = []
-        self._rater_noise: dict[Hashable, float] = {}
-        self._reliability: dict[Hashable, RaterReliability] = {}
-        # per rater: their (keep, sigma) grid and the label count it was last re-derived at
-        self._rater_grids: dict[Hashable, tuple[RaterGrid, int]] = {}
-        self._rater_judgments: dict[Hashable, list[Judgment]] = {}
+        self._history = History()
+        self._raters = RaterBook()
         self._tasks = TaskBook()
-        self._label_count = 0  # len(self.log), kept: the log is rebuilt from the history
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
         self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
@@ -286,8 +246,8 @@ class Campaign:
         )
         # Validated: commit.
         previous_contexts = self._clips.n_contexts
-        self._history.append(_ClipBatch(raw, tuple(contexts), tuple(groups)))
-        before_labels = not any(isinstance(entry, tuple) for entry in self._history)
+        self._history.record(ClipsAdded(raw, tuple(contexts), tuple(groups)))
+        before_labels = self._history.label_count == 0
         self._clips.commit(batch, refresh_statistics=before_labels)
         if before_labels:
             self._rebuild_prior()
@@ -355,18 +315,16 @@ class Campaign:
             hyper = fit.hyper
             form = self._prior_form(hyper.scales)
             form.observe(self._events(log, hyper))
-            grids = self._rater_grids_of(
-                [own for own in self._rater_judgments.values() if own], form, hyper
-            )
+            grids = self._rater_grids_of(self._raters.labelled(), form, hyper)
             if grids:
                 spread = fit_noise_spread(grids, config.noise_sd)
         self._apply_refit(
-            _Refit(fit.hyper.scales, fit.hyper.tie_margin, fit.hyper.emoji_thresholds, spread),
+            Refit(fit.hyper.scales, fit.hyper.tie_margin, fit.hyper.emoji_thresholds, spread),
             form,
         )
         return fit
 
-    def _apply_refit(self, refit: _Refit, form: PosteriorForm | None = None) -> None:
+    def _apply_refit(self, refit: Refit, form: PosteriorForm | None = None) -> None:
         """Adopt a refit's values; `form` is the labels' posterior under them, when the
         caller has it already (it does not depend on the noise spread), else derived here."""
         self.config = replace(
@@ -383,8 +341,8 @@ class Campaign:
             form = self._prior_form()
             form.observe(self._events(self.log))
         self._form = form
-        self._refit_raters({rater: (own, own) for rater, own in self._rater_judgments.items()})
-        self._history.append(refit)
+        self._raters.refit_all(self.config, self._grid_scorer())
+        self._history.record(refit)
 
     @property
     def groups(self) -> Tensor:
@@ -397,17 +355,13 @@ class Campaign:
         """Use `noise_sd` for this rater's labels and for the gains of their next tasks."""
         if not (noise_sd >= 0 and math.isfinite(noise_sd)):
             raise ValueError(f"noise_sd must be finite and >= 0, got {noise_sd}")
-        self._rater_noise[rater] = float(noise_sd)
+        self._raters.set_noise(rater, noise_sd)
         self._form.forget_shrink()  # pending tasks of this rater shrink differently now
 
     def noise_sd(self, rater: Hashable | None) -> float:
         """The rater's noise sd: set by `set_rater_noise`, else learned (learn_rater_noise),
         else the campaign's default."""
-        if rater in self._rater_noise:
-            return self._rater_noise[rater]
-        if self.config.learn_rater_noise and rater in self._reliability:
-            return self._reliability[rater].noise_sd
-        return self.config.noise_sd
+        return self._raters.noise_sd(rater, self.config)
 
     # labels -----------------------------------------------------------------------------------
 
@@ -423,12 +377,10 @@ class Campaign:
         if resolved:
             self._form.observe(self._events(resolved))
             if self.config.lapse_prior is not None or self.config.learn_rater_noise:
-                self._learn_reliability(resolved)
-        if resolved:
-            self._history.append(tuple(resolved))
+                self._raters.learn(resolved, self.config, self._grid_scorer())
+        self._history.record_labels(resolved)
         self._tasks.answered(((j.rater, j.first, j.second) for j in resolved), task_ids)
-        self._label_count += len(resolved)
-        count = self._label_count
+        count = self._history.label_count
         if any(count - len(resolved) < at <= count for at in self.config.refit_prior_at):
             self.fit_prior()
 
@@ -444,77 +396,9 @@ class Campaign:
         cuts = self.pair_cuts if judgment.second != NO_SECOND else self.level_cuts
         return 1 + (0 if cuts is None else cuts.numel())
 
-    def _learn_reliability(self, judgments: Sequence[Judgment]) -> None:
-        """Update each rater in the batch with their new labels (engine.reliability).
-
-        The marginals are the current posterior's, which includes each label itself: a small
-        optimism once a clip has several labels, and far better than the posterior at the time,
-        under which a campaign's first labels all look like coin flips. A rater's grid is
-        re-derived from all their labels under the current posterior whenever their label count
-        has doubled since the last time (and always below RATER_REFIT_BELOW labels); in between
-        the new labels' terms are added to it. Amortised O(1) grid work per label, where a
-        full refit per batch cost O(labels so far): 0.34 s per batch of 8 at 300 labels each."""
-        new: dict[Hashable, list[Judgment]] = {}
-        for judgment in judgments:
-            self._rater_judgments.setdefault(judgment.rater, []).append(judgment)
-            new.setdefault(judgment.rater, []).append(judgment)
-        self._refit_raters(
-            {rater: (self._rater_judgments[rater], fresh) for rater, fresh in new.items()}
-        )
-
-    def _refit_raters(
-        self, updates: dict[Hashable, tuple[Sequence[Judgment], Sequence[Judgment]]]
-    ) -> None:
-        """Per rater, `(own, fresh)`: add `fresh` (the last of `own`) to the rater's grid, or
-        re-derive it from `own` (new raters, below RATER_REFIT_BELOW labels, or once `own` has
-        doubled since the last re-derivation, up to RATER_REDERIVE_UP_TO labels, as far as
-        RATER_REDERIVE_BUDGET labels a batch allow: a rater past it waits for a later batch,
-        added to meanwhile).
-
-        The labels of all of them are scored in one `rater_grids` call and summarised in one
-        `rater_posteriors` call: per rater and batch, Python and dispatch overhead cost more
-        than the grid work of a few labels (service batches hold labels of 16-64 raters). A
-        batch of 32 labels from 64 raters (n = 1,000, 1 thread): ~45 -> ~17 ms below 32 labels
-        a rater, ~25 -> ~7 ms at 100+."""
-        if not updates:
-            return
-        scored: list[Sequence[Judgment]] = []
-        rederived: list[bool] = []
-        budget = RATER_REDERIVE_BUDGET
-        for rater, (own, fresh) in updates.items():
-            cached = self._rater_grids.get(rater)
-            again = cached is None or len(fresh) == len(own) or len(own) < RATER_REFIT_BELOW
-            if (
-                cached is not None
-                and not again
-                and 2 * cached[1] <= len(own) <= RATER_REDERIVE_UP_TO
-                and (len(own) < RATER_BUDGET_FROM or budget > 0)
-            ):
-                # doubled: re-derived now, or past RATER_BUDGET_FROM labels when the batch's
-                # budget allows, else added to now and re-derived with a later batch
-                again = True
-                if len(own) >= RATER_BUDGET_FROM:
-                    budget -= len(own)
-            rederived.append(again)
-            scored.append(own if again else fresh)
-        grids = self._rater_grids_of(scored, self._form)
-        for (rater, (own, _)), again, grid in zip(updates.items(), rederived, grids, strict=True):
-            if again:
-                self._rater_grids[rater] = (grid, len(own))
-            else:
-                cached_grid, base = self._rater_grids[rater]
-                added = replace(
-                    cached_grid,
-                    log_likelihood=cached_grid.log_likelihood + grid.log_likelihood,
-                    labels=cached_grid.labels + grid.labels,
-                )
-                self._rater_grids[rater] = (added, base)
-        summaries = rater_posteriors(
-            [self._rater_grids[rater][0] for rater in updates],
-            default_noise_sd=self.config.noise_sd,
-            spread=self.config.noise_prior_spread,
-        )
-        self._reliability.update(zip(updates, summaries, strict=True))
+    def _grid_scorer(self) -> GridScorer:
+        """Scores raters' labels on the (keep, sigma) grid under the current posterior."""
+        return lambda owns: self._rater_grids_of(owns, self._form)
 
     def _rater_grids_of(
         self,
@@ -558,17 +442,12 @@ class Campaign:
     def keep_probability(self, rater: Hashable | None) -> float:
         """The posterior mean probability that `rater` answers as the model says (the prior
         mean before their first label; 1 when lapses are not modelled)."""
-        if self.config.lapse_prior is None:
-            return 1.0
-        if rater in self._reliability:
-            return self._reliability[rater].keep
-        alpha, beta = self.config.lapse_prior
-        return (1 - self.config.random_rater_share) * alpha / (alpha + beta)
+        return self._raters.keep_probability(rater, self.config)
 
     def rater_reliability(self) -> dict[Hashable, RaterReliability]:
         """Per rater with labels: keep probability and noise posterior, label count, and
         whether their labels look random (flagged: they weigh little and need a look)."""
-        return dict(self._reliability)
+        return dict(self._raters.reliability)
 
     def observe_pair(
         self,
@@ -634,7 +513,7 @@ class Campaign:
         """
         form, result = self._prior_form().refine(self._events(self.log), max_sweeps, damping)
         self._form = form
-        self._history.append(_Refine(max_sweeps, damping))
+        self._history.record(Refine(max_sweeps, damping))
         return result
 
     def _events(
@@ -871,7 +750,7 @@ class Campaign:
     @property
     def log(self) -> list[Judgment]:
         """Every label applied so far, in order, each with the noise sd it was applied with."""
-        return [j for entry in self._history if isinstance(entry, tuple) for j in entry]
+        return self._history.log
 
     def replay(self) -> Campaign:
         """A fresh campaign that re-runs this one's history: the same clip batches and labels,
@@ -880,13 +759,13 @@ class Campaign:
         # the recorded refits are replayed as they happened, not re-fitted on the way
         quiet = replace(self._initial_config, refit_prior_at=())
         fresh = Campaign(quiet, device=self.device, dtype=self.dtype)
-        fresh._rater_noise = dict(self._rater_noise)
+        fresh._raters = self._raters.with_set_noise()
         for entry in self._history:
-            if isinstance(entry, _Refine):
+            if isinstance(entry, Refine):
                 fresh.refine(entry.max_sweeps, entry.damping)
-            elif isinstance(entry, _Refit):
+            elif isinstance(entry, Refit):
                 fresh._apply_refit(entry)
-            elif isinstance(entry, _ClipBatch):
+            elif isinstance(entry, ClipsAdded):
                 scores = entry.raw_scores if entry.raw_scores.shape[1] else None
                 fresh.add_clips(
                     scores,

@@ -10,14 +10,9 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from engine.campaign import (
-    RATER_REDERIVE_BUDGET,
-    RATER_REFIT_BELOW,
-    Campaign,
-    CampaignConfig,
-    Judgment,
-)
+from engine.campaign import Campaign, CampaignConfig, Judgment
 from engine.likelihoods import Outcome, pair_interval
+from engine.rater_book import RATER_REDERIVE_BUDGET, RATER_REFIT_BELOW
 from engine.reliability import RaterGrid, rater_grid, rater_posterior
 from engine.state import PriorScales
 from engine.summaries import pair_marginal
@@ -581,7 +576,7 @@ def test_rater_reliability_is_rederived_when_labels_double_and_added_to_in_betwe
     rng = np.random.default_rng(SEED)
 
     def full() -> object:
-        own = campaign._rater_judgments["r"]
+        own = campaign._raters.judgments["r"]
         return rater_posterior(
             campaign._rater_grid(own, campaign._form),
             default_noise_sd=config.noise_sd,
@@ -672,7 +667,7 @@ def test_a_batch_of_many_raters_matches_each_rater_scored_alone() -> None:
             for name in ("keep", "keep_low", "keep_high", "probability_random", "noise_sd"):
                 assert getattr(got, name) == pytest.approx(getattr(expected, name), abs=1e-10)
     # the last batch took every path: new, added to, re-derived on doubling, re-derived young
-    bases = {rater: campaign._rater_grids[rater][1] for rater in alone}
+    bases = {rater: campaign._raters.grids[rater][1] for rater in alone}
     assert bases == {"doubles": 28, "adds": 7, "young": 7, "new": 2}
 
 
@@ -711,14 +706,14 @@ def test_raters_doubling_together_are_re_derived_over_several_batches() -> None:
 
     for _ in range(111):  # re-derived each batch below 8 labels, then at 14, 28 and 56
         batch(raters)
-    assert {campaign._rater_grids[r][1] for r in raters} == {56}
+    assert {campaign._raters.grids[r][1] for r in raters} == {56}
     batch(raters)  # all 8 reach 112 = 2 x 56 at once: 8 x 112 labels against the budget
-    bases = [campaign._rater_grids[r][1] for r in raters]
+    bases = [campaign._raters.grids[r][1] for r in raters]
     per_batch = -(-RATER_REDERIVE_BUDGET // 112)  # while some budget is left
     assert 0 < per_batch < 8
     assert bases == [112] * per_batch + [56] * (8 - per_batch)
     batch(raters)  # the next ones, at 113 labels, with the next batch
-    bases = [campaign._rater_grids[r][1] for r in raters]
+    bases = [campaign._raters.grids[r][1] for r in raters]
     done = min(8, 2 * per_batch)
     assert bases == [112] * per_batch + [113] * (done - per_batch) + [56] * (8 - done)
     assert all(campaign.rater_reliability()[r].labels == 113 for r in raters)  # none lost

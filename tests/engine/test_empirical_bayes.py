@@ -11,6 +11,7 @@ import torch
 from scipy.special import log_ndtr, logsumexp
 
 from engine.campaign import Campaign, CampaignConfig, Judgment
+from engine.history import Refit
 from engine.likelihoods import Outcome
 from engine.state import Posterior, PriorScales
 from engine.update import pair_events, update_with_evidence
@@ -123,12 +124,12 @@ def test_scheduled_refits_happen_once_each_and_replay_exactly() -> None:
     for _ in range(7):
         pairs = [rng.choice(12, 2, replace=False) for _ in range(10)]
         campaign.observe([Judgment("r", int(i), int(j), Outcome.WIN) for i, j in pairs])
-    refits = [e for e in campaign._history if type(e).__name__ == "_Refit"]
+    refits = [e for e in campaign._history if isinstance(e, Refit)]
     assert len(refits) == 2 and campaign.config.prior != start
     fresh = campaign.replay()
     assert fresh.config == campaign.config
     assert torch.equal(fresh.posterior.mean, campaign.posterior.mean)
-    assert len([e for e in fresh._history if type(e).__name__ == "_Refit"]) == 2
+    assert len([e for e in fresh._history if isinstance(e, Refit)]) == 2
 
 
 def _campaign_with_ties_and_ratings(

@@ -1,0 +1,79 @@
+"""A campaign's history: clip batches, label batches, prior refits and EP refinements in the
+order they happened. It is the one place labels are kept (`log` reads them from here) and what
+`Campaign.replay` re-runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+
+from engine.state import PriorScales
+
+if TYPE_CHECKING:
+    from engine.campaign import Judgment
+
+
+@dataclass(frozen=True)
+class Refit:
+    """One fit_prior() call, as the history replays it (with the values it found)."""
+
+    scales: PriorScales
+    tie_margin: float
+    emoji_thresholds: tuple[float, ...] | None
+    noise_prior_spread: float
+
+
+@dataclass(frozen=True)
+class Refine:
+    """One refine() call, as the history replays it."""
+
+    max_sweeps: int
+    damping: float
+
+
+@dataclass(frozen=True)
+class ClipsAdded:
+    """One add_clips call, as the history replays it."""
+
+    raw_scores: Tensor
+    contexts: tuple[Hashable | None, ...]
+    groups: tuple[Hashable | None, ...]
+
+
+Entry = ClipsAdded | Refine | Refit | tuple["Judgment", ...]
+
+
+class History:
+    """The campaign's entries in order, and how many labels they hold."""
+
+    def __init__(self) -> None:
+        self._entries: list[Entry] = []
+        self._label_count = 0
+
+    def record(self, entry: ClipsAdded | Refine | Refit) -> None:
+        self._entries.append(entry)
+
+    def record_labels(self, judgments: Sequence[Judgment]) -> None:
+        """A batch of labels as applied (each with the noise and keep it was applied with)."""
+        if judgments:
+            self._entries.append(tuple(judgments))
+            self._label_count += len(judgments)
+
+    @property
+    def label_count(self) -> int:
+        return self._label_count
+
+    @property
+    def log(self) -> list[Judgment]:
+        """Every label so far, in order."""
+        return [j for entry in self._entries if isinstance(entry, tuple) for j in entry]
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries)
+
+
+__all__ = ["ClipsAdded", "Entry", "History", "Refine", "Refit"]
