@@ -205,7 +205,7 @@ def screen_block_pairs(
     shrink: BlockShrink | None,
     noise_var: float,
     *,
-    allowed: Tensor,
+    allowed: Tensor | None,
     forbidden: Tensor,
     n_keep: int,
     kept: GroupScreen | None = None,
@@ -218,7 +218,7 @@ def screen_block_pairs(
         posterior: the block-form posterior.
         shrink: the pending tasks' `block_shrink`, or None.
         noise_var: the rater's noise variance.
-        allowed: (n,) bool, False for clips never to show.
+        allowed: (n,) bool, False for clips never to show; None when every clip may be shown.
         forbidden: `pair_positions` of pairs not to ask.
         n_keep: how many to return at most.
         kept: a `GroupScreen` at this noise (fitting the layout) to screen from; None scores
@@ -236,7 +236,8 @@ def screen_block_pairs(
     device = posterior.group.device
     first_slot, second_slot = torch.triu_indices(size, size, 1, device=device)
     per_group = first_slot.numel()
-    padded_allowed = torch.cat((allowed, allowed.new_zeros(1)))
+    # a mask over every clip only when some are excluded: at n = 1e6 building one costs ms
+    padded_allowed = None if allowed is None else torch.cat((allowed, allowed.new_zeros(1)))
     kept_score: list[Tensor] = []
     kept_first: list[Tensor] = []
     kept_second: list[Tensor] = []
@@ -365,7 +366,9 @@ def select_block_pairs(
     """
     options = options or SelectionOptions()
     objective, rule = OBJECTIVES[options.objective], RULES[options.rule]
-    allowed = allowed_items(posterior.n_items, excluded_items, posterior.group.device)
+    allowed = None
+    if excluded_items is not None and excluded_items.numel():
+        allowed = allowed_items(posterior.n_items, excluded_items, posterior.group.device)
     shrink = block_shrink(posterior, pending, pair_cuts, level_cuts)
     judged = pair_positions(posterior, judged_pairs)
     handed_out = None
