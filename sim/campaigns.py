@@ -22,11 +22,10 @@ from engine.adapters import JOD_NOISE_SD
 from sim.worlds import Problem
 
 PRIOR = PriorScales(weight_scale=1.0, context_scale=0.5, residual_scale=1.5)
-# Empirical-Bayes refits (issue 5): from 2 labels per clip on, at doubling label counts, so a
-# run of N labels refits about log2(N / 2n) times and the refits' total cost stays a small
-# multiple of the last one. Earlier refits were measured to hurt: at 50 and 100 labels of a
-# 100-clip world the evidence is flat and the fitted scales ran to 20-60 (ADF's evidence
-# flatters wide priors), and the engine then needed 1.3-1.5x the labels of the fixed prior.
+# Empirical-Bayes refits from 2 labels per clip on, at doubling label counts, so a run of N
+# labels refits about log2(N / 2n) times and the refits' total cost stays a small multiple of
+# the last one. Earlier refits hurt: with under two labels a clip the evidence is flat, and
+# ADF's evidence flatters wide priors, so the fitted scales run far too wide.
 
 
 def refit_schedule(n_items: int) -> tuple[int, ...]:
