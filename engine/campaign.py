@@ -44,7 +44,7 @@ from engine.selection import (
     SelectionOptions,
 )
 from engine.state import Posterior, PriorScales
-from engine.summaries import ClipSummary, WeightSummary
+from engine.summaries import ClipSummary, WeightSummary, probability_positive
 from engine.tasks import Task, TaskBook
 from engine.update import NO_SECOND, Events, interval_events
 
@@ -733,9 +733,7 @@ class Campaign:
     def probability_better(self, first: int, second: int) -> float:
         """`P(f_first > f_second)` under the posterior."""
         index = torch.tensor([first, second], device=self.device)
-        mu, var = self._form.pair_moments(index[:1], index[1:])
-        tiny = torch.finfo(mu.dtype).tiny
-        return float(torch.special.ndtr(mu / torch.sqrt(var.clamp_min(tiny))))
+        return float(probability_positive(*self._form.pair_moments(index[:1], index[1:])))
 
     def predict(self, first: int, second: int, rater: Hashable | None = None) -> tuple[float, ...]:
         """Predictive (loss, [tie,] win) probabilities of `first` vs `second` for `rater`."""

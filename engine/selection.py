@@ -594,10 +594,9 @@ def select_pair_batch(
                 if len(stale) > LAZY_BLOCK:
                     # with a rise bound, every stale gain whose lifted bound beats the best
                     # fresh one may win, and there are many: re-scored in one call
-                    contenders = stale
-                    if rise > 0:
-                        contenders = stale[lifted[stale] > bound[fresh].max(initial=-math.inf)]
-                    if rise > 0 and len(contenders) > LAZY_BLOCK:
+                    best_fresh = bound[fresh].max(initial=-math.inf)
+                    contenders = stale[lifted[stale] > best_fresh] if rise > 0 else stale[:0]
+                    if len(contenders) > LAZY_BLOCK:
                         stale = contenders
                     else:
                         top = np.argpartition(lifted[stale], -LAZY_BLOCK)[-LAZY_BLOCK:]

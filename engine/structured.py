@@ -631,31 +631,12 @@ def refine_grouped(
     return posterior, sites, sweeps, change
 
 
-def same_group_pairs(members: Tensor) -> tuple[Tensor, Tensor]:
-    """The (G, M, M) flat positions of every slot pair a < b present in a padded member table
-    (`GroupMarginals.members`): (group index, flat a * M + b), for reading pair moments out of
-    `group_marginals`."""
-    size = members.shape[1]
-    a, b = torch.triu_indices(size, size, 1, device=members.device)
-    present = (members[:, a] >= 0) & (members[:, b] >= 0)  # (G, pairs per block)
-    group, pair = torch.nonzero(present, as_tuple=True)
-    return group, a[pair] * size + b[pair]
-
-
-def clips_of(members: Tensor, group: Tensor, flat: Tensor) -> tuple[Tensor, Tensor]:
-    """The clip indices (first, second) at `same_group_pairs` positions."""
-    size = members.shape[1]
-    return members[group, flat // size], members[group, flat % size]
-
-
 __all__ = [
     "BlockShrink",
     "Directions",
     "GroupMarginals",
     "GroupedPosterior",
     "block_shrink",
-    "clips_of",
     "grouped_prior",
     "refine_grouped",
-    "same_group_pairs",
 ]

@@ -89,7 +89,12 @@ def pair_marginal(posterior: Posterior, first: Tensor, second: Tensor) -> tuple[
 
 def probability_better(posterior: Posterior, first: Tensor, second: Tensor) -> Tensor:
     """`P(f_i > f_j) = Phi(mu / s)` under the posterior (no rater noise). MATH.md §1."""
-    mu, var = pair_marginal(posterior, first, second)
+    return probability_positive(*pair_marginal(posterior, first, second))
+
+
+def probability_positive(mu: Tensor, var: Tensor) -> Tensor:
+    """`P(z > 0) = Phi(mu / s)` for z ~ N(mu, var); var is floored at the smallest normal
+    number, so a certain z gives 0 or 1 rather than NaN."""
     tiny = torch.finfo(mu.dtype).tiny
     return torch.special.ndtr(mu / torch.sqrt(var.clamp_min(tiny)))
 
@@ -135,7 +140,6 @@ def expected_kendall_tau(
     mean, cov = posterior.item_mean, posterior.item_cov
     n = mean.numel()
     var = torch.diagonal(cov)
-    tiny = torch.finfo(mean.dtype).tiny
     if groups is not None:
         # the scope as a list: O(pairs in scope), not O(n^2), for many small groups
         first, second = scope_pairs(groups.to(mean.device))
@@ -150,7 +154,7 @@ def expected_kendall_tau(
         keep = columns[None, :] > rows[:, None]
         mu = mean[rows][:, None] - mean[None, :]
         pair_var = var[rows][:, None] + var[None, :] - 2.0 * cov[rows]
-        p = torch.special.ndtr(mu / torch.sqrt(pair_var.clamp_min(tiny)))
+        p = probability_positive(mu, pair_var)
         total += float(torch.abs(2.0 * p - 1.0)[keep].sum())
         count += int(keep.sum())
     return total / count if count else math.nan
@@ -161,9 +165,7 @@ def expected_tau_of_pairs(mu: Tensor, var: Tensor) -> float:
     `expected_kendall_tau` over listed pairs. NaN when none is listed."""
     if mu.numel() == 0:
         return math.nan
-    tiny = torch.finfo(mu.dtype).tiny
-    p = torch.special.ndtr(mu / var.clamp_min(tiny).sqrt())
-    return float(torch.abs(2.0 * p - 1.0).mean())
+    return float(torch.abs(2.0 * probability_positive(mu, var) - 1.0).mean())
 
 
 def credible_halfwidth(sd: Tensor, level: float) -> Tensor:
@@ -180,6 +182,7 @@ __all__ = [
     "pair_marginal",
     "predict_pair",
     "probability_better",
+    "probability_positive",
     "summarise_border",
     "summarise_clips",
     "summarise_moments",

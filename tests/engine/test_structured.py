@@ -14,13 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.ep import ep_refine
+from engine.scope import scope_pairs
 from engine.state import Posterior, add_contexts, add_items
 from engine.structured import (
     GroupedPosterior,
-    clips_of,
     grouped_prior,
     refine_grouped,
-    same_group_pairs,
 )
 from engine.update import interval_events, update_with_evidence
 from tests.engine.worlds import World, dense_prior
@@ -109,17 +108,12 @@ def test_read_outs_equal_the_dense_marginals(layout):
     torch.testing.assert_close(var, torch.diagonal(dense.item_cov), atol=ATOL, rtol=0)
 
     marginals = structured.group_marginals()
-    where, flat = same_group_pairs(marginals.members)
-    first, second = clips_of(marginals.members, where, flat)
+    first, second = scope_pairs(group)
     cov = dense.item_cov
     expected = cov[first, first] + cov[second, second] - 2 * cov[first, second]
-    diagonal = torch.diagonal(marginals.cov, dim1=1, dim2=2)
-    size = marginals.members.shape[1]
-    block_var = (
-        diagonal[where, flat // size]
-        + diagonal[where, flat % size]
-        - 2 * marginals.cov.reshape(marginals.cov.shape[0], -1)[where, flat]
-    )
+    where, a, b = structured.group[first], structured.slot[first], structured.slot[second]
+    block = marginals.cov
+    block_var = block[where, a, a] + block[where, b, b] - 2 * block[where, a, b]
     torch.testing.assert_close(block_var, expected, atol=ATOL, rtol=0)
     present = marginals.members >= 0
     torch.testing.assert_close(
