@@ -355,11 +355,13 @@ def select_block_pairs(
     generator: torch.Generator | None = None,
     kept: GroupScreen | None = None,
     tolerance: float | None = None,
+    shrink: BlockShrink | None = None,
 ) -> list[PairChoice]:
     """The next `count` same-group pairs for one rater, each pending for the next: the block
     form of `engine.selection.select_pair_batch` (same arguments, MATH.md §3-4); `kept` is a
     `GroupScreen` at this rater's noise to screen from, within `tolerance`
-    (`screen_block_pairs`).
+    (`screen_block_pairs`); `shrink` the pending tasks' `block_shrink` when the caller keeps it
+    (built here when None).
 
     Raises:
         NoEligibleTaskError: when no eligible pair is left for this rater.
@@ -369,7 +371,8 @@ def select_block_pairs(
     allowed = None
     if excluded_items is not None and excluded_items.numel():
         allowed = allowed_items(posterior.n_items, excluded_items, posterior.group.device)
-    shrink = block_shrink(posterior, pending, pair_cuts, level_cuts)
+    if shrink is None:
+        shrink = block_shrink(posterior, pending, pair_cuts, level_cuts)
     judged = pair_positions(posterior, judged_pairs)
     handed_out = None
     if pending is not None and len(pending):
@@ -457,16 +460,19 @@ def select_block_rating(
     pending: Pending | None = None,
     options: SelectionOptions | None = None,
     generator: torch.Generator | None = None,
+    shrink: BlockShrink | None = None,
 ) -> RatingChoice:
     """The clip whose emoji level is most informative: the block form of
-    `engine.selection.select_rating` (same arguments, MATH.md §3).
+    `engine.selection.select_rating` (same arguments, MATH.md §3); `shrink` as for
+    `select_block_pairs`.
 
     Raises:
         NoEligibleTaskError: when every clip is excluded.
     """
     options = options or SelectionOptions()
     allowed = allowed_items(posterior.n_items, excluded_items, posterior.group.device)
-    shrink = block_shrink(posterior, pending, pair_cuts, level_cuts)
+    if shrink is None:
+        shrink = block_shrink(posterior, pending, pair_cuts, level_cuts)
     mean, var = posterior.item_moments(shrink)
     return choose_rating(
         mean,

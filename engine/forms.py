@@ -31,7 +31,7 @@ from engine.selection import (
     select_rating,
 )
 from engine.state import Posterior, PriorScales, add_contexts, add_items, empty_posterior
-from engine.structured import GroupedPosterior, refine_grouped
+from engine.structured import BlockShrink, GroupedPosterior, block_shrink, refine_grouped
 from engine.summaries import (
     ClipSummary,
     WeightSummary,
@@ -344,6 +344,9 @@ class BlockForm:
 
     def __init__(self, posterior: GroupedPosterior) -> None:
         self.posterior = posterior
+        # the pending tasks' block shrink under the posterior version it was built for: a
+        # rating and a pair batch chosen for one request share it
+        self._shrink_cache: tuple[tuple[object, ...], BlockShrink | None] | None = None
         # by rater noise and objective, oldest first
         self._screens: dict[tuple[float, str], GroupScreen] = {}
 
@@ -428,7 +431,21 @@ class BlockForm:
         return expected_tau_of_pairs(mu, var)
 
     def forget_shrink(self) -> None:
-        """Nothing is kept between selections: the block shrink is built for each."""
+        self._shrink_cache = None
+
+    def _shrink(
+        self, pending: Sequence[PendingTask], pair_cuts: Tensor, level_cuts: Tensor | None
+    ) -> BlockShrink | None:
+        """The pending tasks' `block_shrink`, kept while the posterior and the tasks (with
+        their raters' noise) stay as they were."""
+        levels = None if level_cuts is None else tuple(level_cuts.tolist())
+        key = (self.posterior.version, tuple(pending), tuple(pair_cuts.tolist()), levels)
+        if self._shrink_cache is None or self._shrink_cache[0] != key:
+            shrink = block_shrink(
+                self.posterior, _pending(pending, self.posterior.offset), pair_cuts, level_cuts
+            )
+            self._shrink_cache = (key, shrink)
+        return self._shrink_cache[1]
 
     def select_pairs(
         self,
@@ -459,6 +476,7 @@ class BlockForm:
             generator=generator,
             kept=self._screen(noise_var, options),
             tolerance=SCREEN_TOLERANCE,
+            shrink=self._shrink(pending, pair_cuts, level_cuts),
         )
 
     def note_batch(self, before: Sequence[int], ids: Sequence[int]) -> None:
@@ -486,6 +504,7 @@ class BlockForm:
             pending=_pending(pending, self.posterior.offset),
             options=options,
             generator=generator,
+            shrink=self._shrink(pending, pair_cuts, level_cuts),
         )
 
     def dense(self) -> Posterior:

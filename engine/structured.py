@@ -121,6 +121,8 @@ class GroupedPosterior:
         self.members = torch.zeros(0, 1, **long)  # (G, M), -1 past the group's size
         self.group_size = torch.zeros(0, **long)  # (G,)
         self.group_context = torch.zeros(0, **long)  # (G,), -1 while the group is empty
+        # counts every change of the state: what a cache of something derived from it checks
+        self.version = 0
 
     # layout -----------------------------------------------------------------------------------
 
@@ -166,6 +168,7 @@ class GroupedPosterior:
             raise ValueError(f"n_new must be >= 0, got {n_new}")
         extra = n_new * self.n_criteria
         self.n_contexts += n_new
+        self.version += 1
         if extra == 0:
             return
         self.weight_mean = torch.cat((self.weight_mean, self.weight_mean.new_zeros(extra)))
@@ -250,6 +253,7 @@ class GroupedPosterior:
         self.slot = torch.cat((self.slot, slot))
         self.group_size = sizes
         self.group_context = claimed
+        self.version += 1
         return range(start, start + n_new)
 
     # one direction ----------------------------------------------------------------------------
@@ -304,6 +308,7 @@ class GroupedPosterior:
         self.within[g, :size, :size].addr_(u, u, alpha=k)
         self.weight_mean.add_(c, alpha=alpha)
         self.weight_cov.addr_(c, c, alpha=beta)
+        self.version += 1
 
     # updates ----------------------------------------------------------------------------------
 

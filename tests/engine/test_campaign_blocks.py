@@ -201,3 +201,25 @@ def test_a_dense_campaign_past_its_limit_says_how_to_go_on():
     blocks.add_clips(count=30_000, groups=[k // 4 for k in range(30_000)])
     assert blocks.n_items == 30_000
     assert blocks.leaderboard().mean.shape == (30_000,)
+
+
+def test_a_label_that_answers_no_task_renews_the_kept_shrink():
+    """With tasks pending, a label that answers none of them (the pending set unchanged)
+    still changes the posterior: the next choice's gains are the dense campaign's."""
+    rng = np.random.default_rng(11)
+    config_args = {"refit_prior_at": (), "emoji_thresholds": None}
+    dense = Campaign(config("dense", **config_args), device="cpu")
+    blocks = Campaign(config("blocks", **config_args), device="cpu")
+    scores, context, group = clips(rng, 24, 0, 6)
+    for campaign in (dense, blocks):
+        campaign.add_clips(scores, contexts=context, groups=group)
+    for task in dense.next_pairs("holder", count=4):
+        blocks.hold(task)
+    truth = rng.normal(size=24)
+    for _ in range(5):
+        mine = blocks.next_pairs("asker", count=2, hold=False)
+        theirs = dense.next_pairs("asker", count=2, hold=False)
+        assert [t.gain for t in mine] == pytest.approx([t.gain for t in theirs], abs=1e-9)
+        judgment = answer(theirs[0], truth, rng)
+        for campaign in (dense, blocks):
+            campaign.observe([judgment])
