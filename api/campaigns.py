@@ -57,6 +57,7 @@ from api.store import CampaignLog, CampaignRecord, ClipRecord
 from api.writer import Writer
 from engine import CampaignConfig, Judgment, Outcome, PriorScales, Task
 from engine.adapters import JOD_NOISE_SD
+from engine.questions import NO_SECOND, Question, question_of
 
 log = logging.getLogger("ratingparty.api")
 T = TypeVar("T")
@@ -80,7 +81,6 @@ ENGINE_STOPPED = (
     "this campaign's engine stopped; the service rebuilds it from the database on the next "
     "request: retry"
 )
-NO_SECOND = -1
 
 
 def engine_config(
@@ -190,6 +190,10 @@ class AssignmentState:
     answer: Answer | None = None
     committing: asyncio.Future[Any] | None = None
     released: bool = False  # expired and released from the engine's pending set
+
+    @property
+    def question(self) -> Question:
+        return question_of(self.first, self.second)
 
     @property
     def is_pair(self) -> bool:
@@ -411,9 +415,9 @@ class CampaignRuntime:
 
     @staticmethod
     def _engine_judgment(record: store.JudgmentRecord) -> Judgment:
-        if record.second == NO_SECOND:
-            return Judgment(record.rater_id, record.first, NO_SECOND, level=record.level)
-        return Judgment(record.rater_id, record.first, record.second, Outcome(record.outcome))
+        question = question_of(record.first, record.second)
+        answer = record.level if record.second == NO_SECOND else Outcome(record.outcome)
+        return Judgment(record.rater_id, question, answer)
 
     def _restore(self, logged: CampaignLog) -> list[Task]:
         """Loop-side state from the log; returns the tasks of open, unexpired assignments, for
@@ -448,9 +452,7 @@ class CampaignRuntime:
                 self._count_answer(state, judgment.choice, judgment.level)
             elif state.expires_at > now:
                 # engine task ids of restored tasks are negative: the engine counts up from 1
-                held.append(
-                    Task(state.task_id, record.rater_id, record.first, record.second, 0.0, ())
-                )
+                held.append(Task(state.task_id, record.rater_id, state.question, 0.0, ()))
                 self._claim(self.raters[state.rater_id], state.first, state.second)
                 self._open(state)
             else:
@@ -848,10 +850,8 @@ class CampaignRuntime:
         self._close(state)
         self._count_answer(state, choice, level)
         if seq is not None:
-            if state.is_pair:
-                judgment = Judgment(state.rater_id, state.first, state.second, outcome)
-            else:
-                judgment = Judgment(state.rater_id, state.first, NO_SECOND, level=level)
+            answer = outcome if state.is_pair else level
+            judgment = Judgment(state.rater_id, state.question, answer)  # type: ignore[arg-type]
             if not self._unapplied:
                 self._unapplied_since = time.monotonic()
             self._unapplied.append(Label(seq, judgment, state.task_id))

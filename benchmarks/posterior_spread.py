@@ -66,7 +66,7 @@ def main(seed: int = 0) -> list[dict[str, object]]:
             signs = []
             for i, j in picks:
                 outcome, _ = world.answer_pair(int(i), int(j), 0, rng)
-                campaign.observe([Judgment(None, int(i), int(j), outcome=outcome)])
+                campaign.observe([Judgment.pair(None, int(i), int(j), outcome)])
                 signs.append(1.0 if outcome is Outcome.WIN else -1.0)
             n = world.problem.n_items
             estimates = {"adf": campaign.posterior.mean.numpy()[:n].copy()}

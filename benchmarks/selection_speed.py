@@ -190,7 +190,7 @@ def build_campaign(
     campaign.add_clips(torch.from_numpy(scores), contexts=contexts)
     first, second = _random_pairs(rng, n, warmup_labels)
     judgments = [
-        Judgment(f"rater{b % N_RATERS}", int(i), int(j), outcome=outcome(int(i), int(j)))
+        Judgment.pair(f"rater{b % N_RATERS}", int(i), int(j), outcome(int(i), int(j)))
         for b, (i, j) in enumerate(zip(first, second, strict=True))
     ]
     for start in range(0, len(judgments), LABEL_BATCH):

@@ -401,7 +401,7 @@ def engine_costs(
             while len(held) >= pending + APPLY_BATCH:
                 batch, held = held[:APPLY_BATCH], held[APPLY_BATCH:]
                 judgments = [
-                    Judgment(
+                    Judgment.pair(
                         step % 16,
                         t.first,
                         t.second,

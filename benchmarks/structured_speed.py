@@ -75,7 +75,7 @@ def _labels(
     first, second = group * m + a, group * m + b
     win = truth[first] - truth[second] + rng.normal(size=count) > 0
     return [
-        Judgment(rater, int(i), int(j), Outcome.WIN if w else Outcome.LOSS)
+        Judgment.pair(rater, int(i), int(j), Outcome.WIN if w else Outcome.LOSS)
         for i, j, w in zip(first, second, win, strict=True)
     ]
 

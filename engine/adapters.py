@@ -73,7 +73,7 @@ class WinMatrixStrategy:
             raise ValueError("win counts may only grow between calls")
         winners, losers = np.nonzero(new)
         judgments = [
-            Judgment(None, int(i), int(j), outcome=Outcome.WIN)
+            Judgment.pair(None, int(i), int(j), Outcome.WIN)
             for i, j in zip(winners, losers, strict=True)
             for _ in range(int(new[i, j]))
         ]

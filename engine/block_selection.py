@@ -28,6 +28,7 @@ from engine.objectives import (
     expected_information_gain,
     outcome_probabilities,
 )
+from engine.questions import NO_SECOND
 from engine.selection import (
     RULES,
     SCORE_OFFSET,
@@ -40,7 +41,6 @@ from engine.selection import (
     choose_rating,
 )
 from engine.structured import BlockShrink, GroupedPosterior, block_shrink
-from engine.update import NO_SECOND
 
 
 def pair_positions(posterior: GroupedPosterior, pairs: Tensor | None) -> Tensor:

@@ -25,10 +25,9 @@ from engine.history import ClipsAdded, History, Refine, Refit
 from engine.likelihoods import (
     Outcome,
     level_cuts,
-    level_interval,
     outcome_cuts,
-    pair_interval,
 )
+from engine.questions import QUESTION_KINDS, Answer, Level, Pair, Question
 from engine.rater_book import GridScorer, RaterBook
 from engine.reliability import (
     NOISE_PRIOR_LOG_SD,
@@ -46,7 +45,7 @@ from engine.selection import (
 from engine.state import Posterior, PriorScales
 from engine.summaries import ClipSummary, WeightSummary, probability_positive
 from engine.tasks import Task, TaskBook
-from engine.update import NO_SECOND, Events, interval_events
+from engine.update import Events, interval_events
 
 DEFAULT_CRITERIA = (
     "alignment",
@@ -141,7 +140,8 @@ class CampaignConfig:
 
 @dataclass(frozen=True)
 class Judgment:
-    """One label: a pair outcome of (first, second) or an emoji level of `first` (second = -1).
+    """One label: `rater`'s `answer` to `question` (engine.questions: a comparison's Outcome,
+    an emoji level).
 
     `noise_sd` is the rater noise the label is applied with, `keep` the probability that the
     rater answered as the model says rather than at random (lapse model); None means the
@@ -150,12 +150,31 @@ class Judgment:
     """
 
     rater: Hashable | None
-    first: int
-    second: int
-    outcome: Outcome | None = None
-    level: int | None = None
+    question: Question
+    answer: Answer
     noise_sd: float | None = None
     keep: float | None = None
+
+    @classmethod
+    def pair(
+        cls, rater: Hashable | None, first: int, second: int, outcome: Outcome | str, **kw: float
+    ) -> Judgment:
+        """`outcome` of clip `first` against clip `second` (win = first is better)."""
+        return cls(rater, Pair(int(first), int(second)), Outcome(outcome), **kw)
+
+    @classmethod
+    def rating(cls, rater: Hashable | None, item: int, level: int, **kw: float) -> Judgment:
+        """Emoji level `level` (0 = worst) of clip `item`."""
+        return cls(rater, Level(int(item)), int(level), **kw)
+
+    @property
+    def first(self) -> int:
+        return self.question.direction[0]
+
+    @property
+    def second(self) -> int:
+        """The second clip of a comparison; NO_SECOND for a question about one clip."""
+        return self.question.direction[1]
 
 
 class Campaign:
@@ -297,8 +316,8 @@ class Campaign:
         """
         log = self.log
         config = self.config
-        pairs = any(j.second != NO_SECOND for j in log)
-        ratings = any(j.second == NO_SECOND for j in log)
+        pairs = any(j.question.kind == Pair.kind for j in log)
+        ratings = any(j.question.kind == Level.kind for j in log)
         fit = fit_hyperparameters(
             None,
             lambda hyper: self._events(log, hyper),
@@ -379,7 +398,7 @@ class Campaign:
             if self.config.lapse_prior is not None or self.config.learn_rater_noise:
                 self._raters.learn(resolved, self.config, self._grid_scorer())
         self._history.record_labels(resolved)
-        self._tasks.answered(((j.rater, j.first, j.second) for j in resolved), task_ids)
+        self._tasks.answered(((j.rater, j.question) for j in resolved), task_ids)
         count = self._history.label_count
         if any(count - len(resolved) < at <= count for at in self.config.refit_prior_at):
             self.fit_prior()
@@ -393,8 +412,7 @@ class Campaign:
         return judgment
 
     def _n_outcomes(self, judgment: Judgment) -> int:
-        cuts = self.pair_cuts if judgment.second != NO_SECOND else self.level_cuts
-        return 1 + (0 if cuts is None else cuts.numel())
+        return judgment.question.n_answers(self.config.tie_margin, self.config.emoji_thresholds)
 
     def _grid_scorer(self) -> GridScorer:
         """Scores raters' labels on the (keep, sigma) grid under the current posterior."""
@@ -459,14 +477,14 @@ class Campaign:
         task_id: int | None = None,
     ) -> None:
         """One comparison: `outcome` of `first` against `second` (win = first is better)."""
-        judgment = Judgment(rater, int(first), int(second), outcome=Outcome(outcome))
+        judgment = Judgment.pair(rater, first, second, outcome)
         self.observe([judgment], () if task_id is None else (task_id,))
 
     def observe_rating(
         self, item: int, level: int, *, rater: Hashable | None = None, task_id: int | None = None
     ) -> None:
         """One emoji rating: `level` (0 = worst) of clip `item`."""
-        judgment = Judgment(rater, int(item), NO_SECOND, level=int(level))
+        judgment = Judgment.rating(rater, item, level)
         self.observe([judgment], () if task_id is None else (task_id,))
 
     def _validate(self, judgment: Judgment) -> None:
@@ -477,30 +495,21 @@ class Campaign:
             raise ValueError(f"noise_sd must be finite and >= 0, got {judgment.noise_sd}")
         if judgment.keep is not None and not 0 < judgment.keep <= 1:
             raise ValueError(f"keep must be in (0, 1], got {judgment.keep}")
-        if not 0 <= judgment.first < n:
-            raise IndexError(f"clip {judgment.first} does not exist (0..{n - 1})")
-        if judgment.second == NO_SECOND:
-            if self.config.emoji_thresholds is None:
-                raise ValueError("this campaign has no emoji scale")
-            n_levels = len(self.config.emoji_thresholds) + 1
-            if judgment.level is None or not 0 <= judgment.level < n_levels:
-                raise ValueError(f"emoji level must be in 0..{n_levels - 1}")
-            return
-        if not 0 <= judgment.second < n:
-            raise IndexError(f"clip {judgment.second} does not exist (0..{n - 1})")
-        if judgment.first == judgment.second:
-            raise ValueError("a comparison needs two different clips")
-        if self.config.structure == "blocks" and not self._clips.same_group(
-            judgment.first, judgment.second
+        question = judgment.question
+        if not isinstance(question, tuple(QUESTION_KINDS.values())):
+            raise TypeError(f"not a question the engine knows: {question!r}")
+        for item in question.items:
+            if not 0 <= item < n:
+                raise IndexError(f"clip {item} does not exist (0..{n - 1})")
+        first, *others = question.items
+        if self.config.structure == "blocks" and not all(
+            self._clips.same_group(first, other) for other in others
         ):
             raise ValueError(
-                f"clips {judgment.first} and {judgment.second} are in different prompt groups: "
-                'a campaign kept in blocks (structure="blocks") compares clips of one prompt'
+                f"clips {list(question.items)} are in different prompt groups: a campaign kept "
+                'in blocks (structure="blocks") asks about clips of one prompt'
             )
-        if judgment.outcome is None:
-            raise ValueError("a comparison needs an outcome")
-        if judgment.outcome is Outcome.TIE and self.config.tie_margin == 0:
-            raise ValueError("this campaign does not allow ties")
+        question.interval(judgment.answer, self.config.tie_margin, self.config.emoji_thresholds)
 
     def refine(self, max_sweeps: int = 50, damping: float = 1.0) -> Refinement:
         """Replace the ADF posterior by the EP posterior of every label so far (engine.ep).
@@ -523,12 +532,7 @@ class Campaign:
         campaign's tie margin and thresholds or those of `hyper`."""
         tie_margin = self.config.tie_margin if hyper is None else hyper.tie_margin
         thresholds = self.config.emoji_thresholds if hyper is None else hyper.emoji_thresholds
-        intervals = [
-            pair_interval(j.outcome, tie_margin)  # type: ignore[arg-type]
-            if j.second != NO_SECOND
-            else level_interval(j.level, thresholds or ())  # type: ignore[arg-type]
-            for j in judgments
-        ]
+        intervals = [j.question.interval(j.answer, tie_margin, thresholds) for j in judgments]
         lapses = any(j.keep is not None and j.keep < 1 for j in judgments)
         return interval_events(
             [j.first for j in judgments],
@@ -543,8 +547,10 @@ class Campaign:
     # selection --------------------------------------------------------------------------------
 
     def _pending_tasks(self) -> list[PendingTask]:
-        """The pending tasks in hand-out order: (id, first, second or -1, noise variance)."""
-        return [(t.id, t.first, t.second, self.noise_sd(t.rater) ** 2) for t in self._tasks.pending]
+        """The pending tasks in hand-out order: (id, first, second or NO_SECOND, noise var)."""
+        return [
+            (t.id, *t.question.direction, self.noise_sd(t.rater) ** 2) for t in self._tasks.pending
+        ]
 
     def _excluded(self, exclude: Sequence[int]) -> Tensor:
         return torch.tensor(sorted(set(exclude)), dtype=torch.long, device=self.device)
@@ -595,7 +601,7 @@ class Campaign:
             generator=generator,
         )
         before = self._tasks.pending_ids
-        tasks = [self._task(rater, c.first, c.second, c, hold) for c in choices]
+        tasks = [self._task(rater, Pair(c.first, c.second), c, hold) for c in choices]
         self._form.note_batch(before, [t.id for t in tasks])
         return tasks
 
@@ -620,7 +626,7 @@ class Campaign:
             options=self.config.selection,
             generator=generator,
         )
-        return self._task(rater, choice.item, NO_SECOND, choice, hold)
+        return self._task(rater, Level(choice.item), choice, hold)
 
     def next_task(
         self,
@@ -679,7 +685,7 @@ class Campaign:
         chosen: list[Task] = pairs
         if rating is not None and (
             not pairs
-            or rating.gain / self.config.rating_seconds > pairs[0].gain / self.config.pair_seconds
+            or rating.gain / self._seconds(rating) > pairs[0].gain / self._seconds(pairs[0])
         ):
             chosen = [rating]
         if not chosen:
@@ -689,15 +695,19 @@ class Campaign:
                 self._tasks.hold(task)
         return chosen
 
+    def _seconds(self, task: Task) -> float:
+        """The rater time a task of this kind takes (CampaignConfig.pair_seconds, ...)."""
+        seconds = {Pair.kind: self.config.pair_seconds, Level.kind: self.config.rating_seconds}
+        return seconds[task.question.kind]
+
     def _task(
         self,
         rater: Hashable | None,
-        first: int,
-        second: int,
+        question: Question,
         choice: PairChoice | RatingChoice,
         hold: bool,
     ) -> Task:
-        task = self._tasks.new(rater, first, second, choice.gain, choice.probabilities)
+        task = self._tasks.new(rater, question, choice.gain, choice.probabilities)
         if hold:
             self._tasks.hold(task)
         return task

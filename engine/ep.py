@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Protocol
 from torch import Tensor
 
 from engine.likelihoods import LIKELIHOODS
+from engine.questions import NO_SECOND
 from engine.state import Posterior
-from engine.update import NO_SECOND, Events, event_items, event_moments
+from engine.update import Events, event_items, event_moments
 
 if TYPE_CHECKING:
     from engine.structured import GroupedPosterior

@@ -34,10 +34,10 @@ from engine.objectives import (
     outcome_probabilities,
     screening_score,
 )
+from engine.questions import NO_SECOND
 from engine.scope import GroupBlocks
 from engine.state import Posterior
 from engine.targeted import weight_explained_variance
-from engine.update import NO_SECOND
 
 ScoreFunction = Callable[[Tensor, Tensor, float], Tensor]  # a screen: (mu, var, noise) -> score
 N_REFINE = 256

@@ -33,9 +33,10 @@ import torch
 from torch import Tensor
 
 from engine.ep import TOLERANCE, Sites, ep_sweeps
+from engine.questions import NO_SECOND
 from engine.selection import Pending, shrink_coefficients
 from engine.state import Posterior, PriorScales, empty_posterior
-from engine.update import NO_SECOND, Events, event_moment_function
+from engine.update import Events, event_moment_function
 
 CHUNK_ELEMENTS = 2**18  # block entries per chunk of groups on a CPU: ~2 MiB of float64
 GPU_CHUNK_ELEMENTS = 2**24

@@ -11,46 +11,53 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from engine.update import NO_SECOND
+from engine.questions import Level, Pair, Question
 
 
 @dataclass(frozen=True)
 class Task:
-    """A question handed to a rater: a pair (second >= 0) or one clip to rate (second == -1)."""
+    """A question (engine.questions) handed to a rater, with its expected information gain and
+    the predictive probabilities of its answers."""
 
     id: int
     rater: Hashable | None
-    first: int
-    second: int
+    question: Question
     gain: float
     probabilities: tuple[float, ...]
 
     @property
+    def first(self) -> int:
+        return self.question.items[0]
+
+    @property
+    def second(self) -> int:
+        """The second clip of a comparison; NO_SECOND for a question about one clip."""
+        return self.question.direction[1]
+
+    @property
     def is_pair(self) -> bool:
-        return self.second != NO_SECOND
+        return self.question.kind == Pair.kind
 
 
 class TaskBook:
-    """Pending tasks by id, in hand-out order; per rater the pairs they judged and the clips
-    they rated (never asked again unless a caller allows repeats)."""
+    """Pending tasks by id, in hand-out order; per rater the questions they answered (by
+    `Question.key`: never asked again unless a caller allows repeats)."""
 
     def __init__(self) -> None:
         self._pending: dict[int, Task] = {}
         self._ids = itertools.count(1)
-        self._judged: dict[Hashable, set[tuple[int, int]]] = {}
-        self._judged_tensor: dict[Hashable, Tensor] = {}  # cache of _judged, rebuilt on change
-        self._rated: dict[Hashable, set[int]] = {}
+        self._asked: dict[Hashable, set[tuple]] = {}
+        self._judged_tensor: dict[Hashable, Tensor] = {}  # pairs of _asked, rebuilt on change
 
     def new(
         self,
         rater: Hashable | None,
-        first: int,
-        second: int,
+        question: Question,
         gain: float,
         probabilities: tuple[float, ...],
     ) -> Task:
         """A task with the next id (not held yet)."""
-        return Task(next(self._ids), rater, first, second, gain, probabilities)
+        return Task(next(self._ids), rater, question, gain, probabilities)
 
     def hold(self, task: Task) -> None:
         """Mark a task as pending (handed out, awaiting its answer)."""
@@ -80,15 +87,12 @@ class TaskBook:
                 raise KeyError(f"task {task_id} is not pending")
 
     def answered(
-        self, labels: Iterable[tuple[Hashable | None, int, int]], task_ids: Sequence[int]
+        self, labels: Iterable[tuple[Hashable | None, Question]], task_ids: Sequence[int]
     ) -> None:
-        """Record (rater, first, second or -1) answers and release the answered tasks."""
-        for rater, first, second in labels:
-            if second == NO_SECOND:
-                self._rated.setdefault(rater, set()).add(first)
-            else:
-                self._judged_tensor.pop(rater, None)
-                self._judged.setdefault(rater, set()).add((min(first, second), max(first, second)))
+        """Record (rater, question) answers and release the answered tasks."""
+        for rater, question in labels:
+            self._asked.setdefault(rater, set()).add(question.key)
+            self._judged_tensor.pop(rater, None)
         for task_id in task_ids:
             self._pending.pop(task_id)
 
@@ -103,17 +107,18 @@ class TaskBook:
 
     def judged_pairs(self, rater: Hashable | None) -> Tensor | None:
         """(F, 2) the pairs `rater` judged (first < second), or None when none."""
-        if not self._judged.get(rater):
-            return None
         judged = self._judged_tensor.get(rater)
         if judged is None:
-            judged = torch.tensor(sorted(self._judged[rater]), dtype=torch.long)
+            pairs = sorted(key[1:] for key in self._asked.get(rater, ()) if key[0] == Pair.kind)
+            if not pairs:
+                return None
+            judged = torch.tensor(pairs, dtype=torch.long)
             self._judged_tensor[rater] = judged
         return judged
 
     def rated(self, rater: Hashable | None) -> frozenset[int]:
         """The clips `rater` rated."""
-        return frozenset(self._rated.get(rater, ()))
+        return frozenset(key[1] for key in self._asked.get(rater, ()) if key[0] == Level.kind)
 
 
 __all__ = ["Task", "TaskBook"]

@@ -31,9 +31,8 @@ from engine.likelihoods import (
     level_interval,
     pair_interval,
 )
+from engine.questions import NO_SECOND
 from engine.state import Posterior
-
-NO_SECOND = -1  # `second` of a single-clip (emoji) event
 
 
 @dataclass(frozen=True)
@@ -287,7 +286,6 @@ def update_with_evidence(
 
 
 __all__ = [
-    "NO_SECOND",
     "AdfResult",
     "Events",
     "event_items",

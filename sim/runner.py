@@ -140,10 +140,10 @@ class _Scorer:
         sign = SIGN[outcome]
         self.counts[first, second] += (1 + sign) / 2
         self.counts[second, first] += (1 - sign) / 2
-        self.campaign.observe([Judgment(None, first, second, outcome=outcome)])
+        self.campaign.observe([Judgment.pair(None, first, second, outcome)])
 
     def observe_rating(self, item: int, level: int) -> None:
-        self.campaign.observe([Judgment(None, item, -1, level=level)])
+        self.campaign.observe([Judgment.rating(None, item, level)])
 
     def score(self) -> dict[str, dict[str, float]]:
         fit = fit_thurstone(self.counts, start=self.fixed_start)

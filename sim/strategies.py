@@ -255,7 +255,7 @@ class _EngineBacked:
         return rater if self.reliability else None
 
     def observe(self, first: int, second: int, outcome: Outcome, rater: int) -> None:
-        judgment = Judgment(self.rater_key(rater), first, second, outcome=outcome)
+        judgment = Judgment.pair(self.rater_key(rater), first, second, outcome)
         self.campaign_.observe([judgment])
 
 
@@ -292,7 +292,7 @@ class InformationGain(_EngineBacked):
 
     def observe(self, first: int, second: int, outcome: Outcome, rater: int) -> None:
         task_id = self.tasks_[(first, second)].popleft()
-        judgment = Judgment(self.rater_key(rater), first, second, outcome=outcome)
+        judgment = Judgment.pair(self.rater_key(rater), first, second, outcome)
         self.campaign_.observe([judgment], [task_id])
 
 

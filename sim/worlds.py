@@ -20,8 +20,6 @@ from engine import DEFAULT_CRITERIA, Outcome
 from sim.estimators import fit_thurstone, outcome_signs, win_counts
 from sim.raters import RaterPool, RaterSpec
 
-NO_SECOND = -1
-
 
 @dataclass(frozen=True)
 class Problem:
@@ -390,7 +388,6 @@ class ReplayWorld(World):
 
 
 __all__ = [
-    "NO_SECOND",
     "Comparisons",
     "Problem",
     "ReplayWorld",

@@ -126,7 +126,7 @@ def test_left_right_order_maps_to_the_right_winner(client: TestClient) -> None:
     board = client.get(f"/v1/campaigns/{party.id}/leaderboard", headers=ADMIN).json()
     best = board["clips"][0]["external_id"]
     assert best == a["left"]["external_id"]
-    assert inspect(client, runtime, "log")[0].outcome.value in ("win", "loss")
+    assert inspect(client, runtime, "log")[0].answer.value in ("win", "loss")
 
 
 def test_queued_pairs_every_active_rater_judged_are_released(client: TestClient) -> None:

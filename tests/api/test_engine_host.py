@@ -45,10 +45,10 @@ async def _session(host: Any) -> dict[str, Any]:
     """The same calls on a host: replay, choices, labels, releases, reads."""
     await host.start()
     try:
-        await host.call("replay", [CLIPS, [Judgment(1, 0, 1, Outcome.WIN)]])
+        await host.call("replay", [CLIPS, [Judgment.pair(1, 0, 1, Outcome.WIN)]])
         tasks = await host.call("choose", None, 3)
         chosen = [(t.first, t.second) for t in tasks]
-        labels = [Judgment(2, t.first, t.second, Outcome.LOSS) for t in tasks[:2]]
+        labels = [Judgment.pair(2, t.first, t.second, Outcome.LOSS) for t in tasks[:2]]
         tau = await host.call("observe", labels, [t.id for t in tasks], True)
         await host.call("release", [tasks[2].id, 12345])
         mine = await host.call("choose", 2, 2, [chosen[0]], [])
@@ -59,7 +59,7 @@ async def _session(host: Any) -> dict[str, Any]:
         with pytest.raises(AttributeError):
             await host.call("no_such_call")
         with pytest.raises(IndexError, match="clip 99"):  # the engine's error, in the caller
-            await host.call("replay", [[Judgment(1, 0, 99, Outcome.WIN)]])
+            await host.call("replay", [[Judgment.pair(1, 0, 99, Outcome.WIN)]])
         after_error = await host.call("leaderboard", 0.9)
         return {
             "chosen": chosen,
@@ -194,7 +194,7 @@ def test_large_messages_on_uvloop() -> None:
         try:
             await host.call("replay", [big])
             tasks = await host.call("choose", None, 4)
-            labels = [Judgment(1, t.first, t.second, Outcome.WIN) for t in tasks]
+            labels = [Judgment.pair(1, t.first, t.second, Outcome.WIN) for t in tasks]
             # 12,000 judgments: a message, and a log in reply, of ~0.4 MB each
             await host.call("observe", labels * 3000, [t.id for t in tasks], False)
             return await host.call("leaderboard", 0.9), await host.call("log")

@@ -9,6 +9,7 @@ from scipy.stats import kendalltau
 
 from engine.adapters import JOD_NOISE_SD, make_strategy
 from engine.likelihoods import Outcome
+from engine.questions import Pair
 
 SEED = 0
 N = 12
@@ -61,7 +62,7 @@ def test_only_new_counts_are_fed(increment: int) -> None:
     log = strategy.campaign_.log
     assert len(log) == before + increment
     for judgment in log[before:]:
-        assert (judgment.first, judgment.second, judgment.outcome) == (7, 3, Outcome.WIN)
+        assert (judgment.question, judgment.answer) == (Pair(7, 3), Outcome.WIN)
     item_mean = strategy.campaign_.posterior.item_mean
     assert float(item_mean[7] - item_mean[3]) > float(mean[7] - mean[3])
 

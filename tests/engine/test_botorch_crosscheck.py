@@ -126,7 +126,7 @@ def test_engine_matches_botorch_pairwise_gp_on_a_small_campaign() -> None:
     )
 
     campaign.observe(
-        [Judgment(None, winner, loser, outcome=Outcome.WIN) for winner, loser in comparisons]
+        [Judgment.pair(None, winner, loser, Outcome.WIN) for winner, loser in comparisons]
     )
     engine_mean = campaign.posterior.item_mean.numpy()
     with torch.no_grad():

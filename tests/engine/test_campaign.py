@@ -12,11 +12,11 @@ from scipy.stats import norm
 
 from engine.campaign import Campaign, CampaignConfig, Judgment
 from engine.likelihoods import Outcome, pair_interval
+from engine.questions import Pair
 from engine.rater_book import RATER_REDERIVE_BUDGET, RATER_REFIT_BELOW
 from engine.reliability import RaterGrid, rater_grid, rater_posterior
 from engine.state import PriorScales
 from engine.summaries import pair_marginal
-from engine.update import NO_SECOND
 
 SEED = 0
 CRITERIA = ("a", "b", "c")
@@ -76,11 +76,11 @@ def _mixed_log_campaign() -> Campaign:
             campaign.observe_pair(int(i), int(j), outcome, rater=rater)
     campaign.observe(
         [
-            Judgment("vague", 1, 2, outcome=Outcome.TIE),
-            Judgment("sharp", 4, NO_SECOND, level=0),
-            Judgment("sharp", 3, 7, outcome=Outcome.LOSS),
-            Judgment("default", 8, 0, outcome=Outcome.WIN),
-            Judgment("vague", 5, NO_SECOND, level=3),
+            Judgment.pair("vague", 1, 2, Outcome.TIE),
+            Judgment.rating("sharp", 4, 0),
+            Judgment.pair("sharp", 3, 7, Outcome.LOSS),
+            Judgment.pair("default", 8, 0, Outcome.WIN),
+            Judgment.rating("vague", 5, 3),
         ]
     )
     return campaign
@@ -89,8 +89,8 @@ def _mixed_log_campaign() -> Campaign:
 def test_replay_is_exact() -> None:
     """Replaying the log into a fresh campaign gives the same posterior bit for bit."""
     campaign = _mixed_log_campaign()
-    assert {j.outcome for j in campaign.log if j.second >= 0} == set(Outcome)
-    assert {j.level for j in campaign.log if j.second < 0} >= {0, 3}
+    assert {j.answer for j in campaign.log if j.question.kind == "pair"} == set(Outcome)
+    assert {j.answer for j in campaign.log if j.question.kind == "level"} >= {0, 3}
     assert {j.rater for j in campaign.log} == {"sharp", "vague", "default"}
     fresh = campaign.replay()
     assert torch.equal(fresh.posterior.mean, campaign.posterior.mean)
@@ -267,21 +267,19 @@ def test_bad_clips_add_nothing(scores: object, kwargs: dict, error: type[Excepti
 @pytest.mark.parametrize(
     ("judgments", "task_ids", "error"),
     [
-        ([Judgment("r", 0, 1, outcome=Outcome.TIE)], (), ValueError),  # forced choice
-        ([Judgment("r", 0, 9, outcome=Outcome.WIN)], (), IndexError),
-        ([Judgment("r", -1, 2, outcome=Outcome.WIN)], (), IndexError),
-        ([Judgment("r", 2, 2, outcome=Outcome.WIN)], (), ValueError),
-        ([Judgment("r", 0, 1)], (), ValueError),  # no outcome
-        ([Judgment("r", 0, NO_SECOND, level=4)], (), ValueError),
-        ([Judgment("r", 0, NO_SECOND, level=-1)], (), ValueError),
-        ([Judgment("r", 9, NO_SECOND, level=1)], (), IndexError),
-        ([Judgment("r", 0, 1, outcome=Outcome.WIN)], (12345,), KeyError),
+        ([Judgment.pair("r", 0, 1, Outcome.TIE)], (), ValueError),  # forced choice
+        ([Judgment.pair("r", 0, 9, Outcome.WIN)], (), IndexError),
+        ([Judgment("r", Pair(0, 1), None)], (), ValueError),  # no outcome
+        ([Judgment.rating("r", 0, 4)], (), ValueError),
+        ([Judgment.rating("r", 0, -1)], (), ValueError),
+        ([Judgment.rating("r", 9, 1)], (), IndexError),
+        ([Judgment.pair("r", 0, 1, Outcome.WIN)], (12345,), KeyError),
         # A bad label at the end of a batch: the good ones before it are not applied either.
         (
             [
-                Judgment("r", 0, 1, outcome=Outcome.WIN),
-                Judgment("r", 2, NO_SECOND, level=2),
-                Judgment("r", 2, 3, outcome=Outcome.TIE),
+                Judgment.pair("r", 0, 1, Outcome.WIN),
+                Judgment.rating("r", 2, 2),
+                Judgment.pair("r", 2, 3, Outcome.TIE),
             ],
             (),
             ValueError,
@@ -313,7 +311,7 @@ def test_repeated_task_id_changes_nothing() -> None:
     campaign = _campaign(4)
     task = campaign.next_pairs("r")[0]
     snapshot = _snapshot(campaign)
-    judgment = Judgment("r", task.first, task.second, outcome=Outcome.WIN)
+    judgment = Judgment.pair("r", task.first, task.second, Outcome.WIN)
     with pytest.raises((KeyError, ValueError)):
         campaign.observe([judgment], (task.id, task.id))
     _assert_unchanged(campaign, snapshot)
@@ -534,7 +532,7 @@ def test_lapse_model_replays_exactly_and_learns_who_clicks_at_random() -> None:
     assert torch.equal(fresh.posterior.cov, campaign.posterior.cov)
     assert fresh.rater_reliability() == reliability
     with pytest.raises(ValueError, match="keep"):
-        campaign.observe([Judgment("x", 0, 1, outcome=Outcome.WIN, keep=0.0)])
+        campaign.observe([Judgment.pair("x", 0, 1, Outcome.WIN, keep=0.0)])
     with pytest.raises(ValueError, match="lapse_prior"):
         _config(lapse_prior=(0.0, 1.0))
 
@@ -550,7 +548,7 @@ def test_expected_kendall_tau_matches_monte_carlo(scope: str) -> None:
         task = campaign.next_pairs(rater, hold=False)[0]
         win = rng.random() < 0.5 + 0.04 * (task.second - task.first)
         outcome = Outcome.WIN if win else Outcome.LOSS
-        campaign.observe([Judgment(rater, task.first, task.second, outcome)])
+        campaign.observe([Judgment.pair(rater, task.first, task.second, outcome)])
     expected = campaign.expected_kendall_tau()
     post = campaign.posterior
     draws = torch.distributions.MultivariateNormal(
@@ -586,7 +584,7 @@ def test_rater_reliability_is_rederived_when_labels_double_and_added_to_in_betwe
     base = 0  # the label count the grid was last re-derived at
     for count in range(1, 81):
         i, j = (int(v) for v in rng.choice(12, 2, replace=False))
-        campaign.observe([Judgment("r", i, j, Outcome.WIN if i < j else Outcome.LOSS)])
+        campaign.observe([Judgment.pair("r", i, j, Outcome.WIN if i < j else Outcome.LOSS)])
         learned = campaign.rater_reliability()["r"]
         assert learned.labels == count
         if count < RATER_REFIT_BELOW or count >= 2 * base:
@@ -625,7 +623,7 @@ def test_a_batch_of_many_raters_matches_each_rater_scored_alone() -> None:
         first = torch.tensor([j.first for j in judgments])
         second = torch.tensor([j.second for j in judgments])
         mu, var = pair_marginal(campaign.posterior, first, second)
-        bounds = torch.tensor([pair_interval(j.outcome, config.tie_margin) for j in judgments])
+        bounds = torch.tensor([pair_interval(j.answer, config.tie_margin) for j in judgments])
         return rater_grid(
             mu,
             var,
@@ -642,7 +640,7 @@ def test_a_batch_of_many_raters_matches_each_rater_scored_alone() -> None:
         batch = []
         for rater in raters:
             i, j = (int(v) for v in rng.choice(12, 2, replace=False))
-            batch.append(Judgment(rater, i, j, outcomes[int(rng.integers(3))]))
+            batch.append(Judgment.pair(rater, i, j, outcomes[int(rng.integers(3))]))
         campaign.observe(batch)
         fresh: dict[str, list[Judgment]] = {}
         for judgment in batch:
@@ -701,7 +699,7 @@ def test_raters_doubling_together_are_re_derived_over_several_batches() -> None:
         judgments = []
         for rater in who:
             i, j = (int(v) for v in rng.choice(12, 2, replace=False))
-            judgments.append(Judgment(rater, i, j, Outcome.WIN if i < j else Outcome.LOSS))
+            judgments.append(Judgment.pair(rater, i, j, Outcome.WIN if i < j else Outcome.LOSS))
         campaign.observe(judgments)
 
     for _ in range(111):  # re-derived each batch below 8 labels, then at 14, 28 and 56

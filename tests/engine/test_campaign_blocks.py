@@ -52,9 +52,9 @@ def answer(task, truth: np.ndarray, rng: np.random.Generator) -> Judgment:
     if task.is_pair:
         z = truth[task.first] - truth[task.second] + noise
         outcome = Outcome.TIE if abs(z) < 0.3 else (Outcome.WIN if z > 0 else Outcome.LOSS)
-        return Judgment(task.rater, task.first, task.second, outcome)
+        return Judgment.pair(task.rater, task.first, task.second, outcome)
     level = int(np.searchsorted([-1.0, 0.0, 1.0], truth[task.first] + noise))
-    return Judgment(task.rater, task.first, -1, level=level)
+    return Judgment.rating(task.rater, task.first, level)
 
 
 def assert_same(blocks: Campaign, dense: Campaign) -> None:
@@ -177,7 +177,9 @@ def test_blocks_refuse_what_they_cannot_hold():
     campaign = Campaign(config("blocks"), device="cpu")
     campaign.add_clips([[0.1, 0.2, 0.3]] * 4, contexts=["a", "a", "b", "b"], groups=[1, 1, 2, 2])
     with pytest.raises(ValueError, match="different prompt groups"):
-        campaign.observe([Judgment("r", 0, 1, Outcome.WIN), Judgment("r", 0, 2, Outcome.WIN)])
+        campaign.observe(
+            [Judgment.pair("r", 0, 1, Outcome.WIN), Judgment.pair("r", 0, 2, Outcome.WIN)]
+        )
     assert campaign.log == []  # the batch's valid first label was not applied either
     with pytest.raises(ValueError, match="share its context"):
         campaign.add_clips([[0.0, 0.0, 0.0]], contexts=["b"], groups=[1])

@@ -81,7 +81,7 @@ def _campaign_with_labels(
     for _ in range(labels):
         i, j = rng.choice(n, 2, replace=False)
         win = truth[i] - truth[j] + NOISE_SD * rng.normal() > 0
-        judgments.append(Judgment(None, int(i), int(j), Outcome.WIN if win else Outcome.LOSS))
+        judgments.append(Judgment.pair(None, int(i), int(j), Outcome.WIN if win else Outcome.LOSS))
     campaign.observe(judgments)
     return campaign
 
@@ -123,7 +123,7 @@ def test_scheduled_refits_happen_once_each_and_replay_exactly() -> None:
     rng = np.random.default_rng(SEED)
     for _ in range(7):
         pairs = [rng.choice(12, 2, replace=False) for _ in range(10)]
-        campaign.observe([Judgment("r", int(i), int(j), Outcome.WIN) for i, j in pairs])
+        campaign.observe([Judgment.pair("r", int(i), int(j), Outcome.WIN) for i, j in pairs])
     refits = [e for e in campaign._history if isinstance(e, Refit)]
     assert len(refits) == 2 and campaign.config.prior != start
     fresh = campaign.replay()
@@ -148,11 +148,11 @@ def _campaign_with_ties_and_ratings(
         i, j = rng.choice(n, 2, replace=False)
         z = truth[i] - truth[j] + NOISE_SD * rng.normal()
         outcome = Outcome.TIE if abs(z) < tie_margin else (Outcome.WIN if z > 0 else Outcome.LOSS)
-        judgments.append(Judgment(None, int(i), int(j), outcome))
+        judgments.append(Judgment.pair(None, int(i), int(j), outcome))
     for _ in range(400):
         i = int(rng.integers(n))
         level = int(np.searchsorted(thresholds, truth[i] + NOISE_SD * rng.normal()))
-        judgments.append(Judgment(None, i, -1, level=level))
+        judgments.append(Judgment.rating(None, i, level))
     campaign.observe(judgments)
     return campaign
 

@@ -34,7 +34,7 @@ def _rate(seed: int, lapse_prior: tuple[float, float] | None):
         for rater in range(spec.raters.n_raters):
             i, j = (int(v) for v in candidates[rng.integers(len(candidates))])
             outcome, _ = world.answer_pair(i, j, rater, rng)
-            batch.append(Judgment(rater, i, j, outcome=outcome))
+            batch.append(Judgment.pair(rater, i, j, outcome))
         campaign.observe(batch)
     return world, campaign
 
@@ -96,7 +96,7 @@ def _noisy_raters(spread: float, *, batches: int, seed: int):
             for rater in range(20):
                 i, j = (int(v) for v in candidates[rng.integers(len(candidates))])
                 outcome, _ = world.answer_pair(i, j, rater, rng)
-                batch.append(Judgment(rater, i, j, outcome=outcome))
+                batch.append(Judgment.pair(rater, i, j, outcome))
         campaign.observe(batch)
     return world, campaign
 

@@ -30,7 +30,7 @@ def test_context_weights_point_the_true_way_after_enough_labels(rm_correlation: 
     for _ in range(10000):
         i, j = (int(v) for v in candidates[rng.integers(len(candidates))])
         outcome, _ = world.answer_pair(i, j, 0, rng)
-        judgments.append(Judgment(None, i, j, outcome=outcome))
+        judgments.append(Judgment.pair(None, i, j, outcome))
     campaign.observe(judgments)
     names = list(campaign.context_names)
     estimated = campaign.weights().context_mean.numpy()[[names.index(c) for c in range(3)]]
