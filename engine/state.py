@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from engine.blocks import WEIGHTS, Layout, theta_layout
+
 
 @dataclass(frozen=True)
 class PriorScales:
@@ -66,12 +68,22 @@ class Posterior:
     n_contexts: int
 
     def __post_init__(self) -> None:
-        size = self.n_items + self.n_criteria * (1 + self.n_contexts)
+        size = self.layout.size
         if self.mean.shape != (size,) or self.cov.shape != (size, size):
             raise ValueError(
                 f"posterior shapes {tuple(self.mean.shape)}, {tuple(self.cov.shape)} do not match "
                 f"{self.n_items} items, {self.n_criteria} criteria, {self.n_contexts} contexts"
             )
+
+    @property
+    def layout(self) -> Layout:
+        """theta's named blocks (engine.blocks): quality, weights, context:0, ..."""
+        return theta_layout(self.n_items, self.n_criteria, self.n_contexts)
+
+    def block(self, name: str) -> tuple[Tensor, Tensor]:
+        """The named block's mean and covariance (views into mean and cov)."""
+        index = self.layout[name].index
+        return self.mean[index], self.cov[index, index]
 
     @property
     def item_mean(self) -> Tensor:
@@ -85,12 +97,12 @@ class Posterior:
 
     def weight_index(self) -> Tensor:
         """(K,) positions of the global weights in theta."""
-        start = self.n_items
-        return torch.arange(start, start + self.n_criteria, device=self.mean.device)
+        return self.layout[WEIGHTS].positions(self.mean.device)
 
     def context_weight_index(self, context: Tensor) -> Tensor:
-        """(..., K) positions of the per-context offsets of the given context indices."""
-        start = self.n_items + self.n_criteria * (1 + context)
+        """(..., K) positions of the per-context offsets of the given context indices (the
+        context blocks follow the global weights, K each)."""
+        start = self.layout[WEIGHTS].stop + self.n_criteria * context
         return start.unsqueeze(-1) + torch.arange(self.n_criteria, device=self.mean.device)
 
 

@@ -32,10 +32,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from engine.blocks import Layout, border_layout
 from engine.ep import TOLERANCE, Sites, ep_sweeps
 from engine.questions import NO_SECOND
 from engine.selection import Pending, shrink_coefficients
-from engine.state import Posterior, PriorScales, empty_posterior
+from engine.state import Posterior, PriorScales, add_contexts, empty_posterior
 from engine.update import Events, event_moment_function
 
 CHUNK_ELEMENTS = 2**18  # block entries per chunk of groups on a CPU: ~2 MiB of float64
@@ -137,16 +138,12 @@ class GroupedPosterior:
 
     @property
     def n_weights(self) -> int:
-        """D = K (1 + C): the border's size."""
+        """D = K (1 + C): the border's size (`blocks().size`, without building the layout)."""
         return self.n_criteria * (1 + self.n_contexts)
 
-    def blocks(self) -> dict[str, slice]:
-        """The weight vector's named blocks: "weights" (global) and "context:<c>" each."""
-        k = self.n_criteria
-        named = {"weights": slice(0, k)}
-        for c in range(self.n_contexts):
-            named[f"context:{c}"] = slice(k * (1 + c), k * (2 + c))
-        return named
+    def blocks(self) -> Layout:
+        """The border's named blocks in w (engine.blocks): "weights", then "context:<c>"."""
+        return border_layout(self.n_criteria, self.n_contexts)
 
     def local_index(self, context: Tensor) -> Tensor:
         """(..., 2K) positions in w of the global block and the given contexts' blocks."""
@@ -165,16 +162,11 @@ class GroupedPosterior:
 
     def add_contexts(self, n_new: int, prior: PriorScales) -> None:
         """Append `n_new` context offset blocks, each `N(0, context_scale^2 I)`, independent."""
-        if n_new < 0:
-            raise ValueError(f"n_new must be >= 0, got {n_new}")
-        extra = n_new * self.n_criteria
-        self.n_contexts += n_new
+        border = Posterior(self.weight_mean, self.weight_cov, 0, self.n_criteria, self.n_contexts)
+        border = add_contexts(border, n_new, prior)  # the dense form's border step, on w alone
+        self.weight_mean, self.weight_cov = border.mean, border.cov
+        self.n_contexts = border.n_contexts
         self.version += 1
-        if extra == 0:
-            return
-        self.weight_mean = torch.cat((self.weight_mean, self.weight_mean.new_zeros(extra)))
-        block = torch.eye(extra, dtype=self.weight_cov.dtype, device=self.weight_cov.device)
-        self.weight_cov = torch.block_diag(self.weight_cov, block * prior.context_scale**2)
 
     def add_items(
         self, scores: Tensor, context: Tensor, group: Tensor, prior: PriorScales

@@ -9,6 +9,7 @@ import torch
 from scipy.stats import norm
 from torch import Tensor
 
+from engine.blocks import WEIGHTS, border_layout, context_block
 from engine.objectives import outcome_probabilities
 from engine.scope import scope_pairs
 from engine.state import Posterior
@@ -116,10 +117,14 @@ def summarise_weights(posterior: Posterior) -> WeightSummary:
 
 
 def summarise_border(mean: Tensor, cov: Tensor, n_criteria: int, n_contexts: int) -> WeightSummary:
-    """`summarise_weights` from the weights' own Gaussian, (D,) and (D, D) in the layout
-    [global | context 0 | ... | context C-1], K each."""
-    index = torch.arange(n_criteria, device=mean.device)
-    context = (n_criteria * (1 + torch.arange(n_contexts, device=mean.device)))[:, None] + index
+    """`summarise_weights` from the border's own Gaussian, (D,) and (D, D) in
+    `engine.blocks.border_layout`."""
+    layout = border_layout(n_criteria, n_contexts)
+    index = layout[WEIGHTS].positions(mean.device)
+    blocks = [layout[context_block(c)] for c in range(n_contexts)]
+    context = torch.tensor(
+        [range(b.start, b.stop) for b in blocks], dtype=torch.long, device=mean.device
+    ).reshape(n_contexts, n_criteria)
     both = torch.cat((index.expand(n_contexts, n_criteria), context), dim=-1)  # C x 2K
     block = cov[both[:, :, None], both[:, None, :]]  # C x 2K x 2K
     summed = block.reshape(n_contexts, 2, n_criteria, 2, n_criteria).sum((1, 3))

@@ -220,10 +220,24 @@ def test_groups_wider_than_the_padding_widen_it():
 
 
 def test_named_blocks_cover_the_border():
-    structured, _ = small_campaign()
+    structured, world = small_campaign()
+    structured.observe(world.events(structured.group, 8, lapses=False))
     blocks = structured.blocks()
-    assert list(blocks) == ["weights", "context:0", "context:1"]
-    assert blocks["context:1"] == slice(4, 6) and structured.n_weights == 6
+    assert blocks.names == ("weights", "context:0", "context:1")
+    assert blocks["context:1"].index == slice(4, 6) and blocks.size == structured.n_weights == 6
+    with pytest.raises(KeyError, match="no block 'context:2'"):
+        blocks["context:2"]
+    # the same names address the same parameters in the dense form
+    dense = structured.to_dense()
+    assert dense.layout.names == ("quality", *blocks.names)
+    for block in blocks:
+        mean, cov = dense.block(block.name)
+        torch.testing.assert_close(mean, structured.weight_mean[block.index], atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            cov, structured.weight_cov[block.index, block.index], atol=ATOL, rtol=0
+        )
+    mean, cov = dense.block("quality")
+    assert mean.shape == (structured.n_items,) and cov.shape == (6, 6)
 
 
 def test_float32_smoke():

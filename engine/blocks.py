@@ -1,0 +1,110 @@
+"""theta's named parameter blocks: where each block lives, in both posterior forms.
+
+theta is a list of named blocks (docs/MATH.md §1, §6): the clip qualities, then the border that
+every clip shares, the global criterion weights and one offset block per context. The dense
+form keeps theta = [quality | border] (`theta_layout`); the block form keeps the qualities by
+prompt and the border as its weight vector w (`border_layout`). Read-outs and tests name a
+block instead of computing offsets, so a block added to the border here (a side bias,
+prompt-feature gates) moves every position that follows it in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+QUALITY = "quality"
+WEIGHTS = "weights"
+
+
+def context_block(context: int) -> str:
+    """The name of context `context`'s weight-offset block."""
+    return f"context:{context}"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One named block of theta: positions `start .. start + size - 1`."""
+
+    name: str
+    start: int
+    size: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.size
+
+    @property
+    def index(self) -> slice:
+        return slice(self.start, self.stop)
+
+    def positions(self, device: torch.device | str | None = None) -> Tensor:
+        """(size,) long positions of the block."""
+        return torch.arange(self.start, self.stop, device=device)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Named blocks laid end to end, in order."""
+
+    blocks: tuple[Block, ...]
+
+    @classmethod
+    def of(cls, sizes: Iterable[tuple[str, int]], start: int = 0) -> Layout:
+        """Blocks of the given (name, size), laid end to end from `start`."""
+        blocks = []
+        for name, size in sizes:
+            if size < 0:
+                raise ValueError(f"block {name!r} has a negative size {size}")
+            blocks.append(Block(name, start, size))
+            start += size
+        names = [b.name for b in blocks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"block names must be unique, got {names}")
+        return cls(tuple(blocks))
+
+    @property
+    def size(self) -> int:
+        return self.blocks[-1].stop - self.blocks[0].start if self.blocks else 0
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.blocks)
+
+    def __getitem__(self, name: str) -> Block:
+        for block in self.blocks:
+            if block.name == name:
+                return block
+        raise KeyError(f"no block {name!r}; the blocks are {list(self.names)}")
+
+    def __iter__(self) -> Iterator[Block]:
+        return iter(self.blocks)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+
+def border_layout(n_criteria: int, n_contexts: int, start: int = 0) -> Layout:
+    """The shared blocks: the global weights (K), then each context's offsets (K each)."""
+    sizes = [(WEIGHTS, n_criteria), *((context_block(c), n_criteria) for c in range(n_contexts))]
+    return Layout.of(sizes, start)
+
+
+def theta_layout(n_items: int, n_criteria: int, n_contexts: int) -> Layout:
+    """The dense form's theta: the clip qualities (n), then the border."""
+    border = border_layout(n_criteria, n_contexts, start=n_items)
+    return Layout((Block(QUALITY, 0, n_items), *border.blocks))
+
+
+__all__ = [
+    "QUALITY",
+    "WEIGHTS",
+    "Block",
+    "Layout",
+    "border_layout",
+    "context_block",
+    "theta_layout",
+]
