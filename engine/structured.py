@@ -22,6 +22,19 @@ and leaves every other group's conditional alone: O(m^2 + m K + D^2) per label, 
 Marginals are `E f_g = A_g m_w + b_g` and `Cov f_g = P_g + A_g S_w A_g'`.
 
 The state is updated in place: a copy per label would cost O(n) and undo the point of the form.
+
+With `across_groups` set (the "factorised" form, for pair_scope="any" past the dense limit) a
+pair of two groups g, h is applied too, approximately: the exact ADF step on the joint, then
+the projection back onto "groups independent given w" that keeps each (w_L, f_g) marginal
+exact, L the group's own weight blocks (docs/MATH.md §6, "pairs across groups"). For each of
+the two groups, with its part u_g = P_g a_g, c_L = (S_w r)[L] and rho_g = S_LL^+ c_L (= r[L]
+when both groups share a context), q_g = c_L' rho_g and k_g = beta / (1 + beta q_g):
+
+    A_g' = A_g + k_g u_g rho_g'   P_g' = P_g + k_g u_g u_g'
+    b_g' = b_g + u_g (alpha - k_g (rho_g' m_L + alpha q_g))
+
+and the border takes the exact step. What is dropped is the pair's coupling of f_g and f_h
+given w; TrueSkill's factorised ADF drops the same (with no weights to share).
 """
 
 from __future__ import annotations
@@ -61,12 +74,16 @@ class GroupMarginals(NamedTuple):
 
 
 class Directions(NamedTuple):
-    """B observation directions in block form (`GroupedPosterior.directions`)."""
+    """B observation directions in block form (`GroupedPosterior.directions`), as H parts that
+    each lie in one group: a direction within a group is one part; a pair across two groups
+    is two single-clip parts, the second with sign -1."""
 
-    group: Tensor  # (B,) long
-    slot_i: Tensor  # (B,) long slot of the first clip
-    slot_j: Tensor  # (B,) long slot of the second (the first's for a single clip)
-    pair: Tensor  # (B,) 1.0 for a pair, 0.0 for a single clip
+    owner: Tensor  # (H,) long, the direction each part belongs to
+    group: Tensor  # (H,) long
+    slot_i: Tensor  # (H,) long slot of the first clip
+    slot_j: Tensor  # (H,) long slot of the second (the first's for a single clip)
+    pair: Tensor  # (H,) 1.0 for a pair within the group, 0.0 for a single clip
+    sign: Tensor  # (H,) +1.0, or -1.0 for the second clip of a pair across groups
     embedded: Tensor  # (B, D) r_b = A' a_b in the full weight coordinates
 
 
@@ -125,6 +142,8 @@ class GroupedPosterior:
         self.group_context = torch.zeros(0, **long)  # (G,), -1 while the group is empty
         # counts every change of the state: what a cache of something derived from it checks
         self.version = 0
+        # pairs across groups: refused (the exact form) or applied with the projection above
+        self.across_groups = False
 
     # layout -----------------------------------------------------------------------------------
 
@@ -262,7 +281,7 @@ class GroupedPosterior:
             if int(self.group[j]) != g:
                 raise ValueError(
                     f"clips {i} and {j} are in different groups: the structured posterior "
-                    "takes pairs within a group"
+                    "takes pairs within a group (across_groups is off)"
                 )
             sj = int(self.slot[j])
         size = int(self.group_size[g])
@@ -276,8 +295,36 @@ class GroupedPosterior:
         q = float(r @ c[local])
         return g, size, si, sj, u, r, local, c, q
 
+    def _across(self, i: int, j: int) -> bool:
+        """Whether (i, j) is a pair across groups (refused unless `across_groups`)."""
+        if j == NO_SECOND or int(self.group[i]) == int(self.group[j]):
+            return False
+        if not self.across_groups:
+            self._direction(i, j)  # raises the exact form's error
+        return True
+
+    def _halves(self, i: int, j: int) -> tuple[list[tuple[int, int, int, Tensor]], Tensor]:
+        """For a pair across groups, a = e_i - e_j: per clip (group, size, slot, u = P a_g),
+        and r = A' a in the full weight coordinates."""
+        halves, r = [], self.weight_mean.new_zeros(self.n_weights)
+        for clip, sign in ((i, 1.0), (j, -1.0)):
+            g, slot = int(self.group[clip]), int(self.slot[clip])
+            size = int(self.group_size[g])
+            halves.append((g, size, slot, self.within[g, :size, slot] * sign))
+            if self.n_criteria:
+                r.index_add_(0, self.local_index(self.group_context[g]), self.load[g, slot] * sign)
+        return halves, r
+
     def marginal(self, i: int, j: int = NO_SECOND) -> tuple[float, float]:
         """`(E z, Var z)` for z = f_i - f_j, or z = f_i when j = -1."""
+        if self._across(i, j):
+            halves, r = self._halves(i, j)
+            mu = float(r @ self.weight_mean)
+            var = float(r @ self.weight_cov @ r)
+            for (g, _, slot, u), sign in zip(halves, (1.0, -1.0), strict=True):
+                mu += sign * float(self.offset[g, slot])
+                var += sign * float(u[slot])
+            return mu, max(var, 0.0)
         g, _, si, sj, u, r, local, _, q = self._direction(i, j)
         offset = self.offset[g]
         mu = float(r @ self.weight_mean[local] + offset[si])
@@ -289,7 +336,11 @@ class GroupedPosterior:
 
     def rank_one(self, i: int, j: int, alpha: float, beta: float) -> None:
         """`m += alpha S a`, `S += beta (S a)(S a)'` for a = e_i - e_j (or e_i when j = -1),
-        in conditional form (module docstring; docs/MATH.md §6)."""
+        in conditional form (module docstring; docs/MATH.md §6); a pair across groups with
+        the projection that keeps each group's (w_L, f_g) marginal."""
+        if self._across(i, j):
+            self._rank_one_across(i, j, alpha, beta)
+            return
         g, size, _, _, u, r, local, c, q = self._direction(i, j)
         denominator = 1.0 + beta * q
         if not denominator > 0:
@@ -299,6 +350,39 @@ class GroupedPosterior:
         self.offset[g, :size].add_(u, alpha=alpha - k * (r_mean + alpha * q))
         self.load[g, :size].addr_(u, r, alpha=k)
         self.within[g, :size, :size].addr_(u, u, alpha=k)
+        self.weight_mean.add_(c, alpha=alpha)
+        self.weight_cov.addr_(c, c, alpha=beta)
+        self.version += 1
+
+    def _rank_one_across(self, i: int, j: int, alpha: float, beta: float) -> None:
+        """`rank_one` for a pair across two groups (module docstring: the projected step)."""
+        halves, r = self._halves(i, j)
+        c = self.weight_cov @ r
+        steps = []
+        for g, size, _, u in halves:
+            local = self.local_index(self.group_context[g])
+            c_local = c[local]
+            if self.n_criteria == 0:
+                rho, q = c_local, 0.0
+            elif int(self.group_context[halves[0][0]]) == int(self.group_context[halves[1][0]]):
+                rho = r[local]  # r lies in this group's blocks: the step is exact
+                q = float(rho @ c_local)
+            else:
+                block = self.weight_cov[local[:, None], local[None, :]]
+                rho = torch.linalg.pinv(block, hermitian=True) @ c_local
+                q = float(c_local @ rho)
+            denominator = 1.0 + beta * q
+            if not denominator > 0:
+                raise FloatingPointError(
+                    "the rank-1 step would make the weight covariance singular"
+                )
+            steps.append(
+                (g, size, u, rho, q, beta / denominator, float(rho @ self.weight_mean[local]))
+            )
+        for g, size, u, rho, q, k, rho_mean in steps:
+            self.offset[g, :size].add_(u, alpha=alpha - k * (rho_mean + alpha * q))
+            self.load[g, :size].addr_(u, rho, alpha=k)
+            self.within[g, :size, :size].addr_(u, u, alpha=k)
         self.weight_mean.add_(c, alpha=alpha)
         self.weight_cov.addr_(c, c, alpha=beta)
         self.version += 1
@@ -324,7 +408,7 @@ class GroupedPosterior:
                 raise IndexError(f"an event refers to a clip outside 0..{n - 1}")
         pair = events.second != NO_SECOND
         across = self.group[events.first[pair]] != self.group[events.second[pair]]
-        if bool(across.any()):
+        if bool(across.any()) and not self.across_groups:
             b = int(torch.nonzero(pair).flatten()[torch.nonzero(across).flatten()[0]])
             raise ValueError(
                 f"clips {first[b]} and {second[b]} are in different groups: the structured "
@@ -485,34 +569,57 @@ class GroupedPosterior:
         return GroupMarginals(self.members[groups], self._group_means(groups), cov)
 
     def directions(self, first: Tensor, second: Tensor) -> Directions:
-        """Where B directions a_b (pairs within groups, or single clips where second = -1)
-        live: group, slots, and their rows of A embedded in the D weights."""
+        """Where B directions a_b (pairs, or single clips where second = -1) live: their parts
+        in groups (`Directions`) and their rows of A embedded in the D weights.
+
+        Raises:
+            ValueError: a pair across groups while `across_groups` is off.
+        """
         single = second == NO_SECOND
         other = torch.where(single, first, second)
+        across = self.group[first] != self.group[other]
+        n_directions = first.shape[0]
+        owner = torch.arange(n_directions, device=first.device)
+        dtype = self.offset.dtype
+        pair = (~single).to(dtype)
+        sign = torch.ones_like(pair)
+        if bool(across.any()):
+            if not self.across_groups:
+                raise ValueError("a direction pairs clips of two groups")
+            # a pair across groups: its first clip alone, then its second alone with sign -1
+            pair = torch.cat((pair * ~across, pair.new_zeros(int(across.sum()))))
+            sign = torch.cat((sign, -sign.new_ones(int(across.sum()))))
+            other = torch.cat((torch.where(across, first, other), other[across]))
+            first = torch.cat((first, other[n_directions:]))
+            owner = torch.cat((owner, owner[across]))
         group = self.group[first]
-        if bool((group != self.group[other]).any()):
-            raise ValueError("a direction pairs clips of two groups")
-        pair = (~single).to(self.offset.dtype)
         slot_i, slot_j = self.slot[first], self.slot[other]
         rows = self.load[group, slot_i] - self.load[group, slot_j] * pair[:, None]
-        embedded = rows.new_zeros(first.shape[0], self.n_weights)
+        parts = rows.new_zeros(first.shape[0], self.n_weights)
         if self.n_criteria:
-            embedded.scatter_add_(1, self.local_index(self.group_context[group]), rows)
-        return Directions(group, slot_i, slot_j, pair, embedded)
+            parts.scatter_add_(1, self.local_index(self.group_context[group]), rows * sign[:, None])
+        embedded = parts.new_zeros(n_directions, self.n_weights)
+        embedded.index_add_(0, owner, parts)
+        return Directions(owner, group, slot_i, slot_j, pair, sign, embedded)
 
     def joint_moments(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The joint Gaussian of B projections z_b = a_b . theta: mean (B,), covariance (B, B),
         and the border's share of the covariance `E S_w E'` (B, B) (E the directions' rows of
-        A in the weights). Within one group the P_g terms add: `a_b' P_g a_c`."""
+        A in the weights). Parts in one group add their P_g terms: `a_b' P_g a_c`."""
         where = self.directions(first, second)
         weight = where.embedded @ self.weight_cov @ where.embedded.T
-        mean = where.embedded @ self.weight_mean + self.offset[where.group, where.slot_i]
-        mean = mean - self.offset[where.group, where.slot_j] * where.pair
-        group, si, sj, pair = where.group, where.slot_i, where.slot_j, where.pair
-        # u_b = P_g a_b over the group's slots; a_c' P_g a_b reads u_b at c's slots
-        u = self.within[group, si] - self.within[group, sj] * pair[:, None]  # (B, M)
-        within = u[:, si] - u[:, sj] * pair[None, :]  # (B, B): row b, column c
-        within = within * (group[:, None] == group[None, :]).to(within.dtype)
+        group, si, sj, pair, sign = where.group, where.slot_i, where.slot_j, where.pair, where.sign
+        offsets = sign * (self.offset[group, si] - self.offset[group, sj] * pair)
+        mean = (where.embedded @ self.weight_mean).index_add_(0, where.owner, offsets)
+        # u_p = P_g a_p over the group's slots; a_q' P_g a_p reads u_p at q's slots
+        u = (self.within[group, si] - self.within[group, sj] * pair[:, None]) * sign[:, None]
+        parts = (u[:, si] - u[:, sj] * pair[None, :]) * sign[None, :]  # (H, H): row p, column q
+        parts = parts * (group[:, None] == group[None, :]).to(parts.dtype)
+        within = parts
+        if where.owner.shape[0] != first.shape[0]:  # parts of pairs across groups: sum them
+            b = first.shape[0]
+            within = parts.new_zeros(b, parts.shape[1]).index_add_(0, where.owner, parts)
+            within = within.new_zeros(b, b).index_add_(1, where.owner, within)
         cov = weight + within
         return mean, 0.5 * (cov + cov.T), weight
 
@@ -585,11 +692,14 @@ def block_shrink(
     weight = (border * factor) @ border.T
     groups, slot_group = torch.unique(where.group, return_inverse=True)
     size = posterior.members.shape[1]
-    within = posterior.within[where.group]  # (Q, M, M)
+    within = posterior.within[where.group]  # (parts, M, M)
     rows = torch.arange(where.group.shape[0], device=groups.device)
     u = within[rows, :, where.slot_i] - within[rows, :, where.slot_j] * where.pair[:, None]
+    u = u * where.sign[:, None]
     own = u.new_zeros(groups.shape[0], size, coefficients.shape[1])  # (H, M, Q): v_hq
-    own.index_add_(0, slot_group, u[:, :, None] * coefficients[:, None, :])
+    # a pair across groups adds to both groups' own terms; the coupling of the two groups'
+    # blocks is not kept (the factorised form keeps each group's block only)
+    own.index_add_(0, slot_group, u[:, :, None] * coefficients[where.owner][:, None, :])
     local = posterior.local_index(posterior.group_context[groups])  # (H, 2K)
     through = posterior.load[groups] @ border[local]  # (H, M, Q): A_h Omega_q
     scaled_through, scaled_own = through * factor, own * factor
