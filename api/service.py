@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, text
 from api import schemas, store
 from api.auth import hash_token, new_token
 from api.campaigns import CampaignRuntime, ClipState, NewClip, RaterState, engine_config, utc
-from api.db import as_utc
+from api.db import MAX_ROW_ID, as_utc
 from api.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from api.export import ExportFormat, ExportKind, render
 from api.settings import Settings
@@ -31,6 +31,9 @@ from engine import DEFAULT_CRITERIA
 log = logging.getLogger("ratingparty.api")
 MAX_ABS_SCORE = 1e12  # larger raw scores would overflow the per-campaign standardisation
 DEFAULT_LEVEL = 0.9
+# the widest credible level served: its bounds (about 4.9 sd either side) are finite numbers,
+# where a level a rounding step from 1 would put them at infinity
+MAX_LEVEL = 0.999_999
 
 
 class Service:
@@ -134,6 +137,8 @@ class Service:
         runtime = self._runtimes.get(campaign_id)
         if runtime is not None and not runtime.failed:
             return runtime
+        if not 0 < campaign_id <= MAX_ROW_ID:
+            raise NotFound(detail=f"campaign {campaign_id} not found")
         lock = self._loading.setdefault(campaign_id, asyncio.Lock())
         async with lock:
             runtime = self._runtimes.get(campaign_id)
@@ -196,6 +201,20 @@ class Service:
             Unauthorized: no token or an unknown one.
             Forbidden: the token belongs to another campaign than `campaign_id`.
         """
+        rater_id, owner = self.rater_ids(token)
+        if campaign_id is not None and owner != campaign_id:
+            raise Forbidden(
+                detail=f"this rater token belongs to another campaign than {campaign_id}"
+            )
+        runtime = await self.runtime(owner)
+        return runtime, runtime.raters[rater_id]
+
+    def rater_ids(self, token: str | None) -> tuple[int, int]:
+        """(rater id, campaign id) of a rater token, without touching the campaign.
+
+        Raises:
+            Unauthorized: no token or an unknown one.
+        """
         if token is None:
             raise Unauthorized(detail="send the rater's token: 'Authorization: Bearer <token>'")
         found = self._known.get(token)
@@ -204,13 +223,7 @@ class Service:
             if found is None:
                 raise Unauthorized(detail="unknown rater token")
             self._known[token] = found
-        rater_id, owner = found
-        if campaign_id is not None and owner != campaign_id:
-            raise Forbidden(
-                detail=f"this rater token belongs to another campaign than {campaign_id}"
-            )
-        runtime = await self.runtime(owner)
-        return runtime, runtime.raters[rater_id]
+        return found
 
     def is_rater_of(self, token: str | None, campaign_id: int) -> bool:
         """Whether `token` is a rater token of this campaign."""
@@ -391,8 +404,8 @@ def _clip_view(clip: ClipState) -> schemas.Clip:
 
 
 def _check_level(level: float) -> None:
-    if not 0 < level < 1:
-        raise BadRequest(detail=f"level must be a credible level in (0, 1), got {level}")
+    if not 0 < level <= MAX_LEVEL:
+        raise BadRequest(detail=f"level must be a credible level in (0, {MAX_LEVEL}], got {level}")
 
 
 def _validated_clips(clips: Sequence[schemas.ClipIn], criteria: Sequence[str]) -> list[NewClip]:
@@ -427,4 +440,4 @@ def _validated_clips(clips: Sequence[schemas.ClipIn], criteria: Sequence[str]) -
     return out
 
 
-__all__ = ["DEFAULT_LEVEL", "Service"]
+__all__ = ["DEFAULT_LEVEL", "MAX_LEVEL", "Service"]
