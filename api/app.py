@@ -16,6 +16,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import (
     Components,
@@ -31,6 +32,7 @@ from api.controllers import CONTROLLERS
 from api.controllers._body import JsonRequest, readable
 from api.db import create_tables, make_engine
 from api.export import MEDIA_TYPES
+from api.metrics import Metrics, observe_requests
 from api.pages import media_dir, page_routes
 from api.service import Service
 from api.settings import Settings
@@ -96,13 +98,15 @@ def _complete_openapi(app: Litestar) -> None:
 def create_app(settings: Settings | None = None) -> Litestar:
     """The Litestar app over `settings` (default: `Settings.from_env()`)."""
     settings = settings or Settings.from_env()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
+        metrics.watch_database(engine)
         await to_thread.run_sync(create_tables, engine)
         writer = Writer(engine)
-        service = Service(settings, engine, writer)
+        service = Service(settings, engine, writer, metrics)
         await service.start()
         app.state.service = service
         try:
@@ -116,18 +120,26 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await writer.aclose()
             engine.dispose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[*CONTROLLERS, *page_routes(media_dir(settings.database_url))],
         lifespan=[lifespan],
         on_startup=[_complete_openapi],
         request_class=JsonRequest,
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "metrics": metrics}),
+        middleware=[observe_requests(metrics, log_access=settings.access_log)],
         dependencies={"service": Provide(_service, sync_to_thread=False)},
         exception_handlers={
             ValidationException: _validation_error,
             RequestEntityTooLarge: _too_large,
         },
         request_max_body_size=settings.max_body_bytes,
+        # the process's logging (api/logs.py: JSON, redacted) stays as configured: Litestar's
+        # records go to the root logger's handler instead of a handler of their own
+        logging_config=LoggingConfig(
+            configure_root_logger=False,
+            disable_existing_loggers=False,
+            loggers={"litestar": {"level": "INFO", "handlers": [], "propagate": True}},
+        ),
         openapi_config=OpenAPIConfig(
             title="ratingparty",
             version="1",
@@ -138,6 +150,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             security=[{"bearer": []}],
         ),
     )
+    metrics.watch(lambda: app.state.get("service"))
+    return app
 
 
 __all__ = ["create_app"]

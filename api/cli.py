@@ -12,6 +12,7 @@ import os
 import sys
 from dataclasses import replace
 
+from api.logs import configure_logging
 from api.settings import Settings, key_file, load_or_create_admin_key
 
 QUICK_START = """\
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     if args.demo:
         settings = replace(settings, demo=True)
+    configure_logging(args.log_level, secrets=[settings.admin_key])
     base = f"http://{args.host}:{args.port}"
     print(QUICK_START.format(base=base, key_hint=key_hint), file=sys.stdout, flush=True)
     if settings.demo:
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
-        access_log=False,  # one line per label would cost more than the label itself
+        access_log=False,  # the app's own access log (RATINGPARTY_ACCESS_LOG) redacts queries
     )
     uvicorn.Server(config).run()
 

@@ -169,6 +169,7 @@ def uvicorn_config(app: Litestar, settings: Settings, **options: Any) -> uvicorn
         http=protocol_class(settings),
         timeout_keep_alive=settings.keep_alive_s,
         limit_concurrency=settings.max_connections,
+        log_config=None,  # uvicorn's records go to the root logger (api/logs.py)
         **options,
     )
 

@@ -23,6 +23,7 @@ from api.campaigns import CampaignRuntime, ClipState, NewClip, RaterState, engin
 from api.db import MAX_ROW_ID, as_utc
 from api.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from api.export import ExportFormat, ExportKind, render
+from api.metrics import Metrics
 from api.settings import Settings
 from api.store import CampaignRecord
 from api.writer import Writer
@@ -43,12 +44,17 @@ class Service:
         settings: limits and queue sizes.
         engine: the database.
         writer: the database's only writer.
+        metrics: where judgments, engine calls and replays are counted (a private registry
+            when None).
     """
 
-    def __init__(self, settings: Settings, engine: Engine, writer: Writer) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, writer: Writer, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.writer = writer
+        self.metrics = metrics or Metrics()
         self._runtimes: dict[int, CampaignRuntime] = {}
         self._loading: dict[int, asyncio.Lock] = {}
         self._tokens: dict[str, tuple[int, int]] = {}  # token hash -> (rater id, campaign id)
@@ -70,6 +76,13 @@ class Service:
     @property
     def loaded(self) -> int:
         return len(self._runtimes)
+
+    def queue_state(self) -> dict[int, tuple[int, int]]:
+        """Per loaded campaign: (tasks chosen ahead, open assignments)."""
+        return {
+            campaign_id: (runtime.queue_depth, runtime.open_assignments)
+            for campaign_id, runtime in self._runtimes.items()
+        }
 
     async def healthy(self) -> bool:
         """Whether the database answers."""
@@ -154,7 +167,7 @@ class Service:
             record = await to_thread.run_sync(store.get_campaign, self.engine, campaign_id)
             if record is None:
                 raise NotFound(detail=f"campaign {campaign_id} not found")
-            runtime = CampaignRuntime(record, self.engine, self.writer, self.settings)
+            runtime = CampaignRuntime(record, self.engine, self.writer, self.settings, self.metrics)
             await runtime.start()
             self._runtimes[campaign_id] = runtime
             return runtime
@@ -261,6 +274,7 @@ class Service:
         """Record the rater's answer to their assignment (idempotent)."""
         runtime, rater = await self.rater(token)
         result = await runtime.judge(rater, assignment_id, body.choice, body.level)
+        self.metrics.judgment(result.choice, result.duplicate)
         return schemas.JudgmentOut(
             assignment_id=result.assignment_id,
             judgment_id=result.judgment_id,

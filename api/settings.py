@@ -53,6 +53,8 @@ class Settings:
         body_timeout_s: a request's body must arrive within this long of its headers.
         keep_alive_s: an idle keep-alive connection closes after this long.
         max_connections: past this many open connections, new requests get a 503.
+        access_log: write one log line per request (method, path without its query string,
+            status, milliseconds); off by default, as a line costs more than a label.
         seed: seeds the left/right order; None draws it from the OS.
         demo: seed a demo campaign of synthetic clips at start (when none exists).
     """
@@ -76,6 +78,7 @@ class Settings:
     body_timeout_s: float = 30.0
     keep_alive_s: int = 5
     max_connections: int = 1_000
+    access_log: bool = False
     seed: int | None = None
     demo: bool = False
 
@@ -133,11 +136,13 @@ class Settings:
                     ) from None
         if env.get("RATINGPARTY_DEMO", "").lower() in ("1", "true", "yes"):
             overrides["demo"] = True
-        process = env.get("RATINGPARTY_ENGINE_PROCESS", "").lower()
-        if process:
-            if process not in ("0", "1", "true", "false", "yes", "no"):
-                raise ValueError(f"RATINGPARTY_ENGINE_PROCESS must be 0 or 1, not {process!r}")
-            overrides["engine_process"] = process in ("1", "true", "yes")
+        for name in ("engine_process", "access_log"):
+            variable = f"RATINGPARTY_{name.upper()}"
+            flag = env.get(variable, "").lower()
+            if flag:
+                if flag not in ("0", "1", "true", "false", "yes", "no"):
+                    raise ValueError(f"{variable} must be 0 or 1, not {flag!r}")
+                overrides[name] = flag in ("1", "true", "yes")
         if env.get("RATINGPARTY_DEVICE"):
             overrides["engine_device"] = env["RATINGPARTY_DEVICE"]
         return replace(settings, **overrides) if overrides else settings

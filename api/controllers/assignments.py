@@ -36,7 +36,7 @@ class AssignmentController(Controller):
                 description="nothing is left for this rater: assignment null, message why",
                 generate_examples=False,
             ),
-            **error_responses(401, 403, 429, 503),
+            **error_responses(401, 403, 404, 429, 503),
         },
     )
     async def next_assignment(
