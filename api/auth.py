@@ -38,6 +38,12 @@ def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         )
 
 
+def rater_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Litestar guard: a known rater token passes. Guards run before the body is read, so a
+    caller without a token never gets the service to buffer or decode what they send."""
+    connection.app.state.service.rater_ids(bearer(connection))
+
+
 def new_token() -> str:
     """A fresh rater token."""
     return secrets.token_urlsafe(TOKEN_BYTES)
@@ -48,4 +54,4 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-__all__ = ["admin_guard", "bearer", "hash_token", "is_admin", "new_token"]
+__all__ = ["admin_guard", "bearer", "hash_token", "is_admin", "new_token", "rater_guard"]

@@ -52,6 +52,7 @@ from api import store
 from api.db import as_utc
 from api.engine_host import Board, ClipBatch, EngineStopped, RaterStats, WeightRows, make_host
 from api.errors import BadRequest, Conflict, Gone, NotFound, TooManyOpen, Unavailable
+from api.metrics import Metrics
 from api.settings import Settings
 from api.store import CampaignLog, CampaignRecord, ClipRecord
 from api.writer import Writer
@@ -269,12 +270,19 @@ class CampaignRuntime:
         engine: the database, for the replay's reads.
         writer: the database's writer.
         settings: limits and queue sizes.
+        metrics: where engine calls and the replay are timed (a private registry when None).
     """
 
     def __init__(
-        self, record: CampaignRecord, engine: Engine, writer: Writer, settings: Settings
+        self,
+        record: CampaignRecord,
+        engine: Engine,
+        writer: Writer,
+        settings: Settings,
+        metrics: Metrics | None = None,
     ) -> None:
         self.record = record
+        self._metrics = metrics or Metrics()
         self.settings = settings
         self._db = engine
         self._writer = writer
@@ -325,10 +333,21 @@ class CampaignRuntime:
         self.n_applied = 0  # labels applied to the posterior (n_labels minus the waiting ones)
         self._read_cache: dict[tuple[str, float], tuple[int, Any]] = {}
 
+    @property
+    def queue_depth(self) -> int:
+        """Tasks chosen ahead and not handed out yet."""
+        return len(self._queue)
+
+    @property
+    def open_assignments(self) -> int:
+        """Assignments handed out and neither answered nor expired."""
+        return sum(len(rater.open) for rater in self.raters.values())
+
     # life cycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load the campaign's log and replay it into a fresh engine campaign."""
+        started = time.perf_counter()
         loop = asyncio.get_running_loop()
         logged = await loop.run_in_executor(None, store.load_log, self._db, self.record.id)
         await self.engine.start()
@@ -338,6 +357,7 @@ class CampaignRuntime:
         except BaseException:
             await self.engine.close()
             raise
+        self._metrics.replays.observe(time.perf_counter() - started)
         self._pump_task = asyncio.create_task(self._pump(), name=f"pump-{self.record.id}")
 
     async def close(self) -> None:
@@ -993,11 +1013,13 @@ class CampaignRuntime:
         """Send an engine call now (calls run in the order sent); await the result. When the
         engine's process stopped, this runtime stops too: what waits gets a 503, and the
         service rebuilds the campaign from the database on the next request."""
-        return self._result(self.engine.submit(name, *args))
+        return self._result(name, time.perf_counter(), self.engine.submit(name, *args))
 
-    async def _result(self, sent: Awaitable[Any]) -> Any:
+    async def _result(self, name: str, sent_at: float, sent: Awaitable[Any]) -> Any:
         try:
-            return await sent
+            result = await sent
+            self._metrics.engine_call(name, time.perf_counter() - sent_at, result)
+            return result
         except EngineStopped:
             if not self.failed:
                 self.failed = True

@@ -12,6 +12,7 @@ import os
 import sys
 from dataclasses import replace
 
+from api.logs import configure_logging
 from api.settings import Settings, key_file, load_or_create_admin_key
 
 QUICK_START = """\
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from api.app import create_app
+    from api.server import uvicorn_config
 
     args = parse(argv)
     torch.set_num_threads(max(1, args.threads))
@@ -73,15 +75,21 @@ def main(argv: list[str] | None = None) -> None:
         env["DATABASE_URL"] = args.database_url
     url = env.get("DATABASE_URL") or Settings.database_url
     key_hint = ""
-    if not env.get("RATINGPARTY_ADMIN_KEY"):
-        key, created = load_or_create_admin_key(url)
-        path = key_file(url)
-        if created:
-            print(f"Generated the admin key (stored in {path}; shown only now):\n\n  {key}\n")
-        key_hint = f"; KEY=$(cat {path})"
-    settings = Settings.from_env(env)
+    try:
+        if not env.get("RATINGPARTY_ADMIN_KEY"):
+            key, created = load_or_create_admin_key(url)
+            path = key_file(url)
+            if created:
+                print(f"Generated the admin key (stored in {path}; shown only now):\n\n  {key}\n")
+            key_hint = f"; KEY=$(cat {path})"
+        settings = Settings.from_env(env)
+    except (ValueError, OSError) as error:
+        # a configuration mistake: one line that says what to fix, no traceback
+        print(f"ratingparty: cannot start: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     if args.demo:
         settings = replace(settings, demo=True)
+    configure_logging(args.log_level, secrets=[settings.admin_key])
     base = f"http://{args.host}:{args.port}"
     print(QUICK_START.format(base=base, key_hint=key_hint), file=sys.stdout, flush=True)
     if settings.demo:
@@ -91,13 +99,15 @@ def main(argv: list[str] | None = None) -> None:
     # process; frozen, the cyclic GC's full collections stop walking it (~150 ms each, paid by
     # whichever thread allocates, the event loop included).
     gc.freeze()
-    uvicorn.run(
+    config = uvicorn_config(
         app,
+        settings,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
-        access_log=False,  # one line per label would cost more than the label itself
+        access_log=False,  # the app's own access log (RATINGPARTY_ACCESS_LOG) redacts queries
     )
+    uvicorn.Server(config).run()
 
 
 __all__ = ["main", "parse"]

@@ -14,6 +14,9 @@ from sqlalchemy import DateTime, Engine, Index, UniqueConstraint, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Field, SQLModel, create_engine
 
+# integer primary keys are int4 on PostgreSQL; a larger id names no row on either backend (and
+# would overflow the driver's parameter instead of finding nothing)
+MAX_ROW_ID = 2**31 - 1
 SQLITE_BUSY_TIMEOUT_MS = 5_000  # readers and the one writer share the file; wait, never fail
 # timestamptz on PostgreSQL; SQLite keeps the UTC wall time without an offset (see as_utc)
 UTC_TIME = DateTime(timezone=True)
@@ -164,6 +167,7 @@ def create_tables(engine: Engine) -> None:
 
 
 __all__ = [
+    "MAX_ROW_ID",
     "AssignmentRow",
     "CampaignRow",
     "ClipRow",

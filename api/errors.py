@@ -7,6 +7,9 @@ comes out without a custom handler.
 from __future__ import annotations
 
 from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
+
+from api.schemas import Error
 
 
 class BadRequest(HTTPException):
@@ -51,6 +54,12 @@ class PayloadTooLarge(HTTPException):
     status_code = 413
 
 
+class UnsupportedMediaType(HTTPException):
+    """415: a body in another format than JSON."""
+
+    status_code = 415
+
+
 class TooManyOpen(HTTPException):
     """429: the rater already holds the most open assignments allowed."""
 
@@ -63,6 +72,27 @@ class Unavailable(HTTPException):
     status_code = 503
 
 
+WHY = {
+    400: "invalid input: wrong JSON types, unknown fields, values out of range (detail says which)",
+    401: "no bearer token, or not one this endpoint accepts",
+    403: "a rater token of another campaign",
+    404: "no such campaign or assignment (for this caller)",
+    409: "clashes with what is stored: another answer, an existing external id",
+    410: "the assignment's lease expired",
+    413: "the body or the batch is larger than the service accepts",
+    415: "the body is not sent as application/json",
+    429: "the rater holds the most open assignments allowed",
+    503: "the database or the campaign's engine cannot serve this now: retry",
+}
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI responses of an endpoint's error statuses (`{status_code, detail}` bodies)."""
+    return {
+        code: ResponseSpec(Error, description=WHY[code], generate_examples=False) for code in codes
+    }
+
+
 __all__ = [
     "BadRequest",
     "Conflict",
@@ -73,4 +103,6 @@ __all__ = [
     "TooManyOpen",
     "Unauthorized",
     "Unavailable",
+    "UnsupportedMediaType",
+    "error_responses",
 ]

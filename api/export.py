@@ -47,7 +47,8 @@ PREFERENCE_COLUMNS = (
     "rater_id",
     "judgment_id",
 )
-MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+# Litestar adds "; charset=utf-8" to text types itself
+MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
 
 
 def with_preference(row: dict[str, Any]) -> dict[str, Any]:

@@ -13,10 +13,12 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct, field
 
-Name = Annotated[str, Meta(min_length=1, max_length=200)]
-Label = Annotated[str, Meta(min_length=1, max_length=256)]
-Uri = Annotated[str, Meta(min_length=1, max_length=4096)]
-Criterion = Annotated[str, Meta(min_length=1, max_length=64)]
+# no NUL character in stored text: PostgreSQL refuses it in text columns, SQLite keeps it
+NO_NUL = r"^[^\x00]*$"
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+Label = Annotated[str, Meta(min_length=1, max_length=256, pattern=NO_NUL)]
+Uri = Annotated[str, Meta(min_length=1, max_length=4096, pattern=NO_NUL)]
+Criterion = Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_NUL)]
 MAX_CRITERIA = 32
 MAX_EMOJI_LEVELS = 11
 MAX_LEASE_SECONDS = 86_400.0
@@ -68,6 +70,8 @@ class JudgmentIn(_Input):
     choice: Literal["left", "right", "tie", "skip"] | None = None
     level: Annotated[int, Meta(ge=0)] | None = None
 
+
+INPUTS: tuple[type[Struct], ...] = (CampaignCreate, ClipIn, ClipsIn, RaterIn, JudgmentIn)
 
 # responses ----------------------------------------------------------------------------------
 
@@ -205,6 +209,14 @@ class Progress(Struct, kw_only=True):
     points: list[ProgressPoint]
 
 
+class Error(Struct, kw_only=True):
+    """Every 4xx and 5xx: Litestar's error body; `extra` lists a validation error's problems."""
+
+    status_code: int
+    detail: str
+    extra: list[dict[str, str | None]] | None = None
+
+
 class Health(Struct, kw_only=True):
     status: str
     database: str
@@ -217,6 +229,8 @@ def to_builtins(value: Struct) -> object:
 
 
 __all__ = [
+    "INPUTS",
+    "NO_NUL",
     "Assignment",
     "AssignmentOut",
     "Campaign",
@@ -228,6 +242,7 @@ __all__ = [
     "ClipsAdded",
     "ClipsIn",
     "ContextWeights",
+    "Error",
     "Health",
     "JudgmentIn",
     "JudgmentOut",

@@ -20,9 +20,10 @@ from sqlalchemy import Connection, Engine, text
 from api import schemas, store
 from api.auth import hash_token, new_token
 from api.campaigns import CampaignRuntime, ClipState, NewClip, RaterState, engine_config, utc
-from api.db import as_utc
+from api.db import MAX_ROW_ID, as_utc
 from api.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from api.export import ExportFormat, ExportKind, render
+from api.metrics import Metrics
 from api.settings import Settings
 from api.store import CampaignRecord
 from api.writer import Writer
@@ -31,6 +32,9 @@ from engine import DEFAULT_CRITERIA
 log = logging.getLogger("ratingparty.api")
 MAX_ABS_SCORE = 1e12  # larger raw scores would overflow the per-campaign standardisation
 DEFAULT_LEVEL = 0.9
+# the widest credible level served: its bounds (about 4.9 sd either side) are finite numbers,
+# where a level a rounding step from 1 would put them at infinity
+MAX_LEVEL = 0.999_999
 
 
 class Service:
@@ -40,12 +44,17 @@ class Service:
         settings: limits and queue sizes.
         engine: the database.
         writer: the database's only writer.
+        metrics: where judgments, engine calls and replays are counted (a private registry
+            when None).
     """
 
-    def __init__(self, settings: Settings, engine: Engine, writer: Writer) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, writer: Writer, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.writer = writer
+        self.metrics = metrics or Metrics()
         self._runtimes: dict[int, CampaignRuntime] = {}
         self._loading: dict[int, asyncio.Lock] = {}
         self._tokens: dict[str, tuple[int, int]] = {}  # token hash -> (rater id, campaign id)
@@ -67,6 +76,13 @@ class Service:
     @property
     def loaded(self) -> int:
         return len(self._runtimes)
+
+    def queue_state(self) -> dict[int, tuple[int, int]]:
+        """Per loaded campaign: (tasks chosen ahead, open assignments)."""
+        return {
+            campaign_id: (runtime.queue_depth, runtime.open_assignments)
+            for campaign_id, runtime in self._runtimes.items()
+        }
 
     async def healthy(self) -> bool:
         """Whether the database answers."""
@@ -134,6 +150,8 @@ class Service:
         runtime = self._runtimes.get(campaign_id)
         if runtime is not None and not runtime.failed:
             return runtime
+        if not 0 < campaign_id <= MAX_ROW_ID:
+            raise NotFound(detail=f"campaign {campaign_id} not found")
         lock = self._loading.setdefault(campaign_id, asyncio.Lock())
         async with lock:
             runtime = self._runtimes.get(campaign_id)
@@ -149,7 +167,7 @@ class Service:
             record = await to_thread.run_sync(store.get_campaign, self.engine, campaign_id)
             if record is None:
                 raise NotFound(detail=f"campaign {campaign_id} not found")
-            runtime = CampaignRuntime(record, self.engine, self.writer, self.settings)
+            runtime = CampaignRuntime(record, self.engine, self.writer, self.settings, self.metrics)
             await runtime.start()
             self._runtimes[campaign_id] = runtime
             return runtime
@@ -196,6 +214,20 @@ class Service:
             Unauthorized: no token or an unknown one.
             Forbidden: the token belongs to another campaign than `campaign_id`.
         """
+        rater_id, owner = self.rater_ids(token)
+        if campaign_id is not None and owner != campaign_id:
+            raise Forbidden(
+                detail=f"this rater token belongs to another campaign than {campaign_id}"
+            )
+        runtime = await self.runtime(owner)
+        return runtime, runtime.raters[rater_id]
+
+    def rater_ids(self, token: str | None) -> tuple[int, int]:
+        """(rater id, campaign id) of a rater token, without touching the campaign.
+
+        Raises:
+            Unauthorized: no token or an unknown one.
+        """
         if token is None:
             raise Unauthorized(detail="send the rater's token: 'Authorization: Bearer <token>'")
         found = self._known.get(token)
@@ -204,13 +236,7 @@ class Service:
             if found is None:
                 raise Unauthorized(detail="unknown rater token")
             self._known[token] = found
-        rater_id, owner = found
-        if campaign_id is not None and owner != campaign_id:
-            raise Forbidden(
-                detail=f"this rater token belongs to another campaign than {campaign_id}"
-            )
-        runtime = await self.runtime(owner)
-        return runtime, runtime.raters[rater_id]
+        return found
 
     def is_rater_of(self, token: str | None, campaign_id: int) -> bool:
         """Whether `token` is a rater token of this campaign."""
@@ -248,6 +274,7 @@ class Service:
         """Record the rater's answer to their assignment (idempotent)."""
         runtime, rater = await self.rater(token)
         result = await runtime.judge(rater, assignment_id, body.choice, body.level)
+        self.metrics.judgment(result.choice, result.duplicate)
         return schemas.JudgmentOut(
             assignment_id=result.assignment_id,
             judgment_id=result.judgment_id,
@@ -391,8 +418,8 @@ def _clip_view(clip: ClipState) -> schemas.Clip:
 
 
 def _check_level(level: float) -> None:
-    if not 0 < level < 1:
-        raise BadRequest(detail=f"level must be a credible level in (0, 1), got {level}")
+    if not 0 < level <= MAX_LEVEL:
+        raise BadRequest(detail=f"level must be a credible level in (0, {MAX_LEVEL}], got {level}")
 
 
 def _validated_clips(clips: Sequence[schemas.ClipIn], criteria: Sequence[str]) -> list[NewClip]:
@@ -427,4 +454,4 @@ def _validated_clips(clips: Sequence[schemas.ClipIn], criteria: Sequence[str]) -
     return out
 
 
-__all__ = ["DEFAULT_LEVEL", "Service"]
+__all__ = ["DEFAULT_LEVEL", "MAX_LEVEL", "Service"]

@@ -48,6 +48,13 @@ class Settings:
         engine_process: run each campaign's engine in a process of its own (the default: the
             engine and the HTTP side then use different cores instead of sharing one GIL);
             False runs it on a thread of the service's process (less memory per campaign).
+        header_timeout_s: a request's line and headers must arrive within this long of the
+            connection (or of the previous response), else 408 and the connection closes.
+        body_timeout_s: a request's body must arrive within this long of its headers.
+        keep_alive_s: an idle keep-alive connection closes after this long.
+        max_connections: past this many open connections, new requests get a 503.
+        access_log: write one log line per request (method, path without its query string,
+            status, milliseconds); off by default, as a line costs more than a label.
         seed: seeds the left/right order; None draws it from the OS.
         demo: seed a demo campaign of synthetic clips at start (when none exists).
     """
@@ -67,6 +74,11 @@ class Settings:
     assign_timeout_s: float = 20.0
     engine_device: str | None = None
     engine_process: bool = True
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_s: int = 5
+    max_connections: int = 1_000
+    access_log: bool = False
     seed: int | None = None
     demo: bool = False
 
@@ -82,6 +94,9 @@ class Settings:
         for name in (*positive, "max_apply_batch", "refill_batch", "apply_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "max_connections"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
         if not 0 <= self.apply_wait_s <= 10:
             raise ValueError("apply_wait_s must be in [0, 10] seconds")
 
@@ -103,18 +118,31 @@ class Settings:
             ("refill_batch", int),
             ("max_apply_batch", int),
             ("progress_every_s", float),
+            ("header_timeout_s", float),
+            ("body_timeout_s", float),
+            ("keep_alive_s", int),
+            ("max_connections", int),
             ("seed", int),
         ):
-            raw = env.get(f"RATINGPARTY_{name.upper()}")
+            variable = f"RATINGPARTY_{name.upper()}"
+            raw = env.get(variable)
             if raw:
-                overrides[name] = cast(raw)
+                try:
+                    overrides[name] = cast(raw)
+                except ValueError:
+                    raise ValueError(
+                        f"{variable} must be a{'n integer' if cast is int else ' number'}, "
+                        f"not {raw!r}"
+                    ) from None
         if env.get("RATINGPARTY_DEMO", "").lower() in ("1", "true", "yes"):
             overrides["demo"] = True
-        process = env.get("RATINGPARTY_ENGINE_PROCESS", "").lower()
-        if process:
-            if process not in ("0", "1", "true", "false", "yes", "no"):
-                raise ValueError(f"RATINGPARTY_ENGINE_PROCESS must be 0 or 1, not {process!r}")
-            overrides["engine_process"] = process in ("1", "true", "yes")
+        for name in ("engine_process", "access_log"):
+            variable = f"RATINGPARTY_{name.upper()}"
+            flag = env.get(variable, "").lower()
+            if flag:
+                if flag not in ("0", "1", "true", "false", "yes", "no"):
+                    raise ValueError(f"{variable} must be 0 or 1, not {flag!r}")
+                overrides[name] = flag in ("1", "true", "yes")
         if env.get("RATINGPARTY_DEVICE"):
             overrides["engine_device"] = env["RATINGPARTY_DEVICE"]
         return replace(settings, **overrides) if overrides else settings

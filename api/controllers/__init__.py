@@ -3,8 +3,9 @@
 from api.controllers.assignments import AssignmentController
 from api.controllers.campaigns import CampaignController
 from api.controllers.health import health
+from api.controllers.metrics import metrics
 from api.controllers.reads import ReadController
 
-CONTROLLERS = [CampaignController, AssignmentController, ReadController, health]
+CONTROLLERS = [CampaignController, AssignmentController, ReadController, health, metrics]
 
 __all__ = ["CONTROLLERS"]

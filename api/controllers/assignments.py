@@ -11,9 +11,13 @@ from litestar import Controller, Request, Response, post
 from litestar.openapi.datastructures import ResponseSpec
 
 from api import schemas
-from api.auth import bearer
+from api.auth import bearer, rater_guard
 from api.controllers._body import strict_body
+from api.errors import error_responses
 from api.service import Service
+
+# a judgment is a few dozen bytes: a valid token never gets the service to buffer more
+JUDGMENT_MAX_BODY_BYTES = 1_024
 
 
 class AssignmentController(Controller):
@@ -31,7 +35,8 @@ class AssignmentController(Controller):
                 schemas.AssignmentOut,
                 description="nothing is left for this rater: assignment null, message why",
                 generate_examples=False,
-            )
+            ),
+            **error_responses(401, 403, 404, 429, 503),
         },
     )
     async def next_assignment(
@@ -46,12 +51,15 @@ class AssignmentController(Controller):
         "/assignments/{assignment_id:int}/judgment",
         operation_id="postJudgment",
         summary="Answer an assignment",
+        guards=[rater_guard],
+        request_max_body_size=JUDGMENT_MAX_BODY_BYTES,
         responses={
             200: ResponseSpec(
                 schemas.JudgmentOut,
                 description="the same answer again: one label, duplicate true",
                 generate_examples=False,
-            )
+            ),
+            **error_responses(400, 401, 404, 409, 410, 413, 415, 503),
         },
     )
     async def judgment(

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from litestar import Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from api import schemas
 from api.service import Service
 
 
-@get("/healthz", operation_id="health", tags=["health"], summary="Liveness and database check")
+@get(
+    "/healthz",
+    operation_id="health",
+    tags=["health"],
+    summary="Liveness and database check",
+    responses={
+        503: ResponseSpec(
+            schemas.Health, description="the database does not answer", generate_examples=False
+        )
+    },
+)
 async def health(service: Service) -> Response[schemas.Health]:
     """200 when the database answers, else 503."""
     ok = await service.healthy()

@@ -10,11 +10,11 @@ from litestar.params import Parameter
 
 from api import schemas
 from api.auth import admin_guard, bearer, is_admin
-from api.errors import Unauthorized
+from api.errors import Unauthorized, error_responses
 from api.export import MEDIA_TYPES, ExportFormat, ExportKind
-from api.service import DEFAULT_LEVEL, Service
+from api.service import DEFAULT_LEVEL, MAX_LEVEL, Service
 
-Level = Annotated[float, Parameter(gt=0, lt=1, description="central credible level")]
+Level = Annotated[float, Parameter(gt=0, le=MAX_LEVEL, description="central credible level")]
 
 
 class ReadController(Controller):
@@ -23,7 +23,12 @@ class ReadController(Controller):
     path = "/v1/campaigns/{campaign_id:int}"
     tags = ("results",)
 
-    @get("/leaderboard", operation_id="leaderboard", summary="Clips by posterior rank")
+    @get(
+        "/leaderboard",
+        operation_id="leaderboard",
+        summary="Clips by posterior rank",
+        responses=error_responses(400, 401, 404),
+    )
     async def leaderboard(
         self, campaign_id: int, request: Request, service: Service, level: Level = DEFAULT_LEVEL
     ) -> schemas.Leaderboard:
@@ -34,19 +39,37 @@ class ReadController(Controller):
             )
         return await service.leaderboard(campaign_id, level)
 
-    @get("/weights", operation_id="weights", summary="Criterion weights", guards=[admin_guard])
+    @get(
+        "/weights",
+        operation_id="weights",
+        summary="Criterion weights",
+        guards=[admin_guard],
+        responses=error_responses(400, 401, 404),
+    )
     async def weights(
         self, campaign_id: int, service: Service, level: Level = DEFAULT_LEVEL
     ) -> schemas.Weights:
         """The criterion weights with credible intervals, globally and per context."""
         return await service.weights(campaign_id, level)
 
-    @get("/progress", operation_id="progress", summary="Labels vs accuracy", guards=[admin_guard])
+    @get(
+        "/progress",
+        operation_id="progress",
+        summary="Labels vs accuracy",
+        guards=[admin_guard],
+        responses=error_responses(401, 404),
+    )
     async def progress(self, campaign_id: int, service: Service) -> schemas.Progress:
         """Points of labels against the expected Kendall tau of the ranking."""
         return await service.progress(campaign_id)
 
-    @get("/export", operation_id="export", summary="Export judgments", guards=[admin_guard])
+    @get(
+        "/export",
+        operation_id="export",
+        summary="Export judgments",
+        guards=[admin_guard],
+        responses=error_responses(400, 401, 404),
+    )
     async def export(
         self,
         campaign_id: int,

@@ -25,6 +25,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.app import create_app
+from api.server import uvicorn_config
 from api.settings import Settings
 
 SEED = 0
@@ -120,7 +121,8 @@ def serve(settings: Settings) -> Iterator[LiveServer]:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn_config(app, settings, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="live-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
