@@ -12,23 +12,50 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+from collections import defaultdict
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from sim.plots import plot_curves
 from sim.raters import RaterSpec
-from sim.report import format_labels, labels_needed, read_results, write_results
+from sim.report import format_labels, labels_needed, read_results, short_target, write_results
 from sim.runner import ReplaySpec, RunKey, Scenario, default_replay_path, run_many
 from sim.strategies import STRATEGIES
 from sim.worlds import SyntheticSpec
 
 app = typer.Typer(help="Simulate rating parties: strategies, worlds, label efficiency.")
 console = Console()
+DISTRIBUTION = "ratingparty"
+
+
+def package_version() -> str:
+    """The installed ratingparty version ("unknown" when run from an uninstalled tree)."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sim (ratingparty) {package_version()}")
+        raise typer.Exit()
+
+
+Version = Annotated[
+    bool,
+    typer.Option(
+        "--version", callback=_show_version, is_eager=True, help="print the version and exit"
+    ),
+]
 
 DEFAULT_JOBS = max(1, (os.cpu_count() or 2) - 1)
 DEFAULT_STRATEGIES = ("information_gain", "information_gain_no_rm", "random")
@@ -96,20 +123,42 @@ def _execute(
 
 
 def _print_summary(summary: list[dict]) -> None:
-    table = Table(title="labels to reach each target (mean [95 % CI]; x random + fixed fit)")
-    for column in ("scenario", "strategy", "scored by", "target", "labels", "x random"):
-        table.add_column(column, justify="right" if column in ("labels", "x random") else "left")
+    """One table per scenario (its name as the title, since sweep names run long), rows per
+    strategy, fit and target; the strategy column never wraps, so rows stay distinguishable
+    in an 80-column terminal."""
+    by_scenario: dict[str, list[dict]] = defaultdict(list)
     for row in summary:
-        ratio = row["ratio_to_random"]
-        table.add_row(
-            row["scenario"],
-            row["strategy"],
-            row["estimator"],
-            row["target"],
-            format_labels(row),
-            "-" if ratio != ratio else f"{ratio:.2f}",
+        by_scenario[row["scenario"]].append(row)
+    console.print(
+        Text(
+            "Labels to reach each target: mean [95 % CI] over repetitions ([n/a] below 3); "
+            "ratio: over what random pairs need with the fixed fit; >=: some repetitions "
+            "never reached the target."
         )
-    console.print(table)
+    )
+    for scenario, rows in by_scenario.items():
+        table = Table(title=scenario, box=box.SIMPLE_HEAD, pad_edge=False)
+        widest = max(len(str(row["strategy"])) for row in rows)
+        table.add_column("strategy", no_wrap=True, min_width=widest)
+        table.add_column("fit")
+        table.add_column("target", no_wrap=True)
+        table.add_column("labels [95 % CI]", justify="right", overflow="fold")
+        table.add_column("ratio", justify="right")
+        for row in rows:
+            ratio = row["ratio_to_random"]
+            table.add_row(
+                row["strategy"],
+                row["estimator"],
+                short_target(row["target"]),
+                Text(format_labels(row)),  # plain text: "[n/a]" is not markup
+                "-" if ratio != ratio else f"{ratio:.2f}",
+            )
+        console.print(table)
+
+
+@app.callback()
+def main(version: Version = False) -> None:
+    """Simulate rating parties: strategies, worlds, label efficiency."""
 
 
 def _synthetic_spec(**options: object) -> SyntheticSpec:
@@ -147,6 +196,7 @@ def run(
     address: Address = None,
     stop_at_targets: Stop = False,
     out: Out = Path("results/run"),
+    version: Version = False,
 ) -> None:
     """One synthetic world, several strategies, repetitions: a table, JSON and a PNG."""
     spec = _synthetic_spec(
@@ -209,6 +259,7 @@ def sweep(
     address: Address = None,
     stop_at_targets: Stop = False,
     out: Out = Path("results/sweep"),
+    version: Version = False,
 ) -> None:
     """A grid of synthetic settings, run in parallel local processes (or on a cluster)."""
     axes = _parse_grid(grid)
@@ -246,6 +297,7 @@ def replay(
     jobs: Jobs = 1,
     address: Address = None,
     out: Out = Path("results/replay"),
+    version: Version = False,
 ) -> None:
     """Recorded comparisons: strategies may only ask logged pairs and get logged answers.
     The truth is the MAP Thurstone fit of the whole log."""
@@ -276,6 +328,7 @@ def plot(
         "kendall_tau"
     ),
     out: Annotated[Path | None, typer.Option(help="PNG path; default beside the JSON")] = None,
+    version: Version = False,
 ) -> None:
     """Re-draw the curves of a results file (any metric) and re-print its table."""
     try:
