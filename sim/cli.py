@@ -1,7 +1,8 @@
 """The `sim` command line: run, sweep, replay, plot. Every command takes --seed and is
-deterministic for it on the CPU.
+deterministic for it on the CPU (except a run against a live service, whose engine chooses).
 
     sim run --n-items 100 --rm-corr 0.7 -s information_gain -s random --reps 3 --out results/run
+    sim run --n-items 40 --service http://127.0.0.1:8000 --key KEY --out results/service
     sim sweep --grid rm_correlation=0,0.7 --grid n_items=20,100 --jobs 4 --out results/sweep
     sim replay --reps 5 --out results/replay
     sim plot results/run.json --metric rmse
@@ -108,6 +109,21 @@ def _execute(
         records = run_many(
             keys, jobs=jobs, address=address, progress=lambda *_: progress.advance(task)
         )
+    _finish(scenarios, strategies, records, reps=reps, seed=seed, out=out, metric=metric)
+
+
+def _finish(
+    scenarios: list[Scenario],
+    strategies: list[str],
+    records: list[dict],
+    *,
+    reps: int,
+    seed: int,
+    out: Path,
+    metric: str = "kendall_tau",
+    extra: dict[str, object] | None = None,
+) -> None:
+    """Write PREFIX.json and PREFIX.png and print the table."""
     json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
     document = write_results(
         json_path,
@@ -115,11 +131,35 @@ def _execute(
         scenarios=[{**s.to_dict(), "truth": s.build(seed).truth} for s in scenarios],
         strategies=strategies,
         records=records,
-        extra={"reps": reps},
+        extra={"reps": reps, **(extra or {})},
     )
     plot_curves(records, png_path, metric)
     _print_summary(document["summary"])
     console.print(f"wrote {json_path} and {png_path}")
+
+
+def _execute_on_service(
+    scenario: Scenario, *, url: str, key: str | None, reps: int, seed: int, out: Path
+) -> None:
+    """Each repetition as a campaign of its own on the service at `url` (sim.service)."""
+    from client import Client, ServiceError  # only service runs need the HTTP client
+    from sim.service import STRATEGY, run_against_service
+
+    if not key:
+        raise typer.BadParameter("--service needs the admin key: --key or RATINGPARTY_ADMIN_KEY")
+    records: list[dict] = []
+    campaigns: list[int] = []
+    try:
+        with Client(url, key=key) as service:
+            for rep in range(reps):
+                campaign_id, rows = run_against_service(scenario, rep, seed, service)
+                console.print(f"rep {rep}: campaign {campaign_id} on {url}, {len(rows)} records")
+                campaigns.append(campaign_id)
+                records += rows
+    except ServiceError as error:
+        raise typer.BadParameter(f"--service {url}: {error}") from error
+    extra = {"service": {"url": url, "campaigns": campaigns}}
+    _finish([scenario], [STRATEGY], records, reps=reps, seed=seed, out=out, extra=extra)
 
 
 def _print_summary(summary: list[dict]) -> None:
@@ -196,9 +236,23 @@ def run(
     address: Address = None,
     stop_at_targets: Stop = False,
     out: Out = Path("results/run"),
+    service: Annotated[
+        str | None,
+        typer.Option(
+            help="run against a live service at this URL instead: its engine picks the pairs "
+            "and the world's raters answer (no -s, --jobs, --address)"
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(envvar="RATINGPARTY_ADMIN_KEY", help="the service's admin key"),
+    ] = None,
     version: Version = False,
 ) -> None:
-    """One synthetic world, several strategies, repetitions: a table, JSON and a PNG."""
+    """One synthetic world, several strategies, repetitions: a table, JSON and a PNG.
+
+    With --service URL the same world and raters run against a live service instead (a
+    campaign per repetition), through the Python client."""
     spec = _synthetic_spec(
         n_items=n_items,
         n_groups=groups,
@@ -216,6 +270,11 @@ def run(
         noise_spread=noise_spread,
     )
     scenario = Scenario(f"n{n_items}-rm{rm_corr:g}", spec, budget, every)
+    if service is not None:
+        if strategies:
+            raise typer.BadParameter("with --service the service picks the pairs: drop -s")
+        _execute_on_service(scenario, url=service, key=key, reps=reps, seed=seed, out=out)
+        return
     _execute(
         [scenario],
         _check_strategies(strategies),
