@@ -28,12 +28,12 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)  ## create .venv (if missing) and install the project with its test tools
 
 fmt: $(STAMP)  ## format the code
-	$(VENV)/bin/ruff format engine api sim benchmarks tests
-	$(VENV)/bin/ruff check --fix engine api sim benchmarks tests
+	$(VENV)/bin/ruff format engine api sim client benchmarks tests
+	$(VENV)/bin/ruff check --fix engine api sim client benchmarks tests
 
 lint: $(STAMP)  ## ruff check and format check
-	$(VENV)/bin/ruff check engine api sim benchmarks tests
-	$(VENV)/bin/ruff format --check engine api sim benchmarks tests
+	$(VENV)/bin/ruff check engine api sim client benchmarks tests
+	$(VENV)/bin/ruff format --check engine api sim client benchmarks tests
 
 test: $(STAMP) lint  ## lint, then run the whole test suite
 	$(PY) -m pytest

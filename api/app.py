@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if settings.demo:
                 from api.demo import seed_demo  # the demo's synthetic data comes from sim/
 
-                await seed_demo(service)
+                app.state.demo_campaign_id = await seed_demo(service)
             yield
         finally:
             await service.close()

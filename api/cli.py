@@ -1,7 +1,8 @@
 """`python -m api` (what `make serve` runs): start the service with uvicorn.
 
 Prints the admin key when it was generated just now (it is stored next to the database and
-never printed again), and a quick-start of curl lines.
+never printed again), a quick start of shell lines that make a campaign of their own, and,
+with --demo, which campaign the demo is.
 """
 
 from __future__ import annotations
@@ -11,30 +12,49 @@ import gc
 import os
 import sys
 from dataclasses import replace
+from functools import partial
+from importlib import metadata
+from typing import TYPE_CHECKING
 
 from api.logs import configure_logging
 from api.settings import Settings, key_file, load_or_create_admin_key
 
+if TYPE_CHECKING:
+    from litestar import Litestar
+
 QUICK_START = """\
 ratingparty is serving on {base}  (OpenAPI: {base}/schema, health: {base}/healthz)
-Quick start (KEY is the admin key{key_hint}):
-  curl -s -X POST {base}/v1/campaigns -H "Authorization: Bearer $KEY" \\
-    -H 'content-type: application/json' -d '{{"name": "party", "criteria": ["alignment"]}}'
-  curl -s -X POST {base}/v1/campaigns/1/clips -H "Authorization: Bearer $KEY" \\
-    -H 'content-type: application/json' -d '{{"clips": [
+Quick start (KEY is the admin key{key_hint}); it makes a campaign of its own, CID:
+  A="Authorization: Bearer $KEY"; J='content-type: application/json'
+  pick() {{ python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }}
+  CID=$(curl -s -X POST {base}/v1/campaigns -H "$A" -H "$J" \\
+    -d '{{"name": "party", "criteria": ["alignment"]}}' | pick '["id"]'); echo "campaign $CID"
+  curl -s -X POST {base}/v1/campaigns/$CID/clips -H "$A" -H "$J" -d '{{"clips": [
       {{"external_id": "a", "uri": "https://example.org/a.mp4", "group": "p1",
         "scores": {{"alignment": 0.8}}}},
       {{"external_id": "b", "uri": "https://example.org/b.mp4", "group": "p1",
         "scores": {{"alignment": null}}}}]}}'
-  curl -s -X POST {base}/v1/campaigns/1/raters -H "Authorization: Bearer $KEY" \\
-    -H 'content-type: application/json' -d '{{"name": "ann"}}'      # -> {{"token": ...}}
-  TOKEN=<the token above>
-  curl -s -X POST {base}/v1/campaigns/1/assignments -H "Authorization: Bearer $TOKEN"
-  curl -s -X POST {base}/v1/assignments/1/judgment -H "Authorization: Bearer $TOKEN" \\
-    -H 'content-type: application/json' -d '{{"choice": "left"}}'
-  curl -s {base}/v1/campaigns/1/leaderboard -H "Authorization: Bearer $KEY"
-Pages: {base}/dashboard/1?key=$KEY (its "New rater link" button opens {base}/rate/1?token=...)
+  TOKEN=$(curl -s -X POST {base}/v1/campaigns/$CID/raters -H "$A" -H "$J" \\
+    -d '{{"name": "ann"}}' | pick '["token"]')
+  AID=$(curl -s -X POST {base}/v1/campaigns/$CID/assignments \\
+    -H "Authorization: Bearer $TOKEN" | pick '["assignment"]["id"]')
+  curl -s -X POST {base}/v1/assignments/$AID/judgment -H "Authorization: Bearer $TOKEN" \\
+    -H "$J" -d '{{"choice": "left"}}'
+  curl -s {base}/v1/campaigns/$CID/leaderboard -H "$A"
+Pages: {base}/dashboard/$CID?key=$KEY (its "New rater link" button opens {base}/rate/$CID?token=...)
+From Python: the `client` package (Client, AsyncClient; docs/SERVICE.md).
 """
+DEMO_LINE = (
+    "Demo: campaign {id} is the demo ({n_clips} synthetic clips): {base}/dashboard/{id}?key=$KEY"
+)
+
+
+def package_version() -> str:
+    """The installed ratingparty version ("unknown" when run from an uninstalled tree)."""
+    try:
+        return metadata.version("ratingparty")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +77,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "more threads than free cores make torch's thread pool spin, 10-50x slower)",
     )
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     return parser.parse_args(argv)
 
 
@@ -92,9 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(args.log_level, secrets=[settings.admin_key])
     base = f"http://{args.host}:{args.port}"
     print(QUICK_START.format(base=base, key_hint=key_hint), file=sys.stdout, flush=True)
-    if settings.demo:
-        print("Demo: a campaign named 'demo' with 60 synthetic clips is seeded (once).", flush=True)
     app = create_app(settings)
+    if settings.demo:
+        app.on_startup.append(partial(_announce_demo, base=base))
     # Everything loaded so far (torch, Litestar, SQLAlchemy: ~275k objects) lives as long as the
     # process; frozen, the cyclic GC's full collections stop walking it (~150 ms each, paid by
     # whichever thread allocates, the event loop included).
@@ -110,4 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     uvicorn.Server(config).run()
 
 
-__all__ = ["main", "parse"]
+async def _announce_demo(app: Litestar, *, base: str) -> None:
+    """Name the demo campaign once the lifespan has seeded it (its id is whatever the database
+    gave it, not necessarily 1)."""
+    campaign = await app.state.service.get_campaign(app.state.demo_campaign_id)
+    print(DEMO_LINE.format(id=campaign.id, n_clips=campaign.n_clips, base=base), flush=True)
+
+
+__all__ = ["main", "package_version", "parse"]

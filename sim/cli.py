@@ -1,7 +1,8 @@
 """The `sim` command line: run, sweep, replay, plot. Every command takes --seed and is
-deterministic for it on the CPU.
+deterministic for it on the CPU (except a run against a live service, whose engine chooses).
 
     sim run --n-items 100 --rm-corr 0.7 -s information_gain -s random --reps 3 --out results/run
+    sim run --n-items 40 --service http://127.0.0.1:8000 --key KEY --out results/service
     sim sweep --grid rm_correlation=0,0.7 --grid n_items=20,100 --jobs 4 --out results/sweep
     sim replay --reps 5 --out results/replay
     sim plot results/run.json --metric rmse
@@ -12,23 +13,50 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+from collections import defaultdict
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from sim.plots import plot_curves
 from sim.raters import RaterSpec
-from sim.report import format_labels, labels_needed, read_results, write_results
+from sim.report import format_labels, labels_needed, read_results, short_target, write_results
 from sim.runner import ReplaySpec, RunKey, Scenario, default_replay_path, run_many
 from sim.strategies import STRATEGIES
 from sim.worlds import SyntheticSpec
 
 app = typer.Typer(help="Simulate rating parties: strategies, worlds, label efficiency.")
 console = Console()
+DISTRIBUTION = "ratingparty"
+
+
+def package_version() -> str:
+    """The installed ratingparty version ("unknown" when run from an uninstalled tree)."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sim (ratingparty) {package_version()}")
+        raise typer.Exit()
+
+
+Version = Annotated[
+    bool,
+    typer.Option(
+        "--version", callback=_show_version, is_eager=True, help="print the version and exit"
+    ),
+]
 
 DEFAULT_JOBS = max(1, (os.cpu_count() or 2) - 1)
 DEFAULT_STRATEGIES = ("information_gain", "information_gain_no_rm", "random")
@@ -81,6 +109,21 @@ def _execute(
         records = run_many(
             keys, jobs=jobs, address=address, progress=lambda *_: progress.advance(task)
         )
+    _finish(scenarios, strategies, records, reps=reps, seed=seed, out=out, metric=metric)
+
+
+def _finish(
+    scenarios: list[Scenario],
+    strategies: list[str],
+    records: list[dict],
+    *,
+    reps: int,
+    seed: int,
+    out: Path,
+    metric: str = "kendall_tau",
+    extra: dict[str, object] | None = None,
+) -> None:
+    """Write PREFIX.json and PREFIX.png and print the table."""
     json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
     document = write_results(
         json_path,
@@ -88,28 +131,74 @@ def _execute(
         scenarios=[{**s.to_dict(), "truth": s.build(seed).truth} for s in scenarios],
         strategies=strategies,
         records=records,
-        extra={"reps": reps},
+        extra={"reps": reps, **(extra or {})},
     )
     plot_curves(records, png_path, metric)
     _print_summary(document["summary"])
     console.print(f"wrote {json_path} and {png_path}")
 
 
+def _execute_on_service(
+    scenario: Scenario, *, url: str, key: str | None, reps: int, seed: int, out: Path
+) -> None:
+    """Each repetition as a campaign of its own on the service at `url` (sim.service)."""
+    from client import Client, ServiceError  # only service runs need the HTTP client
+    from sim.service import STRATEGY, run_against_service
+
+    if not key:
+        raise typer.BadParameter("--service needs the admin key: --key or RATINGPARTY_ADMIN_KEY")
+    records: list[dict] = []
+    campaigns: list[int] = []
+    try:
+        with Client(url, key=key) as service:
+            for rep in range(reps):
+                campaign_id, rows = run_against_service(scenario, rep, seed, service)
+                console.print(f"rep {rep}: campaign {campaign_id} on {url}, {len(rows)} records")
+                campaigns.append(campaign_id)
+                records += rows
+    except ServiceError as error:
+        raise typer.BadParameter(f"--service {url}: {error}") from error
+    extra = {"service": {"url": url, "campaigns": campaigns}}
+    _finish([scenario], [STRATEGY], records, reps=reps, seed=seed, out=out, extra=extra)
+
+
 def _print_summary(summary: list[dict]) -> None:
-    table = Table(title="labels to reach each target (mean [95 % CI]; x random + fixed fit)")
-    for column in ("scenario", "strategy", "scored by", "target", "labels", "x random"):
-        table.add_column(column, justify="right" if column in ("labels", "x random") else "left")
+    """One table per scenario (its name as the title, since sweep names run long), rows per
+    strategy, fit and target; the strategy column never wraps, so rows stay distinguishable
+    in an 80-column terminal."""
+    by_scenario: dict[str, list[dict]] = defaultdict(list)
     for row in summary:
-        ratio = row["ratio_to_random"]
-        table.add_row(
-            row["scenario"],
-            row["strategy"],
-            row["estimator"],
-            row["target"],
-            format_labels(row),
-            "-" if ratio != ratio else f"{ratio:.2f}",
+        by_scenario[row["scenario"]].append(row)
+    console.print(
+        Text(
+            "Labels to reach each target: mean [95 % CI] over repetitions ([n/a] below 3); "
+            "ratio: over what random pairs need with the fixed fit; >=: some repetitions "
+            "never reached the target."
         )
-    console.print(table)
+    )
+    for scenario, rows in by_scenario.items():
+        table = Table(title=scenario, box=box.SIMPLE_HEAD, pad_edge=False)
+        widest = max(len(str(row["strategy"])) for row in rows)
+        table.add_column("strategy", no_wrap=True, min_width=widest)
+        table.add_column("fit")
+        table.add_column("target", no_wrap=True)
+        table.add_column("labels [95 % CI]", justify="right", overflow="fold")
+        table.add_column("ratio", justify="right")
+        for row in rows:
+            ratio = row["ratio_to_random"]
+            table.add_row(
+                row["strategy"],
+                row["estimator"],
+                short_target(row["target"]),
+                Text(format_labels(row)),  # plain text: "[n/a]" is not markup
+                "-" if ratio != ratio else f"{ratio:.2f}",
+            )
+        console.print(table)
+
+
+@app.callback()
+def main(version: Version = False) -> None:
+    """Simulate rating parties: strategies, worlds, label efficiency."""
 
 
 def _synthetic_spec(**options: object) -> SyntheticSpec:
@@ -147,8 +236,23 @@ def run(
     address: Address = None,
     stop_at_targets: Stop = False,
     out: Out = Path("results/run"),
+    service: Annotated[
+        str | None,
+        typer.Option(
+            help="run against a live service at this URL instead: its engine picks the pairs "
+            "and the world's raters answer (no -s, --jobs, --address)"
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(envvar="RATINGPARTY_ADMIN_KEY", help="the service's admin key"),
+    ] = None,
+    version: Version = False,
 ) -> None:
-    """One synthetic world, several strategies, repetitions: a table, JSON and a PNG."""
+    """One synthetic world, several strategies, repetitions: a table, JSON and a PNG.
+
+    With --service URL the same world and raters run against a live service instead (a
+    campaign per repetition), through the Python client."""
     spec = _synthetic_spec(
         n_items=n_items,
         n_groups=groups,
@@ -166,6 +270,11 @@ def run(
         noise_spread=noise_spread,
     )
     scenario = Scenario(f"n{n_items}-rm{rm_corr:g}", spec, budget, every)
+    if service is not None:
+        if strategies:
+            raise typer.BadParameter("with --service the service picks the pairs: drop -s")
+        _execute_on_service(scenario, url=service, key=key, reps=reps, seed=seed, out=out)
+        return
     _execute(
         [scenario],
         _check_strategies(strategies),
@@ -209,6 +318,7 @@ def sweep(
     address: Address = None,
     stop_at_targets: Stop = False,
     out: Out = Path("results/sweep"),
+    version: Version = False,
 ) -> None:
     """A grid of synthetic settings, run in parallel local processes (or on a cluster)."""
     axes = _parse_grid(grid)
@@ -246,6 +356,7 @@ def replay(
     jobs: Jobs = 1,
     address: Address = None,
     out: Out = Path("results/replay"),
+    version: Version = False,
 ) -> None:
     """Recorded comparisons: strategies may only ask logged pairs and get logged answers.
     The truth is the MAP Thurstone fit of the whole log."""
@@ -276,6 +387,7 @@ def plot(
         "kendall_tau"
     ),
     out: Annotated[Path | None, typer.Option(help="PNG path; default beside the JSON")] = None,
+    version: Version = False,
 ) -> None:
     """Re-draw the curves of a results file (any metric) and re-print its table."""
     try:

@@ -5,6 +5,10 @@ reach each target in `sim.runner.TARGETS`, mean and 95 % interval over repetitio
 ratio to what random pairs scored by the fixed estimator need (what a classic study spends).
 Repetitions share their world across strategies (same seed), so ratios are also given paired,
 per repetition.
+
+Intervals are percentile-bootstrap intervals of the mean, so they stay inside the range the
+values can take (a label count is never negative, a Kendall tau never above 1), and are NaN
+(printed "n/a") below `MIN_REPS_FOR_INTERVAL` repetitions, where no interval is worth showing.
 """
 
 from __future__ import annotations
@@ -19,21 +23,36 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import t as student_t
 
 from sim.runner import TARGETS, labels_to_target
 
 BASELINE = ("random", "fixed")  # (strategy, estimator) every ratio divides by
+SHORT_METRICS = {"kendall_tau": "tau"}
+INTERVAL_LEVEL = 0.95
+# From two values the bootstrap has three distinct means and a Student-t interval is +-9 sd
+# wide, well below zero labels: neither says anything a reader can use.
+MIN_REPS_FOR_INTERVAL = 3
+BOOTSTRAP_RESAMPLES = 4000
+BOOTSTRAP_SEED = 0  # fixed, so the same records always give the same table
 
 
-def _interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean and 95 % Student-t interval of the mean (NaN interval for one value)."""
+def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and 95 % percentile-bootstrap interval of the mean.
+
+    `[q_2.5, q_97.5]` of the means of `BOOTSTRAP_RESAMPLES` resamples drawn with replacement.
+    Every resampled mean lies in `[min(values), max(values)]`, so the interval never leaves the
+    range the values can take. NaN interval below `MIN_REPS_FOR_INTERVAL` values.
+    """
     array = np.asarray(values, dtype=float)
     mean = float(array.mean())
-    if array.size < 2:
+    if array.size < MIN_REPS_FOR_INTERVAL:
         return mean, math.nan, math.nan
-    half = float(student_t.ppf(0.975, array.size - 1) * array.std(ddof=1) / math.sqrt(array.size))
-    return mean, mean - half, mean + half
+    generator = np.random.default_rng(BOOTSTRAP_SEED)
+    picks = generator.integers(array.size, size=(BOOTSTRAP_RESAMPLES, array.size))
+    means = array[picks].mean(axis=1)
+    tail = (1 - INTERVAL_LEVEL) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return mean, float(low), float(high)
 
 
 def _series(records: Iterable[dict]) -> dict[tuple, list[dict]]:
@@ -71,10 +90,10 @@ def labels_needed(records: Iterable[dict]) -> list[dict[str, object]]:
     for (scenario, strategy, estimator, target), reps in sorted(per_rep.items()):
         baseline = per_rep.get((scenario, *BASELINE, target), {})
         values = [reps[r][0] for r in sorted(reps)]
-        mean, low, high = _interval(values)
+        mean, low, high = mean_interval(values)
         base_mean = np.mean([v for v, _ in baseline.values()]) if baseline else math.nan
         paired = [reps[r][0] / baseline[r][0] for r in sorted(reps) if r in baseline]
-        ratio_mean, ratio_low, ratio_high = _interval(paired) if paired else (math.nan,) * 3
+        ratio_mean, ratio_low, ratio_high = mean_interval(paired) if paired else (math.nan,) * 3
         rows.append(
             {
                 "scenario": scenario,
@@ -111,7 +130,7 @@ def paired_ratio(
     theirs = per_rep.get((scenario, reference, estimator, target), {})
     shared = sorted(set(mine) & set(theirs))
     ratios = [mine[r][0] / theirs[r][0] for r in shared]
-    mean, low, high = _interval(ratios) if ratios else (math.nan,) * 3
+    mean, low, high = mean_interval(ratios) if ratios else (math.nan,) * 3
     return {
         "scenario": scenario,
         "strategy": strategy,
@@ -146,7 +165,7 @@ def curves(records: Iterable[dict], metric: str) -> dict[tuple, dict[str, np.nda
             at = np.array([label for label, _ in run])
             last = np.searchsorted(at, labels, side="right") - 1
             values[r] = np.array([value for _, value in run])[np.maximum(last, 0)]
-        stats = np.array([_interval(values[:, k]) for k in range(len(labels))]).reshape(-1, 3)
+        stats = np.array([mean_interval(values[:, k]) for k in range(len(labels))]).reshape(-1, 3)
         result[key] = {
             "labels": np.array(labels),
             "mean": stats[:, 0],
@@ -221,20 +240,30 @@ def read_results(path: Path) -> dict[str, object]:
 
 
 def format_labels(row: dict[str, object]) -> str:
-    """'1234 [1100, 1370]', with '>=' when some repetitions never reached the target."""
+    """'1234 [1100, 1370]', with '>=' when some repetitions never reached the target and
+    '[n/a]' when there were too few repetitions for an interval."""
     mean, low, high = row["labels_mean"], row["labels_ci_low"], row["labels_ci_high"]
     prefix = ">=" if row["censored"] else ""
-    band = "" if math.isnan(low) else f" [{low:.0f}, {high:.0f}]"
+    band = " [n/a]" if math.isnan(low) else f" [{low:.0f}, {high:.0f}]"
     return f"{prefix}{mean:.0f}{band}"
+
+
+def short_target(target: str) -> str:
+    """A target as a narrow table shows it: 'kendall_tau >= 0.9' -> 'tau >= 0.9'."""
+    metric, _, rest = target.partition(" ")
+    return f"{SHORT_METRICS.get(metric, metric)} {rest}"
 
 
 __all__ = [
     "BASELINE",
+    "MIN_REPS_FOR_INTERVAL",
     "curves",
     "format_labels",
     "labels_needed",
+    "mean_interval",
     "paired_ratio",
     "provenance",
     "read_results",
+    "short_target",
     "write_results",
 ]

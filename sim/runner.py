@@ -119,8 +119,13 @@ def derive_seed(*parts: int | str) -> int:
     return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-class _Scorer:
-    """Keeps both estimators' inputs up to date and scores them against the truth."""
+class Scorer:
+    """Keeps both estimators' inputs up to date and scores them against the truth.
+
+    Args:
+        world: the truth and the problem.
+        seed: draws the held-out pairs of the log loss.
+    """
 
     def __init__(self, world: World, seed: int) -> None:
         problem = world.problem
@@ -234,7 +239,7 @@ def _run(key: RunKey) -> list[dict[str, object]]:
     world_seed = derive_seed(key.seed, scenario.name, key.rep)
     world = scenario.build(world_seed)
     strategy = make_strategy(key.strategy, world.problem, derive_seed(world_seed, key.strategy))
-    scorer = _Scorer(world, derive_seed(world_seed, "held-out"))
+    scorer = Scorer(world, derive_seed(world_seed, "held-out"))
     rng = np.random.default_rng(derive_seed(world_seed, key.strategy, "answers"))
     problem = world.problem
     slot = np.full((problem.n_items, problem.n_items), -1, dtype=np.int64)
@@ -368,6 +373,7 @@ __all__ = [
     "ReplaySpec",
     "RunKey",
     "Scenario",
+    "Scorer",
     "default_replay_path",
     "derive_seed",
     "labels_to_target",

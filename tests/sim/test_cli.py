@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,33 @@ def test_same_seed_same_records_in_process_and_in_workers(tmp_path: Path) -> Non
     first = _records_without_timing(tmp_path / "a.json")
     assert first == _records_without_timing(tmp_path / "b.json")
     assert first != _records_without_timing(tmp_path / "c.json")
+
+
+def test_the_table_fits_80_columns_and_tells_every_strategy_apart(tmp_path: Path) -> None:
+    # three strategies that share their first 16 characters, two repetitions
+    strategies = ("information_gain", "information_gain_no_rm", "information_gain_reliable")
+    args = ["run", "--n-items", "10", "--groups", "2", "--contexts", "2", *TINY]
+    for name in strategies:
+        args += ["-s", name]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for name in strategies:
+        # 2 fits x 2 targets, each a row that starts with the whole name
+        rows = [line for line in lines if line.split()[:1] == [name]]
+        assert len(rows) == 4, result.output
+    # two repetitions: no interval at all rather than one that runs below zero labels
+    table = [line for line in lines if line.split()[:1] and line.split()[0] in strategies]
+    assert all("[n/a]" in line for line in table)
+    assert not re.search(r"\[-\d", result.output)
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["sweep"], ["replay"], ["plot"]])
+def test_version_on_every_command(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"sim (ratingparty) {metadata.version('ratingparty')}"
 
 
 def test_replay_and_plot_commands(tmp_path: Path) -> None:

@@ -1,0 +1,377 @@
+"""`Client` (blocking) and `AsyncClient` (asyncio) for the ratingparty service.
+
+Both send the calls of `client.calls` and differ only in how they wait; every method returns
+the dataclass of `client.models` for the answer, or raises a `client.errors.ServiceError`
+carrying the service's status and message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, Iterable
+from importlib import metadata
+from typing import Any, Literal, TypeVar
+
+import httpx
+
+from client import calls, models
+from client.calls import Call, Choice, ClipLike, Credentials, ExportFormat, ExportKind, RetryPolicy
+from client.errors import Unreachable
+
+T = TypeVar("T")
+DEFAULT_LEVEL = 0.9
+DEFAULT_BATCH = 1000  # clips per request when streaming; the service takes up to 5,000
+
+
+def _user_agent() -> str:
+    try:
+        version = metadata.version("ratingparty")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"ratingparty-client/{version}"
+
+
+class Client:
+    """A blocking client.
+
+    Args:
+        base_url: where the service listens, e.g. "http://127.0.0.1:8000".
+        key: the admin key (campaigns, clips, raters, reads, export).
+        token: a rater's token (assignments and judgments); see also `for_rater`.
+        timeout: seconds per request.
+        retry: how often and how long to retry where it is safe (`client.calls`).
+        transport: an httpx transport (tests, proxies); ignored when `http` is given.
+        http: an httpx.Client to send through (not closed by this client).
+
+    Use it as a context manager, or call `close()`, to release its connections.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        key: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.credentials = Credentials(key, token)
+        self.retry = retry or RetryPolicy()
+        self._owns_http = http is None
+        self.http = http or httpx.Client(
+            base_url=base_url,
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": _user_agent()},
+        )
+
+    def for_rater(self, token: str) -> Client:
+        """A client acting as the rater with `token`, sharing this one's connections."""
+        return Client(http=self.http, token=token, retry=self.retry)
+
+    def close(self) -> None:
+        """Close the connections (when this client opened them)."""
+        if self._owns_http:
+            self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def run(self, call: Call[T]) -> T:
+        """Send a call, retrying where its `Retry` allows, and read its answer.
+
+        Raises:
+            ServiceError: the service's answer was an error (the subclass for its status).
+            Unreachable: no answer came back, after the retries the call allows.
+        """
+        attempt = 0
+        while True:
+            request = calls.build_request(self.http, call, self.credentials)
+            try:
+                response = self.http.send(request)
+            except httpx.TransportError as error:
+                delay = calls.retry_delay(call, self.retry, attempt, error=error)
+                if delay is None:
+                    message = calls.unreachable_message(call, error, attempt + 1)
+                    raise Unreachable(None, message) from error
+            else:
+                delay = calls.retry_delay(call, self.retry, attempt, response=response)
+                if delay is None:
+                    return calls.result(call, response)
+            attempt += 1
+            time.sleep(delay)
+
+    # service ---------------------------------------------------------------------------------
+
+    def health(self) -> models.Health:
+        """Whether the process and its database are up."""
+        return self.run(calls.health())
+
+    # campaigns (admin key) -------------------------------------------------------------------
+
+    def create_campaign(
+        self,
+        name: str,
+        *,
+        criteria: list[str] | None = None,
+        pair_scope: Literal["group", "any"] = "group",
+        ties: bool = True,
+        emoji_levels: int | None = None,
+        lease_seconds: float = 120.0,
+    ) -> models.Campaign:
+        """A new campaign (criteria default to the service's five reward-model criteria)."""
+        return self.run(
+            calls.create_campaign(
+                name,
+                criteria=criteria,
+                pair_scope=pair_scope,
+                ties=ties,
+                emoji_levels=emoji_levels,
+                lease_seconds=lease_seconds,
+            )
+        )
+
+    def campaigns(self) -> list[models.Campaign]:
+        """Every campaign with its counts."""
+        return self.run(calls.list_campaigns())
+
+    def campaign(self, campaign_id: int) -> models.Campaign:
+        """One campaign with its counts."""
+        return self.run(calls.get_campaign(campaign_id))
+
+    def add_clips(self, campaign_id: int, clips: Iterable[ClipLike]) -> models.ClipsAdded:
+        """Add clips in one request: all of them, or none (the error says why)."""
+        return self.run(calls.add_clips(campaign_id, [calls.clip_body(c) for c in clips]))
+
+    def stream_clips(
+        self, campaign_id: int, clips: Iterable[ClipLike], *, batch_size: int = DEFAULT_BATCH
+    ) -> models.ClipsAdded:
+        """Add clips read lazily from any iterable, `batch_size` per request; each batch is
+        all or nothing, and the batches before a failed one stay added."""
+        parts = [
+            self.run(calls.add_clips(campaign_id, batch))
+            for batch in calls.batches(clips, batch_size)
+        ]
+        return calls.merge(parts)
+
+    def register_rater(self, campaign_id: int, name: str | None = None) -> models.RaterCreated:
+        """A new rater and their token (shown only now)."""
+        return self.run(calls.register_rater(campaign_id, name))
+
+    # rating (rater token) --------------------------------------------------------------------
+
+    def next_assignment(self, campaign_id: int) -> models.AssignmentOut:
+        """The rater's next task under a lease, or `assignment=None` and the message why."""
+        return self.run(calls.next_assignment(campaign_id))
+
+    def judge(
+        self, assignment_id: int, choice: Choice | None = None, *, level: int | None = None
+    ) -> models.JudgmentOut:
+        """Answer an assignment with a choice or an emoji level (retried safely: the same
+        answer twice is one label)."""
+        return self.run(calls.judge(assignment_id, choice, level))
+
+    # reads -----------------------------------------------------------------------------------
+
+    def leaderboard(self, campaign_id: int, level: float = DEFAULT_LEVEL) -> models.Leaderboard:
+        """Clips best first with credible intervals (admin key or a rater of the campaign)."""
+        return self.run(calls.leaderboard(campaign_id, level))
+
+    def weights(self, campaign_id: int, level: float = DEFAULT_LEVEL) -> models.Weights:
+        """Criterion weights with credible intervals, globally and per context."""
+        return self.run(calls.weights(campaign_id, level))
+
+    def raters(self, campaign_id: int) -> list[models.RaterStats]:
+        """Labels, learned noise, keep probability and flags per rater."""
+        return self.run(calls.raters(campaign_id))
+
+    def progress(self, campaign_id: int) -> list[models.ProgressPoint]:
+        """Labels against the expected Kendall tau of the ranking, over time."""
+        return self.run(calls.progress(campaign_id))
+
+    def export(
+        self,
+        campaign_id: int,
+        kind: ExportKind = "judgments",
+        export_format: ExportFormat = "csv",
+    ) -> str:
+        """Every judgment (or the preference pairs) as CSV or JSON lines."""
+        return self.run(calls.export(campaign_id, kind, export_format))
+
+
+class AsyncClient:
+    """The asyncio twin of `Client`: the same methods, awaited.
+
+    Args:
+        base_url, key, token, timeout, retry: as for `Client`.
+        transport: an httpx async transport (e.g. `httpx.ASGITransport(app)` in process).
+        http: an httpx.AsyncClient to send through (not closed by this client).
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        key: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.credentials = Credentials(key, token)
+        self.retry = retry or RetryPolicy()
+        self._owns_http = http is None
+        self.http = http or httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": _user_agent()},
+        )
+
+    def for_rater(self, token: str) -> AsyncClient:
+        """A client acting as the rater with `token`, sharing this one's connections."""
+        return AsyncClient(http=self.http, token=token, retry=self.retry)
+
+    async def aclose(self) -> None:
+        """Close the connections (when this client opened them)."""
+        if self._owns_http:
+            await self.http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def run(self, call: Call[T]) -> T:
+        """`Client.run`, awaited."""
+        attempt = 0
+        while True:
+            request = calls.build_request(self.http, call, self.credentials)
+            try:
+                response = await self.http.send(request)
+            except httpx.TransportError as error:
+                delay = calls.retry_delay(call, self.retry, attempt, error=error)
+                if delay is None:
+                    message = calls.unreachable_message(call, error, attempt + 1)
+                    raise Unreachable(None, message) from error
+            else:
+                delay = calls.retry_delay(call, self.retry, attempt, response=response)
+                if delay is None:
+                    return calls.result(call, response)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def health(self) -> models.Health:
+        """Whether the process and its database are up."""
+        return await self.run(calls.health())
+
+    async def create_campaign(
+        self,
+        name: str,
+        *,
+        criteria: list[str] | None = None,
+        pair_scope: Literal["group", "any"] = "group",
+        ties: bool = True,
+        emoji_levels: int | None = None,
+        lease_seconds: float = 120.0,
+    ) -> models.Campaign:
+        """A new campaign (criteria default to the service's five reward-model criteria)."""
+        return await self.run(
+            calls.create_campaign(
+                name,
+                criteria=criteria,
+                pair_scope=pair_scope,
+                ties=ties,
+                emoji_levels=emoji_levels,
+                lease_seconds=lease_seconds,
+            )
+        )
+
+    async def campaigns(self) -> list[models.Campaign]:
+        """Every campaign with its counts."""
+        return await self.run(calls.list_campaigns())
+
+    async def campaign(self, campaign_id: int) -> models.Campaign:
+        """One campaign with its counts."""
+        return await self.run(calls.get_campaign(campaign_id))
+
+    async def add_clips(self, campaign_id: int, clips: Iterable[ClipLike]) -> models.ClipsAdded:
+        """Add clips in one request: all of them, or none (the error says why)."""
+        return await self.run(calls.add_clips(campaign_id, [calls.clip_body(c) for c in clips]))
+
+    async def stream_clips(
+        self,
+        campaign_id: int,
+        clips: Iterable[ClipLike] | AsyncIterable[ClipLike],
+        *,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> models.ClipsAdded:
+        """`Client.stream_clips`, also from an async iterable."""
+        parts = []
+        if isinstance(clips, AsyncIterable):
+            batch: list[Any] = []
+            async for clip in clips:
+                batch.append(calls.clip_body(clip))
+                if len(batch) >= batch_size:
+                    parts.append(await self.run(calls.add_clips(campaign_id, batch)))
+                    batch = []
+            if batch:
+                parts.append(await self.run(calls.add_clips(campaign_id, batch)))
+        else:
+            for batch in calls.batches(clips, batch_size):
+                parts.append(await self.run(calls.add_clips(campaign_id, batch)))
+        return calls.merge(parts)
+
+    async def register_rater(
+        self, campaign_id: int, name: str | None = None
+    ) -> models.RaterCreated:
+        """A new rater and their token (shown only now)."""
+        return await self.run(calls.register_rater(campaign_id, name))
+
+    async def next_assignment(self, campaign_id: int) -> models.AssignmentOut:
+        """The rater's next task under a lease, or `assignment=None` and the message why."""
+        return await self.run(calls.next_assignment(campaign_id))
+
+    async def judge(
+        self, assignment_id: int, choice: Choice | None = None, *, level: int | None = None
+    ) -> models.JudgmentOut:
+        """Answer an assignment (retried safely: the same answer twice is one label)."""
+        return await self.run(calls.judge(assignment_id, choice, level))
+
+    async def leaderboard(
+        self, campaign_id: int, level: float = DEFAULT_LEVEL
+    ) -> models.Leaderboard:
+        """Clips best first with credible intervals (admin key or a rater of the campaign)."""
+        return await self.run(calls.leaderboard(campaign_id, level))
+
+    async def weights(self, campaign_id: int, level: float = DEFAULT_LEVEL) -> models.Weights:
+        """Criterion weights with credible intervals, globally and per context."""
+        return await self.run(calls.weights(campaign_id, level))
+
+    async def raters(self, campaign_id: int) -> list[models.RaterStats]:
+        """Labels, learned noise, keep probability and flags per rater."""
+        return await self.run(calls.raters(campaign_id))
+
+    async def progress(self, campaign_id: int) -> list[models.ProgressPoint]:
+        """Labels against the expected Kendall tau of the ranking, over time."""
+        return await self.run(calls.progress(campaign_id))
+
+    async def export(
+        self,
+        campaign_id: int,
+        kind: ExportKind = "judgments",
+        export_format: ExportFormat = "csv",
+    ) -> str:
+        """Every judgment (or the preference pairs) as CSV or JSON lines."""
+        return await self.run(calls.export(campaign_id, kind, export_format))
+
+
+__all__ = ["DEFAULT_BATCH", "AsyncClient", "Client"]

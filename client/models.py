@@ -1,0 +1,218 @@
+"""What the service returns, as typed dataclasses (the shapes of `api/schemas.py`).
+
+The service may add response fields, never rename them; decoding ignores fields it does not
+know, so an older client keeps working against a newer service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A campaign and its counts."""
+
+    id: int
+    name: str
+    criteria: list[str]
+    pair_scope: str
+    ties: bool
+    emoji_levels: int | None
+    lease_seconds: float
+    n_clips: int
+    n_raters: int
+    n_judgments: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NewClip:
+    """A clip to add: `scores` maps criterion -> reward-model score (None = missing)."""
+
+    external_id: str
+    uri: str
+    group: str | None = None
+    context: str | None = None
+    scores: dict[str, float | None] | None = None
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """The service's id of an added clip."""
+
+    id: int
+    external_id: str
+
+
+@dataclass(frozen=True)
+class ClipsAdded:
+    """Clips added by one call (or by every batch of a stream), in the order given."""
+
+    added: int
+    clips: list[ClipRef]
+
+
+@dataclass(frozen=True)
+class RaterCreated:
+    """A registered rater and their token (the service keeps only its hash)."""
+
+    id: int
+    name: str | None
+    token: str
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A clip as an assignment shows it."""
+
+    id: int
+    external_id: str
+    uri: str
+    group: str | None
+    context: str | None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A task under a lease: a pair (`right` set) or one clip to rate on the emoji scale."""
+
+    id: int
+    kind: Literal["pair", "rating"]
+    left: Clip
+    right: Clip | None
+    expires_at: datetime
+    lease_seconds: float
+    choices: list[str]
+    emoji_levels: int | None
+
+
+@dataclass(frozen=True)
+class AssignmentOut:
+    """The next assignment, or None and the service's message saying why there is none."""
+
+    assignment: Assignment | None
+    message: str | None
+
+
+@dataclass(frozen=True)
+class JudgmentOut:
+    """A recorded answer; `duplicate` when the service had it already (a retried post)."""
+
+    assignment_id: int
+    judgment_id: int
+    choice: str | None
+    level: int | None
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class LeaderboardClip:
+    """One clip of the leaderboard: posterior mean, sd, credible interval, rank, labels."""
+
+    id: int
+    external_id: str
+    uri: str
+    group: str | None
+    context: str | None
+    mean: float
+    sd: float
+    lower: float
+    upper: float
+    rank: int
+    labels: int
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """Clips best first, and the expected Kendall tau of the ranking."""
+
+    campaign_id: int
+    n_judgments: int
+    level: float
+    expected_kendall_tau: float | None
+    clips: list[LeaderboardClip]
+
+
+@dataclass(frozen=True)
+class Weight:
+    """One criterion weight with its credible interval."""
+
+    criterion: str
+    mean: float
+    sd: float
+    lower: float
+    upper: float
+
+
+@dataclass(frozen=True)
+class ContextWeights:
+    """The weights in one context (prompt category)."""
+
+    context: str
+    weights: list[Weight]
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Criterion weights, globally (`global` on the wire) and per context."""
+
+    criteria: list[str]
+    level: float
+    global_: list[Weight]
+    contexts: list[ContextWeights]
+
+
+@dataclass(frozen=True)
+class RaterStats:
+    """A rater's labels, learned noise, keep probability and flag."""
+
+    id: int
+    name: str | None
+    labels: int
+    skips: int
+    noise_sd: float
+    keep_probability: float
+    probability_random: float | None
+    flagged: bool
+
+
+@dataclass(frozen=True)
+class ProgressPoint:
+    """Labels so far against the expected Kendall tau of the ranking."""
+
+    labels: int
+    expected_kendall_tau: float | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether the process and its database are up."""
+
+    status: str
+    database: str
+    campaigns_loaded: int
+
+
+__all__ = [
+    "Assignment",
+    "AssignmentOut",
+    "Campaign",
+    "Clip",
+    "ClipRef",
+    "ClipsAdded",
+    "ContextWeights",
+    "Health",
+    "JudgmentOut",
+    "Leaderboard",
+    "LeaderboardClip",
+    "NewClip",
+    "ProgressPoint",
+    "RaterCreated",
+    "RaterStats",
+    "Weight",
+    "Weights",
+]
