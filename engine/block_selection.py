@@ -367,7 +367,7 @@ def select_block_pairs(
         NoEligibleTaskError: when no eligible pair is left for this rater.
     """
     options = options or SelectionOptions()
-    objective, rule = OBJECTIVES[options.objective], RULES[options.rule]
+    objective = OBJECTIVES[options.objective]
     allowed = None
     if excluded_items is not None and excluded_items.numel():
         allowed = allowed_items(posterior.n_items, excluded_items, posterior.group.device)
@@ -403,11 +403,47 @@ def select_block_pairs(
             tolerance=tolerance,
             screen=objective.screen,
         )
+    return choose_block_pairs(
+        posterior,
+        first,
+        second,
+        pending=pending,
+        shrink=shrink,
+        count=count,
+        noise_var=noise_var,
+        pair_cuts=pair_cuts,
+        keep=keep,
+        options=options,
+        generator=generator,
+    )
+
+
+def choose_block_pairs(
+    posterior: GroupedPosterior,
+    first: Tensor,
+    second: Tensor,
+    *,
+    pending: Pending | None,
+    shrink: BlockShrink | None,
+    count: int,
+    noise_var: float,
+    pair_cuts: Tensor,
+    keep: float,
+    options: SelectionOptions,
+    generator: torch.Generator | None,
+) -> list[PairChoice]:
+    """The batch from screened candidates (first, second): their joint Gaussian with the
+    pending tasks', exact gains, one believer step per pick (MATH.md §3-4).
+
+    Raises:
+        NoEligibleTaskError: no candidate.
+    """
     if first.numel() == 0:
         raise NoEligibleTaskError(
             "no eligible pair is left for this rater (pairing scope, excluded clips and "
             "pairs already judged leave none)"
         )
+    objective, rule = OBJECTIVES[options.objective], RULES[options.rule]
     n_pending = 0 if pending is None else len(pending)
     all_first = first if pending is None else torch.cat((pending.first, first))
     all_second = second if pending is None else torch.cat((pending.second, second))
@@ -489,6 +525,7 @@ def select_block_rating(
 
 __all__ = [
     "GroupScreen",
+    "choose_block_pairs",
     "pair_positions",
     "screen_block_pairs",
     "select_block_pairs",

@@ -55,7 +55,7 @@ DEFAULT_CRITERIA = (
     "bias_fairness",
 )  # MJ-VIDEO's five reward-model criteria
 PairScope = Literal["any", "group"]
-Structure = Literal["dense", "blocks"]
+Structure = Literal["dense", "blocks", "factorised"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,10 @@ class CampaignConfig:
             (any scope, O(n^2) memory), or "blocks", prompt blocks plus the weight border
             (docs/MATH.md §6: the same posterior, O(n) memory, a label costs O(prompt +
             weights); needs pair_scope="group", one context per prompt, and comparisons
-            within a prompt).
+            within a prompt), or "factorised", the block form that also takes comparisons
+            across prompts, approximately (each prompt independent of the others given the
+            weights, docs/MATH.md §6): pair_scope="any" past the dense form's limit, with
+            candidates from neighbours in posterior-mean order (engine.neighbours).
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -257,11 +260,12 @@ class Campaign:
         if limit is not None and start + n_new > limit:
             raise ValueError(
                 f"a campaign kept dense holds at most {limit:,} clips (its covariance is "
-                f"n x n); for more, pair clips within prompts and keep it in blocks: "
-                'CampaignConfig(pair_scope="group", structure="blocks")'
+                f"n x n); for more, pair clips within prompts and keep it in blocks, exactly: "
+                'CampaignConfig(pair_scope="group", structure="blocks"), or pair any clips '
+                'with an approximate posterior: CampaignConfig(structure="factorised")'
             )
         batch = self._clips.plan(
-            raw, contexts, groups, one_context_per_group=self.config.structure == "blocks"
+            raw, contexts, groups, one_context_per_group=self.config.structure != "dense"
         )
         # Validated: commit.
         previous_contexts = self._clips.n_contexts

@@ -138,7 +138,7 @@ class ClipRegistry:
             elif group_context[g] != c and one_context_per_group:
                 raise ValueError(
                     "every clip of a prompt group must share its context in a campaign kept "
-                    'in blocks (structure="blocks")'
+                    'in blocks (structure="blocks" or "factorised")'
                 )
         long = {"dtype": torch.long, "device": self.device}
         return ClipBatch(

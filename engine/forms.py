@@ -17,6 +17,7 @@ from torch import Tensor
 
 from engine.block_selection import GroupScreen, select_block_pairs, select_block_rating
 from engine.ep import Refinement, ep_refine
+from engine.neighbours import select_neighbour_pairs
 from engine.objectives import OBJECTIVES, outcome_probabilities
 from engine.scope import GroupBlocks, group_blocks, scope_pairs
 from engine.selection import (
@@ -350,8 +351,9 @@ class BlockForm:
         # by rater noise and objective, oldest first
         self._screens: dict[tuple[float, str], GroupScreen] = {}
 
-    @staticmethod
+    @classmethod
     def prior(
+        cls,
         n_criteria: int,
         scales: PriorScales,
         n_contexts: int,
@@ -360,7 +362,7 @@ class BlockForm:
         group: Tensor,
     ) -> BlockForm:
         posterior = GroupedPosterior(n_criteria, scales, device=scores.device, dtype=scores.dtype)
-        form = BlockForm(posterior)
+        form = cls(posterior)
         form.add(scales, n_contexts, scores, context, group)
         return form
 
@@ -412,7 +414,7 @@ class BlockForm:
         posterior, sites, sweeps, change = refine_grouped(
             self.posterior, events, max_sweeps=max_sweeps, damping=damping
         )
-        return BlockForm(posterior), Refinement(posterior, sites, sweeps, change)
+        return type(self)(posterior), Refinement(posterior, sites, sweeps, change)
 
     def pair_moments(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
         return self.posterior.pair_moments(first, second)
@@ -511,17 +513,109 @@ class BlockForm:
         return self.posterior.to_dense()
 
 
+class FactorisedForm(BlockForm):
+    """The block form that also takes pairs across prompts, approximately: each prompt's
+    block stays independent of the others given the weights (engine.structured,
+    `across_groups`; docs/MATH.md §6). For pair_scope="any" past the dense form's limit:
+    pairs within a prompt are exact as in `BlockForm`; in any scope the candidates are
+    neighbours in posterior-mean order (engine.neighbours).
+
+    Args:
+        posterior: the block-form posterior to own (its `across_groups` is switched on).
+    """
+
+    def __init__(self, posterior: GroupedPosterior) -> None:
+        super().__init__(posterior)
+        posterior.across_groups = True
+
+    def expected_kendall_tau(self, groups: Tensor | None) -> float:
+        if groups is not None:
+            return super().expected_kendall_tau(groups)
+        first, second = sampled_pairs(self.posterior.n_items, self.posterior.group.device)
+        mu, var = self.posterior.pair_moments(first, second)
+        return expected_tau_of_pairs(mu, var)
+
+    def select_pairs(
+        self,
+        pending: Sequence[PendingTask],
+        *,
+        groups: Tensor | None,
+        noise_var: float,
+        pair_cuts: Tensor,
+        keep: float,
+        count: int,
+        excluded_items: Tensor,
+        judged_pairs: Tensor | None,
+        level_cuts: Tensor | None,
+        options: SelectionOptions,
+        generator: torch.Generator | None,
+    ) -> list[PairChoice]:
+        if groups is not None:
+            return super().select_pairs(
+                pending,
+                groups=groups,
+                noise_var=noise_var,
+                pair_cuts=pair_cuts,
+                keep=keep,
+                count=count,
+                excluded_items=excluded_items,
+                judged_pairs=judged_pairs,
+                level_cuts=level_cuts,
+                options=options,
+                generator=generator,
+            )
+        return select_neighbour_pairs(
+            self.posterior,
+            noise_var=noise_var,
+            pair_cuts=pair_cuts,
+            keep=keep,
+            count=count,
+            excluded_items=excluded_items,
+            judged_pairs=judged_pairs,
+            pending=_pending(pending, self.posterior.offset),
+            level_cuts=level_cuts,
+            options=options,
+            generator=generator,
+            shrink=self._shrink(pending, pair_cuts, level_cuts),
+        )
+
+
+TAU_SAMPLE_PAIRS = 2**20  # past this many pairs in scope, E[tau] is estimated from a sample
+
+
+def sampled_pairs(n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Every pair of n clips (first < second), or a fixed-seed sample of TAU_SAMPLE_PAIRS
+    of them when there are more: an unbiased estimate of a mean over all pairs."""
+    if n * (n - 1) // 2 <= TAU_SAMPLE_PAIRS:
+        first, second = torch.triu_indices(n, n, 1, device=device)
+        return first, second
+    generator = torch.Generator().manual_seed(0)
+    first = torch.randint(0, n, (TAU_SAMPLE_PAIRS,), generator=generator)
+    shift = torch.randint(1, n, (TAU_SAMPLE_PAIRS,), generator=generator)
+    second = (first + shift) % n  # uniform over the other n - 1 clips
+    return first.to(device), second.to(device)
+
+
 def predict(form: PosteriorForm, first: Tensor, second: Tensor, noise_var: float, cuts: Tensor):
     """Predictive (loss, [tie,] win) probabilities of `first` vs `second`. MATH.md §3."""
     mu, var = form.pair_moments(first, second)
     return outcome_probabilities(mu, var, noise_var, cuts)
 
 
-FormFactory = type[DenseForm] | type[BlockForm]
+FormFactory = type[DenseForm] | type[BlockForm] | type[FactorisedForm]
 
 FORMS: dict[str, FormFactory] = {
     "dense": DenseForm,
     "blocks": BlockForm,
+    "factorised": FactorisedForm,
 }
 
-__all__ = ["FORMS", "BlockForm", "DenseForm", "PendingTask", "PosteriorForm", "predict"]
+__all__ = [
+    "FORMS",
+    "BlockForm",
+    "DenseForm",
+    "FactorisedForm",
+    "PendingTask",
+    "PosteriorForm",
+    "predict",
+]

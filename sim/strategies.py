@@ -304,6 +304,15 @@ class InformationGainBlocks(InformationGain):
     structure: ClassVar[str] = "blocks"
 
 
+class InformationGainFactorised(InformationGain):
+    """The engine with the factorised block form (engine.neighbours): each prompt independent
+    of the others given the weights, candidates from neighbours in posterior-mean order; the
+    approximation that takes pair_scope="any" past the dense form's limit."""
+
+    name: ClassVar[str] = "information_gain_factorised"
+    structure: ClassVar[str] = "factorised"
+
+
 class InformationGainNoPrior(InformationGain):
     """The engine's information gain without the reward model (clips start exchangeable)."""
 
@@ -491,6 +500,7 @@ class EUBO:
 STRATEGIES: dict[str, type] = {
     "information_gain": InformationGain,
     "information_gain_blocks": InformationGainBlocks,
+    "information_gain_factorised": InformationGainFactorised,
     "information_gain_no_rm": InformationGainNoPrior,
     "information_gain_eb": InformationGainEB,
     "information_gain_no_rm_eb": InformationGainNoPriorEB,

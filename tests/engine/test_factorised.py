@@ -6,13 +6,22 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine import Campaign, CampaignConfig, Judgment
 from engine.likelihoods import level_cuts, outcome_cuts
-from engine.selection import Pending, believer_shrink
+from engine.neighbours import neighbour_pairs, select_neighbour_pairs
+from engine.selection import (
+    NoEligibleTaskError,
+    Pending,
+    SelectionOptions,
+    believer_shrink,
+    select_pair_batch,
+)
 from engine.structured import GroupedPosterior, block_shrink, grouped_prior
 from engine.update import interval_events, update_with_evidence
 from tests.engine.worlds import PAIR_INTERVALS, World
@@ -172,3 +181,107 @@ def test_clips_alone_given_the_weights_learn_an_order():
     assert bool(torch.isfinite(mean).all()) and bool((var < before).all())
     order = torch.corrcoef(torch.stack((mean, truth)))[0, 1]
     assert float(order) > 0.9
+
+
+@settings(deadline=None, max_examples=30)
+@given(layouts, st.integers(0, 4), st.integers(1, 3))
+def test_neighbours_of_every_rank_are_the_dense_selection(layout, n_pending, count):
+    """With labels only inside groups (where the kept Gaussian is the exact one) and a window
+    wide enough to hold every pair, the neighbour selection is the dense any-scope
+    `select_pair_batch`: the same gains, and the same pairs up to exact ties."""
+    posterior, group, world = factorised(layout)
+    n = posterior.n_items
+    events = world.events(group, n_pending, lapses=False)
+    tasks = zip(events.first.tolist(), events.second.tolist(), [0.6] * n_pending, strict=True)
+    pending = Pending.of(list(tasks), torch.zeros(()))
+    first, second = torch.triu_indices(n, n, 1)
+    arguments = {
+        "noise_var": 0.6,
+        "pair_cuts": outcome_cuts(0.3, torch.zeros(())),
+        "count": count,
+        "excluded_items": torch.tensor([n - 1]),
+        "judged_pairs": torch.stack((second[::5], first[::5]), 1),
+        "pending": pending,
+        "level_cuts": level_cuts((-0.5, 0.5), torch.zeros(())),
+        "options": SelectionOptions(n_refine=10_000),
+    }
+    expected, _ = select_pair_batch(posterior.to_dense(), candidates=(first, second), **arguments)
+    chosen = select_neighbour_pairs(posterior, neighbours=n, **arguments)
+    assert len(chosen) == len(expected)
+    for mine, theirs in zip(chosen, expected, strict=True):
+        assert mine.gain == pytest.approx(theirs.gain, abs=ATOL)
+        if (mine.first, mine.second) != (theirs.first, theirs.second):
+            break  # an exact tie: the batch may go either way
+
+
+def test_candidates_are_neighbours_in_mean_order():
+    order = torch.tensor([4, 0, 3, 1, 2])
+    first, second = neighbour_pairs(order, range(1, 3))
+    assert list(zip(first.tolist(), second.tolist(), strict=True)) == [
+        (4, 0),
+        (0, 3),
+        (3, 1),
+        (1, 2),
+        (4, 3),
+        (0, 1),
+        (3, 2),
+    ]
+    assert neighbour_pairs(order, range(5, 7))[0].numel() == 0
+
+
+def factorised_campaign(n: int, **changes: object) -> tuple[Campaign, np.ndarray]:
+    rng = np.random.default_rng(3)
+    settings: dict[str, object] = {
+        "criteria": ("a", "b"),
+        "structure": "factorised",
+        "tie_margin": 0.3,
+        "emoji_thresholds": (-1.0, 0.0, 1.0),
+    }
+    settings.update(changes)
+    campaign = Campaign(CampaignConfig(**settings), device="cpu")  # type: ignore[arg-type]
+    truth = rng.normal(size=n) * 1.5
+    scores = (truth[:, None] * 0.4 + rng.normal(size=(n, 2))).round(3).tolist()
+    groups = [f"p{i // 3}" for i in range(n)]
+    campaign.add_clips(scores, contexts=[f"c{i // 3 % 2}" for i in range(n)], groups=groups)
+    return campaign, truth
+
+
+def test_a_factorised_campaign_pairs_across_prompts_and_replays():
+    """pair_scope="any" in the factorised form: pairs across prompts are asked and applied,
+    a refit and an EP refine run on it, and a replay gives the same posterior bit for bit."""
+    campaign, truth = factorised_campaign(30)
+    rng = np.random.default_rng(4)
+    across = 0
+    for step in range(40):
+        tasks = campaign.next_tasks(f"r{step % 3}", count=2)
+        labels = []
+        for task in tasks:
+            if task.is_pair:
+                across += campaign.groups[task.first] != campaign.groups[task.second]
+                z = truth[task.first] - truth[task.second] + rng.normal()
+                outcome = "tie" if abs(z) < 0.3 else ("win" if z > 0 else "loss")
+                labels.append(Judgment.pair(task.rater, task.first, task.second, outcome))
+            else:
+                level = int(np.searchsorted([-1.0, 0.0, 1.0], truth[task.first] + rng.normal()))
+                labels.append(Judgment.rating(task.rater, task.first, level))
+        campaign.observe(labels, [t.id for t in tasks])
+        if step == 20:
+            campaign.fit_prior(max_evaluations=20)
+    assert across > 10
+    campaign.refine()
+    again = campaign.replay()
+    assert torch.equal(again.posterior.mean, campaign.posterior.mean)
+    assert torch.equal(again.posterior.cov, campaign.posterior.cov)
+    board = campaign.leaderboard()
+    assert float(np.corrcoef(board.mean.numpy(), truth)[0, 1]) > 0.7
+
+
+def test_a_factorised_campaign_says_when_nothing_is_left():
+    """The window widens until every pair is judged, then a clear error."""
+    campaign, _ = factorised_campaign(6, tie_margin=0.0, emoji_thresholds=None)
+    for _ in range(15):
+        (task,) = campaign.next_pairs("r")
+        campaign.observe([Judgment.pair("r", task.first, task.second, "win")], [task.id])
+    with pytest.raises(NoEligibleTaskError):
+        campaign.next_pairs("r")
+    assert len({j.question.key for j in campaign.log}) == 15

@@ -1,0 +1,205 @@
+"""What the factorised form costs against the dense posterior in any scope (n = 1,000).
+
+`CampaignConfig(structure="factorised")` is the approximation that takes pair_scope="any"
+past the dense form's limit (docs/MATH.md §6, pairs across groups; engine.neighbours). Here
+both forms run the same synthetic world (sim.worlds.SyntheticSpec: n clips in prompts of 4,
+any scope, a reward model of correlation 0.7, 20 raters of spread noise, 4 at once), each
+choosing its own pairs by information gain with the same answers' randomness, and each is
+scored by its own posterior at every checkpoint:
+
+- Kendall tau of its posterior-mean order against the truth, and the labels at which it
+  first reaches 0.9 (interpolated between checkpoints);
+- the coverage of its central 90 % intervals (the share of clips whose true quality, centred,
+  lies inside; sim.metrics.coverage);
+- seconds spent choosing and updating.
+
+    python -m benchmarks.factorised_cost
+    python -m benchmarks.factorised_cost --n-items 300 --budget 3000 --reps 2   # a quick look
+
+Writes `benchmarks/results/factorised_cost.{json,md}` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.selection_speed import git_sha
+from sim import metrics
+from sim.runner import derive_seed, labels_to_target
+from sim.strategies import make_strategy
+from sim.worlds import SyntheticSpec, SyntheticWorld
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
+FORMS = {"dense": "information_gain", "factorised": "information_gain_factorised"}
+TAU_TARGET = 0.9
+CONCURRENT = 4
+
+
+def run(form: str, spec: SyntheticSpec, rep: int, budget: int, every: int) -> list[dict]:
+    """One form on one world: a record per checkpoint, scored by the form's own posterior."""
+    world_seed = derive_seed(7, "factorised_cost", rep)
+    world = SyntheticWorld(spec, world_seed)
+    strategy = make_strategy(FORMS[form], world.problem, derive_seed(world_seed, "strategy"))
+    rng = np.random.default_rng(derive_seed(world_seed, "answers"))
+    outstanding: deque[tuple[int, int, int]] = deque()
+    records, seconds, labels = [], 0.0, 0
+    raters = list(range(spec.raters.n_raters))
+
+    def hand_out() -> None:
+        nonlocal seconds
+        busy = {r for r, _, _ in outstanding}
+        idle = [r for r in raters if r not in busy]
+        rater = int(idle[rng.integers(len(idle))])
+        started = time.perf_counter()
+        first, second = strategy.propose(rater, None)
+        seconds += time.perf_counter() - started
+        outstanding.append((rater, first, second))
+
+    for _ in range(CONCURRENT):
+        hand_out()
+    while True:
+        if labels % every == 0 or labels == budget:
+            posterior = strategy.campaign_.posterior
+            mean, cov = posterior.item_mean.numpy(), posterior.item_cov.numpy()
+            records.append(
+                {
+                    "form": form,
+                    "rep": rep,
+                    "labels": labels,
+                    "kendall_tau": metrics.kendall_tau(mean, world.quality, None),
+                    "coverage90": metrics.coverage(mean, cov, world.quality, None),
+                    "seconds": seconds,
+                }
+            )
+        if labels == budget:
+            return records
+        rater, first, second = outstanding.popleft()
+        outcome, who = world.answer_pair(first, second, rater, rng)
+        started = time.perf_counter()
+        strategy.observe(first, second, outcome, who)
+        seconds += time.perf_counter() - started
+        labels += 1
+        hand_out()
+
+
+def summarise(records: list[dict], budget: int) -> list[dict[str, Any]]:
+    """Per form: labels to tau 0.9 per rep, and tau and coverage at a few label counts."""
+    rows = []
+    for form in FORMS:
+        mine = [r for r in records if r["form"] == form]
+        reps = sorted({r["rep"] for r in mine})
+        to_target, final_tau, final_cov, cov_at_target, seconds = [], [], [], [], []
+        for rep in reps:
+            run_ = sorted((r for r in mine if r["rep"] == rep), key=lambda r: r["labels"])
+            labels = [r["labels"] for r in run_]
+            tau = [r["kendall_tau"] for r in run_]
+            to_target.append(labels_to_target(labels, tau, ">=", TAU_TARGET))
+            final_tau.append(tau[-1])
+            final_cov.append(run_[-1]["coverage90"])
+            half = min(run_, key=lambda r: abs(r["labels"] - budget // 2))
+            cov_at_target.append(half["coverage90"])
+            seconds.append(run_[-1]["seconds"])
+        rows.append(
+            {
+                "form": form,
+                "labels_to_tau_0.9": to_target,
+                "tau_at_budget": final_tau,
+                "coverage90_at_half_budget": cov_at_target,
+                "coverage90_at_budget": final_cov,
+                "seconds": seconds,
+            }
+        )
+    return rows
+
+
+def _spread(values: list[float], digits: int = 0) -> str:
+    finite = [v for v in values if np.isfinite(v)]
+    if not finite:
+        return "not reached"
+    text = f"{np.mean(finite):.{digits}f} [{min(finite):.{digits}f}, {max(finite):.{digits}f}]"
+    missed = len(values) - len(finite)
+    return text + (f" ({missed} not reached)" if missed else "")
+
+
+def markdown(rows: list[dict], meta: dict[str, Any]) -> str:
+    lines = [
+        "# The factorised form against the dense posterior, any scope",
+        "",
+        f"`{meta['command']}` at {meta['git']}, {meta['date']}; {meta['machine']}, "
+        f"load before {meta['load_before']:.2f}. n = {meta['n_items']} clips in prompts of 4, "
+        f"K = 5, reward model corr 0.7, {meta['reps']} worlds, {meta['budget']} labels each; "
+        "each form scored by its own posterior. Mean [min, max] over worlds.",
+        "",
+        "| form | labels to tau 0.9 | tau at budget | 90 % coverage, half budget | "
+        "90 % coverage at budget | seconds per run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['form']} | {_spread(row['labels_to_tau_0.9'])} | "
+            f"{_spread(row['tau_at_budget'], 3)} | "
+            f"{_spread(row['coverage90_at_half_budget'], 3)} | "
+            f"{_spread(row['coverage90_at_budget'], 3)} | {_spread(row['seconds'], 0)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-items", type=int, default=1000)
+    parser.add_argument("--budget", type=int, default=16_000)
+    parser.add_argument("--every", type=int, default=1000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    spec = SyntheticSpec(
+        n_items=args.n_items,
+        n_groups=args.n_items // 4,
+        n_contexts=10,
+        rm_correlation=0.7,
+        pair_scope="any",
+    )
+    load = os.getloadavg()[0]
+    records = []
+    for rep in range(args.reps):
+        for form in FORMS:
+            records += run(form, spec, rep, args.budget, args.every)
+            last = records[-1]
+            print(f"{form} rep {rep}: tau {last['kendall_tau']:.3f}, {last['seconds']:.0f} s")
+    rows = summarise(records, args.budget)
+    meta = {
+        "command": "python -m benchmarks.factorised_cost"
+        + (f" --n-items {args.n_items}" if args.n_items != 1000 else "")
+        + (f" --budget {args.budget}" if args.budget != 16_000 else "")
+        + (f" --reps {args.reps}" if args.reps != 3 else ""),
+        "git": git_sha(),
+        "date": dt.date.today().isoformat(),
+        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, 2 threads",
+        "load_before": load,
+        "n_items": args.n_items,
+        "budget": args.budget,
+        "reps": args.reps,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "factorised_cost.json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "records": records}, indent=1)
+    )
+    table = markdown(rows, meta)
+    (args.out / "factorised_cost.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
