@@ -47,7 +47,7 @@ from benchmarks.selection_speed import _peak_rss_mb, _sync, describe_device, git
 from engine import Campaign, CampaignConfig, Judgment, Outcome
 from engine.block_selection import select_block_pairs
 from engine.device import default_device
-from engine.selection import Pending
+from engine.selection import PairRequest, Pending
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
@@ -114,9 +114,8 @@ def measure(n: int, m: int, repeats: int, seed: int) -> dict[str, Any]:
     held = Pending.of([task[1:] for task in campaign._pending_tasks()], campaign._like)
 
     def scratch(_: int) -> object:
-        return select_block_pairs(
-            form.posterior, noise_var=1.0, pair_cuts=campaign.pair_cuts, pending=held
-        )
+        request = PairRequest(noise_var=1.0, pair_cuts=campaign.pair_cuts)
+        return select_block_pairs(form.posterior, request, pending=held)
 
     from_scratch = time_calls(scratch, scratch_repeats, device)
     board = time_calls(lambda _: campaign.leaderboard(), scratch_repeats, device)

@@ -34,6 +34,7 @@ from engine.selection import (
     SCORE_OFFSET,
     NoEligibleTaskError,
     PairChoice,
+    PairRequest,
     Pending,
     RatingChoice,
     SelectionOptions,
@@ -342,23 +343,15 @@ class _Believer:
 
 def select_block_pairs(
     posterior: GroupedPosterior,
+    request: PairRequest,
     *,
-    noise_var: float,
-    pair_cuts: Tensor,
-    keep: float = 1.0,
-    count: int = 1,
-    excluded_items: Tensor | None = None,
-    judged_pairs: Tensor | None = None,
     pending: Pending | None = None,
-    level_cuts: Tensor | None = None,
-    options: SelectionOptions | None = None,
-    generator: torch.Generator | None = None,
     kept: GroupScreen | None = None,
     tolerance: float | None = None,
     shrink: BlockShrink | None = None,
 ) -> list[PairChoice]:
-    """The next `count` same-group pairs for one rater, each pending for the next: the block
-    form of `engine.selection.select_pair_batch` (same arguments, MATH.md §3-4); `kept` is a
+    """The next `request.count` same-group pairs for one rater, each pending for the next: the
+    block form of `engine.selection.select_pair_batch` (MATH.md §3-4); `kept` is a
     `GroupScreen` at this rater's noise to screen from, within `tolerance`
     (`screen_block_pairs`); `shrink` the pending tasks' `block_shrink` when the caller keeps it
     (built here when None).
@@ -366,20 +359,20 @@ def select_block_pairs(
     Raises:
         NoEligibleTaskError: when no eligible pair is left for this rater.
     """
-    options = options or SelectionOptions()
-    objective = OBJECTIVES[options.objective]
+    objective = OBJECTIVES[request.options.objective]
+    noise_var, excluded_items = request.noise_var, request.excluded_items
     allowed = None
     if excluded_items is not None and excluded_items.numel():
         allowed = allowed_items(posterior.n_items, excluded_items, posterior.group.device)
     if shrink is None:
-        shrink = block_shrink(posterior, pending, pair_cuts, level_cuts)
-    judged = pair_positions(posterior, judged_pairs)
+        shrink = block_shrink(posterior, pending, request.pair_cuts, request.level_cuts)
+    judged = pair_positions(posterior, request.judged_pairs)
     handed_out = None
     if pending is not None and len(pending):
         pair = pending.second != NO_SECOND
         handed_out = torch.stack((pending.first[pair], pending.second[pair]), 1)
     busy = pair_positions(posterior, handed_out)
-    n_keep = options.n_refine + count - 1
+    n_keep = request.options.n_refine + request.count - 1
     first, second = screen_block_pairs(
         posterior,
         shrink,
@@ -403,34 +396,17 @@ def select_block_pairs(
             tolerance=tolerance,
             screen=objective.screen,
         )
-    return choose_block_pairs(
-        posterior,
-        first,
-        second,
-        pending=pending,
-        shrink=shrink,
-        count=count,
-        noise_var=noise_var,
-        pair_cuts=pair_cuts,
-        keep=keep,
-        options=options,
-        generator=generator,
-    )
+    return choose_block_pairs(posterior, first, second, request, pending=pending, shrink=shrink)
 
 
 def choose_block_pairs(
     posterior: GroupedPosterior,
     first: Tensor,
     second: Tensor,
+    request: PairRequest,
     *,
     pending: Pending | None,
     shrink: BlockShrink | None,
-    count: int,
-    noise_var: float,
-    pair_cuts: Tensor,
-    keep: float,
-    options: SelectionOptions,
-    generator: torch.Generator | None,
 ) -> list[PairChoice]:
     """The batch from screened candidates (first, second): their joint Gaussian with the
     pending tasks', exact gains, one believer step per pick (MATH.md §3-4).
@@ -438,6 +414,13 @@ def choose_block_pairs(
     Raises:
         NoEligibleTaskError: no candidate.
     """
+    noise_var, pair_cuts, keep, count = (
+        request.noise_var,
+        request.pair_cuts,
+        request.keep,
+        request.count,
+    )
+    options, generator = request.options, request.generator
     if first.numel() == 0:
         raise NoEligibleTaskError(
             "no eligible pair is left for this rater (pairing scope, excluded clips and "

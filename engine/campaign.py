@@ -39,6 +39,7 @@ from engine.reliability import (
 from engine.selection import (
     NoEligibleTaskError,
     PairChoice,
+    PairRequest,
     RatingChoice,
     SelectionOptions,
 )
@@ -591,9 +592,7 @@ class Campaign:
             if extra.numel() and not (int(extra.min()) >= 0 and int(extra.max()) < self.n_items):
                 raise IndexError(f"forbidden pairs name clips outside 0..{self.n_items - 1}")
             judged = extra if judged is None else torch.cat((judged, extra))
-        choices = self._form.select_pairs(
-            self._pending_tasks(),
-            groups=self.groups if self.config.pair_scope == "group" else None,
+        request = PairRequest(
             noise_var=self.noise_sd(rater) ** 2,
             pair_cuts=self.pair_cuts,
             keep=self.keep_probability(rater),
@@ -604,6 +603,8 @@ class Campaign:
             options=self.config.selection,
             generator=generator,
         )
+        groups = self.groups if self.config.pair_scope == "group" else None
+        choices = self._form.select_pairs(self._pending_tasks(), groups, request)
         before = self._tasks.pending_ids
         tasks = [self._task(rater, Pair(c.first, c.second), c, hold) for c in choices]
         self._form.note_batch(before, [t.id for t in tasks])

@@ -22,6 +22,7 @@ from engine.objectives import OBJECTIVES, outcome_probabilities
 from engine.scope import GroupBlocks, group_blocks, scope_pairs
 from engine.selection import (
     PairChoice,
+    PairRequest,
     Pending,
     RatingChoice,
     SelectionOptions,
@@ -101,17 +102,8 @@ class PosteriorForm(Protocol):
     def select_pairs(
         self,
         pending: Sequence[PendingTask],
-        *,
         groups: Tensor | None,
-        noise_var: float,
-        pair_cuts: Tensor,
-        keep: float,
-        count: int,
-        excluded_items: Tensor,
-        judged_pairs: Tensor | None,
-        level_cuts: Tensor | None,
-        options: SelectionOptions,
-        generator: torch.Generator | None,
+        request: PairRequest,
     ) -> list[PairChoice]: ...
 
     def note_batch(self, before: Sequence[int], ids: Sequence[int]) -> None:
@@ -263,35 +255,18 @@ class DenseForm:
     def select_pairs(
         self,
         pending: Sequence[PendingTask],
-        *,
         groups: Tensor | None,
-        noise_var: float,
-        pair_cuts: Tensor,
-        keep: float,
-        count: int,
-        excluded_items: Tensor,
-        judged_pairs: Tensor | None,
-        level_cuts: Tensor | None,
-        options: SelectionOptions,
-        generator: torch.Generator | None,
+        request: PairRequest,
     ) -> list[PairChoice]:
         candidates, blocks = self._scope_candidates(groups)
         choices, shrink = select_pair_batch(
             self.posterior,
-            noise_var=noise_var,
-            pair_cuts=pair_cuts,
-            keep=keep,
-            count=count,
+            **request.keywords(),
             groups=groups,
             candidates=candidates,
             blocks=blocks,
-            excluded_items=excluded_items,
-            judged_pairs=judged_pairs,
             pending=_pending(pending, self.posterior.mean),
-            level_cuts=level_cuts,
-            options=options,
-            generator=generator,
-            shrink=self._shrink(pending, pair_cuts, level_cuts),
+            shrink=self._shrink(pending, request.pair_cuts, request.level_cuts),
         )
         self._batch_shrink = shrink
         return choices
@@ -452,33 +427,16 @@ class BlockForm:
     def select_pairs(
         self,
         pending: Sequence[PendingTask],
-        *,
         groups: Tensor | None,
-        noise_var: float,
-        pair_cuts: Tensor,
-        keep: float,
-        count: int,
-        excluded_items: Tensor,
-        judged_pairs: Tensor | None,
-        level_cuts: Tensor | None,
-        options: SelectionOptions,
-        generator: torch.Generator | None,
+        request: PairRequest,
     ) -> list[PairChoice]:
         return select_block_pairs(
             self.posterior,
-            noise_var=noise_var,
-            pair_cuts=pair_cuts,
-            keep=keep,
-            count=count,
-            excluded_items=excluded_items,
-            judged_pairs=judged_pairs,
+            request,
             pending=_pending(pending, self.posterior.offset),
-            level_cuts=level_cuts,
-            options=options,
-            generator=generator,
-            kept=self._screen(noise_var, options),
+            kept=self._screen(request.noise_var, request.options),
             tolerance=SCREEN_TOLERANCE,
-            shrink=self._shrink(pending, pair_cuts, level_cuts),
+            shrink=self._shrink(pending, request.pair_cuts, request.level_cuts),
         )
 
     def note_batch(self, before: Sequence[int], ids: Sequence[int]) -> None:
@@ -538,45 +496,16 @@ class FactorisedForm(BlockForm):
     def select_pairs(
         self,
         pending: Sequence[PendingTask],
-        *,
         groups: Tensor | None,
-        noise_var: float,
-        pair_cuts: Tensor,
-        keep: float,
-        count: int,
-        excluded_items: Tensor,
-        judged_pairs: Tensor | None,
-        level_cuts: Tensor | None,
-        options: SelectionOptions,
-        generator: torch.Generator | None,
+        request: PairRequest,
     ) -> list[PairChoice]:
         if groups is not None:
-            return super().select_pairs(
-                pending,
-                groups=groups,
-                noise_var=noise_var,
-                pair_cuts=pair_cuts,
-                keep=keep,
-                count=count,
-                excluded_items=excluded_items,
-                judged_pairs=judged_pairs,
-                level_cuts=level_cuts,
-                options=options,
-                generator=generator,
-            )
+            return super().select_pairs(pending, groups, request)
         return select_neighbour_pairs(
             self.posterior,
-            noise_var=noise_var,
-            pair_cuts=pair_cuts,
-            keep=keep,
-            count=count,
-            excluded_items=excluded_items,
-            judged_pairs=judged_pairs,
+            request,
             pending=_pending(pending, self.posterior.offset),
-            level_cuts=level_cuts,
-            options=options,
-            generator=generator,
-            shrink=self._shrink(pending, pair_cuts, level_cuts),
+            shrink=self._shrink(pending, request.pair_cuts, request.level_cuts),
         )
 
 

@@ -18,12 +18,7 @@ from torch import Tensor
 from engine.block_selection import SCREEN_DTYPE, choose_block_pairs
 from engine.objectives import OBJECTIVES
 from engine.questions import NO_SECOND
-from engine.selection import (
-    PairChoice,
-    Pending,
-    SelectionOptions,
-    allowed_items,
-)
+from engine.selection import PairChoice, PairRequest, Pending, allowed_items
 from engine.structured import BlockShrink, GroupedPosterior, block_shrink
 
 NEIGHBOURS = 8  # each side, in posterior-mean order
@@ -77,33 +72,29 @@ class _Moments:
 
 def select_neighbour_pairs(
     posterior: GroupedPosterior,
+    request: PairRequest,
     *,
-    noise_var: float,
-    pair_cuts: Tensor,
-    keep: float = 1.0,
-    count: int = 1,
-    excluded_items: Tensor | None = None,
-    judged_pairs: Tensor | None = None,
     pending: Pending | None = None,
-    level_cuts: Tensor | None = None,
-    options: SelectionOptions | None = None,
-    generator: torch.Generator | None = None,
     shrink: BlockShrink | None = None,
     neighbours: int = NEIGHBOURS,
 ) -> list[PairChoice]:
-    """The next `count` pairs in any scope for one rater, each pending for the next: the
-    arguments of `engine.block_selection.select_block_pairs`; candidates are neighbours in
+    """The next `request.count` pairs in any scope for one rater, each pending for the next,
+    as `engine.block_selection.select_block_pairs` chooses them; candidates are neighbours in
     posterior-mean order, the window doubling until some are eligible.
 
     Raises:
         NoEligibleTaskError: when no eligible pair is left for this rater.
     """
-    options = options or SelectionOptions()
-    screen = OBJECTIVES[options.objective].screen
+    screen = OBJECTIVES[request.options.objective].screen
+    noise_var, excluded_items, judged_pairs = (
+        request.noise_var,
+        request.excluded_items,
+        request.judged_pairs,
+    )
     n = posterior.n_items
     device = posterior.group.device
     if shrink is None:
-        shrink = block_shrink(posterior, pending, pair_cuts, level_cuts)
+        shrink = block_shrink(posterior, pending, request.pair_cuts, request.level_cuts)
     shown = torch.ones(n, dtype=torch.bool, device=device)
     if excluded_items is not None and excluded_items.numel():
         shown = allowed_items(n, excluded_items, device)
@@ -117,7 +108,7 @@ def select_neighbour_pairs(
     moments = _Moments(posterior)
     order = torch.argsort(moments.mean)
     order = order[shown[order]]  # excluded clips are nobody's neighbours
-    n_keep = options.n_refine + count - 1
+    n_keep = request.options.n_refine + request.count - 1
     window, start = neighbours, 1
     first = second = torch.zeros(0, dtype=torch.long, device=device)
     while True:
@@ -138,19 +129,7 @@ def select_neighbour_pairs(
         if first.numel() or window >= order.numel() - 1:
             break
         start, window = window + 1, 2 * window
-    return choose_block_pairs(
-        posterior,
-        first,
-        second,
-        pending=pending,
-        shrink=shrink,
-        count=count,
-        noise_var=noise_var,
-        pair_cuts=pair_cuts,
-        keep=keep,
-        options=options,
-        generator=generator,
-    )
+    return choose_block_pairs(posterior, first, second, request, pending=pending, shrink=shrink)
 
 
 def _screen(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -421,6 +421,27 @@ class SelectionOptions:
             raise ValueError(f"softmax selection needs beta > 0, got {self.beta}")
 
 
+@dataclass(frozen=True)
+class PairRequest:
+    """One rater's request for a batch of pairs (MATH.md §3-4): who answers (their noise
+    variance and keep probability), what they may not be shown (excluded clips, pairs they
+    judged), the outcome and level cuts, how many pairs, and how to choose."""
+
+    noise_var: float
+    pair_cuts: Tensor
+    keep: float = 1.0
+    count: int = 1
+    excluded_items: Tensor | None = None
+    judged_pairs: Tensor | None = None
+    level_cuts: Tensor | None = None
+    options: SelectionOptions = field(default_factory=SelectionOptions)
+    generator: torch.Generator | None = None
+
+    def keywords(self) -> dict[str, object]:
+        """The request as the keyword arguments of `select_pair_batch`."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
 def select_pair_batch(
     posterior: Posterior,
     *,
@@ -759,6 +780,7 @@ __all__ = [
     "RULES",
     "NoEligibleTaskError",
     "PairChoice",
+    "PairRequest",
     "Pending",
     "RatingChoice",
     "SelectionOptions",

@@ -598,8 +598,9 @@ class GroupedPosterior:
         parts = rows.new_zeros(first.shape[0], self.n_weights)
         if self.n_criteria:
             parts.scatter_add_(1, self.local_index(self.group_context[group]), rows * sign[:, None])
-        embedded = parts.new_zeros(n_directions, self.n_weights)
-        embedded.index_add_(0, owner, parts)
+        embedded = parts
+        if owner.shape[0] != n_directions:  # two parts for a pair across groups: sum them
+            embedded = parts.new_zeros(n_directions, self.n_weights).index_add_(0, owner, parts)
         return Directions(owner, group, slot_i, slot_j, pair, sign, embedded)
 
     def joint_moments(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -610,13 +611,15 @@ class GroupedPosterior:
         weight = where.embedded @ self.weight_cov @ where.embedded.T
         group, si, sj, pair, sign = where.group, where.slot_i, where.slot_j, where.pair, where.sign
         offsets = sign * (self.offset[group, si] - self.offset[group, sj] * pair)
-        mean = (where.embedded @ self.weight_mean).index_add_(0, where.owner, offsets)
+        split = where.owner.shape[0] != first.shape[0]  # some pair across groups
+        mean = where.embedded @ self.weight_mean
+        mean = mean.index_add_(0, where.owner, offsets) if split else mean + offsets
         # u_p = P_g a_p over the group's slots; a_q' P_g a_p reads u_p at q's slots
         u = (self.within[group, si] - self.within[group, sj] * pair[:, None]) * sign[:, None]
         parts = (u[:, si] - u[:, sj] * pair[None, :]) * sign[None, :]  # (H, H): row p, column q
         parts = parts * (group[:, None] == group[None, :]).to(parts.dtype)
         within = parts
-        if where.owner.shape[0] != first.shape[0]:  # parts of pairs across groups: sum them
+        if split:  # parts of pairs across groups: sum them
             b = first.shape[0]
             within = parts.new_zeros(b, parts.shape[1]).index_add_(0, where.owner, parts)
             within = within.new_zeros(b, b).index_add_(1, where.owner, within)

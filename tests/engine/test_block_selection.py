@@ -27,6 +27,7 @@ from engine.scope import scope_pairs
 from engine.selection import (
     SCORE_OFFSET,
     NoEligibleTaskError,
+    PairRequest,
     Pending,
     SelectionOptions,
     believer_shrink,
@@ -148,15 +149,16 @@ def test_block_pairs_are_the_dense_selection(layout, n_pending, count, margin, k
         "level_cuts": levels,
         "options": options,
     }
+    request = PairRequest(**{k: v for k, v in arguments.items() if k != "pending"})
     try:
         expected, _ = select_pair_batch(
             posterior.to_dense(), candidates=(first, second), **arguments
         )
     except NoEligibleTaskError:
         with pytest.raises(NoEligibleTaskError):
-            select_block_pairs(posterior, **arguments)
+            select_block_pairs(posterior, request, pending=pending)
         return
-    chosen = select_block_pairs(posterior, **arguments)
+    chosen = select_block_pairs(posterior, request, pending=pending)
     assert len(chosen) == len(expected)
     for mine, theirs in zip(chosen, expected, strict=True):
         assert mine.gain == pytest.approx(theirs.gain, abs=ATOL)
@@ -193,17 +195,12 @@ def test_nothing_left_is_a_clear_error_and_pending_pairs_come_last():
     pair_cuts = outcome_cuts(0.0, torch.zeros(()))
     everything = torch.stack((first, second), 1)
     with pytest.raises(NoEligibleTaskError, match="no eligible pair"):
-        select_block_pairs(posterior, noise_var=1.0, pair_cuts=pair_cuts, judged_pairs=everything)
+        select_block_pairs(posterior, PairRequest(1.0, pair_cuts, judged_pairs=everything))
     # every pair but one judged, that one pending: it is offered again rather than nothing
     last = (int(first[0]), int(second[0]))
     pending = Pending.of([(*last, 1.0)], torch.zeros(()))
-    (choice,) = select_block_pairs(
-        posterior,
-        noise_var=1.0,
-        pair_cuts=pair_cuts,
-        judged_pairs=everything[1:],
-        pending=pending,
-    )
+    request = PairRequest(1.0, pair_cuts, judged_pairs=everything[1:])
+    (choice,) = select_block_pairs(posterior, request, pending=pending)
     assert (choice.first, choice.second) == last
     assert math.isfinite(choice.gain)
 

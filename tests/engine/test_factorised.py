@@ -17,6 +17,7 @@ from engine.likelihoods import level_cuts, outcome_cuts
 from engine.neighbours import neighbour_pairs, select_neighbour_pairs
 from engine.selection import (
     NoEligibleTaskError,
+    PairRequest,
     Pending,
     SelectionOptions,
     believer_shrink,
@@ -206,7 +207,8 @@ def test_neighbours_of_every_rank_are_the_dense_selection(layout, n_pending, cou
         "options": SelectionOptions(n_refine=10_000),
     }
     expected, _ = select_pair_batch(posterior.to_dense(), candidates=(first, second), **arguments)
-    chosen = select_neighbour_pairs(posterior, neighbours=n, **arguments)
+    request = PairRequest(**{k: v for k, v in arguments.items() if k != "pending"})
+    chosen = select_neighbour_pairs(posterior, request, pending=pending, neighbours=n)
     assert len(chosen) == len(expected)
     for mine, theirs in zip(chosen, expected, strict=True):
         assert mine.gain == pytest.approx(theirs.gain, abs=ATOL)
