@@ -41,7 +41,7 @@ from engine.selection import (
     allowed_items,
     choose_rating,
 )
-from engine.structured import BlockShrink, GroupedPosterior, block_shrink
+from engine.structured import BlockShrink, GroupedPosterior, JointProjections, block_shrink
 
 
 def pair_positions(posterior: GroupedPosterior, pairs: Tensor | None) -> Tensor:
@@ -314,26 +314,26 @@ def screen_block_pairs(
 
 class _Believer:
     """Rank-1 believer steps (MATH.md §4) on the joint Gaussian of a few projections:
-    `Cov <- Cov - k c c'`, c the stepped projection's column under the earlier steps."""
+    `Cov <- Cov - k c c'`, c the stepped projection's column under the earlier steps; the
+    covariance is read a column per step (`JointProjections`)."""
 
-    def __init__(self, mean: Tensor, cov: Tensor, steps: int) -> None:
-        self.mean, self.cov = mean, cov
-        self.columns = cov.new_zeros(cov.shape[0], steps)
-        self.factors = cov.new_zeros(steps)
+    def __init__(self, joint: JointProjections, steps: int) -> None:
+        self.joint, self.mean = joint, joint.mean
+        self.columns = joint.mean.new_zeros(joint.mean.shape[0], steps)
+        self.factors = joint.mean.new_zeros(steps)
         self.held = 0
 
     def variances(self) -> Tensor:
         """(B,) every projection's variance under the steps so far."""
         held = self.held
         shrink = (self.columns[:, :held].square() * self.factors[:held]).sum(-1)
-        return (torch.diagonal(self.cov) - shrink).clamp_min(0.0)
+        return (self.joint.var - shrink).clamp_min(0.0)
 
     def step(self, index: int, noise_var: float, cuts: Tensor) -> float:
         """Treat projection `index` as answered; returns its variance before the step."""
         held = self.held
-        column = self.cov[:, index] - self.columns[:, :held] @ (
-            self.factors[:held] * self.columns[index, :held]
-        )
+        own = self.joint.columns(torch.tensor([index], device=self.mean.device))[:, 0]
+        column = own - self.columns[:, :held] @ (self.factors[:held] * self.columns[index, :held])
         var = max(float(column[index]), 0.0)
         factor = expected_variance_factor(float(self.mean[index]), var, noise_var, cuts.tolist())
         self.columns[:, held], self.factors[held] = column, factor
@@ -430,16 +430,17 @@ def choose_block_pairs(
     n_pending = 0 if pending is None else len(pending)
     all_first = first if pending is None else torch.cat((pending.first, first))
     all_second = second if pending is None else torch.cat((pending.second, second))
-    mean, cov, weight = posterior.joint_moments(all_first, all_second)
-    believer = _Believer(mean, cov, n_pending + count)
+    joint = posterior.joint(all_first, all_second)
+    believer = _Believer(joint, n_pending + count)
     if shrink is not None:
         # the pending tasks' steps, from the shrink's recursion: cov(z_b, c_q) =
         # sum_p U_pq cov(z_b, z_p)
-        believer.columns[:, :n_pending] = cov[:, :n_pending] @ shrink.coefficients
+        held = joint.columns(torch.arange(n_pending, device=first.device))
+        believer.columns[:, :n_pending] = held @ shrink.coefficients
         believer.factors[:n_pending] = shrink.factor
         believer.held = n_pending
-    mu = mean[n_pending:]
-    explained = torch.diagonal(weight)[n_pending:]
+    mu = joint.mean[n_pending:]
+    explained = joint.weight_var[n_pending:]
     taken = torch.zeros(first.numel(), dtype=torch.bool, device=first.device)
     choices: list[PairChoice] = []
     picked_var: list[float] = []

@@ -603,28 +603,19 @@ class GroupedPosterior:
             embedded = parts.new_zeros(n_directions, self.n_weights).index_add_(0, owner, parts)
         return Directions(owner, group, slot_i, slot_j, pair, sign, embedded)
 
+    def joint(self, first: Tensor, second: Tensor) -> JointProjections:
+        """The joint Gaussian of B projections z_b = a_b . theta, read by columns."""
+        return JointProjections(self, self.directions(first, second))
+
     def joint_moments(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The joint Gaussian of B projections z_b = a_b . theta: mean (B,), covariance (B, B),
         and the border's share of the covariance `E S_w E'` (B, B) (E the directions' rows of
         A in the weights). Parts in one group add their P_g terms: `a_b' P_g a_c`."""
-        where = self.directions(first, second)
-        weight = where.embedded @ self.weight_cov @ where.embedded.T
-        group, si, sj, pair, sign = where.group, where.slot_i, where.slot_j, where.pair, where.sign
-        offsets = sign * (self.offset[group, si] - self.offset[group, sj] * pair)
-        split = where.owner.shape[0] != first.shape[0]  # some pair across groups
-        mean = where.embedded @ self.weight_mean
-        mean = mean.index_add_(0, where.owner, offsets) if split else mean + offsets
-        # u_p = P_g a_p over the group's slots; a_q' P_g a_p reads u_p at q's slots
-        u = (self.within[group, si] - self.within[group, sj] * pair[:, None]) * sign[:, None]
-        parts = (u[:, si] - u[:, sj] * pair[None, :]) * sign[None, :]  # (H, H): row p, column q
-        parts = parts * (group[:, None] == group[None, :]).to(parts.dtype)
-        within = parts
-        if split:  # parts of pairs across groups: sum them
-            b = first.shape[0]
-            within = parts.new_zeros(b, parts.shape[1]).index_add_(0, where.owner, parts)
-            within = within.new_zeros(b, b).index_add_(1, where.owner, within)
-        cov = weight + within
-        return mean, 0.5 * (cov + cov.T), weight
+        joint = self.joint(first, second)
+        everything = torch.arange(first.shape[0], device=first.device)
+        cov = joint.columns(everything)
+        weight = joint.through @ joint.where.embedded.T
+        return joint.mean, 0.5 * (cov + cov.T), weight
 
     def weight_moments(self) -> tuple[Tensor, Tensor]:
         """The border: `(m_w, S_w)` over the D weights."""
@@ -652,6 +643,65 @@ class GroupedPosterior:
             (torch.cat((item_cov, cross), 1), torch.cat((cross.T, self.weight_cov), 1)), 0
         )
         return Posterior(mean, 0.5 * (cov + cov.T), n, self.n_criteria, self.n_contexts)
+
+
+class JointProjections:
+    """The joint Gaussian of B projections z_b = a_b . theta (`GroupedPosterior.joint`): the
+    means, the variances and the border's share of them at once, covariance columns on demand
+    (a believer loop over a few picks reads a few columns, not the B x B matrix).
+
+    Attributes:
+        where: the directions' parts (`Directions`).
+        mean, var: (B,) E z_b and Var z_b.
+        weight_var: (B,) the border's share of Var z_b, r_b' S_w r_b.
+        through: (B, D) S_w r_b.
+    """
+
+    def __init__(self, posterior: GroupedPosterior, where: Directions) -> None:
+        self.where = where
+        n_directions = where.embedded.shape[0]
+        self.split = where.owner.shape[0] != n_directions  # some pair across groups
+        group, si, sj, pair, sign = where.group, where.slot_i, where.slot_j, where.pair, where.sign
+        self.through = where.embedded @ posterior.weight_cov
+        self.weight_var = (self.through * where.embedded).sum(-1)
+        offsets = sign * (posterior.offset[group, si] - posterior.offset[group, sj] * pair)
+        # u_p = P_g a_p over the group's slots; a_q' P_g a_p reads u_p at q's slots
+        within = posterior.within
+        self.u = (within[group, si] - within[group, sj] * pair[:, None]) * sign[:, None]
+        rows = torch.arange(group.shape[0], device=group.device)
+        own = (self.u[rows, si] - self.u[rows, sj] * pair) * sign  # a_p' P_g a_p
+        mean = where.embedded @ posterior.weight_mean
+        if self.split:  # a pair across groups: its two parts add (they share no group)
+            self.mean = mean.index_add_(0, where.owner, offsets)
+            own = own.new_zeros(n_directions).index_add_(0, where.owner, own)
+        else:
+            self.mean = mean + offsets
+        self.var = (self.weight_var + own).clamp_min(0.0)
+
+    def columns(self, index: Tensor) -> Tensor:
+        """(B, C) `Cov(z_b, z_c)` for the C directions `index`."""
+        where = self.where
+        border = self.through @ where.embedded[index].T
+        if self.split:
+            lookup = index.new_full((where.embedded.shape[0],), -1)
+            lookup[index] = torch.arange(index.shape[0], device=index.device)
+            take = torch.nonzero(lookup[where.owner] >= 0).flatten()
+            column_of = lookup[where.owner[take]]
+        else:
+            take = index
+        si, sj, pair, sign = (
+            where.slot_i[take],
+            where.slot_j[take],
+            where.pair[take],
+            where.sign[take],
+        )
+        same = (where.group[:, None] == where.group[take][None, :]).to(self.u.dtype)
+        parts = (self.u[:, si] - self.u[:, sj] * pair[None, :]) * (sign[None, :] * same)
+        if self.split:
+            rows = parts.new_zeros(where.embedded.shape[0], take.shape[0])
+            rows.index_add_(0, where.owner, parts)
+            parts = rows.new_zeros(rows.shape[0], index.shape[0]).index_add_(1, column_of, rows)
+        return border + parts
 
 
 def grouped_prior(
@@ -747,6 +797,7 @@ __all__ = [
     "Directions",
     "GroupMarginals",
     "GroupedPosterior",
+    "JointProjections",
     "block_shrink",
     "grouped_prior",
     "refine_grouped",
