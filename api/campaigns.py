@@ -84,20 +84,30 @@ ENGINE_STOPPED = (
 )
 
 
+ACTIVE, PAUSED, CLOSED = "active", "paused", "closed"
+_STATE_MESSAGES = {
+    PAUSED: "campaign {id} is paused: no new tasks until the operator resumes it",
+    CLOSED: "campaign {id} is closed: it hands out no more tasks",
+}
+
+
+def scale_levels(stored: dict[str, Any]) -> int | None:
+    """The number of levels of the emoji scale a stored `engine_config` was built with (the
+    scale its ratings were given on), or None."""
+    thresholds = stored["emoji_thresholds"]
+    return None if thresholds is None else len(thresholds) + 1
+
+
 def engine_config(
     criteria: Sequence[str], pair_scope: str, ties: bool, emoji_levels: int | None
 ) -> dict[str, Any]:
     """The engine settings a new campaign is created with, as JSON (stored with the campaign,
     so a later change of these defaults never changes how an old campaign replays)."""
-    thresholds = None
-    if emoji_levels is not None:
-        middle = (emoji_levels - 2) / 2
-        thresholds = [EMOJI_SPACING * (k - middle) for k in range(emoji_levels - 1)]
     return {
         "criteria": list(criteria),
         "pair_scope": pair_scope,
         "tie_margin": TIE_MARGIN if ties else 0.0,
-        "emoji_thresholds": thresholds,
+        "emoji_thresholds": emoji_thresholds(emoji_levels),
         "noise_sd": JOD_NOISE_SD,
         "prior": {
             "weight_scale": PRIOR.weight_scale,
@@ -107,6 +117,15 @@ def engine_config(
         "lapse_prior": list(LAPSE_PRIOR),
         "learn_rater_noise": True,
     }
+
+
+def emoji_thresholds(levels: int | None) -> list[float] | None:
+    """The ordered-probit cuts of an emoji scale of `levels` levels, `EMOJI_SPACING` apart
+    and centred on 0 (None: no scale)."""
+    if levels is None:
+        return None
+    middle = (levels - 2) / 2
+    return [EMOJI_SPACING * (k - middle) for k in range(levels - 1)]
 
 
 def build_config(stored: dict[str, Any]) -> CampaignConfig:
@@ -191,6 +210,7 @@ class AssignmentState:
     answer: Answer | None = None
     committing: asyncio.Future[Any] | None = None
     released: bool = False  # expired and released from the engine's pending set
+    withdrawn: str | None = None  # why the operator took it back (an answer then gets a 410)
 
     @property
     def question(self) -> Question:
@@ -334,6 +354,12 @@ class CampaignRuntime:
         self._read_cache: dict[tuple[str, float], tuple[int, Any]] = {}
 
     @property
+    def scale_levels(self) -> int | None:
+        """Levels of the engine's emoji scale: what a rating is checked against, also while
+        the operator has turned rating tasks off."""
+        return scale_levels(self.record.engine_config)
+
+    @property
     def queue_depth(self) -> int:
         """Tasks chosen ahead and not handed out yet."""
         return len(self._queue)
@@ -354,6 +380,7 @@ class CampaignRuntime:
         try:
             await self.engine.call("replay", self._replay_steps(logged))
             await self.engine.call("hold", self._restore(logged))
+            await self.engine.call("bar", *self._bars())
         except BaseException:
             await self.engine.close()
             raise
@@ -470,6 +497,9 @@ class CampaignRuntime:
             if judgment is not None:
                 state.answer = Answer(judgment.id, judgment.choice, judgment.level)
                 self._count_answer(state, judgment.choice, judgment.level)
+            elif record.status == "withdrawn":
+                state.released = True
+                state.withdrawn = "it was withdrawn by the operator"
             elif state.expires_at > now:
                 # engine task ids of restored tasks are negative: the engine counts up from 1
                 held.append(Task(state.task_id, record.rater_id, state.question, 0.0, ()))
@@ -502,6 +532,8 @@ class CampaignRuntime:
         ) + (1.0 / DEMAND_WINDOW_S)
         self._last_demand = now
         rater.last_asked = now
+        if self.record.state != ACTIVE:
+            return None, _STATE_MESSAGES[self.record.state].format(id=self.record.id)
         if len(rater.open) >= self.settings.max_open_assignments:
             raise TooManyOpen(
                 detail=f"rater {rater.id} already holds {len(rater.open)} open assignments "
@@ -663,7 +695,9 @@ class CampaignRuntime:
             held = {*rater.holding, *waiting}
             pairs = sorted(rater.skipped | {k for k in held if k[1] != NO_SECOND})
             clips = sorted(k[0] for k in held if k[1] == NO_SECOND)
-            tasks = await self._run("choose", rater.id, RATER_BATCH, pairs, clips)
+            tasks = self._drop_for_nobody(
+                await self._run("choose", rater.id, RATER_BATCH, pairs, clips)
+            )
             self._spent = False
             if not tasks:
                 return None
@@ -794,6 +828,11 @@ class CampaignRuntime:
             raise Unavailable(
                 detail=ENGINE_STOPPED if self.failed else "the service is shutting down"
             )
+        if state.withdrawn is not None:
+            raise Gone(
+                detail=f"assignment {assignment_id} is no longer open: {state.withdrawn}; "
+                "ask for a new assignment"
+            )
         if state.released or time.time() >= state.expires_at:
             raise Gone(
                 detail=f"assignment {assignment_id} expired at {utc(state.expires_at).isoformat()} "
@@ -814,9 +853,9 @@ class CampaignRuntime:
             if choice is not None and choice != "skip":
                 raise BadRequest(
                     detail=f"assignment {state.id} is an emoji rating: send 'level' "
-                    f"(0..{(self.record.emoji_levels or 1) - 1}) or choice 'skip', not {choice!r}"
+                    f"(0..{(self.scale_levels or 1) - 1}) or choice 'skip', not {choice!r}"
                 )
-            levels = self.record.emoji_levels or 0
+            levels = self.scale_levels or 0
             if level is not None and not 0 <= level < levels:
                 raise BadRequest(
                     detail=f"level {level} is out of range: this campaign's emoji scale has "
@@ -945,6 +984,87 @@ class CampaignRuntime:
             return added
 
         return await self.call(add)
+
+    # the operator's controls ------------------------------------------------------------------
+
+    async def update(self, values: dict[str, Any]) -> CampaignRecord:
+        """Store settings that need no new engine (name, lease, rating tasks on or off with the
+        same scale) or a new state. Closing withdraws every open assignment (an answer to one
+        gets a 410) and gives back the tasks chosen ahead; pausing only stops hand-outs, so
+        the answers to tasks already out still count.
+
+        Raises:
+            Unavailable: the database did not store the change (nothing changed).
+        """
+        closing = values.get("state") == CLOSED and self.record.state != CLOSED
+        open_ids = sorted(a for r in self.raters.values() for a in r.open) if closing else []
+        try:
+            record = await self._writer.run(
+                store.update_campaign(self.record.id, values, withdraw=open_ids)
+            )
+        except Exception as error:
+            log.exception("storing a campaign change failed")
+            raise Unavailable(detail="the database did not store the change; retry") from error
+        ratings_before = self.record.emoji_levels is not None
+        self.record = record
+        if closing:
+            self._withdraw(open_ids, f"campaign {record.id} was closed")
+        if closing or (record.emoji_levels is not None) != ratings_before:
+            await self._send_bars()
+        self._exhausted = self._spent = False
+        self._wake.set()
+        return record
+
+    def _bars(self) -> tuple[list[int], list[tuple[int, int]], list[int], bool]:
+        """What no choice may offer (`CampaignEngine.bar`)."""
+        return [], [], [], self.record.emoji_levels is not None
+
+    def _for_nobody(self, first: int, second: int) -> bool:
+        """Whether a task is one no rater may get any more (see `_bars`)."""
+        clips, pairs, rating_clips, ratings = self._bars()
+        if first in clips or second in clips:
+            return True
+        if second == NO_SECOND:
+            return not ratings or first in rating_clips
+        return task_key(first, second) in pairs
+
+    def _drop_for_nobody(self, tasks: list[Task]) -> list[Task]:
+        """`tasks` less those chosen before the engine heard of the latest bars (given back)."""
+        kept = [t for t in tasks if not self._for_nobody(t.first, t.second)]
+        if len(kept) < len(tasks):
+            self._to_release.extend(t.id for t in tasks if t not in kept)
+            self._wake.set()
+        return kept
+
+    async def _send_bars(self) -> None:
+        """Tell the engine what no choice may offer now, and give back the tasks chosen ahead
+        that it rules out (a closed campaign gives back all of them)."""
+        closed = self.record.state == CLOSED
+        kept: deque[Queued] = deque()
+        for entry in self._queue:
+            if closed or self._for_nobody(entry.task.first, entry.task.second):
+                self._to_release.append(entry.task.id)
+            else:
+                kept.append(entry)
+        self._queue = kept
+        for rater_id, reserve in list(self._reserves.items()):
+            dropped = [t for t in reserve if closed or self._for_nobody(t.first, t.second)]
+            self._to_release.extend(t.id for t in dropped)
+            self._reserves[rater_id] = deque(t for t in reserve if t not in dropped)
+        bars = self._bars()
+        await self.call(lambda: self._run("bar", *bars), fresh=False)
+
+    def _withdraw(self, ids: Sequence[int], why: str) -> None:
+        """Take back open assignments (already marked withdrawn in the database); one whose
+        answer is being committed keeps it."""
+        for assignment_id in ids:
+            state = self.assignments[assignment_id]
+            if state.answer is None and state.committing is None and not state.released:
+                state.released = True
+                state.withdrawn = why
+                self._close(state)
+                self._to_release.append(state.task_id)
+        self._wake.set()
 
     def add_rater(self, rater_id: int, name: str | None) -> RaterState:
         """Track a newly registered rater."""
@@ -1107,7 +1227,11 @@ class CampaignRuntime:
         return min(self.settings.queue_max, max(self.settings.queue_min + self._waiting, ahead))
 
     def _refill_wanted(self) -> bool:
-        return not (self._exhausted or self._spent) and len(self._queue) < self._queue_target()
+        return (
+            self.record.state == ACTIVE
+            and not (self._exhausted or self._spent)
+            and len(self._queue) < self._queue_target()
+        )
 
     def _spent_pairs(self) -> list[tuple[int, int]]:
         """The pairs every rater who asked in the last `ACTIVE_RATER_S` judged or skipped:
@@ -1198,7 +1322,7 @@ class CampaignRuntime:
         chosen = self._submit("choose", None, count, spent)
 
         async def refilled() -> None:
-            tasks = await chosen
+            tasks = self._drop_for_nobody(await chosen)
             if not tasks and spent:
                 self._spent = True
             elif not tasks:
@@ -1214,6 +1338,8 @@ class CampaignRuntime:
         stale = self._queue.popleft()
         version = self._version
         task = await self._run("replace", stale.task.id, self._spent_pairs())
+        if task is not None and not self._drop_for_nobody([task]):
+            return
         if task is not None:
             self._queue.append(Queued(task, version))
             self._queue_changed.set()
@@ -1225,11 +1351,16 @@ def _describe(choice: str | None, level: int | None) -> str:
 
 
 __all__ = [
+    "ACTIVE",
+    "CLOSED",
+    "PAUSED",
     "CampaignRuntime",
     "ClipState",
     "JudgeResult",
     "NewClip",
     "RaterState",
     "build_config",
+    "emoji_thresholds",
     "engine_config",
+    "scale_levels",
 ]

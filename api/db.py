@@ -46,6 +46,8 @@ class CampaignRow(SQLModel, table=True):
     emoji_levels: int | None = None
     lease_seconds: float
     engine_config: str  # JSON: what api.campaigns.engine_config() built, replayed as is
+    # active | paused (no new tasks) | closed (no new tasks, open assignments withdrawn)
+    state: str = Field(default="active", sa_column_kwargs={"server_default": "active"})
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
 
 
@@ -98,7 +100,9 @@ class AssignmentRow(SQLModel, table=True):
     second: int
     swapped: bool
     gain: float
-    status: str = "open"  # open | answered | skipped (an open one past expires_at is expired)
+    # open | answered | skipped | withdrawn (by the operator: a closed campaign, a retired
+    # clip, a deactivated rater); an open one past expires_at is expired
+    status: str = "open"
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
     expires_at: datetime = Field(sa_type=UTC_TIME)
 

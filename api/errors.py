@@ -77,8 +77,9 @@ WHY = {
     401: "no bearer token, or not one this endpoint accepts",
     403: "a rater token of another campaign",
     404: "no such campaign or assignment (for this caller)",
-    409: "clashes with what is stored: another answer, an existing external id",
-    410: "the assignment's lease expired",
+    409: "clashes with what is stored: another answer, an existing external id, a setting "
+    "that cannot change now, a state the action does not start from",
+    410: "the assignment's lease expired, or the operator withdrew it",
     413: "the body or the batch is larger than the service accepts",
     415: "the body is not sent as application/json",
     429: "the rater holds the most open assignments allowed",

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
-from msgspec import Meta, Struct, field
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 # no NUL character in stored text: PostgreSQL refuses it in text columns, SQLite keeps it
 NO_NUL = r"^[^\x00]*$"
@@ -40,6 +40,19 @@ class CampaignCreate(_Input):
     ties: bool = True
     emoji_levels: Annotated[int, Meta(ge=2, le=MAX_EMOJI_LEVELS)] | None = None
     lease_seconds: Annotated[float, Meta(gt=0, le=MAX_LEASE_SECONDS)] = 120.0
+
+
+class CampaignUpdate(_Input):
+    """`PATCH /v1/campaigns/{id}`: the settings to change; a key left out stays as it is.
+    `emoji_levels: null` turns rating tasks off. `ties` and `criteria` are accepted only to
+    say why they cannot change (409)."""
+
+    name: Name | UnsetType = UNSET
+    lease_seconds: Annotated[float, Meta(gt=0, le=MAX_LEASE_SECONDS)] | UnsetType = UNSET
+    emoji_levels: Annotated[int, Meta(ge=2, le=MAX_EMOJI_LEVELS)] | None | UnsetType = UNSET
+    pair_scope: Literal["group", "any"] | UnsetType = UNSET
+    ties: bool | UnsetType = UNSET
+    criteria: Annotated[list[Criterion], Meta(max_length=MAX_CRITERIA)] | None | UnsetType = UNSET
 
 
 class ClipIn(_Input):
@@ -71,7 +84,14 @@ class JudgmentIn(_Input):
     level: Annotated[int, Meta(ge=0)] | None = None
 
 
-INPUTS: tuple[type[Struct], ...] = (CampaignCreate, ClipIn, ClipsIn, RaterIn, JudgmentIn)
+INPUTS: tuple[type[Struct], ...] = (
+    CampaignCreate,
+    CampaignUpdate,
+    ClipIn,
+    ClipsIn,
+    RaterIn,
+    JudgmentIn,
+)
 
 # responses ----------------------------------------------------------------------------------
 
@@ -88,6 +108,8 @@ class Campaign(Struct, kw_only=True):
     n_raters: int
     n_judgments: int
     created_at: datetime
+    # active | paused (no new tasks; answers to tasks out still count) | closed
+    state: str
 
 
 class CampaignList(Struct, kw_only=True):
@@ -132,6 +154,7 @@ class Assignment(Struct, kw_only=True):
 class AssignmentOut(Struct, kw_only=True):
     assignment: Assignment | None
     message: str | None
+    state: str  # the campaign's: active, paused or closed (then assignment is null)
 
 
 class JudgmentOut(Struct, kw_only=True):
@@ -235,6 +258,7 @@ __all__ = [
     "AssignmentOut",
     "Campaign",
     "CampaignCreate",
+    "CampaignUpdate",
     "CampaignList",
     "Clip",
     "ClipIn",

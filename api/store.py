@@ -42,6 +42,7 @@ class CampaignRecord:
     lease_seconds: float
     engine_config: dict[str, Any]
     created_at: datetime
+    state: str = "active"
 
 
 @dataclass(frozen=True)
@@ -308,6 +309,61 @@ def insert_judgment(values: dict[str, Any], status: str) -> Callable[[Connection
     return op
 
 
+def update_campaign(
+    campaign_id: int,
+    values: Mapping[str, Any],
+    check: Callable[[Connection], None] | None = None,
+    withdraw: Sequence[int] = (),
+) -> Callable[[Connection], CampaignRecord]:
+    """Op: change a campaign's columns (`engine_config` as a Python object) after `check`
+    passed in the same transaction, and withdraw the open assignments `withdraw`; returns
+    the campaign as stored."""
+
+    def op(connection: Connection) -> CampaignRecord:
+        if check is not None:
+            check(connection)
+        row = dict(values)
+        if "engine_config" in row:
+            row["engine_config"] = json.dumps(row["engine_config"])
+        if row:
+            connection.execute(
+                update(campaign_table).where(campaign_table.c.id == campaign_id).values(row)
+            )
+        withdraw_assignments(withdraw)(connection)
+        found = connection.execute(
+            select(campaign_table).where(campaign_table.c.id == campaign_id)
+        ).mappings()
+        return _campaign(found.one())
+
+    return op
+
+
+def withdraw_assignments(ids: Sequence[int]) -> Callable[[Connection], None]:
+    """Op: mark the assignments `ids` that are still open as withdrawn (never handed back on
+    a restart; an answer arriving later is refused)."""
+
+    def op(connection: Connection) -> None:
+        if ids:
+            connection.execute(
+                update(assignment_table)
+                .where(assignment_table.c.id.in_(list(ids)), assignment_table.c.status == "open")
+                .values(status="withdrawn")
+            )
+
+    return op
+
+
+def label_counts(connection: Connection, campaign_id: int) -> tuple[int, int]:
+    """(pair labels, emoji ratings) stored for the campaign."""
+    query = (
+        select(judgment_table.c.level.is_(None), func.count())
+        .where(judgment_table.c.campaign_id == campaign_id, judgment_table.c.seq.is_not(None))
+        .group_by(judgment_table.c.level.is_(None))
+    )
+    counts = {bool(is_pair): int(count) for is_pair, count in connection.execute(query)}
+    return counts.get(True, 0), counts.get(False, 0)
+
+
 def mark_batch(campaign_id: int, seqs: Sequence[int], batch: int) -> Callable[[Connection], None]:
     """Op: record that the labels `seqs` were applied together as engine batch `batch`."""
 
@@ -354,6 +410,7 @@ def _campaign(row: Any) -> CampaignRecord:
         lease_seconds=float(row["lease_seconds"]),
         engine_config=json.loads(row["engine_config"]),
         created_at=row["created_at"],
+        state=row["state"],
     )
 
 
@@ -556,6 +613,9 @@ __all__ = [
     "list_campaigns",
     "load_log",
     "mark_batch",
+    "label_counts",
     "progress_points",
     "rater_tokens",
+    "update_campaign",
+    "withdraw_assignments",
 ]

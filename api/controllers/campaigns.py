@@ -1,8 +1,9 @@
-"""Campaign management (admin key): campaigns, clip batches, raters (registration, stats)."""
+"""Campaign management (admin key): campaigns, their settings and state, clip batches, raters
+(registration, stats)."""
 
 from __future__ import annotations
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, get, patch, post
 
 from api import schemas
 from api.auth import admin_guard
@@ -49,6 +50,65 @@ class CampaignController(Controller):
     async def read(self, campaign_id: int, service: Service) -> schemas.Campaign:
         """One campaign with its counts."""
         return await service.get_campaign(campaign_id)
+
+    @patch(
+        "/{campaign_id:int}",
+        operation_id="updateCampaign",
+        summary="Change a campaign's settings",
+        responses=error_responses(400, 401, 404, 409, 413, 415, 503),
+    )
+    async def update(
+        self, campaign_id: int, data: schemas.CampaignUpdate, request: Request, service: Service
+    ) -> schemas.Campaign:
+        """Name and lease at any time; `emoji_levels` null turns rating tasks off, a number
+        turns them on (another scale only while no rating was given); `pair_scope` while no
+        label exists. `ties` and `criteria` never change (409 says why)."""
+        body = await strict_body(request, schemas.CampaignUpdate)
+        return await service.update_campaign(campaign_id, body)
+
+    @post(
+        "/{campaign_id:int}/pause",
+        operation_id="pauseCampaign",
+        summary="Pause a campaign",
+        status_code=200,
+        responses=error_responses(401, 404, 409, 503),
+    )
+    async def pause(self, campaign_id: int, service: Service) -> schemas.Campaign:
+        """No new tasks until resumed; answers to the tasks already out still count."""
+        return await service.change_state(campaign_id, "pause")
+
+    @post(
+        "/{campaign_id:int}/resume",
+        operation_id="resumeCampaign",
+        summary="Resume a paused campaign",
+        status_code=200,
+        responses=error_responses(401, 404, 409, 503),
+    )
+    async def resume(self, campaign_id: int, service: Service) -> schemas.Campaign:
+        """Hand out tasks again."""
+        return await service.change_state(campaign_id, "resume")
+
+    @post(
+        "/{campaign_id:int}/close",
+        operation_id="closeCampaign",
+        summary="Close a campaign",
+        status_code=200,
+        responses=error_responses(401, 404, 409, 503),
+    )
+    async def close(self, campaign_id: int, service: Service) -> schemas.Campaign:
+        """No new tasks; the open assignments are withdrawn (an answer to one gets a 410)."""
+        return await service.change_state(campaign_id, "close")
+
+    @post(
+        "/{campaign_id:int}/reopen",
+        operation_id="reopenCampaign",
+        summary="Reopen a closed campaign",
+        status_code=200,
+        responses=error_responses(401, 404, 409, 503),
+    )
+    async def reopen(self, campaign_id: int, service: Service) -> schemas.Campaign:
+        """Hand out tasks again."""
+        return await service.change_state(campaign_id, "reopen")
 
     @post(
         "/{campaign_id:int}/clips",

@@ -29,7 +29,24 @@ function panelError(id, error) {
 
 // ---------------------------------------------------------------- panels
 
+const ACTIONS = { active: ["pause", "close"], paused: ["resume", "close"], closed: ["reopen"] };
+let settingsShown = false;
+
 function renderCampaign(campaign) {
+  $("state").textContent = campaign.state;
+  document.body.dataset.state = campaign.state;
+  const allowed = ACTIONS[campaign.state] || [];
+  for (const button of document.querySelectorAll("#controls [data-action]")) {
+    button.hidden = !allowed.includes(button.dataset.action);
+  }
+  if (!settingsShown) {
+    // filled once: a refresh must not overwrite what the operator is typing
+    settingsShown = true;
+    $("lease").value = String(campaign.lease_seconds);
+    const select = $("levels");
+    for (let k = 2; k <= 11; k += 1) select.append(h("option", { value: String(k) }, String(k)));
+    select.value = campaign.emoji_levels === null ? "" : String(campaign.emoji_levels);
+  }
   $("title").textContent = campaign.name
     ? `${campaign.name} (campaign ${campaign.id})`
     : `Campaign ${campaign.id}`;
@@ -251,6 +268,28 @@ async function newRater() {
     $("new-rater-link").textContent = `Could not create a rater: ${error.message}`;
   }
 }
+
+async function control(method, path, body) {
+  try {
+    await api(method, path, KEY, body);
+    $("controls-message").textContent = "";
+  } catch (error) {
+    $("controls-message").textContent = error.detail || error.message;
+  }
+  refresh();
+}
+
+for (const button of document.querySelectorAll("#controls [data-action]")) {
+  button.addEventListener("click", () => control("POST", `${BASE}/${button.dataset.action}`));
+}
+$("controls").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const levels = $("levels").value;
+  control("PATCH", BASE, {
+    lease_seconds: Number($("lease").value),
+    emoji_levels: levels === "" ? null : Number(levels),
+  });
+});
 
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) refresh();
