@@ -168,6 +168,7 @@ class ClipState:
     group: str | None
     context: str | None
     labels: int = 0
+    retired: bool = False
 
 
 @dataclass
@@ -185,6 +186,7 @@ class RaterState:
     labels: int = 0
     skips: int = 0
     last_asked: float = -math.inf  # when they last asked for a task (monotonic)
+    active: bool = True  # deactivated by the operator: no new tasks
 
 
 @dataclass(frozen=True)
@@ -316,6 +318,14 @@ class CampaignRuntime:
         self._rng = random.Random(None if settings.seed is None else settings.seed + record.id)
         self.clips: list[ClipState] = []
         self.clip_index: dict[str, int] = {}  # external id -> position
+        self.clip_positions: dict[int, int] = {}  # clip row id -> position
+        # skips that count towards withdrawing a task for everyone: task key -> raters (skips
+        # before the operator last restored one of its clips are forgotten: `_cleared`)
+        self._skippers: dict[tuple[int, int], set[int]] = {}
+        self._clip_keys: dict[int, set[tuple[int, int]]] = {}  # clip -> its skipped task keys
+        self._cleared: dict[int, int] = {}  # clip -> the judgment id its skips count after
+        self.withdrawn_keys: set[tuple[int, int]] = set()  # tasks skipped by skip_limit raters
+        self.withdrawn_clips: set[int] = set()  # clips whose tasks skip_limit raters skipped
         self.raters: dict[int, RaterState] = {}
         self.assignments: dict[int, AssignmentState] = {}
         self.n_labels = 0
@@ -473,13 +483,22 @@ class CampaignRuntime:
         for clip in logged.clips:
             self.clips.append(
                 ClipState(
-                    clip.id, clip.position, clip.external_id, clip.uri, clip.group, clip.context
+                    clip.id,
+                    clip.position,
+                    clip.external_id,
+                    clip.uri,
+                    clip.group,
+                    clip.context,
+                    retired=clip.retired,
                 )
             )
             self.clip_index[clip.external_id] = clip.position
+            self.clip_positions[clip.id] = clip.position
+            if clip.skips_cleared:
+                self._cleared[clip.position] = clip.skips_cleared
         self._next_clip_batch = 1 + max((c.batch for c in logged.clips), default=0)
         for rater in logged.raters:
-            self.raters[rater.id] = RaterState(rater.id, rater.name)
+            self.raters[rater.id] = RaterState(rater.id, rater.name, active=rater.active)
         answers = {j.assignment_id: j for j in logged.judgments}
         now = time.time()
         for record in logged.assignments:
@@ -496,7 +515,7 @@ class CampaignRuntime:
             self.assignments[record.id] = state
             if judgment is not None:
                 state.answer = Answer(judgment.id, judgment.choice, judgment.level)
-                self._count_answer(state, judgment.choice, judgment.level)
+                self._count_answer(state, judgment.choice, judgment.level, judgment.id)
             elif record.status == "withdrawn":
                 state.released = True
                 state.withdrawn = "it was withdrawn by the operator"
@@ -512,6 +531,7 @@ class CampaignRuntime:
         self._applied_seq = max(seqs, default=0)
         self._next_batch = 1 + max((j.batch or 0 for j in logged.judgments), default=0)
         self.n_applied = self._progress_labels = len(seqs)
+        self._recount_withdrawals()
         return held
 
     # hand-out ---------------------------------------------------------------------------------
@@ -907,7 +927,7 @@ class CampaignRuntime:
             state.committing = None
         state.answer = Answer(judgment_id, choice, level)
         self._close(state)
-        self._count_answer(state, choice, level)
+        withdrawn = self._count_answer(state, choice, level, judgment_id)
         if seq is not None:
             answer = outcome if state.is_pair else level
             judgment = Judgment(state.rater_id, state.question, answer)  # type: ignore[arg-type]
@@ -917,15 +937,22 @@ class CampaignRuntime:
         else:
             self._to_release.append(state.task_id)
         self._wake.set()
+        if withdrawn:
+            log.info("campaign %s: tasks withdrawn after repeated skips", self.record.id)
+            with contextlib.suppress(Unavailable):  # the skip is stored: acknowledge it
+                await self._send_bars()
         return JudgeResult(state.id, judgment_id, choice, level, False)
 
-    def _count_answer(self, state: AssignmentState, choice: str | None, level: int | None) -> None:
+    def _count_answer(
+        self, state: AssignmentState, choice: str | None, level: int | None, judgment_id: int
+    ) -> bool:
+        """Count a committed answer; whether a skip withdrew a task or a clip for everyone."""
         rater = self.raters[state.rater_id]
         if choice == "skip":
             rater.skips += 1
             if state.is_pair:
                 rater.skipped.add(state.pair)
-            return
+            return self._note_skip(state, judgment_id)
         rater.labels += 1
         self.n_labels += 1
         self.clips[state.first].labels += 1
@@ -934,6 +961,58 @@ class CampaignRuntime:
             self.clips[state.second].labels += 1
         else:
             rater.rated.add(state.first)
+        return False
+
+    # skips that withdraw a task for everyone --------------------------------------------------
+
+    def _note_skip(self, state: AssignmentState, judgment_id: int) -> bool:
+        """Count a skip towards withdrawing its task (and its clips); whether that withdrew
+        something new."""
+        key = task_key(state.first, state.second)
+        clips = [c for c in key if c != NO_SECOND]
+        if any(judgment_id <= self._cleared.get(c, 0) for c in clips):
+            return False  # skipped before the operator restored the clip
+        self._skippers.setdefault(key, set()).add(state.rater_id)
+        for clip in clips:
+            self._clip_keys.setdefault(clip, set()).add(key)
+        before = (len(self.withdrawn_keys), len(self.withdrawn_clips))
+        self._recount_withdrawals()
+        return (len(self.withdrawn_keys), len(self.withdrawn_clips)) != before
+
+    def _recount_withdrawals(self) -> None:
+        """Withdraw, for everyone, each task that `skip_limit` distinct raters skipped, and
+        each clip whose tasks (two or more different ones) `skip_limit` distinct raters
+        skipped between them: one pair skipped by many says the pair is the trouble, several
+        pairs of one clip skipped say the clip is (it fails to load, say)."""
+        limit = self.record.skip_limit
+        self.withdrawn_keys = {k for k, raters in self._skippers.items() if len(raters) >= limit}
+        self.withdrawn_clips = set()
+        for clip, keys in self._clip_keys.items():
+            raters = set().union(*(self._skippers[k] for k in keys))
+            if len(keys) >= 2 and len(raters) >= limit:
+                self.withdrawn_clips.add(clip)
+
+    def _forget_skips(self, clip: int, after: int) -> None:
+        """Forget the skips of `clip`'s tasks up to judgment `after` (the operator restored
+        it)."""
+        self._cleared[clip] = after
+        for key in self._clip_keys.pop(clip, set()):
+            self._skippers.pop(key, None)
+            for other in key:
+                if other not in (clip, NO_SECOND):
+                    self._clip_keys.get(other, set()).discard(key)
+        self._recount_withdrawals()
+
+    def skip_flags(self) -> tuple[list[tuple[tuple[int, int], int]], list[tuple[int, int, int]]]:
+        """The withdrawn tasks with how many raters skipped each, and the withdrawn clips with
+        how many raters skipped how many of their tasks."""
+        tasks = [(key, len(self._skippers[key])) for key in sorted(self.withdrawn_keys)]
+        clips = []
+        for clip in sorted(self.withdrawn_clips):
+            keys = self._clip_keys[clip]
+            raters = set().union(*(self._skippers[k] for k in keys))
+            clips.append((clip, len(raters), len(keys)))
+        return tasks, clips
 
     # clips and raters -------------------------------------------------------------------------
 
@@ -979,6 +1058,7 @@ class CampaignRuntime:
             ]
             self.clips.extend(added)
             self.clip_index.update({c.external_id: c.position for c in added})
+            self.clip_positions.update({c.id: c.position for c in added})
             self._exhausted = self._spent = False
             self._version += 1
             return added
@@ -1006,27 +1086,38 @@ class CampaignRuntime:
             log.exception("storing a campaign change failed")
             raise Unavailable(detail="the database did not store the change; retry") from error
         ratings_before = self.record.emoji_levels is not None
+        limit_before = self.record.skip_limit
         self.record = record
         if closing:
             self._withdraw(open_ids, f"campaign {record.id} was closed")
-        if closing or (record.emoji_levels is not None) != ratings_before:
+        if record.skip_limit != limit_before:
+            self._recount_withdrawals()
+        if (
+            closing
+            or (record.emoji_levels is not None) != ratings_before
+            or record.skip_limit != limit_before
+        ):
             await self._send_bars()
         self._exhausted = self._spent = False
         self._wake.set()
         return record
 
     def _bars(self) -> tuple[list[int], list[tuple[int, int]], list[int], bool]:
-        """What no choice may offer (`CampaignEngine.bar`)."""
-        return [], [], [], self.record.emoji_levels is not None
+        """What no choice may offer (`CampaignEngine.bar`): retired and withdrawn clips,
+        withdrawn pairs and ratings, and every rating while rating tasks are off."""
+        clips = sorted(self.withdrawn_clips | {c.position for c in self.clips if c.retired})
+        pairs = sorted(k for k in self.withdrawn_keys if k[1] != NO_SECOND)
+        ratings = sorted(k[0] for k in self.withdrawn_keys if k[1] == NO_SECOND)
+        return clips, pairs, ratings, self.record.emoji_levels is not None
 
     def _for_nobody(self, first: int, second: int) -> bool:
         """Whether a task is one no rater may get any more (see `_bars`)."""
-        clips, pairs, rating_clips, ratings = self._bars()
-        if first in clips or second in clips:
+        for clip in (first, second):
+            if clip != NO_SECOND and (self.clips[clip].retired or clip in self.withdrawn_clips):
+                return True
+        if second == NO_SECOND and self.record.emoji_levels is None:
             return True
-        if second == NO_SECOND:
-            return not ratings or first in rating_clips
-        return task_key(first, second) in pairs
+        return task_key(first, second) in self.withdrawn_keys
 
     def _drop_for_nobody(self, tasks: list[Task]) -> list[Task]:
         """`tasks` less those chosen before the engine heard of the latest bars (given back)."""
@@ -1053,6 +1144,66 @@ class CampaignRuntime:
             self._reserves[rater_id] = deque(t for t in reserve if t not in dropped)
         bars = self._bars()
         await self.call(lambda: self._run("bar", *bars), fresh=False)
+
+    async def retire_clip(self, clip_id: int, retired: bool) -> ClipState:
+        """Retire a clip (it leaves every queue and its open assignments are withdrawn; its
+        labels stay in the log and the posterior) or restore it (offered again, the skips of
+        its tasks so far forgotten).
+
+        Raises:
+            NotFound: no such clip in this campaign.
+            Unavailable: the database did not store it (nothing changed).
+        """
+        position = self.clip_positions.get(clip_id)
+        if position is None:
+            raise NotFound(detail=f"clip {clip_id} not found in campaign {self.record.id}")
+        clip = self.clips[position]
+        ids = []
+        if retired:
+            ids = sorted(
+                a.id
+                for a in self.assignments.values()
+                if a.answer is None and not a.released and position in (a.first, a.second)
+            )
+        try:
+            cleared = await self._writer.run(
+                store.set_clip_retired(self.record.id, clip_id, retired, ids)
+            )
+        except Exception as error:
+            log.exception("storing a clip's retirement failed")
+            raise Unavailable(detail="the database did not store the change; retry") from error
+        clip.retired = retired
+        if retired:
+            self._withdraw(ids, f"clip {clip.external_id!r} was retired")
+        else:
+            self._forget_skips(position, cleared)
+        self._exhausted = self._spent = False
+        await self._send_bars()
+        return clip
+
+    async def set_rater_active(self, rater_id: int, active: bool) -> RaterState:
+        """Deactivate a rater (their open assignments are withdrawn and their reserve given
+        back; their labels stay) or reactivate them.
+
+        Raises:
+            NotFound: no such rater in this campaign.
+            Unavailable: the database did not store it (nothing changed).
+        """
+        rater = self.raters.get(rater_id)
+        if rater is None:
+            raise NotFound(detail=f"rater {rater_id} not found in campaign {self.record.id}")
+        ids = [] if active else sorted(rater.open)
+        try:
+            await self._writer.run(store.set_rater_active(rater_id, active, ids))
+        except Exception as error:
+            log.exception("storing a rater's state failed")
+            raise Unavailable(detail="the database did not store the change; retry") from error
+        rater.active = active
+        if not active:
+            self._withdraw(ids, f"rater {rater_id} was deactivated")
+            self._to_release.extend(t.id for t in self._reserves.pop(rater_id, ()))
+            self._wake.set()
+        return rater
 
     def _withdraw(self, ids: Sequence[int], why: str) -> None:
         """Take back open assignments (already marked withdrawn in the database); one whose

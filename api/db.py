@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import DateTime, Engine, Index, UniqueConstraint, event
+from sqlalchemy import DateTime, Engine, Index, UniqueConstraint, event, false, true
 from sqlalchemy.engine import make_url
 from sqlmodel import Field, SQLModel, create_engine
 
@@ -48,6 +48,8 @@ class CampaignRow(SQLModel, table=True):
     engine_config: str  # JSON: what api.campaigns.engine_config() built, replayed as is
     # active | paused (no new tasks) | closed (no new tasks, open assignments withdrawn)
     state: str = Field(default="active", sa_column_kwargs={"server_default": "active"})
+    # a pair (or a clip) skipped by this many distinct raters is withdrawn for everyone
+    skip_limit: int = Field(default=3, sa_column_kwargs={"server_default": "3"})
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
 
 
@@ -71,6 +73,10 @@ class ClipRow(SQLModel, table=True):
     scores: str  # JSON list aligned with the campaign's criteria; null where missing
     batch: int
     after_seq: int
+    # retired by the operator: never offered, its labels stay
+    retired: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    # skips of its tasks up to this judgment id are forgotten (the operator restored it)
+    skips_cleared: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
 
 
@@ -83,6 +89,8 @@ class RaterRow(SQLModel, table=True):
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
     name: str | None = None
     token_hash: str = Field(unique=True)
+    # deactivated by the operator: no new tasks, their labels stay
+    active: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
 
 

@@ -22,6 +22,8 @@ Criterion = Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_NUL)]
 MAX_CRITERIA = 32
 MAX_EMOJI_LEVELS = 11
 MAX_LEASE_SECONDS = 86_400.0
+MAX_SKIP_LIMIT = 1_000
+SkipLimit = Annotated[int, Meta(ge=1, le=MAX_SKIP_LIMIT)]
 
 
 class _Input(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -40,6 +42,7 @@ class CampaignCreate(_Input):
     ties: bool = True
     emoji_levels: Annotated[int, Meta(ge=2, le=MAX_EMOJI_LEVELS)] | None = None
     lease_seconds: Annotated[float, Meta(gt=0, le=MAX_LEASE_SECONDS)] = 120.0
+    skip_limit: SkipLimit = 3
 
 
 class CampaignUpdate(_Input):
@@ -49,10 +52,11 @@ class CampaignUpdate(_Input):
 
     name: Name | UnsetType = UNSET
     lease_seconds: Annotated[float, Meta(gt=0, le=MAX_LEASE_SECONDS)] | UnsetType = UNSET
-    emoji_levels: Annotated[int, Meta(ge=2, le=MAX_EMOJI_LEVELS)] | None | UnsetType = UNSET
+    emoji_levels: Annotated[int, Meta(ge=2, le=MAX_EMOJI_LEVELS)] | UnsetType | None = UNSET
     pair_scope: Literal["group", "any"] | UnsetType = UNSET
+    skip_limit: SkipLimit | UnsetType = UNSET
     ties: bool | UnsetType = UNSET
-    criteria: Annotated[list[Criterion], Meta(max_length=MAX_CRITERIA)] | None | UnsetType = UNSET
+    criteria: Annotated[list[Criterion], Meta(max_length=MAX_CRITERIA)] | UnsetType | None = UNSET
 
 
 class ClipIn(_Input):
@@ -110,6 +114,7 @@ class Campaign(Struct, kw_only=True):
     created_at: datetime
     # active | paused (no new tasks; answers to tasks out still count) | closed
     state: str
+    skip_limit: int  # distinct raters whose skips withdraw a pair (or a clip) for everyone
 
 
 class CampaignList(Struct, kw_only=True):
@@ -177,6 +182,8 @@ class LeaderboardClip(Struct, kw_only=True):
     upper: float
     rank: int
     labels: int
+    # active | retired (by the operator) | withdrawn (its tasks skipped by skip_limit raters)
+    state: str
 
 
 class Leaderboard(Struct, kw_only=True):
@@ -216,6 +223,48 @@ class RaterStats(Struct, kw_only=True):
     keep_probability: float
     probability_random: float | None
     flagged: bool
+    active: bool
+
+
+class ClipStatus(Struct, kw_only=True):
+    """A clip after it was retired or restored."""
+
+    id: int
+    external_id: str
+    retired: bool
+
+
+class RaterStatus(Struct, kw_only=True):
+    """A rater after they were deactivated or reactivated."""
+
+    id: int
+    name: str | None
+    active: bool
+
+
+class SkippedTask(Struct, kw_only=True):
+    """A pair (or a clip's rating: `right` null) withdrawn because `raters` skipped it."""
+
+    left: ClipRef
+    right: ClipRef | None
+    raters: int
+
+
+class SkippedClip(Struct, kw_only=True):
+    """A clip withdrawn because `raters` between them skipped `tasks` of its tasks."""
+
+    clip: ClipRef
+    raters: int
+    tasks: int
+    retired: bool
+
+
+class SkipFlags(Struct, kw_only=True):
+    """What repeated skips withdrew for every rater, for the operator to look at."""
+
+    skip_limit: int
+    tasks: list[SkippedTask]
+    clips: list[SkippedClip]
 
 
 class Raters(Struct, kw_only=True):
@@ -258,11 +307,12 @@ __all__ = [
     "AssignmentOut",
     "Campaign",
     "CampaignCreate",
-    "CampaignUpdate",
     "CampaignList",
+    "CampaignUpdate",
     "Clip",
     "ClipIn",
     "ClipRef",
+    "ClipStatus",
     "ClipsAdded",
     "ClipsIn",
     "ContextWeights",
@@ -277,7 +327,11 @@ __all__ = [
     "RaterCreated",
     "RaterIn",
     "RaterStats",
+    "RaterStatus",
     "Raters",
+    "SkipFlags",
+    "SkippedClip",
+    "SkippedTask",
     "Weight",
     "Weights",
 ]

@@ -13,7 +13,6 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
-
 from typing import Any
 
 from anyio import to_thread
@@ -51,6 +50,7 @@ from api.settings import Settings
 from api.store import CampaignRecord
 from api.writer import Writer
 from engine import DEFAULT_CRITERIA
+from engine.questions import NO_SECOND
 
 log = logging.getLogger("ratingparty.api")
 MAX_ABS_SCORE = 1e12  # larger raw scores would overflow the per-campaign standardisation
@@ -142,6 +142,7 @@ class Service:
             "ties": body.ties,
             "emoji_levels": body.emoji_levels,
             "lease_seconds": float(body.lease_seconds),
+            "skip_limit": body.skip_limit,
             "engine_config": engine_config(criteria, body.pair_scope, body.ties, body.emoji_levels),
         }
         record = await self.writer.run(store.insert_campaign(values))
@@ -214,6 +215,8 @@ class Service:
             values["name"] = body.name
         if body.lease_seconds is not UNSET:
             values["lease_seconds"] = float(body.lease_seconds)
+        if body.skip_limit is not UNSET:
+            values["skip_limit"] = body.skip_limit
         config = dict(record.engine_config)
         new_scope = record.pair_scope if body.pair_scope is UNSET else body.pair_scope
         new_levels = record.emoji_levels if body.emoji_levels is UNSET else body.emoji_levels
@@ -355,6 +358,14 @@ class Service:
         runtime = await self.runtime(owner)
         return runtime, runtime.raters[rater_id]
 
+    def _active(self, rater: RaterState) -> None:
+        """Raises Forbidden when the operator deactivated this rater."""
+        if not rater.active:
+            raise Forbidden(
+                detail=f"rater {rater.id} is deactivated: this token gets no new tasks (the "
+                "campaign's operator can reactivate it)"
+            )
+
     def rater_ids(self, token: str | None) -> tuple[int, int]:
         """(rater id, campaign id) of a rater token, without touching the campaign.
 
@@ -374,13 +385,68 @@ class Service:
     def is_rater_of(self, token: str | None, campaign_id: int) -> bool:
         """Whether `token` is a rater token of this campaign."""
         found = None if token is None else self._tokens.get(hash_token(token))
-        return found is not None and found[1] == campaign_id
+        if found is None or found[1] != campaign_id:
+            return False
+        runtime = self._runtimes.get(campaign_id)
+        rater = None if runtime is None else runtime.raters.get(found[0])
+        return rater is None or rater.active
+
+    async def retire_clip(
+        self, campaign_id: int, clip_id: int, retired: bool
+    ) -> schemas.ClipStatus:
+        """Retire (`retired`) or restore a clip (see `CampaignRuntime.retire_clip`)."""
+        runtime = await self.runtime(campaign_id)
+        if not 0 < clip_id <= MAX_ROW_ID:
+            raise NotFound(detail=f"clip {clip_id} not found in campaign {campaign_id}")
+        clip = await runtime.retire_clip(clip_id, retired)
+        return schemas.ClipStatus(id=clip.id, external_id=clip.external_id, retired=clip.retired)
+
+    async def set_rater_active(
+        self, campaign_id: int, rater_id: int, active: bool
+    ) -> schemas.RaterStatus:
+        """Deactivate or reactivate a rater (see `CampaignRuntime.set_rater_active`)."""
+        runtime = await self.runtime(campaign_id)
+        if not 0 < rater_id <= MAX_ROW_ID:
+            raise NotFound(detail=f"rater {rater_id} not found in campaign {campaign_id}")
+        rater = await runtime.set_rater_active(rater_id, active)
+        return schemas.RaterStatus(id=rater.id, name=rater.name, active=rater.active)
+
+    async def skip_flags(self, campaign_id: int) -> schemas.SkipFlags:
+        """The tasks and clips repeated skips withdrew for everyone."""
+        runtime = await self.runtime(campaign_id)
+        tasks, clips = runtime.skip_flags()
+
+        def ref(position: int) -> schemas.ClipRef:
+            clip = runtime.clips[position]
+            return schemas.ClipRef(id=clip.id, external_id=clip.external_id)
+
+        return schemas.SkipFlags(
+            skip_limit=runtime.record.skip_limit,
+            tasks=[
+                schemas.SkippedTask(
+                    left=ref(first),
+                    right=None if second == NO_SECOND else ref(second),
+                    raters=raters,
+                )
+                for (first, second), raters in tasks
+            ],
+            clips=[
+                schemas.SkippedClip(
+                    clip=ref(position),
+                    raters=raters,
+                    tasks=n_tasks,
+                    retired=runtime.clips[position].retired,
+                )
+                for position, raters, n_tasks in clips
+            ],
+        )
 
     # assignments ------------------------------------------------------------------------------
 
     async def assign(self, campaign_id: int, token: str | None) -> schemas.AssignmentOut:
         """The rater's next assignment, or a message saying why there is none."""
         runtime, rater = await self.rater(token, campaign_id)
+        self._active(rater)
         state, message = await runtime.assign(rater)
         if state is None:
             return schemas.AssignmentOut(
@@ -439,6 +505,11 @@ class Service:
                 upper=upper,
                 rank=rank,
                 labels=clips[i].labels,
+                state="retired"
+                if clips[i].retired
+                else "withdrawn"
+                if i in runtime.withdrawn_clips
+                else "active",
             )
             for i, (mean, sd, lower, upper, rank) in enumerate(
                 zip(board.mean, board.sd, board.lower, board.upper, board.rank, strict=True)
@@ -496,6 +567,7 @@ class Service:
                     keep_probability=keep,
                     probability_random=random_share,
                     flagged=flagged,
+                    active=rater.active,
                 )
             )
         return schemas.Raters(raters=out)
@@ -540,6 +612,7 @@ def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> sche
         n_judgments=counts[2],
         created_at=as_utc(record.created_at),
         state=record.state,
+        skip_limit=record.skip_limit,
     )
 
 

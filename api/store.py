@@ -43,6 +43,7 @@ class CampaignRecord:
     engine_config: dict[str, Any]
     created_at: datetime
     state: str = "active"
+    skip_limit: int = 3
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class ClipRecord:
     scores: tuple[float | None, ...]
     batch: int
     after_seq: int
+    retired: bool = False
+    skips_cleared: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class RaterRecord:
     campaign_id: int
     name: str | None
     token_hash: str
+    active: bool = True
 
 
 @dataclass(frozen=True)
@@ -353,6 +357,50 @@ def withdraw_assignments(ids: Sequence[int]) -> Callable[[Connection], None]:
     return op
 
 
+def set_clip_retired(
+    campaign_id: int, clip_id: int, retired: bool, withdraw: Sequence[int] = ()
+) -> Callable[[Connection], int]:
+    """Op: retire or restore a clip, withdrawing the open assignments `withdraw` (a retire).
+    A restore also forgets the skips of its tasks so far; returns the last judgment id it
+    forgets them up to (0 for a retire)."""
+
+    def op(connection: Connection) -> int:
+        values: dict[str, Any] = {"retired": retired}
+        cleared = 0
+        if not retired:
+            cleared = int(
+                connection.execute(
+                    select(func.coalesce(func.max(judgment_table.c.id), 0)).where(
+                        judgment_table.c.campaign_id == campaign_id
+                    )
+                ).scalar_one()
+            )
+            values["skips_cleared"] = cleared
+        connection.execute(
+            update(clip_table)
+            .where(clip_table.c.campaign_id == campaign_id, clip_table.c.id == clip_id)
+            .values(values)
+        )
+        withdraw_assignments(withdraw)(connection)
+        return cleared
+
+    return op
+
+
+def set_rater_active(
+    rater_id: int, active: bool, withdraw: Sequence[int] = ()
+) -> Callable[[Connection], None]:
+    """Op: deactivate or reactivate a rater, withdrawing their open assignments `withdraw`."""
+
+    def op(connection: Connection) -> None:
+        connection.execute(
+            update(rater_table).where(rater_table.c.id == rater_id).values(active=active)
+        )
+        withdraw_assignments(withdraw)(connection)
+
+    return op
+
+
 def label_counts(connection: Connection, campaign_id: int) -> tuple[int, int]:
     """(pair labels, emoji ratings) stored for the campaign."""
     query = (
@@ -411,6 +459,7 @@ def _campaign(row: Any) -> CampaignRecord:
         engine_config=json.loads(row["engine_config"]),
         created_at=row["created_at"],
         state=row["state"],
+        skip_limit=int(row["skip_limit"]),
     )
 
 
@@ -452,7 +501,7 @@ def rater_tokens(engine: Engine) -> list[RaterRecord]:
     with engine.connect() as connection:
         rows = connection.execute(select(rater_table).order_by(rater_table.c.id))
         return [
-            RaterRecord(r["id"], r["campaign_id"], r["name"], r["token_hash"])
+            RaterRecord(r["id"], r["campaign_id"], r["name"], r["token_hash"], bool(r["active"]))
             for r in rows.mappings()
         ]
 
@@ -471,6 +520,8 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 scores=tuple(json.loads(r["scores"])),
                 batch=r["batch"],
                 after_seq=r["after_seq"],
+                retired=bool(r["retired"]),
+                skips_cleared=int(r["skips_cleared"]),
             )
             for r in connection.execute(
                 select(clip_table)
@@ -479,7 +530,7 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
             ).mappings()
         ]
         raters = [
-            RaterRecord(r["id"], r["campaign_id"], r["name"], r["token_hash"])
+            RaterRecord(r["id"], r["campaign_id"], r["name"], r["token_hash"], bool(r["active"]))
             for r in connection.execute(
                 select(rater_table).where(rater_table.c.campaign_id == campaign_id)
             ).mappings()
@@ -610,12 +661,14 @@ __all__ = [
     "insert_judgment",
     "insert_progress",
     "insert_rater",
+    "label_counts",
     "list_campaigns",
     "load_log",
     "mark_batch",
-    "label_counts",
     "progress_points",
     "rater_tokens",
+    "set_clip_retired",
+    "set_rater_active",
     "update_campaign",
     "withdraw_assignments",
 ]

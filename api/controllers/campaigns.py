@@ -149,3 +149,69 @@ class CampaignController(Controller):
     async def raters(self, campaign_id: int, service: Service) -> schemas.Raters:
         """Labels, learned noise and keep probability, and flags per rater."""
         return await service.raters(campaign_id)
+
+    @post(
+        "/{campaign_id:int}/clips/{clip_id:int}/retire",
+        operation_id="retireClip",
+        summary="Retire a clip",
+        status_code=200,
+        responses=error_responses(401, 404, 503),
+    )
+    async def retire_clip(
+        self, campaign_id: int, clip_id: int, service: Service
+    ) -> schemas.ClipStatus:
+        """Never offered again while retired; its open assignments are withdrawn, its labels
+        stay in the log and the posterior."""
+        return await service.retire_clip(campaign_id, clip_id, retired=True)
+
+    @post(
+        "/{campaign_id:int}/clips/{clip_id:int}/restore",
+        operation_id="restoreClip",
+        summary="Restore a clip",
+        status_code=200,
+        responses=error_responses(401, 404, 503),
+    )
+    async def restore_clip(
+        self, campaign_id: int, clip_id: int, service: Service
+    ) -> schemas.ClipStatus:
+        """Offered again; the skips of its tasks so far no longer count towards withdrawing
+        it."""
+        return await service.retire_clip(campaign_id, clip_id, retired=False)
+
+    @post(
+        "/{campaign_id:int}/raters/{rater_id:int}/deactivate",
+        operation_id="deactivateRater",
+        summary="Deactivate a rater",
+        status_code=200,
+        responses=error_responses(401, 404, 503),
+    )
+    async def deactivate_rater(
+        self, campaign_id: int, rater_id: int, service: Service
+    ) -> schemas.RaterStatus:
+        """Their token gets no new tasks (403); their open assignments are withdrawn (410);
+        their labels stay."""
+        return await service.set_rater_active(campaign_id, rater_id, active=False)
+
+    @post(
+        "/{campaign_id:int}/raters/{rater_id:int}/reactivate",
+        operation_id="reactivateRater",
+        summary="Reactivate a rater",
+        status_code=200,
+        responses=error_responses(401, 404, 503),
+    )
+    async def reactivate_rater(
+        self, campaign_id: int, rater_id: int, service: Service
+    ) -> schemas.RaterStatus:
+        """Their token gets tasks again."""
+        return await service.set_rater_active(campaign_id, rater_id, active=True)
+
+    @get(
+        "/{campaign_id:int}/skipped",
+        operation_id="skipped",
+        summary="What repeated skips withdrew",
+        responses=error_responses(401, 404),
+    )
+    async def skipped(self, campaign_id: int, service: Service) -> schemas.SkipFlags:
+        """Pairs (or ratings) skipped by `skip_limit` distinct raters, and clips whose tasks
+        were, withdrawn for everyone until a restore."""
+        return await service.skip_flags(campaign_id)

@@ -91,9 +91,9 @@ def test_settings_that_may_change_and_those_that_may_not(client: TestClient) -> 
     assert client.patch(url, json={"colour": 1}, headers=ADMIN).status_code == 400
 
     # ratings off: only pairs are handed out
-    assert client.patch(url, json={"emoji_levels": None}, headers=ADMIN).json()[
-        "emoji_levels"
-    ] is None
+    assert (
+        client.patch(url, json={"emoji_levels": None}, headers=ADMIN).json()["emoji_levels"] is None
+    )
     for _ in range(6):
         assert answer(client, party, 1)["kind"] == "pair"
     refused = client.patch(url, json={"pair_scope": "group"}, headers=ADMIN)
