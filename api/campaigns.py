@@ -49,9 +49,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 
 from api import store
-from api.db import as_utc
+from api.auth import hash_token, new_token
+from api.db import as_utc, utcnow
 from api.engine_host import Board, ClipBatch, EngineStopped, RaterStats, WeightRows, make_host
 from api.errors import BadRequest, Conflict, Gone, NotFound, TooManyOpen, Unavailable
+from api.imports import PastJudgment
 from api.metrics import Metrics
 from api.settings import Settings
 from api.store import CampaignLog, CampaignRecord, ClipRecord
@@ -1144,6 +1146,149 @@ class CampaignRuntime:
             self._reserves[rater_id] = deque(t for t in reserve if t not in dropped)
         bars = self._bars()
         await self.call(lambda: self._run("bar", *bars), fresh=False)
+
+    async def import_judgments(
+        self,
+        key: str,
+        digest: str,
+        records: Sequence[PastJudgment],
+        problems: Sequence[tuple[int, str]] = (),
+    ) -> tuple[dict[str, Any], bool]:
+        """Import past judgments under the client's `key`: all checked first, then written in
+        one transaction (new raters by name, an answered assignment and a label each, in the
+        order given), then applied to the posterior in that order like any label. The same
+        key again returns the first import's result (True: a repeat).
+
+        Raises:
+            BadRequest: `problems` (the text's, by line), unknown clips, an ambiguous rater
+                name, ties where ties are off, a level off the scale (every problem in one
+                message, in line order; nothing written).
+            Conflict: the key was used for another import.
+            Unavailable: the database did not store it (nothing written).
+        """
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(None, store.find_import, self._db, self.record.id, key)
+        if found is not None:
+            return self._repeated_import(key, digest, found), True
+        by_name: dict[str, list[int]] = {}
+        for rater in self.raters.values():
+            if rater.name is not None:
+                by_name.setdefault(rater.name, []).append(rater.id)
+        new_raters: dict[str, int] = {}  # name -> index among the raters to create
+        found_problems = list(problems)
+        levels = self.scale_levels
+        rows: list[dict[str, Any]] = []
+        now = utcnow()
+        for record in records:
+            where = f"line {record.line}"
+            problems = []
+            first = self.clip_index.get(record.left)
+            second = NO_SECOND if record.right is None else self.clip_index.get(record.right)
+            for name, position in ((record.left, first), (record.right, second)):
+                if name is not None and position is None:
+                    problems.append(f"{where}: no clip with external id {name!r} in this campaign")
+            if record.right is None and (levels is None or (record.level or 0) >= levels):
+                problems.append(
+                    f"{where}: level {record.level} is not on this campaign's emoji scale"
+                    + ("" if levels is None else f" (levels 0..{levels - 1})")
+                )
+            if record.choice == "tie" and not self.record.ties:
+                problems.append(f"{where}: this campaign does not allow ties")
+            known = by_name.get(record.rater, [])
+            if len(known) > 1:
+                problems.append(
+                    f"{where}: {len(known)} raters of this campaign are named {record.rater!r}"
+                )
+            found_problems.extend((record.line, problem) for problem in problems)
+            if problems:
+                continue
+            outcome = None
+            if record.choice is not None:
+                outcome = {"left": Outcome.WIN, "right": Outcome.LOSS, "tie": Outcome.TIE}[
+                    record.choice
+                ]
+            rater_id = (
+                known[0] if known else -(new_raters.setdefault(record.rater, len(new_raters)) + 1)
+            )
+            rows.append(
+                {
+                    "rater_id": rater_id,
+                    "choice": record.choice,
+                    "level": record.level,
+                    "first": first,
+                    "second": second,
+                    "outcome": None if outcome is None else outcome.value,
+                    "created_at": record.time or now,
+                }
+            )
+        if found_problems:
+            ordered = [text for _, text in sorted(found_problems, key=lambda p: p[0])]
+            shown = ordered[:10] + (
+                [f"... and {len(ordered) - 10} more"] if len(ordered) > 10 else []
+            )
+            raise BadRequest(detail="nothing imported: " + "; ".join(shown))
+        if self._closing:
+            raise Unavailable(detail="the service is shutting down")
+        for row in rows:
+            row["seq"], self._next_seq = self._next_seq, self._next_seq + 1
+        result = {"key": key, "imported": len(rows), "raters_created": list(new_raters)}
+        tokens = [(name, hash_token(new_token())) for name in new_raters]  # never shown
+        try:
+            written = await self._track(
+                asyncio.ensure_future(
+                    self._writer.run(
+                        store.insert_import(self.record.id, key, digest, result, tokens, rows)
+                    )
+                )
+            )
+        except Exception as error:
+            log.exception("storing an import failed")
+            raise Unavailable(detail="the database did not store the import; retry") from error
+        if written is None:  # the same key, imported meanwhile
+            found = await loop.run_in_executor(
+                None, store.find_import, self._db, self.record.id, key
+            )
+            assert found is not None
+            return self._repeated_import(key, digest, found), True
+        for name, rater_id in zip(new_raters, written.rater_ids, strict=True):
+            self.add_rater(rater_id, name)
+        if rows and not self._unapplied:
+            self._unapplied_since = time.monotonic()
+        for row, assignment_id, judgment_id in zip(
+            rows, written.assignment_ids, written.judgment_ids, strict=True
+        ):
+            rater_id = row["rater_id"]
+            if rater_id < 0:
+                rater_id = written.rater_ids[-rater_id - 1]
+            state = AssignmentState(
+                assignment_id,
+                rater_id,
+                -assignment_id,
+                row["first"],
+                row["second"],
+                False,
+                row["created_at"].timestamp(),
+                answer=Answer(judgment_id, row["choice"], row["level"]),
+            )
+            self.assignments[assignment_id] = state
+            self._count_answer(state, row["choice"], row["level"], judgment_id)
+            answer = row["level"] if row["second"] == NO_SECOND else Outcome(row["outcome"])
+            judgment = Judgment(rater_id, state.question, answer)
+            self._unapplied.append(Label(row["seq"], judgment, state.task_id))
+        self._spent = False
+        self._wake.set()
+        return result, False
+
+    @staticmethod
+    def _repeated_import(
+        key: str, digest: str, found: tuple[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        if found[0] != digest:
+            raise Conflict(
+                detail=f"import key {key!r} was used for another import (a different text or "
+                "format); use a new key"
+            )
+        return found[1]
 
     async def retire_clip(self, clip_id: int, retired: bool) -> ClipState:
         """Retire a clip (it leaves every queue and its open assignments are withdrawn; its

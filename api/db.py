@@ -148,6 +148,21 @@ class ProgressRow(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
 
 
+class ImportRow(SQLModel, table=True):
+    """An import of past judgments, by the client's key: what it was (a digest of its
+    format and text) and what it did (JSON), so the same key again answers the same."""
+
+    __tablename__ = "import_batch"
+    __table_args__ = (UniqueConstraint("campaign_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    key: str
+    digest: str
+    result: str
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
+
+
 def make_engine(database_url: str) -> Engine:
     """A SQLAlchemy engine; SQLite files get WAL, NORMAL sync, foreign keys and a busy timeout.
 
@@ -183,6 +198,7 @@ __all__ = [
     "AssignmentRow",
     "CampaignRow",
     "ClipRow",
+    "ImportRow",
     "JudgmentRow",
     "ProgressRow",
     "RaterRow",

@@ -88,6 +88,16 @@ class JudgmentIn(_Input):
     level: Annotated[int, Meta(ge=0)] | None = None
 
 
+class ImportIn(_Input):
+    """`POST /v1/campaigns/{id}/imports`: past judgments as CSV (with a header) or JSON
+    lines (fields in api/imports.py), under a key of the client's: the same key again
+    returns the first result, another text under it is a 409."""
+
+    key: Label
+    format: Literal["csv", "jsonl"]
+    data: str
+
+
 INPUTS: tuple[type[Struct], ...] = (
     CampaignCreate,
     CampaignUpdate,
@@ -95,6 +105,7 @@ INPUTS: tuple[type[Struct], ...] = (
     ClipsIn,
     RaterIn,
     JudgmentIn,
+    ImportIn,
 )
 
 # responses ----------------------------------------------------------------------------------
@@ -226,6 +237,13 @@ class RaterStats(Struct, kw_only=True):
     active: bool
 
 
+class ImportOut(Struct, kw_only=True):
+    key: str
+    imported: int  # judgments, all of them labels
+    raters_created: list[str]  # names no rater of the campaign had (no token: they rate no more)
+    duplicate: bool  # this key was imported before: its first result
+
+
 class ClipStatus(Struct, kw_only=True):
     """A clip after it was retired or restored."""
 
@@ -318,6 +336,8 @@ __all__ = [
     "ContextWeights",
     "Error",
     "Health",
+    "ImportIn",
+    "ImportOut",
     "JudgmentIn",
     "JudgmentOut",
     "Leaderboard",

@@ -9,6 +9,7 @@ turns runtime state into response Structs.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 from collections import Counter
@@ -45,6 +46,7 @@ from api.errors import (
     Unavailable,
 )
 from api.export import ExportFormat, ExportKind, render
+from api.imports import parse
 from api.metrics import Metrics
 from api.settings import Settings
 from api.store import CampaignRecord
@@ -53,6 +55,7 @@ from engine import DEFAULT_CRITERIA
 from engine.questions import NO_SECOND
 
 log = logging.getLogger("ratingparty.api")
+MAX_IMPORT_RECORDS = 200_000  # judgments in one import (one transaction)
 MAX_ABS_SCORE = 1e12  # larger raw scores would overflow the per-campaign standardisation
 DEFAULT_LEVEL = 0.9
 # the widest credible level served: its bounds (about 4.9 sd either side) are finite numbers,
@@ -390,6 +393,29 @@ class Service:
         runtime = self._runtimes.get(campaign_id)
         rater = None if runtime is None else runtime.raters.get(found[0])
         return rater is None or rater.active
+
+    async def import_judgments(self, campaign_id: int, body: schemas.ImportIn) -> schemas.ImportOut:
+        """Import past judgments (see `CampaignRuntime.import_judgments`).
+
+        Raises:
+            BadRequest: the text does not parse, or names what the campaign lacks.
+            PayloadTooLarge: more than `MAX_IMPORT_RECORDS` judgments.
+            Conflict: the key was used for another import.
+        """
+        runtime = await self.runtime(campaign_id)
+        records, problems = await to_thread.run_sync(parse, body.data, body.format)
+        if len(records) > MAX_IMPORT_RECORDS:
+            raise PayloadTooLarge(
+                detail=f"{len(records)} judgments in one import; at most {MAX_IMPORT_RECORDS}"
+            )
+        digest = hashlib.sha256(f"{body.format}\n{body.data}".encode()).hexdigest()
+        result, duplicate = await runtime.import_judgments(body.key, digest, records, problems)
+        return schemas.ImportOut(
+            key=result["key"],
+            imported=result["imported"],
+            raters_created=list(result["raters_created"]),
+            duplicate=duplicate,
+        )
 
     async def retire_clip(
         self, campaign_id: int, clip_id: int, retired: bool

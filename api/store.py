@@ -19,7 +19,16 @@ from sqlalchemy import Connection, Engine, bindparam, func, insert, select, upda
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql.dml import UpdateBase
 
-from api.db import AssignmentRow, CampaignRow, ClipRow, JudgmentRow, ProgressRow, RaterRow, utcnow
+from api.db import (
+    AssignmentRow,
+    CampaignRow,
+    ClipRow,
+    ImportRow,
+    JudgmentRow,
+    ProgressRow,
+    RaterRow,
+    utcnow,
+)
 
 campaign_table = CampaignRow.__table__  # type: ignore[attr-defined]
 clip_table = ClipRow.__table__  # type: ignore[attr-defined]
@@ -27,6 +36,7 @@ rater_table = RaterRow.__table__  # type: ignore[attr-defined]
 assignment_table = AssignmentRow.__table__  # type: ignore[attr-defined]
 judgment_table = JudgmentRow.__table__  # type: ignore[attr-defined]
 progress_table = ProgressRow.__table__  # type: ignore[attr-defined]
+import_table = ImportRow.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -401,6 +411,105 @@ def set_rater_active(
     return op
 
 
+@dataclass(frozen=True)
+class Imported:
+    """What an import op wrote: the new raters' ids (in the order given) and, per judgment,
+    its assignment and judgment ids; None when the key was taken meanwhile."""
+
+    rater_ids: list[int]
+    assignment_ids: list[int]
+    judgment_ids: list[int]
+
+
+def find_import(engine: Engine, campaign_id: int, key: str) -> tuple[str, dict[str, Any]] | None:
+    """(digest, result) of the campaign's import with this key, or None."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(import_table.c.digest, import_table.c.result).where(
+                import_table.c.campaign_id == campaign_id, import_table.c.key == key
+            )
+        ).first()
+    return None if row is None else (row[0], json.loads(row[1]))
+
+
+def insert_import(
+    campaign_id: int,
+    key: str,
+    digest: str,
+    result: dict[str, Any],
+    raters: Sequence[tuple[str, str]],
+    judgments: Sequence[dict[str, Any]],
+) -> Callable[[Connection], Imported | None]:
+    """Op: one import in one transaction: its key, the new raters (name, token hash), and per
+    judgment an answered assignment and the judgment. A judgment's `rater_id` is a rater id,
+    or `-(k + 1)` for the k-th new rater. Writes nothing and returns None when the key exists.
+    """
+
+    def op(connection: Connection) -> Imported | None:
+        taken = connection.execute(
+            select(import_table.c.id).where(
+                import_table.c.campaign_id == campaign_id, import_table.c.key == key
+            )
+        ).first()
+        if taken is not None:
+            return None
+        now = utcnow()
+        connection.execute(
+            insert(import_table),
+            {
+                "campaign_id": campaign_id,
+                "key": key,
+                "digest": digest,
+                "result": json.dumps(result),
+                "created_at": now,
+            },
+        )
+        rater_ids: list[int] = []
+        if raters:
+            statement = insert(rater_table).returning(
+                rater_table.c.id, sort_by_parameter_order=True
+            )
+            rows = [
+                {"campaign_id": campaign_id, "name": name, "token_hash": digest_, "created_at": now}
+                for name, digest_ in raters
+            ]
+            rater_ids = [int(i) for i in connection.execute(statement, rows).scalars()]
+        # new dicts, never the caller's: the writer may run this op a second time
+        resolved = [
+            {**j, "rater_id": rater_ids[-j["rater_id"] - 1] if j["rater_id"] < 0 else j["rater_id"]}
+            for j in judgments
+        ]
+        assignments = [
+            {
+                "campaign_id": campaign_id,
+                "rater_id": j["rater_id"],
+                "first": j["first"],
+                "second": j["second"],
+                "swapped": False,
+                "gain": 0.0,
+                "status": "answered",
+                "created_at": j["created_at"],
+                "expires_at": j["created_at"],
+            }
+            for j in resolved
+        ]
+        statement = insert(assignment_table).returning(
+            assignment_table.c.id, sort_by_parameter_order=True
+        )
+        assignment_ids = [int(i) for i in connection.execute(statement, assignments).scalars()]
+        rows = [
+            {**j, "campaign_id": campaign_id, "assignment_id": a}
+            for j, a in zip(resolved, assignment_ids, strict=True)
+        ]
+        statement = insert(judgment_table).returning(
+            judgment_table.c.id, sort_by_parameter_order=True
+        )
+        judgment_ids = [int(i) for i in connection.execute(statement, rows).scalars()]
+        return Imported(rater_ids, assignment_ids, judgment_ids)
+
+    return op
+
+
 def label_counts(connection: Connection, campaign_id: int) -> tuple[int, int]:
     """(pair labels, emoji ratings) stored for the campaign."""
     query = (
@@ -649,15 +758,18 @@ __all__ = [
     "CampaignLog",
     "CampaignRecord",
     "ClipRecord",
+    "Imported",
     "JudgmentRecord",
     "Prepared",
     "RaterRecord",
     "campaign_counts",
     "export_rows",
+    "find_import",
     "get_campaign",
     "insert_assignment",
     "insert_campaign",
     "insert_clips",
+    "insert_import",
     "insert_judgment",
     "insert_progress",
     "insert_rater",

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Request, get, patch, post
+from litestar import Controller, Request, Response, get, patch, post
+from litestar.openapi.datastructures import ResponseSpec
 
 from api import schemas
 from api.auth import admin_guard
@@ -215,3 +216,25 @@ class CampaignController(Controller):
         """Pairs (or ratings) skipped by `skip_limit` distinct raters, and clips whose tasks
         were, withdrawn for everyone until a restore."""
         return await service.skip_flags(campaign_id)
+
+    @post(
+        "/{campaign_id:int}/imports",
+        operation_id="importJudgments",
+        summary="Import past judgments",
+        responses={
+            200: ResponseSpec(
+                schemas.ImportOut,
+                description="this key was imported before: its first result, duplicate true",
+                generate_examples=False,
+            ),
+            **error_responses(400, 401, 404, 409, 413, 415, 503),
+        },
+    )
+    async def import_judgments(
+        self, campaign_id: int, data: schemas.ImportIn, request: Request, service: Service
+    ) -> Response[schemas.ImportOut]:
+        """CSV or JSON lines (rater, left, right, choice or level, time), all or nothing, in
+        order; idempotent by `key`."""
+        body = await strict_body(request, schemas.ImportIn)
+        out = await service.import_judgments(campaign_id, body)
+        return Response(out, status_code=200 if out.duplicate else 201)
