@@ -1,7 +1,8 @@
 """`create_app(settings) -> Litestar`: the ratingparty HTTP service.
 
-The lifespan opens the database (creating missing tables), starts its one writer thread and
-the service that loads campaigns on first use, and closes them in reverse order on exit.
+The lifespan opens the database (creating or upgrading its schema: api/migrations), starts its
+one writer thread and the service that loads campaigns on first use, and closes them in
+reverse order on exit.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from litestar.openapi.spec import (
 from api import schemas
 from api.controllers import CONTROLLERS
 from api.controllers._body import JsonRequest, readable
-from api.db import create_tables, make_engine
+from api.db import make_engine, migrate
 from api.export import MEDIA_TYPES
 from api.metrics import Metrics, observe_requests
 from api.pages import media_dir, page_routes
@@ -104,7 +105,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         metrics.watch_database(engine)
-        await to_thread.run_sync(create_tables, engine)
+        await to_thread.run_sync(migrate, engine)
         writer = Writer(engine)
         service = Service(settings, engine, writer, metrics)
         await service.start()

@@ -49,9 +49,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 
 from api import store
-from api.db import as_utc
+from api.auth import hash_token, new_token
+from api.db import as_utc, utcnow
 from api.engine_host import Board, ClipBatch, EngineStopped, RaterStats, WeightRows, make_host
 from api.errors import BadRequest, Conflict, Gone, NotFound, TooManyOpen, Unavailable
+from api.imports import PastJudgment
 from api.metrics import Metrics
 from api.settings import Settings
 from api.store import CampaignLog, CampaignRecord, ClipRecord
@@ -84,20 +86,30 @@ ENGINE_STOPPED = (
 )
 
 
+ACTIVE, PAUSED, CLOSED = "active", "paused", "closed"
+_STATE_MESSAGES = {
+    PAUSED: "campaign {id} is paused: no new tasks until the operator resumes it",
+    CLOSED: "campaign {id} is closed: it hands out no more tasks",
+}
+
+
+def scale_levels(stored: dict[str, Any]) -> int | None:
+    """The number of levels of the emoji scale a stored `engine_config` was built with (the
+    scale its ratings were given on), or None."""
+    thresholds = stored["emoji_thresholds"]
+    return None if thresholds is None else len(thresholds) + 1
+
+
 def engine_config(
     criteria: Sequence[str], pair_scope: str, ties: bool, emoji_levels: int | None
 ) -> dict[str, Any]:
     """The engine settings a new campaign is created with, as JSON (stored with the campaign,
     so a later change of these defaults never changes how an old campaign replays)."""
-    thresholds = None
-    if emoji_levels is not None:
-        middle = (emoji_levels - 2) / 2
-        thresholds = [EMOJI_SPACING * (k - middle) for k in range(emoji_levels - 1)]
     return {
         "criteria": list(criteria),
         "pair_scope": pair_scope,
         "tie_margin": TIE_MARGIN if ties else 0.0,
-        "emoji_thresholds": thresholds,
+        "emoji_thresholds": emoji_thresholds(emoji_levels),
         "noise_sd": JOD_NOISE_SD,
         "prior": {
             "weight_scale": PRIOR.weight_scale,
@@ -107,6 +119,15 @@ def engine_config(
         "lapse_prior": list(LAPSE_PRIOR),
         "learn_rater_noise": True,
     }
+
+
+def emoji_thresholds(levels: int | None) -> list[float] | None:
+    """The ordered-probit cuts of an emoji scale of `levels` levels, `EMOJI_SPACING` apart
+    and centred on 0 (None: no scale)."""
+    if levels is None:
+        return None
+    middle = (levels - 2) / 2
+    return [EMOJI_SPACING * (k - middle) for k in range(levels - 1)]
 
 
 def build_config(stored: dict[str, Any]) -> CampaignConfig:
@@ -149,6 +170,7 @@ class ClipState:
     group: str | None
     context: str | None
     labels: int = 0
+    retired: bool = False
 
 
 @dataclass
@@ -166,6 +188,7 @@ class RaterState:
     labels: int = 0
     skips: int = 0
     last_asked: float = -math.inf  # when they last asked for a task (monotonic)
+    active: bool = True  # deactivated by the operator: no new tasks
 
 
 @dataclass(frozen=True)
@@ -191,6 +214,7 @@ class AssignmentState:
     answer: Answer | None = None
     committing: asyncio.Future[Any] | None = None
     released: bool = False  # expired and released from the engine's pending set
+    withdrawn: str | None = None  # why the operator took it back (an answer then gets a 410)
 
     @property
     def question(self) -> Question:
@@ -296,6 +320,14 @@ class CampaignRuntime:
         self._rng = random.Random(None if settings.seed is None else settings.seed + record.id)
         self.clips: list[ClipState] = []
         self.clip_index: dict[str, int] = {}  # external id -> position
+        self.clip_positions: dict[int, int] = {}  # clip row id -> position
+        # skips that count towards withdrawing a task for everyone: task key -> raters (skips
+        # before the operator last restored one of its clips are forgotten: `_cleared`)
+        self._skippers: dict[tuple[int, int], set[int]] = {}
+        self._clip_keys: dict[int, set[tuple[int, int]]] = {}  # clip -> its skipped task keys
+        self._cleared: dict[int, int] = {}  # clip -> the judgment id its skips count after
+        self.withdrawn_keys: set[tuple[int, int]] = set()  # tasks skipped by skip_limit raters
+        self.withdrawn_clips: set[int] = set()  # clips whose tasks skip_limit raters skipped
         self.raters: dict[int, RaterState] = {}
         self.assignments: dict[int, AssignmentState] = {}
         self.n_labels = 0
@@ -334,6 +366,12 @@ class CampaignRuntime:
         self._read_cache: dict[tuple[str, float], tuple[int, Any]] = {}
 
     @property
+    def scale_levels(self) -> int | None:
+        """Levels of the engine's emoji scale: what a rating is checked against, also while
+        the operator has turned rating tasks off."""
+        return scale_levels(self.record.engine_config)
+
+    @property
     def queue_depth(self) -> int:
         """Tasks chosen ahead and not handed out yet."""
         return len(self._queue)
@@ -354,6 +392,7 @@ class CampaignRuntime:
         try:
             await self.engine.call("replay", self._replay_steps(logged))
             await self.engine.call("hold", self._restore(logged))
+            await self.engine.call("bar", *self._bars())
         except BaseException:
             await self.engine.close()
             raise
@@ -446,13 +485,22 @@ class CampaignRuntime:
         for clip in logged.clips:
             self.clips.append(
                 ClipState(
-                    clip.id, clip.position, clip.external_id, clip.uri, clip.group, clip.context
+                    clip.id,
+                    clip.position,
+                    clip.external_id,
+                    clip.uri,
+                    clip.group,
+                    clip.context,
+                    retired=clip.retired,
                 )
             )
             self.clip_index[clip.external_id] = clip.position
+            self.clip_positions[clip.id] = clip.position
+            if clip.skips_cleared:
+                self._cleared[clip.position] = clip.skips_cleared
         self._next_clip_batch = 1 + max((c.batch for c in logged.clips), default=0)
         for rater in logged.raters:
-            self.raters[rater.id] = RaterState(rater.id, rater.name)
+            self.raters[rater.id] = RaterState(rater.id, rater.name, active=rater.active)
         answers = {j.assignment_id: j for j in logged.judgments}
         now = time.time()
         for record in logged.assignments:
@@ -469,7 +517,10 @@ class CampaignRuntime:
             self.assignments[record.id] = state
             if judgment is not None:
                 state.answer = Answer(judgment.id, judgment.choice, judgment.level)
-                self._count_answer(state, judgment.choice, judgment.level)
+                self._count_answer(state, judgment.choice, judgment.level, judgment.id)
+            elif record.status == "withdrawn":
+                state.released = True
+                state.withdrawn = "it was withdrawn by the operator"
             elif state.expires_at > now:
                 # engine task ids of restored tasks are negative: the engine counts up from 1
                 held.append(Task(state.task_id, record.rater_id, state.question, 0.0, ()))
@@ -482,6 +533,7 @@ class CampaignRuntime:
         self._applied_seq = max(seqs, default=0)
         self._next_batch = 1 + max((j.batch or 0 for j in logged.judgments), default=0)
         self.n_applied = self._progress_labels = len(seqs)
+        self._recount_withdrawals()
         return held
 
     # hand-out ---------------------------------------------------------------------------------
@@ -502,6 +554,8 @@ class CampaignRuntime:
         ) + (1.0 / DEMAND_WINDOW_S)
         self._last_demand = now
         rater.last_asked = now
+        if self.record.state != ACTIVE:
+            return None, _STATE_MESSAGES[self.record.state].format(id=self.record.id)
         if len(rater.open) >= self.settings.max_open_assignments:
             raise TooManyOpen(
                 detail=f"rater {rater.id} already holds {len(rater.open)} open assignments "
@@ -663,7 +717,9 @@ class CampaignRuntime:
             held = {*rater.holding, *waiting}
             pairs = sorted(rater.skipped | {k for k in held if k[1] != NO_SECOND})
             clips = sorted(k[0] for k in held if k[1] == NO_SECOND)
-            tasks = await self._run("choose", rater.id, RATER_BATCH, pairs, clips)
+            tasks = self._drop_for_nobody(
+                await self._run("choose", rater.id, RATER_BATCH, pairs, clips)
+            )
             self._spent = False
             if not tasks:
                 return None
@@ -794,6 +850,11 @@ class CampaignRuntime:
             raise Unavailable(
                 detail=ENGINE_STOPPED if self.failed else "the service is shutting down"
             )
+        if state.withdrawn is not None:
+            raise Gone(
+                detail=f"assignment {assignment_id} is no longer open: {state.withdrawn}; "
+                "ask for a new assignment"
+            )
         if state.released or time.time() >= state.expires_at:
             raise Gone(
                 detail=f"assignment {assignment_id} expired at {utc(state.expires_at).isoformat()} "
@@ -814,9 +875,9 @@ class CampaignRuntime:
             if choice is not None and choice != "skip":
                 raise BadRequest(
                     detail=f"assignment {state.id} is an emoji rating: send 'level' "
-                    f"(0..{(self.record.emoji_levels or 1) - 1}) or choice 'skip', not {choice!r}"
+                    f"(0..{(self.scale_levels or 1) - 1}) or choice 'skip', not {choice!r}"
                 )
-            levels = self.record.emoji_levels or 0
+            levels = self.scale_levels or 0
             if level is not None and not 0 <= level < levels:
                 raise BadRequest(
                     detail=f"level {level} is out of range: this campaign's emoji scale has "
@@ -868,7 +929,7 @@ class CampaignRuntime:
             state.committing = None
         state.answer = Answer(judgment_id, choice, level)
         self._close(state)
-        self._count_answer(state, choice, level)
+        withdrawn = self._count_answer(state, choice, level, judgment_id)
         if seq is not None:
             answer = outcome if state.is_pair else level
             judgment = Judgment(state.rater_id, state.question, answer)  # type: ignore[arg-type]
@@ -878,15 +939,22 @@ class CampaignRuntime:
         else:
             self._to_release.append(state.task_id)
         self._wake.set()
+        if withdrawn:
+            log.info("campaign %s: tasks withdrawn after repeated skips", self.record.id)
+            with contextlib.suppress(Unavailable):  # the skip is stored: acknowledge it
+                await self._send_bars()
         return JudgeResult(state.id, judgment_id, choice, level, False)
 
-    def _count_answer(self, state: AssignmentState, choice: str | None, level: int | None) -> None:
+    def _count_answer(
+        self, state: AssignmentState, choice: str | None, level: int | None, judgment_id: int
+    ) -> bool:
+        """Count a committed answer; whether a skip withdrew a task or a clip for everyone."""
         rater = self.raters[state.rater_id]
         if choice == "skip":
             rater.skips += 1
             if state.is_pair:
                 rater.skipped.add(state.pair)
-            return
+            return self._note_skip(state, judgment_id)
         rater.labels += 1
         self.n_labels += 1
         self.clips[state.first].labels += 1
@@ -895,6 +963,58 @@ class CampaignRuntime:
             self.clips[state.second].labels += 1
         else:
             rater.rated.add(state.first)
+        return False
+
+    # skips that withdraw a task for everyone --------------------------------------------------
+
+    def _note_skip(self, state: AssignmentState, judgment_id: int) -> bool:
+        """Count a skip towards withdrawing its task (and its clips); whether that withdrew
+        something new."""
+        key = task_key(state.first, state.second)
+        clips = [c for c in key if c != NO_SECOND]
+        if any(judgment_id <= self._cleared.get(c, 0) for c in clips):
+            return False  # skipped before the operator restored the clip
+        self._skippers.setdefault(key, set()).add(state.rater_id)
+        for clip in clips:
+            self._clip_keys.setdefault(clip, set()).add(key)
+        before = (len(self.withdrawn_keys), len(self.withdrawn_clips))
+        self._recount_withdrawals()
+        return (len(self.withdrawn_keys), len(self.withdrawn_clips)) != before
+
+    def _recount_withdrawals(self) -> None:
+        """Withdraw, for everyone, each task that `skip_limit` distinct raters skipped, and
+        each clip whose tasks (two or more different ones) `skip_limit` distinct raters
+        skipped between them: one pair skipped by many says the pair is the trouble, several
+        pairs of one clip skipped say the clip is (it fails to load, say)."""
+        limit = self.record.skip_limit
+        self.withdrawn_keys = {k for k, raters in self._skippers.items() if len(raters) >= limit}
+        self.withdrawn_clips = set()
+        for clip, keys in self._clip_keys.items():
+            raters = set().union(*(self._skippers[k] for k in keys))
+            if len(keys) >= 2 and len(raters) >= limit:
+                self.withdrawn_clips.add(clip)
+
+    def _forget_skips(self, clip: int, after: int) -> None:
+        """Forget the skips of `clip`'s tasks up to judgment `after` (the operator restored
+        it)."""
+        self._cleared[clip] = after
+        for key in self._clip_keys.pop(clip, set()):
+            self._skippers.pop(key, None)
+            for other in key:
+                if other not in (clip, NO_SECOND):
+                    self._clip_keys.get(other, set()).discard(key)
+        self._recount_withdrawals()
+
+    def skip_flags(self) -> tuple[list[tuple[tuple[int, int], int]], list[tuple[int, int, int]]]:
+        """The withdrawn tasks with how many raters skipped each, and the withdrawn clips with
+        how many raters skipped how many of their tasks."""
+        tasks = [(key, len(self._skippers[key])) for key in sorted(self.withdrawn_keys)]
+        clips = []
+        for clip in sorted(self.withdrawn_clips):
+            keys = self._clip_keys[clip]
+            raters = set().union(*(self._skippers[k] for k in keys))
+            clips.append((clip, len(raters), len(keys)))
+        return tasks, clips
 
     # clips and raters -------------------------------------------------------------------------
 
@@ -940,11 +1060,307 @@ class CampaignRuntime:
             ]
             self.clips.extend(added)
             self.clip_index.update({c.external_id: c.position for c in added})
+            self.clip_positions.update({c.id: c.position for c in added})
             self._exhausted = self._spent = False
             self._version += 1
             return added
 
         return await self.call(add)
+
+    # the operator's controls ------------------------------------------------------------------
+
+    async def update(self, values: dict[str, Any]) -> CampaignRecord:
+        """Store settings that need no new engine (name, lease, rating tasks on or off with the
+        same scale) or a new state. Closing withdraws every open assignment (an answer to one
+        gets a 410) and gives back the tasks chosen ahead; pausing only stops hand-outs, so
+        the answers to tasks already out still count.
+
+        Raises:
+            Unavailable: the database did not store the change (nothing changed).
+        """
+        closing = values.get("state") == CLOSED and self.record.state != CLOSED
+        open_ids = sorted(a for r in self.raters.values() for a in r.open) if closing else []
+        try:
+            record = await self._writer.run(
+                store.update_campaign(self.record.id, values, withdraw=open_ids)
+            )
+        except Exception as error:
+            log.exception("storing a campaign change failed")
+            raise Unavailable(detail="the database did not store the change; retry") from error
+        ratings_before = self.record.emoji_levels is not None
+        limit_before = self.record.skip_limit
+        self.record = record
+        if closing:
+            self._withdraw(open_ids, f"campaign {record.id} was closed")
+        if record.skip_limit != limit_before:
+            self._recount_withdrawals()
+        if (
+            closing
+            or (record.emoji_levels is not None) != ratings_before
+            or record.skip_limit != limit_before
+        ):
+            await self._send_bars()
+        self._exhausted = self._spent = False
+        self._wake.set()
+        return record
+
+    def _bars(self) -> tuple[list[int], list[tuple[int, int]], list[int], bool]:
+        """What no choice may offer (`CampaignEngine.bar`): retired and withdrawn clips,
+        withdrawn pairs and ratings, and every rating while rating tasks are off."""
+        clips = sorted(self.withdrawn_clips | {c.position for c in self.clips if c.retired})
+        pairs = sorted(k for k in self.withdrawn_keys if k[1] != NO_SECOND)
+        ratings = sorted(k[0] for k in self.withdrawn_keys if k[1] == NO_SECOND)
+        return clips, pairs, ratings, self.record.emoji_levels is not None
+
+    def _for_nobody(self, first: int, second: int) -> bool:
+        """Whether a task is one no rater may get any more (see `_bars`)."""
+        for clip in (first, second):
+            if clip != NO_SECOND and (self.clips[clip].retired or clip in self.withdrawn_clips):
+                return True
+        if second == NO_SECOND and self.record.emoji_levels is None:
+            return True
+        return task_key(first, second) in self.withdrawn_keys
+
+    def _drop_for_nobody(self, tasks: list[Task]) -> list[Task]:
+        """`tasks` less those chosen before the engine heard of the latest bars (given back)."""
+        kept = [t for t in tasks if not self._for_nobody(t.first, t.second)]
+        if len(kept) < len(tasks):
+            self._to_release.extend(t.id for t in tasks if t not in kept)
+            self._wake.set()
+        return kept
+
+    async def _send_bars(self) -> None:
+        """Tell the engine what no choice may offer now, and give back the tasks chosen ahead
+        that it rules out (a closed campaign gives back all of them)."""
+        closed = self.record.state == CLOSED
+        kept: deque[Queued] = deque()
+        for entry in self._queue:
+            if closed or self._for_nobody(entry.task.first, entry.task.second):
+                self._to_release.append(entry.task.id)
+            else:
+                kept.append(entry)
+        self._queue = kept
+        for rater_id, reserve in list(self._reserves.items()):
+            dropped = [t for t in reserve if closed or self._for_nobody(t.first, t.second)]
+            self._to_release.extend(t.id for t in dropped)
+            self._reserves[rater_id] = deque(t for t in reserve if t not in dropped)
+        bars = self._bars()
+        await self.call(lambda: self._run("bar", *bars), fresh=False)
+
+    async def import_judgments(
+        self,
+        key: str,
+        digest: str,
+        records: Sequence[PastJudgment],
+        problems: Sequence[tuple[int, str]] = (),
+    ) -> tuple[dict[str, Any], bool]:
+        """Import past judgments under the client's `key`: all checked first, then written in
+        one transaction (new raters by name, an answered assignment and a label each, in the
+        order given), then applied to the posterior in that order like any label. The same
+        key again returns the first import's result (True: a repeat).
+
+        Raises:
+            BadRequest: `problems` (the text's, by line), unknown clips, an ambiguous rater
+                name, ties where ties are off, a level off the scale (every problem in one
+                message, in line order; nothing written).
+            Conflict: the key was used for another import.
+            Unavailable: the database did not store it (nothing written).
+        """
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(None, store.find_import, self._db, self.record.id, key)
+        if found is not None:
+            return self._repeated_import(key, digest, found), True
+        by_name: dict[str, list[int]] = {}
+        for rater in self.raters.values():
+            if rater.name is not None:
+                by_name.setdefault(rater.name, []).append(rater.id)
+        new_raters: dict[str, int] = {}  # name -> index among the raters to create
+        found_problems = list(problems)
+        levels = self.scale_levels
+        rows: list[dict[str, Any]] = []
+        now = utcnow()
+        for record in records:
+            where = f"line {record.line}"
+            problems = []
+            first = self.clip_index.get(record.left)
+            second = NO_SECOND if record.right is None else self.clip_index.get(record.right)
+            for name, position in ((record.left, first), (record.right, second)):
+                if name is not None and position is None:
+                    problems.append(f"{where}: no clip with external id {name!r} in this campaign")
+            if record.right is None and (levels is None or (record.level or 0) >= levels):
+                problems.append(
+                    f"{where}: level {record.level} is not on this campaign's emoji scale"
+                    + ("" if levels is None else f" (levels 0..{levels - 1})")
+                )
+            if record.choice == "tie" and not self.record.ties:
+                problems.append(f"{where}: this campaign does not allow ties")
+            known = by_name.get(record.rater, [])
+            if len(known) > 1:
+                problems.append(
+                    f"{where}: {len(known)} raters of this campaign are named {record.rater!r}"
+                )
+            found_problems.extend((record.line, problem) for problem in problems)
+            if problems:
+                continue
+            outcome = None
+            if record.choice is not None:
+                outcome = {"left": Outcome.WIN, "right": Outcome.LOSS, "tie": Outcome.TIE}[
+                    record.choice
+                ]
+            rater_id = (
+                known[0] if known else -(new_raters.setdefault(record.rater, len(new_raters)) + 1)
+            )
+            rows.append(
+                {
+                    "rater_id": rater_id,
+                    "choice": record.choice,
+                    "level": record.level,
+                    "first": first,
+                    "second": second,
+                    "outcome": None if outcome is None else outcome.value,
+                    "created_at": record.time or now,
+                }
+            )
+        if found_problems:
+            ordered = [text for _, text in sorted(found_problems, key=lambda p: p[0])]
+            shown = ordered[:10] + (
+                [f"... and {len(ordered) - 10} more"] if len(ordered) > 10 else []
+            )
+            raise BadRequest(detail="nothing imported: " + "; ".join(shown))
+        if self._closing:
+            raise Unavailable(detail="the service is shutting down")
+        for row in rows:
+            row["seq"], self._next_seq = self._next_seq, self._next_seq + 1
+        result = {"key": key, "imported": len(rows), "raters_created": list(new_raters)}
+        tokens = [(name, hash_token(new_token())) for name in new_raters]  # never shown
+        try:
+            written = await self._track(
+                asyncio.ensure_future(
+                    self._writer.run(
+                        store.insert_import(self.record.id, key, digest, result, tokens, rows)
+                    )
+                )
+            )
+        except Exception as error:
+            log.exception("storing an import failed")
+            raise Unavailable(detail="the database did not store the import; retry") from error
+        if written is None:  # the same key, imported meanwhile
+            found = await loop.run_in_executor(
+                None, store.find_import, self._db, self.record.id, key
+            )
+            assert found is not None
+            return self._repeated_import(key, digest, found), True
+        for name, rater_id in zip(new_raters, written.rater_ids, strict=True):
+            self.add_rater(rater_id, name)
+        if rows and not self._unapplied:
+            self._unapplied_since = time.monotonic()
+        for row, assignment_id, judgment_id in zip(
+            rows, written.assignment_ids, written.judgment_ids, strict=True
+        ):
+            rater_id = row["rater_id"]
+            if rater_id < 0:
+                rater_id = written.rater_ids[-rater_id - 1]
+            state = AssignmentState(
+                assignment_id,
+                rater_id,
+                -assignment_id,
+                row["first"],
+                row["second"],
+                False,
+                row["created_at"].timestamp(),
+                answer=Answer(judgment_id, row["choice"], row["level"]),
+            )
+            self.assignments[assignment_id] = state
+            self._count_answer(state, row["choice"], row["level"], judgment_id)
+            answer = row["level"] if row["second"] == NO_SECOND else Outcome(row["outcome"])
+            judgment = Judgment(rater_id, state.question, answer)
+            self._unapplied.append(Label(row["seq"], judgment, state.task_id))
+        self._spent = False
+        self._wake.set()
+        return result, False
+
+    @staticmethod
+    def _repeated_import(
+        key: str, digest: str, found: tuple[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        if found[0] != digest:
+            raise Conflict(
+                detail=f"import key {key!r} was used for another import (a different text or "
+                "format); use a new key"
+            )
+        return found[1]
+
+    async def retire_clip(self, clip_id: int, retired: bool) -> ClipState:
+        """Retire a clip (it leaves every queue and its open assignments are withdrawn; its
+        labels stay in the log and the posterior) or restore it (offered again, the skips of
+        its tasks so far forgotten).
+
+        Raises:
+            NotFound: no such clip in this campaign.
+            Unavailable: the database did not store it (nothing changed).
+        """
+        position = self.clip_positions.get(clip_id)
+        if position is None:
+            raise NotFound(detail=f"clip {clip_id} not found in campaign {self.record.id}")
+        clip = self.clips[position]
+        ids = []
+        if retired:
+            ids = sorted(
+                a.id
+                for a in self.assignments.values()
+                if a.answer is None and not a.released and position in (a.first, a.second)
+            )
+        try:
+            cleared = await self._writer.run(
+                store.set_clip_retired(self.record.id, clip_id, retired, ids)
+            )
+        except Exception as error:
+            log.exception("storing a clip's retirement failed")
+            raise Unavailable(detail="the database did not store the change; retry") from error
+        clip.retired = retired
+        if retired:
+            self._withdraw(ids, f"clip {clip.external_id!r} was retired")
+        else:
+            self._forget_skips(position, cleared)
+        self._exhausted = self._spent = False
+        await self._send_bars()
+        return clip
+
+    async def set_rater_active(self, rater_id: int, active: bool) -> RaterState:
+        """Deactivate a rater (their open assignments are withdrawn and their reserve given
+        back; their labels stay) or reactivate them.
+
+        Raises:
+            NotFound: no such rater in this campaign.
+            Unavailable: the database did not store it (nothing changed).
+        """
+        rater = self.raters.get(rater_id)
+        if rater is None:
+            raise NotFound(detail=f"rater {rater_id} not found in campaign {self.record.id}")
+        ids = [] if active else sorted(rater.open)
+        try:
+            await self._writer.run(store.set_rater_active(rater_id, active, ids))
+        except Exception as error:
+            log.exception("storing a rater's state failed")
+            raise Unavailable(detail="the database did not store the change; retry") from error
+        rater.active = active
+        if not active:
+            self._withdraw(ids, f"rater {rater_id} was deactivated")
+            self._to_release.extend(t.id for t in self._reserves.pop(rater_id, ()))
+            self._wake.set()
+        return rater
+
+    def _withdraw(self, ids: Sequence[int], why: str) -> None:
+        """Take back open assignments (already marked withdrawn in the database); one whose
+        answer is being committed keeps it."""
+        for assignment_id in ids:
+            state = self.assignments[assignment_id]
+            if state.answer is None and state.committing is None and not state.released:
+                state.released = True
+                state.withdrawn = why
+                self._close(state)
+                self._to_release.append(state.task_id)
+        self._wake.set()
 
     def add_rater(self, rater_id: int, name: str | None) -> RaterState:
         """Track a newly registered rater."""
@@ -1107,7 +1523,11 @@ class CampaignRuntime:
         return min(self.settings.queue_max, max(self.settings.queue_min + self._waiting, ahead))
 
     def _refill_wanted(self) -> bool:
-        return not (self._exhausted or self._spent) and len(self._queue) < self._queue_target()
+        return (
+            self.record.state == ACTIVE
+            and not (self._exhausted or self._spent)
+            and len(self._queue) < self._queue_target()
+        )
 
     def _spent_pairs(self) -> list[tuple[int, int]]:
         """The pairs every rater who asked in the last `ACTIVE_RATER_S` judged or skipped:
@@ -1198,7 +1618,7 @@ class CampaignRuntime:
         chosen = self._submit("choose", None, count, spent)
 
         async def refilled() -> None:
-            tasks = await chosen
+            tasks = self._drop_for_nobody(await chosen)
             if not tasks and spent:
                 self._spent = True
             elif not tasks:
@@ -1214,6 +1634,8 @@ class CampaignRuntime:
         stale = self._queue.popleft()
         version = self._version
         task = await self._run("replace", stale.task.id, self._spent_pairs())
+        if task is not None and not self._drop_for_nobody([task]):
+            return
         if task is not None:
             self._queue.append(Queued(task, version))
             self._queue_changed.set()
@@ -1225,11 +1647,16 @@ def _describe(choice: str | None, level: int | None) -> str:
 
 
 __all__ = [
+    "ACTIVE",
+    "CLOSED",
+    "PAUSED",
     "CampaignRuntime",
     "ClipState",
     "JudgeResult",
     "NewClip",
     "RaterState",
     "build_config",
+    "emoji_thresholds",
     "engine_config",
+    "scale_levels",
 ]

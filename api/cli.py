@@ -16,6 +16,7 @@ from functools import partial
 from importlib import metadata
 from typing import TYPE_CHECKING
 
+from api.db import check_schema
 from api.logs import configure_logging
 from api.settings import Settings, key_file, load_or_create_admin_key
 
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"Generated the admin key (stored in {path}; shown only now):\n\n  {key}\n")
             key_hint = f"; KEY=$(cat {path})"
         settings = Settings.from_env(env)
+        check_schema(settings.database_url)  # a newer version's database: refused, untouched
     except (ValueError, OSError) as error:
         # a configuration mistake: one line that says what to fix, no traceback
         print(f"ratingparty: cannot start: {error}", file=sys.stderr)

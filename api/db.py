@@ -10,8 +10,23 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import DateTime, Engine, Index, UniqueConstraint, event
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Index,
+    UniqueConstraint,
+    event,
+    false,
+    inspect,
+    true,
+)
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Field, SQLModel, create_engine
 
 # integer primary keys are int4 on PostgreSQL; a larger id names no row on either backend (and
@@ -46,6 +61,10 @@ class CampaignRow(SQLModel, table=True):
     emoji_levels: int | None = None
     lease_seconds: float
     engine_config: str  # JSON: what api.campaigns.engine_config() built, replayed as is
+    # active | paused (no new tasks) | closed (no new tasks, open assignments withdrawn)
+    state: str = Field(default="active", sa_column_kwargs={"server_default": "active"})
+    # a pair (or a clip) skipped by this many distinct raters is withdrawn for everyone
+    skip_limit: int = Field(default=3, sa_column_kwargs={"server_default": "3"})
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
 
 
@@ -69,6 +88,10 @@ class ClipRow(SQLModel, table=True):
     scores: str  # JSON list aligned with the campaign's criteria; null where missing
     batch: int
     after_seq: int
+    # retired by the operator: never offered, its labels stay
+    retired: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    # skips of its tasks up to this judgment id are forgotten (the operator restored it)
+    skips_cleared: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
 
 
@@ -81,6 +104,8 @@ class RaterRow(SQLModel, table=True):
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
     name: str | None = None
     token_hash: str = Field(unique=True)
+    # deactivated by the operator: no new tasks, their labels stay
+    active: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
 
 
@@ -98,7 +123,9 @@ class AssignmentRow(SQLModel, table=True):
     second: int
     swapped: bool
     gain: float
-    status: str = "open"  # open | answered | skipped (an open one past expires_at is expired)
+    # open | answered | skipped | withdrawn (by the operator: a closed campaign, a retired
+    # clip, a deactivated rater); an open one past expires_at is expired
+    status: str = "open"
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
     expires_at: datetime = Field(sa_type=UTC_TIME)
 
@@ -136,6 +163,21 @@ class ProgressRow(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
 
 
+class ImportRow(SQLModel, table=True):
+    """An import of past judgments, by the client's key: what it was (a digest of its
+    format and text) and what it did (JSON), so the same key again answers the same."""
+
+    __tablename__ = "import_batch"
+    __table_args__ = (UniqueConstraint("campaign_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    key: str
+    digest: str
+    result: str
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
+
+
 def make_engine(database_url: str) -> Engine:
     """A SQLAlchemy engine; SQLite files get WAL, NORMAL sync, foreign keys and a busy timeout.
 
@@ -161,9 +203,78 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
+class SchemaError(ValueError):
+    """The database's schema is at a revision this code does not know (newer code made it)."""
+
+
+# the revision of the schema the service made before it was versioned: such a database (its
+# tables but no alembic_version) is stamped with it, then upgraded like any other
+BASELINE_REVISION = "0001"
+
+
+def _alembic(connection: Connection | None = None) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", "api:migrations")
+    config.attributes["connection"] = connection
+    return config
+
+
+def _check_known(connection: Connection, script: ScriptDirectory) -> list[str]:
+    """The database's current revisions, all known to this code.
+
+    Raises:
+        SchemaError: a revision this code does not know.
+    """
+    current = list(MigrationContext.configure(connection).get_current_heads())
+    known = {revision.revision for revision in script.walk_revisions()}
+    unknown = [revision for revision in current if revision not in known]
+    if unknown:
+        raise SchemaError(
+            f"the database's schema is at revision {', '.join(unknown)}, which this version of "
+            f"ratingparty does not know (its newest is {script.get_current_head()}): a newer "
+            "version made it; run that version, or restore a backup made before it"
+        )
+    return current
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database's schema to this code's newest revision (creating it when empty).
+
+    Raises:
+        SchemaError: the schema is at a revision this code does not know.
+    """
+    script = ScriptDirectory.from_config(_alembic())
+    with engine.begin() as connection:
+        current = _check_known(connection, script)
+        config = _alembic(connection)
+        if not current and inspect(connection).has_table("campaign"):
+            command.stamp(config, BASELINE_REVISION)
+        command.upgrade(config, "head")
+
+
+def check_schema(database_url: str) -> None:
+    """Refuse a database whose schema is newer than this code (before anything starts).
+
+    Raises:
+        SchemaError: a schema revision this code does not know, or a database that does not
+            answer (the message names it without its password).
+    """
+    engine = make_engine(database_url)
+    script = ScriptDirectory.from_config(_alembic())
+    try:
+        with engine.connect() as connection:
+            _check_known(connection, script)
+    except SQLAlchemyError as error:
+        shown = make_url(database_url).render_as_string(hide_password=True)
+        reason = str(error.orig if isinstance(error, DBAPIError) else error).splitlines()[0]
+        raise SchemaError(f"the database {shown} did not answer: {reason}") from error
+    finally:
+        engine.dispose()
+
+
 def create_tables(engine: Engine) -> None:
-    """Create the tables that do not exist yet."""
-    SQLModel.metadata.create_all(engine)
+    """Create the tables of the newest schema (`migrate`)."""
+    migrate(engine)
 
 
 __all__ = [
@@ -171,11 +282,15 @@ __all__ = [
     "AssignmentRow",
     "CampaignRow",
     "ClipRow",
+    "ImportRow",
     "JudgmentRow",
     "ProgressRow",
     "RaterRow",
+    "SchemaError",
     "as_utc",
+    "check_schema",
     "create_tables",
     "make_engine",
+    "migrate",
     "utcnow",
 ]

@@ -97,6 +97,26 @@ class CampaignEngine:
 
     def __init__(self, config: CampaignConfig, device: str | None) -> None:
         self.campaign = Campaign(config, device=device)
+        # barred for every rater by the operator or by repeated skips (see `bar`)
+        self._clips: list[int] = []
+        self._pairs: list[tuple[int, int]] = []
+        self._rating_clips: list[int] = []
+        self._ratings = True
+
+    def bar(
+        self,
+        clips: Sequence[int],
+        pairs: Sequence[tuple[int, int]],
+        rating_clips: Sequence[int],
+        ratings: bool,
+    ) -> None:
+        """What no choice may offer from now on, for any rater: `clips` in any task, `pairs`,
+        emoji ratings of `rating_clips`, and any emoji rating unless `ratings`. Tasks pending
+        already stay pending (the service releases them)."""
+        self._clips = sorted(set(clips))
+        self._pairs = sorted(set(pairs))
+        self._rating_clips = sorted(set(rating_clips))
+        self._ratings = ratings
 
     def replay(self, steps: Sequence[ClipBatch | list[Judgment]]) -> None:
         """Clip batches and label batches, in the order the service applied them."""
@@ -123,13 +143,20 @@ class CampaignEngine:
         forbidden_pairs: Sequence[tuple[int, int]] = (),
         skip_ratings: Sequence[int] = (),
     ) -> list[Task]:
-        """`Campaign.next_tasks` (held); empty when nothing is left to ask."""
+        """`Campaign.next_tasks` (held), never a task `bar` rules out; empty when nothing is
+        left to ask."""
+        forbidden = [*forbidden_pairs, *self._pairs] or None
         try:
+            if not (self._ratings and self.campaign.level_cuts is not None):
+                return self.campaign.next_pairs(
+                    rater, count, exclude=self._clips, forbidden_pairs=forbidden
+                )
             return self.campaign.next_tasks(
                 rater,
                 count,
-                forbidden_pairs=list(forbidden_pairs) or None,
-                skip_ratings=skip_ratings,
+                exclude=self._clips,
+                forbidden_pairs=forbidden,
+                skip_ratings=[*skip_ratings, *self._rating_clips],
             )
         except NoEligibleTaskError:
             return []

@@ -75,10 +75,11 @@ class Unavailable(HTTPException):
 WHY = {
     400: "invalid input: wrong JSON types, unknown fields, values out of range (detail says which)",
     401: "no bearer token, or not one this endpoint accepts",
-    403: "a rater token of another campaign",
+    403: "a rater token of another campaign, or of a deactivated rater",
     404: "no such campaign or assignment (for this caller)",
-    409: "clashes with what is stored: another answer, an existing external id",
-    410: "the assignment's lease expired",
+    409: "clashes with what is stored: another answer, an existing external id, a setting "
+    "that cannot change now, a state the action does not start from",
+    410: "the assignment's lease expired, or the operator withdrew it",
     413: "the body or the batch is larger than the service accepts",
     415: "the body is not sent as application/json",
     429: "the rater holds the most open assignments allowed",

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
-from msgspec import Meta, Struct, field
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 # no NUL character in stored text: PostgreSQL refuses it in text columns, SQLite keeps it
 NO_NUL = r"^[^\x00]*$"
@@ -22,6 +22,8 @@ Criterion = Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_NUL)]
 MAX_CRITERIA = 32
 MAX_EMOJI_LEVELS = 11
 MAX_LEASE_SECONDS = 86_400.0
+MAX_SKIP_LIMIT = 1_000
+SkipLimit = Annotated[int, Meta(ge=1, le=MAX_SKIP_LIMIT)]
 
 
 class _Input(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -40,6 +42,21 @@ class CampaignCreate(_Input):
     ties: bool = True
     emoji_levels: Annotated[int, Meta(ge=2, le=MAX_EMOJI_LEVELS)] | None = None
     lease_seconds: Annotated[float, Meta(gt=0, le=MAX_LEASE_SECONDS)] = 120.0
+    skip_limit: SkipLimit = 3
+
+
+class CampaignUpdate(_Input):
+    """`PATCH /v1/campaigns/{id}`: the settings to change; a key left out stays as it is.
+    `emoji_levels: null` turns rating tasks off. `ties` and `criteria` are accepted only to
+    say why they cannot change (409)."""
+
+    name: Name | UnsetType = UNSET
+    lease_seconds: Annotated[float, Meta(gt=0, le=MAX_LEASE_SECONDS)] | UnsetType = UNSET
+    emoji_levels: Annotated[int, Meta(ge=2, le=MAX_EMOJI_LEVELS)] | UnsetType | None = UNSET
+    pair_scope: Literal["group", "any"] | UnsetType = UNSET
+    skip_limit: SkipLimit | UnsetType = UNSET
+    ties: bool | UnsetType = UNSET
+    criteria: Annotated[list[Criterion], Meta(max_length=MAX_CRITERIA)] | UnsetType | None = UNSET
 
 
 class ClipIn(_Input):
@@ -71,7 +88,25 @@ class JudgmentIn(_Input):
     level: Annotated[int, Meta(ge=0)] | None = None
 
 
-INPUTS: tuple[type[Struct], ...] = (CampaignCreate, ClipIn, ClipsIn, RaterIn, JudgmentIn)
+class ImportIn(_Input):
+    """`POST /v1/campaigns/{id}/imports`: past judgments as CSV (with a header) or JSON
+    lines (fields in api/imports.py), under a key of the client's: the same key again
+    returns the first result, another text under it is a 409."""
+
+    key: Label
+    format: Literal["csv", "jsonl"]
+    data: str
+
+
+INPUTS: tuple[type[Struct], ...] = (
+    CampaignCreate,
+    CampaignUpdate,
+    ClipIn,
+    ClipsIn,
+    RaterIn,
+    JudgmentIn,
+    ImportIn,
+)
 
 # responses ----------------------------------------------------------------------------------
 
@@ -88,6 +123,9 @@ class Campaign(Struct, kw_only=True):
     n_raters: int
     n_judgments: int
     created_at: datetime
+    # active | paused (no new tasks; answers to tasks out still count) | closed
+    state: str
+    skip_limit: int  # distinct raters whose skips withdraw a pair (or a clip) for everyone
 
 
 class CampaignList(Struct, kw_only=True):
@@ -132,6 +170,7 @@ class Assignment(Struct, kw_only=True):
 class AssignmentOut(Struct, kw_only=True):
     assignment: Assignment | None
     message: str | None
+    state: str  # the campaign's: active, paused or closed (then assignment is null)
 
 
 class JudgmentOut(Struct, kw_only=True):
@@ -154,6 +193,8 @@ class LeaderboardClip(Struct, kw_only=True):
     upper: float
     rank: int
     labels: int
+    # active | retired (by the operator) | withdrawn (its tasks skipped by skip_limit raters)
+    state: str
 
 
 class Leaderboard(Struct, kw_only=True):
@@ -193,6 +234,55 @@ class RaterStats(Struct, kw_only=True):
     keep_probability: float
     probability_random: float | None
     flagged: bool
+    active: bool
+
+
+class ImportOut(Struct, kw_only=True):
+    key: str
+    imported: int  # judgments, all of them labels
+    raters_created: list[str]  # names no rater of the campaign had (no token: they rate no more)
+    duplicate: bool  # this key was imported before: its first result
+
+
+class ClipStatus(Struct, kw_only=True):
+    """A clip after it was retired or restored."""
+
+    id: int
+    external_id: str
+    retired: bool
+
+
+class RaterStatus(Struct, kw_only=True):
+    """A rater after they were deactivated or reactivated."""
+
+    id: int
+    name: str | None
+    active: bool
+
+
+class SkippedTask(Struct, kw_only=True):
+    """A pair (or a clip's rating: `right` null) withdrawn because `raters` skipped it."""
+
+    left: ClipRef
+    right: ClipRef | None
+    raters: int
+
+
+class SkippedClip(Struct, kw_only=True):
+    """A clip withdrawn because `raters` between them skipped `tasks` of its tasks."""
+
+    clip: ClipRef
+    raters: int
+    tasks: int
+    retired: bool
+
+
+class SkipFlags(Struct, kw_only=True):
+    """What repeated skips withdrew for every rater, for the operator to look at."""
+
+    skip_limit: int
+    tasks: list[SkippedTask]
+    clips: list[SkippedClip]
 
 
 class Raters(Struct, kw_only=True):
@@ -236,14 +326,18 @@ __all__ = [
     "Campaign",
     "CampaignCreate",
     "CampaignList",
+    "CampaignUpdate",
     "Clip",
     "ClipIn",
     "ClipRef",
+    "ClipStatus",
     "ClipsAdded",
     "ClipsIn",
     "ContextWeights",
     "Error",
     "Health",
+    "ImportIn",
+    "ImportOut",
     "JudgmentIn",
     "JudgmentOut",
     "Leaderboard",
@@ -253,7 +347,11 @@ __all__ = [
     "RaterCreated",
     "RaterIn",
     "RaterStats",
+    "RaterStatus",
     "Raters",
+    "SkipFlags",
+    "SkippedClip",
+    "SkippedTask",
     "Weight",
     "Weights",
 ]

@@ -9,32 +9,65 @@ turns runtime state into response Structs.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from anyio import to_thread
+from msgspec import UNSET
 from sqlalchemy import Connection, Engine, text
 
 from api import schemas, store
 from api.auth import hash_token, new_token
-from api.campaigns import CampaignRuntime, ClipState, NewClip, RaterState, engine_config, utc
+from api.campaigns import (
+    ACTIVE,
+    CLOSED,
+    PAUSED,
+    CampaignRuntime,
+    ClipState,
+    NewClip,
+    RaterState,
+    emoji_thresholds,
+    engine_config,
+    scale_levels,
+    utc,
+)
 from api.db import MAX_ROW_ID, as_utc
-from api.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized
+from api.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+)
 from api.export import ExportFormat, ExportKind, render
+from api.imports import parse
 from api.metrics import Metrics
 from api.settings import Settings
 from api.store import CampaignRecord
 from api.writer import Writer
 from engine import DEFAULT_CRITERIA
+from engine.questions import NO_SECOND
 
 log = logging.getLogger("ratingparty.api")
+MAX_IMPORT_RECORDS = 200_000  # judgments in one import (one transaction)
 MAX_ABS_SCORE = 1e12  # larger raw scores would overflow the per-campaign standardisation
 DEFAULT_LEVEL = 0.9
 # the widest credible level served: its bounds (about 4.9 sd either side) are finite numbers,
 # where a level a rounding step from 1 would put them at infinity
 MAX_LEVEL = 0.999_999
+# action -> (the state it leads to, the states it may start from; the target itself is a no-op)
+TRANSITIONS = {
+    "pause": (PAUSED, (ACTIVE,)),
+    "resume": (ACTIVE, (PAUSED,)),
+    "close": (CLOSED, (ACTIVE, PAUSED)),
+    "reopen": (ACTIVE, (CLOSED,)),
+}
 
 
 class Service:
@@ -112,6 +145,7 @@ class Service:
             "ties": body.ties,
             "emoji_levels": body.emoji_levels,
             "lease_seconds": float(body.lease_seconds),
+            "skip_limit": body.skip_limit,
             "engine_config": engine_config(criteria, body.pair_scope, body.ties, body.emoji_levels),
         }
         record = await self.writer.run(store.insert_campaign(values))
@@ -130,6 +164,111 @@ class Service:
         """One campaign with its counts."""
         runtime = await self.runtime(campaign_id)
         return _campaign_view(runtime.record, self._counts(campaign_id, {}))
+
+    async def change_state(self, campaign_id: int, action: str) -> schemas.Campaign:
+        """Pause, resume, close or reopen a campaign (asking for the state it is in is a
+        no-op).
+
+        Raises:
+            Conflict: the action does not start from the campaign's state (resume a closed
+                campaign, reopen a paused one, pause a closed one).
+        """
+        target, sources = TRANSITIONS[action]
+        runtime = await self.runtime(campaign_id)
+        current = runtime.record.state
+        if current != target:
+            if current not in sources:
+                hint = {CLOSED: "reopen it first", PAUSED: "resume it"}.get(current, "")
+                raise Conflict(
+                    detail=f"campaign {campaign_id} is {current}: it cannot {action}; {hint}"
+                )
+            await runtime.update({"state": target})
+        return _campaign_view(runtime.record, self._counts(campaign_id, {}))
+
+    async def update_campaign(
+        self, campaign_id: int, body: schemas.CampaignUpdate
+    ) -> schemas.Campaign:
+        """Change the settings that may change mid-campaign: name and lease at any time, rating
+        tasks off (`emoji_levels` null) or back on with the same scale at any time, another
+        emoji scale while no rating was given on it, the pairing scope while no label exists.
+        A change of scale or scope rebuilds the campaign's engine from its log (requests
+        meeting the rebuild get a 503: retry).
+
+        Raises:
+            Conflict: ties or criteria changed (never), or the scale or scope once labels
+                were given on them.
+        """
+        runtime = await self.runtime(campaign_id)
+        record = runtime.record
+        refused = []
+        if body.ties is not UNSET and body.ties != record.ties:
+            refused.append(
+                "'ties' never changes: the tie margin is part of how every label is read "
+                "(create a new campaign)"
+            )
+        if body.criteria is not UNSET and list(body.criteria or ()) != list(record.criteria):
+            refused.append(
+                "'criteria' never change: every clip's scores are stored in their order "
+                "(create a new campaign)"
+            )
+        if refused:
+            raise Conflict(detail="; ".join(refused))
+        values: dict[str, Any] = {}
+        if body.name is not UNSET:
+            values["name"] = body.name
+        if body.lease_seconds is not UNSET:
+            values["lease_seconds"] = float(body.lease_seconds)
+        if body.skip_limit is not UNSET:
+            values["skip_limit"] = body.skip_limit
+        config = dict(record.engine_config)
+        new_scope = record.pair_scope if body.pair_scope is UNSET else body.pair_scope
+        new_levels = record.emoji_levels if body.emoji_levels is UNSET else body.emoji_levels
+        values["pair_scope"], values["emoji_levels"] = new_scope, new_levels
+        scope_changes = new_scope != config["pair_scope"]
+        scale_changes = new_levels is not None and new_levels != scale_levels(config)
+        if not (scope_changes or scale_changes):
+            await runtime.update(values)
+            return _campaign_view(runtime.record, self._counts(campaign_id, {}))
+        if scope_changes:
+            config["pair_scope"] = new_scope
+        if scale_changes:
+            config["emoji_thresholds"] = emoji_thresholds(new_levels)
+        values["engine_config"] = config
+        old_levels = scale_levels(record.engine_config)
+
+        def check(connection: Connection) -> None:
+            pairs, ratings = store.label_counts(connection, campaign_id)
+            if scope_changes and pairs + ratings:
+                raise Conflict(
+                    detail=f"the pairing scope can change only while the campaign has no "
+                    f"label; it has {pairs + ratings}"
+                )
+            if scale_changes and ratings:
+                raise Conflict(
+                    detail=f"{ratings} ratings were given on this campaign's {old_levels}-level "
+                    f"emoji scale: it can be turned off (null) or on again with "
+                    f"{old_levels} levels, not changed"
+                )
+
+        await self._rebuild(campaign_id, store.update_campaign(campaign_id, values, check))
+        return await self.get_campaign(campaign_id)
+
+    async def _rebuild(self, campaign_id: int, op: Any) -> None:
+        """Stop the campaign's runtime, run the database `op` with nothing else writing to the
+        campaign, and load the campaign again (with the new engine settings `op` stored)."""
+        lock = self._loading.setdefault(campaign_id, asyncio.Lock())
+        async with lock:
+            runtime = self._runtimes.pop(campaign_id, None)
+            if runtime is not None:
+                await runtime.close()
+            try:
+                await self.writer.run(op)
+            except Conflict:
+                raise
+            except Exception as error:
+                log.exception("storing a campaign change failed")
+                raise Unavailable(detail="the database did not store the change; retry") from error
+        await self.runtime(campaign_id)
 
     def _counts(
         self, campaign_id: int, stored: dict[int, tuple[int, int, int]]
@@ -222,6 +361,14 @@ class Service:
         runtime = await self.runtime(owner)
         return runtime, runtime.raters[rater_id]
 
+    def _active(self, rater: RaterState) -> None:
+        """Raises Forbidden when the operator deactivated this rater."""
+        if not rater.active:
+            raise Forbidden(
+                detail=f"rater {rater.id} is deactivated: this token gets no new tasks (the "
+                "campaign's operator can reactivate it)"
+            )
+
     def rater_ids(self, token: str | None) -> tuple[int, int]:
         """(rater id, campaign id) of a rater token, without touching the campaign.
 
@@ -241,16 +388,96 @@ class Service:
     def is_rater_of(self, token: str | None, campaign_id: int) -> bool:
         """Whether `token` is a rater token of this campaign."""
         found = None if token is None else self._tokens.get(hash_token(token))
-        return found is not None and found[1] == campaign_id
+        if found is None or found[1] != campaign_id:
+            return False
+        runtime = self._runtimes.get(campaign_id)
+        rater = None if runtime is None else runtime.raters.get(found[0])
+        return rater is None or rater.active
+
+    async def import_judgments(self, campaign_id: int, body: schemas.ImportIn) -> schemas.ImportOut:
+        """Import past judgments (see `CampaignRuntime.import_judgments`).
+
+        Raises:
+            BadRequest: the text does not parse, or names what the campaign lacks.
+            PayloadTooLarge: more than `MAX_IMPORT_RECORDS` judgments.
+            Conflict: the key was used for another import.
+        """
+        runtime = await self.runtime(campaign_id)
+        records, problems = await to_thread.run_sync(parse, body.data, body.format)
+        if len(records) > MAX_IMPORT_RECORDS:
+            raise PayloadTooLarge(
+                detail=f"{len(records)} judgments in one import; at most {MAX_IMPORT_RECORDS}"
+            )
+        digest = hashlib.sha256(f"{body.format}\n{body.data}".encode()).hexdigest()
+        result, duplicate = await runtime.import_judgments(body.key, digest, records, problems)
+        return schemas.ImportOut(
+            key=result["key"],
+            imported=result["imported"],
+            raters_created=list(result["raters_created"]),
+            duplicate=duplicate,
+        )
+
+    async def retire_clip(
+        self, campaign_id: int, clip_id: int, retired: bool
+    ) -> schemas.ClipStatus:
+        """Retire (`retired`) or restore a clip (see `CampaignRuntime.retire_clip`)."""
+        runtime = await self.runtime(campaign_id)
+        if not 0 < clip_id <= MAX_ROW_ID:
+            raise NotFound(detail=f"clip {clip_id} not found in campaign {campaign_id}")
+        clip = await runtime.retire_clip(clip_id, retired)
+        return schemas.ClipStatus(id=clip.id, external_id=clip.external_id, retired=clip.retired)
+
+    async def set_rater_active(
+        self, campaign_id: int, rater_id: int, active: bool
+    ) -> schemas.RaterStatus:
+        """Deactivate or reactivate a rater (see `CampaignRuntime.set_rater_active`)."""
+        runtime = await self.runtime(campaign_id)
+        if not 0 < rater_id <= MAX_ROW_ID:
+            raise NotFound(detail=f"rater {rater_id} not found in campaign {campaign_id}")
+        rater = await runtime.set_rater_active(rater_id, active)
+        return schemas.RaterStatus(id=rater.id, name=rater.name, active=rater.active)
+
+    async def skip_flags(self, campaign_id: int) -> schemas.SkipFlags:
+        """The tasks and clips repeated skips withdrew for everyone."""
+        runtime = await self.runtime(campaign_id)
+        tasks, clips = runtime.skip_flags()
+
+        def ref(position: int) -> schemas.ClipRef:
+            clip = runtime.clips[position]
+            return schemas.ClipRef(id=clip.id, external_id=clip.external_id)
+
+        return schemas.SkipFlags(
+            skip_limit=runtime.record.skip_limit,
+            tasks=[
+                schemas.SkippedTask(
+                    left=ref(first),
+                    right=None if second == NO_SECOND else ref(second),
+                    raters=raters,
+                )
+                for (first, second), raters in tasks
+            ],
+            clips=[
+                schemas.SkippedClip(
+                    clip=ref(position),
+                    raters=raters,
+                    tasks=n_tasks,
+                    retired=runtime.clips[position].retired,
+                )
+                for position, raters, n_tasks in clips
+            ],
+        )
 
     # assignments ------------------------------------------------------------------------------
 
     async def assign(self, campaign_id: int, token: str | None) -> schemas.AssignmentOut:
         """The rater's next assignment, or a message saying why there is none."""
         runtime, rater = await self.rater(token, campaign_id)
+        self._active(rater)
         state, message = await runtime.assign(rater)
         if state is None:
-            return schemas.AssignmentOut(assignment=None, message=message)
+            return schemas.AssignmentOut(
+                assignment=None, message=message, state=runtime.record.state
+            )
         record = runtime.record
         if state.is_pair:
             choices = ["left", "right", *(["tie"] if record.ties else []), "skip"]
@@ -264,9 +491,9 @@ class Service:
             expires_at=utc(state.expires_at),
             lease_seconds=record.lease_seconds,
             choices=choices,
-            emoji_levels=record.emoji_levels,
+            emoji_levels=record.emoji_levels if state.is_pair else runtime.scale_levels,
         )
-        return schemas.AssignmentOut(assignment=assignment, message=None)
+        return schemas.AssignmentOut(assignment=assignment, message=None, state=record.state)
 
     async def judge(
         self, assignment_id: int, token: str | None, body: schemas.JudgmentIn
@@ -304,6 +531,11 @@ class Service:
                 upper=upper,
                 rank=rank,
                 labels=clips[i].labels,
+                state="retired"
+                if clips[i].retired
+                else "withdrawn"
+                if i in runtime.withdrawn_clips
+                else "active",
             )
             for i, (mean, sd, lower, upper, rank) in enumerate(
                 zip(board.mean, board.sd, board.lower, board.upper, board.rank, strict=True)
@@ -361,6 +593,7 @@ class Service:
                     keep_probability=keep,
                     probability_random=random_share,
                     flagged=flagged,
+                    active=rater.active,
                 )
             )
         return schemas.Raters(raters=out)
@@ -404,6 +637,8 @@ def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> sche
         n_raters=counts[1],
         n_judgments=counts[2],
         created_at=as_utc(record.created_at),
+        state=record.state,
+        skip_limit=record.skip_limit,
     )
 
 

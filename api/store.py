@@ -19,7 +19,16 @@ from sqlalchemy import Connection, Engine, bindparam, func, insert, select, upda
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql.dml import UpdateBase
 
-from api.db import AssignmentRow, CampaignRow, ClipRow, JudgmentRow, ProgressRow, RaterRow, utcnow
+from api.db import (
+    AssignmentRow,
+    CampaignRow,
+    ClipRow,
+    ImportRow,
+    JudgmentRow,
+    ProgressRow,
+    RaterRow,
+    utcnow,
+)
 
 campaign_table = CampaignRow.__table__  # type: ignore[attr-defined]
 clip_table = ClipRow.__table__  # type: ignore[attr-defined]
@@ -27,6 +36,7 @@ rater_table = RaterRow.__table__  # type: ignore[attr-defined]
 assignment_table = AssignmentRow.__table__  # type: ignore[attr-defined]
 judgment_table = JudgmentRow.__table__  # type: ignore[attr-defined]
 progress_table = ProgressRow.__table__  # type: ignore[attr-defined]
+import_table = ImportRow.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,8 @@ class CampaignRecord:
     lease_seconds: float
     engine_config: dict[str, Any]
     created_at: datetime
+    state: str = "active"
+    skip_limit: int = 3
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,8 @@ class ClipRecord:
     scores: tuple[float | None, ...]
     batch: int
     after_seq: int
+    retired: bool = False
+    skips_cleared: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,7 @@ class RaterRecord:
     campaign_id: int
     name: str | None
     token_hash: str
+    active: bool = True
 
 
 @dataclass(frozen=True)
@@ -308,6 +323,204 @@ def insert_judgment(values: dict[str, Any], status: str) -> Callable[[Connection
     return op
 
 
+def update_campaign(
+    campaign_id: int,
+    values: Mapping[str, Any],
+    check: Callable[[Connection], None] | None = None,
+    withdraw: Sequence[int] = (),
+) -> Callable[[Connection], CampaignRecord]:
+    """Op: change a campaign's columns (`engine_config` as a Python object) after `check`
+    passed in the same transaction, and withdraw the open assignments `withdraw`; returns
+    the campaign as stored."""
+
+    def op(connection: Connection) -> CampaignRecord:
+        if check is not None:
+            check(connection)
+        row = dict(values)
+        if "engine_config" in row:
+            row["engine_config"] = json.dumps(row["engine_config"])
+        if row:
+            connection.execute(
+                update(campaign_table).where(campaign_table.c.id == campaign_id).values(row)
+            )
+        withdraw_assignments(withdraw)(connection)
+        found = connection.execute(
+            select(campaign_table).where(campaign_table.c.id == campaign_id)
+        ).mappings()
+        return _campaign(found.one())
+
+    return op
+
+
+def withdraw_assignments(ids: Sequence[int]) -> Callable[[Connection], None]:
+    """Op: mark the assignments `ids` that are still open as withdrawn (never handed back on
+    a restart; an answer arriving later is refused)."""
+
+    def op(connection: Connection) -> None:
+        if ids:
+            connection.execute(
+                update(assignment_table)
+                .where(assignment_table.c.id.in_(list(ids)), assignment_table.c.status == "open")
+                .values(status="withdrawn")
+            )
+
+    return op
+
+
+def set_clip_retired(
+    campaign_id: int, clip_id: int, retired: bool, withdraw: Sequence[int] = ()
+) -> Callable[[Connection], int]:
+    """Op: retire or restore a clip, withdrawing the open assignments `withdraw` (a retire).
+    A restore also forgets the skips of its tasks so far; returns the last judgment id it
+    forgets them up to (0 for a retire)."""
+
+    def op(connection: Connection) -> int:
+        values: dict[str, Any] = {"retired": retired}
+        cleared = 0
+        if not retired:
+            cleared = int(
+                connection.execute(
+                    select(func.coalesce(func.max(judgment_table.c.id), 0)).where(
+                        judgment_table.c.campaign_id == campaign_id
+                    )
+                ).scalar_one()
+            )
+            values["skips_cleared"] = cleared
+        connection.execute(
+            update(clip_table)
+            .where(clip_table.c.campaign_id == campaign_id, clip_table.c.id == clip_id)
+            .values(values)
+        )
+        withdraw_assignments(withdraw)(connection)
+        return cleared
+
+    return op
+
+
+def set_rater_active(
+    rater_id: int, active: bool, withdraw: Sequence[int] = ()
+) -> Callable[[Connection], None]:
+    """Op: deactivate or reactivate a rater, withdrawing their open assignments `withdraw`."""
+
+    def op(connection: Connection) -> None:
+        connection.execute(
+            update(rater_table).where(rater_table.c.id == rater_id).values(active=active)
+        )
+        withdraw_assignments(withdraw)(connection)
+
+    return op
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What an import op wrote: the new raters' ids (in the order given) and, per judgment,
+    its assignment and judgment ids; None when the key was taken meanwhile."""
+
+    rater_ids: list[int]
+    assignment_ids: list[int]
+    judgment_ids: list[int]
+
+
+def find_import(engine: Engine, campaign_id: int, key: str) -> tuple[str, dict[str, Any]] | None:
+    """(digest, result) of the campaign's import with this key, or None."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(import_table.c.digest, import_table.c.result).where(
+                import_table.c.campaign_id == campaign_id, import_table.c.key == key
+            )
+        ).first()
+    return None if row is None else (row[0], json.loads(row[1]))
+
+
+def insert_import(
+    campaign_id: int,
+    key: str,
+    digest: str,
+    result: dict[str, Any],
+    raters: Sequence[tuple[str, str]],
+    judgments: Sequence[dict[str, Any]],
+) -> Callable[[Connection], Imported | None]:
+    """Op: one import in one transaction: its key, the new raters (name, token hash), and per
+    judgment an answered assignment and the judgment. A judgment's `rater_id` is a rater id,
+    or `-(k + 1)` for the k-th new rater. Writes nothing and returns None when the key exists.
+    """
+
+    def op(connection: Connection) -> Imported | None:
+        taken = connection.execute(
+            select(import_table.c.id).where(
+                import_table.c.campaign_id == campaign_id, import_table.c.key == key
+            )
+        ).first()
+        if taken is not None:
+            return None
+        now = utcnow()
+        connection.execute(
+            insert(import_table),
+            {
+                "campaign_id": campaign_id,
+                "key": key,
+                "digest": digest,
+                "result": json.dumps(result),
+                "created_at": now,
+            },
+        )
+        rater_ids: list[int] = []
+        if raters:
+            statement = insert(rater_table).returning(
+                rater_table.c.id, sort_by_parameter_order=True
+            )
+            rows = [
+                {"campaign_id": campaign_id, "name": name, "token_hash": digest_, "created_at": now}
+                for name, digest_ in raters
+            ]
+            rater_ids = [int(i) for i in connection.execute(statement, rows).scalars()]
+        # new dicts, never the caller's: the writer may run this op a second time
+        resolved = [
+            {**j, "rater_id": rater_ids[-j["rater_id"] - 1] if j["rater_id"] < 0 else j["rater_id"]}
+            for j in judgments
+        ]
+        assignments = [
+            {
+                "campaign_id": campaign_id,
+                "rater_id": j["rater_id"],
+                "first": j["first"],
+                "second": j["second"],
+                "swapped": False,
+                "gain": 0.0,
+                "status": "answered",
+                "created_at": j["created_at"],
+                "expires_at": j["created_at"],
+            }
+            for j in resolved
+        ]
+        statement = insert(assignment_table).returning(
+            assignment_table.c.id, sort_by_parameter_order=True
+        )
+        assignment_ids = [int(i) for i in connection.execute(statement, assignments).scalars()]
+        rows = [
+            {**j, "campaign_id": campaign_id, "assignment_id": a}
+            for j, a in zip(resolved, assignment_ids, strict=True)
+        ]
+        statement = insert(judgment_table).returning(
+            judgment_table.c.id, sort_by_parameter_order=True
+        )
+        judgment_ids = [int(i) for i in connection.execute(statement, rows).scalars()]
+        return Imported(rater_ids, assignment_ids, judgment_ids)
+
+    return op
+
+
+def label_counts(connection: Connection, campaign_id: int) -> tuple[int, int]:
+    """(pair labels, emoji ratings) stored for the campaign."""
+    query = (
+        select(judgment_table.c.level.is_(None), func.count())
+        .where(judgment_table.c.campaign_id == campaign_id, judgment_table.c.seq.is_not(None))
+        .group_by(judgment_table.c.level.is_(None))
+    )
+    counts = {bool(is_pair): int(count) for is_pair, count in connection.execute(query)}
+    return counts.get(True, 0), counts.get(False, 0)
+
+
 def mark_batch(campaign_id: int, seqs: Sequence[int], batch: int) -> Callable[[Connection], None]:
     """Op: record that the labels `seqs` were applied together as engine batch `batch`."""
 
@@ -354,6 +567,8 @@ def _campaign(row: Any) -> CampaignRecord:
         lease_seconds=float(row["lease_seconds"]),
         engine_config=json.loads(row["engine_config"]),
         created_at=row["created_at"],
+        state=row["state"],
+        skip_limit=int(row["skip_limit"]),
     )
 
 
@@ -395,7 +610,7 @@ def rater_tokens(engine: Engine) -> list[RaterRecord]:
     with engine.connect() as connection:
         rows = connection.execute(select(rater_table).order_by(rater_table.c.id))
         return [
-            RaterRecord(r["id"], r["campaign_id"], r["name"], r["token_hash"])
+            RaterRecord(r["id"], r["campaign_id"], r["name"], r["token_hash"], bool(r["active"]))
             for r in rows.mappings()
         ]
 
@@ -414,6 +629,8 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 scores=tuple(json.loads(r["scores"])),
                 batch=r["batch"],
                 after_seq=r["after_seq"],
+                retired=bool(r["retired"]),
+                skips_cleared=int(r["skips_cleared"]),
             )
             for r in connection.execute(
                 select(clip_table)
@@ -422,7 +639,7 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
             ).mappings()
         ]
         raters = [
-            RaterRecord(r["id"], r["campaign_id"], r["name"], r["token_hash"])
+            RaterRecord(r["id"], r["campaign_id"], r["name"], r["token_hash"], bool(r["active"]))
             for r in connection.execute(
                 select(rater_table).where(rater_table.c.campaign_id == campaign_id)
             ).mappings()
@@ -541,21 +758,29 @@ __all__ = [
     "CampaignLog",
     "CampaignRecord",
     "ClipRecord",
+    "Imported",
     "JudgmentRecord",
     "Prepared",
     "RaterRecord",
     "campaign_counts",
     "export_rows",
+    "find_import",
     "get_campaign",
     "insert_assignment",
     "insert_campaign",
     "insert_clips",
+    "insert_import",
     "insert_judgment",
     "insert_progress",
     "insert_rater",
+    "label_counts",
     "list_campaigns",
     "load_log",
     "mark_batch",
     "progress_points",
     "rater_tokens",
+    "set_clip_retired",
+    "set_rater_active",
+    "update_campaign",
+    "withdraw_assignments",
 ]

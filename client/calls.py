@@ -38,6 +38,7 @@ Credential = Literal["admin", "rater", "either", "none"]
 ExportKind = Literal["judgments", "preferences"]
 ExportFormat = Literal["csv", "jsonl"]
 Choice = Literal["left", "right", "tie", "skip"]
+StateAction = Literal["pause", "resume", "close", "reopen"]
 ClipLike = models.NewClip | Mapping[str, Any]
 
 UNAVAILABLE = frozenset({502, 503, 504})
@@ -360,6 +361,53 @@ def progress(campaign_id: int) -> Call[list[models.ProgressPoint]]:
         f"/v1/campaigns/{campaign_id}/progress",
         "admin",
         lambda data: _as(list[models.ProgressPoint])(data["points"]),
+    )
+
+
+# the operator's controls: each is safe to repeat (the same state, the same settings, the
+# same import key give the same result)
+
+
+def update_campaign(campaign_id: int, changes: Mapping[str, Any]) -> Call[models.Campaign]:
+    return Call(
+        "PATCH", f"/v1/campaigns/{campaign_id}", "admin", _as(models.Campaign), dict(changes)
+    )
+
+
+def change_state(campaign_id: int, action: StateAction) -> Call[models.Campaign]:
+    return Call("POST", f"/v1/campaigns/{campaign_id}/{action}", "admin", _as(models.Campaign))
+
+
+def retire_clip(campaign_id: int, clip_id: int, retired: bool) -> Call[models.ClipStatus]:
+    action = "retire" if retired else "restore"
+    return Call(
+        "POST",
+        f"/v1/campaigns/{campaign_id}/clips/{clip_id}/{action}",
+        "admin",
+        _as(models.ClipStatus),
+    )
+
+
+def set_rater_active(campaign_id: int, rater_id: int, active: bool) -> Call[models.RaterStatus]:
+    action = "reactivate" if active else "deactivate"
+    return Call(
+        "POST",
+        f"/v1/campaigns/{campaign_id}/raters/{rater_id}/{action}",
+        "admin",
+        _as(models.RaterStatus),
+    )
+
+
+def skipped(campaign_id: int) -> Call[models.SkipFlags]:
+    return Call("GET", f"/v1/campaigns/{campaign_id}/skipped", "admin", _as(models.SkipFlags))
+
+
+def import_judgments(
+    campaign_id: int, key: str, data: str, import_format: ExportFormat
+) -> Call[models.ImportOut]:
+    body = {"key": key, "format": import_format, "data": data}
+    return Call(
+        "POST", f"/v1/campaigns/{campaign_id}/imports", "admin", _as(models.ImportOut), body
     )
 
 

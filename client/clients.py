@@ -16,7 +16,16 @@ from typing import Any, Literal, TypeVar
 import httpx
 
 from client import calls, models
-from client.calls import Call, Choice, ClipLike, Credentials, ExportFormat, ExportKind, RetryPolicy
+from client.calls import (
+    Call,
+    Choice,
+    ClipLike,
+    Credentials,
+    ExportFormat,
+    ExportKind,
+    RetryPolicy,
+    StateAction,
+)
 from client.errors import Unreachable
 
 T = TypeVar("T")
@@ -163,6 +172,44 @@ class Client:
     def register_rater(self, campaign_id: int, name: str | None = None) -> models.RaterCreated:
         """A new rater and their token (shown only now)."""
         return self.run(calls.register_rater(campaign_id, name))
+
+    # the operator's controls (admin key) -------------------------------------------------------
+
+    def update_campaign(self, campaign_id: int, **changes: Any) -> models.Campaign:
+        """Change settings: `name`, `lease_seconds`, `emoji_levels` (None: rating tasks off),
+        `pair_scope` (no label yet), `skip_limit`; a `Conflict` says why one cannot change."""
+        return self.run(calls.update_campaign(campaign_id, changes))
+
+    def change_state(self, campaign_id: int, action: StateAction) -> models.Campaign:
+        """`pause`, `resume`, `close` or `reopen` the campaign."""
+        return self.run(calls.change_state(campaign_id, action))
+
+    def retire_clip(self, campaign_id: int, clip_id: int) -> models.ClipStatus:
+        """Never offer the clip again (its labels stay)."""
+        return self.run(calls.retire_clip(campaign_id, clip_id, True))
+
+    def restore_clip(self, campaign_id: int, clip_id: int) -> models.ClipStatus:
+        """Offer a retired or skip-withdrawn clip again."""
+        return self.run(calls.retire_clip(campaign_id, clip_id, False))
+
+    def deactivate_rater(self, campaign_id: int, rater_id: int) -> models.RaterStatus:
+        """No new tasks for the rater; their open assignments are withdrawn."""
+        return self.run(calls.set_rater_active(campaign_id, rater_id, False))
+
+    def reactivate_rater(self, campaign_id: int, rater_id: int) -> models.RaterStatus:
+        """Tasks for the rater again."""
+        return self.run(calls.set_rater_active(campaign_id, rater_id, True))
+
+    def skipped(self, campaign_id: int) -> models.SkipFlags:
+        """The pairs and clips repeated skips withdrew for everyone."""
+        return self.run(calls.skipped(campaign_id))
+
+    def import_judgments(
+        self, campaign_id: int, key: str, data: str, import_format: ExportFormat = "csv"
+    ) -> models.ImportOut:
+        """Import past judgments (CSV or JSON lines), all or nothing; the same `key` again
+        returns the first result (so a retry is safe)."""
+        return self.run(calls.import_judgments(campaign_id, key, data, import_format))
 
     # rating (rater token) --------------------------------------------------------------------
 
@@ -335,6 +382,44 @@ class AsyncClient:
     ) -> models.RaterCreated:
         """A new rater and their token (shown only now)."""
         return await self.run(calls.register_rater(campaign_id, name))
+
+    # the operator's controls (admin key) -------------------------------------------------------
+
+    async def update_campaign(self, campaign_id: int, **changes: Any) -> models.Campaign:
+        """Change settings: `name`, `lease_seconds`, `emoji_levels` (None: rating tasks off),
+        `pair_scope` (no label yet), `skip_limit`; a `Conflict` says why one cannot change."""
+        return await self.run(calls.update_campaign(campaign_id, changes))
+
+    async def change_state(self, campaign_id: int, action: StateAction) -> models.Campaign:
+        """`pause`, `resume`, `close` or `reopen` the campaign."""
+        return await self.run(calls.change_state(campaign_id, action))
+
+    async def retire_clip(self, campaign_id: int, clip_id: int) -> models.ClipStatus:
+        """Never offer the clip again (its labels stay)."""
+        return await self.run(calls.retire_clip(campaign_id, clip_id, True))
+
+    async def restore_clip(self, campaign_id: int, clip_id: int) -> models.ClipStatus:
+        """Offer a retired or skip-withdrawn clip again."""
+        return await self.run(calls.retire_clip(campaign_id, clip_id, False))
+
+    async def deactivate_rater(self, campaign_id: int, rater_id: int) -> models.RaterStatus:
+        """No new tasks for the rater; their open assignments are withdrawn."""
+        return await self.run(calls.set_rater_active(campaign_id, rater_id, False))
+
+    async def reactivate_rater(self, campaign_id: int, rater_id: int) -> models.RaterStatus:
+        """Tasks for the rater again."""
+        return await self.run(calls.set_rater_active(campaign_id, rater_id, True))
+
+    async def skipped(self, campaign_id: int) -> models.SkipFlags:
+        """The pairs and clips repeated skips withdrew for everyone."""
+        return await self.run(calls.skipped(campaign_id))
+
+    async def import_judgments(
+        self, campaign_id: int, key: str, data: str, import_format: ExportFormat = "csv"
+    ) -> models.ImportOut:
+        """Import past judgments (CSV or JSON lines), all or nothing; the same `key` again
+        returns the first result (so a retry is safe)."""
+        return await self.run(calls.import_judgments(campaign_id, key, data, import_format))
 
     async def next_assignment(self, campaign_id: int) -> models.AssignmentOut:
         """The rater's next task under a lease, or `assignment=None` and the message why."""

@@ -26,6 +26,8 @@ class Campaign:
     n_raters: int
     n_judgments: int
     created_at: datetime
+    state: str = "active"  # active, paused or closed
+    skip_limit: int = 3  # distinct raters whose skips withdraw a pair (or clip) for everyone
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class AssignmentOut:
 
     assignment: Assignment | None
     message: str | None
+    state: str = "active"  # the campaign's: paused or closed campaigns hand out nothing
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ class LeaderboardClip:
     upper: float
     rank: int
     labels: int
+    state: str = "active"  # retired (by the operator) or withdrawn (skipped by many)
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,63 @@ class RaterStats:
     keep_probability: float
     probability_random: float | None
     flagged: bool
+    active: bool = True  # False: deactivated by the operator
+
+
+@dataclass(frozen=True)
+class ClipStatus:
+    """A clip after it was retired or restored."""
+
+    id: int
+    external_id: str
+    retired: bool
+
+
+@dataclass(frozen=True)
+class RaterStatus:
+    """A rater after they were deactivated or reactivated."""
+
+    id: int
+    name: str | None
+    active: bool
+
+
+@dataclass(frozen=True)
+class SkippedTask:
+    """A pair (or a clip's rating: `right` None) withdrawn because `raters` skipped it."""
+
+    left: ClipRef
+    right: ClipRef | None
+    raters: int
+
+
+@dataclass(frozen=True)
+class SkippedClip:
+    """A clip withdrawn because `raters` between them skipped `tasks` of its tasks."""
+
+    clip: ClipRef
+    raters: int
+    tasks: int
+    retired: bool
+
+
+@dataclass(frozen=True)
+class SkipFlags:
+    """What repeated skips withdrew for every rater."""
+
+    skip_limit: int
+    tasks: list[SkippedTask]
+    clips: list[SkippedClip]
+
+
+@dataclass(frozen=True)
+class ImportOut:
+    """An import of past judgments; `duplicate` when the key was imported before."""
+
+    key: str
+    imported: int
+    raters_created: list[str]
+    duplicate: bool
 
 
 @dataclass(frozen=True)
@@ -203,9 +264,11 @@ __all__ = [
     "Campaign",
     "Clip",
     "ClipRef",
+    "ClipStatus",
     "ClipsAdded",
     "ContextWeights",
     "Health",
+    "ImportOut",
     "JudgmentOut",
     "Leaderboard",
     "LeaderboardClip",
@@ -213,6 +276,10 @@ __all__ = [
     "ProgressPoint",
     "RaterCreated",
     "RaterStats",
+    "RaterStatus",
+    "SkipFlags",
+    "SkippedClip",
+    "SkippedTask",
     "Weight",
     "Weights",
 ]

@@ -1,8 +1,10 @@
-"""Campaign management (admin key): campaigns, clip batches, raters (registration, stats)."""
+"""Campaign management (admin key): campaigns, their settings and state, clip batches, raters
+(registration, stats)."""
 
 from __future__ import annotations
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, patch, post
+from litestar.openapi.datastructures import ResponseSpec
 
 from api import schemas
 from api.auth import admin_guard
@@ -50,6 +52,65 @@ class CampaignController(Controller):
         """One campaign with its counts."""
         return await service.get_campaign(campaign_id)
 
+    @patch(
+        "/{campaign_id:int}",
+        operation_id="updateCampaign",
+        summary="Change a campaign's settings",
+        responses=error_responses(400, 401, 404, 409, 413, 415, 503),
+    )
+    async def update(
+        self, campaign_id: int, data: schemas.CampaignUpdate, request: Request, service: Service
+    ) -> schemas.Campaign:
+        """Name and lease at any time; `emoji_levels` null turns rating tasks off, a number
+        turns them on (another scale only while no rating was given); `pair_scope` while no
+        label exists. `ties` and `criteria` never change (409 says why)."""
+        body = await strict_body(request, schemas.CampaignUpdate)
+        return await service.update_campaign(campaign_id, body)
+
+    @post(
+        "/{campaign_id:int}/pause",
+        operation_id="pauseCampaign",
+        summary="Pause a campaign",
+        status_code=200,
+        responses=error_responses(401, 404, 409, 503),
+    )
+    async def pause(self, campaign_id: int, service: Service) -> schemas.Campaign:
+        """No new tasks until resumed; answers to the tasks already out still count."""
+        return await service.change_state(campaign_id, "pause")
+
+    @post(
+        "/{campaign_id:int}/resume",
+        operation_id="resumeCampaign",
+        summary="Resume a paused campaign",
+        status_code=200,
+        responses=error_responses(401, 404, 409, 503),
+    )
+    async def resume(self, campaign_id: int, service: Service) -> schemas.Campaign:
+        """Hand out tasks again."""
+        return await service.change_state(campaign_id, "resume")
+
+    @post(
+        "/{campaign_id:int}/close",
+        operation_id="closeCampaign",
+        summary="Close a campaign",
+        status_code=200,
+        responses=error_responses(401, 404, 409, 503),
+    )
+    async def close(self, campaign_id: int, service: Service) -> schemas.Campaign:
+        """No new tasks; the open assignments are withdrawn (an answer to one gets a 410)."""
+        return await service.change_state(campaign_id, "close")
+
+    @post(
+        "/{campaign_id:int}/reopen",
+        operation_id="reopenCampaign",
+        summary="Reopen a closed campaign",
+        status_code=200,
+        responses=error_responses(401, 404, 409, 503),
+    )
+    async def reopen(self, campaign_id: int, service: Service) -> schemas.Campaign:
+        """Hand out tasks again."""
+        return await service.change_state(campaign_id, "reopen")
+
     @post(
         "/{campaign_id:int}/clips",
         operation_id="addClips",
@@ -89,3 +150,91 @@ class CampaignController(Controller):
     async def raters(self, campaign_id: int, service: Service) -> schemas.Raters:
         """Labels, learned noise and keep probability, and flags per rater."""
         return await service.raters(campaign_id)
+
+    @post(
+        "/{campaign_id:int}/clips/{clip_id:int}/retire",
+        operation_id="retireClip",
+        summary="Retire a clip",
+        status_code=200,
+        responses=error_responses(401, 404, 503),
+    )
+    async def retire_clip(
+        self, campaign_id: int, clip_id: int, service: Service
+    ) -> schemas.ClipStatus:
+        """Never offered again while retired; its open assignments are withdrawn, its labels
+        stay in the log and the posterior."""
+        return await service.retire_clip(campaign_id, clip_id, retired=True)
+
+    @post(
+        "/{campaign_id:int}/clips/{clip_id:int}/restore",
+        operation_id="restoreClip",
+        summary="Restore a clip",
+        status_code=200,
+        responses=error_responses(401, 404, 503),
+    )
+    async def restore_clip(
+        self, campaign_id: int, clip_id: int, service: Service
+    ) -> schemas.ClipStatus:
+        """Offered again; the skips of its tasks so far no longer count towards withdrawing
+        it."""
+        return await service.retire_clip(campaign_id, clip_id, retired=False)
+
+    @post(
+        "/{campaign_id:int}/raters/{rater_id:int}/deactivate",
+        operation_id="deactivateRater",
+        summary="Deactivate a rater",
+        status_code=200,
+        responses=error_responses(401, 404, 503),
+    )
+    async def deactivate_rater(
+        self, campaign_id: int, rater_id: int, service: Service
+    ) -> schemas.RaterStatus:
+        """Their token gets no new tasks (403); their open assignments are withdrawn (410);
+        their labels stay."""
+        return await service.set_rater_active(campaign_id, rater_id, active=False)
+
+    @post(
+        "/{campaign_id:int}/raters/{rater_id:int}/reactivate",
+        operation_id="reactivateRater",
+        summary="Reactivate a rater",
+        status_code=200,
+        responses=error_responses(401, 404, 503),
+    )
+    async def reactivate_rater(
+        self, campaign_id: int, rater_id: int, service: Service
+    ) -> schemas.RaterStatus:
+        """Their token gets tasks again."""
+        return await service.set_rater_active(campaign_id, rater_id, active=True)
+
+    @get(
+        "/{campaign_id:int}/skipped",
+        operation_id="skipped",
+        summary="What repeated skips withdrew",
+        responses=error_responses(401, 404),
+    )
+    async def skipped(self, campaign_id: int, service: Service) -> schemas.SkipFlags:
+        """Pairs (or ratings) skipped by `skip_limit` distinct raters, and clips whose tasks
+        were, withdrawn for everyone until a restore."""
+        return await service.skip_flags(campaign_id)
+
+    @post(
+        "/{campaign_id:int}/imports",
+        operation_id="importJudgments",
+        summary="Import past judgments",
+        responses={
+            200: ResponseSpec(
+                schemas.ImportOut,
+                description="this key was imported before: its first result, duplicate true",
+                generate_examples=False,
+            ),
+            **error_responses(400, 401, 404, 409, 413, 415, 503),
+        },
+    )
+    async def import_judgments(
+        self, campaign_id: int, data: schemas.ImportIn, request: Request, service: Service
+    ) -> Response[schemas.ImportOut]:
+        """CSV or JSON lines (rater, left, right, choice or level, time), all or nothing, in
+        order; idempotent by `key`."""
+        body = await strict_body(request, schemas.ImportIn)
+        out = await service.import_judgments(campaign_id, body)
+        return Response(out, status_code=200 if out.duplicate else 201)

@@ -29,7 +29,24 @@ function panelError(id, error) {
 
 // ---------------------------------------------------------------- panels
 
+const ACTIONS = { active: ["pause", "close"], paused: ["resume", "close"], closed: ["reopen"] };
+let settingsShown = false;
+
 function renderCampaign(campaign) {
+  $("state").textContent = campaign.state;
+  document.body.dataset.state = campaign.state;
+  const allowed = ACTIONS[campaign.state] || [];
+  for (const button of document.querySelectorAll("#controls [data-action]")) {
+    button.hidden = !allowed.includes(button.dataset.action);
+  }
+  if (!settingsShown) {
+    // filled once: a refresh must not overwrite what the operator is typing
+    settingsShown = true;
+    $("lease").value = String(campaign.lease_seconds);
+    const select = $("levels");
+    for (let k = 2; k <= 11; k += 1) select.append(h("option", { value: String(k) }, String(k)));
+    select.value = campaign.emoji_levels === null ? "" : String(campaign.emoji_levels);
+  }
   $("title").textContent = campaign.name
     ? `${campaign.name} (campaign ${campaign.id})`
     : `Campaign ${campaign.id}`;
@@ -41,6 +58,7 @@ function renderCampaign(campaign) {
 
 function renderLeaderboard(board) {
   lastBoard = board;
+  renderClips(board);
   $("stat-labels").textContent = String(board.n_judgments);
   $("stat-tau").textContent = number(board.expected_kendall_tau, 3);
   $("leaderboard-level").textContent = `(${Math.round(board.level * 100)} % intervals)`;
@@ -109,7 +127,9 @@ function renderRaters(data) {
   const head = h(
     "tr",
     {},
-    ["rater", "labels", "skips", "noise sd", "keep prob.", "flag"].map((text) => h("th", {}, text)),
+    ["rater", "labels", "skips", "noise sd", "keep prob.", "flag", ""].map((text) =>
+      h("th", {}, text),
+    ),
   );
   const rows = raters.map((rater) =>
     h(
@@ -121,10 +141,67 @@ function renderRaters(data) {
       h("td", {}, number(rater.noise_sd)),
       h("td", {}, number(rater.keep_probability)),
       h("td", { class: "flag", title: flagTitle(rater) }, rater.flagged ? "⚑ check" : ""),
+      h(
+        "td",
+        {},
+        actionButton(
+          rater.active === false ? "Reactivate" : "Deactivate",
+          `${BASE}/raters/${rater.id}/${rater.active === false ? "reactivate" : "deactivate"}`,
+        ),
+      ),
     ),
   );
   $("raters").replaceChildren(
     h("table", { id: "raters-table" }, h("thead", {}, head), h("tbody", {}, rows)),
+  );
+}
+
+function actionButton(text, path) {
+  const button = h("button", { type: "button" }, text);
+  button.addEventListener("click", () => control("POST", path));
+  return button;
+}
+
+function renderClips(board) {
+  const out = (board.clips || []).filter((clip) => clip.state && clip.state !== "active");
+  if (!out.length) {
+    $("clips").replaceChildren(h("p", { class: "note" }, "Every clip is offered."));
+    return;
+  }
+  const rows = out.map((clip) =>
+    h(
+      "tr",
+      { "data-clip": clip.id },
+      h("td", {}, clip.external_id),
+      h("td", {}, clip.state),
+      h("td", {}, String(clip.labels)),
+      h(
+        "td",
+        {},
+        clip.state === "withdrawn"
+          ? actionButton("Retire", `${BASE}/clips/${clip.id}/retire`)
+          : "",
+        actionButton("Restore", `${BASE}/clips/${clip.id}/restore`),
+      ),
+    ),
+  );
+  const head = h("tr", {}, ["clip", "state", "labels", ""].map((text) => h("th", {}, text)));
+  $("clips").replaceChildren(
+    h("table", { id: "clips-table" }, h("thead", {}, head), h("tbody", {}, rows)),
+  );
+}
+
+function renderSkipped(data) {
+  const tasks = data.tasks || [];
+  $("skipped").replaceChildren(
+    ...tasks.map((task) =>
+      h(
+        "p",
+        { class: "note" },
+        `${task.left.external_id}${task.right ? ` vs ${task.right.external_id}` : " (rating)"}: ` +
+          `skipped by ${task.raters} raters, withdrawn`,
+      ),
+    ),
   );
 }
 
@@ -184,6 +261,7 @@ async function refresh() {
     progress: api("GET", `${BASE}/progress`, KEY),
     raters: api("GET", `${BASE}/raters`, KEY),
     weights: api("GET", `${BASE}/weights`, KEY),
+    skipped: api("GET", `${BASE}/skipped`, KEY),
   };
   const names = Object.keys(calls);
   const results = await Promise.allSettled(Object.values(calls));
@@ -194,6 +272,7 @@ async function refresh() {
     progress: [renderProgress, "progress"],
     raters: [renderRaters, "raters"],
     weights: [renderWeights, "weights"],
+    skipped: [renderSkipped, "skipped"],
   };
   results.forEach((result, index) => {
     const [render, target] = renderers[names[index]];
@@ -251,6 +330,36 @@ async function newRater() {
     $("new-rater-link").textContent = `Could not create a rater: ${error.message}`;
   }
 }
+
+async function control(method, path, body) {
+  try {
+    await api(method, path, KEY, body);
+    $("controls-message").textContent = "";
+  } catch (error) {
+    $("controls-message").textContent = error.detail || error.message;
+  }
+  refresh();
+}
+
+$("retire-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const wanted = $("retire-id").value.trim();
+  const clip = lastBoard && lastBoard.clips.find((c) => c.external_id === wanted);
+  $("retire-message").textContent = clip ? "" : `no clip ${wanted}`;
+  if (clip) control("POST", `${BASE}/clips/${clip.id}/retire`);
+});
+
+for (const button of document.querySelectorAll("#controls [data-action]")) {
+  button.addEventListener("click", () => control("POST", `${BASE}/${button.dataset.action}`));
+}
+$("controls").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const levels = $("levels").value;
+  control("PATCH", BASE, {
+    lease_seconds: Number($("lease").value),
+    emoji_levels: levels === "" ? null : Number(levels),
+  });
+});
 
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) refresh();

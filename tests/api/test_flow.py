@@ -41,6 +41,8 @@ def test_campaign_create_list_read(client: TestClient) -> None:
         "n_raters": 0,
         "n_judgments": 0,
         "created_at": "",
+        "state": "active",
+        "skip_limit": 3,
     }
     assert datetime.fromisoformat(campaign["created_at"]).utcoffset().total_seconds() == 0
     defaults = client.post("/v1/campaigns", json={"name": "d"}, headers=ADMIN).json()

@@ -212,3 +212,46 @@ def test_the_async_client_runs_the_same_party(live: LiveServer) -> None:
             )
 
     assert asyncio.run(party()) == (7, 3, True)
+
+
+def test_the_operator_controls_through_the_client(live: LiveServer) -> None:
+    with Client(live.url, key=ADMIN_KEY, retry=FAST) as service:
+        campaign = service.create_campaign("ops", criteria=["a", "b"], emoji_levels=5)
+        clips = service.add_clips(campaign.id, list(_clips(4))).clips
+        created = service.register_rater(campaign.id, "ann")
+        ann = service.for_rater(created.token)
+
+        changed = service.update_campaign(campaign.id, lease_seconds=30, emoji_levels=None)
+        assert (changed.lease_seconds, changed.emoji_levels, changed.state) == (
+            30.0,
+            None,
+            "active",
+        )
+        with pytest.raises(Conflict, match="ties"):
+            service.update_campaign(campaign.id, ties=False)
+        assert service.change_state(campaign.id, "pause").state == "paused"
+        offer = ann.next_assignment(campaign.id)
+        assert offer.assignment is None and offer.state == "paused"
+        assert service.change_state(campaign.id, "resume").state == "active"
+
+        retired = service.retire_clip(campaign.id, clips[0].id)
+        assert retired.retired is True
+        board = service.leaderboard(campaign.id)
+        assert {c.external_id: c.state for c in board.clips}["e0"] == "retired"
+        assert service.restore_clip(campaign.id, clips[0].id).retired is False
+
+        assert service.deactivate_rater(campaign.id, created.id).active is False
+        with pytest.raises(Forbidden, match="deactivated"):
+            ann.next_assignment(campaign.id)
+        assert [r.active for r in service.raters(campaign.id)] == [False]
+        assert service.reactivate_rater(campaign.id, created.id).active is True
+
+        data = "rater,left,right,choice\nbob,e1,e3,left\nbob,e3,e2,tie\n"
+        first = service.import_judgments(campaign.id, "past-1", data)
+        assert (first.imported, first.raters_created, first.duplicate) == (2, ["bob"], False)
+        assert service.import_judgments(campaign.id, "past-1", data).duplicate is True
+        with pytest.raises(Conflict, match="past-1"):
+            service.import_judgments(campaign.id, "past-1", data.replace("tie", "left"))
+        assert service.leaderboard(campaign.id).n_judgments == 2
+        flags = service.skipped(campaign.id)
+        assert (flags.skip_limit, flags.tasks, flags.clips) == (3, [], [])
