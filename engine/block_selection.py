@@ -76,18 +76,18 @@ def _score_groups(
     noise_var: float,
     padded_allowed: Tensor | None,
     forbidden: Tensor | None,
-    local_blocks: Tensor | None = None,
+    local_factors: Tensor | None = None,
     screen: Screen = BALD_SCREEN,
 ) -> tuple[Tensor, Tensor]:
     """Every slot pair's screening score (+ SCORE_OFFSET; exactly 0 where ineligible) in the
-    given groups, (T, P), under the shrink, and the groups' members (T, M). `local_blocks`
-    is `GroupedPosterior.local_blocks` under the shrink, when the caller has it."""
+    given groups, (T, P), under the shrink, and the groups' members (T, M). `local_factors`
+    is `GroupedPosterior.local_factors` under the shrink, when the caller has it."""
     size = posterior.members.shape[1]
     device = posterior.group.device
     first_slot, second_slot = torch.triu_indices(size, size, 1, device=device)
     flat = first_slot * size + second_slot  # (P,) positions of the pairs a < b in a block
     per_group = flat.numel()
-    marginals = posterior.group_marginals(groups, shrink, local_blocks)
+    marginals = posterior.group_marginals(groups, shrink, local_factors, dtype=SCREEN_DTYPE)
     members, cov, mean = marginals.members, marginals.cov, marginals.mean
     count = members.shape[0]
     diagonal = torch.diagonal(cov, dim1=1, dim2=2)
@@ -142,9 +142,10 @@ class GroupScreen:
         size = posterior.members.shape[1]
         first_slot, second_slot = torch.triu_indices(size, size, 1, device=posterior.group.device)
         best, radius = [], []
+        factors = posterior.local_factors().to(SCREEN_DTYPE) if posterior.n_criteria else None
         for groups in posterior.group_chunks():
             score, members = _score_groups(
-                posterior, groups, None, noise_var, None, None, screen=screen
+                posterior, groups, None, noise_var, None, None, factors, screen
             )
             rows = posterior.load[groups]  # (T, M, 2K); padding rows are 0
             present = (members[:, first_slot] >= 0) & (members[:, second_slot] >= 0)
@@ -243,11 +244,13 @@ def screen_block_pairs(
     kept_first: list[Tensor] = []
     kept_second: list[Tensor] = []
 
-    local_blocks = posterior.local_blocks(shrink) if posterior.n_criteria else None
+    local_factors = None
+    if posterior.n_criteria:
+        local_factors = posterior.local_factors(shrink).to(SCREEN_DTYPE)
 
     def score(groups: slice | Tensor) -> None:
         values, members = _score_groups(
-            posterior, groups, shrink, noise_var, padded_allowed, forbidden, local_blocks, screen
+            posterior, groups, shrink, noise_var, padded_allowed, forbidden, local_factors, screen
         )
         top = torch.topk(values.reshape(-1), min(n_keep, values.numel()))
         chosen = top.indices[top.values > 0]

@@ -441,6 +441,14 @@ class GroupedPosterior:
         weight_cov = self.weight_cov if shrink is None else self.weight_cov - shrink.weight
         return self._local_blocks(weight_cov)
 
+    def local_factors(self, shrink: BlockShrink | None = None) -> Tensor:
+        """(C, 2K, 2K) F_c with F_c F_c' = `local_blocks(shrink)`[c] (from its eigenvectors,
+        negative rounding clamped): a group's border share is then (A_g F_c)(A_g F_c)', one
+        small product per group instead of two."""
+        blocks = self.local_blocks(shrink)
+        values, vectors = torch.linalg.eigh(0.5 * (blocks + blocks.transpose(1, 2)))
+        return vectors * values.clamp_min(0.0).sqrt()[:, None, :]
+
     def _local_blocks(self, weight_cov: Tensor) -> Tensor:
         """(C, 2K, 2K) each context's block of `weight_cov` (D, D): the global and own blocks."""
         local = self.local_index(torch.arange(max(self.n_contexts, 1), device=self.group.device))
@@ -537,22 +545,25 @@ class GroupedPosterior:
         self,
         groups: slice | Tensor = slice(None),
         shrink: BlockShrink | None = None,
-        local_blocks: Tensor | None = None,
+        local_factors: Tensor | None = None,
+        dtype: torch.dtype | None = None,
     ) -> GroupMarginals:
         """The marginal mean and covariance of the groups in `groups` (a slice, default all,
         or a long index), padded to the largest group: `A_g m_w + b_g` and
         `P_g + A_g S_w A_g'`; the covariance under the pending tasks' believer shrink when
-        `shrink` is given (MATH.md §4, §6). `local_blocks` is `self.local_blocks(shrink)`,
-        when the caller keeps it across calls."""
+        `shrink` is given (MATH.md §4, §6). `local_factors` is `self.local_factors(shrink)`,
+        when the caller keeps it across calls. In `dtype` when given: a screen that only
+        ranks reads the blocks in single precision, half the memory traffic."""
+        dtype = dtype or self.within.dtype
         context = self.group_context[groups].clamp_min(0)
-        weight_cov = None if shrink is None else self.weight_cov - shrink.weight
-        cov = self.within[groups] + self._weight_part(
-            self.load[groups],
-            context,
-            full=True,
-            weight_cov=weight_cov,
-            local_blocks=local_blocks,
-        )
+        cov = self.within[groups].to(dtype)
+        if self.n_criteria and cov.shape[0]:
+            if local_factors is None:
+                local_factors = self.local_factors(shrink)
+            spread = torch.bmm(self.load[groups].to(dtype), local_factors.to(dtype)[context])
+            cov = torch.baddbmm(cov, spread, spread.transpose(1, 2))
+        else:
+            cov = cov.clone()  # the shrink below must not write into the posterior's blocks
         if shrink is not None and shrink.groups.numel():
             if isinstance(groups, slice):
                 start, stop, _ = groups.indices(self.n_groups)
@@ -560,13 +571,14 @@ class GroupedPosterior:
                     shrink.groups, torch.tensor([start, stop], device=shrink.groups.device)
                 ).tolist()
                 if hi > lo:
-                    cov[shrink.groups[lo:hi] - start] -= shrink.correction[lo:hi]
+                    cov[shrink.groups[lo:hi] - start] -= shrink.correction[lo:hi].to(dtype)
             else:
                 hit = torch.nonzero(torch.isin(groups, shrink.groups)).flatten()
                 if hit.numel():
                     at = torch.searchsorted(shrink.groups, groups[hit])
-                    cov[hit] -= shrink.correction[at]
-        return GroupMarginals(self.members[groups], self._group_means(groups), cov)
+                    cov[hit] -= shrink.correction[at].to(dtype)
+        mean = self._group_means(groups).to(dtype)
+        return GroupMarginals(self.members[groups], mean, cov)
 
     def directions(self, first: Tensor, second: Tensor) -> Directions:
         """Where B directions a_b (pairs, or single clips where second = -1) live: their parts
