@@ -703,10 +703,10 @@ class CampaignRuntime:
         handed to them before the queue (and released once they stop asking). A rater gets
         here when every queued task is one they answered, which grows common as a campaign
         goes on (the most informative pairs are the contested ones, judged before): choosing
-        one task at a time for them made the choice per rater, a whole screen each, the
-        engine's main cost after a few thousand labels (412 -> 81 judgments/s over 40 s).
-        Queued for everyone instead of reserved, the rest went mostly to other raters, and the
-        rater was back here at their next request.
+        one task at a time for them would make the choice per rater, a whole screen each, the
+        engine's main cost after a few thousand labels. Queued for everyone instead of
+        reserved, the rest would go mostly to other raters, and the rater would be back here at
+        their next request.
         """
         while True:
             waiting = [

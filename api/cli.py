@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     if settings.demo:
         app.on_startup.append(partial(_announce_demo, base=base))
     # Everything loaded so far (torch, Litestar, SQLAlchemy: ~275k objects) lives as long as the
-    # process; frozen, the cyclic GC's full collections stop walking it (~150 ms each, paid by
+    # process; frozen, the cyclic GC's full collections stop walking it (each a stall, paid by
     # whichever thread allocates, the event loop included).
     gc.freeze()
     config = uvicorn_config(

@@ -297,8 +297,8 @@ def _serve(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     # what is loaded now (torch and the engine: ~10^5 objects) lives as long as the process;
-    # frozen, the cyclic GC's full collections stop walking it (each took ~100 ms, a stall of
-    # every request waiting for this campaign's engine)
+    # frozen, the cyclic GC's full collections stop walking it (each one a stall of every
+    # request waiting for this campaign's engine)
     gc.freeze()
     channel.setblocking(True)
     incoming = channel.makefile("rb")

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 access_log = logging.getLogger("ratingparty.access")
 UNMATCHED = "unmatched"  # requests no route took (their paths would be unbounded labels)
-# request latencies: from a cached read (~100 us) to an assignment waiting for the engine
+# request latencies: from a cached read (below the first bucket) to an assignment waiting for
+# the engine
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 ENGINE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 REPLAY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)

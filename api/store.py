@@ -140,11 +140,12 @@ class _Compiled:
 class Prepared:
     """A Core DML statement compiled once per dialect and run on the DB-API cursor.
 
-    `Connection.execute` spends ~100 us of Python per call (cache key, execution context,
-    result wrapping) on a statement SQLite runs in ~20 us; this keeps SQLAlchemy for the SQL
-    text and the bind processors (SQLite's datetime strings, booleans) and calls the driver
-    directly, inside the connection's transaction. Every bind parameter must be named in the
-    statement (`bindparam(name)`); defaults on the SQLAlchemy side are never evaluated.
+    `Connection.execute` spends several times longer in Python per call (cache key, execution
+    context, result wrapping) than SQLite takes to run a small statement; this keeps
+    SQLAlchemy for the SQL text and the bind processors (SQLite's datetime strings, booleans)
+    and calls the driver directly, inside the connection's transaction. Every bind parameter
+    must be named in the statement (`bindparam(name)`); defaults on the SQLAlchemy side are
+    never evaluated.
 
     Args:
         statement: the statement, with one `bindparam` per value passed to `execute`.

@@ -1,6 +1,6 @@
 """Label efficiency: labels each strategy needs to reach Kendall tau 0.9 and RMSE 0.5 JOD.
 
-A fixed suite (issue 4): n = 20, 100, 500; reward model useless (corr 0) vs informative
+A fixed suite: n = 20, 100, 500; reward model useless (corr 0) vs informative
 (corr 0.7); ties on; 10 % random clickers; the recorded TMO-video replay. Every strategy's
 labels are scored by the fixed MAP Thurstone fit and by the engine's posterior; the headline
 row is `{scenario, n, strategy, target, labels_mean, labels_ci_low, labels_ci_high,
@@ -15,7 +15,7 @@ rest; a run that never gets there counts at its budget and is marked censored).
 Shards (raw records, gzip) go to benchmarks/results/raw/ (not committed); `--merge` combines
 every shard there into benchmarks/results/label_efficiency.{json,md,png}.
 
-A second suite (issue 5), `--suite learning`, measures what learning the engine's assumptions
+A second suite, `--suite learning`, measures what learning the engine's assumptions
 buys, on the same worlds as the core suite where the scenario names agree: the reward model
 useless / weak / strong with and without empirical-Bayes prior refits (and the check that a
 useless reward model costs nothing against the engine without one), and random clickers with
@@ -92,8 +92,8 @@ def suite() -> list[tuple[Scenario, tuple[str, ...]]]:
 
 
 def learning_suite() -> list[tuple[Scenario, tuple[str, ...]]]:
-    """Issue 5's scenarios: reward model useless / weak / strong, with and without empirical
-    Bayes; random clickers (10 % and 25 %) with and without reliability modelling."""
+    """The learning suite's scenarios: reward model useless / weak / strong, with and without
+    empirical Bayes; random clickers (10 % and 25 %) with and without reliability modelling."""
     rm = ("random", "information_gain", "information_gain_eb", "information_gain_no_rm")
     clickers = ("random", "information_gain", "information_gain_reliable")
     return [
@@ -117,7 +117,7 @@ def learning_suite() -> list[tuple[Scenario, tuple[str, ...]]]:
 
 
 SUITES = {"core": suite, "learning": learning_suite}
-# (scenario, strategy, reference): the comparisons issue 5 asks for, paired by world
+# (scenario, strategy, reference): the comparisons a suite is run for, paired by world
 COMPARISONS = {
     "learning": [
         ("n100-rm0", "information_gain_eb", "information_gain"),

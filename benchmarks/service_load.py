@@ -163,8 +163,8 @@ async def _rater(
     """One simulated rater on its own keep-alive connection until `stop_at` or the budget;
     with a `period`, one cycle per period from a random phase (latency from the schedule).
 
-    aiohttp rather than httpx: the clients share the server's 2 cores, and httpx costs about
-    1 ms of CPU per request against aiohttp's few tenths.
+    aiohttp rather than httpx: the clients share the server's 2 cores, and httpx costs
+    several times aiohttp's CPU per request.
     """
     import aiohttp
 
@@ -551,8 +551,8 @@ def main(argv: list[str] | None = None) -> None:
                 (int(b) for b in args.refill_batch.split(",")),
                 (float(r) for r in args.rate.split(",")),
             ):
-                # back to back, a run met the last one's disk writeback and scored a p99 up to
-                # 10x worse than after a pause
+                # back to back, a run meets the last one's disk writeback, and its p99 would
+                # measure the disk rather than the server
                 time.sleep(args.settle)
                 load_before = os.getloadavg()[0]  # other work on the machine, for the record
                 row = run_load(

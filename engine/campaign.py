@@ -61,7 +61,7 @@ Structure = Literal["dense", "blocks", "factorised"]
 
 @dataclass(frozen=True)
 class CampaignConfig:
-    """What a campaign assumes (MATH.md §1-3); issue 5 learns these from the labels.
+    """What a campaign assumes (MATH.md §1-3); `refit_prior_at` learns these from the labels.
 
     Attributes:
         criteria: names of the K reward-model criteria (any K, including 0).

@@ -168,7 +168,7 @@ def interval_moments_scalar(
     mu: float, var: float, lo: float, hi: float, noise_var: float
 ) -> ScalarMoments:
     """`interval_moments` for one observation in Python floats: the same formulas (MATH.md
-    §2), for the sequential ADF, where a torch call's dispatch costs ~50x the arithmetic.
+    §2), for the sequential ADF, where a torch call's dispatch far outweighs the arithmetic.
 
     Raises:
         ValueError: if noise_var + var is not positive.
@@ -207,8 +207,8 @@ def expected_variance_factor(
 
     Treating a pending task as answered shrinks the covariance by `k (S a)(S a)'` (MATH.md §4,
     GP-BUCB / kriging believer). Outcomes y are the intervals between consecutive cuts. The
-    believer shrink computes one per pending task in sequence, where a torch call would cost
-    ~150 us of dispatch for a handful of flops.
+    believer shrink computes one per pending task in sequence, where a torch call's dispatch
+    would dwarf a handful of flops.
 
     Raises:
         ValueError: if noise_var + var is not positive.

@@ -56,7 +56,7 @@ def log_ndtr_diff(lo: Tensor, hi: Tensor) -> Tensor:
 
 def log_ndtr_diff_scalar(lo: float, hi: float) -> float:
     """`log_ndtr_diff` for one interval in Python floats: the same reflection and log1mexp
-    forms, for sequential scalar work where a torch call's dispatch costs 50x the arithmetic
+    forms, for sequential scalar work where a torch call's dispatch outweighs the arithmetic
     (the believer shrink's per-task factor). Valid and checked like the tensor form."""
     if lo + hi > 0:
         lo, hi = -hi, -lo
@@ -72,7 +72,7 @@ def interval_probabilities(u: Tensor) -> Tensor:
     """`P_k = Phi(u_k) - Phi(u_{k-1})` for the K + 1 intervals that K cuts u split the line into.
 
     With u_{-1} = -inf and u_K = inf, along the FIRST axis: (K, ...) -> (K + 1, ...); a short
-    innermost axis would make the reductions that follow (entropies) about 15x slower.
+    innermost axis would split the reductions that follow (entropies) into many tiny, slow ones.
     Probabilities, not logs, for entropies: there `p log p` needs p to absolute accuracy only
     (an absolute error d <= 2 ulp(1) in p moves `p log p` by at most about d |log d| < 1e-14),
     so one erfc per cut replaces the two log_ndtr per interval of log_ndtr_diff (a log_ndtr

@@ -208,7 +208,7 @@ def _expected_conditional_entropy(
         noise_sd = noise_sd.reshape(-1)
     narrow = sd < noise_sd
     entropy = torch.empty_like(mu)
-    # evaluating both rules everywhere and picking one with torch.where did 3x the work
+    # evaluating both rules everywhere and picking one with torch.where pays for both on each
     for expectation, chosen in ((_hermite_expectation, narrow), (_panel_expectation, ~narrow)):
         index = chosen.nonzero().squeeze(-1)
         if index.numel() == mu.numel():  # all candidates take this rule: no gather or scatter

@@ -19,9 +19,9 @@ RATER_REFIT_BELOW = 8  # a rater with fewer labels is re-derived from all of the
 # batch (raters answering at one pace double together: spread over batches, no stall)
 RATER_REDERIVE_BUDGET = 256
 RATER_BUDGET_FROM = 64
-# past this many labels a rater's grid is only added to: re-scoring 1,000 labels held the
-# service's engine ~0.1 s per rater, and labels scored under a posterior that had
-# hundreds of labels already barely move when re-scored
+# past this many labels a rater's grid is only added to: re-scoring a long-standing rater's
+# labels holds the service's engine up for everyone waiting on it, and labels scored under a
+# posterior that had hundreds of labels already barely move when re-scored
 RATER_REDERIVE_UP_TO = 512
 
 # Scores lists of labels (one list per rater) on the (keep, sigma) grid under the campaign's
@@ -81,7 +81,7 @@ class RaterBook:
         re-derived from all their labels under the current posterior whenever their label count
         has doubled since the last time (and always below RATER_REFIT_BELOW labels); in between
         the new labels' terms are added to it. Amortised O(1) grid work per label, where a
-        full refit per batch cost O(labels so far): 0.34 s per batch of 8 at 300 labels each."""
+        full refit per batch costs O(labels so far) and grows without bound."""
         new: dict[Hashable, list[Judgment]] = {}
         for judgment in judgments:
             self.judgments.setdefault(judgment.rater, []).append(judgment)

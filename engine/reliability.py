@@ -193,8 +193,8 @@ def rater_grids(
         per_log = 2 ** int(math.log2(most)) if most >= 1 else 1  # a power of 2
     log_likelihood = mu.new_zeros(n_raters, n_keep, n_sigma)  # R x G x S
     # The labels x G x S mixture is formed in chunks of whole runs that fit in cache: whole, it
-    # would be GBs for a campaign's full refit, and passes over a cache-sized chunk run ~2x
-    # faster (measured).
+    # would be GBs for a campaign's full refit, and repeated passes over a cache-sized chunk
+    # stay in cache instead of going to memory.
     chunk = max(per_log, GRID_CHUNK_CELLS // (n_keep * n_sigma) // per_log * per_log)
     buffer = mu.new_empty(min(chunk, mu.numel()), n_keep, n_sigma)
     for length, members in _product_groups(rater, n_raters, per_log):

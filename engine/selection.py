@@ -128,7 +128,7 @@ def believer_shrink(
     `c_q = S_{q-1} a_q` under the earlier shrinks. Written as `c_q = B u_q` with `B = S A`
     (n x Q), the recursion `u_q = e_q - sum_{p<q} k_p u_p (u_p' G e_q)`, `G = A' S A`, runs
     in the Q x Q space: O(Q^3) small work and one n x Q x Q product, where applying the
-    downdates to n-vectors one by one costs O(n Q^2) (15 ms at n = 1,000, Q = 30).
+    downdates to n-vectors one by one costs O(n Q^2) in Q^2 / 2 separate passes over n.
     """
     cov = posterior.item_cov
     if pending is None or len(pending) == 0:
@@ -139,7 +139,7 @@ def believer_shrink(
     first, second = pending.first, pending.second.clamp_min(0)
     pair = (~single).to(cov.dtype)
     # B = S A from rows of S (S is symmetric): the clip covariance is a strided view, where
-    # gathering Q columns cost ~4 ms at n = 1,000, Q = 96, and Q rows ~0.2 ms
+    # gathering Q columns is the expensive part at n = 1,000; Q rows are contiguous and cheap
     basis = (cov[first] - cov[second] * pair[:, None]).T
     gram = basis[first] - basis[second] * pair[:, None]  # G = A' S A
     mean = posterior.item_mean
@@ -351,8 +351,8 @@ def screen_listed_pairs(
         scaled = shrink.columns * shrink.factor.clamp_min(0.0).sqrt()
         if blocks is not None:
             # = |r_i|^2 + |r_j|^2 - 2 r_i . r_j for the rows r of C sqrt(k); the dot products
-            # of a group's clips are one (m, m) block: n = 1,000 in groups of 20, Q = 85,
-            # 1.4 -> 0.4 ms
+            # of a group's clips are one (m, m) block: one batched product reads each row once,
+            # where gathering both rows of every listed pair reads each about m times
             padded = torch.cat((scaled, scaled.new_zeros(1, scaled.shape[1])))
             stacked = padded[blocks.members]  # (G, m, Q)
             gram = torch.bmm(stacked, stacked.transpose(1, 2)).reshape(-1)
@@ -562,8 +562,8 @@ def select_pair_batch(
     choices: list[PairChoice] = []
     first = second = mean.new_zeros(0, dtype=torch.long)
     # The lazy loop's bookkeeping over the few hundred kept candidates lives in NumPy on the
-    # host: a pick takes ~10 argmax / mask / index steps, and each costs a torch dispatch
-    # (~5 us on a CPU, a launch on a GPU) against ~1 us in NumPy.
+    # host: a pick takes ~10 argmax / mask / index steps on a few hundred values, where a torch
+    # call's dispatch (a kernel launch on a GPU) outweighs the work and NumPy's costs far less.
     pairs = np.zeros((0, 2), dtype=np.int64)
     taken = fresh = np.zeros(0, dtype=bool)
     bound = variance = np.zeros(0)

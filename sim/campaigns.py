@@ -1,9 +1,9 @@
 """The engine campaigns the simulator drives: one configuration, with or without the reward model.
 
-Fixed prior scales on the JOD scale, the same in every world (issue 5 learns them from the
-labels): a clip's quality has prior sd 1.5 JOD around what the reward model predicts (a typical
-spread of a JOD study); each standardised criterion's weight has prior sd 1 and each context's
-offset sd 0.5.
+Fixed prior scales on the JOD scale, the same in every world (the empirical-Bayes campaigns,
+`refit_prior_at`, learn them from the labels): a clip's quality has prior sd 1.5 JOD around
+what the reward model predicts (a typical spread of a JOD study); each standardised
+criterion's weight has prior sd 1 and each context's offset sd 0.5.
 
 The scale is a trade-off, measured on the benchmark's n = 100 worlds (10 worlds each,
 benchmarks/results/label_efficiency.md): a wider prior (sd 3) made information gain without a
@@ -12,7 +12,7 @@ posterior mean then over-spreads (after 200 random labels of a world with qualit
 3.26 JOD by ADF, 3.26 by EP, which is exact to 1e-4 on small problems, 2.22 for the exact MAP;
 benchmarks/results/posterior_spread.md), so the engine's RMSE and calibration got much
 worse. That is the prior, not the ADF approximation: the scales have to be learned from the
-labels (empirical Bayes, issue 5).
+labels (empirical Bayes, `refit_prior_at`).
 """
 
 from __future__ import annotations

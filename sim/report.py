@@ -1,6 +1,6 @@
 """From metric records to what a reader wants: labels needed per target, curves, a results file.
 
-The headline figure (issue 4): for each scenario, strategy and estimator, the labels needed to
+The headline figure: for each scenario, strategy and estimator, the labels needed to
 reach each target in `sim.runner.TARGETS`, mean and 95 % interval over repetitions, and its
 ratio to what random pairs scored by the fixed estimator need (what a classic study spends).
 Repetitions share their world across strategies (same seed), so ratios are also given paired,

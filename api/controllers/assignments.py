@@ -1,8 +1,8 @@
 """The rater's calls (rater token): the next assignment and its judgment.
 
 These two are the service's hot path (two requests per label), so they take the `Service` from
-the app state instead of as a dependency: Litestar's dependency resolution costs ~20 us of
-event-loop CPU per request, several percent of what a label costs the loop.
+the app state instead of as a dependency: Litestar's dependency resolution costs event-loop
+CPU on every request, a measurable share of what a label costs the loop.
 """
 
 from __future__ import annotations
