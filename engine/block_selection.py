@@ -156,16 +156,24 @@ class GroupScreen:
         self.best = torch.cat(best) if best else posterior.offset.new_zeros(0)
         self.radius2 = torch.cat(radius) if radius else posterior.offset.new_zeros(0)
         self.radius = self.radius2.sqrt()
+        # groups by kept best, best first: a bound query reads the prefix that can reach it
+        self.order = torch.argsort(self.best, descending=True)
+        self.rising_best = self.best[self.order].flip(0).contiguous()  # for searchsorted
+        self.max_radius2 = float(self.radius2.max()) if self.radius2.numel() else 0.0
         typical = self.radius2.median() if self.radius2.numel() else self.radius2.new_zeros(())
         self.typical_radius2 = float(typical)
         self.weight_mean = posterior.weight_mean.clone()
         self.weight_cov = posterior.weight_cov.clone()
         self.shape = (posterior.n_groups, size)
         self.dirty: set[int] = set()
+        self._drift_cache: tuple[int, tuple[Tensor, Tensor]] | None = None
 
     def _drift(self, posterior: GroupedPosterior) -> tuple[Tensor, Tensor]:
         """(C,) per context: the border's mean drift `|d m_c|` and covariance drift
-        `||d S_c||_2` in its global and context blocks, times the score's rates."""
+        `||d S_c||_2` in its global and context blocks, times the score's rates (kept for the
+        posterior's version: one selection reads it several times)."""
+        if self._drift_cache is not None and self._drift_cache[0] == posterior.version:
+            return self._drift_cache[1]
         l_mu, l_var = self.screen.rates(self.noise_var)
         contexts = torch.arange(max(posterior.n_contexts, 1), device=posterior.group.device)
         local = posterior.local_index(contexts)  # (C, 2K)
@@ -174,19 +182,35 @@ class GroupScreen:
         )
         drift = posterior.weight_cov - self.weight_cov
         drift_cov = torch.linalg.matrix_norm(drift[local[:, :, None], local[:, None, :]], ord=2)
-        return l_mu * drift_mean, l_var * drift_cov
+        result = (l_mu * drift_mean, l_var * drift_cov)
+        self._drift_cache = (posterior.version, result)
+        return result
 
-    def slack(self, posterior: GroupedPosterior) -> Tensor:
-        """(G,) the most each clean group's pair scores can have moved since the screen was
-        kept (up without pending tasks; down as well, without them)."""
+    def rates(self, posterior: GroupedPosterior) -> tuple[float, float]:
+        """(by R^2, by R): a clean group's slack is `R^2 by_cov + R by_mean + rounding`; the
+        context that drifted most stands for all, a looser bound that spares a gather over
+        every group on each call."""
         if posterior.n_criteria == 0:
-            return self.radius2.new_full(self.radius2.shape, SCREEN_ROUNDING)
+            return 0.0, 0.0
         by_mean, by_cov = self._drift(posterior)
-        # the context that drifted most stands for all: a looser bound that spares a gather
-        # over every group on each call
-        return torch.add(
-            self.radius2 * float(by_cov.max()), self.radius, alpha=float(by_mean.max())
-        ).add_(SCREEN_ROUNDING)
+        return float(by_cov.max()), float(by_mean.max())
+
+    def slack(self, posterior: GroupedPosterior, groups: Tensor | None = None) -> Tensor:
+        """The most each clean group's pair scores (all, or `groups`) can have moved since the
+        screen was kept (up without pending tasks; down as well, without them)."""
+        by_cov, by_mean = self.rates(posterior)
+        radius2 = self.radius2 if groups is None else self.radius2[groups]
+        radius = self.radius if groups is None else self.radius[groups]
+        return torch.add(radius2 * by_cov, radius, alpha=by_mean).add_(SCREEN_ROUNDING)
+
+    def reaching(self, posterior: GroupedPosterior, threshold: float) -> Tensor:
+        """The groups whose kept best plus the largest slack of any group exceeds
+        `threshold`: every group whose bound can, a prefix of the kept order."""
+        by_cov, by_mean = self.rates(posterior)
+        most = self.max_radius2 * by_cov + math.sqrt(self.max_radius2) * by_mean
+        floor = self.rising_best.new_tensor([threshold - most - 2 * SCREEN_ROUNDING])
+        count = self.rising_best.numel() - int(torch.searchsorted(self.rising_best, floor))
+        return self.order[:count]
 
     def typical_slack(self, posterior: GroupedPosterior) -> float:
         """The slack of a group of median spread in the context that drifted most: when it
@@ -273,27 +297,39 @@ def screen_block_pairs(
         for groups in posterior.group_chunks():
             score(groups)
     else:
-        bounds = kept.best + kept.slack(posterior)
+        # bounds (kept best + slack) are read only on the prefix of the kept order that can
+        # reach a threshold (`GroupScreen.reaching`), not over every group
         fresh = set(kept.dirty)
         if shrink is not None:
             fresh.update(shrink.groups.tolist())
+        scored = torch.tensor(sorted(fresh), dtype=torch.long, device=device)
         if fresh:
-            index = torch.tensor(sorted(fresh), dtype=torch.long, device=device)
-            score(index)
-            bounds[index] = -math.inf
+            score(scored)
+
+        def open_bounds(threshold: float) -> tuple[Tensor, Tensor]:
+            """The unscored groups whose bound exceeds `threshold`, and their bounds."""
+            index = kept.reaching(posterior, threshold)
+            index = index[~torch.isin(index, scored)]
+            bounds = kept.best[index] + kept.slack(posterior, index)
+            above = bounds > threshold
+            return index[above], bounds[above]
+
         step = max(16, -(-2 * n_keep // max(per_group, 1)))
         # the groups of the highest bounds, about twice n_keep pairs, are always scored: the
         # candidates are never only the groups that just took labels
         wanted = max(16, -(-2 * n_keep // max(per_group, 1)))
-        index = torch.topk(bounds, min(wanted, bounds.numel())).indices
-        index = index[bounds[index] > -math.inf]  # not the groups scored already
-        if index.numel():
-            score(index)
-            bounds[index] = -math.inf
+        unscored = int(kept.best.numel()) - int(scored.numel())
+        if unscored > 0:
+            nth = kept.best[kept.order[min(wanted, kept.order.numel()) - 1]]
+            index, bounds = open_bounds(float(nth) - 1e-12)
+            index = index[torch.topk(bounds, min(wanted, bounds.numel())).indices]
+            if index.numel():
+                score(index)
+                scored = torch.cat((scored, index))
         while True:
             # groups whose kept best plus slack cannot reach the kept set are done
-            reach = bounds > threshold()
-            remaining = int(reach.sum())
+            index, bounds = open_bounds(threshold())
+            remaining = int(index.numel())
             if remaining == 0:
                 break
             if remaining > max(4 * step, posterior.n_groups // 4):
@@ -302,9 +338,9 @@ def screen_block_pairs(
                 for groups in posterior.group_chunks():
                     score(groups)
                 break
-            index = torch.topk(bounds, min(step, remaining)).indices
+            index = index[torch.topk(bounds, min(step, remaining)).indices]
             score(index)
-            bounds[index] = -math.inf
+            scored = torch.cat((scored, index))
             step *= 2
     scores = torch.cat(kept_score) if kept_score else torch.zeros(0, device=device)
     if scores.numel() == 0:
