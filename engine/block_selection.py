@@ -272,16 +272,35 @@ def screen_block_pairs(
     if posterior.n_criteria:
         local_factors = posterior.local_factors(shrink).to(SCREEN_DTYPE)
 
+    floor = [0.0]  # the n_keep-th best score kept so far; 0 while fewer are kept
+
     def score(groups: slice | Tensor) -> None:
         values, members = _score_groups(
             posterior, groups, shrink, noise_var, padded_allowed, forbidden, local_factors, screen
         )
-        top = torch.topk(values.reshape(-1), min(n_keep, values.numel()))
-        chosen = top.indices[top.values > 0]
+        flat = values.reshape(-1)
+        if floor[0] > 0:
+            # only scores that can enter the kept set are ranked: a compare, not a top-k
+            hits = torch.nonzero(flat >= floor[0]).flatten()
+            top = torch.topk(flat[hits], min(n_keep, hits.numel()))
+            values_kept, chosen = top.values, hits[top.indices]
+        else:
+            top = torch.topk(flat, min(n_keep, flat.numel()))
+            values_kept, chosen = top.values, top.indices
+        eligible = values_kept > 0
+        chosen = chosen[eligible]
         group, pair = chosen // per_group, chosen % per_group
-        kept_score.append(top.values[top.values > 0])
+        kept_score.append(values_kept[eligible])
         kept_first.append(members[group, first_slot[pair]])
         kept_second.append(members[group, second_slot[pair]])
+        if sum(s.numel() for s in kept_score) >= 2 * n_keep:
+            # compact to the best n_keep, whose last score is the floor from now on
+            scores = torch.cat(kept_score)
+            best = torch.topk(scores, n_keep).indices
+            compact = (scores[best], torch.cat(kept_first)[best], torch.cat(kept_second)[best])
+            for store, value in zip((kept_score, kept_first, kept_second), compact, strict=True):
+                store[:] = [value]
+            floor[0] = float(compact[0][-1])
 
     def threshold() -> float:
         """The score an unscored group must beat to matter: the n_keep-th best so far (0
@@ -335,6 +354,7 @@ def screen_block_pairs(
             if remaining > max(4 * step, posterior.n_groups // 4):
                 # the kept screen no longer narrows much: one pass over every group
                 kept_score.clear(), kept_first.clear(), kept_second.clear()
+                floor[0] = 0.0
                 for groups in posterior.group_chunks():
                     score(groups)
                 break
