@@ -47,19 +47,22 @@ def build_campaign(
     learn_rater_noise: bool = False,
     refit_prior_at: tuple[int, ...] = (),
     structure: str = "dense",
+    prior: PriorScales = PRIOR,
+    noise_sd: float = JOD_NOISE_SD,
 ) -> Campaign:
     """A CPU float64 campaign over the problem's clips (scores only when `reward_model`;
     rater lapses modelled with a Beta `lapse_prior` on the keep probability when given; each
     rater's noise learned when `learn_rater_noise`; the prior refitted by empirical Bayes
     once the label count reaches each of `refit_prior_at`; the posterior kept as
-    `structure` says, engine.forms)."""
+    `structure` says, engine.forms; `prior` and `noise_sd` what it assumes, the simulator's
+    defaults unless a benchmark varies them)."""
     use_scores = reward_model and problem.scores is not None
     config = CampaignConfig(
         criteria=problem.criteria if use_scores else (),
-        prior=PRIOR,
+        prior=prior,
         pair_scope="group" if problem.pair_scope == "group" else "any",
         tie_margin=problem.tie_margin,
-        noise_sd=JOD_NOISE_SD,
+        noise_sd=noise_sd,
         selection=selection or SelectionOptions(),
         lapse_prior=lapse_prior,
         learn_rater_noise=learn_rater_noise,
