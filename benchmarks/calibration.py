@@ -11,12 +11,13 @@ Scores (sim.metrics, mean removed): coverage of the central 50 % and 90 % interv
 (JOD), Kendall tau, the spread of the posterior mean over the truth's, and the mean squared
 standardised error z2 = mean((error / sd)^2) (1 when the sds are right; above 1 over-confident).
 
-Conditions vary one candidate cause at a time against `base`: the world's rater noise equal
-to the engine's (`noise_matched`), the prior scales at the world's (`prior_matched`), one
-rater at a time so no pair is ever pending (`no_pending`: the believer shrink never acts),
-exact gains for every pair instead of the screen's best 256 (`no_screen`), the engine told a
-noise 1.5x too small (`noise_low`), and the engine refining by EP as labels arrive
-(`refine_every`). Writes benchmarks/results/calibration.{json,md}.
+Conditions vary one candidate cause at a time against `base` (the simulator's campaign,
+`sim.campaigns.build_campaign`): the simulator's earlier, too wide prior (`wide_prior`), the
+prior scales at the world's (`prior_matched`), the world's rater noise equal to the engine's
+(`noise_matched`), the engine told a noise 1.5x too small (`noise_low`); `Condition` also
+takes one rater at a time (no pending pair, so no believer shrink), exact gains for every
+pair instead of the screen's best 256, a share of uniformly random picks and empirical-Bayes
+refits. Writes benchmarks/results/calibration.{json,md}.
 
     python -m benchmarks.calibration --reps 3                       # every condition
     python -m benchmarks.calibration --reps 3 --only base --only noise_matched
@@ -30,7 +31,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ import torch
 from engine import Campaign, Judgment, PriorScales, SelectionOptions
 from engine.adapters import JOD_NOISE_SD
 from sim import metrics
-from sim.campaigns import PRIOR, build_campaign
+from sim.campaigns import WIDE_PRIOR, build_campaign, refit_schedule
 from sim.raters import RaterSpec
 from sim.report import provenance
 from sim.runner import derive_seed
@@ -63,19 +64,23 @@ class Condition:
         strategy: "information_gain" (the engine's pick) or "random" (uniform pairs).
         noise_spread: sd of log rater noise across the world's raters (0: all equal the
             engine's noise sd).
-        prior: the engine's prior scales.
+        prior: the engine's prior scales (None: the simulator's, `sim.campaigns.prior_scales`).
         engine_noise_sd: the rater noise sd the engine assumes.
         n_refine: pairs the screen keeps for exact scoring (4950 = every pair at n = 100).
         concurrent: raters holding a pair at once (1: nothing is ever pending).
+        explore_share: share of information-gain picks replaced by a uniformly random pair.
+        refit_prior: refit the prior scales by empirical Bayes at 2n, 4n, 8n, ... labels.
     """
 
     name: str
     strategy: str
     noise_spread: float = 0.2
-    prior: PriorScales = field(default_factory=lambda: PRIOR)
+    prior: PriorScales | None = None
     engine_noise_sd: float = JOD_NOISE_SD
     n_refine: int = 256
     concurrent: int = 4
+    explore_share: float = 0.0
+    refit_prior: bool = False
 
 
 def conditions() -> list[Condition]:
@@ -84,12 +89,11 @@ def conditions() -> list[Condition]:
     for strategy in ("information_gain", "random"):
         out += [
             Condition("base", strategy),
-            Condition("noise_matched", strategy, noise_spread=0.0),
+            Condition("wide_prior", strategy, prior=WIDE_PRIOR),
             Condition("prior_matched", strategy, prior=WORLD_PRIOR),
         ]
     out += [
-        Condition("no_pending", "information_gain", concurrent=1),
-        Condition("no_screen", "information_gain", n_refine=N_ITEMS * (N_ITEMS - 1) // 2),
+        Condition("noise_matched", "information_gain", noise_spread=0.0),
         Condition("noise_low", "information_gain", engine_noise_sd=JOD_NOISE_SD / 1.5),
     ]
     return out
@@ -127,6 +131,7 @@ def run(condition: Condition, rep: int, seed: int) -> list[dict[str, object]]:
         selection=SelectionOptions(n_refine=condition.n_refine),
         prior=condition.prior,
         noise_sd=condition.engine_noise_sd,
+        refit_prior_at=refit_schedule(N_ITEMS) if condition.refit_prior else (),
     )
     rng = np.random.default_rng(derive_seed(world_seed, condition.strategy, "answers"))
     generator = torch.Generator().manual_seed(derive_seed(world_seed, condition.strategy))
@@ -139,7 +144,8 @@ def run(condition: Condition, rep: int, seed: int) -> list[dict[str, object]]:
     def hand_out() -> None:
         idle = [r for r in range(raters.n_raters) if r not in busy]
         rater = int(idle[rng.integers(len(idle))])
-        if condition.strategy == "random":
+        explore = condition.explore_share > 0 and rng.random() < condition.explore_share
+        if condition.strategy == "random" or explore:
             i, j = problem.candidates[rng.integers(len(problem.candidates))]
             outstanding.append((rater, int(i), int(j), None))
         else:
