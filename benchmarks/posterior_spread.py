@@ -52,11 +52,9 @@ def main(seed: int = 0) -> list[dict[str, object]]:
     rows = []
     for residual in (1.5, 3.0):
         for world_seed in (seed, seed + 1):
-            campaigns.PRIOR = PriorScales(
-                weight_scale=1.0, context_scale=0.5, residual_scale=residual
-            )
+            prior = PriorScales(weight_scale=1.0, context_scale=0.5, residual_scale=residual)
             world = SyntheticWorld(SyntheticSpec(n_items=100, rm_correlation=0.7), world_seed)
-            campaign = campaigns.build_campaign(world.problem, reward_model=True)
+            campaign = campaigns.build_campaign(world.problem, reward_model=True, prior=prior)
             mean0 = campaign.posterior.mean.numpy().copy()
             cov0 = campaign.posterior.cov.numpy().copy()
             rng = np.random.default_rng(world_seed)

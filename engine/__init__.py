@@ -29,6 +29,7 @@ from engine.selection import (
     select_rating,
 )
 from engine.state import Posterior, PriorScales, add_contexts, add_items, empty_posterior
+from engine.stopping import CampaignDone, Progress, Targets, TargetStatus
 from engine.summaries import (
     ClipSummary,
     WeightSummary,
@@ -52,6 +53,7 @@ __all__ = [
     "RULES",
     "Campaign",
     "CampaignConfig",
+    "CampaignDone",
     "ClipRegistry",
     "ClipSummary",
     "Events",
@@ -64,11 +66,14 @@ __all__ = [
     "Pending",
     "Posterior",
     "PriorScales",
+    "Progress",
     "RatingChoice",
     "Refinement",
     "ScaleFit",
     "SelectionOptions",
     "Sites",
+    "TargetStatus",
+    "Targets",
     "Task",
     "TaskBook",
     "WeightSummary",

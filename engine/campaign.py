@@ -44,6 +44,7 @@ from engine.selection import (
     SelectionOptions,
 )
 from engine.state import Posterior, PriorScales
+from engine.stopping import INTERVAL_LEVEL, CampaignDone, Progress, Targets, progress
 from engine.summaries import ClipSummary, WeightSummary, probability_positive
 from engine.tasks import Task, TaskBook
 from engine.update import Events, interval_events
@@ -91,6 +92,9 @@ class CampaignConfig:
             across prompts, approximately (each prompt independent of the others given the
             weights, docs/MATH.md §6): pair_scope="any" past the dense form's limit, with
             candidates from neighbours in posterior-mean order (engine.neighbours).
+        targets: when the campaign is done (engine.stopping): an expected Kendall tau to
+            reach and/or a largest 90 % interval width to get below; once every target set
+            is met, `next_tasks`, `next_pairs` and `next_rating` raise `CampaignDone`.
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -108,6 +112,7 @@ class CampaignConfig:
     refit_prior_at: tuple[int, ...] = ()
     noise_prior_spread: float = NOISE_PRIOR_LOG_SD
     structure: Structure = "dense"
+    targets: Targets = field(default_factory=Targets)
 
     def __post_init__(self) -> None:
         if self.structure not in FORMS:
@@ -549,6 +554,29 @@ class Campaign:
             n_outcomes=[self._n_outcomes(j) for j in judgments] if lapses else None,
         )
 
+    # stopping ---------------------------------------------------------------------------------
+
+    def progress(self) -> Progress:
+        """Where the campaign stands against its targets (engine.stopping): each target set,
+        its current value and the distance still to go, and whether all are met."""
+        targets = self.config.targets
+        tau = self.expected_kendall_tau() if targets.kendall_tau is not None else None
+        width = None
+        if targets.interval_width is not None:
+            board = self.leaderboard(INTERVAL_LEVEL)
+            width = float((board.upper - board.lower).max()) if self.n_items else 0.0
+        return progress(targets, tau, width, self._history.label_count)
+
+    def set_targets(self, targets: Targets) -> None:
+        """Replace the stopping targets (raise them to reopen a done campaign)."""
+        self.config = replace(self.config, targets=targets)
+
+    def _check_not_done(self) -> None:
+        if self.config.targets.any:
+            status = self.progress()
+            if status.done:
+                raise CampaignDone(status)
+
     # selection --------------------------------------------------------------------------------
 
     def _pending_tasks(self) -> list[PendingTask]:
@@ -584,8 +612,10 @@ class Campaign:
             generator: randomness for the softmax rule.
 
         Raises:
+            CampaignDone: every target of `CampaignConfig.targets` is met.
             NoEligibleTaskError: no eligible pair is left for this rater.
         """
+        self._check_not_done()
         judged = None if repeat_pairs else self._tasks.judged_pairs(rater)
         if forbidden_pairs is not None:
             extra = torch.as_tensor(forbidden_pairs, dtype=torch.long).reshape(-1, 2).cpu()
@@ -618,7 +648,13 @@ class Campaign:
         hold: bool = True,
         generator: torch.Generator | None = None,
     ) -> Task:
-        """The clip whose emoji rating by `rater` is most informative (never one they rated)."""
+        """The clip whose emoji rating by `rater` is most informative (never one they rated).
+
+        Raises:
+            CampaignDone: every target of `CampaignConfig.targets` is met.
+            NoEligibleTaskError: no emoji scale, or no clip left to rate.
+        """
+        self._check_not_done()
         if self.level_cuts is None:
             raise NoEligibleTaskError("this campaign has no emoji scale")
         choice = self._form.select_rating(
@@ -669,8 +705,10 @@ class Campaign:
             skip_ratings: clips not to offer for rating, besides those `rater` rated.
 
         Raises:
+            CampaignDone: every target of `CampaignConfig.targets` is met.
             NoEligibleTaskError: no pair and no clip to rate is left for this rater.
         """
+        self._check_not_done()
         pairs: list[Task] = []
         with contextlib.suppress(NoEligibleTaskError):
             pairs = self.next_pairs(

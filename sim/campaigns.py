@@ -1,27 +1,48 @@
 """The engine campaigns the simulator drives: one configuration, with or without the reward model.
 
 Fixed prior scales on the JOD scale, the same in every world (the empirical-Bayes campaigns,
-`refit_prior_at`, learn them from the labels): a clip's quality has prior sd 1.5 JOD around
-what the reward model predicts (a typical spread of a JOD study); each standardised
-criterion's weight has prior sd 1 and each context's offset sd 0.5.
+`refit_prior_at`, learn them from the labels): a clip's quality has prior sd `QUALITY_SD` =
+1.5 JOD in all (a typical spread of a JOD study), half of its variance given to what the
+reward model's criteria can explain
+(each standardised criterion's weight w with w^2 + (w/2)^2 per criterion, the context offset
+half the weight's sd) and half to the residual; without the reward model the residual has it
+all (sd 1.5).
 
-The scale is a trade-off, measured on the benchmark's n = 100 worlds (10 worlds each,
-benchmarks/results/label_efficiency.md): a wider prior (sd 3) made information gain without a
-reward model explore more (Kendall tau 0.9 after 3,081 instead of 3,966 labels), but the
-posterior mean then over-spreads (after 200 random labels of a world with quality sd 1.63:
-3.26 JOD by ADF, 3.26 by EP, which is exact to 1e-4 on small problems, 2.22 for the exact MAP;
-benchmarks/results/posterior_spread.md), so the engine's RMSE and calibration got much
-worse. That is the prior, not the ADF approximation: the scales have to be learned from the
-labels (empirical Bayes, `refit_prior_at`).
+The total matters more than the split. The earlier scales (weight sd 1, context 0.5,
+residual 1.5) gave quality a prior sd of sqrt(5 (1 + 0.25) + 1.5^2) = 2.9 JOD: under
+random pairs that cost little, but information gain asks close pairs, whose answers carry
+almost no information about the distance between far-apart clips, so the prior set the scale:
+its posterior mean came out 1.3-1.6x too spread and its 90 % intervals covered 0.60 at 20
+labels per clip (benchmarks/results/calibration.md), and the ADF evidence of such labels is
+flat in the scales, so empirical Bayes cannot repair it from them. A wider prior (residual
+sd 3) made information gain without a reward model explore more, but the posterior mean
+over-spreads (benchmarks/results/posterior_spread.md).
 """
 
 from __future__ import annotations
+
+import math
 
 from engine import Campaign, CampaignConfig, PriorScales, SelectionOptions
 from engine.adapters import JOD_NOISE_SD
 from sim.worlds import Problem
 
-PRIOR = PriorScales(weight_scale=1.0, context_scale=0.5, residual_scale=1.5)
+QUALITY_SD = 1.5  # JOD: the prior sd of a clip's quality, reward-model part and residual
+REWARD_MODEL_SHARE = 0.5  # share of that variance the prior gives the criteria
+
+
+def prior_scales(n_criteria: int, quality_sd: float = QUALITY_SD) -> PriorScales:
+    """Scales under which a clip's quality has prior sd `quality_sd` in all:
+    `K (w^2 + (w/2)^2) = share sd^2` for the weights and context offsets, the rest residual."""
+    if n_criteria == 0:
+        return PriorScales(weight_scale=0.0, context_scale=0.0, residual_scale=quality_sd)
+    weight = quality_sd * math.sqrt(REWARD_MODEL_SHARE / (1.25 * n_criteria))
+    residual = quality_sd * math.sqrt(1 - REWARD_MODEL_SHARE)
+    return PriorScales(weight_scale=weight, context_scale=weight / 2, residual_scale=residual)
+
+
+# The simulator's earlier scales, kept for benchmarks that measure what they did.
+WIDE_PRIOR = PriorScales(weight_scale=1.0, context_scale=0.5, residual_scale=1.5)
 # Empirical-Bayes refits from 2 labels per clip on, at doubling label counts, so a run of N
 # labels refits about log2(N / 2n) times and the refits' total cost stays a small multiple of
 # the last one. Earlier refits hurt: with under two labels a clip the evidence is flat, and
@@ -47,19 +68,22 @@ def build_campaign(
     learn_rater_noise: bool = False,
     refit_prior_at: tuple[int, ...] = (),
     structure: str = "dense",
+    prior: PriorScales | None = None,
+    noise_sd: float = JOD_NOISE_SD,
 ) -> Campaign:
     """A CPU float64 campaign over the problem's clips (scores only when `reward_model`;
     rater lapses modelled with a Beta `lapse_prior` on the keep probability when given; each
     rater's noise learned when `learn_rater_noise`; the prior refitted by empirical Bayes
     once the label count reaches each of `refit_prior_at`; the posterior kept as
-    `structure` says, engine.forms)."""
+    `structure` says, engine.forms; `prior` (default `prior_scales` of the criteria used) and
+    `noise_sd` what it assumes, the simulator's defaults unless a benchmark varies them)."""
     use_scores = reward_model and problem.scores is not None
     config = CampaignConfig(
         criteria=problem.criteria if use_scores else (),
-        prior=PRIOR,
+        prior=prior or prior_scales(len(problem.criteria) if use_scores else 0),
         pair_scope="group" if problem.pair_scope == "group" else "any",
         tie_margin=problem.tie_margin,
-        noise_sd=JOD_NOISE_SD,
+        noise_sd=noise_sd,
         selection=selection or SelectionOptions(),
         lapse_prior=lapse_prior,
         learn_rater_noise=learn_rater_noise,
@@ -76,4 +100,11 @@ def build_campaign(
     return campaign
 
 
-__all__ = ["LAPSE_PRIOR", "PRIOR", "build_campaign", "refit_schedule"]
+__all__ = [
+    "LAPSE_PRIOR",
+    "QUALITY_SD",
+    "WIDE_PRIOR",
+    "build_campaign",
+    "prior_scales",
+    "refit_schedule",
+]

@@ -75,11 +75,15 @@ def top_k_precision(
 
 
 def coverage(
-    mean: np.ndarray, cov: np.ndarray, truth: np.ndarray, groups: np.ndarray | None
+    mean: np.ndarray,
+    cov: np.ndarray,
+    truth: np.ndarray,
+    groups: np.ndarray | None,
+    level: float = COVERAGE_LEVEL,
 ) -> float:
-    """Share of clips whose true quality lies in the central 90 % credible interval, both
+    """Share of clips whose true quality lies in the central `level` credible interval, both
     centred per group: the interval uses the variance of `f_i - mean_g(f)`."""
-    z = norm.ppf(0.5 + COVERAGE_LEVEL / 2)
+    z = norm.ppf(0.5 + level / 2)
     inside = []
     for index in _segments(groups, len(truth)):
         block = cov[np.ix_(index, index)]
