@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from api import store
 from api.auth import hash_token, new_token
@@ -55,6 +55,7 @@ from api.engine_host import Board, ClipBatch, EngineStopped, RaterStats, WeightR
 from api.errors import BadRequest, Conflict, Gone, NotFound, TooManyOpen, Unavailable
 from api.imports import PastJudgment
 from api.metrics import Metrics
+from api.ownership import LeaseLost
 from api.settings import Settings
 from api.store import CampaignLog, CampaignRecord, ClipRecord
 from api.writer import Writer
@@ -83,6 +84,10 @@ CLOSE_WAIT_S = 10.0  # longest engine step a shutdown waits for before cancellin
 ENGINE_STOPPED = (
     "this campaign's engine stopped; the service rebuilds it from the database on the next "
     "request: retry"
+)
+LEASE_LOST = (
+    "another service process took this campaign over (this one stopped renewing its claim "
+    "in time); nothing more is written here: retry, and the request goes to the new owner"
 )
 
 
@@ -295,6 +300,8 @@ class CampaignRuntime:
         writer: the database's writer.
         settings: limits and queue sizes.
         metrics: where engine calls and the replay are timed (a private registry when None).
+        fence: wraps each database write with a check that this process still owns the
+            campaign (`Leases.fence`); None writes unchecked.
     """
 
     def __init__(
@@ -304,6 +311,8 @@ class CampaignRuntime:
         writer: Writer,
         settings: Settings,
         metrics: Metrics | None = None,
+        fence: Callable[[int, Callable[[Connection], Any]], Callable[[Connection], Any]]
+        | None = None,
     ) -> None:
         self.record = record
         self._metrics = metrics or Metrics()
@@ -316,7 +325,11 @@ class CampaignRuntime:
             process=settings.engine_process,
             name=f"campaign-{record.id}",
         )
-        self.failed = False  # the engine stopped: the service rebuilds this campaign
+        # the engine stopped or another process took the campaign over: the service rebuilds
+        # or routes it; `failure` says which
+        self.failed = False
+        self.failure = ENGINE_STOPPED
+        self._fence = fence
         self._rng = random.Random(None if settings.seed is None else settings.seed + record.id)
         self.clips: list[ClipState] = []
         self.clip_index: dict[str, int] = {}  # external id -> position
@@ -419,7 +432,7 @@ class CampaignRuntime:
         await self.engine.close()
 
     def _fail_calls(self) -> None:
-        why = "the service is shutting down" if not self.failed else ENGINE_STOPPED
+        why = "the service is shutting down" if not self.failed else self.failure
         while self._calls:
             _, future, _ = self._calls.popleft()
             if not future.done():
@@ -564,7 +577,7 @@ class CampaignRuntime:
         deadline = time.monotonic() + self.settings.assign_timeout_s
         while True:
             if self.failed:
-                raise Unavailable(detail=ENGINE_STOPPED)
+                raise Unavailable(detail=self.failure)
             if self._closing:
                 raise Unavailable(detail="the service is shutting down")
             task = self._take(rater)
@@ -769,7 +782,7 @@ class CampaignRuntime:
             "expires_at": utc(expires_at),
         }
         try:
-            assignment_id = await self._writer.run(store.insert_assignment(values))
+            assignment_id = await self._writer.run(self.fenced(store.insert_assignment(values)))
         except Exception as error:
             log.exception("storing an assignment failed")
             self._unclaim(rater, task.first, task.second)
@@ -848,7 +861,7 @@ class CampaignRuntime:
             )
         if self._closing:  # a write now could miss the next load of this campaign
             raise Unavailable(
-                detail=ENGINE_STOPPED if self.failed else "the service is shutting down"
+                detail=self.failure if self.failed else "the service is shutting down"
             )
         if state.withdrawn is not None:
             raise Gone(
@@ -920,7 +933,7 @@ class CampaignRuntime:
         }
         try:
             judgment_id = await self._writer.run(
-                store.insert_judgment(values, "answered" if is_label else "skipped")
+                self.fenced(store.insert_judgment(values, "answered" if is_label else "skipped"))
             )
         except Exception as error:
             log.exception("storing a judgment failed")
@@ -1048,7 +1061,7 @@ class CampaignRuntime:
                 for offset, clip in enumerate(clips)
             ]
             try:
-                ids = await self._writer.run(store.insert_clips(self.record.id, rows))
+                ids = await self._writer.run(self.fenced(store.insert_clips(self.record.id, rows)))
             except Exception as error:
                 log.exception("storing clips failed")
                 raise Unavailable(detail="the database did not store the clips; retry") from error
@@ -1082,7 +1095,7 @@ class CampaignRuntime:
         open_ids = sorted(a for r in self.raters.values() for a in r.open) if closing else []
         try:
             record = await self._writer.run(
-                store.update_campaign(self.record.id, values, withdraw=open_ids)
+                self.fenced(store.update_campaign(self.record.id, values, withdraw=open_ids))
             )
         except Exception as error:
             log.exception("storing a campaign change failed")
@@ -1237,7 +1250,9 @@ class CampaignRuntime:
             written = await self._track(
                 asyncio.ensure_future(
                     self._writer.run(
-                        store.insert_import(self.record.id, key, digest, result, tokens, rows)
+                        self.fenced(
+                            store.insert_import(self.record.id, key, digest, result, tokens, rows)
+                        )
                     )
                 )
             )
@@ -1312,7 +1327,7 @@ class CampaignRuntime:
             )
         try:
             cleared = await self._writer.run(
-                store.set_clip_retired(self.record.id, clip_id, retired, ids)
+                self.fenced(store.set_clip_retired(self.record.id, clip_id, retired, ids))
             )
         except Exception as error:
             log.exception("storing a clip's retirement failed")
@@ -1339,7 +1354,7 @@ class CampaignRuntime:
             raise NotFound(detail=f"rater {rater_id} not found in campaign {self.record.id}")
         ids = [] if active else sorted(rater.open)
         try:
-            await self._writer.run(store.set_rater_active(rater_id, active, ids))
+            await self._writer.run(self.fenced(store.set_rater_active(rater_id, active, ids)))
         except Exception as error:
             log.exception("storing a rater's state failed")
             raise Unavailable(detail="the database did not store the change; retry") from error
@@ -1413,7 +1428,7 @@ class CampaignRuntime:
         """Run `fn` on the pump; when `fresh`, after the labels committed so far are applied
         (a read reflects every acknowledged label)."""
         if self.failed:
-            raise Unavailable(detail=ENGINE_STOPPED)
+            raise Unavailable(detail=self.failure)
         if self._closing:
             raise Unavailable(detail="the service is shutting down")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -1437,12 +1452,35 @@ class CampaignRuntime:
             self._metrics.engine_call(name, time.perf_counter() - sent_at, result)
             return result
         except EngineStopped:
-            if not self.failed:
-                self.failed = True
-                self._queue_changed.set()
-                self._wake.set()
-                self._fail_calls()
-            raise Unavailable(detail=ENGINE_STOPPED) from None
+            self.stop_serving(ENGINE_STOPPED)
+            raise Unavailable(detail=self.failure) from None
+
+    def stop_serving(self, why: str) -> None:
+        """This runtime can serve nothing more (`why`): what waits gets a 503, and the service
+        rebuilds the campaign or sends its requests to its new owner."""
+        if self.failed:
+            return
+        self.failed, self.failure = True, why
+        self._queue_changed.set()
+        self._wake.set()
+        self._fail_calls()
+
+    def fenced(self, op: Callable[[Connection], T]) -> Callable[[Connection], T]:
+        """`op`, refused in its own transaction once another process owns this campaign
+        (`Leases.fence`); a refusal stops this runtime."""
+        if self._fence is None:
+            return op
+        checked = self._fence(self.record.id, op)
+        loop = asyncio.get_running_loop()
+
+        def run(connection: Connection) -> T:
+            try:
+                return checked(connection)
+            except LeaseLost:
+                loop.call_soon_threadsafe(self.stop_serving, LEASE_LOST)
+                raise
+
+        return run
 
     async def _pump(self) -> None:
         while not self._closing and not self.failed:
@@ -1594,10 +1632,12 @@ class CampaignRuntime:
             self._spent = False
             self._version += 1
             seqs = [label.seq for label in batch]
-            self._writer.submit(store.mark_batch(self.record.id, seqs, batch_no))
+            self._writer.submit(self.fenced(store.mark_batch(self.record.id, seqs, batch_no)))
             if record_progress:
                 self._progress_labels = self.n_applied
-                self._writer.submit(store.insert_progress(self.record.id, self.n_applied, tau))
+                self._writer.submit(
+                    self.fenced(store.insert_progress(self.record.id, self.n_applied, tau))
+                )
 
         return applied()
 

@@ -135,7 +135,9 @@ class JudgmentRow(SQLModel, table=True):
     the posterior, `batch` (the engine call they were applied in); a skip has neither."""
 
     __tablename__ = "judgment"
-    __table_args__ = (Index("ix_judgment_campaign_seq", "campaign_id", "seq"),)
+    # unique: two workers that both believed they owned a campaign could otherwise give two
+    # labels one sequence number (a skip's seq is NULL, and NULLs never collide)
+    __table_args__ = (Index("ix_judgment_campaign_seq", "campaign_id", "seq", unique=True),)
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id")
@@ -149,6 +151,21 @@ class JudgmentRow(SQLModel, table=True):
     seq: int | None = None
     batch: int | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
+
+
+class CampaignOwnerRow(SQLModel, table=True):
+    """Which service process runs a campaign's engine: `owner` (a process's id) until
+    `expires_at`, renewed while it lives; `address` is where other processes send the
+    campaign's requests (None when it gave none)."""
+
+    __tablename__ = "campaign_owner"
+
+    campaign_id: int = Field(
+        foreign_key="campaign.id", primary_key=True, sa_column_kwargs={"autoincrement": False}
+    )
+    owner: str
+    address: str | None = None
+    expires_at: datetime = Field(sa_type=UTC_TIME)
 
 
 class ProgressRow(SQLModel, table=True):
@@ -280,6 +297,7 @@ def create_tables(engine: Engine) -> None:
 __all__ = [
     "MAX_ROW_ID",
     "AssignmentRow",
+    "CampaignOwnerRow",
     "CampaignRow",
     "ClipRow",
     "ImportRow",

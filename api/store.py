@@ -615,6 +615,19 @@ def rater_tokens(engine: Engine) -> list[RaterRecord]:
         ]
 
 
+def find_rater(engine: Engine, token_hash: str) -> RaterRecord | None:
+    """The rater whose token has this hash, or None."""
+    with engine.connect() as connection:
+        r = (
+            connection.execute(select(rater_table).where(rater_table.c.token_hash == token_hash))
+            .mappings()
+            .first()
+        )
+    if r is None:
+        return None
+    return RaterRecord(r["id"], r["campaign_id"], r["name"], r["token_hash"], bool(r["active"]))
+
+
 def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
     """Clips (by position), raters, assignments and judgments (by id) of one campaign."""
     with engine.connect() as connection:
@@ -765,6 +778,7 @@ __all__ = [
     "campaign_counts",
     "export_rows",
     "find_import",
+    "find_rater",
     "get_campaign",
     "insert_assignment",
     "insert_campaign",
