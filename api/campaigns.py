@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from api import store
+from api import snapshots, store
 from api.auth import hash_token, new_token
 from api.db import as_utc, utcnow
 from api.engine_host import Board, ClipBatch, EngineStopped, RaterStats, WeightRows, make_host
@@ -377,6 +377,8 @@ class CampaignRuntime:
         self._progress_labels = 0  # labels at the last recorded progress point
         self.n_applied = 0  # labels applied to the posterior (n_labels minus the waiting ones)
         self._read_cache: dict[tuple[str, float], tuple[int, Any]] = {}
+        self._snapshot_labels = 0  # labels applied when the latest snapshot was taken
+        self._snapshot_due = False
 
     @property
     def scale_levels(self) -> int | None:
@@ -397,20 +399,55 @@ class CampaignRuntime:
     # life cycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the campaign's log and replay it into a fresh engine campaign."""
+        """Load the campaign's log and its latest snapshot; take the snapshot's state when it
+        fits (api/snapshots.py) and replay the log after it, else replay the whole log."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        logged = await loop.run_in_executor(None, store.load_log, self._db, self.record.id)
+        logged, snapshot = await loop.run_in_executor(None, self._read_log)
         await self.engine.start()
         try:
-            await self.engine.call("replay", self._replay_steps(logged))
+            after = await self._take_snapshot(snapshot)
+            steps = self._replay_steps(logged, after)
+            await self.engine.call("replay", steps)
             await self.engine.call("hold", self._restore(logged))
             await self.engine.call("bar", *self._bars())
         except BaseException:
             await self.engine.close()
             raise
+        replayed = sum(len(step) for step in steps if isinstance(step, list))
+        self._metrics.replayed_labels.labels("log" if after is None else "snapshot").inc(replayed)
+        self._snapshot_labels = self.n_applied if after is None else snapshot.labels  # type: ignore[union-attr]
         self._metrics.replays.observe(time.perf_counter() - started)
         self._pump_task = asyncio.create_task(self._pump(), name=f"pump-{self.record.id}")
+
+    def _read_log(self) -> tuple[CampaignLog, store.SnapshotRecord | None]:
+        snapshot = None
+        if self.settings.snapshot_every:
+            snapshot = store.latest_snapshot(self._db, self.record.id)
+        return store.load_log(self._db, self.record.id), snapshot
+
+    async def _take_snapshot(self, snapshot: store.SnapshotRecord | None) -> tuple[int, int] | None:
+        """Give the engine the snapshot's state when it fits; (its last label batch, its last
+        clip batch) then, None when the whole log must be replayed."""
+        if snapshot is None:
+            return None
+        why = None
+        if snapshot.format != snapshots.snapshot_format():
+            why = f"it was written as {snapshot.format!r}, this is {snapshots.snapshot_format()!r}"
+        elif snapshot.config != snapshots.config_digest(self.record.engine_config):
+            why = "the campaign's engine settings changed since"
+        else:
+            why = await self.engine.call("restore", snapshot.data)
+        if why is not None:
+            log.warning(
+                "campaign %s: its snapshot is not used (%s); replaying the whole log",
+                self.record.id,
+                why,
+            )
+            self._metrics.snapshots.labels("refused").inc()
+            return None
+        self._metrics.snapshots.labels("loaded").inc()
+        return snapshot.label_batch, snapshot.clip_batch
 
     async def close(self) -> None:
         """Stop the pump and the engine (committed labels are already in the database). Writes
@@ -444,16 +481,28 @@ class CampaignRuntime:
         future.add_done_callback(self._in_flight.discard)
         return future
 
-    def _replay_steps(self, logged: CampaignLog) -> list[ClipBatch | list[Judgment]]:
-        """Clip batches and label batches in the order they were applied."""
+    def _replay_steps(
+        self, logged: CampaignLog, after: tuple[int, int] | None = None
+    ) -> list[ClipBatch | list[Judgment]]:
+        """Clip batches and label batches in the order they were applied; with `after` (a
+        snapshot's last label batch and clip batch), only those that came after it."""
+        last_labels, last_clips = after or (0, 0)
         clip_batches: dict[int, list[ClipRecord]] = {}
         for clip in logged.clips:
-            clip_batches.setdefault(clip.batch, []).append(clip)
+            if clip.batch > last_clips:
+                clip_batches.setdefault(clip.batch, []).append(clip)
         pending_clips = deque(
             sorted(clip_batches.values(), key=lambda b: (b[0].after_seq, b[0].batch))
         )
+        # a snapshot is written after its batches' marks (the writer commits in order): a label
+        # without a mark, or with a later one, came after the snapshot
         labels = sorted(
-            (j for j in logged.judgments if j.seq is not None), key=lambda j: j.seq or 0
+            (
+                j
+                for j in logged.judgments
+                if j.seq is not None and (j.batch is None or j.batch > last_labels)
+            ),
+            key=lambda j: j.seq or 0,
         )
         batches: list[list[store.JudgmentRecord]] = []
         for judgment in labels:
@@ -1515,6 +1564,8 @@ class CampaignRuntime:
             else:
                 if not future.done():
                     future.set_result(result)
+        elif self._snapshot_due:
+            await self._snapshot()
         elif self._to_release:
             released, self._to_release = self._to_release, []
             await self._run("release", released)
@@ -1633,6 +1684,9 @@ class CampaignRuntime:
             self._version += 1
             seqs = [label.seq for label in batch]
             self._writer.submit(self.fenced(store.mark_batch(self.record.id, seqs, batch_no)))
+            every = self.settings.snapshot_every
+            if every and self.n_applied // every > self._snapshot_labels // every:
+                self._snapshot_due = True
             if record_progress:
                 self._progress_labels = self.n_applied
                 self._writer.submit(
@@ -1668,6 +1722,33 @@ class CampaignRuntime:
             self._queue_changed = asyncio.Event()
 
         return refilled()
+
+    async def _snapshot(self) -> None:
+        """Save the engine state as it is between two pump steps: after label batch
+        `_next_batch - 1` and clip batch `_next_clip_batch - 1`, every call before applied.
+        Written after those batches' marks (the writer commits in order)."""
+        self._snapshot_due = False
+        labels, label_batch = self.n_applied, self._next_batch - 1
+        clip_batch = self._next_clip_batch - 1
+        data = await self._run("snapshot")
+        record = store.SnapshotRecord(
+            snapshots.snapshot_format(),
+            snapshots.config_digest(self.record.engine_config),
+            labels,
+            label_batch,
+            clip_batch,
+            data,
+        )
+        self._snapshot_labels = labels
+        written = self._writer.submit(self.fenced(store.insert_snapshot(self.record.id, record)))
+        written.add_done_callback(self._snapshot_written)
+
+    def _snapshot_written(self, written: Any) -> None:
+        error = written.exception()
+        if error is None:
+            self._metrics.snapshots.labels("written").inc()
+        else:  # the log still has every label: the next snapshot, or a full replay, covers it
+            log.warning("campaign %s: storing a snapshot failed: %s", self.record.id, error)
 
     async def _refresh_oldest(self) -> None:
         """Idle only: replace the oldest task chosen before the latest labels."""

@@ -19,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Index,
+    LargeBinary,
     UniqueConstraint,
     event,
     false,
@@ -168,6 +169,25 @@ class CampaignOwnerRow(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTC_TIME)
 
 
+class SnapshotRow(SQLModel, table=True):
+    """A campaign's engine state after its label batch `label_batch` and clip batch
+    `clip_batch` (`labels` labels), so a load replays only the log after it. `format` names
+    what wrote it and `config` digests the engine settings it was built with; a load refuses
+    a snapshot whose either differs and replays the whole log instead (api/snapshots.py)."""
+
+    __tablename__ = "campaign_snapshot"
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    format: str
+    config: str
+    labels: int
+    label_batch: int
+    clip_batch: int
+    data: bytes = Field(sa_type=LargeBinary)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
+
+
 class ProgressRow(SQLModel, table=True):
     """One point of the labels vs expected-ranking-accuracy curve."""
 
@@ -305,6 +325,7 @@ __all__ = [
     "ProgressRow",
     "RaterRow",
     "SchemaError",
+    "SnapshotRow",
     "as_utc",
     "check_schema",
     "create_tables",

@@ -16,6 +16,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import httpx
@@ -61,6 +62,7 @@ from engine.questions import NO_SECOND
 
 log = logging.getLogger("ratingparty.api")
 FORWARD_TIMEOUT_S = 60.0  # a forwarded assignment may wait for its engine (assign_timeout_s)
+LOADING_RETRY_S = 1  # Retry-After of a request that met its campaign loading
 MAX_IMPORT_RECORDS = 200_000  # judgments in one import (one transaction)
 MAX_ABS_SCORE = 1e12  # larger raw scores would overflow the per-campaign standardisation
 DEFAULT_LEVEL = 0.9
@@ -96,6 +98,7 @@ class Service:
         self.metrics = metrics or Metrics()
         self._runtimes: dict[int, CampaignRuntime] = {}
         self._loading: dict[int, asyncio.Lock] = {}
+        self._loads: dict[int, asyncio.Future[CampaignRuntime]] = {}  # loads under way
         self._tokens: dict[str, tuple[int, int]] = {}  # token hash -> (rater id, campaign id)
         # tokens seen valid -> (rater id, campaign id): spares a SHA-256 per request; holds
         # only known raters' tokens, so it grows no larger than the raters table
@@ -381,18 +384,41 @@ class Service:
         return len(runtime.clips), len(runtime.raters), runtime.n_labels
 
     async def runtime(self, campaign_id: int) -> CampaignRuntime:
-        """The campaign's runtime, replaying its log on first use, and again after its engine
-        stopped (a killed or crashed engine process): the old runtime closes first (its
-        database writes under way finish), so the replay sees every acknowledged label.
+        """The campaign's runtime, loaded on first use (its latest snapshot and the log after
+        it), and again after its engine stopped (a killed or crashed engine process): the old
+        runtime closes first (its database writes under way finish), so the replay sees every
+        acknowledged label. A request waits `load_wait_s` for a load, which goes on after.
 
         Raises:
             NotFound: no such campaign.
+            Unavailable: the campaign is still loading (with Retry-After), or another process
+                runs it.
         """
         runtime = self._runtimes.get(campaign_id)
         if runtime is not None and not runtime.failed:
             return runtime
         if not 0 < campaign_id <= MAX_ROW_ID:
             raise NotFound(detail=f"campaign {campaign_id} not found")
+        load = self._loads.get(campaign_id)
+        if load is None:
+            load = self._loads[campaign_id] = asyncio.ensure_future(self._load(campaign_id))
+            load.add_done_callback(partial(self._loaded, campaign_id))
+        try:
+            return await asyncio.wait_for(asyncio.shield(load), self.settings.load_wait_s)
+        except TimeoutError:
+            raise Unavailable(
+                detail=f"campaign {campaign_id} is loading (its latest snapshot and the labels "
+                "after it); retry",
+                headers={"Retry-After": str(LOADING_RETRY_S)},
+            ) from None
+
+    def _loaded(self, campaign_id: int, load: asyncio.Future[CampaignRuntime]) -> None:
+        if self._loads.get(campaign_id) is load:
+            del self._loads[campaign_id]
+        if not load.cancelled():
+            load.exception()  # read here: a load nobody waits for any more must not warn
+
+    async def _load(self, campaign_id: int) -> CampaignRuntime:
         lock = self._loading.setdefault(campaign_id, asyncio.Lock())
         async with lock:
             runtime = self._runtimes.get(campaign_id)

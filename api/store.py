@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -27,6 +27,7 @@ from api.db import (
     JudgmentRow,
     ProgressRow,
     RaterRow,
+    SnapshotRow,
     utcnow,
 )
 
@@ -37,6 +38,7 @@ assignment_table = AssignmentRow.__table__  # type: ignore[attr-defined]
 judgment_table = JudgmentRow.__table__  # type: ignore[attr-defined]
 progress_table = ProgressRow.__table__  # type: ignore[attr-defined]
 import_table = ImportRow.__table__  # type: ignore[attr-defined]
+snapshot_table = SnapshotRow.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,18 @@ class JudgmentRecord:
     outcome: str | None
     seq: int | None
     batch: int | None
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """A campaign's latest snapshot row (api/snapshots.py)."""
+
+    format: str
+    config: str
+    labels: int
+    label_batch: int
+    clip_batch: int
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -553,7 +567,57 @@ def insert_progress(
     return op
 
 
+def insert_snapshot(campaign_id: int, snapshot: SnapshotRecord) -> Callable[[Connection], None]:
+    """Op: store the campaign's snapshot in place of the one before (only the latest is
+    read)."""
+
+    def op(connection: Connection) -> None:
+        connection.execute(
+            delete(snapshot_table).where(snapshot_table.c.campaign_id == campaign_id)
+        )
+        connection.execute(
+            insert(snapshot_table),
+            {
+                "campaign_id": campaign_id,
+                "format": snapshot.format,
+                "config": snapshot.config,
+                "labels": snapshot.labels,
+                "label_batch": snapshot.label_batch,
+                "clip_batch": snapshot.clip_batch,
+                "data": snapshot.data,
+                "created_at": utcnow(),
+            },
+        )
+
+    return op
+
+
 # reads --------------------------------------------------------------------------------------
+
+
+def latest_snapshot(engine: Engine, campaign_id: int) -> SnapshotRecord | None:
+    """The campaign's latest snapshot, or None."""
+    with engine.connect() as connection:
+        row = (
+            connection.execute(
+                select(snapshot_table)
+                .where(snapshot_table.c.campaign_id == campaign_id)
+                .order_by(snapshot_table.c.id.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+    if row is None:
+        return None
+    return SnapshotRecord(
+        row["format"],
+        row["config"],
+        int(row["labels"]),
+        int(row["label_batch"]),
+        int(row["clip_batch"]),
+        bytes(row["data"]),
+    )
 
 
 def _campaign(row: Any) -> CampaignRecord:
@@ -775,6 +839,7 @@ __all__ = [
     "JudgmentRecord",
     "Prepared",
     "RaterRecord",
+    "SnapshotRecord",
     "campaign_counts",
     "export_rows",
     "find_import",
@@ -787,7 +852,9 @@ __all__ = [
     "insert_judgment",
     "insert_progress",
     "insert_rater",
+    "insert_snapshot",
     "label_counts",
+    "latest_snapshot",
     "list_campaigns",
     "load_log",
     "mark_batch",
