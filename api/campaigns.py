@@ -26,9 +26,11 @@ out tasks from the current posterior.
 
 Durability and replay. A judgment is acknowledged once its transaction committed; it then
 joins the batch for the engine. Labels carry `seq` (commit order) and, once applied, `batch`
-(the engine call); clip batches carry `after_seq`. `CampaignRuntime.start` replays clips and
-labels in exactly that interleaved, batched order, so the posterior after a restart equals the
-one before (float64, CPU). Open assignments whose lease has not expired are held again.
+(the engine call); clip batches carry `after_seq`. `CampaignRuntime.start` takes the latest
+snapshot and replays the clips and labels after it in exactly that interleaved, batched order
+(api/replay.py), so the posterior after a restart equals the one before (float64, CPU); every
+`snapshot_every` labels the pump saves a new snapshot. Open assignments whose lease has not
+expired are held again.
 """
 
 from __future__ import annotations
@@ -48,16 +50,16 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from api import snapshots, store
+from api import replay, store
 from api.auth import hash_token, new_token
 from api.db import as_utc, utcnow
-from api.engine_host import Board, ClipBatch, EngineStopped, RaterStats, WeightRows, make_host
+from api.engine_host import Board, EngineStopped, RaterStats, WeightRows, make_host
 from api.errors import BadRequest, Conflict, Gone, NotFound, TooManyOpen, Unavailable
 from api.imports import PastJudgment
 from api.metrics import Metrics
 from api.ownership import LeaseLost
 from api.settings import Settings
-from api.store import CampaignLog, CampaignRecord, ClipRecord
+from api.store import CampaignLog, CampaignRecord
 from api.writer import Writer
 from engine import CampaignConfig, Judgment, Outcome, PriorScales, Task
 from engine.adapters import JOD_NOISE_SD
@@ -403,11 +405,18 @@ class CampaignRuntime:
         fits (api/snapshots.py) and replay the log after it, else replay the whole log."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        logged, snapshot = await loop.run_in_executor(None, self._read_log)
+        logged, snapshot = await loop.run_in_executor(
+            None, replay.read, self._db, self.record.id, self.settings.snapshot_every > 0
+        )
         await self.engine.start()
         try:
-            after = await self._take_snapshot(snapshot)
-            steps = self._replay_steps(logged, after)
+            after = await replay.take_snapshot(self.engine, self.record, snapshot, self._metrics)
+            steps = replay.steps(
+                logged,
+                bool(self.record.engine_config["criteria"]),
+                self.settings.max_apply_batch,
+                after,
+            )
             await self.engine.call("replay", steps)
             await self.engine.call("hold", self._restore(logged))
             await self.engine.call("bar", *self._bars())
@@ -419,35 +428,6 @@ class CampaignRuntime:
         self._snapshot_labels = self.n_applied if after is None else snapshot.labels  # type: ignore[union-attr]
         self._metrics.replays.observe(time.perf_counter() - started)
         self._pump_task = asyncio.create_task(self._pump(), name=f"pump-{self.record.id}")
-
-    def _read_log(self) -> tuple[CampaignLog, store.SnapshotRecord | None]:
-        snapshot = None
-        if self.settings.snapshot_every:
-            snapshot = store.latest_snapshot(self._db, self.record.id)
-        return store.load_log(self._db, self.record.id), snapshot
-
-    async def _take_snapshot(self, snapshot: store.SnapshotRecord | None) -> tuple[int, int] | None:
-        """Give the engine the snapshot's state when it fits; (its last label batch, its last
-        clip batch) then, None when the whole log must be replayed."""
-        if snapshot is None:
-            return None
-        why = None
-        if snapshot.format != snapshots.snapshot_format():
-            why = f"it was written as {snapshot.format!r}, this is {snapshots.snapshot_format()!r}"
-        elif snapshot.config != snapshots.config_digest(self.record.engine_config):
-            why = "the campaign's engine settings changed since"
-        else:
-            why = await self.engine.call("restore", snapshot.data)
-        if why is not None:
-            log.warning(
-                "campaign %s: its snapshot is not used (%s); replaying the whole log",
-                self.record.id,
-                why,
-            )
-            self._metrics.snapshots.labels("refused").inc()
-            return None
-        self._metrics.snapshots.labels("loaded").inc()
-        return snapshot.label_batch, snapshot.clip_batch
 
     async def close(self) -> None:
         """Stop the pump and the engine (committed labels are already in the database). Writes
@@ -480,65 +460,6 @@ class CampaignRuntime:
         self._in_flight.add(future)
         future.add_done_callback(self._in_flight.discard)
         return future
-
-    def _replay_steps(
-        self, logged: CampaignLog, after: tuple[int, int] | None = None
-    ) -> list[ClipBatch | list[Judgment]]:
-        """Clip batches and label batches in the order they were applied; with `after` (a
-        snapshot's last label batch and clip batch), only those that came after it."""
-        last_labels, last_clips = after or (0, 0)
-        clip_batches: dict[int, list[ClipRecord]] = {}
-        for clip in logged.clips:
-            if clip.batch > last_clips:
-                clip_batches.setdefault(clip.batch, []).append(clip)
-        pending_clips = deque(
-            sorted(clip_batches.values(), key=lambda b: (b[0].after_seq, b[0].batch))
-        )
-        # a snapshot is written after its batches' marks (the writer commits in order): a label
-        # without a mark, or with a later one, came after the snapshot
-        labels = sorted(
-            (
-                j
-                for j in logged.judgments
-                if j.seq is not None and (j.batch is None or j.batch > last_labels)
-            ),
-            key=lambda j: j.seq or 0,
-        )
-        batches: list[list[store.JudgmentRecord]] = []
-        for judgment in labels:
-            recorded = (
-                judgment.batch is not None and batches and batches[-1][-1].batch == judgment.batch
-            )
-            unbatched_run = (
-                judgment.batch is None
-                and batches
-                and batches[-1][-1].batch is None
-                and len(batches[-1]) < self.settings.max_apply_batch
-            )
-            if recorded or unbatched_run:
-                batches[-1].append(judgment)
-            else:
-                batches.append([judgment])
-        steps: list[ClipBatch | list[Judgment]] = []
-        for batch in batches:
-            while pending_clips and pending_clips[0][0].after_seq < (batch[0].seq or 0):
-                steps.append(self._clip_batch(pending_clips.popleft()))
-            steps.append([self._engine_judgment(j) for j in batch])
-        steps.extend(self._clip_batch(b) for b in pending_clips)
-        return steps
-
-    def _clip_batch(self, batch: Sequence[ClipRecord | NewClip]) -> ClipBatch:
-        return ClipBatch(
-            [list(c.scores) for c in batch] if self.record.engine_config["criteria"] else None,
-            [c.context for c in batch],
-            [c.group for c in batch],
-        )
-
-    @staticmethod
-    def _engine_judgment(record: store.JudgmentRecord) -> Judgment:
-        question = question_of(record.first, record.second)
-        answer = record.level if record.second == NO_SECOND else Outcome(record.outcome)
-        return Judgment(record.rater_id, question, answer)
 
     def _restore(self, logged: CampaignLog) -> list[Task]:
         """Loop-side state from the log; returns the tasks of open, unexpired assignments, for
@@ -1115,7 +1036,9 @@ class CampaignRuntime:
                 log.exception("storing clips failed")
                 raise Unavailable(detail="the database did not store the clips; retry") from error
             self._next_clip_batch += 1
-            await self._run("add_clips", self._clip_batch(clips))
+            await self._run(
+                "add_clips", replay.clip_batch(clips, bool(self.record.engine_config["criteria"]))
+            )
             added = [
                 ClipState(ids[offset], start + offset, c.external_id, c.uri, c.group, c.context)
                 for offset, c in enumerate(clips)
@@ -1731,14 +1654,7 @@ class CampaignRuntime:
         labels, label_batch = self.n_applied, self._next_batch - 1
         clip_batch = self._next_clip_batch - 1
         data = await self._run("snapshot")
-        record = store.SnapshotRecord(
-            snapshots.snapshot_format(),
-            snapshots.config_digest(self.record.engine_config),
-            labels,
-            label_batch,
-            clip_batch,
-            data,
-        )
+        record = replay.snapshot_record(self.record, labels, label_batch, clip_batch, data)
         self._snapshot_labels = labels
         written = self._writer.submit(self.fenced(store.insert_snapshot(self.record.id, record)))
         written.add_done_callback(self._snapshot_written)
