@@ -90,7 +90,7 @@ class Settings:
     max_connections: int = 1_000
     access_log: bool = False
     snapshot_every: int = 1_000
-    load_wait_s: float = 5.0
+    load_wait_s: float = 10.0
     owner_lease_s: float = 10.0
     public_url: str | None = None
     seed: int | None = None
