@@ -1,8 +1,10 @@
 """`create_app(settings) -> Litestar`: the ratingparty HTTP service.
 
-The lifespan opens the database (creating or upgrading its schema: api/migrations), starts its
-one writer thread and the service that loads campaigns on first use, and closes them in
-reverse order on exit.
+The lifespan locks an SQLite file against a second server (api/ownership.py), opens the
+database (creating or upgrading its schema: api/migrations), starts its one writer thread and
+the service that loads campaigns on first use, and closes them in reverse order on exit. With
+several processes on one PostgreSQL database, a campaign's requests go to the process that
+runs its engine (api/routing.py).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from api.controllers._body import JsonRequest, readable
 from api.db import make_engine, migrate
 from api.export import MEDIA_TYPES
 from api.metrics import Metrics, observe_requests
+from api.ownership import hold_sqlite
 from api.pages import media_dir, page_routes
+from api.routing import route_to_owner
 from api.service import Service
 from api.settings import Settings
 from api.writer import Writer
@@ -103,6 +107,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # one server per SQLite file: a second one stops here (DatabaseInUse)
+        unlock = hold_sqlite(settings.database_url)
+        try:
+            async with _serving(app):
+                yield
+        finally:
+            unlock()
+
+    @asynccontextmanager
+    async def _serving(app: Litestar) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         metrics.watch_database(engine)
         await to_thread.run_sync(migrate, engine)
@@ -127,7 +141,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup=[_complete_openapi],
         request_class=JsonRequest,
         state=State({"settings": settings, "metrics": metrics}),
-        middleware=[observe_requests(metrics, log_access=settings.access_log)],
+        middleware=[
+            observe_requests(metrics, log_access=settings.access_log),
+            route_to_owner(settings.max_body_bytes),
+        ],
         dependencies={"service": Provide(_service, sync_to_thread=False)},
         exception_handlers={
             ValidationException: _validation_error,

@@ -16,7 +16,11 @@ TOKEN_BYTES = 24  # 192 bits: unguessable, short enough to paste into a curl lin
 
 def bearer(connection: ASGIConnection) -> str | None:
     """The token of an `Authorization: Bearer <token>` header, or None."""
-    header = connection.headers.get("authorization", "")
+    return bearer_value(connection.headers.get("authorization", ""))
+
+
+def bearer_value(header: str) -> str | None:
+    """The token of an `Authorization` header's value `Bearer <token>`, or None."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
@@ -54,4 +58,12 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-__all__ = ["admin_guard", "bearer", "hash_token", "is_admin", "new_token", "rater_guard"]
+__all__ = [
+    "admin_guard",
+    "bearer",
+    "bearer_value",
+    "hash_token",
+    "is_admin",
+    "new_token",
+    "rater_guard",
+]

@@ -26,9 +26,11 @@ out tasks from the current posterior.
 
 Durability and replay. A judgment is acknowledged once its transaction committed; it then
 joins the batch for the engine. Labels carry `seq` (commit order) and, once applied, `batch`
-(the engine call); clip batches carry `after_seq`. `CampaignRuntime.start` replays clips and
-labels in exactly that interleaved, batched order, so the posterior after a restart equals the
-one before (float64, CPU). Open assignments whose lease has not expired are held again.
+(the engine call); clip batches carry `after_seq`. `CampaignRuntime.start` takes the latest
+snapshot and replays the clips and labels after it in exactly that interleaved, batched order
+(api/replay.py), so the posterior after a restart equals the one before (float64, CPU); every
+`snapshot_every` labels the pump saves a new snapshot. Open assignments whose lease has not
+expired are held again.
 """
 
 from __future__ import annotations
@@ -46,17 +48,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from api import store
+from api import replay, store
 from api.auth import hash_token, new_token
 from api.db import as_utc, utcnow
-from api.engine_host import Board, ClipBatch, EngineStopped, RaterStats, WeightRows, make_host
+from api.engine_host import Board, EngineStopped, RaterStats, WeightRows, make_host
 from api.errors import BadRequest, Conflict, Gone, NotFound, TooManyOpen, Unavailable
 from api.imports import PastJudgment
 from api.metrics import Metrics
+from api.ownership import LeaseLost
 from api.settings import Settings
-from api.store import CampaignLog, CampaignRecord, ClipRecord
+from api.store import CampaignLog, CampaignRecord
 from api.writer import Writer
 from engine import CampaignConfig, Judgment, Outcome, PriorScales, Task
 from engine.adapters import JOD_NOISE_SD
@@ -83,6 +86,10 @@ CLOSE_WAIT_S = 10.0  # longest engine step a shutdown waits for before cancellin
 ENGINE_STOPPED = (
     "this campaign's engine stopped; the service rebuilds it from the database on the next "
     "request: retry"
+)
+LEASE_LOST = (
+    "another service process took this campaign over (this one stopped renewing its claim "
+    "in time); nothing more is written here: retry, and the request goes to the new owner"
 )
 
 
@@ -295,6 +302,8 @@ class CampaignRuntime:
         writer: the database's writer.
         settings: limits and queue sizes.
         metrics: where engine calls and the replay are timed (a private registry when None).
+        fence: wraps each database write with a check that this process still owns the
+            campaign (`Leases.fence`); None writes unchecked.
     """
 
     def __init__(
@@ -304,6 +313,8 @@ class CampaignRuntime:
         writer: Writer,
         settings: Settings,
         metrics: Metrics | None = None,
+        fence: Callable[[int, Callable[[Connection], Any]], Callable[[Connection], Any]]
+        | None = None,
     ) -> None:
         self.record = record
         self._metrics = metrics or Metrics()
@@ -316,7 +327,11 @@ class CampaignRuntime:
             process=settings.engine_process,
             name=f"campaign-{record.id}",
         )
-        self.failed = False  # the engine stopped: the service rebuilds this campaign
+        # the engine stopped or another process took the campaign over: the service rebuilds
+        # or routes it; `failure` says which
+        self.failed = False
+        self.failure = ENGINE_STOPPED
+        self._fence = fence
         self._rng = random.Random(None if settings.seed is None else settings.seed + record.id)
         self.clips: list[ClipState] = []
         self.clip_index: dict[str, int] = {}  # external id -> position
@@ -364,6 +379,8 @@ class CampaignRuntime:
         self._progress_labels = 0  # labels at the last recorded progress point
         self.n_applied = 0  # labels applied to the posterior (n_labels minus the waiting ones)
         self._read_cache: dict[tuple[str, float], tuple[int, Any]] = {}
+        self._snapshot_labels = 0  # labels applied when the latest snapshot was taken
+        self._snapshot_due = False
 
     @property
     def scale_levels(self) -> int | None:
@@ -384,18 +401,31 @@ class CampaignRuntime:
     # life cycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the campaign's log and replay it into a fresh engine campaign."""
+        """Load the campaign's log and its latest snapshot; take the snapshot's state when it
+        fits (api/snapshots.py) and replay the log after it, else replay the whole log."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        logged = await loop.run_in_executor(None, store.load_log, self._db, self.record.id)
+        logged, snapshot = await loop.run_in_executor(
+            None, replay.read, self._db, self.record.id, self.settings.snapshot_every > 0
+        )
         await self.engine.start()
         try:
-            await self.engine.call("replay", self._replay_steps(logged))
+            after = await replay.take_snapshot(self.engine, self.record, snapshot, self._metrics)
+            steps = replay.steps(
+                logged,
+                bool(self.record.engine_config["criteria"]),
+                self.settings.max_apply_batch,
+                after,
+            )
+            await self.engine.call("replay", steps)
             await self.engine.call("hold", self._restore(logged))
             await self.engine.call("bar", *self._bars())
         except BaseException:
             await self.engine.close()
             raise
+        replayed = sum(len(step) for step in steps if isinstance(step, list))
+        self._metrics.replayed_labels.labels("log" if after is None else "snapshot").inc(replayed)
+        self._snapshot_labels = self.n_applied if after is None else snapshot.labels  # type: ignore[union-attr]
         self._metrics.replays.observe(time.perf_counter() - started)
         self._pump_task = asyncio.create_task(self._pump(), name=f"pump-{self.record.id}")
 
@@ -419,7 +449,7 @@ class CampaignRuntime:
         await self.engine.close()
 
     def _fail_calls(self) -> None:
-        why = "the service is shutting down" if not self.failed else ENGINE_STOPPED
+        why = "the service is shutting down" if not self.failed else self.failure
         while self._calls:
             _, future, _ = self._calls.popleft()
             if not future.done():
@@ -430,53 +460,6 @@ class CampaignRuntime:
         self._in_flight.add(future)
         future.add_done_callback(self._in_flight.discard)
         return future
-
-    def _replay_steps(self, logged: CampaignLog) -> list[ClipBatch | list[Judgment]]:
-        """Clip batches and label batches in the order they were applied."""
-        clip_batches: dict[int, list[ClipRecord]] = {}
-        for clip in logged.clips:
-            clip_batches.setdefault(clip.batch, []).append(clip)
-        pending_clips = deque(
-            sorted(clip_batches.values(), key=lambda b: (b[0].after_seq, b[0].batch))
-        )
-        labels = sorted(
-            (j for j in logged.judgments if j.seq is not None), key=lambda j: j.seq or 0
-        )
-        batches: list[list[store.JudgmentRecord]] = []
-        for judgment in labels:
-            recorded = (
-                judgment.batch is not None and batches and batches[-1][-1].batch == judgment.batch
-            )
-            unbatched_run = (
-                judgment.batch is None
-                and batches
-                and batches[-1][-1].batch is None
-                and len(batches[-1]) < self.settings.max_apply_batch
-            )
-            if recorded or unbatched_run:
-                batches[-1].append(judgment)
-            else:
-                batches.append([judgment])
-        steps: list[ClipBatch | list[Judgment]] = []
-        for batch in batches:
-            while pending_clips and pending_clips[0][0].after_seq < (batch[0].seq or 0):
-                steps.append(self._clip_batch(pending_clips.popleft()))
-            steps.append([self._engine_judgment(j) for j in batch])
-        steps.extend(self._clip_batch(b) for b in pending_clips)
-        return steps
-
-    def _clip_batch(self, batch: Sequence[ClipRecord | NewClip]) -> ClipBatch:
-        return ClipBatch(
-            [list(c.scores) for c in batch] if self.record.engine_config["criteria"] else None,
-            [c.context for c in batch],
-            [c.group for c in batch],
-        )
-
-    @staticmethod
-    def _engine_judgment(record: store.JudgmentRecord) -> Judgment:
-        question = question_of(record.first, record.second)
-        answer = record.level if record.second == NO_SECOND else Outcome(record.outcome)
-        return Judgment(record.rater_id, question, answer)
 
     def _restore(self, logged: CampaignLog) -> list[Task]:
         """Loop-side state from the log; returns the tasks of open, unexpired assignments, for
@@ -564,7 +547,7 @@ class CampaignRuntime:
         deadline = time.monotonic() + self.settings.assign_timeout_s
         while True:
             if self.failed:
-                raise Unavailable(detail=ENGINE_STOPPED)
+                raise Unavailable(detail=self.failure)
             if self._closing:
                 raise Unavailable(detail="the service is shutting down")
             task = self._take(rater)
@@ -769,7 +752,7 @@ class CampaignRuntime:
             "expires_at": utc(expires_at),
         }
         try:
-            assignment_id = await self._writer.run(store.insert_assignment(values))
+            assignment_id = await self._writer.run(self.fenced(store.insert_assignment(values)))
         except Exception as error:
             log.exception("storing an assignment failed")
             self._unclaim(rater, task.first, task.second)
@@ -848,7 +831,7 @@ class CampaignRuntime:
             )
         if self._closing:  # a write now could miss the next load of this campaign
             raise Unavailable(
-                detail=ENGINE_STOPPED if self.failed else "the service is shutting down"
+                detail=self.failure if self.failed else "the service is shutting down"
             )
         if state.withdrawn is not None:
             raise Gone(
@@ -920,7 +903,7 @@ class CampaignRuntime:
         }
         try:
             judgment_id = await self._writer.run(
-                store.insert_judgment(values, "answered" if is_label else "skipped")
+                self.fenced(store.insert_judgment(values, "answered" if is_label else "skipped"))
             )
         except Exception as error:
             log.exception("storing a judgment failed")
@@ -1048,12 +1031,14 @@ class CampaignRuntime:
                 for offset, clip in enumerate(clips)
             ]
             try:
-                ids = await self._writer.run(store.insert_clips(self.record.id, rows))
+                ids = await self._writer.run(self.fenced(store.insert_clips(self.record.id, rows)))
             except Exception as error:
                 log.exception("storing clips failed")
                 raise Unavailable(detail="the database did not store the clips; retry") from error
             self._next_clip_batch += 1
-            await self._run("add_clips", self._clip_batch(clips))
+            await self._run(
+                "add_clips", replay.clip_batch(clips, bool(self.record.engine_config["criteria"]))
+            )
             added = [
                 ClipState(ids[offset], start + offset, c.external_id, c.uri, c.group, c.context)
                 for offset, c in enumerate(clips)
@@ -1082,7 +1067,7 @@ class CampaignRuntime:
         open_ids = sorted(a for r in self.raters.values() for a in r.open) if closing else []
         try:
             record = await self._writer.run(
-                store.update_campaign(self.record.id, values, withdraw=open_ids)
+                self.fenced(store.update_campaign(self.record.id, values, withdraw=open_ids))
             )
         except Exception as error:
             log.exception("storing a campaign change failed")
@@ -1237,7 +1222,9 @@ class CampaignRuntime:
             written = await self._track(
                 asyncio.ensure_future(
                     self._writer.run(
-                        store.insert_import(self.record.id, key, digest, result, tokens, rows)
+                        self.fenced(
+                            store.insert_import(self.record.id, key, digest, result, tokens, rows)
+                        )
                     )
                 )
             )
@@ -1312,7 +1299,7 @@ class CampaignRuntime:
             )
         try:
             cleared = await self._writer.run(
-                store.set_clip_retired(self.record.id, clip_id, retired, ids)
+                self.fenced(store.set_clip_retired(self.record.id, clip_id, retired, ids))
             )
         except Exception as error:
             log.exception("storing a clip's retirement failed")
@@ -1339,7 +1326,7 @@ class CampaignRuntime:
             raise NotFound(detail=f"rater {rater_id} not found in campaign {self.record.id}")
         ids = [] if active else sorted(rater.open)
         try:
-            await self._writer.run(store.set_rater_active(rater_id, active, ids))
+            await self._writer.run(self.fenced(store.set_rater_active(rater_id, active, ids)))
         except Exception as error:
             log.exception("storing a rater's state failed")
             raise Unavailable(detail="the database did not store the change; retry") from error
@@ -1413,7 +1400,7 @@ class CampaignRuntime:
         """Run `fn` on the pump; when `fresh`, after the labels committed so far are applied
         (a read reflects every acknowledged label)."""
         if self.failed:
-            raise Unavailable(detail=ENGINE_STOPPED)
+            raise Unavailable(detail=self.failure)
         if self._closing:
             raise Unavailable(detail="the service is shutting down")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -1437,12 +1424,35 @@ class CampaignRuntime:
             self._metrics.engine_call(name, time.perf_counter() - sent_at, result)
             return result
         except EngineStopped:
-            if not self.failed:
-                self.failed = True
-                self._queue_changed.set()
-                self._wake.set()
-                self._fail_calls()
-            raise Unavailable(detail=ENGINE_STOPPED) from None
+            self.stop_serving(ENGINE_STOPPED)
+            raise Unavailable(detail=self.failure) from None
+
+    def stop_serving(self, why: str) -> None:
+        """This runtime can serve nothing more (`why`): what waits gets a 503, and the service
+        rebuilds the campaign or sends its requests to its new owner."""
+        if self.failed:
+            return
+        self.failed, self.failure = True, why
+        self._queue_changed.set()
+        self._wake.set()
+        self._fail_calls()
+
+    def fenced(self, op: Callable[[Connection], T]) -> Callable[[Connection], T]:
+        """`op`, refused in its own transaction once another process owns this campaign
+        (`Leases.fence`); a refusal stops this runtime."""
+        if self._fence is None:
+            return op
+        checked = self._fence(self.record.id, op)
+        loop = asyncio.get_running_loop()
+
+        def run(connection: Connection) -> T:
+            try:
+                return checked(connection)
+            except LeaseLost:
+                loop.call_soon_threadsafe(self.stop_serving, LEASE_LOST)
+                raise
+
+        return run
 
     async def _pump(self) -> None:
         while not self._closing and not self.failed:
@@ -1477,6 +1487,8 @@ class CampaignRuntime:
             else:
                 if not future.done():
                     future.set_result(result)
+        elif self._snapshot_due:
+            await self._snapshot()
         elif self._to_release:
             released, self._to_release = self._to_release, []
             await self._run("release", released)
@@ -1594,10 +1606,15 @@ class CampaignRuntime:
             self._spent = False
             self._version += 1
             seqs = [label.seq for label in batch]
-            self._writer.submit(store.mark_batch(self.record.id, seqs, batch_no))
+            self._writer.submit(self.fenced(store.mark_batch(self.record.id, seqs, batch_no)))
+            every = self.settings.snapshot_every
+            if every and self.n_applied // every > self._snapshot_labels // every:
+                self._snapshot_due = True
             if record_progress:
                 self._progress_labels = self.n_applied
-                self._writer.submit(store.insert_progress(self.record.id, self.n_applied, tau))
+                self._writer.submit(
+                    self.fenced(store.insert_progress(self.record.id, self.n_applied, tau))
+                )
 
         return applied()
 
@@ -1628,6 +1645,26 @@ class CampaignRuntime:
             self._queue_changed = asyncio.Event()
 
         return refilled()
+
+    async def _snapshot(self) -> None:
+        """Save the engine state as it is between two pump steps: after label batch
+        `_next_batch - 1` and clip batch `_next_clip_batch - 1`, every call before applied.
+        Written after those batches' marks (the writer commits in order)."""
+        self._snapshot_due = False
+        labels, label_batch = self.n_applied, self._next_batch - 1
+        clip_batch = self._next_clip_batch - 1
+        data = await self._run("snapshot")
+        record = replay.snapshot_record(self.record, labels, label_batch, clip_batch, data)
+        self._snapshot_labels = labels
+        written = self._writer.submit(self.fenced(store.insert_snapshot(self.record.id, record)))
+        written.add_done_callback(self._snapshot_written)
+
+    def _snapshot_written(self, written: Any) -> None:
+        error = written.exception()
+        if error is None:
+            self._metrics.snapshots.labels("written").inc()
+        else:  # the log still has every label: the next snapshot, or a full replay, covers it
+            log.warning("campaign %s: storing a snapshot failed: %s", self.record.id, error)
 
     async def _refresh_oldest(self) -> None:
         """Idle only: replace the oldest task chosen before the latest labels."""

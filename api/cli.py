@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import socket
 import sys
 from dataclasses import replace
 from functools import partial
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from api.db import check_schema
 from api.logs import configure_logging
+from api.ownership import DatabaseInUse, hold_sqlite
 from api.settings import Settings, key_file, load_or_create_admin_key
 
 if TYPE_CHECKING:
@@ -105,13 +107,19 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"Generated the admin key (stored in {path}; shown only now):\n\n  {key}\n")
             key_hint = f"; KEY=$(cat {path})"
         settings = Settings.from_env(env)
+        # held for the life of the process: a second server on this SQLite file stops here
+        hold_sqlite(settings.database_url)
         check_schema(settings.database_url)  # a newer version's database: refused, untouched
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, DatabaseInUse) as error:
         # a configuration mistake: one line that says what to fix, no traceback
         print(f"ratingparty: cannot start: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.demo:
         settings = replace(settings, demo=True)
+    if settings.public_url is None:
+        # where other processes on the same database send this one's campaigns' requests
+        host = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host
+        settings = replace(settings, public_url=f"http://{host}:{args.port}")
     configure_logging(args.log_level, secrets=[settings.admin_key])
     base = f"http://{args.host}:{args.port}"
     print(QUICK_START.format(base=base, key_hint=key_hint), file=sys.stdout, flush=True)

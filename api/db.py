@@ -19,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Index,
+    LargeBinary,
     UniqueConstraint,
     event,
     false,
@@ -135,7 +136,9 @@ class JudgmentRow(SQLModel, table=True):
     the posterior, `batch` (the engine call they were applied in); a skip has neither."""
 
     __tablename__ = "judgment"
-    __table_args__ = (Index("ix_judgment_campaign_seq", "campaign_id", "seq"),)
+    # unique: two workers that both believed they owned a campaign could otherwise give two
+    # labels one sequence number (a skip's seq is NULL, and NULLs never collide)
+    __table_args__ = (Index("ix_judgment_campaign_seq", "campaign_id", "seq", unique=True),)
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id")
@@ -148,6 +151,40 @@ class JudgmentRow(SQLModel, table=True):
     outcome: str | None = None  # engine Outcome of first vs second (win = first is better)
     seq: int | None = None
     batch: int | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
+
+
+class CampaignOwnerRow(SQLModel, table=True):
+    """Which service process runs a campaign's engine: `owner` (a process's id) until
+    `expires_at`, renewed while it lives; `address` is where other processes send the
+    campaign's requests (None when it gave none)."""
+
+    __tablename__ = "campaign_owner"
+
+    campaign_id: int = Field(
+        foreign_key="campaign.id", primary_key=True, sa_column_kwargs={"autoincrement": False}
+    )
+    owner: str
+    address: str | None = None
+    expires_at: datetime = Field(sa_type=UTC_TIME)
+
+
+class SnapshotRow(SQLModel, table=True):
+    """A campaign's engine state after its label batch `label_batch` and clip batch
+    `clip_batch` (`labels` labels), so a load replays only the log after it. `format` names
+    what wrote it and `config` digests the engine settings it was built with; a load refuses
+    a snapshot whose either differs and replays the whole log instead (api/snapshots.py)."""
+
+    __tablename__ = "campaign_snapshot"
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    format: str
+    config: str
+    labels: int
+    label_batch: int
+    clip_batch: int
+    data: bytes = Field(sa_type=LargeBinary)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
 
 
@@ -280,6 +317,7 @@ def create_tables(engine: Engine) -> None:
 __all__ = [
     "MAX_ROW_ID",
     "AssignmentRow",
+    "CampaignOwnerRow",
     "CampaignRow",
     "ClipRow",
     "ImportRow",
@@ -287,6 +325,7 @@ __all__ = [
     "ProgressRow",
     "RaterRow",
     "SchemaError",
+    "SnapshotRow",
     "as_utc",
     "check_schema",
     "create_tables",

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 import torch
 
+from api import snapshots
 from engine import Campaign, CampaignConfig, Judgment, NoEligibleTaskError, Task
 
 log = logging.getLogger("ratingparty.api")
@@ -117,6 +118,19 @@ class CampaignEngine:
         self._pairs = sorted(set(pairs))
         self._rating_clips = sorted(set(rating_clips))
         self._ratings = ratings
+
+    def snapshot(self) -> bytes:
+        """The engine state as snapshot bytes (api/snapshots.py)."""
+        return snapshots.dump(self.campaign)
+
+    def restore(self, data: bytes) -> str | None:
+        """Take the state of a snapshot; None when it did, else why it did not (the engine is
+        then unchanged, for a full replay)."""
+        try:
+            self.campaign = snapshots.load(data, self.campaign)
+        except ValueError as error:
+            return str(error)
+        return None
 
     def replay(self, steps: Sequence[ClipBatch | list[Judgment]]) -> None:
         """Clip batches and label batches, in the order the service applied them."""

@@ -77,6 +77,20 @@ class Metrics:
             buckets=REPLAY_BUCKETS,
             registry=self.registry,
         )
+        self.replayed_labels = Counter(
+            "ratingparty_replayed_labels",
+            "labels replayed while loading campaigns, by where the replay started: "
+            "snapshot (only the log after it) or log (the whole log)",
+            ("start",),
+            registry=self.registry,
+        )
+        self.snapshots = Counter(
+            "ratingparty_snapshots",
+            "snapshots: written, loaded, refused (another format or engine settings, or it did "
+            "not load: the whole log is replayed instead)",
+            ("event",),
+            registry=self.registry,
+        )
         self.database_errors = Counter(
             "ratingparty_database_errors",
             "errors the database driver raised, by exception type",

@@ -9,13 +9,17 @@ turns runtime state into response Structs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
+import httpx
 from anyio import to_thread
 from msgspec import UNSET
 from sqlalchemy import Connection, Engine, text
@@ -25,6 +29,7 @@ from api.auth import hash_token, new_token
 from api.campaigns import (
     ACTIVE,
     CLOSED,
+    LEASE_LOST,
     PAUSED,
     CampaignRuntime,
     ClipState,
@@ -48,6 +53,7 @@ from api.errors import (
 from api.export import ExportFormat, ExportKind, render
 from api.imports import parse
 from api.metrics import Metrics
+from api.ownership import Claim, Leases, worker_id
 from api.settings import Settings
 from api.store import CampaignRecord
 from api.writer import Writer
@@ -55,6 +61,8 @@ from engine import DEFAULT_CRITERIA
 from engine.questions import NO_SECOND
 
 log = logging.getLogger("ratingparty.api")
+FORWARD_TIMEOUT_S = 60.0  # a forwarded assignment may wait for its engine (assign_timeout_s)
+LOADING_RETRY_S = 1  # Retry-After of a request that met its campaign loading
 MAX_IMPORT_RECORDS = 200_000  # judgments in one import (one transaction)
 MAX_ABS_SCORE = 1e12  # larger raw scores would overflow the per-campaign standardisation
 DEFAULT_LEVEL = 0.9
@@ -90,21 +98,118 @@ class Service:
         self.metrics = metrics or Metrics()
         self._runtimes: dict[int, CampaignRuntime] = {}
         self._loading: dict[int, asyncio.Lock] = {}
+        self._loads: dict[int, asyncio.Future[CampaignRuntime]] = {}  # loads under way
         self._tokens: dict[str, tuple[int, int]] = {}  # token hash -> (rater id, campaign id)
         # tokens seen valid -> (rater id, campaign id): spares a SHA-256 per request; holds
         # only known raters' tokens, so it grows no larger than the raters table
         self._known: dict[str, tuple[int, int]] = {}
+        self.leases = Leases(
+            writer,
+            worker_id(),
+            settings.public_url,
+            settings.owner_lease_s,
+            fenced=engine.dialect.name == "postgresql",
+        )
+        # campaigns another process owns, as last read: campaign -> its claim
+        self._owners: dict[int, Claim] = {}
+        self._renewing: asyncio.Task[None] | None = None
+        self._forwarder: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        """Load the rater tokens (campaigns load lazily, on first use)."""
+        """Load the rater tokens (campaigns load lazily, on first use) and start renewing
+        this process's campaign leases."""
         raters = await to_thread.run_sync(store.rater_tokens, self.engine)
         self._tokens = {r.token_hash: (r.id, r.campaign_id) for r in raters}
+        self._renewing = asyncio.create_task(self._renew_leases(), name="lease-renewal")
 
     async def close(self) -> None:
-        """Stop every campaign runtime."""
+        """Stop every campaign runtime, then give up their leases (another process may take
+        them at once)."""
+        if self._renewing is not None:
+            self._renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewing
         for runtime in list(self._runtimes.values()):
             await runtime.close()
         self._runtimes.clear()
+        try:
+            await self.leases.release()
+        except Exception:  # they lapse on their own
+            log.exception("giving up the campaign leases failed")
+        if self._forwarder is not None:
+            await self._forwarder.aclose()
+
+    async def _renew_leases(self) -> None:
+        """Renew this process's leases every third of their length; a runtime whose lease
+        another process took (this one stalled past it) stops serving at once."""
+        while True:
+            await asyncio.sleep(self.settings.owner_lease_s / 3)
+            try:
+                lost = await self.leases.renew()
+            except Exception:
+                log.exception("renewing the campaign leases failed")
+                continue
+            for campaign_id in lost:
+                log.warning("campaign %s: another service process took it over", campaign_id)
+                runtime = self._runtimes.get(campaign_id)
+                if runtime is not None:
+                    runtime.stop_serving(LEASE_LOST)
+
+    # which process runs a campaign ------------------------------------------------------------
+
+    async def learn_token(self, token: str) -> tuple[int, int] | None:
+        """(rater id, campaign id) of a rater token, read from the database when this process
+        has not seen it (the rater was registered through another process); None if unknown."""
+        found = self._known.get(token)
+        if found is not None:
+            return found
+        digest = hash_token(token)
+        found = self._tokens.get(digest)
+        if found is None:
+            rater = await to_thread.run_sync(store.find_rater, self.engine, digest)
+            if rater is None:
+                return None
+            found = self._tokens[digest] = (rater.id, rater.campaign_id)
+        return found
+
+    async def owner_address(self, campaign_id: int) -> str | None:
+        """Where to send a request for this campaign: None to serve it here (this process
+        owns it, or may claim it), else the owning process's address."""
+        if campaign_id in self.leases.held or not 0 < campaign_id <= MAX_ROW_ID:
+            return None
+        claim = self._owners.get(campaign_id)
+        if claim is None or claim.expires_at <= time.time():
+            claim = await to_thread.run_sync(self.leases.read, self.engine, campaign_id)
+            if claim is None or claim.owner == self.leases.worker:
+                self._owners.pop(campaign_id, None)
+                return None
+            self._owners[campaign_id] = claim
+        if claim.expires_at <= time.time():
+            return None  # lapsed: this process claims it
+        return claim.address
+
+    def forget_owner(self, campaign_id: int) -> float:
+        """Forget the cached owner of a campaign (it did not answer); seconds until its lease
+        lapses as last read."""
+        claim = self._owners.pop(campaign_id, None)
+        return 1.0 if claim is None else max(1.0, claim.expires_at - time.time())
+
+    def forwarder(self) -> httpx.AsyncClient:
+        """The HTTP client that forwards requests to other service processes."""
+        if self._forwarder is None:
+            self._forwarder = httpx.AsyncClient(timeout=FORWARD_TIMEOUT_S, follow_redirects=False)
+        return self._forwarder
+
+    def _run_elsewhere(self, campaign_id: int, claim: Claim) -> Unavailable:
+        """The 503 for a campaign another process owns (a request forwarded to this one, or
+        one that raced a takeover)."""
+        where = f" at {claim.address}" if claim.address else " (it gave no address)"
+        left = max(1.0, claim.expires_at - time.time())
+        return Unavailable(
+            detail=f"campaign {campaign_id} is run by another service process{where}; this "
+            "one cannot serve it until that one's claim lapses or moves: retry",
+            headers={"Retry-After": str(1 if claim.address else math.ceil(left))},
+        )
 
     @property
     def loaded(self) -> int:
@@ -262,7 +367,7 @@ class Service:
             if runtime is not None:
                 await runtime.close()
             try:
-                await self.writer.run(op)
+                await self.writer.run(self.leases.fence(campaign_id, op))
             except Conflict:
                 raise
             except Exception as error:
@@ -279,18 +384,41 @@ class Service:
         return len(runtime.clips), len(runtime.raters), runtime.n_labels
 
     async def runtime(self, campaign_id: int) -> CampaignRuntime:
-        """The campaign's runtime, replaying its log on first use, and again after its engine
-        stopped (a killed or crashed engine process): the old runtime closes first (its
-        database writes under way finish), so the replay sees every acknowledged label.
+        """The campaign's runtime, loaded on first use (its latest snapshot and the log after
+        it), and again after its engine stopped (a killed or crashed engine process): the old
+        runtime closes first (its database writes under way finish), so the replay sees every
+        acknowledged label. A request waits `load_wait_s` for a load, which goes on after.
 
         Raises:
             NotFound: no such campaign.
+            Unavailable: the campaign is still loading (with Retry-After), or another process
+                runs it.
         """
         runtime = self._runtimes.get(campaign_id)
         if runtime is not None and not runtime.failed:
             return runtime
         if not 0 < campaign_id <= MAX_ROW_ID:
             raise NotFound(detail=f"campaign {campaign_id} not found")
+        load = self._loads.get(campaign_id)
+        if load is None:
+            load = self._loads[campaign_id] = asyncio.ensure_future(self._load(campaign_id))
+            load.add_done_callback(partial(self._loaded, campaign_id))
+        try:
+            return await asyncio.wait_for(asyncio.shield(load), self.settings.load_wait_s)
+        except TimeoutError:
+            raise Unavailable(
+                detail=f"campaign {campaign_id} is loading (its latest snapshot and the labels "
+                "after it); retry",
+                headers={"Retry-After": str(LOADING_RETRY_S)},
+            ) from None
+
+    def _loaded(self, campaign_id: int, load: asyncio.Future[CampaignRuntime]) -> None:
+        if self._loads.get(campaign_id) is load:
+            del self._loads[campaign_id]
+        if not load.cancelled():
+            load.exception()  # read here: a load nobody waits for any more must not warn
+
+    async def _load(self, campaign_id: int) -> CampaignRuntime:
         lock = self._loading.setdefault(campaign_id, asyncio.Lock())
         async with lock:
             runtime = self._runtimes.get(campaign_id)
@@ -306,7 +434,23 @@ class Service:
             record = await to_thread.run_sync(store.get_campaign, self.engine, campaign_id)
             if record is None:
                 raise NotFound(detail=f"campaign {campaign_id} not found")
-            runtime = CampaignRuntime(record, self.engine, self.writer, self.settings, self.metrics)
+            # the claim commits before the log is read: a takeover replays whatever the last
+            # owner acknowledged (its writes under way hold the lease row, see Leases.fence)
+            claim = await self.leases.claim(campaign_id)
+            if claim.missing:
+                raise NotFound(detail=f"campaign {campaign_id} not found")
+            if not claim.mine:
+                self._owners[campaign_id] = claim
+                raise self._run_elsewhere(campaign_id, claim)
+            self._owners.pop(campaign_id, None)
+            runtime = CampaignRuntime(
+                record,
+                self.engine,
+                self.writer,
+                self.settings,
+                self.metrics,
+                fence=self.leases.fence,
+            )
             await runtime.start()
             self._runtimes[campaign_id] = runtime
             return runtime
@@ -339,7 +483,9 @@ class Service:
         runtime = await self.runtime(campaign_id)
         token = new_token()
         digest = hash_token(token)
-        rater_id = await self.writer.run(store.insert_rater(campaign_id, body.name, digest))
+        rater_id = await self.writer.run(
+            runtime.fenced(store.insert_rater(campaign_id, body.name, digest))
+        )
         self._tokens[digest] = (rater_id, campaign_id)
         runtime.add_rater(rater_id, body.name)
         return schemas.RaterCreated(id=rater_id, name=body.name, token=token)

@@ -55,6 +55,16 @@ class Settings:
         max_connections: past this many open connections, new requests get a 503.
         access_log: write one log line per request (method, path without its query string,
             status, milliseconds); off by default, as a line costs more than a label.
+        snapshot_every: save the campaign's engine state every this many labels, so a load
+            replays only the labels after the latest snapshot (0: never; api/snapshots.py).
+        load_wait_s: how long a request waits for its campaign to load before a 503 with
+            Retry-After (the load goes on).
+        owner_lease_s: how long a service process's claim on a campaign (it runs the
+            campaign's engine) lasts unless renewed; renewed every third of it. A killed
+            owner's campaigns move to another process within this long (api/ownership.py).
+        public_url: the base URL other service processes on the same database send this
+            one's campaigns' requests to (`python -m api` fills in its host and port); None:
+            they answer 503 naming the owner instead.
         seed: seeds the left/right order; None draws it from the OS.
         demo: seed a demo campaign of synthetic clips at start (when none exists).
     """
@@ -79,6 +89,10 @@ class Settings:
     keep_alive_s: int = 5
     max_connections: int = 1_000
     access_log: bool = False
+    snapshot_every: int = 1_000
+    load_wait_s: float = 10.0
+    owner_lease_s: float = 10.0
+    public_url: str | None = None
     seed: int | None = None
     demo: bool = False
 
@@ -97,6 +111,12 @@ class Settings:
         for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "max_connections"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.snapshot_every < 0:
+            raise ValueError("snapshot_every must be >= 0 (0: no snapshots)")
+        if not 0 <= self.load_wait_s <= 600:
+            raise ValueError("load_wait_s must be in [0, 600] seconds")
+        if not 0.5 <= self.owner_lease_s <= 3600:
+            raise ValueError("owner_lease_s must be in [0.5, 3600] seconds")
         if not 0 <= self.apply_wait_s <= 10:
             raise ValueError("apply_wait_s must be in [0, 10] seconds")
 
@@ -122,6 +142,9 @@ class Settings:
             ("body_timeout_s", float),
             ("keep_alive_s", int),
             ("max_connections", int),
+            ("owner_lease_s", float),
+            ("snapshot_every", int),
+            ("load_wait_s", float),
             ("seed", int),
         ):
             variable = f"RATINGPARTY_{name.upper()}"
@@ -143,6 +166,8 @@ class Settings:
                 if flag not in ("0", "1", "true", "false", "yes", "no"):
                     raise ValueError(f"{variable} must be 0 or 1, not {flag!r}")
                 overrides[name] = flag in ("1", "true", "yes")
+        if env.get("RATINGPARTY_PUBLIC_URL"):
+            overrides["public_url"] = env["RATINGPARTY_PUBLIC_URL"].rstrip("/")
         if env.get("RATINGPARTY_DEVICE"):
             overrides["engine_device"] = env["RATINGPARTY_DEVICE"]
         return replace(settings, **overrides) if overrides else settings

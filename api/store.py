@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -27,6 +27,7 @@ from api.db import (
     JudgmentRow,
     ProgressRow,
     RaterRow,
+    SnapshotRow,
     utcnow,
 )
 
@@ -37,6 +38,7 @@ assignment_table = AssignmentRow.__table__  # type: ignore[attr-defined]
 judgment_table = JudgmentRow.__table__  # type: ignore[attr-defined]
 progress_table = ProgressRow.__table__  # type: ignore[attr-defined]
 import_table = ImportRow.__table__  # type: ignore[attr-defined]
+snapshot_table = SnapshotRow.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,18 @@ class JudgmentRecord:
     outcome: str | None
     seq: int | None
     batch: int | None
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """A campaign's latest snapshot row (api/snapshots.py)."""
+
+    format: str
+    config: str
+    labels: int
+    label_batch: int
+    clip_batch: int
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -554,7 +568,57 @@ def insert_progress(
     return op
 
 
+def insert_snapshot(campaign_id: int, snapshot: SnapshotRecord) -> Callable[[Connection], None]:
+    """Op: store the campaign's snapshot in place of the one before (only the latest is
+    read)."""
+
+    def op(connection: Connection) -> None:
+        connection.execute(
+            delete(snapshot_table).where(snapshot_table.c.campaign_id == campaign_id)
+        )
+        connection.execute(
+            insert(snapshot_table),
+            {
+                "campaign_id": campaign_id,
+                "format": snapshot.format,
+                "config": snapshot.config,
+                "labels": snapshot.labels,
+                "label_batch": snapshot.label_batch,
+                "clip_batch": snapshot.clip_batch,
+                "data": snapshot.data,
+                "created_at": utcnow(),
+            },
+        )
+
+    return op
+
+
 # reads --------------------------------------------------------------------------------------
+
+
+def latest_snapshot(engine: Engine, campaign_id: int) -> SnapshotRecord | None:
+    """The campaign's latest snapshot, or None."""
+    with engine.connect() as connection:
+        row = (
+            connection.execute(
+                select(snapshot_table)
+                .where(snapshot_table.c.campaign_id == campaign_id)
+                .order_by(snapshot_table.c.id.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+    if row is None:
+        return None
+    return SnapshotRecord(
+        row["format"],
+        row["config"],
+        int(row["labels"]),
+        int(row["label_batch"]),
+        int(row["clip_batch"]),
+        bytes(row["data"]),
+    )
 
 
 def _campaign(row: Any) -> CampaignRecord:
@@ -614,6 +678,19 @@ def rater_tokens(engine: Engine) -> list[RaterRecord]:
             RaterRecord(r["id"], r["campaign_id"], r["name"], r["token_hash"], bool(r["active"]))
             for r in rows.mappings()
         ]
+
+
+def find_rater(engine: Engine, token_hash: str) -> RaterRecord | None:
+    """The rater whose token has this hash, or None."""
+    with engine.connect() as connection:
+        r = (
+            connection.execute(select(rater_table).where(rater_table.c.token_hash == token_hash))
+            .mappings()
+            .first()
+        )
+    if r is None:
+        return None
+    return RaterRecord(r["id"], r["campaign_id"], r["name"], r["token_hash"], bool(r["active"]))
 
 
 def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
@@ -763,9 +840,11 @@ __all__ = [
     "JudgmentRecord",
     "Prepared",
     "RaterRecord",
+    "SnapshotRecord",
     "campaign_counts",
     "export_rows",
     "find_import",
+    "find_rater",
     "get_campaign",
     "insert_assignment",
     "insert_campaign",
@@ -774,7 +853,9 @@ __all__ = [
     "insert_judgment",
     "insert_progress",
     "insert_rater",
+    "insert_snapshot",
     "label_counts",
+    "latest_snapshot",
     "list_campaigns",
     "load_log",
     "mark_batch",

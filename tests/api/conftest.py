@@ -87,6 +87,9 @@ def make_settings(db_url: str, **overrides: Any) -> Settings:
         "admin_key": ADMIN_KEY,
         "seed": SEED,
         "engine_device": "cpu",
+        # a test's first request waits for its campaign's load (the engine process's first
+        # start imports torch, slow on a busy machine) instead of meeting a 503
+        "load_wait_s": 60.0,
     }
     values.update(overrides)
     return Settings(**values)

@@ -1,0 +1,156 @@
+"""Replay and snapshots: how a campaign's engine is rebuilt from the database.
+
+The judgments table is the truth: labels carry `seq` (commit order) and, once applied, `batch`
+(the engine call they were applied in); clip batches carry `after_seq` (the labels applied
+before them). `steps` turns the log into clip batches and label batches in exactly that
+interleaved, batched order, so a replay reaches the posterior the service had (float64, CPU).
+A snapshot (api/snapshots.py) holds the engine state after its last label batch and clip
+batch; a load that takes it replays only the steps after them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlalchemy import Engine
+
+from api import snapshots, store
+from api.engine_host import ClipBatch, EngineHost
+from api.metrics import Metrics
+from api.store import CampaignLog, CampaignRecord, ClipRecord, JudgmentRecord, SnapshotRecord
+from engine import Judgment, Outcome
+from engine.questions import NO_SECOND, question_of
+
+log = logging.getLogger("ratingparty.api")
+Step = ClipBatch | list[Judgment]
+
+
+class ClipLike(Protocol):
+    """A clip as a batch for the engine needs it (a stored clip or a new one)."""
+
+    @property
+    def scores(self) -> tuple[float | None, ...]: ...
+
+    @property
+    def context(self) -> str | None: ...
+
+    @property
+    def group(self) -> str | None: ...
+
+
+def read(
+    db: Engine, campaign_id: int, with_snapshot: bool
+) -> tuple[CampaignLog, SnapshotRecord | None]:
+    """The campaign's log and (`with_snapshot`) its latest snapshot."""
+    snapshot = store.latest_snapshot(db, campaign_id) if with_snapshot else None
+    return store.load_log(db, campaign_id), snapshot
+
+
+async def take_snapshot(
+    engine: EngineHost, record: CampaignRecord, snapshot: SnapshotRecord | None, metrics: Metrics
+) -> tuple[int, int] | None:
+    """Give the engine the snapshot's state when it fits; (its last label batch, its last
+    clip batch) then, None when the whole log must be replayed."""
+    if snapshot is None:
+        return None
+    why = None
+    if snapshot.format != snapshots.snapshot_format():
+        why = f"it was written as {snapshot.format!r}, this is {snapshots.snapshot_format()!r}"
+    elif snapshot.config != snapshots.config_digest(record.engine_config):
+        why = "the campaign's engine settings changed since"
+    else:
+        why = await engine.call("restore", snapshot.data)
+    if why is not None:
+        log.warning(
+            "campaign %s: its snapshot is not used (%s); replaying the whole log", record.id, why
+        )
+        metrics.snapshots.labels("refused").inc()
+        return None
+    metrics.snapshots.labels("loaded").inc()
+    return snapshot.label_batch, snapshot.clip_batch
+
+
+def snapshot_record(
+    record: CampaignRecord, labels: int, label_batch: int, clip_batch: int, data: bytes
+) -> SnapshotRecord:
+    """The row of a snapshot taken after `label_batch` and `clip_batch` (`labels` labels)."""
+    return SnapshotRecord(
+        snapshots.snapshot_format(),
+        snapshots.config_digest(record.engine_config),
+        labels,
+        label_batch,
+        clip_batch,
+        data,
+    )
+
+
+def steps(
+    logged: CampaignLog,
+    has_criteria: bool,
+    max_apply_batch: int,
+    after: tuple[int, int] | None = None,
+) -> list[Step]:
+    """Clip batches and label batches in the order they were applied; with `after` (a
+    snapshot's last label batch and clip batch), only those that came after it. Labels
+    applied before their batch mark was written (a crash) are grouped `max_apply_batch` at
+    a time."""
+    last_labels, last_clips = after or (0, 0)
+    clip_batches: dict[int, list[ClipRecord]] = {}
+    for clip in logged.clips:
+        if clip.batch > last_clips:
+            clip_batches.setdefault(clip.batch, []).append(clip)
+    pending_clips = deque(sorted(clip_batches.values(), key=lambda b: (b[0].after_seq, b[0].batch)))
+    # a snapshot is written after its batches' marks (the writer commits in order): a label
+    # without a mark, or with a later one, came after the snapshot
+    labels = sorted(
+        (
+            j
+            for j in logged.judgments
+            if j.seq is not None and (j.batch is None or j.batch > last_labels)
+        ),
+        key=lambda j: j.seq or 0,
+    )
+    batches: list[list[JudgmentRecord]] = []
+    for judgment in labels:
+        recorded = (
+            judgment.batch is not None and batches and batches[-1][-1].batch == judgment.batch
+        )
+        unbatched_run = (
+            judgment.batch is None
+            and batches
+            and batches[-1][-1].batch is None
+            and len(batches[-1]) < max_apply_batch
+        )
+        if recorded or unbatched_run:
+            batches[-1].append(judgment)
+        else:
+            batches.append([judgment])
+    out: list[Step] = []
+    for batch in batches:
+        while pending_clips and pending_clips[0][0].after_seq < (batch[0].seq or 0):
+            out.append(clip_batch(pending_clips.popleft(), has_criteria))
+        out.append([engine_judgment(j) for j in batch])
+    out.extend(clip_batch(b, has_criteria) for b in pending_clips)
+    return out
+
+
+def clip_batch(batch: Sequence[ClipLike], has_criteria: bool) -> ClipBatch:
+    """A clip batch as the engine takes it (no scores when the campaign has no criteria)."""
+    return ClipBatch(
+        [list(c.scores) for c in batch] if has_criteria else None,
+        [c.context for c in batch],
+        [c.group for c in batch],
+    )
+
+
+def engine_judgment(record: JudgmentRecord) -> Judgment:
+    """A stored label as the engine's `Judgment`."""
+    question = question_of(record.first, record.second)
+    answer = record.level if record.second == NO_SECOND else Outcome(record.outcome)
+    return Judgment(record.rater_id, question, answer)
+
+
+__all__ = ["clip_batch", "engine_judgment", "read", "snapshot_record", "steps", "take_snapshot"]

@@ -1,0 +1,144 @@
+"""Snapshots: a restart loads the latest snapshot and replays only the labels after it, to the
+same state as a replay of the whole log; a snapshot of another format, or one that does not
+load, is refused for a full replay; a campaign still loading answers 503 with Retry-After."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import time
+from dataclasses import replace
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import text
+
+from api.app import create_app
+from api.db import make_engine
+from api.settings import Settings
+from tests.api.conftest import ADMIN, clip_batch, make_party
+from tests.api.test_restart import _close, _reads
+
+SNAPSHOT_EVERY = 5
+N_LABELS = 23
+
+
+def _metric(client: TestClient, name: str, **labels: str) -> float:
+    """A counter's value from /metrics (0 when it was never counted)."""
+    text_ = client.get("/metrics", headers=ADMIN).text
+    shown = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    found = re.search(rf"^{name}\{{{re.escape(shown)}\}} (\S+)$", text_, re.MULTILINE)
+    return 0.0 if found is None else float(found.group(1))
+
+
+def _rated(settings: Settings) -> tuple[int, tuple[dict, dict, dict]]:
+    """A campaign with N_LABELS labels and a clip batch after the first snapshot; its reads."""
+    with TestClient(app=create_app(settings)) as client:
+        party = make_party(client, n_clips=6, n_raters=3, groups=2, emoji_levels=5)
+        for step in range(N_LABELS + 1):
+            if step == 12:
+                more = {"clips": clip_batch(3, start=6, groups=2)}
+                added = client.post(f"/v1/campaigns/{party.id}/clips", json=more, headers=ADMIN)
+                assert added.status_code == 201
+            rater = step % 3
+            shown = client.post(
+                f"/v1/campaigns/{party.id}/assignments", headers=party.rater(rater)
+            ).json()["assignment"]
+            body = {"level": step % 5} if shown["kind"] == "rating" else {"choice": "left"}
+            if step == 7:
+                body = {"choice": "skip"} if shown["kind"] == "pair" else body
+            judged = client.post(
+                f"/v1/assignments/{shown['id']}/judgment", json=body, headers=party.rater(rater)
+            )
+            assert judged.status_code == 201
+        reads = _reads(client, party.id)
+        assert reads[0]["n_judgments"] in (N_LABELS, N_LABELS + 1)
+        # reads apply every label; the snapshot after the last full SNAPSHOT_EVERY is written
+        deadline = time.monotonic() + 10
+        while _metric(client, "ratingparty_snapshots_total", event="written") < 2:
+            assert time.monotonic() < deadline, "no snapshot was written"
+            time.sleep(0.05)
+    return party.id, reads
+
+
+def _sql(settings: Settings, statement: str, **params: object) -> list[tuple]:
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(text(statement), params)
+            return [tuple(r) for r in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_restart_replays_only_the_tail_to_the_state_of_a_full_replay(settings: Settings) -> None:
+    settings = replace(settings, snapshot_every=SNAPSHOT_EVERY)
+    cid, before = _rated(settings)
+    n_labels = before[0]["n_judgments"]
+    ((labels_in_snapshot,),) = _sql(
+        settings, "SELECT labels FROM campaign_snapshot WHERE campaign_id = :c", c=cid
+    )
+    assert labels_in_snapshot % SNAPSHOT_EVERY < SNAPSHOT_EVERY and labels_in_snapshot >= 15
+
+    with TestClient(app=create_app(settings)) as client:
+        from_snapshot = _reads(client, cid)
+        assert _metric(client, "ratingparty_snapshots_total", event="loaded") == 1
+        assert _metric(client, "ratingparty_replayed_labels_total", start="snapshot") == (
+            n_labels - labels_in_snapshot
+        )
+        assert _metric(client, "ratingparty_replayed_labels_total", start="log") == 0
+
+    # snapshots off: the whole log is replayed, to the same state
+    with TestClient(app=create_app(replace(settings, snapshot_every=0))) as client:
+        full = _reads(client, cid)
+        assert _metric(client, "ratingparty_replayed_labels_total", start="log") == n_labels
+    _close(from_snapshot, full)
+    _close(before, full)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tamper", ["format", "data"])
+def test_a_snapshot_of_another_format_or_that_does_not_load_is_refused(
+    settings: Settings, tamper: str
+) -> None:
+    settings = replace(settings, snapshot_every=SNAPSHOT_EVERY)
+    cid, before = _rated(settings)
+    if tamper == "format":
+        _sql(settings, "UPDATE campaign_snapshot SET format = 'v0 from elsewhere'")
+    else:  # a pickle that would run a command if it were unpickled without restriction
+        hostile = pickle.dumps(_Hostile())
+        _sql(settings, "UPDATE campaign_snapshot SET data = :d", d=hostile)
+    with TestClient(app=create_app(settings)) as client:
+        after = _reads(client, cid)
+        assert _metric(client, "ratingparty_snapshots_total", event="refused") == 1
+        assert (
+            _metric(client, "ratingparty_replayed_labels_total", start="log")
+            == (before[0]["n_judgments"])
+        )
+    _close(before, after)
+    assert not _sql(settings, "SELECT 1 FROM campaign WHERE name = 'hacked'")
+
+
+class _Hostile:
+    def __reduce__(self) -> tuple:
+        return (exec, ("raise SystemExit('unpickled a hostile snapshot')",))
+
+
+def test_a_request_meeting_its_campaign_loading_gets_503_with_retry_after(
+    settings: Settings,
+) -> None:
+    with TestClient(app=create_app(settings)) as client:
+        party = make_party(client, n_clips=4, n_raters=1)
+    with TestClient(app=create_app(replace(settings, load_wait_s=0.0))) as client:
+        first = client.get(f"/v1/campaigns/{party.id}/leaderboard", headers=ADMIN)
+        assert first.status_code == 503, first.text
+        assert first.headers["retry-after"] == "1"
+        assert "is loading" in first.json()["detail"]
+        deadline = time.monotonic() + 30
+        while (
+            answer := client.get(f"/v1/campaigns/{party.id}/leaderboard", headers=ADMIN)
+        ).status_code == 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert answer.status_code == 200 and len(answer.json()["clips"]) == 4
