@@ -64,13 +64,11 @@ from api.writer import Writer
 from engine import CampaignConfig, Judgment, Outcome, PriorScales, Task
 from engine.adapters import JOD_NOISE_SD
 from engine.questions import NO_SECOND, Question, question_of
+from engine.state import quality_prior
 
 log = logging.getLogger("ratingparty.api")
 T = TypeVar("T")
 
-# The simulator's fixed prior on the JOD scale (sim/campaigns.py explains the choice); api may
-# not import sim, so the three numbers are repeated here and stored with each campaign.
-PRIOR = PriorScales(weight_scale=1.0, context_scale=0.5, residual_scale=1.5)
 TIE_MARGIN = 0.5  # JOD: a third of a rater's noise sd, where real raters start saying "same"
 EMOJI_SPACING = 1.0  # JOD between neighbouring emoji thresholds (5 levels: -1.5 .. 1.5)
 LAPSE_PRIOR = (9.0, 1.0)  # keep probability ~ Beta(9, 1): most answers are meant
@@ -112,16 +110,17 @@ def engine_config(
 ) -> dict[str, Any]:
     """The engine settings a new campaign is created with, as JSON (stored with the campaign,
     so a later change of these defaults never changes how an old campaign replays)."""
+    prior = quality_prior(len(criteria))
     return {
         "criteria": list(criteria),
         "pair_scope": pair_scope,
         "tie_margin": TIE_MARGIN if ties else 0.0,
         "emoji_thresholds": emoji_thresholds(emoji_levels),
         "noise_sd": JOD_NOISE_SD,
-        "prior": {
-            "weight_scale": PRIOR.weight_scale,
-            "context_scale": PRIOR.context_scale,
-            "residual_scale": PRIOR.residual_scale,
+        "prior": {  # the engine's JOD-scale prior for these criteria, as the simulator's
+            "weight_scale": prior.weight_scale,
+            "context_scale": prior.context_scale,
+            "residual_scale": prior.residual_scale,
         },
         "lapse_prior": list(LAPSE_PRIOR),
         "learn_rater_noise": True,

@@ -18,6 +18,7 @@ E[s^2] = 1), so a clip with missing scores is not over-confident.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +50,28 @@ class PriorScales:
                 raise ValueError(f"{name} must be finite and >= 0, got {value}")
         if self.residual_scale == 0:
             raise ValueError("residual_scale must be > 0: every clip needs some own variance")
+
+
+QUALITY_SD = 1.5  # JOD: a typical spread of clip quality in a JOD study
+REWARD_MODEL_SHARE = 0.5  # share of the quality's prior variance given to the criteria
+
+
+def quality_prior(
+    n_criteria: int, quality_sd: float = QUALITY_SD, share: float = REWARD_MODEL_SHARE
+) -> PriorScales:
+    """Scales under which a clip's quality has prior sd `quality_sd` in all (MATH.md §1, on the
+    JOD scale): `K (w^2 + (w/2)^2) = share sd^2` for the K weights and context offsets (sd
+    w/2), the rest residual. The total matters more than the split: information gain asks
+    close pairs, which say little about the distance between far-apart clips, so under
+    adaptive designs the prior's total sets the posterior's scale
+    (benchmarks/results/calibration.md)."""
+    if not (quality_sd > 0 and math.isfinite(quality_sd)) or not 0 <= share < 1:
+        raise ValueError(f"need quality_sd > 0 and 0 <= share < 1, got {quality_sd}, {share}")
+    if n_criteria == 0:
+        return PriorScales(weight_scale=0.0, context_scale=0.0, residual_scale=quality_sd)
+    weight = quality_sd * math.sqrt(share / (1.25 * n_criteria))
+    residual = quality_sd * math.sqrt(1 - share)
+    return PriorScales(weight_scale=weight, context_scale=weight / 2, residual_scale=residual)
 
 
 @dataclass(frozen=True)
@@ -215,4 +238,12 @@ def add_items(
     return Posterior(mean, cov, n + n_new, n_criteria, posterior.n_contexts)
 
 
-__all__ = ["Posterior", "PriorScales", "add_contexts", "add_items", "empty_posterior"]
+__all__ = [
+    "QUALITY_SD",
+    "Posterior",
+    "PriorScales",
+    "add_contexts",
+    "add_items",
+    "empty_posterior",
+    "quality_prior",
+]

@@ -21,24 +21,12 @@ over-spreads (benchmarks/results/posterior_spread.md).
 
 from __future__ import annotations
 
-import math
-
 from engine import Campaign, CampaignConfig, PriorScales, SelectionOptions
 from engine.adapters import JOD_NOISE_SD
+from engine.state import QUALITY_SD, quality_prior
 from sim.worlds import Problem
 
-QUALITY_SD = 1.5  # JOD: the prior sd of a clip's quality, reward-model part and residual
-REWARD_MODEL_SHARE = 0.5  # share of that variance the prior gives the criteria
-
-
-def prior_scales(n_criteria: int, quality_sd: float = QUALITY_SD) -> PriorScales:
-    """Scales under which a clip's quality has prior sd `quality_sd` in all:
-    `K (w^2 + (w/2)^2) = share sd^2` for the weights and context offsets, the rest residual."""
-    if n_criteria == 0:
-        return PriorScales(weight_scale=0.0, context_scale=0.0, residual_scale=quality_sd)
-    weight = quality_sd * math.sqrt(REWARD_MODEL_SHARE / (1.25 * n_criteria))
-    residual = quality_sd * math.sqrt(1 - REWARD_MODEL_SHARE)
-    return PriorScales(weight_scale=weight, context_scale=weight / 2, residual_scale=residual)
+prior_scales = quality_prior  # the engine's JOD-scale prior, which the service uses too
 
 
 # The simulator's earlier scales, kept for benchmarks that measure what they did.

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from engine import Campaign, CampaignConfig
 from engine.blocks import Layout, border_layout, theta_layout
+from engine.state import quality_prior
 
 
 @given(st.integers(0, 50), st.integers(0, 6), st.integers(0, 5))
@@ -46,3 +47,16 @@ def test_the_dense_posterior_reads_its_weights_by_name() -> None:
     assert posterior.weight_index().tolist() == [5, 6]
     assert posterior.context_weight_index(torch.tensor([1])).tolist() == [[9, 10]]
     assert posterior.layout["context:1"].positions().tolist() == [9, 10]
+
+
+@given(st.integers(0, 12), st.floats(0.1, 5.0), st.floats(0.0, 0.9))
+def test_the_quality_prior_has_the_stated_total(n_criteria: int, sd: float, share: float) -> None:
+    """A clip with standardised scores (E s^2 = 1 per criterion) has prior quality variance
+    K (w^2 + c^2) + tau^2 = sd^2 under `quality_prior`, share of it from the criteria."""
+    prior = quality_prior(n_criteria, sd, share)
+    explained = n_criteria * (prior.weight_scale**2 + prior.context_scale**2)
+    assert explained + prior.residual_scale**2 == pytest.approx(sd**2)
+    if n_criteria:
+        assert explained == pytest.approx(share * sd**2)
+    with pytest.raises(ValueError):
+        quality_prior(n_criteria, 0.0)
