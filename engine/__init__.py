@@ -29,7 +29,7 @@ from engine.selection import (
     select_rating,
 )
 from engine.state import Posterior, PriorScales, add_contexts, add_items, empty_posterior
-from engine.stopping import CampaignDone, Progress, Targets, TargetStatus
+from engine.stopping import CampaignDone, Progress, Targets, TargetStatus, tau_quantile
 from engine.summaries import (
     ClipSummary,
     WeightSummary,
@@ -101,6 +101,7 @@ __all__ = [
     "select_rating",
     "summarise_clips",
     "summarise_weights",
+    "tau_quantile",
     "update",
     "update_with_evidence",
     "weight_explained_variance",

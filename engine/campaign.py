@@ -44,7 +44,16 @@ from engine.selection import (
     SelectionOptions,
 )
 from engine.state import Posterior, PriorScales
-from engine.stopping import INTERVAL_LEVEL, CampaignDone, Progress, Targets, progress
+from engine.stopping import (
+    INTERVAL_LEVEL,
+    TAU_SAMPLES,
+    TAU_SEED,
+    CampaignDone,
+    Progress,
+    Targets,
+    progress,
+    tau_quantile,
+)
 from engine.summaries import ClipSummary, WeightSummary, probability_positive
 from engine.tasks import Task, TaskBook
 from engine.update import Events, interval_events
@@ -92,8 +101,9 @@ class CampaignConfig:
             across prompts, approximately (each prompt independent of the others given the
             weights, docs/MATH.md §6): pair_scope="any" past the dense form's limit, with
             candidates from neighbours in posterior-mean order (engine.neighbours).
-        targets: when the campaign is done (engine.stopping): an expected Kendall tau to
-            reach and/or a largest 90 % interval width to get below; once every target set
+        targets: when the campaign is done (engine.stopping): a Kendall tau to reach, in
+            expectation or with a posterior probability (`Targets.confidence`), and/or a
+            largest 90 % interval width to get below; once every target set
             is met, `next_tasks`, `next_pairs` and `next_rating` raise `CampaignDone`.
     """
 
@@ -218,6 +228,9 @@ class Campaign:
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
         self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
+        # the last progress under the state it was read from: every request checks it, and a
+        # quantile target's draws cost O(samples x pairs in scope)
+        self._progress_cache: tuple[tuple[object, ...], Progress] | None = None
 
     # clips ------------------------------------------------------------------------------------
 
@@ -560,12 +573,22 @@ class Campaign:
         """Where the campaign stands against its targets (engine.stopping): each target set,
         its current value and the distance still to go, and whether all are met."""
         targets = self.config.targets
-        tau = self.expected_kendall_tau() if targets.kendall_tau is not None else None
+        key = (len(self._history), self._history.label_count, self.n_items, targets)
+        if self._progress_cache is not None and self._progress_cache[0] == key:
+            return self._progress_cache[1]
+        tau = None
+        if targets.kendall_tau is not None and targets.confidence is None:
+            tau = self.expected_kendall_tau()
+        elif targets.kendall_tau is not None and targets.confidence is not None:
+            generator = torch.Generator(self.device).manual_seed(TAU_SEED)
+            tau = tau_quantile(self.kendall_tau_draws(TAU_SAMPLES, generator), targets.confidence)
         width = None
         if targets.interval_width is not None:
             board = self.leaderboard(INTERVAL_LEVEL)
             width = float((board.upper - board.lower).max()) if self.n_items else 0.0
-        return progress(targets, tau, width, self._history.label_count)
+        status = progress(targets, tau, width, self._history.label_count)
+        self._progress_cache = (key, status)
+        return status
 
     def set_targets(self, targets: Targets) -> None:
         """Replace the stopping targets (raise them to reopen a done campaign)."""
@@ -782,6 +805,21 @@ class Campaign:
         mean order and the truth, over the pairs in scope (engine.summaries)."""
         groups = self.groups if self.config.pair_scope == "group" else None
         return self._form.expected_kendall_tau(groups)
+
+    def kendall_tau_draws(self, n_samples: int, generator: torch.Generator) -> Tensor:
+        """(n_samples,) Kendall tau between posterior draws of the qualities and the posterior
+        mean order, over the pairs `expected_kendall_tau` reads: its distribution, of which
+        the mean estimates `expected_kendall_tau` (engine.summaries.sampled_kendall_tau).
+
+        Args:
+            n_samples: how many draws.
+            generator: the source of the draws (on the campaign's device).
+
+        Returns:
+            (n_samples,) taus; NaN when no pair is in scope.
+        """
+        groups = self.groups if self.config.pair_scope == "group" else None
+        return self._form.kendall_tau_draws(groups, n_samples, generator)
 
     def probability_better(self, first: int, second: int) -> float:
         """`P(f_first > f_second)` under the posterior."""

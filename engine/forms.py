@@ -9,7 +9,7 @@ through the same methods and never reads a covariance itself; `FORMS` is the reg
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
@@ -40,6 +40,7 @@ from engine.summaries import (
     expected_kendall_tau,
     expected_tau_of_pairs,
     pair_marginal,
+    sampled_kendall_tau,
     summarise_border,
     summarise_clips,
     summarise_moments,
@@ -55,6 +56,8 @@ PendingTask = tuple[int, int, int, float]  # (task id, first, second or -1, nois
 SCREEN_TOLERANCE = 0.02
 SCREEN_DIRTY_LIMIT = 4096
 KEPT_SCREENS = 4  # rater noises with a kept screen (learned noise gives each rater its own)
+# draws x (clips or pairs) per chunk of a sampled Kendall tau: ~32 MiB of float64
+TAU_CHUNK_ELEMENTS = 2**22
 
 
 class PosteriorForm(Protocol):
@@ -94,6 +97,13 @@ class PosteriorForm(Protocol):
     def weights(self) -> WeightSummary: ...
 
     def expected_kendall_tau(self, groups: Tensor | None) -> float: ...
+
+    def kendall_tau_draws(
+        self, groups: Tensor | None, n_samples: int, generator: torch.Generator
+    ) -> Tensor:
+        """(n_samples,) Kendall tau between posterior draws and the posterior mean order, over
+        the pairs `expected_kendall_tau` reads (engine.summaries.sampled_kendall_tau)."""
+        ...
 
     def forget_shrink(self) -> None:
         """Pending tasks' noise changed: a kept believer shrink no longer holds."""
@@ -205,6 +215,24 @@ class DenseForm:
 
     def expected_kendall_tau(self, groups: Tensor | None) -> float:
         return expected_kendall_tau(self.posterior, groups)
+
+    def kendall_tau_draws(
+        self, groups: Tensor | None, n_samples: int, generator: torch.Generator
+    ) -> Tensor:
+        mean, cov = self.posterior.item_mean, self.posterior.item_cov
+        if groups is None:
+            first, second = torch.triu_indices(*cov.shape, 1, device=mean.device)
+        else:
+            first, second = scope_pairs(groups.to(mean.device))
+        factor = torch.linalg.cholesky(cov) if mean.numel() else cov
+
+        def sample(count: int) -> Tensor:
+            noise = torch.randn(
+                count, mean.numel(), generator=generator, dtype=mean.dtype, device=mean.device
+            )
+            return mean + noise @ factor.T
+
+        return _tau_draws(sample, mean, first, second, n_samples)
 
     def forget_shrink(self) -> None:
         self._shrink_cache = None
@@ -407,6 +435,24 @@ class BlockForm:
         mu, var = self.posterior.pair_moments(first, second)
         return expected_tau_of_pairs(mu, var)
 
+    def kendall_tau_draws(
+        self, groups: Tensor | None, n_samples: int, generator: torch.Generator
+    ) -> Tensor:
+        first, second = scope_pairs(self.posterior.group if groups is None else groups)
+        return self._tau_draws(first, second, n_samples, generator)
+
+    def _tau_draws(
+        self, first: Tensor, second: Tensor, n_samples: int, generator: torch.Generator
+    ) -> Tensor:
+        mean, _ = self.posterior.item_moments()
+        return _tau_draws(
+            lambda count: self.posterior.sample_items(count, generator),
+            mean,
+            first,
+            second,
+            n_samples,
+        )
+
     def forget_shrink(self) -> None:
         self._shrink_cache = None
 
@@ -493,6 +539,14 @@ class FactorisedForm(BlockForm):
         mu, var = self.posterior.pair_moments(first, second)
         return expected_tau_of_pairs(mu, var)
 
+    def kendall_tau_draws(
+        self, groups: Tensor | None, n_samples: int, generator: torch.Generator
+    ) -> Tensor:
+        if groups is not None:
+            return super().kendall_tau_draws(groups, n_samples, generator)
+        first, second = sampled_pairs(self.posterior.n_items, self.posterior.group.device)
+        return self._tau_draws(first, second, n_samples, generator)
+
     def select_pairs(
         self,
         pending: Sequence[PendingTask],
@@ -507,6 +561,25 @@ class FactorisedForm(BlockForm):
             pending=_pending(pending, self.posterior.offset),
             shrink=self._shrink(pending, request.pair_cuts, request.level_cuts),
         )
+
+
+def _tau_draws(
+    sample: Callable[[int], Tensor],
+    mean: Tensor,
+    first: Tensor,
+    second: Tensor,
+    n_samples: int,
+) -> Tensor:
+    """(n_samples,) `sampled_kendall_tau` of `sample(count)`'s (count, n) draws, drawn in
+    chunks of about TAU_CHUNK_ELEMENTS so memory stays bounded for large campaigns."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    step = max(1, TAU_CHUNK_ELEMENTS // max(mean.numel(), first.numel(), 1))
+    taus = [
+        sampled_kendall_tau(sample(min(step, n_samples - start)), mean, first, second)
+        for start in range(0, n_samples, step)
+    ]
+    return torch.cat(taus)
 
 
 TAU_SAMPLE_PAIRS = 2**20  # past this many pairs in scope, E[tau] is estimated from a sample

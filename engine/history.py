@@ -75,5 +75,9 @@ class History:
     def __iter__(self) -> Iterator[Entry]:
         return iter(self._entries)
 
+    def __len__(self) -> int:
+        """Entries so far: every change of the posterior adds one."""
+        return len(self._entries)
+
 
 __all__ = ["ClipsAdded", "Entry", "History", "Refine", "Refit"]

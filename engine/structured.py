@@ -629,6 +629,47 @@ class GroupedPosterior:
         weight = joint.through @ joint.where.embedded.T
         return joint.mean, 0.5 * (cov + cov.T), weight
 
+    def sample_items(self, n_samples: int, generator: torch.Generator) -> Tensor:
+        """(n_samples, n) draws of the clips' qualities from the posterior, in its conditional
+        form: `w ~ N(m_w, S_w)`, then `f_g | w ~ N(A_g w + b_g, P_g)` per group (MATH.md §6).
+
+        Args:
+            n_samples: how many joint draws.
+            generator: the source of every normal drawn (seed it for a repeatable draw).
+
+        Returns:
+            (n_samples, n) draws, clips in index order.
+
+        Raises:
+            torch.linalg.LinAlgError: S_w or a group's P_g is not positive definite.
+        """
+        like = self.weight_mean
+        n_weights = self.n_weights
+        weights = like.new_zeros(n_samples, n_weights)
+        if n_weights:
+            noise = torch.randn(
+                n_samples, n_weights, generator=generator, dtype=like.dtype, device=like.device
+            )
+            factor = torch.linalg.cholesky(self.weight_cov)
+            weights = self.weight_mean + noise @ factor.T  # n_samples x D
+        size = self.members.shape[1]
+        # slots past a group's size hold zeros; a unit variance there keeps the factor defined,
+        # and the draws in those slots are never read
+        padding = torch.diag_embed((self.members < 0).to(like.dtype))  # G x M x M
+        factors = torch.linalg.cholesky(self.within + padding)
+        local = self.local_index(self.group_context.clamp_min(0))  # G x 2K
+        loads = torch.einsum("gmk,sgk->sgm", self.load, weights[:, local])  # S x G x M
+        noise = torch.randn(
+            n_samples,
+            self.n_groups,
+            size,
+            generator=generator,
+            dtype=like.dtype,
+            device=like.device,
+        )
+        draws = loads + self.offset + torch.einsum("gmj,sgj->sgm", factors, noise)
+        return draws.reshape(n_samples, -1)[:, self.group * size + self.slot]
+
     def weight_moments(self) -> tuple[Tensor, Tensor]:
         """The border: `(m_w, S_w)` over the D weights."""
         return self.weight_mean.clone(), self.weight_cov.clone()

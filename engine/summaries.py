@@ -173,6 +173,25 @@ def expected_tau_of_pairs(mu: Tensor, var: Tensor) -> float:
     return float(torch.abs(2.0 * probability_positive(mu, var) - 1.0).mean())
 
 
+def sampled_kendall_tau(draws: Tensor, mean: Tensor, first: Tensor, second: Tensor) -> Tensor:
+    """Kendall tau between each draw and the posterior mean order, over the listed pairs:
+    `tau_s = mean_pairs sign(m_i - m_j) sign(f_si - f_sj)`. Its mean over draws estimates
+    `expected_kendall_tau` (the same pairs); its spread is what a quantile target reads.
+
+    Args:
+        draws: (S, n) draws of the clips' qualities.
+        mean: (n,) the posterior mean whose order is judged.
+        first, second: (P,) the pairs in scope.
+
+    Returns:
+        (S,) one tau per draw; NaN when no pair is listed.
+    """
+    if first.numel() == 0:
+        return draws.new_full((draws.shape[0],), math.nan)
+    order = torch.sign(mean[first] - mean[second])  # P
+    return (torch.sign(draws[:, first] - draws[:, second]) * order).mean(1)
+
+
 def credible_halfwidth(sd: Tensor, level: float) -> Tensor:
     """`z_{(1 + level)/2} sd`, the half-width of a central Gaussian interval."""
     return sd * float(norm.ppf(0.5 + level / 2))
@@ -188,6 +207,7 @@ __all__ = [
     "predict_pair",
     "probability_better",
     "probability_positive",
+    "sampled_kendall_tau",
     "summarise_border",
     "summarise_clips",
     "summarise_moments",

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from engine import (
     Campaign,
@@ -14,6 +15,7 @@ from engine import (
     CampaignDone,
     NoEligibleTaskError,
     Targets,
+    tau_quantile,
 )
 
 SEED = 0
@@ -117,3 +119,120 @@ def test_replay_keeps_the_targets_and_the_verdict() -> None:
     assert fresh.progress() == campaign.progress()
     with pytest.raises(CampaignDone):
         fresh.next_pairs()
+
+
+# the quantile target: P(tau >= t) >= confidence under the posterior ---------------------------
+
+N_DRAWS = 4000  # draws for the engine's own estimates in these tests
+ORACLE_DRAWS = 200_000  # numpy draws of the brute-force oracle
+
+
+def _grouped(structure: str) -> Campaign:
+    """Nine clips with two criteria in three prompts, labelled by the engine's choices."""
+    config = CampaignConfig(
+        criteria=("alignment", "fineness"), pair_scope="group", structure=structure
+    )
+    campaign = Campaign(config, device="cpu")
+    rng = np.random.default_rng(SEED)
+    scores = rng.normal(size=(9, 2)).tolist()
+    groups = [f"p{k % 3}" for k in range(9)]
+    campaign.add_clips(scores, groups=groups, contexts=["c"] * 9)
+    truth = rng.normal(size=9)
+    for _ in range(25):
+        task = campaign.next_pairs(repeat_pairs=True)[0]
+        better = truth[task.first] - truth[task.second] + rng.standard_normal() > 0
+        campaign.observe_pair(task.first, task.second, "win" if better else "loss", task_id=task.id)
+    return campaign
+
+
+def _oracle_taus(campaign: Campaign, groups: np.ndarray | None) -> np.ndarray:
+    """Brute force with numpy: draws from the dense posterior's clip marginal, Kendall tau of
+    each against the posterior mean order, pair by pair in Python."""
+    posterior = campaign.posterior
+    mean = posterior.item_mean.numpy()
+    cov = posterior.item_cov.numpy()
+    draws = np.random.default_rng(SEED + 1).multivariate_normal(mean, cov, size=ORACLE_DRAWS)
+    n = mean.size
+    pairs = [
+        (i, j)
+        for i in range(n)
+        for j in range(i + 1, n)
+        if groups is None or groups[i] == groups[j]
+    ]
+    total = np.zeros(ORACLE_DRAWS)
+    for i, j in pairs:
+        total += np.sign(mean[i] - mean[j]) * np.sign(draws[:, i] - draws[:, j])
+    return total / len(pairs)
+
+
+def test_confidence_is_validated() -> None:
+    with pytest.raises(ValueError, match="confidence"):
+        Targets(kendall_tau=0.8, confidence=1.0)
+    with pytest.raises(ValueError, match="confidence"):
+        Targets(kendall_tau=0.8, confidence=0.0)
+    with pytest.raises(ValueError, match="needs a Kendall tau"):
+        Targets(confidence=0.9)
+
+
+def test_tau_quantile_is_the_share_of_draws_turned_round() -> None:
+    # tau_quantile(d, c) >= t exactly when a share >= c of the draws reach t
+    rng = np.random.default_rng(SEED)
+    for _ in range(200):
+        draws = torch.from_numpy(rng.integers(-3, 4, size=int(rng.integers(1, 30))) / 3.0)
+        confidence = float(rng.uniform(0.01, 0.99))
+        for target in np.arange(-1.0, 1.01, 1 / 3):
+            share = float((draws >= target - 1e-12).double().mean())
+            assert (tau_quantile(draws, confidence) >= target - 1e-12) == (share >= confidence)
+    assert tau_quantile(torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5]), 0.8) == 0.2
+
+
+@pytest.mark.parametrize("structure", ["dense", "blocks"])
+def test_sampled_tau_averages_to_the_expected_tau(structure: str) -> None:
+    # closed form: E[sign(m_i - m_j) sign(f_i - f_j)] = |2 P(f_i > f_j) - 1|
+    campaign = _grouped(structure)
+    draws = campaign.kendall_tau_draws(N_DRAWS, torch.Generator().manual_seed(SEED))
+    assert draws.shape == (N_DRAWS,)
+    error = float(draws.std()) / math.sqrt(N_DRAWS)
+    assert abs(float(draws.mean()) - campaign.expected_kendall_tau()) < 4 * error
+
+
+@pytest.mark.parametrize("structure", ["dense", "blocks"])
+def test_quantile_matches_brute_force_monte_carlo(structure: str) -> None:
+    campaign = _grouped(structure)
+    oracle = _oracle_taus(campaign, campaign.groups.numpy())
+    engine = campaign.kendall_tau_draws(N_DRAWS, torch.Generator().manual_seed(SEED)).numpy()
+    for target in (0.2, 0.5, 0.8):
+        share, reference = (engine >= target).mean(), (oracle >= target).mean()
+        assert abs(share - reference) < 4 * math.sqrt(reference * (1 - reference) / N_DRAWS) + 1e-3
+    # the campaign's verdict is the oracle's wherever the oracle is clear of the confidence
+    for target in np.arange(0.05, 1.0, 0.1):
+        reference = float((oracle >= target).mean())
+        if abs(reference - 0.9) < 0.03:
+            continue
+        campaign.set_targets(Targets(kendall_tau=float(target), confidence=0.9))
+        (status,) = campaign.progress().targets
+        assert status.name == "kendall_tau_quantile"
+        assert status.met == (reference >= 0.9)
+
+
+def test_quantile_target_is_stricter_than_the_expected_tau() -> None:
+    campaign = _labelled(Targets())
+    expected = campaign.expected_kendall_tau()
+    campaign.set_targets(Targets(kendall_tau=expected - 1e-6))
+    assert campaign.progress().done
+    campaign.set_targets(Targets(kendall_tau=expected - 1e-6, confidence=0.9))
+    (status,) = campaign.progress().targets
+    assert not status.met and status.value < expected and status.distance > 0
+    assert campaign.next_pairs()
+    # a low enough target is met with 90 % posterior probability, and stops the campaign
+    campaign.set_targets(Targets(kendall_tau=status.value, confidence=0.9))
+    assert campaign.progress().done
+    with pytest.raises(CampaignDone, match="kendall_tau_quantile"):
+        campaign.next_pairs()
+
+
+def test_replay_keeps_the_quantile_verdict() -> None:
+    campaign = _labelled(Targets(kendall_tau=0.3, confidence=0.9))
+    fresh = campaign.replay()
+    assert fresh.config.targets == campaign.config.targets
+    assert fresh.progress() == campaign.progress()

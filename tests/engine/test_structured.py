@@ -256,3 +256,26 @@ def test_float32_smoke():
     mean, var = structured.item_moments()
     assert mean.dtype == torch.float32 and bool(torch.isfinite(var).all())
     assert bool((var > 0).all())
+
+
+SAMPLE_DRAWS = 50_000
+
+
+@pytest.mark.parametrize("n_criteria", [0, 2])
+def test_draws_have_the_dense_moments(n_criteria):
+    """`sample_items` draws from the same Gaussian as `to_dense` (mean and covariance within
+    Monte Carlo error), groups of unequal size included."""
+    world = World(3, n_criteria, 3, 2)
+    scores, context, group = world.clips(10, 3)
+    structured = grouped_prior(scores, context, group, 2, world.prior)
+    structured.observe(world.events(group, 20, lapses=False))
+    dense = structured.to_dense()
+    draws = structured.sample_items(SAMPLE_DRAWS, torch.Generator().manual_seed(0))
+    assert draws.shape == (SAMPLE_DRAWS, structured.n_items)
+    sd = torch.diagonal(dense.item_cov).sqrt()
+    assert torch.all((draws.mean(0) - dense.item_mean).abs() < 5 * sd / math.sqrt(SAMPLE_DRAWS))
+    # covariance entries: Monte Carlo sd is at most sd_i sd_j sqrt(2 / N)
+    bound = 5 * torch.outer(sd, sd) * math.sqrt(2 / SAMPLE_DRAWS)
+    assert torch.all((torch.cov(draws.T) - dense.item_cov).abs() < bound)
+    again = structured.sample_items(SAMPLE_DRAWS, torch.Generator().manual_seed(0))
+    assert torch.equal(draws, again)
