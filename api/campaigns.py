@@ -65,6 +65,7 @@ from engine import CampaignConfig, Judgment, Outcome, PriorScales, Task
 from engine.adapters import JOD_NOISE_SD
 from engine.questions import NO_SECOND, Question, question_of
 from engine.state import quality_prior
+from engine.stopping import Targets
 
 log = logging.getLogger("ratingparty.api")
 T = TypeVar("T")
@@ -92,6 +93,8 @@ LEASE_LOST = (
 
 
 ACTIVE, PAUSED, CLOSED = "active", "paused", "closed"
+# not a stored state: what an assignment request answers while every stopping target is met
+DONE = "done"
 _STATE_MESSAGES = {
     PAUSED: "campaign {id} is paused: no new tasks until the operator resumes it",
     CLOSED: "campaign {id} is closed: it hands out no more tasks",
@@ -149,7 +152,25 @@ def build_config(stored: dict[str, Any]) -> CampaignConfig:
         noise_sd=float(stored["noise_sd"]),
         lapse_prior=None if lapse is None else (float(lapse[0]), float(lapse[1])),
         learn_rater_noise=bool(stored["learn_rater_noise"]),
+        targets=stored_targets(stored),
     )
+
+
+def stored_targets(stored: dict[str, Any]) -> Targets:
+    """The stopping targets of a stored `engine_config`: its optional "targets" object
+    (`Targets` keywords), absent in campaigns created before targets existed, which then
+    replay as they always did (no target: never done)."""
+    return Targets(**stored.get("targets", {}))
+
+
+def _target_values(targets: Targets) -> dict[str, float]:
+    """`Targets` as the keywords that build it (the unset ones left out)."""
+    values = {
+        "kendall_tau": targets.kendall_tau,
+        "confidence": targets.confidence,
+        "interval_width": targets.interval_width,
+    }
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def epoch(moment: datetime) -> float:
@@ -354,6 +375,9 @@ class CampaignRuntime:
         self._last_demand = -math.inf  # when a rater last asked for a task (monotonic)
         self._demand_rate = 0.0  # assignment requests per second, smoothed over DEMAND_WINDOW_S
         self._exhausted = False  # no task at all in scope (until clips are added)
+        # why the latest choice for a rater found nothing because every stopping target is
+        # met (None: it was not that); read by the request that made the choice
+        self._done_reason: str | None = None
         # the last refill found nothing the raters asking lately have not judged (until the
         # next label is applied or a rater's own choice)
         self._spent = False
@@ -520,8 +544,9 @@ class CampaignRuntime:
 
     # hand-out ---------------------------------------------------------------------------------
 
-    async def assign(self, rater: RaterState) -> tuple[AssignmentState | None, str | None]:
-        """The next task for `rater`, as an open assignment, or (None, why) when none is left.
+    async def assign(self, rater: RaterState) -> tuple[AssignmentState | None, str | None, str]:
+        """The next task for `rater`, as an open assignment, or (None, why) when none is left,
+        with the state to report: the campaign's, or `DONE` when its targets are met.
 
         Raises:
             TooManyOpen: the rater already holds `max_open_assignments`.
@@ -537,7 +562,11 @@ class CampaignRuntime:
         self._last_demand = now
         rater.last_asked = now
         if self.record.state != ACTIVE:
-            return None, _STATE_MESSAGES[self.record.state].format(id=self.record.id)
+            return (
+                None,
+                _STATE_MESSAGES[self.record.state].format(id=self.record.id),
+                self.record.state,
+            )
         if len(rater.open) >= self.settings.max_open_assignments:
             raise TooManyOpen(
                 detail=f"rater {rater.id} already holds {len(rater.open)} open assignments "
@@ -565,7 +594,9 @@ class CampaignRuntime:
                     chosen.add_done_callback(lambda done: self._abandon(rater, done))
                     raise
                 if task is None:
-                    return None, self._nothing_left(rater)
+                    if self._done_reason is not None:
+                        return None, self._done_reason, DONE
+                    return None, self._nothing_left(rater), self.record.state
                 break
             changed = self._queue_changed
             self._waiting += 1
@@ -579,7 +610,7 @@ class CampaignRuntime:
         # the database write must finish even if the client goes away: otherwise the task
         # would stay pending in the engine with no assignment to ever release it
         handing_out = self._track(asyncio.ensure_future(self._hand_out(rater, task)))
-        return await asyncio.shield(handing_out), None
+        return await asyncio.shield(handing_out), None, self.record.state
 
     def _take(self, rater: RaterState) -> Task | None:
         """The next task of `rater`'s reserve, else the first queued task they may answer,
@@ -704,6 +735,10 @@ class CampaignRuntime:
             )
             self._spent = False
             if not tasks:
+                # the engine answers "nothing" alike for a rater who judged everything and
+                # for a campaign whose targets are met: ask which (its progress is cached)
+                status = await self._run("progress")
+                self._done_reason = status["reason"] if status["done"] else None
                 return None
             self._reserves.setdefault(rater.id, deque()).extend(tasks)
             mine = self._take_reserved(rater)
@@ -1073,6 +1108,7 @@ class CampaignRuntime:
             raise Unavailable(detail="the database did not store the change; retry") from error
         ratings_before = self.record.emoji_levels is not None
         limit_before = self.record.skip_limit
+        targets_before = stored_targets(self.record.engine_config)
         self.record = record
         if closing:
             self._withdraw(open_ids, f"campaign {record.id} was closed")
@@ -1084,6 +1120,11 @@ class CampaignRuntime:
             or record.skip_limit != limit_before
         ):
             await self._send_bars()
+        targets = stored_targets(record.engine_config)
+        if targets != targets_before:
+            # on the live engine: the check reads the posterior at each choice, so nothing
+            # else changes (the flags below let the refills ask the engine again)
+            await self.call(lambda: self._run("set_targets", _target_values(targets)), fresh=False)
         self._exhausted = self._spent = False
         self._wake.set()
         return record
@@ -1365,6 +1406,11 @@ class CampaignRuntime:
         """Global and per-context criterion weights: mean, sd and central `level` interval."""
         return await self._cached("weights", level)
 
+    async def progress(self) -> dict[str, Any]:
+        """Where the posterior stands against the stopping targets (`CampaignEngine.progress`),
+        after every acknowledged label."""
+        return await self.call(lambda: self._run("progress"))
+
     async def rater_stats(self) -> RaterStats:
         """Per registered rater: (noise sd, keep probability, P(random clicker), flagged)."""
         ids = list(self.raters)
@@ -1604,6 +1650,8 @@ class CampaignRuntime:
             self.n_applied += len(batch)
             self._spent = False
             self._version += 1
+            if stored_targets(self.record.engine_config).any:
+                await self._drop_if_done()
             seqs = [label.seq for label in batch]
             self._writer.submit(self.fenced(store.mark_batch(self.record.id, seqs, batch_no)))
             every = self.settings.snapshot_every
@@ -1616,6 +1664,21 @@ class CampaignRuntime:
                 )
 
         return applied()
+
+    async def _drop_if_done(self) -> None:
+        """Once every stopping target is met, give back the tasks chosen ahead: they were
+        chosen before, and handing them out would ask for labels the campaign no longer
+        needs (the next choice says why there is none)."""
+        status = await self._submit("progress")
+        if not status["done"]:
+            return
+        self._to_release.extend(entry.task.id for entry in self._queue)
+        self._queue = deque()
+        for reserve in self._reserves.values():
+            self._to_release.extend(task.id for task in reserve)
+        self._reserves.clear()
+        self._exhausted = True
+        self._wake.set()
 
     def _start_refill(self, version: int) -> Awaitable[None]:
         """Send a choice of more tasks ahead (held as pending for no rater in particular),

@@ -42,6 +42,7 @@ import torch
 
 from api import snapshots
 from engine import Campaign, CampaignConfig, Judgment, NoEligibleTaskError, Task
+from engine.stopping import Targets
 
 log = logging.getLogger("ratingparty.api")
 
@@ -98,6 +99,9 @@ class CampaignEngine:
 
     def __init__(self, config: CampaignConfig, device: str | None) -> None:
         self.campaign = Campaign(config, device=device)
+        # the stopping targets are the service's setting, not the snapshot's: one taken before
+        # a change of targets must not bring the old ones back
+        self._targets = config.targets
         # barred for every rater by the operator or by repeated skips (see `bar`)
         self._clips: list[int] = []
         self._pairs: list[tuple[int, int]] = []
@@ -130,6 +134,7 @@ class CampaignEngine:
             self.campaign = snapshots.load(data, self.campaign)
         except ValueError as error:
             return str(error)
+        self.campaign.set_targets(self._targets)
         return None
 
     def replay(self, steps: Sequence[ClipBatch | list[Judgment]]) -> None:
@@ -174,6 +179,31 @@ class CampaignEngine:
             )
         except NoEligibleTaskError:
             return []
+
+    def set_targets(self, targets: dict[str, float]) -> None:
+        """Replace the campaign's stopping targets (`Targets` keywords; empty: none)."""
+        self._targets = Targets(**targets)
+        self.campaign.set_targets(self._targets)
+
+    def progress(self) -> dict[str, Any]:
+        """`Campaign.progress` as plain data (it crosses the process boundary): `done`,
+        `reason`, and per target its name, target, value, distance and whether it is met."""
+        status = self.campaign.progress()
+        return {
+            "done": status.done,
+            "reason": status.reason,
+            "labels": status.labels,
+            "targets": [
+                {
+                    "name": t.name,
+                    "target": t.target,
+                    "value": t.value,
+                    "distance": t.distance,
+                    "met": t.met,
+                }
+                for t in status.targets
+            ],
+        }
 
     def replace(
         self, stale_id: int, forbidden_pairs: Sequence[tuple[int, int]] = ()

@@ -33,6 +33,17 @@ class _Input(Struct, forbid_unknown_fields=True, kw_only=True):
 # requests -----------------------------------------------------------------------------------
 
 
+class TargetsIn(_Input):
+    """When a campaign is done (engine.stopping.Targets): an expected Kendall tau to reach,
+    or with `confidence` c one reached with posterior probability c, and/or a widest central
+    90 % interval of a clip's quality to get below. While every target set is met, an
+    assignment request answers `state: "done"`; raise a target to reopen it."""
+
+    kendall_tau: Annotated[float, Meta(gt=0, le=1)] | None = None
+    confidence: Annotated[float, Meta(gt=0, lt=1)] | None = None
+    interval_width: Annotated[float, Meta(gt=0)] | None = None
+
+
 class CampaignCreate(_Input):
     """`POST /v1/campaigns`."""
 
@@ -43,6 +54,7 @@ class CampaignCreate(_Input):
     emoji_levels: Annotated[int, Meta(ge=2, le=MAX_EMOJI_LEVELS)] | None = None
     lease_seconds: Annotated[float, Meta(gt=0, le=MAX_LEASE_SECONDS)] = 120.0
     skip_limit: SkipLimit = 3
+    targets: TargetsIn | None = None
 
 
 class CampaignUpdate(_Input):
@@ -55,6 +67,7 @@ class CampaignUpdate(_Input):
     emoji_levels: Annotated[int, Meta(ge=2, le=MAX_EMOJI_LEVELS)] | UnsetType | None = UNSET
     pair_scope: Literal["group", "any"] | UnsetType = UNSET
     skip_limit: SkipLimit | UnsetType = UNSET
+    targets: TargetsIn | UnsetType | None = UNSET  # null: no target (never done)
     ties: bool | UnsetType = UNSET
     criteria: Annotated[list[Criterion], Meta(max_length=MAX_CRITERIA)] | UnsetType | None = UNSET
 
@@ -99,6 +112,7 @@ class ImportIn(_Input):
 
 
 INPUTS: tuple[type[Struct], ...] = (
+    TargetsIn,
     CampaignCreate,
     CampaignUpdate,
     ClipIn,
@@ -170,7 +184,9 @@ class Assignment(Struct, kw_only=True):
 class AssignmentOut(Struct, kw_only=True):
     assignment: Assignment | None
     message: str | None
-    state: str  # the campaign's: active, paused or closed (then assignment is null)
+    # the campaign's: active, paused or closed (then assignment is null), or done (null too:
+    # every stopping target is met; message says by how much)
+    state: str
 
 
 class JudgmentOut(Struct, kw_only=True):
@@ -295,8 +311,19 @@ class ProgressPoint(Struct, kw_only=True):
     at: datetime
 
 
+class TargetStatus(Struct, kw_only=True):
+    name: str  # expected_kendall_tau | kendall_tau_quantile | interval_width
+    target: float
+    value: float | None  # None when undefined (no pair in scope)
+    distance: float | None  # still to go (0 when met; None when undefined)
+    met: bool
+
+
 class Progress(Struct, kw_only=True):
     points: list[ProgressPoint]
+    targets: list[TargetStatus]  # one per target set (empty: none set)
+    done: bool  # every target set is met (False when none is set)
+    reason: str
 
 
 class Error(Struct, kw_only=True):
@@ -352,6 +379,8 @@ __all__ = [
     "SkipFlags",
     "SkippedClip",
     "SkippedTask",
+    "TargetStatus",
+    "TargetsIn",
     "Weight",
     "Weights",
 ]

@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any
 
 import httpx
+import msgspec
 from anyio import to_thread
 from msgspec import UNSET
 from sqlalchemy import Connection, Engine, text
@@ -59,6 +60,7 @@ from api.store import CampaignRecord
 from api.writer import Writer
 from engine import DEFAULT_CRITERIA
 from engine.questions import NO_SECOND
+from engine.stopping import Targets
 
 log = logging.getLogger("ratingparty.api")
 FORWARD_TIMEOUT_S = 60.0  # a forwarded assignment may wait for its engine (assign_timeout_s)
@@ -253,6 +255,8 @@ class Service:
             "skip_limit": body.skip_limit,
             "engine_config": engine_config(criteria, body.pair_scope, body.ties, body.emoji_levels),
         }
+        if body.targets is not None:
+            values["engine_config"]["targets"] = _targets(body.targets)
         record = await self.writer.run(store.insert_campaign(values))
         return _campaign_view(record, (0, 0, 0))
 
@@ -326,6 +330,13 @@ class Service:
         if body.skip_limit is not UNSET:
             values["skip_limit"] = body.skip_limit
         config = dict(record.engine_config)
+        if body.targets is not UNSET:
+            # an absent key is no target: how campaigns created before targets are stored
+            config.pop("targets", None)
+            if body.targets is not None:
+                config["targets"] = _targets(body.targets)
+            if config.get("targets") != record.engine_config.get("targets"):
+                values["engine_config"] = config  # applied to the live engine by the runtime
         new_scope = record.pair_scope if body.pair_scope is UNSET else body.pair_scope
         new_levels = record.emoji_levels if body.emoji_levels is UNSET else body.emoji_levels
         values["pair_scope"], values["emoji_levels"] = new_scope, new_levels
@@ -619,11 +630,9 @@ class Service:
         """The rater's next assignment, or a message saying why there is none."""
         runtime, rater = await self.rater(token, campaign_id)
         self._active(rater)
-        state, message = await runtime.assign(rater)
+        state, message, campaign_state = await runtime.assign(rater)
         if state is None:
-            return schemas.AssignmentOut(
-                assignment=None, message=message, state=runtime.record.state
-            )
+            return schemas.AssignmentOut(assignment=None, message=message, state=campaign_state)
         record = runtime.record
         if state.is_pair:
             choices = ["left", "right", *(["tie"] if record.ties else []), "skip"]
@@ -745,14 +754,28 @@ class Service:
         return schemas.Raters(raters=out)
 
     async def progress(self, campaign_id: int) -> schemas.Progress:
-        """The recorded labels vs expected Kendall tau points."""
-        await self.runtime(campaign_id)
+        """The recorded labels vs expected Kendall tau points, and where the posterior stands
+        against the campaign's stopping targets (after every acknowledged label)."""
+        runtime = await self.runtime(campaign_id)
+        status = await runtime.progress()
         points = await to_thread.run_sync(store.progress_points, self.engine, campaign_id)
         return schemas.Progress(
             points=[
                 schemas.ProgressPoint(labels=labels, expected_kendall_tau=tau, at=as_utc(at))
                 for labels, tau, at in points
-            ]
+            ],
+            targets=[
+                schemas.TargetStatus(
+                    name=t["name"],
+                    target=t["target"],
+                    value=_finite(t["value"]),
+                    distance=_finite(t["distance"]),
+                    met=t["met"],
+                )
+                for t in status["targets"]
+            ],
+            done=status["done"],
+            reason=status["reason"],
         )
 
     async def export(self, campaign_id: int, kind: ExportKind, fmt: ExportFormat) -> str:
@@ -763,6 +786,26 @@ class Service:
 
 
 # views and validation -----------------------------------------------------------------------
+
+
+def _targets(body: schemas.TargetsIn) -> dict[str, float]:
+    """The stored form of a request's targets (the set ones), checked as the engine will
+    read them.
+
+    Raises:
+        BadRequest: a combination `Targets` refuses (a confidence without a Kendall tau).
+    """
+    values = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None}
+    try:
+        Targets(**values)
+    except ValueError as error:
+        raise BadRequest(detail=f"targets: {error}") from None
+    return values
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN or infinity: an undefined read-out is null."""
+    return value if math.isfinite(value) else None
 
 
 def _nothing(connection: Connection) -> None:

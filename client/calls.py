@@ -261,8 +261,9 @@ def create_campaign(
     ties: bool,
     emoji_levels: int | None,
     lease_seconds: float,
+    targets: Mapping[str, float] | None = None,
 ) -> Call[models.Campaign]:
-    body = {
+    body: dict[str, Any] = {
         "name": name,
         "criteria": criteria,
         "pair_scope": pair_scope,
@@ -270,6 +271,8 @@ def create_campaign(
         "emoji_levels": emoji_levels,
         "lease_seconds": lease_seconds,
     }
+    if targets is not None:
+        body["targets"] = dict(targets)
     return Call("POST", "/v1/campaigns", "admin", _as(models.Campaign), body, retry=UNSENT_ONLY)
 
 

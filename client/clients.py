@@ -133,8 +133,10 @@ class Client:
         ties: bool = True,
         emoji_levels: int | None = None,
         lease_seconds: float = 120.0,
+        targets: dict[str, float] | None = None,
     ) -> models.Campaign:
-        """A new campaign (criteria default to the service's five reward-model criteria)."""
+        """A new campaign (criteria default to the service's five reward-model criteria);
+        `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done."""
         return self.run(
             calls.create_campaign(
                 name,
@@ -143,6 +145,7 @@ class Client:
                 ties=ties,
                 emoji_levels=emoji_levels,
                 lease_seconds=lease_seconds,
+                targets=targets,
             )
         )
 
@@ -177,7 +180,8 @@ class Client:
 
     def update_campaign(self, campaign_id: int, **changes: Any) -> models.Campaign:
         """Change settings: `name`, `lease_seconds`, `emoji_levels` (None: rating tasks off),
-        `pair_scope` (no label yet), `skip_limit`; a `Conflict` says why one cannot change."""
+        `pair_scope` (no label yet), `skip_limit`, `targets` (None: never done); a `Conflict`
+        says why one cannot change."""
         return self.run(calls.update_campaign(campaign_id, changes))
 
     def change_state(self, campaign_id: int, action: StateAction) -> models.Campaign:
@@ -329,8 +333,10 @@ class AsyncClient:
         ties: bool = True,
         emoji_levels: int | None = None,
         lease_seconds: float = 120.0,
+        targets: dict[str, float] | None = None,
     ) -> models.Campaign:
-        """A new campaign (criteria default to the service's five reward-model criteria)."""
+        """A new campaign (criteria default to the service's five reward-model criteria);
+        `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done."""
         return await self.run(
             calls.create_campaign(
                 name,
@@ -339,6 +345,7 @@ class AsyncClient:
                 ties=ties,
                 emoji_levels=emoji_levels,
                 lease_seconds=lease_seconds,
+                targets=targets,
             )
         )
 
@@ -387,7 +394,8 @@ class AsyncClient:
 
     async def update_campaign(self, campaign_id: int, **changes: Any) -> models.Campaign:
         """Change settings: `name`, `lease_seconds`, `emoji_levels` (None: rating tasks off),
-        `pair_scope` (no label yet), `skip_limit`; a `Conflict` says why one cannot change."""
+        `pair_scope` (no label yet), `skip_limit`, `targets` (None: never done); a `Conflict`
+        says why one cannot change."""
         return await self.run(calls.update_campaign(campaign_id, changes))
 
     async def change_state(self, campaign_id: int, action: StateAction) -> models.Campaign:
