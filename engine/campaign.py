@@ -41,6 +41,7 @@ from engine.selection import (
     PairChoice,
     PairRequest,
     RatingChoice,
+    RatingRequest,
     SelectionOptions,
 )
 from engine.state import Posterior, PriorScales
@@ -680,8 +681,7 @@ class Campaign:
         self._check_not_done()
         if self.level_cuts is None:
             raise NoEligibleTaskError("this campaign has no emoji scale")
-        choice = self._form.select_rating(
-            self._pending_tasks(),
+        request = RatingRequest(
             noise_var=self.noise_sd(rater) ** 2,
             level_cuts=self.level_cuts,
             pair_cuts=self.pair_cuts,
@@ -690,6 +690,7 @@ class Campaign:
             options=self.config.selection,
             generator=generator,
         )
+        choice = self._form.select_rating(self._pending_tasks(), request)
         return self._task(rater, Level(choice.item), choice, hold)
 
     def next_task(

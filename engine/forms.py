@@ -25,6 +25,7 @@ from engine.selection import (
     PairRequest,
     Pending,
     RatingChoice,
+    RatingRequest,
     SelectionOptions,
     Shrink,
     believer_shrink,
@@ -121,16 +122,7 @@ class PosteriorForm(Protocol):
         ...
 
     def select_rating(
-        self,
-        pending: Sequence[PendingTask],
-        *,
-        noise_var: float,
-        level_cuts: Tensor,
-        pair_cuts: Tensor,
-        keep: float,
-        excluded_items: Tensor,
-        options: SelectionOptions,
-        generator: torch.Generator | None,
+        self, pending: Sequence[PendingTask], request: RatingRequest
     ) -> RatingChoice: ...
 
     def dense(self) -> Posterior:
@@ -307,29 +299,12 @@ class DenseForm:
             self._shrink_cache = (self.posterior, (*before, *ids), self._batch_shrink)
             self._batch_shrink = None
 
-    def select_rating(
-        self,
-        pending: Sequence[PendingTask],
-        *,
-        noise_var: float,
-        level_cuts: Tensor,
-        pair_cuts: Tensor,
-        keep: float,
-        excluded_items: Tensor,
-        options: SelectionOptions,
-        generator: torch.Generator | None,
-    ) -> RatingChoice:
+    def select_rating(self, pending: Sequence[PendingTask], request: RatingRequest) -> RatingChoice:
         return select_rating(
             self.posterior,
-            noise_var=noise_var,
-            level_cuts=level_cuts,
-            pair_cuts=pair_cuts,
-            keep=keep,
-            excluded_items=excluded_items,
+            **request.keywords(),
             pending=_pending(pending, self.posterior.mean),
-            options=options,
-            generator=generator,
-            shrink=self._shrink(pending, pair_cuts, level_cuts),
+            shrink=self._shrink(pending, request.pair_cuts, request.level_cuts),
         )
 
     def dense(self) -> Posterior:
@@ -488,29 +463,12 @@ class BlockForm:
     def note_batch(self, before: Sequence[int], ids: Sequence[int]) -> None:
         """Nothing to keep."""
 
-    def select_rating(
-        self,
-        pending: Sequence[PendingTask],
-        *,
-        noise_var: float,
-        level_cuts: Tensor,
-        pair_cuts: Tensor,
-        keep: float,
-        excluded_items: Tensor,
-        options: SelectionOptions,
-        generator: torch.Generator | None,
-    ) -> RatingChoice:
+    def select_rating(self, pending: Sequence[PendingTask], request: RatingRequest) -> RatingChoice:
         return select_block_rating(
             self.posterior,
-            noise_var=noise_var,
-            level_cuts=level_cuts,
-            pair_cuts=pair_cuts,
-            keep=keep,
-            excluded_items=excluded_items,
+            **request.keywords(),
             pending=_pending(pending, self.posterior.offset),
-            options=options,
-            generator=generator,
-            shrink=self._shrink(pending, pair_cuts, level_cuts),
+            shrink=self._shrink(pending, request.pair_cuts, request.level_cuts),
         )
 
     def dense(self) -> Posterior:

@@ -442,6 +442,24 @@ class PairRequest:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+@dataclass(frozen=True)
+class RatingRequest:
+    """One rater's request for an emoji rating (MATH.md §3): who answers (noise variance and
+    keep probability), the level and outcome cuts, the clips not to offer, how to choose."""
+
+    noise_var: float
+    level_cuts: Tensor
+    pair_cuts: Tensor
+    keep: float = 1.0
+    excluded_items: Tensor | None = None
+    options: SelectionOptions = field(default_factory=SelectionOptions)
+    generator: torch.Generator | None = None
+
+    def keywords(self) -> dict[str, object]:
+        """The request as the keyword arguments of `select_rating`."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
 def select_pair_batch(
     posterior: Posterior,
     *,
@@ -783,6 +801,7 @@ __all__ = [
     "PairRequest",
     "Pending",
     "RatingChoice",
+    "RatingRequest",
     "SelectionOptions",
     "Shrink",
     "allowed_items",
