@@ -142,7 +142,7 @@ class GroupScreen:
         size = posterior.members.shape[1]
         first_slot, second_slot = torch.triu_indices(size, size, 1, device=posterior.group.device)
         best, radius = [], []
-        factors = posterior.local_factors().to(SCREEN_DTYPE) if posterior.n_criteria else None
+        factors = posterior.local_factors().to(SCREEN_DTYPE) if posterior.n_local else None
         for groups in posterior.group_chunks():
             score, members = _score_groups(
                 posterior, groups, None, noise_var, None, None, factors, screen
@@ -190,7 +190,7 @@ class GroupScreen:
         """(by R^2, by R): a clean group's slack is `R^2 by_cov + R by_mean + rounding`; the
         context that drifted most stands for all, a looser bound that spares a gather over
         every group on each call."""
-        if posterior.n_criteria == 0:
+        if posterior.n_local == 0:
             return 0.0, 0.0
         by_mean, by_cov = self._drift(posterior)
         return float(by_cov.max()), float(by_mean.max())
@@ -215,7 +215,7 @@ class GroupScreen:
     def typical_slack(self, posterior: GroupedPosterior) -> float:
         """The slack of a group of median spread in the context that drifted most: when it
         passes the screening tolerance, the kept screen narrows little and is rebuilt."""
-        if posterior.n_criteria == 0:
+        if posterior.n_local == 0:
             return 0.0
         by_mean, by_cov = self._drift(posterior)
         typical = by_mean * math.sqrt(self.typical_radius2) + by_cov * self.typical_radius2
@@ -269,7 +269,7 @@ def screen_block_pairs(
     kept_second: list[Tensor] = []
 
     local_factors = None
-    if posterior.n_criteria:
+    if posterior.n_local:
         local_factors = posterior.local_factors(shrink).to(SCREEN_DTYPE)
 
     floor = [0.0]  # the n_keep-th best score kept so far; 0 while fewer are kept

@@ -1,11 +1,13 @@
 """theta's named parameter blocks: where each block lives, in both posterior forms.
 
 theta is a list of named blocks (docs/MATH.md §1, §6): the clip qualities, then the border that
-every clip shares, the global criterion weights and one offset block per context. The dense
-form keeps theta = [quality | border] (`theta_layout`); the block form keeps the qualities by
-prompt and the border as its weight vector w (`border_layout`). Read-outs and tests name a
-block instead of computing offsets, so a block added to the border here (a side bias,
-prompt-feature gates) moves every position that follows it in one place.
+every clip shares: the global criterion weights, one offset block per context, then the extra
+blocks a campaign asks for (`Extra`: a side bias, ...), which clip priors do not load on and
+which questions load on through the border part of their direction (engine.update.Events).
+The dense form keeps theta = [quality | border] (`theta_layout`); the block form keeps the
+qualities by prompt and the border as its weight vector w (`border_layout`). Read-outs and
+tests name a block instead of computing offsets, so a block added to the border moves every
+position that follows it in one place.
 """
 
 from __future__ import annotations
@@ -87,24 +89,47 @@ class Layout:
         return name in self.names
 
 
-def border_layout(n_criteria: int, n_contexts: int, start: int = 0) -> Layout:
-    """The shared blocks: the global weights (K), then each context's offsets (K each)."""
+Extra = tuple[tuple[str, int], ...]  # the extra border blocks, (name, size) in order
+
+
+def border_layout(n_criteria: int, n_contexts: int, start: int = 0, extra: Extra = ()) -> Layout:
+    """The shared blocks: the global weights (K), each context's offsets (K each), then the
+    extra blocks in order."""
     sizes = [(WEIGHTS, n_criteria), *((context_block(c), n_criteria) for c in range(n_contexts))]
-    return Layout.of(sizes, start)
+    return Layout.of([*sizes, *extra], start)
 
 
-def theta_layout(n_items: int, n_criteria: int, n_contexts: int) -> Layout:
+def theta_layout(n_items: int, n_criteria: int, n_contexts: int, extra: Extra = ()) -> Layout:
     """The dense form's theta: the clip qualities (n), then the border."""
-    border = border_layout(n_criteria, n_contexts, start=n_items)
+    border = border_layout(n_criteria, n_contexts, start=n_items, extra=extra)
     return Layout((Block(QUALITY, 0, n_items), *border.blocks))
+
+
+def grown(extra: Extra, name: str, n_new: int) -> tuple[Extra, int]:
+    """`extra` with block `name` grown by `n_new` (appended at the end when new), and the
+    offset, from the first extra block's start, where the new coordinates go."""
+    if n_new < 0:
+        raise ValueError(f"n_new must be >= 0, got {n_new}")
+    names = [n for n, _ in extra]
+    if name in (QUALITY, WEIGHTS) or name.startswith("context:"):
+        raise ValueError(f"{name!r} is not an extra border block")
+    if name not in names:
+        return (*extra, (name, n_new)), sum(size for _, size in extra)
+    at = names.index(name)
+    offset = sum(size for _, size in extra[: at + 1])
+    blocks = list(extra)
+    blocks[at] = (name, extra[at][1] + n_new)
+    return tuple(blocks), offset
 
 
 __all__ = [
     "QUALITY",
     "WEIGHTS",
     "Block",
+    "Extra",
     "Layout",
     "border_layout",
     "context_block",
+    "grown",
     "theta_layout",
 ]

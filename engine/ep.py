@@ -16,15 +16,14 @@ Williams (2006), §3.6, for the site algebra.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from torch import Tensor
 
 from engine.likelihoods import LIKELIHOODS
-from engine.questions import NO_SECOND
 from engine.state import Posterior
-from engine.update import Events, event_items, event_moments
+from engine.update import BorderPart, Events, along, event_items, event_moments, theta_part
 
 if TYPE_CHECKING:
     from engine.structured import GroupedPosterior
@@ -54,33 +53,46 @@ class Refinement:
 
 class SiteTarget(Protocol):
     """A Gaussian that EP moves by rank-1 steps along event directions a = e_i - e_j (or e_i
-    when j = -1): the dense posterior here, `engine.structured.GroupedPosterior` in block form."""
+    when j = -1) plus a border part: the dense posterior here,
+    `engine.structured.GroupedPosterior` in block form."""
 
-    def marginal(self, i: int, j: int) -> tuple[float, float]:
+    @property
+    def n_weights(self) -> int:
+        """The border's size: what an event's border part may index."""
+        ...
+
+    def marginal(self, i: int, j: int, border: BorderPart | None = None) -> tuple[float, float]:
         """`(a.m, a.S.a)` of the event direction."""
         ...
 
-    def rank_one(self, i: int, j: int, alpha: float, beta: float) -> None:
+    def rank_one(
+        self, i: int, j: int, alpha: float, beta: float, border: BorderPart | None = None
+    ) -> None:
         """`m += alpha S a`, `S += beta (S a)(S a)'` for the direction last passed to marginal."""
         ...
 
 
 class _DenseTarget:
-    """The dense posterior as a SiteTarget: S a is a difference of two columns of S."""
+    """The dense posterior as a SiteTarget: S a is a sum of a few columns of S."""
 
     def __init__(self, posterior: Posterior) -> None:
         self.mean, self.cov = posterior.mean.clone(), posterior.cov.clone()
+        self.n_items = posterior.n_items
         self._column = self.mean
 
-    def marginal(self, i: int, j: int) -> tuple[float, float]:
-        cov, mean = self.cov, self.mean
-        column = cov[:, i] - cov[:, j] if j != NO_SECOND else cov[:, i].clone()
-        self._column = column
-        m = float(mean[i] - mean[j]) if j != NO_SECOND else float(mean[i])
-        s = float(column[i] - column[j]) if j != NO_SECOND else float(column[i])
-        return m, s
+    @property
+    def n_weights(self) -> int:
+        return self.mean.shape[0] - self.n_items
 
-    def rank_one(self, i: int, j: int, alpha: float, beta: float) -> None:
+    def marginal(self, i: int, j: int, border: BorderPart | None = None) -> tuple[float, float]:
+        part = theta_part(border, self.n_items, self.mean)
+        column = along(self.cov.T, i, j, part)
+        self._column = column
+        return float(along(self.mean, i, j, part)), float(along(column, i, j, part))
+
+    def rank_one(
+        self, i: int, j: int, alpha: float, beta: float, border: BorderPart | None = None
+    ) -> None:
         self.mean.add_(self._column, alpha=alpha)
         self.cov.addr_(self._column, self._column, alpha=beta)
 
@@ -118,9 +130,7 @@ def ep_refine(
         tolerance=tolerance,
         likelihood=likelihood,
     )
-    posterior = Posterior(
-        target.mean, target.cov, prior.n_items, prior.n_criteria, prior.n_contexts
-    )
+    posterior = replace(prior, mean=target.mean, cov=target.cov)
     return Refinement(posterior, sites, sweeps, change)
 
 
@@ -148,6 +158,7 @@ def ep_sweeps(
         raise ValueError("max_sweeps must be >= 1")
     moment_function = LIKELIHOODS[likelihood]
     first, second = events.first.tolist(), events.second.tolist()
+    borders = events.border_parts(target.n_weights)
     count = len(events)
     like = events.lo
     tau = like.new_zeros(count)
@@ -157,7 +168,7 @@ def ep_sweeps(
         step = 1.0 if sweep == 0 else damping
         change = 0.0
         for b, (i, j) in enumerate(zip(first, second, strict=True)):
-            m, s = target.marginal(i, j)
+            m, s = target.marginal(i, j, borders[b])
             old_tau, old_nu = float(tau[b]), float(nu[b])
             cavity_precision = 1.0 / max(s, 1e-300) - old_tau
             if cavity_precision <= MIN_CAVITY_PRECISION:
@@ -182,7 +193,7 @@ def ep_sweeps(
             denominator = 1.0 + delta_tau * s
             # precision += delta_tau a a', shift += delta_nu a: a rank-1 change of (m, S)
             target.rank_one(
-                i, j, (delta_nu - delta_tau * m) / denominator, -delta_tau / denominator
+                i, j, (delta_nu - delta_tau * m) / denominator, -delta_tau / denominator, borders[b]
             )
             tau[b], nu[b] = new_tau, new_nu
             change = max(change, abs(delta_tau), abs(delta_nu))

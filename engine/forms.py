@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from engine.block_selection import GroupScreen, select_block_pairs, select_block_rating
+from engine.blocks import Layout, border_layout
 from engine.ep import Refinement, ep_refine
 from engine.neighbours import select_neighbour_pairs
 from engine.objectives import OBJECTIVES, outcome_probabilities
@@ -33,7 +34,14 @@ from engine.selection import (
     select_pair_batch,
     select_rating,
 )
-from engine.state import Posterior, PriorScales, add_contexts, add_items, empty_posterior
+from engine.state import (
+    Posterior,
+    PriorScales,
+    add_contexts,
+    add_items,
+    empty_posterior,
+    grow_block,
+)
 from engine.structured import BlockShrink, GroupedPosterior, block_shrink, refine_grouped
 from engine.summaries import (
     ClipSummary,
@@ -96,6 +104,16 @@ class PosteriorForm(Protocol):
     def leaderboard(self, level: float) -> ClipSummary: ...
 
     def weights(self) -> WeightSummary: ...
+
+    def border(self) -> tuple[Layout, Tensor, Tensor]:
+        """The border's named blocks (engine.blocks, from 0) and its mean and covariance."""
+        ...
+
+    def grow_block(self, name: str, variances: Tensor, local: bool = False) -> None:
+        """Grow the extra border block `name` by independent `N(0, variances)` coordinates
+        (engine.state.grow_block); `local`: among every group's local coordinates in block
+        form (GroupedPosterior.grow_block), where many questions load on it."""
+        ...
 
     def expected_kendall_tau(self, groups: Tensor | None) -> float: ...
 
@@ -204,6 +222,16 @@ class DenseForm:
 
     def weights(self) -> WeightSummary:
         return summarise_weights(self.posterior)
+
+    def border(self) -> tuple[Layout, Tensor, Tensor]:
+        posterior, n = self.posterior, self.posterior.n_items
+        layout = border_layout(posterior.n_criteria, posterior.n_contexts, extra=posterior.extra)
+        return layout, posterior.mean[n:], posterior.cov[n:, n:]
+
+    def grow_block(self, name: str, variances: Tensor, local: bool = False) -> None:
+        self.posterior = grow_block(self.posterior, name, variances)
+        self._shrink_cache = None
+        self._batch_shrink = None
 
     def expected_kendall_tau(self, groups: Tensor | None) -> float:
         return expected_kendall_tau(self.posterior, groups)
@@ -404,6 +432,13 @@ class BlockForm:
     def weights(self) -> WeightSummary:
         mean, cov = self.posterior.weight_moments()
         return summarise_border(mean, cov, self.posterior.n_criteria, self.posterior.n_contexts)
+
+    def border(self) -> tuple[Layout, Tensor, Tensor]:
+        mean, cov = self.posterior.weight_moments()
+        return self.posterior.blocks(), mean, cov
+
+    def grow_block(self, name: str, variances: Tensor, local: bool = False) -> None:
+        self.posterior.grow_block(name, variances, local)
 
     def expected_kendall_tau(self, groups: Tensor | None) -> float:
         first, second = scope_pairs(self.posterior.group if groups is None else groups)

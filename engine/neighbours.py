@@ -52,7 +52,7 @@ class _Moments:
         context = posterior.group_context[posterior.group]
         self.local = posterior.local_index(context)  # (n, 2K)
         through = self.rows.new_zeros(posterior.n_items, posterior.n_weights)
-        if posterior.n_criteria:
+        if posterior.n_local:
             for c in torch.unique(context).tolist():
                 clips = torch.nonzero(context == c).flatten()
                 block = posterior.weight_cov[self.local[clips[0]]]  # (2K, D): S_w's rows

@@ -19,12 +19,12 @@ E[s^2] = 1), so a clip with missing scores is not over-confident.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
-from engine.blocks import WEIGHTS, Layout, theta_layout
+from engine.blocks import WEIGHTS, Extra, Layout, context_block, grown, theta_layout
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,11 @@ class Posterior:
     """`theta ~ N(mean, cov)` in the layout above.
 
     Attributes:
-        mean: (P,) with P = n_items + n_criteria * (1 + n_contexts).
+        mean: (P,) with P = n_items + n_criteria * (1 + n_contexts) + the extra blocks' sizes.
         cov: (P, P) symmetric positive semi-definite.
         n_items, n_criteria, n_contexts: block sizes.
+        extra: the extra border blocks after the contexts, (name, size) in order
+            (engine.blocks; a side bias, ...).
     """
 
     mean: Tensor
@@ -89,6 +91,7 @@ class Posterior:
     n_items: int
     n_criteria: int
     n_contexts: int
+    extra: Extra = ()
 
     def __post_init__(self) -> None:
         size = self.layout.size
@@ -101,7 +104,7 @@ class Posterior:
     @property
     def layout(self) -> Layout:
         """theta's named blocks (engine.blocks): quality, weights, context:0, ..."""
-        return theta_layout(self.n_items, self.n_criteria, self.n_contexts)
+        return theta_layout(self.n_items, self.n_criteria, self.n_contexts, self.extra)
 
     def block(self, name: str) -> tuple[Tensor, Tensor]:
         """The named block's mean and covariance (views into mean and cov)."""
@@ -151,24 +154,46 @@ def empty_posterior(
 
 
 def add_contexts(posterior: Posterior, n_new: int, prior: PriorScales) -> Posterior:
-    """Append `n_new` context offset blocks, each `N(0, context_scale^2 I)` and independent."""
+    """Add `n_new` context offset blocks, each `N(0, context_scale^2 I)` and independent,
+    after the existing contexts (before any extra border block)."""
     if n_new < 0:
         raise ValueError(f"n_new must be >= 0, got {n_new}")
-    if n_new == 0 or posterior.n_criteria == 0:
-        return Posterior(
-            posterior.mean,
-            posterior.cov,
-            posterior.n_items,
-            posterior.n_criteria,
-            posterior.n_contexts + n_new,
-        )
-    extra = n_new * posterior.n_criteria
-    mean = torch.cat((posterior.mean, posterior.mean.new_zeros(extra)))
-    cov = torch.block_diag(posterior.cov, torch.eye(extra, dtype=mean.dtype, device=mean.device))
-    cov[-extra:, -extra:] *= prior.context_scale**2
-    return Posterior(
-        mean, cov, posterior.n_items, posterior.n_criteria, posterior.n_contexts + n_new
+    count = n_new * posterior.n_criteria
+    at = (
+        posterior.layout[context_block(posterior.n_contexts - 1)].stop
+        if posterior.n_contexts
+        else posterior.layout[WEIGHTS].stop
     )
+    variances = posterior.mean.new_full((count,), prior.context_scale**2)
+    mean, cov = _insert_independent(posterior.mean, posterior.cov, at, variances)
+    return replace(posterior, mean=mean, cov=cov, n_contexts=posterior.n_contexts + n_new)
+
+
+def grow_block(posterior: Posterior, name: str, variances: Tensor) -> Posterior:
+    """Grow the extra border block `name` (made at the end of the border when new) by
+    independent coordinates `N(0, variances)`: a side-bias block takes one per rater."""
+    extra, offset = grown(posterior.extra, name, variances.shape[0])
+    border = posterior.layout[WEIGHTS].start
+    at = border + posterior.n_criteria * (1 + posterior.n_contexts) + offset
+    mean, cov = _insert_independent(posterior.mean, posterior.cov, at, variances)
+    return replace(posterior, mean=mean, cov=cov, extra=extra)
+
+
+def _insert_independent(
+    mean: Tensor, cov: Tensor, at: int, variances: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(mean, cov) with independent zero-mean coordinates of the given variances inserted at
+    position `at`."""
+    count, size = variances.shape[0], mean.shape[0]
+    if count == 0:
+        return mean, cov
+    mean = torch.cat((mean[:at], mean.new_zeros(count), mean[at:]))
+    grown_cov = cov.new_zeros(size + count, size + count)
+    keep = torch.cat((torch.arange(at), torch.arange(at + count, size + count))).to(cov.device)
+    grown_cov[keep[:, None], keep[None, :]] = cov
+    new = torch.arange(at, at + count, device=cov.device)
+    grown_cov[new, new] = variances.to(cov)
+    return mean, grown_cov
 
 
 def add_items(
@@ -235,7 +260,7 @@ def add_items(
     cov[:size, size:] = cross.T
     cov[size:, size:] = 0.5 * (new_block + new_block.T)
     cov = cov[order][:, order]
-    return Posterior(mean, cov, n + n_new, n_criteria, posterior.n_contexts)
+    return replace(posterior, mean=mean, cov=cov, n_items=n + n_new)
 
 
 __all__ = [
@@ -245,5 +270,6 @@ __all__ = [
     "add_contexts",
     "add_items",
     "empty_posterior",
+    "grow_block",
     "quality_prior",
 ]

@@ -45,12 +45,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from engine.blocks import Layout, border_layout
+from engine.blocks import Extra, Layout, border_layout
 from engine.ep import TOLERANCE, Sites, ep_sweeps
 from engine.questions import NO_SECOND
 from engine.selection import Pending, shrink_coefficients
-from engine.state import Posterior, PriorScales, add_contexts, empty_posterior
-from engine.update import Events, event_moment_function
+from engine.state import Posterior, PriorScales, add_contexts, empty_posterior, grow_block
+from engine.update import BorderPart, Events, event_moment_function
 
 CHUNK_ELEMENTS = 2**18  # block entries per chunk of groups on a CPU: ~2 MiB of float64
 GPU_CHUNK_ELEMENTS = 2**24
@@ -127,12 +127,17 @@ class GroupedPosterior:
             raise ValueError(f"n_criteria must be >= 0, got {n_criteria}")
         self.n_criteria = n_criteria
         self.n_contexts = 0
+        self.extra: Extra = ()  # the extra border blocks after the contexts (engine.blocks)
+        # extra blocks among every group's local coordinates: a block that many questions
+        # load on, kept exact (its coupling with each group's clips is kept)
+        self.local_extra: tuple[str, ...] = ()
         weights = empty_posterior(n_criteria, prior, device=device, dtype=dtype)
         self.weight_mean, self.weight_cov = weights.mean, weights.cov
         like = self.weight_mean
         long = {"dtype": torch.long, "device": like.device}
         # per group, padded to the largest group M, by slot; 0 past the group's size
-        self.load = like.new_zeros(0, 1, 2 * n_criteria)  # (G, M, 2K): A_g in [global | own]
+        # (G, M, L): A_g in its local coordinates [global | own context | local extras]
+        self.load = like.new_zeros(0, 1, 2 * n_criteria)
         self.offset = like.new_zeros(0, 1)  # (G, M): b_g
         self.within = like.new_zeros(0, 1, 1)  # (G, M, M): P_g
         self.group = torch.zeros(0, **long)  # (n,)
@@ -157,20 +162,43 @@ class GroupedPosterior:
 
     @property
     def n_weights(self) -> int:
-        """D = K (1 + C): the border's size (`blocks().size`, without building the layout)."""
-        return self.n_criteria * (1 + self.n_contexts)
+        """D = K (1 + C) plus the extra blocks: the border's size (`blocks().size`, without
+        building the layout)."""
+        return self.n_criteria * (1 + self.n_contexts) + sum(size for _, size in self.extra)
 
     def blocks(self) -> Layout:
-        """The border's named blocks in w (engine.blocks): "weights", then "context:<c>"."""
-        return border_layout(self.n_criteria, self.n_contexts)
+        """The border's named blocks in w (engine.blocks): "weights", "context:<c>", extras."""
+        return border_layout(self.n_criteria, self.n_contexts, extra=self.extra)
+
+    def _border(self) -> Posterior:
+        """The border alone, as the dense form's Posterior over no clips."""
+        return Posterior(
+            self.weight_mean, self.weight_cov, 0, self.n_criteria, self.n_contexts, self.extra
+        )
+
+    def _set_border(self, border: Posterior) -> None:
+        self.weight_mean, self.weight_cov = border.mean, border.cov
+        self.n_contexts, self.extra = border.n_contexts, border.extra
+        self.version += 1
+
+    @property
+    def n_local(self) -> int:
+        """L = 2K plus the local extras' sizes: a group's local coordinates."""
+        return self.load.shape[-1]
 
     def local_index(self, context: Tensor) -> Tensor:
-        """(..., 2K) positions in w of the global block and the given contexts' blocks."""
+        """(..., L) positions in w of the global block, the given contexts' blocks and the
+        local extra blocks."""
         k = self.n_criteria
         own = torch.arange(k, device=context.device)
-        return torch.cat(
+        index = torch.cat(
             (own.expand(*context.shape, k), (k * (1 + context)).unsqueeze(-1) + own), -1
         )
+        if not self.local_extra:
+            return index
+        layout = self.blocks()
+        extra = torch.cat([layout[name].positions(context.device) for name in self.local_extra])
+        return torch.cat((index, extra.expand(*context.shape, extra.shape[0])), -1)
 
     @property
     def context(self) -> Tensor:
@@ -180,12 +208,21 @@ class GroupedPosterior:
     # growth -----------------------------------------------------------------------------------
 
     def add_contexts(self, n_new: int, prior: PriorScales) -> None:
-        """Append `n_new` context offset blocks, each `N(0, context_scale^2 I)`, independent."""
-        border = Posterior(self.weight_mean, self.weight_cov, 0, self.n_criteria, self.n_contexts)
-        border = add_contexts(border, n_new, prior)  # the dense form's border step, on w alone
-        self.weight_mean, self.weight_cov = border.mean, border.cov
-        self.n_contexts = border.n_contexts
-        self.version += 1
+        """Add `n_new` context offset blocks, each `N(0, context_scale^2 I)`, independent
+        (the dense form's border step, on w alone: clip rows of A follow, by context)."""
+        self._set_border(add_contexts(self._border(), n_new, prior))
+
+    def grow_block(self, name: str, variances: Tensor, local: bool = False) -> None:
+        """`engine.state.grow_block` on the border: no clip loads on an extra block a priori.
+        A `local` block joins every group's local coordinates (made in one step: it does
+        not grow later); the others are reached by the projected step."""
+        if name in self.local_extra:
+            raise ValueError(f"the local block {name!r} is made in one step")
+        self._set_border(grow_block(self._border(), name, variances))
+        if local:
+            self.local_extra = (*self.local_extra, name)
+            zeros = self.load.new_zeros(*self.load.shape[:2], variances.shape[0])
+            self.load = torch.cat((self.load, zeros), -1)
 
     def add_items(
         self, scores: Tensor, context: Tensor, group: Tensor, prior: PriorScales
@@ -249,9 +286,9 @@ class GroupedPosterior:
         filled = torch.where(missing, torch.zeros_like(scores), scores).to(dtype)
         second_moment = self.weight_mean[:k].square() + torch.diagonal(self.weight_cov)[:k]
         missing_var = (missing.to(dtype) * (second_moment + prior.context_scale**2)).sum(-1)
-        load = self.load.new_zeros(n_groups, width, 2 * k)
+        load = self.load.new_zeros(n_groups, width, self.n_local)
         load[:old_groups, :old_width] = self.load
-        load[group, slot] = torch.cat((filled, filled), -1)
+        load[group, slot, : 2 * k] = torch.cat((filled, filled), -1)  # none on local extras
         offset = self.offset.new_zeros(n_groups, width)
         offset[:old_groups, :old_width] = self.offset
         within = self.within.new_zeros(n_groups, width, width)
@@ -303,27 +340,45 @@ class GroupedPosterior:
             self._direction(i, j)  # raises the exact form's error
         return True
 
-    def _halves(self, i: int, j: int) -> tuple[list[tuple[int, int, int, Tensor]], Tensor]:
-        """For a pair across groups, a = e_i - e_j: per clip (group, size, slot, u = P a_g),
-        and r = A' a in the full weight coordinates."""
-        halves, r = [], self.weight_mean.new_zeros(self.n_weights)
-        for clip, sign in ((i, 1.0), (j, -1.0)):
-            g, slot = int(self.group[clip]), int(self.slot[clip])
+    def _parts(
+        self, i: int, j: int, border: BorderPart | None
+    ) -> tuple[list[tuple[int, int, Tensor, float, float]], Tensor]:
+        """For a = e_i - e_j (or e_i) plus a border part: per group touched (group, size,
+        u = P_g a_g, a_g . b_g, a_g . u), and r = A' a + c in the full weight coordinates."""
+        r = self.weight_mean.new_zeros(self.n_weights)
+        clips = [(i, 1.0)] if j == NO_SECOND else [(i, 1.0), (j, -1.0)]
+        by_group: dict[int, list[tuple[int, float]]] = {}
+        for clip, sign in clips:
+            by_group.setdefault(int(self.group[clip]), []).append((int(self.slot[clip]), sign))
+        parts = []
+        for g, slots in by_group.items():
             size = int(self.group_size[g])
-            halves.append((g, size, slot, self.within[g, :size, slot] * sign))
-            if self.n_criteria:
-                r.index_add_(0, self.local_index(self.group_context[g]), self.load[g, slot] * sign)
-        return halves, r
+            within, offset = self.within[g, :size], self.offset[g]
+            u = sum(within[:, slot] * sign for slot, sign in slots)
+            assert isinstance(u, Tensor)
+            load = sum(self.load[g, slot] * sign for slot, sign in slots)
+            if self.n_local:
+                r.index_add_(0, self.local_index(self.group_context[g]), load)
+            mean = sum(float(offset[slot]) * sign for slot, sign in slots)
+            var = sum(float(u[slot]) * sign for slot, sign in slots)
+            parts.append((g, size, u, mean, var))
+        if border is not None:
+            positions, coefficients = border
+            r.index_add_(
+                0,
+                torch.as_tensor(positions, dtype=torch.long, device=r.device),
+                r.new_tensor(coefficients),
+            )
+        return parts, r
 
-    def marginal(self, i: int, j: int = NO_SECOND) -> tuple[float, float]:
-        """`(E z, Var z)` for z = f_i - f_j, or z = f_i when j = -1."""
-        if self._across(i, j):
-            halves, r = self._halves(i, j)
-            mu = float(r @ self.weight_mean)
-            var = float(r @ self.weight_cov @ r)
-            for (g, _, slot, u), sign in zip(halves, (1.0, -1.0), strict=True):
-                mu += sign * float(self.offset[g, slot])
-                var += sign * float(u[slot])
+    def marginal(
+        self, i: int, j: int = NO_SECOND, border: BorderPart | None = None
+    ) -> tuple[float, float]:
+        """`(E z, Var z)` for z = f_i - f_j (or f_i when j = -1) plus the border part."""
+        if border is not None or self._across(i, j):
+            parts, r = self._parts(i, j, border)
+            mu = float(r @ self.weight_mean) + sum(p[3] for p in parts)
+            var = float(r @ self.weight_cov @ r) + sum(p[4] for p in parts)
             return mu, max(var, 0.0)
         g, _, si, sj, u, r, local, _, q = self._direction(i, j)
         offset = self.offset[g]
@@ -334,12 +389,15 @@ class GroupedPosterior:
             var -= float(u[sj])
         return mu, max(var, 0.0)
 
-    def rank_one(self, i: int, j: int, alpha: float, beta: float) -> None:
-        """`m += alpha S a`, `S += beta (S a)(S a)'` for a = e_i - e_j (or e_i when j = -1),
-        in conditional form (module docstring; docs/MATH.md §6); a pair across groups with
-        the projection that keeps each group's (w_L, f_g) marginal."""
-        if self._across(i, j):
-            self._rank_one_across(i, j, alpha, beta)
+    def rank_one(
+        self, i: int, j: int, alpha: float, beta: float, border: BorderPart | None = None
+    ) -> None:
+        """`m += alpha S a`, `S += beta (S a)(S a)'` for a = e_i - e_j (or e_i when j = -1)
+        plus the border part, in conditional form (module docstring; docs/MATH.md §6); a
+        direction off the groups' own weight blocks (a pair across groups, a border part on an
+        extra block) with the projection that keeps each group's (w_L, f_g) marginal."""
+        if border is not None or self._across(i, j):
+            self._rank_one_projected(i, j, alpha, beta, border)
             return
         g, size, _, _, u, r, local, c, q = self._direction(i, j)
         denominator = 1.0 + beta * q
@@ -354,17 +412,22 @@ class GroupedPosterior:
         self.weight_cov.addr_(c, c, alpha=beta)
         self.version += 1
 
-    def _rank_one_across(self, i: int, j: int, alpha: float, beta: float) -> None:
-        """`rank_one` for a pair across two groups (module docstring: the projected step)."""
-        halves, r = self._halves(i, j)
+    def _rank_one_projected(
+        self, i: int, j: int, alpha: float, beta: float, border: BorderPart | None
+    ) -> None:
+        """`rank_one` with the projected step (module docstring): exact for a group when r
+        lies in its own weight blocks L, else rho_g = S_LL^+ c_L."""
+        parts, r = self._parts(i, j, border)
         c = self.weight_cov @ r
         steps = []
-        for g, size, _, u in halves:
+        for g, size, u, _, _ in parts:
             local = self.local_index(self.group_context[g])
             c_local = c[local]
-            if self.n_criteria == 0:
+            outside = r.clone()
+            outside[local] = 0.0
+            if self.n_local == 0:
                 rho, q = c_local, 0.0
-            elif int(self.group_context[halves[0][0]]) == int(self.group_context[halves[1][0]]):
+            elif not bool(outside.any()):
                 rho = r[local]  # r lies in this group's blocks: the step is exact
                 q = float(rho @ c_local)
             else:
@@ -414,16 +477,18 @@ class GroupedPosterior:
                 f"clips {first[b]} and {second[b]} are in different groups: the structured "
                 "posterior takes pairs within a group"
             )
+        borders = events.border_parts(self.n_weights)
         moments = event_moment_function(events, likelihood)
         model_log_z = self.weight_mean.new_zeros(len(first))
         log_evidence = 0.0
         for b, (i, j) in enumerate(zip(first, second, strict=True)):
-            mu, var = self.marginal(i, j)
+            mu, var = self.marginal(i, j, borders[b])
             log_z, dlog_z, d2log_z, model_log_z[b] = moments(b, mu, var)
             if not (math.isfinite(dlog_z) and math.isfinite(d2log_z)):
                 raise FloatingPointError(f"event {b} produced a non-finite update")
             log_evidence += log_z
-            self.rank_one(i, j, dlog_z, d2log_z)  # MATH.md §2: m += S a dlog_z, S += d2log_z ..
+            # MATH.md §2: m += S a dlog_z, S += d2log_z (S a)(S a)'
+            self.rank_one(i, j, dlog_z, d2log_z, borders[b])
         return log_evidence, model_log_z
 
     def copy(self) -> GroupedPosterior:
@@ -467,7 +532,7 @@ class GroupedPosterior:
         (G, m, 2K) rows R_g of A in their groups' contexts (G,), (G, m, m) when `full`, else its
         diagonal (G, m). `weight_cov` replaces S_w (a shrunk border); `local_blocks` is its
         `_local_blocks`, when the caller has them."""
-        if self.n_criteria == 0 or rows.shape[0] == 0:
+        if self.n_local == 0 or rows.shape[0] == 0:
             size = rows.shape[1]
             shape = (rows.shape[0], size, size) if full else rows.shape[:2]
             return rows.new_zeros(shape)
@@ -557,7 +622,7 @@ class GroupedPosterior:
         dtype = dtype or self.within.dtype
         context = self.group_context[groups].clamp_min(0)
         cov = self.within[groups].to(dtype)
-        if self.n_criteria and cov.shape[0]:
+        if self.n_local and cov.shape[0]:
             if local_factors is None:
                 local_factors = self.local_factors(shrink)
             spread = torch.bmm(self.load[groups].to(dtype), local_factors.to(dtype)[context])
@@ -608,7 +673,7 @@ class GroupedPosterior:
         slot_i, slot_j = self.slot[first], self.slot[other]
         rows = self.load[group, slot_i] - self.load[group, slot_j] * pair[:, None]
         parts = rows.new_zeros(first.shape[0], self.n_weights)
-        if self.n_criteria:
+        if self.n_local:
             parts.scatter_add_(1, self.local_index(self.group_context[group]), rows * sign[:, None])
         embedded = parts
         if owner.shape[0] != n_directions:  # two parts for a pair across groups: sum them
@@ -680,7 +745,7 @@ class GroupedPosterior:
         n, d = self.n_items, self.n_weights
         rows = self.load[self.group, self.slot]  # (n, 2K)
         embed = rows.new_zeros(n, d)  # rows of A in the full weight coordinates
-        if self.n_criteria:
+        if self.n_local:
             embed.scatter_add_(1, self.local_index(self.context), rows)
         cross = embed @ self.weight_cov  # Cov(f, w)
         within = rows.new_zeros(n, n)
@@ -695,7 +760,7 @@ class GroupedPosterior:
         cov = torch.cat(
             (torch.cat((item_cov, cross), 1), torch.cat((cross.T, self.weight_cov), 1)), 0
         )
-        return Posterior(mean, 0.5 * (cov + cov.T), n, self.n_criteria, self.n_contexts)
+        return Posterior(mean, 0.5 * (cov + cov.T), n, self.n_criteria, self.n_contexts, self.extra)
 
 
 class JointProjections:

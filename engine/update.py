@@ -7,14 +7,15 @@ For an event on `z = a . theta` with moments (log_z, dlog_z, d2log_z) of the lik
     S' = S + (S a)(S a)' d2log_z        (d2log_z = -(1 - kappa) / c^2 <= 0)
 
 Every observation here projects on one clip (a = e_i, an emoji level) or a pair
-(a = e_i - e_j, a comparison), so S a is a difference of two columns of S.
+(a = e_i - e_j, a comparison), plus an optional border part c on a few border coordinates
+(a = e_i - e_j + c: a side bias, docs/MATH.md §7), so S a is a sum of a few columns of S.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -34,6 +35,8 @@ from engine.likelihoods import (
 from engine.questions import NO_SECOND
 from engine.state import Posterior
 
+BorderPart = tuple[list[int], list[float]]  # positions on the border, their coefficients
+
 
 @dataclass(frozen=True)
 class Events:
@@ -47,6 +50,9 @@ class Events:
         keep: (B,) probability the rater answered as the model says rather than clicking at
             random (lapse model, `likelihoods.lapse_mixture`); None means 1 for every event.
         n_outcomes: (B,) outcomes a random click chooses among (2, 3 with ties, L levels).
+        border_index, border_coef: (B, P) the direction's border part c: coefficients on
+            positions of the border (engine.blocks.border_layout, from 0), coefficient 0 for
+            padding; None when no event has one.
     """
 
     first: Tensor
@@ -56,6 +62,8 @@ class Events:
     noise_var: Tensor
     keep: Tensor | None = None
     n_outcomes: Tensor | None = None
+    border_index: Tensor | None = None
+    border_coef: Tensor | None = None
 
     def __post_init__(self) -> None:
         shape = self.first.shape
@@ -78,6 +86,35 @@ class Events:
                 raise ValueError("keep probabilities must be in (0, 1]")
             if not bool((self.n_outcomes >= 2).all()):
                 raise ValueError("a random click needs at least 2 outcomes")
+        if (self.border_index is None) != (self.border_coef is None):
+            raise ValueError("give border_index and border_coef together")
+        if self.border_index is not None and self.border_coef is not None:
+            if self.border_index.shape != self.border_coef.shape or (
+                self.border_index.dim() != 2 or self.border_index.shape[0] != shape[0]
+            ):
+                raise ValueError("border_index and border_coef must both be (B, P)")
+            if bool((self.border_index < 0).any()) or not bool(
+                torch.isfinite(self.border_coef).all()
+            ):
+                raise ValueError("border positions must be >= 0 and coefficients finite")
+
+    def border_parts(self, n_border: int) -> list[BorderPart | None]:
+        """Each event's border part as (positions, coefficients), None where it has none.
+
+        Raises:
+            IndexError: a position outside the border's `n_border` coordinates.
+        """
+        if self.border_index is None or self.border_coef is None:
+            return [None] * len(self)
+        if self.border_index.numel() and int(self.border_index.max()) >= n_border:
+            raise IndexError(f"a border part refers to a position outside 0..{n_border - 1}")
+        parts: list[BorderPart | None] = []
+        for positions, coefficients in zip(
+            self.border_index.tolist(), self.border_coef.tolist(), strict=True
+        ):
+            kept = [(p, c) for p, c in zip(positions, coefficients, strict=True) if c != 0]
+            parts.append(([p for p, _ in kept], [c for _, c in kept]) if kept else None)
+        return parts
 
     def __len__(self) -> int:
         return self.first.shape[0]
@@ -118,10 +155,12 @@ def interval_events(
     like: Tensor,
     keep: Sequence[float] | None = None,
     n_outcomes: Sequence[float] | None = None,
+    border: Sequence[BorderPart | None] | None = None,
 ) -> Events:
     """Events on (first[b], second[b]) (second = -1: one clip) with observed `intervals`, the
-    raters' noise sd (one, or one per event) and, for the lapse model, keep probabilities and
-    outcome counts. Tensors take `like`'s dtype and device."""
+    raters' noise sd (one, or one per event), for the lapse model keep probabilities and
+    outcome counts, and each direction's border part (or None). Tensors take `like`'s dtype
+    and device."""
     count = len(intervals)
     if len(first) != count or len(second) != count:
         raise ValueError("first, second and outcomes must have the same length")
@@ -130,6 +169,18 @@ def interval_events(
         raise ValueError(f"give one noise sd, or one per event ({count})")
     sd = sd.expand(count)
     bounds = like.new_tensor(intervals).reshape(count, 2)
+    border_index = border_coef = None
+    if border is not None and any(part is not None for part in border):
+        if len(border) != count:
+            raise ValueError("give one border part (or None) per event")
+        width = max(len(part[0]) for part in border if part is not None)
+        border_index = torch.zeros(count, width, dtype=torch.long, device=like.device)
+        border_coef = like.new_zeros(count, width)
+        for b, part in enumerate(border):
+            if part is not None:
+                positions, coefficients = part
+                border_index[b, : len(positions)] = torch.as_tensor(positions)
+                border_coef[b, : len(coefficients)] = like.new_tensor(coefficients)
     return Events(
         torch.tensor(list(first), dtype=torch.long, device=like.device),
         torch.tensor(list(second), dtype=torch.long, device=like.device),
@@ -138,6 +189,8 @@ def interval_events(
         sd.square().contiguous(),
         None if keep is None else like.new_tensor(list(keep)).reshape(-1),
         None if n_outcomes is None else like.new_tensor(list(n_outcomes)).reshape(-1),
+        border_index,
+        border_coef,
     )
 
 
@@ -248,6 +301,7 @@ def update_with_evidence(
     moments = event_moment_function(events, likelihood)
     n_items = posterior.n_items
     first, second = event_items(events, n_items)
+    borders = events.border_parts(posterior.mean.shape[0] - n_items)
     mean = posterior.mean.clone()
     cov = posterior.cov
     log_evidence = 0.0
@@ -260,13 +314,13 @@ def update_with_evidence(
     scales = cov.new_empty(columns.shape[1])
     held = 0
     for b, (i, j) in enumerate(zip(first, second, strict=True)):
-        # S a for a = e_i - e_j (pair) or e_i (single clip)
-        column = cov[:, i] - cov[:, j] if j != NO_SECOND else cov[:, i].clone()
+        border = theta_part(borders[b], n_items, mean)
+        # S a for a = e_i - e_j (pair) or e_i (single clip), plus the border part
+        column = along(cov.T, i, j, border)
         if held:
-            earlier = columns[i, :held] - columns[j, :held] if j != NO_SECOND else columns[i, :held]
-            column.addmv_(columns[:, :held], scales[:held] * earlier)
-        mu = mean[i] - mean[j] if j != NO_SECOND else mean[i]
-        var = (column[i] - column[j] if j != NO_SECOND else column[i]).clamp_min(0.0)
+            column.addmv_(columns[:, :held], scales[:held] * along(columns[:, :held], i, j, border))
+        mu = along(mean, i, j, border)
+        var = along(column, i, j, border).clamp_min(0.0)
         log_z, dlog_z, d2log_z, model_log_z[b] = moments(b, float(mu), float(var))
         if not (math.isfinite(dlog_z) and math.isfinite(d2log_z)):
             raise FloatingPointError(f"event {b} produced a non-finite update")
@@ -281,19 +335,40 @@ def update_with_evidence(
             held = 0
     if len(first) == 0:
         cov = cov.clone()
-    posterior = Posterior(mean, cov, n_items, posterior.n_criteria, posterior.n_contexts)
-    return AdfResult(posterior, log_evidence, model_log_z)
+    return AdfResult(replace(posterior, mean=mean, cov=cov), log_evidence, model_log_z)
+
+
+def theta_part(part: BorderPart | None, n_items: int, like: Tensor) -> tuple[Tensor, Tensor] | None:
+    """A border part in the dense form's theta positions (the border follows the n clips)."""
+    if part is None:
+        return None
+    positions, coefficients = part
+    index = torch.as_tensor(positions, dtype=torch.long, device=like.device) + n_items
+    return index, like.new_tensor(coefficients)
+
+
+def along(x: Tensor, i: int, j: int, border: tuple[Tensor, Tensor] | None) -> Tensor:
+    """`a . x` over x's first axis for a = e_i - e_j (or e_i when j = NO_SECOND) plus the
+    border part (theta positions, coefficients): a new tensor."""
+    out = x[i] - x[j] if j != NO_SECOND else x[i].clone()
+    if border is not None:
+        index, coefficients = border
+        out = out + torch.tensordot(coefficients, x[index], dims=1)
+    return out
 
 
 __all__ = [
     "AdfResult",
+    "BorderPart",
     "Events",
+    "along",
     "event_items",
     "event_moment_function",
     "event_moments",
     "interval_events",
     "level_events",
     "pair_events",
+    "theta_part",
     "update",
     "update_with_evidence",
 ]

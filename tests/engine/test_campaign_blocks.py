@@ -140,7 +140,8 @@ def test_an_empirical_bayes_refit_finds_what_the_dense_campaign_finds():
     assert fits[1].log_evidence == pytest.approx(fits[0].log_evidence, abs=1e-7)
     for name in ("weight_scale", "context_scale", "residual_scale"):
         mine, theirs = getattr(fits[1].scales, name), getattr(fits[0].scales, name)
-        assert mine == pytest.approx(theirs, rel=1e-5)
+        # abs: a scale fitted near its floor sits where the evidence is flat in it
+        assert mine == pytest.approx(theirs, rel=1e-5, abs=1e-6)
     torch.testing.assert_close(
         blocks.leaderboard().mean, dense.leaderboard().mean, atol=1e-5, rtol=0
     )
