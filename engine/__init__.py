@@ -18,6 +18,7 @@ from engine.objectives import (
     interval_information_gain,
     outcome_probabilities,
 )
+from engine.position import SideBias, SideOffsets
 from engine.selection import (
     RULES,
     NoEligibleTaskError,
@@ -71,6 +72,8 @@ __all__ = [
     "Refinement",
     "ScaleFit",
     "SelectionOptions",
+    "SideBias",
+    "SideOffsets",
     "Sites",
     "TargetStatus",
     "Targets",

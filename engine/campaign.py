@@ -27,6 +27,7 @@ from engine.likelihoods import (
     level_cuts,
     outcome_cuts,
 )
+from engine.position import SIDE, SIDE_RATERS, SideBias, SideOffsets, side_offsets, side_part
 from engine.questions import QUESTION_KINDS, Answer, Level, Pair, Question
 from engine.rater_book import GridScorer, RaterBook
 from engine.reliability import (
@@ -106,6 +107,9 @@ class CampaignConfig:
             expectation or with a posterior probability (`Targets.confidence`), and/or a
             largest 90 % interval width to get below; once every target set
             is met, `next_tasks`, `next_pairs` and `next_rating` raise `CampaignDone`.
+        side_bias: the side offsets' prior (engine.position): comparisons that say which
+            clip was shown left learn a global and a per-rater side offset; None ignores
+            the side.
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -124,6 +128,7 @@ class CampaignConfig:
     noise_prior_spread: float = NOISE_PRIOR_LOG_SD
     structure: Structure = "dense"
     targets: Targets = field(default_factory=Targets)
+    side_bias: SideBias | None = None
 
     def __post_init__(self) -> None:
         if self.structure not in FORMS:
@@ -166,7 +171,8 @@ class Judgment:
     `noise_sd` is the rater noise the label is applied with, `keep` the probability that the
     rater answered as the model says rather than at random (lapse model); None means the
     rater's current value, and the campaign's log records the value it used, so a replay is
-    exact.
+    exact. `left` is the clip a comparison showed on the left (None: not recorded); a
+    campaign with a side bias learns from it (engine.position).
     """
 
     rater: Hashable | None
@@ -174,13 +180,22 @@ class Judgment:
     answer: Answer
     noise_sd: float | None = None
     keep: float | None = None
+    left: int | None = None
 
     @classmethod
     def pair(
-        cls, rater: Hashable | None, first: int, second: int, outcome: Outcome | str, **kw: float
+        cls,
+        rater: Hashable | None,
+        first: int,
+        second: int,
+        outcome: Outcome | str,
+        *,
+        left: int | None = None,
+        **kw: float,
     ) -> Judgment:
-        """`outcome` of clip `first` against clip `second` (win = first is better)."""
-        return cls(rater, Pair(int(first), int(second)), Outcome(outcome), **kw)
+        """`outcome` of clip `first` against clip `second` (win = first is better), with the
+        clip shown on the left when known."""
+        return cls(rater, Pair(int(first), int(second)), Outcome(outcome), left=left, **kw)
 
     @classmethod
     def rating(cls, rater: Hashable | None, item: int, level: int, **kw: float) -> Judgment:
@@ -220,11 +235,11 @@ class Campaign:
         self._like = torch.zeros((), dtype=self.dtype, device=self.device)
         n_criteria = len(self.config.criteria)
         self._clips = ClipRegistry(n_criteria, self.device, self.dtype)
+        self._raters = RaterBook()
         self._form: PosteriorForm = self._prior_form()
         # Clip batches and label batches in the order they happened: what replay() re-runs,
         # and the one place labels are kept (`log` reads them from here).
         self._history = History()
-        self._raters = RaterBook()
         self._tasks = TaskBook()
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
@@ -311,7 +326,7 @@ class Campaign:
         """The joint prior over every clip so far (scores standardised as the campaign does),
         with the campaign's prior scales or `scales`, in the campaign's form."""
         scales = scales or self.config.prior
-        return FORMS[self.config.structure].prior(
+        form = FORMS[self.config.structure].prior(
             len(self.config.criteria),
             scales,
             self._clips.n_contexts,
@@ -319,6 +334,13 @@ class Campaign:
             self._clips.contexts,
             self.groups,
         )
+        side = self.config.side_bias
+        if side is not None:
+            form.grow_block(SIDE, side.global_variance(self._like), local=True)
+            form.grow_block(
+                SIDE_RATERS, side.rater_variances(len(self._raters.side_slots), self._like)
+            )
+        return form
 
     def prior(self, scales: PriorScales | None = None) -> Posterior:
         """The joint prior over every clip so far, as one dense Gaussian (`posterior`'s
@@ -417,6 +439,7 @@ class Campaign:
             self._validate(j)
         self._tasks.check_answerable(task_ids)
         resolved = [self._resolve(j) for j in judgments]
+        self._add_side_raters(resolved)
         if resolved:
             self._form.observe(self._events(resolved))
             if self.config.lapse_prior is not None or self.config.learn_rater_noise:
@@ -426,6 +449,27 @@ class Campaign:
         count = self._history.label_count
         if any(count - len(resolved) < at <= count for at in self.config.refit_prior_at):
             self.fit_prior()
+
+    def _add_side_raters(self, judgments: Sequence[Judgment]) -> None:
+        """Give each rater's first comparison with a recorded side a slot in the side block."""
+        side = self.config.side_bias
+        if side is None:
+            return
+        new = self._raters.add_side_slots(j.rater for j in judgments if j.left is not None)
+        if new:
+            self._form.grow_block(SIDE_RATERS, side.rater_variances(new, self._like))
+
+    def side_offsets(self) -> SideOffsets:
+        """The side offsets' posterior (engine.position): the global offset and each rater's
+        with a recorded side; positive favours the clip shown left.
+
+        Raises:
+            ValueError: the campaign has no side bias.
+        """
+        if self.config.side_bias is None:
+            raise ValueError("this campaign does not model a side bias (CampaignConfig.side_bias)")
+        layout, mean, cov = self._form.border()
+        return side_offsets(layout, mean, cov, dict(self._raters.side_slots))
 
     def _resolve(self, judgment: Judgment) -> Judgment:
         """The judgment with the noise (and lapse keep probability) it is applied with."""
@@ -533,6 +577,13 @@ class Campaign:
                 f"clips {list(question.items)} are in different prompt groups: a campaign kept "
                 'in blocks (structure="blocks") asks about clips of one prompt'
             )
+        if judgment.left is not None and (
+            question.kind != Pair.kind or judgment.left not in question.items
+        ):
+            raise ValueError(
+                f"left must be one of the compared clips {list(question.items)}, got "
+                f"{judgment.left!r}"
+            )
         question.interval(judgment.answer, self.config.tie_margin, self.config.emoji_thresholds)
 
     def refine(self, max_sweeps: int = 50, damping: float = 1.0) -> Refinement:
@@ -558,6 +609,14 @@ class Campaign:
         thresholds = self.config.emoji_thresholds if hyper is None else hyper.emoji_thresholds
         intervals = [j.question.interval(j.answer, tie_margin, thresholds) for j in judgments]
         lapses = any(j.keep is not None and j.keep < 1 for j in judgments)
+        border = None
+        if self.config.side_bias is not None:
+            layout = self._form.border()[0]
+            slots = self._raters.side_slots
+            border = [
+                None if j.left is None else side_part(layout, slots.get(j.rater), j.left == j.first)
+                for j in judgments
+            ]
         return interval_events(
             [j.first for j in judgments],
             [j.second for j in judgments],
@@ -566,6 +625,7 @@ class Campaign:
             self._like,
             keep=[1.0 if j.keep is None else j.keep for j in judgments] if lapses else None,
             n_outcomes=[self._n_outcomes(j) for j in judgments] if lapses else None,
+            border=border,
         )
 
     # stopping ---------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ probability, noise posterior, flag), with the labels and (keep, sigma) grids the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -38,6 +38,18 @@ class RaterBook:
         self.reliability: dict[Hashable, RaterReliability] = {}
         self.grids: dict[Hashable, tuple[RaterGrid, int]] = {}
         self.judgments: dict[Hashable, list[Judgment]] = {}
+        # each rater's position among the side block's rater offsets (engine.position), in the
+        # order of their first comparison with a recorded side: a replay gives the same
+        self.side_slots: dict[Hashable, int] = {}
+
+    def add_side_slots(self, raters: Iterable[Hashable | None]) -> int:
+        """Give the raters without a side slot one (anonymous raters get none); returns how
+        many were new."""
+        before = len(self.side_slots)
+        for rater in raters:
+            if rater is not None and rater not in self.side_slots:
+                self.side_slots[rater] = len(self.side_slots)
+        return len(self.side_slots) - before
 
     def set_noise(self, rater: Hashable, noise_sd: float) -> None:
         self._noise[rater] = float(noise_sd)
