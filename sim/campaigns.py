@@ -21,7 +21,7 @@ over-spreads (benchmarks/results/posterior_spread.md).
 
 from __future__ import annotations
 
-from engine import Campaign, CampaignConfig, PriorScales, SelectionOptions
+from engine import Campaign, CampaignConfig, PriorScales, SelectionOptions, SideBias
 from engine.adapters import JOD_NOISE_SD
 from engine.state import QUALITY_SD, quality_prior
 from sim.worlds import Problem
@@ -58,6 +58,7 @@ def build_campaign(
     structure: str = "dense",
     prior: PriorScales | None = None,
     noise_sd: float = JOD_NOISE_SD,
+    side_bias: SideBias | None = None,
 ) -> Campaign:
     """A CPU float64 campaign over the problem's clips (scores only when `reward_model`;
     rater lapses modelled with a Beta `lapse_prior` on the keep probability when given; each
@@ -77,6 +78,7 @@ def build_campaign(
         learn_rater_noise=learn_rater_noise,
         refit_prior_at=refit_prior_at,
         structure=structure,  # type: ignore[arg-type]
+        side_bias=side_bias,
     )
     campaign = Campaign(config, device="cpu")
     campaign.add_clips(

@@ -228,6 +228,10 @@ def run(
     raters: int = 20,
     concurrent: Annotated[int, typer.Option(help="raters working at once")] = 4,
     noise_spread: Annotated[float, typer.Option(help="sd of log rater noise")] = 0.2,
+    side_bias: Annotated[
+        float, typer.Option(help="raters' mean side offset, JOD (+ favours the left clip)")
+    ] = 0.0,
+    side_spread: Annotated[float, typer.Option(help="sd of the side offset across raters")] = 0.0,
     budget: Annotated[int, typer.Option(min=1, help="labels per run")] = 3000,
     every: Annotated[int, typer.Option(min=1, help="labels between checkpoints")] = 100,
     reps: Reps = 3,
@@ -268,6 +272,8 @@ def run(
         n_raters=raters,
         concurrent=concurrent,
         noise_spread=noise_spread,
+        side_bias=side_bias,
+        side_spread=side_spread,
     )
     scenario = Scenario(f"n{n_items}-rm{rm_corr:g}", spec, budget, every)
     if service is not None:

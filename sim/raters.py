@@ -4,7 +4,8 @@ A rater r perceives `d = q_i - q_j + e`, `e ~ N(0, sigma_r^2)` (Thurstone case V
 scale: sigma = 1.4826 makes a 1 JOD difference a 75 % preference), answers a tie when
 `|d| < tie_margin`, and otherwise the side d points to. With probability `lapse_rate` any rater
 answers uniformly at random instead; a random clicker always does. An emoji rating of clip i is
-the level of `q_i + e` among ordered thresholds (ordered probit).
+the level of `q_i + e` among ordered thresholds (ordered probit). With a side bias, rater r
+perceives `q_left - q_right + o_r + e` (o_r drawn per rater: positive favours the left clip).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class RaterSpec:
         random_fraction: fraction of raters who always click at random.
         tie_margin: a perceived difference inside (-t, t) is answered as a tie; 0 = forced choice.
         emoji_thresholds: ordered cuts of the emoji levels on the quality scale (JOD).
+        side_bias: mean side offset across raters (JOD; positive favours the left clip).
+        side_spread: sd of the side offset across raters.
     """
 
     n_raters: int = 20
@@ -41,6 +44,8 @@ class RaterSpec:
     random_fraction: float = 0.0
     tie_margin: float = 0.0
     emoji_thresholds: tuple[float, ...] = (-1.5, -0.5, 0.5, 1.5)
+    side_bias: float = 0.0
+    side_spread: float = 0.0
 
     def __post_init__(self) -> None:
         if self.n_raters < 1 or not 1 <= self.concurrent <= self.n_raters:
@@ -53,6 +58,13 @@ class RaterSpec:
             raise ValueError("tie_margin must be finite and >= 0")
         if list(self.emoji_thresholds) != sorted(set(self.emoji_thresholds)):
             raise ValueError("emoji thresholds must be strictly increasing")
+        if not (math.isfinite(self.side_bias) and 0 <= self.side_spread < math.inf):
+            raise ValueError("side_bias must be finite and side_spread finite and >= 0")
+
+    @property
+    def sided(self) -> bool:
+        """Whether raters favour a side (and a page's side draw matters)."""
+        return self.side_bias != 0 or self.side_spread > 0
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -74,14 +86,25 @@ class RaterPool:
         n_random = round(spec.random_fraction * spec.n_raters)
         self.is_random = np.zeros(spec.n_raters, dtype=bool)
         self.is_random[rng.choice(spec.n_raters, size=n_random, replace=False)] = True
+        # drawn only for a sided population: the draws above stay as they were without one
+        self.side_offset = np.zeros(spec.n_raters)
+        if spec.sided:
+            self.side_offset = spec.side_bias + spec.side_spread * rng.standard_normal(
+                spec.n_raters
+            )
 
     def _clicks_at_random(self, rater: int, rng: np.random.Generator) -> bool:
         return bool(self.is_random[rater]) or rng.random() < self.spec.lapse_rate
 
     def answer_pair(
-        self, quality_first: float, quality_second: float, rater: int, rng: np.random.Generator
+        self,
+        quality_first: float,
+        quality_second: float,
+        rater: int,
+        rng: np.random.Generator,
+        first_left: bool = True,
     ) -> Outcome:
-        """The rater's verdict on `first` against `second`."""
+        """The rater's verdict on `first` against `second`, `first` shown left or right."""
         if self._clicks_at_random(rater, rng):
             options = (
                 (Outcome.WIN, Outcome.TIE, Outcome.LOSS)
@@ -92,7 +115,10 @@ class RaterPool:
                 )
             )
             return options[int(rng.integers(len(options)))]
-        perceived = quality_first - quality_second + self.noise_sd[rater] * rng.standard_normal()
+        side = self.side_offset[rater] if first_left else -self.side_offset[rater]
+        perceived = (
+            quality_first - quality_second + side + self.noise_sd[rater] * rng.standard_normal()
+        )
         if abs(perceived) < self.spec.tie_margin:
             return Outcome.TIE
         return Outcome.WIN if perceived > 0 else Outcome.LOSS

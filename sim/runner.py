@@ -308,9 +308,10 @@ def _run(key: RunKey) -> list[dict[str, object]]:
         rater, first, second = outstanding.popleft()
         busy.discard(rater)
         pending_count[slot[min(first, second), max(first, second)]] -= 1
-        outcome, who = world.answer_pair(first, second, rater, rng)
+        left = world.shown_left(first, second, rng)
+        outcome, who = world.answer_pair(first, second, rater, rng, left)
         started = time.perf_counter()
-        strategy.observe(first, second, outcome, who)
+        strategy.observe(first, second, outcome, who, left)
         strategy_seconds += time.perf_counter() - started
         scorer.observe(first, second, outcome)
         labels += 1

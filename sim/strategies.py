@@ -24,7 +24,7 @@ from botorch.fit import fit_gpytorch_mll
 from botorch.models.pairwise_gp import PairwiseGP, PairwiseLaplaceMarginalLogLikelihood
 from linear_operator.utils.errors import NotPSDError
 
-from engine import Judgment, Outcome, predict_pair
+from engine import Judgment, Outcome, SideBias, predict_pair
 from sim.campaigns import LAPSE_PRIOR, build_campaign, refit_schedule
 from sim.worlds import Problem, candidate_pairs
 
@@ -43,8 +43,11 @@ class Strategy(Protocol):
         """The next pair (i, j) to hand to `rater`, one of `problem.candidates`."""
         ...
 
-    def observe(self, first: int, second: int, outcome: Outcome, rater: int) -> None:
-        """The answer to a pair this strategy proposed (outcome of first vs second)."""
+    def observe(
+        self, first: int, second: int, outcome: Outcome, rater: int, left: int | None = None
+    ) -> None:
+        """The answer to a pair this strategy proposed (outcome of first vs second), `left`
+        the clip the page showed on the left (None where the world draws no side)."""
         ...
 
 
@@ -95,7 +98,9 @@ class RandomPairs:
         i, j = self.problem.candidates[allowed[self.rng_.integers(allowed.size)]]
         return int(i), int(j)
 
-    def observe(self, first: int, second: int, outcome: Outcome, rater: int) -> None:
+    def observe(
+        self, first: int, second: int, outcome: Outcome, rater: int, left: int | None = None
+    ) -> None:
         pass
 
 
@@ -119,7 +124,9 @@ class RoundRobin:
             self.queue_.extend(self.rng_.permutation(_allowed(self.problem, available)).tolist())
         raise LookupError("no candidate pair is available")
 
-    def observe(self, first: int, second: int, outcome: Outcome, rater: int) -> None:
+    def observe(
+        self, first: int, second: int, outcome: Outcome, rater: int, left: int | None = None
+    ) -> None:
         pass
 
 
@@ -176,7 +183,9 @@ class NearestMeans:
         self.pending_.add(i, j)
         return i, j
 
-    def observe(self, first: int, second: int, outcome: Outcome, rater: int) -> None:
+    def observe(
+        self, first: int, second: int, outcome: Outcome, rater: int, left: int | None = None
+    ) -> None:
         self.pending_.remove(first, second)
         expected = 1.0 / (1.0 + 10.0 ** ((self.rating_[second] - self.rating_[first]) / ELO_SCALE))
         score = {Outcome.WIN: 1.0, Outcome.TIE: 0.5, Outcome.LOSS: 0.0}[outcome]
@@ -215,7 +224,9 @@ class ArenaSampling:
         self.pending_.add(int(i), int(j))
         return int(i), int(j)
 
-    def observe(self, first: int, second: int, outcome: Outcome, rater: int) -> None:
+    def observe(
+        self, first: int, second: int, outcome: Outcome, rater: int, left: int | None = None
+    ) -> None:
         self.pending_.remove(first, second)
         slot = self.pending_.slot(first, second)
         low_won = {Outcome.WIN: 1.0, Outcome.TIE: 0.5, Outcome.LOSS: 0.0}[outcome]
@@ -237,6 +248,7 @@ class _EngineBacked:
     empirical_bayes: ClassVar[bool] = False
     reliability: ClassVar[bool] = False
     structure: ClassVar[str] = "dense"
+    side_bias: ClassVar[bool] = False
 
     def __init__(self, problem: Problem, seed: int) -> None:
         self.problem = problem
@@ -248,14 +260,18 @@ class _EngineBacked:
             learn_rater_noise=self.reliability,
             refit_prior_at=refit_schedule(problem.n_items) if self.empirical_bayes else (),
             structure=self.structure,
+            side_bias=SideBias() if self.side_bias else None,
         )
 
     def rater_key(self, rater: int) -> int | None:
-        """Who the engine is told answers: the rater when reliability is learned."""
-        return rater if self.reliability else None
+        """Who the engine is told answers: the rater when reliability or side offsets are
+        learned."""
+        return rater if self.reliability or self.side_bias else None
 
-    def observe(self, first: int, second: int, outcome: Outcome, rater: int) -> None:
-        judgment = Judgment.pair(self.rater_key(rater), first, second, outcome)
+    def observe(
+        self, first: int, second: int, outcome: Outcome, rater: int, left: int | None = None
+    ) -> None:
+        judgment = Judgment.pair(self.rater_key(rater), first, second, outcome, left=left)
         self.campaign_.observe([judgment])
 
 
@@ -290,9 +306,11 @@ class InformationGain(_EngineBacked):
         self.tasks_[(task.first, task.second)].append(task.id)
         return task.first, task.second
 
-    def observe(self, first: int, second: int, outcome: Outcome, rater: int) -> None:
+    def observe(
+        self, first: int, second: int, outcome: Outcome, rater: int, left: int | None = None
+    ) -> None:
         task_id = self.tasks_[(first, second)].popleft()
-        judgment = Judgment.pair(self.rater_key(rater), first, second, outcome)
+        judgment = Judgment.pair(self.rater_key(rater), first, second, outcome, left=left)
         self.campaign_.observe([judgment], [task_id])
 
 
@@ -342,6 +360,14 @@ class InformationGainReliable(InformationGain):
     reliability: ClassVar[bool] = True
 
 
+class InformationGainSide(InformationGain):
+    """The engine learning each rater's side offset from the side each pair was shown on
+    (engine.position)."""
+
+    name: ClassVar[str] = "information_gain_side"
+    side_bias: ClassVar[bool] = True
+
+
 class PredictiveUncertainty(_EngineBacked):
     """Uncertainty sampling: the pair whose outcome the engine's posterior predicts least
     surely (largest predictive entropy H[y], not the information gain), skipping pending pairs
@@ -374,9 +400,11 @@ class PredictiveUncertainty(_EngineBacked):
         self.pending_.add(i, j)
         return i, j
 
-    def observe(self, first: int, second: int, outcome: Outcome, rater: int) -> None:
+    def observe(
+        self, first: int, second: int, outcome: Outcome, rater: int, left: int | None = None
+    ) -> None:
         self.pending_.remove(first, second)
-        super().observe(first, second, outcome, rater)
+        super().observe(first, second, outcome, rater, left)
 
 
 @contextmanager
@@ -490,7 +518,9 @@ class EUBO:
         self.pending_.add(i, j)
         return i, j
 
-    def observe(self, first: int, second: int, outcome: Outcome, rater: int) -> None:
+    def observe(
+        self, first: int, second: int, outcome: Outcome, rater: int, left: int | None = None
+    ) -> None:
         self.pending_.remove(first, second)
         if outcome != Outcome.TIE:
             self.wins_.append((first, second) if outcome == Outcome.WIN else (second, first))
@@ -505,6 +535,7 @@ STRATEGIES: dict[str, type] = {
     "information_gain_eb": InformationGainEB,
     "information_gain_no_rm_eb": InformationGainNoPriorEB,
     "information_gain_reliable": InformationGainReliable,
+    "information_gain_side": InformationGainSide,
     "random": RandomPairs,
     "round_robin": RoundRobin,
     "nearest_means": NearestMeans,
@@ -532,6 +563,7 @@ __all__ = [
     "InformationGain",
     "InformationGainBlocks",
     "InformationGainNoPrior",
+    "InformationGainSide",
     "NearestMeans",
     "PredictiveUncertainty",
     "RandomPairs",

@@ -138,8 +138,20 @@ class World:
         """(P,) bool: candidates that can still be asked, given (P,) pending counts; None = all."""
         return None
 
-    def answer_pair(self, first: int, second: int, rater: int, rng: np.random.Generator):
-        """(outcome of first vs second, the rater who answered)."""
+    def shown_left(self, first: int, second: int, rng: np.random.Generator) -> int | None:
+        """The clip the page shows on the left (drawn at random), or None where the side
+        cannot matter (no draw is made then)."""
+        return None
+
+    def answer_pair(
+        self,
+        first: int,
+        second: int,
+        rater: int,
+        rng: np.random.Generator,
+        left: int | None = None,
+    ):
+        """(outcome of first vs second, the rater who answered); `left` the clip shown left."""
         raise NotImplementedError
 
     def answer_rating(self, item: int, rater: int, rng: np.random.Generator) -> tuple[int, int]:
@@ -200,11 +212,22 @@ class SyntheticWorld(World):
         )
         self.budget = None
 
+    def shown_left(self, first: int, second: int, rng: np.random.Generator) -> int | None:
+        if not self.raters.spec.sided:
+            return None
+        return first if rng.random() < 0.5 else second
+
     def answer_pair(
-        self, first: int, second: int, rater: int, rng: np.random.Generator
+        self,
+        first: int,
+        second: int,
+        rater: int,
+        rng: np.random.Generator,
+        left: int | None = None,
     ) -> tuple[Outcome, int]:
         q = self.quality
-        return self.raters.answer_pair(q[first], q[second], rater, rng), rater
+        outcome = self.raters.answer_pair(q[first], q[second], rater, rng, left != second)
+        return outcome, rater
 
     def answer_rating(self, item: int, rater: int, rng: np.random.Generator) -> tuple[int, int]:
         return self.raters.answer_rating(self.quality[item], rater, rng), rater
@@ -355,7 +378,12 @@ class ReplayWorld(World):
         return self.remaining_ - pending > 0
 
     def answer_pair(
-        self, first: int, second: int, rater: int, rng: np.random.Generator
+        self,
+        first: int,
+        second: int,
+        rater: int,
+        rng: np.random.Generator,
+        left: int | None = None,
     ) -> tuple[Outcome, int]:
         """Pop one recorded answer for the pair (in the asked order); `rater` is ignored, the
         recorded rater is returned.
