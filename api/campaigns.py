@@ -61,7 +61,7 @@ from api.ownership import LeaseLost
 from api.settings import Settings
 from api.store import CampaignLog, CampaignRecord
 from api.writer import Writer
-from engine import CampaignConfig, Judgment, Outcome, PriorScales, Task
+from engine import CampaignConfig, Judgment, Outcome, PriorScales, SideBias, Task
 from engine.adapters import JOD_NOISE_SD
 from engine.questions import NO_SECOND, Question, question_of
 from engine.state import quality_prior
@@ -109,11 +109,17 @@ def scale_levels(stored: dict[str, Any]) -> int | None:
 
 
 def engine_config(
-    criteria: Sequence[str], pair_scope: str, ties: bool, emoji_levels: int | None
+    criteria: Sequence[str],
+    pair_scope: str,
+    ties: bool,
+    emoji_levels: int | None,
+    side_bias: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The engine settings a new campaign is created with, as JSON (stored with the campaign,
-    so a later change of these defaults never changes how an old campaign replays)."""
+    so a later change of these defaults never changes how an old campaign replays);
+    `side_bias` the side offsets' prior (`SideBias` keywords), None to ignore sides."""
     prior = quality_prior(len(criteria))
+    side = {} if side_bias is None else {"side_bias": dict(side_bias)}
     return {
         "criteria": list(criteria),
         "pair_scope": pair_scope,
@@ -127,6 +133,7 @@ def engine_config(
         },
         "lapse_prior": list(LAPSE_PRIOR),
         "learn_rater_noise": True,
+        **side,
     }
 
 
@@ -153,7 +160,14 @@ def build_config(stored: dict[str, Any]) -> CampaignConfig:
         lapse_prior=None if lapse is None else (float(lapse[0]), float(lapse[1])),
         learn_rater_noise=bool(stored["learn_rater_noise"]),
         targets=stored_targets(stored),
+        side_bias=stored_side_bias(stored),
     )
+
+
+def stored_side_bias(stored: dict[str, Any]) -> SideBias | None:
+    """The side offsets' prior of a stored `engine_config` (absent: sides are ignored)."""
+    side = stored.get("side_bias")
+    return None if side is None else SideBias(**side)
 
 
 def stored_targets(stored: dict[str, Any]) -> Targets:
@@ -949,7 +963,12 @@ class CampaignRuntime:
         withdrawn = self._count_answer(state, choice, level, judgment_id)
         if seq is not None:
             answer = outcome if state.is_pair else level
-            judgment = Judgment(state.rater_id, state.question, answer)  # type: ignore[arg-type]
+            judgment = Judgment(
+                state.rater_id,
+                state.question,
+                answer,  # type: ignore[arg-type]
+                left=state.left if state.is_pair else None,
+            )
             if not self._unapplied:
                 self._unapplied_since = time.monotonic()
             self._unapplied.append(Label(seq, judgment, state.task_id))
@@ -1300,7 +1319,10 @@ class CampaignRuntime:
             self.assignments[assignment_id] = state
             self._count_answer(state, row["choice"], row["level"], judgment_id)
             answer = row["level"] if row["second"] == NO_SECOND else Outcome(row["outcome"])
-            judgment = Judgment(rater_id, state.question, answer)
+            # an imported pair was shown with `first` on the left
+            judgment = Judgment(
+                rater_id, state.question, answer, left=state.left if state.is_pair else None
+            )
             self._unapplied.append(Label(row["seq"], judgment, state.task_id))
         self._spent = False
         self._wake.set()
@@ -1415,6 +1437,11 @@ class CampaignRuntime:
         """Per registered rater: (noise sd, keep probability, P(random clicker), flagged)."""
         ids = list(self.raters)
         return await self.call(lambda: self._run("rater_stats", ids))
+
+    async def side_offsets(self) -> dict[str, Any] | None:
+        """The side offsets' posterior (`CampaignEngine.side_offsets`); None without a side
+        bias."""
+        return await self.call(lambda: self._run("side_offsets"))
 
     async def inspect(self, name: str) -> Any:
         """An engine diagnostic, `pending` or `log` (see `CampaignEngine`), for tests."""

@@ -279,6 +279,20 @@ class CampaignEngine:
             )
         return out
 
+    def side_offsets(self) -> dict[str, Any] | None:
+        """The side offsets' posterior: {"global": (mean, sd), "raters": {id: (mean, sd)}};
+        None when the campaign has no side bias."""
+        if self.campaign.config.side_bias is None:
+            return None
+        offsets = self.campaign.side_offsets()
+        return {
+            "global": (offsets.global_mean, offsets.global_sd),
+            "raters": {
+                rater: (offsets.rater_mean[rater], offsets.rater_sd[rater])
+                for rater in offsets.rater_mean
+            },
+        }
+
     def pending(self) -> tuple[Task, ...]:
         """The tasks pending in the engine (for tests and diagnostics)."""
         return self.campaign.pending

@@ -44,6 +44,15 @@ class TargetsIn(_Input):
     interval_width: Annotated[float, Meta(gt=0)] | None = None
 
 
+class SideBiasIn(_Input):
+    """Learn the raters' preference for a side (engine.position): a global side offset with
+    prior sd `global_sd` and each rater's own around it with prior sd `rater_sd` (latent
+    units, as clip quality; positive favours the clip shown left)."""
+
+    global_sd: Annotated[float, Meta(gt=0, le=5)] = 0.5
+    rater_sd: Annotated[float, Meta(gt=0, le=5)] = 0.3
+
+
 class CampaignCreate(_Input):
     """`POST /v1/campaigns`."""
 
@@ -55,6 +64,7 @@ class CampaignCreate(_Input):
     lease_seconds: Annotated[float, Meta(gt=0, le=MAX_LEASE_SECONDS)] = 120.0
     skip_limit: SkipLimit = 3
     targets: TargetsIn | None = None
+    side_bias: SideBiasIn | None = None  # fixed at creation: it changes how labels replay
 
 
 class CampaignUpdate(_Input):
@@ -113,6 +123,7 @@ class ImportIn(_Input):
 
 INPUTS: tuple[type[Struct], ...] = (
     TargetsIn,
+    SideBiasIn,
     CampaignCreate,
     CampaignUpdate,
     ClipIn,
@@ -140,6 +151,19 @@ class Campaign(Struct, kw_only=True):
     # active | paused (no new tasks; answers to tasks out still count) | closed
     state: str
     skip_limit: int  # distinct raters whose skips withdraw a pair (or a clip) for everyone
+    side_bias: SideBias | None = None  # the side offsets' prior; null: sides are ignored
+
+
+class SideBias(Struct, kw_only=True):
+    global_sd: float
+    rater_sd: float
+
+
+class SideOffset(Struct, kw_only=True):
+    """A side offset's posterior (latent units; positive favours the clip shown left)."""
+
+    mean: float
+    sd: float
 
 
 class CampaignList(Struct, kw_only=True):
@@ -251,6 +275,9 @@ class RaterStats(Struct, kw_only=True):
     probability_random: float | None
     flagged: bool
     active: bool
+    # the rater's side offset (global plus their own), when the campaign learns one and they
+    # have a comparison with a recorded side
+    side_offset: SideOffset | None = None
 
 
 class ImportOut(Struct, kw_only=True):
@@ -303,6 +330,7 @@ class SkipFlags(Struct, kw_only=True):
 
 class Raters(Struct, kw_only=True):
     raters: list[RaterStats]
+    side_offset: SideOffset | None = None  # the global side offset, when the campaign learns it
 
 
 class ProgressPoint(Struct, kw_only=True):

@@ -39,6 +39,7 @@ from api.campaigns import (
     emoji_thresholds,
     engine_config,
     scale_levels,
+    stored_side_bias,
     utc,
 )
 from api.db import MAX_ROW_ID, as_utc
@@ -253,7 +254,15 @@ class Service:
             "emoji_levels": body.emoji_levels,
             "lease_seconds": float(body.lease_seconds),
             "skip_limit": body.skip_limit,
-            "engine_config": engine_config(criteria, body.pair_scope, body.ties, body.emoji_levels),
+            "engine_config": engine_config(
+                criteria,
+                body.pair_scope,
+                body.ties,
+                body.emoji_levels,
+                None
+                if body.side_bias is None
+                else {"global_sd": body.side_bias.global_sd, "rater_sd": body.side_bias.rater_sd},
+            ),
         }
         if body.targets is not None:
             values["engine_config"]["targets"] = _targets(body.targets)
@@ -735,6 +744,8 @@ class Service:
         """Every rater's labels and learned reliability."""
         runtime = await self.runtime(campaign_id)
         stats = await runtime.rater_stats()
+        side = await runtime.side_offsets()
+        rater_sides = {} if side is None else side["raters"]
         out = []
         for rater_id, rater in runtime.raters.items():
             noise, keep, random_share, flagged = stats.get(rater_id, (math.nan, 1.0, None, False))
@@ -749,9 +760,12 @@ class Service:
                     probability_random=random_share,
                     flagged=flagged,
                     active=rater.active,
+                    side_offset=_side_offset(rater_sides.get(rater_id)),
                 )
             )
-        return schemas.Raters(raters=out)
+        return schemas.Raters(
+            raters=out, side_offset=None if side is None else _side_offset(side["global"])
+        )
 
     async def progress(self, campaign_id: int) -> schemas.Progress:
         """The recorded labels vs expected Kendall tau points, and where the posterior stands
@@ -813,7 +827,12 @@ def _nothing(connection: Connection) -> None:
     del connection
 
 
+def _side_offset(moments: Sequence[float] | None) -> schemas.SideOffset | None:
+    return None if moments is None else schemas.SideOffset(mean=moments[0], sd=moments[1])
+
+
 def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> schemas.Campaign:
+    side = stored_side_bias(record.engine_config)
     return schemas.Campaign(
         id=record.id,
         name=record.name,
@@ -828,6 +847,9 @@ def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> sche
         created_at=as_utc(record.created_at),
         state=record.state,
         skip_limit=record.skip_limit,
+        side_bias=None
+        if side is None
+        else schemas.SideBias(global_sd=side.global_sd, rater_sd=side.rater_sd),
     )
 
 

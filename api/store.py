@@ -113,6 +113,14 @@ class JudgmentRecord:
     outcome: str | None
     seq: int | None
     batch: int | None
+    swapped: bool = False  # its assignment showed `first` on the right
+
+    @property
+    def left(self) -> int | None:
+        """The clip shown on the left (None for a rating)."""
+        if self.second < 0:
+            return None
+        return self.second if self.swapped else self.first
 
 
 @dataclass(frozen=True)
@@ -750,9 +758,11 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 r["outcome"],
                 r["seq"],
                 r["batch"],
+                bool(r["swapped"]),
             )
             for r in connection.execute(
-                select(judgment_table)
+                select(judgment_table, assignment_table.c.swapped)
+                .join(assignment_table, assignment_table.c.id == judgment_table.c.assignment_id)
                 .where(judgment_table.c.campaign_id == campaign_id)
                 .order_by(judgment_table.c.id)
             ).mappings()
