@@ -149,6 +149,28 @@ class GroupedPosterior:
         self.version = 0
         # pairs across groups: refused (the exact form) or applied with the projection above
         self.across_groups = False
+        # (load, offset, within) in single precision for screens that only rank, made on
+        # first use and kept in step with every rank-1 step: a screen from scratch then reads
+        # half the bytes and converts nothing
+        self._single: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(vars(self))
+        state["_single"] = None  # derived: a snapshot need not carry it
+        return state
+
+    def single(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(load, offset, within) in float32 (the blocks as they are now)."""
+        if self._single is None:
+            self._single = (self.load.float(), self.offset.float(), self.within.float())
+        return self._single
+
+    def _stepped(self, g: int) -> None:
+        """Group g's blocks changed: bring its single-precision copy along."""
+        self.version += 1
+        if self._single is not None:
+            load, offset, within = self._single
+            load[g], offset[g], within[g] = self.load[g], self.offset[g], self.within[g]
 
     # layout -----------------------------------------------------------------------------------
 
@@ -223,6 +245,7 @@ class GroupedPosterior:
             self.local_extra = (*self.local_extra, name)
             zeros = self.load.new_zeros(*self.load.shape[:2], variances.shape[0])
             self.load = torch.cat((self.load, zeros), -1)
+            self._single = None
 
     def add_items(
         self, scores: Tensor, context: Tensor, group: Tensor, prior: PriorScales
@@ -298,6 +321,7 @@ class GroupedPosterior:
         members[:old_groups, :old_width] = self.members
         members[group, slot] = torch.arange(start, start + n_new, device=device)
         self.load, self.offset, self.within, self.members = load, offset, within, members
+        self._single = None
         self.group = torch.cat((self.group, group))
         self.slot = torch.cat((self.slot, slot))
         self.group_size = sizes
@@ -410,7 +434,7 @@ class GroupedPosterior:
         self.within[g, :size, :size].addr_(u, u, alpha=k)
         self.weight_mean.add_(c, alpha=alpha)
         self.weight_cov.addr_(c, c, alpha=beta)
-        self.version += 1
+        self._stepped(g)
 
     def _rank_one_projected(
         self, i: int, j: int, alpha: float, beta: float, border: BorderPart | None
@@ -446,9 +470,9 @@ class GroupedPosterior:
             self.offset[g, :size].add_(u, alpha=alpha - k * (rho_mean + alpha * q))
             self.load[g, :size].addr_(u, rho, alpha=k)
             self.within[g, :size, :size].addr_(u, u, alpha=k)
+            self._stepped(g)
         self.weight_mean.add_(c, alpha=alpha)
         self.weight_cov.addr_(c, c, alpha=beta)
-        self.version += 1
 
     # updates ----------------------------------------------------------------------------------
 
@@ -496,6 +520,7 @@ class GroupedPosterior:
         twin = object.__new__(GroupedPosterior)
         for name, value in vars(self).items():
             setattr(twin, name, value.clone() if isinstance(value, Tensor) else value)
+        twin._single = None  # its own, made when a screen first asks
         return twin
 
     # read-outs --------------------------------------------------------------------------------
@@ -541,11 +566,21 @@ class GroupedPosterior:
         product = torch.bmm(rows, local_blocks[context])
         return product @ rows.transpose(1, 2) if full else (product * rows).sum(-1)
 
-    def _group_means(self, groups: slice | Tensor = slice(None)) -> Tensor:
-        """(G, M) `A_g m_w + b_g` (0 past each group's size: A and b are 0 there)."""
+    def _group_means(
+        self, groups: slice | Tensor = slice(None), dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """(G, M) `A_g m_w + b_g` (0 past each group's size: A and b are 0 there); in single
+        precision from `single()` when `dtype` is float32 and the state is not."""
         local = self.local_index(self.group_context[groups].clamp_min(0))  # (G, 2K)
+        if self._reads_single(dtype):
+            load, offset, _ = self.single()
+            weights = self.weight_mean.to(load.dtype)[local]
+            return torch.bmm(load[groups], weights[:, :, None])[:, :, 0] + offset[groups]
         means = (self.load[groups] * self.weight_mean[local][:, None, :]).sum(-1)
         return means + self.offset[groups]
+
+    def _reads_single(self, dtype: torch.dtype | None) -> bool:
+        return dtype == torch.float32 and self.within.dtype != torch.float32
 
     def item_moments(self, shrink: BlockShrink | None = None) -> tuple[Tensor, Tensor]:
         """(n,) marginal mean and variance of every clip, in one O(n K^2) pass (by chunks of
@@ -619,13 +654,16 @@ class GroupedPosterior:
         `shrink` is given (MATH.md §4, §6). `local_factors` is `self.local_factors(shrink)`,
         when the caller keeps it across calls. In `dtype` when given: a screen that only
         ranks reads the blocks in single precision, half the memory traffic."""
+        load, within = self.load, self.within
+        if self._reads_single(dtype):
+            load, _, within = self.single()
         dtype = dtype or self.within.dtype
         context = self.group_context[groups].clamp_min(0)
-        cov = self.within[groups].to(dtype)
+        cov = within[groups]
         if self.n_local and cov.shape[0]:
             if local_factors is None:
                 local_factors = self.local_factors(shrink)
-            spread = torch.bmm(self.load[groups].to(dtype), local_factors.to(dtype)[context])
+            spread = torch.bmm(load[groups], local_factors.to(dtype)[context])
             cov = torch.baddbmm(cov, spread, spread.transpose(1, 2))
         else:
             cov = cov.clone()  # the shrink below must not write into the posterior's blocks
@@ -642,7 +680,7 @@ class GroupedPosterior:
                 if hit.numel():
                     at = torch.searchsorted(shrink.groups, groups[hit])
                     cov[hit] -= shrink.correction[at].to(dtype)
-        mean = self._group_means(groups).to(dtype)
+        mean = self._group_means(groups, dtype).to(dtype)
         return GroupMarginals(self.members[groups], mean, cov)
 
     def directions(self, first: Tensor, second: Tensor) -> Directions:

@@ -279,3 +279,42 @@ def test_draws_have_the_dense_moments(n_criteria):
     assert torch.all((torch.cov(draws.T) - dense.item_cov).abs() < bound)
     again = structured.sample_items(SAMPLE_DRAWS, torch.Generator().manual_seed(0))
     assert torch.equal(draws, again)
+
+
+def test_the_single_precision_copy_keeps_in_step():
+    """Screens read `single()`: after steps, a copy's own steps, new clips and a local
+    block it equals the state rounded to float32, and group marginals in float32 match."""
+
+    def check(posterior: GroupedPosterior) -> None:
+        load, offset, within = posterior.single()
+        assert torch.equal(load, posterior.load.float())
+        assert torch.equal(offset, posterior.offset.float())
+        assert torch.equal(within, posterior.within.float())
+        single = posterior.group_marginals(dtype=torch.float32)
+        exact = posterior.group_marginals()
+        torch.testing.assert_close(single.cov.double(), exact.cov, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(single.mean.double(), exact.mean, atol=1e-5, rtol=1e-5)
+
+    structured, _ = small_campaign()
+    structured.single()  # made before the steps: they must carry it along
+    events = interval_events([0, 2, 5], [1, 3, 4], [(0.0, math.inf)] * 3, 1.0, torch.zeros(()))
+    structured.observe(events)
+    check(structured)
+    twin = structured.copy()
+    twin.observe(interval_events([1], [0], [(0.0, math.inf)], 1.0, torch.zeros(())))
+    check(twin)
+    check(structured)
+    assert not torch.equal(twin.single()[2], structured.single()[2])
+    structured.add_items(
+        torch.zeros(1, 2),
+        torch.tensor([structured.group_context[0]]),
+        torch.tensor([0]),
+        small_campaign()[1].prior,
+    )
+    check(structured)
+    structured.grow_block("side", torch.tensor([0.25]), local=True)
+    side = structured.blocks()["side"].start
+    structured.observe(
+        interval_events([0], [6], [(0.0, math.inf)], 1.0, torch.zeros(()), border=[([side], [1.0])])
+    )
+    check(structured)
