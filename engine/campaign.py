@@ -378,9 +378,10 @@ class Campaign:
         form = None
         if config.learn_rater_noise:
             hyper = fit.hyper
+            events = self._events(log, hyper)
             form = self._prior_form(hyper.scales)
-            form.observe(self._events(log, hyper))
-            grids = self._rater_grids_of(self._raters.labelled(), form, hyper)
+            form.observe(events)
+            grids = self._held_out_rater_grids(log, events, hyper)
             if grids:
                 spread = fit_noise_spread(grids, config.noise_sd)
         self._apply_refit(
@@ -516,6 +517,42 @@ class Campaign:
             keep_prior=self.config.lapse_prior,
             random_share=self.config.random_rater_share,
             learn_noise=self.config.learn_rater_noise,
+        )
+
+    def _held_out_rater_grids(
+        self, log: Sequence[Judgment], events: Events, hyper: Hyperparameters
+    ) -> list[RaterGrid]:
+        """Each rater's labels on the (keep, sigma) grid, every label scored under its EP
+        cavity: the joint posterior of all the other labels (docs/MATH.md §3, the noise
+        spread's refit). Under the posterior that holds a label itself, a rater's labels look
+        surer than they were, precise raters look more precise and the spread fitted over
+        raters runs wide."""
+        raters = [j.rater for j in log]
+        known = list(dict.fromkeys(r for r in raters if r is not None))
+        if not known:
+            return []
+        refined, refinement = self._prior_form(hyper.scales).refine(events, 50, 1.0)
+        mu, var = refined.pair_moments(events.first, events.second)
+        # the cavity of site k: N(mu, var) with the site's precision and shift taken out
+        tau, nu = refinement.sites.precision, refinement.sites.shift
+        cavity_var = 1.0 / (1.0 / var.clamp_min(1e-300) - tau).clamp_min(1e-12)
+        cavity_mu = cavity_var * (mu / var.clamp_min(1e-300) - nu)
+        labelled = torch.tensor([r is not None for r in raters], device=mu.device)
+        slot = {rater: k for k, rater in enumerate(known)}
+        index = torch.tensor([slot[r] for r in raters if r is not None], device=mu.device)
+        n_outcomes = like_tensor(mu, [self._n_outcomes(j) for j in log])
+        return rater_grids(
+            cavity_mu[labelled],
+            cavity_var[labelled],
+            events.lo[labelled],
+            events.hi[labelled],
+            n_outcomes[labelled],
+            index,
+            len(known),
+            default_noise_sd=self.config.noise_sd,
+            keep_prior=self.config.lapse_prior,
+            random_share=self.config.random_rater_share,
+            learn_noise=True,
         )
 
     def _rater_grid(

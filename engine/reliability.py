@@ -29,8 +29,10 @@ from torch import Tensor
 from engine.likelihoods import interval_moments
 
 KEEP_POINTS = 400  # grid over keep in [0, 1)
-NOISE_POINTS = 25  # grid over log sigma
-NOISE_SPAN = 4.0  # sigma from default / 4 to default x 4
+NOISE_POINTS = 33  # grid over log sigma, 0.13 apart
+# sigma from default / 8 to default x 8: 2.6 sd of a log-noise spread of 0.8, so the
+# spread's refit is not pulled up by raters the grid cannot reach
+NOISE_SPAN = 8.0
 NOISE_PRIOR_LOG_SD = 0.5  # prior sd of log sigma around the default noise, until fitted
 SPREAD_BOUNDS = (0.02, 2.0)  # the fitted sd of log sigma: from alike raters to a 50x range
 FLAG_PROBABILITY = 0.5  # flagged once P(keep < 1/2) exceeds this: more likely random than not
