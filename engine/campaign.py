@@ -21,6 +21,7 @@ from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
 from engine.ep import Refinement
 from engine.forms import FORMS, PendingTask, PosteriorForm, predict
+from engine.gold import GoldBook, GoldPair, gold_point, uniform_draw
 from engine.history import ClipsAdded, History, Refine, Refit
 from engine.likelihoods import (
     Outcome,
@@ -106,6 +107,11 @@ class CampaignConfig:
             expectation or with a posterior probability (`Targets.confidence`), and/or a
             largest 90 % interval width to get below; once every target set
             is met, `next_tasks`, `next_pairs` and `next_rating` raise `CampaignDone`.
+        gold_rate: the share of a rater's tasks that are gold questions (engine.gold), while
+            gold pairs they have not answered remain; 0 asks none. Needs `lapse_prior`.
+        gold_seed: fixes which of a rater's tasks are gold, and which gold pair.
+        gold_margin: how far apart a gold pair's qualities are taken to be, in multiples of
+            `noise_sd` (docs/MATH.md §3, gold paragraph).
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -124,8 +130,17 @@ class CampaignConfig:
     noise_prior_spread: float = NOISE_PRIOR_LOG_SD
     structure: Structure = "dense"
     targets: Targets = field(default_factory=Targets)
+    gold_rate: float = 0.0
+    gold_seed: int = 0
+    gold_margin: float = 3.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.gold_rate <= 1:
+            raise ValueError(f"gold_rate must be in [0, 1], got {self.gold_rate}")
+        if self.gold_rate > 0 and self.lapse_prior is None:
+            raise ValueError("gold questions (gold_rate > 0) need the lapse model (lapse_prior)")
+        if not (self.gold_margin > 0 and math.isfinite(self.gold_margin)):
+            raise ValueError(f"gold_margin must be finite and > 0, got {self.gold_margin}")
         if self.structure not in FORMS:
             raise ValueError(f"structure must be one of {sorted(FORMS)}, got {self.structure!r}")
         if self.structure == "blocks" and self.pair_scope != "group":
@@ -166,7 +181,8 @@ class Judgment:
     `noise_sd` is the rater noise the label is applied with, `keep` the probability that the
     rater answered as the model says rather than at random (lapse model); None means the
     rater's current value, and the campaign's log records the value it used, so a replay is
-    exact.
+    exact. `gold` is the known answer of a gold question (engine.gold; `question` a Pair): the
+    label then teaches only the rater's reliability, never the clips' qualities.
     """
 
     rater: Hashable | None
@@ -174,6 +190,7 @@ class Judgment:
     answer: Answer
     noise_sd: float | None = None
     keep: float | None = None
+    gold: Outcome | None = None
 
     @classmethod
     def pair(
@@ -226,6 +243,7 @@ class Campaign:
         self._history = History()
         self._raters = RaterBook()
         self._tasks = TaskBook()
+        self._gold = GoldBook()
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
         self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
@@ -338,7 +356,7 @@ class Campaign:
         Raises:
             ValueError: no labels yet.
         """
-        log = self.log
+        log = self._clip_log
         config = self.config
         pairs = any(j.question.kind == Pair.kind for j in log)
         ratings = any(j.question.kind == Level.kind for j in log)
@@ -382,7 +400,7 @@ class Campaign:
         self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
         if form is None:
             form = self._prior_form()
-            form.observe(self._events(self.log))
+            form.observe(self._events(self._clip_log))
         self._form = form
         self._raters.refit_all(self.config, self._grid_scorer())
         self._history.record(refit)
@@ -418,11 +436,17 @@ class Campaign:
         self._tasks.check_answerable(task_ids)
         resolved = [self._resolve(j) for j in judgments]
         if resolved:
-            self._form.observe(self._events(resolved))
+            # a gold answer teaches the rater's reliability only (engine.gold)
+            on_clips = [j for j in resolved if j.gold is None]
+            if on_clips:
+                self._form.observe(self._events(on_clips))
             if self.config.lapse_prior is not None or self.config.learn_rater_noise:
                 self._raters.learn(resolved, self.config, self._grid_scorer())
         self._history.record_labels(resolved)
         self._tasks.answered(((j.rater, j.question) for j in resolved), task_ids)
+        for judgment in resolved:
+            if judgment.gold is not None:
+                self._gold.answered(judgment.rater, [judgment.question.key[1:]])
         count = self._history.label_count
         if any(count - len(resolved) < at <= count for at in self.config.refit_prior_at):
             self.fit_prior()
@@ -453,6 +477,15 @@ class Campaign:
         judgments = [j for own in owns for j in own]
         events = self._events(judgments, hyper)
         mu, var = form.pair_moments(events.first, events.second)
+        if any(j.gold is not None for j in judgments):
+            # a gold pair's z is the known point z*, not the posterior marginal (engine.gold)
+            margin = self.config.gold_margin * self.config.noise_sd
+            is_gold = torch.tensor([j.gold is not None for j in judgments], device=mu.device)
+            point = like_tensor(
+                mu, [0.0 if j.gold is None else gold_point(j.gold, margin) for j in judgments]
+            )
+            mu = torch.where(is_gold, point, mu)
+            var = torch.where(is_gold, torch.zeros_like(var), var)
         rater = torch.repeat_interleave(
             torch.arange(len(owns), device=mu.device),
             torch.tensor([len(own) for own in owns], dtype=torch.long, device=mu.device),
@@ -534,6 +567,15 @@ class Campaign:
                 'in blocks (structure="blocks") asks about clips of one prompt'
             )
         question.interval(judgment.answer, self.config.tie_margin, self.config.emoji_thresholds)
+        if judgment.gold is not None:
+            if question.kind != Pair.kind:
+                raise ValueError("a gold question is a comparison of two clips")
+            question.interval(Outcome(judgment.gold), self.config.tie_margin, None)
+
+    @property
+    def _clip_log(self) -> list[Judgment]:
+        """The labels that are events on the clips: the log without gold answers."""
+        return [j for j in self.log if j.gold is None]
 
     def refine(self, max_sweeps: int = 50, damping: float = 1.0) -> Refinement:
         """Replace the ADF posterior by the EP posterior of every label so far (engine.ep).
@@ -544,7 +586,7 @@ class Campaign:
         Raises:
             RuntimeError: EP did not converge (nothing changes then).
         """
-        form, result = self._prior_form().refine(self._events(self.log), max_sweeps, damping)
+        form, result = self._prior_form().refine(self._events(self._clip_log), max_sweeps, damping)
         self._form = form
         self._history.record(Refine(max_sweeps, damping))
         return result
@@ -606,7 +648,9 @@ class Campaign:
     def _pending_tasks(self) -> list[PendingTask]:
         """The pending tasks in hand-out order: (id, first, second or NO_SECOND, noise var)."""
         return [
-            (t.id, *t.question.direction, self.noise_sd(t.rater) ** 2) for t in self._tasks.pending
+            (t.id, *t.question.direction, self.noise_sd(t.rater) ** 2)
+            for t in self._tasks.pending
+            if t.gold is None  # a gold answer never moves the clips: nothing to shrink
         ]
 
     def _excluded(self, exclude: Sequence[int]) -> Tensor:
@@ -733,6 +777,10 @@ class Campaign:
             NoEligibleTaskError: no pair and no clip to rate is left for this rater.
         """
         self._check_not_done()
+        if rater is not None and self.config.gold_rate > 0:
+            gold = self.next_gold(rater, exclude=exclude, hold=hold)
+            if gold is not None:
+                return [gold]
         pairs: list[Task] = []
         with contextlib.suppress(NoEligibleTaskError):
             pairs = self.next_pairs(
@@ -761,6 +809,73 @@ class Campaign:
             for task in chosen:
                 self._tasks.hold(task)
         return chosen
+
+    # gold questions ---------------------------------------------------------------------------
+
+    def add_gold(self, first: int, second: int, answer: Outcome | str) -> GoldPair:
+        """Mark `first` vs `second` as a gold pair whose answer is `answer` (win = first is
+        better). The same pair again with the same answer (either order) changes nothing.
+
+        Raises:
+            IndexError: a clip that does not exist.
+            ValueError: the same clip twice, an answer the campaign does not allow (a tie
+                without a tie margin), or the pair is gold already with another answer.
+        """
+        pair = GoldPair(int(first), int(second), Outcome(answer))
+        question = Pair(pair.first, pair.second)
+        for item in question.items:
+            if not 0 <= item < self.n_items:
+                raise IndexError(f"clip {item} does not exist (0..{self.n_items - 1})")
+        if self.config.structure == "blocks" and not self._clips.same_group(*question.items):
+            raise ValueError(
+                f"clips {list(question.items)} are in different prompt groups: a campaign kept "
+                'in blocks (structure="blocks") asks about clips of one prompt'
+            )
+        question.interval(pair.answer, self.config.tie_margin, None)
+        self._gold.add(pair)
+        return pair
+
+    @property
+    def gold_pairs(self) -> tuple[GoldPair, ...]:
+        """The gold pairs, in the order they were added."""
+        return self._gold.pairs
+
+    def next_gold(
+        self,
+        rater: Hashable | None,
+        *,
+        index: int | None = None,
+        exclude: Sequence[int] = (),
+        hold: bool = True,
+    ) -> Task | None:
+        """A gold task for `rater` with probability `gold_rate`, else None (engine.gold).
+
+        The draw depends only on (gold_seed, rater, index): `index` counts the rater's tasks
+        (default: the questions they answered plus their pending tasks). The pair is drawn
+        among the gold pairs they have neither answered (as gold or as an ordinary pair) nor
+        hold, leaving out pairs with a clip of `exclude`; None when none is left.
+        """
+        rate = self.config.gold_rate
+        if rate <= 0 or not len(self._gold):
+            return None
+        mine = [t for t in self._tasks.pending if t.rater == rater]
+        if index is None:
+            index = self._tasks.answer_count(rater) + len(mine)
+        seed = self.config.gold_seed
+        if uniform_draw(seed, rater, index, "gold") >= rate:
+            return None
+        barred = {task.question.key[1:] for task in mine if task.is_pair}
+        barred |= {key[1:] for key in self._tasks.asked(rater) if key[0] == Pair.kind}
+        unused = self._gold.unused(rater, barred, exclude)
+        if not unused:
+            return None
+        pair = unused[int(uniform_draw(seed, rater, index, "pair") * len(unused))]
+        question = Pair(pair.first, pair.second)
+        probabilities = self.predict(pair.first, pair.second, rater)
+        task = self._tasks.new(rater, question, 0.0, probabilities, pair.answer)
+        if hold:
+            self._tasks.hold(task)
+        return task
 
     def _seconds(self, task: Task) -> float:
         """The rater time a task of this kind takes (CampaignConfig.pair_seconds, ...)."""
@@ -850,6 +965,7 @@ class Campaign:
         quiet = replace(self._initial_config, refit_prior_at=())
         fresh = Campaign(quiet, device=self.device, dtype=self.dtype)
         fresh._raters = self._raters.with_set_noise()
+        fresh._gold = self._gold.with_pairs()
         for entry in self._history:
             if isinstance(entry, Refine):
                 fresh.refine(entry.max_sweeps, entry.damping)
