@@ -180,6 +180,21 @@ class CampaignEngine:
         except NoEligibleTaskError:
             return []
 
+    def add_gold(self, pairs: Sequence[tuple[int, int, str]]) -> None:
+        """Gold pairs `(first, second, answer)`; a pair the engine has already (a snapshot's)
+        changes nothing."""
+        for first, second, answer in pairs:
+            self.campaign.add_gold(first, second, answer)
+
+    def gold(
+        self, rater: int, index: int, forbidden_pairs: Sequence[tuple[int, int]] = ()
+    ) -> Task | None:
+        """`Campaign.next_gold` (held) for the rater's `index`-th task: a gold task, or None
+        (not drawn, or no gold pair left to them); never one of `forbidden_pairs` (the
+        rater's labels not applied yet, skips and held tasks) or a pair `bar` rules out."""
+        barred = [*forbidden_pairs, *self._pairs]
+        return self.campaign.next_gold(rater, index=index, exclude=self._clips, forbidden=barred)
+
     def set_targets(self, targets: dict[str, float]) -> None:
         """Replace the campaign's stopping targets (`Targets` keywords; empty: none)."""
         self._targets = Targets(**targets)

@@ -55,6 +55,23 @@ class CampaignCreate(_Input):
     lease_seconds: Annotated[float, Meta(gt=0, le=MAX_LEASE_SECONDS)] = 120.0
     skip_limit: SkipLimit = 3
     targets: TargetsIn | None = None
+    # the share of each rater's tasks that are gold questions, while gold pairs remain
+    gold_rate: Annotated[float, Meta(ge=0, le=1)] = 0.0
+
+
+class GoldPairIn(_Input):
+    """A pair whose answer is known: clips by external id, `answer` "first" (the first is
+    better), "second" or "tie" (only where the campaign has ties)."""
+
+    first: Label
+    second: Label
+    answer: Literal["first", "second", "tie"]
+
+
+class GoldIn(_Input):
+    """`POST /v1/campaigns/{id}/gold`."""
+
+    pairs: Annotated[list[GoldPairIn], Meta(min_length=1, max_length=5000)]
 
 
 class CampaignUpdate(_Input):
@@ -140,6 +157,7 @@ class Campaign(Struct, kw_only=True):
     # active | paused (no new tasks; answers to tasks out still count) | closed
     state: str
     skip_limit: int  # distinct raters whose skips withdraw a pair (or a clip) for everyone
+    gold_rate: float = 0.0  # the share of a rater's tasks that are gold questions
 
 
 class CampaignList(Struct, kw_only=True):
@@ -258,6 +276,22 @@ class ImportOut(Struct, kw_only=True):
     imported: int  # judgments, all of them labels
     raters_created: list[str]  # names no rater of the campaign had (no token: they rate no more)
     duplicate: bool  # this key was imported before: its first result
+
+
+class GoldPairOut(Struct, kw_only=True):
+    first: ClipRef
+    second: ClipRef
+    answer: Literal["first", "second", "tie"]
+
+
+class GoldList(Struct, kw_only=True):
+    gold_rate: float
+    pairs: list[GoldPairOut]
+
+
+class GoldAdded(Struct, kw_only=True):
+    added: int  # new gold pairs (a pair sent again with its answer is not new)
+    total: int
 
 
 class ClipStatus(Struct, kw_only=True):
