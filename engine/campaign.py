@@ -846,6 +846,7 @@ class Campaign:
         *,
         index: int | None = None,
         exclude: Sequence[int] = (),
+        forbidden: Sequence[tuple[int, int]] = (),
         hold: bool = True,
     ) -> Task | None:
         """A gold task for `rater` with probability `gold_rate`, else None (engine.gold).
@@ -853,7 +854,8 @@ class Campaign:
         The draw depends only on (gold_seed, rater, index): `index` counts the rater's tasks
         (default: the questions they answered plus their pending tasks). The pair is drawn
         among the gold pairs they have neither answered (as gold or as an ordinary pair) nor
-        hold, leaving out pairs with a clip of `exclude`; None when none is left.
+        hold, leaving out pairs with a clip of `exclude` and the `forbidden` pairs (either
+        order); None when none is left.
         """
         rate = self.config.gold_rate
         if rate <= 0 or not len(self._gold):
@@ -866,6 +868,7 @@ class Campaign:
             return None
         barred = {task.question.key[1:] for task in mine if task.is_pair}
         barred |= {key[1:] for key in self._tasks.asked(rater) if key[0] == Pair.kind}
+        barred |= {(min(pair), max(pair)) for pair in forbidden}
         unused = self._gold.unused(rater, barred, exclude)
         if not unused:
             return None
