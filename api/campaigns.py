@@ -132,12 +132,14 @@ def engine_config(
 
 
 def with_gold(stored: dict[str, Any], gold_rate: float) -> dict[str, Any]:
-    """A stored `engine_config` with gold questions at `gold_rate` (engine.gold) under a fresh
-    seed, so raters cannot foresee which task is gold; unchanged for rate 0 (a campaign
-    without gold questions stores no gold keys)."""
-    if gold_rate <= 0:
+    """A stored `engine_config` with gold questions at `gold_rate` (engine.gold), under the
+    campaign's gold seed or a fresh one (secret, so raters cannot foresee which task is gold);
+    unchanged for rate 0 in a campaign that never had gold questions (it stores no gold
+    keys)."""
+    if gold_rate <= 0 and "gold_rate" not in stored:
         return stored
-    return {**stored, "gold_rate": float(gold_rate), "gold_seed": secrets.randbelow(2**31)}
+    seed = stored.get("gold_seed", secrets.randbelow(2**31))
+    return {**stored, "gold_rate": float(gold_rate), "gold_seed": seed}
 
 
 def emoji_thresholds(levels: int | None) -> list[float] | None:

@@ -162,8 +162,8 @@ class CampaignEngine:
         forbidden_pairs: Sequence[tuple[int, int]] = (),
         skip_ratings: Sequence[int] = (),
     ) -> list[Task]:
-        """`Campaign.next_tasks` (held), never a task `bar` rules out; empty when nothing is
-        left to ask."""
+        """`Campaign.next_tasks` (held), never a task `bar` rules out and never a gold task
+        (the service asks for those by `gold`); empty when nothing is left to ask."""
         forbidden = [*forbidden_pairs, *self._pairs] or None
         try:
             if not (self._ratings and self.campaign.level_cuts is not None):
@@ -176,6 +176,7 @@ class CampaignEngine:
                 exclude=self._clips,
                 forbidden_pairs=forbidden,
                 skip_ratings=[*skip_ratings, *self._rating_clips],
+                gold=False,
             )
         except NoEligibleTaskError:
             return []

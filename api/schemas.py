@@ -85,6 +85,7 @@ class CampaignUpdate(_Input):
     pair_scope: Literal["group", "any"] | UnsetType = UNSET
     skip_limit: SkipLimit | UnsetType = UNSET
     targets: TargetsIn | UnsetType | None = UNSET  # null: no target (never done)
+    gold_rate: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
     ties: bool | UnsetType = UNSET
     criteria: Annotated[list[Criterion], Meta(max_length=MAX_CRITERIA)] | UnsetType | None = UNSET
 

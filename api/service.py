@@ -339,12 +339,17 @@ class Service:
                 config["targets"] = _targets(body.targets)
             if config.get("targets") != record.engine_config.get("targets"):
                 values["engine_config"] = config  # applied to the live engine by the runtime
+        gold_changes = False
+        if body.gold_rate is not UNSET:
+            before = float(config.get("gold_rate", 0.0))
+            config = with_gold(config, float(body.gold_rate))
+            gold_changes = float(config.get("gold_rate", 0.0)) != before
         new_scope = record.pair_scope if body.pair_scope is UNSET else body.pair_scope
         new_levels = record.emoji_levels if body.emoji_levels is UNSET else body.emoji_levels
         values["pair_scope"], values["emoji_levels"] = new_scope, new_levels
         scope_changes = new_scope != config["pair_scope"]
         scale_changes = new_levels is not None and new_levels != scale_levels(config)
-        if not (scope_changes or scale_changes):
+        if not (scope_changes or scale_changes or gold_changes):
             await runtime.update(values)
             return _campaign_view(runtime.record, self._counts(campaign_id, {}))
         if scope_changes:

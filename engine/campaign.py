@@ -759,9 +759,11 @@ class Campaign:
         skip_ratings: Sequence[int] = (),
         hold: bool = True,
         generator: torch.Generator | None = None,
+        gold: bool = True,
     ) -> list[Task]:
-        """Up to `count` tasks: a batch of pairs (`next_pairs`), or one emoji rating when it
-        teaches more per second than the batch's best pair.
+        """Up to `count` tasks: a gold task alone when `next_gold` draws one (engine.gold), else
+        a batch of pairs (`next_pairs`), or one emoji rating when it teaches more per second
+        than the batch's best pair.
 
         Gain per second: the pair's gain / pair_seconds against the rating's gain /
         rating_seconds (Ye and Doermann 2014; MATH.md §3).
@@ -771,13 +773,14 @@ class Campaign:
             count: the most pairs; a rating comes alone.
             forbidden_pairs: pairs not to ask (either order), as for `next_pairs`.
             skip_ratings: clips not to offer for rating, besides those `rater` rated.
+            gold: False never draws a gold task (for a caller that asks `next_gold` itself).
 
         Raises:
             CampaignDone: every target of `CampaignConfig.targets` is met.
             NoEligibleTaskError: no pair and no clip to rate is left for this rater.
         """
         self._check_not_done()
-        if rater is not None and self.config.gold_rate > 0:
+        if gold and rater is not None and self.config.gold_rate > 0:
             gold = self.next_gold(rater, exclude=exclude, hold=hold)
             if gold is not None:
                 return [gold]

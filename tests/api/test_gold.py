@@ -15,7 +15,7 @@ from api.app import create_app
 from api.settings import Settings
 from tests.api.conftest import ADMIN, Party, inspect, make_party
 from tests.api.test_restart import _close, _reads
-from tests.api.test_snapshots import _metric
+from tests.api.test_snapshots import _metric, _sql
 
 # clips e0..e11 in groups g0 (even) and g1 (odd)
 GOLD = [
@@ -227,3 +227,22 @@ def test_a_snapshot_with_gold_answers_restarts_to_the_full_replay(settings: Sett
         assert sum(j.gold is not None for j in inspect(client, runtime, "log")) == n_gold
     _close(from_snapshot, full)
     _close(before, full)
+
+
+def test_the_gold_rate_changes_by_patch(settings: Settings) -> None:
+    def is_gold(assignment: dict[str, Any]) -> bool:
+        query = "SELECT gold FROM assignment WHERE id = :a"
+        ((gold,),) = _sql(settings, query, a=assignment["id"])
+        return gold is not None
+
+    with TestClient(app=create_app(settings)) as client:
+        party = _gold_party(client)  # gold pairs, but rate 0: no gold task
+        assert not any(is_gold(_ask(client, party, 0)["assignment"]) for _ in range(3))
+        url = f"/v1/campaigns/{party.id}"
+        assert client.patch(url, json={"gold_rate": 2}, headers=ADMIN).status_code == 400
+        changed = client.patch(url, json={"gold_rate": 1.0}, headers=ADMIN)
+        assert changed.status_code == 200 and changed.json()["gold_rate"] == 1.0
+        assert all(is_gold(_ask(client, party, 1)["assignment"]) for _ in range(3))
+        off = client.patch(url, json={"gold_rate": 0}, headers=ADMIN)
+        assert off.status_code == 200 and off.json()["gold_rate"] == 0.0
+        assert not any(is_gold(_ask(client, party, 2)["assignment"]) for _ in range(3))
