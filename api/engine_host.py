@@ -193,6 +193,8 @@ class CampaignEngine:
         """`Campaign.next_gold` (held) for the rater's `index`-th task: a gold task, or None
         (not drawn, or no gold pair left to them); never one of `forbidden_pairs` (the
         rater's labels not applied yet, skips and held tasks) or a pair `bar` rules out."""
+        if self.campaign.config.targets.any and self.campaign.progress().done:
+            return None  # a campaign whose targets are met asks nothing, gold included
         barred = [*forbidden_pairs, *self._pairs]
         return self.campaign.next_gold(rater, index=index, exclude=self._clips, forbidden=barred)
 

@@ -111,6 +111,12 @@ def test_gold_tasks_look_ordinary_and_never_move_clips(settings: Settings) -> No
             f"/v1/campaigns/{party.id}/export?format=jsonl&kind=judgments", headers=ADMIN
         ).text.splitlines()
         assert len(exported) == len(GOLD) and all('"gold": true' in line for line in exported)
+        again = client.post(
+            f"/v1/campaigns/{party.id}/imports",
+            json={"key": "re", "format": "jsonl", "data": "\n".join(exported)},
+            headers=ADMIN,
+        )
+        assert again.status_code == 400 and "gold" in again.json()["detail"]
         preferences = client.get(
             f"/v1/campaigns/{party.id}/export?format=jsonl&kind=preferences", headers=ADMIN
         ).text
