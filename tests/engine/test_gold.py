@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import norm
 
 from engine.campaign import Campaign, CampaignConfig, Judgment
@@ -213,3 +215,26 @@ def test_bad_gold_input_changes_nothing() -> None:
         CampaignConfig(criteria=(), gold_rate=0.1)
     with pytest.raises(ValueError, match="gold_rate"):
         CampaignConfig(criteria=(), lapse_prior=KEEP_PRIOR, gold_rate=1.5)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.lists(st.booleans(), min_size=1, max_size=12), st.sampled_from([1.0, 2.0, 3.0]))
+def test_a_wrong_gold_answer_raises_the_random_probability(
+    right_answers: list[bool], margin: float
+) -> None:
+    """With the noise fixed, a gold answer's likelihood is monotone in keep (decreasing for a
+    wrong answer, increasing for a right one), so each wrong answer raises P(keep < 1/2) and
+    each right one lowers it; and the clips never move."""
+    campaign = _campaign(n=30, gold_margin=margin)
+    golds = _gold_pairs(campaign, len(right_answers))
+    before = campaign.posterior
+    previous = None
+    for gold, right in zip(golds, right_answers, strict=True):
+        wrong = Outcome.LOSS if gold.answer is Outcome.WIN else Outcome.WIN
+        campaign.observe([_gold_judgment("ann", gold, gold.answer if right else wrong)])
+        now = campaign.rater_reliability()["ann"].probability_random
+        if previous is not None:
+            assert now < previous if right else now > previous
+        previous = now
+    assert torch.equal(campaign.posterior.mean, before.mean)
+    assert torch.equal(campaign.posterior.cov, before.cov)
