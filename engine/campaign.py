@@ -781,9 +781,17 @@ class Campaign:
         """
         self._check_not_done()
         if gold and rater is not None and self.config.gold_rate > 0:
-            gold = self.next_gold(rater, exclude=exclude, hold=hold)
-            if gold is not None:
-                return [gold]
+            listed = forbidden_pairs
+            if isinstance(listed, Tensor):
+                listed = listed.tolist()
+            gold_task = self.next_gold(
+                rater,
+                exclude=exclude,
+                forbidden=[(int(i), int(j)) for i, j in listed or ()],
+                hold=hold,
+            )
+            if gold_task is not None:
+                return [gold_task]
         pairs: list[Task] = []
         with contextlib.suppress(NoEligibleTaskError):
             pairs = self.next_pairs(
