@@ -41,6 +41,7 @@ import heapq
 import logging
 import math
 import random
+import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -137,6 +138,17 @@ def engine_config(
     }
 
 
+def with_gold(stored: dict[str, Any], gold_rate: float) -> dict[str, Any]:
+    """A stored `engine_config` with gold questions at `gold_rate` (engine.gold), under the
+    campaign's gold seed or a fresh one (secret, so raters cannot foresee which task is gold);
+    unchanged for rate 0 in a campaign that never had gold questions (it stores no gold
+    keys)."""
+    if gold_rate <= 0 and "gold_rate" not in stored:
+        return stored
+    seed = stored.get("gold_seed", secrets.randbelow(2**31))
+    return {**stored, "gold_rate": float(gold_rate), "gold_seed": seed}
+
+
 def emoji_thresholds(levels: int | None) -> list[float] | None:
     """The ordered-probit cuts of an emoji scale of `levels` levels, `EMOJI_SPACING` apart
     and centred on 0 (None: no scale)."""
@@ -161,6 +173,8 @@ def build_config(stored: dict[str, Any]) -> CampaignConfig:
         learn_rater_noise=bool(stored["learn_rater_noise"]),
         targets=stored_targets(stored),
         side_bias=stored_side_bias(stored),
+        gold_rate=float(stored.get("gold_rate", 0.0)),
+        gold_seed=int(stored.get("gold_seed", 0)),
     )
 
 
@@ -256,6 +270,7 @@ class AssignmentState:
     committing: asyncio.Future[Any] | None = None
     released: bool = False  # expired and released from the engine's pending set
     withdrawn: str | None = None  # why the operator took it back (an answer then gets a 410)
+    gold: Outcome | None = None  # a gold task's known answer (never shown to the rater)
 
     @property
     def question(self) -> Question:
@@ -370,6 +385,8 @@ class CampaignRuntime:
         self.clips: list[ClipState] = []
         self.clip_index: dict[str, int] = {}  # external id -> position
         self.clip_positions: dict[int, int] = {}  # clip row id -> position
+        # gold pairs (positions, first < second) -> the known outcome of first vs second
+        self.gold: dict[tuple[int, int], Outcome] = {}
         # skips that count towards withdrawing a task for everyone: task key -> raters (skips
         # before the operator last restored one of its clips are forgotten: `_cleared`)
         self._skippers: dict[tuple[int, int], set[int]] = {}
@@ -455,7 +472,9 @@ class CampaignRuntime:
                 after,
             )
             await self.engine.call("replay", steps)
-            await self.engine.call("hold", self._restore(logged))
+            held = self._restore(logged)
+            await self.engine.call("add_gold", [(*key, a.value) for key, a in self.gold.items()])
+            await self.engine.call("hold", held)
             await self.engine.call("bar", *self._bars())
         except BaseException:
             await self.engine.close()
@@ -519,6 +538,7 @@ class CampaignRuntime:
             if clip.skips_cleared:
                 self._cleared[clip.position] = clip.skips_cleared
         self._next_clip_batch = 1 + max((c.batch for c in logged.clips), default=0)
+        self.gold = {(g.first, g.second): Outcome(g.answer) for g in logged.gold}
         for rater in logged.raters:
             self.raters[rater.id] = RaterState(rater.id, rater.name, active=rater.active)
         answers = {j.assignment_id: j for j in logged.judgments}
@@ -533,6 +553,7 @@ class CampaignRuntime:
                 record.second,
                 record.swapped,
                 epoch(record.expires_at),
+                gold=None if record.gold is None else Outcome(record.gold),
             )
             self.assignments[record.id] = state
             if judgment is not None:
@@ -543,7 +564,9 @@ class CampaignRuntime:
                 state.withdrawn = "it was withdrawn by the operator"
             elif state.expires_at > now:
                 # engine task ids of restored tasks are negative: the engine counts up from 1
-                held.append(Task(state.task_id, record.rater_id, state.question, 0.0, ()))
+                held.append(
+                    Task(state.task_id, record.rater_id, state.question, 0.0, (), state.gold)
+                )
                 self._claim(self.raters[state.rater_id], state.first, state.second)
                 self._open(state)
             else:
@@ -587,7 +610,17 @@ class CampaignRuntime:
                 f"(the most allowed); answer or let them expire first"
             )
         deadline = time.monotonic() + self.settings.assign_timeout_s
-        while True:
+        task = None
+        if self._gold_rate > 0 and self.gold:
+            chosen_gold = asyncio.ensure_future(
+                self.call(lambda: self._gold_task(rater), fresh=False)
+            )
+            try:
+                task = await asyncio.shield(chosen_gold)
+            except asyncio.CancelledError:
+                chosen_gold.add_done_callback(lambda done: self._abandon(rater, done))
+                raise
+        while task is None:
             if self.failed:
                 raise Unavailable(detail=self.failure)
             if self._closing:
@@ -625,6 +658,27 @@ class CampaignRuntime:
         # would stay pending in the engine with no assignment to ever release it
         handing_out = self._track(asyncio.ensure_future(self._hand_out(rater, task)))
         return await asyncio.shield(handing_out), None, self.record.state
+
+    @property
+    def _gold_rate(self) -> float:
+        return float(self.record.engine_config.get("gold_rate", 0.0))
+
+    async def _gold_task(self, rater: RaterState) -> Task | None:
+        """Pump call: a gold task for this rater's next task when the engine draws one
+        (engine.gold), claimed; None otherwise. Barred as `_rater_task` bars: pairs they
+        judged (applied or not), skipped or hold."""
+        waiting = [
+            task_key(label.judgment.first, label.judgment.second)
+            for label in self._unapplied
+            if label.judgment.rater == rater.id
+        ]
+        barred = rater.judged | rater.skipped | set(rater.holding) | set(waiting)
+        pairs = sorted(k for k in barred if k[1] != NO_SECOND)
+        index = rater.labels + rater.skips + len(rater.open)
+        task = await self._run("gold", rater.id, index, pairs)
+        if task is not None:
+            self._claim(rater, task.first, task.second)
+        return task
 
     def _take(self, rater: RaterState) -> Task | None:
         """The next task of `rater`'s reserve, else the first queued task they may answer,
@@ -797,6 +851,7 @@ class CampaignRuntime:
             "second": task.second,
             "swapped": swapped,
             "gain": float(task.gain),
+            "gold": None if task.gold is None else task.gold.value,
             "expires_at": utc(expires_at),
         }
         try:
@@ -808,7 +863,14 @@ class CampaignRuntime:
             self._wake.set()
             raise Unavailable(detail="the database did not store the assignment; retry") from error
         state = AssignmentState(
-            assignment_id, rater.id, task.id, task.first, task.second, swapped, expires_at
+            assignment_id,
+            rater.id,
+            task.id,
+            task.first,
+            task.second,
+            swapped,
+            expires_at,
+            gold=task.gold,
         )
         self.assignments[assignment_id] = state
         self._open(state)
@@ -947,6 +1009,7 @@ class CampaignRuntime:
             "first": state.first,
             "second": state.second,
             "outcome": None if outcome is None else outcome.value,
+            "gold": None if state.gold is None else state.gold.value,
             "seq": seq,
         }
         try:
@@ -968,6 +1031,7 @@ class CampaignRuntime:
                 state.question,
                 answer,  # type: ignore[arg-type]
                 left=state.left if state.is_pair else None,
+                gold=state.gold,
             )
             if not self._unapplied:
                 self._unapplied_since = time.monotonic()
@@ -993,10 +1057,12 @@ class CampaignRuntime:
             return self._note_skip(state, judgment_id)
         rater.labels += 1
         self.n_labels += 1
-        self.clips[state.first].labels += 1
+        if state.gold is None:  # a gold answer is no label on its clips
+            self.clips[state.first].labels += 1
         if state.is_pair:
             rater.judged.add(state.pair)
-            self.clips[state.second].labels += 1
+            if state.gold is None:
+                self.clips[state.second].labels += 1
         else:
             rater.rated.add(state.first)
         return False
@@ -1398,6 +1464,41 @@ class CampaignRuntime:
             self._to_release.extend(t.id for t in self._reserves.pop(rater_id, ()))
             self._wake.set()
         return rater
+
+    async def add_gold(self, pairs: Sequence[tuple[int, int, Outcome]]) -> int:
+        """Store gold pairs `(first, second, outcome of first vs second)` (positions, first <
+        second; validated by the caller) and give them to the engine; a pair that is gold
+        already with the same answer is skipped. Returns how many were new.
+
+        Raises:
+            Conflict: a pair is gold already with another answer (nothing is stored).
+            Unavailable: the database did not store them (nothing changed).
+        """
+
+        async def add() -> int:
+            clash = [(f, s) for f, s, a in pairs if self.gold.get((f, s), a) != a]
+            if clash:
+                first, second = clash[0]
+                raise Conflict(
+                    detail=f"clips {self.clips[first].external_id!r} and "
+                    f"{self.clips[second].external_id!r} are a gold pair already, with another "
+                    f"answer ({len(clash)} such pair(s)); nothing was stored"
+                )
+            new = [(f, s, a) for f, s, a in pairs if (f, s) not in self.gold]
+            if new:
+                rows = [(f, s, a.value) for f, s, a in new]
+                try:
+                    await self._writer.run(self.fenced(store.insert_gold(self.record.id, rows)))
+                except Exception as error:
+                    log.exception("storing gold pairs failed")
+                    raise Unavailable(
+                        detail="the database did not store the gold pairs; retry"
+                    ) from error
+                self.gold.update({(f, s): a for f, s, a in new})
+                await self._run("add_gold", rows)
+            return len(new)
+
+        return await self.call(add, fresh=False)
 
     def _withdraw(self, ids: Sequence[int], why: str) -> None:
         """Take back open assignments (already marked withdrawn in the database); one whose

@@ -124,6 +124,8 @@ class AssignmentRow(SQLModel, table=True):
     second: int
     swapped: bool
     gain: float
+    # the known answer (engine Outcome of first vs second) of a gold task; never shown
+    gold: str | None = None
     # open | answered | skipped | withdrawn (by the operator: a closed campaign, a retired
     # clip, a deactivated rater); an open one past expires_at is expired
     status: str = "open"
@@ -149,8 +151,25 @@ class JudgmentRow(SQLModel, table=True):
     first: int
     second: int
     outcome: str | None = None  # engine Outcome of first vs second (win = first is better)
+    # an answer to a gold task: its known outcome; it moves no clip, only the rater's reliability
+    gold: str | None = None
     seq: int | None = None
     batch: int | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
+
+
+class GoldPairRow(SQLModel, table=True):
+    """A pair whose answer the operator knows: `answer` is the engine Outcome of `first`
+    against `second` (clip positions, first < second)."""
+
+    __tablename__ = "gold_pair"
+    __table_args__ = (UniqueConstraint("campaign_id", "first", "second"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    first: int
+    second: int
+    answer: str
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
 
 

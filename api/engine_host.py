@@ -162,8 +162,8 @@ class CampaignEngine:
         forbidden_pairs: Sequence[tuple[int, int]] = (),
         skip_ratings: Sequence[int] = (),
     ) -> list[Task]:
-        """`Campaign.next_tasks` (held), never a task `bar` rules out; empty when nothing is
-        left to ask."""
+        """`Campaign.next_tasks` (held), never a task `bar` rules out and never a gold task
+        (the service asks for those by `gold`); empty when nothing is left to ask."""
         forbidden = [*forbidden_pairs, *self._pairs] or None
         try:
             if not (self._ratings and self.campaign.level_cuts is not None):
@@ -176,9 +176,27 @@ class CampaignEngine:
                 exclude=self._clips,
                 forbidden_pairs=forbidden,
                 skip_ratings=[*skip_ratings, *self._rating_clips],
+                gold=False,
             )
         except NoEligibleTaskError:
             return []
+
+    def add_gold(self, pairs: Sequence[tuple[int, int, str]]) -> None:
+        """Gold pairs `(first, second, answer)`; a pair the engine has already (a snapshot's)
+        changes nothing."""
+        for first, second, answer in pairs:
+            self.campaign.add_gold(first, second, answer)
+
+    def gold(
+        self, rater: int, index: int, forbidden_pairs: Sequence[tuple[int, int]] = ()
+    ) -> Task | None:
+        """`Campaign.next_gold` (held) for the rater's `index`-th task: a gold task, or None
+        (not drawn, or no gold pair left to them); never one of `forbidden_pairs` (the
+        rater's labels not applied yet, skips and held tasks) or a pair `bar` rules out."""
+        if self.campaign.config.targets.any and self.campaign.progress().done:
+            return None  # a campaign whose targets are met asks nothing, gold included
+        barred = [*forbidden_pairs, *self._pairs]
+        return self.campaign.next_gold(rater, index=index, exclude=self._clips, forbidden=barred)
 
     def set_targets(self, targets: dict[str, float]) -> None:
         """Replace the campaign's stopping targets (`Targets` keywords; empty: none)."""

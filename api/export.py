@@ -2,7 +2,9 @@
 
 `judgments` rows carry who answered what about which clips as shown (left, right), plus the
 preference pair they imply (`prompt`, `chosen`, `rejected`: external ids; prompt is the clips'
-shared group). `preferences` keeps only the rows with a winner, as reward-model training data.
+shared group), and `gold`: an answer to a gold question (engine.gold), which tested the rater
+and moved no clip. `preferences` keeps only the rows with a winner that are not gold, as
+reward-model training data.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ JUDGMENT_COLUMNS = (
     "right_group",
     "choice",
     "level",
+    "gold",
     "prompt",
     "chosen",
     "rejected",
@@ -70,7 +73,7 @@ def render(rows: Iterable[dict[str, Any]], kind: ExportKind, fmt: ExportFormat) 
     """The export as CSV (with a header) or JSON lines."""
     full = [with_preference(row) for row in rows]
     if kind == "preferences":
-        full = [row for row in full if row["chosen"] is not None]
+        full = [row for row in full if row["chosen"] is not None and not row.get("gold")]
     columns = JUDGMENT_COLUMNS if kind == "judgments" else PREFERENCE_COLUMNS
     if fmt == "jsonl":
         return "".join(json.dumps({c: row[c] for c in columns}) + "\n" for row in full)

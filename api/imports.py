@@ -4,7 +4,8 @@ One record a row (CSV with a header) or a line (JSON objects): `rater` (their na
 and `right` (clips by external id; `right` empty or null for an emoji rating of `left`),
 `choice` (`left`, `right` or `tie`) for a pair or `level` (0 = worst) for a rating, and an
 optional `time` (ISO 8601; UTC when it names no offset). The columns are the export's, so an
-export's `rater_name`, `left_external_id`, `right_external_id` and `created_at` are read too.
+export's `rater_name`, `left_external_id`, `right_external_id` and `created_at` are read too;
+an export's gold answer (`gold` true) is refused: it tested a rater and is no label.
 Every problem of the whole text is reported at once; nothing is imported unless all is well.
 """
 
@@ -116,6 +117,8 @@ def _record(line: int, row: dict[str, Any], problems: list[str]) -> PastJudgment
         problems.append(f"line {line}: a rating (no 'right') takes a 'level', no 'choice'")
     if right is not None and right == left:
         problems.append(f"line {line}: 'left' and 'right' are the same clip {left!r}")
+    if fields.get("gold") in (True, "True", "true"):
+        problems.append(f"line {line}: a gold answer (gold true) tests a rater; it is no label")
     moment = _time(fields.get("time"), line, problems)
     if len(problems) > found or rater is None or left is None:
         return None

@@ -150,7 +150,8 @@ def engine_judgment(record: JudgmentRecord) -> Judgment:
     """A stored label as the engine's `Judgment`."""
     question = question_of(record.first, record.second)
     answer = record.level if record.second == NO_SECOND else Outcome(record.outcome)
-    return Judgment(record.rater_id, question, answer, left=record.left)
+    gold = None if record.gold is None else Outcome(record.gold)
+    return Judgment(record.rater_id, question, answer, left=record.left, gold=gold)
 
 
 __all__ = ["clip_batch", "engine_judgment", "read", "snapshot_record", "steps", "take_snapshot"]

@@ -65,6 +65,23 @@ class CampaignCreate(_Input):
     skip_limit: SkipLimit = 3
     targets: TargetsIn | None = None
     side_bias: SideBiasIn | None = None  # fixed at creation: it changes how labels replay
+    # the share of each rater's tasks that are gold questions, while gold pairs remain
+    gold_rate: Annotated[float, Meta(ge=0, le=1)] = 0.0
+
+
+class GoldPairIn(_Input):
+    """A pair whose answer is known: clips by external id, `answer` "first" (the first is
+    better), "second" or "tie" (only where the campaign has ties)."""
+
+    first: Label
+    second: Label
+    answer: Literal["first", "second", "tie"]
+
+
+class GoldIn(_Input):
+    """`POST /v1/campaigns/{id}/gold`."""
+
+    pairs: Annotated[list[GoldPairIn], Meta(min_length=1, max_length=5000)]
 
 
 class CampaignUpdate(_Input):
@@ -78,6 +95,7 @@ class CampaignUpdate(_Input):
     pair_scope: Literal["group", "any"] | UnsetType = UNSET
     skip_limit: SkipLimit | UnsetType = UNSET
     targets: TargetsIn | UnsetType | None = UNSET  # null: no target (never done)
+    gold_rate: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
     ties: bool | UnsetType = UNSET
     criteria: Annotated[list[Criterion], Meta(max_length=MAX_CRITERIA)] | UnsetType | None = UNSET
 
@@ -152,6 +170,7 @@ class Campaign(Struct, kw_only=True):
     state: str
     skip_limit: int  # distinct raters whose skips withdraw a pair (or a clip) for everyone
     side_bias: SideBias | None = None  # the side offsets' prior; null: sides are ignored
+    gold_rate: float = 0.0  # the share of a rater's tasks that are gold questions
 
 
 class SideBias(Struct, kw_only=True):
@@ -285,6 +304,22 @@ class ImportOut(Struct, kw_only=True):
     imported: int  # judgments, all of them labels
     raters_created: list[str]  # names no rater of the campaign had (no token: they rate no more)
     duplicate: bool  # this key was imported before: its first result
+
+
+class GoldPairOut(Struct, kw_only=True):
+    first: ClipRef
+    second: ClipRef
+    answer: Literal["first", "second", "tie"]
+
+
+class GoldList(Struct, kw_only=True):
+    gold_rate: float
+    pairs: list[GoldPairOut]
+
+
+class GoldAdded(Struct, kw_only=True):
+    added: int  # new gold pairs (a pair sent again with its answer is not new)
+    total: int
 
 
 class ClipStatus(Struct, kw_only=True):

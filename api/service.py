@@ -41,6 +41,7 @@ from api.campaigns import (
     scale_levels,
     stored_side_bias,
     utc,
+    with_gold,
 )
 from api.db import MAX_ROW_ID, as_utc
 from api.errors import (
@@ -59,7 +60,7 @@ from api.ownership import Claim, Leases, worker_id
 from api.settings import Settings
 from api.store import CampaignRecord
 from api.writer import Writer
-from engine import DEFAULT_CRITERIA
+from engine import DEFAULT_CRITERIA, Outcome
 from engine.questions import NO_SECOND
 from engine.stopping import Targets
 
@@ -266,6 +267,7 @@ class Service:
         }
         if body.targets is not None:
             values["engine_config"]["targets"] = _targets(body.targets)
+        values["engine_config"] = with_gold(values["engine_config"], body.gold_rate)
         record = await self.writer.run(store.insert_campaign(values))
         return _campaign_view(record, (0, 0, 0))
 
@@ -346,12 +348,17 @@ class Service:
                 config["targets"] = _targets(body.targets)
             if config.get("targets") != record.engine_config.get("targets"):
                 values["engine_config"] = config  # applied to the live engine by the runtime
+        gold_changes = False
+        if body.gold_rate is not UNSET:
+            before = float(config.get("gold_rate", 0.0))
+            config = with_gold(config, float(body.gold_rate))
+            gold_changes = float(config.get("gold_rate", 0.0)) != before
         new_scope = record.pair_scope if body.pair_scope is UNSET else body.pair_scope
         new_levels = record.emoji_levels if body.emoji_levels is UNSET else body.emoji_levels
         values["pair_scope"], values["emoji_levels"] = new_scope, new_levels
         scope_changes = new_scope != config["pair_scope"]
         scale_changes = new_levels is not None and new_levels != scale_levels(config)
-        if not (scope_changes or scale_changes):
+        if not (scope_changes or scale_changes or gold_changes):
             await runtime.update(values)
             return _campaign_view(runtime.record, self._counts(campaign_id, {}))
         if scope_changes:
@@ -603,6 +610,80 @@ class Service:
         rater = await runtime.set_rater_active(rater_id, active)
         return schemas.RaterStatus(id=rater.id, name=rater.name, active=rater.active)
 
+    async def add_gold(self, campaign_id: int, body: schemas.GoldIn) -> schemas.GoldAdded:
+        """Validate and store gold pairs, all or nothing (see `CampaignRuntime.add_gold`).
+
+        Raises:
+            BadRequest: an unknown clip, the same clip twice, a pair twice in the request, or
+                a tie where the campaign has no ties; every problem in one message.
+            Conflict: a pair is gold already with another answer.
+        """
+        runtime = await self.runtime(campaign_id)
+        problems: list[str] = []
+        pairs: list[tuple[int, int, Outcome]] = []
+        seen: set[tuple[int, int]] = set()
+        for number, pair in enumerate(body.pairs):
+            where = f"pair {number}"
+            first = runtime.clip_index.get(pair.first)
+            second = runtime.clip_index.get(pair.second)
+            for name, position in ((pair.first, first), (pair.second, second)):
+                if position is None:
+                    problems.append(f"{where}: no clip {name!r} in campaign {campaign_id}")
+            if pair.answer == "tie" and not runtime.record.ties:
+                problems.append(f"{where}: this campaign does not allow ties")
+            if first is None or second is None:
+                continue
+            if first == second:
+                problems.append(f"{where}: a gold pair needs two different clips")
+                continue
+            outcome = {"first": Outcome.WIN, "second": Outcome.LOSS, "tie": Outcome.TIE}[
+                pair.answer
+            ]
+            if first > second:  # stored low position first, the answer said the same way
+                first, second = second, first
+                outcome = {Outcome.WIN: Outcome.LOSS, Outcome.LOSS: Outcome.WIN}.get(
+                    outcome, outcome
+                )
+            if (first, second) in seen:
+                problems.append(f"{where}: the same pair appears twice in this request")
+            seen.add((first, second))
+            pairs.append((first, second, outcome))
+        if problems:
+            raise BadRequest(detail="; ".join(problems[:20]))
+        if runtime.record.pair_scope == "group":
+            apart = [
+                (f, s)
+                for f, s, _ in pairs
+                if runtime.clips[f].group is None
+                or runtime.clips[f].group != runtime.clips[s].group
+            ]
+            if apart:
+                f, s = apart[0]
+                raise BadRequest(
+                    detail=f"clips {runtime.clips[f].external_id!r} and "
+                    f"{runtime.clips[s].external_id!r} are not of one prompt group: this "
+                    "campaign (pair_scope group) compares clips of one prompt only"
+                )
+        added = await runtime.add_gold(pairs)
+        return schemas.GoldAdded(added=added, total=len(runtime.gold))
+
+    async def gold_pairs(self, campaign_id: int) -> schemas.GoldList:
+        """The campaign's gold pairs and gold rate."""
+        runtime = await self.runtime(campaign_id)
+
+        def ref(position: int) -> schemas.ClipRef:
+            clip = runtime.clips[position]
+            return schemas.ClipRef(id=clip.id, external_id=clip.external_id)
+
+        answers = {Outcome.WIN: "first", Outcome.LOSS: "second", Outcome.TIE: "tie"}
+        return schemas.GoldList(
+            gold_rate=runtime._gold_rate,
+            pairs=[
+                schemas.GoldPairOut(first=ref(f), second=ref(s), answer=answers[a])  # type: ignore[arg-type]
+                for (f, s), a in runtime.gold.items()
+            ],
+        )
+
     async def skip_flags(self, campaign_id: int) -> schemas.SkipFlags:
         """The tasks and clips repeated skips withdrew for everyone."""
         runtime = await self.runtime(campaign_id)
@@ -850,6 +931,7 @@ def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> sche
         side_bias=None
         if side is None
         else schemas.SideBias(global_sd=side.global_sd, rater_sd=side.rater_sd),
+        gold_rate=float(record.engine_config.get("gold_rate", 0.0)),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from api.db import (
     AssignmentRow,
     CampaignRow,
     ClipRow,
+    GoldPairRow,
     ImportRow,
     JudgmentRow,
     ProgressRow,
@@ -39,6 +40,7 @@ judgment_table = JudgmentRow.__table__  # type: ignore[attr-defined]
 progress_table = ProgressRow.__table__  # type: ignore[attr-defined]
 import_table = ImportRow.__table__  # type: ignore[attr-defined]
 snapshot_table = SnapshotRow.__table__  # type: ignore[attr-defined]
+gold_table = GoldPairRow.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class AssignmentRecord:
     swapped: bool
     status: str
     expires_at: datetime
+    gold: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,8 @@ class JudgmentRecord:
             return None
         return self.second if self.swapped else self.first
 
+    gold: str | None = None
+
 
 @dataclass(frozen=True)
 class SnapshotRecord:
@@ -143,6 +148,17 @@ class CampaignLog:
     raters: list[RaterRecord]
     assignments: list[AssignmentRecord]
     judgments: list[JudgmentRecord]
+    gold: list[GoldRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GoldRecord:
+    """A gold pair row: `answer` is the outcome of `first` against `second` (positions)."""
+
+    id: int
+    first: int
+    second: int
+    answer: str
 
 
 # prepared statements ------------------------------------------------------------------------
@@ -226,6 +242,7 @@ _ASSIGNMENT_COLUMNS = (
     "second",
     "swapped",
     "gain",
+    "gold",
     "status",
     "expires_at",
     "created_at",
@@ -239,6 +256,7 @@ _JUDGMENT_COLUMNS = (
     "first",
     "second",
     "outcome",
+    "gold",
     "seq",
     "created_at",
 )
@@ -324,7 +342,7 @@ def insert_rater(
 def insert_assignment(values: dict[str, Any]) -> Callable[[Connection], int]:
     """Op: insert an open assignment; returns its id."""
 
-    row = {**values, "status": "open", "created_at": utcnow()}
+    row = {"gold": None, **values, "status": "open", "created_at": utcnow()}
 
     def op(connection: Connection) -> int:
         return int(_INSERT_ASSIGNMENT.execute(connection, row)[0][0])
@@ -335,7 +353,7 @@ def insert_assignment(values: dict[str, Any]) -> Callable[[Connection], int]:
 def insert_judgment(values: dict[str, Any], status: str) -> Callable[[Connection], int]:
     """Op: insert a judgment and close its assignment (`status`) in the same transaction."""
 
-    row = {**values, "created_at": utcnow()}
+    row = {"gold": None, **values, "created_at": utcnow()}
     close = {"assignment_id": values["assignment_id"], "status": status}
 
     def op(connection: Connection) -> int:
@@ -416,6 +434,31 @@ def set_clip_retired(
         )
         withdraw_assignments(withdraw)(connection)
         return cleared
+
+    return op
+
+
+def insert_gold(
+    campaign_id: int, pairs: Sequence[tuple[int, int, str]]
+) -> Callable[[Connection], list[int]]:
+    """Op: store gold pairs `(first, second, answer)` (positions, first < second); returns
+    their ids."""
+
+    def op(connection: Connection) -> list[int]:
+        ids = []
+        for first, second, answer in pairs:
+            result = connection.execute(
+                insert(gold_table).returning(gold_table.c.id),
+                {
+                    "campaign_id": campaign_id,
+                    "first": first,
+                    "second": second,
+                    "answer": answer,
+                    "created_at": utcnow(),
+                },
+            )
+            ids.append(int(result.scalar_one()))
+        return ids
 
     return op
 
@@ -739,6 +782,7 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 bool(r["swapped"]),
                 r["status"],
                 r["expires_at"],
+                r["gold"],
             )
             for r in connection.execute(
                 select(assignment_table)
@@ -759,6 +803,7 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 r["seq"],
                 r["batch"],
                 bool(r["swapped"]),
+                r["gold"],
             )
             for r in connection.execute(
                 select(judgment_table, assignment_table.c.swapped)
@@ -767,7 +812,15 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 .order_by(judgment_table.c.id)
             ).mappings()
         ]
-    return CampaignLog(clips, raters, assignments, judgments)
+        gold = [
+            GoldRecord(r["id"], r["first"], r["second"], r["answer"])
+            for r in connection.execute(
+                select(gold_table)
+                .where(gold_table.c.campaign_id == campaign_id)
+                .order_by(gold_table.c.id)
+            ).mappings()
+        ]
+    return CampaignLog(clips, raters, assignments, judgments, gold)
 
 
 def progress_points(engine: Engine, campaign_id: int) -> list[tuple[int, float | None, datetime]]:
@@ -835,6 +888,7 @@ def export_rows(engine: Engine, campaign_id: int) -> list[dict[str, Any]]:
                     "right_group": None if shown_right is None else shown_right["prompt_group"],
                     "choice": row["choice"],
                     "level": row["level"],
+                    "gold": row["gold"] is not None,
                     "created_at": row["created_at"],
                 }
             )

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -262,6 +262,7 @@ def create_campaign(
     emoji_levels: int | None,
     lease_seconds: float,
     targets: Mapping[str, float] | None = None,
+    gold_rate: float = 0.0,
 ) -> Call[models.Campaign]:
     body: dict[str, Any] = {
         "name": name,
@@ -273,6 +274,8 @@ def create_campaign(
     }
     if targets is not None:
         body["targets"] = dict(targets)
+    if gold_rate:
+        body["gold_rate"] = gold_rate
     return Call("POST", "/v1/campaigns", "admin", _as(models.Campaign), body, retry=UNSENT_ONLY)
 
 
@@ -399,6 +402,16 @@ def set_rater_active(campaign_id: int, rater_id: int, active: bool) -> Call[mode
         "admin",
         _as(models.RaterStatus),
     )
+
+
+def add_gold(campaign_id: int, pairs: Sequence[Mapping[str, str]]) -> Call[models.GoldAdded]:
+    """Sending the same pairs again adds nothing (each pair is gold once): retried like a read."""
+    body = {"pairs": [dict(pair) for pair in pairs]}
+    return Call("POST", f"/v1/campaigns/{campaign_id}/gold", "admin", _as(models.GoldAdded), body)
+
+
+def gold_pairs(campaign_id: int) -> Call[models.GoldList]:
+    return Call("GET", f"/v1/campaigns/{campaign_id}/gold", "admin", _as(models.GoldList))
 
 
 def skipped(campaign_id: int) -> Call[models.SkipFlags]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from importlib import metadata
 from typing import Any, Literal, TypeVar
 
@@ -134,6 +134,7 @@ class Client:
         emoji_levels: int | None = None,
         lease_seconds: float = 120.0,
         targets: dict[str, float] | None = None,
+        gold_rate: float = 0.0,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
         `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done."""
@@ -146,6 +147,7 @@ class Client:
                 emoji_levels=emoji_levels,
                 lease_seconds=lease_seconds,
                 targets=targets,
+                gold_rate=gold_rate,
             )
         )
 
@@ -203,6 +205,15 @@ class Client:
     def reactivate_rater(self, campaign_id: int, rater_id: int) -> models.RaterStatus:
         """Tasks for the rater again."""
         return self.run(calls.set_rater_active(campaign_id, rater_id, True))
+
+    def add_gold(self, campaign_id: int, pairs: Sequence[Mapping[str, str]]) -> models.GoldAdded:
+        """Gold pairs `{first, second, answer}` (external ids; answer "first", "second" or
+        "tie"), all or nothing; mixed into raters' tasks at the campaign's gold rate."""
+        return self.run(calls.add_gold(campaign_id, pairs))
+
+    def gold_pairs(self, campaign_id: int) -> models.GoldList:
+        """The campaign's gold pairs and gold rate."""
+        return self.run(calls.gold_pairs(campaign_id))
 
     def skipped(self, campaign_id: int) -> models.SkipFlags:
         """The pairs and clips repeated skips withdrew for everyone."""
@@ -334,6 +345,7 @@ class AsyncClient:
         emoji_levels: int | None = None,
         lease_seconds: float = 120.0,
         targets: dict[str, float] | None = None,
+        gold_rate: float = 0.0,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
         `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done."""
@@ -346,6 +358,7 @@ class AsyncClient:
                 emoji_levels=emoji_levels,
                 lease_seconds=lease_seconds,
                 targets=targets,
+                gold_rate=gold_rate,
             )
         )
 
@@ -417,6 +430,17 @@ class AsyncClient:
     async def reactivate_rater(self, campaign_id: int, rater_id: int) -> models.RaterStatus:
         """Tasks for the rater again."""
         return await self.run(calls.set_rater_active(campaign_id, rater_id, True))
+
+    async def add_gold(
+        self, campaign_id: int, pairs: Sequence[Mapping[str, str]]
+    ) -> models.GoldAdded:
+        """Gold pairs `{first, second, answer}` (external ids; answer "first", "second" or
+        "tie"), all or nothing; mixed into raters' tasks at the campaign's gold rate."""
+        return await self.run(calls.add_gold(campaign_id, pairs))
+
+    async def gold_pairs(self, campaign_id: int) -> models.GoldList:
+        """The campaign's gold pairs and gold rate."""
+        return await self.run(calls.gold_pairs(campaign_id))
 
     async def skipped(self, campaign_id: int) -> models.SkipFlags:
         """The pairs and clips repeated skips withdrew for everyone."""

@@ -28,6 +28,7 @@ class Campaign:
     created_at: datetime
     state: str = "active"  # active, paused or closed
     skip_limit: int = 3  # distinct raters whose skips withdraw a pair (or clip) for everyone
+    gold_rate: float = 0.0  # the share of a rater's tasks that are gold questions
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,31 @@ class Health:
     campaigns_loaded: int
 
 
+@dataclass(frozen=True)
+class GoldPair:
+    """A pair whose answer is known: "first" (the first clip is better), "second" or "tie"."""
+
+    first: ClipRef
+    second: ClipRef
+    answer: str
+
+
+@dataclass(frozen=True)
+class GoldList:
+    """The campaign's gold pairs and the share of a rater's tasks that are gold."""
+
+    gold_rate: float
+    pairs: list[GoldPair]
+
+
+@dataclass(frozen=True)
+class GoldAdded:
+    """New gold pairs (a pair sent again with its answer is not new) and how many there are."""
+
+    added: int
+    total: int
+
+
 __all__ = [
     "Assignment",
     "AssignmentOut",
@@ -267,6 +293,9 @@ __all__ = [
     "ClipStatus",
     "ClipsAdded",
     "ContextWeights",
+    "GoldAdded",
+    "GoldList",
+    "GoldPair",
     "Health",
     "ImportOut",
     "JudgmentOut",

@@ -10,6 +10,7 @@ from engine.clips import ClipRegistry
 from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters, fit_prior_scales
 from engine.ep import Refinement, Sites, ep_refine
+from engine.gold import GoldPair
 from engine.likelihoods import LIKELIHOODS, Moments, Outcome, interval_moments
 from engine.objectives import (
     OBJECTIVES,
@@ -58,6 +59,7 @@ __all__ = [
     "ClipRegistry",
     "ClipSummary",
     "Events",
+    "GoldPair",
     "Hyperparameters",
     "Judgment",
     "Moments",

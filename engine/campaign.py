@@ -21,6 +21,7 @@ from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
 from engine.ep import Refinement
 from engine.forms import FORMS, PendingTask, PosteriorForm, predict
+from engine.gold import GoldBook, GoldPair, gold_point, uniform_draw
 from engine.history import ClipsAdded, History, Refine, Refit
 from engine.likelihoods import (
     Outcome,
@@ -110,6 +111,11 @@ class CampaignConfig:
         side_bias: the side offsets' prior (engine.position): comparisons that say which
             clip was shown left learn a global and a per-rater side offset; None ignores
             the side.
+        gold_rate: the share of a rater's tasks that are gold questions (engine.gold), while
+            gold pairs they have not answered remain; 0 asks none. Needs `lapse_prior`.
+        gold_seed: fixes which of a rater's tasks are gold, and which gold pair.
+        gold_margin: how far apart a gold pair's qualities are taken to be, in multiples of
+            `noise_sd` (docs/MATH.md §3, gold paragraph).
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -129,8 +135,17 @@ class CampaignConfig:
     structure: Structure = "dense"
     targets: Targets = field(default_factory=Targets)
     side_bias: SideBias | None = None
+    gold_rate: float = 0.0
+    gold_seed: int = 0
+    gold_margin: float = 3.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.gold_rate <= 1:
+            raise ValueError(f"gold_rate must be in [0, 1], got {self.gold_rate}")
+        if self.gold_rate > 0 and self.lapse_prior is None:
+            raise ValueError("gold questions (gold_rate > 0) need the lapse model (lapse_prior)")
+        if not (self.gold_margin > 0 and math.isfinite(self.gold_margin)):
+            raise ValueError(f"gold_margin must be finite and > 0, got {self.gold_margin}")
         if self.structure not in FORMS:
             raise ValueError(f"structure must be one of {sorted(FORMS)}, got {self.structure!r}")
         if self.structure == "blocks" and self.pair_scope != "group":
@@ -173,6 +188,8 @@ class Judgment:
     rater's current value, and the campaign's log records the value it used, so a replay is
     exact. `left` is the clip a comparison showed on the left (None: not recorded); a
     campaign with a side bias learns from it (engine.position).
+    exact. `gold` is the known answer of a gold question (engine.gold; `question` a Pair): the
+    label then teaches only the rater's reliability, never the clips' qualities.
     """
 
     rater: Hashable | None
@@ -181,6 +198,7 @@ class Judgment:
     noise_sd: float | None = None
     keep: float | None = None
     left: int | None = None
+    gold: Outcome | None = None
 
     @classmethod
     def pair(
@@ -241,6 +259,7 @@ class Campaign:
         # and the one place labels are kept (`log` reads them from here).
         self._history = History()
         self._tasks = TaskBook()
+        self._gold = GoldBook()
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
         self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
@@ -360,7 +379,7 @@ class Campaign:
         Raises:
             ValueError: no labels yet.
         """
-        log = self.log
+        log = self._clip_log
         config = self.config
         pairs = any(j.question.kind == Pair.kind for j in log)
         ratings = any(j.question.kind == Level.kind for j in log)
@@ -405,7 +424,7 @@ class Campaign:
         self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
         if form is None:
             form = self._prior_form()
-            form.observe(self._events(self.log))
+            form.observe(self._events(self._clip_log))
         self._form = form
         self._raters.refit_all(self.config, self._grid_scorer())
         self._history.record(refit)
@@ -442,11 +461,17 @@ class Campaign:
         resolved = [self._resolve(j) for j in judgments]
         self._add_side_raters(resolved)
         if resolved:
-            self._form.observe(self._events(resolved))
+            # a gold answer teaches the rater's reliability only (engine.gold)
+            on_clips = [j for j in resolved if j.gold is None]
+            if on_clips:
+                self._form.observe(self._events(on_clips))
             if self.config.lapse_prior is not None or self.config.learn_rater_noise:
                 self._raters.learn(resolved, self.config, self._grid_scorer())
         self._history.record_labels(resolved)
         self._tasks.answered(((j.rater, j.question) for j in resolved), task_ids)
+        for judgment in resolved:
+            if judgment.gold is not None:
+                self._gold.answered(judgment.rater, [judgment.question.key[1:]])
         count = self._history.label_count
         if any(count - len(resolved) < at <= count for at in self.config.refit_prior_at):
             self.fit_prior()
@@ -498,6 +523,15 @@ class Campaign:
         judgments = [j for own in owns for j in own]
         events = self._events(judgments, hyper)
         mu, var = form.pair_moments(events.first, events.second)
+        if any(j.gold is not None for j in judgments):
+            # a gold pair's z is the known point z*, not the posterior marginal (engine.gold)
+            margin = self.config.gold_margin * self.config.noise_sd
+            is_gold = torch.tensor([j.gold is not None for j in judgments], device=mu.device)
+            point = like_tensor(
+                mu, [0.0 if j.gold is None else gold_point(j.gold, margin) for j in judgments]
+            )
+            mu = torch.where(is_gold, point, mu)
+            var = torch.where(is_gold, torch.zeros_like(var), var)
         rater = torch.repeat_interleave(
             torch.arange(len(owns), device=mu.device),
             torch.tensor([len(own) for own in owns], dtype=torch.long, device=mu.device),
@@ -622,6 +656,15 @@ class Campaign:
                 f"{judgment.left!r}"
             )
         question.interval(judgment.answer, self.config.tie_margin, self.config.emoji_thresholds)
+        if judgment.gold is not None:
+            if question.kind != Pair.kind:
+                raise ValueError("a gold question is a comparison of two clips")
+            question.interval(Outcome(judgment.gold), self.config.tie_margin, None)
+
+    @property
+    def _clip_log(self) -> list[Judgment]:
+        """The labels that are events on the clips: the log without gold answers."""
+        return [j for j in self.log if j.gold is None]
 
     def refine(self, max_sweeps: int = 50, damping: float = 1.0) -> Refinement:
         """Replace the ADF posterior by the EP posterior of every label so far (engine.ep).
@@ -632,7 +675,7 @@ class Campaign:
         Raises:
             RuntimeError: EP did not converge (nothing changes then).
         """
-        form, result = self._prior_form().refine(self._events(self.log), max_sweeps, damping)
+        form, result = self._prior_form().refine(self._events(self._clip_log), max_sweeps, damping)
         self._form = form
         self._history.record(Refine(max_sweeps, damping))
         return result
@@ -703,7 +746,9 @@ class Campaign:
     def _pending_tasks(self) -> list[PendingTask]:
         """The pending tasks in hand-out order: (id, first, second or NO_SECOND, noise var)."""
         return [
-            (t.id, *t.question.direction, self.noise_sd(t.rater) ** 2) for t in self._tasks.pending
+            (t.id, *t.question.direction, self.noise_sd(t.rater) ** 2)
+            for t in self._tasks.pending
+            if t.gold is None  # a gold answer never moves the clips: nothing to shrink
         ]
 
     def _excluded(self, exclude: Sequence[int]) -> Tensor:
@@ -812,9 +857,11 @@ class Campaign:
         skip_ratings: Sequence[int] = (),
         hold: bool = True,
         generator: torch.Generator | None = None,
+        gold: bool = True,
     ) -> list[Task]:
-        """Up to `count` tasks: a batch of pairs (`next_pairs`), or one emoji rating when it
-        teaches more per second than the batch's best pair.
+        """Up to `count` tasks: a gold task alone when `next_gold` draws one (engine.gold), else
+        a batch of pairs (`next_pairs`), or one emoji rating when it teaches more per second
+        than the batch's best pair.
 
         Gain per second: the pair's gain / pair_seconds against the rating's gain /
         rating_seconds (Ye and Doermann 2014; MATH.md §3).
@@ -824,12 +871,25 @@ class Campaign:
             count: the most pairs; a rating comes alone.
             forbidden_pairs: pairs not to ask (either order), as for `next_pairs`.
             skip_ratings: clips not to offer for rating, besides those `rater` rated.
+            gold: False never draws a gold task (for a caller that asks `next_gold` itself).
 
         Raises:
             CampaignDone: every target of `CampaignConfig.targets` is met.
             NoEligibleTaskError: no pair and no clip to rate is left for this rater.
         """
         self._check_not_done()
+        if gold and rater is not None and self.config.gold_rate > 0:
+            listed = forbidden_pairs
+            if isinstance(listed, Tensor):
+                listed = listed.tolist()
+            gold_task = self.next_gold(
+                rater,
+                exclude=exclude,
+                forbidden=[(int(i), int(j)) for i, j in listed or ()],
+                hold=hold,
+            )
+            if gold_task is not None:
+                return [gold_task]
         pairs: list[Task] = []
         with contextlib.suppress(NoEligibleTaskError):
             pairs = self.next_pairs(
@@ -858,6 +918,76 @@ class Campaign:
             for task in chosen:
                 self._tasks.hold(task)
         return chosen
+
+    # gold questions ---------------------------------------------------------------------------
+
+    def add_gold(self, first: int, second: int, answer: Outcome | str) -> GoldPair:
+        """Mark `first` vs `second` as a gold pair whose answer is `answer` (win = first is
+        better). The same pair again with the same answer (either order) changes nothing.
+
+        Raises:
+            IndexError: a clip that does not exist.
+            ValueError: the same clip twice, an answer the campaign does not allow (a tie
+                without a tie margin), or the pair is gold already with another answer.
+        """
+        pair = GoldPair(int(first), int(second), Outcome(answer))
+        question = Pair(pair.first, pair.second)
+        for item in question.items:
+            if not 0 <= item < self.n_items:
+                raise IndexError(f"clip {item} does not exist (0..{self.n_items - 1})")
+        if self.config.structure == "blocks" and not self._clips.same_group(*question.items):
+            raise ValueError(
+                f"clips {list(question.items)} are in different prompt groups: a campaign kept "
+                'in blocks (structure="blocks") asks about clips of one prompt'
+            )
+        question.interval(pair.answer, self.config.tie_margin, None)
+        self._gold.add(pair)
+        return pair
+
+    @property
+    def gold_pairs(self) -> tuple[GoldPair, ...]:
+        """The gold pairs, in the order they were added."""
+        return self._gold.pairs
+
+    def next_gold(
+        self,
+        rater: Hashable | None,
+        *,
+        index: int | None = None,
+        exclude: Sequence[int] = (),
+        forbidden: Sequence[tuple[int, int]] = (),
+        hold: bool = True,
+    ) -> Task | None:
+        """A gold task for `rater` with probability `gold_rate`, else None (engine.gold).
+
+        The draw depends only on (gold_seed, rater, index): `index` counts the rater's tasks
+        (default: the questions they answered plus their pending tasks). The pair is drawn
+        among the gold pairs they have neither answered (as gold or as an ordinary pair) nor
+        hold, leaving out pairs with a clip of `exclude` and the `forbidden` pairs (either
+        order); None when none is left.
+        """
+        rate = self.config.gold_rate
+        if rate <= 0 or not len(self._gold):
+            return None
+        mine = [t for t in self._tasks.pending if t.rater == rater]
+        if index is None:
+            index = self._tasks.answer_count(rater) + len(mine)
+        seed = self.config.gold_seed
+        if uniform_draw(seed, rater, index, "gold") >= rate:
+            return None
+        barred = {task.question.key[1:] for task in mine if task.is_pair}
+        barred |= {key[1:] for key in self._tasks.asked(rater) if key[0] == Pair.kind}
+        barred |= {(min(pair), max(pair)) for pair in forbidden}
+        unused = self._gold.unused(rater, barred, exclude)
+        if not unused:
+            return None
+        pair = unused[int(uniform_draw(seed, rater, index, "pair") * len(unused))]
+        question = Pair(pair.first, pair.second)
+        probabilities = self.predict(pair.first, pair.second, rater)
+        task = self._tasks.new(rater, question, 0.0, probabilities, pair.answer)
+        if hold:
+            self._tasks.hold(task)
+        return task
 
     def _seconds(self, task: Task) -> float:
         """The rater time a task of this kind takes (CampaignConfig.pair_seconds, ...)."""
@@ -947,6 +1077,7 @@ class Campaign:
         quiet = replace(self._initial_config, refit_prior_at=())
         fresh = Campaign(quiet, device=self.device, dtype=self.dtype)
         fresh._raters = self._raters.with_set_noise()
+        fresh._gold = self._gold.with_pairs()
         for entry in self._history:
             if isinstance(entry, Refine):
                 fresh.refine(entry.max_sweeps, entry.damping)

@@ -11,19 +11,23 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from engine.likelihoods import Outcome
 from engine.questions import Level, Pair, Question
 
 
 @dataclass(frozen=True)
 class Task:
     """A question (engine.questions) handed to a rater, with its expected information gain and
-    the predictive probabilities of its answers."""
+    the predictive probabilities of its answers. `gold` is the known answer of a gold
+    question (engine.gold): for the service to store the answer as gold, never for the rater's
+    eyes."""
 
     id: int
     rater: Hashable | None
     question: Question
     gain: float
     probabilities: tuple[float, ...]
+    gold: Outcome | None = None
 
     @property
     def first(self) -> int:
@@ -55,9 +59,10 @@ class TaskBook:
         question: Question,
         gain: float,
         probabilities: tuple[float, ...],
+        gold: Outcome | None = None,
     ) -> Task:
         """A task with the next id (not held yet)."""
-        return Task(next(self._ids), rater, question, gain, probabilities)
+        return Task(next(self._ids), rater, question, gain, probabilities, gold)
 
     def hold(self, task: Task) -> None:
         """Mark a task as pending (handed out, awaiting its answer)."""
@@ -115,6 +120,14 @@ class TaskBook:
             judged = torch.tensor(pairs, dtype=torch.long)
             self._judged_tensor[rater] = judged
         return judged
+
+    def asked(self, rater: Hashable | None) -> frozenset[tuple]:
+        """The `Question.key`s of what `rater` answered."""
+        return frozenset(self._asked.get(rater, ()))
+
+    def answer_count(self, rater: Hashable | None) -> int:
+        """How many different questions `rater` answered."""
+        return len(self._asked.get(rater, ()))
 
     def rated(self, rater: Hashable | None) -> frozenset[int]:
         """The clips `rater` rated."""

@@ -59,13 +59,17 @@ def build_campaign(
     prior: PriorScales | None = None,
     noise_sd: float = JOD_NOISE_SD,
     side_bias: SideBias | None = None,
+    gold_rate: float = 0.0,
+    gold_margin: float = 3.0,
+    gold_seed: int = 0,
 ) -> Campaign:
     """A CPU float64 campaign over the problem's clips (scores only when `reward_model`;
     rater lapses modelled with a Beta `lapse_prior` on the keep probability when given; each
     rater's noise learned when `learn_rater_noise`; the prior refitted by empirical Bayes
     once the label count reaches each of `refit_prior_at`; the posterior kept as
     `structure` says, engine.forms; `prior` (default `prior_scales` of the criteria used) and
-    `noise_sd` what it assumes, the simulator's defaults unless a benchmark varies them)."""
+    `noise_sd` what it assumes, the simulator's defaults unless a benchmark varies them; gold
+    questions at `gold_rate`, engine.gold)."""
     use_scores = reward_model and problem.scores is not None
     config = CampaignConfig(
         criteria=problem.criteria if use_scores else (),
@@ -79,6 +83,9 @@ def build_campaign(
         refit_prior_at=refit_prior_at,
         structure=structure,  # type: ignore[arg-type]
         side_bias=side_bias,
+        gold_rate=gold_rate,
+        gold_margin=gold_margin,
+        gold_seed=gold_seed,
     )
     campaign = Campaign(config, device="cpu")
     campaign.add_clips(

@@ -206,6 +206,29 @@ class CampaignController(Controller):
         """Their token gets tasks again."""
         return await service.set_rater_active(campaign_id, rater_id, active=True)
 
+    @post(
+        "/{campaign_id:int}/gold",
+        operation_id="addGold",
+        summary="Add gold pairs",
+        responses=error_responses(400, 401, 404, 409, 413, 415, 503),
+    )
+    async def add_gold(
+        self, campaign_id: int, data: schemas.GoldIn, request: Request, service: Service
+    ) -> schemas.GoldAdded:
+        """Pairs whose answer is known (clips by external id), all or nothing; mixed into
+        raters' tasks at the campaign's `gold_rate` to test them, never moving a clip."""
+        return await service.add_gold(campaign_id, await strict_body(request, schemas.GoldIn))
+
+    @get(
+        "/{campaign_id:int}/gold",
+        operation_id="goldPairs",
+        summary="Gold pairs",
+        responses=error_responses(401, 404),
+    )
+    async def gold(self, campaign_id: int, service: Service) -> schemas.GoldList:
+        """The gold pairs and the campaign's gold rate."""
+        return await service.gold_pairs(campaign_id)
+
     @get(
         "/{campaign_id:int}/skipped",
         operation_id="skipped",

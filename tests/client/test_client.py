@@ -20,6 +20,7 @@ from client import (
     Client,
     Conflict,
     Forbidden,
+    GoldAdded,
     Leaderboard,
     NewClip,
     NotFound,
@@ -255,3 +256,23 @@ def test_the_operator_controls_through_the_client(live: LiveServer) -> None:
         assert service.leaderboard(campaign.id).n_judgments == 2
         flags = service.skipped(campaign.id)
         assert (flags.skip_limit, flags.tasks, flags.clips) == (3, [], [])
+
+
+def test_gold_questions_through_the_client(live: LiveServer) -> None:
+    with Client(live.url, key=ADMIN_KEY, retry=FAST) as service:
+        campaign = service.create_campaign("gold", criteria=["a", "b"], gold_rate=1.0)
+        assert campaign.gold_rate == 1.0
+        service.add_clips(campaign.id, list(_clips(6)))
+        pairs = [{"first": "e0", "second": "e2", "answer": "first"}]
+        assert service.add_gold(campaign.id, pairs) == GoldAdded(added=1, total=1)
+        assert service.add_gold(campaign.id, pairs).added == 0  # safe to send again
+        with pytest.raises(BadRequest, match="nope"):
+            service.add_gold(campaign.id, [{"first": "e0", "second": "nope", "answer": "tie"}])
+        listed = service.gold_pairs(campaign.id)
+        assert listed.gold_rate == 1.0
+        assert [(p.first.external_id, p.second.external_id, p.answer) for p in listed.pairs] == [
+            ("e0", "e2", "first")
+        ]
+        rater = service.for_rater(service.register_rater(campaign.id, "ann").token)
+        shown = rater.next_assignment(campaign.id).assignment
+        assert {shown.left.external_id, shown.right.external_id} == {"e0", "e2"}
