@@ -268,6 +268,9 @@ class RaterState:
     name: str | None
     judged: set[tuple[int, int]] = field(default_factory=set)  # (low, high) positions
     rated: set[int] = field(default_factory=set)
+    # clips they reported unsafe or broken (since the operator last restored each): never
+    # shown to them again (an index of `ClipState.reports`)
+    reported: set[int] = field(default_factory=set)
     skipped: set[tuple[int, int]] = field(default_factory=set)
     open: set[int] = field(default_factory=set)  # open assignment ids
     # tasks held open or being handed out, by `task_key`: never given to this rater again
@@ -570,17 +573,18 @@ class CampaignRuntime:
             if clip.skips_cleared:
                 self._cleared[clip.position] = clip.skips_cleared
         self._next_clip_batch = 1 + max((c.batch for c in logged.clips), default=0)
+        for rater in logged.raters:
+            self.raters[rater.id] = RaterState(rater.id, rater.name, active=rater.active)
         cleared = {c.id: c.reports_cleared for c in logged.clips}
         for report in logged.reports:
             if report.id > cleared[report.clip_id]:
-                clip = self.clips[self.clip_positions[report.clip_id]]
-                clip.reports.append(
+                position = self.clip_positions[report.clip_id]
+                self.clips[position].reports.append(
                     Report(
                         report.id, report.rater_id, report.assignment_id, as_utc(report.created_at)
                     )
                 )
-        for rater in logged.raters:
-            self.raters[rater.id] = RaterState(rater.id, rater.name, active=rater.active)
+                self.raters[report.rater_id].reported.add(position)
         answers = {j.assignment_id: j for j in logged.judgments}
         now = time.time()
         for record in logged.assignments:
@@ -753,9 +757,10 @@ class CampaignRuntime:
     @staticmethod
     def _barred(rater: RaterState, first: int, second: int) -> bool:
         """Whether `rater` may not get this task: a pair they judged (every committed label,
-        applied to the posterior or not) or skipped, a clip they rated, or one they hold."""
+        applied to the posterior or not) or skipped, a clip they rated or reported, or one they
+        hold."""
         key = task_key(first, second)
-        if rater.holding[key]:
+        if rater.holding[key] or first in rater.reported or second in rater.reported:
             return True
         if second == NO_SECOND:
             return first in rater.rated
@@ -805,7 +810,9 @@ class CampaignRuntime:
             pairs = sorted(rater.skipped | {k for k in held if k[1] != NO_SECOND})
             clips = sorted(k[0] for k in held if k[1] == NO_SECOND)
             tasks = self._drop_for_nobody(
-                await self._run("choose", rater.id, RATER_BATCH, pairs, clips)
+                await self._run(
+                    "choose", rater.id, RATER_BATCH, pairs, clips, sorted(rater.reported)
+                )
             )
             self._spent = False
             if not tasks:
@@ -1484,6 +1491,8 @@ class CampaignRuntime:
             self._withdraw(ids, f"clip {clip.external_id!r} was retired")
         else:
             clip.restored = True
+            for report in clip.reports:
+                self.raters[report.rater_id].reported.discard(position)
             clip.reports = []
             self._forget_skips(position, cleared)
         self._exhausted = self._spent = False
@@ -1568,6 +1577,7 @@ class CampaignRuntime:
         finally:
             self._reporting.discard((position, rater.id))
         clip.reports.append(Report(written.id, rater.id, state.id, written.created_at))
+        rater.reported.add(position)
         if withhold:
             clip.withheld, clip.withheld_at = REPORTS, written.created_at
             self._withdraw(ids, _withheld_why(clip.external_id, REPORTS))

@@ -232,29 +232,40 @@ def test_a_reported_clip_is_never_handed_out_again(settings: Settings) -> None:
         assert set(_clip_status(client, party).values()) == {"active"}
 
 
+def _report(client: TestClient, party: Party, rater: int, shown: dict, clip: dict):
+    return client.post(
+        f"/v1/assignments/{shown['id']}/report",
+        json={"clip_id": clip["id"]},
+        headers=party.rater(rater),
+    )
+
+
 def test_a_report_limit_counts_distinct_raters(settings: Settings) -> None:
     with TestClient(app=create_app(settings)) as client:
-        party = _party(client, 4, 3, report_limit=2)
+        party = _party(client, 5, 3, report_limit=2)
         first = _ask(client, party, 0)
         clip = first["right"]
-
-        def report(rater: int, shown: dict):
-            return client.post(
-                f"/v1/assignments/{shown['id']}/report",
-                json={"clip_id": clip["id"]},
-                headers=party.rater(rater),
-            )
-
-        one = report(0, first)
+        one = _report(client, party, 0, first, clip)
         assert one.status_code == 201
         assert (one.json()["withheld"], one.json()["reports"]) == (False, 1)
         assert _withheld(client, party) == {}
         # the reporter's own task is withdrawn so the page moves on; the same report again
         # writes nothing
         assert _judge(client, party, 0, first).status_code == 410
-        again = report(0, first)
+        again = _report(client, party, 0, first, clip)
         assert again.status_code == 200 and again.json()["duplicate"] is True
         assert again.json()["reports"] == 1
+
+    def never_shown_to_the_reporter(client: TestClient) -> None:
+        for _ in range(4):
+            shown = _ask(client, party, 0)
+            if shown is None:
+                break
+            assert clip["external_id"] not in _shown(shown)
+            assert _judge(client, party, 0, shown).status_code == 201
+
+    with TestClient(app=create_app(settings)) as client:  # a restart keeps the report
+        never_shown_to_the_reporter(client)
         # a second rater with a task showing the clip reports it: withheld
         for _ in range(30):
             shown = _ask(client, party, 1)
@@ -264,16 +275,18 @@ def test_a_report_limit_counts_distinct_raters(settings: Settings) -> None:
             assert _judge(client, party, 1, shown).status_code == 201
         else:
             raise AssertionError("the clip was never shown to the second rater")
-        two = report(1, shown)
+        two = _report(client, party, 1, shown, clip)
         assert two.status_code == 201 and two.json()["withheld"] is True
         assert two.json()["reports"] == 2
         entry = _withheld(client, party)[clip["external_id"]]
         assert sorted(r["rater_name"] for r in entry["reports"]) == ["r0", "r1"]
-        # a restore forgets the reports so far: one new report is again below the limit
+        # a restore forgets the reports so far: none counts against a lower limit, and the
+        # reporter may be shown the clip again
         client.post(f"/v1/campaigns/{party.id}/clips/{clip['id']}/restore", headers=ADMIN)
         lowered = client.patch(f"/v1/campaigns/{party.id}", json={"report_limit": 1}, headers=ADMIN)
         assert lowered.status_code == 200 and lowered.json()["report_limit"] == 1
-        assert _withheld(client, party) == {}  # no report counts since the restore
+        assert _withheld(client, party) == {}
+        assert clip["external_id"] in _rate(client, party, N_ASKS)
 
 
 def test_bad_reports_and_restores_write_nothing(settings: Settings) -> None:
