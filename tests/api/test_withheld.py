@@ -7,16 +7,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
+from dataclasses import replace
 
 from litestar.testing import TestClient
 
 from api.app import create_app
 from api.settings import Settings
 from tests.api.conftest import ADMIN, Party, make_party
+from tests.api.test_snapshots import _metric
 
 CRITERIA = ["alignment", "safety"]
 THRESHOLD = 0.0
 N_ASKS = 40  # assignments asked for after a clip is withheld (each answered)
+SNAPSHOT_EVERY = 4  # labels between snapshots in the snapshot test
 
 
 def _clips(n: int, *, start: int = 0, unsafe: set[int] = frozenset()) -> list[dict]:
@@ -352,3 +356,24 @@ def test_bad_reports_and_restores_write_nothing(settings: Settings) -> None:
             assert refused.status_code == 400, bad
         assert client.get(f"/v1/campaigns/{party.id}/withheld").status_code == 401
         assert client.get("/v1/campaigns/99999/withheld", headers=ADMIN).status_code == 404
+
+
+def test_a_restart_from_a_snapshot_keeps_clips_withheld(settings: Settings) -> None:
+    """The snapshot holds the posterior, the clip rows hold what is withheld: a load from a
+    snapshot bars the same clips."""
+    settings = replace(settings, snapshot_every=SNAPSHOT_EVERY)
+    with TestClient(app=create_app(settings)) as client:
+        party = _party(client, 6, 3, unsafe={3}, safety_threshold=THRESHOLD)
+        shown = _ask(client, party, 0)
+        clip = shown["left"]
+        assert _report(client, party, 0, shown, clip).json()["withheld"] is True
+        _rate(client, party, 3 * SNAPSHOT_EVERY)
+        client.get(f"/v1/campaigns/{party.id}/leaderboard", headers=ADMIN)  # applies every label
+        deadline = time.monotonic() + 10
+        while _metric(client, "ratingparty_snapshots_total", event="written") < 1:
+            assert time.monotonic() < deadline, "no snapshot was written"
+            time.sleep(0.05)
+    with TestClient(app=create_app(settings)) as client:
+        assert set(_withheld(client, party)) == {"c3", clip["external_id"]}
+        assert _metric(client, "ratingparty_snapshots_total", event="loaded") == 1
+        assert not _rate(client, party, N_ASKS) & {"c3", clip["external_id"]}
