@@ -35,6 +35,7 @@ from client.models import (
     Campaign,
     Clip,
     ClipRef,
+    ClipReport,
     ClipsAdded,
     ClipStatus,
     ContextWeights,
@@ -48,11 +49,14 @@ from client.models import (
     RaterCreated,
     RaterStats,
     RaterStatus,
+    ReportOut,
     SkipFlags,
     SkippedClip,
     SkippedTask,
     Weight,
     Weights,
+    WithheldClip,
+    WithheldClips,
 )
 
 __all__ = [
@@ -64,6 +68,7 @@ __all__ = [
     "Client",
     "Clip",
     "ClipRef",
+    "ClipReport",
     "ClipStatus",
     "ClipsAdded",
     "Conflict",
@@ -82,6 +87,7 @@ __all__ = [
     "RaterCreated",
     "RaterStats",
     "RaterStatus",
+    "ReportOut",
     "RetryPolicy",
     "ServiceError",
     "SkipFlags",
@@ -93,4 +99,6 @@ __all__ = [
     "Unreachable",
     "Weight",
     "Weights",
+    "WithheldClip",
+    "WithheldClips",
 ]
