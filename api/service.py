@@ -713,6 +713,7 @@ class Service:
     ) -> schemas.ReportOut:
         """A rater reports a clip of their assignment as unsafe or broken."""
         runtime, rater = await self.rater(token)
+        self._active(rater)  # a deactivated rater's word withholds nothing
         result = await runtime.report(rater, assignment_id, body.clip_id)
         clip = result.clip
         return schemas.ReportOut(

@@ -84,7 +84,7 @@ class AssignmentController(Controller):
                 description="this rater had reported the clip already: nothing written",
                 generate_examples=False,
             ),
-            **error_responses(400, 401, 404, 413, 415, 503),
+            **error_responses(400, 401, 403, 404, 413, 415, 503),
         },
     )
     async def report(
@@ -93,7 +93,7 @@ class AssignmentController(Controller):
         """201 when stored: the campaign's policy withholds the clip once enough raters
         reported it (`withheld`), and the reporter's task is withdrawn either way; 200 with
         `duplicate: true` when this rater had reported it already. A clip the task does not
-        show is a 400."""
+        show is a 400; a deactivated rater's report a 403."""
         body = await strict_body(request, schemas.ReportIn)
         out = await _service(request).report(assignment_id, bearer(request), body)
         return Response(out, status_code=200 if out.duplicate else 201)

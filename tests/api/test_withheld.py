@@ -326,6 +326,12 @@ def test_bad_reports_and_restores_write_nothing(settings: Settings) -> None:
         # nothing was written: the tasks are still open and answerable, nothing is withheld
         assert _withheld(client, party) == {}
         assert _judge(client, party, 0, mine).status_code == 201
+        # a deactivated rater's report withholds nothing
+        rater_id = party.raters[1]["id"]
+        client.post(f"/v1/campaigns/{party.id}/raters/{rater_id}/deactivate", headers=ADMIN)
+        refused = report(other["id"], {"clip_id": other["left"]["id"]}, rater=1)
+        assert refused.status_code == 403 and "deactivated" in refused.json()["detail"]
+        assert _withheld(client, party) == {}
         # restoring a clip never taken out is a 409, and writes nothing (a restore would
         # make a second one a repeat, answered 200)
         for _ in range(2):
