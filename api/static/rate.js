@@ -368,7 +368,9 @@ function renderControls(assignment) {
     if (choices.includes("tie")) buttons.push(button("tie", "Tie", ["↓", "3"], { choice: "tie" }));
     buttons.push(button("right", "Right", ["→", "2"], { choice: "right" }));
     const tie = choices.includes("tie") ? ", ↓ or 3 or T for a tie" : "";
-    $("hint").textContent = `Click a clip or press ← / 1 for left, → / 2 for right${tie}.`;
+    $("hint").textContent =
+      `Click a clip or press ← / 1 for left, → / 2 for right${tie}; X reports a clip ` +
+      "as unsafe or broken.";
   } else {
     $("question").textContent = "How good is this one?";
     const levels = assignment.emoji_levels || 5;
@@ -379,7 +381,8 @@ function renderControls(assignment) {
       item.title = `level ${level + 1} of ${levels}`;
       buttons.push(item);
     });
-    $("hint").textContent = `Press 1 (worst) to ${levels} (best).`;
+    $("hint").textContent =
+      `Press 1 (worst) to ${levels} (best); X reports the clip as unsafe or broken.`;
   }
   if (choices.includes("skip")) {
     const skip = button("skip", "Skip", ["S"], { choice: "skip" });

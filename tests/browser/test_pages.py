@@ -295,8 +295,15 @@ def test_a_clip_reported_from_the_page_is_withheld_and_restored_on_the_dashboard
         ]
         page.keyboard.press("1")
         task = wait_for_task(page, task)
+    # X asks which clip; Esc goes back to the answers
+    page.keyboard.press("x")
+    page.wait_for_selector('#stage[data-reporting="true"]')
+    page.keyboard.press("Escape")
+    page.wait_for_selector('#stage[data-reporting="false"]')
+    page.keyboard.press("1")
+    wait_for_task(page, task)
     wait_until_sent(page)
-    assert len(service.judgments(campaign_id)) == 6
+    assert len(service.judgments(campaign_id)) == 7
 
     dashboard = context.new_page()
     dashboard.goto(f"{service.url}/dashboard/{campaign_id}?key={ADMIN_KEY}")
