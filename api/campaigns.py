@@ -1555,7 +1555,10 @@ class CampaignRuntime:
             raise Unavailable(
                 detail=self.failure if self.failed else "the service is shutting down"
             )
-        withhold = clip.offered and len(reporters) + 1 >= self.record.report_limit
+        # reports of other raters still being written count too: two raters reporting at
+        # once must not both fall short of the limit
+        writing = {r for p, r in self._reporting if p == position}
+        withhold = clip.offered and len(reporters | writing) + 1 >= self.record.report_limit
         own_open = state.answer is None and state.committing is None and not state.released
         ids = self._holding({position}) if withhold else [state.id] if own_open else []
         values = {
