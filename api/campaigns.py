@@ -94,12 +94,36 @@ LEASE_LOST = (
 
 
 ACTIVE, PAUSED, CLOSED = "active", "paused", "closed"
+# the criterion a campaign's safety threshold reads, by name: MJ-VIDEO's "safety" score,
+# higher is safer like every reward-model score
+SAFETY_CRITERION = "safety"
+# why the campaign's policy withholds a clip: its safety score, or raters' reports
+THRESHOLD, REPORTS = "threshold", "reports"
 # not a stored state: what an assignment request answers while every stopping target is met
 DONE = "done"
 _STATE_MESSAGES = {
     PAUSED: "campaign {id} is paused: no new tasks until the operator resumes it",
     CLOSED: "campaign {id} is closed: it hands out no more tasks",
 }
+
+
+def _withheld_why(external_id: str, reason: str) -> str:
+    """Why an assignment was withdrawn when a clip it shows was withheld."""
+    cause = "its safety score" if reason == THRESHOLD else "raters reported it unsafe or broken"
+    return f"clip {external_id!r} was withheld ({cause})"
+
+
+def safety_score(criteria: Sequence[str], scores: Sequence[float | None]) -> float | None:
+    """A clip's score on the `SAFETY_CRITERION` (None: missing, or no such criterion)."""
+    if SAFETY_CRITERION not in criteria:
+        return None
+    return scores[list(criteria).index(SAFETY_CRITERION)]
+
+
+def below_threshold(safety: float | None, threshold: float | None) -> bool:
+    """Whether the campaign's policy withholds a clip for its safety score: a threshold is
+    set and the score is known and strictly below it (a missing score withholds nothing)."""
+    return threshold is not None and safety is not None and safety < threshold
 
 
 def scale_levels(stored: dict[str, Any]) -> int | None:
@@ -226,6 +250,42 @@ class ClipState:
     context: str | None
     labels: int = 0
     retired: bool = False
+    safety: float | None = None  # its score on SAFETY_CRITERION
+    # withheld by the campaign's policy (THRESHOLD or REPORTS) until the operator decides
+    withheld: str | None = None
+    withheld_at: datetime | None = None
+    restored: bool = False  # the operator restored it at least once
+    # raters' reports of it since the operator last restored it
+    reports: list[Report] = field(default_factory=list)
+
+    @property
+    def offered(self) -> bool:
+        """Whether a task may show it: neither retired nor withheld."""
+        return not self.retired and self.withheld is None
+
+    @property
+    def status(self) -> str:
+        """`active`, `retired` or `withheld` (the operator's decision wins)."""
+        return "retired" if self.retired else "active" if self.withheld is None else "withheld"
+
+
+@dataclass(frozen=True)
+class Report:
+    """A rater's report that a clip is unsafe or broken."""
+
+    id: int
+    rater_id: int
+    assignment_id: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What `POST /v1/assignments/{id}/report` returns."""
+
+    clip: ClipState
+    reports: int  # distinct raters who reported it since the operator last restored it
+    duplicate: bool  # this rater had reported it already: nothing written
 
 
 @dataclass
@@ -236,6 +296,9 @@ class RaterState:
     name: str | None
     judged: set[tuple[int, int]] = field(default_factory=set)  # (low, high) positions
     rated: set[int] = field(default_factory=set)
+    # clips they reported unsafe or broken (since the operator last restored each): never
+    # shown to them again (an index of `ClipState.reports`)
+    reported: set[int] = field(default_factory=set)
     skipped: set[tuple[int, int]] = field(default_factory=set)
     open: set[int] = field(default_factory=set)  # open assignment ids
     # tasks held open or being handed out, by `task_key`: never given to this rater again
@@ -394,6 +457,7 @@ class CampaignRuntime:
         self._cleared: dict[int, int] = {}  # clip -> the judgment id its skips count after
         self.withdrawn_keys: set[tuple[int, int]] = set()  # tasks skipped by skip_limit raters
         self.withdrawn_clips: set[int] = set()  # clips whose tasks skip_limit raters skipped
+        self._reporting: set[tuple[int, int]] = set()  # (clip, rater) reports being written
         self.raters: dict[int, RaterState] = {}
         self.assignments: dict[int, AssignmentState] = {}
         self.n_labels = 0
@@ -531,6 +595,10 @@ class CampaignRuntime:
                     clip.group,
                     clip.context,
                     retired=clip.retired,
+                    safety=safety_score(self.record.criteria, clip.scores),
+                    withheld=clip.withheld,
+                    withheld_at=None if clip.withheld_at is None else as_utc(clip.withheld_at),
+                    restored=clip.restored_at is not None,
                 )
             )
             self.clip_index[clip.external_id] = clip.position
@@ -541,6 +609,16 @@ class CampaignRuntime:
         self.gold = {(g.first, g.second): Outcome(g.answer) for g in logged.gold}
         for rater in logged.raters:
             self.raters[rater.id] = RaterState(rater.id, rater.name, active=rater.active)
+        cleared = {c.id: c.reports_cleared for c in logged.clips}
+        for report in logged.reports:
+            if report.id > cleared[report.clip_id]:
+                position = self.clip_positions[report.clip_id]
+                self.clips[position].reports.append(
+                    Report(
+                        report.id, report.rater_id, report.assignment_id, as_utc(report.created_at)
+                    )
+                )
+                self.raters[report.rater_id].reported.add(position)
         answers = {j.assignment_id: j for j in logged.judgments}
         now = time.time()
         for record in logged.assignments:
@@ -747,9 +825,10 @@ class CampaignRuntime:
     @staticmethod
     def _barred(rater: RaterState, first: int, second: int) -> bool:
         """Whether `rater` may not get this task: a pair they judged (every committed label,
-        applied to the posterior or not) or skipped, a clip they rated, or one they hold."""
+        applied to the posterior or not) or skipped, a clip they rated or reported, or one they
+        hold."""
         key = task_key(first, second)
-        if rater.holding[key]:
+        if rater.holding[key] or first in rater.reported or second in rater.reported:
             return True
         if second == NO_SECOND:
             return first in rater.rated
@@ -799,7 +878,9 @@ class CampaignRuntime:
             pairs = sorted(rater.skipped | {k for k in held if k[1] != NO_SECOND})
             clips = sorted(k[0] for k in held if k[1] == NO_SECOND)
             tasks = self._drop_for_nobody(
-                await self._run("choose", rater.id, RATER_BATCH, pairs, clips)
+                await self._run(
+                    "choose", rater.id, RATER_BATCH, pairs, clips, sorted(rater.reported)
+                )
             )
             self._spent = False
             if not tasks:
@@ -1136,6 +1217,9 @@ class CampaignRuntime:
                     + (" ..." if len(existing) > 10 else "")
                 )
             start, batch = len(self.clips), self._next_clip_batch
+            criteria, threshold, now = self.record.criteria, self.record.safety_threshold, utcnow()
+            safety = [safety_score(criteria, clip.scores) for clip in clips]
+            withheld = [below_threshold(score, threshold) for score in safety]
             rows = [
                 {
                     "position": start + offset,
@@ -1146,6 +1230,8 @@ class CampaignRuntime:
                     "scores": list(clip.scores),
                     "batch": batch,
                     "after_seq": self._applied_seq,
+                    "withheld": THRESHOLD if withheld[offset] else None,
+                    "withheld_at": now if withheld[offset] else None,
                 }
                 for offset, clip in enumerate(clips)
             ]
@@ -1159,10 +1245,23 @@ class CampaignRuntime:
                 "add_clips", replay.clip_batch(clips, bool(self.record.engine_config["criteria"]))
             )
             added = [
-                ClipState(ids[offset], start + offset, c.external_id, c.uri, c.group, c.context)
+                ClipState(
+                    ids[offset],
+                    start + offset,
+                    c.external_id,
+                    c.uri,
+                    c.group,
+                    c.context,
+                    safety=safety[offset],
+                    withheld=THRESHOLD if withheld[offset] else None,
+                    withheld_at=now if withheld[offset] else None,
+                )
                 for offset, c in enumerate(clips)
             ]
             self.clips.extend(added)
+            if any(withheld):
+                # before any refill can see the new clips (this runs on the pump)
+                await self._run("bar", *self._bars())
             self.clip_index.update({c.external_id: c.position for c in added})
             self.clip_positions.update({c.id: c.position for c in added})
             self._exhausted = self._spent = False
@@ -1193,6 +1292,7 @@ class CampaignRuntime:
             raise Unavailable(detail="the database did not store the change; retry") from error
         ratings_before = self.record.emoji_levels is not None
         limit_before = self.record.skip_limit
+        threshold_before, reports_before = self.record.safety_threshold, self.record.report_limit
         targets_before = stored_targets(self.record.engine_config)
         self.record = record
         if closing:
@@ -1205,6 +1305,25 @@ class CampaignRuntime:
             or record.skip_limit != limit_before
         ):
             await self._send_bars()
+        if record.safety_threshold != threshold_before:
+            # clips the operator restored stay offered: their decision stands
+            await self._withhold(
+                {
+                    c.position
+                    for c in self.clips
+                    if not c.restored and below_threshold(c.safety, record.safety_threshold)
+                },
+                THRESHOLD,
+            )
+        if record.report_limit < reports_before:
+            await self._withhold(
+                {
+                    c.position
+                    for c in self.clips
+                    if len({r.rater_id for r in c.reports}) >= record.report_limit
+                },
+                REPORTS,
+            )
         targets = stored_targets(record.engine_config)
         if targets != targets_before:
             # on the live engine: the check reads the posterior at each choice, so nothing
@@ -1215,9 +1334,9 @@ class CampaignRuntime:
         return record
 
     def _bars(self) -> tuple[list[int], list[tuple[int, int]], list[int], bool]:
-        """What no choice may offer (`CampaignEngine.bar`): retired and withdrawn clips,
+        """What no choice may offer (`CampaignEngine.bar`): retired, withheld and withdrawn clips,
         withdrawn pairs and ratings, and every rating while rating tasks are off."""
-        clips = sorted(self.withdrawn_clips | {c.position for c in self.clips if c.retired})
+        clips = sorted(self.withdrawn_clips | {c.position for c in self.clips if not c.offered})
         pairs = sorted(k for k in self.withdrawn_keys if k[1] != NO_SECOND)
         ratings = sorted(k[0] for k in self.withdrawn_keys if k[1] == NO_SECOND)
         return clips, pairs, ratings, self.record.emoji_levels is not None
@@ -1225,7 +1344,7 @@ class CampaignRuntime:
     def _for_nobody(self, first: int, second: int) -> bool:
         """Whether a task is one no rater may get any more (see `_bars`)."""
         for clip in (first, second):
-            if clip != NO_SECOND and (self.clips[clip].retired or clip in self.withdrawn_clips):
+            if clip != NO_SECOND and (not self.clips[clip].offered or clip in self.withdrawn_clips):
                 return True
         if second == NO_SECOND and self.record.emoji_levels is None:
             return True
@@ -1405,26 +1524,48 @@ class CampaignRuntime:
             )
         return found[1]
 
+    def _holding(self, positions: set[int]) -> list[int]:
+        """The open assignments that show any of the clips at `positions`."""
+        return sorted(
+            a.id
+            for a in self.assignments.values()
+            if a.answer is None
+            and not a.released
+            and (a.first in positions or a.second in positions)
+        )
+
+    def _taken_out(self, position: int) -> bool:
+        """Whether a restore has anything to undo for a clip: it is retired or withheld, its
+        tasks were withdrawn after repeated skips, or the operator restored it before (the
+        same restore again, as a client's retry, answers as the first did)."""
+        clip = self.clips[position]
+        return (
+            not clip.offered
+            or clip.restored
+            or position in self.withdrawn_clips
+            or any(position in key for key in self.withdrawn_keys)
+        )
+
     async def retire_clip(self, clip_id: int, retired: bool) -> ClipState:
         """Retire a clip (it leaves every queue and its open assignments are withdrawn; its
         labels stay in the log and the posterior) or restore it (offered again, the skips of
-        its tasks so far forgotten).
+        its tasks and the reports of it so far forgotten). Either ends a withholding.
 
         Raises:
             NotFound: no such clip in this campaign.
+            Conflict: a restore of a clip that was never taken out (nothing written).
             Unavailable: the database did not store it (nothing changed).
         """
         position = self.clip_positions.get(clip_id)
         if position is None:
             raise NotFound(detail=f"clip {clip_id} not found in campaign {self.record.id}")
         clip = self.clips[position]
-        ids = []
-        if retired:
-            ids = sorted(
-                a.id
-                for a in self.assignments.values()
-                if a.answer is None and not a.released and position in (a.first, a.second)
+        if not retired and not self._taken_out(position):
+            raise Conflict(
+                detail=f"clip {clip_id} ({clip.external_id!r}) was never retired, withheld or "
+                "withdrawn: there is nothing to restore"
             )
+        ids = self._holding({position}) if retired else []
         try:
             cleared = await self._writer.run(
                 self.fenced(store.set_clip_retired(self.record.id, clip_id, retired, ids))
@@ -1433,13 +1574,113 @@ class CampaignRuntime:
             log.exception("storing a clip's retirement failed")
             raise Unavailable(detail="the database did not store the change; retry") from error
         clip.retired = retired
+        clip.withheld = None
         if retired:
             self._withdraw(ids, f"clip {clip.external_id!r} was retired")
         else:
+            clip.restored = True
+            for report in clip.reports:
+                self.raters[report.rater_id].reported.discard(position)
+            clip.reports = []
             self._forget_skips(position, cleared)
         self._exhausted = self._spent = False
         await self._send_bars()
         return clip
+
+    async def _withhold(self, positions: set[int], reason: str) -> None:
+        """Withhold the offered clips among `positions` for `reason`: their open assignments
+        are withdrawn and tasks chosen ahead that show them given back.
+
+        Raises:
+            Unavailable: the database did not store it (nothing changed).
+        """
+        clips = [self.clips[p] for p in sorted(positions) if self.clips[p].offered]
+        if not clips:
+            return
+        ids = self._holding({c.position for c in clips})
+        try:
+            at = await self._writer.run(
+                self.fenced(
+                    store.withhold_clips(self.record.id, [c.id for c in clips], reason, ids)
+                )
+            )
+        except Exception as error:
+            log.exception("storing withheld clips failed")
+            raise Unavailable(detail="the database did not store the change; retry") from error
+        for clip in clips:
+            clip.withheld, clip.withheld_at = reason, at
+        self._withdraw(ids, _withheld_why(clips[0].external_id, reason))
+        await self._send_bars()
+
+    async def report(self, rater: RaterState, assignment_id: int, clip_id: int) -> ReportResult:
+        """A rater reports a clip of their task as unsafe or broken. The report is stored;
+        once `report_limit` distinct raters reported the clip (since the operator last
+        restored it) it is withheld in the same transaction and every open assignment that
+        shows it is withdrawn; until then the reporter's own assignment is withdrawn, so the
+        page moves on. The same rater reporting the clip again writes nothing.
+
+        Raises:
+            NotFound: no such assignment of this rater, or no such clip in the campaign.
+            BadRequest: the clip is not one the assignment shows (nothing written).
+            Unavailable: the database did not store it (nothing changed).
+        """
+        state = self.assignments.get(assignment_id)
+        if state is None or state.rater_id != rater.id:
+            raise NotFound(detail=f"assignment {assignment_id} not found for this rater")
+        position = self.clip_positions.get(clip_id)
+        if position is None:
+            raise NotFound(detail=f"clip {clip_id} not found in campaign {self.record.id}")
+        if position not in (state.first, state.second):
+            raise BadRequest(
+                detail=f"clip {clip_id} is not in assignment {assignment_id}: report one of "
+                "the clips it shows"
+            )
+        clip = self.clips[position]
+        reporters = {r.rater_id for r in clip.reports}
+        if rater.id in reporters or (position, rater.id) in self._reporting:
+            return ReportResult(clip, len(reporters), True)
+        if self._closing:
+            raise Unavailable(
+                detail=self.failure if self.failed else "the service is shutting down"
+            )
+        # reports of other raters still being written count too: two raters reporting at
+        # once must not both fall short of the limit
+        writing = {r for p, r in self._reporting if p == position}
+        withhold = clip.offered and len(reporters | writing) + 1 >= self.record.report_limit
+        own_open = state.answer is None and state.committing is None and not state.released
+        ids = self._holding({position}) if withhold else [state.id] if own_open else []
+        values = {
+            "campaign_id": self.record.id,
+            "clip_id": clip.id,
+            "rater_id": rater.id,
+            "assignment_id": state.id,
+        }
+        self._reporting.add((position, rater.id))
+        try:
+            written = await self._track(
+                asyncio.ensure_future(
+                    self._writer.run(self.fenced(store.insert_report(values, ids, withhold)))
+                )
+            )
+        except Exception as error:
+            log.exception("storing a report failed")
+            raise Unavailable(detail="the database did not store the report; retry") from error
+        finally:
+            self._reporting.discard((position, rater.id))
+        clip.reports.append(Report(written.id, rater.id, state.id, written.created_at))
+        rater.reported.add(position)
+        if withhold:
+            clip.withheld, clip.withheld_at = REPORTS, written.created_at
+            self._withdraw(ids, _withheld_why(clip.external_id, REPORTS))
+            with contextlib.suppress(Unavailable):  # the report is stored: acknowledge it
+                await self._send_bars()
+        else:
+            self._withdraw(ids, f"its rater reported clip {clip.external_id!r}")
+        return ReportResult(clip, len(reporters) + 1, False)
+
+    def withheld(self) -> list[ClipState]:
+        """The clips the campaign's policy withholds now, by position."""
+        return [c for c in self.clips if c.withheld is not None and not c.retired]
 
     async def set_rater_active(self, rater_id: int, active: bool) -> RaterState:
         """Deactivate a rater (their open assignments are withdrawn and their reserve given

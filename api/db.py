@@ -66,6 +66,10 @@ class CampaignRow(SQLModel, table=True):
     state: str = Field(default="active", sa_column_kwargs={"server_default": "active"})
     # a pair (or a clip) skipped by this many distinct raters is withdrawn for everyone
     skip_limit: int = Field(default=3, sa_column_kwargs={"server_default": "3"})
+    # a clip whose "safety" score is below this is withheld when it arrives (None: no check)
+    safety_threshold: float | None = None
+    # a clip reported "unsafe or broken" by this many distinct raters is withheld
+    report_limit: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
 
 
@@ -93,6 +97,27 @@ class ClipRow(SQLModel, table=True):
     retired: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     # skips of its tasks up to this judgment id are forgotten (the operator restored it)
     skips_cleared: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # withheld by the campaign's policy: "threshold" (its safety score) or "reports" (raters
+    # reported it); never offered until the operator restores or retires it; labels stay
+    withheld: str | None = None
+    withheld_at: datetime | None = Field(default=None, sa_type=UTC_TIME)
+    # when the operator last restored it (None: never); reports up to `reports_cleared`
+    # (a report id) were answered by that restore and no longer count
+    restored_at: datetime | None = Field(default=None, sa_type=UTC_TIME)
+    reports_cleared: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
+
+
+class ClipReportRow(SQLModel, table=True):
+    """A rater's report that a clip of their task is unsafe or broken."""
+
+    __tablename__ = "clip_report"
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    clip_id: int = Field(foreign_key="clip.id")
+    rater_id: int = Field(foreign_key="rater.id")
+    assignment_id: int = Field(foreign_key="assignment.id")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
 
 

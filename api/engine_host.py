@@ -161,19 +161,22 @@ class CampaignEngine:
         count: int,
         forbidden_pairs: Sequence[tuple[int, int]] = (),
         skip_ratings: Sequence[int] = (),
+        exclude: Sequence[int] = (),
     ) -> list[Task]:
-        """`Campaign.next_tasks` (held), never a task `bar` rules out and never a gold task
-        (the service asks for those by `gold`); empty when nothing is left to ask."""
+        """`Campaign.next_tasks` (held), never a task `bar` rules out nor one showing a clip
+        in `exclude` (this rater's own exclusions), and never a gold task (the service asks
+        for those by `gold`); empty when nothing is left to ask."""
         forbidden = [*forbidden_pairs, *self._pairs] or None
+        excluded = [*self._clips, *exclude]
         try:
             if not (self._ratings and self.campaign.level_cuts is not None):
                 return self.campaign.next_pairs(
-                    rater, count, exclude=self._clips, forbidden_pairs=forbidden
+                    rater, count, exclude=excluded, forbidden_pairs=forbidden
                 )
             return self.campaign.next_tasks(
                 rater,
                 count,
-                exclude=self._clips,
+                exclude=excluded,
                 forbidden_pairs=forbidden,
                 skip_ratings=[*skip_ratings, *self._rating_clips],
                 gold=False,

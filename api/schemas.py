@@ -24,6 +24,11 @@ MAX_EMOJI_LEVELS = 11
 MAX_LEASE_SECONDS = 86_400.0
 MAX_SKIP_LIMIT = 1_000
 SkipLimit = Annotated[int, Meta(ge=1, le=MAX_SKIP_LIMIT)]
+MAX_REPORT_LIMIT = 1_000
+ReportLimit = Annotated[int, Meta(ge=1, le=MAX_REPORT_LIMIT)]
+# a threshold on the "safety" score; scores are at most 1e6 in size (api/service.py)
+SafetyThreshold = Annotated[float, Meta(ge=-1e6, le=1e6)]
+RowId = Annotated[int, Meta(ge=1, le=2**31 - 1)]
 
 
 class _Input(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -67,6 +72,10 @@ class CampaignCreate(_Input):
     side_bias: SideBiasIn | None = None  # fixed at creation: it changes how labels replay
     # the share of each rater's tasks that are gold questions, while gold pairs remain
     gold_rate: Annotated[float, Meta(ge=0, le=1)] = 0.0
+    # a clip whose "safety" score is below this is withheld (the campaign needs that criterion)
+    safety_threshold: SafetyThreshold | None = None
+    # a clip reported unsafe or broken by this many distinct raters is withheld
+    report_limit: ReportLimit = 1
 
 
 class GoldPairIn(_Input):
@@ -96,6 +105,8 @@ class CampaignUpdate(_Input):
     skip_limit: SkipLimit | UnsetType = UNSET
     targets: TargetsIn | UnsetType | None = UNSET  # null: no target (never done)
     gold_rate: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
+    safety_threshold: SafetyThreshold | UnsetType | None = UNSET  # null: no threshold
+    report_limit: ReportLimit | UnsetType = UNSET
     ties: bool | UnsetType = UNSET
     criteria: Annotated[list[Criterion], Meta(max_length=MAX_CRITERIA)] | UnsetType | None = UNSET
 
@@ -129,6 +140,13 @@ class JudgmentIn(_Input):
     level: Annotated[int, Meta(ge=0)] | None = None
 
 
+class ReportIn(_Input):
+    """`POST /v1/assignments/{id}/report`: the clip of that task the rater reports as unsafe
+    or broken (its `id`, as the assignment shows it)."""
+
+    clip_id: RowId
+
+
 class ImportIn(_Input):
     """`POST /v1/campaigns/{id}/imports`: past judgments as CSV (with a header) or JSON
     lines (fields in api/imports.py), under a key of the client's: the same key again
@@ -148,6 +166,7 @@ INPUTS: tuple[type[Struct], ...] = (
     ClipsIn,
     RaterIn,
     JudgmentIn,
+    ReportIn,
     ImportIn,
 )
 
@@ -171,6 +190,8 @@ class Campaign(Struct, kw_only=True):
     skip_limit: int  # distinct raters whose skips withdraw a pair (or a clip) for everyone
     side_bias: SideBias | None = None  # the side offsets' prior; null: sides are ignored
     gold_rate: float = 0.0  # the share of a rater's tasks that are gold questions
+    safety_threshold: float | None = None  # a "safety" score below it withholds a clip
+    report_limit: int = 1  # distinct raters whose reports withhold a clip
 
 
 class SideBias(Struct, kw_only=True):
@@ -252,7 +273,8 @@ class LeaderboardClip(Struct, kw_only=True):
     upper: float
     rank: int
     labels: int
-    # active | retired (by the operator) | withdrawn (its tasks skipped by skip_limit raters)
+    # active | retired (by the operator) | withheld (by the campaign's policy: a safety score
+    # below the threshold or raters' reports) | withdrawn (its tasks skipped by skip_limit raters)
     state: str
 
 
@@ -328,6 +350,46 @@ class ClipStatus(Struct, kw_only=True):
     id: int
     external_id: str
     retired: bool
+    status: str  # active | retired | withheld
+
+
+class ReportOut(Struct, kw_only=True):
+    """A rater's report of a clip: how many distinct raters reported it since the operator
+    last restored it, and whether it is withheld now."""
+
+    assignment_id: int
+    clip: ClipRef
+    reports: int
+    withheld: bool
+    duplicate: bool  # this rater had reported it already: nothing written
+
+
+class ClipReport(Struct, kw_only=True):
+    rater_id: int
+    rater_name: str | None
+    assignment_id: int
+    at: datetime
+
+
+class WithheldClip(Struct, kw_only=True):
+    """A clip the campaign's policy withholds: `reason` threshold (its `safety` score) or
+    reports (`reports`: who and when, since the operator last restored it)."""
+
+    clip: ClipRef
+    reason: str
+    withheld_at: datetime | None
+    safety: float | None
+    labels: int
+    reports: list[ClipReport]
+
+
+class WithheldClips(Struct, kw_only=True):
+    """`GET /v1/campaigns/{id}/withheld`: the policy and the clips it withholds now."""
+
+    safety_criterion: str
+    safety_threshold: float | None
+    report_limit: int
+    clips: list[WithheldClip]
 
 
 class RaterStatus(Struct, kw_only=True):

@@ -32,10 +32,12 @@ from api.campaigns import (
     CLOSED,
     LEASE_LOST,
     PAUSED,
+    SAFETY_CRITERION,
     CampaignRuntime,
     ClipState,
     NewClip,
     RaterState,
+    Report,
     emoji_thresholds,
     engine_config,
     scale_levels,
@@ -247,6 +249,7 @@ class Service:
         if len(set(criteria)) != len(criteria):
             repeated = sorted({c for c in criteria if criteria.count(c) > 1})
             raise BadRequest(detail=f"criterion names must be unique; repeated: {repeated}")
+        _check_threshold(body.safety_threshold, criteria)
         values = {
             "name": body.name,
             "criteria": criteria,
@@ -264,6 +267,8 @@ class Service:
                 if body.side_bias is None
                 else {"global_sd": body.side_bias.global_sd, "rater_sd": body.side_bias.rater_sd},
             ),
+            "safety_threshold": body.safety_threshold,
+            "report_limit": body.report_limit,
         }
         if body.targets is not None:
             values["engine_config"]["targets"] = _targets(body.targets)
@@ -334,6 +339,11 @@ class Service:
         if refused:
             raise Conflict(detail="; ".join(refused))
         values: dict[str, Any] = {}
+        if body.safety_threshold is not UNSET:
+            _check_threshold(body.safety_threshold, record.criteria)
+            values["safety_threshold"] = body.safety_threshold
+        if body.report_limit is not UNSET:
+            values["report_limit"] = body.report_limit
         if body.name is not UNSET:
             values["name"] = body.name
         if body.lease_seconds is not UNSET:
@@ -598,7 +608,40 @@ class Service:
         if not 0 < clip_id <= MAX_ROW_ID:
             raise NotFound(detail=f"clip {clip_id} not found in campaign {campaign_id}")
         clip = await runtime.retire_clip(clip_id, retired)
-        return schemas.ClipStatus(id=clip.id, external_id=clip.external_id, retired=clip.retired)
+        return schemas.ClipStatus(
+            id=clip.id, external_id=clip.external_id, retired=clip.retired, status=clip.status
+        )
+
+    async def withheld(self, campaign_id: int) -> schemas.WithheldClips:
+        """The campaign's withholding policy and the clips it withholds now, with why."""
+        runtime = await self.runtime(campaign_id)
+        record = runtime.record
+
+        def report(found: Report) -> schemas.ClipReport:
+            rater = runtime.raters.get(found.rater_id)
+            return schemas.ClipReport(
+                rater_id=found.rater_id,
+                rater_name=None if rater is None else rater.name,
+                assignment_id=found.assignment_id,
+                at=found.at,
+            )
+
+        return schemas.WithheldClips(
+            safety_criterion=SAFETY_CRITERION,
+            safety_threshold=record.safety_threshold,
+            report_limit=record.report_limit,
+            clips=[
+                schemas.WithheldClip(
+                    clip=schemas.ClipRef(id=clip.id, external_id=clip.external_id),
+                    reason=clip.withheld or "",
+                    withheld_at=clip.withheld_at,
+                    safety=clip.safety,
+                    labels=clip.labels,
+                    reports=[report(r) for r in clip.reports],
+                )
+                for clip in runtime.withheld()
+            ],
+        )
 
     async def set_rater_active(
         self, campaign_id: int, rater_id: int, active: bool
@@ -755,6 +798,22 @@ class Service:
             duplicate=result.duplicate,
         )
 
+    async def report(
+        self, assignment_id: int, token: str | None, body: schemas.ReportIn
+    ) -> schemas.ReportOut:
+        """A rater reports a clip of their assignment as unsafe or broken."""
+        runtime, rater = await self.rater(token)
+        self._active(rater)  # a deactivated rater's word withholds nothing
+        result = await runtime.report(rater, assignment_id, body.clip_id)
+        clip = result.clip
+        return schemas.ReportOut(
+            assignment_id=assignment_id,
+            clip=schemas.ClipRef(id=clip.id, external_id=clip.external_id),
+            reports=result.reports,
+            withheld=clip.withheld is not None,
+            duplicate=result.duplicate,
+        )
+
     # reads ------------------------------------------------------------------------------------
 
     async def leaderboard(self, campaign_id: int, level: float) -> schemas.Leaderboard:
@@ -776,11 +835,9 @@ class Service:
                 upper=upper,
                 rank=rank,
                 labels=clips[i].labels,
-                state="retired"
-                if clips[i].retired
-                else "withdrawn"
-                if i in runtime.withdrawn_clips
-                else "active",
+                state="withdrawn"
+                if clips[i].offered and i in runtime.withdrawn_clips
+                else clips[i].status,
             )
             for i, (mean, sd, lower, upper, rank) in enumerate(
                 zip(board.mean, board.sd, board.lower, board.upper, board.rank, strict=True)
@@ -874,9 +931,11 @@ class Service:
         )
 
     async def export(self, campaign_id: int, kind: ExportKind, fmt: ExportFormat) -> str:
-        """All judgments (or the preference pairs) as CSV or JSON lines."""
+        """All judgments (or the preference pairs, or every clip with its status) as CSV or
+        JSON lines."""
         await self.runtime(campaign_id)
-        rows = await to_thread.run_sync(store.export_rows, self.engine, campaign_id)
+        read = store.export_clips if kind == "clips" else store.export_rows
+        rows = await to_thread.run_sync(read, self.engine, campaign_id)
         return render(rows, kind, fmt)
 
 
@@ -932,6 +991,8 @@ def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> sche
         if side is None
         else schemas.SideBias(global_sd=side.global_sd, rater_sd=side.rater_sd),
         gold_rate=float(record.engine_config.get("gold_rate", 0.0)),
+        safety_threshold=record.safety_threshold,
+        report_limit=record.report_limit,
     )
 
 
@@ -943,6 +1004,20 @@ def _clip_view(clip: ClipState) -> schemas.Clip:
         group=clip.group,
         context=clip.context,
     )
+
+
+def _check_threshold(threshold: float | None, criteria: Sequence[str]) -> None:
+    """A safety threshold needs the criterion it reads (`SAFETY_CRITERION`, by name).
+
+    Raises:
+        BadRequest: a threshold on a campaign without that criterion.
+    """
+    if threshold is not None and SAFETY_CRITERION not in criteria:
+        raise BadRequest(
+            detail=f"safety_threshold reads the {SAFETY_CRITERION!r} score, and this campaign's "
+            f"criteria {list(criteria)} have none; add a {SAFETY_CRITERION!r} criterion or "
+            "leave the threshold out"
+        )
 
 
 def _check_level(level: float) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from api.db import (
     AssignmentRow,
     CampaignRow,
+    ClipReportRow,
     ClipRow,
     GoldPairRow,
     ImportRow,
@@ -41,6 +42,7 @@ progress_table = ProgressRow.__table__  # type: ignore[attr-defined]
 import_table = ImportRow.__table__  # type: ignore[attr-defined]
 snapshot_table = SnapshotRow.__table__  # type: ignore[attr-defined]
 gold_table = GoldPairRow.__table__  # type: ignore[attr-defined]
+report_table = ClipReportRow.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class CampaignRecord:
     created_at: datetime
     state: str = "active"
     skip_limit: int = 3
+    safety_threshold: float | None = None
+    report_limit: int = 1
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,21 @@ class ClipRecord:
     after_seq: int
     retired: bool = False
     skips_cleared: int = 0
+    withheld: str | None = None
+    withheld_at: datetime | None = None
+    restored_at: datetime | None = None
+    reports_cleared: int = 0
+
+
+@dataclass(frozen=True)
+class ReportRecord:
+    """A rater's report that a clip of their task is unsafe or broken."""
+
+    id: int
+    clip_id: int
+    rater_id: int
+    assignment_id: int
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -149,6 +168,7 @@ class CampaignLog:
     assignments: list[AssignmentRecord]
     judgments: list[JudgmentRecord]
     gold: list[GoldRecord] = field(default_factory=list)
+    reports: list[ReportRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -412,11 +432,12 @@ def set_clip_retired(
     campaign_id: int, clip_id: int, retired: bool, withdraw: Sequence[int] = ()
 ) -> Callable[[Connection], int]:
     """Op: retire or restore a clip, withdrawing the open assignments `withdraw` (a retire).
-    A restore also forgets the skips of its tasks so far; returns the last judgment id it
-    forgets them up to (0 for a retire)."""
+    Either ends a withholding (the operator decided). A restore also forgets the skips of its
+    tasks and the reports of it so far; returns the last judgment id it forgets the skips up
+    to (0 for a retire)."""
 
     def op(connection: Connection) -> int:
-        values: dict[str, Any] = {"retired": retired}
+        values: dict[str, Any] = {"retired": retired, "withheld": None}
         cleared = 0
         if not retired:
             cleared = int(
@@ -427,6 +448,14 @@ def set_clip_retired(
                 ).scalar_one()
             )
             values["skips_cleared"] = cleared
+            values["restored_at"] = utcnow()
+            values["reports_cleared"] = int(
+                connection.execute(
+                    select(func.coalesce(func.max(report_table.c.id), 0)).where(
+                        report_table.c.clip_id == clip_id
+                    )
+                ).scalar_one()
+            )
         connection.execute(
             update(clip_table)
             .where(clip_table.c.campaign_id == campaign_id, clip_table.c.id == clip_id)
@@ -459,6 +488,53 @@ def insert_gold(
             )
             ids.append(int(result.scalar_one()))
         return ids
+
+    return op
+
+
+def withhold_clips(
+    campaign_id: int, clip_ids: Sequence[int], reason: str, withdraw: Sequence[int] = ()
+) -> Callable[[Connection], datetime]:
+    """Op: withhold clips for `reason` ("threshold" or "reports"), withdrawing the open
+    assignments `withdraw` (those that hold them); returns when."""
+
+    def op(connection: Connection) -> datetime:
+        now = utcnow()
+        if clip_ids:
+            connection.execute(
+                update(clip_table)
+                .where(clip_table.c.campaign_id == campaign_id, clip_table.c.id.in_(list(clip_ids)))
+                .values(withheld=reason, withheld_at=now)
+            )
+        withdraw_assignments(withdraw)(connection)
+        return now
+
+    return op
+
+
+def insert_report(
+    values: dict[str, Any], withdraw: Sequence[int] = (), withhold: bool = False
+) -> Callable[[Connection], ReportRecord]:
+    """Op: store a rater's report of a clip (values as ClipReportRow columns), withdraw the
+    open assignments `withdraw` and, when `withhold`, withhold the clip for its reports, all
+    in one transaction."""
+
+    def op(connection: Connection) -> ReportRecord:
+        now = utcnow()
+        row = {**values, "created_at": now}
+        report_id = int(
+            connection.execute(insert(report_table).returning(report_table.c.id), row).scalar_one()
+        )
+        if withhold:
+            connection.execute(
+                update(clip_table)
+                .where(clip_table.c.id == values["clip_id"])
+                .values(withheld="reports", withheld_at=now)
+            )
+        withdraw_assignments(withdraw)(connection)
+        return ReportRecord(
+            report_id, values["clip_id"], values["rater_id"], values["assignment_id"], now
+        )
 
     return op
 
@@ -685,6 +761,8 @@ def _campaign(row: Any) -> CampaignRecord:
         created_at=row["created_at"],
         state=row["state"],
         skip_limit=int(row["skip_limit"]),
+        safety_threshold=row["safety_threshold"],
+        report_limit=int(row["report_limit"]),
     )
 
 
@@ -760,6 +838,10 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 after_seq=r["after_seq"],
                 retired=bool(r["retired"]),
                 skips_cleared=int(r["skips_cleared"]),
+                withheld=r["withheld"],
+                withheld_at=r["withheld_at"],
+                restored_at=r["restored_at"],
+                reports_cleared=int(r["reports_cleared"]),
             )
             for r in connection.execute(
                 select(clip_table)
@@ -820,7 +902,15 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 .order_by(gold_table.c.id)
             ).mappings()
         ]
-    return CampaignLog(clips, raters, assignments, judgments, gold)
+        reports = [
+            ReportRecord(r["id"], r["clip_id"], r["rater_id"], r["assignment_id"], r["created_at"])
+            for r in connection.execute(
+                select(report_table)
+                .where(report_table.c.campaign_id == campaign_id)
+                .order_by(report_table.c.id)
+            ).mappings()
+        ]
+    return CampaignLog(clips, raters, assignments, judgments, gold, reports)
 
 
 def progress_points(engine: Engine, campaign_id: int) -> list[tuple[int, float | None, datetime]]:
@@ -836,6 +926,35 @@ def progress_points(engine: Engine, campaign_id: int) -> list[tuple[int, float |
         return [(int(labels), tau, at) for labels, tau, at in rows]
 
 
+def clip_status(row: Mapping[str, Any]) -> str:
+    """A clip row's status as exports show it: `active`, `retired`, or `withheld:<reason>`
+    (`threshold` or `reports`)."""
+    if row["retired"]:
+        return "retired"
+    return "active" if row["withheld"] is None else f"withheld:{row['withheld']}"
+
+
+def export_clips(engine: Engine, campaign_id: int) -> list[dict[str, Any]]:
+    """Every clip of the campaign by position, with its status (`clip_status`)."""
+    with engine.connect() as connection:
+        return [
+            {
+                "clip_id": row["id"],
+                "external_id": row["external_id"],
+                "uri": row["uri"],
+                "group": row["prompt_group"],
+                "context": row["context"],
+                "status": clip_status(row),
+                "withheld_at": None if row["retired"] else row["withheld_at"],
+            }
+            for row in connection.execute(
+                select(clip_table)
+                .where(clip_table.c.campaign_id == campaign_id)
+                .order_by(clip_table.c.position)
+            ).mappings()
+        ]
+
+
 def export_rows(engine: Engine, campaign_id: int) -> list[dict[str, Any]]:
     """Every judgment of the campaign in commit order, with its rater and the clips as shown
     (left and right; right is None for an emoji rating)."""
@@ -848,6 +967,8 @@ def export_rows(engine: Engine, campaign_id: int) -> list[dict[str, Any]]:
                     clip_table.c.external_id,
                     clip_table.c.uri,
                     clip_table.c.prompt_group,
+                    clip_table.c.retired,
+                    clip_table.c.withheld,
                 ).where(clip_table.c.campaign_id == campaign_id)
             ).mappings()
         }
@@ -881,11 +1002,13 @@ def export_rows(engine: Engine, campaign_id: int) -> list[dict[str, Any]]:
                     "left_external_id": clips[left]["external_id"],
                     "left_uri": clips[left]["uri"],
                     "left_group": clips[left]["prompt_group"],
+                    "left_status": clip_status(clips[left]),
                     "right_external_id": None
                     if shown_right is None
                     else shown_right["external_id"],
                     "right_uri": None if shown_right is None else shown_right["uri"],
                     "right_group": None if shown_right is None else shown_right["prompt_group"],
+                    "right_status": None if shown_right is None else clip_status(shown_right),
                     "choice": row["choice"],
                     "level": row["level"],
                     "gold": row["gold"] is not None,
@@ -904,8 +1027,11 @@ __all__ = [
     "JudgmentRecord",
     "Prepared",
     "RaterRecord",
+    "ReportRecord",
     "SnapshotRecord",
     "campaign_counts",
+    "clip_status",
+    "export_clips",
     "export_rows",
     "find_import",
     "find_rater",
@@ -917,6 +1043,7 @@ __all__ = [
     "insert_judgment",
     "insert_progress",
     "insert_rater",
+    "insert_report",
     "insert_snapshot",
     "label_counts",
     "latest_snapshot",
@@ -929,4 +1056,5 @@ __all__ = [
     "set_rater_active",
     "update_campaign",
     "withdraw_assignments",
+    "withhold_clips",
 ]

@@ -35,6 +35,7 @@ from client.models import (
     Campaign,
     Clip,
     ClipRef,
+    ClipReport,
     ClipsAdded,
     ClipStatus,
     ContextWeights,
@@ -51,11 +52,14 @@ from client.models import (
     RaterCreated,
     RaterStats,
     RaterStatus,
+    ReportOut,
     SkipFlags,
     SkippedClip,
     SkippedTask,
     Weight,
     Weights,
+    WithheldClip,
+    WithheldClips,
 )
 
 __all__ = [
@@ -67,6 +71,7 @@ __all__ = [
     "Client",
     "Clip",
     "ClipRef",
+    "ClipReport",
     "ClipStatus",
     "ClipsAdded",
     "Conflict",
@@ -88,6 +93,7 @@ __all__ = [
     "RaterCreated",
     "RaterStats",
     "RaterStatus",
+    "ReportOut",
     "RetryPolicy",
     "ServiceError",
     "SkipFlags",
@@ -99,4 +105,6 @@ __all__ = [
     "Unreachable",
     "Weight",
     "Weights",
+    "WithheldClip",
+    "WithheldClips",
 ]

@@ -35,7 +35,7 @@ from client.errors import BY_STATUS, ServiceError
 
 T = TypeVar("T")
 Credential = Literal["admin", "rater", "either", "none"]
-ExportKind = Literal["judgments", "preferences"]
+ExportKind = Literal["judgments", "preferences", "clips"]
 ExportFormat = Literal["csv", "jsonl"]
 Choice = Literal["left", "right", "tie", "skip"]
 StateAction = Literal["pause", "resume", "close", "reopen"]
@@ -263,6 +263,8 @@ def create_campaign(
     lease_seconds: float,
     targets: Mapping[str, float] | None = None,
     gold_rate: float = 0.0,
+    safety_threshold: float | None = None,
+    report_limit: int = 1,
 ) -> Call[models.Campaign]:
     body: dict[str, Any] = {
         "name": name,
@@ -271,11 +273,14 @@ def create_campaign(
         "ties": ties,
         "emoji_levels": emoji_levels,
         "lease_seconds": lease_seconds,
+        "report_limit": report_limit,
     }
     if targets is not None:
         body["targets"] = dict(targets)
     if gold_rate:
         body["gold_rate"] = gold_rate
+    if safety_threshold is not None:
+        body["safety_threshold"] = safety_threshold
     return Call("POST", "/v1/campaigns", "admin", _as(models.Campaign), body, retry=UNSENT_ONLY)
 
 
@@ -337,6 +342,17 @@ def judge(assignment_id: int, choice: Choice | None, level: int | None) -> Call[
     # idempotent per assignment: the same answer again is acknowledged as a duplicate
     return Call(
         "POST", f"/v1/assignments/{assignment_id}/judgment", "rater", _as(models.JudgmentOut), body
+    )
+
+
+def report_clip(assignment_id: int, clip_id: int) -> Call[models.ReportOut]:
+    # idempotent per rater and clip: the same report again is acknowledged as a duplicate
+    return Call(
+        "POST",
+        f"/v1/assignments/{assignment_id}/report",
+        "rater",
+        _as(models.ReportOut),
+        {"clip_id": clip_id},
     )
 
 
@@ -416,6 +432,10 @@ def gold_pairs(campaign_id: int) -> Call[models.GoldList]:
 
 def skipped(campaign_id: int) -> Call[models.SkipFlags]:
     return Call("GET", f"/v1/campaigns/{campaign_id}/skipped", "admin", _as(models.SkipFlags))
+
+
+def withheld(campaign_id: int) -> Call[models.WithheldClips]:
+    return Call("GET", f"/v1/campaigns/{campaign_id}/withheld", "admin", _as(models.WithheldClips))
 
 
 def import_judgments(

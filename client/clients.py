@@ -135,9 +135,13 @@ class Client:
         lease_seconds: float = 120.0,
         targets: dict[str, float] | None = None,
         gold_rate: float = 0.0,
+        safety_threshold: float | None = None,
+        report_limit: int = 1,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
-        `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done."""
+        `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done; a clip
+        whose "safety" score is below `safety_threshold`, or that `report_limit` raters
+        reported, is withheld."""
         return self.run(
             calls.create_campaign(
                 name,
@@ -148,6 +152,8 @@ class Client:
                 lease_seconds=lease_seconds,
                 targets=targets,
                 gold_rate=gold_rate,
+                safety_threshold=safety_threshold,
+                report_limit=report_limit,
             )
         )
 
@@ -182,8 +188,9 @@ class Client:
 
     def update_campaign(self, campaign_id: int, **changes: Any) -> models.Campaign:
         """Change settings: `name`, `lease_seconds`, `emoji_levels` (None: rating tasks off),
-        `pair_scope` (no label yet), `skip_limit`, `targets` (None: never done); a `Conflict`
-        says why one cannot change."""
+        `pair_scope` (no label yet), `skip_limit`, `targets` (None: never done),
+        `safety_threshold` (None: none), `report_limit`; a `Conflict` says why one cannot
+        change."""
         return self.run(calls.update_campaign(campaign_id, changes))
 
     def change_state(self, campaign_id: int, action: StateAction) -> models.Campaign:
@@ -195,8 +202,13 @@ class Client:
         return self.run(calls.retire_clip(campaign_id, clip_id, True))
 
     def restore_clip(self, campaign_id: int, clip_id: int) -> models.ClipStatus:
-        """Offer a retired or skip-withdrawn clip again."""
+        """Offer a retired, withheld or skip-withdrawn clip again."""
         return self.run(calls.retire_clip(campaign_id, clip_id, False))
+
+    def withheld(self, campaign_id: int) -> models.WithheldClips:
+        """The clips the campaign's policy withholds (a safety score below the threshold,
+        raters' reports), with why."""
+        return self.run(calls.withheld(campaign_id))
 
     def deactivate_rater(self, campaign_id: int, rater_id: int) -> models.RaterStatus:
         """No new tasks for the rater; their open assignments are withdrawn."""
@@ -238,6 +250,11 @@ class Client:
         """Answer an assignment with a choice or an emoji level (retried safely: the same
         answer twice is one label)."""
         return self.run(calls.judge(assignment_id, choice, level))
+
+    def report_clip(self, assignment_id: int, clip_id: int) -> models.ReportOut:
+        """Report a clip of the assignment as unsafe or broken (retried safely: the same
+        report again is acknowledged as a duplicate)."""
+        return self.run(calls.report_clip(assignment_id, clip_id))
 
     # reads -----------------------------------------------------------------------------------
 
@@ -346,9 +363,13 @@ class AsyncClient:
         lease_seconds: float = 120.0,
         targets: dict[str, float] | None = None,
         gold_rate: float = 0.0,
+        safety_threshold: float | None = None,
+        report_limit: int = 1,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
-        `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done."""
+        `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done; a clip
+        whose "safety" score is below `safety_threshold`, or that `report_limit` raters
+        reported, is withheld."""
         return await self.run(
             calls.create_campaign(
                 name,
@@ -359,6 +380,8 @@ class AsyncClient:
                 lease_seconds=lease_seconds,
                 targets=targets,
                 gold_rate=gold_rate,
+                safety_threshold=safety_threshold,
+                report_limit=report_limit,
             )
         )
 
@@ -407,8 +430,9 @@ class AsyncClient:
 
     async def update_campaign(self, campaign_id: int, **changes: Any) -> models.Campaign:
         """Change settings: `name`, `lease_seconds`, `emoji_levels` (None: rating tasks off),
-        `pair_scope` (no label yet), `skip_limit`, `targets` (None: never done); a `Conflict`
-        says why one cannot change."""
+        `pair_scope` (no label yet), `skip_limit`, `targets` (None: never done),
+        `safety_threshold` (None: none), `report_limit`; a `Conflict` says why one cannot
+        change."""
         return await self.run(calls.update_campaign(campaign_id, changes))
 
     async def change_state(self, campaign_id: int, action: StateAction) -> models.Campaign:
@@ -420,8 +444,13 @@ class AsyncClient:
         return await self.run(calls.retire_clip(campaign_id, clip_id, True))
 
     async def restore_clip(self, campaign_id: int, clip_id: int) -> models.ClipStatus:
-        """Offer a retired or skip-withdrawn clip again."""
+        """Offer a retired, withheld or skip-withdrawn clip again."""
         return await self.run(calls.retire_clip(campaign_id, clip_id, False))
+
+    async def withheld(self, campaign_id: int) -> models.WithheldClips:
+        """The clips the campaign's policy withholds (a safety score below the threshold,
+        raters' reports), with why."""
+        return await self.run(calls.withheld(campaign_id))
 
     async def deactivate_rater(self, campaign_id: int, rater_id: int) -> models.RaterStatus:
         """No new tasks for the rater; their open assignments are withdrawn."""
@@ -462,6 +491,11 @@ class AsyncClient:
     ) -> models.JudgmentOut:
         """Answer an assignment (retried safely: the same answer twice is one label)."""
         return await self.run(calls.judge(assignment_id, choice, level))
+
+    async def report_clip(self, assignment_id: int, clip_id: int) -> models.ReportOut:
+        """Report a clip of the assignment as unsafe or broken (retried safely: the same
+        report again is acknowledged as a duplicate)."""
+        return await self.run(calls.report_clip(assignment_id, clip_id))
 
     async def leaderboard(
         self, campaign_id: int, level: float = DEFAULT_LEVEL

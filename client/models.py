@@ -29,6 +29,8 @@ class Campaign:
     state: str = "active"  # active, paused or closed
     skip_limit: int = 3  # distinct raters whose skips withdraw a pair (or clip) for everyone
     gold_rate: float = 0.0  # the share of a rater's tasks that are gold questions
+    safety_threshold: float | None = None  # a "safety" score below it withholds a clip
+    report_limit: int = 1  # distinct raters whose reports withhold a clip
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ class LeaderboardClip:
     upper: float
     rank: int
     labels: int
-    state: str = "active"  # retired (by the operator) or withdrawn (skipped by many)
+    state: str = "active"  # retired, withheld (unsafe or broken) or withdrawn (skipped by many)
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,51 @@ class ClipStatus:
     id: int
     external_id: str
     retired: bool
+    status: str = "active"  # active, retired or withheld
+
+
+@dataclass(frozen=True)
+class ReportOut:
+    """A rater's report of a clip: distinct raters who reported it since the operator last
+    restored it, whether it is withheld now, and `duplicate` when this rater had reported it."""
+
+    assignment_id: int
+    clip: ClipRef
+    reports: int
+    withheld: bool
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class ClipReport:
+    """Who reported a clip, from which assignment, and when."""
+
+    rater_id: int
+    rater_name: str | None
+    assignment_id: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class WithheldClip:
+    """A clip the campaign's policy withholds: `reason` threshold or reports."""
+
+    clip: ClipRef
+    reason: str
+    withheld_at: datetime | None
+    safety: float | None
+    labels: int
+    reports: list[ClipReport]
+
+
+@dataclass(frozen=True)
+class WithheldClips:
+    """The campaign's withholding policy and the clips it withholds now."""
+
+    safety_criterion: str
+    safety_threshold: float | None
+    report_limit: int
+    clips: list[WithheldClip]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ JUDGMENT_MAX_BODY_BYTES = 1_024
 
 
 class AssignmentController(Controller):
-    """`POST /v1/campaigns/{id}/assignments` and `POST /v1/assignments/{id}/judgment`."""
+    """`POST /v1/campaigns/{id}/assignments`, `POST /v1/assignments/{id}/judgment` and
+    `POST /v1/assignments/{id}/report`."""
 
     path = "/v1"
     tags = ("rating",)
@@ -69,6 +70,32 @@ class AssignmentController(Controller):
         different answer is 409, an expired lease 410."""
         body = await strict_body(request, schemas.JudgmentIn)
         out = await _service(request).judge(assignment_id, bearer(request), body)
+        return Response(out, status_code=200 if out.duplicate else 201)
+
+    @post(
+        "/assignments/{assignment_id:int}/report",
+        operation_id="reportClip",
+        summary="Report a clip of this task as unsafe or broken",
+        guards=[rater_guard],
+        request_max_body_size=JUDGMENT_MAX_BODY_BYTES,
+        responses={
+            200: ResponseSpec(
+                schemas.ReportOut,
+                description="this rater had reported the clip already: nothing written",
+                generate_examples=False,
+            ),
+            **error_responses(400, 401, 403, 404, 413, 415, 503),
+        },
+    )
+    async def report(
+        self, assignment_id: int, data: schemas.ReportIn, request: Request
+    ) -> Response[schemas.ReportOut]:
+        """201 when stored: the campaign's policy withholds the clip once enough raters
+        reported it (`withheld`), and the reporter's task is withdrawn either way; 200 with
+        `duplicate: true` when this rater had reported it already. A clip the task does not
+        show is a 400; a deactivated rater's report a 403."""
+        body = await strict_body(request, schemas.ReportIn)
+        out = await _service(request).report(assignment_id, bearer(request), body)
         return Response(out, status_code=200 if out.duplicate else 201)
 
 

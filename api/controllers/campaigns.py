@@ -161,8 +161,8 @@ class CampaignController(Controller):
     async def retire_clip(
         self, campaign_id: int, clip_id: int, service: Service
     ) -> schemas.ClipStatus:
-        """Never offered again while retired; its open assignments are withdrawn, its labels
-        stay in the log and the posterior."""
+        """Never offered again while retired (also a withheld clip: the operator's decision);
+        its open assignments are withdrawn, its labels stay in the log and the posterior."""
         return await service.retire_clip(campaign_id, clip_id, retired=True)
 
     @post(
@@ -170,14 +170,26 @@ class CampaignController(Controller):
         operation_id="restoreClip",
         summary="Restore a clip",
         status_code=200,
-        responses=error_responses(401, 404, 503),
+        responses=error_responses(401, 404, 409, 503),
     )
     async def restore_clip(
         self, campaign_id: int, clip_id: int, service: Service
     ) -> schemas.ClipStatus:
-        """Offered again; the skips of its tasks so far no longer count towards withdrawing
-        it."""
+        """Offered again, also when the campaign's policy withheld it; the skips of its tasks
+        and the reports of it so far no longer count. A clip never retired, withheld or
+        withdrawn is a 409."""
         return await service.retire_clip(campaign_id, clip_id, retired=False)
+
+    @get(
+        "/{campaign_id:int}/withheld",
+        operation_id="withheldClips",
+        summary="Clips the campaign's policy withholds",
+        responses=error_responses(401, 404),
+    )
+    async def withheld(self, campaign_id: int, service: Service) -> schemas.WithheldClips:
+        """Each withheld clip with why: its safety score below the threshold, or the raters'
+        reports (who and when); restore or retire it with the clip calls."""
+        return await service.withheld(campaign_id)
 
     @post(
         "/{campaign_id:int}/raters/{rater_id:int}/deactivate",

@@ -77,8 +77,9 @@ class ReadController(Controller):
         export_format: Annotated[ExportFormat, Parameter(query="format")] = "csv",
         kind: ExportKind = "judgments",
     ) -> Response[str]:
-        """All judgments (`kind=judgments`) or the preference pairs prompt/chosen/rejected
-        (`kind=preferences`), as CSV or JSON lines."""
+        """All judgments (`kind=judgments`), the preference pairs prompt/chosen/rejected
+        (`kind=preferences`) or every clip with its status (`kind=clips`: active, retired,
+        withheld:threshold or withheld:reports), as CSV or JSON lines."""
         body = await service.export(campaign_id, kind, export_format)
         name = f"campaign-{campaign_id}-{kind}.{export_format}"
         return Response(

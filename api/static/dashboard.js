@@ -163,9 +163,12 @@ function actionButton(text, path) {
 }
 
 function renderClips(board) {
-  const out = (board.clips || []).filter((clip) => clip.state && clip.state !== "active");
+  // withheld clips have a table of their own (renderWithheld), with why
+  const out = (board.clips || []).filter(
+    (clip) => clip.state && clip.state !== "active" && clip.state !== "withheld",
+  );
   if (!out.length) {
-    $("clips").replaceChildren(h("p", { class: "note" }, "Every clip is offered."));
+    $("clips").replaceChildren(h("p", { class: "note" }, "No clip is retired or withdrawn."));
     return;
   }
   const rows = out.map((clip) =>
@@ -202,6 +205,49 @@ function renderSkipped(data) {
           `skipped by ${task.raters} raters, withdrawn`,
       ),
     ),
+  );
+}
+
+function withheldWhy(clip) {
+  if (clip.reason === "threshold") return `safety score ${number(clip.safety)} below the threshold`;
+  const who = clip.reports.map(
+    (report) =>
+      `${report.rater_name || `rater ${report.rater_id}`} at ${new Date(report.at).toLocaleString()}`,
+  );
+  return `reported by ${who.join(", ")}`;
+}
+
+function renderWithheld(data) {
+  const threshold =
+    data.safety_threshold === null || data.safety_threshold === undefined
+      ? "no safety threshold"
+      : `a "${data.safety_criterion}" score below ${data.safety_threshold}`;
+  const raters = data.report_limit === 1 ? "one rater" : `${data.report_limit} raters`;
+  $("withheld-policy").textContent = `Withheld: ${threshold}; reports from ${raters}.`;
+  const clips = data.clips || [];
+  if (!clips.length) {
+    $("withheld").replaceChildren(h("p", { class: "note" }, "No clip is withheld."));
+    return;
+  }
+  const rows = clips.map((clip) =>
+    h(
+      "tr",
+      { "data-clip": clip.clip.id, "data-reason": clip.reason },
+      h("td", {}, clip.clip.external_id),
+      h("td", {}, clip.reason),
+      h("td", {}, withheldWhy(clip)),
+      h("td", {}, String(clip.labels)),
+      h(
+        "td",
+        {},
+        actionButton("Restore", `${BASE}/clips/${clip.clip.id}/restore`),
+        actionButton("Retire", `${BASE}/clips/${clip.clip.id}/retire`),
+      ),
+    ),
+  );
+  const head = h("tr", {}, ["clip", "reason", "why", "labels", ""].map((t) => h("th", {}, t)));
+  $("withheld").replaceChildren(
+    h("table", { id: "withheld-table" }, h("thead", {}, head), h("tbody", {}, rows)),
   );
 }
 
@@ -262,6 +308,7 @@ async function refresh() {
     raters: api("GET", `${BASE}/raters`, KEY),
     weights: api("GET", `${BASE}/weights`, KEY),
     skipped: api("GET", `${BASE}/skipped`, KEY),
+    withheld: api("GET", `${BASE}/withheld`, KEY),
   };
   const names = Object.keys(calls);
   const results = await Promise.allSettled(Object.values(calls));
@@ -273,6 +320,7 @@ async function refresh() {
     raters: [renderRaters, "raters"],
     weights: [renderWeights, "weights"],
     skipped: [renderSkipped, "skipped"],
+    withheld: [renderWithheld, "withheld"],
   };
   results.forEach((result, index) => {
     const [render, target] = renderers[names[index]];

@@ -11,6 +11,10 @@
 //   on the first click, so a double click (or a key held down) answers once;
 // - a new task is asked for only once every earlier answer is acknowledged, so the service
 //   knows what this rater has judged (and never offers that pair again) when it chooses.
+//
+// "Unsafe or broken" (button or X) reports a clip of the task instead of answering it: the
+// report goes through the same outbox, the service withholds the clip by the campaign's policy
+// and withdraws the task, and the page moves on, never showing that clip again itself.
 import { ApiError, api, campaignId, h, isVideo, takeCredential } from "./common.js";
 
 const CAMPAIGN = campaignId();
@@ -24,6 +28,7 @@ const FIRST_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 15000;
 // worst to best; all from Unicode 6.0's emoticons block, which even minimal fonts cover
 const EMOJI = ["😫", "😞", "😐", "😊", "😍"];
+const REPORTED = "Thank you: the clip was reported and will not be shown to you again.";
 const EMOJI_WIDE = ["😡", "😫", "😞", "😐", "😊", "😀", "😍"];
 
 const $ = (id) => document.getElementById(id);
@@ -43,6 +48,8 @@ const state = {
   wakers: new Set(), // resolve the backoff waits early (on "online" or a new answer)
   sentWaiters: [], // resolved when the outbox is empty
   expiryTimer: null,
+  reporting: false, // choosing which clip of a pair to report
+  reported: new Set(), // clip ids this rater reported in this session
 };
 
 /** FNV-1a hash, so storage keys tell raters apart without holding their token. */
@@ -74,7 +81,12 @@ function saveSession() {
   const next = state.next && state.next.assignment ? state.next : null;
   sessionStorage.setItem(
     SESSION_KEY,
-    JSON.stringify({ count: state.count, current: state.current, next }),
+    JSON.stringify({
+      count: state.count,
+      current: state.current,
+      next,
+      reported: [...state.reported],
+    }),
   );
 }
 
@@ -87,7 +99,10 @@ function leaseEnd(record) {
 function usable(record) {
   if (!record || !record.assignment) return false;
   const answered = state.outbox.some((entry) => entry.assignment_id === record.assignment.id);
-  return !answered && leaseEnd(record) - Date.now() > EXPIRY_MARGIN_MS;
+  const { left, right } = record.assignment;
+  // a task prefetched before a report may show the reported clip (the service withdrew it)
+  const shows = state.reported.has(left.id) || (right && state.reported.has(right.id));
+  return !answered && !shows && leaseEnd(record) - Date.now() > EXPIRY_MARGIN_MS;
 }
 
 function sleep(ms) {
@@ -118,7 +133,8 @@ async function requestTask() {
   for (;;) {
     try {
       const { data } = await api("POST", `/v1/campaigns/${CAMPAIGN}/assignments`, TOKEN);
-      if (!state.outbox.length) setStatus("");
+      // the thanks for a report stays until the next answer
+      if (!state.outbox.length && $("status").textContent !== REPORTED) setStatus("");
       return { assignment: data.assignment, message: data.message, receivedAt: Date.now() };
     } catch (error) {
       if (!retryable(error)) throw error;
@@ -304,7 +320,10 @@ function buildView(assignment) {
       mediaElement(clips[index], label),
       side === "single" ? null : h("figcaption", {}, side === "left" ? "Left" : "Right"),
     );
-    if (side !== "single") figure.addEventListener("click", () => answer({ choice: side }, side));
+    figure.addEventListener("click", () => {
+      if (state.reporting) report(side);
+      else if (side !== "single") answer({ choice: side }, side);
+    });
     return figure;
   });
   const element = h("div", { class: `task ${assignment.kind}`, hidden: true }, figures);
@@ -337,6 +356,8 @@ function keycap(text) {
 }
 
 function renderControls(assignment) {
+  state.reporting = false;
+  $("stage").dataset.reporting = "false";
   const buttons = [];
   const choices = assignment.choices || [];
   const prompt = assignment.left.group ? `Prompt: ${assignment.left.group}` : "";
@@ -347,7 +368,9 @@ function renderControls(assignment) {
     if (choices.includes("tie")) buttons.push(button("tie", "Tie", ["↓", "3"], { choice: "tie" }));
     buttons.push(button("right", "Right", ["→", "2"], { choice: "right" }));
     const tie = choices.includes("tie") ? ", ↓ or 3 or T for a tie" : "";
-    $("hint").textContent = `Click a clip or press ← / 1 for left, → / 2 for right${tie}.`;
+    $("hint").textContent =
+      `Click a clip or press ← / 1 for left, → / 2 for right${tie}; X reports a clip ` +
+      "as unsafe or broken.";
   } else {
     $("question").textContent = "How good is this one?";
     const levels = assignment.emoji_levels || 5;
@@ -358,14 +381,107 @@ function renderControls(assignment) {
       item.title = `level ${level + 1} of ${levels}`;
       buttons.push(item);
     });
-    $("hint").textContent = `Press 1 (worst) to ${levels} (best).`;
+    $("hint").textContent =
+      `Press 1 (worst) to ${levels} (best); X reports the clip as unsafe or broken.`;
   }
   if (choices.includes("skip")) {
     const skip = button("skip", "Skip", ["S"], { choice: "skip" });
     skip.classList.add("skip");
     buttons.push(skip);
   }
+  buttons.push(reportButton());
   $("buttons").replaceChildren(...buttons);
+}
+
+function reportButton() {
+  const item = h(
+    "button",
+    {
+      type: "button",
+      class: "report",
+      "data-choice": "report",
+      title: "Report a clip that is unsafe or does not play",
+      onclick: (event) => {
+        event.currentTarget.blur();
+        startReport();
+      },
+    },
+    "Unsafe or broken",
+    keycap("X"),
+  );
+  return item;
+}
+
+/** A rating task's one clip is reported at once; for a pair, ask which clip. */
+function startReport() {
+  if (state.locked || !state.current) return;
+  if (performance.now() - state.shownAt < INPUT_GUARD_MS) return;
+  const assignment = state.current.assignment;
+  if (assignment.kind !== "pair") {
+    report("single");
+    return;
+  }
+  state.reporting = true;
+  $("stage").dataset.reporting = "true";
+  $("question").textContent = "Which clip is unsafe or broken?";
+  const pick = (side, text, keys) =>
+    h(
+      "button",
+      {
+        type: "button",
+        "data-choice": `report-${side}`,
+        onclick: (event) => {
+          event.currentTarget.blur();
+          report(side);
+        },
+      },
+      text,
+      keys.map(keycap),
+    );
+  const cancel = h(
+    "button",
+    {
+      type: "button",
+      "data-choice": "report-cancel",
+      onclick: (event) => {
+        event.currentTarget.blur();
+        renderControls(assignment);
+      },
+    },
+    "Cancel",
+    keycap("Esc"),
+  );
+  $("buttons").replaceChildren(
+    pick("left", "Left clip", ["←", "1"]),
+    pick("right", "Right clip", ["→", "2"]),
+    cancel,
+  );
+  $("hint").textContent = "Click the clip or press ← / 1 or → / 2; Esc goes back.";
+}
+
+/** Report the clip on `side` ("left", "right" or "single"): queued like an answer. */
+function report(side) {
+  if (state.locked || !state.current) return;
+  const assignment = state.current.assignment;
+  const clip = side === "right" ? assignment.right : assignment.left;
+  state.locked = true;
+  state.reporting = false;
+  $("stage").dataset.ready = "false";
+  clearTimeout(state.expiryTimer);
+  for (const item of $("buttons").querySelectorAll("button")) item.disabled = true;
+  state.reported.add(clip.id);
+  state.outbox.push({
+    assignment_id: assignment.id,
+    report: true,
+    body: { clip_id: clip.id },
+    at: Date.now(),
+  });
+  saveOutbox();
+  state.current = null;
+  saveSession();
+  setStatus(REPORTED);
+  flush();
+  advance().catch(fail);
 }
 
 function button(name, text, keys, body) {
@@ -400,6 +516,7 @@ function answer(body, name) {
   }
   const figure = state.view.element.querySelector(`figure[data-side="${name}"]`);
   if (figure) figure.classList.add("chosen");
+  if ($("status").textContent === REPORTED) setStatus("");
   state.outbox.push({ assignment_id: assignment.id, body, at: Date.now() });
   saveOutbox();
   state.count += 1;
@@ -418,11 +535,14 @@ async function flush() {
   }
   state.flushing = true;
   let backoff = FIRST_BACKOFF_MS;
+  let reportedNow = false;
   try {
     while (state.outbox.length) {
       const entry = state.outbox[0];
       try {
-        await api("POST", `/v1/assignments/${entry.assignment_id}/judgment`, TOKEN, entry.body);
+        const call = entry.report ? "report" : "judgment";
+        await api("POST", `/v1/assignments/${entry.assignment_id}/${call}`, TOKEN, entry.body);
+        reportedNow = reportedNow || Boolean(entry.report);
         state.outbox.shift();
         saveOutbox();
         backoff = FIRST_BACKOFF_MS;
@@ -440,13 +560,15 @@ async function flush() {
         // refused for good (an expired lease, or an assignment answered otherwise): not a label
         state.outbox.shift();
         saveOutbox();
-        state.count = Math.max(0, state.count - 1);
+        if (!entry.report) state.count = Math.max(0, state.count - 1);
         saveSession();
-        setStatus(`An answer was not recorded (${error.detail || error.status}).`, "error");
+        const what = entry.report ? "A report" : "An answer";
+        setStatus(`${what} was not recorded (${error.detail || error.status}).`, "error");
         renderProgress();
       }
     }
-    setStatus(state.done ? "All answers sent." : "");
+    const thanks = reportedNow || $("status").textContent === REPORTED;
+    setStatus(state.done ? "All answers sent." : thanks ? REPORTED : "");
     for (const resolve of state.sentWaiters.splice(0)) resolve();
   } catch (error) {
     fail(error);
@@ -497,6 +619,13 @@ function fail(error) {
 
 function keyToAnswer(event, assignment) {
   const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+  if (state.reporting) {
+    if (key === "ArrowLeft" || key === "1") return () => report("left");
+    if (key === "ArrowRight" || key === "2") return () => report("right");
+    if (key === "Escape") return () => renderControls(assignment);
+    return null;
+  }
+  if (key === "x") return () => startReport();
   if (key === " " || key === "s") return [{ choice: "skip" }, "skip"];
   if (assignment.kind === "pair") {
     if (key === "ArrowLeft" || key === "1") return [{ choice: "left" }, "left"];
@@ -516,7 +645,8 @@ document.addEventListener("keydown", (event) => {
   const found = keyToAnswer(event, state.current.assignment);
   if (!found) return;
   event.preventDefault();
-  answer(...found);
+  if (typeof found === "function") found();
+  else answer(...found);
 });
 
 // ---------------------------------------------------------------- start
@@ -538,6 +668,7 @@ function start() {
   state.outbox = loadJson(localStorage, OUTBOX_KEY, []);
   const saved = loadJson(sessionStorage, SESSION_KEY, {});
   state.count = saved.count || 0;
+  state.reported = new Set(saved.reported || []);
   renderProgress();
   if (state.outbox.length) flush(); // answers a reload or a lost connection left unsent
   // after a reload, keep showing the task whose lease this rater still holds

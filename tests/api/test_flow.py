@@ -45,6 +45,8 @@ def test_campaign_create_list_read(client: TestClient) -> None:
         "skip_limit": 3,
         "side_bias": None,
         "gold_rate": 0.0,
+        "safety_threshold": None,
+        "report_limit": 1,
     }
     assert datetime.fromisoformat(campaign["created_at"]).utcoffset().total_seconds() == 0
     defaults = client.post("/v1/campaigns", json={"name": "d"}, headers=ADMIN).json()

@@ -2,7 +2,8 @@
 
 A rater answers with the mouse and with keys, the answers reach the database, the dashboard
 shows them and follows new ones; a double click is one label; an answer given offline survives
-a reload, and one whose acknowledgement was lost is sent again and still counted once.
+a reload, and one whose acknowledgement was lost is sent again and still counted once; a clip
+reported from the page is withheld, and restored from the dashboard.
 """
 
 from __future__ import annotations
@@ -264,3 +265,53 @@ def test_videos_loop_in_sync(service: Service, context) -> None:
         drifts.append(abs(videos[0]["time"] - videos[1]["time"]))
         page.wait_for_timeout(150)
     assert statistics.median(drifts) < 0.15, drifts
+
+
+def test_a_clip_reported_from_the_page_is_withheld_and_restored_on_the_dashboard(
+    service: Service, context, artifacts
+) -> None:
+    campaign_id = service.create_campaign(pair_scope="group")["id"]
+    page = open_rating_page(context, service, campaign_id, service.add_rater(campaign_id, "ann"))
+    task = wait_for_task(page)
+    reported = page.get_attribute('figure[data-side="right"] img', "src")
+    page.click('button[data-choice="report"]')  # the button, then which clip by key
+    page.wait_for_selector('#stage[data-reporting="true"]')
+    assert page.locator('button[data-choice="report-left"]').count() == 1
+    page.screenshot(path=str(artifacts / "rate-page-report.png"))
+    page.keyboard.press("ArrowRight")
+    task = wait_for_task(page, task)
+    wait_until_sent(page)
+    assert "reported" in page.inner_text("#status")
+    withheld = service.client.get(f"/v1/campaigns/{campaign_id}/withheld").json()["clips"]
+    assert len(withheld) == 1 and withheld[0]["reason"] == "reports"
+    index = int(re.search(r"clip-(\d+)\.png$", reported).group(1))  # /media/clip-00k.png
+    assert withheld[0]["clip"]["external_id"] == f"clip-{index}"
+    assert [r["rater_name"] for r in withheld[0]["reports"]] == ["ann"]
+    assert service.judgments(campaign_id) == []  # a report is not an answer
+    # the reported clip's prompt has 3 clips left: 3 pairs; the other prompt's 6
+    for _ in range(6):
+        assert reported not in [
+            img.get_attribute("src") for img in page.locator("#views img").all()
+        ]
+        page.keyboard.press("1")
+        task = wait_for_task(page, task)
+    # X asks which clip; Esc goes back to the answers
+    page.keyboard.press("x")
+    page.wait_for_selector('#stage[data-reporting="true"]')
+    page.keyboard.press("Escape")
+    page.wait_for_selector('#stage[data-reporting="false"]')
+    page.keyboard.press("1")
+    wait_for_task(page, task)
+    wait_until_sent(page)
+    assert len(service.judgments(campaign_id)) == 7
+
+    dashboard = context.new_page()
+    dashboard.goto(f"{service.url}/dashboard/{campaign_id}?key={ADMIN_KEY}")
+    row = dashboard.locator("#withheld-table tbody tr")
+    row.wait_for()
+    assert row.count() == 1 and row.get_attribute("data-reason") == "reports"
+    assert "ann" in row.inner_text()
+    dashboard.screenshot(path=str(artifacts / "dashboard-withheld.png"), full_page=True)
+    row.locator("button", has_text="Restore").click()
+    dashboard.wait_for_selector("#withheld-table", state="detached")
+    assert service.client.get(f"/v1/campaigns/{campaign_id}/withheld").json()["clips"] == []

@@ -276,3 +276,39 @@ def test_gold_questions_through_the_client(live: LiveServer) -> None:
         rater = service.for_rater(service.register_rater(campaign.id, "ann").token)
         shown = rater.next_assignment(campaign.id).assignment
         assert {shown.left.external_id, shown.right.external_id} == {"e0", "e2"}
+
+
+def test_unsafe_clips_through_the_client(live: LiveServer) -> None:
+    with Client(live.url, key=ADMIN_KEY, retry=FAST) as service:
+        campaign = service.create_campaign(
+            "unsafe", criteria=["a", "safety"], pair_scope="any", safety_threshold=0.0
+        )
+        assert (campaign.safety_threshold, campaign.report_limit) == (0.0, 1)
+        clips = [
+            NewClip(f"s{i}", f"https://example.org/s{i}.mp4", "g", None, {"a": 0.0, "safety": s})
+            for i, s in enumerate((1.0, -1.0, 1.0, 1.0))
+        ]
+        added = service.add_clips(campaign.id, clips).clips
+        ann = service.for_rater(service.register_rater(campaign.id, "ann").token)
+        task = ann.next_assignment(campaign.id).assignment
+        assert task is not None and "s1" not in {task.left.external_id, task.right.external_id}
+        report = ann.report_clip(task.id, task.left.id)
+        assert (report.withheld, report.reports, report.duplicate) == (True, 1, False)
+        assert ann.report_clip(task.id, task.left.id).duplicate is True
+        withheld = service.withheld(campaign.id)
+        assert withheld.safety_threshold == 0.0
+        reasons = {c.clip.external_id: c.reason for c in withheld.clips}
+        assert reasons == {"s1": "threshold", task.left.external_id: "reports"}
+        assert withheld.clips[-1].reports[0].rater_name == "ann"
+        restored = service.restore_clip(campaign.id, added[1].id)
+        assert (restored.retired, restored.status) == (False, "active")
+        with pytest.raises(Conflict, match="nothing to restore"):
+            service.restore_clip(
+                campaign.id, added[3].id if task.left.id != added[3].id else added[2].id
+            )
+        rows = [
+            json.loads(line) for line in service.export(campaign.id, "clips", "jsonl").splitlines()
+        ]
+        assert {r["external_id"]: r["status"] for r in rows}[task.left.external_id] == (
+            "withheld:reports"
+        )
