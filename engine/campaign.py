@@ -27,7 +27,7 @@ from engine.likelihoods import (
     level_cuts,
     outcome_cuts,
 )
-from engine.questions import QUESTION_KINDS, Answer, Level, Pair, Question
+from engine.questions import QUESTION_KINDS, Answer, KSet, Level, Pair, Question, answer_events
 from engine.rater_book import GridScorer, RaterBook
 from engine.reliability import (
     NOISE_PRIOR_LOG_SD,
@@ -186,6 +186,18 @@ class Judgment:
     def rating(cls, rater: Hashable | None, item: int, level: int, **kw: float) -> Judgment:
         """Emoji level `level` (0 = worst) of clip `item`."""
         return cls(rater, Level(int(item)), int(level), **kw)
+
+    @classmethod
+    def kset(
+        cls,
+        rater: Hashable | None,
+        items: Sequence[int],
+        answer: Sequence[int],
+        mode: str = "best",
+        **kw: float,
+    ) -> Judgment:
+        """A K-set answer: `(best,)`, `(best, worst)` or the order, best first."""
+        return cls(rater, KSet(tuple(items), mode), tuple(int(i) for i in answer), **kw)
 
     @property
     def first(self) -> int:
@@ -438,6 +450,11 @@ class Campaign:
     def _n_outcomes(self, judgment: Judgment) -> int:
         return judgment.question.n_answers(self.config.tie_margin, self.config.emoji_thresholds)
 
+    def _n_events(self, judgment: Judgment) -> int:
+        """How many interval events the judgment's answer is (a K-set's comparisons)."""
+        question = judgment.question
+        return len(question.comparisons(judgment.answer)) if isinstance(question, KSet) else 1
+
     def _grid_scorer(self) -> GridScorer:
         """Scores raters' labels on the (keep, sigma) grid under the current posterior."""
         return lambda owns: self._rater_grids_of(owns, self._form)
@@ -453,13 +470,25 @@ class Campaign:
         judgments = [j for own in owns for j in own]
         events = self._events(judgments, hyper)
         mu, var = form.pair_moments(events.first, events.second)
+        counts = [self._n_events(j) for j in judgments]
         rater = torch.repeat_interleave(
             torch.arange(len(owns), device=mu.device),
-            torch.tensor([len(own) for own in owns], dtype=torch.long, device=mu.device),
-        )  # N: which list each label came from
+            torch.tensor(
+                [sum(self._n_events(j) for j in own) for own in owns],
+                dtype=torch.long,
+                device=mu.device,
+            ),
+        )  # N: which list each event came from
         n_outcomes = events.n_outcomes  # there when some label was applied with lapses
         if n_outcomes is None:
-            n_outcomes = like_tensor(mu, [self._n_outcomes(j) for j in judgments])
+            n_outcomes = like_tensor(
+                mu,
+                [
+                    self._n_outcomes(j)
+                    for j, c in zip(judgments, counts, strict=True)
+                    for _ in range(c)
+                ],
+            )
         return rater_grids(
             mu,
             var,
@@ -526,6 +555,10 @@ class Campaign:
             if not 0 <= item < n:
                 raise IndexError(f"clip {item} does not exist (0..{n - 1})")
         first, *others = question.items
+        if isinstance(question, KSet) and not all(
+            self._clips.same_group(first, other) for other in others
+        ):
+            raise ValueError(f"a K-set shows clips of one prompt, got {list(question.items)}")
         if self.config.structure == "blocks" and not all(
             self._clips.same_group(first, other) for other in others
         ):
@@ -556,16 +589,21 @@ class Campaign:
         campaign's tie margin and thresholds or those of `hyper`."""
         tie_margin = self.config.tie_margin if hyper is None else hyper.tie_margin
         thresholds = self.config.emoji_thresholds if hyper is None else hyper.emoji_thresholds
-        intervals = [j.question.interval(j.answer, tie_margin, thresholds) for j in judgments]
+        # a K-set answer is several events (its rank-broken comparisons), each with the
+        # judgment's noise and keep probability
+        per_judgment = [
+            answer_events(j.question, j.answer, tie_margin, thresholds) for j in judgments
+        ]
         lapses = any(j.keep is not None and j.keep < 1 for j in judgments)
+        events = [(j, e) for j, own in zip(judgments, per_judgment, strict=True) for e in own]
         return interval_events(
-            [j.first for j in judgments],
-            [j.second for j in judgments],
-            intervals,
-            [float(j.noise_sd) for j in judgments],  # type: ignore[arg-type]
+            [e[0] for _, e in events],
+            [e[1] for _, e in events],
+            [(e[2], e[3]) for _, e in events],
+            [float(j.noise_sd) for j, _ in events],  # type: ignore[arg-type]
             self._like,
-            keep=[1.0 if j.keep is None else j.keep for j in judgments] if lapses else None,
-            n_outcomes=[self._n_outcomes(j) for j in judgments] if lapses else None,
+            keep=[1.0 if j.keep is None else j.keep for j, _ in events] if lapses else None,
+            n_outcomes=[self._n_outcomes(j) for j, _ in events] if lapses else None,
         )
 
     # stopping ---------------------------------------------------------------------------------
