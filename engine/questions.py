@@ -184,7 +184,8 @@ class KSet:
         return (self.kind, self.mode, *sorted(self.items))
 
     def comparisons(self, answer: Answer) -> tuple[tuple[int, int], ...]:
-        """The (winner, loser) comparisons an answer is broken into, in the order applied.
+        """The (winner, loser) comparisons an answer is broken into, in the order applied (the
+        other clips by id).
 
         Raises:
             ValueError: the answer names a clip not shown, repeats one, or has the wrong
@@ -207,12 +208,15 @@ class KSet:
             raise ValueError(f"answer {named} names clips not shown in {self.items}")
         if self.mode == "rank":
             return tuple(itertools.pairwise(named))
+        # by clip id, not by where the page showed them: ADF depends on the order of steps,
+        # and the same answer must give the same posterior however the clips were laid out
+        others = sorted(self.items)
         best = named[0]
-        wins = tuple((best, other) for other in self.items if other != best)
+        wins = tuple((best, other) for other in others if other != best)
         if self.mode == "best":
             return wins
         worst = named[1]
-        return wins + tuple((other, worst) for other in self.items if other not in named)
+        return wins + tuple((other, worst) for other in others if other not in named)
 
     def interval(
         self, answer: Answer, tie_margin: float, thresholds: Sequence[float] | None
@@ -230,6 +234,21 @@ class KSet:
         """How many distinct answers the task has (best K, best and worst K (K - 1), K!)."""
         k = len(self.items)
         return {"best": k, "best_worst": k * (k - 1), "rank": math.factorial(k)}[self.mode]
+
+
+def kset_answers(size: int, mode: str) -> tuple[tuple[int, ...], ...]:
+    """Every answer a K-set of `size` clips can have, as positions 0..size-1 (best K, best and
+    worst K (K - 1), orders K!); `size` 2 is a forced-choice pair. Raises ValueError for an
+    unknown mode or fewer than 2 clips."""
+    if mode not in KSET_MODES:
+        raise ValueError(f"a K-set's mode is one of {KSET_MODES}, got {mode!r}")
+    if size < 2:
+        raise ValueError(f"a K-set needs at least 2 clips, got {size}")
+    if mode == "best":
+        return tuple((b,) for b in range(size))
+    if mode == "best_worst":
+        return tuple(itertools.permutations(range(size), 2))
+    return tuple(itertools.permutations(range(size)))
 
 
 def answer_events(
@@ -268,5 +287,6 @@ __all__ = [
     "Pair",
     "Question",
     "answer_events",
+    "kset_answers",
     "question_of",
 ]
