@@ -29,7 +29,7 @@ from engine.likelihoods import (
     outcome_cuts,
 )
 from engine.position import SIDE, SIDE_RATERS, SideBias, SideOffsets, side_offsets, side_part
-from engine.questions import QUESTION_KINDS, Answer, Level, Pair, Question
+from engine.questions import QUESTION_KINDS, Answer, KSet, Level, Pair, Question, answer_events
 from engine.rater_book import GridScorer, RaterBook
 from engine.reliability import (
     NOISE_PRIOR_LOG_SD,
@@ -219,6 +219,18 @@ class Judgment:
     def rating(cls, rater: Hashable | None, item: int, level: int, **kw: float) -> Judgment:
         """Emoji level `level` (0 = worst) of clip `item`."""
         return cls(rater, Level(int(item)), int(level), **kw)
+
+    @classmethod
+    def kset(
+        cls,
+        rater: Hashable | None,
+        items: Sequence[int],
+        answer: Sequence[int],
+        mode: str = "best",
+        **kw: float,
+    ) -> Judgment:
+        """A K-set answer: `(best,)`, `(best, worst)` or the order, best first."""
+        return cls(rater, KSet(tuple(items), mode), tuple(int(i) for i in answer), **kw)
 
     @property
     def first(self) -> int:
@@ -508,6 +520,11 @@ class Campaign:
     def _n_outcomes(self, judgment: Judgment) -> int:
         return judgment.question.n_answers(self.config.tie_margin, self.config.emoji_thresholds)
 
+    def _n_events(self, judgment: Judgment) -> int:
+        """How many interval events the judgment's answer is (a K-set's comparisons)."""
+        question = judgment.question
+        return len(question.comparisons(judgment.answer)) if isinstance(question, KSet) else 1
+
     def _grid_scorer(self) -> GridScorer:
         """Scores raters' labels on the (keep, sigma) grid under the current posterior."""
         return lambda owns: self._rater_grids_of(owns, self._form)
@@ -523,22 +540,28 @@ class Campaign:
         judgments = [j for own in owns for j in own]
         events = self._events(judgments, hyper)
         mu, var = form.pair_moments(events.first, events.second)
+        counts = [self._n_events(j) for j in judgments]
+        per_event = [j for j, c in zip(judgments, counts, strict=True) for _ in range(c)]
         if any(j.gold is not None for j in judgments):
             # a gold pair's z is the known point z*, not the posterior marginal (engine.gold)
             margin = self.config.gold_margin * self.config.noise_sd
-            is_gold = torch.tensor([j.gold is not None for j in judgments], device=mu.device)
+            is_gold = torch.tensor([j.gold is not None for j in per_event], device=mu.device)
             point = like_tensor(
-                mu, [0.0 if j.gold is None else gold_point(j.gold, margin) for j in judgments]
+                mu, [0.0 if j.gold is None else gold_point(j.gold, margin) for j in per_event]
             )
             mu = torch.where(is_gold, point, mu)
             var = torch.where(is_gold, torch.zeros_like(var), var)
         rater = torch.repeat_interleave(
             torch.arange(len(owns), device=mu.device),
-            torch.tensor([len(own) for own in owns], dtype=torch.long, device=mu.device),
-        )  # N: which list each label came from
+            torch.tensor(
+                [sum(self._n_events(j) for j in own) for own in owns],
+                dtype=torch.long,
+                device=mu.device,
+            ),
+        )  # N: which list each event came from
         n_outcomes = events.n_outcomes  # there when some label was applied with lapses
         if n_outcomes is None:
-            n_outcomes = like_tensor(mu, [self._n_outcomes(j) for j in judgments])
+            n_outcomes = like_tensor(mu, [self._n_outcomes(j) for j in per_event])
         return rater_grids(
             mu,
             var,
@@ -561,7 +584,8 @@ class Campaign:
         spread's refit). Under the posterior that holds a label itself, a rater's labels look
         surer than they were, precise raters look more precise and the spread fitted over
         raters runs wide."""
-        raters = [j.rater for j in log]
+        per_event = [j for j in log for _ in range(self._n_events(j))]
+        raters = [j.rater for j in per_event]
         known = list(dict.fromkeys(r for r in raters if r is not None))
         if not known:
             return []
@@ -574,7 +598,7 @@ class Campaign:
         labelled = torch.tensor([r is not None for r in raters], device=mu.device)
         slot = {rater: k for k, rater in enumerate(known)}
         index = torch.tensor([slot[r] for r in raters if r is not None], device=mu.device)
-        n_outcomes = like_tensor(mu, [self._n_outcomes(j) for j in log])
+        n_outcomes = like_tensor(mu, [self._n_outcomes(j) for j in per_event])
         return rater_grids(
             cavity_mu[labelled],
             cavity_var[labelled],
@@ -641,6 +665,10 @@ class Campaign:
             if not 0 <= item < n:
                 raise IndexError(f"clip {item} does not exist (0..{n - 1})")
         first, *others = question.items
+        if isinstance(question, KSet) and not all(
+            self._clips.same_group(first, other) for other in others
+        ):
+            raise ValueError(f"a K-set shows clips of one prompt, got {list(question.items)}")
         if self.config.structure == "blocks" and not all(
             self._clips.same_group(first, other) for other in others
         ):
@@ -687,24 +715,29 @@ class Campaign:
         campaign's tie margin and thresholds or those of `hyper`."""
         tie_margin = self.config.tie_margin if hyper is None else hyper.tie_margin
         thresholds = self.config.emoji_thresholds if hyper is None else hyper.emoji_thresholds
-        intervals = [j.question.interval(j.answer, tie_margin, thresholds) for j in judgments]
+        # a K-set answer is several events (its rank-broken comparisons), each with the
+        # judgment's noise and keep probability
+        per_judgment = [
+            answer_events(j.question, j.answer, tie_margin, thresholds) for j in judgments
+        ]
         lapses = any(j.keep is not None and j.keep < 1 for j in judgments)
+        events = [(j, e) for j, own in zip(judgments, per_judgment, strict=True) for e in own]
         border = None
         if self.config.side_bias is not None:
             layout = self._form.border()[0]
             slots = self._raters.side_slots
             border = [
-                None if j.left is None else side_part(layout, slots.get(j.rater), j.left == j.first)
-                for j in judgments
+                None if j.left is None else side_part(layout, slots.get(j.rater), j.left == e[0])
+                for j, e in events
             ]
         return interval_events(
-            [j.first for j in judgments],
-            [j.second for j in judgments],
-            intervals,
-            [float(j.noise_sd) for j in judgments],  # type: ignore[arg-type]
+            [e[0] for _, e in events],
+            [e[1] for _, e in events],
+            [(e[2], e[3]) for _, e in events],
+            [float(j.noise_sd) for j, _ in events],  # type: ignore[arg-type]
             self._like,
-            keep=[1.0 if j.keep is None else j.keep for j in judgments] if lapses else None,
-            n_outcomes=[self._n_outcomes(j) for j in judgments] if lapses else None,
+            keep=[1.0 if j.keep is None else j.keep for j, _ in events] if lapses else None,
+            n_outcomes=[self._n_outcomes(j) for j, _ in events] if lapses else None,
             border=border,
         )
 

@@ -18,11 +18,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from engine.likelihoods import interval_of
+from engine.likelihoods import interval_moments, interval_of
 from engine.numerics import (
     BALD_C2,
     binary_entropy_bits,
@@ -33,6 +34,7 @@ from engine.numerics import (
     log_ndtr_diff,
     log_normal_pdf,
 )
+from engine.questions import KSet, kset_answers
 
 N_QUADRATURE_NODES = 32
 # Outside +-7 sigma of every cut the outcome is certain to ~1e-12: the conditional entropy is 0
@@ -371,6 +373,114 @@ def gain_rise(gain: GainFunction, cuts: Tensor, noise_var: float) -> float:
     return RISE_SAFETY * rise + 1e-9
 
 
+KSET_CHUNK_ELEMENTS = 2**22  # (candidates x answers x K x K) per chunk of the K-set gain
+
+
+@lru_cache(maxsize=64)
+def _kset_comparisons(size: int, mode: str) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """Winner and loser positions of every answer's comparisons, flattened (answer-major),
+    and the comparisons per answer (the same for every answer of a mode)."""
+    winners: list[int] = []
+    losers: list[int] = []
+    per_answer = 0
+    for answer in kset_answers(size, mode):
+        if size == 2:
+            comparisons: tuple[tuple[int, int], ...] = ((answer[0], 1 - answer[0]),)
+        else:
+            comparisons = KSet(tuple(range(size)), mode).comparisons(answer)
+        per_answer = len(comparisons)
+        winners += [w for w, _ in comparisons]
+        losers += [loser for _, loser in comparisons]
+    return tuple(winners), tuple(losers), per_answer
+
+
+class KSetGain(NamedTuple):
+    """Gain in bits (C,) of each candidate K-set and its answers' probabilities (C, O), the
+    answers in `engine.questions.kset_answers` order."""
+
+    gain: Tensor
+    probabilities: Tensor
+
+
+def kset_information_gain(
+    mean: Tensor, cov: Tensor, mode: str, noise_var: Tensor | float
+) -> KSetGain:
+    """Expected information gain of a K-set's whole answer, by its rank-broken update.
+
+    MATH.md §3, "K-sets": for each answer o, the comparisons it breaks into are applied to the
+    K clips' Gaussian N(mean, cov) one after another by ADF (MATH.md §2); its probability is
+    the product of their predictive probabilities Z (normalised over the answers), its
+    information the entropy the Gaussian loses, sum_e -1/2 log2(1 + d2log_z_e var_e) (each
+    rank-1 step scales the determinant by 1 + d2log_z a'Sa). Gain = sum_o P(o) info(o).
+    Every answer is enumerated (K!, 720 at K = 6, for an order); K = 2 with mode "best" is a
+    forced-choice pair.
+
+    Args:
+        mean: (C, K) the clips' posterior means, per candidate.
+        cov: (C, K, K) their posterior covariance.
+        mode: "best", "best_worst" or "rank".
+        noise_var: the rater's noise variance sigma_r^2 (scalar or (C,)).
+
+    Returns:
+        KSetGain with gain (C,) and probabilities (C, O).
+    """
+    count, size = mean.shape
+    winner_list, loser_list, per_answer = _kset_comparisons(size, mode)
+    device = mean.device
+    winners = torch.tensor(winner_list, device=device).view(-1, per_answer)  # (O, E)
+    losers = torch.tensor(loser_list, device=device).view(-1, per_answer)
+    n_answers = winners.shape[0]
+    noise = torch.as_tensor(noise_var, dtype=mean.dtype, device=device).expand(count)
+    chunk = max(1, KSET_CHUNK_ELEMENTS // (n_answers * size * size))
+    gains, probabilities = [], []
+    for start in range(0, count, chunk):
+        stop = min(count, start + chunk)
+        gain, probability = _kset_chunk(
+            mean[start:stop], cov[start:stop], noise[start:stop], winners, losers
+        )
+        gains.append(gain)
+        probabilities.append(probability)
+    if not gains:
+        return KSetGain(mean.new_zeros(0), mean.new_zeros(0, n_answers))
+    return KSetGain(torch.cat(gains), torch.cat(probabilities))
+
+
+def _kset_chunk(
+    mean: Tensor, cov: Tensor, noise: Tensor, winners: Tensor, losers: Tensor
+) -> tuple[Tensor, Tensor]:
+    """`kset_information_gain` on one chunk: every (candidate, answer) is one small Gaussian,
+    stepped through the answer's comparisons together (a loop over the K - 1 or 2K - 3
+    comparisons, not over candidates)."""
+    count, size = mean.shape
+    n_answers, per_answer = winners.shape
+    m = mean.unsqueeze(1).expand(count, n_answers, size).clone()
+    s = cov.unsqueeze(1).expand(count, n_answers, size, size).clone()
+    noise = noise.view(count, 1)
+    log_p = mean.new_zeros(count, n_answers)
+    info = mean.new_zeros(count, n_answers)
+    lo = mean.new_full((), 0.0)
+    hi = mean.new_full((), math.inf)
+    for e in range(per_answer):
+        # a = e_winner - e_loser in each (candidate, answer)
+        direction = _one_hot(winners[:, e], size, mean) - _one_hot(losers[:, e], size, mean)
+        column = torch.einsum("coij,oj->coi", s, direction)  # S a
+        mu = torch.einsum("coi,oi->co", m, direction)
+        var = torch.einsum("coi,oi->co", column, direction).clamp_min(0.0)
+        moments = interval_moments(mu, var, lo, hi, noise)
+        m = m + column * moments.dlog_z.unsqueeze(-1)
+        s = s + moments.d2log_z[..., None, None] * column.unsqueeze(-1) * column.unsqueeze(-2)
+        log_p = log_p + moments.log_z
+        # the determinant's factor 1 + d2log_z var lies in [kappa, 1]: log1p is stable
+        info = info - 0.5 * torch.log1p(moments.d2log_z * var) / math.log(2)
+    probability = torch.softmax(log_p, dim=1)
+    return (probability * info).sum(dim=1).clamp_min(0.0), probability
+
+
+def _one_hot(index: Tensor, size: int, like: Tensor) -> Tensor:
+    """(len(index), size) rows e_index in `like`'s dtype."""
+    return torch.nn.functional.one_hot(index, size).to(like.dtype)
+
+
 @dataclass(frozen=True)
 class Objective:
     """A registered objective: its exact gain, its cheap screen, and `rise(cuts, noise_var)`,
@@ -396,12 +506,14 @@ OBJECTIVES: dict[str, Objective] = {
 __all__ = [
     "BALD_SCREEN",
     "OBJECTIVES",
+    "KSetGain",
     "Objective",
     "Screen",
     "binary_information_gain",
     "expected_information_gain",
     "gain_rise",
     "interval_information_gain",
+    "kset_information_gain",
     "outcome_log_probabilities",
     "outcome_probabilities",
     "screening_score",

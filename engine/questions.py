@@ -4,7 +4,9 @@ Every answer the engine knows is one interval event on a direction `z = a . thet
 §2): a comparison of clips i and j on `f_i - f_j`, an emoji level of clip i on `f_i`. A kind
 says which clips it shows, its direction, how an answer becomes the event's interval, how many
 answers a random click chooses among (the lapse model), and what "asked before" means for a
-rater. The vectorised numerics (engine.update, engine.structured, the selection kernels) carry
+rater. A K-set (K clips of one prompt: pick the best, best and worst, or order them) is
+broken into forced-choice comparisons on pair directions (`answer_events`).
+The vectorised numerics (engine.update, engine.structured, the selection kernels) carry
 directions as (first, second) index tensors, with `second = NO_SECOND` for a single clip; that
 encoding lives here and nowhere else in the project. A new kind is one new class here, added
 to `QUESTION_KINDS`.
@@ -12,6 +14,8 @@ to `QUESTION_KINDS`.
 
 from __future__ import annotations
 
+import itertools
+import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +25,7 @@ from engine.likelihoods import Outcome, level_interval, pair_interval
 
 NO_SECOND = -1  # `second` of a single-clip direction in the event and task tensors
 
-Answer = Outcome | int  # a comparison's outcome; an emoji level (0 = worst)
+Answer = Outcome | int | tuple[int, ...]  # an outcome; an emoji level (0 = worst); K-set clips
 
 
 class Question(Protocol):
@@ -136,7 +140,133 @@ class Level:
         return 1 + len(thresholds or ())
 
 
-QUESTION_KINDS: dict[str, type[Pair] | type[Level]] = {kind.kind: kind for kind in (Pair, Level)}
+KSET_MODES = ("best", "best_worst", "rank")
+KSET_SIZES = range(3, 7)  # K clips in one task: fewer is a pair, more is a rating page
+KSET_INTERVAL = (0.0, math.inf)  # a broken-out comparison: the winner's noisy difference > 0
+
+
+@dataclass(frozen=True)
+class KSet:
+    """ "Which of these K clips of one prompt is best?" (`mode="best"`), "... best and which
+    worst?" (`"best_worst"`), or "order them" (`"rank"`). MATH.md §2, "K-sets".
+
+    An answer is broken into forced-choice comparisons on existing pair directions (rank
+    breaking): best beats each other clip; with the worst, each other clip also beats it; an
+    order is its K - 1 consecutive wins. Each comparison is one interval event `(0, inf)` on
+    `f_winner - f_loser`, so ADF, EP and replay apply them as they apply pairs. The answer is
+    a tuple of clip ids: `(best,)`, `(best, worst)`, or the K clips best first.
+    """
+
+    items: tuple[int, ...]
+    mode: str = "best"
+    kind: ClassVar[str] = "kset"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "items", tuple(int(i) for i in self.items))
+        if self.mode not in KSET_MODES:
+            raise ValueError(f"a K-set's mode is one of {KSET_MODES}, got {self.mode!r}")
+        if len(self.items) not in KSET_SIZES:
+            raise ValueError(
+                f"a K-set shows {KSET_SIZES.start} to {KSET_SIZES.stop - 1} clips, "
+                f"got {len(self.items)}"
+            )
+        if any(i < 0 for i in self.items):
+            raise IndexError(f"clip indices must be >= 0, got {self.items}")
+        if len(set(self.items)) != len(self.items):
+            raise ValueError(f"a K-set shows distinct clips, got {self.items}")
+
+    @property
+    def direction(self) -> tuple[int, int]:
+        raise TypeError("a K-set answer is several events: use `comparisons(answer)`")
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.kind, self.mode, *sorted(self.items))
+
+    def comparisons(self, answer: Answer) -> tuple[tuple[int, int], ...]:
+        """The (winner, loser) comparisons an answer is broken into, in the order applied (the
+        other clips by id).
+
+        Raises:
+            ValueError: the answer names a clip not shown, repeats one, or has the wrong
+                length for the mode.
+        """
+        if isinstance(answer, numbers.Integral) and not isinstance(answer, bool):
+            answer = (int(answer),)
+        if isinstance(answer, str) or not isinstance(answer, Sequence):
+            raise ValueError(f"a K-set's answer is a tuple of clip ids, got {answer!r}")
+        if not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in answer):
+            raise ValueError(f"a K-set's answer is a tuple of clip ids, got {answer!r}")
+        named = tuple(int(i) for i in answer)
+        size = {"best": 1, "best_worst": 2, "rank": len(self.items)}[self.mode]
+        if len(named) != size:
+            raise ValueError(f"a {self.mode!r} K-set answer names {size} clips, got {named}")
+        if len(set(named)) != len(named):
+            raise ValueError(f"a K-set answer names each clip once, got {named}")
+        shown = set(self.items)
+        if not shown.issuperset(named):
+            raise ValueError(f"answer {named} names clips not shown in {self.items}")
+        if self.mode == "rank":
+            return tuple(itertools.pairwise(named))
+        # by clip id, not by where the page showed them: ADF depends on the order of steps,
+        # and the same answer must give the same posterior however the clips were laid out
+        others = sorted(self.items)
+        best = named[0]
+        wins = tuple((best, other) for other in others if other != best)
+        if self.mode == "best":
+            return wins
+        worst = named[1]
+        return wins + tuple((other, worst) for other in others if other not in named)
+
+    def interval(
+        self, answer: Answer, tie_margin: float, thresholds: Sequence[float] | None
+    ) -> tuple[float, float]:
+        """The interval of each comparison (a forced choice: no tie option in a K-set).
+        Raises ValueError for an answer `comparisons` refuses."""
+        self.comparisons(answer)
+        return KSET_INTERVAL
+
+    def n_answers(self, tie_margin: float, thresholds: Sequence[float] | None) -> int:
+        """Each broken-out comparison is a forced choice: a random click picks one of 2."""
+        return 2
+
+    def n_outcomes(self) -> int:
+        """How many distinct answers the task has (best K, best and worst K (K - 1), K!)."""
+        k = len(self.items)
+        return {"best": k, "best_worst": k * (k - 1), "rank": math.factorial(k)}[self.mode]
+
+
+def kset_answers(size: int, mode: str) -> tuple[tuple[int, ...], ...]:
+    """Every answer a K-set of `size` clips can have, as positions 0..size-1 (best K, best and
+    worst K (K - 1), orders K!); `size` 2 is a forced-choice pair. Raises ValueError for an
+    unknown mode or fewer than 2 clips."""
+    if mode not in KSET_MODES:
+        raise ValueError(f"a K-set's mode is one of {KSET_MODES}, got {mode!r}")
+    if size < 2:
+        raise ValueError(f"a K-set needs at least 2 clips, got {size}")
+    if mode == "best":
+        return tuple((b,) for b in range(size))
+    if mode == "best_worst":
+        return tuple(itertools.permutations(range(size), 2))
+    return tuple(itertools.permutations(range(size)))
+
+
+def answer_events(
+    question: Pair | Level | KSet,
+    answer: Answer,
+    tie_margin: float,
+    thresholds: Sequence[float] | None,
+) -> tuple[tuple[int, int, float, float], ...]:
+    """The interval events `(first, second, lo, hi)` an answer becomes: one for a pair or an
+    emoji level, the rank-broken comparisons of a K-set. Raises ValueError for a bad answer."""
+    if isinstance(question, KSet):
+        return tuple((win, loss, *KSET_INTERVAL) for win, loss in question.comparisons(answer))
+    return ((*question.direction, *question.interval(answer, tie_margin, thresholds)),)
+
+
+QUESTION_KINDS: dict[str, type[Pair] | type[Level] | type[KSet]] = {
+    kind.kind: kind for kind in (Pair, Level, KSet)
+}
 
 
 def question_of(first: int, second: int) -> Pair | Level:
@@ -146,11 +276,17 @@ def question_of(first: int, second: int) -> Pair | Level:
 
 
 __all__ = [
+    "KSET_INTERVAL",
+    "KSET_MODES",
+    "KSET_SIZES",
     "NO_SECOND",
     "QUESTION_KINDS",
     "Answer",
+    "KSet",
     "Level",
     "Pair",
     "Question",
+    "answer_events",
+    "kset_answers",
     "question_of",
 ]

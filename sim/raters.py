@@ -6,6 +6,8 @@ scale: sigma = 1.4826 makes a 1 JOD difference a 75 % preference), answers a tie
 answers uniformly at random instead; a random clicker always does. An emoji rating of clip i is
 the level of `q_i + e` among ordered thresholds (ordered probit). With a side bias, rater r
 perceives `q_left - q_right + o_r + e` (o_r drawn per rater: positive favours the left clip).
+A K-set (K clips of one prompt) is answered by the order of `q_k + e_k`,
+`e_k ~ N(0, sigma_r^2 / 2)` (Thurstonian).
 """
 
 from __future__ import annotations
@@ -122,6 +124,28 @@ class RaterPool:
         if abs(perceived) < self.spec.tie_margin:
             return Outcome.TIE
         return Outcome.WIN if perceived > 0 else Outcome.LOSS
+
+    def answer_kset(
+        self,
+        qualities: np.ndarray,
+        items: tuple[int, ...],
+        mode: str,
+        rater: int,
+        rng: np.random.Generator,
+    ) -> tuple[int, ...]:
+        """The rater's answer to a K-set of `items` with these true qualities: Thurstonian, each
+        clip seen as `q_k + e_k`, `e_k ~ N(0, sigma_r^2 / 2)` (a pair's difference then has the
+        pair noise sigma_r^2), answered by that order: `(best,)`, `(best, worst)` or the order,
+        best first. A random click is a uniform random order."""
+        if self._clicks_at_random(rater, rng):
+            order = rng.permutation(len(items))
+        else:
+            perceived = qualities + self.noise_sd[rater] / math.sqrt(2) * rng.standard_normal(
+                len(items)
+            )
+            order = np.argsort(-perceived, kind="stable")
+        ranked = tuple(int(items[k]) for k in order)
+        return {"best": ranked[:1], "best_worst": (ranked[0], ranked[-1]), "rank": ranked}[mode]
 
     def answer_rating(self, quality: float, rater: int, rng: np.random.Generator) -> int:
         """The rater's emoji level (0 = worst) for a clip of this quality."""

@@ -157,6 +157,12 @@ class World:
     def answer_rating(self, item: int, rater: int, rng: np.random.Generator) -> tuple[int, int]:
         raise ValueError("this world has no emoji ratings")
 
+    def answer_kset(
+        self, items: tuple[int, ...], mode: str, rater: int, rng: np.random.Generator
+    ) -> tuple[tuple[int, ...], int]:
+        """(the answer to a K-set of `items`: best, best and worst, or the order; the rater)."""
+        raise ValueError("this world has no K-set answers")
+
     def describe(self) -> dict[str, object]:
         raise NotImplementedError
 
@@ -231,6 +237,12 @@ class SyntheticWorld(World):
 
     def answer_rating(self, item: int, rater: int, rng: np.random.Generator) -> tuple[int, int]:
         return self.raters.answer_rating(self.quality[item], rater, rng), rater
+
+    def answer_kset(
+        self, items: tuple[int, ...], mode: str, rater: int, rng: np.random.Generator
+    ) -> tuple[tuple[int, ...], int]:
+        answer = self.raters.answer_kset(self.quality[list(items)], items, mode, rater, rng)
+        return answer, rater
 
     def describe(self) -> dict[str, object]:
         return {"kind": "synthetic", "truth": self.truth, **self.spec.to_dict()}

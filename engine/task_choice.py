@@ -1,0 +1,210 @@
+"""Which task next for a rater: a pair, a K-set or one clip's rating, by gain per second.
+
+Gains (MATH.md §3): a pair and a K-set by `objectives.kset_information_gain` (a pair is the
+K = 2 forced choice of the same rank-broken form, so the kinds compare on one footing), one
+clip's emoji rating by the exact interval gain. Seconds per task kind come from a `TaskClock`:
+a running mean of the answer times seen (answered-at minus shown-at), shrunk toward a stated
+prior. Candidates: within each prompt, every combination of its clips when there are few,
+else the combinations of its most uncertain clips (`kset_candidates`). Dense posterior only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from engine.likelihoods import level_cuts
+from engine.objectives import (
+    expected_information_gain,
+    kset_information_gain,
+    outcome_probabilities,
+)
+from engine.questions import KSET_MODES, KSet, Level, Pair
+from engine.state import Posterior
+
+# Prior seconds per task (stated rater-time model; learned from timestamps as answers come):
+# a pair 6 s, one clip's rating 4 s, a K-set 4 s to take in the task plus per clip 2.5 s
+# (best), 3 s (best and worst) or 4 s (a full order).
+PAIR_SECONDS = 6.0
+RATING_SECONDS = 4.0
+KSET_BASE_SECONDS = 4.0
+KSET_SECONDS_PER_CLIP = {"best": 2.5, "best_worst": 3.0, "rank": 4.0}
+PRIOR_TASKS = 5.0  # the prior counts as this many answers of each kind
+MAX_TASK_SECONDS = 600.0  # a longer answer is a rater who stepped away: counted as this long
+MAX_PER_GROUP = 20  # candidate K-sets per prompt and size
+
+
+def task_kind(question: Pair | Level | KSet) -> str:
+    """The clock's key: "pair", "level", or "kset:<mode>:<K>"."""
+    if isinstance(question, KSet):
+        return kset_kind(len(question.items), question.mode)
+    return question.kind
+
+
+def kset_kind(size: int, mode: str) -> str:
+    """The clock's key of a K-set of `size` clips (size 2 is a pair)."""
+    return "pair" if size == 2 else f"kset:{mode}:{size}"
+
+
+def prior_seconds(kind: str) -> float:
+    """The stated rater-time model's seconds for a task kind."""
+    if kind == "pair":
+        return PAIR_SECONDS
+    if kind == "level":
+        return RATING_SECONDS
+    _, mode, size = kind.split(":")
+    return KSET_BASE_SECONDS + KSET_SECONDS_PER_CLIP[mode] * int(size)
+
+
+@dataclass
+class TaskClock:
+    """Seconds per task kind: (PRIOR_TASKS x prior + sum of seen) / (PRIOR_TASKS + count)."""
+
+    totals: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def observe(self, question: Pair | Level | KSet, shown_at: float, answered_at: float) -> None:
+        """One answer's time (timestamps in seconds).
+
+        Raises:
+            ValueError: a timestamp that is not finite, or an answer before its showing.
+        """
+        if not (math.isfinite(shown_at) and math.isfinite(answered_at)):
+            raise ValueError("task timestamps must be finite")
+        if answered_at < shown_at:
+            raise ValueError(f"answered at {answered_at} before shown at {shown_at}")
+        kind = task_kind(question)
+        self.totals[kind] = self.totals.get(kind, 0.0) + min(
+            answered_at - shown_at, MAX_TASK_SECONDS
+        )
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+    def seconds(self, kind: str) -> float:
+        """The running mean for `kind`, shrunk toward its prior."""
+        count = self.counts.get(kind, 0)
+        total = self.totals.get(kind, 0.0)
+        return (PRIOR_TASKS * prior_seconds(kind) + total) / (PRIOR_TASKS + count)
+
+
+def kset_candidates(
+    groups: Tensor, var: Tensor, size: int, max_per_group: int = MAX_PER_GROUP
+) -> Tensor:
+    """(C, size) clip indices: per prompt, the combinations of `size` of its L most uncertain
+    clips (largest marginal variance), L the most with C(L, size) <= max_per_group (all of a
+    prompt's clips when it has at most L). Prompts with fewer than `size` clips give none."""
+    if size < 2:
+        raise ValueError(f"a candidate set has at least 2 clips, got {size}")
+    device = groups.device
+    top = size
+    while math.comb(top + 1, size) <= max_per_group:
+        top += 1
+    by_var = torch.argsort(var, descending=True, stable=True)
+    order = by_var[torch.argsort(groups[by_var], stable=True)]  # by prompt, then uncertainty
+    _, counts = torch.unique_consecutive(groups[order], return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    combinations = torch.combinations(torch.arange(top, device=device), size)  # (P, size)
+    valid = combinations[:, -1].unsqueeze(0) < counts.unsqueeze(1)  # (G, P)
+    positions = starts.view(-1, 1, 1) + combinations.unsqueeze(0)  # (G, P, size)
+    # each row by clip id: the order KSet.comparisons applies, so its gain is that answer's
+    return order[positions[valid]].sort(dim=1).values
+
+
+@dataclass(frozen=True)
+class TaskChoice:
+    """The chosen task, its gain in bits, its expected seconds, and its answers'
+    probabilities (`kset_answers` order; a pair's: first wins, second wins; a rating's: its
+    levels, lowest first)."""
+
+    question: Pair | Level | KSet
+    gain: float
+    seconds: float
+    probabilities: tuple[float, ...]
+
+    @property
+    def gain_per_second(self) -> float:
+        return self.gain / self.seconds
+
+
+def choose_task(
+    posterior: Posterior,
+    groups: Tensor,
+    clock: TaskClock,
+    *,
+    noise_var: float,
+    sizes: Sequence[int] = (2, 3, 4),
+    mode: str = "best",
+    thresholds: Sequence[float] | None = None,
+    max_per_group: int = MAX_PER_GROUP,
+) -> TaskChoice:
+    """The task with the most information per second of rater time (MATH.md §3, K-sets).
+
+    Args:
+        posterior: the dense posterior.
+        groups: (n,) prompt of each clip; pairs and K-sets stay inside a prompt.
+        clock: seconds per task kind.
+        noise_var: the rater's noise variance.
+        sizes: the set sizes offered: 2 is a pair, 3..6 K-sets of `mode`.
+        mode: what a K-set asks, "best", "best_worst" or "rank".
+        thresholds: emoji cuts; given, single-clip ratings compete too.
+        max_per_group: candidate sets per prompt and size.
+
+    Raises:
+        ValueError: an unknown mode or a size outside 2..6; no candidate at all.
+    """
+    if mode not in KSET_MODES:
+        raise ValueError(f"mode is one of {KSET_MODES}, got {mode!r}")
+    if any(not 2 <= size <= 6 for size in sizes):
+        raise ValueError(f"set sizes are 2 (a pair) to 6, got {list(sizes)}")
+    mean, cov = posterior.item_mean, posterior.item_cov
+    var = cov.diagonal()
+    best: TaskChoice | None = None
+    for size in sorted(set(sizes)):
+        candidates = kset_candidates(groups, var, size, max_per_group)
+        if candidates.shape[0] == 0:
+            continue
+        kind = kset_kind(size, mode)
+        result = kset_information_gain(
+            mean[candidates],
+            cov[candidates.unsqueeze(-1), candidates.unsqueeze(-2)],
+            "best" if size == 2 else mode,
+            noise_var,
+        )
+        seconds = clock.seconds(kind)
+        pick = int(torch.argmax(result.gain))
+        gain = float(result.gain[pick])
+        if best is None or gain / seconds > best.gain_per_second:
+            items = tuple(candidates[pick].tolist())
+            question = Pair(*items) if size == 2 else KSet(items, mode)
+            probabilities = tuple(result.probabilities[pick].tolist())
+            best = TaskChoice(question, gain, seconds, probabilities)
+    if thresholds is not None:
+        cuts = level_cuts(thresholds, mean)
+        gains = expected_information_gain(mean, var, noise_var, cuts)
+        pick = int(torch.argmax(gains))
+        seconds = clock.seconds(Level.kind)
+        if best is None or float(gains[pick]) / seconds > best.gain_per_second:
+            levels = outcome_probabilities(mean[pick], var[pick], noise_var, cuts)
+            best = TaskChoice(Level(pick), float(gains[pick]), seconds, tuple(levels.tolist()))
+    if best is None:
+        raise ValueError("no prompt has enough clips for the set sizes offered")
+    return best
+
+
+__all__ = [
+    "KSET_BASE_SECONDS",
+    "KSET_SECONDS_PER_CLIP",
+    "PAIR_SECONDS",
+    "PRIOR_TASKS",
+    "RATING_SECONDS",
+    "TaskChoice",
+    "TaskClock",
+    "choose_task",
+    "kset_candidates",
+    "kset_kind",
+    "prior_seconds",
+    "task_kind",
+]
