@@ -124,12 +124,14 @@ function renderRaters(data) {
     $("raters").replaceChildren(h("p", { class: "note" }, "No raters yet."));
     return;
   }
+  // a campaign that learns side offsets shows each rater's (positive: favours the left clip)
+  const sided = data.side_offset != null;
+  const side = (offset) => (offset == null ? "–" : `${number(offset.mean)} ± ${number(offset.sd)}`);
+  const titles = ["rater", "labels", "skips", "noise sd", "keep prob."];
   const head = h(
     "tr",
     {},
-    ["rater", "labels", "skips", "noise sd", "keep prob.", "flag", ""].map((text) =>
-      h("th", {}, text),
-    ),
+    [...titles, ...(sided ? ["side offset"] : []), "flag", ""].map((text) => h("th", {}, text)),
   );
   const rows = raters.map((rater) =>
     h(
@@ -140,6 +142,7 @@ function renderRaters(data) {
       h("td", {}, String(rater.skips ?? "–")),
       h("td", {}, number(rater.noise_sd)),
       h("td", {}, number(rater.keep_probability)),
+      ...(sided ? [h("td", { class: "side" }, side(rater.side_offset))] : []),
       h("td", { class: "flag", title: flagTitle(rater) }, rater.flagged ? "⚑ check" : ""),
       h(
         "td",
@@ -151,8 +154,19 @@ function renderRaters(data) {
       ),
     ),
   );
+  const note = sided
+    ? [
+        h(
+          "p",
+          { class: "note", id: "side-offset" },
+          `Side offset of all raters: ${side(data.side_offset)} ` +
+            "(positive favours the clip shown left).",
+        ),
+      ]
+    : [];
   $("raters").replaceChildren(
     h("table", { id: "raters-table" }, h("thead", {}, head), h("tbody", {}, rows)),
+    ...note,
   );
 }
 

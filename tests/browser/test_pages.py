@@ -315,3 +315,25 @@ def test_a_clip_reported_from_the_page_is_withheld_and_restored_on_the_dashboard
     row.locator("button", has_text="Restore").click()
     dashboard.wait_for_selector("#withheld-table", state="detached")
     assert service.client.get(f"/v1/campaigns/{campaign_id}/withheld").json()["clips"] == []
+
+
+def test_the_dashboard_shows_side_offsets(service: Service, context) -> None:
+    """A campaign that learns side offsets: a rater who always clicks left shows a positive
+    offset in the raters table, and the global one under it."""
+    campaign = service.create_campaign(side_bias={"global_sd": 0.5, "rater_sd": 0.5})
+    campaign_id = campaign["id"]
+    token = service.add_rater(campaign_id, "lefty")
+    page = open_rating_page(context, service, campaign_id, token)
+    task = wait_for_task(page)
+    for _ in range(8):
+        page.keyboard.press("ArrowLeft")
+        task = wait_for_task(page, task)
+    wait_until_sent(page)
+    dashboard = context.new_page()
+    dashboard.goto(f"{service.url}/dashboard/{campaign_id}?key={ADMIN_KEY}")
+    dashboard.wait_for_selector("#raters-table td.side")
+    header = dashboard.locator("#raters-table thead th").all_inner_texts()
+    assert "side offset" in header
+    mean = float(dashboard.locator("#raters-table td.side").inner_text().split(" ± ")[0])
+    assert mean > 0
+    assert "Side offset of all raters" in dashboard.locator("#side-offset").inner_text()
