@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from api import snapshots
@@ -66,9 +67,10 @@ class EngineStopped(RuntimeError):
 @dataclass(frozen=True)
 class ClipBatch:
     """A batch of clips for `Campaign.add_clips`: scores aligned with the criteria (None when
-    the campaign has none), and each clip's context and group."""
+    the campaign has none; rows with None, or an array with NaN, where a score is missing),
+    and each clip's context and group."""
 
-    scores: list[list[float | None]] | None
+    scores: list[list[float | None]] | np.ndarray | None
     contexts: list[str | None]
     groups: list[str | None]
 
@@ -146,8 +148,11 @@ class CampaignEngine:
                 self.campaign.observe(step)
 
     def add_clips(self, batch: ClipBatch) -> None:
+        scores = batch.scores
+        if isinstance(scores, np.ndarray):
+            scores = torch.from_numpy(scores)
         self.campaign.add_clips(
-            batch.scores, count=len(batch.contexts), contexts=batch.contexts, groups=batch.groups
+            scores, count=len(batch.contexts), contexts=batch.contexts, groups=batch.groups
         )
 
     def hold(self, tasks: Sequence[Task]) -> None:

@@ -55,6 +55,9 @@ class CampaignCreate(_Input):
     lease_seconds: Annotated[float, Meta(gt=0, le=MAX_LEASE_SECONDS)] = 120.0
     skip_limit: SkipLimit = 3
     targets: TargetsIn | None = None
+    # how the engine keeps the posterior (engine.forms): "blocks" holds millions of clips
+    # (needs pair_scope "group" and one context per prompt), "dense" at most 20,000
+    structure: Literal["dense", "blocks", "factorised"] = "dense"
 
 
 class CampaignUpdate(_Input):
@@ -140,6 +143,7 @@ class Campaign(Struct, kw_only=True):
     # active | paused (no new tasks; answers to tasks out still count) | closed
     state: str
     skip_limit: int  # distinct raters whose skips withdraw a pair (or a clip) for everyone
+    structure: str = "dense"  # how the engine keeps the posterior (engine.forms)
 
 
 class CampaignList(Struct, kw_only=True):
@@ -195,6 +199,13 @@ class JudgmentOut(Struct, kw_only=True):
     choice: str | None
     level: int | None
     duplicate: bool
+
+
+class BulkClipsAdded(Struct, kw_only=True):
+    """`POST /v1/campaigns/{id}/clips/bulk`: clips added, and the campaign's clips now."""
+
+    added: int
+    n_clips: int
 
 
 class LeaderboardClip(Struct, kw_only=True):
@@ -350,6 +361,7 @@ __all__ = [
     "NO_NUL",
     "Assignment",
     "AssignmentOut",
+    "BulkClipsAdded",
     "Campaign",
     "CampaignCreate",
     "CampaignList",

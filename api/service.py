@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, text
 
 from api import schemas, store
 from api.auth import hash_token, new_token
+from api.bulk import BulkFormat, ClipReader
 from api.campaigns import (
     ACTIVE,
     CLOSED,
@@ -36,6 +37,7 @@ from api.campaigns import (
     ClipState,
     NewClip,
     RaterState,
+    build_config,
     emoji_thresholds,
     engine_config,
     scale_levels,
@@ -257,6 +259,8 @@ class Service:
         }
         if body.targets is not None:
             values["engine_config"]["targets"] = _targets(body.targets)
+        values["engine_config"]["structure"] = body.structure
+        _check_config(values["engine_config"], BadRequest)
         record = await self.writer.run(store.insert_campaign(values))
         return _campaign_view(record, (0, 0, 0))
 
@@ -350,6 +354,7 @@ class Service:
         if scale_changes:
             config["emoji_thresholds"] = emoji_thresholds(new_levels)
         values["engine_config"] = config
+        _check_config(config, Conflict)
         old_levels = scale_levels(record.engine_config)
 
         def check(connection: Connection) -> None:
@@ -488,6 +493,36 @@ class Service:
             added=len(added),
             clips=[schemas.ClipRef(id=c.id, external_id=c.external_id) for c in added],
         )
+
+    async def add_clips_bulk(
+        self, campaign_id: int, fmt: BulkFormat, chunks: AsyncIterator[bytes]
+    ) -> schemas.BulkClipsAdded:
+        """Read a streamed clip upload (JSON lines or CSV) chunk by chunk, then add it as one
+        batch: all or nothing.
+
+        Raises:
+            BadRequest: a bad row (named by its line), or no rows.
+            PayloadTooLarge: more than `max_bulk_clips` clips.
+            Conflict: an external id exists already (from the runtime).
+        """
+        runtime = await self.runtime(campaign_id)
+        reader = ClipReader(fmt, runtime.record.criteria, self.settings.max_bulk_clips)
+        body = _at_most(chunks, self.settings.max_bulk_bytes)
+        try:
+            async for chunk in body:
+                reader.feed(chunk)
+                if reader.failed:
+                    break
+            columns = reader.finish()
+        except (BadRequest, PayloadTooLarge):
+            # the client may still be sending: read the rest (up to the byte limit) and drop
+            # it, so that it reads this answer instead of a reset connection
+            with contextlib.suppress(PayloadTooLarge):
+                async for _ in body:
+                    pass
+            raise
+        await runtime.add_clips(columns)
+        return schemas.BulkClipsAdded(added=len(columns), n_clips=len(runtime.clips))
 
     async def register_rater(self, campaign_id: int, body: schemas.RaterIn) -> schemas.RaterCreated:
         """A new rater of the campaign and their token (shown only here)."""
@@ -803,6 +838,27 @@ def _targets(body: schemas.TargetsIn) -> dict[str, float]:
     return values
 
 
+async def _at_most(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """`chunks`, ending in a 413 once they hold more than `limit` bytes."""
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                detail=f"the upload is larger than the service accepts ({limit} bytes at most)"
+            )
+        yield chunk
+
+
+def _check_config(stored: dict[str, Any], error: type[BadRequest] | type[Conflict]) -> None:
+    """Raise `error` with the engine's reason when it refuses a stored `engine_config` (a
+    combination such as structure "blocks" with pair_scope "any")."""
+    try:
+        build_config(stored)
+    except ValueError as refused:
+        raise error(detail=f"the engine refuses these settings: {refused}") from None
+
+
 def _finite(value: float) -> float | None:
     """JSON has no NaN or infinity: an undefined read-out is null."""
     return value if math.isfinite(value) else None
@@ -828,6 +884,7 @@ def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> sche
         created_at=as_utc(record.created_at),
         state=record.state,
         skip_limit=record.skip_limit,
+        structure=record.engine_config.get("structure", "dense"),
     )
 
 

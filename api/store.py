@@ -9,16 +9,19 @@ what SQLite itself spends on a one-row INSERT.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql.dml import UpdateBase
 
+from api.bulk import ClipColumns
 from api.db import (
     AssignmentRow,
     CampaignRow,
@@ -33,6 +36,19 @@ from api.db import (
 
 campaign_table = CampaignRow.__table__  # type: ignore[attr-defined]
 clip_table = ClipRow.__table__  # type: ignore[attr-defined]
+_CLIP_COLUMNS = (
+    "campaign_id",
+    "position",
+    "external_id",
+    "uri",
+    "prompt_group",
+    "context",
+    "scores",
+    "batch",
+    "after_seq",
+    "created_at",
+)
+_SCORES = msgspec.json.Encoder()
 rater_table = RaterRow.__table__  # type: ignore[attr-defined]
 assignment_table = AssignmentRow.__table__  # type: ignore[attr-defined]
 judgment_table = JudgmentRow.__table__  # type: ignore[attr-defined]
@@ -289,6 +305,65 @@ def insert_clips(
         ]
         statement = insert(clip_table).returning(clip_table.c.id, sort_by_parameter_order=True)
         return [int(i) for i in connection.execute(statement, rows).scalars()]
+
+    return op
+
+
+def insert_clip_columns(
+    campaign_id: int, columns: ClipColumns, start: int, batch: int, after_seq: int
+) -> Callable[[Connection], list[int]]:
+    """Op: insert a clip batch given by column at positions `start`...; returns the new row
+    ids in the given order.
+
+    One statement for the whole batch: PostgreSQL's COPY, SQLite's executemany (the SQLite
+    module's C loop), since row-by-row inserts through SQLAlchemy cost more than everything
+    else of a bulk upload. The ids are read back by position in the same transaction.
+    """
+
+    def op(connection: Connection) -> list[int]:
+        n_clips = len(columns)
+        # missing scores are NaN in the columns and null in the stored JSON, as msgspec writes
+        scores = _SCORES.encode_lines(columns.scores.tolist()).decode().split("\n")[:-1]
+        created = utcnow()
+        names = _CLIP_COLUMNS
+        values = zip(
+            itertools.repeat(campaign_id),
+            range(start, start + n_clips),
+            columns.external_ids,
+            columns.uris,
+            columns.groups,
+            columns.contexts,
+            scores,
+            itertools.repeat(batch),
+            itertools.repeat(after_seq),
+            itertools.repeat(created),
+            strict=False,
+        )
+        if connection.dialect.name == "postgresql":
+            raw = connection.connection.driver_connection
+            assert raw is not None
+            with (
+                raw.cursor() as cursor,
+                cursor.copy(f"COPY clip ({', '.join(names)}) FROM STDIN") as copy,
+            ):
+                for row in values:
+                    copy.write_row(row)
+        else:
+            stamp = clip_table.c.created_at.type.bind_processor(connection.dialect)
+            values = (
+                (*row[:-1], stamp(row[-1]) if stamp else row[-1])
+                for row in values  # type: ignore[assignment]
+            )
+            marks = ", ".join("?" * len(names))
+            connection.exec_driver_sql(
+                f"INSERT INTO clip ({', '.join(names)}) VALUES ({marks})", list(values)
+            )
+        ids = connection.execute(
+            select(clip_table.c.id)
+            .where(clip_table.c.campaign_id == campaign_id, clip_table.c.position >= start)
+            .order_by(clip_table.c.position)
+        ).scalars()
+        return [int(i) for i in ids]
 
     return op
 

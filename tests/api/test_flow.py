@@ -43,6 +43,7 @@ def test_campaign_create_list_read(client: TestClient) -> None:
         "created_at": "",
         "state": "active",
         "skip_limit": 3,
+        "structure": "dense",
     }
     assert datetime.fromisoformat(campaign["created_at"]).utcoffset().total_seconds() == 0
     defaults = client.post("/v1/campaigns", json={"name": "d"}, headers=ADMIN).json()
