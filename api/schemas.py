@@ -229,7 +229,11 @@ class Leaderboard(Struct, kw_only=True):
     n_judgments: int
     level: float
     expected_kendall_tau: float | None
-    clips: list[LeaderboardClip]
+    clips: list[LeaderboardClip]  # this page, best first
+    total: int  # clips that match (the prompt's, or all), over every page
+    offset: int
+    limit: int
+    prompt: str | None
 
 
 class Weight(Struct, kw_only=True):

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import numpy as np
 from anyio import to_thread
 from msgspec import UNSET
 from sqlalchemy import Connection, Engine, text
@@ -44,6 +45,7 @@ from api.campaigns import (
     utc,
 )
 from api.db import MAX_ROW_ID, as_utc
+from api.engine_host import Board
 from api.errors import (
     BadRequest,
     Conflict,
@@ -70,6 +72,8 @@ LOADING_RETRY_S = 1  # Retry-After of a request that met its campaign loading
 MAX_IMPORT_RECORDS = 200_000  # judgments in one import (one transaction)
 MAX_ABS_SCORE = 1e12  # larger raw scores would overflow the per-campaign standardisation
 DEFAULT_LEVEL = 0.9
+DEFAULT_PAGE = 1_000  # leaderboard rows per page unless asked otherwise
+MAX_PAGE = 10_000  # most leaderboard rows in one page
 # the widest credible level served: its bounds (about 4.9 sd either side) are finite numbers,
 # where a level a rounding step from 1 would put them at infinity
 MAX_LEVEL = 0.999_999
@@ -116,6 +120,7 @@ class Service:
         )
         # campaigns another process owns, as last read: campaign -> its claim
         self._owners: dict[int, Claim] = {}
+        self._prompts: dict[int, PromptIndex] = {}  # campaign -> its clips by prompt
         self._renewing: asyncio.Task[None] | None = None
         self._forwarder: httpx.AsyncClient | None = None
 
@@ -702,43 +707,46 @@ class Service:
 
     # reads ------------------------------------------------------------------------------------
 
-    async def leaderboard(self, campaign_id: int, level: float) -> schemas.Leaderboard:
-        """Clips by posterior rank with credible intervals and label counts."""
+    async def leaderboard(
+        self,
+        campaign_id: int,
+        level: float,
+        limit: int = DEFAULT_PAGE,
+        offset: int = 0,
+        prompt: str | None = None,
+    ) -> schemas.Leaderboard:
+        """One page of the clips by posterior rank (best first; `prompt`: only that prompt's
+        clips), with credible intervals and label counts, and how many clips match in all.
+
+        Raises:
+            BadRequest: a level, limit or offset out of range.
+        """
         _check_level(level)
+        if not 1 <= limit <= MAX_PAGE or not 0 <= offset <= MAX_ROW_ID:
+            raise BadRequest(
+                detail=f"limit must be in 1..{MAX_PAGE} and offset in 0..{MAX_ROW_ID}, "
+                f"got limit={limit}, offset={offset}"
+            )
         runtime = await self.runtime(campaign_id)
         board = await runtime.leaderboard(level)
-        clips = runtime.clips
-        rows = [
-            schemas.LeaderboardClip(
-                id=clips[i].id,
-                external_id=clips[i].external_id,
-                uri=clips[i].uri,
-                group=clips[i].group,
-                context=clips[i].context,
-                mean=mean,
-                sd=sd,
-                lower=lower,
-                upper=upper,
-                rank=rank,
-                labels=clips[i].labels,
-                state="retired"
-                if clips[i].retired
-                else "withdrawn"
-                if i in runtime.withdrawn_clips
-                else "active",
-            )
-            for i, (mean, sd, lower, upper, rank) in enumerate(
-                zip(board.mean, board.sd, board.lower, board.upper, board.rank, strict=True)
-            )
-            if i < len(clips)
-        ]
-        rows.sort(key=lambda row: row.rank)
+        order = board.order[board.order < len(runtime.clips)]
+        if prompt is not None:
+            index = self._prompts.get(campaign_id)
+            if index is None or index.runtime is not runtime:  # a reload starts a new one
+                index = self._prompts[campaign_id] = PromptIndex(runtime)
+            members = index.positions(prompt)
+            order = members[np.argsort(board.rank[members], kind="stable")]
+        page = order[offset : offset + limit].tolist()
         return schemas.Leaderboard(
             campaign_id=campaign_id,
             n_judgments=runtime.n_labels,
             level=level,
             expected_kendall_tau=board.tau,
-            clips=rows,
+            clips=[_board_row(runtime, board, i) for i in page],
+            total=len(order),
+            offset=offset,
+            limit=limit,
+            prompt=prompt,
         )
 
     async def weights(self, campaign_id: int, level: float) -> schemas.Weights:
@@ -857,6 +865,49 @@ def _check_config(stored: dict[str, Any], error: type[BadRequest] | type[Conflic
         build_config(stored)
     except ValueError as refused:
         raise error(detail=f"the engine refuses these settings: {refused}") from None
+
+
+class PromptIndex:
+    """Each prompt's clip positions, extended as clips are added (a clip's prompt never
+    changes, and clips are only appended)."""
+
+    def __init__(self, runtime: CampaignRuntime) -> None:
+        self.runtime = runtime
+        self._indexed = 0
+        self._members: dict[str | None, list[int]] = {}
+
+    def positions(self, prompt: str) -> np.ndarray:
+        """The positions of `prompt`'s clips, in the order they were added."""
+        clips = self.runtime.clips
+        for clip in clips[self._indexed :]:
+            self._members.setdefault(clip.group, []).append(clip.position)
+        self._indexed = len(clips)
+        return np.asarray(self._members.get(prompt, ()), dtype=np.int64)
+
+
+def _board_row(runtime: CampaignRuntime, board: Board, position: int) -> schemas.LeaderboardClip:
+    clip = runtime.clips[position]
+    state = (
+        "retired"
+        if clip.retired
+        else "withdrawn"
+        if position in runtime.withdrawn_clips
+        else "active"
+    )
+    return schemas.LeaderboardClip(
+        id=clip.id,
+        external_id=clip.external_id,
+        uri=clip.uri,
+        group=clip.group,
+        context=clip.context,
+        mean=float(board.mean[position]),
+        sd=float(board.sd[position]),
+        lower=float(board.lower[position]),
+        upper=float(board.upper[position]),
+        rank=int(board.rank[position]),
+        labels=clip.labels,
+        state=state,
+    )
 
 
 def _finite(value: float) -> float | None:

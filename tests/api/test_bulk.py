@@ -186,6 +186,22 @@ def test_a_large_upload_round_trips_and_replays(settings: Settings) -> None:
         assert added.json() == {"added": 20_000, "n_clips": 20_000}
         more = upload(http, cid, ndjson(clip_rows(8, start=20_000)))
         assert more.json() == {"added": 8, "n_clips": 20_008}
+        pages, offset = [], 0
+        while True:
+            page = http.get(
+                f"/v1/campaigns/{cid}/leaderboard", params={"limit": 3000, "offset": offset}
+            ).json()
+            assert page["total"] == 20_008 and page["limit"] == 3000
+            if not page["clips"]:
+                break
+            pages.append(page["clips"])
+            offset += len(page["clips"])
+        assert [len(p) for p in pages] == [3000] * 6 + [2008]
+        rows = [row for p in pages for row in p]
+        assert sorted(row["external_id"] for row in rows) == sorted(f"c{i}" for i in range(20_008))
+        assert [row["rank"] for row in rows] == list(range(1, 20_009))
+        first = http.get(f"/v1/campaigns/{cid}/leaderboard").json()
+        assert len(first["clips"]) == 1000 and first["clips"] == rows[:1000]
         before = http.get(f"/v1/campaigns/{cid}/leaderboard", params={"prompt": "p17"}).json()
         rater = http.post(f"/v1/campaigns/{cid}/raters", json={"name": "r"}).json()["token"]
         task = http.post(
@@ -200,6 +216,12 @@ def test_a_large_upload_round_trips_and_replays(settings: Settings) -> None:
     ):
         after = http.get(f"/v1/campaigns/{cid}/leaderboard", params={"prompt": "p17"}).json()
         assert after == before
+        assert after["total"] == PROMPT_SIZE and after["prompt"] == "p17"
+        assert sorted(row["external_id"] for row in after["clips"]) == [
+            f"c{i}" for i in range(17 * PROMPT_SIZE, 18 * PROMPT_SIZE)
+        ]
+        ranks = [row["rank"] for row in after["clips"]]
+        assert ranks == sorted(ranks)
         assert http.get(f"/v1/campaigns/{cid}").json()["n_clips"] == 20_008
 
 
@@ -214,3 +236,28 @@ def test_a_campaign_in_blocks_refuses_settings_the_engine_cannot_keep(http: http
     changed = http.patch(f"/v1/campaigns/{cid}", json={"pair_scope": "any"})
     assert changed.status_code == 409 and "pair_scope" in changed.json()["detail"]
     assert http.get(f"/v1/campaigns/{cid}").json()["pair_scope"] == "group"
+
+
+def test_leaderboard_pages_refuse_bad_values_and_filter_by_prompt(http: httpx.Client) -> None:
+    cid = new_campaign(http)
+    assert upload(http, cid, ndjson(clip_rows(40))).status_code == 201
+    path = f"/v1/campaigns/{cid}/leaderboard"
+    for params in (
+        {"limit": 0},
+        {"limit": 10_001},
+        {"offset": -1},
+        {"limit": "ten"},
+        {"prompt": ""},
+        {"prompt": "p" * 257},
+    ):
+        assert http.get(path, params=params).status_code == 400, params
+    whole = http.get(path).json()
+    assert whole["total"] == 40 and whole["offset"] == 0 and whole["limit"] == 1000
+    page = http.get(path, params={"limit": 7, "offset": 35}).json()
+    assert page["clips"] == whole["clips"][35:] and page["total"] == 40
+    assert http.get(path, params={"offset": 40}).json()["clips"] == []
+    prompt = http.get(path, params={"prompt": "p3", "limit": 2, "offset": 1}).json()
+    mine = [row for row in whole["clips"] if row["group"] == "p3"]
+    assert prompt["total"] == 4 and prompt["clips"] == mine[1:3]
+    nobody = http.get(path, params={"prompt": "nope"}).json()
+    assert nobody["total"] == 0 and nobody["clips"] == []
