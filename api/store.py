@@ -324,8 +324,13 @@ def insert_clip_columns(
         n_clips = len(columns)
         # missing scores are NaN in the columns and null in the stored JSON, as msgspec writes
         scores = _SCORES.encode_lines(columns.scores.tolist()).decode().split("\n")[:-1]
-        created = utcnow()
+        created: Any = utcnow()
         names = _CLIP_COLUMNS
+        postgres = connection.dialect.name == "postgresql"
+        if not postgres:  # SQLite stores SQLAlchemy's text of the time: made once, not per row
+            column_type = clip_table.c.created_at.type.dialect_impl(connection.dialect)
+            stamp = column_type.bind_processor(connection.dialect)
+            created = stamp(created) if stamp else created
         values = zip(
             itertools.repeat(campaign_id),
             range(start, start + n_clips),
@@ -337,11 +342,12 @@ def insert_clip_columns(
             itertools.repeat(batch),
             itertools.repeat(after_seq),
             itertools.repeat(created),
-            strict=False,
+            strict=False,  # the repeats are endless; the columns have n_clips entries each
         )
-        if connection.dialect.name == "postgresql":
-            raw = connection.connection.driver_connection
-            assert raw is not None
+        # the driver's own connection, in this transaction: SQLAlchemy's executemany costs
+        # as much per row again as the insert
+        raw: Any = connection.connection.driver_connection
+        if postgres:
             with (
                 raw.cursor() as cursor,
                 cursor.copy(f"COPY clip ({', '.join(names)}) FROM STDIN") as copy,
@@ -349,15 +355,14 @@ def insert_clip_columns(
                 for row in values:
                     copy.write_row(row)
         else:
-            stamp = clip_table.c.created_at.type.bind_processor(connection.dialect)
-            values = (
-                (*row[:-1], stamp(row[-1]) if stamp else row[-1])
-                for row in values  # type: ignore[assignment]
-            )
             marks = ", ".join("?" * len(names))
-            connection.exec_driver_sql(
-                f"INSERT INTO clip ({', '.join(names)}) VALUES ({marks})", list(values)
-            )
+            cursor = raw.cursor()
+            try:
+                cursor.executemany(
+                    f"INSERT INTO clip ({', '.join(names)}) VALUES ({marks})", values
+                )
+            finally:
+                cursor.close()
         ids = connection.execute(
             select(clip_table.c.id)
             .where(clip_table.c.campaign_id == campaign_id, clip_table.c.position >= start)

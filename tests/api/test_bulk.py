@@ -105,6 +105,8 @@ def test_a_bad_row_mid_stream_writes_nothing(http: httpx.Client) -> None:
         ('{"external_id": "x", "uri": "u", "extra": 1}', "unknown field `extra`"),
         ('{"external_id": "", "uri": "u"}', "external_id"),
         ('{"external_id": "x\\u0000", "uri": "u"}', "NUL"),
+        ('{"external_id": "x", "uri": "u", "scores": {"a\\u0000": 1}}', "NUL"),
+        ('{"external_id": "x", "uri": "u", "group": "", "context": "c"}', "group"),
         ('{"external_id": "x", "uri": "u", "scores": {"a": 1e13}}', "not a finite number"),
         ('{"external_id": "x", "uri": "u", "scores": {"a": 1e999}}', "out of range"),
         ('{"external_id": "c3", "uri": "u"}', "repeats line 4"),
@@ -160,6 +162,11 @@ def test_csv_reads_as_the_same_clips_as_json_lines(http: httpx.Client) -> None:
     assert added.status_code == 201, added.text
     strip = [{k: v for k, v in row.items() if k != "id"} for row in board(http, by_json)]
     assert strip == [{k: v for k, v in row.items() if k != "id"} for row in board(http, by_csv)]
+    cid = new_campaign(http)
+    # the text \u0000 (an escaped backslash) is no NUL
+    literal = b'{"external_id": "lit", "uri": "a\\\\u0000b"}\n'
+    assert upload(http, cid, literal).status_code == 201
+    assert board(http, cid)[0]["uri"] == "a\\u0000b"
     cid = new_campaign(http)
     quoted = b'external_id,uri,a\n"q,1","https://e.org/a\nb",1.5\nq2,u,\n'
     assert upload(http, cid, quoted, fmt="csv").status_code == 201
