@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -55,7 +55,7 @@ from api.errors import (
     Unauthorized,
     Unavailable,
 )
-from api.export import ExportFormat, ExportKind, render
+from api.export import ExportFormat, ExportKind, render_chunks
 from api.imports import parse
 from api.metrics import Metrics
 from api.ownership import Claim, Leases, worker_id
@@ -821,11 +821,28 @@ class Service:
             reason=status["reason"],
         )
 
-    async def export(self, campaign_id: int, kind: ExportKind, fmt: ExportFormat) -> str:
-        """All judgments (or the preference pairs) as CSV or JSON lines."""
-        await self.runtime(campaign_id)
-        rows = await to_thread.run_sync(store.export_rows, self.engine, campaign_id)
-        return render(rows, kind, fmt)
+    async def export(
+        self, campaign_id: int, kind: ExportKind, fmt: ExportFormat, level: float = DEFAULT_LEVEL
+    ) -> Iterator[str]:
+        """All judgments, the preference pairs, or the leaderboard (every clip by rank at
+        `level`), as CSV or JSON lines: chunks of text to stream, read batch by batch (from
+        the database, or from the one leaderboard read when the export began)."""
+        _check_level(level)
+        runtime = await self.runtime(campaign_id)
+        if kind != "leaderboard":
+            batches = store.export_rows(self.engine, campaign_id, store.EXPORT_BATCH)
+            return render_chunks(batches, kind, fmt)
+        board = await runtime.leaderboard(level)
+        order = board.order[board.order < len(runtime.clips)]
+
+        def batches() -> Iterator[list[dict[str, Any]]]:
+            for start in range(0, len(order), store.EXPORT_BATCH):
+                yield [
+                    msgspec.structs.asdict(_board_row(runtime, board, position))
+                    for position in order[start : start + store.EXPORT_BATCH].tolist()
+                ]
+
+        return render_chunks(batches(), kind, fmt)
 
 
 # views and validation -----------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -49,6 +49,7 @@ _CLIP_COLUMNS = (
     "created_at",
 )
 _SCORES = msgspec.json.Encoder()
+EXPORT_BATCH = 2_000  # judgments read (and sent) at a time by an export
 rater_table = RaterRow.__table__  # type: ignore[attr-defined]
 assignment_table = AssignmentRow.__table__  # type: ignore[attr-defined]
 judgment_table = JudgmentRow.__table__  # type: ignore[attr-defined]
@@ -853,62 +854,77 @@ def progress_points(engine: Engine, campaign_id: int) -> list[tuple[int, float |
         return [(int(labels), tau, at) for labels, tau, at in rows]
 
 
-def export_rows(engine: Engine, campaign_id: int) -> list[dict[str, Any]]:
+def export_rows(
+    engine: Engine, campaign_id: int, batch_size: int = EXPORT_BATCH
+) -> Iterator[list[dict[str, Any]]]:
     """Every judgment of the campaign in commit order, with its rater and the clips as shown
-    (left and right; right is None for an emoji rating)."""
-    with engine.connect() as connection:
-        clips = {
-            row["position"]: row
-            for row in connection.execute(
-                select(
-                    clip_table.c.position,
-                    clip_table.c.external_id,
-                    clip_table.c.uri,
-                    clip_table.c.prompt_group,
-                ).where(clip_table.c.campaign_id == campaign_id)
-            ).mappings()
-        }
-        names = {
-            rater_id: name
-            for rater_id, name in connection.execute(
-                select(rater_table.c.id, rater_table.c.name).where(
-                    rater_table.c.campaign_id == campaign_id
-                )
-            )
-        }
-        query = (
-            select(judgment_table, assignment_table.c.swapped)
-            .join(assignment_table, assignment_table.c.id == judgment_table.c.assignment_id)
-            .where(judgment_table.c.campaign_id == campaign_id)
-            .order_by(judgment_table.c.id)
+    (left and right; right is None for an emoji rating), in batches of `batch_size` read
+    from one cursor: an export of millions of labels never holds them all (nor the
+    campaign's clips: each row joins its two)."""
+    left_clip, right_clip = clip_table.alias("first_clip"), clip_table.alias("second_clip")
+
+    def joined(alias: Any, position: Any) -> Any:
+        return (alias.c.campaign_id == judgment_table.c.campaign_id) & (
+            alias.c.position == position
         )
-        rows = []
-        for row in connection.execute(query).mappings():
-            first, second = row["first"], row["second"]
-            left, right = (second, first) if row["swapped"] else (first, second)
-            shown_right = clips[right] if right >= 0 else None
-            rows.append(
-                {
-                    "judgment_id": row["id"],
-                    "seq": row["seq"],
-                    "assignment_id": row["assignment_id"],
-                    "rater_id": row["rater_id"],
-                    "rater_name": names.get(row["rater_id"]),
-                    "kind": "pair" if right >= 0 else "rating",
-                    "left_external_id": clips[left]["external_id"],
-                    "left_uri": clips[left]["uri"],
-                    "left_group": clips[left]["prompt_group"],
-                    "right_external_id": None
-                    if shown_right is None
-                    else shown_right["external_id"],
-                    "right_uri": None if shown_right is None else shown_right["uri"],
-                    "right_group": None if shown_right is None else shown_right["prompt_group"],
-                    "choice": row["choice"],
-                    "level": row["level"],
-                    "created_at": row["created_at"],
-                }
-            )
-        return rows
+
+    query = (
+        select(
+            judgment_table.c.id,
+            judgment_table.c.seq,
+            judgment_table.c.assignment_id,
+            judgment_table.c.rater_id,
+            rater_table.c.name,
+            judgment_table.c.first,
+            judgment_table.c.second,
+            judgment_table.c.choice,
+            judgment_table.c.level,
+            judgment_table.c.created_at,
+            assignment_table.c.swapped,
+            left_clip.c.external_id,
+            left_clip.c.uri,
+            left_clip.c.prompt_group,
+            right_clip.c.external_id,
+            right_clip.c.uri,
+            right_clip.c.prompt_group,
+        )
+        .join(assignment_table, assignment_table.c.id == judgment_table.c.assignment_id)
+        .join(rater_table, rater_table.c.id == judgment_table.c.rater_id, isouter=True)
+        .join(left_clip, joined(left_clip, judgment_table.c.first))
+        .join(right_clip, joined(right_clip, judgment_table.c.second), isouter=True)
+        .where(judgment_table.c.campaign_id == campaign_id)
+        .order_by(judgment_table.c.id)
+    )
+    with engine.connect() as connection:
+        result = connection.execution_options(stream_results=True, yield_per=batch_size).execute(
+            query
+        )
+        for part in result.partitions():
+            rows = []
+            for row in part:
+                first = row[11:14]
+                second = row[14:17] if row.second >= 0 else (None, None, None)
+                left, right = (second, first) if row.swapped else (first, second)
+                rows.append(
+                    {
+                        "judgment_id": row.id,
+                        "seq": row.seq,
+                        "assignment_id": row.assignment_id,
+                        "rater_id": row.rater_id,
+                        "rater_name": row.name,
+                        "kind": "pair" if row.second >= 0 else "rating",
+                        "left_external_id": left[0],
+                        "left_uri": left[1],
+                        "left_group": left[2],
+                        "right_external_id": right[0],
+                        "right_uri": right[1],
+                        "right_group": right[2],
+                        "choice": row.choice,
+                        "level": row.level,
+                        "created_at": row.created_at,
+                    }
+                )
+            yield rows
 
 
 __all__ = [

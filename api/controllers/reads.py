@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Request, get
 from litestar.params import Parameter
+from litestar.response import Stream
 
 from api import schemas
 from api.auth import admin_guard, bearer, is_admin
@@ -93,13 +94,15 @@ class ReadController(Controller):
         service: Service,
         export_format: Annotated[ExportFormat, Parameter(query="format")] = "csv",
         kind: ExportKind = "judgments",
-    ) -> Response[str]:
-        """All judgments (`kind=judgments`) or the preference pairs prompt/chosen/rejected
-        (`kind=preferences`), as CSV or JSON lines."""
-        body = await service.export(campaign_id, kind, export_format)
+        level: Level = DEFAULT_LEVEL,
+    ) -> Stream:
+        """All judgments (`kind=judgments`), the preference pairs prompt/chosen/rejected
+        (`kind=preferences`), or every clip by rank (`kind=leaderboard`, at `level`), as CSV
+        or JSON lines, streamed."""
+        chunks = await service.export(campaign_id, kind, export_format, level)
         name = f"campaign-{campaign_id}-{kind}.{export_format}"
-        return Response(
-            body,
+        return Stream(
+            chunks,
             media_type=MEDIA_TYPES[export_format],
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
