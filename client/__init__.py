@@ -32,6 +32,7 @@ from client.errors import (
 from client.models import (
     Assignment,
     AssignmentOut,
+    BulkClipsAdded,
     Campaign,
     Clip,
     ClipRef,
@@ -60,6 +61,7 @@ __all__ = [
     "AssignmentOut",
     "AsyncClient",
     "BadRequest",
+    "BulkClipsAdded",
     "Campaign",
     "Client",
     "Clip",

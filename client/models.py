@@ -28,6 +28,7 @@ class Campaign:
     created_at: datetime
     state: str = "active"  # active, paused or closed
     skip_limit: int = 3  # distinct raters whose skips withdraw a pair (or clip) for everyone
+    structure: str = "dense"  # how the engine keeps the posterior: dense, blocks, factorised
 
 
 @dataclass(frozen=True)
@@ -131,13 +132,26 @@ class LeaderboardClip:
 
 @dataclass(frozen=True)
 class Leaderboard:
-    """Clips best first, and the expected Kendall tau of the ranking."""
+    """One page of the clips best first (of one prompt when `prompt` is set), how many
+    match in all, and the expected Kendall tau of the ranking."""
 
     campaign_id: int
     n_judgments: int
     level: float
     expected_kendall_tau: float | None
     clips: list[LeaderboardClip]
+    total: int | None = None  # None: a service from before pages (its page is every clip)
+    offset: int = 0
+    limit: int | None = None
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class BulkClipsAdded:
+    """A bulk upload: clips added, and the campaign's clips now."""
+
+    added: int
+    n_clips: int
 
 
 @dataclass(frozen=True)
@@ -261,6 +275,7 @@ class Health:
 __all__ = [
     "Assignment",
     "AssignmentOut",
+    "BulkClipsAdded",
     "Campaign",
     "Clip",
     "ClipRef",
