@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import math
@@ -513,20 +514,21 @@ class Service:
         runtime = await self.runtime(campaign_id)
         reader = ClipReader(fmt, runtime.record.criteria, self.settings.max_bulk_clips)
         body = _at_most(chunks, self.settings.max_bulk_bytes)
-        try:
-            async for chunk in body:
-                reader.feed(chunk)
-                if reader.failed:
-                    break
-            columns = reader.finish()
-        except (BadRequest, PayloadTooLarge):
-            # the client may still be sending: read the rest (up to the byte limit) and drop
-            # it, so that it reads this answer instead of a reset connection
-            with contextlib.suppress(PayloadTooLarge):
-                async for _ in body:
-                    pass
-            raise
-        await runtime.add_clips(columns)
+        with _no_cyclic_gc():
+            try:
+                async for chunk in body:
+                    reader.feed(chunk)
+                    if reader.failed:
+                        break
+                columns = reader.finish()
+            except (BadRequest, PayloadTooLarge):
+                # the client may still be sending: read the rest (up to the byte limit) and
+                # drop it, so that it reads this answer instead of a reset connection
+                with contextlib.suppress(PayloadTooLarge):
+                    async for _ in body:
+                        pass
+                raise
+            await runtime.add_clips(columns)
         return schemas.BulkClipsAdded(added=len(columns), n_clips=len(runtime.clips))
 
     async def register_rater(self, campaign_id: int, body: schemas.RaterIn) -> schemas.RaterCreated:
@@ -861,6 +863,21 @@ def _targets(body: schemas.TargetsIn) -> dict[str, float]:
     except ValueError as error:
         raise BadRequest(detail=f"targets: {error}") from None
     return values
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector off for the block (back on after, if it was on). An
+    upload makes millions of objects that hold no cycle (rows, strings, floats, clip
+    states); the collector's passes over them, each one walking every object alive, cost
+    more than the upload's own work. Reference counting still frees everything meanwhile."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 async def _at_most(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:

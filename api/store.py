@@ -364,12 +364,17 @@ def insert_clip_columns(
                 )
             finally:
                 cursor.close()
-        ids = connection.execute(
-            select(clip_table.c.id)
-            .where(clip_table.c.campaign_id == campaign_id, clip_table.c.position >= start)
-            .order_by(clip_table.c.position)
-        ).scalars()
-        return [int(i) for i in ids]
+        marker = "%s" if postgres else "?"
+        cursor = raw.cursor()
+        try:
+            cursor.execute(
+                f"SELECT id FROM clip WHERE campaign_id = {marker} AND position >= {marker} "
+                "ORDER BY position",
+                (campaign_id, start),
+            )
+            return [row[0] for row in cursor.fetchall()]
+        finally:
+            cursor.close()
 
     return op
 
