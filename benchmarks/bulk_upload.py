@@ -6,9 +6,10 @@ server), creates a campaign kept in blocks (`structure="blocks"`, same-prompt pa
 criteria), and streams n synthetic clips in prompts of 4 as JSON lines
 (`POST /v1/campaigns/{id}/clips/bulk`, chunked, 1 MiB a chunk; the body is made before the
 clock starts). The answer comes once every clip is checked, in the database and in the
-campaign's engine. Each row also records, as its ceiling, the rate of the engine's add alone
-(`Campaign.add_clips` on the same clips in this process, one torch thread), and the machine's
-load average just before the run (other work on a shared machine slows a run down).
+campaign's engine. Each row also records, as ceilings, the rates of the upload's stages
+alone on the same clips in this process (reading the body, storing the clips, the engine's
+add with one torch thread), and the machine's load average just before the run (other work
+on a shared machine slows a run down).
 
 Outputs `benchmarks/results/bulk_upload.{json,md}` and prints the table. From the repository
 root:
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import json
 import os
 import platform
@@ -67,6 +69,51 @@ def clip_body(n_clips: int, seed: int) -> tuple[bytes, np.ndarray, list[str]]:
         for i, row in enumerate(scores.tolist())
     ]
     return msgspec.json.Encoder().encode_lines(rows), scores, prompts  # NaN is written null
+
+
+def stage_rates(body: bytes, database_url: str) -> tuple[float, float]:
+    """Clips per second of two stages of the upload alone, in this process: reading the
+    body (`ClipReader`, 1 MiB chunks) and storing the clips (`store.insert_clip_columns`
+    into an empty campaign of a fresh database of the same kind, one transaction)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from api import store
+    from api.bulk import ClipReader
+    from api.db import make_engine, migrate
+
+    gc.disable()  # as the service reads and stores an upload (api/service.py)
+    start = time.perf_counter()
+    reader = ClipReader("jsonl", CRITERIA, len(body))
+    for offset in range(0, len(body), CHUNK_BYTES):
+        reader.feed(body[offset : offset + CHUNK_BYTES])
+    columns = reader.finish()
+    parse = len(columns) / (time.perf_counter() - start)
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        with engine.begin() as connection:
+            campaign = connection.execute(
+                insert(store.campaign_table).returning(store.campaign_table.c.id),
+                {
+                    "name": "stage",
+                    "criteria": json.dumps(list(CRITERIA)),
+                    "pair_scope": "group",
+                    "ties": True,
+                    "lease_seconds": 60.0,
+                    "engine_config": "{}",
+                    "created_at": datetime.now(UTC),
+                },
+            ).scalar_one()
+        start = time.perf_counter()
+        with engine.begin() as connection:
+            store.insert_clip_columns(campaign, columns, 0, 1, 0)(connection)
+        write = len(columns) / (time.perf_counter() - start)
+    finally:
+        engine.dispose()
+        gc.enable()
+    return parse, write
 
 
 def engine_rate(scores: np.ndarray, prompts: list[str]) -> float:
@@ -199,19 +246,26 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "of 4 streamed as JSON lines to `POST /v1/campaigns/{id}/clips/bulk` of a fresh "
         "`python -m api` on loopback, into a campaign kept in blocks; clips per second from "
         "the first byte sent to the answer (every clip checked, in the database and in the "
-        f"engine). Target: {TARGET_CLIPS_PER_S:,.0f} clips/s. The engine column is the "
-        "ceiling: `Campaign.add_clips` alone on the same clips, in the same run. The machine "
-        "is shared (2 cores, other work on it): `load` is the 1-minute load average just "
-        "before the run, and figures under load are indicative only.",
+        f"engine). Target: {TARGET_CLIPS_PER_S:,.0f} clips/s. The last three rate columns "
+        "are the stages alone on the same clips, in the same run, each a ceiling: reading "
+        "the body (`ClipReader`), storing the clips (`store.insert_clip_columns`, one "
+        "transaction into a fresh database of the same kind) and the engine's add "
+        "(`Campaign.add_clips`, one torch thread); the upload runs them one after the "
+        "other, so its time is about the sum of theirs, plus the HTTP transfer and the "
+        "service's clip states. The machine is shared (2 cores, other work on it): `load` "
+        "is the 1-minute load average just before the run, and figures under load are "
+        "indicative only.",
         "",
-        "| database | clips | run | clips/s | seconds | engine add clips/s | load | git |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| database | clips | run | clips/s | seconds | read clips/s | store clips/s "
+        "| engine add clips/s | load | git |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['database']} | {r['n_clips']:,} | {r['run']} | {r['clips_per_s']:,.0f} | "
-            f"{r['seconds']:.2f} | {r['engine_clips_per_s']:,.0f} | {r['load_before']:.2f} | "
-            f"{r['git_sha']} |"
+            f"{r['seconds']:.2f} | {r['read_clips_per_s']:,.0f} | "
+            f"{r['database_clips_per_s']:,.0f} | {r['engine_clips_per_s']:,.0f} | "
+            f"{r['load_before']:.2f} | {r['git_sha']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -236,6 +290,8 @@ def main(argv: list[str] | None = None) -> None:
                     load_before = os.getloadavg()[0]
                     seconds, answer = upload(base, body)
                 assert answer["added"] == n_clips, answer
+                with database(kind, args.postgres_url) as url:
+                    parse_rate, database_rate = stage_rates(body, url)
                 row = {
                     "database": kind,
                     "n_clips": n_clips,
@@ -243,6 +299,8 @@ def main(argv: list[str] | None = None) -> None:
                     "seconds": seconds,
                     "clips_per_s": n_clips / seconds,
                     "engine_clips_per_s": engine_rate(scores, prompts),
+                    "read_clips_per_s": parse_rate,
+                    "database_clips_per_s": database_rate,
                     "body_bytes": len(body),
                     "load_before": load_before,
                     **metadata(args.seed),
