@@ -75,7 +75,7 @@ class ClipBatch:
     groups: list[str | None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Board:
     """The leaderboard as arrays by engine position (float64; rank int64, 1 = best), the
     positions best first (`order`), and the expected Kendall tau. Arrays, not lists: a
@@ -88,6 +88,17 @@ class Board:
     rank: np.ndarray
     order: np.ndarray
     tau: float | None
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every array holds the same numbers and the tau is the same."""
+        if not isinstance(other, Board):
+            return NotImplemented
+        fields = ("mean", "sd", "lower", "upper", "rank", "order")
+        return self.tau == other.tau and all(
+            np.array_equal(getattr(self, name), getattr(other, name)) for name in fields
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # arrays: not hashable, as a list-valued board
 
 
 RaterStats = dict[int, tuple[float, float, float | None, bool]]
