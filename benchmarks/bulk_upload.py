@@ -161,8 +161,6 @@ def server(database_url: str, profile: str | None) -> Iterator[str]:
         "DATABASE_URL": database_url,
         "RATINGPARTY_DEVICE": "cpu",
         "RATINGPARTY_ENGINE_THREADS": "1",
-        # a million clips take longer than the default body deadline to stream and check
-        "RATINGPARTY_BODY_TIMEOUT_S": "600",
     }
     command = [sys.executable, "-m", "api", "--port", str(port), "--log-level", "warning"]
     if profile:
