@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -268,3 +269,40 @@ def test_leaderboard_pages_refuse_bad_values_and_filter_by_prompt(http: httpx.Cl
     assert prompt["total"] == 4 and prompt["clips"] == mine[1:3]
     nobody = http.get(path, params={"prompt": "nope"}).json()
     assert nobody["total"] == 0 and nobody["clips"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_bulk_upload_to_another_process_streams_on_to_the_owner(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Two processes on one PostgreSQL database: an upload larger than a whole-body request
+    may be, sent to the process that does not run the campaign, reaches the one that does."""
+    from tests.api.test_workers import _start, _stop
+
+    owner, other = _start(db_url, tmp_path), _start(db_url, tmp_path)
+    try:
+        with httpx.Client(headers=ADMIN, timeout=120) as http:
+            cid = http.post(
+                f"{owner.url}/v1/campaigns",
+                json={"name": "x", "criteria": CRITERIA, "structure": "blocks"},
+            ).json()["id"]
+            assert http.get(f"{owner.url}/v1/campaigns/{cid}/leaderboard").status_code == 200
+            rows = clip_rows(40_000)  # about 6 MB: over the 5 MB of a whole-body request
+            body = b"".join(ndjson(rows, lines_per_chunk=2000))
+            assert len(body) > 5_000_000
+            added = http.post(
+                f"{other.url}/v1/campaigns/{cid}/clips/bulk", content=ndjson(rows, 2000)
+            )
+            assert added.status_code == 201, added.text
+            assert added.json() == {"added": 40_000, "n_clips": 40_000}
+            page = http.get(f"{other.url}/v1/campaigns/{cid}/leaderboard", params={"limit": 1})
+            assert page.json()["total"] == 40_000
+            bad = [dict(row) for row in clip_rows(100, start=40_000)]
+            bad[50] = {**bad[50], "uri": ""}
+            refused = http.post(f"{other.url}/v1/campaigns/{cid}/clips/bulk", content=ndjson(bad))
+            assert refused.status_code == 400 and "line 51" in refused.json()["detail"]
+            assert http.get(f"{owner.url}/v1/campaigns/{cid}").json()["n_clips"] == 40_000
+    finally:
+        _stop(owner)
+        _stop(other)
