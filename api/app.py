@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=State({"settings": settings, "metrics": metrics}),
         middleware=[
             observe_requests(metrics, log_access=settings.access_log),
-            route_to_owner(settings.max_body_bytes),
+            route_to_owner(settings.max_body_bytes, settings.max_bulk_bytes),
         ],
         dependencies={"service": Provide(_service, sync_to_thread=False)},
         exception_handlers={

@@ -53,8 +53,9 @@ from sqlalchemy import Connection, Engine
 
 from api import replay, store
 from api.auth import hash_token, new_token
+from api.bulk import ClipColumns
 from api.db import as_utc, utcnow
-from api.engine_host import Board, EngineStopped, RaterStats, WeightRows, make_host
+from api.engine_host import Board, ClipBatch, EngineStopped, RaterStats, WeightRows, make_host
 from api.errors import BadRequest, Conflict, Gone, NotFound, TooManyOpen, Unavailable
 from api.imports import PastJudgment
 from api.metrics import Metrics
@@ -199,6 +200,8 @@ def build_config(stored: dict[str, Any]) -> CampaignConfig:
         side_bias=stored_side_bias(stored),
         gold_rate=float(stored.get("gold_rate", 0.0)),
         gold_seed=int(stored.get("gold_seed", 0)),
+        # campaigns stored before the choice existed are dense
+        structure=stored.get("structure", "dense"),
     )
 
 
@@ -1201,69 +1204,102 @@ class CampaignRuntime:
 
     # clips and raters -------------------------------------------------------------------------
 
-    async def add_clips(self, clips: Sequence[NewClip]) -> list[ClipState]:
-        """Store and add a clip batch, in order with the labels applied so far.
+    def _safety_policy(self, columns: ClipColumns) -> tuple[list[float | None], list[bool]]:
+        """Each new clip's safety score (None: missing, or no such criterion) and whether the
+        campaign's threshold withholds it."""
+        criteria, threshold = self.record.criteria, self.record.safety_threshold
+        if SAFETY_CRITERION not in criteria:
+            return [None] * len(columns), [False] * len(columns)
+        column = columns.scores[:, list(criteria).index(SAFETY_CRITERION)].tolist()
+        safety = [None if math.isnan(v) else float(v) for v in column]
+        return safety, [below_threshold(score, threshold) for score in safety]
+
+    async def add_clips(self, clips: Sequence[NewClip] | ClipColumns) -> list[ClipState]:
+        """Add a clip batch to the engine and store it, in order with the labels applied so
+        far; all or nothing. The engine takes it first, as it alone knows whether the batch
+        fits the posterior (a dense campaign's size limit, one context per prompt); should the
+        database then fail, the runtime stops serving and the next request rebuilds the
+        campaign from the database, so neither side keeps clips the other lacks.
 
         Raises:
             Conflict: an external id exists already in this campaign.
+            BadRequest: the engine refuses the batch (its message says why).
+            Unavailable: the database did not store the batch.
         """
+        columns = (
+            clips
+            if isinstance(clips, ClipColumns)
+            else ClipColumns.of(clips, len(self.record.criteria))
+        )
 
         async def add() -> list[ClipState]:
-            existing = [c.external_id for c in clips if c.external_id in self.clip_index]
-            if existing:
+            if not self.clip_index.keys().isdisjoint(columns.external_ids):
+                existing = [e for e in columns.external_ids if e in self.clip_index]
                 raise Conflict(
                     detail=f"external ids already in campaign {self.record.id}: "
                     + ", ".join(repr(e) for e in existing[:10])
                     + (" ..." if len(existing) > 10 else "")
                 )
             start, batch = len(self.clips), self._next_clip_batch
-            criteria, threshold, now = self.record.criteria, self.record.safety_threshold, utcnow()
-            safety = [safety_score(criteria, clip.scores) for clip in clips]
-            withheld = [below_threshold(score, threshold) for score in safety]
-            rows = [
-                {
-                    "position": start + offset,
-                    "external_id": clip.external_id,
-                    "uri": clip.uri,
-                    "prompt_group": clip.group,
-                    "context": clip.context,
-                    "scores": list(clip.scores),
-                    "batch": batch,
-                    "after_seq": self._applied_seq,
-                    "withheld": THRESHOLD if withheld[offset] else None,
-                    "withheld_at": now if withheld[offset] else None,
-                }
-                for offset, clip in enumerate(clips)
-            ]
+            has_criteria = bool(self.record.engine_config["criteria"])
+            engine_batch = ClipBatch(
+                columns.scores if has_criteria else None, columns.contexts, columns.groups
+            )
+            safety, withheld = self._safety_policy(columns)
+            now = utcnow()
             try:
-                ids = await self._writer.run(self.fenced(store.insert_clips(self.record.id, rows)))
+                await self._run("add_clips", engine_batch)
+            except ValueError as error:
+                raise BadRequest(detail=f"the campaign cannot take these clips: {error}") from None
+            op = store.insert_clip_columns(
+                self.record.id,
+                columns,
+                start,
+                batch,
+                self._applied_seq,
+                [THRESHOLD if w else None for w in withheld] if any(withheld) else None,
+            )
+            try:
+                ids = await self._writer.run(self.fenced(op))
             except Exception as error:
                 log.exception("storing clips failed")
+                self.stop_serving(
+                    "the database did not store a clip batch; the campaign is "
+                    "rebuilt from the database on the next request"
+                )
                 raise Unavailable(detail="the database did not store the clips; retry") from error
             self._next_clip_batch += 1
-            await self._run(
-                "add_clips", replay.clip_batch(clips, bool(self.record.engine_config["criteria"]))
-            )
             added = [
                 ClipState(
-                    ids[offset],
-                    start + offset,
-                    c.external_id,
-                    c.uri,
-                    c.group,
-                    c.context,
-                    safety=safety[offset],
-                    withheld=THRESHOLD if withheld[offset] else None,
-                    withheld_at=now if withheld[offset] else None,
+                    id_,
+                    position,
+                    external_id,
+                    uri,
+                    group,
+                    context,
+                    safety=score,
+                    withheld=THRESHOLD if held else None,
+                    withheld_at=now if held else None,
                 )
-                for offset, c in enumerate(clips)
+                for id_, position, external_id, uri, group, context, score, held in zip(
+                    ids,
+                    range(start, start + len(columns)),
+                    columns.external_ids,
+                    columns.uris,
+                    columns.groups,
+                    columns.contexts,
+                    safety,
+                    withheld,
+                    strict=True,
+                )
             ]
             self.clips.extend(added)
             if any(withheld):
                 # before any refill can see the new clips (this runs on the pump)
                 await self._run("bar", *self._bars())
-            self.clip_index.update({c.external_id: c.position for c in added})
-            self.clip_positions.update({c.id: c.position for c in added})
+            positions = range(start, start + len(added))
+            self.clip_index.update(zip(columns.external_ids, positions, strict=True))
+            self.clip_positions.update(zip(ids, positions, strict=True))
             self._exhausted = self._spent = False
             self._version += 1
             return added

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from api import snapshots
@@ -66,23 +67,38 @@ class EngineStopped(RuntimeError):
 @dataclass(frozen=True)
 class ClipBatch:
     """A batch of clips for `Campaign.add_clips`: scores aligned with the criteria (None when
-    the campaign has none), and each clip's context and group."""
+    the campaign has none; rows with None, or an array with NaN, where a score is missing),
+    and each clip's context and group."""
 
-    scores: list[list[float | None]] | None
+    scores: list[list[float | None]] | np.ndarray | None
     contexts: list[str | None]
     groups: list[str | None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Board:
-    """The leaderboard as plain lists (by engine position), and the expected Kendall tau."""
+    """The leaderboard as arrays by engine position (float64; rank int64, 1 = best), the
+    positions best first (`order`), and the expected Kendall tau. Arrays, not lists: a
+    million clips cross the process boundary as five buffers."""
 
-    mean: list[float]
-    sd: list[float]
-    lower: list[float]
-    upper: list[float]
-    rank: list[int]
+    mean: np.ndarray
+    sd: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    rank: np.ndarray
+    order: np.ndarray
     tau: float | None
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every array holds the same numbers and the tau is the same."""
+        if not isinstance(other, Board):
+            return NotImplemented
+        fields = ("mean", "sd", "lower", "upper", "rank", "order")
+        return self.tau == other.tau and all(
+            np.array_equal(getattr(self, name), getattr(other, name)) for name in fields
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # arrays: not hashable, as a list-valued board
 
 
 RaterStats = dict[int, tuple[float, float, float | None, bool]]
@@ -146,8 +162,11 @@ class CampaignEngine:
                 self.campaign.observe(step)
 
     def add_clips(self, batch: ClipBatch) -> None:
+        scores = batch.scores
+        if isinstance(scores, np.ndarray):
+            scores = torch.from_numpy(scores)
         self.campaign.add_clips(
-            batch.scores, count=len(batch.contexts), contexts=batch.contexts, groups=batch.groups
+            scores, count=len(batch.contexts), contexts=batch.contexts, groups=batch.groups
         )
 
     def hold(self, tasks: Sequence[Task]) -> None:
@@ -259,12 +278,18 @@ class CampaignEngine:
 
     def leaderboard(self, level: float) -> Board:
         board = self.campaign.leaderboard(level)
+
+        def array(values: torch.Tensor) -> np.ndarray:
+            return values.detach().to("cpu", torch.float64).numpy()
+
+        rank = board.rank.detach().cpu().numpy().astype(np.int64)
         return Board(
-            board.mean.tolist(),
-            board.sd.tolist(),
-            board.lower.tolist(),
-            board.upper.tolist(),
-            board.rank.tolist(),
+            array(board.mean),
+            array(board.sd),
+            array(board.lower),
+            array(board.upper),
+            rank,
+            np.argsort(rank, kind="stable"),
             self._tau(),
         )
 

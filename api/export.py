@@ -1,4 +1,4 @@
-"""Exports of a campaign's judgments: every answer, and preference pairs for reward models.
+"""Exports of a campaign: every answer, preference pairs for reward models, the leaderboard.
 
 `judgments` rows carry who answered what about which clips as shown (left, right), plus the
 preference pair they imply (`prompt`, `chosen`, `rejected`: external ids; prompt is the clips'
@@ -6,7 +6,9 @@ shared group), and `gold`: an answer to a gold question (engine.gold), which tes
 and moved no clip. `preferences` keeps only the rows with a winner that are not gold, as
 reward-model training data. `clips` lists every clip once with its status (and when it was
 withheld). Each clip carries its status now (`active`, `retired`, `withheld:threshold` or
-`withheld:reports`), so a consumer can leave out what the operator took out.
+`withheld:reports`), so a consumer can leave out what the operator took out. `leaderboard`
+is every clip by posterior rank (one posterior: the leaderboard when the export began). Each
+is rendered batch by batch (`render_chunks`), so the service streams it.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, Literal
 
 from api.db import as_utc
 
 ExportFormat = Literal["csv", "jsonl"]
-ExportKind = Literal["judgments", "preferences", "clips"]
+ExportKind = Literal["judgments", "preferences", "clips", "leaderboard"]
 JUDGMENT_COLUMNS = (
     "judgment_id",
     "seq",
@@ -65,6 +67,26 @@ CLIP_COLUMNS = (
     "status",
     "withheld_at",
 )
+LEADERBOARD_COLUMNS = (
+    "rank",
+    "id",
+    "external_id",
+    "uri",
+    "group",
+    "context",
+    "mean",
+    "sd",
+    "lower",
+    "upper",
+    "labels",
+    "state",
+)
+COLUMNS = {
+    "judgments": JUDGMENT_COLUMNS,
+    "preferences": PREFERENCE_COLUMNS,
+    "clips": CLIP_COLUMNS,
+    "leaderboard": LEADERBOARD_COLUMNS,
+}
 # Litestar adds "; charset=utf-8" to text types itself
 MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
 
@@ -87,23 +109,34 @@ def with_preference(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render(rows: Iterable[dict[str, Any]], kind: ExportKind, fmt: ExportFormat) -> str:
-    """The export as CSV (with a header) or JSON lines."""
-    if kind == "clips":
-        full = [{**row, "withheld_at": _iso_or_none(row["withheld_at"])} for row in rows]
-        columns = CLIP_COLUMNS
-    else:
-        full = [with_preference(row) for row in rows]
-        if kind == "preferences":
-            full = [row for row in full if row["chosen"] is not None and not row.get("gold")]
-        columns = JUDGMENT_COLUMNS if kind == "judgments" else PREFERENCE_COLUMNS
-    if fmt == "jsonl":
-        return "".join(json.dumps({c: row[c] for c in columns}) + "\n" for row in full)
+def render_chunks(
+    batches: Iterable[list[dict[str, Any]]], kind: ExportKind, fmt: ExportFormat
+) -> Iterator[str]:
+    """The export as CSV (a header first, also when there is no row) or JSON lines, one
+    chunk of text per batch of rows (judgment rows as `store.export_rows` reads them, clip
+    rows as `store.export_clips`, leaderboard rows with `LEADERBOARD_COLUMNS`)."""
+    columns = COLUMNS[kind]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(full)
-    return buffer.getvalue()
+    if fmt == "csv":
+        writer.writeheader()
+        yield buffer.getvalue()
+    for batch in batches:
+        if kind == "leaderboard":
+            rows = batch
+        elif kind == "clips":
+            rows = [{**row, "withheld_at": _iso_or_none(row["withheld_at"])} for row in batch]
+        else:
+            rows = [with_preference(row) for row in batch]
+        if kind == "preferences":
+            rows = [row for row in rows if row["chosen"] is not None and not row.get("gold")]
+        if fmt == "jsonl":
+            yield "".join(json.dumps({c: row[c] for c in columns}) + "\n" for row in rows)
+            continue
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerows(rows)
+        yield buffer.getvalue()
 
 
 def _iso(moment: datetime) -> str:
@@ -114,4 +147,12 @@ def _iso_or_none(moment: datetime | None) -> str | None:
     return None if moment is None else _iso(moment)
 
 
-__all__ = ["MEDIA_TYPES", "ExportFormat", "ExportKind", "render", "with_preference"]
+__all__ = [
+    "CLIP_COLUMNS",
+    "LEADERBOARD_COLUMNS",
+    "MEDIA_TYPES",
+    "ExportFormat",
+    "ExportKind",
+    "render_chunks",
+    "with_preference",
+]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ratingparty.api")
 FORWARDED = "x-ratingparty-forwarded"  # the process that forwarded this request
+STREAMED_PATH = "/clips/bulk"  # bulk uploads: forwarded as they arrive, never held whole
 # not passed on: they describe this hop's connection, not the request
 HOP_BY_HOP = {
     "connection",
@@ -60,8 +61,12 @@ async def _answer(send: Send, status: int, headers: list, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def route_to_owner(max_body_bytes: int) -> Callable[[ASGIApp], ASGIApp]:
-    """Litestar middleware: forward a campaign's requests to the process that owns it."""
+def route_to_owner(
+    max_body_bytes: int, max_streamed_bytes: int | None = None
+) -> Callable[[ASGIApp], ASGIApp]:
+    """Litestar middleware: forward a campaign's requests to the process that owns it. A bulk
+    clip upload is passed on as it arrives (up to `max_streamed_bytes`), other bodies whole
+    (up to `max_body_bytes`)."""
 
     def middleware(app: ASGIApp) -> ASGIApp:
         async def routed(scope: Scope, receive: Receive, send: Send) -> None:
@@ -84,8 +89,10 @@ def route_to_owner(max_body_bytes: int) -> Callable[[ASGIApp], ASGIApp]:
             ):
                 await app(scope, receive, send)
                 return
+            streamed = scope["path"].endswith(STREAMED_PATH)
+            limit = max_streamed_bytes if streamed and max_streamed_bytes else max_body_bytes
             status, out_headers, body = await _forward(
-                service, scope, receive, address, campaign_id, max_body_bytes
+                service, scope, receive, address, campaign_id, limit, streamed=streamed
             )
             await _answer(send, status, out_headers, body)
 
@@ -101,23 +108,32 @@ async def _forward(
     address: str,
     campaign_id: int,
     max_body_bytes: int,
+    *,
+    streamed: bool = False,
 ) -> tuple[int, list, bytes]:
-    """Send the request to `address`; its answer, or a 503 when it could not be reached."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            return 499, [], b""
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > max_body_bytes:
-            return _error(
-                413, f"the request body is larger than the service accepts ({max_body_bytes} bytes)"
-            )
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    """Send the request to `address`; its answer, or a 503 when it could not be reached.
+    A `streamed` body goes on chunk by chunk as it arrives, any other is read whole first."""
+    too_large = _error(
+        413, f"the request body is larger than the service accepts ({max_body_bytes} bytes)"
+    )
+    content: bytes | AsyncIterator[bytes]
+    if streamed:
+        content = _passed_on(receive, max_body_bytes)
+    else:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                return 499, [], b""
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > max_body_bytes:
+                return too_large
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        content = b"".join(chunks)
     headers = [
         (name, value)
         for name, value in scope["headers"]
@@ -128,8 +144,12 @@ async def _forward(
     url = address + scope["raw_path"].decode("latin-1") + ("?" + query.decode() if query else "")
     try:
         response = await service.forwarder().request(
-            scope["method"], url, headers=headers, content=b"".join(chunks)
+            scope["method"], url, headers=headers, content=content
         )
+    except _BodyTooLarge:
+        return too_large
+    except _ClientGone:
+        return 499, [], b""
     except httpx.HTTPError as error:
         left = service.forget_owner(campaign_id)
         log.warning("campaign %s: its owner at %s did not answer: %s", campaign_id, address, error)
@@ -148,4 +168,29 @@ async def _forward(
     return response.status_code, out, response.content
 
 
-__all__ = ["FORWARDED", "route_to_owner"]
+class _BodyTooLarge(Exception):
+    """A streamed body passed its limit while it was being forwarded."""
+
+
+class _ClientGone(Exception):
+    """The client went away while its streamed body was being forwarded."""
+
+
+async def _passed_on(receive: Receive, limit: int) -> AsyncIterator[bytes]:
+    """The request's body chunks as they arrive, for httpx to send on."""
+    size = 0
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+__all__ = ["FORWARDED", "STREAMED_PATH", "route_to_owner"]

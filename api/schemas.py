@@ -76,6 +76,9 @@ class CampaignCreate(_Input):
     safety_threshold: SafetyThreshold | None = None
     # a clip reported unsafe or broken by this many distinct raters is withheld
     report_limit: ReportLimit = 1
+    # how the engine keeps the posterior (engine.forms): "blocks" holds millions of clips
+    # (needs pair_scope "group" and one context per prompt), "dense" at most 20,000
+    structure: Literal["dense", "blocks", "factorised"] = "dense"
 
 
 class GoldPairIn(_Input):
@@ -192,6 +195,7 @@ class Campaign(Struct, kw_only=True):
     gold_rate: float = 0.0  # the share of a rater's tasks that are gold questions
     safety_threshold: float | None = None  # a "safety" score below it withholds a clip
     report_limit: int = 1  # distinct raters whose reports withhold a clip
+    structure: str = "dense"  # how the engine keeps the posterior (engine.forms)
 
 
 class SideBias(Struct, kw_only=True):
@@ -261,6 +265,13 @@ class JudgmentOut(Struct, kw_only=True):
     duplicate: bool
 
 
+class BulkClipsAdded(Struct, kw_only=True):
+    """`POST /v1/campaigns/{id}/clips/bulk`: clips added, and the campaign's clips now."""
+
+    added: int
+    n_clips: int
+
+
 class LeaderboardClip(Struct, kw_only=True):
     id: int
     external_id: str
@@ -283,7 +294,11 @@ class Leaderboard(Struct, kw_only=True):
     n_judgments: int
     level: float
     expected_kendall_tau: float | None
-    clips: list[LeaderboardClip]
+    clips: list[LeaderboardClip]  # this page, best first
+    total: int  # clips that match (the prompt's, or all), over every page
+    offset: int
+    limit: int
+    prompt: str | None
 
 
 class Weight(Struct, kw_only=True):
@@ -475,6 +490,7 @@ __all__ = [
     "NO_NUL",
     "Assignment",
     "AssignmentOut",
+    "BulkClipsAdded",
     "Campaign",
     "CampaignCreate",
     "CampaignList",

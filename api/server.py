@@ -5,8 +5,10 @@ that never finishes its request line and headers, or never finishes its body, st
 as long as the client likes (each holding a socket, a parser and the bytes sent so far). The
 protocol here gives every request a deadline for its headers (counted from the connection, or
 from the end of the previous response) and one for its body (counted from the end of its
-headers), and caps the bytes of a request's head. A request that misses a deadline gets a 408
-and the connection is closed; a connection with nothing sent at all is just closed.
+headers; for a bulk clip upload, from the last body bytes that arrived, so a large upload
+that keeps coming is never cut off), and caps the bytes of a request's head. A request that
+misses a deadline gets a 408 and the connection is closed; a connection with nothing sent at
+all is just closed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from api.settings import Settings
 
 MAX_HEAD_BYTES = 65_536  # request line and headers; ours are well under 8 kB
+STREAMED_SUFFIX = b"/clips/bulk"  # the path whose body deadline is one of no progress
 
 
 def _plain_response(status: str, detail: str) -> bytes:
@@ -48,6 +51,7 @@ class DeadlineProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         self._reading_head = True
+        self._streamed = False  # the request is a bulk upload (its body deadline restarts)
 
     # the connection ---------------------------------------------------------------------------
 
@@ -76,7 +80,16 @@ class DeadlineProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_head = False
         super().on_headers_complete()
+        # a bulk upload may take longer than any fixed deadline to send and check: its
+        # deadline counts from the last bytes that arrived instead (see on_body)
+        self._streamed = self.url.split(b"?", 1)[0].endswith(STREAMED_SUFFIX)
         self._arm(self.body_timeout_s, self._body_late)
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        cycle = self.cycle
+        if self._streamed and cycle is not None and not cycle.response_started:
+            self._arm(self.body_timeout_s, self._body_late)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -10,23 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from functools import partial
 from typing import Any
 
 import httpx
 import msgspec
+import numpy as np
 from anyio import to_thread
 from msgspec import UNSET
 from sqlalchemy import Connection, Engine, text
 
 from api import schemas, store
 from api.auth import hash_token, new_token
+from api.bulk import BulkFormat, ClipReader
 from api.campaigns import (
     ACTIVE,
     CLOSED,
@@ -38,6 +41,7 @@ from api.campaigns import (
     NewClip,
     RaterState,
     Report,
+    build_config,
     emoji_thresholds,
     engine_config,
     scale_levels,
@@ -46,6 +50,7 @@ from api.campaigns import (
     with_gold,
 )
 from api.db import MAX_ROW_ID, as_utc
+from api.engine_host import Board
 from api.errors import (
     BadRequest,
     Conflict,
@@ -55,7 +60,7 @@ from api.errors import (
     Unauthorized,
     Unavailable,
 )
-from api.export import ExportFormat, ExportKind, render
+from api.export import ExportFormat, ExportKind, render_chunks
 from api.imports import parse
 from api.metrics import Metrics
 from api.ownership import Claim, Leases, worker_id
@@ -72,6 +77,8 @@ LOADING_RETRY_S = 1  # Retry-After of a request that met its campaign loading
 MAX_IMPORT_RECORDS = 200_000  # judgments in one import (one transaction)
 MAX_ABS_SCORE = 1e12  # larger raw scores would overflow the per-campaign standardisation
 DEFAULT_LEVEL = 0.9
+DEFAULT_PAGE = 1_000  # leaderboard rows per page unless asked otherwise
+MAX_PAGE = 10_000  # most leaderboard rows in one page
 # the widest credible level served: its bounds (about 4.9 sd either side) are finite numbers,
 # where a level a rounding step from 1 would put them at infinity
 MAX_LEVEL = 0.999_999
@@ -118,6 +125,7 @@ class Service:
         )
         # campaigns another process owns, as last read: campaign -> its claim
         self._owners: dict[int, Claim] = {}
+        self._prompts: dict[int, PromptIndex] = {}  # campaign -> its clips by prompt
         self._renewing: asyncio.Task[None] | None = None
         self._forwarder: httpx.AsyncClient | None = None
 
@@ -273,6 +281,8 @@ class Service:
         if body.targets is not None:
             values["engine_config"]["targets"] = _targets(body.targets)
         values["engine_config"] = with_gold(values["engine_config"], body.gold_rate)
+        values["engine_config"]["structure"] = body.structure
+        _check_config(values["engine_config"], BadRequest)
         record = await self.writer.run(store.insert_campaign(values))
         return _campaign_view(record, (0, 0, 0))
 
@@ -376,6 +386,7 @@ class Service:
         if scale_changes:
             config["emoji_thresholds"] = emoji_thresholds(new_levels)
         values["engine_config"] = config
+        _check_config(config, Conflict)
         old_levels = scale_levels(record.engine_config)
 
         def check(connection: Connection) -> None:
@@ -514,6 +525,37 @@ class Service:
             added=len(added),
             clips=[schemas.ClipRef(id=c.id, external_id=c.external_id) for c in added],
         )
+
+    async def add_clips_bulk(
+        self, campaign_id: int, fmt: BulkFormat, chunks: AsyncIterator[bytes]
+    ) -> schemas.BulkClipsAdded:
+        """Read a streamed clip upload (JSON lines or CSV) chunk by chunk, then add it as one
+        batch: all or nothing.
+
+        Raises:
+            BadRequest: a bad row (named by its line), or no rows.
+            PayloadTooLarge: more than `max_bulk_clips` clips.
+            Conflict: an external id exists already (from the runtime).
+        """
+        runtime = await self.runtime(campaign_id)
+        reader = ClipReader(fmt, runtime.record.criteria, self.settings.max_bulk_clips)
+        body = _at_most(chunks, self.settings.max_bulk_bytes)
+        with _no_cyclic_gc():
+            try:
+                async for chunk in body:
+                    reader.feed(chunk)
+                    if reader.failed:
+                        break
+                columns = reader.finish()
+            except (BadRequest, PayloadTooLarge):
+                # the client may still be sending: read the rest (up to the byte limit) and
+                # drop it, so that it reads this answer instead of a reset connection
+                with contextlib.suppress(PayloadTooLarge):
+                    async for _ in body:
+                        pass
+                raise
+            await runtime.add_clips(columns)
+        return schemas.BulkClipsAdded(added=len(columns), n_clips=len(runtime.clips))
 
     async def register_rater(self, campaign_id: int, body: schemas.RaterIn) -> schemas.RaterCreated:
         """A new rater of the campaign and their token (shown only here)."""
@@ -816,41 +858,46 @@ class Service:
 
     # reads ------------------------------------------------------------------------------------
 
-    async def leaderboard(self, campaign_id: int, level: float) -> schemas.Leaderboard:
-        """Clips by posterior rank with credible intervals and label counts."""
+    async def leaderboard(
+        self,
+        campaign_id: int,
+        level: float,
+        limit: int = DEFAULT_PAGE,
+        offset: int = 0,
+        prompt: str | None = None,
+    ) -> schemas.Leaderboard:
+        """One page of the clips by posterior rank (best first; `prompt`: only that prompt's
+        clips), with credible intervals and label counts, and how many clips match in all.
+
+        Raises:
+            BadRequest: a level, limit or offset out of range.
+        """
         _check_level(level)
+        if not 1 <= limit <= MAX_PAGE or not 0 <= offset <= MAX_ROW_ID:
+            raise BadRequest(
+                detail=f"limit must be in 1..{MAX_PAGE} and offset in 0..{MAX_ROW_ID}, "
+                f"got limit={limit}, offset={offset}"
+            )
         runtime = await self.runtime(campaign_id)
         board = await runtime.leaderboard(level)
-        clips = runtime.clips
-        rows = [
-            schemas.LeaderboardClip(
-                id=clips[i].id,
-                external_id=clips[i].external_id,
-                uri=clips[i].uri,
-                group=clips[i].group,
-                context=clips[i].context,
-                mean=mean,
-                sd=sd,
-                lower=lower,
-                upper=upper,
-                rank=rank,
-                labels=clips[i].labels,
-                state="withdrawn"
-                if clips[i].offered and i in runtime.withdrawn_clips
-                else clips[i].status,
-            )
-            for i, (mean, sd, lower, upper, rank) in enumerate(
-                zip(board.mean, board.sd, board.lower, board.upper, board.rank, strict=True)
-            )
-            if i < len(clips)
-        ]
-        rows.sort(key=lambda row: row.rank)
+        order = board.order[board.order < len(runtime.clips)]
+        if prompt is not None:
+            index = self._prompts.get(campaign_id)
+            if index is None or index.runtime is not runtime:  # a reload starts a new one
+                index = self._prompts[campaign_id] = PromptIndex(runtime)
+            members = index.positions(prompt)
+            order = members[np.argsort(board.rank[members], kind="stable")]
+        page = order[offset : offset + limit].tolist()
         return schemas.Leaderboard(
             campaign_id=campaign_id,
             n_judgments=runtime.n_labels,
             level=level,
             expected_kendall_tau=board.tau,
-            clips=rows,
+            clips=[_board_row(runtime, board, i) for i in page],
+            total=len(order),
+            offset=offset,
+            limit=limit,
+            prompt=prompt,
         )
 
     async def weights(self, campaign_id: int, level: float) -> schemas.Weights:
@@ -930,13 +977,32 @@ class Service:
             reason=status["reason"],
         )
 
-    async def export(self, campaign_id: int, kind: ExportKind, fmt: ExportFormat) -> str:
-        """All judgments (or the preference pairs, or every clip with its status) as CSV or
-        JSON lines."""
-        await self.runtime(campaign_id)
-        read = store.export_clips if kind == "clips" else store.export_rows
-        rows = await to_thread.run_sync(read, self.engine, campaign_id)
-        return render(rows, kind, fmt)
+    async def export(
+        self, campaign_id: int, kind: ExportKind, fmt: ExportFormat, level: float = DEFAULT_LEVEL
+    ) -> Iterator[str]:
+        """All judgments, the preference pairs, every clip with its status, or the leaderboard
+        (every clip by rank at `level`), as CSV or JSON lines: chunks of text to stream, read
+        batch by batch (from the database, or from the one leaderboard read when the export
+        began)."""
+        _check_level(level)
+        runtime = await self.runtime(campaign_id)
+        if kind == "clips":
+            clips = await to_thread.run_sync(store.export_clips, self.engine, campaign_id)
+            return render_chunks([clips], kind, fmt)
+        if kind != "leaderboard":
+            batches = store.export_rows(self.engine, campaign_id, store.EXPORT_BATCH)
+            return render_chunks(batches, kind, fmt)
+        board = await runtime.leaderboard(level)
+        order = board.order[board.order < len(runtime.clips)]
+
+        def batches() -> Iterator[list[dict[str, Any]]]:
+            for start in range(0, len(order), store.EXPORT_BATCH):
+                yield [
+                    msgspec.structs.asdict(_board_row(runtime, board, position))
+                    for position in order[start : start + store.EXPORT_BATCH].tolist()
+                ]
+
+        return render_chunks(batches(), kind, fmt)
 
 
 # views and validation -----------------------------------------------------------------------
@@ -955,6 +1021,79 @@ def _targets(body: schemas.TargetsIn) -> dict[str, float]:
     except ValueError as error:
         raise BadRequest(detail=f"targets: {error}") from None
     return values
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector off for the block (back on after, if it was on). An
+    upload makes millions of objects that hold no cycle (rows, strings, floats, clip
+    states); the collector's passes over them, each one walking every object alive, cost
+    more than the upload's own work. Reference counting still frees everything meanwhile."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+async def _at_most(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """`chunks`, ending in a 413 once they hold more than `limit` bytes."""
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                detail=f"the upload is larger than the service accepts ({limit} bytes at most)"
+            )
+        yield chunk
+
+
+def _check_config(stored: dict[str, Any], error: type[BadRequest] | type[Conflict]) -> None:
+    """Raise `error` with the engine's reason when it refuses a stored `engine_config` (a
+    combination such as structure "blocks" with pair_scope "any")."""
+    try:
+        build_config(stored)
+    except ValueError as refused:
+        raise error(detail=f"the engine refuses these settings: {refused}") from None
+
+
+class PromptIndex:
+    """Each prompt's clip positions, extended as clips are added (a clip's prompt never
+    changes, and clips are only appended)."""
+
+    def __init__(self, runtime: CampaignRuntime) -> None:
+        self.runtime = runtime
+        self._indexed = 0
+        self._members: dict[str | None, list[int]] = {}
+
+    def positions(self, prompt: str) -> np.ndarray:
+        """The positions of `prompt`'s clips, in the order they were added."""
+        clips = self.runtime.clips
+        for clip in clips[self._indexed :]:
+            self._members.setdefault(clip.group, []).append(clip.position)
+        self._indexed = len(clips)
+        return np.asarray(self._members.get(prompt, ()), dtype=np.int64)
+
+
+def _board_row(runtime: CampaignRuntime, board: Board, position: int) -> schemas.LeaderboardClip:
+    clip = runtime.clips[position]
+    state = "withdrawn" if clip.offered and position in runtime.withdrawn_clips else clip.status
+    return schemas.LeaderboardClip(
+        id=clip.id,
+        external_id=clip.external_id,
+        uri=clip.uri,
+        group=clip.group,
+        context=clip.context,
+        mean=float(board.mean[position]),
+        sd=float(board.sd[position]),
+        lower=float(board.lower[position]),
+        upper=float(board.upper[position]),
+        rank=int(board.rank[position]),
+        labels=clip.labels,
+        state=state,
+    )
 
 
 def _finite(value: float) -> float | None:
@@ -993,6 +1132,7 @@ def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> sche
         gold_rate=float(record.engine_config.get("gold_rate", 0.0)),
         safety_threshold=record.safety_threshold,
         report_limit=record.report_limit,
+        structure=record.engine_config.get("structure", "dense"),
     )
 
 

@@ -27,6 +27,8 @@ class Settings:
         admin_key: the bearer key for campaign management, reads and export.
         max_body_bytes: largest request body accepted (413 beyond).
         max_clips_per_request: largest clip batch in one POST (413 beyond).
+        max_bulk_bytes: largest streamed bulk upload of clips (413 beyond).
+        max_bulk_clips: most clips in one bulk upload (413 beyond).
         max_open_assignments: assignments one rater may hold open at once (429 beyond).
         queue_min: tasks the campaign keeps chosen ahead even when nobody waits.
         queue_max: most tasks chosen ahead (each is pending in the engine while queued).
@@ -73,6 +75,8 @@ class Settings:
     admin_key: str = ""
     max_body_bytes: int = 5_000_000
     max_clips_per_request: int = 5_000
+    max_bulk_bytes: int = 2_000_000_000
+    max_bulk_clips: int = 2_000_000
     max_open_assignments: int = 8
     queue_min: int = 2
     queue_max: int = 64
@@ -104,7 +108,13 @@ class Settings:
             )
         if not 1 <= self.queue_min <= self.queue_max:
             raise ValueError("need 1 <= queue_min <= queue_max")
-        positive = ("max_body_bytes", "max_clips_per_request", "max_open_assignments")
+        positive = (
+            "max_body_bytes",
+            "max_clips_per_request",
+            "max_bulk_bytes",
+            "max_bulk_clips",
+            "max_open_assignments",
+        )
         for name in (*positive, "max_apply_batch", "refill_batch", "apply_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -132,6 +142,8 @@ class Settings:
         for name, cast in (
             ("max_body_bytes", int),
             ("max_clips_per_request", int),
+            ("max_bulk_bytes", int),
+            ("max_bulk_clips", int),
             ("max_open_assignments", int),
             ("queue_min", int),
             ("queue_max", int),

@@ -9,16 +9,19 @@ what SQLite itself spends on a one-row INSERT.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql.dml import UpdateBase
 
+from api.bulk import ClipColumns
 from api.db import (
     AssignmentRow,
     CampaignRow,
@@ -35,6 +38,22 @@ from api.db import (
 
 campaign_table = CampaignRow.__table__  # type: ignore[attr-defined]
 clip_table = ClipRow.__table__  # type: ignore[attr-defined]
+_CLIP_COLUMNS = (
+    "campaign_id",
+    "position",
+    "external_id",
+    "uri",
+    "prompt_group",
+    "context",
+    "scores",
+    "batch",
+    "after_seq",
+    "created_at",
+    "withheld",
+    "withheld_at",
+)
+_SCORES = msgspec.json.Encoder()
+EXPORT_BATCH = 2_000  # judgments read (and sent) at a time by an export
 rater_table = RaterRow.__table__  # type: ignore[attr-defined]
 assignment_table = AssignmentRow.__table__  # type: ignore[attr-defined]
 judgment_table = JudgmentRow.__table__  # type: ignore[attr-defined]
@@ -317,24 +336,81 @@ def insert_campaign(values: dict[str, Any]) -> Callable[[Connection], CampaignRe
     return op
 
 
-def insert_clips(
-    campaign_id: int, clips: Sequence[dict[str, Any]]
+def insert_clip_columns(
+    campaign_id: int,
+    columns: ClipColumns,
+    start: int,
+    batch: int,
+    after_seq: int,
+    withheld: Sequence[str | None] | None = None,
 ) -> Callable[[Connection], list[int]]:
-    """Op: insert a clip batch; returns the new row ids in the given order."""
+    """Op: insert a clip batch given by column at positions `start`...; returns the new row
+    ids in the given order. `withheld`: each clip's reason to be withheld from its arrival
+    (None: none), when any is.
+
+    One statement for the whole batch: PostgreSQL's COPY, SQLite's executemany (the SQLite
+    module's C loop), since row-by-row inserts through SQLAlchemy cost more than everything
+    else of a bulk upload. The ids are read back by position in the same transaction.
+    """
 
     def op(connection: Connection) -> list[int]:
-        now = utcnow()
-        rows = [
-            {
-                **clip,
-                "campaign_id": campaign_id,
-                "scores": json.dumps(clip["scores"]),
-                "created_at": now,
-            }
-            for clip in clips
-        ]
-        statement = insert(clip_table).returning(clip_table.c.id, sort_by_parameter_order=True)
-        return [int(i) for i in connection.execute(statement, rows).scalars()]
+        n_clips = len(columns)
+        # missing scores are NaN in the columns and null in the stored JSON, as msgspec writes
+        scores = _SCORES.encode_lines(columns.scores.tolist()).decode().split("\n")[:-1]
+        created: Any = utcnow()
+        names = _CLIP_COLUMNS
+        postgres = connection.dialect.name == "postgresql"
+        if not postgres:  # SQLite stores SQLAlchemy's text of the time: made once, not per row
+            column_type = clip_table.c.created_at.type.dialect_impl(connection.dialect)
+            stamp = column_type.bind_processor(connection.dialect)
+            created = stamp(created) if stamp else created
+        values = zip(
+            itertools.repeat(campaign_id),
+            range(start, start + n_clips),
+            columns.external_ids,
+            columns.uris,
+            columns.groups,
+            columns.contexts,
+            scores,
+            itertools.repeat(batch),
+            itertools.repeat(after_seq),
+            itertools.repeat(created),
+            itertools.repeat(None) if withheld is None else withheld,
+            itertools.repeat(None)
+            if withheld is None
+            else (None if reason is None else created for reason in withheld),
+            strict=False,  # the repeats are endless; the columns have n_clips entries each
+        )
+        # the driver's own connection, in this transaction: SQLAlchemy's executemany costs
+        # as much per row again as the insert
+        raw: Any = connection.connection.driver_connection
+        if postgres:
+            with (
+                raw.cursor() as cursor,
+                cursor.copy(f"COPY clip ({', '.join(names)}) FROM STDIN") as copy,
+            ):
+                for row in values:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" * len(names))
+            cursor = raw.cursor()
+            try:
+                cursor.executemany(
+                    f"INSERT INTO clip ({', '.join(names)}) VALUES ({marks})", values
+                )
+            finally:
+                cursor.close()
+        marker = "%s" if postgres else "?"
+        cursor = raw.cursor()
+        try:
+            cursor.execute(
+                f"SELECT id FROM clip WHERE campaign_id = {marker} AND position >= {marker} "
+                "ORDER BY position",
+                (campaign_id, start),
+            )
+            return [row[0] for row in cursor.fetchall()]
+        finally:
+            cursor.close()
 
     return op
 
@@ -955,67 +1031,98 @@ def export_clips(engine: Engine, campaign_id: int) -> list[dict[str, Any]]:
         ]
 
 
-def export_rows(engine: Engine, campaign_id: int) -> list[dict[str, Any]]:
+def export_rows(
+    engine: Engine, campaign_id: int, batch_size: int = EXPORT_BATCH
+) -> Iterator[list[dict[str, Any]]]:
     """Every judgment of the campaign in commit order, with its rater and the clips as shown
-    (left and right; right is None for an emoji rating)."""
-    with engine.connect() as connection:
-        clips = {
-            row["position"]: row
-            for row in connection.execute(
-                select(
-                    clip_table.c.position,
-                    clip_table.c.external_id,
-                    clip_table.c.uri,
-                    clip_table.c.prompt_group,
-                    clip_table.c.retired,
-                    clip_table.c.withheld,
-                ).where(clip_table.c.campaign_id == campaign_id)
-            ).mappings()
-        }
-        names = {
-            rater_id: name
-            for rater_id, name in connection.execute(
-                select(rater_table.c.id, rater_table.c.name).where(
-                    rater_table.c.campaign_id == campaign_id
-                )
-            )
-        }
-        query = (
-            select(judgment_table, assignment_table.c.swapped)
-            .join(assignment_table, assignment_table.c.id == judgment_table.c.assignment_id)
-            .where(judgment_table.c.campaign_id == campaign_id)
-            .order_by(judgment_table.c.id)
+    (left and right; right is None for an emoji rating) and their status (`clip_status`), in
+    batches of `batch_size` read from one cursor: an export of millions of labels never
+    holds them all (nor the campaign's clips: each row joins its two)."""
+    clip_aliases = {
+        "first": clip_table.alias("first_clip"),
+        "second": clip_table.alias("second_clip"),
+    }
+    fields = ("external_id", "uri", "prompt_group", "retired", "withheld")
+
+    def joined(alias: Any, position: Any) -> Any:
+        return (alias.c.campaign_id == judgment_table.c.campaign_id) & (
+            alias.c.position == position
         )
-        rows = []
-        for row in connection.execute(query).mappings():
-            first, second = row["first"], row["second"]
-            left, right = (second, first) if row["swapped"] else (first, second)
-            shown_right = clips[right] if right >= 0 else None
-            rows.append(
-                {
-                    "judgment_id": row["id"],
-                    "seq": row["seq"],
-                    "assignment_id": row["assignment_id"],
-                    "rater_id": row["rater_id"],
-                    "rater_name": names.get(row["rater_id"]),
-                    "kind": "pair" if right >= 0 else "rating",
-                    "left_external_id": clips[left]["external_id"],
-                    "left_uri": clips[left]["uri"],
-                    "left_group": clips[left]["prompt_group"],
-                    "left_status": clip_status(clips[left]),
-                    "right_external_id": None
-                    if shown_right is None
-                    else shown_right["external_id"],
-                    "right_uri": None if shown_right is None else shown_right["uri"],
-                    "right_group": None if shown_right is None else shown_right["prompt_group"],
-                    "right_status": None if shown_right is None else clip_status(shown_right),
-                    "choice": row["choice"],
-                    "level": row["level"],
-                    "gold": row["gold"] is not None,
-                    "created_at": row["created_at"],
+
+    query = (
+        select(
+            judgment_table.c.id,
+            judgment_table.c.seq,
+            judgment_table.c.assignment_id,
+            judgment_table.c.rater_id,
+            rater_table.c.name,
+            judgment_table.c.first,
+            judgment_table.c.second,
+            judgment_table.c.choice,
+            judgment_table.c.level,
+            judgment_table.c.gold,
+            judgment_table.c.created_at,
+            assignment_table.c.swapped,
+            *(
+                alias.c[name].label(f"{side}_{name}")
+                for side, alias in clip_aliases.items()
+                for name in fields
+            ),
+        )
+        .join(assignment_table, assignment_table.c.id == judgment_table.c.assignment_id)
+        .join(rater_table, rater_table.c.id == judgment_table.c.rater_id, isouter=True)
+        .join(clip_aliases["first"], joined(clip_aliases["first"], judgment_table.c.first))
+        .join(
+            clip_aliases["second"],
+            joined(clip_aliases["second"], judgment_table.c.second),
+            isouter=True,
+        )
+        .where(judgment_table.c.campaign_id == campaign_id)
+        .order_by(judgment_table.c.id)
+    )
+    with engine.connect() as connection:
+        result = connection.execution_options(stream_results=True, yield_per=batch_size).execute(
+            query
+        )
+        for part in result.partitions():
+            rows = []
+            for row in part:
+                values = row._mapping
+                clips = {
+                    side: None
+                    if side == "second" and row.second < 0
+                    else {name: values[f"{side}_{name}"] for name in fields}
+                    for side in clip_aliases
                 }
-            )
-        return rows
+                left, right = (
+                    (clips["second"], clips["first"])
+                    if row.swapped
+                    else (clips["first"], clips["second"])
+                )
+                assert left is not None
+                rows.append(
+                    {
+                        "judgment_id": row.id,
+                        "seq": row.seq,
+                        "assignment_id": row.assignment_id,
+                        "rater_id": row.rater_id,
+                        "rater_name": row.name,
+                        "kind": "pair" if row.second >= 0 else "rating",
+                        "left_external_id": left["external_id"],
+                        "left_uri": left["uri"],
+                        "left_group": left["prompt_group"],
+                        "left_status": clip_status(left),
+                        "right_external_id": None if right is None else right["external_id"],
+                        "right_uri": None if right is None else right["uri"],
+                        "right_group": None if right is None else right["prompt_group"],
+                        "right_status": None if right is None else clip_status(right),
+                        "choice": row.choice,
+                        "level": row.level,
+                        "gold": row.gold is not None,
+                        "created_at": row.created_at,
+                    }
+                )
+            yield rows
 
 
 __all__ = [
@@ -1038,7 +1145,6 @@ __all__ = [
     "get_campaign",
     "insert_assignment",
     "insert_campaign",
-    "insert_clips",
     "insert_import",
     "insert_judgment",
     "insert_progress",

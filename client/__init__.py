@@ -32,6 +32,7 @@ from client.errors import (
 from client.models import (
     Assignment,
     AssignmentOut,
+    BulkClipsAdded,
     Campaign,
     Clip,
     ClipRef,
@@ -67,6 +68,7 @@ __all__ = [
     "AssignmentOut",
     "AsyncClient",
     "BadRequest",
+    "BulkClipsAdded",
     "Campaign",
     "Client",
     "Clip",

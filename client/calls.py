@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ from client.errors import BY_STATUS, ServiceError
 
 T = TypeVar("T")
 Credential = Literal["admin", "rater", "either", "none"]
-ExportKind = Literal["judgments", "preferences", "clips"]
+ExportKind = Literal["judgments", "preferences", "clips", "leaderboard"]
+BulkFormat = Literal["jsonl", "csv"]
 ExportFormat = Literal["csv", "jsonl"]
 Choice = Literal["left", "right", "tie", "skip"]
 StateAction = Literal["pause", "resume", "close", "reopen"]
@@ -113,6 +115,8 @@ class Call(Generic[T]):
         params: query parameters.
         retry: when sending it again is safe.
         text: the answer is text (an export), not JSON.
+        content: a raw body instead of JSON: bytes, or an iterable of bytes sent as it is
+            read (a bulk upload).
     """
 
     method: str
@@ -123,6 +127,7 @@ class Call(Generic[T]):
     params: Mapping[str, str | float] | None = None
     retry: Retry = IDEMPOTENT
     text: bool = False
+    content: Any = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,7 @@ def build_request(
         call.method,
         call.path,
         json=call.body,
+        content=call.content,
         params=dict(call.params) if call.params else None,
         headers=credentials.header(call.credential),
     )
@@ -240,6 +246,26 @@ def batches(clips: Iterable[ClipLike], size: int) -> Iterator[list[dict[str, Any
         yield batch
 
 
+def clip_lines(clips: Iterable[ClipLike], rows_per_chunk: int = 1000) -> Iterator[bytes]:
+    """Clips as JSON lines, `rows_per_chunk` lines a chunk, read lazily from `clips`."""
+    encoder = msgspec.json.Encoder()
+    chunk: list[dict[str, Any]] = []
+    for clip in clips:
+        chunk.append(clip_body(clip))
+        if len(chunk) == rows_per_chunk:
+            yield encoder.encode_lines(chunk)
+            chunk = []
+    if chunk:
+        yield encoder.encode_lines(chunk)
+
+
+def file_chunks(path: str | os.PathLike[str], size: int = 1 << 20) -> Iterator[bytes]:
+    """A file's bytes, `size` at a time."""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(size):
+            yield chunk
+
+
 def merge(parts: Iterable[models.ClipsAdded]) -> models.ClipsAdded:
     """The clips added by several batches, as one result."""
     refs = [ref for part in parts for ref in part.clips]
@@ -265,6 +291,7 @@ def create_campaign(
     gold_rate: float = 0.0,
     safety_threshold: float | None = None,
     report_limit: int = 1,
+    structure: str | None = None,
 ) -> Call[models.Campaign]:
     body: dict[str, Any] = {
         "name": name,
@@ -275,6 +302,8 @@ def create_campaign(
         "lease_seconds": lease_seconds,
         "report_limit": report_limit,
     }
+    if structure is not None:
+        body["structure"] = structure
     if targets is not None:
         body["targets"] = dict(targets)
     if gold_rate:
@@ -302,6 +331,20 @@ def add_clips(campaign_id: int, clips: list[dict[str, Any]]) -> Call[models.Clip
         _as(models.ClipsAdded),
         {"clips": clips},
         retry=UNSENT_ONLY,
+    )
+
+
+def upload_clips(campaign_id: int, content: Any, fmt: BulkFormat) -> Call[models.BulkClipsAdded]:
+    # a body read from an iterable cannot be sent twice: retried only when the connection
+    # never opened, before a byte of it was read
+    return Call(
+        "POST",
+        f"/v1/campaigns/{campaign_id}/clips/bulk",
+        "admin",
+        _as(models.BulkClipsAdded),
+        params={"format": fmt},
+        retry=UNSENT_ONLY,
+        content=content,
     )
 
 
@@ -356,13 +399,26 @@ def report_clip(assignment_id: int, clip_id: int) -> Call[models.ReportOut]:
     )
 
 
-def leaderboard(campaign_id: int, level: float) -> Call[models.Leaderboard]:
+def leaderboard(
+    campaign_id: int,
+    level: float,
+    limit: int | None = None,
+    offset: int = 0,
+    prompt: str | None = None,
+) -> Call[models.Leaderboard]:
+    params: dict[str, str | float] = {"level": level}
+    if limit is not None:
+        params["limit"] = limit
+    if offset:
+        params["offset"] = offset
+    if prompt is not None:
+        params["prompt"] = prompt
     return Call(
         "GET",
         f"/v1/campaigns/{campaign_id}/leaderboard",
         "either",
         _as(models.Leaderboard),
-        params={"level": level},
+        params=params,
     )
 
 
@@ -469,7 +525,9 @@ __all__ = [
     "batches",
     "build_request",
     "clip_body",
+    "clip_lines",
     "error_of",
+    "file_chunks",
     "merge",
     "result",
     "retry_delay",

@@ -8,8 +8,9 @@ carrying the service's status and message.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from importlib import metadata
 from typing import Any, Literal, TypeVar
 
@@ -17,6 +18,7 @@ import httpx
 
 from client import calls, models
 from client.calls import (
+    BulkFormat,
     Call,
     Choice,
     ClipLike,
@@ -31,6 +33,7 @@ from client.errors import Unreachable
 T = TypeVar("T")
 DEFAULT_LEVEL = 0.9
 DEFAULT_BATCH = 1000  # clips per request when streaming; the service takes up to 5,000
+DEFAULT_PAGE = 1000  # leaderboard rows per page when iterating (the service allows 10,000)
 
 
 def _user_agent() -> str:
@@ -137,11 +140,13 @@ class Client:
         gold_rate: float = 0.0,
         safety_threshold: float | None = None,
         report_limit: int = 1,
+        structure: str | None = None,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
         `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done; a clip
         whose "safety" score is below `safety_threshold`, or that `report_limit` raters
-        reported, is withheld."""
+        reported, is withheld; `structure="blocks"` (with pair_scope "group") holds millions
+        of clips."""
         return self.run(
             calls.create_campaign(
                 name,
@@ -154,6 +159,7 @@ class Client:
                 gold_rate=gold_rate,
                 safety_threshold=safety_threshold,
                 report_limit=report_limit,
+                structure=structure,
             )
         )
 
@@ -179,6 +185,19 @@ class Client:
             for batch in calls.batches(clips, batch_size)
         ]
         return calls.merge(parts)
+
+    def upload_clips(
+        self,
+        campaign_id: int,
+        clips: Iterable[ClipLike] | str | os.PathLike[str],
+        *,
+        upload_format: BulkFormat | None = None,
+    ) -> models.BulkClipsAdded:
+        """Add any number of clips in one streamed request, all or nothing (a bad row is a
+        `BadRequest` naming its line): an iterable of clips (read lazily, sent as JSON
+        lines), or a file of JSON lines or CSV (`upload_format`, else from its suffix)."""
+        content, fmt = _upload(clips, upload_format)
+        return self.run(calls.upload_clips(campaign_id, content, fmt))
 
     def register_rater(self, campaign_id: int, name: str | None = None) -> models.RaterCreated:
         """A new rater and their token (shown only now)."""
@@ -258,9 +277,40 @@ class Client:
 
     # reads -----------------------------------------------------------------------------------
 
-    def leaderboard(self, campaign_id: int, level: float = DEFAULT_LEVEL) -> models.Leaderboard:
-        """Clips best first with credible intervals (admin key or a rater of the campaign)."""
-        return self.run(calls.leaderboard(campaign_id, level))
+    def leaderboard(
+        self,
+        campaign_id: int,
+        level: float = DEFAULT_LEVEL,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        prompt: str | None = None,
+    ) -> models.Leaderboard:
+        """A page of the clips best first with credible intervals (admin key or a rater of
+        the campaign): `limit` rows (the service's default page when None) after `offset`,
+        of one `prompt` when given; `total` counts every matching clip."""
+        return self.run(calls.leaderboard(campaign_id, level, limit, offset, prompt))
+
+    def iter_leaderboard(
+        self,
+        campaign_id: int,
+        level: float = DEFAULT_LEVEL,
+        *,
+        prompt: str | None = None,
+        page_size: int = DEFAULT_PAGE,
+    ) -> Iterator[models.LeaderboardClip]:
+        """Every clip best first (of one `prompt` when given), a page at a time. Labels that
+        arrive meanwhile may move clips between pages; `export(id, "leaderboard")` reads
+        one posterior."""
+        offset = 0
+        while True:
+            page = self.leaderboard(
+                campaign_id, level, limit=page_size, offset=offset, prompt=prompt
+            )
+            yield from page.clips
+            offset += len(page.clips)
+            if not page.clips or page.total is None or offset >= page.total:
+                return
 
     def weights(self, campaign_id: int, level: float = DEFAULT_LEVEL) -> models.Weights:
         """Criterion weights with credible intervals, globally and per context."""
@@ -280,8 +330,28 @@ class Client:
         kind: ExportKind = "judgments",
         export_format: ExportFormat = "csv",
     ) -> str:
-        """Every judgment (or the preference pairs) as CSV or JSON lines."""
+        """Every judgment, the preference pairs, or every clip by rank (`"leaderboard"`), as
+        CSV or JSON lines."""
         return self.run(calls.export(campaign_id, kind, export_format))
+
+
+def _upload(
+    clips: Iterable[ClipLike] | str | os.PathLike[str], upload_format: BulkFormat | None
+) -> tuple[Iterator[bytes], BulkFormat]:
+    """The body of a bulk upload and its format."""
+    if isinstance(clips, str | os.PathLike):
+        suffix = os.fspath(clips).rsplit(".", 1)[-1].lower()
+        fmt: BulkFormat = upload_format or ("csv" if suffix == "csv" else "jsonl")
+        return calls.file_chunks(clips), fmt
+    if upload_format not in (None, "jsonl"):
+        raise ValueError("clips from an iterable are sent as JSON lines; a file may be CSV")
+    return calls.clip_lines(clips), "jsonl"
+
+
+async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """`chunks` for httpx's async client (which reads a streamed body asynchronously)."""
+    for chunk in chunks:
+        yield chunk
 
 
 class AsyncClient:
@@ -365,11 +435,13 @@ class AsyncClient:
         gold_rate: float = 0.0,
         safety_threshold: float | None = None,
         report_limit: int = 1,
+        structure: str | None = None,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
         `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done; a clip
         whose "safety" score is below `safety_threshold`, or that `report_limit` raters
-        reported, is withheld."""
+        reported, is withheld; `structure="blocks"` (with pair_scope "group") holds millions
+        of clips."""
         return await self.run(
             calls.create_campaign(
                 name,
@@ -382,6 +454,7 @@ class AsyncClient:
                 gold_rate=gold_rate,
                 safety_threshold=safety_threshold,
                 report_limit=report_limit,
+                structure=structure,
             )
         )
 
@@ -419,6 +492,17 @@ class AsyncClient:
             for batch in calls.batches(clips, batch_size):
                 parts.append(await self.run(calls.add_clips(campaign_id, batch)))
         return calls.merge(parts)
+
+    async def upload_clips(
+        self,
+        campaign_id: int,
+        clips: Iterable[ClipLike] | str | os.PathLike[str],
+        *,
+        upload_format: BulkFormat | None = None,
+    ) -> models.BulkClipsAdded:
+        """`Client.upload_clips`: clips from an iterable (read lazily) or a file."""
+        content, fmt = _upload(clips, upload_format)
+        return await self.run(calls.upload_clips(campaign_id, _async_chunks(content), fmt))
 
     async def register_rater(
         self, campaign_id: int, name: str | None = None
@@ -498,10 +582,36 @@ class AsyncClient:
         return await self.run(calls.report_clip(assignment_id, clip_id))
 
     async def leaderboard(
-        self, campaign_id: int, level: float = DEFAULT_LEVEL
+        self,
+        campaign_id: int,
+        level: float = DEFAULT_LEVEL,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        prompt: str | None = None,
     ) -> models.Leaderboard:
-        """Clips best first with credible intervals (admin key or a rater of the campaign)."""
-        return await self.run(calls.leaderboard(campaign_id, level))
+        """`Client.leaderboard`: a page of the clips best first."""
+        return await self.run(calls.leaderboard(campaign_id, level, limit, offset, prompt))
+
+    async def iter_leaderboard(
+        self,
+        campaign_id: int,
+        level: float = DEFAULT_LEVEL,
+        *,
+        prompt: str | None = None,
+        page_size: int = DEFAULT_PAGE,
+    ) -> AsyncIterator[models.LeaderboardClip]:
+        """`Client.iter_leaderboard`: every clip best first, a page at a time."""
+        offset = 0
+        while True:
+            page = await self.leaderboard(
+                campaign_id, level, limit=page_size, offset=offset, prompt=prompt
+            )
+            for clip in page.clips:
+                yield clip
+            offset += len(page.clips)
+            if not page.clips or page.total is None or offset >= page.total:
+                return
 
     async def weights(self, campaign_id: int, level: float = DEFAULT_LEVEL) -> models.Weights:
         """Criterion weights with credible intervals, globally and per context."""
@@ -521,8 +631,9 @@ class AsyncClient:
         kind: ExportKind = "judgments",
         export_format: ExportFormat = "csv",
     ) -> str:
-        """Every judgment (or the preference pairs) as CSV or JSON lines."""
+        """Every judgment, the preference pairs, or every clip by rank (`"leaderboard"`), as
+        CSV or JSON lines."""
         return await self.run(calls.export(campaign_id, kind, export_format))
 
 
-__all__ = ["DEFAULT_BATCH", "AsyncClient", "Client"]
+__all__ = ["DEFAULT_BATCH", "DEFAULT_PAGE", "AsyncClient", "Client"]

@@ -31,6 +31,7 @@ class Campaign:
     gold_rate: float = 0.0  # the share of a rater's tasks that are gold questions
     safety_threshold: float | None = None  # a "safety" score below it withholds a clip
     report_limit: int = 1  # distinct raters whose reports withhold a clip
+    structure: str = "dense"  # how the engine keeps the posterior: dense, blocks, factorised
 
 
 @dataclass(frozen=True)
@@ -134,13 +135,26 @@ class LeaderboardClip:
 
 @dataclass(frozen=True)
 class Leaderboard:
-    """Clips best first, and the expected Kendall tau of the ranking."""
+    """One page of the clips best first (of one prompt when `prompt` is set), how many
+    match in all, and the expected Kendall tau of the ranking."""
 
     campaign_id: int
     n_judgments: int
     level: float
     expected_kendall_tau: float | None
     clips: list[LeaderboardClip]
+    total: int | None = None  # None: a service from before pages (its page is every clip)
+    offset: int = 0
+    limit: int | None = None
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class BulkClipsAdded:
+    """A bulk upload: clips added, and the campaign's clips now."""
+
+    added: int
+    n_clips: int
 
 
 @dataclass(frozen=True)
@@ -334,6 +348,7 @@ class GoldAdded:
 __all__ = [
     "Assignment",
     "AssignmentOut",
+    "BulkClipsAdded",
     "Campaign",
     "Clip",
     "ClipRef",

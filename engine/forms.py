@@ -22,6 +22,7 @@ from engine.neighbours import select_neighbour_pairs
 from engine.objectives import OBJECTIVES, outcome_probabilities
 from engine.scope import GroupBlocks, group_blocks, scope_pairs
 from engine.selection import (
+    NoEligibleTaskError,
     PairChoice,
     PairRequest,
     Pending,
@@ -339,6 +340,17 @@ class DenseForm:
         return self.posterior
 
 
+def _check_not_empty(posterior: GroupedPosterior) -> None:
+    """Raise `NoEligibleTaskError` for a posterior without clips: its border has no context
+    block yet for a screen to read.
+
+    Raises:
+        NoEligibleTaskError: no clip at all.
+    """
+    if posterior.n_items == 0:
+        raise NoEligibleTaskError("the campaign has no clips yet")
+
+
 class BlockForm:
     """Prompt blocks plus the weight border (engine.structured, docs/MATH.md §6). Pairs must
     stay inside a prompt group; the campaign checks this before a label is applied.
@@ -486,6 +498,7 @@ class BlockForm:
         groups: Tensor | None,
         request: PairRequest,
     ) -> list[PairChoice]:
+        _check_not_empty(self.posterior)
         return select_block_pairs(
             self.posterior,
             request,
@@ -499,6 +512,7 @@ class BlockForm:
         """Nothing to keep."""
 
     def select_rating(self, pending: Sequence[PendingTask], request: RatingRequest) -> RatingChoice:
+        _check_not_empty(self.posterior)
         return select_block_rating(
             self.posterior,
             **request.keywords(),

@@ -585,6 +585,8 @@ class GroupedPosterior:
     def item_moments(self, shrink: BlockShrink | None = None) -> tuple[Tensor, Tensor]:
         """(n,) marginal mean and variance of every clip, in one O(n K^2) pass (by chunks of
         groups, each cache-sized); variances under a pending-task `shrink` when given."""
+        if self.n_items == 0:
+            return self.offset.new_zeros(0), self.offset.new_zeros(0)
         means, variances = [], []
         for groups in self.group_chunks():
             if shrink is None:

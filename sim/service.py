@@ -122,9 +122,8 @@ def run_against_service(
         scorer.observe(first, second, outcome)
 
     def served() -> dict[str, float]:
-        board = service.leaderboard(campaign.id)
         mean = np.empty(problem.n_items)
-        for clip in board.clips:
+        for clip in service.iter_leaderboard(campaign.id):  # every page
             mean[index_of[clip.id]] = clip.mean
         truth = world.quality
         return {

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
 
 from api import schemas
 from api.auth import admin_guard
+from api.bulk import BulkFormat
 from api.controllers._body import strict_body
 from api.errors import error_responses
 from api.service import Service
@@ -122,6 +126,29 @@ class CampaignController(Controller):
     ) -> schemas.ClipsAdded:
         """Add a batch of clips (also mid-campaign); all or nothing."""
         return await service.add_clips(campaign_id, await strict_body(request, schemas.ClipsIn))
+
+    @post(
+        "/{campaign_id:int}/clips/bulk",
+        operation_id="addClipsBulk",
+        summary="Add clips in bulk",
+        # the body is read as a stream, never held whole; the service bounds it
+        # (max_bulk_bytes, max_bulk_clips)
+        request_max_body_size=None,
+        responses=error_responses(400, 401, 404, 409, 413, 503),
+    )
+    async def add_clips_bulk(
+        self,
+        campaign_id: int,
+        request: Request,
+        service: Service,
+        upload_format: Annotated[
+            BulkFormat, Parameter(query="format", description="jsonl (default) or csv")
+        ] = "jsonl",
+    ) -> schemas.BulkClipsAdded:
+        """A streamed body of clips, one JSON object a line or CSV rows under a header
+        (external_id, uri, group, context, one column per criterion); every row is checked
+        and the upload is added all or nothing."""
+        return await service.add_clips_bulk(campaign_id, upload_format, request.stream())
 
     @post(
         "/{campaign_id:int}/raters",

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Request, get
 from litestar.params import Parameter
+from litestar.response import Stream
 
 from api import schemas
 from api.auth import admin_guard, bearer, is_admin
+from api.db import MAX_ROW_ID
 from api.errors import Unauthorized, error_responses
 from api.export import MEDIA_TYPES, ExportFormat, ExportKind
-from api.service import DEFAULT_LEVEL, MAX_LEVEL, Service
+from api.service import DEFAULT_LEVEL, DEFAULT_PAGE, MAX_LEVEL, MAX_PAGE, Service
 
 Level = Annotated[float, Parameter(gt=0, le=MAX_LEVEL, description="central credible level")]
 
@@ -30,14 +32,30 @@ class ReadController(Controller):
         responses=error_responses(400, 401, 404),
     )
     async def leaderboard(
-        self, campaign_id: int, request: Request, service: Service, level: Level = DEFAULT_LEVEL
+        self,
+        campaign_id: int,
+        request: Request,
+        service: Service,
+        level: Level = DEFAULT_LEVEL,
+        limit: Annotated[
+            int, Parameter(ge=1, le=MAX_PAGE, description=f"rows per page ({DEFAULT_PAGE})")
+        ] = DEFAULT_PAGE,
+        offset: Annotated[
+            int, Parameter(ge=0, le=MAX_ROW_ID, description="rows to skip, best first")
+        ] = 0,
+        prompt: Annotated[
+            str | None,
+            Parameter(min_length=1, max_length=256, description="only this prompt's clips"),
+        ] = None,
     ) -> schemas.Leaderboard:
-        """Mean, sd, credible interval, rank and labels per clip, best first."""
+        """Mean, sd, credible interval, rank and labels per clip, best first, a page at a
+        time (`limit`, `offset`; `total` counts every matching clip), optionally of one
+        prompt's clips."""
         if not (is_admin(request) or service.is_rater_of(bearer(request), campaign_id)):
             raise Unauthorized(
                 detail="the leaderboard needs the admin key or a rater token of this campaign"
             )
-        return await service.leaderboard(campaign_id, level)
+        return await service.leaderboard(campaign_id, level, limit, offset, prompt)
 
     @get(
         "/weights",
@@ -76,14 +94,16 @@ class ReadController(Controller):
         service: Service,
         export_format: Annotated[ExportFormat, Parameter(query="format")] = "csv",
         kind: ExportKind = "judgments",
-    ) -> Response[str]:
+        level: Level = DEFAULT_LEVEL,
+    ) -> Stream:
         """All judgments (`kind=judgments`), the preference pairs prompt/chosen/rejected
-        (`kind=preferences`) or every clip with its status (`kind=clips`: active, retired,
-        withheld:threshold or withheld:reports), as CSV or JSON lines."""
-        body = await service.export(campaign_id, kind, export_format)
+        (`kind=preferences`), every clip with its status (`kind=clips`: active, retired,
+        withheld:threshold or withheld:reports), or every clip by rank (`kind=leaderboard`,
+        at `level`), as CSV or JSON lines, streamed."""
+        chunks = await service.export(campaign_id, kind, export_format, level)
         name = f"campaign-{campaign_id}-{kind}.{export_format}"
-        return Response(
-            body,
+        return Stream(
+            chunks,
             media_type=MEDIA_TYPES[export_format],
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )

@@ -269,3 +269,35 @@ def test_a_body_over_the_limit_gets_a_413_answer_while_it_streams(strict_server:
         announced = client.post("/v1/campaigns", content=b" " * 2_000_000, headers=headers)
         assert announced.status_code == 413, announced.text
         assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.slow
+def test_a_bulk_upload_that_keeps_coming_outlasts_the_body_deadline(strict_server: str) -> None:
+    """Its deadline counts from the last bytes received: an upload sent over three body
+    deadlines goes in whole; one that stops sending is cut off like any other body."""
+    base = f"http://{strict_server}"
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    created = httpx.post(
+        f"{base}/v1/campaigns", json={"name": "slow", "criteria": ["a"]}, headers=admin
+    )
+    cid = created.json()["id"]
+    n_chunks = 12
+    pause = 3 * BODY_TIMEOUT_S / n_chunks
+
+    def trickle() -> Iterator[bytes]:
+        for i in range(n_chunks):
+            yield f'{{"external_id": "c{i}", "uri": "u{i}", "group": "p"}}\n'.encode()
+            time.sleep(pause)
+
+    added = httpx.post(
+        f"{base}/v1/campaigns/{cid}/clips/bulk", content=trickle(), headers=admin, timeout=60
+    )
+    assert added.status_code == 201, added.text
+    assert added.json() == {"added": n_chunks, "n_clips": n_chunks}
+    head = _head(
+        f"/v1/campaigns/{cid}/clips/bulk",
+        {"authorization": f"Bearer {ADMIN_KEY}", "transfer-encoding": "chunked"},
+    )
+    stalled, took = _talk(strict_server, head + b"20\r\n" + b'{"external_id": "x", "uri": "u"}')
+    assert stalled.startswith(b"HTTP/1.1 408") and took < BODY_TIMEOUT_S + 2, stalled[:200]
+    assert httpx.get(f"{base}/v1/campaigns/{cid}", headers=admin).json()["n_clips"] == n_chunks

@@ -312,3 +312,54 @@ def test_unsafe_clips_through_the_client(live: LiveServer) -> None:
         assert {r["external_id"]: r["status"] for r in rows}[task.left.external_id] == (
             "withheld:reports"
         )
+
+
+def test_bulk_uploads_and_leaderboard_pages_through_the_client(live: LiveServer, tmp_path) -> None:
+    bodies: list[int] = []
+
+    def count(request: httpx.Request) -> None:
+        if request.url.path.endswith("/clips/bulk"):
+            bodies.append(1)
+
+    http = httpx.Client(base_url=live.url, event_hooks={"request": [count]}, timeout=60)
+    with http, Client(http=http, key=ADMIN_KEY) as service:
+        campaign = service.create_campaign(
+            "bulk", criteria=["a", "b"], pair_scope="group", structure="blocks"
+        )
+        assert campaign.structure == "blocks"
+        added = service.upload_clips(campaign.id, _clips(2500))  # a generator, read lazily
+        assert (added.added, added.n_clips, len(bodies)) == (2500, 2500, 1)
+        path = tmp_path / "more.csv"
+        path.write_text(
+            "external_id,uri,group,context,a,b\n"
+            + "".join(
+                f"f{i},https://example.org/f{i}.mp4,g{i % 2},animals,{i % 5},\n" for i in range(30)
+            )
+        )
+        assert service.upload_clips(campaign.id, path).n_clips == 2530
+        lines = tmp_path / "bad.jsonl"
+        lines.write_text('{"external_id": "z", "uri": "u"}\n{"external_id": "z", "uri": "u"}\n')
+        with pytest.raises(BadRequest, match="line 2"):
+            service.upload_clips(campaign.id, lines)
+        with pytest.raises(ValueError, match="JSON lines"):
+            service.upload_clips(campaign.id, _clips(1), upload_format="csv")
+        clips = list(service.iter_leaderboard(campaign.id, page_size=700))
+        assert [c.rank for c in clips] == list(range(1, 2531))
+        assert len({c.external_id for c in clips}) == 2530
+        page = service.leaderboard(campaign.id, limit=5, offset=10)
+        assert page.total == 2530 and page.clips == clips[10:15]
+        prompt = list(service.iter_leaderboard(campaign.id, prompt="g1", page_size=400))
+        assert prompt == [c for c in clips if c.group == "g1"]
+        exported = service.export(campaign.id, "leaderboard", "jsonl").splitlines()
+        assert [json.loads(line)["external_id"] for line in exported] == [
+            c.external_id for c in clips
+        ]
+
+    async def through_async() -> tuple[int, int]:
+        async with AsyncClient(live.url, key=ADMIN_KEY, retry=FAST) as service:
+            other = await service.create_campaign("async bulk", criteria=["a", "b"])
+            added = await service.upload_clips(other.id, _clips(40))
+            seen = [c async for c in service.iter_leaderboard(other.id, page_size=15)]
+            return added.added, len({c.id for c in seen})
+
+    assert asyncio.run(through_async()) == (40, 40)

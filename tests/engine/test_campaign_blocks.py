@@ -226,3 +226,19 @@ def test_a_label_that_answers_no_task_renews_the_kept_shrink():
         judgment = answer(theirs[0], truth, rng)
         for campaign in (dense, blocks):
             campaign.observe([judgment])
+
+
+def test_a_campaign_in_blocks_without_clips_has_no_task_then_chooses_once_clips_come():
+    """Asked before any clip (as a service asks at start), it says nothing is eligible and
+    reads an empty leaderboard, instead of reading a border block that does not exist yet."""
+    campaign = Campaign(config("blocks"))
+    with pytest.raises(NoEligibleTaskError):
+        campaign.next_pairs(None, 2)
+    with pytest.raises(NoEligibleTaskError):
+        campaign.next_rating(None)
+    assert campaign.leaderboard(0.9).mean.shape == (0,)
+    rng = np.random.default_rng(SEED)
+    scores, contexts, groups = clips(rng, 8, 0, 2)
+    campaign.add_clips(scores, contexts=contexts, groups=groups)
+    (task,) = campaign.next_pairs(None, 1)
+    assert campaign.groups[task.question.first] == campaign.groups[task.question.second]
