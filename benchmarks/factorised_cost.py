@@ -26,14 +26,13 @@ import argparse
 import datetime as dt
 import json
 import os
-import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from benchmarks.concurrent import answer_concurrently, spread
 from benchmarks.selection_speed import git_sha
 from sim import metrics
 from sim.runner import derive_seed, labels_to_target
@@ -53,45 +52,33 @@ def run(form: str, spec: SyntheticSpec, rep: int, budget: int, every: int) -> li
     world = SyntheticWorld(spec, world_seed)
     strategy = make_strategy(FORMS[form], world.problem, derive_seed(world_seed, "strategy"))
     rng = np.random.default_rng(derive_seed(world_seed, "answers"))
-    outstanding: deque[tuple[int, int, int]] = deque()
-    records, seconds, labels = [], 0.0, 0
-    raters = list(range(spec.raters.n_raters))
+    records: list[dict] = []
 
-    def hand_out() -> None:
-        nonlocal seconds
-        busy = {r for r, _, _ in outstanding}
-        idle = [r for r in raters if r not in busy]
-        rater = int(idle[rng.integers(len(idle))])
-        started = time.perf_counter()
-        first, second = strategy.propose(rater, None)
-        seconds += time.perf_counter() - started
-        outstanding.append((rater, first, second))
+    def checkpoint(labels: int, seconds: float) -> None:
+        posterior = strategy.campaign_.posterior
+        mean, cov = posterior.item_mean.numpy(), posterior.item_cov.numpy()
+        records.append(
+            {
+                "form": form,
+                "rep": rep,
+                "labels": labels,
+                "kendall_tau": metrics.kendall_tau(mean, world.quality, None),
+                "coverage90": metrics.coverage(mean, cov, world.quality, None),
+                "seconds": seconds,
+            }
+        )
 
-    for _ in range(CONCURRENT):
-        hand_out()
-    while True:
-        if labels % every == 0 or labels == budget:
-            posterior = strategy.campaign_.posterior
-            mean, cov = posterior.item_mean.numpy(), posterior.item_cov.numpy()
-            records.append(
-                {
-                    "form": form,
-                    "rep": rep,
-                    "labels": labels,
-                    "kendall_tau": metrics.kendall_tau(mean, world.quality, None),
-                    "coverage90": metrics.coverage(mean, cov, world.quality, None),
-                    "seconds": seconds,
-                }
-            )
-        if labels == budget:
-            return records
-        rater, first, second = outstanding.popleft()
-        outcome, who = world.answer_pair(first, second, rater, rng)
-        started = time.perf_counter()
-        strategy.observe(first, second, outcome, who)
-        seconds += time.perf_counter() - started
-        labels += 1
-        hand_out()
+    answer_concurrently(
+        strategy,
+        world,
+        rng,
+        n_raters=spec.raters.n_raters,
+        concurrent=CONCURRENT,
+        budget=budget,
+        every=every,
+        checkpoint=checkpoint,
+    )
+    return records
 
 
 def summarise(records: list[dict], budget: int) -> list[dict[str, Any]]:
@@ -126,15 +113,6 @@ def summarise(records: list[dict], budget: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _spread(values: list[float], digits: int = 0) -> str:
-    finite = [v for v in values if np.isfinite(v)]
-    if not finite:
-        return "not reached"
-    text = f"{np.mean(finite):.{digits}f} [{min(finite):.{digits}f}, {max(finite):.{digits}f}]"
-    missed = len(values) - len(finite)
-    return text + (f" ({missed} not reached)" if missed else "")
-
-
 def markdown(rows: list[dict], meta: dict[str, Any]) -> str:
     lines = [
         "# The factorised form against the dense posterior, any scope",
@@ -150,11 +128,11 @@ def markdown(rows: list[dict], meta: dict[str, Any]) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| {row['form']} | {_spread(row['labels_to_tau_0.85'])} | "
-            f"{_spread(row['labels_to_tau_0.9'])} | "
-            f"{_spread(row['tau_at_budget'], 3)} | "
-            f"{_spread(row['coverage90_at_half_budget'], 3)} | "
-            f"{_spread(row['coverage90_at_budget'], 3)} | {_spread(row['seconds'], 0)} |"
+            f"| {row['form']} | {spread(row['labels_to_tau_0.85'])} | "
+            f"{spread(row['labels_to_tau_0.9'])} | "
+            f"{spread(row['tau_at_budget'], 3)} | "
+            f"{spread(row['coverage90_at_half_budget'], 3)} | "
+            f"{spread(row['coverage90_at_budget'], 3)} | {spread(row['seconds'], 0)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -30,16 +30,15 @@ import argparse
 import datetime as dt
 import json
 import os
-import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from benchmarks.concurrent import answer_concurrently, spread
 from benchmarks.selection_speed import git_sha
-from engine import Judgment
+from engine import Judgment, Outcome
 from sim import metrics
 from sim.campaigns import build_campaign
 from sim.raters import RaterSpec
@@ -63,49 +62,38 @@ def run(name: str, spec: SyntheticSpec, rep: int, budget: int, every: int) -> di
     # random pairs have no posterior of their own: the engine's, without a side block
     scorer = build_campaign(world.problem, reward_model=True) if name == "random" else None
     rng = np.random.default_rng(derive_seed(world_seed, "answers"))
-    outstanding: deque[tuple[int, int, int]] = deque()
-    records, seconds, labels = [], 0.0, 0
-    raters = list(range(spec.raters.n_raters))
-
-    def hand_out() -> None:
-        nonlocal seconds
-        busy = {r for r, _, _ in outstanding}
-        idle = [r for r in raters if r not in busy]
-        rater = int(idle[rng.integers(len(idle))])
-        started = time.perf_counter()
-        first, second = strategy.propose(rater, None)
-        seconds += time.perf_counter() - started
-        outstanding.append((rater, first, second))
-
+    records: list[dict[str, Any]] = []
     groups = world.problem.groups
-    for _ in range(CONCURRENT):
-        hand_out()
-    while True:
-        if labels % every == 0 or labels == budget:
-            posterior = (scorer or strategy.campaign_).posterior
-            mean, cov = posterior.item_mean.numpy(), posterior.item_cov.numpy()
-            records.append(
-                {
-                    "strategy": name,
-                    "rep": rep,
-                    "labels": labels,
-                    "kendall_tau": metrics.kendall_tau(mean, world.quality, groups),
-                    "coverage90": metrics.coverage(mean, cov, world.quality, groups),
-                    "seconds": seconds,
-                }
-            )
-        if labels == budget:
-            break
-        rater, first, second = outstanding.popleft()
-        left = world.shown_left(first, second, rng)
-        outcome, who = world.answer_pair(first, second, rater, rng, left)
-        started = time.perf_counter()
-        strategy.observe(first, second, outcome, who, left)
-        seconds += time.perf_counter() - started
+
+    def checkpoint(labels: int, seconds: float) -> None:
+        posterior = (scorer or strategy.campaign_).posterior
+        mean, cov = posterior.item_mean.numpy(), posterior.item_cov.numpy()
+        records.append(
+            {
+                "strategy": name,
+                "rep": rep,
+                "labels": labels,
+                "kendall_tau": metrics.kendall_tau(mean, world.quality, groups),
+                "coverage90": metrics.coverage(mean, cov, world.quality, groups),
+                "seconds": seconds,
+            }
+        )
+
+    def also(first: int, second: int, outcome: Outcome, rater: int, left: int | None) -> None:
         if scorer is not None:
             scorer.observe([Judgment.pair(None, first, second, outcome)])
-        labels += 1
-        hand_out()
+
+    answer_concurrently(
+        strategy,
+        world,
+        rng,
+        n_raters=spec.raters.n_raters,
+        concurrent=CONCURRENT,
+        budget=budget,
+        every=every,
+        checkpoint=checkpoint,
+        also=also,
+    )
     result: dict[str, Any] = {"records": records}
     if name == "information_gain_side":
         offsets = strategy.campaign_.side_offsets()
@@ -156,15 +144,6 @@ def summarise(runs: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _spread(values: list[float], digits: int = 0) -> str:
-    finite = [v for v in values if np.isfinite(v)]
-    if not finite:
-        return "not reached"
-    text = f"{np.mean(finite):.{digits}f} [{min(finite):.{digits}f}, {max(finite):.{digits}f}]"
-    missed = len(values) - len(finite)
-    return text + (f" ({missed} not reached)" if missed else "")
-
-
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "# Raters who favour a side: with and without the side block",
@@ -183,9 +162,9 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| {row['strategy']} | {_spread(row['labels_to_tau_0.85'])} | "
-            f"{_spread(row['labels_to_tau_0.9'])} | {_spread(row['tau_at_budget'], 3)} | "
-            f"{_spread(row['coverage90_at_budget'], 3)} | {_spread(row['seconds'], 0)} |"
+            f"| {row['strategy']} | {spread(row['labels_to_tau_0.85'])} | "
+            f"{spread(row['labels_to_tau_0.9'])} | {spread(row['tau_at_budget'], 3)} | "
+            f"{spread(row['coverage90_at_budget'], 3)} | {spread(row['seconds'], 0)} |"
         )
     side = next((row["offsets"] for row in rows if "offsets" in row), None)
     if side:
@@ -196,9 +175,9 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             "| raters | corr(posterior, true) | RMSE (JOD) | true offset in its 90 % interval | "
             "global offset | raters' true mean |",
             "|---|---|---|---|---|---|",
-            f"| {_spread(side['raters'])} | {_spread(side['correlation'], 3)} | "
-            f"{_spread(side['rmse'], 3)} | {_spread(side['coverage90'], 2)} | "
-            f"{_spread(side['global_mean'], 3)} | {_spread(side['true_mean'], 3)} |",
+            f"| {spread(side['raters'])} | {spread(side['correlation'], 3)} | "
+            f"{spread(side['rmse'], 3)} | {spread(side['coverage90'], 2)} | "
+            f"{spread(side['global_mean'], 3)} | {spread(side['true_mean'], 3)} |",
         ]
     return "\n".join(lines) + "\n"
 
