@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -58,7 +59,7 @@ def test_a_withheld_clip_is_in_no_choice_and_its_labels_stay(
     engine.bar(sorted(withheld), [], [], levels is not None)
     after = engine.leaderboard(0.9)
     # withholding changes what is asked, never what was learnt
-    assert after.mean == before.mean and after.sd == before.sd
+    assert np.array_equal(after.mean, before.mean) and np.array_equal(after.sd, before.sd)
     applied, batches = list(history), []
     for step in range(N_CHOICES):
         rater = step % 3
@@ -85,8 +86,8 @@ def test_a_withheld_clip_is_in_no_choice_and_its_labels_stay(
     again = _engine(levels)
     again.replay([_clips(), history, *batches])
     rebuilt, live = again.leaderboard(0.9), engine.leaderboard(0.9)
-    for a, b in zip(rebuilt.mean + rebuilt.sd, live.mean + live.sd, strict=True):
-        assert abs(a - b) < ATOL
+    for a, b in ((rebuilt.mean, live.mean), (rebuilt.sd, live.sd)):
+        assert np.abs(a - b).max() < ATOL
 
 
 def test_a_withheld_clip_keeps_what_its_labels_taught() -> None:
