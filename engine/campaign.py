@@ -29,7 +29,17 @@ from engine.likelihoods import (
     outcome_cuts,
 )
 from engine.position import SIDE, SIDE_RATERS, SideBias, SideOffsets, side_offsets, side_part
-from engine.questions import QUESTION_KINDS, Answer, KSet, Level, Pair, Question, answer_events
+from engine.questions import (
+    BOTH_ANSWERS,
+    NO_SECOND,
+    QUESTION_KINDS,
+    Answer,
+    KSet,
+    Level,
+    Pair,
+    Question,
+    answer_specs,
+)
 from engine.rater_book import GridScorer, RaterBook
 from engine.reliability import (
     NOISE_PRIOR_LOG_SD,
@@ -111,6 +121,10 @@ class CampaignConfig:
         side_bias: the side offsets' prior (engine.position): comparisons that say which
             clip was shown left learn a global and a per-rater side offset; None ignores
             the side.
+        both_threshold: tau of "both good" (the pair's mean quality above tau) and "both
+            bad" (below -tau), answers a pair may then have besides win, loss and tie; each
+            is a tie and a level event on the pair's sum (docs/MATH.md §2). Needs ties.
+            None: not asked.
         gold_rate: the share of a rater's tasks that are gold questions (engine.gold), while
             gold pairs they have not answered remain; 0 asks none. Needs `lapse_prior`.
         gold_seed: fixes which of a rater's tasks are gold, and which gold pair.
@@ -135,11 +149,18 @@ class CampaignConfig:
     structure: Structure = "dense"
     targets: Targets = field(default_factory=Targets)
     side_bias: SideBias | None = None
+    both_threshold: float | None = None
     gold_rate: float = 0.0
     gold_seed: int = 0
     gold_margin: float = 3.0
 
     def __post_init__(self) -> None:
+        if self.both_threshold is not None and not (
+            self.both_threshold >= 0 and math.isfinite(self.both_threshold)
+        ):
+            raise ValueError(f"both_threshold must be finite and >= 0, got {self.both_threshold}")
+        if self.both_threshold is not None and self.tie_margin <= 0:
+            raise ValueError('"both good" and "both bad" are ties: they need a tie_margin > 0')
         if not 0 <= self.gold_rate <= 1:
             raise ValueError(f"gold_rate must be in [0, 1], got {self.gold_rate}")
         if self.gold_rate > 0 and self.lapse_prior is None:
@@ -211,9 +232,11 @@ class Judgment:
         left: int | None = None,
         **kw: float,
     ) -> Judgment:
-        """`outcome` of clip `first` against clip `second` (win = first is better), with the
-        clip shown on the left when known."""
-        return cls(rater, Pair(int(first), int(second)), Outcome(outcome), left=left, **kw)
+        """`outcome` of clip `first` against clip `second` (win = first is better; or
+        "both_good" / "both_bad" where the campaign takes them), with the clip shown on the
+        left when known."""
+        answer: Answer = outcome if outcome in BOTH_ANSWERS else Outcome(outcome)
+        return cls(rater, Pair(int(first), int(second)), answer, left=left, **kw)
 
     @classmethod
     def rating(cls, rater: Hashable | None, item: int, level: int, **kw: float) -> Judgment:
@@ -412,7 +435,7 @@ class Campaign:
             events = self._events(log, hyper)
             form = self._prior_form(hyper.scales)
             form.observe(events)
-            grids = self._held_out_rater_grids(log, events, hyper)
+            grids = self._held_out_rater_grids(log, events, hyper, form)
             if grids:
                 spread = fit_noise_spread(grids, config.noise_sd)
         self._apply_refit(
@@ -518,12 +541,33 @@ class Campaign:
         return judgment
 
     def _n_outcomes(self, judgment: Judgment) -> int:
-        return judgment.question.n_answers(self.config.tie_margin, self.config.emoji_thresholds)
+        question = judgment.question
+        count = question.n_answers(self.config.tie_margin, self.config.emoji_thresholds)
+        both = self.config.both_threshold is not None and question.kind == Pair.kind
+        return count + 2 if both else count  # "both good" and "both bad"
 
     def _n_events(self, judgment: Judgment) -> int:
-        """How many interval events the judgment's answer is (a K-set's comparisons)."""
+        """How many interval events the judgment's answer is (a K-set's comparisons; a tie
+        and the pair's sum for "both good" or "both bad")."""
         question = judgment.question
-        return len(question.comparisons(judgment.answer)) if isinstance(question, KSet) else 1
+        if isinstance(question, KSet):
+            return len(question.comparisons(judgment.answer))
+        return 2 if judgment.answer in BOTH_ANSWERS else 1
+
+    def _event_moments(self, form: PosteriorForm, events: Events) -> tuple[Tensor, Tensor]:
+        """Each event's (E z, Var z) under `form`: `pair_moments` for differences and single
+        clips; for a pair's sum, E f_i + E f_j and 2 Var f_i + 2 Var f_j - Var(f_i - f_j)."""
+        mu, var = form.pair_moments(events.first, events.second)
+        if events.second_sign is None:
+            return mu, var
+        summed = torch.nonzero(events.second_sign > 0).flatten()
+        alone = torch.full_like(summed, NO_SECOND)
+        mean_i, var_i = form.pair_moments(events.first[summed], alone)
+        mean_j, var_j = form.pair_moments(events.second[summed], alone)
+        mu, var = mu.clone(), var.clone()
+        mu[summed] = mean_i + mean_j
+        var[summed] = (2 * var_i + 2 * var_j - var[summed]).clamp_min(0.0)
+        return mu, var
 
     def _grid_scorer(self) -> GridScorer:
         """Scores raters' labels on the (keep, sigma) grid under the current posterior."""
@@ -539,7 +583,7 @@ class Campaign:
         events concatenated, one `pair_moments`, one `rater_grids` over a rater index."""
         judgments = [j for own in owns for j in own]
         events = self._events(judgments, hyper)
-        mu, var = form.pair_moments(events.first, events.second)
+        mu, var = self._event_moments(form, events)
         counts = [self._n_events(j) for j in judgments]
         per_event = [j for j, c in zip(judgments, counts, strict=True) for _ in range(c)]
         if any(j.gold is not None for j in judgments):
@@ -577,20 +621,32 @@ class Campaign:
         )
 
     def _held_out_rater_grids(
-        self, log: Sequence[Judgment], events: Events, hyper: Hyperparameters
+        self,
+        log: Sequence[Judgment],
+        events: Events,
+        hyper: Hyperparameters,
+        form: PosteriorForm,
     ) -> list[RaterGrid]:
         """Each rater's labels on the (keep, sigma) grid, every label scored under its EP
         cavity: the joint posterior of all the other labels (docs/MATH.md §3, the noise
         spread's refit). Under the posterior that holds a label itself, a rater's labels look
         surer than they were, precise raters look more precise and the spread fitted over
-        raters runs wide."""
+        raters runs wide. Where EP does not converge, damped or not, the labels are scored
+        under `form` (the ADF posterior that holds them), as before."""
         per_event = [j for j in log for _ in range(self._n_events(j))]
         raters = [j.rater for j in per_event]
         known = list(dict.fromkeys(r for r in raters if r is not None))
         if not known:
             return []
-        refined, refinement = self._prior_form(hyper.scales).refine(events, 50, 1.0)
-        mu, var = refined.pair_moments(events.first, events.second)
+        for damping, sweeps in ((1.0, 50), (0.5, 200)):
+            try:
+                refined, refinement = self._prior_form(hyper.scales).refine(events, sweeps, damping)
+                break
+            except RuntimeError:
+                continue
+        else:
+            return self._rater_grids_of(self._raters.labelled(), form, hyper)
+        mu, var = self._event_moments(refined, events)
         # the cavity of site k: N(mu, var) with the site's precision and shift taken out
         tau, nu = refinement.sites.precision, refinement.sites.shift
         cavity_var = 1.0 / (1.0 / var.clamp_min(1e-300) - tau).clamp_min(1e-12)
@@ -683,7 +739,14 @@ class Campaign:
                 f"left must be one of the compared clips {list(question.items)}, got "
                 f"{judgment.left!r}"
             )
-        question.interval(judgment.answer, self.config.tie_margin, self.config.emoji_thresholds)
+        config = self.config
+        answer_specs(
+            question,
+            judgment.answer,
+            config.tie_margin,
+            config.emoji_thresholds,
+            config.both_threshold,
+        )
         if judgment.gold is not None:
             if question.kind != Pair.kind:
                 raise ValueError("a gold question is a comparison of two clips")
@@ -717,8 +780,10 @@ class Campaign:
         thresholds = self.config.emoji_thresholds if hyper is None else hyper.emoji_thresholds
         # a K-set answer is several events (its rank-broken comparisons), each with the
         # judgment's noise and keep probability
+        # and "both good" two (a tie and the pair's sum)
+        both = self.config.both_threshold
         per_judgment = [
-            answer_events(j.question, j.answer, tie_margin, thresholds) for j in judgments
+            answer_specs(j.question, j.answer, tie_margin, thresholds, both) for j in judgments
         ]
         lapses = any(j.keep is not None and j.keep < 1 for j in judgments)
         events = [(j, e) for j, own in zip(judgments, per_judgment, strict=True) for e in own]
@@ -726,19 +791,23 @@ class Campaign:
         if self.config.side_bias is not None:
             layout = self._form.border()[0]
             slots = self._raters.side_slots
+            # a side loads on a comparison, not on where the pair stands
             border = [
-                None if j.left is None else side_part(layout, slots.get(j.rater), j.left == e[0])
+                None
+                if j.left is None or e.sign > 0
+                else side_part(layout, slots.get(j.rater), j.left == e.first)
                 for j, e in events
             ]
         return interval_events(
-            [e[0] for _, e in events],
-            [e[1] for _, e in events],
-            [(e[2], e[3]) for _, e in events],
-            [float(j.noise_sd) for j, _ in events],  # type: ignore[arg-type]
+            [e.first for _, e in events],
+            [e.second for _, e in events],
+            [(e.lo, e.hi) for _, e in events],
+            [float(j.noise_sd) * e.noise_scale for j, e in events],  # type: ignore[arg-type]
             self._like,
             keep=[1.0 if j.keep is None else j.keep for j, _ in events] if lapses else None,
             n_outcomes=[self._n_outcomes(j) for j, _ in events] if lapses else None,
             border=border,
+            second_sign=[e.sign for _, e in events],
         )
 
     # stopping ---------------------------------------------------------------------------------

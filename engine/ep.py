@@ -61,12 +61,20 @@ class SiteTarget(Protocol):
         """The border's size: what an event's border part may index."""
         ...
 
-    def marginal(self, i: int, j: int, border: BorderPart | None = None) -> tuple[float, float]:
-        """`(a.m, a.S.a)` of the event direction."""
+    def marginal(
+        self, i: int, j: int, border: BorderPart | None = None, sign: float = -1.0
+    ) -> tuple[float, float]:
+        """`(a.m, a.S.a)` of the event direction (`sign` the second clip's coefficient)."""
         ...
 
     def rank_one(
-        self, i: int, j: int, alpha: float, beta: float, border: BorderPart | None = None
+        self,
+        i: int,
+        j: int,
+        alpha: float,
+        beta: float,
+        border: BorderPart | None = None,
+        sign: float = -1.0,
     ) -> None:
         """`m += alpha S a`, `S += beta (S a)(S a)'` for the direction last passed to marginal."""
         ...
@@ -84,14 +92,22 @@ class _DenseTarget:
     def n_weights(self) -> int:
         return self.mean.shape[0] - self.n_items
 
-    def marginal(self, i: int, j: int, border: BorderPart | None = None) -> tuple[float, float]:
+    def marginal(
+        self, i: int, j: int, border: BorderPart | None = None, sign: float = -1.0
+    ) -> tuple[float, float]:
         part = theta_part(border, self.n_items, self.mean)
-        column = along(self.cov.T, i, j, part)
+        column = along(self.cov.T, i, j, part, sign)
         self._column = column
-        return float(along(self.mean, i, j, part)), float(along(column, i, j, part))
+        return float(along(self.mean, i, j, part, sign)), float(along(column, i, j, part, sign))
 
     def rank_one(
-        self, i: int, j: int, alpha: float, beta: float, border: BorderPart | None = None
+        self,
+        i: int,
+        j: int,
+        alpha: float,
+        beta: float,
+        border: BorderPart | None = None,
+        sign: float = -1.0,
     ) -> None:
         self.mean.add_(self._column, alpha=alpha)
         self.cov.addr_(self._column, self._column, alpha=beta)
@@ -159,6 +175,7 @@ def ep_sweeps(
     moment_function = LIKELIHOODS[likelihood]
     first, second = events.first.tolist(), events.second.tolist()
     borders = events.border_parts(target.n_weights)
+    signs = events.signs()
     count = len(events)
     like = events.lo
     tau = like.new_zeros(count)
@@ -168,7 +185,7 @@ def ep_sweeps(
         step = 1.0 if sweep == 0 else damping
         change = 0.0
         for b, (i, j) in enumerate(zip(first, second, strict=True)):
-            m, s = target.marginal(i, j, borders[b])
+            m, s = target.marginal(i, j, borders[b], signs[b])
             old_tau, old_nu = float(tau[b]), float(nu[b])
             cavity_precision = 1.0 / max(s, 1e-300) - old_tau
             if cavity_precision <= MIN_CAVITY_PRECISION:
@@ -193,7 +210,12 @@ def ep_sweeps(
             denominator = 1.0 + delta_tau * s
             # precision += delta_tau a a', shift += delta_nu a: a rank-1 change of (m, S)
             target.rank_one(
-                i, j, (delta_nu - delta_tau * m) / denominator, -delta_tau / denominator, borders[b]
+                i,
+                j,
+                (delta_nu - delta_tau * m) / denominator,
+                -delta_tau / denominator,
+                borders[b],
+                signs[b],
             )
             tau[b], nu[b] = new_tau, new_nu
             change = max(change, abs(delta_tau), abs(delta_nu))

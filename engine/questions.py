@@ -5,7 +5,9 @@ Every answer the engine knows is one interval event on a direction `z = a . thet
 says which clips it shows, its direction, how an answer becomes the event's interval, how many
 answers a random click chooses among (the lapse model), and what "asked before" means for a
 rater. A K-set (K clips of one prompt: pick the best, best and worst, or order them) is
-broken into forced-choice comparisons on pair directions (`answer_events`).
+broken into forced-choice comparisons on pair directions (`answer_events`). A pair may also be
+answered "both good" or "both bad" where the campaign allows it: a tie on `f_i - f_j` and a
+level event on the pair's sum `f_i + f_j` (`answer_specs`, docs/MATH.md §2).
 The vectorised numerics (engine.update, engine.structured, the selection kernels) carry
 directions as (first, second) index tensors, with `second = NO_SECOND` for a single clip; that
 encoding lives here and nowhere else in the project. A new kind is one new class here, added
@@ -19,13 +21,16 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, NamedTuple, Protocol
 
 from engine.likelihoods import Outcome, level_interval, pair_interval
 
 NO_SECOND = -1  # `second` of a single-clip direction in the event and task tensors
 
-Answer = Outcome | int | tuple[int, ...]  # an outcome; an emoji level (0 = worst); K-set clips
+Answer = Outcome | int | tuple[int, ...] | str  # an outcome; a level; K-set clips; both good/bad
+
+BOTH_GOOD, BOTH_BAD = "both_good", "both_bad"  # a tie that says where the pair stands
+BOTH_ANSWERS = (BOTH_GOOD, BOTH_BAD)
 
 
 class Question(Protocol):
@@ -264,6 +269,52 @@ def answer_events(
     return ((*question.direction, *question.interval(answer, tie_margin, thresholds)),)
 
 
+class EventSpec(NamedTuple):
+    """One interval event of an answer: on z = f_first + sign f_second (sign -1: a
+    difference; +1: the pair's sum), observed with the rater's noise sd times `noise_scale`."""
+
+    first: int
+    second: int
+    lo: float
+    hi: float
+    sign: float = -1.0
+    noise_scale: float = 1.0
+
+
+def answer_specs(
+    question: Pair | Level | KSet,
+    answer: Answer,
+    tie_margin: float,
+    thresholds: Sequence[float] | None,
+    both_threshold: float | None = None,
+) -> tuple[EventSpec, ...]:
+    """The events an answer becomes (`answer_events`), and for a pair answered "both good" or
+    "both bad" (where `both_threshold` tau is set) two: the tie on f_i - f_j, and the pair's
+    mean above tau (good) or below -tau (bad), i.e. f_i + f_j beyond 2 tau, seen with each
+    clip's noise: sd sqrt(2) sigma on the sum (docs/MATH.md §2, "both good").
+
+    Raises:
+        ValueError: a bad answer, or "both" where the campaign does not allow it.
+    """
+    if isinstance(question, Pair) and answer in BOTH_ANSWERS:
+        if both_threshold is None:
+            raise ValueError("this campaign does not take 'both good' or 'both bad' answers")
+        first, second = question.direction
+        tie = EventSpec(first, second, *pair_interval(Outcome.TIE, tie_margin))
+        level = (
+            (2 * both_threshold, math.inf)
+            if answer == BOTH_GOOD
+            else (
+                -math.inf,
+                -2 * both_threshold,
+            )
+        )
+        return (tie, EventSpec(first, second, *level, sign=1.0, noise_scale=math.sqrt(2)))
+    return tuple(
+        EventSpec(*event) for event in answer_events(question, answer, tie_margin, thresholds)
+    )
+
+
 QUESTION_KINDS: dict[str, type[Pair] | type[Level] | type[KSet]] = {
     kind.kind: kind for kind in (Pair, Level, KSet)
 }
@@ -276,17 +327,22 @@ def question_of(first: int, second: int) -> Pair | Level:
 
 
 __all__ = [
+    "BOTH_ANSWERS",
+    "BOTH_BAD",
+    "BOTH_GOOD",
     "KSET_INTERVAL",
     "KSET_MODES",
     "KSET_SIZES",
     "NO_SECOND",
     "QUESTION_KINDS",
     "Answer",
+    "EventSpec",
     "KSet",
     "Level",
     "Pair",
     "Question",
     "answer_events",
+    "answer_specs",
     "kset_answers",
     "question_of",
 ]

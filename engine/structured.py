@@ -365,12 +365,12 @@ class GroupedPosterior:
         return True
 
     def _parts(
-        self, i: int, j: int, border: BorderPart | None
+        self, i: int, j: int, border: BorderPart | None, sign: float = -1.0
     ) -> tuple[list[tuple[int, int, Tensor, float, float]], Tensor]:
-        """For a = e_i - e_j (or e_i) plus a border part: per group touched (group, size,
+        """For a = e_i + sign e_j (or e_i) plus a border part: per group touched (group, size,
         u = P_g a_g, a_g . b_g, a_g . u), and r = A' a + c in the full weight coordinates."""
         r = self.weight_mean.new_zeros(self.n_weights)
-        clips = [(i, 1.0)] if j == NO_SECOND else [(i, 1.0), (j, -1.0)]
+        clips = [(i, 1.0)] if j == NO_SECOND else [(i, 1.0), (j, sign)]
         by_group: dict[int, list[tuple[int, float]]] = {}
         for clip, sign in clips:
             by_group.setdefault(int(self.group[clip]), []).append((int(self.slot[clip]), sign))
@@ -396,11 +396,12 @@ class GroupedPosterior:
         return parts, r
 
     def marginal(
-        self, i: int, j: int = NO_SECOND, border: BorderPart | None = None
+        self, i: int, j: int = NO_SECOND, border: BorderPart | None = None, sign: float = -1.0
     ) -> tuple[float, float]:
-        """`(E z, Var z)` for z = f_i - f_j (or f_i when j = -1) plus the border part."""
-        if border is not None or self._across(i, j):
-            parts, r = self._parts(i, j, border)
+        """`(E z, Var z)` for z = f_i - f_j (or f_i when j = -1; f_i + f_j when `sign` is +1)
+        plus the border part."""
+        if border is not None or sign > 0 or self._across(i, j):
+            parts, r = self._parts(i, j, border, sign)
             mu = float(r @ self.weight_mean) + sum(p[3] for p in parts)
             var = float(r @ self.weight_cov @ r) + sum(p[4] for p in parts)
             return mu, max(var, 0.0)
@@ -414,14 +415,20 @@ class GroupedPosterior:
         return mu, max(var, 0.0)
 
     def rank_one(
-        self, i: int, j: int, alpha: float, beta: float, border: BorderPart | None = None
+        self,
+        i: int,
+        j: int,
+        alpha: float,
+        beta: float,
+        border: BorderPart | None = None,
+        sign: float = -1.0,
     ) -> None:
         """`m += alpha S a`, `S += beta (S a)(S a)'` for a = e_i - e_j (or e_i when j = -1)
         plus the border part, in conditional form (module docstring; docs/MATH.md §6); a
         direction off the groups' own weight blocks (a pair across groups, a border part on an
         extra block) with the projection that keeps each group's (w_L, f_g) marginal."""
-        if border is not None or self._across(i, j):
-            self._rank_one_projected(i, j, alpha, beta, border)
+        if border is not None or sign > 0 or self._across(i, j):
+            self._rank_one_projected(i, j, alpha, beta, border, sign)
             return
         g, size, _, _, u, r, local, c, q = self._direction(i, j)
         denominator = 1.0 + beta * q
@@ -437,11 +444,17 @@ class GroupedPosterior:
         self._stepped(g)
 
     def _rank_one_projected(
-        self, i: int, j: int, alpha: float, beta: float, border: BorderPart | None
+        self,
+        i: int,
+        j: int,
+        alpha: float,
+        beta: float,
+        border: BorderPart | None,
+        sign: float = -1.0,
     ) -> None:
         """`rank_one` with the projected step (module docstring): exact for a group when r
         lies in its own weight blocks L, else rho_g = S_LL^+ c_L."""
-        parts, r = self._parts(i, j, border)
+        parts, r = self._parts(i, j, border, sign)
         c = self.weight_cov @ r
         steps = []
         for g, size, u, _, _ in parts:
@@ -501,18 +514,18 @@ class GroupedPosterior:
                 f"clips {first[b]} and {second[b]} are in different groups: the structured "
                 "posterior takes pairs within a group"
             )
-        borders = events.border_parts(self.n_weights)
+        borders, signs = events.border_parts(self.n_weights), events.signs()
         moments = event_moment_function(events, likelihood)
         model_log_z = self.weight_mean.new_zeros(len(first))
         log_evidence = 0.0
         for b, (i, j) in enumerate(zip(first, second, strict=True)):
-            mu, var = self.marginal(i, j, borders[b])
+            mu, var = self.marginal(i, j, borders[b], signs[b])
             log_z, dlog_z, d2log_z, model_log_z[b] = moments(b, mu, var)
             if not (math.isfinite(dlog_z) and math.isfinite(d2log_z)):
                 raise FloatingPointError(f"event {b} produced a non-finite update")
             log_evidence += log_z
             # MATH.md §2: m += S a dlog_z, S += d2log_z (S a)(S a)'
-            self.rank_one(i, j, dlog_z, d2log_z, borders[b])
+            self.rank_one(i, j, dlog_z, d2log_z, borders[b], signs[b])
         return log_evidence, model_log_z
 
     def copy(self) -> GroupedPosterior:

@@ -53,6 +53,8 @@ class Events:
         border_index, border_coef: (B, P) the direction's border part c: coefficients on
             positions of the border (engine.blocks.border_layout, from 0), coefficient 0 for
             padding; None when no event has one.
+        second_sign: (B,) the second clip's coefficient, -1.0 (z = f_i - f_j, a comparison) or
+            +1.0 (z = f_i + f_j, where a pair stands: "both good"); None means -1 for all.
     """
 
     first: Tensor
@@ -64,6 +66,7 @@ class Events:
     n_outcomes: Tensor | None = None
     border_index: Tensor | None = None
     border_coef: Tensor | None = None
+    second_sign: Tensor | None = None
 
     def __post_init__(self) -> None:
         shape = self.first.shape
@@ -97,6 +100,17 @@ class Events:
                 torch.isfinite(self.border_coef).all()
             ):
                 raise ValueError("border positions must be >= 0 and coefficients finite")
+        if self.second_sign is not None:
+            if self.second_sign.shape != shape or not bool((self.second_sign.abs() == 1).all()):
+                raise ValueError("second_sign needs one entry per event, each -1 or +1")
+            if bool(((self.second_sign > 0) & (self.second == NO_SECOND)).any()):
+                raise ValueError("a sum direction needs two clips")
+
+    def signs(self) -> list[float]:
+        """Each event's second-clip coefficient as floats (-1.0 unless a sum direction)."""
+        if self.second_sign is None:
+            return [-1.0] * len(self)
+        return self.second_sign.tolist()
 
     def border_parts(self, n_border: int) -> list[BorderPart | None]:
         """Each event's border part as (positions, coefficients), None where it has none.
@@ -156,11 +170,12 @@ def interval_events(
     keep: Sequence[float] | None = None,
     n_outcomes: Sequence[float] | None = None,
     border: Sequence[BorderPart | None] | None = None,
+    second_sign: Sequence[float] | None = None,
 ) -> Events:
     """Events on (first[b], second[b]) (second = -1: one clip) with observed `intervals`, the
     raters' noise sd (one, or one per event), for the lapse model keep probabilities and
-    outcome counts, and each direction's border part (or None). Tensors take `like`'s dtype
-    and device."""
+    outcome counts, each direction's border part (or None) and each second clip's sign
+    (-1 unless z = f_i + f_j). Tensors take `like`'s dtype and device."""
     count = len(intervals)
     if len(first) != count or len(second) != count:
         raise ValueError("first, second and outcomes must have the same length")
@@ -191,6 +206,9 @@ def interval_events(
         None if n_outcomes is None else like.new_tensor(list(n_outcomes)).reshape(-1),
         border_index,
         border_coef,
+        None
+        if second_sign is None or all(sign == -1 for sign in second_sign)
+        else like.new_tensor(list(second_sign)).reshape(-1),
     )
 
 
@@ -302,6 +320,7 @@ def update_with_evidence(
     n_items = posterior.n_items
     first, second = event_items(events, n_items)
     borders = events.border_parts(posterior.mean.shape[0] - n_items)
+    signs = events.signs()
     mean = posterior.mean.clone()
     cov = posterior.cov
     log_evidence = 0.0
@@ -316,11 +335,14 @@ def update_with_evidence(
     for b, (i, j) in enumerate(zip(first, second, strict=True)):
         border = theta_part(borders[b], n_items, mean)
         # S a for a = e_i - e_j (pair) or e_i (single clip), plus the border part
-        column = along(cov.T, i, j, border)
+        sign = signs[b]
+        column = along(cov.T, i, j, border, sign)
         if held:
-            column.addmv_(columns[:, :held], scales[:held] * along(columns[:, :held], i, j, border))
-        mu = along(mean, i, j, border)
-        var = along(column, i, j, border).clamp_min(0.0)
+            column.addmv_(
+                columns[:, :held], scales[:held] * along(columns[:, :held], i, j, border, sign)
+            )
+        mu = along(mean, i, j, border, sign)
+        var = along(column, i, j, border, sign).clamp_min(0.0)
         log_z, dlog_z, d2log_z, model_log_z[b] = moments(b, float(mu), float(var))
         if not (math.isfinite(dlog_z) and math.isfinite(d2log_z)):
             raise FloatingPointError(f"event {b} produced a non-finite update")
@@ -347,10 +369,17 @@ def theta_part(part: BorderPart | None, n_items: int, like: Tensor) -> tuple[Ten
     return index, like.new_tensor(coefficients)
 
 
-def along(x: Tensor, i: int, j: int, border: tuple[Tensor, Tensor] | None) -> Tensor:
-    """`a . x` over x's first axis for a = e_i - e_j (or e_i when j = NO_SECOND) plus the
-    border part (theta positions, coefficients): a new tensor."""
-    out = x[i] - x[j] if j != NO_SECOND else x[i].clone()
+def along(
+    x: Tensor, i: int, j: int, border: tuple[Tensor, Tensor] | None, sign: float = -1.0
+) -> Tensor:
+    """`a . x` over x's first axis for a = e_i - e_j (or e_i when j = NO_SECOND; e_i + e_j
+    when `sign` is +1) plus the border part (theta positions, coefficients): a new tensor."""
+    if j == NO_SECOND:
+        return _with_border(x[i].clone(), x, border)
+    return _with_border(x[i] - x[j] if sign < 0 else x[i] + x[j], x, border)
+
+
+def _with_border(out: Tensor, x: Tensor, border: tuple[Tensor, Tensor] | None) -> Tensor:
     if border is not None:
         index, coefficients = border
         out = out + torch.tensordot(coefficients, x[index], dims=1)

@@ -59,6 +59,7 @@ def build_campaign(
     prior: PriorScales | None = None,
     noise_sd: float = JOD_NOISE_SD,
     side_bias: SideBias | None = None,
+    both_threshold: float | None = None,
     gold_rate: float = 0.0,
     gold_margin: float = 3.0,
     gold_seed: int = 0,
@@ -83,6 +84,7 @@ def build_campaign(
         refit_prior_at=refit_prior_at,
         structure=structure,  # type: ignore[arg-type]
         side_bias=side_bias,
+        both_threshold=both_threshold,
         gold_rate=gold_rate,
         gold_margin=gold_margin,
         gold_seed=gold_seed,

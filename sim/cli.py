@@ -232,6 +232,10 @@ def run(
         float, typer.Option(help="raters' mean side offset, JOD (+ favours the left clip)")
     ] = 0.0,
     side_spread: Annotated[float, typer.Option(help="sd of the side offset across raters")] = 0.0,
+    both_threshold: Annotated[
+        float | None,
+        typer.Option(help='raters answer a tie "both good"/"both bad" past this mean (JOD)'),
+    ] = None,
     budget: Annotated[int, typer.Option(min=1, help="labels per run")] = 3000,
     every: Annotated[int, typer.Option(min=1, help="labels between checkpoints")] = 100,
     reps: Reps = 3,
@@ -274,6 +278,7 @@ def run(
         noise_spread=noise_spread,
         side_bias=side_bias,
         side_spread=side_spread,
+        both_threshold=both_threshold,
     )
     scenario = Scenario(f"n{n_items}-rm{rm_corr:g}", spec, budget, every)
     if service is not None:

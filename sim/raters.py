@@ -19,6 +19,7 @@ import numpy as np
 
 from engine import Outcome
 from engine.adapters import JOD_NOISE_SD
+from engine.questions import BOTH_BAD, BOTH_GOOD
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class RaterSpec:
         emoji_thresholds: ordered cuts of the emoji levels on the quality scale (JOD).
         side_bias: mean side offset across raters (JOD; positive favours the left clip).
         side_spread: sd of the side offset across raters.
+        both_threshold: tau: a tie whose perceived pair mean is above tau is answered "both
+            good", below -tau "both bad" (each clip seen with the rater's noise); None: ties
+            stay ties.
     """
 
     n_raters: int = 20
@@ -48,6 +52,7 @@ class RaterSpec:
     emoji_thresholds: tuple[float, ...] = (-1.5, -0.5, 0.5, 1.5)
     side_bias: float = 0.0
     side_spread: float = 0.0
+    both_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.n_raters < 1 or not 1 <= self.concurrent <= self.n_raters:
@@ -62,6 +67,10 @@ class RaterSpec:
             raise ValueError("emoji thresholds must be strictly increasing")
         if not (math.isfinite(self.side_bias) and 0 <= self.side_spread < math.inf):
             raise ValueError("side_bias must be finite and side_spread finite and >= 0")
+        if self.both_threshold is not None and not (
+            self.tie_margin > 0 and 0 <= self.both_threshold < math.inf
+        ):
+            raise ValueError("both_threshold needs a tie margin and a finite value >= 0")
 
     @property
     def sided(self) -> bool:
@@ -105,10 +114,11 @@ class RaterPool:
         rater: int,
         rng: np.random.Generator,
         first_left: bool = True,
-    ) -> Outcome:
-        """The rater's verdict on `first` against `second`, `first` shown left or right."""
+    ) -> Outcome | str:
+        """The rater's verdict on `first` against `second`, `first` shown left or right (an
+        Outcome, or "both_good" / "both_bad" where the raters say so)."""
         if self._clicks_at_random(rater, rng):
-            options = (
+            options: tuple[Outcome | str, ...] = (
                 (Outcome.WIN, Outcome.TIE, Outcome.LOSS)
                 if self.spec.tie_margin > 0
                 else (
@@ -116,13 +126,24 @@ class RaterPool:
                     Outcome.LOSS,
                 )
             )
+            if self.spec.both_threshold is not None:
+                options = (*options, BOTH_GOOD, BOTH_BAD)
             return options[int(rng.integers(len(options)))]
         side = self.side_offset[rater] if first_left else -self.side_offset[rater]
         perceived = (
             quality_first - quality_second + side + self.noise_sd[rater] * rng.standard_normal()
         )
         if abs(perceived) < self.spec.tie_margin:
-            return Outcome.TIE
+            both = self.spec.both_threshold
+            if both is None:
+                return Outcome.TIE
+            # where the pair stands: each clip seen with the rater's noise
+            mean = 0.5 * (
+                quality_first
+                + quality_second
+                + math.sqrt(2) * self.noise_sd[rater] * rng.standard_normal()
+            )
+            return BOTH_GOOD if mean > both else BOTH_BAD if mean < -both else Outcome.TIE
         return Outcome.WIN if perceived > 0 else Outcome.LOSS
 
     def answer_kset(

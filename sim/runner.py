@@ -24,6 +24,7 @@ import torch
 
 from engine import Judgment, NoEligibleTaskError, Outcome, predict_pair
 from engine.adapters import JOD_NOISE_SD
+from engine.questions import BOTH_BAD, BOTH_GOOD
 from sim import metrics
 from sim.campaigns import build_campaign
 from sim.estimators import fit_thurstone
@@ -32,7 +33,8 @@ from sim.worlds import ReplayWorld, SyntheticSpec, SyntheticWorld, World, load_c
 
 ESTIMATORS = ("fixed", "engine")
 N_HELD_OUT = 2000
-SIGN = {Outcome.WIN: 1.0, Outcome.TIE: 0.0, Outcome.LOSS: -1.0}
+# "both good" and "both bad" are ties to the win counts of the fixed fit
+SIGN = {Outcome.WIN: 1.0, Outcome.TIE: 0.0, Outcome.LOSS: -1.0, BOTH_GOOD: 0.0, BOTH_BAD: 0.0}
 TARGETS: dict[str, tuple[str, float]] = {
     # metric: (direction, value); labels needed to reach each is the headline figure
     "kendall_tau": (">=", 0.9),
@@ -133,7 +135,9 @@ class Scorer:
         self.groups = problem.groups if problem.pair_scope == "group" else None
         self.counts = np.zeros((problem.n_items, problem.n_items))
         self.fixed_start: np.ndarray | None = None
-        self.campaign = build_campaign(problem, reward_model=True)
+        self.campaign = build_campaign(
+            problem, reward_model=True, both_threshold=problem.both_threshold
+        )
         rng = np.random.default_rng(seed)
         held = problem.candidates[rng.integers(len(problem.candidates), size=N_HELD_OUT)]
         self.held_first, self.held_second = held[:, 0], held[:, 1]

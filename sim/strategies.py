@@ -261,6 +261,8 @@ class _EngineBacked:
             refit_prior_at=refit_schedule(problem.n_items) if self.empirical_bayes else (),
             structure=self.structure,
             side_bias=SideBias() if self.side_bias else None,
+            # the raters' "both good" and "both bad", read as the world defines them
+            both_threshold=problem.both_threshold,
         )
 
     def rater_key(self, rater: int) -> int | None:

@@ -33,6 +33,7 @@ class Problem:
         pair_scope: "group" = only pairs within a group, "any" = all pairs.
         tie_margin: the raters' tie margin (0 = forced choice).
         candidates: (P, 2) every pair (i < j) the scope allows.
+        both_threshold: tau of the raters' "both good" / "both bad" (None: they only tie).
     """
 
     n_items: int
@@ -43,6 +44,7 @@ class Problem:
     pair_scope: str
     tie_margin: float
     candidates: np.ndarray
+    both_threshold: float | None = None
 
 
 def candidate_pairs(groups: np.ndarray, pair_scope: str) -> np.ndarray:
@@ -210,6 +212,7 @@ class SyntheticWorld(World):
             groups=groups,
             pair_scope=spec.pair_scope,
             tie_margin=spec.raters.tie_margin,
+            both_threshold=spec.raters.both_threshold,
             candidates=candidate_pairs(groups, spec.pair_scope),
         )
         self.truth = (

@@ -10,6 +10,7 @@ import pytest
 from scipy.stats import norm
 
 from engine import Outcome
+from engine.questions import BOTH_BAD, BOTH_GOOD
 from sim.raters import RaterPool, RaterSpec
 
 SEED = 0
@@ -153,3 +154,20 @@ def test_noise_spread_makes_raters_differ() -> None:
 def test_spec_validation(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         RaterSpec(**kwargs)
+
+
+def test_raters_say_both_good_or_both_bad_as_the_engine_models_it() -> None:
+    """A tie is "both good" with probability P(q_i + q_j + sqrt(2) sigma e > 2 tau) given the
+    tie: checked against that closed form on a pair of known qualities."""
+    spec = RaterSpec(n_raters=1, concurrent=1, noise_spread=0.0, tie_margin=3.0, both_threshold=0.4)
+    pool = RaterPool(spec, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    answers = [pool.answer_pair(0.5, 0.3, 0, rng) for _ in range(20_000)]
+    ties = [a for a in answers if a in (BOTH_GOOD, BOTH_BAD, Outcome.TIE)]
+    sigma = float(pool.noise_sd[0])
+    expected_good = 1 - norm.cdf((2 * 0.4 - 0.8) / (math.sqrt(2) * sigma))
+    expected_bad = norm.cdf((-2 * 0.4 - 0.8) / (math.sqrt(2) * sigma))
+    assert ties.count(BOTH_GOOD) / len(ties) == pytest.approx(expected_good, abs=0.02)
+    assert ties.count(BOTH_BAD) / len(ties) == pytest.approx(expected_bad, abs=0.02)
+    with pytest.raises(ValueError, match="both_threshold"):
+        RaterSpec(both_threshold=0.4)  # no ties
