@@ -10,6 +10,7 @@ import math
 
 import mpmath as mp
 import numpy as np
+import torch
 from scipy.special import log_ndtr
 
 mp.mp.dps = 30
@@ -185,3 +186,27 @@ def quadrature_information_gain(
             density = np.exp(-0.5 * ((z - mu) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
             conditional += radius * float(((entropy(z, noise_sd) - floor) * density) @ weights)
     return max(predictive - conditional, 0.0)
+
+
+def sampled_tilted_moments(
+    mean: torch.Tensor,
+    cov: torch.Tensor,
+    direction: torch.Tensor,
+    lo: float,
+    noise_sd: float,
+    *,
+    count: int = 400_000,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance of N(mean, cov) tilted by P(direction . theta + noise > lo), by
+    importance sampling from the prior: the exact Gaussian projection one ADF step on an
+    interval (lo, inf) must give, independent of the engine's moment formulas."""
+    generator = torch.Generator().manual_seed(seed)
+    root = torch.linalg.cholesky(cov)
+    noise = torch.randn(count, mean.shape[0], generator=generator, dtype=mean.dtype)
+    draws = mean + noise @ root.T
+    weight = torch.special.ndtr((draws @ direction - lo) / noise_sd)
+    weight = weight / weight.sum()
+    tilted = weight @ draws
+    centred = draws - tilted
+    return tilted, (centred * weight[:, None]).T @ centred

@@ -13,6 +13,7 @@ from engine.ep import ep_refine
 from engine.questions import BOTH_BAD, BOTH_GOOD, Pair, answer_specs
 from engine.state import PriorScales, add_contexts, add_items, empty_posterior
 from engine.update import interval_events, update
+from tests.engine.reference import sampled_tilted_moments
 
 SCALES = PriorScales(weight_scale=0.6, context_scale=0.3, residual_scale=1.0)
 TAU = 0.5
@@ -45,15 +46,7 @@ def test_one_step_on_the_pairs_sum_is_the_tilted_moments() -> None:
     after = update(prior, events)
     direction = torch.zeros_like(prior.mean)
     direction[0] = direction[2] = 1.0
-    generator = torch.Generator().manual_seed(3)
-    root = torch.linalg.cholesky(prior.cov)
-    noise = torch.randn(400_000, prior.mean.shape[0], generator=generator, dtype=torch.float64)
-    draws = prior.mean + noise @ root.T
-    weight = torch.special.ndtr((draws @ direction - 2 * TAU) / noise_sd)
-    weight = weight / weight.sum()
-    mean = weight @ draws
-    centred = draws - mean
-    cov = (centred * weight[:, None]).T @ centred
+    mean, cov = sampled_tilted_moments(prior.mean, prior.cov, direction, 2 * TAU, noise_sd, seed=3)
     assert torch.allclose(after.mean, mean, atol=0.01)
     assert torch.allclose(after.cov, cov, atol=0.01)
     assert float(after.mean[0] - prior.mean[0]) > 0.05  # both clips move up

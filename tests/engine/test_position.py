@@ -14,6 +14,7 @@ from engine.ep import ep_refine
 from engine.position import SIDE, SIDE_RATERS, side_part
 from engine.state import PriorScales, add_contexts, add_items, empty_posterior, grow_block
 from engine.update import interval_events, update
+from tests.engine.reference import sampled_tilted_moments
 
 SCALES = PriorScales(weight_scale=0.6, context_scale=0.3, residual_scale=1.0)
 
@@ -42,17 +43,7 @@ def test_one_step_along_a_direction_with_a_border_part_is_the_tilted_moments() -
     direction[0], direction[2] = 1.0, -1.0
     for position, coefficient in zip(*part, strict=True):
         direction[prior.n_items + position] += coefficient
-    generator = torch.Generator().manual_seed(7)
-    count = 400_000
-    root = torch.linalg.cholesky(prior.cov)
-    noise = torch.randn(count, prior.mean.shape[0], generator=generator, dtype=torch.float64)
-    draws = prior.mean + noise @ root.T
-    z = draws @ direction
-    weight = torch.special.ndtr(z / noise_sd)  # P(z + noise > 0)
-    weight = weight / weight.sum()
-    mean = weight @ draws
-    centred = draws - mean
-    cov = (centred * weight[:, None]).T @ centred
+    mean, cov = sampled_tilted_moments(prior.mean, prior.cov, direction, lo, noise_sd, seed=7)
     assert torch.allclose(after.mean, mean, atol=0.01)
     assert torch.allclose(after.cov, cov, atol=0.01)
     # the side coordinates moved: the rater's offset shares in the explanation
