@@ -789,7 +789,7 @@ class Campaign:
         events = [(j, e) for j, own in zip(judgments, per_judgment, strict=True) for e in own]
         border = None
         if self.config.side_bias is not None:
-            layout = self._form.border()[0]
+            layout = self._form.border_blocks()  # positions only: no copy of the border
             slots = self._raters.side_slots
             # a side loads on a comparison, not on where the pair stands
             border = [

@@ -106,8 +106,12 @@ class PosteriorForm(Protocol):
 
     def weights(self) -> WeightSummary: ...
 
+    def border_blocks(self) -> Layout:
+        """The border's named blocks (engine.blocks, from 0)."""
+        ...
+
     def border(self) -> tuple[Layout, Tensor, Tensor]:
-        """The border's named blocks (engine.blocks, from 0) and its mean and covariance."""
+        """The border's named blocks and its mean and covariance."""
         ...
 
     def grow_block(self, name: str, variances: Tensor, local: bool = False) -> None:
@@ -224,10 +228,13 @@ class DenseForm:
     def weights(self) -> WeightSummary:
         return summarise_weights(self.posterior)
 
+    def border_blocks(self) -> Layout:
+        posterior = self.posterior
+        return border_layout(posterior.n_criteria, posterior.n_contexts, extra=posterior.extra)
+
     def border(self) -> tuple[Layout, Tensor, Tensor]:
-        posterior, n = self.posterior, self.posterior.n_items
-        layout = border_layout(posterior.n_criteria, posterior.n_contexts, extra=posterior.extra)
-        return layout, posterior.mean[n:], posterior.cov[n:, n:]
+        n = self.posterior.n_items
+        return self.border_blocks(), self.posterior.mean[n:], self.posterior.cov[n:, n:]
 
     def grow_block(self, name: str, variances: Tensor, local: bool = False) -> None:
         self.posterior = grow_block(self.posterior, name, variances)
@@ -445,9 +452,12 @@ class BlockForm:
         mean, cov = self.posterior.weight_moments()
         return summarise_border(mean, cov, self.posterior.n_criteria, self.posterior.n_contexts)
 
+    def border_blocks(self) -> Layout:
+        return self.posterior.blocks()
+
     def border(self) -> tuple[Layout, Tensor, Tensor]:
         mean, cov = self.posterior.weight_moments()
-        return self.posterior.blocks(), mean, cov
+        return self.border_blocks(), mean, cov
 
     def grow_block(self, name: str, variances: Tensor, local: bool = False) -> None:
         self.posterior.grow_block(name, variances, local)
