@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.concurrent import answer_concurrently, spread
+from benchmarks.concurrent import answer_concurrently, command_line, spread, write_results
 from benchmarks.selection_speed import git_sha
 from sim import metrics
 from sim.raters import RaterSpec
@@ -169,14 +168,8 @@ def main(argv: list[str] | None = None) -> None:
             last = records[-1]
             print(f"{arm} rep {rep}: tau {last['kendall_tau']:.3f}, rmse {last['rmse']:.3f}")
     rows = summarise(records)
-    defaults = {"n_items": 100, "budget": 2500, "reps": 8, "threshold": 0.5}
-    command = "python -m benchmarks.both_answers" + "".join(
-        f" --{key.replace('_', '-')} {getattr(args, key)}"
-        for key, value in defaults.items()
-        if getattr(args, key) != value
-    )
     meta = {
-        "command": command,
+        "command": command_line("benchmarks.both_answers", parser, args),
         "git": git_sha(),
         "date": dt.date.today().isoformat(),
         "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, 1 thread",
@@ -186,13 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         "reps": args.reps,
         "threshold": args.threshold,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "both_answers.json").write_text(
-        json.dumps({"meta": meta, "rows": rows, "records": records}, indent=1)
-    )
-    table = markdown(rows, meta)
-    (args.out / "both_answers.md").write_text(table)
-    print(table)
+    payload = {"meta": meta, "rows": rows, "records": records}
+    write_results(args.out, "both_answers", payload, markdown(rows, meta))
 
 
 if __name__ == "__main__":

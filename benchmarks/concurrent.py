@@ -1,5 +1,6 @@
 """What the single-strategy benchmarks share: raters answering a strategy's pairs a few at a
-time, with checkpoints, and the "mean [min, max]" cells of their tables.
+time, with checkpoints, the "mean [min, max]" cells of their tables, the command line that
+reproduces a run, and writing the results.
 
 `answer_concurrently` keeps `concurrent` pairs out at once (each held by a rater drawn from
 those without one), answers the oldest (the world's raters, with the side the page drew),
@@ -10,9 +11,12 @@ scorers, for benchmarks that score a strategy by its own posterior.
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,4 +86,23 @@ def spread(values: list[float], digits: int = 0) -> str:
     return text + (f" ({missed} not reached)" if missed else "")
 
 
-__all__ = ["Answer", "answer_concurrently", "spread"]
+def command_line(module: str, parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """`python -m module` with every option given a value other than its default (the output
+    folder left out): the command a results file names."""
+    given = (
+        f" --{key.replace('_', '-')} {value}"
+        for key, value in vars(args).items()
+        if key != "out" and value != parser.get_default(key)
+    )
+    return f"python -m {module}" + "".join(given)
+
+
+def write_results(out: Path, name: str, payload: dict[str, Any], table: str) -> None:
+    """`out/name.json` (the payload) and `out/name.md` (the table), and the table printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=1))
+    (out / f"{name}.md").write_text(table)
+    print(table)
+
+
+__all__ = ["Answer", "answer_concurrently", "command_line", "spread", "write_results"]

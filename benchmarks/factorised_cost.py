@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.concurrent import answer_concurrently, spread
+from benchmarks.concurrent import answer_concurrently, command_line, spread, write_results
 from benchmarks.selection_speed import git_sha
 from sim import metrics
 from sim.runner import derive_seed, labels_to_target
@@ -150,11 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         saved = json.loads((args.out / "factorised_cost.json").read_text())
         meta = saved["meta"]
         rows = summarise(saved["records"], meta["budget"])
-        (args.out / "factorised_cost.json").write_text(
-            json.dumps({"meta": meta, "rows": rows, "records": saved["records"]}, indent=1)
-        )
-        (args.out / "factorised_cost.md").write_text(markdown(rows, meta))
-        print(markdown(rows, meta))
+        payload = {"meta": meta, "rows": rows, "records": saved["records"]}
+        write_results(args.out, "factorised_cost", payload, markdown(rows, meta))
         return
     torch.set_num_threads(2)
     spec = SyntheticSpec(
@@ -173,10 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{form} rep {rep}: tau {last['kendall_tau']:.3f}, {last['seconds']:.0f} s")
     rows = summarise(records, args.budget)
     meta = {
-        "command": "python -m benchmarks.factorised_cost"
-        + (f" --n-items {args.n_items}" if args.n_items != 1000 else "")
-        + (f" --budget {args.budget}" if args.budget != 16_000 else "")
-        + (f" --reps {args.reps}" if args.reps != 3 else ""),
+        "command": command_line("benchmarks.factorised_cost", parser, args),
         "git": git_sha(),
         "date": dt.date.today().isoformat(),
         "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, 2 threads",
@@ -185,13 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         "budget": args.budget,
         "reps": args.reps,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "factorised_cost.json").write_text(
-        json.dumps({"meta": meta, "rows": rows, "records": records}, indent=1)
-    )
-    table = markdown(rows, meta)
-    (args.out / "factorised_cost.md").write_text(table)
-    print(table)
+    payload = {"meta": meta, "rows": rows, "records": records}
+    write_results(args.out, "factorised_cost", payload, markdown(rows, meta))
 
 
 if __name__ == "__main__":

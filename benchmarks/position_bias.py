@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.concurrent import answer_concurrently, spread
+from benchmarks.concurrent import answer_concurrently, command_line, spread, write_results
 from benchmarks.selection_speed import git_sha
 from engine import Judgment, Outcome
 from sim import metrics
@@ -211,16 +210,8 @@ def main(argv: list[str] | None = None) -> None:
             last = result["records"][-1]
             print(f"{name} rep {rep}: tau {last['kendall_tau']:.3f}, {last['seconds']:.0f} s")
     rows = summarise(runs, args.budget)
-    defaults = {"n_items": 100, "budget": 2500, "reps": 5, "side_bias": 0.5, "side_spread": 0.4}
-    command = "python -m benchmarks.position_bias" + "".join(
-        f" --{key.replace('_', '-')} {getattr(args, key)}"
-        for key, value in defaults.items()
-        if getattr(args, key) != value
-    )
-    if args.name != "position_bias":
-        command += f" --name {args.name}"
     meta = {
-        "command": command,
+        "command": command_line("benchmarks.position_bias", parser, args),
         "git": git_sha(),
         "date": dt.date.today().isoformat(),
         "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, 1 thread",
@@ -231,13 +222,8 @@ def main(argv: list[str] | None = None) -> None:
         "side_bias": args.side_bias,
         "side_spread": args.side_spread,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(
-        json.dumps({"meta": meta, "rows": rows, "runs": runs}, indent=1)
-    )
-    table = markdown(rows, meta)
-    (args.out / f"{args.name}.md").write_text(table)
-    print(table)
+    payload = {"meta": meta, "rows": rows, "runs": runs}
+    write_results(args.out, args.name, payload, markdown(rows, meta))
 
 
 if __name__ == "__main__":
