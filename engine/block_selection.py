@@ -40,6 +40,7 @@ from engine.selection import (
     SelectionOptions,
     allowed_items,
     choose_rating,
+    in_sorted,
 )
 from engine.structured import BlockShrink, GroupedPosterior, JointProjections, block_shrink
 
@@ -113,7 +114,7 @@ def _score_groups(
                 score.view(-1)[forbidden[lo:hi] - start * per_group] = 0.0
         else:
             flat = groups[:, None] * per_group + torch.arange(per_group, device=device)
-            score.masked_fill_(torch.isin(flat, forbidden), 0.0)
+            score.masked_fill_(in_sorted(flat, forbidden), 0.0)
     return score, members
 
 
@@ -322,13 +323,11 @@ def screen_block_pairs(
         if shrink is not None:
             fresh.update(shrink.groups.tolist())
         scored = torch.tensor(sorted(fresh), dtype=torch.long, device=device)
-        if fresh:
-            score(scored)
 
         def open_bounds(threshold: float) -> tuple[Tensor, Tensor]:
             """The unscored groups whose bound exceeds `threshold`, and their bounds."""
             index = kept.reaching(posterior, threshold)
-            index = index[~torch.isin(index, scored)]
+            index = index[~in_sorted(index, torch.sort(scored).values)]
             bounds = kept.best[index] + kept.slack(posterior, index)
             above = bounds > threshold
             return index[above], bounds[above]
@@ -342,9 +341,9 @@ def screen_block_pairs(
             nth = kept.best[kept.order[min(wanted, kept.order.numel()) - 1]]
             index, bounds = open_bounds(float(nth) - 1e-12)
             index = index[torch.topk(bounds, min(wanted, bounds.numel())).indices]
-            if index.numel():
-                score(index)
-                scored = torch.cat((scored, index))
+            scored = torch.cat((scored, index))
+        if scored.numel():
+            score(scored)  # the fresh groups and those of the highest bounds, in one pass
         while True:
             # groups whose kept best plus slack cannot reach the kept set are done
             index, bounds = open_bounds(threshold())
@@ -425,19 +424,20 @@ def select_block_pairs(
         allowed = allowed_items(posterior.n_items, excluded_items, posterior.group.device)
     if shrink is None:
         shrink = block_shrink(posterior, pending, request.pair_cuts, request.level_cuts)
-    judged = pair_positions(posterior, request.judged_pairs)
-    handed_out = None
+    judged_pairs = request.judged_pairs
+    not_again = judged_pairs
     if pending is not None and len(pending):
         pair = pending.second != NO_SECOND
         handed_out = torch.stack((pending.first[pair], pending.second[pair]), 1)
-    busy = pair_positions(posterior, handed_out)
+        judged_device = None if judged_pairs is None else judged_pairs.to(handed_out.device)
+        not_again = handed_out if judged_device is None else torch.cat((judged_device, handed_out))
     n_keep = request.options.n_refine + request.count - 1
     first, second = screen_block_pairs(
         posterior,
         shrink,
         noise_var,
         allowed=allowed,
-        forbidden=torch.unique(torch.cat((judged, busy))),
+        forbidden=pair_positions(posterior, not_again),
         n_keep=n_keep,
         kept=kept,
         tolerance=tolerance,
@@ -449,7 +449,7 @@ def select_block_pairs(
             shrink,
             noise_var,
             allowed=allowed,
-            forbidden=judged,
+            forbidden=pair_positions(posterior, judged_pairs),
             n_keep=n_keep,
             kept=kept,
             tolerance=tolerance,

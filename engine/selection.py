@@ -232,6 +232,15 @@ def _believer_column(
     return column, cov.new_tensor(factor)
 
 
+def in_sorted(values: Tensor, sorted_set: Tensor) -> Tensor:
+    """`torch.isin(values, sorted_set)` for an ascending `sorted_set`: a binary search beats
+    isin's sort of both lists."""
+    if sorted_set.numel() == 0:
+        return torch.zeros_like(values, dtype=torch.bool)
+    at = torch.searchsorted(sorted_set, values).clamp_(max=sorted_set.numel() - 1)
+    return sorted_set[at] == values
+
+
 def allowed_items(n_items: int, excluded: Tensor | None, device: torch.device) -> Tensor:
     """(n,) bool: False for the excluded clips."""
     allowed = torch.ones(n_items, dtype=torch.bool, device=device)
@@ -366,10 +375,7 @@ def screen_listed_pairs(
     score = screen(mu, var.clamp_min_(0.0), noise_var).add_(SCORE_OFFSET)
     eligible = allowed_items[first] & allowed_items[second]
     if forbidden.numel():
-        # forbidden is sorted: a binary search beats isin's sort of both lists
-        flat = first * n + second
-        at = torch.searchsorted(forbidden, flat).clamp_(max=forbidden.numel() - 1)
-        eligible &= forbidden[at] != flat
+        eligible &= ~in_sorted(first * n + second, forbidden)
     score = score.masked_fill_(~eligible, 0.0)
     top = torch.topk(score, min(n_keep, score.numel()))
     keep = top.indices[top.values > 0]
@@ -808,6 +814,7 @@ __all__ = [
     "believer_shrink",
     "choose_rating",
     "extend_shrink",
+    "in_sorted",
     "screen_listed_pairs",
     "screen_pairs",
     "select_pair_batch",

@@ -48,7 +48,7 @@ from torch import Tensor
 from engine.blocks import Extra, Layout, border_layout
 from engine.ep import TOLERANCE, Sites, ep_sweeps
 from engine.questions import NO_SECOND
-from engine.selection import Pending, shrink_coefficients
+from engine.selection import Pending, in_sorted, shrink_coefficients
 from engine.state import Posterior, PriorScales, add_contexts, empty_posterior, grow_block
 from engine.update import BorderPart, Events, event_moment_function
 
@@ -157,6 +157,8 @@ class GroupedPosterior:
     def __getstate__(self) -> dict[str, object]:
         state = dict(vars(self))
         state["_single"] = None  # derived: a snapshot need not carry it
+        state.pop("_local_table", None)
+        state.pop("_last_direction", None)
         return state
 
     def single(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -210,7 +212,18 @@ class GroupedPosterior:
 
     def local_index(self, context: Tensor) -> Tensor:
         """(..., L) positions in w of the global block, the given contexts' blocks and the
-        local extra blocks."""
+        local extra blocks (context -1, an empty group's, reads the global block twice)."""
+        # one gather from a table per border layout: selection asks many times per pick
+        key = (self.n_contexts, self.local_extra, self.extra, context.device)
+        kept = self.__dict__.get("_local_table")  # absent from snapshots of older states
+        if kept is None or kept[0] != key:
+            contexts = torch.arange(-1, max(self.n_contexts, 1), device=context.device)
+            kept = (key, self._local_positions(contexts).roll(-1, 0))  # row -1: context -1
+            self._local_table = kept
+        return kept[1][context]
+
+    def _local_positions(self, context: Tensor) -> Tensor:
+        """`local_index`, computed."""
         k = self.n_criteria
         own = torch.arange(k, device=context.device)
         index = torch.cat(
@@ -336,6 +349,18 @@ class GroupedPosterior:
     ) -> tuple[int, int, int, int, Tensor, Tensor, Tensor, Tensor, float]:
         """For a = e_i - e_j (or e_i when j = -1): the group, its size, both slots (-1 for
         none), u = P a, r = A' a, the local weight positions, c = S_w r and q = r' c."""
+        # an update reads the direction twice (its marginal, then its step) on one state
+        kept = self.__dict__.get("_last_direction")
+        if kept is not None and kept[0] == (self.version, i, j):
+            return kept[1]
+        result = self._compute_direction(i, j)
+        self._last_direction = ((self.version, i, j), result)
+        return result
+
+    def _compute_direction(
+        self, i: int, j: int
+    ) -> tuple[int, int, int, int, Tensor, Tensor, Tensor, Tensor, float]:
+        """`_direction`, computed."""
         g, si = int(self.group[i]), int(self.slot[i])
         sj = NO_SECOND
         if j != NO_SECOND:
@@ -534,6 +559,7 @@ class GroupedPosterior:
         for name, value in vars(self).items():
             setattr(twin, name, value.clone() if isinstance(value, Tensor) else value)
         twin._single = None  # its own, made when a screen first asks
+        twin.__dict__.pop("_last_direction", None)
         return twin
 
     # read-outs --------------------------------------------------------------------------------
@@ -691,7 +717,7 @@ class GroupedPosterior:
                 if hi > lo:
                     cov[shrink.groups[lo:hi] - start] -= shrink.correction[lo:hi].to(dtype)
             else:
-                hit = torch.nonzero(torch.isin(groups, shrink.groups)).flatten()
+                hit = torch.nonzero(in_sorted(groups, shrink.groups)).flatten()
                 if hit.numel():
                     at = torch.searchsorted(shrink.groups, groups[hit])
                     cov[hit] -= shrink.correction[at].to(dtype)
@@ -905,21 +931,20 @@ def block_shrink(
     `A_h S_w r_p` on a group h, plus `P_h a_p` on the task's own group."""
     if pending is None or len(pending) == 0:
         return None
-    mu, gram, _ = posterior.joint_moments(pending.first, pending.second)
+    joint = posterior.joint(pending.first, pending.second)
+    cov = joint.columns(torch.arange(len(pending), device=pending.first.device))
+    gram = 0.5 * (cov + cov.T)
     coefficients_np, factor_np = shrink_coefficients(
-        gram.cpu().numpy(), mu.tolist(), pending, pair_cuts, level_cuts
+        gram.cpu().numpy(), joint.mean.tolist(), pending, pair_cuts, level_cuts
     )
     coefficients = torch.from_numpy(coefficients_np).to(gram)
     factor = torch.from_numpy(factor_np).to(gram)
-    where = posterior.directions(pending.first, pending.second)
-    border = posterior.weight_cov @ where.embedded.T @ coefficients  # (D, Q): Omega
+    where = joint.where
+    border = joint.through.T @ coefficients  # (D, Q): Omega = S_w E' U (S_w symmetric)
     weight = (border * factor) @ border.T
     groups, slot_group = torch.unique(where.group, return_inverse=True)
     size = posterior.members.shape[1]
-    within = posterior.within[where.group]  # (parts, M, M)
-    rows = torch.arange(where.group.shape[0], device=groups.device)
-    u = within[rows, :, where.slot_i] - within[rows, :, where.slot_j] * where.pair[:, None]
-    u = u * where.sign[:, None]
+    u = joint.u  # (parts, M): P_h a_p over the part's group's slots
     own = u.new_zeros(groups.shape[0], size, coefficients.shape[1])  # (H, M, Q): v_hq
     # a pair across groups adds to both groups' own terms; the coupling of the two groups'
     # blocks is not kept (the factorised form keeps each group's block only)

@@ -51,7 +51,10 @@ class TaskBook:
         self._pending: dict[int, Task] = {}
         self._ids = itertools.count(1)
         self._asked: dict[Hashable, set[tuple]] = {}
-        self._judged_tensor: dict[Hashable, Tensor] = {}  # pairs of _asked, rebuilt on change
+        # the pairs of _asked as a tensor, and the pairs answered since it was built: a rater's
+        # next request appends a row rather than rebuilding it from every answer
+        self._judged_tensor: dict[Hashable, Tensor] = {}
+        self._judged_new: dict[Hashable, list[tuple[int, int]]] = {}
 
     def new(
         self,
@@ -96,8 +99,13 @@ class TaskBook:
     ) -> None:
         """Record (rater, question) answers and release the answered tasks."""
         for rater, question in labels:
-            self._asked.setdefault(rater, set()).add(question.key)
-            self._judged_tensor.pop(rater, None)
+            asked = self._asked.setdefault(rater, set())
+            key = question.key
+            if key in asked:
+                continue
+            asked.add(key)
+            if key[0] == Pair.kind and rater in self._judged_tensor:
+                self._judged_new.setdefault(rater, []).append(key[1:])
         for task_id in task_ids:
             self._pending.pop(task_id)
 
@@ -115,11 +123,12 @@ class TaskBook:
         judged = self._judged_tensor.get(rater)
         if judged is None:
             pairs = sorted(key[1:] for key in self._asked.get(rater, ()) if key[0] == Pair.kind)
-            if not pairs:
-                return None
-            judged = torch.tensor(pairs, dtype=torch.long)
-            self._judged_tensor[rater] = judged
-        return judged
+            judged = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+        elif rater in self._judged_new:
+            fresh = torch.tensor(self._judged_new.pop(rater), dtype=torch.long)
+            judged = torch.cat((judged, fresh))
+        self._judged_tensor[rater] = judged
+        return judged if judged.numel() else None
 
     def asked(self, rater: Hashable | None) -> frozenset[tuple]:
         """The `Question.key`s of what `rater` answered."""
