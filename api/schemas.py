@@ -295,10 +295,11 @@ class Leaderboard(Struct, kw_only=True):
     level: float
     expected_kendall_tau: float | None
     clips: list[LeaderboardClip]  # this page, best first
-    total: int  # clips that match (the prompt's, or all), over every page
+    total: int  # clips that match (the prompt's, the external id's, or all), over every page
     offset: int
     limit: int
     prompt: str | None
+    external_id: str | None = None
 
 
 class Weight(Struct, kw_only=True):

@@ -865,9 +865,11 @@ class Service:
         limit: int = DEFAULT_PAGE,
         offset: int = 0,
         prompt: str | None = None,
+        external_id: str | None = None,
     ) -> schemas.Leaderboard:
         """One page of the clips by posterior rank (best first; `prompt`: only that prompt's
-        clips), with credible intervals and label counts, and how many clips match in all.
+        clips; `external_id`: only that clip, or none), with credible intervals and label
+        counts, and how many clips match in all.
 
         Raises:
             BadRequest: a level, limit or offset out of range.
@@ -887,6 +889,9 @@ class Service:
                 index = self._prompts[campaign_id] = PromptIndex(runtime)
             members = index.positions(prompt)
             order = members[np.argsort(board.rank[members], kind="stable")]
+        if external_id is not None:
+            position = runtime.clip_index.get(external_id)
+            order = order[order == position] if position is not None else order[:0]
         page = order[offset : offset + limit].tolist()
         return schemas.Leaderboard(
             campaign_id=campaign_id,
@@ -898,6 +903,7 @@ class Service:
             offset=offset,
             limit=limit,
             prompt=prompt,
+            external_id=external_id,
         )
 
     async def weights(self, campaign_id: int, level: float) -> schemas.Weights:

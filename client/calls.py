@@ -405,8 +405,11 @@ def leaderboard(
     limit: int | None = None,
     offset: int = 0,
     prompt: str | None = None,
+    external_id: str | None = None,
 ) -> Call[models.Leaderboard]:
     params: dict[str, str | float] = {"level": level}
+    if external_id is not None:
+        params["external_id"] = external_id
     if limit is not None:
         params["limit"] = limit
     if offset:

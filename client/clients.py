@@ -285,11 +285,13 @@ class Client:
         limit: int | None = None,
         offset: int = 0,
         prompt: str | None = None,
+        external_id: str | None = None,
     ) -> models.Leaderboard:
         """A page of the clips best first with credible intervals (admin key or a rater of
         the campaign): `limit` rows (the service's default page when None) after `offset`,
-        of one `prompt` when given; `total` counts every matching clip."""
-        return self.run(calls.leaderboard(campaign_id, level, limit, offset, prompt))
+        of one `prompt` when given, only the clip of `external_id` when given (no row when
+        none has it); `total` counts every matching clip."""
+        return self.run(calls.leaderboard(campaign_id, level, limit, offset, prompt, external_id))
 
     def iter_leaderboard(
         self,
@@ -589,9 +591,12 @@ class AsyncClient:
         limit: int | None = None,
         offset: int = 0,
         prompt: str | None = None,
+        external_id: str | None = None,
     ) -> models.Leaderboard:
         """`Client.leaderboard`: a page of the clips best first."""
-        return await self.run(calls.leaderboard(campaign_id, level, limit, offset, prompt))
+        return await self.run(
+            calls.leaderboard(campaign_id, level, limit, offset, prompt, external_id)
+        )
 
     async def iter_leaderboard(
         self,

@@ -147,6 +147,7 @@ class Leaderboard:
     offset: int = 0
     limit: int | None = None
     prompt: str | None = None
+    external_id: str | None = None  # the one clip asked for, when one was
 
 
 @dataclass(frozen=True)

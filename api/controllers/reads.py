@@ -47,15 +47,19 @@ class ReadController(Controller):
             str | None,
             Parameter(min_length=1, max_length=256, description="only this prompt's clips"),
         ] = None,
+        external_id: Annotated[
+            str | None,
+            Parameter(min_length=1, max_length=256, description="only the clip of this id"),
+        ] = None,
     ) -> schemas.Leaderboard:
         """Mean, sd, credible interval, rank and labels per clip, best first, a page at a
         time (`limit`, `offset`; `total` counts every matching clip), optionally of one
-        prompt's clips."""
+        prompt's clips or of the one clip with an external id (none when no clip has it)."""
         if not (is_admin(request) or service.is_rater_of(bearer(request), campaign_id)):
             raise Unauthorized(
                 detail="the leaderboard needs the admin key or a rater token of this campaign"
             )
-        return await service.leaderboard(campaign_id, level, limit, offset, prompt)
+        return await service.leaderboard(campaign_id, level, limit, offset, prompt, external_id)
 
     @get(
         "/weights",

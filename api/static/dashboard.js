@@ -403,10 +403,18 @@ async function control(method, path, body) {
   refresh();
 }
 
-$("retire-form").addEventListener("submit", (event) => {
+$("retire-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const wanted = $("retire-id").value.trim();
-  const clip = lastBoard && lastBoard.clips.find((c) => c.external_id === wanted);
+  // asked of the server: the clip may be on any page of the leaderboard
+  let clip;
+  try {
+    const query = new URLSearchParams({ external_id: wanted, limit: "1" });
+    clip = (await api("GET", `${BASE}/leaderboard?${query}`, KEY)).data.clips[0];
+  } catch (error) {
+    $("retire-message").textContent = error.detail || error.message;
+    return;
+  }
   $("retire-message").textContent = clip ? "" : `no clip ${wanted}`;
   if (clip) control("POST", `${BASE}/clips/${clip.id}/retire`);
 });

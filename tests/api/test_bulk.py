@@ -246,7 +246,9 @@ def test_a_campaign_in_blocks_refuses_settings_the_engine_cannot_keep(http: http
     assert http.get(f"/v1/campaigns/{cid}").json()["pair_scope"] == "group"
 
 
-def test_leaderboard_pages_refuse_bad_values_and_filter_by_prompt(http: httpx.Client) -> None:
+def test_leaderboard_pages_refuse_bad_values_and_filter_by_prompt_and_id(
+    http: httpx.Client,
+) -> None:
     cid = new_campaign(http)
     assert upload(http, cid, ndjson(clip_rows(40))).status_code == 201
     path = f"/v1/campaigns/{cid}/leaderboard"
@@ -269,6 +271,20 @@ def test_leaderboard_pages_refuse_bad_values_and_filter_by_prompt(http: httpx.Cl
     assert prompt["total"] == 4 and prompt["clips"] == mine[1:3]
     nobody = http.get(path, params={"prompt": "nope"}).json()
     assert nobody["total"] == 0 and nobody["clips"] == []
+    last = whole["clips"][-1]
+    one = http.get(path, params={"external_id": last["external_id"], "limit": 1}).json()
+    assert one["total"] == 1 and one["clips"] == [last]
+    assert one["external_id"] == last["external_id"]
+    both = {"external_id": last["external_id"], "prompt": last["group"]}
+    assert http.get(path, params=both).json()["clips"] == [last]
+    elsewhere = {
+        "external_id": last["external_id"],
+        "prompt": "p0" if last["group"] != "p0" else "p1",
+    }
+    assert http.get(path, params=elsewhere).json()["total"] == 0
+    unknown = http.get(path, params={"external_id": "no-such-clip"}).json()
+    assert unknown["total"] == 0 and unknown["clips"] == []
+    assert http.get(path, params={"external_id": ""}).status_code == 400
 
 
 @pytest.mark.slow

@@ -9,8 +9,10 @@ reported from the page is withheld, and restored from the dashboard.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import statistics
+import time
 
 import pytest
 
@@ -337,3 +339,59 @@ def test_the_dashboard_shows_side_offsets(service: Service, context) -> None:
     mean = float(dashboard.locator("#raters-table td.side").inner_text().split(" ± ")[0])
     assert mean > 0
     assert "Side offset of all raters" in dashboard.locator("#side-offset").inner_text()
+
+
+def test_the_dashboard_retires_a_clip_past_the_first_leaderboard_page(
+    service: Service, context
+) -> None:
+    """The dashboard reads the leaderboard's first page only; retiring by external id asks
+    the server, so a clip ranked past that page is found and retired too."""
+    campaign_id = service.post("/v1/campaigns", {"name": "large", "criteria": ["alignment"]})["id"]
+    rows = "".join(
+        json.dumps(
+            {
+                "external_id": f"big-{index}",
+                "uri": f"/media/clip-{index % N_TEST_CLIPS:03d}.png",
+                "group": f"prompt {index // 4}",
+                "context": "shapes",
+                "scores": {"alignment": -float(index)},
+            }
+        )
+        + "\n"
+        for index in range(1_100)
+    )
+    upload = service.client.post(
+        f"/v1/campaigns/{campaign_id}/clips/bulk",
+        params={"format": "jsonl"},
+        content=rows.encode(),
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+    assert upload.status_code == 201, upload.text
+    board = f"/v1/campaigns/{campaign_id}/leaderboard"
+    first_page = service.client.get(board).json()
+    assert first_page["total"] == 1_100 and len(first_page["clips"]) < 1_100
+    late = service.client.get(board, params={"offset": 1_050, "limit": 1}).json()["clips"][0]
+    assert late["external_id"] not in {clip["external_id"] for clip in first_page["clips"]}
+
+    dashboard = context.new_page()
+    errors: list[str] = []
+    dashboard.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    dashboard.goto(f"{service.url}/dashboard/{campaign_id}?key={ADMIN_KEY}")
+    dashboard.wait_for_selector("#leaderboard-chart")  # the page's script is running
+    dashboard.fill("#retire-id", late["external_id"])
+    dashboard.click("#retire-form button[type=submit]")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        found = service.client.get(board, params={"external_id": late["external_id"]}).json()
+        if found["clips"][0]["state"] == "retired":
+            break
+        time.sleep(0.1)
+    assert found["clips"][0]["state"] == "retired", (
+        errors,
+        dashboard.inner_text("#retire-message"),
+        dashboard.inner_text("#controls-message"),
+    )
+    assert dashboard.inner_text("#retire-message") == ""
+    dashboard.fill("#retire-id", "no-such-clip")
+    dashboard.click("#retire-form button[type=submit]")
+    wait_for_text(dashboard, "retire-message", "no clip no-such-clip")

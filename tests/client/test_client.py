@@ -74,6 +74,9 @@ def test_a_whole_party_through_the_blocking_client(live: LiveServer) -> None:
         assert isinstance(board, Leaderboard) and board.n_judgments == 1
         assert len(board.clips) == 26 and [c.rank for c in board.clips] == list(range(1, 27))
         assert ann.leaderboard(campaign.id, level=0.5).level == 0.5  # a rater may read it too
+        last = board.clips[-1]
+        one = service.leaderboard(campaign.id, external_id=last.external_id)
+        assert one.clips == [last] and one.total == 1 and one.external_id == last.external_id
         weights = service.weights(campaign.id)
         assert [w.criterion for w in weights.global_] == ["a", "b"]
         assert [c.context for c in weights.contexts] == ["animals", "default"]  # "x" has none
