@@ -9,6 +9,7 @@ runs its engine (api/routing.py).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,6 +35,7 @@ from api import schemas
 from api.controllers import CONTROLLERS
 from api.controllers._body import JsonRequest, readable
 from api.db import make_engine, migrate
+from api.demo import seed_demo
 from api.export import MEDIA_TYPES
 from api.metrics import Metrics, observe_requests
 from api.ownership import hold_sqlite
@@ -103,6 +105,11 @@ def _complete_openapi(app: Litestar) -> None:
 def create_app(settings: Settings | None = None) -> Litestar:
     """The Litestar app over `settings` (default: `Settings.from_env()`)."""
     settings = settings or Settings.from_env()
+    if settings.demo and settings.public_url is None:
+        raise ValueError(
+            "the demo seeds itself through this server's own URL: set RATINGPARTY_PUBLIC_URL "
+            "(python -m api sets it from --host and --port)"
+        )
     metrics = Metrics()
 
     @asynccontextmanager
@@ -124,13 +131,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
         service = Service(settings, engine, writer, metrics)
         await service.start()
         app.state.service = service
+        demo = None
         try:
             if settings.demo:
-                from api.demo import seed_demo  # the demo's synthetic data comes from sim/
-
-                app.state.demo_campaign_id = await seed_demo(service)
+                # seeded through this server's API by a child process, once it listens
+                demo = asyncio.create_task(
+                    seed_demo(
+                        str(settings.public_url),
+                        settings.admin_key,
+                        media_dir(settings.database_url),
+                    )
+                )
+            app.state.demo = demo
             yield
         finally:
+            if demo is not None and not demo.done():
+                demo.cancel()
+                await asyncio.gather(demo, return_exceptions=True)
             await service.close()
             await writer.aclose()
             engine.dispose()

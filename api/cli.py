@@ -8,6 +8,7 @@ with --demo, which campaign the demo is.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import os
 import socket
@@ -18,6 +19,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING
 
 from api.db import check_schema
+from api.demo import DemoError
 from api.logs import configure_logging
 from api.ownership import DatabaseInUse, hold_sqlite
 from api.settings import Settings, key_file, load_or_create_admin_key
@@ -142,10 +144,19 @@ def main(argv: list[str] | None = None) -> None:
 
 
 async def _announce_demo(app: Litestar, *, base: str) -> None:
-    """Name the demo campaign once the lifespan has seeded it (its id is whatever the database
-    gave it, not necessarily 1)."""
-    campaign = await app.state.service.get_campaign(app.state.demo_campaign_id)
-    print(DEMO_LINE.format(id=campaign.id, n_clips=campaign.n_clips, base=base), flush=True)
+    """Name the demo campaign once `sim demo` has seeded it (its id is whatever the database
+    gave it, not necessarily 1), without holding up the start: the seeding needs the server
+    to listen."""
+
+    async def announce() -> None:
+        try:
+            campaign = await app.state.demo
+        except DemoError as error:
+            print(f"ratingparty: the demo was not seeded: {error}", file=sys.stderr, flush=True)
+            return
+        print(DEMO_LINE.format(id=campaign.id, n_clips=campaign.n_clips, base=base), flush=True)
+
+    app.state.demo_announcer = asyncio.create_task(announce())
 
 
 __all__ = ["main", "package_version", "parse"]

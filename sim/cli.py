@@ -392,6 +392,52 @@ def replay(
 
 
 @app.command()
+def demo(
+    url: Annotated[str, typer.Argument(help="the service, e.g. http://127.0.0.1:8000")],
+    media: Annotated[
+        Path, typer.Option(help="the folder the service serves under /media/ (its pictures)")
+    ],
+    key: Annotated[
+        str | None,
+        typer.Option(envvar="RATINGPARTY_ADMIN_KEY", help="the service's admin key"),
+    ] = None,
+    clips: Annotated[int, typer.Option(min=2, help="clips in the demo")] = 60,
+    seed: Annotated[int, typer.Option(help="the synthetic world's seed")] = 0,
+    wait: Annotated[float, typer.Option(min=0, help="seconds to wait for the service")] = 60.0,
+    version: Version = False,
+) -> None:
+    """Seed the demo campaign ("demo", synthetic clips shown as pictures) through the service's
+    API, once: a campaign of that name is left as it is. Prints the campaign as JSON."""
+    import json
+    import time
+
+    import httpx
+
+    from client import Client, ServiceError
+    from sim.demo import seed_demo
+
+    if not key:
+        raise typer.BadParameter("the demo needs the admin key: --key or RATINGPARTY_ADMIN_KEY")
+    deadline = time.monotonic() + wait
+    with Client(url, key=key) as service:
+        while True:  # the service may still be starting
+            try:
+                service.health()
+                break
+            except (httpx.HTTPError, ServiceError) as error:
+                if time.monotonic() > deadline:
+                    raise typer.BadParameter(
+                        f"{url} did not answer in {wait:g} s: {error}"
+                    ) from error
+                time.sleep(0.2)
+        try:
+            campaign = seed_demo(service, media, clips, seed)
+        except ServiceError as error:
+            raise typer.BadParameter(f"{url}: {error}") from error
+    print(json.dumps({"id": campaign.id, "name": campaign.name, "n_clips": campaign.n_clips}))
+
+
+@app.command()
 def plot(
     results: Annotated[Path, typer.Argument(help="a JSON written by run, sweep or replay")],
     metric: Annotated[str, typer.Option(help="kendall_tau, spearman, rmse, top_k, ...")] = (

@@ -1,4 +1,5 @@
-"""Synthetic clips for demos and the service load benchmark, as the HTTP API takes them.
+"""Synthetic clips for demos and the service load benchmark, as the HTTP API takes them, and
+the demo campaign seeded through the public API (`sim demo`, which `make serve DEMO=1` runs).
 
 A `SyntheticWorld` (sim/worlds.py) supplies the truth and the reward model's scores; this
 module only renames them into clip records (`external_id`, `uri`, `group`, `context`,
@@ -9,9 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from client import Client, models
+from sim.demo_media import picture_clips
 from sim.worlds import SyntheticSpec, SyntheticWorld
+
+DEMO_NAME = "demo"
 
 
 @dataclass(frozen=True)
@@ -66,4 +72,26 @@ def demo_clips(
     return DemoClips(tuple(problem.criteria), clips, quality)
 
 
-__all__ = ["DemoClips", "demo_clips"]
+def seed_demo(
+    client: Client, media: str | Path, n_items: int = 60, seed: int = 0
+) -> models.Campaign:
+    """The campaign named "demo", made through the API with `n_items` synthetic clips (and their
+    pictures drawn into `media`, the folder the service serves under `/media/`) when no
+    campaign has that name yet; an existing one is returned as it is.
+
+    Args:
+        client: a client holding the admin key.
+        media: the service's media folder.
+        n_items: clips in the demo (in prompts of 5).
+        seed: the synthetic world's seed.
+    """
+    for campaign in client.campaigns():
+        if campaign.name == DEMO_NAME:
+            return campaign
+    data = demo_clips(n_items, n_groups=max(1, n_items // 5), seed=seed)
+    campaign = client.create_campaign(DEMO_NAME, criteria=list(data.criteria), emoji_levels=5)
+    client.add_clips(campaign.id, picture_clips(data.clips, data.quality, media))
+    return client.campaign(campaign.id)
+
+
+__all__ = ["DEMO_NAME", "DemoClips", "demo_clips", "seed_demo"]
