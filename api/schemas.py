@@ -204,6 +204,8 @@ class Campaign(Struct, kw_only=True):
     report_limit: int = 1  # distinct raters whose reports withhold a clip
     structure: str = "dense"  # how the engine keeps the posterior (engine.forms)
     min_labels: int = 0  # the fewest labels each clip gets (engine.exposure); 0: no floor
+    # the stopping targets as set (`TargetsIn`'s keys; null: none, the campaign never stops)
+    targets: dict[str, float] | None = None
 
 
 class SideBias(Struct, kw_only=True):

@@ -1140,6 +1140,7 @@ def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> sche
         report_limit=record.report_limit,
         structure=record.engine_config.get("structure", "dense"),
         min_labels=stored_min_labels(record.engine_config),
+        targets=record.engine_config.get("targets") or None,
     )
 
 
