@@ -332,9 +332,12 @@ def screen_block_pairs(
         return float(torch.topk(scores, n_keep).values[-1])
 
     if focus is not None:
-        # the starved clips' prompts only: few while the rule is on, and a kept screen's
-        # bounds describe every pair, not these
-        score(torch.unique(posterior.group[torch.nonzero(focus).flatten()]))
+        # the starved clips' prompts only (a kept screen's bounds describe every pair, not
+        # these), in chunks of the size a full pass takes, so memory stays bounded
+        starved = torch.unique(posterior.group[torch.nonzero(focus).flatten()])
+        step = posterior.group_chunks()[0].stop if posterior.n_groups else 1
+        for start in range(0, starved.numel(), step):
+            score(starved[start : start + step])
     elif kept is None:
         for groups in posterior.group_chunks():
             score(groups)

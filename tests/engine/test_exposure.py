@@ -193,3 +193,22 @@ def test_exposure_counts_pending_clips_and_steps_aside_when_all_are_owed() -> No
         exposure(torch.zeros(5, dtype=torch.long), torch.zeros(0, dtype=torch.long), allowed, 1)
         is None
     )
+
+
+def test_dense_and_blocks_agree_on_a_batch_with_owed_clips_in_several_prompts() -> None:
+    """Owed clips in three prompts (one new prompt of two, one late clip in each of two old
+    ones): every pair of a batch of 6 holds an owed clip, the same pairs in both forms; the
+    new prompt's one pair is out after the first round, so the second round serves the
+    others, and the next request asks it again for its clips' second labels."""
+    batches = {}
+    for structure in ("dense", "blocks"):
+        campaign = labelled(2, scope="group", structure=structure)
+        campaign.add_clips(torch.tensor([[-8.0], [8.0], [5.0], [-5.0]]), groups=[7, 7, 0, 1])
+        batches[structure] = pairs(campaign.next_pairs("a", count=6))
+        batches[structure] += pairs(campaign.next_pairs("b", count=2))
+    assert batches["dense"] == batches["blocks"]
+    owed = {12, 13, 14, 15}
+    assert all(owed & set(pair) for pair in batches["dense"][:6])
+    assert batches["dense"][6] == (12, 13)
+    counts = {clip: sum(clip in pair for pair in batches["dense"][:7]) for clip in owed}
+    assert all(count >= 2 for count in counts.values()), counts
