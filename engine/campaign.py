@@ -904,6 +904,8 @@ class Campaign:
         generator: torch.Generator | None = None,
     ) -> list[Task]:
         """The next `count` pairs for `rater`, by expected information gain (MATH.md §3-4).
+        While clips the rater may be shown are owed labels (`CampaignConfig.min_labels`,
+        engine.exposure), the batch's first pairs each hold one of them.
 
         Args:
             rater: who will answer (their noise, lapse rate and judged pairs matter).
