@@ -10,6 +10,7 @@ fewest and the median labels a clip of the wave took, a quarter and a half of a 
 after it arrived (about once and twice as many labels as it has clips) and at the budget.
 
     python -m benchmarks.exposure
+    python -m benchmarks.exposure --scope any --name exposure_any   # pairs across prompts
     python -m benchmarks.exposure --reps 2 --n-items 60   # a quick look
 
 Writes `benchmarks/results/<name>.{json,md}` (default exposure) and prints the table.
@@ -71,7 +72,8 @@ def markdown(moments: dict[str, list[dict[str, Any]]], meta: dict[str, Any]) -> 
         "",
         f"`{meta['command']}` at {meta['git']}, {meta['date']}; {meta['machine']}, "
         f"load before {meta['load_before']:.2f}. n = {meta['n_items']} clips in prompts of 4, "
-        f"pairs within a prompt, K = 5, reward model corr {meta['rm_correlation']}, 20 raters "
+        f"{'pairs within a prompt' if meta['pair_scope'] == 'group' else 'any two clips paired'}, "
+        f"K = 5, reward model corr {meta['rm_correlation']}, 20 raters "
         f"(4 at once); prompts arrive in {meta['n_waves']} waves at labels "
         f"{', '.join(str(a) for a in meta['arrivals'])} of {meta['budget']}; "
         f"{meta['reps']} worlds, the same for both arms. Mean [min, max] over worlds; each wave "
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-items", type=int, default=240)
     parser.add_argument("--labels-per-item", type=float, default=4.0)
     parser.add_argument("--rm-corr", type=float, default=0.5)
+    parser.add_argument("--scope", choices=("group", "any"), default="group")
     parser.add_argument("--reps", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -125,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
                 after_arrival=offsets,
                 rm_correlation=args.rm_corr,
                 min_labels=minimum,
+                pair_scope=args.scope,
             )
             started = time.perf_counter()
             result = run_waves(scenario, args.seed + rep)
@@ -147,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         "device": "cpu",
         "n_items": args.n_items,
         "rm_correlation": args.rm_corr,
+        "pair_scope": args.scope,
         "n_waves": n_waves,
         "arrivals": arrivals,
         "budget": budget,

@@ -1,7 +1,7 @@
 """Clips arriving in waves: do prompts added mid-campaign end as well measured as the first?
 
-A synthetic world in prompts of `group_size` clips, pairs within a prompt, is split by prompt
-into `n_waves` waves; wave w joins the campaign when the label count reaches w / n_waves of
+A synthetic world in prompts of `group_size` clips, pairs within a prompt (or any two), is
+split by prompt into `n_waves` waves; wave w joins the campaign when the label count reaches w / n_waves of
 the budget (the campaign's indices are the world's: prompts are contiguous). Raters work a few
 at once (each holds one task; the oldest is answered next), and the engine (`next_pairs`, its
 exposure rule at `min_labels`, engine.exposure) chooses every task. At each checkpoint every
@@ -39,6 +39,7 @@ class WaveScenario:
         after_arrival: further checkpoints, in labels after each wave arrived.
         rm_correlation: the reward model's correlation with the truth (engine prior).
         min_labels: the campaign's floor of labels per clip (0: the rule off).
+        pair_scope: "group" pairs clips of one prompt, "any" pairs any two.
         raters: the rater population (`concurrent` of them hold a task at any time).
     """
 
@@ -50,6 +51,7 @@ class WaveScenario:
     after_arrival: tuple[int, ...] = ()
     rm_correlation: float = 0.5
     min_labels: int = 2
+    pair_scope: str = "group"
     raters: RaterSpec = field(default_factory=RaterSpec)
 
     def __post_init__(self) -> None:
@@ -80,7 +82,7 @@ def run_waves(scenario: WaveScenario, seed: int) -> dict[str, Any]:
         n_groups=n_groups,
         n_contexts=min(3, n_groups),
         rm_correlation=scenario.rm_correlation,
-        pair_scope="group",
+        pair_scope=scenario.pair_scope,
         raters=scenario.raters,
     )
     world = SyntheticWorld(spec, derive_seed(seed, "waves", "world"))
