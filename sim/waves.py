@@ -1,13 +1,14 @@
 """Clips arriving in waves: do prompts added mid-campaign end as well measured as the first?
 
 A synthetic world in prompts of `group_size` clips, pairs within a prompt (or any two), is
-split by prompt into `n_waves` waves; wave w joins the campaign when the label count reaches w / n_waves of
-the budget (the campaign's indices are the world's: prompts are contiguous). Raters work a few
-at once (each holds one task; the oldest is answered next), and the engine (`next_pairs`, its
-exposure rule at `min_labels`, engine.exposure) chooses every task. At each checkpoint every
-wave that has arrived is scored apart by the engine's posterior: Kendall tau and RMSE within
-prompts, the coverage of central 50 % and 90 % intervals, and the fewest and the median labels
-a clip of the wave took. The strategy is the engine's; nothing here re-derives a gain.
+split by prompt into `n_waves` waves; wave w joins the campaign when the label count reaches
+w / n_waves of the budget (the campaign's indices are the world's: prompts are contiguous).
+Raters work a few at once (each holds one task; the oldest is answered next), and the engine
+(`next_pairs`, its exposure rule at `min_labels`, engine.exposure) chooses every task. At each
+checkpoint every wave that has arrived is scored apart by the engine's posterior: Kendall tau
+and RMSE within prompts, the coverage of central 50 % and 90 % intervals, and the fewest and
+the median labels a clip of the wave took. The strategy is the engine's; nothing here
+re-derives a gain.
 """
 
 from __future__ import annotations
