@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from sim.waves import WaveScenario, run_waves
@@ -62,3 +64,12 @@ def test_a_scenario_rejects_waves_that_do_not_fit() -> None:
         WaveScenario(n_items=50, group_size=4)
     with pytest.raises(ValueError, match="n_waves"):
         WaveScenario(n_items=8, group_size=4, n_waves=3)
+
+
+def test_waves_pair_across_prompts_in_any_scope() -> None:
+    """In any scope (a new wave's clips may be paired with old ones) every wave still ends
+    with the floor's labels."""
+    result = run_waves(replace(SMALL, pair_scope="any"), SEED)
+    last = [r for r in result["records"] if r["labels"] == result["labels"]]
+    assert sorted(r["wave"] for r in last) == [0, 1, 2]
+    assert all(r["min_labels"] >= 2 for r in last)
