@@ -200,6 +200,8 @@ def build_config(stored: dict[str, Any]) -> CampaignConfig:
         side_bias=stored_side_bias(stored),
         gold_rate=float(stored.get("gold_rate", 0.0)),
         gold_seed=int(stored.get("gold_seed", 0)),
+        # campaigns stored before the floor existed keep choosing as they did: none
+        min_labels=stored_min_labels(stored),
         # campaigns stored before the choice existed are dense
         structure=stored.get("structure", "dense"),
     )
@@ -209,6 +211,12 @@ def stored_side_bias(stored: dict[str, Any]) -> SideBias | None:
     """The side offsets' prior of a stored `engine_config` (absent: sides are ignored)."""
     side = stored.get("side_bias")
     return None if side is None else SideBias(**side)
+
+
+def stored_min_labels(stored: dict[str, Any]) -> int:
+    """The floor of labels per clip of a stored `engine_config` (engine.exposure); absent in
+    campaigns created before it existed, which keep choosing as they did (0: none)."""
+    return int(stored.get("min_labels", 0))
 
 
 def stored_targets(stored: dict[str, Any]) -> Targets:
@@ -1330,6 +1338,7 @@ class CampaignRuntime:
         limit_before = self.record.skip_limit
         threshold_before, reports_before = self.record.safety_threshold, self.record.report_limit
         targets_before = stored_targets(self.record.engine_config)
+        floor_before = stored_min_labels(self.record.engine_config)
         self.record = record
         if closing:
             self._withdraw(open_ids, f"campaign {record.id} was closed")
@@ -1365,6 +1374,10 @@ class CampaignRuntime:
             # on the live engine: the check reads the posterior at each choice, so nothing
             # else changes (the flags below let the refills ask the engine again)
             await self.call(lambda: self._run("set_targets", _target_values(targets)), fresh=False)
+        floor = stored_min_labels(record.engine_config)
+        if floor != floor_before:
+            # selection only reads it: the posterior and the log stay as they are
+            await self.call(lambda: self._run("set_min_labels", floor), fresh=False)
         self._exhausted = self._spent = False
         self._wake.set()
         return record
@@ -2163,4 +2176,5 @@ __all__ = [
     "emoji_thresholds",
     "engine_config",
     "scale_levels",
+    "stored_min_labels",
 ]

@@ -118,6 +118,8 @@ class CampaignEngine:
         # the stopping targets are the service's setting, not the snapshot's: one taken before
         # a change of targets must not bring the old ones back
         self._targets = config.targets
+        # likewise the floor of labels per clip (engine.exposure)
+        self._min_labels = config.min_labels
         # barred for every rater by the operator or by repeated skips (see `bar`)
         self._clips: list[int] = []
         self._pairs: list[tuple[int, int]] = []
@@ -151,6 +153,7 @@ class CampaignEngine:
         except ValueError as error:
             return str(error)
         self.campaign.set_targets(self._targets)
+        self.campaign.set_min_labels(self._min_labels)
         return None
 
     def replay(self, steps: Sequence[ClipBatch | list[Judgment]]) -> None:
@@ -219,6 +222,11 @@ class CampaignEngine:
             return None  # a campaign whose targets are met asks nothing, gold included
         barred = [*forbidden_pairs, *self._pairs]
         return self.campaign.next_gold(rater, index=index, exclude=self._clips, forbidden=barred)
+
+    def set_min_labels(self, min_labels: int) -> None:
+        """Replace the campaign's floor of labels per clip (engine.exposure; 0: none)."""
+        self._min_labels = min_labels
+        self.campaign.set_min_labels(min_labels)
 
     def set_targets(self, targets: dict[str, float]) -> None:
         """Replace the campaign's stopping targets (`Targets` keywords; empty: none)."""

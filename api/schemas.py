@@ -26,6 +26,11 @@ MAX_SKIP_LIMIT = 1_000
 SkipLimit = Annotated[int, Meta(ge=1, le=MAX_SKIP_LIMIT)]
 MAX_REPORT_LIMIT = 1_000
 ReportLimit = Annotated[int, Meta(ge=1, le=MAX_REPORT_LIMIT)]
+MAX_MIN_LABELS = 1_000
+# the fewest labels each clip gets (engine.exposure): while a clip has fewer, answered plus
+# out, the next pair shows it; 0 turns the floor off
+MinLabels = Annotated[int, Meta(ge=0, le=MAX_MIN_LABELS)]
+DEFAULT_MIN_LABELS = 2  # one comparison cannot tell a clip from its partner; two can
 # a threshold on the "safety" score; scores are at most 1e6 in size (api/service.py)
 SafetyThreshold = Annotated[float, Meta(ge=-1e6, le=1e6)]
 RowId = Annotated[int, Meta(ge=1, le=2**31 - 1)]
@@ -79,6 +84,7 @@ class CampaignCreate(_Input):
     # how the engine keeps the posterior (engine.forms): "blocks" holds millions of clips
     # (needs pair_scope "group" and one context per prompt), "dense" at most 20,000
     structure: Literal["dense", "blocks", "factorised"] = "dense"
+    min_labels: MinLabels = DEFAULT_MIN_LABELS
 
 
 class GoldPairIn(_Input):
@@ -110,6 +116,7 @@ class CampaignUpdate(_Input):
     gold_rate: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
     safety_threshold: SafetyThreshold | UnsetType | None = UNSET  # null: no threshold
     report_limit: ReportLimit | UnsetType = UNSET
+    min_labels: MinLabels | UnsetType = UNSET
     ties: bool | UnsetType = UNSET
     criteria: Annotated[list[Criterion], Meta(max_length=MAX_CRITERIA)] | UnsetType | None = UNSET
 
@@ -196,6 +203,9 @@ class Campaign(Struct, kw_only=True):
     safety_threshold: float | None = None  # a "safety" score below it withholds a clip
     report_limit: int = 1  # distinct raters whose reports withhold a clip
     structure: str = "dense"  # how the engine keeps the posterior (engine.forms)
+    min_labels: int = 0  # the fewest labels each clip gets (engine.exposure); 0: no floor
+    # the stopping targets as set (`TargetsIn`'s keys; null: none, the campaign never stops)
+    targets: dict[str, float] | None = None
 
 
 class SideBias(Struct, kw_only=True):

@@ -45,6 +45,7 @@ from api.campaigns import (
     emoji_thresholds,
     engine_config,
     scale_levels,
+    stored_min_labels,
     stored_side_bias,
     utc,
     with_gold,
@@ -282,6 +283,7 @@ class Service:
             values["engine_config"]["targets"] = _targets(body.targets)
         values["engine_config"] = with_gold(values["engine_config"], body.gold_rate)
         values["engine_config"]["structure"] = body.structure
+        values["engine_config"]["min_labels"] = body.min_labels
         _check_config(values["engine_config"], BadRequest)
         record = await self.writer.run(store.insert_campaign(values))
         return _campaign_view(record, (0, 0, 0))
@@ -367,6 +369,10 @@ class Service:
             if body.targets is not None:
                 config["targets"] = _targets(body.targets)
             if config.get("targets") != record.engine_config.get("targets"):
+                values["engine_config"] = config  # applied to the live engine by the runtime
+        if body.min_labels is not UNSET:
+            config["min_labels"] = int(body.min_labels)
+            if body.min_labels != stored_min_labels(record.engine_config):
                 values["engine_config"] = config  # applied to the live engine by the runtime
         gold_changes = False
         if body.gold_rate is not UNSET:
@@ -1139,6 +1145,8 @@ def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> sche
         safety_threshold=record.safety_threshold,
         report_limit=record.report_limit,
         structure=record.engine_config.get("structure", "dense"),
+        min_labels=stored_min_labels(record.engine_config),
+        targets=record.engine_config.get("targets") or None,
     )
 
 

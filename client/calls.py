@@ -292,6 +292,7 @@ def create_campaign(
     safety_threshold: float | None = None,
     report_limit: int = 1,
     structure: str | None = None,
+    min_labels: int | None = None,
 ) -> Call[models.Campaign]:
     body: dict[str, Any] = {
         "name": name,
@@ -304,6 +305,8 @@ def create_campaign(
     }
     if structure is not None:
         body["structure"] = structure
+    if min_labels is not None:
+        body["min_labels"] = min_labels
     if targets is not None:
         body["targets"] = dict(targets)
     if gold_rate:

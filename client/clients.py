@@ -141,12 +141,14 @@ class Client:
         safety_threshold: float | None = None,
         report_limit: int = 1,
         structure: str | None = None,
+        min_labels: int | None = None,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
         `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done; a clip
         whose "safety" score is below `safety_threshold`, or that `report_limit` raters
         reported, is withheld; `structure="blocks"` (with pair_scope "group") holds millions
-        of clips."""
+        of clips; each clip gets `min_labels` labels at least (None: the service's default,
+        2; 0: no floor)."""
         return self.run(
             calls.create_campaign(
                 name,
@@ -160,6 +162,7 @@ class Client:
                 safety_threshold=safety_threshold,
                 report_limit=report_limit,
                 structure=structure,
+                min_labels=min_labels,
             )
         )
 
@@ -438,12 +441,14 @@ class AsyncClient:
         safety_threshold: float | None = None,
         report_limit: int = 1,
         structure: str | None = None,
+        min_labels: int | None = None,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
         `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done; a clip
         whose "safety" score is below `safety_threshold`, or that `report_limit` raters
         reported, is withheld; `structure="blocks"` (with pair_scope "group") holds millions
-        of clips."""
+        of clips; each clip gets `min_labels` labels at least (None: the service's default,
+        2; 0: no floor)."""
         return await self.run(
             calls.create_campaign(
                 name,
@@ -457,6 +462,7 @@ class AsyncClient:
                 safety_threshold=safety_threshold,
                 report_limit=report_limit,
                 structure=structure,
+                min_labels=min_labels,
             )
         )
 

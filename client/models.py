@@ -32,6 +32,7 @@ class Campaign:
     safety_threshold: float | None = None  # a "safety" score below it withholds a clip
     report_limit: int = 1  # distinct raters whose reports withhold a clip
     structure: str = "dense"  # how the engine keeps the posterior: dense, blocks, factorised
+    min_labels: int = 0  # the fewest labels each clip gets (0: no floor)
 
 
 @dataclass(frozen=True)

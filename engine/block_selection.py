@@ -79,10 +79,13 @@ def _score_groups(
     forbidden: Tensor | None,
     local_factors: Tensor | None = None,
     screen: Screen = BALD_SCREEN,
+    padded_focus: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Every slot pair's screening score (+ SCORE_OFFSET; exactly 0 where ineligible) in the
     given groups, (T, P), under the shrink, and the groups' members (T, M). `local_factors`
-    is `GroupedPosterior.local_factors` under the shrink, when the caller has it."""
+    is `GroupedPosterior.local_factors` under the shrink, when the caller has it;
+    `padded_focus` (n + 1,) bool, when set, keeps only pairs holding one of its clips
+    (engine.exposure)."""
     size = posterior.members.shape[1]
     device = posterior.group.device
     first_slot, second_slot = torch.triu_indices(size, size, 1, device=device)
@@ -104,6 +107,10 @@ def _score_groups(
     if not bool(shown.all()):
         both = (shown[:, :, None] & shown[:, None, :]).view(count, -1).index_select(1, flat)
         score.mul_(both.to(score.dtype))
+    if padded_focus is not None:
+        held = padded_focus[members]
+        either = (held[:, :, None] | held[:, None, :]).view(count, -1).index_select(1, flat)
+        score.mul_(either.to(score.dtype))
     if forbidden is not None and forbidden.numel():
         if isinstance(groups, slice):
             start, stop, _ = groups.indices(posterior.n_groups)
@@ -238,6 +245,7 @@ def screen_block_pairs(
     kept: GroupScreen | None = None,
     tolerance: float | None = None,
     screen: Screen = BALD_SCREEN,
+    focus: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The `n_keep` best same-group pairs by `screen` under the shrink, best first.
 
@@ -254,6 +262,8 @@ def screen_block_pairs(
             a number stops scoring groups once no unscored pair can beat the best kept one by
             more than that (screening-score units, about bits): the full screen's best then
             scores at most `tolerance` above the kept best.
+        focus: (n,) bool, when set only pairs holding one of these clips (engine.exposure):
+            only their groups are scored, and `kept` is not read.
 
     Returns:
         (first, second) clip indices (first < second), each (m,) with m <= n_keep, best first;
@@ -265,6 +275,7 @@ def screen_block_pairs(
     per_group = first_slot.numel()
     # a mask over every clip only when some are excluded: at n = 1e6 building one costs ms
     padded_allowed = None if allowed is None else torch.cat((allowed, allowed.new_zeros(1)))
+    padded_focus = None if focus is None else torch.cat((focus, focus.new_zeros(1)))
     kept_score: list[Tensor] = []
     kept_first: list[Tensor] = []
     kept_second: list[Tensor] = []
@@ -277,7 +288,15 @@ def screen_block_pairs(
 
     def score(groups: slice | Tensor) -> None:
         values, members = _score_groups(
-            posterior, groups, shrink, noise_var, padded_allowed, forbidden, local_factors, screen
+            posterior,
+            groups,
+            shrink,
+            noise_var,
+            padded_allowed,
+            forbidden,
+            local_factors,
+            screen,
+            padded_focus,
         )
         flat = values.reshape(-1)
         if floor[0] > 0:
@@ -313,7 +332,14 @@ def screen_block_pairs(
             return 0.0
         return float(torch.topk(scores, n_keep).values[-1])
 
-    if kept is None:
+    if focus is not None:
+        # the starved clips' prompts only (a kept screen's bounds describe every pair, not
+        # these), in chunks of the size a full pass takes, so memory stays bounded
+        starved = torch.unique(posterior.group[torch.nonzero(focus).flatten()])
+        step = posterior.group_chunks()[0].stop if posterior.n_groups else 1
+        for start in range(0, starved.numel(), step):
+            score(starved[start : start + step])
+    elif kept is None:
         for groups in posterior.group_chunks():
             score(groups)
     else:
@@ -442,6 +468,7 @@ def select_block_pairs(
         kept=kept,
         tolerance=tolerance,
         screen=objective.screen,
+        focus=request.focus,
     )
     if first.numel() == 0:  # every eligible pair is pending elsewhere: allow a duplicate
         first, second = screen_block_pairs(
@@ -454,6 +481,7 @@ def select_block_pairs(
             kept=kept,
             tolerance=tolerance,
             screen=objective.screen,
+            focus=request.focus,
         )
     return choose_block_pairs(posterior, first, second, request, pending=pending, shrink=shrink)
 

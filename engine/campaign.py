@@ -20,6 +20,7 @@ from engine.clips import ClipRegistry
 from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
 from engine.ep import Refinement
+from engine.exposure import Exposure, exposure
 from engine.forms import FORMS, PendingTask, PosteriorForm, predict
 from engine.gold import GoldBook, GoldPair, gold_point, uniform_draw
 from engine.history import ClipsAdded, History, Refine, Refit
@@ -55,6 +56,7 @@ from engine.selection import (
     RatingChoice,
     RatingRequest,
     SelectionOptions,
+    allowed_items,
 )
 from engine.state import Posterior, PriorScales
 from engine.stopping import (
@@ -130,6 +132,11 @@ class CampaignConfig:
         gold_seed: fixes which of a rater's tasks are gold, and which gold pair.
         gold_margin: how far apart a gold pair's qualities are taken to be, in multiples of
             `noise_sd` (docs/MATH.md §3, gold paragraph).
+        min_labels: the fewest labels a clip gets (engine.exposure, docs/MATH.md §4,
+            "Exposure"): while a clip a rater may be shown has fewer, answered plus pending,
+            every pair chosen holds such a clip (the objective picks which, and its partner).
+            2 by default: one comparison cannot tell a clip's quality from its partner's,
+            a second against another partner can; 0 turns the rule off.
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -153,8 +160,13 @@ class CampaignConfig:
     gold_rate: float = 0.0
     gold_seed: int = 0
     gold_margin: float = 3.0
+    min_labels: int = 2
 
     def __post_init__(self) -> None:
+        if isinstance(self.min_labels, bool) or not (
+            isinstance(self.min_labels, int) and self.min_labels >= 0
+        ):
+            raise ValueError(f"min_labels must be an integer >= 0, got {self.min_labels!r}")
         if self.both_threshold is not None and not (
             self.both_threshold >= 0 and math.isfinite(self.both_threshold)
         ):
@@ -856,6 +868,30 @@ class Campaign:
     def _excluded(self, exclude: Sequence[int]) -> Tensor:
         return torch.tensor(sorted(set(exclude)), dtype=torch.long, device=self.device)
 
+    def _exposure(self, excluded: Tensor, unheld: Sequence[Task] = ()) -> Exposure | None:
+        """The clips below `min_labels` that a rater barred from `excluded` may be shown,
+        counting answered labels, pending tasks and `unheld` (chosen for this batch, not held
+        yet) (engine.exposure); None while the rule changes nothing."""
+        minimum = self.config.min_labels
+        if minimum <= 0:
+            return None
+        out = [*self._tasks.pending, *unheld]
+        pending = [item for t in out if t.gold is None for item in t.question.items]
+        return exposure(
+            self._history.clip_counts.counts(self.n_items),
+            torch.tensor(pending, dtype=torch.long),
+            allowed_items(self.n_items, excluded, self.device),
+            minimum,
+        )
+
+    def label_counts(self) -> Tensor:
+        """(n,) long labels each clip took (answered, gold answers aside), on the CPU."""
+        return self._history.clip_counts.counts(self.n_items)
+
+    def set_min_labels(self, min_labels: int) -> None:
+        """Change `CampaignConfig.min_labels` (the posterior does not depend on it)."""
+        self.config = replace(self.config, min_labels=min_labels)
+
     def next_pairs(
         self,
         rater: Hashable | None = None,
@@ -868,6 +904,8 @@ class Campaign:
         generator: torch.Generator | None = None,
     ) -> list[Task]:
         """The next `count` pairs for `rater`, by expected information gain (MATH.md §3-4).
+        While clips the rater may be shown are owed labels (`CampaignConfig.min_labels`,
+        engine.exposure), the batch's first pairs each hold one of them.
 
         Args:
             rater: who will answer (their noise, lapse rate and judged pairs matter).
@@ -890,22 +928,50 @@ class Campaign:
             if extra.numel() and not (int(extra.min()) >= 0 and int(extra.max()) < self.n_items):
                 raise IndexError(f"forbidden pairs name clips outside 0..{self.n_items - 1}")
             judged = extra if judged is None else torch.cat((judged, extra))
+        excluded = self._excluded(exclude)
         request = PairRequest(
             noise_var=self.noise_sd(rater) ** 2,
             pair_cuts=self.pair_cuts,
             keep=self.keep_probability(rater),
             count=count,
-            excluded_items=self._excluded(exclude),
+            excluded_items=excluded,
             judged_pairs=judged,
             level_cuts=self.level_cuts,
             options=self.config.selection,
             generator=generator,
         )
         groups = self.groups if self.config.pair_scope == "group" else None
-        choices = self._form.select_pairs(self._pending_tasks(), groups, request)
-        before = self._tasks.pending_ids
-        tasks = [self._task(rater, Pair(c.first, c.second), c, hold) for c in choices]
-        self._form.note_batch(before, [t.id for t in tasks])
+        pending = self._pending_tasks()
+        tasks: list[Task] = []
+
+        def choose(request: PairRequest) -> None:
+            """Add `request`'s choices to the batch, each pending for the later ones."""
+            before = (*self._tasks.pending_ids, *(t.id for t in tasks if not hold))
+            choices = self._form.select_pairs(pending, groups, request)
+            new = [self._task(rater, Pair(c.first, c.second), c, hold) for c in choices]
+            self._form.note_batch(before, [t.id for t in new])
+            pending.extend((t.id, t.first, t.second, request.noise_var) for t in new)
+            tasks.extend(new)
+
+        # The exposure rule (engine.exposure): while clips are owed labels, the batch's first
+        # picks hold one; a round takes at most half the deficit (a pair may pay two clips),
+        # then the owed clips are counted again with the round's picks pending.
+        while len(tasks) < count:
+            starved = self._exposure(excluded, [] if hold else tasks)
+            if starved is None:
+                break
+            size = min(count - len(tasks), (starved.deficit + 1) // 2)
+            try:
+                choose(replace(request, focus=starved.focus, count=size))
+            except NoEligibleTaskError:  # no pair of an owed clip is left for this rater
+                break
+        if len(tasks) < count:
+            rest = replace(request, count=count - len(tasks))
+            if not tasks:
+                choose(rest)
+            else:
+                with contextlib.suppress(NoEligibleTaskError):
+                    choose(rest)
         return tasks
 
     def next_rating(
@@ -934,7 +1000,17 @@ class Campaign:
             options=self.config.selection,
             generator=generator,
         )
-        choice = self._form.select_rating(self._pending_tasks(), request)
+        pending = self._pending_tasks()
+        starved = self._exposure(self._excluded(exclude))
+        choice = None
+        if starved is not None:
+            # a rating of a starved clip is one of its labels: only those while it is owed
+            others = torch.nonzero(~starved.focus).flatten()
+            forced = replace(request, excluded_items=torch.cat((request.excluded_items, others)))
+            with contextlib.suppress(NoEligibleTaskError):
+                choice = self._form.select_rating(pending, forced)
+        if choice is None:
+            choice = self._form.select_rating(pending, request)
         return self._task(rater, Level(choice.item), choice, hold)
 
     def next_task(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from engine.exposure import ClipCounts
 from engine.state import PriorScales
 
 if TYPE_CHECKING:
@@ -48,11 +49,13 @@ Entry = ClipsAdded | Refine | Refit | tuple["Judgment", ...]
 
 
 class History:
-    """The campaign's entries in order, and how many labels they hold."""
+    """The campaign's entries in order, how many labels they hold, and how many of them each
+    clip took (gold answers aside: they teach no clip, engine.gold)."""
 
     def __init__(self) -> None:
         self._entries: list[Entry] = []
         self._label_count = 0
+        self.clip_counts = ClipCounts()
 
     def record(self, entry: ClipsAdded | Refine | Refit) -> None:
         self._entries.append(entry)
@@ -62,6 +65,9 @@ class History:
         if judgments:
             self._entries.append(tuple(judgments))
             self._label_count += len(judgments)
+            self.clip_counts.add(
+                item for j in judgments if j.gold is None for item in j.question.items
+            )
 
     @property
     def label_count(self) -> int:

@@ -113,7 +113,15 @@ def select_neighbour_pairs(
     first = second = torch.zeros(0, dtype=torch.long, device=device)
     while True:
         first, second = _screen(
-            moments, order, range(start, window + 1), judged, busy, n_keep, noise_var, screen
+            moments,
+            order,
+            range(start, window + 1),
+            judged,
+            busy,
+            n_keep,
+            noise_var,
+            screen,
+            request.focus,
         )
         if first.numel() == 0 and busy.numel():  # only pending pairs are left: allow them
             first, second = _screen(
@@ -125,6 +133,7 @@ def select_neighbour_pairs(
                 n_keep,
                 noise_var,
                 screen,
+                request.focus,
             )
         if first.numel() or window >= order.numel() - 1:
             break
@@ -141,12 +150,16 @@ def _screen(
     n_keep: int,
     noise_var: float,
     screen,
+    focus: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The `n_keep` best eligible neighbour pairs at these offsets by the screen score."""
+    """The `n_keep` best eligible neighbour pairs at these offsets by the screen score; with
+    `focus` ((n,) bool, engine.exposure) only pairs holding one of its clips."""
     first, second = neighbour_pairs(order, offsets)
     n = moments.mean.shape[0]
     keys = _pair_keys(first, second, n)
     eligible = ~torch.isin(keys, torch.cat((judged, busy)))
+    if focus is not None:
+        eligible &= focus[first] | focus[second]
     first, second = first[eligible], second[eligible]
     scores = []
     for lo in range(0, first.numel(), CHUNK_PAIRS):

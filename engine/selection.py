@@ -268,6 +268,7 @@ def screen_pairs(
     forbidden: Tensor,
     n_keep: int,
     screen: ScoreFunction = screening_score,
+    focus: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The `n_keep` best candidate pairs (first < second) by `screen` (an objective's cheap
     stand-in, `engine.objectives.Screen.score`).
@@ -280,6 +281,7 @@ def screen_pairs(
         allowed_items: (n,) bool, False for excluded clips.
         forbidden: sorted flat indices i * n + j of pairs that may not be asked.
         n_keep: how many to return at most.
+        focus: (n,) bool, when set every pair holds one of these clips (engine.exposure).
 
     Returns:
         (first, second), each (m,) with m <= n_keep, best first; empty if no candidate is left.
@@ -312,6 +314,8 @@ def screen_pairs(
             score.mul_(allowed[start:stop, None]).mul_(allowed[None, start:])
         if groups is not None:
             score.mul_(groups[start:stop, None] == groups[None, start:])
+        if focus is not None:
+            score.mul_(focus[start:stop, None] | focus[None, start:])
         lo, hi = torch.searchsorted(forbidden, torch.tensor([start * n, stop * n], device=device))
         hit = forbidden[lo:hi]
         if hit.numel():
@@ -342,6 +346,7 @@ def screen_listed_pairs(
     n_keep: int,
     blocks: GroupBlocks | None = None,
     screen: ScoreFunction = screening_score,
+    focus: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """`screen_pairs` over an explicit list of candidate pairs (first < second), such as a
     same-group scope's `scope_pairs`: O(P Q) for P listed pairs instead of O(n^2 Q).
@@ -374,6 +379,8 @@ def screen_listed_pairs(
             var = var - (scaled[first] - scaled[second]).square_().sum(-1).to(var.dtype)
     score = screen(mu, var.clamp_min_(0.0), noise_var).add_(SCORE_OFFSET)
     eligible = allowed_items[first] & allowed_items[second]
+    if focus is not None:
+        eligible &= focus[first] | focus[second]
     if forbidden.numel():
         eligible &= ~in_sorted(first * n + second, forbidden)
     score = score.masked_fill_(~eligible, 0.0)
@@ -442,6 +449,8 @@ class PairRequest:
     level_cuts: Tensor | None = None
     options: SelectionOptions = field(default_factory=SelectionOptions)
     generator: torch.Generator | None = None
+    # (n,) bool: when set, every pair holds one of these clips (engine.exposure)
+    focus: Tensor | None = None
 
     def keywords(self) -> dict[str, object]:
         """The request as the keyword arguments of `select_pair_batch`."""
@@ -483,6 +492,7 @@ def select_pair_batch(
     generator: torch.Generator | None = None,
     shrink: Shrink | None = None,
     blocks: GroupBlocks | None = None,
+    focus: Tensor | None = None,
 ) -> tuple[list[PairChoice], Shrink]:
     """The next `count` pairs for one rater, each treated as pending for the next. MATH.md §3-4.
 
@@ -506,6 +516,8 @@ def select_pair_batch(
             built here when None.
         blocks: `engine.scope.group_blocks` of `candidates` when they are same-group pairs
             (a faster screen); ignored without `candidates`.
+        focus: (n,) bool, when set every pair holds one of these clips: the starved clips of
+            `engine.exposure`.
 
     Returns:
         `count` PairChoice, best first for argmax, and the shrink with them pending too.
@@ -571,6 +583,7 @@ def select_pair_batch(
                 n_keep=n_keep,
                 blocks=blocks,
                 screen=objective.screen.score,
+                focus=focus,
             )
         return screen_pairs(
             posterior,
@@ -581,6 +594,7 @@ def select_pair_batch(
             forbidden=forbidden,
             n_keep=n_keep,
             screen=objective.screen.score,
+            focus=focus,
         )
 
     choices: list[PairChoice] = []

@@ -63,6 +63,8 @@ def build_campaign(
     gold_rate: float = 0.0,
     gold_margin: float = 3.0,
     gold_seed: int = 0,
+    min_labels: int = CampaignConfig.min_labels,
+    items: int | None = None,
 ) -> Campaign:
     """A CPU float64 campaign over the problem's clips (scores only when `reward_model`;
     rater lapses modelled with a Beta `lapse_prior` on the keep probability when given; each
@@ -70,7 +72,9 @@ def build_campaign(
     once the label count reaches each of `refit_prior_at`; the posterior kept as
     `structure` says, engine.forms; `prior` (default `prior_scales` of the criteria used) and
     `noise_sd` what it assumes, the simulator's defaults unless a benchmark varies them; gold
-    questions at `gold_rate`, engine.gold)."""
+    questions at `gold_rate`, engine.gold; each clip given `min_labels` labels at least,
+    engine.exposure; only the first `items` clips added when given, the others for the
+    caller to add with `add_problem_clips`)."""
     use_scores = reward_model and problem.scores is not None
     config = CampaignConfig(
         criteria=problem.criteria if use_scores else (),
@@ -88,21 +92,33 @@ def build_campaign(
         gold_rate=gold_rate,
         gold_margin=gold_margin,
         gold_seed=gold_seed,
+        min_labels=min_labels,
     )
     campaign = Campaign(config, device="cpu")
-    campaign.add_clips(
-        problem.scores if use_scores else None,
-        count=problem.n_items,
-        contexts=problem.contexts.tolist(),
-        groups=problem.groups.tolist(),
-    )
+    add_problem_clips(campaign, problem, range(problem.n_items if items is None else items))
     return campaign
+
+
+def add_problem_clips(campaign: Campaign, problem: Problem, clips: range) -> range:
+    """Add the problem's clips `clips` (the next ones in order: the campaign's indices are
+    the problem's) with their scores when the campaign reads scores, contexts and groups."""
+    if clips.start != campaign.n_items:
+        raise ValueError(f"the next clip to add is {campaign.n_items}, not {clips.start}")
+    index = list(clips)
+    use_scores = bool(campaign.config.criteria) and problem.scores is not None
+    return campaign.add_clips(
+        problem.scores[index] if use_scores else None,  # type: ignore[index]
+        count=len(index),
+        contexts=problem.contexts[index].tolist(),
+        groups=problem.groups[index].tolist(),
+    )
 
 
 __all__ = [
     "LAPSE_PRIOR",
     "QUALITY_SD",
     "WIDE_PRIOR",
+    "add_problem_clips",
     "build_campaign",
     "prior_scales",
     "refit_schedule",

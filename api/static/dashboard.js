@@ -31,6 +31,13 @@ function panelError(id, error) {
 
 const ACTIONS = { active: ["pause", "close"], paused: ["resume", "close"], closed: ["reopen"] };
 let settingsShown = false;
+let targetsShown = false;
+// the target names of `/progress`, as the panel says them
+const TARGET_NAMES = {
+  expected_kendall_tau: "expected Kendall τ",
+  kendall_tau_quantile: "Kendall τ reached with the set probability",
+  interval_width: "widest 90 % interval",
+};
 
 function renderCampaign(campaign) {
   $("state").textContent = campaign.state;
@@ -43,9 +50,17 @@ function renderCampaign(campaign) {
     // filled once: a refresh must not overwrite what the operator is typing
     settingsShown = true;
     $("lease").value = String(campaign.lease_seconds);
+    $("min-labels").value = String(campaign.min_labels ?? 0);
     const select = $("levels");
     for (let k = 2; k <= 11; k += 1) select.append(h("option", { value: String(k) }, String(k)));
     select.value = campaign.emoji_levels === null ? "" : String(campaign.emoji_levels);
+  }
+  if (!targetsShown) {
+    targetsShown = true;
+    const targets = campaign.targets || {};
+    $("target-tau").value = targets.kendall_tau ?? "";
+    $("target-confidence").value = targets.confidence ?? "";
+    $("target-width").value = targets.interval_width ?? "";
   }
   $("title").textContent = campaign.name
     ? `${campaign.name} (campaign ${campaign.id})`
@@ -116,6 +131,42 @@ function renderProgress(progress) {
   });
   labels.id = "labels-chart";
   $("progress").replaceChildren(accuracy, labels);
+}
+
+function renderStopping(progress) {
+  const targets = progress.targets || [];
+  const status = $("stopping-status");
+  status.className = progress.done ? "done" : "";
+  document.body.dataset.done = String(Boolean(progress.done));
+  // the reason reads "done after N labels: ..." or "not done after N labels: ..."
+  status.textContent = progress.done
+    ? `Done: ${progress.reason.replace(/^done after /, "after ")}`
+    : targets.length
+      ? `Not done: ${progress.reason.replace(/^not done after /, "after ")}`
+      : "No target set: the campaign runs until it is paused or closed.";
+  if (!targets.length) {
+    $("targets").replaceChildren();
+    return;
+  }
+  const head = h(
+    "tr",
+    {},
+    ["target", "wanted", "now", "to go", ""].map((text) => h("th", {}, text)),
+  );
+  const rows = targets.map((target) =>
+    h(
+      "tr",
+      { "data-target": target.name, class: target.met ? "met" : "" },
+      h("td", {}, TARGET_NAMES[target.name] || target.name),
+      h("td", {}, `${target.name === "interval_width" ? "≤" : "≥"} ${number(target.target, 3)}`),
+      h("td", { class: "value" }, number(target.value, 3)),
+      h("td", { class: "distance" }, number(target.distance, 3)),
+      h("td", {}, target.met ? "met" : ""),
+    ),
+  );
+  $("targets").replaceChildren(
+    h("table", { id: "targets-table" }, h("thead", {}, head), h("tbody", {}, rows)),
+  );
 }
 
 function renderRaters(data) {
@@ -330,7 +381,13 @@ async function refresh() {
   const renderers = {
     campaign: [renderCampaign, "title"],
     leaderboard: [renderLeaderboard, "leaderboard"],
-    progress: [renderProgress, "progress"],
+    progress: [
+      (data) => {
+        renderProgress(data);
+        renderStopping(data);
+      },
+      "progress",
+    ],
     raters: [renderRaters, "raters"],
     weights: [renderWeights, "weights"],
     skipped: [renderSkipped, "skipped"],
@@ -393,12 +450,12 @@ async function newRater() {
   }
 }
 
-async function control(method, path, body) {
+async function control(method, path, body, message = "controls-message") {
   try {
     await api(method, path, KEY, body);
-    $("controls-message").textContent = "";
+    $(message).textContent = "";
   } catch (error) {
-    $("controls-message").textContent = error.detail || error.message;
+    $(message).textContent = error.detail || error.message;
   }
   refresh();
 }
@@ -425,10 +482,28 @@ for (const button of document.querySelectorAll("#controls [data-action]")) {
 $("controls").addEventListener("submit", (event) => {
   event.preventDefault();
   const levels = $("levels").value;
+  const floor = $("min-labels").value.trim();
   control("PATCH", BASE, {
     lease_seconds: Number($("lease").value),
     emoji_levels: levels === "" ? null : Number(levels),
+    ...(floor === "" ? {} : { min_labels: Number(floor) }),
   });
+});
+$("targets-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  // a blank field is no such target; every field blank clears them all (never done)
+  const targets = {};
+  const fields = {
+    kendall_tau: "target-tau",
+    confidence: "target-confidence",
+    interval_width: "target-width",
+  };
+  for (const [name, id] of Object.entries(fields)) {
+    const text = $(id).value.trim();
+    if (text !== "") targets[name] = Number(text);
+  }
+  const body = { targets: Object.keys(targets).length ? targets : null };
+  control("PATCH", BASE, body, "targets-message");
 });
 
 document.addEventListener("visibilitychange", () => {

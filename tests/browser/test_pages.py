@@ -395,3 +395,50 @@ def test_the_dashboard_retires_a_clip_past_the_first_leaderboard_page(
     dashboard.fill("#retire-id", "no-such-clip")
     dashboard.click("#retire-form button[type=submit]")
     wait_for_text(dashboard, "retire-message", "no clip no-such-clip")
+
+
+def test_the_dashboard_shows_the_stopping_rule_and_sets_targets(
+    service: Service, context, artifacts
+) -> None:
+    """A campaign whose one target is a widest 90 % interval of 100 is met from the start: the
+    dashboard says it is done and why. A target of 1 set from the dashboard reopens it and
+    shows the width now and the distance to go. The floor of labels per clip is shown and
+    saved from the settings."""
+    campaign = service.create_campaign(targets={"interval_width": 100.0})
+    campaign_id = campaign["id"]
+    dashboard = context.new_page()
+    dashboard.goto(f"{service.url}/dashboard/{campaign_id}?key={ADMIN_KEY}")
+    dashboard.wait_for_selector('body[data-done="true"]')
+    status = dashboard.locator("#stopping-status").inner_text()
+    assert status.startswith("Done: after 0 labels"), status
+    assert "interval_width" in status and "met" in status
+    row = dashboard.locator('#targets-table tr[data-target="interval_width"]')
+    assert row.locator("td").last.inner_text() == "met"
+    assert float(row.locator("td.distance").inner_text()) == 0
+    assert dashboard.input_value("#target-width") == "100"
+    assert dashboard.input_value("#target-tau") == ""
+
+    dashboard.fill("#target-width", "1")
+    dashboard.click("#save-targets")
+    dashboard.wait_for_selector('body[data-done="false"]')
+    status = dashboard.locator("#stopping-status").inner_text()
+    assert status.startswith("Not done: after 0 labels"), status
+    width = float(row.locator("td.value").inner_text())
+    distance = float(row.locator("td.distance").inner_text())
+    assert distance > 0 and width == pytest.approx(1 + distance, abs=2e-3)
+    assert row.locator("td").last.inner_text() == ""
+    stored = service.client.get(f"/v1/campaigns/{campaign_id}").json()
+    assert stored["targets"] == {"interval_width": 1.0}
+    dashboard.screenshot(path=str(artifacts / "dashboard-stopping.png"), full_page=True)
+
+    assert dashboard.input_value("#min-labels") == "2"
+    dashboard.fill("#min-labels", "3")
+    dashboard.click("#save-settings")
+    dashboard.wait_for_function(
+        "() => document.getElementById('controls-message').textContent === ''"
+    )
+    for _ in range(50):
+        if service.client.get(f"/v1/campaigns/{campaign_id}").json()["min_labels"] == 3:
+            break
+        dashboard.wait_for_timeout(100)
+    assert service.client.get(f"/v1/campaigns/{campaign_id}").json()["min_labels"] == 3

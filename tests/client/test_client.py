@@ -107,7 +107,8 @@ def test_errors_carry_the_services_status_and_message(live: LiveServer) -> None:
         with pytest.raises(Conflict, match="e1"):
             service.add_clips(campaign.id, _clips(1, start=1))
         token = service.register_rater(campaign.id).token
-        other = service.create_campaign("other", criteria=["a"])
+        other = service.create_campaign("other", criteria=["a"], min_labels=3)
+        assert other.min_labels == 3 and campaign.min_labels == 2
         with pytest.raises(Forbidden):
             service.for_rater(token).next_assignment(other.id)
         rater = service.for_rater(token)
