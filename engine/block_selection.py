@@ -246,6 +246,7 @@ def screen_block_pairs(
     tolerance: float | None = None,
     screen: Screen = BALD_SCREEN,
     focus: Tensor | None = None,
+    focus_groups: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The `n_keep` best same-group pairs by `screen` under the shrink, best first.
 
@@ -263,7 +264,10 @@ def screen_block_pairs(
             more than that (screening-score units, about bits): the full screen's best then
             scores at most `tolerance` above the kept best.
         focus: (n,) bool, when set only pairs holding one of these clips (engine.exposure):
-            only their groups are scored, and `kept` is not read.
+            only their groups are scored.
+        focus_groups: (G,) bool, the groups holding a `focus` clip: with it a kept screen
+            is read (its bounds hold for any subset of a group's pairs) on those groups
+            only; without it the focused groups are found and scored directly.
 
     Returns:
         (first, second) clip indices (first < second), each (m,) with m <= n_keep, best first;
@@ -332,9 +336,9 @@ def screen_block_pairs(
             return 0.0
         return float(torch.topk(scores, n_keep).values[-1])
 
-    if focus is not None:
-        # the starved clips' prompts only (a kept screen's bounds describe every pair, not
-        # these), in chunks of the size a full pass takes, so memory stays bounded
+    if focus is not None and (kept is None or focus_groups is None):
+        # the starved clips' prompts only, in chunks of the size a full pass takes, so memory
+        # stays bounded
         starved = torch.unique(posterior.group[torch.nonzero(focus).flatten()])
         step = posterior.group_chunks()[0].stop if posterior.n_groups else 1
         for start in range(0, starved.numel(), step):
@@ -344,15 +348,21 @@ def screen_block_pairs(
             score(groups)
     else:
         # bounds (kept best + slack) are read only on the prefix of the kept order that can
-        # reach a threshold (`GroupScreen.reaching`), not over every group
+        # reach a threshold (`GroupScreen.reaching`), not over every group; with a focus,
+        # a kept bound still bounds the focused pairs (a subset), and groups without a
+        # focused clip are passed over
         fresh = set(kept.dirty)
         if shrink is not None:
             fresh.update(shrink.groups.tolist())
         scored = torch.tensor(sorted(fresh), dtype=torch.long, device=device)
+        if focus_groups is not None:
+            scored = scored[focus_groups[scored]]
 
         def open_bounds(threshold: float) -> tuple[Tensor, Tensor]:
             """The unscored groups whose bound exceeds `threshold`, and their bounds."""
             index = kept.reaching(posterior, threshold)
+            if focus_groups is not None:
+                index = index[focus_groups[index]]
             index = index[~in_sorted(index, torch.sort(scored).values)]
             bounds = kept.best[index] + kept.slack(posterior, index)
             above = bounds > threshold
@@ -381,7 +391,8 @@ def screen_block_pairs(
                 kept_score.clear(), kept_first.clear(), kept_second.clear()
                 floor[0] = 0.0
                 for groups in posterior.group_chunks():
-                    score(groups)
+                    if focus_groups is None or bool(focus_groups[groups].any()):
+                        score(groups)
                 break
             index = index[torch.topk(bounds, min(step, remaining)).indices]
             score(index)
@@ -469,6 +480,7 @@ def select_block_pairs(
         tolerance=tolerance,
         screen=objective.screen,
         focus=request.focus,
+        focus_groups=request.focus_groups,
     )
     if first.numel() == 0:  # every eligible pair is pending elsewhere: allow a duplicate
         first, second = screen_block_pairs(
@@ -482,6 +494,7 @@ def select_block_pairs(
             tolerance=tolerance,
             screen=objective.screen,
             focus=request.focus,
+            focus_groups=request.focus_groups,
         )
     return choose_block_pairs(posterior, first, second, request, pending=pending, shrink=shrink)
 

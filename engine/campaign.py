@@ -20,7 +20,7 @@ from engine.clips import ClipRegistry
 from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
 from engine.ep import Refinement
-from engine.exposure import Exposure, exposure
+from engine.exposure import Exposure
 from engine.forms import FORMS, PendingTask, PosteriorForm, predict
 from engine.gold import GoldBook, GoldPair, gold_point, uniform_draw
 from engine.history import ClipsAdded, History, Refine, Refit
@@ -56,7 +56,6 @@ from engine.selection import (
     RatingChoice,
     RatingRequest,
     SelectionOptions,
-    allowed_items,
 )
 from engine.state import Posterior, PriorScales
 from engine.stopping import (
@@ -877,11 +876,10 @@ class Campaign:
             return None
         out = [*self._tasks.pending, *unheld]
         pending = [item for t in out if t.gold is None for item in t.question.items]
-        return exposure(
-            self._history.clip_counts.counts(self.n_items),
-            torch.tensor(pending, dtype=torch.long),
-            allowed_items(self.n_items, excluded, self.device),
-            minimum,
+        # the block form searches prompts: which hold an owed clip is kept per group
+        groups = self.groups if self.config.structure == "blocks" else None
+        return self._history.clip_counts.starved(
+            self.n_items, pending, excluded.tolist(), minimum, self.device, groups
         )
 
     def label_counts(self) -> Tensor:
@@ -962,7 +960,9 @@ class Campaign:
                 break
             size = min(count - len(tasks), (starved.deficit + 1) // 2)
             try:
-                choose(replace(request, focus=starved.focus, count=size))
+                choose(
+                    replace(request, focus=starved.focus, focus_groups=starved.groups, count=size)
+                )
             except NoEligibleTaskError:  # no pair of an owed clip is left for this rater
                 break
         if len(tasks) < count:

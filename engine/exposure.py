@@ -11,7 +11,8 @@ in its own scope (same prompt in blocks; all clips or neighbours in any scope).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,18 +27,42 @@ class Exposure:
         focus: (n,) bool, the starved clips the rater may be shown; every pair chosen holds one.
         deficit: labels still owed to them, `sum_i (m - count_i)`: a batch holds at most this
             many pairs while the rule is on.
+        count: how many clips `focus` holds (a selection decides by it how to search, where
+            counting the mask would pass over every clip).
+        groups: (G,) bool, which groups hold a starved clip, when the campaign has groups: a
+            block-form search skips the others' kept bounds.
     """
 
     focus: Tensor
     deficit: int
+    count: int
+    groups: Tensor | None = None
+
+
+@dataclass
+class _Floor:
+    """The clips below one floor, kept in step with every label (`ClipCounts`)."""
+
+    min_labels: int
+    device: torch.device
+    n_items: int
+    low: Tensor  # (n,) bool on `device`: count_i < min_labels
+    n_low: int
+    owed: int  # sum over the low clips of min_labels - count_i
+    groups: Tensor | None  # (n,) long the group of each clip, when the caller has groups
+    group_low: Tensor | None  # (G,) long low clips per group, on `device`
 
 
 class ClipCounts:
     """How many labels each clip has (answered, not gold): one count per clip, grown as clips
-    are added, one scatter-add per label batch."""
+    are added, one scatter-add per label batch. Beside it, for the floor last asked about,
+    which clips are below it (and how many per group): kept in step with each label, so that a
+    request corrects it for its few pending and excluded clips (`starved`) instead of passing
+    over a million clips."""
 
     def __init__(self) -> None:
         self._counts = torch.zeros(0, dtype=torch.long)
+        self._floor: _Floor | None = None
 
     def add(self, items: Iterable[int]) -> None:
         """Count one label for each clip listed (a clip listed twice counts twice)."""
@@ -49,7 +74,30 @@ class ClipCounts:
             grown = torch.zeros(size, dtype=torch.long)
             grown[: self._counts.numel()] = self._counts
             self._counts = grown
+        before = self._counts[index].clone()
         self._counts.index_add_(0, index, torch.ones_like(index))
+        floor = self._floor
+        if floor is None:
+            return
+        # the kept floor follows: only clips that crossed it change
+        first = _first_occurrences(index)
+        unique, was = index[first], before[first]
+        inside = unique < floor.n_items
+        unique, was = unique[inside], was[inside]
+        now = self._counts[unique]
+        m = floor.min_labels
+        left = (was < m) & (now >= m)
+        floor.n_low -= int(left.sum())
+        floor.owed -= int((m - was.clamp_max(m)).sum() - (m - now.clamp_max(m)).sum())
+        gone = unique[left]
+        if gone.numel():
+            floor.low[gone.to(floor.device)] = False
+            if floor.group_low is not None and floor.groups is not None:
+                floor.group_low.index_add_(
+                    0,
+                    floor.groups[gone].to(floor.device),
+                    torch.full((gone.numel(),), -1, dtype=torch.long, device=floor.device),
+                )
 
     def counts(self, n_items: int) -> Tensor:
         """(n_items,) long labels per clip, on the CPU."""
@@ -57,6 +105,107 @@ class ClipCounts:
         held = min(n_items, self._counts.numel())
         counts[:held] = self._counts[:held]
         return counts
+
+    def _kept_floor(
+        self, n_items: int, min_labels: int, device: torch.device, groups: Tensor | None
+    ) -> _Floor:
+        """The floor's state for n clips: made on first use (or a new floor, device or group
+        layout), extended over clips added since."""
+        floor = self._floor
+        grouped = groups is not None
+        if (
+            floor is None
+            or (floor.min_labels, floor.device) != (min_labels, device)
+            or (floor.groups is not None) != grouped
+            or n_items < floor.n_items
+        ):
+            floor = self._floor = _Floor(
+                min_labels,
+                device,
+                0,
+                torch.zeros(0, dtype=torch.bool, device=device),
+                0,
+                0,
+                None,
+                torch.zeros(0, dtype=torch.long, device=device) if grouped else None,
+            )
+        if n_items > floor.n_items:
+            counts = self.counts(n_items)[floor.n_items :]
+            low = counts < min_labels
+            floor.low = torch.cat((floor.low, low.to(device)))
+            floor.n_low += int(low.sum())
+            floor.owed += int((min_labels - counts[low]).sum())
+            floor.n_items = n_items
+        if groups is not None and floor.group_low is not None:
+            groups = groups.cpu()
+            if floor.groups is None or floor.groups.numel() != n_items:
+                # a clip's group never changes; new clips come with theirs: counted afresh
+                floor.groups = groups
+                n_groups = int(groups.max()) + 1 if groups.numel() else 0
+                floor.group_low = torch.zeros(n_groups, dtype=torch.long, device=device)
+                floor.group_low.index_add_(0, groups.to(device), floor.low.to(torch.long))
+        return floor
+
+    def starved(
+        self,
+        n_items: int,
+        pending_items: Sequence[int],
+        excluded: Sequence[int],
+        min_labels: int,
+        device: torch.device,
+        groups: Tensor | None = None,
+    ) -> Exposure | None:
+        """`exposure(self.counts(n), pending, allowed, min_labels)` with `allowed` all but
+        `excluded`, in O(pending + excluded) beyond a copy of the kept masks; with `groups`
+        ((n,) long), also which groups hold a starved clip (`Exposure.groups`)."""
+        if min_labels <= 0 or n_items == 0:
+            return None
+        floor = self._kept_floor(n_items, min_labels, device, groups)
+        n_low, owed = floor.n_low, floor.owed
+        held = Counter(i for i in pending_items if 0 <= i < n_items)
+        barred = {i for i in excluded if 0 <= i < n_items}
+        removed: list[int] = []
+        touched = sorted(held.keys() | barred)
+        known = self._counts.numel()
+        inside = [i for i in touched if i < known]
+        # one read of the touched counts: a tensor index per clip costs more than the rest
+        read = dict(zip(inside, self._counts[inside].tolist(), strict=True)) if inside else {}
+        for item in touched:
+            count = read.get(item, 0)
+            if count >= min_labels:
+                continue  # not below the floor: pending tasks or a bar change nothing
+            total = count + held[item]
+            if item in barred or total >= min_labels:
+                n_low -= 1
+                owed -= min_labels - count
+                removed.append(item)
+            else:
+                owed -= held[item]
+        if n_low == 0 or n_low == n_items - len(barred):
+            return None
+        focus, group_focus = floor.low, None
+        if floor.group_low is not None:
+            group_low = floor.group_low
+            if removed:
+                group_low = group_low.clone()
+                taken = torch.tensor(removed, dtype=torch.long)
+                group_low.index_add_(
+                    0,
+                    floor.groups[taken].to(device),  # type: ignore[index]
+                    torch.full((len(removed),), -1, dtype=torch.long, device=device),
+                )
+            group_focus = group_low > 0
+        if removed:
+            focus = focus.clone()
+            focus[torch.tensor(removed, device=device)] = False
+        return Exposure(focus, owed, n_low, group_focus)
+
+
+def _first_occurrences(index: Tensor) -> Tensor:
+    """The position in `index` of each distinct value's first occurrence."""
+    unique, inverse = torch.unique(index, return_inverse=True)
+    first = torch.full((unique.numel(),), index.numel(), dtype=torch.long)
+    return first.scatter_reduce_(0, inverse, torch.arange(index.numel()), reduce="amin")
 
 
 def exposure(
@@ -89,7 +238,7 @@ def exposure(
     if starved == 0 or starved == int(allowed.sum()):
         return None
     deficit = int((min_labels - total[focus]).sum())
-    return Exposure(focus, deficit)
+    return Exposure(focus, deficit, starved)
 
 
 __all__ = ["ClipCounts", "Exposure", "exposure"]

@@ -451,10 +451,14 @@ class PairRequest:
     generator: torch.Generator | None = None
     # (n,) bool: when set, every pair holds one of these clips (engine.exposure)
     focus: Tensor | None = None
+    # (G,) bool: the groups holding a `focus` clip, where the campaign keeps them: the block
+    # form's search passes over the other groups' kept bounds
+    focus_groups: Tensor | None = None
 
     def keywords(self) -> dict[str, object]:
-        """The request as the keyword arguments of `select_pair_batch`."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The request as the keyword arguments of `select_pair_batch` (which searches no
+        groups: `focus_groups` is the block form's)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "focus_groups"}
 
 
 @dataclass(frozen=True)

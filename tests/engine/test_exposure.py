@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine import Campaign, CampaignConfig, Judgment, Outcome
 from engine.exposure import ClipCounts, exposure
@@ -212,3 +214,46 @@ def test_dense_and_blocks_agree_on_a_batch_with_owed_clips_in_several_prompts() 
     assert batches["dense"][6] == (12, 13)
     counts = {clip: sum(clip in pair for pair in batches["dense"][:7]) for clip in owed}
     assert all(count >= 2 for count in counts.values()), counts
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.integers(0, 6),  # clips added before this step
+            st.lists(st.integers(0, 40), max_size=8),  # labels (clip indices, taken mod n)
+            st.lists(st.integers(0, 40), max_size=6),  # pending clips
+            st.lists(st.integers(0, 40), max_size=4),  # excluded clips
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    min_labels=st.integers(0, 3),
+)
+def test_kept_floor_equals_the_direct_count(steps, min_labels: int) -> None:
+    """`ClipCounts.starved`, kept in step label by label and grown clip by clip, is the direct
+    `exposure` of the counts at every step: the mask, the deficit, the count, and which
+    groups (of 3 clips each) hold a starved clip."""
+    counts = ClipCounts()
+    n = 1
+    for added, labels, pending, excluded in steps:
+        n += added
+        counts.add(i % n for i in labels)
+        groups = torch.arange(n) // 3
+        pending_items = [i % n for i in pending]
+        barred = sorted({i % n for i in excluded})
+        allowed = torch.ones(n, dtype=torch.bool)
+        allowed[barred] = False
+        direct = exposure(counts.counts(n), torch.tensor(pending_items), allowed, min_labels)
+        kept = counts.starved(
+            n, pending_items, barred, min_labels, torch.device("cpu"), groups=groups
+        )
+        if direct is None:
+            assert kept is None
+            continue
+        assert kept is not None
+        assert kept.focus.tolist() == direct.focus.tolist()
+        assert (kept.deficit, kept.count) == (direct.deficit, direct.count)
+        holds = torch.zeros(int(groups.max()) + 1, dtype=torch.bool)
+        holds[groups[direct.focus]] = True
+        assert kept.groups is not None and kept.groups.tolist() == holds.tolist()
