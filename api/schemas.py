@@ -79,6 +79,9 @@ class CampaignCreate(_Input):
     # how the engine keeps the posterior (engine.forms): "blocks" holds millions of clips
     # (needs pair_scope "group" and one context per prompt), "dense" at most 20,000
     structure: Literal["dense", "blocks", "factorised"] = "dense"
+    # tau of the answers "both good" (the pair's mean quality above tau, latent units) and
+    # "both bad" (below -tau); null: pairs take no such answer. Needs ties; fixed at creation
+    both_threshold: Annotated[float, Meta(ge=0, le=10)] | None = None
 
 
 class GoldPairIn(_Input):
@@ -139,7 +142,8 @@ class RaterIn(_Input):
 class JudgmentIn(_Input):
     """`POST /v1/assignments/{id}/judgment`: a choice, or an emoji level (0 = worst)."""
 
-    choice: Literal["left", "right", "tie", "skip"] | None = None
+    # "both_good" / "both_bad" only where the campaign sets a both_threshold
+    choice: Literal["left", "right", "tie", "both_good", "both_bad", "skip"] | None = None
     level: Annotated[int, Meta(ge=0)] | None = None
 
 
@@ -196,6 +200,8 @@ class Campaign(Struct, kw_only=True):
     safety_threshold: float | None = None  # a "safety" score below it withholds a clip
     report_limit: int = 1  # distinct raters whose reports withhold a clip
     structure: str = "dense"  # how the engine keeps the posterior (engine.forms)
+    # tau of "both good" / "both bad"; null: pairs take no such answer
+    both_threshold: float | None = None
 
 
 class SideBias(Struct, kw_only=True):

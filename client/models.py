@@ -32,6 +32,7 @@ class Campaign:
     safety_threshold: float | None = None  # a "safety" score below it withholds a clip
     report_limit: int = 1  # distinct raters whose reports withhold a clip
     structure: str = "dense"  # how the engine keeps the posterior: dense, blocks, factorised
+    both_threshold: float | None = None  # tau of "both good" / "both bad"; None: not taken
 
 
 @dataclass(frozen=True)
