@@ -900,6 +900,7 @@ class Campaign:
             level_cuts=self.level_cuts,
             options=self.config.selection,
             generator=generator,
+            both_threshold=self.config.both_threshold,
         )
         groups = self.groups if self.config.pair_scope == "group" else None
         choices = self._form.select_pairs(self._pending_tasks(), groups, request)

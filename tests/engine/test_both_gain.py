@@ -10,7 +10,10 @@ import pytest
 import torch
 from scipy.special import ndtr
 
+from engine import Campaign, CampaignConfig, Judgment, Outcome
 from engine.objectives import BOTH_CHUNK, both_information_gain, interval_information_gain
+from engine.questions import BOTH_BAD, BOTH_GOOD
+from engine.selection import SelectionOptions
 
 SEED = 0
 N_DRAWS = 1_000_000
@@ -125,3 +128,62 @@ def test_float32_and_bad_arguments() -> None:
         both_information_gain(one, one, one, one, one, 1.0, 0.5, 0.5, keep=1.5)
     with pytest.raises(ValueError, match="noisy"):
         both_information_gain(one, one, one, one, one, 0.0, 0.5, 0.5)
+
+
+def _selection_campaign(structure: str, both_gain: bool = True) -> Campaign:
+    campaign = Campaign(
+        CampaignConfig(
+            pair_scope="group",
+            structure=structure,
+            tie_margin=0.3,
+            both_threshold=0.5,
+            selection=SelectionOptions(both_gain=both_gain),
+        ),
+        device="cpu",
+    )
+    scores = torch.randn(12, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    campaign.add_clips(
+        scores.tolist(), groups=[i // 4 for i in range(12)], contexts=[i // 8 for i in range(12)]
+    )
+    campaign.observe(
+        [
+            Judgment.pair("r0", 0, 1, BOTH_GOOD),
+            Judgment.pair("r1", 4, 6, Outcome.WIN),
+            Judgment.pair("r0", 9, 11, BOTH_BAD),
+        ]
+    )
+    return campaign
+
+
+def _direct_gain(campaign: Campaign, first: int, second: int, rater: str) -> float:
+    """The both gain of (first, second) from the posterior's own moments (nothing pending)."""
+    cov, mean = campaign.posterior.item_cov, campaign.posterior.item_mean
+    i, j = first, second
+    return float(
+        both_information_gain(
+            (mean[i] - mean[j]).reshape(1),
+            (cov[i, i] + cov[j, j] - 2 * cov[i, j]).reshape(1),
+            (mean[i] + mean[j]).reshape(1),
+            (cov[i, i] + cov[j, j] + 2 * cov[i, j]).reshape(1),
+            (cov[i, i] - cov[j, j]).reshape(1),
+            campaign.noise_sd(rater) ** 2,
+            0.3,
+            0.5,
+            campaign.keep_probability(rater),
+        )[0]
+    )
+
+
+@pytest.mark.parametrize("structure", ["dense", "blocks"])
+def test_selection_scores_pairs_by_the_both_gain_in_both_forms(structure: str) -> None:
+    campaign = _selection_campaign(structure)
+    tasks = campaign.next_pairs("r2", count=3, hold=False)
+    for task in tasks[:1]:  # the first pick sees no pending task: its gain is the posterior's
+        assert task.gain == pytest.approx(_direct_gain(campaign, task.first, task.second, "r2"))
+    ternary = _selection_campaign(structure, both_gain=False).next_pairs("r2", hold=False)[0]
+    assert tasks[0].gain > ternary.gain  # the five answers carry more than three
+    # the believer's later picks agree between the forms
+    dense = _selection_campaign("dense").next_pairs("r2", count=3, hold=False)
+    assert [(t.first, t.second) for t in tasks] == [(t.first, t.second) for t in dense]
+    for mine, theirs in zip(tasks, dense, strict=True):
+        assert mine.gain == pytest.approx(theirs.gain, abs=1e-9)
