@@ -206,3 +206,21 @@ def test_both_answers_replay_after_a_restart_and_from_a_snapshot(settings: Setti
     # bit for bit: the same float64 operations in the same order
     assert from_snapshot == before
     assert full == before
+
+
+def test_a_both_answer_to_a_gold_task_is_scored_as_its_tie(client: TestClient) -> None:
+    party = make_party(client, n_clips=4, n_raters=1, groups=1, both_threshold=TAU, gold_rate=1.0)
+    gold = {"pairs": [{"first": "e0", "second": "e1", "answer": "tie"}]}
+    assert (
+        client.post(f"/v1/campaigns/{party.id}/gold", json=gold, headers=ADMIN).status_code == 201
+    )
+    before = _board(client, party.id)
+    shown = _assign(client, party, 0)
+    assert {shown["left"]["external_id"], shown["right"]["external_id"]} == {"e0", "e1"}
+    assert "both_good" in shown["choices"]  # a gold task looks like any other
+    assert _judge(client, party, shown["id"], "both_good").status_code == 201
+    assert _board(client, party.id) == before  # a gold answer moves no clip
+    rows = _export(client, party.id)
+    assert [(r["choice"], r["gold"]) for r in rows] == [("both_good", True)]
+    (judgment,) = inspect(client, client.app.state.service._runtimes[party.id], "log")
+    assert judgment.answer == "tie" and judgment.gold is not None
