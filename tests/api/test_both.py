@@ -184,7 +184,7 @@ def test_both_answers_replay_after_a_restart_and_from_a_snapshot(settings: Setti
         assert [j.answer for j in old_log if j.answer in BOTH_ANSWERS] == [
             c for c in given if c in BOTH_ANSWERS
         ]
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # a loaded machine writes it late
         while _metric(client, "ratingparty_snapshots_total", event="written") < 2:
             assert time.monotonic() < deadline, "no snapshot was written"
             time.sleep(0.05)
