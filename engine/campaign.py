@@ -422,9 +422,10 @@ class Campaign:
     def fit_prior(self, max_evaluations: int = 200) -> ScaleFit:
         """Empirical Bayes (engine.empirical_bayes): refit the prior scales, and where the
         campaign has them the tie margin and emoji thresholds, to the labels so far; refit the
-        rater-noise spread when rater noise is learned (engine.reliability); then rebuild the
-        posterior from the new prior by ADF over the same labels in order, and each rater's
-        reliability.
+        raters' side-offset prior sd where the campaign has a side block (engine.position,
+        MATH.md §7); refit the rater-noise spread when rater noise is learned
+        (engine.reliability); then rebuild the posterior from the new prior by ADF over the
+        same labels in order, and each rater's reliability.
 
         Call it now and then (every few hundred labels), not on every label. `replay()` repeats
         it with the values it found.

@@ -13,6 +13,7 @@ of `first` against `second` with `first` shown left is the interval event on
     z = f_first - f_second - b - d_r        (first shown right)
 
 a direction with a border part (engine.update.Events). An anonymous rater loads on b alone.
+`Campaign.fit_prior` refits rater_sd by EM from the posterior offsets (`refit_rater_sd`).
 Selection leaves the side part out of a candidate pair's gain: the page draws the side at
 random after the pair is chosen, so the offset adds symmetric noise that the choice does not
 depend on.
