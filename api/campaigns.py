@@ -65,7 +65,7 @@ from api.store import CampaignLog, CampaignRecord
 from api.writer import Writer
 from engine import CampaignConfig, Judgment, Outcome, PriorScales, SideBias, Task
 from engine.adapters import JOD_NOISE_SD
-from engine.questions import NO_SECOND, Question, question_of
+from engine.questions import BOTH_ANSWERS, NO_SECOND, Question, question_of
 from engine.state import quality_prior
 from engine.stopping import Targets
 
@@ -140,12 +140,17 @@ def engine_config(
     ties: bool,
     emoji_levels: int | None,
     side_bias: dict[str, float] | None = None,
+    both_threshold: float | None = None,
 ) -> dict[str, Any]:
     """The engine settings a new campaign is created with, as JSON (stored with the campaign,
     so a later change of these defaults never changes how an old campaign replays);
-    `side_bias` the side offsets' prior (`SideBias` keywords), None to ignore sides."""
+    `side_bias` the side offsets' prior (`SideBias` keywords), None to ignore sides;
+    `both_threshold` tau of "both good" / "both bad" answers, None for none (the key is left
+    out then, so campaigns without it store what they always did)."""
     prior = quality_prior(len(criteria))
     side = {} if side_bias is None else {"side_bias": dict(side_bias)}
+    if both_threshold is not None:
+        side["both_threshold"] = float(both_threshold)
     return {
         "criteria": list(criteria),
         "pair_scope": pair_scope,
@@ -204,7 +209,14 @@ def build_config(stored: dict[str, Any]) -> CampaignConfig:
         min_labels=stored_min_labels(stored),
         # campaigns stored before the choice existed are dense
         structure=stored.get("structure", "dense"),
+        both_threshold=stored_both_threshold(stored),
     )
+
+
+def stored_both_threshold(stored: dict[str, Any]) -> float | None:
+    """tau of "both good" / "both bad" of a stored `engine_config` (absent: no such answers)."""
+    tau = stored.get("both_threshold")
+    return None if tau is None else float(tau)
 
 
 def stored_side_bias(stored: dict[str, Any]) -> SideBias | None:
@@ -1052,8 +1064,9 @@ class CampaignRuntime:
 
     def _check_answer(
         self, state: AssignmentState, choice: str | None, level: int | None
-    ) -> Outcome | None:
-        """The engine outcome of `first` vs `second` for a pair answer; None otherwise."""
+    ) -> Outcome | str | None:
+        """The engine outcome of `first` vs `second` for a pair answer ("both_good" and
+        "both_bad" as they are); None otherwise."""
         if (choice is None) == (level is None):
             raise BadRequest(detail="send exactly one of 'choice' or 'level'")
         if not state.is_pair:
@@ -1077,6 +1090,8 @@ class CampaignRuntime:
             )
         if choice == "tie" and not self.record.ties:
             raise BadRequest(detail="this campaign does not allow ties: choose left, right or skip")
+        if choice in BOTH_ANSWERS:
+            return self._check_both(state, choice)
         if choice == "skip":
             return None
         if choice == "tie":
@@ -1085,8 +1100,22 @@ class CampaignRuntime:
         first_is_left = not state.swapped
         return Outcome.WIN if left_wins == first_is_left else Outcome.LOSS
 
+    def _check_both(self, state: AssignmentState, choice: str) -> Outcome | str:
+        """The engine answer of "both_good" / "both_bad": itself, or on a gold task a tie (what
+        the operator knows of a gold pair is its order, so the tie is what is scored)."""
+        if stored_both_threshold(self.record.engine_config) is None:
+            raise BadRequest(
+                detail=f"this campaign does not take {choice!r}: it has no both_threshold; "
+                "choose left, right" + (", tie" if self.record.ties else "") + " or skip"
+            )
+        return choice if state.gold is None else Outcome.TIE
+
     async def _commit(
-        self, state: AssignmentState, choice: str | None, level: int | None, outcome: Outcome | None
+        self,
+        state: AssignmentState,
+        choice: str | None,
+        level: int | None,
+        outcome: Outcome | str | None,
     ) -> JudgeResult:
         is_label = choice != "skip"
         seq = None
@@ -1100,7 +1129,7 @@ class CampaignRuntime:
             "level": level,
             "first": state.first,
             "second": state.second,
-            "outcome": None if outcome is None else outcome.value,
+            "outcome": None if outcome is None else str(outcome),
             "gold": None if state.gold is None else state.gold.value,
             "seq": seq,
         }
@@ -1455,6 +1484,7 @@ class CampaignRuntime:
         new_raters: dict[str, int] = {}  # name -> index among the raters to create
         found_problems = list(problems)
         levels = self.scale_levels
+        both = stored_both_threshold(self.record.engine_config)
         rows: list[dict[str, Any]] = []
         now = utcnow()
         for record in records:
@@ -1472,6 +1502,8 @@ class CampaignRuntime:
                 )
             if record.choice == "tie" and not self.record.ties:
                 problems.append(f"{where}: this campaign does not allow ties")
+            if record.choice in BOTH_ANSWERS and both is None:
+                problems.append(f"{where}: this campaign does not take {record.choice!r}")
             known = by_name.get(record.rater, [])
             if len(known) > 1:
                 problems.append(
@@ -1480,8 +1512,10 @@ class CampaignRuntime:
             found_problems.extend((record.line, problem) for problem in problems)
             if problems:
                 continue
-            outcome = None
-            if record.choice is not None:
+            outcome: Outcome | str | None = None
+            if record.choice in BOTH_ANSWERS:
+                outcome = record.choice
+            elif record.choice is not None:
                 outcome = {"left": Outcome.WIN, "right": Outcome.LOSS, "tie": Outcome.TIE}[
                     record.choice
                 ]
@@ -1495,7 +1529,7 @@ class CampaignRuntime:
                     "level": record.level,
                     "first": first,
                     "second": second,
-                    "outcome": None if outcome is None else outcome.value,
+                    "outcome": None if outcome is None else str(outcome),
                     "created_at": record.time or now,
                 }
             )
@@ -1552,7 +1586,9 @@ class CampaignRuntime:
             )
             self.assignments[assignment_id] = state
             self._count_answer(state, row["choice"], row["level"], judgment_id)
-            answer = row["level"] if row["second"] == NO_SECOND else Outcome(row["outcome"])
+            answer = (
+                row["level"] if row["second"] == NO_SECOND else replay.stored_answer(row["outcome"])
+            )
             # an imported pair was shown with `first` on the left
             judgment = Judgment(
                 rater_id, state.question, answer, left=state.left if state.is_pair else None

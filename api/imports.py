@@ -2,7 +2,8 @@
 
 One record a row (CSV with a header) or a line (JSON objects): `rater` (their name), `left`
 and `right` (clips by external id; `right` empty or null for an emoji rating of `left`),
-`choice` (`left`, `right` or `tie`) for a pair or `level` (0 = worst) for a rating, and an
+`choice` (`left`, `right`, `tie`, or `both_good` / `both_bad` where the campaign takes them)
+for a pair or `level` (0 = worst) for a rating, and an
 optional `time` (ISO 8601; UTC when it names no offset). The columns are the export's, so an
 export's `rater_name`, `left_external_id`, `right_external_id` and `created_at` are read too;
 an export's gold answer (`gold` true) is refused: it tested a rater and is no label.
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 ImportFormat = Literal["csv", "jsonl"]
-CHOICES = ("left", "right", "tie")
+CHOICES = ("left", "right", "tie", "both_good", "both_bad")
 # the export's names for the same fields
 ALIASES = {
     "rater_name": "rater",
@@ -112,7 +113,7 @@ def _record(line: int, row: dict[str, Any], problems: list[str]) -> PastJudgment
         problems.append(f"line {line}: choice {choice!r} is not one of {list(CHOICES)}")
     level = _level(fields.get("level"), line, problems)
     if right is not None and (choice is None or level is not None):
-        problems.append(f"line {line}: a pair takes a 'choice' (left, right, tie), no 'level'")
+        problems.append(f"line {line}: a pair takes a 'choice' ({', '.join(CHOICES)}), no 'level'")
     if right is None and (level is None or choice is not None):
         problems.append(f"line {line}: a rating (no 'right') takes a 'level', no 'choice'")
     if right is not None and right == left:

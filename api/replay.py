@@ -22,7 +22,7 @@ from api.engine_host import ClipBatch, EngineHost
 from api.metrics import Metrics
 from api.store import CampaignLog, CampaignRecord, ClipRecord, JudgmentRecord, SnapshotRecord
 from engine import Judgment, Outcome
-from engine.questions import NO_SECOND, question_of
+from engine.questions import BOTH_ANSWERS, NO_SECOND, question_of
 
 log = logging.getLogger("ratingparty.api")
 Step = ClipBatch | list[Judgment]
@@ -149,9 +149,25 @@ def clip_batch(batch: Sequence[ClipLike], has_criteria: bool) -> ClipBatch:
 def engine_judgment(record: JudgmentRecord) -> Judgment:
     """A stored label as the engine's `Judgment`."""
     question = question_of(record.first, record.second)
-    answer = record.level if record.second == NO_SECOND else Outcome(record.outcome)
+    answer = record.level if record.second == NO_SECOND else stored_answer(record.outcome)
     gold = None if record.gold is None else Outcome(record.gold)
     return Judgment(record.rater_id, question, answer, left=record.left, gold=gold)
 
 
-__all__ = ["clip_batch", "engine_judgment", "read", "snapshot_record", "steps", "take_snapshot"]
+def stored_answer(outcome: str | None) -> Outcome | str:
+    """A pair label's stored `outcome` as the engine's answer: an `Outcome`, or "both_good" /
+    "both_bad" as they are."""
+    if outcome in BOTH_ANSWERS:
+        return outcome
+    return Outcome(outcome)
+
+
+__all__ = [
+    "clip_batch",
+    "engine_judgment",
+    "read",
+    "snapshot_record",
+    "steps",
+    "stored_answer",
+    "take_snapshot",
+]

@@ -85,6 +85,9 @@ class CampaignCreate(_Input):
     # (needs pair_scope "group" and one context per prompt), "dense" at most 20,000
     structure: Literal["dense", "blocks", "factorised"] = "dense"
     min_labels: MinLabels = DEFAULT_MIN_LABELS
+    # tau of the answers "both good" (the pair's mean quality above tau, latent units) and
+    # "both bad" (below -tau); null: pairs take no such answer. Needs ties; fixed at creation
+    both_threshold: Annotated[float, Meta(ge=0, le=10)] | None = None
 
 
 class GoldPairIn(_Input):
@@ -146,7 +149,8 @@ class RaterIn(_Input):
 class JudgmentIn(_Input):
     """`POST /v1/assignments/{id}/judgment`: a choice, or an emoji level (0 = worst)."""
 
-    choice: Literal["left", "right", "tie", "skip"] | None = None
+    # "both_good" / "both_bad" only where the campaign sets a both_threshold
+    choice: Literal["left", "right", "tie", "both_good", "both_bad", "skip"] | None = None
     level: Annotated[int, Meta(ge=0)] | None = None
 
 
@@ -206,6 +210,8 @@ class Campaign(Struct, kw_only=True):
     min_labels: int = 0  # the fewest labels each clip gets (engine.exposure); 0: no floor
     # the stopping targets as set (`TargetsIn`'s keys; null: none, the campaign never stops)
     targets: dict[str, float] | None = None
+    # tau of "both good" / "both bad"; null: pairs take no such answer
+    both_threshold: float | None = None
 
 
 class SideBias(Struct, kw_only=True):

@@ -45,6 +45,7 @@ from api.campaigns import (
     emoji_thresholds,
     engine_config,
     scale_levels,
+    stored_both_threshold,
     stored_min_labels,
     stored_side_bias,
     utc,
@@ -259,6 +260,11 @@ class Service:
             repeated = sorted({c for c in criteria if criteria.count(c) > 1})
             raise BadRequest(detail=f"criterion names must be unique; repeated: {repeated}")
         _check_threshold(body.safety_threshold, criteria)
+        if body.both_threshold is not None and not body.ties:
+            raise BadRequest(
+                detail="'both_threshold' needs ties: both good and both bad are ties that "
+                "also say where the pair stands"
+            )
         values = {
             "name": body.name,
             "criteria": criteria,
@@ -275,6 +281,7 @@ class Service:
                 None
                 if body.side_bias is None
                 else {"global_sd": body.side_bias.global_sd, "rater_sd": body.side_bias.rater_sd},
+                body.both_threshold,
             ),
             "safety_threshold": body.safety_threshold,
             "report_limit": body.report_limit,
@@ -816,7 +823,14 @@ class Service:
             return schemas.AssignmentOut(assignment=None, message=message, state=campaign_state)
         record = runtime.record
         if state.is_pair:
-            choices = ["left", "right", *(["tie"] if record.ties else []), "skip"]
+            both = stored_both_threshold(record.engine_config) is not None
+            choices = [
+                "left",
+                "right",
+                *(["tie"] if record.ties else []),
+                *(["both_good", "both_bad"] if both else []),
+                "skip",
+            ]
         else:
             choices = ["skip"]
         assignment = schemas.Assignment(
@@ -1147,6 +1161,7 @@ def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> sche
         structure=record.engine_config.get("structure", "dense"),
         min_labels=stored_min_labels(record.engine_config),
         targets=record.engine_config.get("targets") or None,
+        both_threshold=stored_both_threshold(record.engine_config),
     )
 
 

@@ -1,11 +1,13 @@
 """Ties that say where the pair stands: "both good" / "both bad" against plain ties.
 
-Two arms on the same worlds (sim.worlds.SyntheticSpec: n clips in prompts of 4, pairs within a
-prompt, a reward model of corr 0.7, 20 raters of spread noise, 4 at once, tie margin 0.5 JOD):
-raters who answer a tie as a tie, and raters who answer it "both good" when the pair's mean,
-seen with their noise, is above `--threshold`, "both bad" below minus it, else a tie. The
-engine (information gain) takes each arm's answers as they come (`CampaignConfig(
-both_threshold=...)` in the second), scored by its own posterior:
+Three arms on the same worlds (sim.worlds.SyntheticSpec: n clips in prompts of 4, pairs within
+a prompt, a reward model of corr 0.7, 20 raters of spread noise, 4 at once, tie margin 0.5
+JOD): raters who answer a tie as a tie, and raters who answer it "both good" when the pair's
+mean, seen with their noise, is above `--threshold`, "both bad" below minus it, else a tie.
+The engine (information gain) takes each arm's answers as they come (`CampaignConfig(
+both_threshold=...)` in the second and third); the second scores a pair by win / loss / tie
+alone (`SelectionOptions(both_gain=False)`), the third by all five answers (the default).
+Each is scored by its own posterior:
 
 - labels to Kendall tau 0.85 and 0.9 within prompts, and to RMSE <= 0.5 JOD (the quality
   centred per prompt, and, with the level events, across prompts: `rmse_all`);
@@ -31,7 +33,9 @@ import torch
 
 from benchmarks.concurrent import answer_concurrently, command_line, spread, write_results
 from benchmarks.selection_speed import git_sha
+from engine.selection import SelectionOptions
 from sim import metrics
+from sim.campaigns import build_campaign
 from sim.raters import RaterSpec
 from sim.runner import derive_seed, labels_to_target
 from sim.strategies import make_strategy
@@ -39,18 +43,28 @@ from sim.worlds import SyntheticSpec, SyntheticWorld
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
-ARMS = ("plain ties", "both good / both bad")
+ARMS = ("plain ties", "both good / both bad, tie-only gain", "both good / both bad, both gain")
 TARGETS = {"tau 0.85": ("kendall_tau", 0.85), "tau 0.9": ("kendall_tau", 0.9)}
 RMSE_TARGET = 0.5
 CONCURRENT = 4
 TIE_MARGIN = 0.5
 
 
-def run(arm: str, spec: SyntheticSpec, rep: int, budget: int, every: int) -> list[dict]:
+def run(
+    arm: str, spec: SyntheticSpec, rep: int, budget: int, every: int, both_gain: bool = True
+) -> list[dict]:
     """One arm on one world: a record per checkpoint, scored by the engine's own posterior."""
     world_seed = derive_seed(13, "both_answers", rep)
     world = SyntheticWorld(spec, world_seed)
     strategy = make_strategy("information_gain", world.problem, derive_seed(world_seed, "s"))
+    if not both_gain:
+        # the same campaign as the strategy's own, its pairs scored by win / loss / tie alone
+        strategy.campaign_ = build_campaign(
+            world.problem,
+            reward_model=True,
+            selection=SelectionOptions(both_gain=False),
+            both_threshold=world.problem.both_threshold,
+        )
     rng = np.random.default_rng(derive_seed(world_seed, "answers"))
     groups = world.problem.groups
     records: list[dict] = []
@@ -162,9 +176,10 @@ def main(argv: list[str] | None = None) -> None:
     both = replace(plain, raters=replace(plain.raters, both_threshold=args.threshold))
     load = os.getloadavg()[0]
     records: list[dict] = []
+    arms = ((plain, True), (both, False), (both, True))
     for rep in range(args.reps):
-        for arm, spec in zip(ARMS, (plain, both), strict=True):
-            records += run(arm, spec, rep, args.budget, args.every)
+        for arm, (spec, both_gain) in zip(ARMS, arms, strict=True):
+            records += run(arm, spec, rep, args.budget, args.every, both_gain)
             last = records[-1]
             print(f"{arm} rep {rep}: tau {last['kendall_tau']:.3f}, rmse {last['rmse']:.3f}")
     rows = summarise(records)

@@ -39,7 +39,8 @@ Credential = Literal["admin", "rater", "either", "none"]
 ExportKind = Literal["judgments", "preferences", "clips", "leaderboard"]
 BulkFormat = Literal["jsonl", "csv"]
 ExportFormat = Literal["csv", "jsonl"]
-Choice = Literal["left", "right", "tie", "skip"]
+# "both_good" / "both_bad" where the campaign has a both_threshold
+Choice = Literal["left", "right", "tie", "both_good", "both_bad", "skip"]
 StateAction = Literal["pause", "resume", "close", "reopen"]
 ClipLike = models.NewClip | Mapping[str, Any]
 
@@ -293,6 +294,7 @@ def create_campaign(
     report_limit: int = 1,
     structure: str | None = None,
     min_labels: int | None = None,
+    both_threshold: float | None = None,
 ) -> Call[models.Campaign]:
     body: dict[str, Any] = {
         "name": name,
@@ -313,6 +315,8 @@ def create_campaign(
         body["gold_rate"] = gold_rate
     if safety_threshold is not None:
         body["safety_threshold"] = safety_threshold
+    if both_threshold is not None:
+        body["both_threshold"] = both_threshold
     return Call("POST", "/v1/campaigns", "admin", _as(models.Campaign), body, retry=UNSENT_ONLY)
 
 

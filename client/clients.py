@@ -142,13 +142,15 @@ class Client:
         report_limit: int = 1,
         structure: str | None = None,
         min_labels: int | None = None,
+        both_threshold: float | None = None,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
         `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done; a clip
         whose "safety" score is below `safety_threshold`, or that `report_limit` raters
         reported, is withheld; `structure="blocks"` (with pair_scope "group") holds millions
         of clips; each clip gets `min_labels` labels at least (None: the service's default,
-        2; 0: no floor)."""
+        2; 0: no floor); `both_threshold` (needs ties) lets pairs be answered "both_good" or
+        "both_bad"."""
         return self.run(
             calls.create_campaign(
                 name,
@@ -163,6 +165,7 @@ class Client:
                 report_limit=report_limit,
                 structure=structure,
                 min_labels=min_labels,
+                both_threshold=both_threshold,
             )
         )
 
@@ -442,13 +445,15 @@ class AsyncClient:
         report_limit: int = 1,
         structure: str | None = None,
         min_labels: int | None = None,
+        both_threshold: float | None = None,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
         `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done; a clip
         whose "safety" score is below `safety_threshold`, or that `report_limit` raters
         reported, is withheld; `structure="blocks"` (with pair_scope "group") holds millions
         of clips; each clip gets `min_labels` labels at least (None: the service's default,
-        2; 0: no floor)."""
+        2; 0: no floor); `both_threshold` (needs ties) lets pairs be answered "both_good" or
+        "both_bad"."""
         return await self.run(
             calls.create_campaign(
                 name,
@@ -463,6 +468,7 @@ class AsyncClient:
                 report_limit=report_limit,
                 structure=structure,
                 min_labels=min_labels,
+                both_threshold=both_threshold,
             )
         )
 

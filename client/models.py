@@ -33,6 +33,7 @@ class Campaign:
     report_limit: int = 1  # distinct raters whose reports withhold a clip
     structure: str = "dense"  # how the engine keeps the posterior: dense, blocks, factorised
     min_labels: int = 0  # the fewest labels each clip gets (0: no floor)
+    both_threshold: float | None = None  # tau of "both good" / "both bad"; None: not taken
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from engine.objectives import (
     BALD_SCREEN,
     OBJECTIVES,
     Screen,
+    both_information_gain,
     expected_information_gain,
     outcome_probabilities,
 )
@@ -41,6 +42,7 @@ from engine.selection import (
     allowed_items,
     choose_rating,
     in_sorted,
+    tie_margin_of,
 )
 from engine.structured import BlockShrink, GroupedPosterior, JointProjections, block_shrink
 
@@ -436,6 +438,35 @@ class _Believer:
         return var
 
 
+def _both_gains(
+    mean: Tensor,
+    variances: Tensor,
+    n_pending: int,
+    n_candidates: int,
+    request: PairRequest,
+    both_threshold: float,
+) -> Tensor:
+    """`both_information_gain` of the candidates from the believer's projections: the
+    pending tasks, the candidates' differences, their first clips alone, their second clips
+    alone, in that order."""
+    diff = slice(n_pending, n_pending + n_candidates)
+    first = slice(n_pending + n_candidates, n_pending + 2 * n_candidates)
+    second = slice(n_pending + 2 * n_candidates, n_pending + 3 * n_candidates)
+    var, var_i, var_j = variances[diff], variances[first], variances[second]
+    sum_var = (2.0 * var_i + 2.0 * var_j - var).clamp_min(0.0)
+    return both_information_gain(
+        mean[diff],
+        var,
+        mean[first] + mean[second],
+        sum_var,
+        var_i - var_j,
+        request.noise_var,
+        tie_margin_of(request.pair_cuts),
+        both_threshold,
+        request.keep,
+    )
+
+
 def select_block_pairs(
     posterior: GroupedPosterior,
     request: PairRequest,
@@ -527,9 +558,17 @@ def choose_block_pairs(
             "pairs already judged leave none)"
         )
     objective, rule = OBJECTIVES[options.objective], RULES[options.rule]
+    both = request.both_threshold if options.both_gain else None
     n_pending = 0 if pending is None else len(pending)
+    n_candidates = first.numel()
     all_first = first if pending is None else torch.cat((pending.first, first))
     all_second = second if pending is None else torch.cat((pending.second, second))
+    if both is not None:
+        # each candidate's clips alone too: the both gain needs the pair's sum (MATH.md §3),
+        # Var(f_i + f_j) = 2 Var f_i + 2 Var f_j - Var(f_i - f_j) under the same steps
+        alone = torch.full_like(first, NO_SECOND)
+        all_first = torch.cat((all_first, first, second))
+        all_second = torch.cat((all_second, alone, alone))
     joint = posterior.joint(all_first, all_second)
     believer = _Believer(joint, n_pending + count)
     if shrink is not None:
@@ -539,15 +578,20 @@ def choose_block_pairs(
         believer.columns[:, :n_pending] = held @ shrink.coefficients
         believer.factors[:n_pending] = shrink.factor
         believer.held = n_pending
-    mu = joint.mean[n_pending:]
-    explained = joint.weight_var[n_pending:]
+    candidates = slice(n_pending, n_pending + n_candidates)
+    mu = joint.mean[candidates]
+    explained = joint.weight_var[candidates]
     taken = torch.zeros(first.numel(), dtype=torch.bool, device=first.device)
     choices: list[PairChoice] = []
     picked_var: list[float] = []
     picked: list[int] = []
     for _ in range(min(count, first.numel())):
-        var = believer.variances()[n_pending:]
-        gains = objective(mu, var, noise_var, pair_cuts, keep=keep)
+        variances = believer.variances()
+        var = variances[candidates]
+        if both is None:
+            gains = objective(mu, var, noise_var, pair_cuts, keep=keep)
+        else:
+            gains = _both_gains(joint.mean, variances, n_pending, n_candidates, request, both)
         if options.weight_share > 0:
             # the weights' share of z's variance, r' S_w r in block form (engine.targeted):
             # pending tasks shrink only the total, as in the dense selection

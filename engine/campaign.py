@@ -29,7 +29,16 @@ from engine.likelihoods import (
     level_cuts,
     outcome_cuts,
 )
-from engine.position import SIDE, SIDE_RATERS, SideBias, SideOffsets, side_offsets, side_part
+from engine.position import (
+    SIDE,
+    SIDE_RATERS,
+    SideBias,
+    SideOffsets,
+    rater_offset_moments,
+    refit_rater_sd,
+    side_offsets,
+    side_part,
+)
 from engine.questions import (
     BOTH_ANSWERS,
     NO_SECOND,
@@ -81,6 +90,12 @@ DEFAULT_CRITERIA = (
 )  # MJ-VIDEO's five reward-model criteria
 PairScope = Literal["any", "group"]
 Structure = Literal["dense", "blocks", "factorised"]
+# the side offsets' EM (fit_prior): steps at most, and the relative move of the sd that ends it
+SIDE_EM_STEPS = 30
+SIDE_EM_TOLERANCE = 0.01
+# a rater offset's prior sd stays within these (latent units): EM with few labels per rater
+# can shrink it toward 0, which would freeze every offset at the global one
+SIDE_SD_BOUNDS = (0.05, 5.0)
 
 
 @dataclass(frozen=True)
@@ -387,9 +402,12 @@ class Campaign:
     def _rebuild_prior(self) -> None:
         self._form = self._prior_form()
 
-    def _prior_form(self, scales: PriorScales | None = None) -> PosteriorForm:
+    def _prior_form(
+        self, scales: PriorScales | None = None, side: SideBias | None = None
+    ) -> PosteriorForm:
         """The joint prior over every clip so far (scores standardised as the campaign does),
-        with the campaign's prior scales or `scales`, in the campaign's form."""
+        with the campaign's prior scales or `scales` and side prior or `side`, in the
+        campaign's form."""
         scales = scales or self.config.prior
         form = FORMS[self.config.structure].prior(
             len(self.config.criteria),
@@ -399,7 +417,7 @@ class Campaign:
             self._clips.contexts,
             self.groups,
         )
-        side = self.config.side_bias
+        side = side or self.config.side_bias
         if side is not None:
             form.grow_block(SIDE, side.global_variance(self._like), local=True)
             form.grow_block(
@@ -415,9 +433,10 @@ class Campaign:
     def fit_prior(self, max_evaluations: int = 200) -> ScaleFit:
         """Empirical Bayes (engine.empirical_bayes): refit the prior scales, and where the
         campaign has them the tie margin and emoji thresholds, to the labels so far; refit the
-        rater-noise spread when rater noise is learned (engine.reliability); then rebuild the
-        posterior from the new prior by ADF over the same labels in order, and each rater's
-        reliability.
+        raters' side-offset prior sd where the campaign has a side block (engine.position,
+        MATH.md §7); refit the rater-noise spread when rater noise is learned
+        (engine.reliability); then rebuild the posterior from the new prior by ADF over the
+        same labels in order, and each rater's reliability.
 
         Call it now and then (every few hundred labels), not on every label. `replay()` repeats
         it with the values it found.
@@ -441,19 +460,53 @@ class Campaign:
         )
         spread = config.noise_prior_spread
         form = None
+        side = config.side_bias
+        if side is not None and self._raters.side_slots:
+            side, form = self._fit_side_spread(log, fit.hyper, side)
         if config.learn_rater_noise:
             hyper = fit.hyper
             events = self._events(log, hyper)
-            form = self._prior_form(hyper.scales)
-            form.observe(events)
+            if form is None:
+                form = self._prior_form(hyper.scales)
+                form.observe(events)
             grids = self._held_out_rater_grids(log, events, hyper, form)
             if grids:
                 spread = fit_noise_spread(grids, config.noise_sd)
         self._apply_refit(
-            Refit(fit.hyper.scales, fit.hyper.tie_margin, fit.hyper.emoji_thresholds, spread),
+            Refit(
+                fit.hyper.scales,
+                fit.hyper.tie_margin,
+                fit.hyper.emoji_thresholds,
+                spread,
+                None if side is None else side.rater_sd,
+            ),
             form,
         )
         return fit
+
+    def _fit_side_spread(
+        self, log: Sequence[Judgment], hyper: Hyperparameters, side: SideBias
+    ) -> tuple[SideBias, PosteriorForm]:
+        """The raters' side-offset prior sd by EM (`engine.position.refit_rater_sd`, MATH.md
+        §7): the labels' posterior under the current sd, the sd from its offsets' second
+        moments, until it moves by less than SIDE_EM_TOLERANCE (at most SIDE_EM_STEPS); and
+        the posterior under the sd found."""
+        events = self._events(log, hyper)
+        n_slots = len(self._raters.side_slots)
+        form = None
+        for _ in range(SIDE_EM_STEPS):
+            form = self._prior_form(hyper.scales, side)
+            form.observe(events)
+            layout, mean, cov = form.border()
+            fitted = refit_rater_sd(*rater_offset_moments(layout, mean, cov, n_slots))
+            fitted = min(max(fitted, SIDE_SD_BOUNDS[0]), SIDE_SD_BOUNDS[1])
+            moved = abs(fitted - side.rater_sd) / side.rater_sd
+            side = replace(side, rater_sd=fitted)
+            if moved < SIDE_EM_TOLERANCE:
+                break
+        form = self._prior_form(hyper.scales, side)
+        form.observe(events)
+        return side, form
 
     def _apply_refit(self, refit: Refit, form: PosteriorForm | None = None) -> None:
         """Adopt a refit's values; `form` is the labels' posterior under them, when the
@@ -464,6 +517,9 @@ class Campaign:
             tie_margin=refit.tie_margin,
             emoji_thresholds=refit.emoji_thresholds,
             noise_prior_spread=refit.noise_prior_spread,
+            side_bias=self.config.side_bias
+            if refit.side_rater_sd is None or self.config.side_bias is None
+            else replace(self.config.side_bias, rater_sd=refit.side_rater_sd),
         )
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
@@ -937,6 +993,7 @@ class Campaign:
             level_cuts=self.level_cuts,
             options=self.config.selection,
             generator=generator,
+            both_threshold=self.config.both_threshold,
         )
         groups = self.groups if self.config.pair_scope == "group" else None
         pending = self._pending_tasks()

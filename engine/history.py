@@ -26,6 +26,8 @@ class Refit:
     tie_margin: float
     emoji_thresholds: tuple[float, ...] | None
     noise_prior_spread: float
+    # the raters' side-offset prior sd it found (None: no side block, or not refitted)
+    side_rater_sd: float | None = None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from torch import Tensor
 from engine.likelihoods import interval_moments, interval_of
 from engine.numerics import (
     BALD_C2,
+    SQRT_HALF,
     binary_entropy_bits,
     entropy_bits_of,
     gauss_hermite,
@@ -481,6 +482,170 @@ def _one_hot(index: Tensor, size: int, like: Tensor) -> Tensor:
     return torch.nn.functional.one_hot(index, size).to(like.dtype)
 
 
+BOTH_NODES = 48  # quadrature nodes per axis of the both gain: errors <= 1e-4 bits in tests
+BOTH_CHUNK = 256  # candidates per chunk: (chunk, BOTH_NODES, BOTH_NODES, 5) values at once
+# a Gaussian's mass beyond 9 sd is 2e-19: a panel need not reach further
+PANEL_TAIL_SDS = 9.0
+N_BOTH_OUTCOMES = 5  # loss, tie (neither both good nor both bad), win, both good, both bad
+
+
+def _phi_cdf(x: Tensor) -> Tensor:
+    """`Phi(x)` with relative accuracy in the lower tail (erfc, as interval_probabilities)."""
+    return torch.special.erfc(x * -SQRT_HALF).mul_(0.5)
+
+
+def _window_rule(
+    mean: Tensor, sd: Tensor, width: Tensor, lo: float, hi: float
+) -> tuple[Tensor, Tensor]:
+    """Nodes and weights (..., Q) for `E_{x ~ N(mean, sd^2)} g(x)`, g vanishing outside
+    `[lo - 7 width, hi + 7 width]` wherever sd >= width (MATH.md §3: Gauss-Hermite where
+    sd < width, else Gauss-Legendre on that window cut to mean +- 9 sd, weighted by the
+    density; a window the Gaussian misses gets zero weights).
+
+    Args:
+        mean, sd, width: broadcastable (...,) tensors; width > 0 the scale of g's features.
+        lo, hi: the outermost cuts of g.
+
+    Returns:
+        nodes, weights: (..., BOTH_NODES).
+    """
+    mean, sd, width = torch.broadcast_tensors(mean, sd, width)
+    hermite_x, hermite_w = gauss_hermite(BOTH_NODES, mean)
+    legendre_x, legendre_w = gauss_legendre(BOTH_NODES, mean)
+    left = torch.maximum(lo - PANEL_HALF_WIDTH * width, mean - PANEL_TAIL_SDS * sd)
+    right = torch.minimum(hi + PANEL_HALF_WIDTH * width, mean + PANEL_TAIL_SDS * sd)
+    radius = (0.5 * (right - left)).clamp_min(0.0).unsqueeze(-1)
+    panel = (0.5 * (left + right)).unsqueeze(-1) + radius * legendre_x
+    safe_sd = sd.clamp_min(torch.finfo(sd.dtype).tiny).unsqueeze(-1)
+    density = torch.exp(log_normal_pdf((panel - mean.unsqueeze(-1)) / safe_sd)) / safe_sd
+    narrow = (sd < width).unsqueeze(-1)
+    nodes = torch.where(narrow, mean.unsqueeze(-1) + sd.unsqueeze(-1) * hermite_x, panel)
+    weights = torch.where(narrow, hermite_w, radius * legendre_w * density)
+    return nodes, weights
+
+
+def both_information_gain(
+    mu: Tensor,
+    var: Tensor,
+    sum_mu: Tensor,
+    sum_var: Tensor,
+    covariance: Tensor,
+    noise_var: Tensor | float,
+    tie_margin: float,
+    both_threshold: float,
+    keep: float = 1.0,
+) -> Tensor:
+    """`EIG = H[P(y)] - E_{d,s} H[p(y | d, s)]` in bits, y in {loss, tie, win, both good,
+    both bad}, for d = f_i - f_j and s = f_i + f_j jointly Gaussian. MATH.md §3, "both good".
+
+    The rater's answer is the model's of MATH.md §2: win / loss / tie on `d + e` (e ~ N(0,
+    sigma^2), cuts +-t); a tie is "both good" when `s + e'` > 2 tau, "both bad" when below
+    -2 tau (e' ~ N(0, 2 sigma^2), independent of e), else a plain tie. With a lapse the rater
+    clicks one of the five at random with probability 1 - keep. The expectation over (d, s)
+    is nested quadrature: over d by `_window_rule` (the window of the tie's cuts), over s
+    given d (Gaussian, mean linear in d) by the same rule on the window of +-2 tau; the
+    entropy is label-symmetric, so at any d the conditional entropy is the same for every s
+    far from +-2 tau, and each level integrates only its excess over that value. The tie's
+    share of "both good" in the predictive is the one-dimensional `E_d[P(tie | d) Phi(...)]`.
+    Vectorised over candidates, in chunks of BOTH_CHUNK.
+
+    Args:
+        mu, var: (...,) mean and variance of d.
+        sum_mu, sum_var: (...,) mean and variance of s.
+        covariance: (...,) Cov(d, s) = Var f_i - Var f_j.
+        noise_var: the rater's sigma^2 > 0, scalar or (...,).
+        tie_margin: t > 0.
+        both_threshold: tau >= 0.
+        keep: the rater's probability of answering by the model, in [0, 1].
+
+    Returns:
+        (...,) gains, clamped at 0 against quadrature round-off.
+
+    Raises:
+        ValueError: t <= 0, tau < 0 or not finite, keep outside [0, 1], sigma^2 <= 0.
+    """
+    if not tie_margin > 0:
+        raise ValueError(f"both answers are ties: tie_margin must be > 0, got {tie_margin}")
+    if not (both_threshold >= 0 and math.isfinite(both_threshold)):
+        raise ValueError(f"both_threshold must be finite and >= 0, got {both_threshold}")
+    if not 0.0 <= keep <= 1.0:
+        raise ValueError(f"keep must be in [0, 1], got {keep}")
+    noise = torch.as_tensor(noise_var, dtype=mu.dtype, device=mu.device)
+    if not bool((noise > 0).all()):
+        raise ValueError("the both gain needs a noisy rater (noise_var > 0)")
+    shape = torch.broadcast_shapes(
+        mu.shape, var.shape, sum_mu.shape, sum_var.shape, covariance.shape, noise.shape
+    )
+    flat = [x.expand(shape).reshape(-1) for x in (mu, var, sum_mu, sum_var, covariance, noise)]
+    gains = [
+        _both_chunk(
+            *(x[start : start + BOTH_CHUNK] for x in flat), tie_margin, both_threshold, keep
+        )
+        for start in range(0, flat[0].numel(), BOTH_CHUNK)
+    ]
+    if not gains:
+        return mu.new_zeros(shape)
+    return torch.cat(gains).reshape(shape)
+
+
+def _both_chunk(
+    mu: Tensor,
+    var: Tensor,
+    sum_mu: Tensor,
+    sum_var: Tensor,
+    covariance: Tensor,
+    noise_var: Tensor,
+    tie_margin: float,
+    both_threshold: float,
+    keep: float,
+) -> Tensor:
+    """`both_information_gain` on (C,) flat candidates."""
+    t, cut = tie_margin, 2.0 * both_threshold
+    sigma = torch.sqrt(noise_var)
+    sum_noise = math.sqrt(2.0) * sigma  # each clip's noise on the sum (MATH.md §2)
+    d_nodes, d_weights = _window_rule(mu, torch.sqrt(var), sigma, -t, t)  # C x Q
+    # s given d: mean linear in d, variance constant
+    slope = torch.where(var > 0, covariance / var.clamp_min(torch.finfo(var.dtype).tiny), 0.0)
+    given_var = (sum_var - slope * covariance).clamp_min(0.0)
+    given_mean = sum_mu.unsqueeze(-1) + slope.unsqueeze(-1) * (d_nodes - mu.unsqueeze(-1))
+    s_nodes, s_weights = _window_rule(
+        given_mean, torch.sqrt(given_var).unsqueeze(-1), sum_noise.unsqueeze(-1), -cut, cut
+    )  # C x Q x Q
+    column = sigma.view(-1, 1)
+    loss = _phi_cdf((-t - d_nodes) / column)  # C x Q
+    win = _phi_cdf((d_nodes - t) / column)
+    tie = (1.0 - loss - win).clamp_min(0.0)
+    good = _phi_cdf((s_nodes - cut) / sum_noise.view(-1, 1, 1))  # C x Q x Q
+    bad = _phi_cdf((-cut - s_nodes) / sum_noise.view(-1, 1, 1))
+    plain = (1.0 - good - bad).clamp_min(0.0)
+    tie3 = tie.unsqueeze(-1)
+    answers = torch.stack(  # 5 x C x Q x Q
+        (
+            loss.unsqueeze(-1).expand_as(good),
+            tie3 * plain,
+            win.unsqueeze(-1).expand_as(good),
+            tie3 * good,
+            tie3 * bad,
+        )
+    )
+    entropy = entropy_bits_of(_lapse(answers, keep), dim=0)  # C x Q x Q
+    # far from +-2 tau one of the tie's three parts is certain: the same entropy for each
+    zero = torch.zeros_like(tie)
+    far = entropy_bits_of(_lapse(torch.stack((loss, tie, win, zero, zero)), keep), dim=0)
+    given_d = far + (s_weights * (entropy - far.unsqueeze(-1))).sum(-1)  # C x Q
+    floor = _lapse_entropy(keep, N_BOTH_OUTCOMES)
+    conditional = floor + (d_weights * (given_d - floor)).sum(-1)
+    # predictive: loss / tie / win exact; the tie's split by the 1-d expectation over d
+    cuts = mu.new_tensor([-t, t])
+    ternary = outcome_probabilities(mu, var, noise_var, cuts)  # C x 3
+    spread = torch.sqrt(given_var + 2.0 * noise_var).unsqueeze(-1)
+    tie_good = (d_weights * tie * _phi_cdf((given_mean - cut) / spread)).sum(-1)
+    tie_bad = (d_weights * tie * _phi_cdf((-cut - given_mean) / spread)).sum(-1)
+    tie_plain = (ternary[:, 1] - tie_good - tie_bad).clamp_min(0.0)
+    predictive = torch.stack((ternary[:, 0], tie_plain, ternary[:, 2], tie_good, tie_bad))
+    return (entropy_bits_of(_lapse(predictive, keep), dim=0) - conditional).clamp_min(0.0)
+
+
 @dataclass(frozen=True)
 class Objective:
     """A registered objective: its exact gain, its cheap screen, and `rise(cuts, noise_var)`,
@@ -510,6 +675,7 @@ __all__ = [
     "Objective",
     "Screen",
     "binary_information_gain",
+    "both_information_gain",
     "expected_information_gain",
     "gain_rise",
     "interval_information_gain",

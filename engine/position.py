@@ -13,6 +13,7 @@ of `first` against `second` with `first` shown left is the interval event on
     z = f_first - f_second - b - d_r        (first shown right)
 
 a direction with a border part (engine.update.Events). An anonymous rater loads on b alone.
+`Campaign.fit_prior` refits rater_sd by EM from the posterior offsets (`refit_rater_sd`).
 Selection leaves the side part out of a candidate pair's gain: the page draws the side at
 random after the pair is chosen, so the offset adds symmetric noise that the choice does not
 depend on.
@@ -102,4 +103,36 @@ def side_offsets(
     )
 
 
-__all__ = ["SIDE", "SIDE_RATERS", "SideBias", "SideOffsets", "side_offsets", "side_part"]
+def rater_offset_moments(
+    layout: Layout, mean: Tensor, cov: Tensor, n_slots: int
+) -> tuple[Tensor, Tensor]:
+    """(R,) posterior means and variances of the raters' own offsets d_r, slots 0..R-1, from
+    the border's Gaussian."""
+    first = layout[SIDE_RATERS].start
+    index = torch.arange(first, first + n_slots, device=mean.device)
+    return mean[index], torch.diagonal(cov)[index].clamp_min(0.0)
+
+
+def refit_rater_sd(means: Tensor, variances: Tensor) -> float:
+    """`rater_sd^2 = (1/R) sum_r (E[d_r]^2 + Var d_r)`: one EM step for the prior variance of
+    the raters' own offsets, the posterior's second moments of d_r averaged over the raters
+    (docs/MATH.md §7, "refitting rater_sd").
+
+    Raises:
+        ValueError: no rater.
+    """
+    if means.numel() == 0:
+        raise ValueError("refitting rater_sd needs at least one rater with a recorded side")
+    return float(torch.sqrt((means.square() + variances).mean()))
+
+
+__all__ = [
+    "SIDE",
+    "SIDE_RATERS",
+    "SideBias",
+    "SideOffsets",
+    "rater_offset_moments",
+    "refit_rater_sd",
+    "side_offsets",
+    "side_part",
+]

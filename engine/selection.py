@@ -30,6 +30,7 @@ from torch import Tensor
 from engine.likelihoods import expected_variance_factor
 from engine.objectives import (
     OBJECTIVES,
+    both_information_gain,
     expected_information_gain,
     outcome_probabilities,
     screening_score,
@@ -94,6 +95,17 @@ class Shrink:
         var = diag[first] + diag[second] - 2.0 * item_cov[first, second]
         spread = self.columns[first] - self.columns[second]
         return (var - (spread.square() * self.factor).sum(-1)).clamp_min(0.0)
+
+    def sum_moments(self, item_cov: Tensor, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+        """Shrunk `Var(f_i + f_j)` and `Cov(f_i - f_j, f_i + f_j) = Var f_i - Var f_j` for the
+        listed pairs (the both gain's, MATH.md §3)."""
+        diag = torch.diagonal(item_cov)
+        var_i = diag[first] - (self.columns[first].square() * self.factor).sum(-1)
+        var_j = diag[second] - (self.columns[second].square() * self.factor).sum(-1)
+        cross = item_cov[first, second] - (
+            self.columns[first] * self.columns[second] * self.factor
+        ).sum(-1)
+        return (var_i + var_j + 2.0 * cross).clamp_min(0.0), var_i - var_j
 
 
 @dataclass(frozen=True)
@@ -413,13 +425,16 @@ RULES: dict[str, Rule] = {
 class SelectionOptions:
     """How to choose: objective (OBJECTIVES key), rule (RULES key), softmax beta, refine size,
     and `weight_share`: 0 aims the gain at the clips' qualities, 1 at the criterion weights
-    alone (MATH.md §3 targeted gain), in between a mix (engine.targeted)."""
+    alone (MATH.md §3 targeted gain), in between a mix (engine.targeted); `both_gain`: where
+    the campaign takes "both good" / "both bad", a pair's gain counts them (False: win, loss
+    and tie only, a lower bound)."""
 
     objective: str = "information_gain"
     rule: str = "argmax"
     beta: float = 20.0
     n_refine: int = N_REFINE
     weight_share: float = 0.0
+    both_gain: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.weight_share <= 1:
@@ -454,6 +469,7 @@ class PairRequest:
     # (G,) bool: the groups holding a `focus` clip, where the campaign keeps them: the block
     # form's search passes over the other groups' kept bounds
     focus_groups: Tensor | None = None
+    both_threshold: float | None = None  # tau of "both good" / "both bad"; None: not taken
 
     def keywords(self) -> dict[str, object]:
         """The request as the keyword arguments of `select_pair_batch` (which searches no
@@ -497,6 +513,7 @@ def select_pair_batch(
     shrink: Shrink | None = None,
     blocks: GroupBlocks | None = None,
     focus: Tensor | None = None,
+    both_threshold: float | None = None,
 ) -> tuple[list[PairChoice], Shrink]:
     """The next `count` pairs for one rater, each treated as pending for the next. MATH.md §3-4.
 
@@ -522,6 +539,9 @@ def select_pair_batch(
             (a faster screen); ignored without `candidates`.
         focus: (n,) bool, when set every pair holds one of these clips: the starved clips of
             `engine.exposure`.
+        both_threshold: tau of "both good" / "both bad" where the campaign takes them: the
+            gain is then `both_information_gain` (with `options.both_gain`); the screen
+            stays the pair difference's.
 
     Returns:
         `count` PairChoice, best first for argmax, and the shrink with them pending too.
@@ -550,13 +570,23 @@ def select_pair_batch(
     # a stale gain plus the objective's rise bound bounds the fresh one (the rise is 0 for
     # forced choice); without a finite bound every pick re-scores the kept candidates
     rise = objective.rise(pair_cuts, noise_var)
+    both = both_threshold if options.both_gain else None
+    if both is not None:
+        rise = math.inf  # no rise bound is known for the both gain: re-score after each pick
     lazy = options.rule == "argmax" and options.weight_share == 0 and math.isfinite(rise)
 
     def gains_of(first: Tensor, second: Tensor, shrink: Shrink) -> tuple[Tensor, Tensor]:
         """Gains of the pairs under `shrink`, and their shrunk variances."""
         mu = mean[first] - mean[second]
         var = shrink.pair_variances(cov, first, second)
-        gains = objective(mu, var, noise_var, pair_cuts, keep=keep)
+        if both is None:
+            gains = objective(mu, var, noise_var, pair_cuts, keep=keep)
+        else:
+            sum_var, cross = shrink.sum_moments(cov, first, second)
+            sum_mu = mean[first] + mean[second]
+            gains = both_information_gain(
+                mu, var, sum_mu, sum_var, cross, noise_var, tie_margin_of(pair_cuts), both, keep
+            )
         if options.weight_share > 0:
             # the weights' share of z's variance is taken from the posterior (pending tasks
             # shrink only the total), and candidates come from the clip-gain screen
@@ -694,6 +724,17 @@ def select_pair_batch(
         replace(c, probabilities=tuple(p)) for c, p in zip(choices, probabilities, strict=True)
     ]
     return choices, shrink
+
+
+def tie_margin_of(pair_cuts: Tensor) -> float:
+    """t of the pair cuts `[-t, t]`.
+
+    Raises:
+        ValueError: cuts without ties ("both" answers are ties).
+    """
+    if pair_cuts.numel() != 2 or not bool(pair_cuts[0] == -pair_cuts[1]):
+        raise ValueError(f'"both good" and "both bad" need tie cuts [-t, t], got {pair_cuts}')
+    return float(pair_cuts[1])
 
 
 def select_pairs(
@@ -839,4 +880,5 @@ __all__ = [
     "select_pairs",
     "select_rating",
     "shrink_coefficients",
+    "tie_margin_of",
 ]

@@ -367,9 +367,13 @@ function renderControls(assignment) {
     buttons.push(button("left", "Left", ["←", "1"], { choice: "left" }));
     if (choices.includes("tie")) buttons.push(button("tie", "Tie", ["↓", "3"], { choice: "tie" }));
     buttons.push(button("right", "Right", ["→", "2"], { choice: "right" }));
+    buttons.push(...bothButtons(choices));
     const tie = choices.includes("tie") ? ", ↓ or 3 or T for a tie" : "";
+    const both = choices.includes("both_good")
+      ? ", G or 4 if both are good, B or 5 if both are bad"
+      : "";
     $("hint").textContent =
-      `Click a clip or press ← / 1 for left, → / 2 for right${tie}; X reports a clip ` +
+      `Click a clip or press ← / 1 for left, → / 2 for right${tie}${both}; X reports a clip ` +
       "as unsafe or broken.";
   } else {
     $("question").textContent = "How good is this one?";
@@ -391,6 +395,20 @@ function renderControls(assignment) {
   }
   buttons.push(reportButton());
   $("buttons").replaceChildren(...buttons);
+}
+
+/** "Both good" and "Both bad": ties that also say where the pair stands, offered only where
+ * the assignment's choices list them (the campaign sets a both_threshold). */
+function bothButtons(choices) {
+  const items = [];
+  if (choices.includes("both_good")) {
+    items.push(button("both_good", "Both good", ["G", "4"], { choice: "both_good" }));
+  }
+  if (choices.includes("both_bad")) {
+    items.push(button("both_bad", "Both bad", ["B", "5"], { choice: "both_bad" }));
+  }
+  for (const item of items) item.classList.add("both");
+  return items;
 }
 
 function reportButton() {
@@ -631,6 +649,9 @@ function keyToAnswer(event, assignment) {
     if (key === "ArrowLeft" || key === "1") return [{ choice: "left" }, "left"];
     if (key === "ArrowRight" || key === "2") return [{ choice: "right" }, "right"];
     if (key === "ArrowDown" || key === "3" || key === "t") return [{ choice: "tie" }, "tie"];
+    // answer() drops a choice the assignment does not list, so these keys do nothing elsewhere
+    if (key === "4" || key === "g") return [{ choice: "both_good" }, "both_good"];
+    if (key === "5" || key === "b") return [{ choice: "both_bad" }, "both_bad"];
     return null;
   }
   const level = Number.parseInt(key, 10);

@@ -159,6 +159,45 @@ def test_double_click_is_one_label(service: Service, context) -> None:
     assert page.get_attribute("#progress", "data-count") == "2"
 
 
+def test_both_buttons_and_keys_only_where_the_campaign_takes_them(
+    service: Service, context
+) -> None:
+    plain = service.create_campaign(ties=True)["id"]
+    page = open_rating_page(context, service, plain, service.add_rater(plain))
+    task = wait_for_task(page)
+    for name in ("both_good", "both_bad"):
+        assert page.locator(f'button[data-choice="{name}"]').count() == 0
+    page.keyboard.press("g")  # no such answer here: nothing is sent, the task stays
+    page.keyboard.press("5")
+    page.wait_for_timeout(300)
+    assert page.get_attribute("#stage", "data-assignment") == task
+    assert service.judgments(plain) == []
+    page.close()
+
+    campaign_id = service.create_campaign(ties=True, both_threshold=0.5)["id"]
+    page = open_rating_page(context, service, campaign_id, service.add_rater(campaign_id))
+    task = wait_for_task(page)
+    assert page.locator('button[data-choice="both_good"]').inner_text().startswith("Both good")
+    assert page.locator('button[data-choice="both_bad"]').inner_text().startswith("Both bad")
+    assert "G or 4 if both are good" in page.inner_text("#hint")
+    expected: dict[int, str] = {}
+    actions = [
+        ("both_good", lambda: page.click('button[data-choice="both_good"]')),
+        ("both_bad", lambda: page.click('button[data-choice="both_bad"]')),
+        ("both_good", lambda: page.keyboard.press("g")),
+        ("both_bad", lambda: page.keyboard.press("b")),
+        ("both_good", lambda: page.keyboard.press("4")),
+        ("both_bad", lambda: page.keyboard.press("5")),
+        ("tie", lambda: page.keyboard.press("t")),
+    ]
+    for choice, act in actions:
+        expected[int(task)] = choice
+        act()
+        task = wait_for_task(page, task)
+    wait_until_sent(page)
+    assert {a: c for a, c, _ in service.judgments(campaign_id)} == expected
+
+
 def test_answer_given_offline_is_sent_after_a_reload(service: Service, context) -> None:
     campaign_id = service.create_campaign()["id"]
     page = open_rating_page(context, service, campaign_id, service.add_rater(campaign_id))

@@ -11,7 +11,7 @@ import torch
 from engine import Campaign, CampaignConfig, Judgment, SideBias
 from engine.blocks import border_layout
 from engine.ep import ep_refine
-from engine.position import SIDE, SIDE_RATERS, side_part
+from engine.position import SIDE, SIDE_RATERS, refit_rater_sd, side_part
 from engine.state import PriorScales, add_contexts, add_items, empty_posterior, grow_block
 from engine.update import interval_events, update
 from tests.engine.reference import sampled_tilted_moments
@@ -207,3 +207,12 @@ def test_bad_sides_are_refused() -> None:
         _campaign("dense", None).side_offsets()
     with pytest.raises(ValueError, match="global_sd"):
         SideBias(global_sd=0.0)
+
+
+def test_refit_rater_sd_is_the_em_step_and_needs_a_rater() -> None:
+    means = torch.tensor([0.3, -0.4, 0.0], dtype=torch.float64)
+    variances = torch.tensor([0.02, 0.05, 0.11], dtype=torch.float64)
+    # (0.09 + 0.02 + 0.16 + 0.05 + 0 + 0.11) / 3 = 0.1433...
+    assert refit_rater_sd(means, variances) == pytest.approx((0.43 / 3) ** 0.5, abs=1e-12)
+    with pytest.raises(ValueError, match="at least one rater"):
+        refit_rater_sd(means[:0], variances[:0])
