@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from litestar.testing import TestClient
 
+from api.campaigns import build_config, engine_config
+from api.engine_host import CampaignEngine, ClipBatch
 from tests.api.conftest import ADMIN, answer, make_party
 
 
@@ -86,3 +88,19 @@ def test_a_clip_added_late_gets_its_labels(client: TestClient) -> None:
     board = client.get(f"/v1/campaigns/{party.id}/leaderboard", headers=ADMIN).json()
     (row,) = [clip for clip in board["clips"] if clip["id"] == late_id]
     assert row["labels"] == 2
+
+
+def test_the_floor_is_the_service_setting_and_old_campaigns_have_none() -> None:
+    """A stored engine config without the key (a campaign created before the floor) builds a
+    floor of 0; the engine host sets the floor on its live campaign, and a snapshot taken
+    under another floor does not bring that one back."""
+    stored = engine_config(["a"], "any", True, None)
+    assert build_config(stored).min_labels == 0
+    assert build_config({**stored, "min_labels": 3}).min_labels == 3
+    before = CampaignEngine(build_config({**stored, "min_labels": 5}), "cpu")
+    before.add_clips(ClipBatch(scores=[[0.0], [1.0]], contexts=[None, None], groups=[None, None]))
+    host = CampaignEngine(build_config({**stored, "min_labels": 3}), "cpu")
+    assert host.restore(before.snapshot()) is None
+    assert host.campaign.config.min_labels == 3 and host.campaign.n_items == 2
+    host.set_min_labels(1)
+    assert host.campaign.config.min_labels == 1
