@@ -137,6 +137,7 @@ def measure(n: int, m: int, repeats: int, seed: int) -> dict[str, Any]:
         "repeats": repeats,
         "warmup_labels": WARMUP_LABELS,
         "pending": PENDING,
+        "min_labels": campaign.config.min_labels,
     }
 
 
@@ -161,7 +162,9 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         "Written by `python -m benchmarks.structured_speed`: an `engine.Campaign` with "
         '`structure="blocks"`, K = 5 criteria, 10 contexts, '
-        f"{WARMUP_LABELS:,} warm-up labels, {PENDING} tasks pending, float64. add = "
+        f"{WARMUP_LABELS:,} warm-up labels, {PENDING} tasks pending, float64, the floor of "
+        "labels per clip at its default (`min_labels` 2: at these counts most clips are "
+        "owed, so every pick holds one, engine.exposure). add = "
         "`add_clips` of all n clips (s); update = `observe` of one label (ms); next = one "
         "label then `next_pairs` for a rater, from the kept screen, rebuilds included (ms); "
         "scratch = one selection screening every same-prompt pair (ms); leaderboard = every "
