@@ -376,6 +376,14 @@ class BlockForm:
         # by rater noise and objective, oldest first
         self._screens: dict[tuple[float, str], GroupScreen] = {}
 
+    def __getstate__(self) -> dict[str, object]:
+        """The posterior alone: the kept screens and shrink are derived (rebuilt on the next
+        choice), and a snapshot holds no functions (api.snapshots loads only data)."""
+        state = dict(vars(self))
+        state["_shrink_cache"] = None
+        state["_screens"] = {}
+        return state
+
     @classmethod
     def prior(
         cls,

@@ -142,3 +142,28 @@ def test_a_request_meeting_its_campaign_loading_gets_503_with_retry_after(
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert answer.status_code == 200 and len(answer.json()["clips"]) == 4
+
+
+def test_a_block_form_campaign_that_has_chosen_pairs_snapshots_and_loads() -> None:
+    """A campaign kept in blocks holds kept screens once it has chosen a pair; a snapshot
+    leaves them out (they are rebuilt), so it loads with the restricted unpickler, holds the
+    same posterior and chooses as a replay of the log does (the kept screens, within their
+    tolerance, may choose otherwise)."""
+    import torch
+
+    from api.snapshots import dump, load
+    from engine import Campaign, CampaignConfig, Judgment, Outcome
+
+    campaign = Campaign(CampaignConfig(criteria=("a",), pair_scope="group", structure="blocks"))
+    scores = torch.linspace(-1.0, 1.0, 12, dtype=torch.float64)[:, None]
+    campaign.add_clips(scores, groups=[i // 4 for i in range(12)])
+    for step in range(6):
+        (task,) = campaign.next_pairs(f"r{step % 2}")
+        judgment = Judgment.pair(f"r{step % 2}", task.first, task.second, Outcome.WIN)
+        campaign.observe([judgment], [task.id])
+    campaign.next_pairs("r0", hold=False)  # kept screens in the form now
+    loaded = load(dump(campaign), campaign)
+    before, after = campaign.leaderboard(), loaded.leaderboard()
+    assert torch.equal(torch.as_tensor(before.mean), torch.as_tensor(after.mean))
+    again = [(t.first, t.second) for t in campaign.replay().next_pairs("r1", hold=False)]
+    assert [(t.first, t.second) for t in loaded.next_pairs("r1", hold=False)] == again
