@@ -174,8 +174,8 @@ def _direct_gain(campaign: Campaign, first: int, second: int, rater: str) -> flo
     )
 
 
-@pytest.mark.parametrize("structure", ["dense", "blocks"])
-def test_selection_scores_pairs_by_the_both_gain_in_both_forms(structure: str) -> None:
+@pytest.mark.parametrize("structure", ["dense", "blocks", "factorised"])
+def test_selection_scores_pairs_by_the_both_gain_in_every_form(structure: str) -> None:
     campaign = _selection_campaign(structure)
     tasks = campaign.next_pairs("r2", count=3, hold=False)
     for task in tasks[:1]:  # the first pick sees no pending task: its gain is the posterior's
