@@ -72,6 +72,7 @@ from engine.task_choice import (
     KSetOffer,
     TaskClock,
     choose_task_from_moments,
+    kset_kind,
     task_kind,
 )
 from engine.tasks import Task, TaskBook
@@ -318,9 +319,11 @@ class Campaign:
         self._gold = GoldBook()
         # seconds per task kind, learned from the answers' times (the log holds them, so a
         # replay learns the same)
-        self._clock = TaskClock(
-            priors={Pair.kind: self.config.pair_seconds, Level.kind: self.config.rating_seconds}
-        )
+        priors = {Pair.kind: self.config.pair_seconds, Level.kind: self.config.rating_seconds}
+        offer = self.config.kset
+        if offer is not None and offer.seconds is not None:
+            priors[kset_kind(offer.size, offer.mode)] = offer.seconds
+        self._clock = TaskClock(priors=priors)
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
         self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)

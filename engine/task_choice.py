@@ -232,14 +232,17 @@ def choose_task_from_moments(
 class KSetOffer:
     """K-sets a campaign may hand out (`CampaignConfig.kset`): `size` clips of one prompt
     asking `mode` ("best", "best_worst" or "rank"), whenever `choose_task` finds the best
-    such set worth more per second than the best pair (MATH.md §3, K-sets).
+    such set worth more per second than the best pair (MATH.md §3, K-sets). `seconds` is
+    the prior seconds of such a task (None: the stated model's, `prior_seconds`); answer
+    times refine it either way.
 
     Raises:
-        ValueError: a size outside 3..6 or an unknown mode.
+        ValueError: a size outside 3..6, an unknown mode, or seconds not finite and > 0.
     """
 
     size: int = 4
     mode: str = "best"
+    seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in KSET_MODES:
@@ -248,6 +251,8 @@ class KSetOffer:
             raise ValueError(
                 f"a K-set shows {KSET_SIZES.start} to {KSET_SIZES.stop - 1} clips, got {self.size}"
             )
+        if self.seconds is not None and not (0 < self.seconds < math.inf):
+            raise ValueError(f"a K-set's seconds must be finite and > 0, got {self.seconds}")
 
 
 __all__ = [

@@ -128,3 +128,15 @@ def test_answer_times_replay_and_bad_times_are_refused() -> None:
             campaign.observe([Judgment(None, Pair(0, 2), "win", seconds=bad)])
     assert torch.equal(campaign.posterior.mean, before)
     assert campaign.replay().task_seconds("pair") == campaign.task_seconds("pair")
+
+
+def test_an_offer_states_its_seconds_and_answers_refine_them() -> None:
+    campaign = _campaign(KSetOffer(size=4, mode="rank", seconds=3.0))
+    assert campaign.task_seconds("kset:rank:4") == 3.0
+    assert campaign.task_seconds("kset:best:4") == 14.0  # other kinds keep the stated model
+    # an order of 4 is worth more than a pair at 3 s (not at the stated model's 20 s)
+    assert isinstance(campaign.next_task("r", hold=False).question, KSet)
+    campaign.observe([Judgment.kset("r", (0, 1, 2, 3), (3, 2, 1, 0), "rank", seconds=13.0)])
+    assert campaign.task_seconds("kset:rank:4") == pytest.approx((5 * 3.0 + 13.0) / 6)
+    with pytest.raises(ValueError, match="seconds"):
+        KSetOffer(seconds=0.0)
