@@ -181,23 +181,27 @@ class CampaignEngine:
         forbidden_pairs: Sequence[tuple[int, int]] = (),
         skip_ratings: Sequence[int] = (),
         exclude: Sequence[int] = (),
+        skip_ksets: Sequence[Sequence[int]] = (),
     ) -> list[Task]:
         """`Campaign.next_tasks` (held), never a task `bar` rules out nor one showing a clip
-        in `exclude` (this rater's own exclusions), and never a gold task (the service asks
-        for those by `gold`); empty when nothing is left to ask."""
+        in `exclude` (this rater's own exclusions) nor a K-set of `skip_ksets`, and never a
+        gold task (the service asks for those by `gold`); empty when nothing is left to ask."""
         forbidden = [*forbidden_pairs, *self._pairs] or None
         excluded = [*self._clips, *exclude]
+        ratings = self._ratings and self.campaign.level_cuts is not None
         try:
-            if not (self._ratings and self.campaign.level_cuts is not None):
+            if not ratings and self.campaign.config.kset is None:
                 return self.campaign.next_pairs(
                     rater, count, exclude=excluded, forbidden_pairs=forbidden
                 )
+            no_ratings = range(self.campaign.n_items) if not ratings else ()
             return self.campaign.next_tasks(
                 rater,
                 count,
                 exclude=excluded,
                 forbidden_pairs=forbidden,
-                skip_ratings=[*skip_ratings, *self._rating_clips],
+                skip_ratings=[*skip_ratings, *self._rating_clips, *no_ratings],
+                skip_ksets=skip_ksets,
                 gold=False,
             )
         except NoEligibleTaskError:

@@ -58,6 +58,18 @@ class SideBiasIn(_Input):
     rater_sd: Annotated[float, Meta(gt=0, le=5)] = 0.3
 
 
+class KSetIn(_Input):
+    """K-sets a campaign may hand out: `size` clips of one prompt in one task, the rater
+    picks the best (`mode` "best"), the best and the worst ("best_worst"), or orders them
+    ("rank"); handed out when one teaches more per second of rater time than a pair."""
+
+    size: Annotated[int, Meta(ge=3, le=6)] = 4
+    mode: Literal["best", "best_worst", "rank"] = "best"
+    # the prior seconds of such a task (null: the engine's stated model); answers' times
+    # (their shown_at) refine it
+    seconds: Annotated[float, Meta(gt=0, le=3600)] | None = None
+
+
 class CampaignCreate(_Input):
     """`POST /v1/campaigns`."""
 
@@ -79,6 +91,7 @@ class CampaignCreate(_Input):
     # how the engine keeps the posterior (engine.forms): "blocks" holds millions of clips
     # (needs pair_scope "group" and one context per prompt), "dense" at most 20,000
     structure: Literal["dense", "blocks", "factorised"] = "dense"
+    kset: KSetIn | None = None  # fixed at creation; dense structure only
 
 
 class GoldPairIn(_Input):
@@ -137,10 +150,17 @@ class RaterIn(_Input):
 
 
 class JudgmentIn(_Input):
-    """`POST /v1/assignments/{id}/judgment`: a choice, or an emoji level (0 = worst)."""
+    """`POST /v1/assignments/{id}/judgment`: a choice, an emoji level (0 = worst), or a
+    K-set's `ranking` (clip ids, best first: the best; the best and the worst; or the whole
+    order, as the assignment's `mode` asks). `shown_at` is when the page showed the task
+    (and `answered_at` when it was answered, by the same clock; default: when the service
+    receives it): the campaign learns seconds per task kind from them."""
 
     choice: Literal["left", "right", "tie", "skip"] | None = None
     level: Annotated[int, Meta(ge=0)] | None = None
+    ranking: Annotated[list[RowId], Meta(min_length=1, max_length=6)] | None = None
+    shown_at: datetime | None = None
+    answered_at: datetime | None = None
 
 
 class ReportIn(_Input):
@@ -196,6 +216,13 @@ class Campaign(Struct, kw_only=True):
     safety_threshold: float | None = None  # a "safety" score below it withholds a clip
     report_limit: int = 1  # distinct raters whose reports withhold a clip
     structure: str = "dense"  # how the engine keeps the posterior (engine.forms)
+    kset: KSet | None = None  # the K-sets it may hand out; null: pairs and ratings only
+
+
+class KSet(Struct, kw_only=True):
+    size: int
+    mode: str
+    seconds: float | None = None
 
 
 class SideBias(Struct, kw_only=True):
@@ -238,15 +265,17 @@ class Clip(Struct, kw_only=True):
     context: str | None
 
 
-class Assignment(Struct, kw_only=True):
+class Assignment(Struct, kw_only=True, omit_defaults=True):  # K-set fields only on K-sets
     id: int
-    kind: Literal["pair", "rating"]
+    kind: Literal["pair", "rating", "kset"]
     left: Clip
     right: Clip | None
     expires_at: datetime
     lease_seconds: float
     choices: list[str]
     emoji_levels: int | None
+    clips: list[Clip] | None = None  # a K-set's clips, in the order shown
+    mode: Literal["best", "best_worst", "rank"] | None = None  # what a K-set asks
 
 
 class AssignmentOut(Struct, kw_only=True):
@@ -257,12 +286,13 @@ class AssignmentOut(Struct, kw_only=True):
     state: str
 
 
-class JudgmentOut(Struct, kw_only=True):
+class JudgmentOut(Struct, kw_only=True, omit_defaults=True):  # ranking only for K-sets
     assignment_id: int
     judgment_id: int
     choice: str | None
     level: int | None
     duplicate: bool
+    ranking: list[int] | None = None  # a K-set's answer: clip ids, best first
 
 
 class BulkClipsAdded(Struct, kw_only=True):
@@ -415,12 +445,13 @@ class RaterStatus(Struct, kw_only=True):
     active: bool
 
 
-class SkippedTask(Struct, kw_only=True):
+class SkippedTask(Struct, kw_only=True, omit_defaults=True):  # clips only for K-sets
     """A pair (or a clip's rating: `right` null) withdrawn because `raters` skipped it."""
 
     left: ClipRef
     right: ClipRef | None
     raters: int
+    clips: list[ClipRef] | None = None  # a K-set's clips (left and right: its first two)
 
 
 class SkippedClip(Struct, kw_only=True):
