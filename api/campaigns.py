@@ -1522,13 +1522,17 @@ class CampaignRuntime:
         self._wake.set()
         return record
 
-    def _bars(self) -> tuple[list[int], list[tuple[int, int]], list[int], bool]:
+    def _bars(
+        self,
+    ) -> tuple[list[int], list[tuple[int, int]], list[int], bool, list[tuple[int, ...]]]:
         """What no choice may offer (`CampaignEngine.bar`): retired, withheld and withdrawn clips,
-        withdrawn pairs and ratings, and every rating while rating tasks are off."""
+        withdrawn pairs and ratings, every rating while rating tasks are off, and withdrawn
+        K-sets."""
         clips = sorted(self.withdrawn_clips | {c.position for c in self.clips if not c.offered})
         pairs = pair_keys(self.withdrawn_keys)
         ratings = sorted(k[0] for k in self.withdrawn_keys if len(k) == 2 and k[1] == NO_SECOND)
-        return clips, pairs, ratings, self.record.emoji_levels is not None
+        ksets = kset_keys(self.withdrawn_keys)
+        return clips, pairs, ratings, self.record.emoji_levels is not None, ksets
 
     def _for_nobody(self, question: Question) -> bool:
         """Whether a task is one no rater may get any more (see `_bars`)."""

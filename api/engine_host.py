@@ -123,6 +123,7 @@ class CampaignEngine:
         self._pairs: list[tuple[int, int]] = []
         self._rating_clips: list[int] = []
         self._ratings = True
+        self._ksets: list[tuple[int, ...]] = []
 
     def bar(
         self,
@@ -130,14 +131,16 @@ class CampaignEngine:
         pairs: Sequence[tuple[int, int]],
         rating_clips: Sequence[int],
         ratings: bool,
+        ksets: Sequence[Sequence[int]] = (),
     ) -> None:
         """What no choice may offer from now on, for any rater: `clips` in any task, `pairs`,
-        emoji ratings of `rating_clips`, and any emoji rating unless `ratings`. Tasks pending
-        already stay pending (the service releases them)."""
+        emoji ratings of `rating_clips`, any emoji rating unless `ratings`, and `ksets` (their
+        clips). Tasks pending already stay pending (the service releases them)."""
         self._clips = sorted(set(clips))
         self._pairs = sorted(set(pairs))
         self._rating_clips = sorted(set(rating_clips))
         self._ratings = ratings
+        self._ksets = sorted({tuple(sorted(k)) for k in ksets})
 
     def snapshot(self) -> bytes:
         """The engine state as snapshot bytes (api/snapshots.py)."""
@@ -201,7 +204,7 @@ class CampaignEngine:
                 exclude=excluded,
                 forbidden_pairs=forbidden,
                 skip_ratings=[*skip_ratings, *self._rating_clips, *no_ratings],
-                skip_ksets=skip_ksets,
+                skip_ksets=[*skip_ksets, *self._ksets],
                 gold=False,
             )
         except NoEligibleTaskError:

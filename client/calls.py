@@ -292,6 +292,7 @@ def create_campaign(
     safety_threshold: float | None = None,
     report_limit: int = 1,
     structure: str | None = None,
+    kset: Mapping[str, Any] | None = None,
 ) -> Call[models.Campaign]:
     body: dict[str, Any] = {
         "name": name,
@@ -304,6 +305,8 @@ def create_campaign(
     }
     if structure is not None:
         body["structure"] = structure
+    if kset is not None:
+        body["kset"] = dict(kset)
     if targets is not None:
         body["targets"] = dict(targets)
     if gold_rate:
@@ -383,6 +386,14 @@ def judge(assignment_id: int, choice: Choice | None, level: int | None) -> Call[
         raise ValueError("give a choice (left, right, tie, skip) or an emoji level, not both")
     body = {"choice": choice} if choice is not None else {"level": level}
     # idempotent per assignment: the same answer again is acknowledged as a duplicate
+    return Call(
+        "POST", f"/v1/assignments/{assignment_id}/judgment", "rater", _as(models.JudgmentOut), body
+    )
+
+
+def rank(assignment_id: int, ranking: list[int]) -> Call[models.JudgmentOut]:
+    # a K-set's answer: clip ids, best first; idempotent per assignment like `judge`
+    body = {"ranking": list(ranking)}
     return Call(
         "POST", f"/v1/assignments/{assignment_id}/judgment", "rater", _as(models.JudgmentOut), body
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Campaign:
     safety_threshold: float | None = None  # a "safety" score below it withholds a clip
     report_limit: int = 1  # distinct raters whose reports withhold a clip
     structure: str = "dense"  # how the engine keeps the posterior: dense, blocks, factorised
+    kset: dict[str, Any] | None = None  # the K-sets it may hand out: size, mode, seconds
 
 
 @dataclass(frozen=True)
@@ -83,16 +84,19 @@ class Clip:
 
 @dataclass(frozen=True)
 class Assignment:
-    """A task under a lease: a pair (`right` set) or one clip to rate on the emoji scale."""
+    """A task under a lease: a pair (`right` set), one clip to rate on the emoji scale, or a
+    K-set (`clips` in the order shown, `mode`: best, best_worst or rank)."""
 
     id: int
-    kind: Literal["pair", "rating"]
+    kind: Literal["pair", "rating", "kset"]
     left: Clip
     right: Clip | None
     expires_at: datetime
     lease_seconds: float
     choices: list[str]
     emoji_levels: int | None
+    clips: list[Clip] | None = None
+    mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ class JudgmentOut:
     choice: str | None
     level: int | None
     duplicate: bool
+    ranking: list[int] | None = None  # a K-set's answer: clip ids, best first
 
 
 @dataclass(frozen=True)

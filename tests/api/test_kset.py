@@ -265,3 +265,44 @@ def test_the_export_shows_where_each_clip_was_and_the_pairs_a_kset_gives(
     assert json.loads(table[0]["ranking"]) == row["ranking"]
     pair_rows = list(csv.DictReader(io.StringIO(_export(client, party, "preferences", "csv"))))
     assert len(pair_rows) == len(pairs)
+
+
+def test_a_kset_skipped_by_enough_raters_is_withdrawn_for_everyone(client: TestClient) -> None:
+    party = make_party(
+        client,
+        n_clips=8,
+        n_raters=2,
+        groups=2,
+        skip_limit=1,
+        kset={"size": 4, "mode": "best", "seconds": 3.0},
+    )
+    shown = _assignment(client, party, 0)
+    assert shown["kind"] == "kset"
+    skipped = sorted(clip["id"] for clip in shown["clips"])
+    assert _judge(client, party, 0, shown["id"], {"choice": "skip"}).status_code == 201
+    flags = client.get(f"/v1/campaigns/{party.id}/skipped", headers=ADMIN).json()
+    (task,) = flags["tasks"]
+    assert sorted(clip["id"] for clip in task["clips"]) == skipped and task["raters"] == 1
+    # neither rater is handed that set again
+    for step in range(6):
+        rater = step % 2
+        other = _assignment(client, party, rater)
+        if other["kind"] == "kset":
+            assert sorted(clip["id"] for clip in other["clips"]) != skipped
+        body = {"choice": "skip"} if other["kind"] != "kset" else {"ranking": [other["left"]["id"]]}
+        assert _judge(client, party, rater, other["id"], body).status_code == 201
+
+
+@pytest.mark.slow
+def test_an_open_kset_survives_a_restart(settings: Settings) -> None:
+    with TestClient(app=create_app(settings)) as client:
+        party = _party(client, "rank", size=4)
+        shown = _assignment(client, party, 0)
+        assert shown["kind"] == "kset"
+    with TestClient(app=create_app(settings)) as client:
+        ids = [clip["id"] for clip in shown["clips"]]
+        response = _judge(client, party, 0, shown["id"], _timed(ids[::-1]))
+        assert response.status_code == 201, response.text
+        runtime = client.app.state.service._runtimes[party.id]
+        (label,) = inspect(client, runtime, "log")
+        assert isinstance(label.question, KSet) and label.question.mode == "rank"
