@@ -1099,28 +1099,34 @@ class Campaign:
         offer, form = self.config.kset, self._form
         if offer is None or not isinstance(form, DenseForm):
             return None
-        mean, cov = form.shrunk_item_moments(self._pending_tasks(), self.pair_cuts, self.level_cuts)
-        keep = torch.ones(self.n_items, dtype=torch.bool, device=self.device)
-        keep[self._excluded(exclude)] = False
-        allowed = torch.nonzero(keep).flatten()
+        shrink = form.pending_shrink(self._pending_tasks(), self.pair_cuts, self.level_cuts)
+        posterior = form.posterior
+        # an excluded clip gets a prompt of its own: no candidate set holds it, and nothing
+        # n x n is copied
+        groups = self.groups.to(self.device).clone()
+        excluded = self._excluded(exclude)
+        if excluded.numel():
+            start = int(groups.max()) + 1
+            groups[excluded] = torch.arange(
+                start, start + excluded.numel(), device=self.device, dtype=groups.dtype
+            )
         try:
             choice = choose_task_from_moments(
-                mean[allowed],
-                cov[allowed.unsqueeze(-1), allowed.unsqueeze(-2)],
-                self.groups.to(self.device)[allowed],
+                posterior.item_mean,
+                posterior.item_cov,
+                groups,
                 self._clock,
                 noise_var=self.noise_sd(rater) ** 2,
                 sizes=(2, offer.size),
                 mode=offer.mode,
+                shrink=(shrink.columns, shrink.factor),
             )
         except ValueError:  # no prompt holds enough clips this rater may see
             return None
-        if not isinstance(choice.question, KSet):
+        question = choice.question
+        if not isinstance(question, KSet):
             return None
-        # `allowed` is increasing, so the set stays in clip-id order and its answers'
-        # probabilities keep their `kset_answers` order
-        items = tuple(int(allowed[i]) for i in choice.question.items)
-        question = KSet(items, offer.mode)
+        items = question.items
         barred = {tuple(sorted(int(i) for i in clips)) for clips in skip}
         if question.key in self._tasks.asked(rater) or items in barred:
             return None

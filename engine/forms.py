@@ -265,14 +265,12 @@ class DenseForm:
     def forget_shrink(self) -> None:
         self._shrink_cache = None
 
-    def shrunk_item_moments(
+    def pending_shrink(
         self, pending: Sequence[PendingTask], pair_cuts: Tensor, level_cuts: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        """(n,) clip means and (n, n) covariance `S_ff - V diag(k) V'` under the pending tasks'
-        believer shrink (MATH.md §4; the mean is left alone)."""
-        shrink = self._shrink(pending, pair_cuts, level_cuts)
-        cov = self.posterior.item_cov - (shrink.columns * shrink.factor) @ shrink.columns.T
-        return self.posterior.item_mean, cov
+    ) -> Shrink:
+        """The pending tasks' believer shrink `S_ff - V diag(k) V'` (MATH.md §4), kept
+        between calls as for the selections."""
+        return self._shrink(pending, pair_cuts, level_cuts)
 
     def _shrink(
         self, pending: Sequence[PendingTask], pair_cuts: Tensor, level_cuts: Tensor | None

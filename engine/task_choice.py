@@ -186,26 +186,32 @@ def choose_task_from_moments(
     mode: str = "best",
     thresholds: Sequence[float] | None = None,
     max_per_group: int = MAX_PER_GROUP,
+    shrink: tuple[Tensor, Tensor] | None = None,
 ) -> TaskChoice:
-    """`choose_task` on the clips' joint moments: (n,) `mean` and (n, n) `cov` (a campaign
-    passes its posterior with the pending tasks' believer shrink, MATH.md §4, and only the
-    clips a rater may see). Arguments and errors as `choose_task`'s."""
+    """`choose_task` on the clips' joint moments: (n,) `mean` and (n, n) `cov`, less
+    `V diag(k) V'` when `shrink` = (V (n, Q), k (Q,)) is given (the pending tasks' believer
+    shrink, MATH.md §4: only the candidates' K x K blocks of it are formed). Other arguments
+    and errors as `choose_task`'s."""
     if mode not in KSET_MODES:
         raise ValueError(f"mode is one of {KSET_MODES}, got {mode!r}")
     if any(not 2 <= size <= 6 for size in sizes):
         raise ValueError(f"set sizes are 2 (a pair) to 6, got {list(sizes)}")
     var = cov.diagonal()
+    if shrink is not None:
+        columns, factor = shrink
+        var = var - (columns.square() * factor).sum(-1)
     best: TaskChoice | None = None
     for size in sorted(set(sizes)):
         candidates = kset_candidates(groups, var, size, max_per_group)
         if candidates.shape[0] == 0:
             continue
         kind = kset_kind(size, mode)
+        blocks = cov[candidates.unsqueeze(-1), candidates.unsqueeze(-2)]  # C x size x size
+        if shrink is not None:
+            scaled = columns[candidates]  # C x size x Q
+            blocks = blocks - (scaled * factor) @ scaled.transpose(-1, -2)
         result = kset_information_gain(
-            mean[candidates],
-            cov[candidates.unsqueeze(-1), candidates.unsqueeze(-2)],
-            "best" if size == 2 else mode,
-            noise_var,
+            mean[candidates], blocks, "best" if size == 2 else mode, noise_var
         )
         seconds = clock.seconds(kind)
         pick = int(torch.argmax(result.gain))

@@ -9,6 +9,7 @@ import torch
 
 from engine import Campaign, CampaignConfig, Judgment, KSetOffer, Task
 from engine.questions import KSet, Pair
+from engine.task_choice import TaskClock, choose_task_from_moments
 
 SEED = 0
 ATOL = 1e-9
@@ -140,3 +141,23 @@ def test_an_offer_states_its_seconds_and_answers_refine_them() -> None:
     assert campaign.task_seconds("kset:rank:4") == pytest.approx((5 * 3.0 + 13.0) / 6)
     with pytest.raises(ValueError, match="seconds"):
         KSetOffer(seconds=0.0)
+
+
+def test_the_blockwise_shrink_is_the_shrunk_covariance() -> None:
+    generator = torch.Generator().manual_seed(SEED)
+    n, q = 12, 3
+    factor_matrix = torch.randn(n, n, generator=generator, dtype=torch.float64)
+    cov = factor_matrix @ factor_matrix.T / n + torch.eye(n, dtype=torch.float64)
+    mean = torch.randn(n, generator=generator, dtype=torch.float64)
+    columns = 0.3 * torch.randn(n, q, generator=generator, dtype=torch.float64)
+    factor = torch.rand(q, generator=generator, dtype=torch.float64) * 0.5
+    groups = torch.arange(n) // 6
+    clock = TaskClock()
+    blockwise = choose_task_from_moments(
+        mean, cov, groups, clock, noise_var=1.0, sizes=(2, 4), shrink=(columns, factor)
+    )
+    whole = choose_task_from_moments(
+        mean, cov - (columns * factor) @ columns.T, groups, clock, noise_var=1.0, sizes=(2, 4)
+    )
+    assert blockwise.question == whole.question
+    assert blockwise.gain == pytest.approx(whole.gain, abs=1e-12)
