@@ -1074,7 +1074,7 @@ class Campaign:
                 )
         chosen: list[Task] = pairs
         if self.config.kset is not None:
-            kset = self._next_kset(rater, exclude, skip_ksets)
+            kset = self._next_kset(rater, exclude, skip_ksets, against_pairs=bool(pairs))
             if kset is not None:
                 chosen = [kset]
         if rating is not None and (
@@ -1090,12 +1090,18 @@ class Campaign:
         return chosen
 
     def _next_kset(
-        self, rater: Hashable | None, exclude: Sequence[int], skip: Sequence[Sequence[int]]
+        self,
+        rater: Hashable | None,
+        exclude: Sequence[int],
+        skip: Sequence[Sequence[int]],
+        *,
+        against_pairs: bool = True,
     ) -> Task | None:
         """The best K-set of `CampaignConfig.kset` for `rater` (not held) when it teaches more
         per second than the best pair on the same footing (`choose_task_from_moments`, under
-        the pending tasks' believer shrink, over the clips `rater` may see); None otherwise,
-        or when that set is one they answered or `skip` lists."""
+        the pending tasks' believer shrink, over the clips `rater` may see), or at all when
+        not `against_pairs` (no pair is left to them); None otherwise, or when that set is one
+        they answered or `skip` lists."""
         offer, form = self.config.kset, self._form
         if offer is None or not isinstance(form, DenseForm):
             return None
@@ -1117,7 +1123,7 @@ class Campaign:
                 groups,
                 self._clock,
                 noise_var=self.noise_sd(rater) ** 2,
-                sizes=(2, offer.size),
+                sizes=(2, offer.size) if against_pairs else (offer.size,),
                 mode=offer.mode,
                 shrink=(shrink.columns, shrink.factor),
             )

@@ -161,3 +161,12 @@ def test_the_blockwise_shrink_is_the_shrunk_covariance() -> None:
     )
     assert blockwise.question == whole.question
     assert blockwise.gain == pytest.approx(whole.gain, abs=1e-12)
+
+
+def test_a_kset_comes_when_no_pair_is_left() -> None:
+    # an order of 4 at the stated 20 s loses to a pair, but a rater with no pair left gets it
+    campaign = _campaign(KSetOffer(size=4, mode="rank"), n_prompts=1, per_prompt=4)
+    assert campaign.next_task("r", hold=False).question.kind == "pair"
+    every_pair = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    (task,) = campaign.next_tasks("r", forbidden_pairs=every_pair, hold=False)
+    assert task.question == KSet((0, 1, 2, 3), "rank")
