@@ -409,3 +409,20 @@ def test_a_kset_is_ordered_with_number_keys(service: Service, context) -> None:
     wait_until_sent(page)
     (ranking, _), *_ = kset_answers(service, campaign_id).values()
     assert ranking == [clips[2], clips[0], clips[3], clips[1]]
+
+
+def test_a_kset_clip_is_reported_by_its_number(service: Service, context) -> None:
+    kset = {"size": 4, "mode": "best", "seconds": 3.0}
+    campaign_id = service.create_campaign(kset=kset)["id"]
+    page = open_rating_page(context, service, campaign_id, service.add_rater(campaign_id, "ann"))
+    task = wait_for_task(page)
+    clips = shown_clips(page)
+    page.keyboard.press("x")  # which clip? by number
+    page.wait_for_selector('#stage[data-reporting="true"]')
+    assert page.locator('button[data-choice^="report-clip-"]').count() == 4
+    page.keyboard.press("3")
+    wait_for_task(page, task)
+    wait_until_sent(page)
+    withheld = service.client.get(f"/v1/campaigns/{campaign_id}/withheld").json()["clips"]
+    assert [clip["clip"]["id"] for clip in withheld] == [clips[2]]
+    assert service.judgments(campaign_id) == []  # a report is not an answer
