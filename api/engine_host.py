@@ -44,6 +44,7 @@ import torch
 from api import snapshots
 from engine import Campaign, CampaignConfig, Judgment, NoEligibleTaskError, Task
 from engine.stopping import Targets
+from engine.task_choice import kset_kind
 
 log = logging.getLogger("ratingparty.api")
 
@@ -234,12 +235,20 @@ class CampaignEngine:
 
     def progress(self) -> dict[str, Any]:
         """`Campaign.progress` as plain data (it crosses the process boundary): `done`,
-        `reason`, and per target its name, target, value, distance and whether it is met."""
+        `reason`, per target its name, target, value, distance and whether it is met, and the
+        expected seconds of each task kind the campaign asks (learned from answer times)."""
         status = self.campaign.progress()
+        config = self.campaign.config
+        kinds = ["pair"]
+        if self.campaign.level_cuts is not None:
+            kinds.append("level")
+        if config.kset is not None:
+            kinds.append(kset_kind(config.kset.size, config.kset.mode))
         return {
             "done": status.done,
             "reason": status.reason,
             "labels": status.labels,
+            "task_seconds": {kind: self.campaign.task_seconds(kind) for kind in kinds},
             "targets": [
                 {
                     "name": t.name,

@@ -69,6 +69,7 @@ PREFERENCE_COLUMNS = (
     "rejected_status",
     "rater_id",
     "judgment_id",
+    "kind",  # what the pair came from: "pair", or "kset" (one of its rank-broken pairs)
 )
 CLIP_COLUMNS = (
     "clip_id",

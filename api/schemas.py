@@ -495,6 +495,9 @@ class Progress(Struct, kw_only=True):
     targets: list[TargetStatus]  # one per target set (empty: none set)
     done: bool  # every target set is met (False when none is set)
     reason: str
+    # expected rater seconds per task kind ("pair", "level", "kset:<mode>:<K>"), learned
+    # from the answers' shown_at
+    task_seconds: dict[str, float] = field(default_factory=dict)
 
 
 class Error(Struct, kw_only=True):

@@ -993,6 +993,7 @@ class Service:
             ],
             done=status["done"],
             reason=status["reason"],
+            task_seconds=status["task_seconds"],
         )
 
     async def export(

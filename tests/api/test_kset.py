@@ -107,6 +107,11 @@ def test_a_kset_is_shown_and_answered(client: TestClient, mode: str) -> None:
     assert label.question == KSet(tuple(sorted(positions[i] for i in ids)), mode)
     assert label.answer == tuple(positions[i] for i in ranking)
     assert label.seconds == pytest.approx(9.0)
+    # the campaign's expected seconds per task kind moved toward the answer's 9 s
+    seconds = client.get(f"/v1/campaigns/{party.id}/progress", headers=ADMIN).json()
+    kind = f"kset:{mode}:{len(ids)}"
+    assert seconds["task_seconds"][kind] == pytest.approx((5 * 3.0 + 9.0) / 6)
+    assert seconds["task_seconds"]["pair"] == pytest.approx(6.0)
 
 
 @pytest.mark.parametrize(
@@ -255,6 +260,7 @@ def test_the_export_shows_where_each_clip_was_and_the_pairs_a_kset_gives(
         (external[winner], external[loser]) for winner, loser in expected
     }
     assert len(pairs) == 2 * len(ids) - 3
+    assert {p["kind"] for p in pairs} == {"kset"}
     assert all(
         p["prompt"] == row["prompt"] and p["judgment_id"] == row["judgment_id"] for p in pairs
     )
