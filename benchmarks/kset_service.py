@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "factor), sent as shown_at "
         "and answered_at; the campaign learns it. Budget "
         f"{BUDGET_SECONDS_PER_ITEM:g} rater seconds per clip; tau read {CHECKS} times and "
-        "interpolated. Mean [min, max] over seeds; the same worlds in both arms.",
+        "interpolated. Mean [min, max] over seeds; the same worlds in every arm.",
         "",
         "| arm | seeds | rater hours to tau 0.8 | tau at the budget | tasks | task mix (sum) |",
         "|---|---:|---:|---:|---:|---|",
