@@ -312,3 +312,17 @@ def test_an_open_kset_survives_a_restart(settings: Settings) -> None:
         runtime = client.app.state.service._runtimes[party.id]
         (label,) = inspect(client, runtime, "log")
         assert isinstance(label.question, KSet) and label.question.mode == "rank"
+
+
+def test_an_exported_kset_row_is_not_imported(client: TestClient) -> None:
+    party = _party(client, "best")
+    shown = _assignment(client, party, 0)
+    assert shown["kind"] == "kset"
+    judged = _judge(client, party, 0, shown["id"], {"ranking": [shown["left"]["id"]]})
+    assert judged.status_code == 201
+    exported = _export(client, party, "judgments")
+    body = {"key": "again", "format": "jsonl", "data": exported}
+    response = client.post(f"/v1/campaigns/{party.id}/imports", json=body, headers=ADMIN)
+    assert response.status_code == 400, response.text
+    assert "a K-set answer is not imported" in response.text
+    assert _n_judgments(client, party) == 1
