@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import json
 import logging
 import math
 import random
@@ -63,9 +64,9 @@ from api.ownership import LeaseLost
 from api.settings import Settings
 from api.store import CampaignLog, CampaignRecord
 from api.writer import Writer
-from engine import CampaignConfig, Judgment, Outcome, PriorScales, SideBias, Task
+from engine import CampaignConfig, Judgment, KSetOffer, Outcome, PriorScales, SideBias, Task
 from engine.adapters import JOD_NOISE_SD
-from engine.questions import BOTH_ANSWERS, NO_SECOND, Question, question_of
+from engine.questions import BOTH_ANSWERS, NO_SECOND, KSet, Level, Question, question_of
 from engine.state import quality_prior
 from engine.stopping import Targets
 
@@ -210,6 +211,7 @@ def build_config(stored: dict[str, Any]) -> CampaignConfig:
         # campaigns stored before the choice existed are dense
         structure=stored.get("structure", "dense"),
         both_threshold=stored_both_threshold(stored),
+        kset=None if stored.get("kset") is None else KSetOffer(**stored["kset"]),
     )
 
 
@@ -317,15 +319,16 @@ class RaterState:
 
     id: int
     name: str | None
-    judged: set[tuple[int, int]] = field(default_factory=set)  # (low, high) positions
+    # (low, high) positions; a K-set they answered as its positions, sorted (`question_key`)
+    judged: set[tuple[int, ...]] = field(default_factory=set)
     rated: set[int] = field(default_factory=set)
     # clips they reported unsafe or broken (since the operator last restored each): never
     # shown to them again (an index of `ClipState.reports`)
     reported: set[int] = field(default_factory=set)
-    skipped: set[tuple[int, int]] = field(default_factory=set)
+    skipped: set[tuple[int, ...]] = field(default_factory=set)
     open: set[int] = field(default_factory=set)  # open assignment ids
     # tasks held open or being handed out, by `task_key`: never given to this rater again
-    holding: Counter[tuple[int, int]] = field(default_factory=Counter)
+    holding: Counter[tuple[int, ...]] = field(default_factory=Counter)
     labels: int = 0
     skips: int = 0
     last_asked: float = -math.inf  # when they last asked for a task (monotonic)
@@ -334,11 +337,13 @@ class RaterState:
 
 @dataclass(frozen=True)
 class Answer:
-    """A committed answer to an assignment."""
+    """A committed answer to an assignment (`ranking`: a K-set's, clip positions best
+    first)."""
 
     judgment_id: int
     choice: str | None
     level: int | None
+    ranking: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -357,14 +362,31 @@ class AssignmentState:
     released: bool = False  # expired and released from the engine's pending set
     withdrawn: str | None = None  # why the operator took it back (an answer then gets a 410)
     gold: Outcome | None = None  # a gold task's known answer (never shown to the rater)
+    # a K-set: its clips' positions in the order shown, and what it asks (`first` and
+    # `second` are then its two lowest positions)
+    items: tuple[int, ...] | None = None
+    mode: str | None = None
 
     @property
     def question(self) -> Question:
+        if self.items is not None:
+            return KSet(tuple(sorted(self.items)), self.mode or "best")
         return question_of(self.first, self.second)
 
     @property
+    def is_kset(self) -> bool:
+        return self.items is not None
+
+    @property
     def is_pair(self) -> bool:
-        return self.second != NO_SECOND
+        return self.items is None and self.second != NO_SECOND
+
+    @property
+    def shown(self) -> tuple[int, ...]:
+        """The clips it shows (a K-set's in the order shown)."""
+        if self.items is not None:
+            return self.items
+        return (self.first,) if self.second == NO_SECOND else (self.first, self.second)
 
     @property
     def left(self) -> int:
@@ -384,6 +406,24 @@ def task_key(first: int, second: int) -> tuple[int, int]:
     if second == NO_SECOND:
         return (first, NO_SECOND)
     return (min(first, second), max(first, second))
+
+
+def question_key(question: Question) -> tuple[int, ...]:
+    """`task_key` of a pair or a rating; a K-set's clip positions, sorted (K >= 3 of them, so
+    never a pair's key)."""
+    if isinstance(question, KSet):
+        return tuple(sorted(question.items))
+    return task_key(*question.direction)
+
+
+def pair_keys(keys: set[tuple[int, ...]] | Counter[tuple[int, ...]]) -> list[tuple[int, int]]:
+    """The pairs among task keys (no rating, no K-set), sorted: what the engine bars."""
+    return sorted((k[0], k[1]) for k in keys if len(k) == 2 and k[1] != NO_SECOND)
+
+
+def kset_keys(keys: set[tuple[int, ...]] | Counter[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The K-sets among task keys, sorted."""
+    return sorted(k for k in keys if len(k) > 2)
 
 
 @dataclass(frozen=True)
@@ -412,6 +452,7 @@ class JudgeResult:
     choice: str | None
     level: int | None
     duplicate: bool
+    ranking: list[int] | None = None  # a K-set's answer: clip row ids, best first
 
 
 @dataclass(frozen=True)
@@ -655,10 +696,14 @@ class CampaignRuntime:
                 record.swapped,
                 epoch(record.expires_at),
                 gold=None if record.gold is None else Outcome(record.gold),
+                items=record.items,
+                mode=record.kset_mode,
             )
             self.assignments[record.id] = state
             if judgment is not None:
-                state.answer = Answer(judgment.id, judgment.choice, judgment.level)
+                state.answer = Answer(
+                    judgment.id, judgment.choice, judgment.level, judgment.ranking
+                )
                 self._count_answer(state, judgment.choice, judgment.level, judgment.id)
             elif record.status == "withdrawn":
                 state.released = True
@@ -668,7 +713,7 @@ class CampaignRuntime:
                 held.append(
                     Task(state.task_id, record.rater_id, state.question, 0.0, (), state.gold)
                 )
-                self._claim(self.raters[state.rater_id], state.first, state.second)
+                self._claim(self.raters[state.rater_id], state.question)
                 self._open(state)
             else:
                 state.released = True
@@ -769,16 +814,16 @@ class CampaignRuntime:
         (engine.gold), claimed; None otherwise. Barred as `_rater_task` bars: pairs they
         judged (applied or not), skipped or hold."""
         waiting = [
-            task_key(label.judgment.first, label.judgment.second)
+            question_key(label.judgment.question)
             for label in self._unapplied
             if label.judgment.rater == rater.id
         ]
         barred = rater.judged | rater.skipped | set(rater.holding) | set(waiting)
-        pairs = sorted(k for k in barred if k[1] != NO_SECOND)
+        pairs = pair_keys(barred)
         index = rater.labels + rater.skips + len(rater.open)
         task = await self._run("gold", rater.id, index, pairs)
         if task is not None:
-            self._claim(rater, task.first, task.second)
+            self._claim(rater, task.question)
         return task
 
     def _take(self, rater: RaterState) -> Task | None:
@@ -790,9 +835,9 @@ class CampaignRuntime:
         fallback = None
         for index, entry in enumerate(self._queue):
             task = entry.task
-            if self._barred(rater, task.first, task.second):
+            if self._barred(rater, task.question):
                 continue
-            if self._assigned_pairs[task_key(task.first, task.second)]:
+            if self._assigned_pairs[question_key(task.question)]:
                 if fallback is None:
                     fallback = index
                 continue
@@ -803,7 +848,7 @@ class CampaignRuntime:
             index = fallback
         task = self._queue[index].task
         del self._queue[index]
-        self._claim(rater, task.first, task.second)
+        self._claim(rater, task.question)
         if len(self._queue) < self._queue_target():
             self._wake.set()  # refill before the queue runs dry, not once a request waits
         return task
@@ -813,8 +858,8 @@ class CampaignRuntime:
         reserve = self._reserves.get(rater.id)
         while reserve:
             task = reserve.popleft()
-            if not self._barred(rater, task.first, task.second):
-                self._claim(rater, task.first, task.second)
+            if not self._barred(rater, task.question):
+                self._claim(rater, task.question)
                 return task
             self._to_release.append(task.id)  # theirs another way meanwhile
             self._wake.set()
@@ -832,7 +877,7 @@ class CampaignRuntime:
         kept: deque[Queued] = deque()
         for entry in self._queue:
             task = entry.task
-            if all(self._barred(r, task.first, task.second) for r in active):
+            if all(self._barred(r, task.question) for r in active):
                 self._to_release.append(task.id)
             else:
                 kept.append(entry)
@@ -846,26 +891,26 @@ class CampaignRuntime:
         return [r for r in self.raters.values() if r.last_asked >= since]
 
     @staticmethod
-    def _barred(rater: RaterState, first: int, second: int) -> bool:
-        """Whether `rater` may not get this task: a pair they judged (every committed label,
-        applied to the posterior or not) or skipped, a clip they rated or reported, or one they
-        hold."""
-        key = task_key(first, second)
-        if rater.holding[key] or first in rater.reported or second in rater.reported:
+    def _barred(rater: RaterState, question: Question) -> bool:
+        """Whether `rater` may not get this task: a pair or K-set they answered (every
+        committed label, applied to the posterior or not) or skipped, a clip they rated or
+        reported, or one they hold."""
+        key = question_key(question)
+        if rater.holding[key] or any(clip in rater.reported for clip in question.items):
             return True
-        if second == NO_SECOND:
-            return first in rater.rated
+        if isinstance(question, Level):
+            return question.item in rater.rated
         return key in rater.judged or key in rater.skipped
 
-    def _claim(self, rater: RaterState, first: int, second: int) -> None:
+    def _claim(self, rater: RaterState, question: Question) -> None:
         """`rater` holds this task from now on (it is being handed out or is open)."""
-        key = task_key(first, second)
+        key = question_key(question)
         rater.holding[key] += 1
-        if second != NO_SECOND:
+        if not isinstance(question, Level):
             self._assigned_pairs[key] += 1
 
-    def _unclaim(self, rater: RaterState, first: int, second: int) -> None:
-        key = task_key(first, second)
+    def _unclaim(self, rater: RaterState, question: Question) -> None:
+        key = question_key(question)
         for held in (rater.holding, self._assigned_pairs):
             if held[key]:
                 held[key] -= 1
@@ -893,16 +938,18 @@ class CampaignRuntime:
         """
         while True:
             waiting = [
-                task_key(label.judgment.first, label.judgment.second)
+                question_key(label.judgment.question)
                 for label in self._unapplied
                 if label.judgment.rater == rater.id
             ]
             held = {*rater.holding, *waiting}
-            pairs = sorted(rater.skipped | {k for k in held if k[1] != NO_SECOND})
-            clips = sorted(k[0] for k in held if k[1] == NO_SECOND)
+            pairs = pair_keys(rater.skipped | held)
+            clips = sorted(k[0] for k in held if len(k) == 2 and k[1] == NO_SECOND)
+            # K-sets they hold, answered (not applied yet: the engine knows the rest) or skipped
+            ksets = kset_keys(rater.skipped | rater.judged | held)
             tasks = self._drop_for_nobody(
                 await self._run(
-                    "choose", rater.id, RATER_BATCH, pairs, clips, sorted(rater.reported)
+                    "choose", rater.id, RATER_BATCH, pairs, clips, sorted(rater.reported), ksets
                 )
             )
             self._spent = False
@@ -925,7 +972,7 @@ class CampaignRuntime:
             return
         task = chosen.result()
         if task is not None:
-            self._unclaim(rater, task.first, task.second)
+            self._unclaim(rater, task.question)
             self._to_release.append(task.id)
             self._wake.set()
 
@@ -945,24 +992,37 @@ class CampaignRuntime:
         )
 
     async def _hand_out(self, rater: RaterState, task: Task) -> AssignmentState:
-        """Store the assignment (left/right order drawn at random) and open its lease."""
-        swapped = task.second != NO_SECOND and self._rng.random() < 0.5
+        """Store the assignment (left/right order, or a K-set's layout, drawn at random) and
+        open its lease."""
+        question = task.question
+        items = mode = None
+        if isinstance(question, KSet):
+            # the layout is the service's: the engine's answer does not depend on it
+            items = tuple(self._rng.sample(question.items, len(question.items)))
+            mode = question.mode
+            first, second = sorted(question.items)[:2]
+            swapped = False
+        else:
+            first, second = question.direction
+            swapped = second != NO_SECOND and self._rng.random() < 0.5
         expires_at = time.time() + self.record.lease_seconds
         values = {
             "campaign_id": self.record.id,
             "rater_id": rater.id,
-            "first": task.first,
-            "second": task.second,
+            "first": first,
+            "second": second,
             "swapped": swapped,
             "gain": float(task.gain),
             "gold": None if task.gold is None else task.gold.value,
+            "items": None if items is None else json.dumps(items),
+            "kset_mode": mode,
             "expires_at": utc(expires_at),
         }
         try:
             assignment_id = await self._writer.run(self.fenced(store.insert_assignment(values)))
         except Exception as error:
             log.exception("storing an assignment failed")
-            self._unclaim(rater, task.first, task.second)
+            self._unclaim(rater, question)
             self._to_release.append(task.id)
             self._wake.set()
             raise Unavailable(detail="the database did not store the assignment; retry") from error
@@ -970,11 +1030,13 @@ class CampaignRuntime:
             assignment_id,
             rater.id,
             task.id,
-            task.first,
-            task.second,
+            first,
+            second,
             swapped,
             expires_at,
             gold=task.gold,
+            items=items,
+            mode=mode,
         )
         self.assignments[assignment_id] = state
         self._open(state)
@@ -996,7 +1058,7 @@ class CampaignRuntime:
     def _close(self, state: AssignmentState) -> None:
         rater = self.raters[state.rater_id]
         rater.open.discard(state.id)
-        self._unclaim(rater, state.first, state.second)
+        self._unclaim(rater, state.question)
 
     def _expire_due(self) -> None:
         """Close the assignments whose lease ran out and release their engine tasks, and the
@@ -1016,9 +1078,19 @@ class CampaignRuntime:
     # answers ----------------------------------------------------------------------------------
 
     async def judge(
-        self, rater: RaterState, assignment_id: int, choice: str | None, level: int | None
+        self,
+        rater: RaterState,
+        assignment_id: int,
+        choice: str | None,
+        level: int | None,
+        ranking: Sequence[int] | None = None,
+        seconds: float | None = None,
     ) -> JudgeResult:
         """Record an answer: once, idempotently; the label goes to the engine after commit.
+
+        `ranking` answers a K-set (clip row ids, best first: the best, the best and the
+        worst, or the whole order, as its mode asks); `seconds` is how long the rater took
+        (the engine's clock of seconds per task kind learns from it).
 
         Raises:
             NotFound: no such assignment of this rater.
@@ -1030,18 +1102,26 @@ class CampaignRuntime:
         state = self.assignments.get(assignment_id)
         if state is None or state.rater_id != rater.id:
             raise NotFound(detail=f"assignment {assignment_id} not found for this rater")
-        outcome = self._check_answer(state, choice, level)
+        positions = self._check_ranking(state, choice, level, ranking)
+        outcome = None if state.is_kset else self._check_answer(state, choice, level)
         if state.committing is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(state.committing)
         if state.answer is not None:
-            if (state.answer.choice, state.answer.level) == (choice, level):
+            given = (state.answer.choice, state.answer.level, state.answer.ranking)
+            if given == (choice, level, positions):
                 answer = state.answer
-                return JudgeResult(state.id, answer.judgment_id, answer.choice, answer.level, True)
+                return JudgeResult(
+                    state.id,
+                    answer.judgment_id,
+                    answer.choice,
+                    answer.level,
+                    True,
+                    self._clip_ids(answer.ranking),
+                )
             raise Conflict(
                 detail=f"assignment {assignment_id} was already answered with "
-                f"{_describe(state.answer.choice, state.answer.level)}; it cannot change to "
-                f"{_describe(choice, level)}"
+                f"{_describe(*given)}; it cannot change to {_describe(choice, level, positions)}"
             )
         if self._closing:  # a write now could miss the next load of this campaign
             raise Unavailable(
@@ -1058,9 +1138,68 @@ class CampaignRuntime:
                 f"(lease {self.record.lease_seconds:g} s); ask for a new assignment"
             )
         state.committing = self._track(
-            asyncio.ensure_future(self._commit(state, choice, level, outcome))
+            asyncio.ensure_future(self._commit(state, choice, level, outcome, positions, seconds))
         )
         return await asyncio.shield(state.committing)
+
+    def _check_ranking(
+        self,
+        state: AssignmentState,
+        choice: str | None,
+        level: int | None,
+        ranking: Sequence[int] | None,
+    ) -> tuple[int, ...] | None:
+        """A K-set answer's clip positions, best first (None for a skip or another kind).
+
+        Raises:
+            BadRequest: a ranking for a task that is no K-set; for a K-set, a level or a
+                choice other than skip, no ranking, a clip it did not show, a clip twice, or
+                the wrong number of clips for its mode.
+        """
+        if not state.is_kset:
+            if ranking is not None:
+                raise BadRequest(detail=f"assignment {state.id} is not a K-set: send no 'ranking'")
+            return None
+        mode = state.mode or "best"
+        asks = {
+            "best": "the best clip's id",
+            "best_worst": "the best and the worst clip's ids",
+            "rank": f"all {len(state.shown)} clip ids, best first",
+        }[mode]
+        if level is not None or (choice is not None and choice != "skip"):
+            raise BadRequest(
+                detail=f"assignment {state.id} is a K-set ({mode}): send 'ranking' ({asks}) "
+                "or choice 'skip'"
+            )
+        if choice == "skip":
+            if ranking is not None:
+                raise BadRequest(detail="send either 'ranking' or choice 'skip', not both")
+            return None
+        if ranking is None:
+            raise BadRequest(
+                detail=f"assignment {state.id} is a K-set ({mode}): send 'ranking' ({asks}) "
+                "or choice 'skip'"
+            )
+        positions = []
+        for clip_id in ranking:
+            position = self.clip_positions.get(clip_id)
+            if position is None or position not in state.shown:
+                raise BadRequest(
+                    detail=f"clip {clip_id} was not shown in assignment {state.id}: rank the "
+                    "clips it shows"
+                )
+            positions.append(position)
+        try:
+            KSet(state.shown, mode).comparisons(tuple(positions))
+        except ValueError:
+            raise BadRequest(
+                detail=f"a {mode!r} K-set answer is {asks}, each clip once; got {list(ranking)}"
+            ) from None
+        return tuple(positions)
+
+    def _clip_ids(self, positions: Sequence[int] | None) -> list[int] | None:
+        """Clip row ids of positions (None stays None)."""
+        return None if positions is None else [self.clips[p].id for p in positions]
 
     def _check_answer(
         self, state: AssignmentState, choice: str | None, level: int | None
@@ -1116,6 +1255,8 @@ class CampaignRuntime:
         choice: str | None,
         level: int | None,
         outcome: Outcome | str | None,
+        ranking: tuple[int, ...] | None = None,
+        seconds: float | None = None,
     ) -> JudgeResult:
         is_label = choice != "skip"
         seq = None
@@ -1131,6 +1272,8 @@ class CampaignRuntime:
             "second": state.second,
             "outcome": None if outcome is None else str(outcome),
             "gold": None if state.gold is None else state.gold.value,
+            "ranking": None if ranking is None else json.dumps(ranking),
+            "seconds": seconds,
             "seq": seq,
         }
         try:
@@ -1142,17 +1285,18 @@ class CampaignRuntime:
             raise Unavailable(detail="the database did not store the judgment; retry") from error
         finally:
             state.committing = None
-        state.answer = Answer(judgment_id, choice, level)
+        state.answer = Answer(judgment_id, choice, level, ranking)
         self._close(state)
         withdrawn = self._count_answer(state, choice, level, judgment_id)
         if seq is not None:
-            answer = outcome if state.is_pair else level
+            answer = ranking if state.is_kset else outcome if state.is_pair else level
             judgment = Judgment(
                 state.rater_id,
                 state.question,
                 answer,  # type: ignore[arg-type]
                 left=state.left if state.is_pair else None,
                 gold=state.gold,
+                seconds=seconds,
             )
             if not self._unapplied:
                 self._unapplied_since = time.monotonic()
@@ -1164,7 +1308,7 @@ class CampaignRuntime:
             log.info("campaign %s: tasks withdrawn after repeated skips", self.record.id)
             with contextlib.suppress(Unavailable):  # the skip is stored: acknowledge it
                 await self._send_bars()
-        return JudgeResult(state.id, judgment_id, choice, level, False)
+        return JudgeResult(state.id, judgment_id, choice, level, False, self._clip_ids(ranking))
 
     def _count_answer(
         self, state: AssignmentState, choice: str | None, level: int | None, judgment_id: int
@@ -1173,11 +1317,16 @@ class CampaignRuntime:
         rater = self.raters[state.rater_id]
         if choice == "skip":
             rater.skips += 1
-            if state.is_pair:
-                rater.skipped.add(state.pair)
+            if state.is_pair or state.is_kset:
+                rater.skipped.add(question_key(state.question))
             return self._note_skip(state, judgment_id)
         rater.labels += 1
         self.n_labels += 1
+        if state.is_kset:
+            rater.judged.add(question_key(state.question))
+            for clip in state.shown:
+                self.clips[clip].labels += 1
+            return False
         if state.gold is None:  # a gold answer is no label on its clips
             self.clips[state.first].labels += 1
         if state.is_pair:
@@ -1193,7 +1342,7 @@ class CampaignRuntime:
     def _note_skip(self, state: AssignmentState, judgment_id: int) -> bool:
         """Count a skip towards withdrawing its task (and its clips); whether that withdrew
         something new."""
-        key = task_key(state.first, state.second)
+        key = question_key(state.question)
         clips = [c for c in key if c != NO_SECOND]
         if any(judgment_id <= self._cleared.get(c, 0) for c in clips):
             return False  # skipped before the operator restored the clip
@@ -1411,26 +1560,30 @@ class CampaignRuntime:
         self._wake.set()
         return record
 
-    def _bars(self) -> tuple[list[int], list[tuple[int, int]], list[int], bool]:
+    def _bars(
+        self,
+    ) -> tuple[list[int], list[tuple[int, int]], list[int], bool, list[tuple[int, ...]]]:
         """What no choice may offer (`CampaignEngine.bar`): retired, withheld and withdrawn clips,
-        withdrawn pairs and ratings, and every rating while rating tasks are off."""
+        withdrawn pairs and ratings, every rating while rating tasks are off, and withdrawn
+        K-sets."""
         clips = sorted(self.withdrawn_clips | {c.position for c in self.clips if not c.offered})
-        pairs = sorted(k for k in self.withdrawn_keys if k[1] != NO_SECOND)
-        ratings = sorted(k[0] for k in self.withdrawn_keys if k[1] == NO_SECOND)
-        return clips, pairs, ratings, self.record.emoji_levels is not None
+        pairs = pair_keys(self.withdrawn_keys)
+        ratings = sorted(k[0] for k in self.withdrawn_keys if len(k) == 2 and k[1] == NO_SECOND)
+        ksets = kset_keys(self.withdrawn_keys)
+        return clips, pairs, ratings, self.record.emoji_levels is not None, ksets
 
-    def _for_nobody(self, first: int, second: int) -> bool:
+    def _for_nobody(self, question: Question) -> bool:
         """Whether a task is one no rater may get any more (see `_bars`)."""
-        for clip in (first, second):
-            if clip != NO_SECOND and (not self.clips[clip].offered or clip in self.withdrawn_clips):
+        for clip in question.items:
+            if not self.clips[clip].offered or clip in self.withdrawn_clips:
                 return True
-        if second == NO_SECOND and self.record.emoji_levels is None:
+        if isinstance(question, Level) and self.record.emoji_levels is None:
             return True
-        return task_key(first, second) in self.withdrawn_keys
+        return question_key(question) in self.withdrawn_keys
 
     def _drop_for_nobody(self, tasks: list[Task]) -> list[Task]:
         """`tasks` less those chosen before the engine heard of the latest bars (given back)."""
-        kept = [t for t in tasks if not self._for_nobody(t.first, t.second)]
+        kept = [t for t in tasks if not self._for_nobody(t.question)]
         if len(kept) < len(tasks):
             self._to_release.extend(t.id for t in tasks if t not in kept)
             self._wake.set()
@@ -1442,13 +1595,13 @@ class CampaignRuntime:
         closed = self.record.state == CLOSED
         kept: deque[Queued] = deque()
         for entry in self._queue:
-            if closed or self._for_nobody(entry.task.first, entry.task.second):
+            if closed or self._for_nobody(entry.task.question):
                 self._to_release.append(entry.task.id)
             else:
                 kept.append(entry)
         self._queue = kept
         for rater_id, reserve in list(self._reserves.items()):
-            dropped = [t for t in reserve if closed or self._for_nobody(t.first, t.second)]
+            dropped = [t for t in reserve if closed or self._for_nobody(t.question)]
             self._to_release.extend(t.id for t in dropped)
             self._reserves[rater_id] = deque(t for t in reserve if t not in dropped)
         bars = self._bars()
@@ -1614,9 +1767,7 @@ class CampaignRuntime:
         return sorted(
             a.id
             for a in self.assignments.values()
-            if a.answer is None
-            and not a.released
-            and (a.first in positions or a.second in positions)
+            if a.answer is None and not a.released and any(clip in positions for clip in a.shown)
         )
 
     def _taken_out(self, position: int) -> bool:
@@ -1715,7 +1866,7 @@ class CampaignRuntime:
         position = self.clip_positions.get(clip_id)
         if position is None:
             raise NotFound(detail=f"clip {clip_id} not found in campaign {self.record.id}")
-        if position not in (state.first, state.second):
+        if position not in state.shown:
             raise BadRequest(
                 detail=f"clip {clip_id} is not in assignment {assignment_id}: report one of "
                 "the clips it shows"
@@ -2048,7 +2199,7 @@ class CampaignRuntime:
         done = sorted((r.judged | r.skipped for r in self._active_raters()), key=len)
         if not done or not done[0]:
             return []
-        return sorted(done[0].intersection(*done[1:]))
+        return pair_keys(done[0].intersection(*done[1:]))
 
     async def _apply(self, *, refill: bool = False) -> None:
         """Apply the oldest committed labels as one ordered batch (micro-batching); with
@@ -2195,7 +2346,9 @@ class CampaignRuntime:
             self._queue_changed = asyncio.Event()
 
 
-def _describe(choice: str | None, level: int | None) -> str:
+def _describe(choice: str | None, level: int | None, ranking: tuple[int, ...] | None = None) -> str:
+    if ranking is not None:
+        return f"ranking {list(ranking)} (clip positions)"
     return f"choice {choice!r}" if choice is not None else f"level {level}"
 
 

@@ -151,6 +151,10 @@ class AssignmentRow(SQLModel, table=True):
     gain: float
     # the known answer (engine Outcome of first vs second) of a gold task; never shown
     gold: str | None = None
+    # a K-set: its clips' positions as a JSON list in the order shown (first and second are
+    # then its two lowest positions), and what it asks (best | best_worst | rank)
+    items: str | None = None
+    kset_mode: str | None = None
     # open | answered | skipped | withdrawn (by the operator: a closed campaign, a retired
     # clip, a deactivated rater); an open one past expires_at is expired
     status: str = "open"
@@ -178,6 +182,11 @@ class JudgmentRow(SQLModel, table=True):
     outcome: str | None = None  # engine Outcome of first vs second (win = first is better)
     # an answer to a gold task: its known outcome; it moves no clip, only the rater's reliability
     gold: str | None = None
+    # a K-set's answer: clip positions as a JSON list, best first ([best], [best, worst] or
+    # the whole order)
+    ranking: str | None = None
+    # how long the rater took (answered at minus the shown_at the page sent); None: not sent
+    seconds: float | None = None
     seq: int | None = None
     batch: int | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)

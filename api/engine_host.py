@@ -44,6 +44,7 @@ import torch
 from api import snapshots
 from engine import Campaign, CampaignConfig, Judgment, NoEligibleTaskError, Task
 from engine.stopping import Targets
+from engine.task_choice import kset_kind
 
 log = logging.getLogger("ratingparty.api")
 
@@ -125,6 +126,7 @@ class CampaignEngine:
         self._pairs: list[tuple[int, int]] = []
         self._rating_clips: list[int] = []
         self._ratings = True
+        self._ksets: list[tuple[int, ...]] = []
 
     def bar(
         self,
@@ -132,14 +134,16 @@ class CampaignEngine:
         pairs: Sequence[tuple[int, int]],
         rating_clips: Sequence[int],
         ratings: bool,
+        ksets: Sequence[Sequence[int]] = (),
     ) -> None:
         """What no choice may offer from now on, for any rater: `clips` in any task, `pairs`,
-        emoji ratings of `rating_clips`, and any emoji rating unless `ratings`. Tasks pending
-        already stay pending (the service releases them)."""
+        emoji ratings of `rating_clips`, any emoji rating unless `ratings`, and `ksets` (their
+        clips). Tasks pending already stay pending (the service releases them)."""
         self._clips = sorted(set(clips))
         self._pairs = sorted(set(pairs))
         self._rating_clips = sorted(set(rating_clips))
         self._ratings = ratings
+        self._ksets = sorted({tuple(sorted(k)) for k in ksets})
 
     def snapshot(self) -> bytes:
         """The engine state as snapshot bytes (api/snapshots.py)."""
@@ -184,23 +188,27 @@ class CampaignEngine:
         forbidden_pairs: Sequence[tuple[int, int]] = (),
         skip_ratings: Sequence[int] = (),
         exclude: Sequence[int] = (),
+        skip_ksets: Sequence[Sequence[int]] = (),
     ) -> list[Task]:
         """`Campaign.next_tasks` (held), never a task `bar` rules out nor one showing a clip
-        in `exclude` (this rater's own exclusions), and never a gold task (the service asks
-        for those by `gold`); empty when nothing is left to ask."""
+        in `exclude` (this rater's own exclusions) nor a K-set of `skip_ksets`, and never a
+        gold task (the service asks for those by `gold`); empty when nothing is left to ask."""
         forbidden = [*forbidden_pairs, *self._pairs] or None
         excluded = [*self._clips, *exclude]
+        ratings = self._ratings and self.campaign.level_cuts is not None
         try:
-            if not (self._ratings and self.campaign.level_cuts is not None):
+            if not ratings and self.campaign.config.kset is None:
                 return self.campaign.next_pairs(
                     rater, count, exclude=excluded, forbidden_pairs=forbidden
                 )
+            no_ratings = range(self.campaign.n_items) if not ratings else ()
             return self.campaign.next_tasks(
                 rater,
                 count,
                 exclude=excluded,
                 forbidden_pairs=forbidden,
-                skip_ratings=[*skip_ratings, *self._rating_clips],
+                skip_ratings=[*skip_ratings, *self._rating_clips, *no_ratings],
+                skip_ksets=[*skip_ksets, *self._ksets],
                 gold=False,
             )
         except NoEligibleTaskError:
@@ -235,12 +243,20 @@ class CampaignEngine:
 
     def progress(self) -> dict[str, Any]:
         """`Campaign.progress` as plain data (it crosses the process boundary): `done`,
-        `reason`, and per target its name, target, value, distance and whether it is met."""
+        `reason`, per target its name, target, value, distance and whether it is met, and the
+        expected seconds of each task kind the campaign asks (learned from answer times)."""
         status = self.campaign.progress()
+        config = self.campaign.config
+        kinds = ["pair"]
+        if self.campaign.level_cuts is not None:
+            kinds.append("level")
+        if config.kset is not None:
+            kinds.append(kset_kind(config.kset.size, config.kset.mode))
         return {
             "done": status.done,
             "reason": status.reason,
             "labels": status.labels,
+            "task_seconds": {kind: self.campaign.task_seconds(kind) for kind in kinds},
             "targets": [
                 {
                     "name": t.name,

@@ -93,6 +93,9 @@ def _rows(text: str, fmt: ImportFormat) -> tuple[list[tuple[int, dict[str, Any]]
 def _record(line: int, row: dict[str, Any], problems: list[str]) -> PastJudgment | None:
     fields = {ALIASES.get(key, key): value for key, value in row.items()}
     found = len(problems)
+    if fields.get("kind") == "kset":  # an export's K-set row: its ranking is no pair or level
+        problems.append(f"line {line}: a K-set answer is not imported (pairs and ratings only)")
+        return None
 
     def text(name: str, required: bool) -> str | None:
         value = fields.get(name)

@@ -22,7 +22,7 @@ from api.engine_host import ClipBatch, EngineHost
 from api.metrics import Metrics
 from api.store import CampaignLog, CampaignRecord, ClipRecord, JudgmentRecord, SnapshotRecord
 from engine import Judgment, Outcome
-from engine.questions import BOTH_ANSWERS, NO_SECOND, question_of
+from engine.questions import BOTH_ANSWERS, NO_SECOND, KSet, question_of
 
 log = logging.getLogger("ratingparty.api")
 Step = ClipBatch | list[Judgment]
@@ -147,11 +147,18 @@ def clip_batch(batch: Sequence[ClipLike], has_criteria: bool) -> ClipBatch:
 
 
 def engine_judgment(record: JudgmentRecord) -> Judgment:
-    """A stored label as the engine's `Judgment`."""
+    """A stored label as the engine's `Judgment` (with the time it took, when the page sent
+    it: the campaign's clock of seconds per task kind learns from it)."""
+    if record.items is not None and record.ranking is not None:
+        # a K-set: the engine's question is its clips by position, whatever the layout
+        kset = KSet(tuple(sorted(record.items)), record.kset_mode or "best")
+        return Judgment(record.rater_id, kset, record.ranking, seconds=record.seconds)
     question = question_of(record.first, record.second)
     answer = record.level if record.second == NO_SECOND else stored_answer(record.outcome)
     gold = None if record.gold is None else Outcome(record.gold)
-    return Judgment(record.rater_id, question, answer, left=record.left, gold=gold)
+    return Judgment(
+        record.rater_id, question, answer, left=record.left, gold=gold, seconds=record.seconds
+    )
 
 
 def stored_answer(outcome: str | None) -> Outcome | str:

@@ -63,6 +63,18 @@ class SideBiasIn(_Input):
     rater_sd: Annotated[float, Meta(gt=0, le=5)] = 0.3
 
 
+class KSetIn(_Input):
+    """K-sets a campaign may hand out: `size` clips of one prompt in one task, the rater
+    picks the best (`mode` "best"), the best and the worst ("best_worst"), or orders them
+    ("rank"); handed out when one teaches more per second of rater time than a pair."""
+
+    size: Annotated[int, Meta(ge=3, le=6)] = 4
+    mode: Literal["best", "best_worst", "rank"] = "best"
+    # the prior seconds of such a task (null: the engine's stated model); answers' times
+    # (their shown_at) refine it
+    seconds: Annotated[float, Meta(gt=0, le=3600)] | None = None
+
+
 class CampaignCreate(_Input):
     """`POST /v1/campaigns`."""
 
@@ -88,6 +100,7 @@ class CampaignCreate(_Input):
     # tau of the answers "both good" (the pair's mean quality above tau, latent units) and
     # "both bad" (below -tau); null: pairs take no such answer. Needs ties; fixed at creation
     both_threshold: Annotated[float, Meta(ge=0, le=10)] | None = None
+    kset: KSetIn | None = None  # fixed at creation; dense structure only
 
 
 class GoldPairIn(_Input):
@@ -147,11 +160,18 @@ class RaterIn(_Input):
 
 
 class JudgmentIn(_Input):
-    """`POST /v1/assignments/{id}/judgment`: a choice, or an emoji level (0 = worst)."""
+    """`POST /v1/assignments/{id}/judgment`: a choice, an emoji level (0 = worst), or a
+    K-set's `ranking` (clip ids, best first: the best; the best and the worst; or the whole
+    order, as the assignment's `mode` asks). `shown_at` is when the page showed the task
+    (and `answered_at` when it was answered, by the same clock; default: when the service
+    receives it): the campaign learns seconds per task kind from them."""
 
     # "both_good" / "both_bad" only where the campaign sets a both_threshold
     choice: Literal["left", "right", "tie", "both_good", "both_bad", "skip"] | None = None
     level: Annotated[int, Meta(ge=0)] | None = None
+    ranking: Annotated[list[RowId], Meta(min_length=1, max_length=6)] | None = None
+    shown_at: datetime | None = None
+    answered_at: datetime | None = None
 
 
 class ReportIn(_Input):
@@ -212,6 +232,13 @@ class Campaign(Struct, kw_only=True):
     targets: dict[str, float] | None = None
     # tau of "both good" / "both bad"; null: pairs take no such answer
     both_threshold: float | None = None
+    kset: KSet | None = None  # the K-sets it may hand out; null: pairs and ratings only
+
+
+class KSet(Struct, kw_only=True):
+    size: int
+    mode: str
+    seconds: float | None = None
 
 
 class SideBias(Struct, kw_only=True):
@@ -254,15 +281,17 @@ class Clip(Struct, kw_only=True):
     context: str | None
 
 
-class Assignment(Struct, kw_only=True):
+class Assignment(Struct, kw_only=True, omit_defaults=True):  # K-set fields only on K-sets
     id: int
-    kind: Literal["pair", "rating"]
+    kind: Literal["pair", "rating", "kset"]
     left: Clip
     right: Clip | None
     expires_at: datetime
     lease_seconds: float
     choices: list[str]
     emoji_levels: int | None
+    clips: list[Clip] | None = None  # a K-set's clips, in the order shown
+    mode: Literal["best", "best_worst", "rank"] | None = None  # what a K-set asks
 
 
 class AssignmentOut(Struct, kw_only=True):
@@ -273,12 +302,13 @@ class AssignmentOut(Struct, kw_only=True):
     state: str
 
 
-class JudgmentOut(Struct, kw_only=True):
+class JudgmentOut(Struct, kw_only=True, omit_defaults=True):  # ranking only for K-sets
     assignment_id: int
     judgment_id: int
     choice: str | None
     level: int | None
     duplicate: bool
+    ranking: list[int] | None = None  # a K-set's answer: clip ids, best first
 
 
 class BulkClipsAdded(Struct, kw_only=True):
@@ -432,12 +462,13 @@ class RaterStatus(Struct, kw_only=True):
     active: bool
 
 
-class SkippedTask(Struct, kw_only=True):
+class SkippedTask(Struct, kw_only=True, omit_defaults=True):  # clips only for K-sets
     """A pair (or a clip's rating: `right` null) withdrawn because `raters` skipped it."""
 
     left: ClipRef
     right: ClipRef | None
     raters: int
+    clips: list[ClipRef] | None = None  # a K-set's clips (left and right: its first two)
 
 
 class SkippedClip(Struct, kw_only=True):
@@ -481,6 +512,9 @@ class Progress(Struct, kw_only=True):
     targets: list[TargetStatus]  # one per target set (empty: none set)
     done: bool  # every target set is met (False when none is set)
     reason: str
+    # expected rater seconds per task kind ("pair", "level", "kset:<mode>:<K>"), learned
+    # from the answers' shown_at
+    task_seconds: dict[str, float] = field(default_factory=dict)
 
 
 class Error(Struct, kw_only=True):

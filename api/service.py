@@ -17,6 +17,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -291,6 +292,12 @@ class Service:
         values["engine_config"] = with_gold(values["engine_config"], body.gold_rate)
         values["engine_config"]["structure"] = body.structure
         values["engine_config"]["min_labels"] = body.min_labels
+        if body.kset is not None:
+            values["engine_config"]["kset"] = {
+                "size": body.kset.size,
+                "mode": body.kset.mode,
+                "seconds": body.kset.seconds,
+            }
         _check_config(values["engine_config"], BadRequest)
         record = await self.writer.run(store.insert_campaign(values))
         return _campaign_view(record, (0, 0, 0))
@@ -795,11 +802,12 @@ class Service:
             skip_limit=runtime.record.skip_limit,
             tasks=[
                 schemas.SkippedTask(
-                    left=ref(first),
-                    right=None if second == NO_SECOND else ref(second),
+                    left=ref(key[0]),
+                    right=None if key[1] == NO_SECOND else ref(key[1]),
                     raters=raters,
+                    clips=[ref(position) for position in key] if len(key) > 2 else None,
                 )
-                for (first, second), raters in tasks
+                for key, raters in tasks
             ],
             clips=[
                 schemas.SkippedClip(
@@ -833,15 +841,21 @@ class Service:
             ]
         else:
             choices = ["skip"]
+        kind = "kset" if state.is_kset else "pair" if state.is_pair else "rating"
         assignment = schemas.Assignment(
             id=state.id,
-            kind="pair" if state.is_pair else "rating",
-            left=_clip_view(runtime.clips[state.left]),
+            kind=kind,
+            # a K-set's first clip as shown, so a client that reads only `left` still works
+            left=_clip_view(runtime.clips[state.shown[0] if state.is_kset else state.left]),
             right=_clip_view(runtime.clips[state.right]) if state.is_pair else None,
             expires_at=utc(state.expires_at),
             lease_seconds=record.lease_seconds,
             choices=choices,
-            emoji_levels=record.emoji_levels if state.is_pair else runtime.scale_levels,
+            emoji_levels=record.emoji_levels
+            if state.is_pair or state.is_kset
+            else runtime.scale_levels,
+            clips=[_clip_view(runtime.clips[p]) for p in state.shown] if state.is_kset else None,
+            mode=state.mode if state.is_kset else None,
         )
         return schemas.AssignmentOut(assignment=assignment, message=None, state=record.state)
 
@@ -850,7 +864,10 @@ class Service:
     ) -> schemas.JudgmentOut:
         """Record the rater's answer to their assignment (idempotent)."""
         runtime, rater = await self.rater(token)
-        result = await runtime.judge(rater, assignment_id, body.choice, body.level)
+        seconds = _answer_seconds(body.shown_at, body.answered_at)
+        result = await runtime.judge(
+            rater, assignment_id, body.choice, body.level, body.ranking, seconds
+        )
         self.metrics.judgment(result.choice, result.duplicate)
         return schemas.JudgmentOut(
             assignment_id=result.assignment_id,
@@ -858,6 +875,7 @@ class Service:
             choice=result.choice,
             level=result.level,
             duplicate=result.duplicate,
+            ranking=result.ranking,
         )
 
     async def report(
@@ -1001,6 +1019,7 @@ class Service:
             ],
             done=status["done"],
             reason=status["reason"],
+            task_seconds=status["task_seconds"],
         )
 
     async def export(
@@ -1138,6 +1157,7 @@ def _side_offset(moments: Sequence[float] | None) -> schemas.SideOffset | None:
 
 def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> schemas.Campaign:
     side = stored_side_bias(record.engine_config)
+    kset = record.engine_config.get("kset")
     return schemas.Campaign(
         id=record.id,
         name=record.name,
@@ -1162,7 +1182,33 @@ def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> sche
         min_labels=stored_min_labels(record.engine_config),
         targets=record.engine_config.get("targets") or None,
         both_threshold=stored_both_threshold(record.engine_config),
+        kset=None if kset is None else schemas.KSet(**kset),
     )
+
+
+def _answer_seconds(shown_at: datetime | None, answered_at: datetime | None) -> float | None:
+    """How long an answer took: `answered_at` (the page's clock; default now) minus
+    `shown_at`; None when the page sent no `shown_at`.
+
+    Raises:
+        BadRequest: a time without a zone, or an answer before its showing.
+    """
+    if shown_at is None:
+        if answered_at is not None:
+            raise BadRequest(detail="'answered_at' needs 'shown_at'")
+        return None
+    if shown_at.utcoffset() is None or (
+        answered_at is not None and answered_at.utcoffset() is None
+    ):
+        raise BadRequest(detail="'shown_at' and 'answered_at' need a time zone (e.g. Z)")
+    end = answered_at if answered_at is not None else datetime.now(UTC)
+    seconds = (end - shown_at).total_seconds()
+    if seconds < 0:
+        raise BadRequest(
+            detail=f"'shown_at' ({shown_at.isoformat()}) is after the answer "
+            f"({end.isoformat()}); send when the page showed the task"
+        )
+    return seconds
 
 
 def _clip_view(clip: ClipState) -> schemas.Clip:

@@ -138,6 +138,8 @@ class AssignmentRecord:
     status: str
     expires_at: datetime
     gold: str | None = None
+    items: tuple[int, ...] | None = None  # a K-set's clip positions, in the order shown
+    kset_mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,10 @@ class JudgmentRecord:
         return self.second if self.swapped else self.first
 
     gold: str | None = None
+    items: tuple[int, ...] | None = None  # a K-set's clip positions, in the order shown
+    kset_mode: str | None = None
+    ranking: tuple[int, ...] | None = None  # a K-set's answer, best first
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +288,8 @@ _ASSIGNMENT_COLUMNS = (
     "swapped",
     "gain",
     "gold",
+    "items",
+    "kset_mode",
     "status",
     "expires_at",
     "created_at",
@@ -296,6 +304,8 @@ _JUDGMENT_COLUMNS = (
     "second",
     "outcome",
     "gold",
+    "ranking",
+    "seconds",
     "seq",
     "created_at",
 )
@@ -438,7 +448,14 @@ def insert_rater(
 def insert_assignment(values: dict[str, Any]) -> Callable[[Connection], int]:
     """Op: insert an open assignment; returns its id."""
 
-    row = {"gold": None, **values, "status": "open", "created_at": utcnow()}
+    row = {
+        "gold": None,
+        "items": None,
+        "kset_mode": None,
+        **values,
+        "status": "open",
+        "created_at": utcnow(),
+    }
 
     def op(connection: Connection) -> int:
         return int(_INSERT_ASSIGNMENT.execute(connection, row)[0][0])
@@ -449,7 +466,7 @@ def insert_assignment(values: dict[str, Any]) -> Callable[[Connection], int]:
 def insert_judgment(values: dict[str, Any], status: str) -> Callable[[Connection], int]:
     """Op: insert a judgment and close its assignment (`status`) in the same transaction."""
 
-    row = {"gold": None, **values, "created_at": utcnow()}
+    row = {"gold": None, "ranking": None, "seconds": None, **values, "created_at": utcnow()}
     close = {"assignment_id": values["assignment_id"], "status": status}
 
     def op(connection: Connection) -> int:
@@ -941,6 +958,8 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 r["status"],
                 r["expires_at"],
                 r["gold"],
+                _positions(r["items"]),
+                r["kset_mode"],
             )
             for r in connection.execute(
                 select(assignment_table)
@@ -962,9 +981,18 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 r["batch"],
                 bool(r["swapped"]),
                 r["gold"],
+                _positions(r["items"]),
+                r["kset_mode"],
+                _positions(r["ranking"]),
+                r["seconds"],
             )
             for r in connection.execute(
-                select(judgment_table, assignment_table.c.swapped)
+                select(
+                    judgment_table,
+                    assignment_table.c.swapped,
+                    assignment_table.c["items"],
+                    assignment_table.c.kset_mode,
+                )
                 .join(assignment_table, assignment_table.c.id == judgment_table.c.assignment_id)
                 .where(judgment_table.c.campaign_id == campaign_id)
                 .order_by(judgment_table.c.id)
@@ -987,6 +1015,11 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
             ).mappings()
         ]
     return CampaignLog(clips, raters, assignments, judgments, gold, reports)
+
+
+def _positions(stored: str | None) -> tuple[int, ...] | None:
+    """A JSON list of clip positions as stored (None: not a K-set)."""
+    return None if stored is None else tuple(int(p) for p in json.loads(stored))
 
 
 def progress_points(engine: Engine, campaign_id: int) -> list[tuple[int, float | None, datetime]]:
@@ -1037,7 +1070,9 @@ def export_rows(
     """Every judgment of the campaign in commit order, with its rater and the clips as shown
     (left and right; right is None for an emoji rating) and their status (`clip_status`), in
     batches of `batch_size` read from one cursor: an export of millions of labels never
-    holds them all (nor the campaign's clips: each row joins its two)."""
+    holds them all (nor the campaign's clips: each row joins its two). A K-set's row also
+    carries its clips by position (`kset_clips`: those of its batch's K-sets, read once per
+    batch), the positions as shown (`items`, left is the first) and its `ranking`."""
     clip_aliases = {
         "first": clip_table.alias("first_clip"),
         "second": clip_table.alias("second_clip"),
@@ -1062,7 +1097,11 @@ def export_rows(
             judgment_table.c.level,
             judgment_table.c.gold,
             judgment_table.c.created_at,
+            judgment_table.c.ranking,
+            judgment_table.c.seconds,
             assignment_table.c.swapped,
+            assignment_table.c["items"],
+            assignment_table.c.kset_mode,
             *(
                 alias.c[name].label(f"{side}_{name}")
                 for side, alias in clip_aliases.items()
@@ -1086,6 +1125,12 @@ def export_rows(
         )
         for part in result.partitions():
             rows = []
+            kset_clips = _clips_at(
+                engine,
+                campaign_id,
+                {p for row in part if row.items is not None for p in json.loads(row.items)},
+                fields,
+            )
             for row in part:
                 values = row._mapping
                 clips = {
@@ -1120,9 +1165,44 @@ def export_rows(
                         "level": row.level,
                         "gold": row.gold is not None,
                         "created_at": row.created_at,
+                        "seconds": row.seconds,
+                        **_kset_fields(row, kset_clips),
                     }
                 )
             yield rows
+
+
+def _clips_at(
+    engine: Engine, campaign_id: int, positions: set[int], fields: Sequence[str]
+) -> dict[int, dict[str, Any]]:
+    """`fields` of the campaign's clips at `positions` (one query; none when empty)."""
+    if not positions:
+        return {}
+    with engine.connect() as connection:
+        found = connection.execute(
+            select(clip_table.c.position, *(clip_table.c[name] for name in fields)).where(
+                (clip_table.c.campaign_id == campaign_id)
+                & clip_table.c.position.in_(sorted(positions))
+            )
+        ).mappings()
+        return {r["position"]: {name: r[name] for name in fields} for r in found}
+
+
+def _kset_fields(row: Any, clips: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """A K-set row's mode, its clips as shown and its ranking (positions), and its clips by
+    position; None for other rows."""
+    if row.items is None:
+        return {"kset_mode": None, "items": None, "ranking_positions": None, "kset_clips": None}
+    items = [int(p) for p in json.loads(row.items)]
+    return {
+        "kind": "kset",
+        "kset_mode": row.kset_mode,
+        "items": items,
+        "ranking_positions": None
+        if row.ranking is None
+        else [int(p) for p in json.loads(row.ranking)],
+        "kset_clips": {p: clips[p] for p in items},
+    }
 
 
 __all__ = [

@@ -295,6 +295,7 @@ def create_campaign(
     structure: str | None = None,
     min_labels: int | None = None,
     both_threshold: float | None = None,
+    kset: Mapping[str, Any] | None = None,
 ) -> Call[models.Campaign]:
     body: dict[str, Any] = {
         "name": name,
@@ -309,6 +310,8 @@ def create_campaign(
         body["structure"] = structure
     if min_labels is not None:
         body["min_labels"] = min_labels
+    if kset is not None:
+        body["kset"] = dict(kset)
     if targets is not None:
         body["targets"] = dict(targets)
     if gold_rate:
@@ -390,6 +393,14 @@ def judge(assignment_id: int, choice: Choice | None, level: int | None) -> Call[
         raise ValueError("give a choice (left, right, tie, skip) or an emoji level, not both")
     body = {"choice": choice} if choice is not None else {"level": level}
     # idempotent per assignment: the same answer again is acknowledged as a duplicate
+    return Call(
+        "POST", f"/v1/assignments/{assignment_id}/judgment", "rater", _as(models.JudgmentOut), body
+    )
+
+
+def rank(assignment_id: int, ranking: list[int]) -> Call[models.JudgmentOut]:
+    # a K-set's answer: clip ids, best first; idempotent per assignment like `judge`
+    body = {"ranking": list(ranking)}
     return Call(
         "POST", f"/v1/assignments/{assignment_id}/judgment", "rater", _as(models.JudgmentOut), body
     )

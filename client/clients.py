@@ -143,6 +143,7 @@ class Client:
         structure: str | None = None,
         min_labels: int | None = None,
         both_threshold: float | None = None,
+        kset: dict[str, Any] | None = None,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
         `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done; a clip
@@ -166,6 +167,7 @@ class Client:
                 structure=structure,
                 min_labels=min_labels,
                 both_threshold=both_threshold,
+                kset=kset,
             )
         )
 
@@ -275,6 +277,11 @@ class Client:
         """Answer an assignment with a choice or an emoji level (retried safely: the same
         answer twice is one label)."""
         return self.run(calls.judge(assignment_id, choice, level))
+
+    def rank(self, assignment_id: int, ranking: list[int]) -> models.JudgmentOut:
+        """Answer a K-set: clip ids, best first (the best; the best and the worst; or the
+        whole order, as its `mode` asks); retried safely like `judge`."""
+        return self.run(calls.rank(assignment_id, ranking))
 
     def report_clip(self, assignment_id: int, clip_id: int) -> models.ReportOut:
         """Report a clip of the assignment as unsafe or broken (retried safely: the same
@@ -446,6 +453,7 @@ class AsyncClient:
         structure: str | None = None,
         min_labels: int | None = None,
         both_threshold: float | None = None,
+        kset: dict[str, Any] | None = None,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
         `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done; a clip
@@ -469,6 +477,7 @@ class AsyncClient:
                 structure=structure,
                 min_labels=min_labels,
                 both_threshold=both_threshold,
+                kset=kset,
             )
         )
 
@@ -589,6 +598,10 @@ class AsyncClient:
     ) -> models.JudgmentOut:
         """Answer an assignment (retried safely: the same answer twice is one label)."""
         return await self.run(calls.judge(assignment_id, choice, level))
+
+    async def rank(self, assignment_id: int, ranking: list[int]) -> models.JudgmentOut:
+        """Answer a K-set: clip ids, best first (retried safely like `judge`)."""
+        return await self.run(calls.rank(assignment_id, ranking))
 
     async def report_clip(self, assignment_id: int, clip_id: int) -> models.ReportOut:
         """Report a clip of the assignment as unsafe or broken (retried safely: the same

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Campaign:
     structure: str = "dense"  # how the engine keeps the posterior: dense, blocks, factorised
     min_labels: int = 0  # the fewest labels each clip gets (0: no floor)
     both_threshold: float | None = None  # tau of "both good" / "both bad"; None: not taken
+    kset: dict[str, Any] | None = None  # the K-sets it may hand out: size, mode, seconds
 
 
 @dataclass(frozen=True)
@@ -85,16 +86,19 @@ class Clip:
 
 @dataclass(frozen=True)
 class Assignment:
-    """A task under a lease: a pair (`right` set) or one clip to rate on the emoji scale."""
+    """A task under a lease: a pair (`right` set), one clip to rate on the emoji scale, or a
+    K-set (`clips` in the order shown, `mode`: best, best_worst or rank)."""
 
     id: int
-    kind: Literal["pair", "rating"]
+    kind: Literal["pair", "rating", "kset"]
     left: Clip
     right: Clip | None
     expires_at: datetime
     lease_seconds: float
     choices: list[str]
     emoji_levels: int | None
+    clips: list[Clip] | None = None
+    mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class JudgmentOut:
     choice: str | None
     level: int | None
     duplicate: bool
+    ranking: list[int] | None = None  # a K-set's answer: clip ids, best first
 
 
 @dataclass(frozen=True)

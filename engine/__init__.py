@@ -45,6 +45,7 @@ from engine.targeted import (
     weight_explained_variance,
     weight_information_gain,
 )
+from engine.task_choice import KSetOffer
 from engine.tasks import Task, TaskBook
 from engine.update import Events, level_events, pair_events, update, update_with_evidence
 
@@ -62,6 +63,7 @@ __all__ = [
     "GoldPair",
     "Hyperparameters",
     "Judgment",
+    "KSetOffer",
     "Moments",
     "NoEligibleTaskError",
     "Outcome",

@@ -21,7 +21,7 @@ from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
 from engine.ep import Refinement
 from engine.exposure import Exposure
-from engine.forms import FORMS, PendingTask, PosteriorForm, predict
+from engine.forms import FORMS, DenseForm, PendingTask, PosteriorForm, predict
 from engine.gold import GoldBook, GoldPair, gold_point, uniform_draw
 from engine.history import ClipsAdded, History, Refine, Refit
 from engine.likelihoods import (
@@ -78,6 +78,13 @@ from engine.stopping import (
     tau_quantile,
 )
 from engine.summaries import ClipSummary, WeightSummary, probability_positive
+from engine.task_choice import (
+    KSetOffer,
+    TaskClock,
+    choose_task_from_moments,
+    kset_kind,
+    task_kind,
+)
 from engine.tasks import Task, TaskBook
 from engine.update import Events, interval_events
 
@@ -151,6 +158,11 @@ class CampaignConfig:
             every pair chosen holds such a clip (the objective picks which, and its partner).
             2 by default: one comparison cannot tell a clip's quality from its partner's,
             a second against another partner can; 0 turns the rule off.
+        kset: K-sets the campaign may hand out (engine.task_choice.KSetOffer: K clips of one
+            prompt, pick the best, best and worst, or order them), each time the best set
+            teaches more per second of rater time than the best pair (docs/MATH.md §3,
+            K-sets); None (the default) asks pairs and ratings only. Needs the dense
+            posterior: a K-set's gain reads its clips' joint covariance.
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -175,12 +187,19 @@ class CampaignConfig:
     gold_seed: int = 0
     gold_margin: float = 3.0
     min_labels: int = 2
+    kset: KSetOffer | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.min_labels, bool) or not (
             isinstance(self.min_labels, int) and self.min_labels >= 0
         ):
             raise ValueError(f"min_labels must be an integer >= 0, got {self.min_labels!r}")
+        if self.kset is not None and self.structure != "dense":
+            raise ValueError(
+                f"K-sets (kset) need structure=\"dense\": a K-set's gain reads its K clips' "
+                f"joint covariance, which the {self.structure!r} form's selection does not "
+                "build"
+            )
         if self.both_threshold is not None and not (
             self.both_threshold >= 0 and math.isfinite(self.both_threshold)
         ):
@@ -236,7 +255,9 @@ class Judgment:
     exact. `left` is the clip a comparison showed on the left (None: not recorded); a
     campaign with a side bias learns from it (engine.position).
     exact. `gold` is the known answer of a gold question (engine.gold; `question` a Pair): the
-    label then teaches only the rater's reliability, never the clips' qualities.
+    label then teaches only the rater's reliability, never the clips' qualities. `seconds` is
+    how long the rater took (answered at minus shown at; None: not recorded): the campaign's
+    clock of seconds per task kind learns from it (engine.task_choice.TaskClock).
     """
 
     rater: Hashable | None
@@ -246,6 +267,7 @@ class Judgment:
     keep: float | None = None
     left: int | None = None
     gold: Outcome | None = None
+    seconds: float | None = None
 
     @classmethod
     def pair(
@@ -321,6 +343,13 @@ class Campaign:
         self._history = History()
         self._tasks = TaskBook()
         self._gold = GoldBook()
+        # seconds per task kind, learned from the answers' times (the log holds them, so a
+        # replay learns the same)
+        priors = {Pair.kind: self.config.pair_seconds, Level.kind: self.config.rating_seconds}
+        offer = self.config.kset
+        if offer is not None and offer.seconds is not None:
+            priors[kset_kind(offer.size, offer.mode)] = offer.seconds
+        self._clock = TaskClock(priors=priors)
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
         self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
@@ -572,6 +601,9 @@ class Campaign:
         self._history.record_labels(resolved)
         self._tasks.answered(((j.rater, j.question) for j in resolved), task_ids)
         for judgment in resolved:
+            if judgment.seconds is not None:
+                self._clock.observe(judgment.question, 0.0, judgment.seconds)
+        for judgment in resolved:
             if judgment.gold is not None:
                 self._gold.answered(judgment.rater, [judgment.question.key[1:]])
         count = self._history.label_count
@@ -781,6 +813,10 @@ class Campaign:
             raise ValueError(f"noise_sd must be finite and >= 0, got {judgment.noise_sd}")
         if judgment.keep is not None and not 0 < judgment.keep <= 1:
             raise ValueError(f"keep must be in (0, 1], got {judgment.keep}")
+        if judgment.seconds is not None and not (
+            judgment.seconds >= 0 and math.isfinite(judgment.seconds)
+        ):
+            raise ValueError(f"seconds must be finite and >= 0, got {judgment.seconds}")
         question = judgment.question
         if not isinstance(question, tuple(QUESTION_KINDS.values())):
             raise TypeError(f"not a question the engine knows: {question!r}")
@@ -913,12 +949,36 @@ class Campaign:
     # selection --------------------------------------------------------------------------------
 
     def _pending_tasks(self) -> list[PendingTask]:
-        """The pending tasks in hand-out order: (id, first, second or NO_SECOND, noise var)."""
-        return [
-            (t.id, *t.question.direction, self.noise_sd(t.rater) ** 2)
-            for t in self._tasks.pending
-            if t.gold is None  # a gold answer never moves the clips: nothing to shrink
-        ]
+        """The pending tasks in hand-out order: (id, first, second or NO_SECOND, noise var); a
+        K-set as the pair directions of its predicted answer (`_kset_directions`), each
+        under the K-set's id."""
+        pending: list[PendingTask] = []
+        for task in self._tasks.pending:
+            if task.gold is not None:
+                continue  # a gold answer never moves the clips: nothing to shrink
+            noise = self.noise_sd(task.rater) ** 2
+            question = task.question
+            if isinstance(question, KSet):
+                pending.extend(
+                    (task.id, first, second, noise)
+                    for first, second in self._kset_directions(question)
+                )
+            else:
+                pending.append((task.id, *question.direction, noise))
+        return pending
+
+    def _kset_directions(self, question: KSet) -> tuple[tuple[int, int], ...]:
+        """The comparisons a pending K-set's believer shrink runs along: those of the answer
+        the posterior mean predicts (its K clips by mean, best first; MATH.md §4, "a pending
+        K-set"). A pair's expected shrink sums over its outcomes, so only which pairs, not
+        which way, matters."""
+        index = torch.tensor(question.items, device=self.device)
+        mean, _ = self._form.pair_moments(index, torch.full_like(index, NO_SECOND))
+        order = torch.argsort(mean, descending=True, stable=True).tolist()
+        ranked = tuple(question.items[k] for k in order)
+        size = {"best": 1, "best_worst": 2, "rank": len(ranked)}[question.mode]
+        predicted = ranked[:1] + ranked[-1:] if size == 2 else ranked[:size]
+        return question.comparisons(predicted)
 
     def _excluded(self, exclude: Sequence[int]) -> Tensor:
         return torch.tensor(sorted(set(exclude)), dtype=torch.long, device=self.device)
@@ -1090,22 +1150,26 @@ class Campaign:
         exclude: Sequence[int] = (),
         forbidden_pairs: Tensor | Sequence[tuple[int, int]] | None = None,
         skip_ratings: Sequence[int] = (),
+        skip_ksets: Sequence[Sequence[int]] = (),
         hold: bool = True,
         generator: torch.Generator | None = None,
         gold: bool = True,
     ) -> list[Task]:
         """Up to `count` tasks: a gold task alone when `next_gold` draws one (engine.gold), else
-        a batch of pairs (`next_pairs`), or one emoji rating when it teaches more per second
-        than the batch's best pair.
+        a batch of pairs (`next_pairs`), or one K-set (`CampaignConfig.kset`) or one emoji
+        rating when it teaches more per second than the batch's best pair.
 
-        Gain per second: the pair's gain / pair_seconds against the rating's gain /
-        rating_seconds (Ye and Doermann 2014; MATH.md §3).
+        Gain per second: a task's gain over the expected seconds of its kind, learned from the
+        answers' times (`Judgment.seconds`; Ye and Doermann 2014; MATH.md §3). Whether a K-set
+        beats the best pair is decided by `task_choice.choose_task_from_moments` on one
+        footing (a pair as the K = 2 set), under the pending tasks' shrink.
 
         Args:
             rater, exclude, hold, generator: as for `next_pairs`.
             count: the most pairs; a rating comes alone.
             forbidden_pairs: pairs not to ask (either order), as for `next_pairs`.
             skip_ratings: clips not to offer for rating, besides those `rater` rated.
+            skip_ksets: K-sets (their clips) not to offer, besides those `rater` answered.
             gold: False never draws a gold task (for a caller that asks `next_gold` itself).
 
         Raises:
@@ -1142,9 +1206,13 @@ class Campaign:
                     rater, exclude=[*exclude, *skip_ratings], hold=False, generator=generator
                 )
         chosen: list[Task] = pairs
+        if self.config.kset is not None:
+            kset = self._next_kset(rater, exclude, skip_ksets, against_pairs=bool(pairs))
+            if kset is not None:
+                chosen = [kset]
         if rating is not None and (
-            not pairs
-            or rating.gain / self._seconds(rating) > pairs[0].gain / self._seconds(pairs[0])
+            not chosen
+            or rating.gain / self._seconds(rating) > chosen[0].gain / self._seconds(chosen[0])
         ):
             chosen = [rating]
         if not chosen:
@@ -1153,6 +1221,55 @@ class Campaign:
             for task in chosen:
                 self._tasks.hold(task)
         return chosen
+
+    def _next_kset(
+        self,
+        rater: Hashable | None,
+        exclude: Sequence[int],
+        skip: Sequence[Sequence[int]],
+        *,
+        against_pairs: bool = True,
+    ) -> Task | None:
+        """The best K-set of `CampaignConfig.kset` for `rater` (not held) when it teaches more
+        per second than the best pair on the same footing (`choose_task_from_moments`, under
+        the pending tasks' believer shrink, over the clips `rater` may see), or at all when
+        not `against_pairs` (no pair is left to them); None otherwise, or when that set is one
+        they answered or `skip` lists."""
+        offer, form = self.config.kset, self._form
+        if offer is None or not isinstance(form, DenseForm):
+            return None
+        shrink = form.pending_shrink(self._pending_tasks(), self.pair_cuts, self.level_cuts)
+        posterior = form.posterior
+        # an excluded clip gets a prompt of its own: no candidate set holds it, and nothing
+        # n x n is copied
+        groups = self.groups.to(self.device).clone()
+        excluded = self._excluded(exclude)
+        if excluded.numel():
+            start = int(groups.max()) + 1
+            groups[excluded] = torch.arange(
+                start, start + excluded.numel(), device=self.device, dtype=groups.dtype
+            )
+        try:
+            choice = choose_task_from_moments(
+                posterior.item_mean,
+                posterior.item_cov,
+                groups,
+                self._clock,
+                noise_var=self.noise_sd(rater) ** 2,
+                sizes=(2, offer.size) if against_pairs else (offer.size,),
+                mode=offer.mode,
+                shrink=(shrink.columns, shrink.factor),
+            )
+        except ValueError:  # no prompt holds enough clips this rater may see
+            return None
+        question = choice.question
+        if not isinstance(question, KSet):
+            return None
+        items = question.items
+        barred = {tuple(sorted(int(i) for i in clips)) for clips in skip}
+        if question.key in self._tasks.asked(rater) or items in barred:
+            return None
+        return self._tasks.new(rater, question, choice.gain, choice.probabilities)
 
     # gold questions ---------------------------------------------------------------------------
 
@@ -1225,9 +1342,15 @@ class Campaign:
         return task
 
     def _seconds(self, task: Task) -> float:
-        """The rater time a task of this kind takes (CampaignConfig.pair_seconds, ...)."""
-        seconds = {Pair.kind: self.config.pair_seconds, Level.kind: self.config.rating_seconds}
-        return seconds[task.question.kind]
+        """The rater time a task of this kind takes: the clock's running mean of the answer
+        times seen, shrunk toward CampaignConfig.pair_seconds, rating_seconds or the stated
+        K-set model (engine.task_choice)."""
+        return self._clock.seconds(task_kind(task.question))
+
+    def task_seconds(self, kind: str) -> float:
+        """Expected seconds of rater time for a task kind: "pair", "level", or
+        "kset:<mode>:<K>" (engine.task_choice.kset_kind), learned from `Judgment.seconds`."""
+        return self._clock.seconds(kind)
 
     def _task(
         self,

@@ -265,6 +265,13 @@ class DenseForm:
     def forget_shrink(self) -> None:
         self._shrink_cache = None
 
+    def pending_shrink(
+        self, pending: Sequence[PendingTask], pair_cuts: Tensor, level_cuts: Tensor | None
+    ) -> Shrink:
+        """The pending tasks' believer shrink `S_ff - V diag(k) V'` (MATH.md §4), kept
+        between calls as for the selections."""
+        return self._shrink(pending, pair_cuts, level_cuts)
+
     def _shrink(
         self, pending: Sequence[PendingTask], pair_cuts: Tensor, level_cuts: Tensor | None
     ) -> Shrink:

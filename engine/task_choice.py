@@ -23,7 +23,7 @@ from engine.objectives import (
     kset_information_gain,
     outcome_probabilities,
 )
-from engine.questions import KSET_MODES, KSet, Level, Pair
+from engine.questions import KSET_MODES, KSET_SIZES, KSet, Level, Pair
 from engine.state import Posterior
 
 # Prior seconds per task (stated rater-time model; learned from timestamps as answers come):
@@ -62,10 +62,14 @@ def prior_seconds(kind: str) -> float:
 
 @dataclass
 class TaskClock:
-    """Seconds per task kind: (PRIOR_TASKS x prior + sum of seen) / (PRIOR_TASKS + count)."""
+    """Seconds per task kind: (PRIOR_TASKS x prior + sum of seen) / (PRIOR_TASKS + count).
+
+    `priors` overrides the stated model's prior seconds of a kind (a campaign's own
+    `pair_seconds` and `rating_seconds`)."""
 
     totals: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    priors: dict[str, float] = field(default_factory=dict)
 
     def observe(self, question: Pair | Level | KSet, shown_at: float, answered_at: float) -> None:
         """One answer's time (timestamps in seconds).
@@ -87,7 +91,10 @@ class TaskClock:
         """The running mean for `kind`, shrunk toward its prior."""
         count = self.counts.get(kind, 0)
         total = self.totals.get(kind, 0.0)
-        return (PRIOR_TASKS * prior_seconds(kind) + total) / (PRIOR_TASKS + count)
+        prior = self.priors.get(kind)
+        if prior is None:
+            prior = prior_seconds(kind)
+        return (PRIOR_TASKS * prior + total) / (PRIOR_TASKS + count)
 
 
 def kset_candidates(
@@ -155,23 +162,56 @@ def choose_task(
     Raises:
         ValueError: an unknown mode or a size outside 2..6; no candidate at all.
     """
+    return choose_task_from_moments(
+        posterior.item_mean,
+        posterior.item_cov,
+        groups,
+        clock,
+        noise_var=noise_var,
+        sizes=sizes,
+        mode=mode,
+        thresholds=thresholds,
+        max_per_group=max_per_group,
+    )
+
+
+def choose_task_from_moments(
+    mean: Tensor,
+    cov: Tensor,
+    groups: Tensor,
+    clock: TaskClock,
+    *,
+    noise_var: float,
+    sizes: Sequence[int] = (2, 3, 4),
+    mode: str = "best",
+    thresholds: Sequence[float] | None = None,
+    max_per_group: int = MAX_PER_GROUP,
+    shrink: tuple[Tensor, Tensor] | None = None,
+) -> TaskChoice:
+    """`choose_task` on the clips' joint moments: (n,) `mean` and (n, n) `cov`, less
+    `V diag(k) V'` when `shrink` = (V (n, Q), k (Q,)) is given (the pending tasks' believer
+    shrink, MATH.md §4: only the candidates' K x K blocks of it are formed). Other arguments
+    and errors as `choose_task`'s."""
     if mode not in KSET_MODES:
         raise ValueError(f"mode is one of {KSET_MODES}, got {mode!r}")
     if any(not 2 <= size <= 6 for size in sizes):
         raise ValueError(f"set sizes are 2 (a pair) to 6, got {list(sizes)}")
-    mean, cov = posterior.item_mean, posterior.item_cov
     var = cov.diagonal()
+    if shrink is not None:
+        columns, factor = shrink
+        var = var - (columns.square() * factor).sum(-1)
     best: TaskChoice | None = None
     for size in sorted(set(sizes)):
         candidates = kset_candidates(groups, var, size, max_per_group)
         if candidates.shape[0] == 0:
             continue
         kind = kset_kind(size, mode)
+        blocks = cov[candidates.unsqueeze(-1), candidates.unsqueeze(-2)]  # C x size x size
+        if shrink is not None:
+            scaled = columns[candidates]  # C x size x Q
+            blocks = blocks - (scaled * factor) @ scaled.transpose(-1, -2)
         result = kset_information_gain(
-            mean[candidates],
-            cov[candidates.unsqueeze(-1), candidates.unsqueeze(-2)],
-            "best" if size == 2 else mode,
-            noise_var,
+            mean[candidates], blocks, "best" if size == 2 else mode, noise_var
         )
         seconds = clock.seconds(kind)
         pick = int(torch.argmax(result.gain))
@@ -194,15 +234,44 @@ def choose_task(
     return best
 
 
+@dataclass(frozen=True)
+class KSetOffer:
+    """K-sets a campaign may hand out (`CampaignConfig.kset`): `size` clips of one prompt
+    asking `mode` ("best", "best_worst" or "rank"), whenever `choose_task` finds the best
+    such set worth more per second than the best pair (MATH.md §3, K-sets). `seconds` is
+    the prior seconds of such a task (None: the stated model's, `prior_seconds`); answer
+    times refine it either way.
+
+    Raises:
+        ValueError: a size outside 3..6, an unknown mode, or seconds not finite and > 0.
+    """
+
+    size: int = 4
+    mode: str = "best"
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in KSET_MODES:
+            raise ValueError(f"a K-set's mode is one of {KSET_MODES}, got {self.mode!r}")
+        if self.size not in KSET_SIZES:
+            raise ValueError(
+                f"a K-set shows {KSET_SIZES.start} to {KSET_SIZES.stop - 1} clips, got {self.size}"
+            )
+        if self.seconds is not None and not (0 < self.seconds < math.inf):
+            raise ValueError(f"a K-set's seconds must be finite and > 0, got {self.seconds}")
+
+
 __all__ = [
     "KSET_BASE_SECONDS",
     "KSET_SECONDS_PER_CLIP",
     "PAIR_SECONDS",
     "PRIOR_TASKS",
     "RATING_SECONDS",
+    "KSetOffer",
     "TaskChoice",
     "TaskClock",
     "choose_task",
+    "choose_task_from_moments",
     "kset_candidates",
     "kset_kind",
     "prior_seconds",

@@ -1,5 +1,7 @@
-// The rating page: shows one task (a pair, or one clip for an emoji rating), sends the answer,
-// and shows the next task at once (it was fetched while the rater looked at this one).
+// The rating page: shows one task (a pair, one clip for an emoji rating, or a K-set: a grid of
+// K clips of one prompt to pick the best of, the best and the worst, or to order), sends the
+// answer with when the task was shown (the campaign learns seconds per task kind), and shows
+// the next task at once (it was fetched while the rater looked at this one).
 //
 // No label is lost or doubled:
 // - an answer goes into an outbox in localStorage *before* it is sent, and leaves it only when
@@ -49,6 +51,7 @@ const state = {
   sentWaiters: [], // resolved when the outbox is empty
   expiryTimer: null,
   reporting: false, // choosing which clip of a pair to report
+  picked: [], // a K-set's clips picked so far (ids): best first; for best-and-worst, then worst
   reported: new Set(), // clip ids this rater reported in this session
 };
 
@@ -309,6 +312,7 @@ function syncVideos(videos) {
 
 /** Build a task's DOM (hidden, so its media load while the rater looks at the current task). */
 function buildView(assignment) {
+  if (assignment.kind === "kset") return buildGrid(assignment);
   const sides = assignment.kind === "pair" ? ["left", "right"] : ["single"];
   const clips =
     assignment.kind === "pair" ? [assignment.left, assignment.right] : [assignment.left];
@@ -340,6 +344,106 @@ function buildView(assignment) {
   };
 }
 
+/** A K-set's grid: its clips in the order shown, numbered 1..K (the keys that pick them). */
+function buildGrid(assignment) {
+  const figures = assignment.clips.map((clip, index) => {
+    const figure = h(
+      "figure",
+      { class: "clip", "data-side": `clip-${index}`, "data-clip": String(clip.id) },
+      mediaElement(clip, `Clip ${index + 1}`),
+      h("figcaption", {}, h("span", { class: "number" }, String(index + 1)), h("span", { class: "mark" })),
+    );
+    figure.addEventListener("click", () => {
+      if (state.reporting) report(`clip-${index}`);
+      else pick(index);
+    });
+    return figure;
+  });
+  const element = h(
+    "div",
+    { class: "task kset", hidden: true, "data-size": String(figures.length) },
+    figures,
+  );
+  let stop = () => {};
+  return {
+    element,
+    start() {
+      stop = syncVideos([...element.querySelectorAll("video")]);
+    },
+    dispose() {
+      stop();
+      element.remove();
+    },
+  };
+}
+
+const KSET_QUESTIONS = {
+  best: "Which one is best?",
+  best_worst: "Which one is best, and which worst?",
+  rank: "Order them, best first",
+};
+
+/** How many clips a K-set's answer names (the last of an order is implied). */
+function picksNeeded(assignment) {
+  const size = assignment.clips.length;
+  return { best: 1, best_worst: 2, rank: size - 1 }[assignment.mode] || 1;
+}
+
+/** Pick clip `index` of the current K-set: the next place in the answer; sent once complete. */
+function pick(index) {
+  if (state.locked || !state.current) return;
+  if (performance.now() - state.shownAt < INPUT_GUARD_MS) return;
+  const assignment = state.current.assignment;
+  if (assignment.kind !== "kset") return;
+  const clip = assignment.clips[index];
+  if (!clip || state.picked.includes(clip.id)) return;
+  state.picked.push(clip.id);
+  if (state.picked.length < picksNeeded(assignment)) {
+    renderPicks(assignment);
+    return;
+  }
+  const ranking = [...state.picked];
+  if (assignment.mode === "rank") {
+    ranking.push(assignment.clips.find((c) => !ranking.includes(c.id)).id);
+  }
+  renderPicks(assignment, ranking);
+  answer({ ranking }, `clip-${index}`);
+}
+
+/** Undo the last pick of the current K-set. */
+function unpick() {
+  if (state.locked || !state.current || !state.picked.length) return;
+  state.picked.pop();
+  renderPicks(state.current.assignment);
+}
+
+/** Mark the picked clips (1st, 2nd, ... or best / worst) and say what to pick next. */
+function renderPicks(assignment, ranking = state.picked) {
+  const figures = state.view ? state.view.element.querySelectorAll("figure") : [];
+  for (const figure of figures) {
+    const place = ranking.indexOf(Number(figure.dataset.clip));
+    let mark = "";
+    if (place >= 0) {
+      if (assignment.mode === "rank") mark = `#${place + 1}`;
+      else mark = place === 0 ? "best" : "worst";
+    }
+    figure.dataset.place = mark;
+    figure.querySelector(".mark").textContent = mark;
+  }
+  const size = assignment.clips.length;
+  const next = {
+    best: "Click the best clip or press its number.",
+    best_worst:
+      state.picked.length === 0
+        ? "Click the best clip or press its number, then the worst."
+        : "Now click the worst clip or press its number.",
+    rank: `Click the clips from best to worst or press their numbers (${state.picked.length} of ${size - 1} picked; the last is implied).`,
+  }[assignment.mode];
+  $("hint").textContent = `${next} Backspace undoes a pick; S skips; X reports a clip as unsafe or broken.`;
+  const undo = $("buttons").querySelector('button[data-choice="undo"]');
+  if (undo) undo.disabled = state.picked.length === 0;
+}
+
 function emojiFor(levels) {
   if (levels === EMOJI.length) return EMOJI;
   if (levels <= EMOJI_WIDE.length) {
@@ -362,7 +466,26 @@ function renderControls(assignment) {
   const choices = assignment.choices || [];
   const prompt = assignment.left.group ? `Prompt: ${assignment.left.group}` : "";
   $("prompt").textContent = prompt;
-  if (assignment.kind === "pair") {
+  state.picked = [];
+  if (assignment.kind === "kset") {
+    $("question").textContent = KSET_QUESTIONS[assignment.mode] || KSET_QUESTIONS.best;
+    const undo = h(
+      "button",
+      {
+        type: "button",
+        "data-choice": "undo",
+        onclick: (event) => {
+          event.currentTarget.blur();
+          unpick();
+        },
+      },
+      "Undo",
+      keycap("⌫"),
+    );
+    buttons.push(undo);
+    $("buttons").replaceChildren(...buttons);
+    renderPicks(assignment);
+  } else if (assignment.kind === "pair") {
     $("question").textContent = "Which one is better?";
     buttons.push(button("left", "Left", ["←", "1"], { choice: "left" }));
     if (choices.includes("tie")) buttons.push(button("tie", "Tie", ["↓", "3"], { choice: "tie" }));
@@ -435,7 +558,7 @@ function startReport() {
   if (state.locked || !state.current) return;
   if (performance.now() - state.shownAt < INPUT_GUARD_MS) return;
   const assignment = state.current.assignment;
-  if (assignment.kind !== "pair") {
+  if (assignment.kind === "rating") {
     report("single");
     return;
   }
@@ -469,6 +592,14 @@ function startReport() {
     "Cancel",
     keycap("Esc"),
   );
+  if (assignment.kind === "kset") {
+    $("buttons").replaceChildren(
+      ...assignment.clips.map((_, k) => pick(`clip-${k}`, `Clip ${k + 1}`, [String(k + 1)])),
+      cancel,
+    );
+    $("hint").textContent = "Click the clip or press its number; Esc goes back.";
+    return;
+  }
   $("buttons").replaceChildren(
     pick("left", "Left clip", ["←", "1"]),
     pick("right", "Right clip", ["→", "2"]),
@@ -477,11 +608,14 @@ function startReport() {
   $("hint").textContent = "Click the clip or press ← / 1 or → / 2; Esc goes back.";
 }
 
-/** Report the clip on `side` ("left", "right" or "single"): queued like an answer. */
+/** Report the clip on `side` ("left", "right", "single", or "clip-k": a K-set's k-th):
+ * queued like an answer. */
 function report(side) {
   if (state.locked || !state.current) return;
   const assignment = state.current.assignment;
-  const clip = side === "right" ? assignment.right : assignment.left;
+  const inGrid = side.startsWith("clip-") ? assignment.clips[Number(side.slice(5))] : null;
+  const clip = inGrid || (side === "right" ? assignment.right : assignment.left);
+  if (!clip) return;
   state.locked = true;
   state.reporting = false;
   $("stage").dataset.ready = "false";
@@ -535,7 +669,15 @@ function answer(body, name) {
   const figure = state.view.element.querySelector(`figure[data-side="${name}"]`);
   if (figure) figure.classList.add("chosen");
   if ($("status").textContent === REPORTED) setStatus("");
-  state.outbox.push({ assignment_id: assignment.id, body, at: Date.now() });
+  // when the task was shown and answered, by this page's clock: the campaign learns seconds
+  // per task kind from the difference (a clock that is off shifts both alike)
+  const now = Date.now();
+  const timed = {
+    ...body,
+    shown_at: new Date(now - (performance.now() - state.shownAt)).toISOString(),
+    answered_at: new Date(now).toISOString(),
+  };
+  state.outbox.push({ assignment_id: assignment.id, body: timed, at: now });
   saveOutbox();
   state.count += 1;
   state.current = null;
@@ -637,14 +779,24 @@ function fail(error) {
 
 function keyToAnswer(event, assignment) {
   const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+  const number = Number.parseInt(key, 10);
   if (state.reporting) {
+    if (key === "Escape") return () => renderControls(assignment);
+    if (assignment.kind === "kset") {
+      if (number >= 1 && number <= assignment.clips.length) return () => report(`clip-${number - 1}`);
+      return null;
+    }
     if (key === "ArrowLeft" || key === "1") return () => report("left");
     if (key === "ArrowRight" || key === "2") return () => report("right");
-    if (key === "Escape") return () => renderControls(assignment);
     return null;
   }
   if (key === "x") return () => startReport();
   if (key === " " || key === "s") return [{ choice: "skip" }, "skip"];
+  if (assignment.kind === "kset") {
+    if (number >= 1 && number <= assignment.clips.length) return () => pick(number - 1);
+    if (key === "Backspace" || key === "u") return () => unpick();
+    return null;
+  }
   if (assignment.kind === "pair") {
     if (key === "ArrowLeft" || key === "1") return [{ choice: "left" }, "left"];
     if (key === "ArrowRight" || key === "2") return [{ choice: "right" }, "right"];

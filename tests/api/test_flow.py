@@ -51,6 +51,7 @@ def test_campaign_create_list_read(client: TestClient) -> None:
         "min_labels": 2,
         "targets": None,
         "both_threshold": None,
+        "kset": None,
     }
     assert datetime.fromisoformat(campaign["created_at"]).utcoffset().total_seconds() == 0
     defaults = client.post("/v1/campaigns", json={"name": "d"}, headers=ADMIN).json()

@@ -481,3 +481,92 @@ def test_the_dashboard_shows_the_stopping_rule_and_sets_targets(
             break
         dashboard.wait_for_timeout(100)
     assert service.client.get(f"/v1/campaigns/{campaign_id}").json()["min_labels"] == 3
+
+
+def kset_answers(service: Service, campaign_id: int) -> dict[int, tuple[list[int], float]]:
+    """Each K-set answer of the campaign: assignment id -> (ranking as clip ids, seconds)."""
+    import json
+    import sqlite3
+
+    with sqlite3.connect(service.database) as connection:
+        ids = dict(
+            connection.execute(
+                "SELECT position, id FROM clip WHERE campaign_id = ?", (campaign_id,)
+            ).fetchall()
+        )
+        rows = connection.execute(
+            "SELECT assignment_id, ranking, seconds FROM judgment"
+            " WHERE campaign_id = ? AND ranking IS NOT NULL",
+            (campaign_id,),
+        ).fetchall()
+    return {row[0]: ([ids[p] for p in json.loads(row[1])], row[2]) for row in rows}
+
+
+def shown_clips(page) -> list[int]:  # type: ignore[no-untyped-def]
+    """The current K-set's clip ids, in the order the grid shows them."""
+    return [
+        int(figure.get_attribute("data-clip") or 0)
+        for figure in page.locator("#views figure").all()
+    ]
+
+
+def test_a_kset_grid_is_answered_by_clicks_and_by_number_keys(
+    service: Service, context, artifacts
+) -> None:
+    kset = {"size": 4, "mode": "best_worst", "seconds": 3.0}
+    campaign_id = service.create_campaign(kset=kset)["id"]
+    page = open_rating_page(context, service, campaign_id, service.add_rater(campaign_id))
+    task = wait_for_task(page)
+    assert page.locator("#views .task.kset figure").count() == 4
+    assert page.text_content("#question") == "Which one is best, and which worst?"
+    clips = shown_clips(page)
+    page.locator("#views figure").nth(2).click()  # best ...
+    assert page.get_attribute("#views figure >> nth=2", "data-place") == "best"
+    page.screenshot(path=str(artifacts / "rate-page-kset.png"))
+    page.locator("#views figure").nth(0).click()  # ... then worst: sent
+    expected = {int(task): [clips[2], clips[0]]}
+    task = wait_for_task(page, task)
+    assert page.locator("#views .task.kset figure").count() == 4
+    clips = shown_clips(page)
+    page.keyboard.press("2")
+    page.keyboard.press("Backspace")  # undo: the best is clip 4 after all
+    page.keyboard.press("4")
+    page.keyboard.press("1")
+    expected[int(task)] = [clips[3], clips[0]]
+    wait_for_task(page, task)
+    wait_until_sent(page)
+    stored = kset_answers(service, campaign_id)
+    assert {key: ranking for key, (ranking, _) in stored.items()} == expected
+    # the page said when it showed each task: an answer took as long as the clicks did
+    assert all(0 < seconds < 60 for _, seconds in stored.values())
+
+
+def test_a_kset_is_ordered_with_number_keys(service: Service, context) -> None:
+    campaign_id = service.create_campaign(kset={"size": 4, "mode": "rank", "seconds": 3.0})["id"]
+    page = open_rating_page(context, service, campaign_id, service.add_rater(campaign_id))
+    task = wait_for_task(page)
+    assert page.text_content("#question") == "Order them, best first"
+    clips = shown_clips(page)
+    for key in ("3", "1", "4"):  # the last one left is the worst
+        page.keyboard.press(key)
+    wait_for_task(page, task)
+    wait_until_sent(page)
+    (ranking, _), *_ = kset_answers(service, campaign_id).values()
+    assert ranking == [clips[2], clips[0], clips[3], clips[1]]
+
+
+def test_a_kset_clip_is_reported_by_its_number(service: Service, context) -> None:
+    kset = {"size": 4, "mode": "best", "seconds": 3.0}
+    campaign_id = service.create_campaign(kset=kset)["id"]
+    page = open_rating_page(context, service, campaign_id, service.add_rater(campaign_id, "ann"))
+    task = wait_for_task(page)
+    clips = shown_clips(page)
+    page.keyboard.press("x")  # which clip? by number
+    page.wait_for_selector('#stage[data-reporting="true"]')
+    assert page.locator('button[data-choice^="report-clip-"]').count() == 4
+    page.keyboard.press("3")
+    wait_for_task(page, task)
+    wait_until_sent(page)
+    withheld = service.client.get(f"/v1/campaigns/{campaign_id}/withheld").json()["clips"]
+    assert [clip["clip"]["id"] for clip in withheld] == [clips[2]]
+    assert service.judgments(campaign_id) == []  # a report is not an answer

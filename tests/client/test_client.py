@@ -367,3 +367,25 @@ def test_bulk_uploads_and_leaderboard_pages_through_the_client(live: LiveServer,
             return added.added, len({c.id for c in seen})
 
     assert asyncio.run(through_async()) == (40, 40)
+
+
+def test_a_kset_through_the_client(live: LiveServer) -> None:
+    with Client(live.url, key=ADMIN_KEY) as service:
+        kset = {"size": 4, "mode": "best_worst", "seconds": 3.0}
+        campaign = service.create_campaign("k", criteria=["a", "b"], kset=kset)
+        assert campaign.kset == kset
+        service.stream_clips(campaign.id, _clips(8))
+        ann = service.for_rater(service.register_rater(campaign.id, "ann").token)
+        task = ann.next_assignment(campaign.id).assignment
+        assert task is not None and task.kind == "kset" and task.mode == "best_worst"
+        assert task.clips is not None and len(task.clips) == 4
+        ranking = [task.clips[1].id, task.clips[3].id]
+        first = ann.rank(task.id, ranking)
+        assert first.ranking == ranking and not first.duplicate
+        assert ann.rank(task.id, ranking).duplicate
+        other = ann.next_assignment(campaign.id).assignment
+        assert other is not None
+        with pytest.raises(BadRequest):  # a clip twice, and one this task did not show
+            ann.rank(other.id, [ranking[0]] * 2)
+        pairs = service.export(campaign.id, "preferences", "jsonl").splitlines()
+        assert len(pairs) == 5  # best over 3, 2 others over the worst
