@@ -151,7 +151,8 @@ class Client:
         reported, is withheld; `structure="blocks"` (with pair_scope "group") holds millions
         of clips; each clip gets `min_labels` labels at least (None: the service's default,
         2; 0: no floor); `both_threshold` (needs ties) lets pairs be answered "both_good" or
-        "both_bad"."""
+        "both_bad"; `kset` ({"size", "mode", "seconds"}, dense campaigns) hands out K clips
+        at once where they teach more per second."""
         return self.run(
             calls.create_campaign(
                 name,
@@ -461,7 +462,8 @@ class AsyncClient:
         reported, is withheld; `structure="blocks"` (with pair_scope "group") holds millions
         of clips; each clip gets `min_labels` labels at least (None: the service's default,
         2; 0: no floor); `both_threshold` (needs ties) lets pairs be answered "both_good" or
-        "both_bad"."""
+        "both_bad"; `kset` ({"size", "mode", "seconds"}, dense campaigns) hands out K clips
+        at once where they teach more per second."""
         return await self.run(
             calls.create_campaign(
                 name,
