@@ -21,6 +21,7 @@ from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
 from engine.ep import Refinement
 from engine.forms import FORMS, PendingTask, PosteriorForm, predict
+from engine.gating import check_features, gate_weights
 from engine.gold import GoldBook, GoldPair, gold_point, uniform_draw
 from engine.history import ClipsAdded, History, Refine, Refit
 from engine.likelihoods import (
@@ -78,6 +79,8 @@ DEFAULT_CRITERIA = (
     "coherence_consistency",
     "bias_fairness",
 )  # MJ-VIDEO's five reward-model criteria
+# the gate's block is K D wide and sits among every prompt's local coordinates in block form
+MAX_FEATURE_DIM = 64
 PairScope = Literal["any", "group"]
 Structure = Literal["dense", "blocks", "factorised"]
 
@@ -130,6 +133,9 @@ class CampaignConfig:
         gold_seed: fixes which of a rater's tasks are gold, and which gold pair.
         gold_margin: how far apart a gold pair's qualities are taken to be, in multiples of
             `noise_sd` (docs/MATH.md §3, gold paragraph).
+        feature_dim: D, the length of each clip's feature vector (e.g. a reduced prompt
+            embedding); the criterion weights then vary with it, `w(p) = w + W p`, with vec(W)
+            a border block "gate" (engine.gating, docs/MATH.md §8). 0: no feature gate.
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -153,8 +159,15 @@ class CampaignConfig:
     gold_rate: float = 0.0
     gold_seed: int = 0
     gold_margin: float = 3.0
+    feature_dim: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.feature_dim <= MAX_FEATURE_DIM:
+            raise ValueError(
+                f"feature_dim must be in [0, {MAX_FEATURE_DIM}], got {self.feature_dim}"
+            )
+        if self.feature_dim and not self.criteria:
+            raise ValueError("a feature gate scales the criterion weights: it needs criteria")
         if self.both_threshold is not None and not (
             self.both_threshold >= 0 and math.isfinite(self.both_threshold)
         ):
@@ -287,7 +300,9 @@ class Campaign:
         self.dtype = dtype or default_dtype(self.device)
         self._like = torch.zeros((), dtype=self.dtype, device=self.device)
         n_criteria = len(self.config.criteria)
-        self._clips = ClipRegistry(n_criteria, self.device, self.dtype)
+        self._clips = ClipRegistry(
+            n_criteria, self.device, self.dtype, feature_dim=self.config.feature_dim
+        )
         self._raters = RaterBook()
         self._form: PosteriorForm = self._prior_form()
         # Clip batches and label batches in the order they happened: what replay() re-runs,
@@ -321,6 +336,7 @@ class Campaign:
         count: int | None = None,
         contexts: Sequence[Hashable | None] | None = None,
         groups: Sequence[Hashable | None] | None = None,
+        features: Sequence[Sequence[float]] | Tensor | None = None,
     ) -> range:
         """Add clips with their raw criterion scores (None or NaN where missing).
 
@@ -333,12 +349,16 @@ class Campaign:
             count: number of clips when no scores are given.
             contexts: prompt category per clip (None: the default context).
             groups: prompt id per clip, for the same-group pairing scope (None: own group).
+            features: (B, D) feature vectors, D = `config.feature_dim` (None: zeros, the
+                weights without the gate). A clip added after labels starts from what the
+                gate learned: its prior mean is `s' (m_w + m_W p)` (docs/MATH.md §8).
 
         Returns:
             The new clips' indices.
 
         Raises:
-            ValueError: wrong shapes or infinite scores; nothing is added then.
+            ValueError: wrong shapes, infinite scores, or a feature vector of the wrong length
+                or with NaN or infinity; nothing is added then.
         """
         raw = self._clips.as_scores(scores, count)
         n_new = raw.shape[0]
@@ -354,11 +374,16 @@ class Campaign:
                 'with an approximate posterior: CampaignConfig(structure="factorised")'
             )
         batch = self._clips.plan(
-            raw, contexts, groups, one_context_per_group=self.config.structure != "dense"
+            raw,
+            contexts,
+            groups,
+            one_context_per_group=self.config.structure != "dense",
+            features=features,
         )
         # Validated: commit.
         previous_contexts = self._clips.n_contexts
-        self._history.record(ClipsAdded(raw, tuple(contexts), tuple(groups)))
+        gate = batch.features if self.config.feature_dim else None
+        self._history.record(ClipsAdded(raw, tuple(contexts), tuple(groups), gate))
         before_labels = self._history.label_count == 0
         self._clips.commit(batch, refresh_statistics=before_labels)
         if before_labels:
@@ -370,6 +395,7 @@ class Campaign:
                 self._clips.standardised(raw),
                 batch.context,
                 batch.group,
+                gate,
             )
         return range(start, start + n_new)
 
@@ -387,6 +413,7 @@ class Campaign:
             self._clips.standardised(),
             self._clips.contexts,
             self.groups,
+            self._clips.features,
         )
         side = self.config.side_bias
         if side is not None:
@@ -1130,6 +1157,24 @@ class Campaign:
         """The criterion weights' posterior: global and per context (w + w_c)."""
         return self._form.weights()
 
+    def gate_weights(self, features: Sequence[Sequence[float]] | Tensor) -> tuple[Tensor, Tensor]:
+        """The criterion weights at feature vectors p, `w(p) = w + W p` (no context offset):
+        their posterior mean (B, K) and covariance (B, K, K) (engine.gating, MATH.md §8).
+
+        Raises:
+            ValueError: the campaign has no feature gate, or a bad feature vector.
+        """
+        if not self.config.feature_dim:
+            raise ValueError("this campaign has no feature gate (CampaignConfig.feature_dim)")
+        if isinstance(features, Tensor):
+            count = features.shape[0]
+        else:
+            features = list(features)
+            count = len(features)
+        values = check_features(features, count, self.config.feature_dim, self._like)
+        layout, mean, cov = self._form.border()
+        return gate_weights(layout, mean, cov, values)
+
     def expected_kendall_tau(self) -> float:
         """How right the current ranking is expected to be: E[Kendall tau] between the posterior
         mean order and the truth, over the pairs in scope (engine.summaries)."""
@@ -1192,6 +1237,7 @@ class Campaign:
                     count=entry.raw_scores.shape[0],
                     contexts=entry.contexts,
                     groups=entry.groups,
+                    features=entry.features,
                 )
             else:
                 fresh.observe(entry)
@@ -1207,6 +1253,7 @@ def like_tensor(like: Tensor, values: Sequence[float]) -> Tensor:
 
 __all__ = [
     "DEFAULT_CRITERIA",
+    "MAX_FEATURE_DIM",
     "Campaign",
     "CampaignConfig",
     "Judgment",
