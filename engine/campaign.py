@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from engine.clips import ClipRegistry
+from engine.clips import DEFAULT_CONTEXT, ClipRegistry
 from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
 from engine.ep import Refinement
@@ -1157,12 +1157,19 @@ class Campaign:
         """The criterion weights' posterior: global and per context (w + w_c)."""
         return self._form.weights()
 
-    def gate_weights(self, features: Sequence[Sequence[float]] | Tensor) -> tuple[Tensor, Tensor]:
-        """The criterion weights at feature vectors p, `w(p) = w + W p` (no context offset):
-        their posterior mean (B, K) and covariance (B, K, K) (engine.gating, MATH.md §8).
+    def gate_weights(
+        self,
+        features: Sequence[Sequence[float]] | Tensor,
+        contexts: Sequence[Hashable | None] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The criterion weights at feature vectors p, `w(p) = w + W p`, plus each context's
+        offsets when `contexts` names them (None: the default context): their posterior mean
+        (B, K) and covariance (B, K, K) (engine.gating, MATH.md §8). With `contexts`, a clip
+        of these scores, features and context has prior mean `s' w(p)` over them.
 
         Raises:
-            ValueError: the campaign has no feature gate, or a bad feature vector.
+            ValueError: the campaign has no feature gate, a bad feature vector, or an unknown
+                context.
         """
         if not self.config.feature_dim:
             raise ValueError("this campaign has no feature gate (CampaignConfig.feature_dim)")
@@ -1172,8 +1179,16 @@ class Campaign:
             features = list(features)
             count = len(features)
         values = check_features(features, count, self.config.feature_dim, self._like)
+        index = None
+        if contexts is not None:
+            names = {name: c for c, name in enumerate(self.context_names)}
+            chosen = [DEFAULT_CONTEXT if c is None else c for c in contexts]
+            unknown = [c for c in chosen if c not in names]
+            if unknown or len(chosen) != count:
+                raise ValueError(f"one known context per feature vector; unknown: {unknown}")
+            index = torch.tensor([names[c] for c in chosen], device=self.device)
         layout, mean, cov = self._form.border()
-        return gate_weights(layout, mean, cov, values)
+        return gate_weights(layout, mean, cov, values, index)
 
     def expected_kendall_tau(self) -> float:
         """How right the current ranking is expected to be: E[Kendall tau] between the posterior

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor
 
-from engine.blocks import GATE, WEIGHTS, Layout
+from engine.blocks import GATE, WEIGHTS, Layout, context_block
 
 
 def gate_loadings(scores: Tensor, features: Tensor) -> Tensor:
@@ -69,15 +69,17 @@ def check_features(features: object, n_new: int, feature_dim: int, like: Tensor)
 
 
 def gate_weights(
-    layout: Layout, mean: Tensor, cov: Tensor, features: Tensor
+    layout: Layout, mean: Tensor, cov: Tensor, features: Tensor, context: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """The weights at features p, `w(p) = w + W p`, under the border's Gaussian: their mean
-    (B, K) and covariance (B, K, K) (MATH.md §8). A context's offsets are not included.
+    """The weights at features p, `w(p) = w + W p`, plus context c's offsets `u_c` when
+    `context` is given, under the border's Gaussian: their mean (B, K) and covariance
+    (B, K, K) (MATH.md §8).
 
     Args:
         layout: the border's named blocks (from 0), with a "gate" block.
         mean, cov: the border's (D_border,) mean and (D_border, D_border) covariance.
         features: (B, D) feature vectors.
+        context: (B,) long context indices, or None for no offsets.
     """
     weights = layout[WEIGHTS]
     n_criteria = weights.size
@@ -88,6 +90,12 @@ def gate_weights(
     transform = mean.new_zeros(n_new, n_criteria, mean.shape[0])
     eye = torch.eye(n_criteria, dtype=mean.dtype, device=mean.device)
     transform[:, :, weights.index] = eye
+    if context is not None:
+        rows = torch.arange(n_new, device=mean.device)[:, None]
+        for c in torch.unique(context).tolist():  # a handful of contexts, not clips
+            block = layout[context_block(int(c))]
+            chosen = rows[context == c, 0]
+            transform[chosen[:, None], :, block.index] = eye
     kron = features.to(mean)[:, :, None, None] * eye  # B x D x K x K: p_d I_K
     transform[:, :, gate.index] = kron.permute(0, 2, 1, 3).reshape(
         n_new, n_criteria, feature_dim * n_criteria

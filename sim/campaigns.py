@@ -21,6 +21,8 @@ over-spreads (benchmarks/results/posterior_spread.md).
 
 from __future__ import annotations
 
+import numpy as np
+
 from engine import Campaign, CampaignConfig, PriorScales, SelectionOptions, SideBias
 from engine.adapters import JOD_NOISE_SD
 from engine.state import QUALITY_SD, quality_prior
@@ -63,6 +65,8 @@ def build_campaign(
     gold_rate: float = 0.0,
     gold_margin: float = 3.0,
     gold_seed: int = 0,
+    feature_gate: bool = False,
+    contexts: bool = True,
 ) -> Campaign:
     """A CPU float64 campaign over the problem's clips (scores only when `reward_model`;
     rater lapses modelled with a Beta `lapse_prior` on the keep probability when given; each
@@ -70,8 +74,12 @@ def build_campaign(
     once the label count reaches each of `refit_prior_at`; the posterior kept as
     `structure` says, engine.forms; `prior` (default `prior_scales` of the criteria used) and
     `noise_sd` what it assumes, the simulator's defaults unless a benchmark varies them; gold
-    questions at `gold_rate`, engine.gold)."""
+    questions at `gold_rate`, engine.gold; the problem's feature vectors through the engine's
+    feature gate when `feature_gate`, engine.gating; every clip in one context unless
+    `contexts`)."""
     use_scores = reward_model and problem.scores is not None
+    if feature_gate and (problem.features is None or not use_scores):
+        raise ValueError("a feature gate needs the problem's features and the reward model")
     config = CampaignConfig(
         criteria=problem.criteria if use_scores else (),
         prior=prior or prior_scales(len(problem.criteria) if use_scores else 0),
@@ -88,21 +96,51 @@ def build_campaign(
         gold_rate=gold_rate,
         gold_margin=gold_margin,
         gold_seed=gold_seed,
+        feature_dim=problem.features.shape[1]
+        if feature_gate and problem.features is not None
+        else 0,
     )
     campaign = Campaign(config, device="cpu")
-    campaign.add_clips(
+    add_clips(
+        campaign,
         problem.scores if use_scores else None,
-        count=problem.n_items,
-        contexts=problem.contexts.tolist(),
-        groups=problem.groups.tolist(),
+        problem.contexts,
+        problem.groups,
+        problem.features,
+        feature_gate=feature_gate,
+        contexts=contexts,
     )
     return campaign
+
+
+def add_clips(
+    campaign: Campaign,
+    scores: np.ndarray | None,
+    context: np.ndarray,
+    group: np.ndarray,
+    features: np.ndarray | None,
+    *,
+    feature_gate: bool,
+    contexts: bool,
+) -> range:
+    """Add clips to a campaign `build_campaign` made, the way it adds the problem's: scores
+    (None without the reward model), contexts unless `contexts` is off, features through the
+    gate when `feature_gate`. A clip added after labels is never rated: its posterior is the
+    engine's prediction from the reward model, the weights and the gate (MATH.md §8)."""
+    return campaign.add_clips(
+        scores,
+        count=len(group),
+        contexts=context.tolist() if contexts else None,
+        groups=group.tolist(),
+        features=features if feature_gate else None,
+    )
 
 
 __all__ = [
     "LAPSE_PRIOR",
     "QUALITY_SD",
     "WIDE_PRIOR",
+    "add_clips",
     "build_campaign",
     "prior_scales",
     "refit_schedule",

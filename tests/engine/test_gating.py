@@ -241,9 +241,11 @@ def test_a_clip_never_rated_is_predicted_through_the_gate() -> None:
     prompt = torch.randn(1, 4, generator=generator).repeat(2, 1)
     new = campaign.add_clips(raw, groups=["new"] * 2, contexts=["y"] * 2, features=prompt)
     weights, _ = campaign.gate_weights(prompt)
+    with_context, _ = campaign.gate_weights(prompt, contexts=["y", "y"])
     posterior = campaign.posterior
     y = campaign.context_names.index("y")
     offsets = posterior.block(context_block(y))[0]
+    assert torch.allclose(with_context, weights + offsets, atol=ATOL, rtol=0)
     # the campaign's standardisation, frozen at the first label: the 18 initial clips' scores
     scores = torch.randn(18, 3, generator=torch.Generator().manual_seed(SEED))
     scores[2, 1] = scores[7, 0] = math.nan
