@@ -140,12 +140,16 @@ def engine_config(
     ties: bool,
     emoji_levels: int | None,
     side_bias: dict[str, float] | None = None,
+    feature_dim: int = 0,
 ) -> dict[str, Any]:
     """The engine settings a new campaign is created with, as JSON (stored with the campaign,
     so a later change of these defaults never changes how an old campaign replays);
-    `side_bias` the side offsets' prior (`SideBias` keywords), None to ignore sides."""
+    `side_bias` the side offsets' prior (`SideBias` keywords), None to ignore sides;
+    `feature_dim` the length of a clip's feature vector (engine.gating), 0 for no gate."""
     prior = quality_prior(len(criteria))
     side = {} if side_bias is None else {"side_bias": dict(side_bias)}
+    if feature_dim:
+        side["feature_dim"] = int(feature_dim)
     return {
         "criteria": list(criteria),
         "pair_scope": pair_scope,
@@ -202,7 +206,13 @@ def build_config(stored: dict[str, Any]) -> CampaignConfig:
         gold_seed=int(stored.get("gold_seed", 0)),
         # campaigns stored before the choice existed are dense
         structure=stored.get("structure", "dense"),
+        feature_dim=stored_feature_dim(stored),
     )
+
+
+def stored_feature_dim(stored: dict[str, Any]) -> int:
+    """The feature vectors' length of a stored `engine_config` (absent: 0, no gate)."""
+    return int(stored.get("feature_dim", 0))
 
 
 def stored_side_bias(stored: dict[str, Any]) -> SideBias | None:
@@ -403,6 +413,7 @@ class NewClip:
     group: str | None
     context: str | None
     scores: tuple[float | None, ...]
+    features: tuple[float, ...] | None = None  # where the campaign has a feature gate
 
 
 # the runtime --------------------------------------------------------------------------------
@@ -1229,7 +1240,11 @@ class CampaignRuntime:
         columns = (
             clips
             if isinstance(clips, ClipColumns)
-            else ClipColumns.of(clips, len(self.record.criteria))
+            else ClipColumns.of(
+                clips,
+                len(self.record.criteria),
+                stored_feature_dim(self.record.engine_config),
+            )
         )
 
         async def add() -> list[ClipState]:
@@ -1243,7 +1258,10 @@ class CampaignRuntime:
             start, batch = len(self.clips), self._next_clip_batch
             has_criteria = bool(self.record.engine_config["criteria"])
             engine_batch = ClipBatch(
-                columns.scores if has_criteria else None, columns.contexts, columns.groups
+                columns.scores if has_criteria else None,
+                columns.contexts,
+                columns.groups,
+                columns.features,
             )
             safety, withheld = self._safety_policy(columns)
             now = utcnow()
@@ -2163,4 +2181,5 @@ __all__ = [
     "emoji_thresholds",
     "engine_config",
     "scale_levels",
+    "stored_feature_dim",
 ]

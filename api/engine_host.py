@@ -68,11 +68,13 @@ class EngineStopped(RuntimeError):
 class ClipBatch:
     """A batch of clips for `Campaign.add_clips`: scores aligned with the criteria (None when
     the campaign has none; rows with None, or an array with NaN, where a score is missing),
-    and each clip's context and group."""
+    each clip's context and group, and its feature vector where the campaign has a feature
+    gate (rows or an (n, D) array; None otherwise)."""
 
     scores: list[list[float | None]] | np.ndarray | None
     contexts: list[str | None]
     groups: list[str | None]
+    features: list[list[float]] | np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,8 +167,15 @@ class CampaignEngine:
         scores = batch.scores
         if isinstance(scores, np.ndarray):
             scores = torch.from_numpy(scores)
+        features = batch.features
+        if isinstance(features, np.ndarray):
+            features = torch.from_numpy(features)
         self.campaign.add_clips(
-            scores, count=len(batch.contexts), contexts=batch.contexts, groups=batch.groups
+            scores,
+            count=len(batch.contexts),
+            contexts=batch.contexts,
+            groups=batch.groups,
+            features=features,
         )
 
     def hold(self, tasks: Sequence[Task]) -> None:

@@ -25,6 +25,7 @@ MAX_LEASE_SECONDS = 86_400.0
 MAX_SKIP_LIMIT = 1_000
 SkipLimit = Annotated[int, Meta(ge=1, le=MAX_SKIP_LIMIT)]
 MAX_REPORT_LIMIT = 1_000
+MAX_FEATURE_DIM = 64  # engine.campaign.MAX_FEATURE_DIM: the gate is K D wide
 ReportLimit = Annotated[int, Meta(ge=1, le=MAX_REPORT_LIMIT)]
 # a threshold on the "safety" score; scores are at most 1e6 in size (api/service.py)
 SafetyThreshold = Annotated[float, Meta(ge=-1e6, le=1e6)]
@@ -79,6 +80,9 @@ class CampaignCreate(_Input):
     # how the engine keeps the posterior (engine.forms): "blocks" holds millions of clips
     # (needs pair_scope "group" and one context per prompt), "dense" at most 20,000
     structure: Literal["dense", "blocks", "factorised"] = "dense"
+    # D: each clip's feature vector (e.g. a reduced prompt embedding, |p| about 1) gates the
+    # criterion weights, w(p) = w + W p (engine.gating); 0: no gate. Fixed at creation
+    feature_dim: Annotated[int, Meta(ge=0, le=MAX_FEATURE_DIM)] = 0
 
 
 class GoldPairIn(_Input):
@@ -122,6 +126,8 @@ class ClipIn(_Input):
     group: Label | None = None
     context: Label | None = None
     scores: dict[Criterion, float | None] = field(default_factory=dict)
+    # the campaign's feature_dim numbers, required where it has a feature gate, else absent
+    features: Annotated[list[float], Meta(max_length=MAX_FEATURE_DIM)] | None = None
 
 
 class ClipsIn(_Input):
@@ -196,6 +202,7 @@ class Campaign(Struct, kw_only=True):
     safety_threshold: float | None = None  # a "safety" score below it withholds a clip
     report_limit: int = 1  # distinct raters whose reports withhold a clip
     structure: str = "dense"  # how the engine keeps the posterior (engine.forms)
+    feature_dim: int = 0  # the length of a clip's feature vector; 0: no feature gate
 
 
 class SideBias(Struct, kw_only=True):
