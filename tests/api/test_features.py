@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from api.settings import Settings
 from engine.campaign import MAX_FEATURE_DIM as ENGINE_MAX_FEATURE_DIM
 from tests.api.conftest import ADMIN, answer
 from tests.api.conftest import Party as _Party
+from tests.api.test_snapshots import _metric
 
 CRITERIA = ["a", "b"]
 FEATURE_DIM = 3
@@ -218,3 +221,28 @@ def test_a_bad_bulk_row_is_named_and_writes_nothing(
     assert refused.status_code == 400, refused.text
     assert "line" in refused.text and "features" in refused.text
     assert _n_clips(client, cid) == 0
+
+
+def test_a_snapshot_of_a_gated_campaign_loads_to_the_state_of_a_full_replay(
+    settings: Settings,
+) -> None:
+    settings = replace(settings, snapshot_every=5)
+    with TestClient(app=create_app(settings)) as client:
+        cid = _campaign(client, pair_scope="group")
+        added = client.post(f"/v1/campaigns/{cid}/clips", json={"clips": _clips(9)}, headers=ADMIN)
+        assert added.status_code == 201, added.text
+        raters = [
+            client.post(f"/v1/campaigns/{cid}/raters", json={"name": n}, headers=ADMIN).json()
+            for n in ("r0", "r1", "r2")
+        ]
+        party = _Party(cid, [c["id"] for c in added.json()["clips"]], raters)
+        for step in range(17):  # 9 pairs in scope a rater
+            answer(client, party, step % 3)
+        before = _board(client, cid)
+        deadline = time.monotonic() + 10
+        while _metric(client, "ratingparty_snapshots_total", event="written") < 2:
+            assert time.monotonic() < deadline, "no snapshot was written"
+            time.sleep(0.05)
+    with TestClient(app=create_app(settings)) as client:
+        assert _board(client, cid) == before
+        assert _metric(client, "ratingparty_snapshots_total", event="loaded") == 1
