@@ -351,7 +351,7 @@ class Campaign:
             groups: prompt id per clip, for the same-group pairing scope (None: own group).
             features: (B, D) feature vectors, D = `config.feature_dim` (None: zeros, the
                 weights without the gate). A clip added after labels starts from what the
-                gate learned: its prior mean is `s' (m_w + m_W p)` (docs/MATH.md §8).
+                gate learned: its prior mean is `s' (m_w + m_{u_c} + M_W p)` (docs/MATH.md §8).
 
         Returns:
             The new clips' indices.

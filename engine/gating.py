@@ -53,7 +53,7 @@ def check_features(features: object, n_new: int, feature_dim: int, like: Tensor)
     if feature_dim == 0:
         raise ValueError("this campaign has no feature gate (CampaignConfig.feature_dim = 0)")
     if isinstance(features, Tensor):
-        values = features.to(like)
+        values = features.to(like).clone()  # the history keeps it: never the caller's memory
     else:
         rows = [[float(v) for v in row] for row in features]  # type: ignore[union-attr]
         if any(len(row) != feature_dim for row in rows):
