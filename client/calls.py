@@ -229,6 +229,8 @@ def clip_body(clip: ClipLike) -> dict[str, Any]:
     values = dataclasses.asdict(clip) if isinstance(clip, models.NewClip) else dict(clip)
     if values.get("scores") is None:
         values["scores"] = {}
+    if values.get("features") is None:
+        values.pop("features", None)  # a campaign without a feature gate takes none
     return values
 
 
@@ -292,6 +294,7 @@ def create_campaign(
     safety_threshold: float | None = None,
     report_limit: int = 1,
     structure: str | None = None,
+    feature_dim: int = 0,
 ) -> Call[models.Campaign]:
     body: dict[str, Any] = {
         "name": name,
@@ -304,6 +307,8 @@ def create_campaign(
     }
     if structure is not None:
         body["structure"] = structure
+    if feature_dim:
+        body["feature_dim"] = feature_dim
     if targets is not None:
         body["targets"] = dict(targets)
     if gold_rate:

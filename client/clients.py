@@ -141,12 +141,14 @@ class Client:
         safety_threshold: float | None = None,
         report_limit: int = 1,
         structure: str | None = None,
+        feature_dim: int = 0,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
         `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done; a clip
         whose "safety" score is below `safety_threshold`, or that `report_limit` raters
         reported, is withheld; `structure="blocks"` (with pair_scope "group") holds millions
-        of clips."""
+        of clips; `feature_dim` D > 0 gates the criterion weights by each clip's feature
+        vector (`NewClip.features`, D numbers)."""
         return self.run(
             calls.create_campaign(
                 name,
@@ -160,6 +162,7 @@ class Client:
                 safety_threshold=safety_threshold,
                 report_limit=report_limit,
                 structure=structure,
+                feature_dim=feature_dim,
             )
         )
 
@@ -436,12 +439,14 @@ class AsyncClient:
         safety_threshold: float | None = None,
         report_limit: int = 1,
         structure: str | None = None,
+        feature_dim: int = 0,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
         `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done; a clip
         whose "safety" score is below `safety_threshold`, or that `report_limit` raters
         reported, is withheld; `structure="blocks"` (with pair_scope "group") holds millions
-        of clips."""
+        of clips; `feature_dim` D > 0 gates the criterion weights by each clip's feature
+        vector (`NewClip.features`, D numbers)."""
         return await self.run(
             calls.create_campaign(
                 name,
@@ -455,6 +460,7 @@ class AsyncClient:
                 safety_threshold=safety_threshold,
                 report_limit=report_limit,
                 structure=structure,
+                feature_dim=feature_dim,
             )
         )
 

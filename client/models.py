@@ -32,17 +32,20 @@ class Campaign:
     safety_threshold: float | None = None  # a "safety" score below it withholds a clip
     report_limit: int = 1  # distinct raters whose reports withhold a clip
     structure: str = "dense"  # how the engine keeps the posterior: dense, blocks, factorised
+    feature_dim: int = 0  # the length of a clip's feature vector; 0: no feature gate
 
 
 @dataclass(frozen=True)
 class NewClip:
-    """A clip to add: `scores` maps criterion -> reward-model score (None = missing)."""
+    """A clip to add: `scores` maps criterion -> reward-model score (None = missing);
+    `features` its feature vector where the campaign has a feature gate (`feature_dim`)."""
 
     external_id: str
     uri: str
     group: str | None = None
     context: str | None = None
     scores: dict[str, float | None] | None = None
+    features: list[float] | None = None
 
 
 @dataclass(frozen=True)
