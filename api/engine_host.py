@@ -44,6 +44,7 @@ import torch
 from api import snapshots
 from engine import Campaign, CampaignConfig, Judgment, NoEligibleTaskError, Task
 from engine.stopping import Targets
+from engine.summaries import credible_halfwidth
 
 log = logging.getLogger("ratingparty.api")
 
@@ -318,7 +319,17 @@ class CampaignEngine:
                 )
                 for c, name in enumerate(self.campaign.context_names)
             ],
+            "gate": self._gate_rows(level),
         }
+
+    def _gate_rows(self, level: float) -> list[tuple[list[float], list[float], list[float]]]:
+        """The feature gate's columns W[:, d], one (mean, sd, half-width) row per feature;
+        none without a gate."""
+        if not self.campaign.config.feature_dim:
+            return []
+        mean, sd = self.campaign.gate_columns()
+        half = credible_halfwidth(sd, level)
+        return [(mean[d].tolist(), sd[d].tolist(), half[d].tolist()) for d in range(mean.shape[0])]
 
     def rater_stats(self, rater_ids: Sequence[int]) -> RaterStats:
         """Per rater: (noise sd, keep probability, P(random clicker), flagged)."""

@@ -321,11 +321,20 @@ class ContextWeights(Struct, kw_only=True):
     weights: list[Weight]
 
 
+class FeatureWeights(Struct, kw_only=True):
+    """Column d of the feature gate W: how feature d moves each criterion weight."""
+
+    feature: int
+    weights: list[Weight]
+
+
 class Weights(Struct, kw_only=True):
     criteria: list[str]
     level: float
     global_: list[Weight] = field(name="global")
     contexts: list[ContextWeights]
+    # a campaign with a feature gate: W by column, w(p) = global + W p; null without one
+    gate: list[FeatureWeights] | None = None
 
 
 class RaterStats(Struct, kw_only=True):

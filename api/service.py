@@ -932,6 +932,12 @@ class Service:
                 schemas.ContextWeights(context=name, weights=rows(mean, sd, half))
                 for name, mean, sd, half in read["contexts"]
             ],
+            gate=[
+                schemas.FeatureWeights(feature=d, weights=rows(*row))
+                for d, row in enumerate(read["gate"])
+            ]
+            if stored_feature_dim(runtime.record.engine_config)
+            else None,
         )
 
     async def raters(self, campaign_id: int) -> schemas.Raters:

@@ -21,7 +21,7 @@ from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
 from engine.ep import Refinement
 from engine.forms import FORMS, PendingTask, PosteriorForm, predict
-from engine.gating import check_features, gate_weights
+from engine.gating import check_features, gate_columns, gate_weights
 from engine.gold import GoldBook, GoldPair, gold_point, uniform_draw
 from engine.history import ClipsAdded, History, Refine, Refit
 from engine.likelihoods import (
@@ -1156,6 +1156,18 @@ class Campaign:
     def weights(self) -> WeightSummary:
         """The criterion weights' posterior: global and per context (w + w_c)."""
         return self._form.weights()
+
+    def gate_columns(self) -> tuple[Tensor, Tensor]:
+        """The feature gate's W by column, `W[:, d]` (how feature d moves each weight): (D, K)
+        posterior means and sds (engine.gating, MATH.md §8).
+
+        Raises:
+            ValueError: the campaign has no feature gate.
+        """
+        if not self.config.feature_dim:
+            raise ValueError("this campaign has no feature gate (CampaignConfig.feature_dim)")
+        layout, mean, cov = self._form.border()
+        return gate_columns(layout, mean, cov)
 
     def gate_weights(
         self,

@@ -105,6 +105,20 @@ def gate_weights(
     return out_mean, 0.5 * (out_cov + out_cov.transpose(1, 2))
 
 
+def gate_columns(layout: Layout, mean: Tensor, cov: Tensor) -> tuple[Tensor, Tensor]:
+    """W's columns under the border's Gaussian: `W[:, d]`, how feature d moves the K weights,
+    as (D, K) posterior means and sds (vec(W) stacks the columns, MATH.md §8).
+
+    Args:
+        layout: the border's named blocks (from 0), with a "gate" block.
+        mean, cov: the border's mean and covariance.
+    """
+    n_criteria = layout[WEIGHTS].size
+    gate = layout[GATE].index
+    sd = torch.diagonal(cov)[gate].clamp_min(0.0).sqrt()
+    return mean[gate].reshape(-1, n_criteria), sd.reshape(-1, n_criteria)
+
+
 def gate_variances(n_criteria: int, feature_dim: int, gate_scale: float, like: Tensor) -> Tensor:
     """(K D,) the prior variances of vec(W): `gate_scale^2` each (MATH.md §8)."""
     if not (gate_scale >= 0 and math.isfinite(gate_scale)):
@@ -112,4 +126,11 @@ def gate_variances(n_criteria: int, feature_dim: int, gate_scale: float, like: T
     return like.new_full((n_criteria * feature_dim,), gate_scale**2)
 
 
-__all__ = ["GATE", "check_features", "gate_loadings", "gate_variances", "gate_weights"]
+__all__ = [
+    "GATE",
+    "check_features",
+    "gate_columns",
+    "gate_loadings",
+    "gate_variances",
+    "gate_weights",
+]

@@ -16,6 +16,7 @@ from litestar.testing import TestClient
 from api.app import create_app
 from api.settings import Settings
 from engine.campaign import MAX_FEATURE_DIM as ENGINE_MAX_FEATURE_DIM
+from engine.state import quality_prior
 from tests.api.conftest import ADMIN, answer
 from tests.api.conftest import Party as _Party
 from tests.api.test_restart import _close
@@ -94,6 +95,15 @@ def test_features_are_stored_learned_and_replayed(settings: Settings, structure:
             answer(client, party, 0)
         before = _board(client, cid)
         assert len(before) == 18
+        weights = client.get(f"/v1/campaigns/{cid}/weights", headers=ADMIN).json()
+        gate = weights["gate"]
+        assert [column["feature"] for column in gate] == list(range(FEATURE_DIM))
+        for column in gate:
+            assert [w["criterion"] for w in column["weights"]] == CRITERIA
+            for w in column["weights"]:
+                # below the prior sd (the service's JOD prior): the labels taught it
+                assert 0 < w["sd"] < quality_prior(len(CRITERIA)).gate_sd
+                assert w["lower"] < w["mean"] < w["upper"]
     with TestClient(app=create_app(settings)) as client:  # a restart replays the database
         after = _board(client, cid)
     assert after == before
@@ -151,6 +161,7 @@ def test_features_for_a_campaign_without_a_gate_are_refused(client: TestClient) 
     assert refused.status_code == 400, refused.text
     assert "no feature gate" in refused.text
     assert _n_clips(client, cid) == 0
+    assert client.get(f"/v1/campaigns/{cid}/weights", headers=ADMIN).json()["gate"] is None
 
 
 @pytest.mark.parametrize("feature_dim", [-1, 65, "3"])
@@ -240,7 +251,7 @@ def test_a_snapshot_of_a_gated_campaign_loads_to_the_state_of_a_full_replay(
         for step in range(17):  # 9 pairs in scope a rater
             answer(client, party, step % 3)
         before = _board(client, cid)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # a loaded machine writes late
         while _metric(client, "ratingparty_snapshots_total", event="written") < 2:
             assert time.monotonic() < deadline, "no snapshot was written"
             time.sleep(0.05)

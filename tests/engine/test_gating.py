@@ -256,6 +256,19 @@ def test_a_clip_never_rated_is_predicted_through_the_gate() -> None:
     assert torch.allclose(posterior.item_mean[list(new)], expected, atol=ATOL, rtol=0)
 
 
+def test_gate_columns_read_vec_w_by_column() -> None:
+    campaign = _featured_campaign("blocks")
+    mean, sd = campaign.gate_columns()
+    block_mean, block_cov = campaign.posterior.block(GATE)
+    assert mean.shape == sd.shape == (4, 3)
+    assert torch.allclose(mean[2], block_mean[6:9], atol=ATOL, rtol=0)
+    assert torch.allclose(sd[2], torch.diagonal(block_cov)[6:9].sqrt(), atol=ATOL, rtol=0)
+    # W[:, d] is how feature d moves the weights: w(e_d) - w(0)
+    at_d, _ = campaign.gate_weights(torch.eye(4)[2:3])
+    at_zero, _ = campaign.gate_weights(torch.zeros(1, 4))
+    assert torch.allclose(at_d[0] - at_zero[0], mean[2], atol=ATOL, rtol=0)
+
+
 def test_gate_loadings_are_kron() -> None:
     scores = torch.tensor([[1.0, 2.0, 3.0]])
     features = torch.tensor([[0.5, -1.0]])
