@@ -8,9 +8,11 @@ the row to columns. Nothing of the body is kept beyond that. `ClipReader.finish`
 returns the columns (`ClipColumns`) or raises one 4xx that names each bad row by its line.
 
 JSON lines: one `ClipIn` object a line (`{"external_id", "uri", "group", "context",
-"scores": {criterion: number or null}}`), blank lines ignored. CSV: a header naming
-`external_id` and `uri`, optionally `group` and `context`, and one column per criterion
-(an empty cell is a missing score or no group/context).
+"scores": {criterion: number or null}, "features": [numbers]}`), blank lines ignored. CSV: a
+header naming `external_id` and `uri`, optionally `group` and `context`, one column per
+criterion (an empty cell is a missing score or no group/context), and `features` where the
+campaign has a feature gate (its numbers separated by spaces). A campaign with a feature gate
+needs every clip's feature vector, of its length and finite; one without takes none.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ MAX_ABS_SCORE = 1e12  # larger raw scores would overflow the per-campaign standa
 MAX_LINE_BYTES = 1_000_000  # a clip's line is well under 10 kB; no line grows the buffer past this
 MAX_PROBLEMS = 10  # bad rows named in one answer; reading stops there
 CSV_FIELDS = ("external_id", "uri", "group", "context")
+FEATURES = "features"  # the CSV column of a clip's feature vector
 
 
 class _PlainClipIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -48,6 +51,7 @@ class _PlainClipIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     scores: dict[Annotated[str, Meta(min_length=1, max_length=64)], float | None] = msgspec.field(
         default_factory=dict
     )
+    features: Annotated[list[float], Meta(max_length=64)] | None = None
 
 
 _DECODER = msgspec.json.Decoder(ClipIn, strict=True)
@@ -73,6 +77,9 @@ class ClipLike(Protocol):
     @property
     def scores(self) -> tuple[float | None, ...]: ...
 
+    @property
+    def features(self) -> tuple[float, ...] | None: ...
+
 
 @dataclass(frozen=True)
 class ClipColumns:
@@ -82,6 +89,8 @@ class ClipColumns:
         external_ids, uris, groups, contexts: one entry per clip, in upload order.
         scores: (n_clips, n_criteria) float64 raw scores aligned with the campaign's criteria,
             NaN where a score is missing.
+        features: (n_clips, D) float64 feature vectors where the campaign has a feature gate,
+            else None.
     """
 
     external_ids: list[str]
@@ -89,22 +98,29 @@ class ClipColumns:
     groups: list[str | None]
     contexts: list[str | None]
     scores: np.ndarray
+    features: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.external_ids)
 
     @classmethod
-    def of(cls, clips: Sequence[ClipLike], n_criteria: int) -> ClipColumns:
+    def of(cls, clips: Sequence[ClipLike], n_criteria: int, feature_dim: int = 0) -> ClipColumns:
         """The columns of validated clips (`NewClip`s)."""
         scores = np.array([c.scores for c in clips], dtype=np.float64).reshape(
             len(clips), n_criteria
         )
+        features = None
+        if feature_dim:
+            features = np.array([c.features for c in clips], dtype=np.float64).reshape(
+                len(clips), feature_dim
+            )
         return cls(
             [c.external_id for c in clips],
             [c.uri for c in clips],
             [c.group for c in clips],
             [c.context for c in clips],
             scores,
+            features,
         )
 
 
@@ -115,10 +131,15 @@ class ClipReader:
         fmt: "jsonl" or "csv".
         criteria: the campaign's criteria, in order.
         max_clips: most clips one upload may hold (413 beyond).
+        feature_dim: the length of every clip's feature vector (0: the campaign takes none).
     """
 
-    def __init__(self, fmt: BulkFormat, criteria: Sequence[str], max_clips: int) -> None:
+    def __init__(
+        self, fmt: BulkFormat, criteria: Sequence[str], max_clips: int, feature_dim: int = 0
+    ) -> None:
         self._fmt = fmt
+        self._feature_dim = feature_dim
+        self._features: list[tuple[float, ...]] = []
         self._criteria = tuple(criteria)
         self._known = frozenset(criteria)
         self._max_clips = max_clips
@@ -186,7 +207,14 @@ class ClipReader:
             )
         if not self._external_ids:
             raise BadRequest(detail="the upload holds no clips")
-        return ClipColumns(self._external_ids, self._uris, self._groups, self._contexts, scores)
+        features = None
+        if self._feature_dim:
+            features = np.array(self._features, dtype=np.float64).reshape(
+                len(self._features), self._feature_dim
+            )
+        return ClipColumns(
+            self._external_ids, self._uris, self._groups, self._contexts, scores, features
+        )
 
     # rows -------------------------------------------------------------------------------------
 
@@ -211,8 +239,14 @@ class ClipReader:
                     break
                 continue
             if clip.scores.keys() <= known:
-                clips.append(clip)
-                lines.append(line)
+                why = feature_problem(clip.features, self._feature_dim)
+                if why is None:
+                    clips.append(clip)
+                    lines.append(line)
+                else:
+                    self._problem(line, why)
+                    if self.failed:
+                        break
                 continue
             unknown = sorted(set(clip.scores) - known)
             self._problem(
@@ -257,15 +291,17 @@ class ClipReader:
 
     def _csv_header(self, row: list[str], line: int) -> None:
         names = [name.strip() for name in row]
-        unknown = [n for n in names if n not in CSV_FIELDS and n not in self._known]
+        allowed = (*CSV_FIELDS, FEATURES) if self._feature_dim else CSV_FIELDS
+        unknown = [n for n in names if n not in allowed and n not in self._known]
         repeated = sorted({n for n in names if names.count(n) > 1})
-        missing = [n for n in ("external_id", "uri") if n not in names]
+        required = ("external_id", "uri", FEATURES) if self._feature_dim else ("external_id", "uri")
+        missing = [n for n in required if n not in names]
         if missing:
             self._problem(line, f"the header misses {missing}")
         if unknown:
             self._problem(
                 line,
-                f"the header names columns that are neither {list(CSV_FIELDS)} nor this "
+                f"the header names columns that are neither {list(allowed)} nor this "
                 f"campaign's criteria {list(self._criteria)}: {unknown}",
             )
         if repeated:
@@ -304,6 +340,18 @@ class ClipReader:
                 self._problem(line, f"score {name!r} = {cell!r} is not a finite number")
                 return None
             scores.append(value)
+        if self._feature_dim:
+            cells = row[columns[FEATURES]].split()
+            try:
+                values = [float(cell) for cell in cells]
+            except ValueError:
+                self._problem(line, f"features {row[columns[FEATURES]]!r} are not numbers")
+                return None
+            why = feature_problem(values, self._feature_dim)
+            if why is not None:
+                self._problem(line, why)
+                return None
+            clip = msgspec.structs.replace(clip, features=values)
         return clip, tuple(scores)
 
     def _keep(
@@ -340,11 +388,27 @@ class ClipReader:
         self._uris += [c.uri for c in clips]
         self._groups += [c.group for c in clips]
         self._contexts += [c.context for c in clips]
+        if self._feature_dim:
+            self._features += [tuple(c.features) for c in clips]
         self._scores += scores
         self._lines += lines
 
     def _problem(self, line: int, what: str) -> None:
         self._problems.append(f"line {line}: {what}")
+
+
+def feature_problem(features: Sequence[float] | None, feature_dim: int) -> str | None:
+    """What is wrong with a clip's feature vector for a campaign whose vectors have
+    `feature_dim` numbers (0: it takes none), or None."""
+    if not feature_dim:
+        return None if features is None else "this campaign has no feature gate: no features"
+    if features is None:
+        return f"features are required: {feature_dim} numbers"
+    if len(features) != feature_dim:
+        return f"features have {len(features)} numbers; this campaign's have {feature_dim}"
+    if not all(math.isfinite(v) and abs(v) <= MAX_ABS_SCORE for v in features):
+        return f"features must be finite numbers within +-{MAX_ABS_SCORE:g} (no NaN or infinity)"
+    return None
 
 
 def _csv_record_end(data: bytes) -> int:
@@ -374,4 +438,4 @@ def _readable(message: str) -> str:
     return f"{what} ({where})" if where else what
 
 
-__all__ = ["MAX_ABS_SCORE", "BulkFormat", "ClipColumns", "ClipReader"]
+__all__ = ["MAX_ABS_SCORE", "BulkFormat", "ClipColumns", "ClipReader", "feature_problem"]

@@ -142,16 +142,20 @@ def engine_config(
     emoji_levels: int | None,
     side_bias: dict[str, float] | None = None,
     both_threshold: float | None = None,
+    feature_dim: int = 0,
 ) -> dict[str, Any]:
     """The engine settings a new campaign is created with, as JSON (stored with the campaign,
     so a later change of these defaults never changes how an old campaign replays);
     `side_bias` the side offsets' prior (`SideBias` keywords), None to ignore sides;
     `both_threshold` tau of "both good" / "both bad" answers, None for none (the key is left
-    out then, so campaigns without it store what they always did)."""
+    out then, so campaigns without it store what they always did); `feature_dim` the length
+    of a clip's feature vector (engine.gating), 0 for no gate (left out then too)."""
     prior = quality_prior(len(criteria))
     side = {} if side_bias is None else {"side_bias": dict(side_bias)}
     if both_threshold is not None:
         side["both_threshold"] = float(both_threshold)
+    if feature_dim:
+        side["feature_dim"] = int(feature_dim)
     return {
         "criteria": list(criteria),
         "pair_scope": pair_scope,
@@ -212,6 +216,7 @@ def build_config(stored: dict[str, Any]) -> CampaignConfig:
         structure=stored.get("structure", "dense"),
         both_threshold=stored_both_threshold(stored),
         kset=None if stored.get("kset") is None else KSetOffer(**stored["kset"]),
+        feature_dim=stored_feature_dim(stored),
     )
 
 
@@ -219,6 +224,11 @@ def stored_both_threshold(stored: dict[str, Any]) -> float | None:
     """tau of "both good" / "both bad" of a stored `engine_config` (absent: no such answers)."""
     tau = stored.get("both_threshold")
     return None if tau is None else float(tau)
+
+
+def stored_feature_dim(stored: dict[str, Any]) -> int:
+    """The feature vectors' length of a stored `engine_config` (absent: 0, no gate)."""
+    return int(stored.get("feature_dim", 0))
 
 
 def stored_side_bias(stored: dict[str, Any]) -> SideBias | None:
@@ -464,6 +474,7 @@ class NewClip:
     group: str | None
     context: str | None
     scores: tuple[float | None, ...]
+    features: tuple[float, ...] | None = None  # where the campaign has a feature gate
 
 
 # the runtime --------------------------------------------------------------------------------
@@ -1415,7 +1426,11 @@ class CampaignRuntime:
         columns = (
             clips
             if isinstance(clips, ClipColumns)
-            else ClipColumns.of(clips, len(self.record.criteria))
+            else ClipColumns.of(
+                clips,
+                len(self.record.criteria),
+                stored_feature_dim(self.record.engine_config),
+            )
         )
 
         async def add() -> list[ClipState]:
@@ -1429,7 +1444,10 @@ class CampaignRuntime:
             start, batch = len(self.clips), self._next_clip_batch
             has_criteria = bool(self.record.engine_config["criteria"])
             engine_batch = ClipBatch(
-                columns.scores if has_criteria else None, columns.contexts, columns.groups
+                columns.scores if has_criteria else None,
+                columns.contexts,
+                columns.groups,
+                columns.features,
             )
             safety, withheld = self._safety_policy(columns)
             now = utcnow()
@@ -2365,5 +2383,6 @@ __all__ = [
     "emoji_thresholds",
     "engine_config",
     "scale_levels",
+    "stored_feature_dim",
     "stored_min_labels",
 ]

@@ -91,6 +91,8 @@ class ClipRow(SQLModel, table=True):
     prompt_group: str | None = None
     context: str | None = None
     scores: str  # JSON list aligned with the campaign's criteria; null where missing
+    # JSON list of the clip's feature vector where the campaign has a feature gate
+    features: str | None = None
     batch: int
     after_seq: int
     # retired by the operator: never offered, its labels stay

@@ -44,6 +44,7 @@ import torch
 from api import snapshots
 from engine import Campaign, CampaignConfig, Judgment, NoEligibleTaskError, Task
 from engine.stopping import Targets
+from engine.summaries import credible_halfwidth
 from engine.task_choice import kset_kind
 
 log = logging.getLogger("ratingparty.api")
@@ -69,11 +70,13 @@ class EngineStopped(RuntimeError):
 class ClipBatch:
     """A batch of clips for `Campaign.add_clips`: scores aligned with the criteria (None when
     the campaign has none; rows with None, or an array with NaN, where a score is missing),
-    and each clip's context and group."""
+    each clip's context and group, and its feature vector where the campaign has a feature
+    gate (rows or an (n, D) array; None otherwise)."""
 
     scores: list[list[float | None]] | np.ndarray | None
     contexts: list[str | None]
     groups: list[str | None]
+    features: list[list[float]] | np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,8 +175,15 @@ class CampaignEngine:
         scores = batch.scores
         if isinstance(scores, np.ndarray):
             scores = torch.from_numpy(scores)
+        features = batch.features
+        if isinstance(features, np.ndarray):
+            features = torch.from_numpy(features)
         self.campaign.add_clips(
-            scores, count=len(batch.contexts), contexts=batch.contexts, groups=batch.groups
+            scores,
+            count=len(batch.contexts),
+            contexts=batch.contexts,
+            groups=batch.groups,
+            features=features,
         )
 
     def hold(self, tasks: Sequence[Task]) -> None:
@@ -333,7 +343,17 @@ class CampaignEngine:
                 )
                 for c, name in enumerate(self.campaign.context_names)
             ],
+            "gate": self._gate_rows(level),
         }
+
+    def _gate_rows(self, level: float) -> list[tuple[list[float], list[float], list[float]]]:
+        """The feature gate's columns W[:, d], one (mean, sd, half-width) row per feature;
+        none without a gate."""
+        if not self.campaign.config.feature_dim:
+            return []
+        mean, sd = self.campaign.gate_columns()
+        half = credible_halfwidth(sd, level)
+        return [(mean[d].tolist(), sd[d].tolist(), half[d].tolist()) for d in range(mean.shape[0])]
 
     def rater_stats(self, rater_ids: Sequence[int]) -> RaterStats:
         """Per rater: (noise sd, keep probability, P(random clicker), flagged)."""

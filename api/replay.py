@@ -40,6 +40,9 @@ class ClipLike(Protocol):
     @property
     def group(self) -> str | None: ...
 
+    @property
+    def features(self) -> tuple[float, ...] | None: ...
+
 
 def read(
     db: Engine, campaign_id: int, with_snapshot: bool
@@ -138,11 +141,14 @@ def steps(
 
 
 def clip_batch(batch: Sequence[ClipLike], has_criteria: bool) -> ClipBatch:
-    """A clip batch as the engine takes it (no scores when the campaign has no criteria)."""
+    """A clip batch as the engine takes it (no scores when the campaign has no criteria;
+    feature vectors where its clips carry them)."""
+    gated = bool(batch) and batch[0].features is not None
     return ClipBatch(
         [list(c.scores) for c in batch] if has_criteria else None,
         [c.context for c in batch],
         [c.group for c in batch],
+        [list(c.features or ()) for c in batch] if gated else None,
     )
 
 

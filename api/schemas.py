@@ -25,6 +25,7 @@ MAX_LEASE_SECONDS = 86_400.0
 MAX_SKIP_LIMIT = 1_000
 SkipLimit = Annotated[int, Meta(ge=1, le=MAX_SKIP_LIMIT)]
 MAX_REPORT_LIMIT = 1_000
+MAX_FEATURE_DIM = 64  # engine.campaign.MAX_FEATURE_DIM: the gate is K D wide
 ReportLimit = Annotated[int, Meta(ge=1, le=MAX_REPORT_LIMIT)]
 MAX_MIN_LABELS = 1_000
 # the fewest labels each clip gets (engine.exposure): while a clip has fewer, answered plus
@@ -101,6 +102,9 @@ class CampaignCreate(_Input):
     # "both bad" (below -tau); null: pairs take no such answer. Needs ties; fixed at creation
     both_threshold: Annotated[float, Meta(ge=0, le=10)] | None = None
     kset: KSetIn | None = None  # fixed at creation; dense structure only
+    # D: each clip's feature vector (e.g. a reduced prompt embedding, |p| about 1) gates the
+    # criterion weights, w(p) = w + W p (engine.gating); 0: no gate. Fixed at creation
+    feature_dim: Annotated[int, Meta(ge=0, le=MAX_FEATURE_DIM)] = 0
 
 
 class GoldPairIn(_Input):
@@ -145,6 +149,8 @@ class ClipIn(_Input):
     group: Label | None = None
     context: Label | None = None
     scores: dict[Criterion, float | None] = field(default_factory=dict)
+    # the campaign's feature_dim numbers, required where it has a feature gate, else absent
+    features: Annotated[list[float], Meta(max_length=MAX_FEATURE_DIM)] | None = None
 
 
 class ClipsIn(_Input):
@@ -233,6 +239,7 @@ class Campaign(Struct, kw_only=True):
     # tau of "both good" / "both bad"; null: pairs take no such answer
     both_threshold: float | None = None
     kset: KSet | None = None  # the K-sets it may hand out; null: pairs and ratings only
+    feature_dim: int = 0  # the length of a clip's feature vector; 0: no feature gate
 
 
 class KSet(Struct, kw_only=True):
@@ -361,11 +368,20 @@ class ContextWeights(Struct, kw_only=True):
     weights: list[Weight]
 
 
+class FeatureWeights(Struct, kw_only=True):
+    """Column d of the feature gate W: how feature d moves each criterion weight."""
+
+    feature: int
+    weights: list[Weight]
+
+
 class Weights(Struct, kw_only=True):
     criteria: list[str]
     level: float
     global_: list[Weight] = field(name="global")
     contexts: list[ContextWeights]
+    # a campaign with a feature gate: W by column, w(p) = global + W p; null without one
+    gate: list[FeatureWeights] | None = None
 
 
 class RaterStats(Struct, kw_only=True):

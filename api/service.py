@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine, text
 
 from api import schemas, store
 from api.auth import hash_token, new_token
-from api.bulk import BulkFormat, ClipReader
+from api.bulk import BulkFormat, ClipReader, feature_problem
 from api.campaigns import (
     ACTIVE,
     CLOSED,
@@ -47,6 +47,7 @@ from api.campaigns import (
     engine_config,
     scale_levels,
     stored_both_threshold,
+    stored_feature_dim,
     stored_min_labels,
     stored_side_bias,
     utc,
@@ -283,6 +284,7 @@ class Service:
                 if body.side_bias is None
                 else {"global_sd": body.side_bias.global_sd, "rater_sd": body.side_bias.rater_sd},
                 body.both_threshold,
+                body.feature_dim,
             ),
             "safety_threshold": body.safety_threshold,
             "report_limit": body.report_limit,
@@ -539,7 +541,9 @@ class Service:
                 detail=f"{len(body.clips)} clips in one request; at most {limit} per request"
             )
         runtime = await self.runtime(campaign_id)
-        clips = _validated_clips(body.clips, runtime.record.criteria)
+        clips = _validated_clips(
+            body.clips, runtime.record.criteria, stored_feature_dim(runtime.record.engine_config)
+        )
         added = await runtime.add_clips(clips)
         return schemas.ClipsAdded(
             added=len(added),
@@ -558,7 +562,12 @@ class Service:
             Conflict: an external id exists already (from the runtime).
         """
         runtime = await self.runtime(campaign_id)
-        reader = ClipReader(fmt, runtime.record.criteria, self.settings.max_bulk_clips)
+        reader = ClipReader(
+            fmt,
+            runtime.record.criteria,
+            self.settings.max_bulk_clips,
+            stored_feature_dim(runtime.record.engine_config),
+        )
         body = _at_most(chunks, self.settings.max_bulk_bytes)
         with _no_cyclic_gc():
             try:
@@ -967,6 +976,12 @@ class Service:
                 schemas.ContextWeights(context=name, weights=rows(mean, sd, half))
                 for name, mean, sd, half in read["contexts"]
             ],
+            gate=[
+                schemas.FeatureWeights(feature=d, weights=rows(*row))
+                for d, row in enumerate(read["gate"])
+            ]
+            if stored_feature_dim(runtime.record.engine_config)
+            else None,
         )
 
     async def raters(self, campaign_id: int) -> schemas.Raters:
@@ -1183,6 +1198,7 @@ def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> sche
         targets=record.engine_config.get("targets") or None,
         both_threshold=stored_both_threshold(record.engine_config),
         kset=None if kset is None else schemas.KSet(**kset),
+        feature_dim=stored_feature_dim(record.engine_config),
     )
 
 
@@ -1240,8 +1256,11 @@ def _check_level(level: float) -> None:
         raise BadRequest(detail=f"level must be a credible level in (0, {MAX_LEVEL}], got {level}")
 
 
-def _validated_clips(clips: Sequence[schemas.ClipIn], criteria: Sequence[str]) -> list[NewClip]:
-    """Clips with scores aligned to `criteria`; every problem of the batch in one 400."""
+def _validated_clips(
+    clips: Sequence[schemas.ClipIn], criteria: Sequence[str], feature_dim: int = 0
+) -> list[NewClip]:
+    """Clips with scores aligned to `criteria` and feature vectors of `feature_dim` numbers
+    where the campaign has a feature gate; every problem of the batch in one 400."""
     problems: list[str] = []
     counts = Counter(clip.external_id for clip in clips)
     repeated = sorted(name for name, count in counts.items() if count > 1)
@@ -1262,8 +1281,12 @@ def _validated_clips(clips: Sequence[schemas.ClipIn], criteria: Sequence[str]) -
                     f"clips[{index}] ({clip.external_id!r}): score {name!r} = {value} is not a "
                     f"finite number within +-{MAX_ABS_SCORE:g} (use null for a missing score)"
                 )
+        why = feature_problem(clip.features, feature_dim)
+        if why is not None:
+            problems.append(f"clips[{index}] ({clip.external_id!r}): {why}")
         scores = tuple(clip.scores.get(name) for name in criteria)
-        out.append(NewClip(clip.external_id, clip.uri, clip.group, clip.context, scores))
+        features = None if clip.features is None else tuple(clip.features)
+        out.append(NewClip(clip.external_id, clip.uri, clip.group, clip.context, scores, features))
     if problems:
         shown = problems[:10] + (
             [f"... and {len(problems) - 10} more"] if len(problems) > 10 else []

@@ -51,6 +51,7 @@ _CLIP_COLUMNS = (
     "created_at",
     "withheld",
     "withheld_at",
+    "features",
 )
 _SCORES = msgspec.json.Encoder()
 EXPORT_BATCH = 2_000  # judgments read (and sent) at a time by an export
@@ -96,6 +97,7 @@ class ClipRecord:
     scores: tuple[float | None, ...]
     batch: int
     after_seq: int
+    features: tuple[float, ...] | None = None  # where the campaign has a feature gate
     retired: bool = False
     skips_cleared: int = 0
     withheld: str | None = None
@@ -367,6 +369,9 @@ def insert_clip_columns(
         n_clips = len(columns)
         # missing scores are NaN in the columns and null in the stored JSON, as msgspec writes
         scores = _SCORES.encode_lines(columns.scores.tolist()).decode().split("\n")[:-1]
+        features: Any = itertools.repeat(None)
+        if columns.features is not None:
+            features = _SCORES.encode_lines(columns.features.tolist()).decode().split("\n")[:-1]
         created: Any = utcnow()
         names = _CLIP_COLUMNS
         postgres = connection.dialect.name == "postgresql"
@@ -389,6 +394,7 @@ def insert_clip_columns(
             itertools.repeat(None)
             if withheld is None
             else (None if reason is None else created for reason in withheld),
+            features,
             strict=False,  # the repeats are endless; the columns have n_clips entries each
         )
         # the driver's own connection, in this transaction: SQLAlchemy's executemany costs
@@ -929,6 +935,7 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 scores=tuple(json.loads(r["scores"])),
                 batch=r["batch"],
                 after_seq=r["after_seq"],
+                features=None if r["features"] is None else tuple(json.loads(r["features"])),
                 retired=bool(r["retired"]),
                 skips_cleared=int(r["skips_cleared"]),
                 withheld=r["withheld"],

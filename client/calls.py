@@ -230,6 +230,8 @@ def clip_body(clip: ClipLike) -> dict[str, Any]:
     values = dataclasses.asdict(clip) if isinstance(clip, models.NewClip) else dict(clip)
     if values.get("scores") is None:
         values["scores"] = {}
+    if values.get("features") is None:
+        values.pop("features", None)  # a campaign without a feature gate takes none
     return values
 
 
@@ -296,6 +298,7 @@ def create_campaign(
     min_labels: int | None = None,
     both_threshold: float | None = None,
     kset: Mapping[str, Any] | None = None,
+    feature_dim: int = 0,
 ) -> Call[models.Campaign]:
     body: dict[str, Any] = {
         "name": name,
@@ -312,6 +315,8 @@ def create_campaign(
         body["min_labels"] = min_labels
     if kset is not None:
         body["kset"] = dict(kset)
+    if feature_dim:
+        body["feature_dim"] = feature_dim
     if targets is not None:
         body["targets"] = dict(targets)
     if gold_rate:

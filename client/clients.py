@@ -144,6 +144,7 @@ class Client:
         min_labels: int | None = None,
         both_threshold: float | None = None,
         kset: dict[str, Any] | None = None,
+        feature_dim: int = 0,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
         `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done; a clip
@@ -152,7 +153,9 @@ class Client:
         of clips; each clip gets `min_labels` labels at least (None: the service's default,
         2; 0: no floor); `both_threshold` (needs ties) lets pairs be answered "both_good" or
         "both_bad"; `kset` ({"size", "mode", "seconds"}, dense campaigns) hands out K clips
-        at once where they teach more per second."""
+        at once where they teach more per second; `feature_dim` D > 0
+        gates the criterion weights by each clip's feature vector (`NewClip.features`, D
+        numbers)."""
         return self.run(
             calls.create_campaign(
                 name,
@@ -169,6 +172,7 @@ class Client:
                 min_labels=min_labels,
                 both_threshold=both_threshold,
                 kset=kset,
+                feature_dim=feature_dim,
             )
         )
 
@@ -455,6 +459,7 @@ class AsyncClient:
         min_labels: int | None = None,
         both_threshold: float | None = None,
         kset: dict[str, Any] | None = None,
+        feature_dim: int = 0,
     ) -> models.Campaign:
         """A new campaign (criteria default to the service's five reward-model criteria);
         `targets` (`kendall_tau`, `confidence`, `interval_width`) say when it is done; a clip
@@ -463,7 +468,9 @@ class AsyncClient:
         of clips; each clip gets `min_labels` labels at least (None: the service's default,
         2; 0: no floor); `both_threshold` (needs ties) lets pairs be answered "both_good" or
         "both_bad"; `kset` ({"size", "mode", "seconds"}, dense campaigns) hands out K clips
-        at once where they teach more per second."""
+        at once where they teach more per second; `feature_dim` D > 0
+        gates the criterion weights by each clip's feature vector (`NewClip.features`, D
+        numbers)."""
         return await self.run(
             calls.create_campaign(
                 name,
@@ -480,6 +487,7 @@ class AsyncClient:
                 min_labels=min_labels,
                 both_threshold=both_threshold,
                 kset=kset,
+                feature_dim=feature_dim,
             )
         )
 

@@ -35,17 +35,20 @@ class Campaign:
     min_labels: int = 0  # the fewest labels each clip gets (0: no floor)
     both_threshold: float | None = None  # tau of "both good" / "both bad"; None: not taken
     kset: dict[str, Any] | None = None  # the K-sets it may hand out: size, mode, seconds
+    feature_dim: int = 0  # the length of a clip's feature vector; 0: no feature gate
 
 
 @dataclass(frozen=True)
 class NewClip:
-    """A clip to add: `scores` maps criterion -> reward-model score (None = missing)."""
+    """A clip to add: `scores` maps criterion -> reward-model score (None = missing);
+    `features` its feature vector where the campaign has a feature gate (`feature_dim`)."""
 
     external_id: str
     uri: str
     group: str | None = None
     context: str | None = None
     scores: dict[str, float | None] | None = None
+    features: list[float] | None = None
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 theta is a list of named blocks (docs/MATH.md §1, §6): the clip qualities, then the border that
 every clip shares: the global criterion weights, one offset block per context, then the extra
-blocks a campaign asks for (`Extra`: a side bias, ...), which clip priors do not load on and
-which questions load on through the border part of their direction (engine.update.Events).
+blocks a campaign asks for (`Extra`: a side bias, ...), which questions load on through the
+border part of their direction (engine.update.Events); of these only the feature gate's vec(W)
+("gate", engine.gating) carries clip priors' loadings.
 The dense form keeps theta = [quality | border] (`theta_layout`); the block form keeps the
 qualities by prompt and the border as its weight vector w (`border_layout`). Read-outs and
 tests name a block instead of computing offsets, so a block added to the border moves every
@@ -20,6 +21,7 @@ from torch import Tensor
 
 QUALITY = "quality"
 WEIGHTS = "weights"
+GATE = "gate"  # vec(W) of prompt-feature gating (engine.gating, MATH.md §8)
 
 
 def context_block(context: int) -> str:
@@ -123,6 +125,7 @@ def grown(extra: Extra, name: str, n_new: int) -> tuple[Extra, int]:
 
 
 __all__ = [
+    "GATE",
     "QUALITY",
     "WEIGHTS",
     "Block",

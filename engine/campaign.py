@@ -16,12 +16,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from engine.clips import ClipRegistry
+from engine.clips import DEFAULT_CONTEXT, ClipRegistry
 from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
 from engine.ep import Refinement
 from engine.exposure import Exposure
 from engine.forms import FORMS, DenseForm, PendingTask, PosteriorForm, predict
+from engine.gating import check_features, gate_columns, gate_weights
 from engine.gold import GoldBook, GoldPair, gold_point, uniform_draw
 from engine.history import ClipsAdded, History, Refine, Refit
 from engine.likelihoods import (
@@ -95,6 +96,8 @@ DEFAULT_CRITERIA = (
     "coherence_consistency",
     "bias_fairness",
 )  # MJ-VIDEO's five reward-model criteria
+# the gate's block is K D wide and sits among every prompt's local coordinates in block form
+MAX_FEATURE_DIM = 64
 PairScope = Literal["any", "group"]
 Structure = Literal["dense", "blocks", "factorised"]
 # the side offsets' EM (fit_prior): steps at most, and the relative move of the sd that ends it
@@ -163,6 +166,9 @@ class CampaignConfig:
             teaches more per second of rater time than the best pair (docs/MATH.md §3,
             K-sets); None (the default) asks pairs and ratings only. Needs the dense
             posterior: a K-set's gain reads its clips' joint covariance.
+        feature_dim: D, the length of each clip's feature vector (e.g. a reduced prompt
+            embedding); the criterion weights then vary with it, `w(p) = w + W p`, with vec(W)
+            a border block "gate" (engine.gating, docs/MATH.md §8). 0: no feature gate.
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -188,6 +194,7 @@ class CampaignConfig:
     gold_margin: float = 3.0
     min_labels: int = 2
     kset: KSetOffer | None = None
+    feature_dim: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.min_labels, bool) or not (
@@ -200,6 +207,12 @@ class CampaignConfig:
                 f"joint covariance, which the {self.structure!r} form's selection does not "
                 "build"
             )
+        if not 0 <= self.feature_dim <= MAX_FEATURE_DIM:
+            raise ValueError(
+                f"feature_dim must be in [0, {MAX_FEATURE_DIM}], got {self.feature_dim}"
+            )
+        if self.feature_dim and not self.criteria:
+            raise ValueError("a feature gate scales the criterion weights: it needs criteria")
         if self.both_threshold is not None and not (
             self.both_threshold >= 0 and math.isfinite(self.both_threshold)
         ):
@@ -335,7 +348,9 @@ class Campaign:
         self.dtype = dtype or default_dtype(self.device)
         self._like = torch.zeros((), dtype=self.dtype, device=self.device)
         n_criteria = len(self.config.criteria)
-        self._clips = ClipRegistry(n_criteria, self.device, self.dtype)
+        self._clips = ClipRegistry(
+            n_criteria, self.device, self.dtype, feature_dim=self.config.feature_dim
+        )
         self._raters = RaterBook()
         self._form: PosteriorForm = self._prior_form()
         # Clip batches and label batches in the order they happened: what replay() re-runs,
@@ -376,6 +391,7 @@ class Campaign:
         count: int | None = None,
         contexts: Sequence[Hashable | None] | None = None,
         groups: Sequence[Hashable | None] | None = None,
+        features: Sequence[Sequence[float]] | Tensor | None = None,
     ) -> range:
         """Add clips with their raw criterion scores (None or NaN where missing).
 
@@ -388,12 +404,16 @@ class Campaign:
             count: number of clips when no scores are given.
             contexts: prompt category per clip (None: the default context).
             groups: prompt id per clip, for the same-group pairing scope (None: own group).
+            features: (B, D) feature vectors, D = `config.feature_dim` (None: zeros, the
+                weights without the gate). A clip added after labels starts from what the
+                gate learned: its prior mean is `s' (m_w + m_{u_c} + M_W p)` (docs/MATH.md §8).
 
         Returns:
             The new clips' indices.
 
         Raises:
-            ValueError: wrong shapes or infinite scores; nothing is added then.
+            ValueError: wrong shapes, infinite scores, or a feature vector of the wrong length
+                or with NaN or infinity; nothing is added then.
         """
         raw = self._clips.as_scores(scores, count)
         n_new = raw.shape[0]
@@ -409,11 +429,16 @@ class Campaign:
                 'with an approximate posterior: CampaignConfig(structure="factorised")'
             )
         batch = self._clips.plan(
-            raw, contexts, groups, one_context_per_group=self.config.structure != "dense"
+            raw,
+            contexts,
+            groups,
+            one_context_per_group=self.config.structure != "dense",
+            features=features,
         )
         # Validated: commit.
         previous_contexts = self._clips.n_contexts
-        self._history.record(ClipsAdded(raw, tuple(contexts), tuple(groups)))
+        gate = batch.features if self.config.feature_dim else None
+        self._history.record(ClipsAdded(raw, tuple(contexts), tuple(groups), gate))
         before_labels = self._history.label_count == 0
         self._clips.commit(batch, refresh_statistics=before_labels)
         if before_labels:
@@ -425,6 +450,7 @@ class Campaign:
                 self._clips.standardised(raw),
                 batch.context,
                 batch.group,
+                gate,
             )
         return range(start, start + n_new)
 
@@ -445,6 +471,7 @@ class Campaign:
             self._clips.standardised(),
             self._clips.contexts,
             self.groups,
+            self._clips.features,
         )
         side = side or self.config.side_bias
         if side is not None:
@@ -1386,6 +1413,51 @@ class Campaign:
         """The criterion weights' posterior: global and per context (w + w_c)."""
         return self._form.weights()
 
+    def gate_columns(self) -> tuple[Tensor, Tensor]:
+        """The feature gate's W by column, `W[:, d]` (how feature d moves each weight): (D, K)
+        posterior means and sds (engine.gating, MATH.md §8).
+
+        Raises:
+            ValueError: the campaign has no feature gate.
+        """
+        if not self.config.feature_dim:
+            raise ValueError("this campaign has no feature gate (CampaignConfig.feature_dim)")
+        layout, mean, cov = self._form.border()
+        return gate_columns(layout, mean, cov)
+
+    def gate_weights(
+        self,
+        features: Sequence[Sequence[float]] | Tensor,
+        contexts: Sequence[Hashable | None] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The criterion weights at feature vectors p, `w(p) = w + W p`, plus each context's
+        offsets when `contexts` names them (None: the default context): their posterior mean
+        (B, K) and covariance (B, K, K) (engine.gating, MATH.md §8). With `contexts`, a clip
+        of these scores, features and context has prior mean `s' w(p)` over them.
+
+        Raises:
+            ValueError: the campaign has no feature gate, a bad feature vector, or an unknown
+                context.
+        """
+        if not self.config.feature_dim:
+            raise ValueError("this campaign has no feature gate (CampaignConfig.feature_dim)")
+        if isinstance(features, Tensor):
+            count = features.shape[0]
+        else:
+            features = list(features)
+            count = len(features)
+        values = check_features(features, count, self.config.feature_dim, self._like)
+        index = None
+        if contexts is not None:
+            names = {name: c for c, name in enumerate(self.context_names)}
+            chosen = [DEFAULT_CONTEXT if c is None else c for c in contexts]
+            unknown = [c for c in chosen if c not in names]
+            if unknown or len(chosen) != count:
+                raise ValueError(f"one known context per feature vector; unknown: {unknown}")
+            index = torch.tensor([names[c] for c in chosen], device=self.device)
+        layout, mean, cov = self._form.border()
+        return gate_weights(layout, mean, cov, values, index)
+
     def expected_kendall_tau(self) -> float:
         """How right the current ranking is expected to be: E[Kendall tau] between the posterior
         mean order and the truth, over the pairs in scope (engine.summaries)."""
@@ -1448,6 +1520,7 @@ class Campaign:
                     count=entry.raw_scores.shape[0],
                     contexts=entry.contexts,
                     groups=entry.groups,
+                    features=entry.features,
                 )
             else:
                 fresh.observe(entry)
@@ -1463,6 +1536,7 @@ def like_tensor(like: Tensor, values: Sequence[float]) -> Tensor:
 
 __all__ = [
     "DEFAULT_CRITERIA",
+    "MAX_FEATURE_DIM",
     "Campaign",
     "CampaignConfig",
     "Judgment",

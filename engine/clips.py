@@ -1,5 +1,6 @@
-"""The clip registry: every clip's raw reward-model scores, context and prompt group, and the
-campaign's score standardisation. One owner for these facts; the campaign asks it.
+"""The clip registry: every clip's raw reward-model scores, context, prompt group and feature
+vector, and the campaign's score standardisation. One owner for these facts; the campaign asks
+it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from engine.gating import check_features
 
 DEFAULT_CONTEXT = "default"
 
@@ -24,6 +27,7 @@ class ClipBatch:
     context_names: dict[Hashable, int]  # every context name after the batch
     group_names: dict[Hashable, int]  # every group name after the batch
     group_context: list[int]  # each group's context after the batch
+    features: Tensor  # (B, D) feature vectors (D = 0 without a feature gate)
 
 
 class ClipRegistry:
@@ -33,12 +37,18 @@ class ClipRegistry:
     Args:
         n_criteria: K, the reward model's criteria.
         device, dtype: where and how scores are kept.
+        feature_dim: D, the length of a clip's feature vector (0: no feature gate).
     """
 
-    def __init__(self, n_criteria: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, n_criteria: int, device: torch.device, dtype: torch.dtype, feature_dim: int = 0
+    ) -> None:
         self.n_criteria = n_criteria
+        self.feature_dim = feature_dim
         self.device, self.dtype = device, dtype
         self._raw = torch.zeros(0, n_criteria, dtype=dtype, device=device)
+        # raw, never standardised: a one-hot vector must stay one-hot (MATH.md §8)
+        self._features = torch.zeros(0, feature_dim, dtype=dtype, device=device)
         self._context_names: dict[Hashable, int] = {}
         self._group_names: dict[Hashable, int] = {}
         self._context: list[int] = []
@@ -71,6 +81,11 @@ class ClipRegistry:
     def contexts(self) -> Tensor:
         """(n,) long context ids."""
         return torch.tensor(self._context, dtype=torch.long, device=self.device)
+
+    @property
+    def features(self) -> Tensor | None:
+        """(n, D) every clip's feature vector; None without a feature gate."""
+        return self._features if self.feature_dim else None
 
     def same_group(self, first: int, second: int) -> bool:
         return self._group[first] == self._group[second]
@@ -111,16 +126,19 @@ class ClipRegistry:
         groups: Sequence[Hashable | None],
         *,
         one_context_per_group: bool,
+        features: object = None,
     ) -> ClipBatch:
-        """Validate a batch (contexts: None is the default; groups: None is the clip's own)
-        without registering it.
+        """Validate a batch (contexts: None is the default; groups: None is the clip's own;
+        features: rows of D numbers or a (B, D) tensor, None for zeros) without registering it.
 
         Raises:
-            ValueError: a length that disagrees, or (when asked) a group with two contexts.
+            ValueError: a length that disagrees, a feature vector of the wrong length or not
+                finite, or (when asked) a group with two contexts.
         """
         n_new, start = raw.shape[0], self.n_items
         if len(contexts) != n_new or len(groups) != n_new:
             raise ValueError(f"contexts and groups need one entry per clip ({n_new})")
+        checked = check_features(features, n_new, self.feature_dim, self._features)
         context_names = dict(self._context_names)
         context_index = [
             context_names.setdefault(DEFAULT_CONTEXT if c is None else c, len(context_names))
@@ -148,6 +166,7 @@ class ClipRegistry:
             context_names,
             group_names,
             group_context,
+            checked,
         )
 
     def commit(self, batch: ClipBatch, *, refresh_statistics: bool) -> None:
@@ -160,6 +179,7 @@ class ClipRegistry:
         self._group_context = batch.group_context
         self._groups_tensor = None
         self._raw = torch.cat((self._raw, batch.raw))
+        self._features = torch.cat((self._features, batch.features))
         if refresh_statistics:
             self._center, self._scale = score_statistics(self._raw)
 

@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 
 from engine.block_selection import GroupScreen, select_block_pairs, select_block_rating
-from engine.blocks import Layout, border_layout
+from engine.blocks import GATE, Layout, border_layout
 from engine.ep import Refinement, ep_refine
+from engine.gating import gate_variances
 from engine.neighbours import select_neighbour_pairs
 from engine.objectives import OBJECTIVES, outcome_probabilities
 from engine.scope import GroupBlocks, group_blocks, scope_pairs
@@ -83,8 +84,10 @@ class PosteriorForm(Protocol):
         scores: Tensor,
         context: Tensor,
         group: Tensor,
+        features: Tensor | None = None,
     ) -> None:
-        """Append contexts, then clips (standardised scores, context and group indices)."""
+        """Append contexts, then clips (standardised scores, context and group indices, and
+        feature vectors where the campaign has a feature gate, MATH.md §8)."""
         ...
 
     def observe(self, events: Events) -> float:
@@ -187,11 +190,16 @@ class DenseForm:
         scores: Tensor,
         context: Tensor,
         group: Tensor,
+        features: Tensor | None = None,
     ) -> DenseForm:
-        """The joint prior over the clips (MATH.md §1)."""
+        """The joint prior over the clips (MATH.md §1); with `features` (n, D), the feature
+        gate's vec(W) is made before them (MATH.md §8)."""
         posterior = empty_posterior(n_criteria, scales, device=scores.device, dtype=scores.dtype)
         posterior = add_contexts(posterior, n_contexts, scales)
-        return DenseForm(add_items(posterior, scores, context, scales))
+        if features is not None:
+            variances = gate_variances(n_criteria, features.shape[1], scales.gate_sd, scores)
+            posterior = grow_block(posterior, GATE, variances)
+        return DenseForm(add_items(posterior, scores, context, scales, features))
 
     @property
     def n_items(self) -> int:
@@ -204,9 +212,10 @@ class DenseForm:
         scores: Tensor,
         context: Tensor,
         group: Tensor,
+        features: Tensor | None = None,
     ) -> None:
         posterior = add_contexts(self.posterior, n_new_contexts, scales)
-        self.posterior = add_items(posterior, scores, context, scales)
+        self.posterior = add_items(posterior, scores, context, scales, features)
 
     def observe(self, events: Events) -> float:
         result = update_with_evidence(self.posterior, events)
@@ -400,10 +409,14 @@ class BlockForm:
         scores: Tensor,
         context: Tensor,
         group: Tensor,
+        features: Tensor | None = None,
     ) -> BlockForm:
         posterior = GroupedPosterior(n_criteria, scales, device=scores.device, dtype=scores.dtype)
+        if features is not None:
+            variances = gate_variances(n_criteria, features.shape[1], scales.gate_sd, scores)
+            posterior.grow_block(GATE, variances, local=True)
         form = cls(posterior)
-        form.add(scales, n_contexts, scores, context, group)
+        form.add(scales, n_contexts, scores, context, group, features)
         return form
 
     @property
@@ -417,9 +430,10 @@ class BlockForm:
         scores: Tensor,
         context: Tensor,
         group: Tensor,
+        features: Tensor | None = None,
     ) -> None:
         self.posterior.add_contexts(n_new_contexts, scales)
-        self.posterior.add_items(scores, context, group, scales)
+        self.posterior.add_items(scores, context, group, scales, features)
         for screen in self._screens.values():
             screen.dirty.update(group.tolist())
 

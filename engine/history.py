@@ -45,6 +45,7 @@ class ClipsAdded:
     raw_scores: Tensor
     contexts: tuple[Hashable | None, ...]
     groups: tuple[Hashable | None, ...]
+    features: Tensor | None = None  # (B, D) where the campaign has a feature gate
 
 
 Entry = ClipsAdded | Refine | Refit | tuple["Judgment", ...]

@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from engine.blocks import WEIGHTS, Extra, Layout, context_block, grown, theta_layout
+from engine.blocks import GATE, WEIGHTS, Extra, Layout, context_block, grown, theta_layout
+from engine.gating import gate_loadings
 
 
 @dataclass(frozen=True)
@@ -36,20 +37,29 @@ class PriorScales:
         context_scale: sd of each per-context offset from the global weights.
         residual_scale: sd tau of each clip's residual u_i (what the reward model misses).
         weight_mean: prior mean of the global weights; None means 0 for every criterion.
+        gate_scale: sd of each entry of the feature gate W (MATH.md §8); None follows
+            `context_scale`, so a unit-norm feature vector moves the weights as much a priori
+            as a context does (a one-hot feature vector is a context).
     """
 
     weight_scale: float = 0.5
     context_scale: float = 0.25
     residual_scale: float = 1.0
     weight_mean: tuple[float, ...] | None = None
+    gate_scale: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("weight_scale", "context_scale", "residual_scale"):
+        for name in ("weight_scale", "context_scale", "residual_scale", "gate_sd"):
             value = getattr(self, name)
             if not (value >= 0 and value < float("inf")):
                 raise ValueError(f"{name} must be finite and >= 0, got {value}")
         if self.residual_scale == 0:
             raise ValueError("residual_scale must be > 0: every clip needs some own variance")
+
+    @property
+    def gate_sd(self) -> float:
+        """The feature gate's prior sd: `gate_scale`, or `context_scale` when unset."""
+        return self.context_scale if self.gate_scale is None else self.gate_scale
 
 
 QUALITY_SD = 1.5  # JOD: a typical spread of clip quality in a JOD study
@@ -201,10 +211,12 @@ def add_items(
     scores: Tensor,
     context: Tensor,
     prior: PriorScales,
+    features: Tensor | None = None,
 ) -> Posterior:
     """Add B clips: `f_new = G theta_w + u_new`, conditioned exactly on everything learned so far.
 
-    Row b of G carries s_b at the global weights and at context c_b's offsets. u_new is
+    Row b of G carries s_b at the global weights and at context c_b's offsets, and
+    `p_b kron s_b` at the feature gate's vec(W) when the posterior has one (MATH.md §8). u_new is
     independent of theta, so `E f_new = G m_w`, `Cov(f_new, theta) = G S_w.`, and
     `Var f_new = G S_ww G' + diag(tau_b^2)` (MATH.md §1). A new clip therefore starts from what
     the reward model, through the weights learned so far, says about it.
@@ -214,6 +226,7 @@ def add_items(
         scores: (B, K) standardised scores, NaN where a score is missing.
         context: (B,) long context indices.
         prior: residual and weight scales (for the residual variance of missing scores).
+        features: (B, D) feature vectors, when the posterior has a "gate" block (K D).
 
     Returns:
         The posterior with the B new clips at item positions n .. n + B - 1.
@@ -221,6 +234,10 @@ def add_items(
     n_new, n_criteria = scores.shape[0], posterior.n_criteria
     if scores.shape != (n_new, n_criteria) or context.shape != (n_new,):
         raise ValueError(f"scores must be (B, {n_criteria}) and context (B,)")
+    layout = posterior.layout
+    gated = GATE in layout
+    if gated != (features is not None):
+        raise ValueError("features go with a posterior that has a feature gate, and only then")
     if n_new and n_criteria and int(context.max()) >= posterior.n_contexts:
         raise ValueError("a clip refers to a context the posterior does not have")
     n, size = posterior.n_items, posterior.mean.numel()
@@ -234,6 +251,11 @@ def add_items(
         rows = torch.arange(n_new, device=device).unsqueeze(-1)
         design[rows, posterior.weight_index()] = filled
         design[rows, posterior.context_weight_index(context)] += filled
+    if features is not None:
+        features = features.to(scores)
+        if features.shape[0] != n_new or layout[GATE].size != features.shape[1] * n_criteria:
+            raise ValueError(f"features must be (B, D) with D K = {layout[GATE].size}")
+        design[:, layout[GATE].index] = gate_loadings(filled, features)  # MATH.md eq. (8.1)
     cross = design @ posterior.cov  # B x P: Cov(f_new, theta)
     new_mean = design @ posterior.mean
     weight_second_moment = posterior.mean[n : n + n_criteria].square()
@@ -242,6 +264,11 @@ def add_items(
             weight_second_moment + torch.diagonal(posterior.cov)[n : n + n_criteria]
         )
     missing_var = (missing.to(dtype) * (weight_second_moment + prior.context_scale**2)).sum(-1)
+    if features is not None:
+        # a missing score's gate term s_k (W p)_k: E[(W p)_k^2] = gate_sd^2 |p|^2 (MATH.md §8)
+        missing_var = missing_var + missing.to(dtype).sum(-1) * gate_missing_variance(
+            features, prior
+        )
     residual_var = prior.residual_scale**2 + missing_var
     new_block = cross @ design.T + torch.diag(residual_var)
 
@@ -263,6 +290,12 @@ def add_items(
     return replace(posterior, mean=mean, cov=cov, n_items=n + n_new)
 
 
+def gate_missing_variance(features: Tensor, prior: PriorScales) -> Tensor:
+    """(B,) `gate_sd^2 |p_b|^2`: the prior variance of one criterion's gate weight (W p_b)_k,
+    which a missing score's term adds to the residual (MATH.md §8)."""
+    return prior.gate_sd**2 * features.square().sum(-1)
+
+
 __all__ = [
     "QUALITY_SD",
     "Posterior",
@@ -270,6 +303,7 @@ __all__ = [
     "add_contexts",
     "add_items",
     "empty_posterior",
+    "gate_missing_variance",
     "grow_block",
     "quality_prior",
 ]

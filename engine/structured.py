@@ -10,7 +10,9 @@ conditional form (docs/MATH.md §6):
     f_g | w ~ N(A_g w + b_g, P_g)         per group g, independent across groups given w
 
 A clip's row of A_g is supported on the global block and its own context's block only (a
-group's clips share one context), so it is stored as 2K numbers (`load`). One rank-1 step in
+group's clips share one context), so it is stored as 2K numbers (`load`), plus the local extra
+blocks' (the side offset b, and the feature gate's vec(W), on which every clip's prior loads
+with `p kron s`, MATH.md §8). One rank-1 step in
 group g, `m' = m + alpha S a`, `S' = S + beta (S a)(S a)'` (an ADF step, or an EP site change)
 becomes, with `u = P_g a`, `r = A_g' a`, `c = S_w r`, `q = r' c`, `k = beta / (1 + beta q)`:
 
@@ -45,11 +47,19 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from engine.blocks import Extra, Layout, border_layout
+from engine.blocks import GATE, Extra, Layout, border_layout
 from engine.ep import TOLERANCE, Sites, ep_sweeps
+from engine.gating import gate_loadings, gate_variances
 from engine.questions import NO_SECOND
 from engine.selection import Pending, in_sorted, shrink_coefficients
-from engine.state import Posterior, PriorScales, add_contexts, empty_posterior, grow_block
+from engine.state import (
+    Posterior,
+    PriorScales,
+    add_contexts,
+    empty_posterior,
+    gate_missing_variance,
+    grow_block,
+)
 from engine.update import BorderPart, Events, event_moment_function
 
 CHUNK_ELEMENTS = 2**18  # block entries per chunk of groups on a CPU: ~2 MiB of float64
@@ -235,6 +245,15 @@ class GroupedPosterior:
         extra = torch.cat([layout[name].positions(context.device) for name in self.local_extra])
         return torch.cat((index, extra.expand(*context.shape, extra.shape[0])), -1)
 
+    def _gate_offset(self) -> int | None:
+        """Where the feature gate's vec(W) starts in a group's local coordinates; None when the
+        border has no gate."""
+        if GATE not in self.local_extra:
+            return None
+        sizes = dict(self.extra)
+        before = self.local_extra[: self.local_extra.index(GATE)]
+        return 2 * self.n_criteria + sum(sizes[name] for name in before)
+
     @property
     def context(self) -> Tensor:
         """(n,) each clip's context (its group's)."""
@@ -261,11 +280,17 @@ class GroupedPosterior:
             self._single = None
 
     def add_items(
-        self, scores: Tensor, context: Tensor, group: Tensor, prior: PriorScales
+        self,
+        scores: Tensor,
+        context: Tensor,
+        group: Tensor,
+        prior: PriorScales,
+        features: Tensor | None = None,
     ) -> range:
-        """Add B clips: `f_b | w = s_b . (w + w_{c_b}) + u_b`, u_b ~ N(0, tau_b^2), independent
-        of every other clip given w (MATH.md §1; the same prior as `engine.state.add_items`,
-        with the missing-score variance `E[w_k^2] + sigma_context^2` per missing score).
+        """Add B clips: `f_b | w = s_b . (w + w_{c_b} + W p_b) + u_b`, u_b ~ N(0, tau_b^2),
+        independent of every other clip given w (MATH.md §1, §8; the same prior as
+        `engine.state.add_items`, with the missing-score variance
+        `E[w_k^2] + sigma_context^2 (+ gate_sd^2 |p_b|^2)` per missing score).
 
         Args:
             scores: (B, K) standardised scores, NaN where missing.
@@ -273,6 +298,7 @@ class GroupedPosterior:
             group: (B,) long group of each clip: an existing group, or a new one (ids past the
                 last group create groups up to the largest id). A group has one context.
             prior: the residual and context scales.
+            features: (B, D) feature vectors, when the border has the local "gate" block.
 
         Returns:
             The new clips' indices.
@@ -284,6 +310,13 @@ class GroupedPosterior:
         n_new, k = scores.shape[0], self.n_criteria
         if scores.shape != (n_new, k) or context.shape != (n_new,) or group.shape != (n_new,):
             raise ValueError(f"scores must be (B, {k}), context and group (B,)")
+        gate_at = self._gate_offset()
+        if (gate_at is None) != (features is None):
+            raise ValueError("features go with a border that has a feature gate, and only then")
+        if features is not None and (
+            features.shape[0] != n_new or features.shape[1] * k != self.blocks()[GATE].size
+        ):
+            raise ValueError(f"features must be (B, D) with D K = {self.blocks()[GATE].size}")
         device = self.offset.device
         context, group = context.to(device), group.to(device)
         start = self.n_items
@@ -324,7 +357,14 @@ class GroupedPosterior:
         missing_var = (missing.to(dtype) * (second_moment + prior.context_scale**2)).sum(-1)
         load = self.load.new_zeros(n_groups, width, self.n_local)
         load[:old_groups, :old_width] = self.load
-        load[group, slot, : 2 * k] = torch.cat((filled, filled), -1)  # none on local extras
+        load[group, slot, : 2 * k] = torch.cat((filled, filled), -1)  # none on other extras
+        if features is not None and gate_at is not None:
+            features = features.to(device=device, dtype=dtype)
+            gate = gate_loadings(filled, features)  # MATH.md eq. (8.1): p_b kron s_b
+            load[group, slot, gate_at : gate_at + gate.shape[1]] = gate
+            missing_var = missing_var + missing.to(dtype).sum(-1) * gate_missing_variance(
+                features, prior
+            )
         offset = self.offset.new_zeros(n_groups, width)
         offset[:old_groups, :old_width] = self.offset
         within = self.within.new_zeros(n_groups, width, width)
@@ -910,13 +950,18 @@ def grouped_prior(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float64,
+    features: Tensor | None = None,
 ) -> GroupedPosterior:
     """The prior over `scores`' clips (standardised, NaN where missing) in their contexts and
     groups: `engine.state`'s prior (`empty_posterior`, `add_contexts`, `add_items`) in
-    conditional form."""
+    conditional form; with `features` (n, D), the feature gate's vec(W) first (MATH.md §8)."""
     posterior = GroupedPosterior(scores.shape[1], prior, device=device, dtype=dtype)
     posterior.add_contexts(n_contexts, prior)
-    posterior.add_items(scores, context, group, prior)
+    if features is not None:
+        like = posterior.weight_mean
+        variances = gate_variances(scores.shape[1], features.shape[1], prior.gate_sd, like)
+        posterior.grow_block(GATE, variances, local=True)
+    posterior.add_items(scores, context, group, prior, features)
     return posterior
 
 

@@ -21,6 +21,8 @@ over-spreads (benchmarks/results/posterior_spread.md).
 
 from __future__ import annotations
 
+import numpy as np
+
 from engine import Campaign, CampaignConfig, PriorScales, SelectionOptions, SideBias
 from engine.adapters import JOD_NOISE_SD
 from engine.state import QUALITY_SD, quality_prior
@@ -65,6 +67,8 @@ def build_campaign(
     gold_seed: int = 0,
     min_labels: int = CampaignConfig.min_labels,
     items: int | None = None,
+    feature_gate: bool = False,
+    contexts: bool = True,
 ) -> Campaign:
     """A CPU float64 campaign over the problem's clips (scores only when `reward_model`;
     rater lapses modelled with a Beta `lapse_prior` on the keep probability when given; each
@@ -74,8 +78,12 @@ def build_campaign(
     `noise_sd` what it assumes, the simulator's defaults unless a benchmark varies them; gold
     questions at `gold_rate`, engine.gold; each clip given `min_labels` labels at least,
     engine.exposure; only the first `items` clips added when given, the others for the
-    caller to add with `add_problem_clips`)."""
+    caller to add with `add_problem_clips`; the problem's feature vectors through the
+    engine's feature gate when `feature_gate`, engine.gating; every clip in one context
+    unless `contexts`)."""
     use_scores = reward_model and problem.scores is not None
+    if feature_gate and (problem.features is None or not use_scores):
+        raise ValueError("a feature gate needs the problem's features and the reward model")
     config = CampaignConfig(
         criteria=problem.criteria if use_scores else (),
         prior=prior or prior_scales(len(problem.criteria) if use_scores else 0),
@@ -93,24 +101,63 @@ def build_campaign(
         gold_margin=gold_margin,
         gold_seed=gold_seed,
         min_labels=min_labels,
+        feature_dim=problem.features.shape[1]
+        if feature_gate and problem.features is not None
+        else 0,
     )
     campaign = Campaign(config, device="cpu")
-    add_problem_clips(campaign, problem, range(problem.n_items if items is None else items))
+    first = slice(0, problem.n_items if items is None else items)
+    add_clips(
+        campaign,
+        problem.scores[first] if use_scores else None,  # type: ignore[index]
+        problem.contexts[first],
+        problem.groups[first],
+        None if problem.features is None else problem.features[first],
+        feature_gate=feature_gate,
+        contexts=contexts,
+    )
     return campaign
 
 
 def add_problem_clips(campaign: Campaign, problem: Problem, clips: range) -> range:
     """Add the problem's clips `clips` (the next ones in order: the campaign's indices are
-    the problem's) with their scores when the campaign reads scores, contexts and groups."""
+    the problem's) with their scores when the campaign reads scores, their features when it
+    gates by them, contexts and groups."""
     if clips.start != campaign.n_items:
         raise ValueError(f"the next clip to add is {campaign.n_items}, not {clips.start}")
     index = list(clips)
     use_scores = bool(campaign.config.criteria) and problem.scores is not None
-    return campaign.add_clips(
+    return add_clips(
+        campaign,
         problem.scores[index] if use_scores else None,  # type: ignore[index]
-        count=len(index),
-        contexts=problem.contexts[index].tolist(),
-        groups=problem.groups[index].tolist(),
+        problem.contexts[index],
+        problem.groups[index],
+        None if problem.features is None else problem.features[index],
+        feature_gate=campaign.config.feature_dim > 0,
+        contexts=True,
+    )
+
+
+def add_clips(
+    campaign: Campaign,
+    scores: np.ndarray | None,
+    context: np.ndarray,
+    group: np.ndarray,
+    features: np.ndarray | None,
+    *,
+    feature_gate: bool,
+    contexts: bool,
+) -> range:
+    """Add clips to a campaign `build_campaign` made, the way it adds the problem's: scores
+    (None without the reward model), contexts unless `contexts` is off, features through the
+    gate when `feature_gate`. A clip added after labels is never rated: its posterior is the
+    engine's prediction from the reward model, the weights and the gate (MATH.md §8)."""
+    return campaign.add_clips(
+        scores,
+        count=len(group),
+        contexts=context.tolist() if contexts else None,
+        groups=group.tolist(),
+        features=features if feature_gate else None,
     )
 
 
@@ -118,6 +165,7 @@ __all__ = [
     "LAPSE_PRIOR",
     "QUALITY_SD",
     "WIDE_PRIOR",
+    "add_clips",
     "add_problem_clips",
     "build_campaign",
     "prior_scales",

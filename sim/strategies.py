@@ -249,6 +249,8 @@ class _EngineBacked:
     reliability: ClassVar[bool] = False
     structure: ClassVar[str] = "dense"
     side_bias: ClassVar[bool] = False
+    feature_gate: ClassVar[bool] = False  # weights gated by the prompt's features
+    contexts: ClassVar[bool] = True  # the problem's contexts (off: one context)
 
     def __init__(self, problem: Problem, seed: int) -> None:
         self.problem = problem
@@ -263,6 +265,8 @@ class _EngineBacked:
             side_bias=SideBias() if self.side_bias else None,
             # the raters' "both good" and "both bad", read as the world defines them
             both_threshold=problem.both_threshold,
+            feature_gate=self.feature_gate,
+            contexts=self.contexts,
         )
 
     def rater_key(self, rater: int) -> int | None:
@@ -368,6 +372,22 @@ class InformationGainSide(InformationGain):
 
     name: ClassVar[str] = "information_gain_side"
     side_bias: ClassVar[bool] = True
+
+
+class InformationGainGated(InformationGain):
+    """The engine with its weights gated by the prompt's feature vector, `w(p) = w + W p`
+    (engine.gating, MATH.md §8), instead of the problem's contexts."""
+
+    name: ClassVar[str] = "information_gain_gated"
+    feature_gate: ClassVar[bool] = True
+    contexts: ClassVar[bool] = False
+
+
+class InformationGainGlobal(InformationGain):
+    """The engine with one set of weights for every prompt: no contexts, no gate."""
+
+    name: ClassVar[str] = "information_gain_global"
+    contexts: ClassVar[bool] = False
 
 
 class PredictiveUncertainty(_EngineBacked):
@@ -538,6 +558,8 @@ STRATEGIES: dict[str, type] = {
     "information_gain_no_rm_eb": InformationGainNoPriorEB,
     "information_gain_reliable": InformationGainReliable,
     "information_gain_side": InformationGainSide,
+    "information_gain_gated": InformationGainGated,
+    "information_gain_global": InformationGainGlobal,
     "random": RandomPairs,
     "round_robin": RoundRobin,
     "nearest_means": NearestMeans,
@@ -564,6 +586,8 @@ __all__ = [
     "ArenaSampling",
     "InformationGain",
     "InformationGainBlocks",
+    "InformationGainGated",
+    "InformationGainGlobal",
     "InformationGainNoPrior",
     "InformationGainSide",
     "NearestMeans",

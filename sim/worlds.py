@@ -34,6 +34,7 @@ class Problem:
         tie_margin: the raters' tie margin (0 = forced choice).
         candidates: (P, 2) every pair (i < j) the scope allows.
         both_threshold: tau of the raters' "both good" / "both bad" (None: they only tie).
+        features: (n, D) each clip's prompt feature vector, or None (engine.gating).
     """
 
     n_items: int
@@ -45,6 +46,7 @@ class Problem:
     tie_margin: float
     candidates: np.ndarray
     both_threshold: float | None = None
+    features: np.ndarray | None = None
 
 
 def candidate_pairs(groups: np.ndarray, pair_scope: str) -> np.ndarray:
@@ -252,6 +254,184 @@ class SyntheticWorld(World):
 
 
 @dataclass(frozen=True)
+class GatedSpec:
+    """A world whose true weights vary smoothly with the prompt's features (MATH.md §8's
+    setting, with the truth not linear in them).
+
+    Prompt g has features p_g ~ N(0, I_D / D) (|p| about 1) and true weights
+    `w(p) = a (b + spread tanh(B p))`, b a unit vector, B ~ N(0, 1)^{K x D}, a set so that the
+    criteria explain `criteria_share` of the quality variance over prompts; clip i of prompt g
+    has `q_i = w(p_g) . c_i + u_i`, c_i ~ N(0, I_K). The reward model reports
+    `s_i = lam c_i + sqrt(1 - lam^2) e_i` (then an affine map per criterion), lam =
+    rm_correlation / sqrt(share), so `lam w(p)` are the weights of standardised scores the
+    engine should recover. The first `n_prompts` prompts are rated; `n_held_out` more are
+    never rated (their clips are `GatedWorld.held_out`). A campaign without a gate gets
+    contexts by k-means of the features into `n_clusters` (held-out prompts: the nearest
+    centre), the discrete stand-in an operator would use.
+
+    Attributes:
+        n_prompts, n_held_out, clips_per_prompt, n_criteria, feature_dim: sizes.
+        spread: how far the weights turn with the features (0: the same everywhere).
+        n_clusters: contexts made by clustering the features.
+        rm_correlation, criteria_share, quality_sd: as in `SyntheticSpec`.
+        raters: the rater population.
+    """
+
+    n_prompts: int = 60
+    n_held_out: int = 40
+    clips_per_prompt: int = 4
+    n_criteria: int = 5
+    feature_dim: int = 8
+    spread: float = 1.0
+    n_clusters: int = 4
+    rm_correlation: float = 0.8
+    criteria_share: float = 0.9
+    quality_sd: float = 1.5
+    raters: RaterSpec = field(default_factory=RaterSpec)
+
+    def __post_init__(self) -> None:
+        if self.n_prompts < 1 or self.n_held_out < 0 or self.clips_per_prompt < 2:
+            raise ValueError("need n_prompts >= 1, n_held_out >= 0 and clips_per_prompt >= 2")
+        if self.n_criteria < 1 or not 1 <= self.feature_dim <= 64:
+            raise ValueError("need n_criteria >= 1 and 1 <= feature_dim <= 64")
+        if not 1 <= self.n_clusters <= self.n_prompts:
+            raise ValueError("need 1 <= n_clusters <= n_prompts")
+        if not 0 < self.criteria_share <= 1 or self.quality_sd <= 0 or self.spread < 0:
+            raise ValueError("need criteria_share in (0, 1], quality_sd > 0 and spread >= 0")
+        if not 0 <= self.rm_correlation <= math.sqrt(self.criteria_share):
+            raise ValueError("rm_correlation must be in [0, sqrt(criteria_share)]")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Clips of prompts no rater sees: what a campaign is told of them, and their truth.
+
+    Attributes:
+        scores: (m, K) raw scores; features: (m, D); contexts: (m,) cluster of each clip's
+            prompt; groups: (m,) prompt ids, after the rated prompts'; quality: (m,) truth.
+        rm_quality: (m,) `w(p) . s` with the true weights and the reward model's standardised
+            scores: what a model that knew the weights could predict (a ceiling).
+    """
+
+    scores: np.ndarray
+    features: np.ndarray
+    contexts: np.ndarray
+    groups: np.ndarray
+    quality: np.ndarray
+    rm_quality: np.ndarray
+
+
+def cluster_features(
+    features: np.ndarray, n_clusters: int, rng: np.random.Generator, n_iter: int = 50
+) -> np.ndarray:
+    """(C, D) k-means centres of the rows of `features` (Lloyd's iterations from distinct
+    rows drawn by `rng`)."""
+    centres = features[rng.choice(len(features), n_clusters, replace=False)].copy()
+    for _ in range(n_iter):
+        label = nearest_centre(features, centres)
+        for c in range(n_clusters):
+            if np.any(label == c):
+                centres[c] = features[label == c].mean(0)
+    return centres
+
+
+def nearest_centre(features: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(n,) the index of each row's nearest centre."""
+    distance = ((features[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
+    return distance.argmin(1)
+
+
+class GatedWorld(World):
+    """A drawn `GatedSpec` world: rated prompts in `problem` (features and clustered
+    contexts), never-rated ones in `held_out`.
+
+    Args:
+        spec: sizes and knobs.
+        seed: draws the features, the weights, the clips, the scores and the raters.
+
+    Attributes:
+        prompt_features: (G, D) every prompt's features, rated ones first.
+        prompt_weights: (G, K) `lam w(p_g)`, the standardised scores' true weights.
+        held_out: the never-rated prompts' clips.
+    """
+
+    def __init__(self, spec: GatedSpec, seed: int) -> None:
+        self.spec = spec
+        rng = np.random.default_rng(seed)
+        k, d, m = spec.n_criteria, spec.feature_dim, spec.clips_per_prompt
+        n_prompts = spec.n_prompts + spec.n_held_out
+        features = rng.standard_normal((n_prompts, d)) / math.sqrt(d)
+        base = rng.standard_normal(k)
+        base /= np.linalg.norm(base)
+        turn = rng.standard_normal((k, d))
+        raw_weights = base + spec.spread * np.tanh(features @ turn.T)  # G x K
+        size = math.sqrt(spec.criteria_share) * spec.quality_sd
+        weights = raw_weights * size / math.sqrt(np.mean((raw_weights**2).sum(1)))
+        group = np.repeat(np.arange(n_prompts), m)
+        criteria = rng.standard_normal((len(group), k))
+        residual = math.sqrt(1 - spec.criteria_share) * spec.quality_sd
+        quality = np.einsum("nk,nk->n", weights[group], criteria)
+        quality = quality + residual * rng.standard_normal(len(group))
+        lam = spec.rm_correlation / math.sqrt(spec.criteria_share)
+        standard = lam * criteria + math.sqrt(1 - lam**2) * rng.standard_normal(criteria.shape)
+        offset, scale = rng.uniform(2, 8, k), rng.uniform(0.5, 2, k)
+        scores = offset + scale * standard
+        rated = group < spec.n_prompts
+        centres = cluster_features(features[: spec.n_prompts], spec.n_clusters, rng)
+        context = nearest_centre(features, centres)[group]
+        self.prompt_features = features
+        self.prompt_weights = lam * weights
+        self.quality = quality[rated]
+        self.true_weights = None  # by prompt, not by context: `prompt_weights`
+        self.raters = RaterPool(spec.raters, rng)
+        names = DEFAULT_CRITERIA if k == len(DEFAULT_CRITERIA) else tuple(f"c{i}" for i in range(k))
+        self.problem = Problem(
+            n_items=int(rated.sum()),
+            criteria=names,
+            scores=scores[rated],
+            contexts=context[rated],
+            groups=group[rated],
+            pair_scope="group",
+            tie_margin=spec.raters.tie_margin,
+            both_threshold=spec.raters.both_threshold,
+            candidates=candidate_pairs(group[rated], "group"),
+            features=features[group[rated]],
+        )
+        rm_quality = np.einsum("nk,nk->n", weights[group], standard)
+        held = ~rated
+        self.held_out = HeldOut(
+            scores[held],
+            features[group[held]],
+            context[held],
+            group[held],
+            quality[held],
+            rm_quality[held],
+        )
+        self.truth = (
+            "the simulated true quality q = w(p) . criteria + residual (JOD), the weights a "
+            "smooth function of the prompt's features, drawn with the world's seed"
+        )
+        self.budget = None
+
+    def answer_pair(
+        self,
+        first: int,
+        second: int,
+        rater: int,
+        rng: np.random.Generator,
+        left: int | None = None,
+    ) -> tuple[Outcome, int]:
+        q = self.quality
+        return self.raters.answer_pair(q[first], q[second], rater, rng, left != second), rater
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "gated", "truth": self.truth, **self.spec.to_dict()}
+
+
+@dataclass(frozen=True)
 class Comparisons:
     """Recorded pairwise judgments, items named and indexed.
 
@@ -432,11 +612,16 @@ class ReplayWorld(World):
 
 __all__ = [
     "Comparisons",
+    "GatedSpec",
+    "GatedWorld",
+    "HeldOut",
     "Problem",
     "ReplayWorld",
     "SyntheticSpec",
     "SyntheticWorld",
     "World",
     "candidate_pairs",
+    "cluster_features",
     "load_comparisons",
+    "nearest_centre",
 ]

@@ -52,6 +52,7 @@ def test_campaign_create_list_read(client: TestClient) -> None:
         "targets": None,
         "both_threshold": None,
         "kset": None,
+        "feature_dim": 0,
     }
     assert datetime.fromisoformat(campaign["created_at"]).utcoffset().total_seconds() == 0
     defaults = client.post("/v1/campaigns", json={"name": "d"}, headers=ADMIN).json()

@@ -389,3 +389,31 @@ def test_a_kset_through_the_client(live: LiveServer) -> None:
             ann.rank(other.id, [ranking[0]] * 2)
         pairs = service.export(campaign.id, "preferences", "jsonl").splitlines()
         assert len(pairs) == 5  # best over 3, 2 others over the worst
+
+
+def test_a_campaign_with_a_feature_gate_through_the_client(live: LiveServer) -> None:
+    with Client(live.url, key=ADMIN_KEY) as service:
+        campaign = service.create_campaign("gated", criteria=["a", "b"], feature_dim=2)
+        assert campaign.feature_dim == 2
+        clips = [
+            NewClip(
+                f"e{i}",
+                f"https://example.org/{i}.mp4",
+                "g0",
+                scores={"a": float(i)},
+                features=[0.5, -0.5],
+            )
+            for i in range(3)
+        ]
+        assert service.add_clips(campaign.id, clips).added == 3
+        assert (
+            service.upload_clips(
+                campaign.id, [NewClip("e9", "https://example.org/9.mp4", "g1", features=[0.1, 0.2])]
+            ).n_clips
+            == 4
+        )
+        with pytest.raises(BadRequest, match="features"):
+            service.add_clips(campaign.id, [NewClip("bad", "u", features=[1.0])])
+        with pytest.raises(BadRequest, match="features"):
+            service.add_clips(campaign.id, [NewClip("bad", "u")])
+        assert service.campaign(campaign.id).n_clips == 4

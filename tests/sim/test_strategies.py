@@ -11,7 +11,15 @@ import pytest
 
 from sim.raters import RaterSpec
 from sim.strategies import STRATEGIES, make_strategy
-from sim.worlds import ReplayWorld, SyntheticSpec, SyntheticWorld, World, load_comparisons
+from sim.worlds import (
+    GatedSpec,
+    GatedWorld,
+    ReplayWorld,
+    SyntheticSpec,
+    SyntheticWorld,
+    World,
+    load_comparisons,
+)
 
 SEED = 0
 ROUNDS = 40
@@ -65,6 +73,8 @@ def _drive(world: World, name: str) -> int:
     that the world's availability mask allows at the time it is proposed.
     """
     problem = world.problem
+    if getattr(STRATEGIES[name], "feature_gate", False) and problem.features is None:
+        pytest.skip("a feature-gated strategy needs the problem's features (a gated world)")
     strategy = make_strategy(name, problem, SEED)
     slot = {(int(i), int(j)): p for p, (i, j) in enumerate(problem.candidates)}
     pending = np.zeros(len(problem.candidates), dtype=np.int64)
@@ -121,6 +131,18 @@ def test_replay_complete_log(name: str, tmp_path: Path) -> None:
     labels = _drive(world, name)
     assert labels == world.n_comparisons == 13
     assert not world.remaining_.any()
+
+
+@pytest.mark.parametrize("name", ["information_gain", "information_gain_gated"])
+def test_gated_world(name: str) -> None:
+    spec = GatedSpec(
+        n_prompts=4,
+        n_held_out=2,
+        clips_per_prompt=4,
+        n_clusters=2,
+        raters=RaterSpec(n_raters=6, concurrent=PENDING, tie_margin=0.3),
+    )
+    assert _drive(GatedWorld(spec, SEED), name) == ROUNDS
 
 
 def test_unknown_strategy_lists_known_names() -> None:
