@@ -17,6 +17,14 @@ import torch
 from torch import Tensor
 
 from engine.clips import ClipRegistry
+from engine.criteria import (
+    CRITERIA,
+    CriterionQuestions,
+    criterion_gains,
+    criterion_moments,
+    criterion_part,
+    criterion_values,
+)
 from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
 from engine.ep import Refinement
@@ -28,12 +36,14 @@ from engine.likelihoods import (
     level_cuts,
     outcome_cuts,
 )
+from engine.objectives import outcome_probabilities
 from engine.position import SIDE, SIDE_RATERS, SideBias, SideOffsets, side_offsets, side_part
 from engine.questions import (
     BOTH_ANSWERS,
     NO_SECOND,
     QUESTION_KINDS,
     Answer,
+    Criterion,
     KSet,
     Level,
     Pair,
@@ -68,6 +78,7 @@ from engine.stopping import (
     tau_quantile,
 )
 from engine.summaries import ClipSummary, WeightSummary, probability_positive
+from engine.task_choice import kset_candidates
 from engine.tasks import Task, TaskBook
 from engine.update import Events, interval_events
 
@@ -130,6 +141,9 @@ class CampaignConfig:
         gold_seed: fixes which of a rater's tasks are gold, and which gold pair.
         gold_margin: how far apart a gold pair's qualities are taken to be, in multiples of
             `noise_sd` (docs/MATH.md §3, gold paragraph).
+        criterion_questions: which criteria raters may also be asked about ("which is better
+            aligned?", engine.criteria, docs/MATH.md §8) and their model; None asks none.
+            Needs structure="dense".
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -153,8 +167,18 @@ class CampaignConfig:
     gold_rate: float = 0.0
     gold_seed: int = 0
     gold_margin: float = 3.0
+    criterion_questions: CriterionQuestions | None = None
 
     def __post_init__(self) -> None:
+        questions = self.criterion_questions
+        if questions is not None:
+            if self.structure != "dense":
+                raise ValueError(
+                    'criterion questions need structure="dense" (the block forms do not keep '
+                    "the per-clip criterion values local to their prompt)"
+                )
+            questions.columns(self.criteria)
+            questions.own_scales(self.criteria, self.prior)
         if self.both_threshold is not None and not (
             self.both_threshold >= 0 and math.isfinite(self.both_threshold)
         ):
@@ -255,6 +279,20 @@ class Judgment:
         """A K-set answer: `(best,)`, `(best, worst)` or the order, best first."""
         return cls(rater, KSet(tuple(items), mode), tuple(int(i) for i in answer), **kw)
 
+    @classmethod
+    def criterion(
+        cls,
+        rater: Hashable | None,
+        first: int,
+        second: int,
+        criterion: str,
+        outcome: Outcome | str,
+        **kw: float,
+    ) -> Judgment:
+        """`outcome` of clip `first` against clip `second` on `criterion` (win = first is
+        better aligned, safer, ...)."""
+        return cls(rater, Criterion(int(first), int(second), criterion), Outcome(outcome), **kw)
+
     @property
     def first(self) -> int:
         return self.question.direction[0]
@@ -346,6 +384,9 @@ class Campaign:
         groups = list(groups) if groups is not None else [None] * n_new
         start = self.n_items
         limit = FORMS[self.config.structure].max_items
+        if limit is not None and self.config.criterion_questions is not None:
+            # the dense covariance holds each clip's criterion coordinates too
+            limit //= 1 + len(self.config.criterion_questions.criteria)
         if limit is not None and start + n_new > limit:
             raise ValueError(
                 f"a campaign kept dense holds at most {limit:,} clips (its covariance is "
@@ -364,14 +405,36 @@ class Campaign:
         if before_labels:
             self._rebuild_prior()
         else:
+            standardised = self._clips.standardised(raw)
             self._form.add(
-                self.config.prior,
+                self._own_scales(self.config.prior),
                 self._clips.n_contexts - previous_contexts,
-                self._clips.standardised(raw),
+                standardised,
                 batch.context,
                 batch.group,
             )
+            self._add_criterion_values(self._form, standardised, self.config.prior)
         return range(start, start + n_new)
+
+    def _own_scales(self, scales: PriorScales) -> PriorScales:
+        """The prior scales the clips are added with: with criterion questions, the clip's
+        own residual r_i only (engine.criteria, docs/MATH.md §8)."""
+        questions = self.config.criterion_questions
+        return scales if questions is None else questions.own_scales(self.config.criteria, scales)
+
+    def _add_criterion_values(
+        self, form: PosteriorForm, scores: Tensor, scales: PriorScales
+    ) -> None:
+        """Give the form's last clips (standardised `scores`) their criterion coordinates."""
+        questions = self.config.criterion_questions
+        if questions is None:
+            return
+        form.add_criterion_values(  # type: ignore[attr-defined]
+            scores,
+            questions.columns(self.config.criteria),
+            questions.gamma(self.config.criteria, scales),
+            questions.residual_sd,
+        )
 
     def _rebuild_prior(self) -> None:
         self._form = self._prior_form()
@@ -382,7 +445,7 @@ class Campaign:
         scales = scales or self.config.prior
         form = FORMS[self.config.structure].prior(
             len(self.config.criteria),
-            scales,
+            self._own_scales(scales),
             self._clips.n_contexts,
             self._clips.standardised(),
             self._clips.contexts,
@@ -394,6 +457,7 @@ class Campaign:
             form.grow_block(
                 SIDE_RATERS, side.rater_variances(len(self._raters.side_slots), self._like)
             )
+        self._add_criterion_values(form, self._clips.standardised(), scales)
         return form
 
     def prior(self, scales: PriorScales | None = None) -> Posterior:
@@ -416,7 +480,7 @@ class Campaign:
         """
         log = self._clip_log
         config = self.config
-        pairs = any(j.question.kind == Pair.kind for j in log)
+        pairs = any(j.question.kind in (Pair.kind, Criterion.kind) for j in log)
         ratings = any(j.question.kind == Level.kind for j in log)
         fit = fit_hyperparameters(
             None,
@@ -541,6 +605,7 @@ class Campaign:
         return judgment
 
     def _n_outcomes(self, judgment: Judgment) -> int:
+        """How many answers a random click chooses among."""
         question = judgment.question
         count = question.n_answers(self.config.tie_margin, self.config.emoji_thresholds)
         both = self.config.both_threshold is not None and question.kind == Pair.kind
@@ -558,6 +623,17 @@ class Campaign:
         """Each event's (E z, Var z) under `form`: `pair_moments` for differences and single
         clips; for a pair's sum, E f_i + E f_j and 2 Var f_i + 2 Var f_j - Var(f_i - f_j)."""
         mu, var = form.pair_moments(events.first, events.second)
+        questions = self.config.criterion_questions
+        if questions is not None and events.border_index is not None:
+            # a criterion event's z = g_ik - g_jk: its moments from the dense posterior
+            start = form.border_blocks()[CRITERIA].start
+            on = torch.nonzero((events.border_index >= start).any(dim=1)).flatten()
+            if on.numel():
+                first, second = events.first[on], events.second[on]
+                n_asked = len(questions.criteria)
+                slot = events.border_index[on, 0] - start - first * n_asked
+                mu, var = mu.clone(), var.clone()
+                mu[on], var[on], _ = criterion_moments(form.dense(), first, second, slot, n_asked)
         if events.second_sign is None:
             return mu, var
         summed = torch.nonzero(events.second_sign > 0).flatten()
@@ -721,6 +797,14 @@ class Campaign:
             if not 0 <= item < n:
                 raise IndexError(f"clip {item} does not exist (0..{n - 1})")
         first, *others = question.items
+        if isinstance(question, Criterion):
+            questions = self.config.criterion_questions
+            asked = () if questions is None else questions.criteria
+            if question.criterion not in asked:
+                raise ValueError(
+                    f"this campaign does not ask about criterion {question.criterion!r}"
+                    + (f" (it asks about {list(asked)})" if asked else "")
+                )
         if isinstance(question, KSet) and not all(
             self._clips.same_group(first, other) for other in others
         ):
@@ -787,17 +871,27 @@ class Campaign:
         ]
         lapses = any(j.keep is not None and j.keep < 1 for j in judgments)
         events = [(j, e) for j, own in zip(judgments, per_judgment, strict=True) for e in own]
-        border = None
-        if self.config.side_bias is not None:
+        border: list[tuple[list[int], list[float]] | None] | None = None
+        questions = self.config.criterion_questions
+        if self.config.side_bias is not None or questions is not None:
             layout = self._form.border_blocks()  # positions only: no copy of the border
             slots = self._raters.side_slots
-            # a side loads on a comparison, not on where the pair stands
-            border = [
-                None
-                if j.left is None or e.sign > 0
-                else side_part(layout, slots.get(j.rater), j.left == e.first)
-                for j, e in events
-            ]
+            border = []
+            for j, e in events:
+                positions: list[int] = []
+                coefficients: list[float] = []
+                # a side loads on a comparison, not on where the pair stands
+                if self.config.side_bias is not None and j.left is not None and e.sign < 0:
+                    positions, coefficients = side_part(
+                        layout, slots.get(j.rater), j.left == e.first
+                    )
+                if questions is not None and isinstance(j.question, Criterion):
+                    # docs/MATH.md §8: g_ik - g_jk = f_i - f_j + t_ik - t_jk; first in the
+                    # part, which `_event_moments` reads back
+                    slot = questions.criteria.index(j.question.criterion)
+                    extra = criterion_part(layout, len(questions.criteria), e.first, e.second, slot)
+                    positions, coefficients = extra[0] + positions, extra[1] + coefficients
+                border.append((positions, coefficients) if positions else None)
         return interval_events(
             [e.first for _, e in events],
             [e.second for _, e in events],
@@ -847,10 +941,12 @@ class Campaign:
 
     def _pending_tasks(self) -> list[PendingTask]:
         """The pending tasks in hand-out order: (id, first, second or NO_SECOND, noise var)."""
+        # a gold answer never moves the clips: nothing to shrink; a criterion question moves
+        # them through its loading only, and is left out rather than shrunk as a pair
         return [
             (t.id, *t.question.direction, self.noise_sd(t.rater) ** 2)
             for t in self._tasks.pending
-            if t.gold is None  # a gold answer never moves the clips: nothing to shrink
+            if t.gold is None and t.question.kind != Criterion.kind
         ]
 
     def _excluded(self, exclude: Sequence[int]) -> Tensor:
@@ -937,6 +1033,90 @@ class Campaign:
         choice = self._form.select_rating(self._pending_tasks(), request)
         return self._task(rater, Level(choice.item), choice, hold)
 
+    def next_criterion(
+        self,
+        rater: Hashable | None = None,
+        *,
+        exclude: Sequence[int] = (),
+        hold: bool = True,
+    ) -> Task:
+        """The criterion question ("which is better aligned?", ...) with the most gain for
+        `rater` (CriterionQuestions.gain; docs/MATH.md §8), never one they answered.
+
+        Candidates: every asked criterion on the pairs of each prompt's most uncertain clips
+        (engine.task_choice.kset_candidates with size 2; one prompt of all clips when pairs
+        may cross prompts).
+
+        Raises:
+            CampaignDone: every target of `CampaignConfig.targets` is met.
+            NoEligibleTaskError: no criterion questions, or none left for this rater.
+        """
+        self._check_not_done()
+        questions = self.config.criterion_questions
+        if questions is None:
+            raise NoEligibleTaskError("this campaign asks no criterion questions")
+        posterior = self._form.dense()
+        groups = self.groups
+        if self.config.pair_scope != "group":
+            groups = torch.zeros_like(groups)
+        keep = torch.ones(self.n_items, dtype=torch.bool)
+        keep[list(set(exclude))] = False
+        clips = torch.nonzero(keep).flatten().to(self.device)
+        pairs = clips[kset_candidates(groups[clips], posterior.item_cov.diagonal()[clips], 2)]
+        n_asked = len(questions.criteria)
+        first = pairs[:, 0].repeat_interleave(n_asked)
+        second = pairs[:, 1].repeat_interleave(n_asked)
+        slot = torch.arange(n_asked, device=self.device).repeat(pairs.shape[0])
+        asked = {key for key in self._tasks.asked(rater) if key[0] == Criterion.kind}
+        asked |= {
+            t.question.key
+            for t in self._tasks.pending
+            if t.rater == rater and t.question.kind == Criterion.kind
+        }
+        fresh = torch.tensor(
+            [
+                Criterion(i, j, questions.criteria[k]).key not in asked
+                for i, j, k in zip(first.tolist(), second.tolist(), slot.tolist(), strict=True)
+            ],
+            dtype=torch.bool,
+            device=self.device,
+        )
+        first, second, slot = first[fresh], second[fresh], slot[fresh]
+        if first.numel() == 0:
+            raise NoEligibleTaskError("no criterion question is left for this rater")
+        noise_var = self.noise_sd(rater) ** 2
+        gains = criterion_gains(
+            posterior, first, second, slot, n_asked, noise_var, self.pair_cuts, questions.gain
+        )
+        pick = int(torch.argmax(gains))
+        mu, var, _ = criterion_moments(
+            posterior,
+            first[pick : pick + 1],
+            second[pick : pick + 1],
+            slot[pick : pick + 1],
+            n_asked,
+        )
+        probabilities = outcome_probabilities(mu, var, noise_var, self.pair_cuts)[0]
+        question = Criterion(
+            int(first[pick]), int(second[pick]), questions.criteria[int(slot[pick])]
+        )
+        task = self._tasks.new(rater, question, float(gains[pick]), tuple(probabilities.tolist()))
+        if hold:
+            self._tasks.hold(task)
+        return task
+
+    def criterion_values(self) -> tuple[Tensor, Tensor]:
+        """(n, Kc) posterior mean and sd of each clip's criterion values g_ik, columns in the
+        order of `CriterionQuestions.criteria` (docs/MATH.md §8).
+
+        Raises:
+            ValueError: the campaign asks no criterion questions.
+        """
+        questions = self.config.criterion_questions
+        if questions is None:
+            raise ValueError("this campaign asks no criterion questions")
+        return criterion_values(self._form.dense(), len(questions.criteria))
+
     def next_task(
         self,
         rater: Hashable | None = None,
@@ -1014,6 +1194,16 @@ class Campaign:
             or rating.gain / self._seconds(rating) > pairs[0].gain / self._seconds(pairs[0])
         ):
             chosen = [rating]
+        if self.config.criterion_questions is not None:
+            criterion = None
+            with contextlib.suppress(NoEligibleTaskError):
+                criterion = self.next_criterion(rater, exclude=exclude, hold=False)
+            if criterion is not None and (
+                not chosen
+                or criterion.gain / self._seconds(criterion)
+                > chosen[0].gain / self._seconds(chosen[0])
+            ):
+                chosen = [criterion]
         if not chosen:
             raise NoEligibleTaskError("no pair and no clip to rate is left for this rater")
         if hold:
@@ -1094,6 +1284,8 @@ class Campaign:
     def _seconds(self, task: Task) -> float:
         """The rater time a task of this kind takes (CampaignConfig.pair_seconds, ...)."""
         seconds = {Pair.kind: self.config.pair_seconds, Level.kind: self.config.rating_seconds}
+        if self.config.criterion_questions is not None:
+            seconds[Criterion.kind] = self.config.criterion_questions.seconds
         return seconds[task.question.kind]
 
     def _task(
