@@ -178,7 +178,6 @@ class CampaignConfig:
                     "the per-clip criterion values local to their prompt)"
                 )
             questions.columns(self.criteria)
-            questions.own_scales(self.criteria, self.prior)
         if self.both_threshold is not None and not (
             self.both_threshold >= 0 and math.isfinite(self.both_threshold)
         ):
@@ -321,6 +320,10 @@ class Campaign:
     ) -> None:
         self.config = config or CampaignConfig()
         self._initial_config = self.config  # fit_prior() changes config.prior; replay starts here
+        questions = self.config.criterion_questions
+        if questions is not None:
+            # the stated prior must leave the clips an own residual; a refit's is floored
+            questions.own_scales(self.config.criteria, self.config.prior)
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype or default_dtype(self.device)
         self._like = torch.zeros((), dtype=self.dtype, device=self.device)
@@ -420,7 +423,10 @@ class Campaign:
         """The prior scales the clips are added with: with criterion questions, the clip's
         own residual r_i only (engine.criteria, docs/MATH.md §8)."""
         questions = self.config.criterion_questions
-        return scales if questions is None else questions.own_scales(self.config.criteria, scales)
+        if questions is None:
+            return scales
+        # the configured prior was checked at creation; a refit's is floored, not refused
+        return questions.own_scales(self.config.criteria, scales, strict=False)
 
     def _add_criterion_values(
         self, form: PosteriorForm, scores: Tensor, scales: PriorScales
@@ -603,6 +609,14 @@ class Campaign:
         if judgment.keep is None and self.config.lapse_prior is not None:
             judgment = replace(judgment, keep=self.keep_probability(judgment.rater))
         return judgment
+
+    def _noise_scale(self, judgment: Judgment) -> float:
+        """A criterion answer's noise per unit of the rater's (CriterionQuestions.noise_scale);
+        1 for every other answer."""
+        questions = self.config.criterion_questions
+        if questions is None or judgment.question.kind != Criterion.kind:
+            return 1.0
+        return questions.noise_scale
 
     def _n_outcomes(self, judgment: Judgment) -> int:
         """How many answers a random click chooses among."""
@@ -896,7 +910,7 @@ class Campaign:
             [e.first for _, e in events],
             [e.second for _, e in events],
             [(e.lo, e.hi) for _, e in events],
-            [float(j.noise_sd) * e.noise_scale for j, e in events],  # type: ignore[arg-type]
+            [float(j.noise_sd) * e.noise_scale * self._noise_scale(j) for j, e in events],  # type: ignore[arg-type]
             self._like,
             keep=[1.0 if j.keep is None else j.keep for j, _ in events] if lapses else None,
             n_outcomes=[self._n_outcomes(j) for j, _ in events] if lapses else None,
@@ -1084,7 +1098,7 @@ class Campaign:
         first, second, slot = first[fresh], second[fresh], slot[fresh]
         if first.numel() == 0:
             raise NoEligibleTaskError("no criterion question is left for this rater")
-        noise_var = self.noise_sd(rater) ** 2
+        noise_var = (self.noise_sd(rater) * questions.noise_scale) ** 2
         gains = criterion_gains(
             posterior, first, second, slot, n_asked, noise_var, self.pair_cuts, questions.gain
         )

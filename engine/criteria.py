@@ -53,6 +53,9 @@ class CriterionQuestions:
             clips' qualities, I(y; f_i, f_j) (a pair's gain is that quantity too); "all",
             I(y; theta), the criterion values included.
         seconds: rater seconds per criterion question (prior of the task clock).
+        noise_scale: a criterion answer's noise sd (on the criteria's standardised scale)
+            per unit of the rater's noise sd on quality: the values g are in score units,
+            not in quality's.
     """
 
     criteria: tuple[str, ...]
@@ -60,6 +63,7 @@ class CriterionQuestions:
     loading: tuple[float, ...] | None = None
     gain: CriterionGain = "quality"
     seconds: float = 6.0
+    noise_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.criteria:
@@ -79,6 +83,8 @@ class CriterionQuestions:
             raise ValueError(f"gain is one of {CRITERION_GAINS}, got {self.gain!r}")
         if not (self.seconds > 0 and math.isfinite(self.seconds)):
             raise ValueError(f"seconds must be finite and > 0, got {self.seconds}")
+        if not (self.noise_scale > 0 and math.isfinite(self.noise_scale)):
+            raise ValueError(f"noise_scale must be finite and > 0, got {self.noise_scale}")
 
     def columns(self, all_criteria: Sequence[str]) -> list[int]:
         """Each asked criterion's column among the campaign's scores.
@@ -102,16 +108,27 @@ class CriterionQuestions:
             return [prior.weight_mean[k] for k in columns]
         return [prior.weight_scale] * len(columns)
 
-    def own_scales(self, all_criteria: Sequence[str], prior: PriorScales) -> PriorScales:
+    def own_scales(
+        self, all_criteria: Sequence[str], prior: PriorScales, strict: bool = True
+    ) -> PriorScales:
         """The prior with the clips' own residual r_i: `tau_r^2 = tau^2 - |gamma|^2 sd_v^2`,
         so that a clip's quality has the same prior as without criterion questions.
 
+        Args:
+            all_criteria: the campaign's criteria.
+            prior: the campaign's prior scales.
+            strict: raise where r_i would keep less than MIN_OWN_SHARE of tau^2; False keeps
+                that share instead (a refit's scales, empirical Bayes: the clip's prior is
+                then a little wider than tau^2).
+
         Raises:
-            ValueError: the loaded residuals would take all of the residual variance.
+            ValueError: strict, and the loaded residuals would take too much of tau^2.
         """
         loaded = sum(g * g for g in self.gamma(all_criteria, prior)) * self.residual_sd**2
         own = prior.residual_scale**2 - loaded
-        if own <= MIN_OWN_SHARE * prior.residual_scale**2:
+        if not strict:
+            own = max(own, MIN_OWN_SHARE * prior.residual_scale**2)
+        if own < MIN_OWN_SHARE * prior.residual_scale**2:
             raise ValueError(
                 f"the criterion residuals' share of the quality variance ({loaded:.3g}) leaves "
                 f"too little of residual_scale^2 = {prior.residual_scale**2:.3g} to the clip: "

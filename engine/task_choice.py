@@ -150,6 +150,7 @@ def choose_task(
     max_per_group: int = MAX_PER_GROUP,
     criteria: Sequence[str] = (),
     criterion_gain: CriterionGain = "quality",
+    criterion_noise_scale: float = 1.0,
 ) -> TaskChoice:
     """The task with the most information per second of rater time (MATH.md §3, K-sets).
 
@@ -165,6 +166,8 @@ def choose_task(
         criteria: the asked criteria, in the order of the posterior's criteria block
             (engine.criteria); given, criterion questions on the candidate pairs compete too.
         criterion_gain: what their gain counts (engine.criteria.CriterionQuestions.gain).
+        criterion_noise_scale: a criterion answer's noise sd per unit of the rater's
+            (engine.criteria.CriterionQuestions.noise_scale).
 
     Raises:
         ValueError: an unknown mode or a size outside 2..6; no candidate at all.
@@ -210,8 +213,9 @@ def choose_task(
         second = pairs[:, 1].repeat_interleave(n_asked)
         slot = torch.arange(n_asked, device=mean.device).repeat(pairs.shape[0])
         cuts = mean.new_zeros(1)  # forced choice, as the pairs and K-sets here
+        criterion_noise = noise_var * criterion_noise_scale**2
         gains = criterion_gains(
-            posterior, first, second, slot, n_asked, noise_var, cuts, criterion_gain
+            posterior, first, second, slot, n_asked, criterion_noise, cuts, criterion_gain
         )
         seconds = clock.seconds(Criterion.kind)
         if gains.numel():
@@ -221,7 +225,7 @@ def choose_task(
                 mu, var_z, _ = criterion_moments(
                     posterior, first[at], second[at], slot[at], n_asked
                 )
-                answers = outcome_probabilities(mu, var_z, noise_var, cuts)[0]
+                answers = outcome_probabilities(mu, var_z, criterion_noise, cuts)[0]
                 question = Criterion(int(first[pick]), int(second[pick]), criteria[int(slot[pick])])
                 # a pair's order: first wins, second wins
                 probabilities = (float(answers[1]), float(answers[0]))

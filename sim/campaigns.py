@@ -21,7 +21,14 @@ over-spreads (benchmarks/results/posterior_spread.md).
 
 from __future__ import annotations
 
-from engine import Campaign, CampaignConfig, PriorScales, SelectionOptions, SideBias
+from engine import (
+    Campaign,
+    CampaignConfig,
+    CriterionQuestions,
+    PriorScales,
+    SelectionOptions,
+    SideBias,
+)
 from engine.adapters import JOD_NOISE_SD
 from engine.state import QUALITY_SD, quality_prior
 from sim.worlds import Problem
@@ -63,6 +70,7 @@ def build_campaign(
     gold_rate: float = 0.0,
     gold_margin: float = 3.0,
     gold_seed: int = 0,
+    criterion_questions: CriterionQuestions | None = None,
 ) -> Campaign:
     """A CPU float64 campaign over the problem's clips (scores only when `reward_model`;
     rater lapses modelled with a Beta `lapse_prior` on the keep probability when given; each
@@ -70,7 +78,8 @@ def build_campaign(
     once the label count reaches each of `refit_prior_at`; the posterior kept as
     `structure` says, engine.forms; `prior` (default `prior_scales` of the criteria used) and
     `noise_sd` what it assumes, the simulator's defaults unless a benchmark varies them; gold
-    questions at `gold_rate`, engine.gold)."""
+    questions at `gold_rate`, engine.gold; criterion questions as `criterion_questions` says,
+    engine.criteria)."""
     use_scores = reward_model and problem.scores is not None
     config = CampaignConfig(
         criteria=problem.criteria if use_scores else (),
@@ -88,6 +97,7 @@ def build_campaign(
         gold_rate=gold_rate,
         gold_margin=gold_margin,
         gold_seed=gold_seed,
+        criterion_questions=criterion_questions,
     )
     campaign = Campaign(config, device="cpu")
     campaign.add_clips(

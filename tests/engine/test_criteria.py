@@ -313,7 +313,9 @@ def test_bad_criterion_input_is_refused_and_changes_nothing() -> None:
             criterion_questions=CriterionQuestions(("safety",)),
         )
     with pytest.raises(ValueError, match="too little"):
-        CampaignConfig(criterion_questions=CriterionQuestions(("safety",), residual_sd=5.0))
+        Campaign(
+            CampaignConfig(criterion_questions=CriterionQuestions(("safety",), residual_sd=5.0))
+        )
 
 
 def test_the_next_task_is_a_criterion_question_when_it_teaches_more_per_second() -> None:
@@ -366,3 +368,25 @@ def test_choose_task_weighs_criterion_questions_by_gain_per_second() -> None:
     )
     assert fast.gain == pytest.approx(float(expected[0]), rel=1e-12)
     assert sum(fast.probabilities) == pytest.approx(1.0)
+
+
+def test_a_criterion_answer_takes_the_raters_noise_times_the_noise_scale() -> None:
+    scaled = _campaign(noise_scale=0.5)
+    plain = _campaign()
+    scaled.observe([Judgment.criterion("a", 0, 1, "safety", "win", noise_sd=1.2)])
+    plain.observe([Judgment.criterion("a", 0, 1, "safety", "win", noise_sd=0.6)])
+    assert torch.allclose(scaled.posterior.cov, plain.posterior.cov, atol=1e-14)
+    assert torch.allclose(scaled.posterior.mean, plain.posterior.mean, atol=1e-14)
+    # a pair keeps the rater's own noise
+    scaled.observe([Judgment.pair("a", 0, 1, "win", noise_sd=1.2)])
+    plain.observe([Judgment.pair("a", 0, 1, "win", noise_sd=1.2)])
+    assert torch.allclose(scaled.posterior.mean, plain.posterior.mean, atol=1e-14)
+
+
+def test_empirical_bayes_refits_a_campaign_with_criterion_questions() -> None:
+    campaign = _campaign()
+    campaign.observe(_labels() * 3)
+    fit = campaign.fit_prior(max_evaluations=30)
+    assert fit.hyper.scales.residual_scale > 0
+    replayed = campaign.replay()
+    assert torch.equal(replayed.posterior.mean, campaign.posterior.mean)
