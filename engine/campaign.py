@@ -1070,32 +1070,33 @@ class Campaign:
         if questions is None:
             raise NoEligibleTaskError("this campaign asks no criterion questions")
         posterior = self._form.dense()
-        groups = self.groups
+        groups = self.groups.to(self.device)
         if self.config.pair_scope != "group":
             groups = torch.zeros_like(groups)
-        keep = torch.ones(self.n_items, dtype=torch.bool)
-        keep[list(set(exclude))] = False
-        clips = torch.nonzero(keep).flatten().to(self.device)
+        keep = torch.ones(self.n_items, dtype=torch.bool, device=self.device)
+        keep[self._excluded(exclude)] = False
+        clips = torch.nonzero(keep).flatten()
         pairs = clips[kset_candidates(groups[clips], posterior.item_cov.diagonal()[clips], 2)]
         n_asked = len(questions.criteria)
         first = pairs[:, 0].repeat_interleave(n_asked)
         second = pairs[:, 1].repeat_interleave(n_asked)
         slot = torch.arange(n_asked, device=self.device).repeat(pairs.shape[0])
-        asked = {key for key in self._tasks.asked(rater) if key[0] == Criterion.kind}
-        asked |= {
+        # what the rater answered or holds, as one code per (lower clip, upper clip, criterion)
+        keys = {key for key in self._tasks.asked(rater) if key[0] == Criterion.kind}
+        keys |= {
             t.question.key
             for t in self._tasks.pending
             if t.rater == rater and t.question.kind == Criterion.kind
         }
-        fresh = torch.tensor(
-            [
-                Criterion(i, j, questions.criteria[k]).key not in asked
-                for i, j, k in zip(first.tolist(), second.tolist(), slot.tolist(), strict=True)
-            ],
-            dtype=torch.bool,
-            device=self.device,
-        )
-        first, second, slot = first[fresh], second[fresh], slot[fresh]
+        if keys:
+            n, slots = self.n_items, {name: k for k, name in enumerate(questions.criteria)}
+            asked = torch.tensor(
+                [(low * n + high) * n_asked + slots[name] for _, name, low, high in keys],
+                device=self.device,
+            )
+            code = (first.minimum(second) * n + first.maximum(second)) * n_asked + slot
+            fresh = ~torch.isin(code, asked)
+            first, second, slot = first[fresh], second[fresh], slot[fresh]
         if first.numel() == 0:
             raise NoEligibleTaskError("no criterion question is left for this rater")
         noise_var = (self.noise_sd(rater) * questions.noise_scale) ** 2

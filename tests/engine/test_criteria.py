@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import norm
 
 from engine import Campaign, CampaignConfig, Judgment, Outcome
@@ -390,3 +392,43 @@ def test_empirical_bayes_refits_a_campaign_with_criterion_questions() -> None:
     assert fit.hyper.scales.residual_scale > 0
     replayed = campaign.replay()
     assert torch.equal(replayed.posterior.mean, campaign.posterior.mean)
+
+
+@settings(max_examples=25)
+@given(
+    st.integers(0, 2**16),
+    st.sampled_from(["win", "loss", "tie"]),
+    st.floats(0.1, 2.0),
+)
+def test_gains_and_covariance_invariants(seed: int, outcome: str, noise_sd: float) -> None:
+    """After random criterion answers the covariance is symmetric PSD; every gain is >= 0,
+    the same with the clips swapped, and the gain about quality is at most the whole gain."""
+    generator = torch.Generator().manual_seed(seed)
+    campaign = _campaign()
+    picks = torch.randint(0, 4, (3, 2), generator=generator)
+    for a, b in picks.tolist():
+        if a != b:
+            campaign.observe([Judgment.criterion("a", a, b, "safety", outcome)])
+    posterior = campaign.posterior
+    cov = posterior.cov
+    assert torch.allclose(cov, cov.T, atol=1e-12)
+    assert float(torch.linalg.eigvalsh(cov).min()) > -1e-9
+    first, second = torch.tensor([0, 1, 4, 5]), torch.tensor([2, 3, 6, 7])
+    slot = torch.tensor([0, 1, 1, 0])
+    cuts = campaign.pair_cuts
+    quality = criterion_gains(posterior, first, second, slot, 2, noise_sd**2, cuts, "quality")
+    swapped = criterion_gains(posterior, second, first, slot, 2, noise_sd**2, cuts, "quality")
+    everything = criterion_gains(posterior, first, second, slot, 2, noise_sd**2, cuts, "all")
+    assert bool((quality >= 0).all())
+    assert torch.allclose(quality, swapped, atol=1e-10)
+    assert bool((quality <= everything + 1e-10).all())
+
+
+def test_float32_smoke() -> None:
+    config = CampaignConfig(criterion_questions=CriterionQuestions(("safety",)))
+    campaign = Campaign(config, device="cpu", dtype=torch.float32)
+    campaign.add_clips(torch.randn(6, 5))
+    campaign.observe([Judgment.criterion("a", 0, 1, "safety", "win")])
+    task = campaign.next_criterion("a")
+    assert campaign.posterior.mean.dtype == torch.float32
+    assert math.isfinite(task.gain) and task.gain >= 0
