@@ -1052,10 +1052,12 @@ class Campaign:
         rater: Hashable | None = None,
         *,
         exclude: Sequence[int] = (),
+        forbidden_pairs: Tensor | Sequence[tuple[int, int]] | None = None,
         hold: bool = True,
     ) -> Task:
         """The criterion question ("which is better aligned?", ...) with the most gain for
-        `rater` (CriterionQuestions.gain; docs/MATH.md §8), never one they answered.
+        `rater` (CriterionQuestions.gain; docs/MATH.md §8), never one they answered nor one
+        about a pair of `forbidden_pairs` (either order).
 
         Candidates: every asked criterion on the pairs of each prompt's most uncertain clips
         (engine.task_choice.kset_candidates with size 2; one prompt of all clips when pairs
@@ -1077,6 +1079,13 @@ class Campaign:
         keep[self._excluded(exclude)] = False
         clips = torch.nonzero(keep).flatten()
         pairs = clips[kset_candidates(groups[clips], posterior.item_cov.diagonal()[clips], 2)]
+        n = self.n_items
+        if forbidden_pairs is not None:
+            barred = torch.as_tensor(forbidden_pairs, dtype=torch.long, device=self.device)
+            barred = barred.reshape(-1, 2)
+            barred_code = barred.min(dim=1).values * n + barred.max(dim=1).values
+            code = pairs.min(dim=1).values * n + pairs.max(dim=1).values
+            pairs = pairs[~torch.isin(code, barred_code)]
         n_asked = len(questions.criteria)
         first = pairs[:, 0].repeat_interleave(n_asked)
         second = pairs[:, 1].repeat_interleave(n_asked)
@@ -1089,7 +1098,7 @@ class Campaign:
             if t.rater == rater and t.question.kind == Criterion.kind
         }
         if keys:
-            n, slots = self.n_items, {name: k for k, name in enumerate(questions.criteria)}
+            slots = {name: k for k, name in enumerate(questions.criteria)}
             asked = torch.tensor(
                 [(low * n + high) * n_asked + slots[name] for _, name, low, high in keys],
                 device=self.device,
@@ -1212,7 +1221,9 @@ class Campaign:
         if self.config.criterion_questions is not None:
             criterion = None
             with contextlib.suppress(NoEligibleTaskError):
-                criterion = self.next_criterion(rater, exclude=exclude, hold=False)
+                criterion = self.next_criterion(
+                    rater, exclude=exclude, forbidden_pairs=forbidden_pairs, hold=False
+                )
             if criterion is not None and (
                 not chosen
                 or criterion.gain / self._seconds(criterion)

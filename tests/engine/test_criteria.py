@@ -432,3 +432,12 @@ def test_float32_smoke() -> None:
     task = campaign.next_criterion("a")
     assert campaign.posterior.mean.dtype == torch.float32
     assert math.isfinite(task.gain) and task.gain >= 0
+
+
+def test_forbidden_pairs_are_never_asked_about() -> None:
+    campaign = _campaign()
+    forbidden = [(i, j) for i in range(8) for j in range(i + 1, 8) if (i, j) != (5, 6)]
+    task = campaign.next_criterion("a", forbidden_pairs=forbidden, hold=False)
+    assert sorted(task.question.items) == [5, 6]
+    with pytest.raises(NoEligibleTaskError):
+        campaign.next_criterion("a", forbidden_pairs=[*forbidden, (6, 5)])
