@@ -63,15 +63,26 @@ from api.ownership import LeaseLost
 from api.settings import Settings
 from api.store import CampaignLog, CampaignRecord
 from api.writer import Writer
-from engine import CampaignConfig, Judgment, Outcome, PriorScales, SideBias, Task
+from engine import (
+    CampaignConfig,
+    CriterionQuestions,
+    Judgment,
+    Outcome,
+    PriorScales,
+    SideBias,
+    Task,
+)
 from engine.adapters import JOD_NOISE_SD
-from engine.questions import NO_SECOND, Question, question_of
+from engine.questions import NO_SECOND, Criterion, Question, question_of
 from engine.state import quality_prior
 from engine.stopping import Targets
 
 log = logging.getLogger("ratingparty.api")
 T = TypeVar("T")
 
+# a criterion answer's noise sd per unit of the rater's on quality (JOD_NOISE_SD): 0.74 on the
+# criteria's standardised scale, near the simulator's criterion raters (0.7, benchmarks/criteria)
+CRITERION_NOISE_SCALE = 0.5
 TIE_MARGIN = 0.5  # JOD: a third of a rater's noise sd, where real raters start saying "same"
 EMOJI_SPACING = 1.0  # JOD between neighbouring emoji thresholds (5 levels: -1.5 .. 1.5)
 LAPSE_PRIOR = (9.0, 1.0)  # keep probability ~ Beta(9, 1): most answers are meant
@@ -140,12 +151,22 @@ def engine_config(
     ties: bool,
     emoji_levels: int | None,
     side_bias: dict[str, float] | None = None,
+    criterion_questions: Sequence[str] | None = None,
+    criterion_gain: str = "quality",
 ) -> dict[str, Any]:
     """The engine settings a new campaign is created with, as JSON (stored with the campaign,
     so a later change of these defaults never changes how an old campaign replays);
-    `side_bias` the side offsets' prior (`SideBias` keywords), None to ignore sides."""
+    `side_bias` the side offsets' prior (`SideBias` keywords), None to ignore sides;
+    `criterion_questions` the criteria raters may also be asked about (engine.criteria),
+    None or empty for none, and `criterion_gain` what their gain counts."""
     prior = quality_prior(len(criteria))
     side = {} if side_bias is None else {"side_bias": dict(side_bias)}
+    if criterion_questions:
+        side["criterion_questions"] = {
+            "criteria": list(criterion_questions),
+            "gain": criterion_gain,
+            "noise_scale": CRITERION_NOISE_SCALE,
+        }
     return {
         "criteria": list(criteria),
         "pair_scope": pair_scope,
@@ -198,10 +219,22 @@ def build_config(stored: dict[str, Any]) -> CampaignConfig:
         learn_rater_noise=bool(stored["learn_rater_noise"]),
         targets=stored_targets(stored),
         side_bias=stored_side_bias(stored),
+        criterion_questions=stored_criterion_questions(stored),
         gold_rate=float(stored.get("gold_rate", 0.0)),
         gold_seed=int(stored.get("gold_seed", 0)),
         # campaigns stored before the choice existed are dense
         structure=stored.get("structure", "dense"),
+    )
+
+
+def stored_criterion_questions(stored: dict[str, Any]) -> CriterionQuestions | None:
+    """The criterion questions of a stored `engine_config` (absent: none are asked)."""
+    questions = stored.get("criterion_questions")
+    if questions is None:
+        return None
+    return CriterionQuestions(
+        tuple(questions["criteria"]),
+        **{k: v for k, v in questions.items() if k != "criteria"},
     )
 
 
@@ -337,9 +370,12 @@ class AssignmentState:
     released: bool = False  # expired and released from the engine's pending set
     withdrawn: str | None = None  # why the operator took it back (an answer then gets a 410)
     gold: Outcome | None = None  # a gold task's known answer (never shown to the rater)
+    criterion: str | None = None  # what a criterion question asks about; None: overall
 
     @property
     def question(self) -> Question:
+        if self.criterion is not None:
+            return Criterion(self.first, self.second, self.criterion)
         return question_of(self.first, self.second)
 
     @property
@@ -357,6 +393,30 @@ class AssignmentState:
     @property
     def pair(self) -> tuple[int, int]:
         return (min(self.first, self.second), max(self.first, self.second))
+
+
+OVERALL_QUESTION = "Which one is better?"
+# the page's words for the reward model's criteria (MJ-VIDEO's five); another criterion is
+# asked as "Which one is better on <criterion>?"
+CRITERION_WORDS = {
+    "alignment": "Which one is better aligned with the prompt?",
+    "safety": "Which one is safer?",
+    "fineness": "Which one is finer (sharper, more detailed)?",
+    "coherence_consistency": "Which one is more coherent and consistent?",
+    "bias_fairness": "Which one is fairer (less biased)?",
+}
+
+
+def question_words(criterion: str | None) -> str:
+    """A pair's question in words: overall, or about one criterion."""
+    if criterion is None:
+        return OVERALL_QUESTION
+    return CRITERION_WORDS.get(criterion, f"Which one is better on {criterion.replace('_', ' ')}?")
+
+
+def task_criterion(task: Task) -> str | None:
+    """The criterion a task's question asks about (engine.criteria); None: overall quality."""
+    return task.question.criterion if isinstance(task.question, Criterion) else None
 
 
 def task_key(first: int, second: int) -> tuple[int, int]:
@@ -504,6 +564,12 @@ class CampaignRuntime:
         self._snapshot_due = False
 
     @property
+    def criterion_questions(self) -> tuple[str, ...]:
+        """The criteria this campaign's raters may be asked about (engine.criteria)."""
+        stored = self.record.engine_config.get("criterion_questions")
+        return () if stored is None else tuple(stored["criteria"])
+
+    @property
     def scale_levels(self) -> int | None:
         """Levels of the engine's emoji scale: what a rating is checked against, also while
         the operator has turned rating tasks off."""
@@ -635,6 +701,7 @@ class CampaignRuntime:
                 record.swapped,
                 epoch(record.expires_at),
                 gold=None if record.gold is None else Outcome(record.gold),
+                criterion=record.criterion,
             )
             self.assignments[record.id] = state
             if judgment is not None:
@@ -936,6 +1003,7 @@ class CampaignRuntime:
             "swapped": swapped,
             "gain": float(task.gain),
             "gold": None if task.gold is None else task.gold.value,
+            "criterion": task_criterion(task),
             "expires_at": utc(expires_at),
         }
         try:
@@ -955,6 +1023,7 @@ class CampaignRuntime:
             swapped,
             expires_at,
             gold=task.gold,
+            criterion=task_criterion(task),
         )
         self.assignments[assignment_id] = state
         self._open(state)
@@ -996,7 +1065,12 @@ class CampaignRuntime:
     # answers ----------------------------------------------------------------------------------
 
     async def judge(
-        self, rater: RaterState, assignment_id: int, choice: str | None, level: int | None
+        self,
+        rater: RaterState,
+        assignment_id: int,
+        choice: str | None,
+        level: int | None,
+        criterion: str | None = None,
     ) -> JudgeResult:
         """Record an answer: once, idempotently; the label goes to the engine after commit.
 
@@ -1010,6 +1084,18 @@ class CampaignRuntime:
         state = self.assignments.get(assignment_id)
         if state is None or state.rater_id != rater.id:
             raise NotFound(detail=f"assignment {assignment_id} not found for this rater")
+        if criterion is not None and criterion != state.criterion:
+            known = self.criterion_questions
+            raise BadRequest(
+                detail=f"assignment {state.id} "
+                + (
+                    f"asks about {state.criterion!r}"
+                    if state.criterion is not None
+                    else "asks which is better overall"
+                )
+                + f", not about {criterion!r}"
+                + ("" if criterion in known else " (a criterion this campaign does not ask about)")
+            )
         outcome = self._check_answer(state, choice, level)
         if state.committing is not None:
             with contextlib.suppress(Exception):
@@ -1094,6 +1180,7 @@ class CampaignRuntime:
             "second": state.second,
             "outcome": None if outcome is None else outcome.value,
             "gold": None if state.gold is None else state.gold.value,
+            "criterion": state.criterion,
             "seq": seq,
         }
         try:
@@ -1114,7 +1201,8 @@ class CampaignRuntime:
                 state.rater_id,
                 state.question,
                 answer,  # type: ignore[arg-type]
-                left=state.left if state.is_pair else None,
+                # the side bias learns from overall comparisons only
+                left=state.left if state.is_pair and state.criterion is None else None,
                 gold=state.gold,
             )
             if not self._unapplied:

@@ -151,6 +151,8 @@ class AssignmentRow(SQLModel, table=True):
     gain: float
     # the known answer (engine Outcome of first vs second) of a gold task; never shown
     gold: str | None = None
+    # a criterion question's criterion ("which is better aligned?"); None: overall quality
+    criterion: str | None = None
     # open | answered | skipped | withdrawn (by the operator: a closed campaign, a retired
     # clip, a deactivated rater); an open one past expires_at is expired
     status: str = "open"
@@ -178,6 +180,7 @@ class JudgmentRow(SQLModel, table=True):
     outcome: str | None = None  # engine Outcome of first vs second (win = first is better)
     # an answer to a gold task: its known outcome; it moves no clip, only the rater's reliability
     gold: str | None = None
+    criterion: str | None = None  # the criterion a criterion question asked about
     seq: int | None = None
     batch: int | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)

@@ -187,17 +187,21 @@ class CampaignEngine:
         for those by `gold`); empty when nothing is left to ask."""
         forbidden = [*forbidden_pairs, *self._pairs] or None
         excluded = [*self._clips, *exclude]
+        ratings = self._ratings and self.campaign.level_cuts is not None
+        criteria = self.campaign.config.criterion_questions is not None
         try:
-            if not (self._ratings and self.campaign.level_cuts is not None):
+            if not (ratings or criteria):
                 return self.campaign.next_pairs(
                     rater, count, exclude=excluded, forbidden_pairs=forbidden
                 )
+            # with rating tasks off, every clip is left out of the ratings offered
+            no_ratings = [] if ratings else list(range(self.campaign.n_items))
             return self.campaign.next_tasks(
                 rater,
                 count,
                 exclude=excluded,
                 forbidden_pairs=forbidden,
-                skip_ratings=[*skip_ratings, *self._rating_clips],
+                skip_ratings=[*skip_ratings, *self._rating_clips, *no_ratings],
                 gold=False,
             )
         except NoEligibleTaskError:

@@ -3,12 +3,15 @@
 `judgments` rows carry who answered what about which clips as shown (left, right), plus the
 preference pair they imply (`prompt`, `chosen`, `rejected`: external ids; prompt is the clips'
 shared group), and `gold`: an answer to a gold question (engine.gold), which tested the rater
-and moved no clip. `preferences` keeps only the rows with a winner that are not gold, as
-reward-model training data. `clips` lists every clip once with its status (and when it was
-withheld). Each clip carries its status now (`active`, `retired`, `withheld:threshold` or
-`withheld:reports`), so a consumer can leave out what the operator took out. `leaderboard`
-is every clip by posterior rank (one posterior: the leaderboard when the export began). Each
-is rendered batch by batch (`render_chunks`), so the service streams it.
+and moved no clip. `preferences` keeps only the rows with a winner that are not gold and
+answer "which is better?", as reward-model training data; `criterion_preferences` the rows
+with a winner that answer a criterion question ("which is better aligned?"), one preference
+pair per criterion (`criterion` names it). `clips` lists every clip once with its status
+(and when it was withheld). Each clip carries its status now (`active`, `retired`,
+`withheld:threshold` or `withheld:reports`), so a consumer can leave out what the operator
+took out. `leaderboard` is every clip by posterior rank (one posterior: the leaderboard when
+the export began). Each is rendered batch by batch (`render_chunks`), so the service
+streams it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any, Literal
 from api.db import as_utc
 
 ExportFormat = Literal["csv", "jsonl"]
-ExportKind = Literal["judgments", "preferences", "clips", "leaderboard"]
+ExportKind = Literal["judgments", "preferences", "criterion_preferences", "clips", "leaderboard"]
 JUDGMENT_COLUMNS = (
     "judgment_id",
     "seq",
@@ -46,11 +49,24 @@ JUDGMENT_COLUMNS = (
     "chosen",
     "rejected",
     "created_at",
+    "criterion",
 )
 PREFERENCE_COLUMNS = (
     "prompt",
     "chosen",
     "rejected",
+    "chosen_uri",
+    "rejected_uri",
+    "chosen_status",
+    "rejected_status",
+    "rater_id",
+    "judgment_id",
+)
+CRITERION_PREFERENCE_COLUMNS = (
+    "prompt",
+    "chosen",
+    "rejected",
+    "criterion",
     "chosen_uri",
     "rejected_uri",
     "chosen_status",
@@ -84,6 +100,7 @@ LEADERBOARD_COLUMNS = (
 COLUMNS = {
     "judgments": JUDGMENT_COLUMNS,
     "preferences": PREFERENCE_COLUMNS,
+    "criterion_preferences": CRITERION_PREFERENCE_COLUMNS,
     "clips": CLIP_COLUMNS,
     "leaderboard": LEADERBOARD_COLUMNS,
 }
@@ -129,7 +146,13 @@ def render_chunks(
         else:
             rows = [with_preference(row) for row in batch]
         if kind == "preferences":
-            rows = [row for row in rows if row["chosen"] is not None and not row.get("gold")]
+            rows = [
+                row
+                for row in rows
+                if row["chosen"] is not None and not row.get("gold") and not row.get("criterion")
+            ]
+        if kind == "criterion_preferences":
+            rows = [row for row in rows if row["chosen"] is not None and row.get("criterion")]
         if fmt == "jsonl":
             yield "".join(json.dumps({c: row[c] for c in columns}) + "\n" for row in rows)
             continue

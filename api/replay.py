@@ -22,7 +22,7 @@ from api.engine_host import ClipBatch, EngineHost
 from api.metrics import Metrics
 from api.store import CampaignLog, CampaignRecord, ClipRecord, JudgmentRecord, SnapshotRecord
 from engine import Judgment, Outcome
-from engine.questions import NO_SECOND, question_of
+from engine.questions import NO_SECOND, Criterion, question_of
 
 log = logging.getLogger("ratingparty.api")
 Step = ClipBatch | list[Judgment]
@@ -148,9 +148,12 @@ def clip_batch(batch: Sequence[ClipLike], has_criteria: bool) -> ClipBatch:
 
 def engine_judgment(record: JudgmentRecord) -> Judgment:
     """A stored label as the engine's `Judgment`."""
+    gold = None if record.gold is None else Outcome(record.gold)
+    if record.criterion is not None:
+        criterion = Criterion(record.first, record.second, record.criterion)
+        return Judgment(record.rater_id, criterion, Outcome(record.outcome), gold=gold)
     question = question_of(record.first, record.second)
     answer = record.level if record.second == NO_SECOND else Outcome(record.outcome)
-    gold = None if record.gold is None else Outcome(record.gold)
     return Judgment(record.rater_id, question, answer, left=record.left, gold=gold)
 
 

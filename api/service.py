@@ -44,6 +44,7 @@ from api.campaigns import (
     build_config,
     emoji_thresholds,
     engine_config,
+    question_words,
     scale_levels,
     stored_side_bias,
     utc,
@@ -274,6 +275,8 @@ class Service:
                 None
                 if body.side_bias is None
                 else {"global_sd": body.side_bias.global_sd, "rater_sd": body.side_bias.rater_sd},
+                body.criterion_questions,
+                body.criterion_gain,
             ),
             "safety_threshold": body.safety_threshold,
             "report_limit": body.report_limit,
@@ -813,9 +816,12 @@ class Service:
             choices = ["left", "right", *(["tie"] if record.ties else []), "skip"]
         else:
             choices = ["skip"]
+        kind = "criterion" if state.criterion is not None else "pair" if state.is_pair else "rating"
         assignment = schemas.Assignment(
             id=state.id,
-            kind="pair" if state.is_pair else "rating",
+            kind=kind,
+            question=question_words(state.criterion) if state.is_pair else "",
+            criterion=state.criterion,
             left=_clip_view(runtime.clips[state.left]),
             right=_clip_view(runtime.clips[state.right]) if state.is_pair else None,
             expires_at=utc(state.expires_at),
@@ -830,7 +836,7 @@ class Service:
     ) -> schemas.JudgmentOut:
         """Record the rater's answer to their assignment (idempotent)."""
         runtime, rater = await self.rater(token)
-        result = await runtime.judge(rater, assignment_id, body.choice, body.level)
+        result = await runtime.judge(rater, assignment_id, body.choice, body.level, body.criterion)
         self.metrics.judgment(result.choice, result.duplicate)
         return schemas.JudgmentOut(
             assignment_id=result.assignment_id,
@@ -1139,6 +1145,9 @@ def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> sche
         safety_threshold=record.safety_threshold,
         report_limit=record.report_limit,
         structure=record.engine_config.get("structure", "dense"),
+        criterion_questions=list(
+            record.engine_config.get("criterion_questions", {}).get("criteria", [])
+        ),
     )
 
 

@@ -138,6 +138,7 @@ class AssignmentRecord:
     status: str
     expires_at: datetime
     gold: str | None = None
+    criterion: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class JudgmentRecord:
         return self.second if self.swapped else self.first
 
     gold: str | None = None
+    criterion: str | None = None  # a criterion question's criterion (engine.criteria)
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,7 @@ _ASSIGNMENT_COLUMNS = (
     "swapped",
     "gain",
     "gold",
+    "criterion",
     "status",
     "expires_at",
     "created_at",
@@ -296,6 +299,7 @@ _JUDGMENT_COLUMNS = (
     "second",
     "outcome",
     "gold",
+    "criterion",
     "seq",
     "created_at",
 )
@@ -438,7 +442,7 @@ def insert_rater(
 def insert_assignment(values: dict[str, Any]) -> Callable[[Connection], int]:
     """Op: insert an open assignment; returns its id."""
 
-    row = {"gold": None, **values, "status": "open", "created_at": utcnow()}
+    row = {"gold": None, "criterion": None, **values, "status": "open", "created_at": utcnow()}
 
     def op(connection: Connection) -> int:
         return int(_INSERT_ASSIGNMENT.execute(connection, row)[0][0])
@@ -449,7 +453,7 @@ def insert_assignment(values: dict[str, Any]) -> Callable[[Connection], int]:
 def insert_judgment(values: dict[str, Any], status: str) -> Callable[[Connection], int]:
     """Op: insert a judgment and close its assignment (`status`) in the same transaction."""
 
-    row = {"gold": None, **values, "created_at": utcnow()}
+    row = {"gold": None, "criterion": None, **values, "created_at": utcnow()}
     close = {"assignment_id": values["assignment_id"], "status": status}
 
     def op(connection: Connection) -> int:
@@ -941,6 +945,7 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 r["status"],
                 r["expires_at"],
                 r["gold"],
+                r["criterion"],
             )
             for r in connection.execute(
                 select(assignment_table)
@@ -962,6 +967,7 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 r["batch"],
                 bool(r["swapped"]),
                 r["gold"],
+                r["criterion"],
             )
             for r in connection.execute(
                 select(judgment_table, assignment_table.c.swapped)
@@ -1061,6 +1067,7 @@ def export_rows(
             judgment_table.c.choice,
             judgment_table.c.level,
             judgment_table.c.gold,
+            judgment_table.c.criterion,
             judgment_table.c.created_at,
             assignment_table.c.swapped,
             *(
@@ -1107,7 +1114,12 @@ def export_rows(
                         "assignment_id": row.assignment_id,
                         "rater_id": row.rater_id,
                         "rater_name": row.name,
-                        "kind": "pair" if row.second >= 0 else "rating",
+                        "kind": "criterion"
+                        if row.criterion is not None
+                        else "pair"
+                        if row.second >= 0
+                        else "rating",
+                        "criterion": row.criterion,
                         "left_external_id": left["external_id"],
                         "left_uri": left["uri"],
                         "left_group": left["prompt_group"],

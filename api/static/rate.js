@@ -309,9 +309,9 @@ function syncVideos(videos) {
 
 /** Build a task's DOM (hidden, so its media load while the rater looks at the current task). */
 function buildView(assignment) {
-  const sides = assignment.kind === "pair" ? ["left", "right"] : ["single"];
+  const sides = twoClips(assignment) ? ["left", "right"] : ["single"];
   const clips =
-    assignment.kind === "pair" ? [assignment.left, assignment.right] : [assignment.left];
+    twoClips(assignment) ? [assignment.left, assignment.right] : [assignment.left];
   const figures = sides.map((side, index) => {
     const label = side === "single" ? "The clip" : `${side === "left" ? "Left" : "Right"} clip`;
     const figure = h(
@@ -326,7 +326,8 @@ function buildView(assignment) {
     });
     return figure;
   });
-  const element = h("div", { class: `task ${assignment.kind}`, hidden: true }, figures);
+  const layout = twoClips(assignment) ? "pair" : assignment.kind;
+  const element = h("div", { class: `task ${layout}`, hidden: true }, figures);
   let stop = () => {};
   return {
     element,
@@ -355,6 +356,11 @@ function keycap(text) {
   return h("kbd", {}, text);
 }
 
+/** A pair, or a criterion question about a pair: two clips side by side. */
+function twoClips(assignment) {
+  return assignment.kind === "pair" || assignment.kind === "criterion";
+}
+
 function renderControls(assignment) {
   state.reporting = false;
   $("stage").dataset.reporting = "false";
@@ -362,8 +368,9 @@ function renderControls(assignment) {
   const choices = assignment.choices || [];
   const prompt = assignment.left.group ? `Prompt: ${assignment.left.group}` : "";
   $("prompt").textContent = prompt;
-  if (assignment.kind === "pair") {
-    $("question").textContent = "Which one is better?";
+  if (twoClips(assignment)) {
+    // a criterion question ("which is better aligned?") says itself which one
+    $("question").textContent = assignment.question || "Which one is better?";
     buttons.push(button("left", "Left", ["←", "1"], { choice: "left" }));
     if (choices.includes("tie")) buttons.push(button("tie", "Tie", ["↓", "3"], { choice: "tie" }));
     buttons.push(button("right", "Right", ["→", "2"], { choice: "right" }));
@@ -417,7 +424,7 @@ function startReport() {
   if (state.locked || !state.current) return;
   if (performance.now() - state.shownAt < INPUT_GUARD_MS) return;
   const assignment = state.current.assignment;
-  if (assignment.kind !== "pair") {
+  if (!twoClips(assignment)) {
     report("single");
     return;
   }
@@ -627,7 +634,7 @@ function keyToAnswer(event, assignment) {
   }
   if (key === "x") return () => startReport();
   if (key === " " || key === "s") return [{ choice: "skip" }, "skip"];
-  if (assignment.kind === "pair") {
+  if (twoClips(assignment)) {
     if (key === "ArrowLeft" || key === "1") return [{ choice: "left" }, "left"];
     if (key === "ArrowRight" || key === "2") return [{ choice: "right" }, "right"];
     if (key === "ArrowDown" || key === "3" || key === "t") return [{ choice: "tie" }, "tie"];

@@ -48,6 +48,7 @@ def test_campaign_create_list_read(client: TestClient) -> None:
         "safety_threshold": None,
         "report_limit": 1,
         "structure": "dense",
+        "criterion_questions": [],
     }
     assert datetime.fromisoformat(campaign["created_at"]).utcoffset().total_seconds() == 0
     defaults = client.post("/v1/campaigns", json={"name": "d"}, headers=ADMIN).json()
