@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-items", type=int, default=48)
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--every", type=int, default=25)
-    parser.add_argument("--reps", type=int, default=4)
+    parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--criterion-noise", type=float, default=0.7)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--name", default="criteria", help="results file name")
