@@ -5,8 +5,8 @@ prompt, K = 5 true criteria that all count positively toward quality, a reward m
 correlation 0.7 and 20 raters who answer overall questions with their quality noise and
 criterion questions on the clips' true criterion values with their own criterion noise
 (`--criterion-noise`, on the criteria's unit scale). The engine asks one rater at a time,
-whatever `Campaign.next_tasks` chooses by gain per second (6 s for either kind). Three arms on
-the same worlds:
+whatever `Campaign.next_tasks` chooses by gain per second (6 s for either kind). Four arms on
+the same worlds (drawn from `--seed`):
 
 - `pairs`: no criterion questions (the campaign as before);
 - `criteria_quality`: criterion questions allowed, their gain what they say about the two
@@ -68,9 +68,11 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
 
 
-def run(arm: str, spec: SyntheticSpec, rep: int, budget: int, every: int) -> dict[str, Any]:
-    """One arm on one world: a record per checkpoint."""
-    world_seed = derive_seed(13, "criteria", rep)
+def run(
+    arm: str, spec: SyntheticSpec, rep: int, budget: int, every: int, seed: int = 13
+) -> dict[str, Any]:
+    """One arm on world `rep` of `seed`: a record per checkpoint."""
+    world_seed = derive_seed(seed, "criteria", rep)
     world = SyntheticWorld(spec, world_seed)
     questions = None
     if arm != "pairs":
@@ -192,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--criterion-noise", type=float, default=0.7)
+    parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--name", default="criteria", help="results file name")
     args = parser.parse_args(argv)
@@ -209,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = []
     for rep in range(args.reps):
         for arm in ARMS:
-            result = run(arm, spec, rep, args.budget, args.every)
+            result = run(arm, spec, rep, args.budget, args.every, args.seed)
             runs.append({"arm": arm, "rep": rep, **result})
             last = result["records"][-1]
             print(
@@ -227,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         "budget": args.budget,
         "reps": args.reps,
         "criterion_noise": args.criterion_noise,
-        "seed": 13,
+        "seed": args.seed,
         "dtype": "float64",
         "device": "cpu",
     }
