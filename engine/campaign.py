@@ -1110,7 +1110,15 @@ class Campaign:
             raise NoEligibleTaskError("no criterion question is left for this rater")
         noise_var = (self.noise_sd(rater) * questions.noise_scale) ** 2
         gains = criterion_gains(
-            posterior, first, second, slot, n_asked, noise_var, self.pair_cuts, questions.gain
+            posterior,
+            first,
+            second,
+            slot,
+            n_asked,
+            noise_var,
+            self.pair_cuts,
+            questions.gain,
+            self.keep_probability(rater),
         )
         pick = int(torch.argmax(gains))
         mu, var, _ = criterion_moments(

@@ -243,17 +243,19 @@ def criterion_gains(
     noise_var: float,
     cuts: Tensor,
     gain: CriterionGain = "quality",
+    keep: float = 1.0,
 ) -> Tensor:
     """(C,) bits: I(y; f_i, f_j) ("quality") or I(y; z) ("all") of criterion questions.
 
     `I(y; f_i, f_j) = I(y; E[z | f_i, f_j])`: the interval gain of MATH.md §3 with
-    s2_f in place of s2 and `sigma^2 + s2 - s2_f` in place of sigma^2 (MATH.md §8).
+    s2_f in place of s2 and `sigma^2 + s2 - s2_f` in place of sigma^2 (MATH.md §8); `keep`
+    the rater's probability of answering by the model rather than at random (§3, lapses).
     """
     mu, var, quality_var = criterion_moments(posterior, first, second, slot, n_asked)
     if gain == "all":
-        return expected_information_gain(mu, var, noise_var, cuts)
+        return expected_information_gain(mu, var, noise_var, cuts, keep)
     noise = noise_var + (var - quality_var)
-    return expected_information_gain(mu, quality_var, noise, cuts)
+    return expected_information_gain(mu, quality_var, noise, cuts, keep)
 
 
 def criterion_values(posterior: Posterior, n_asked: int) -> tuple[Tensor, Tensor]:

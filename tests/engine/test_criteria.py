@@ -441,3 +441,16 @@ def test_forbidden_pairs_are_never_asked_about() -> None:
     assert sorted(task.question.items) == [5, 6]
     with pytest.raises(NoEligibleTaskError):
         campaign.next_criterion("a", forbidden_pairs=[*forbidden, (6, 5)])
+
+
+def test_a_rater_who_may_click_at_random_gains_less() -> None:
+    campaign = _campaign()
+    posterior = campaign.posterior
+    first, second, slot = torch.tensor([0, 4]), torch.tensor([2, 7]), torch.tensor([1, 0])
+    cuts = campaign.pair_cuts
+    sure = criterion_gains(posterior, first, second, slot, 2, NOISE_SD**2, cuts, "all")
+    lapsing = criterion_gains(posterior, first, second, slot, 2, NOISE_SD**2, cuts, "all", 0.7)
+    assert bool((lapsing < sure).all()) and bool((lapsing >= 0).all())
+    # at keep 1 the lapse form is the plain gain
+    same = criterion_gains(posterior, first, second, slot, 2, NOISE_SD**2, cuts, "all", 1.0)
+    assert torch.allclose(same, sure, atol=1e-12)
