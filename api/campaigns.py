@@ -64,15 +64,35 @@ from api.ownership import LeaseLost
 from api.settings import Settings
 from api.store import CampaignLog, CampaignRecord
 from api.writer import Writer
-from engine import CampaignConfig, Judgment, KSetOffer, Outcome, PriorScales, SideBias, Task
+from engine import (
+    CampaignConfig,
+    CriterionQuestions,
+    Judgment,
+    KSetOffer,
+    Outcome,
+    PriorScales,
+    SideBias,
+    Task,
+)
 from engine.adapters import JOD_NOISE_SD
-from engine.questions import BOTH_ANSWERS, NO_SECOND, KSet, Level, Question, question_of
+from engine.questions import (
+    BOTH_ANSWERS,
+    NO_SECOND,
+    Criterion,
+    KSet,
+    Level,
+    Question,
+    question_of,
+)
 from engine.state import quality_prior
 from engine.stopping import Targets
 
 log = logging.getLogger("ratingparty.api")
 T = TypeVar("T")
 
+# a criterion answer's noise sd per unit of the rater's on quality (JOD_NOISE_SD): 0.74 on the
+# criteria's standardised scale, near the simulator's criterion raters (0.7, benchmarks/criteria)
+CRITERION_NOISE_SCALE = 0.5
 TIE_MARGIN = 0.5  # JOD: a third of a rater's noise sd, where real raters start saying "same"
 EMOJI_SPACING = 1.0  # JOD between neighbouring emoji thresholds (5 levels: -1.5 .. 1.5)
 LAPSE_PRIOR = (9.0, 1.0)  # keep probability ~ Beta(9, 1): most answers are meant
@@ -143,19 +163,29 @@ def engine_config(
     side_bias: dict[str, float] | None = None,
     both_threshold: float | None = None,
     feature_dim: int = 0,
+    criterion_questions: Sequence[str] | None = None,
+    criterion_gain: str = "quality",
 ) -> dict[str, Any]:
     """The engine settings a new campaign is created with, as JSON (stored with the campaign,
     so a later change of these defaults never changes how an old campaign replays);
     `side_bias` the side offsets' prior (`SideBias` keywords), None to ignore sides;
     `both_threshold` tau of "both good" / "both bad" answers, None for none (the key is left
     out then, so campaigns without it store what they always did); `feature_dim` the length
-    of a clip's feature vector (engine.gating), 0 for no gate (left out then too)."""
+    of a clip's feature vector (engine.gating), 0 for no gate (left out then too);
+    `criterion_questions` the criteria raters may also be asked about (engine.criteria),
+    None or empty for none, and `criterion_gain` what their gain counts."""
     prior = quality_prior(len(criteria))
     side = {} if side_bias is None else {"side_bias": dict(side_bias)}
     if both_threshold is not None:
         side["both_threshold"] = float(both_threshold)
     if feature_dim:
         side["feature_dim"] = int(feature_dim)
+    if criterion_questions:
+        side["criterion_questions"] = {
+            "criteria": list(criterion_questions),
+            "gain": criterion_gain,
+            "noise_scale": CRITERION_NOISE_SCALE,
+        }
     return {
         "criteria": list(criteria),
         "pair_scope": pair_scope,
@@ -208,6 +238,7 @@ def build_config(stored: dict[str, Any]) -> CampaignConfig:
         learn_rater_noise=bool(stored["learn_rater_noise"]),
         targets=stored_targets(stored),
         side_bias=stored_side_bias(stored),
+        criterion_questions=stored_criterion_questions(stored),
         gold_rate=float(stored.get("gold_rate", 0.0)),
         gold_seed=int(stored.get("gold_seed", 0)),
         # campaigns stored before the floor existed keep choosing as they did: none
@@ -229,6 +260,17 @@ def stored_both_threshold(stored: dict[str, Any]) -> float | None:
 def stored_feature_dim(stored: dict[str, Any]) -> int:
     """The feature vectors' length of a stored `engine_config` (absent: 0, no gate)."""
     return int(stored.get("feature_dim", 0))
+
+
+def stored_criterion_questions(stored: dict[str, Any]) -> CriterionQuestions | None:
+    """The criterion questions of a stored `engine_config` (absent: none are asked)."""
+    questions = stored.get("criterion_questions")
+    if questions is None:
+        return None
+    return CriterionQuestions(
+        tuple(questions["criteria"]),
+        **{k: v for k, v in questions.items() if k != "criteria"},
+    )
 
 
 def stored_side_bias(stored: dict[str, Any]) -> SideBias | None:
@@ -376,11 +418,14 @@ class AssignmentState:
     # `second` are then its two lowest positions)
     items: tuple[int, ...] | None = None
     mode: str | None = None
+    criterion: str | None = None  # what a criterion question asks about; None: overall
 
     @property
     def question(self) -> Question:
         if self.items is not None:
             return KSet(tuple(sorted(self.items)), self.mode or "best")
+        if self.criterion is not None:
+            return Criterion(self.first, self.second, self.criterion)
         return question_of(self.first, self.second)
 
     @property
@@ -409,6 +454,30 @@ class AssignmentState:
     @property
     def pair(self) -> tuple[int, int]:
         return (min(self.first, self.second), max(self.first, self.second))
+
+
+OVERALL_QUESTION = "Which one is better?"
+# the page's words for the reward model's criteria (MJ-VIDEO's five); another criterion is
+# asked as "Which one is better on <criterion>?"
+CRITERION_WORDS = {
+    "alignment": "Which one is better aligned with the prompt?",
+    "safety": "Which one is safer?",
+    "fineness": "Which one is finer (sharper, more detailed)?",
+    "coherence_consistency": "Which one is more coherent and consistent?",
+    "bias_fairness": "Which one is fairer (less biased)?",
+}
+
+
+def question_words(criterion: str | None) -> str:
+    """A pair's question in words: overall, or about one criterion."""
+    if criterion is None:
+        return OVERALL_QUESTION
+    return CRITERION_WORDS.get(criterion, f"Which one is better on {criterion.replace('_', ' ')}?")
+
+
+def task_criterion(task: Task) -> str | None:
+    """The criterion a task's question asks about (engine.criteria); None: overall quality."""
+    return task.question.criterion if isinstance(task.question, Criterion) else None
 
 
 def task_key(first: int, second: int) -> tuple[int, int]:
@@ -576,6 +645,12 @@ class CampaignRuntime:
         self._snapshot_due = False
 
     @property
+    def criterion_questions(self) -> tuple[str, ...]:
+        """The criteria this campaign's raters may be asked about (engine.criteria)."""
+        stored = self.record.engine_config.get("criterion_questions")
+        return () if stored is None else tuple(stored["criteria"])
+
+    @property
     def scale_levels(self) -> int | None:
         """Levels of the engine's emoji scale: what a rating is checked against, also while
         the operator has turned rating tasks off."""
@@ -709,6 +784,7 @@ class CampaignRuntime:
                 gold=None if record.gold is None else Outcome(record.gold),
                 items=record.items,
                 mode=record.kset_mode,
+                criterion=record.criterion,
             )
             self.assignments[record.id] = state
             if judgment is not None:
@@ -1027,6 +1103,7 @@ class CampaignRuntime:
             "gold": None if task.gold is None else task.gold.value,
             "items": None if items is None else json.dumps(items),
             "kset_mode": mode,
+            "criterion": task_criterion(task),
             "expires_at": utc(expires_at),
         }
         try:
@@ -1048,6 +1125,7 @@ class CampaignRuntime:
             gold=task.gold,
             items=items,
             mode=mode,
+            criterion=task_criterion(task),
         )
         self.assignments[assignment_id] = state
         self._open(state)
@@ -1096,12 +1174,14 @@ class CampaignRuntime:
         level: int | None,
         ranking: Sequence[int] | None = None,
         seconds: float | None = None,
+        criterion: str | None = None,
     ) -> JudgeResult:
         """Record an answer: once, idempotently; the label goes to the engine after commit.
 
         `ranking` answers a K-set (clip row ids, best first: the best, the best and the
         worst, or the whole order, as its mode asks); `seconds` is how long the rater took
-        (the engine's clock of seconds per task kind learns from it).
+        (the engine's clock of seconds per task kind learns from it); `criterion`, when sent,
+        must be what a criterion question asks about.
 
         Raises:
             NotFound: no such assignment of this rater.
@@ -1113,6 +1193,18 @@ class CampaignRuntime:
         state = self.assignments.get(assignment_id)
         if state is None or state.rater_id != rater.id:
             raise NotFound(detail=f"assignment {assignment_id} not found for this rater")
+        if criterion is not None and criterion != state.criterion:
+            known = self.criterion_questions
+            raise BadRequest(
+                detail=f"assignment {state.id} "
+                + (
+                    f"asks about {state.criterion!r}"
+                    if state.criterion is not None
+                    else "asks which is better overall"
+                )
+                + f", not about {criterion!r}"
+                + ("" if criterion in known else " (a criterion this campaign does not ask about)")
+            )
         positions = self._check_ranking(state, choice, level, ranking)
         outcome = None if state.is_kset else self._check_answer(state, choice, level)
         if state.committing is not None:
@@ -1285,6 +1377,7 @@ class CampaignRuntime:
             "gold": None if state.gold is None else state.gold.value,
             "ranking": None if ranking is None else json.dumps(ranking),
             "seconds": seconds,
+            "criterion": state.criterion,
             "seq": seq,
         }
         try:
@@ -1305,7 +1398,8 @@ class CampaignRuntime:
                 state.rater_id,
                 state.question,
                 answer,  # type: ignore[arg-type]
-                left=state.left if state.is_pair else None,
+                # the side bias learns from overall comparisons only
+                left=state.left if state.is_pair and state.criterion is None else None,
                 gold=state.gold,
                 seconds=seconds,
             )

@@ -157,6 +157,8 @@ class AssignmentRow(SQLModel, table=True):
     # then its two lowest positions), and what it asks (best | best_worst | rank)
     items: str | None = None
     kset_mode: str | None = None
+    # a criterion question's criterion ("which is better aligned?"); None: overall quality
+    criterion: str | None = None
     # open | answered | skipped | withdrawn (by the operator: a closed campaign, a retired
     # clip, a deactivated rater); an open one past expires_at is expired
     status: str = "open"
@@ -189,6 +191,7 @@ class JudgmentRow(SQLModel, table=True):
     ranking: str | None = None
     # how long the rater took (answered at minus the shown_at the page sent); None: not sent
     seconds: float | None = None
+    criterion: str | None = None  # the criterion a criterion question asked about
     seq: int | None = None
     batch: int | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)

@@ -206,11 +206,13 @@ class CampaignEngine:
         forbidden = [*forbidden_pairs, *self._pairs] or None
         excluded = [*self._clips, *exclude]
         ratings = self._ratings and self.campaign.level_cuts is not None
+        criteria = self.campaign.config.criterion_questions is not None
         try:
-            if not ratings and self.campaign.config.kset is None:
+            if not (ratings or criteria) and self.campaign.config.kset is None:
                 return self.campaign.next_pairs(
                     rater, count, exclude=excluded, forbidden_pairs=forbidden
                 )
+            # with rating tasks off, every clip is left out of the ratings offered
             no_ratings = range(self.campaign.n_items) if not ratings else ()
             return self.campaign.next_tasks(
                 rater,

@@ -7,12 +7,14 @@ and moved no clip. A K-set's row (`kind` "kset") carries what it asked (`kset_mo
 clips in the order shown (`shown`, external ids; `left` is the first) and the answer
 (`ranking`, external ids best first); `seconds` is how long an answer took, where the page
 said when it showed the task. `preferences` keeps only the rows with a winner that are not
-gold, as reward-model training data, one pair per row; a K-set answer gives the pairs it is
-rank-broken into (engine.questions.KSet.comparisons: the best over each other clip, each
-other clip over the worst, or an order's consecutive pairs). `clips` lists every clip once
-with its status (and when it was withheld). Each clip carries its status now (`active`,
-`retired`, `withheld:threshold` or `withheld:reports`), so a consumer can leave out what the
-operator took out. `leaderboard` is every clip by posterior rank (one posterior: the
+gold and answer "which is better?", as reward-model training data, one pair per row; a K-set
+answer gives the pairs it is rank-broken into (engine.questions.KSet.comparisons: the best
+over each other clip, each other clip over the worst, or an order's consecutive pairs).
+`criterion_preferences` keeps the rows with a winner that answer a criterion question ("which
+is better aligned?"), one preference pair per criterion (`criterion` names it). `clips` lists
+every clip once with its status (and when it was withheld). Each clip carries its status now
+(`active`, `retired`, `withheld:threshold` or `withheld:reports`), so a consumer can leave out
+what the operator took out. `leaderboard` is every clip by posterior rank (one posterior: the
 leaderboard when the export began). Each is rendered batch by batch (`render_chunks`), so the
 service streams it.
 """
@@ -31,7 +33,7 @@ from api.store import clip_status
 from engine.questions import KSet
 
 ExportFormat = Literal["csv", "jsonl"]
-ExportKind = Literal["judgments", "preferences", "clips", "leaderboard"]
+ExportKind = Literal["judgments", "preferences", "criterion_preferences", "clips", "leaderboard"]
 JUDGMENT_COLUMNS = (
     "judgment_id",
     "seq",
@@ -58,6 +60,7 @@ JUDGMENT_COLUMNS = (
     "shown",
     "ranking",
     "seconds",
+    "criterion",
 )
 PREFERENCE_COLUMNS = (
     "prompt",
@@ -70,6 +73,18 @@ PREFERENCE_COLUMNS = (
     "rater_id",
     "judgment_id",
     "kind",  # what the pair came from: "pair", or "kset" (one of its rank-broken pairs)
+)
+CRITERION_PREFERENCE_COLUMNS = (
+    "prompt",
+    "chosen",
+    "rejected",
+    "criterion",
+    "chosen_uri",
+    "rejected_uri",
+    "chosen_status",
+    "rejected_status",
+    "rater_id",
+    "judgment_id",
 )
 CLIP_COLUMNS = (
     "clip_id",
@@ -97,6 +112,7 @@ LEADERBOARD_COLUMNS = (
 COLUMNS = {
     "judgments": JUDGMENT_COLUMNS,
     "preferences": PREFERENCE_COLUMNS,
+    "criterion_preferences": CRITERION_PREFERENCE_COLUMNS,
     "clips": CLIP_COLUMNS,
     "leaderboard": LEADERBOARD_COLUMNS,
 }
@@ -149,8 +165,8 @@ def _kset_row(out: dict[str, Any]) -> dict[str, Any]:
 def preferences(row: dict[str, Any]) -> list[dict[str, Any]]:
     """The preference pairs a judgment row (`with_preference`'s) gives: its own when one
     side won, a K-set answer's rank-broken pairs (none for a skip), none for a gold row."""
-    if row.get("gold"):
-        return []
+    if row.get("gold") or row.get("criterion"):
+        return []  # a criterion answer's pair goes to `criterion_preferences`
     if row.get("items") is None:
         return [row] if row["chosen"] is not None else []
     positions = row.get("ranking_positions")
@@ -193,6 +209,8 @@ def render_chunks(
             rows = [with_preference(row) for row in batch]
         if kind == "preferences":
             rows = [pair for row in rows for pair in preferences(row)]
+        if kind == "criterion_preferences":
+            rows = [row for row in rows if row["chosen"] is not None and row.get("criterion")]
         if fmt == "jsonl":
             yield "".join(json.dumps({c: row[c] for c in columns}) + "\n" for row in rows)
             continue

@@ -22,7 +22,7 @@ from api.engine_host import ClipBatch, EngineHost
 from api.metrics import Metrics
 from api.store import CampaignLog, CampaignRecord, ClipRecord, JudgmentRecord, SnapshotRecord
 from engine import Judgment, Outcome
-from engine.questions import BOTH_ANSWERS, NO_SECOND, KSet, question_of
+from engine.questions import BOTH_ANSWERS, NO_SECOND, Criterion, KSet, question_of
 
 log = logging.getLogger("ratingparty.api")
 Step = ClipBatch | list[Judgment]
@@ -159,9 +159,14 @@ def engine_judgment(record: JudgmentRecord) -> Judgment:
         # a K-set: the engine's question is its clips by position, whatever the layout
         kset = KSet(tuple(sorted(record.items)), record.kset_mode or "best")
         return Judgment(record.rater_id, kset, record.ranking, seconds=record.seconds)
+    gold = None if record.gold is None else Outcome(record.gold)
+    if record.criterion is not None:
+        criterion = Criterion(record.first, record.second, record.criterion)
+        return Judgment(
+            record.rater_id, criterion, Outcome(record.outcome), gold=gold, seconds=record.seconds
+        )
     question = question_of(record.first, record.second)
     answer = record.level if record.second == NO_SECOND else stored_answer(record.outcome)
-    gold = None if record.gold is None else Outcome(record.gold)
     return Judgment(
         record.rater_id, question, answer, left=record.left, gold=gold, seconds=record.seconds
     )

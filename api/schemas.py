@@ -88,6 +88,12 @@ class CampaignCreate(_Input):
     skip_limit: SkipLimit = 3
     targets: TargetsIn | None = None
     side_bias: SideBiasIn | None = None  # fixed at creation: it changes how labels replay
+    # criteria raters may also be asked about ("which is better aligned?"), among `criteria`;
+    # fixed at creation; needs structure "dense"
+    criterion_questions: Annotated[list[Criterion], Meta(max_length=MAX_CRITERIA)] | None = None
+    # what a criterion question's gain counts: "quality", what it says about the two clips'
+    # qualities; "all", the criterion values too (docs/MATH.md §9)
+    criterion_gain: Literal["quality", "all"] = "quality"
     # the share of each rater's tasks that are gold questions, while gold pairs remain
     gold_rate: Annotated[float, Meta(ge=0, le=1)] = 0.0
     # a clip whose "safety" score is below this is withheld (the campaign needs that criterion)
@@ -178,6 +184,8 @@ class JudgmentIn(_Input):
     ranking: Annotated[list[RowId], Meta(min_length=1, max_length=6)] | None = None
     shown_at: datetime | None = None
     answered_at: datetime | None = None
+    # a criterion question's criterion, echoed: an answer about another one is refused
+    criterion: Criterion | None = None
 
 
 class ReportIn(_Input):
@@ -229,6 +237,7 @@ class Campaign(Struct, kw_only=True):
     state: str
     skip_limit: int  # distinct raters whose skips withdraw a pair (or a clip) for everyone
     side_bias: SideBias | None = None  # the side offsets' prior; null: sides are ignored
+    criterion_questions: list[str] = []  # criteria raters may also be asked about
     gold_rate: float = 0.0  # the share of a rater's tasks that are gold questions
     safety_threshold: float | None = None  # a "safety" score below it withholds a clip
     report_limit: int = 1  # distinct raters whose reports withhold a clip
@@ -290,7 +299,8 @@ class Clip(Struct, kw_only=True):
 
 class Assignment(Struct, kw_only=True, omit_defaults=True):  # K-set fields only on K-sets
     id: int
-    kind: Literal["pair", "rating", "kset"]
+    # "criterion": a pair asked about one criterion ("which is better aligned?")
+    kind: Literal["pair", "rating", "kset", "criterion"]
     left: Clip
     right: Clip | None
     expires_at: datetime
@@ -299,6 +309,8 @@ class Assignment(Struct, kw_only=True, omit_defaults=True):  # K-set fields only
     emoji_levels: int | None
     clips: list[Clip] | None = None  # a K-set's clips, in the order shown
     mode: Literal["best", "best_worst", "rank"] | None = None  # what a K-set asks
+    question: str = ""  # the question in words, as the page shows it
+    criterion: str | None = None  # what a criterion question asks about
 
 
 class AssignmentOut(Struct, kw_only=True):

@@ -45,6 +45,7 @@ from api.campaigns import (
     build_config,
     emoji_thresholds,
     engine_config,
+    question_words,
     scale_levels,
     stored_both_threshold,
     stored_feature_dim,
@@ -285,6 +286,8 @@ class Service:
                 else {"global_sd": body.side_bias.global_sd, "rater_sd": body.side_bias.rater_sd},
                 body.both_threshold,
                 body.feature_dim,
+                body.criterion_questions,
+                body.criterion_gain,
             ),
             "safety_threshold": body.safety_threshold,
             "report_limit": body.report_limit,
@@ -850,10 +853,17 @@ class Service:
             ]
         else:
             choices = ["skip"]
-        kind = "kset" if state.is_kset else "pair" if state.is_pair else "rating"
+        if state.is_kset:
+            kind = "kset"
+        elif state.criterion is not None:
+            kind = "criterion"
+        else:
+            kind = "pair" if state.is_pair else "rating"
         assignment = schemas.Assignment(
             id=state.id,
             kind=kind,
+            question=question_words(state.criterion) if state.is_pair else "",
+            criterion=state.criterion,
             # a K-set's first clip as shown, so a client that reads only `left` still works
             left=_clip_view(runtime.clips[state.shown[0] if state.is_kset else state.left]),
             right=_clip_view(runtime.clips[state.right]) if state.is_pair else None,
@@ -875,7 +885,13 @@ class Service:
         runtime, rater = await self.rater(token)
         seconds = _answer_seconds(body.shown_at, body.answered_at)
         result = await runtime.judge(
-            rater, assignment_id, body.choice, body.level, body.ranking, seconds
+            rater,
+            assignment_id,
+            body.choice,
+            body.level,
+            body.ranking,
+            seconds,
+            criterion=body.criterion,
         )
         self.metrics.judgment(result.choice, result.duplicate)
         return schemas.JudgmentOut(
@@ -1199,6 +1215,9 @@ def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> sche
         both_threshold=stored_both_threshold(record.engine_config),
         kset=None if kset is None else schemas.KSet(**kset),
         feature_dim=stored_feature_dim(record.engine_config),
+        criterion_questions=list(
+            record.engine_config.get("criterion_questions", {}).get("criteria", [])
+        ),
     )
 
 

@@ -142,6 +142,7 @@ class AssignmentRecord:
     gold: str | None = None
     items: tuple[int, ...] | None = None  # a K-set's clip positions, in the order shown
     kset_mode: str | None = None
+    criterion: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ class JudgmentRecord:
     kset_mode: str | None = None
     ranking: tuple[int, ...] | None = None  # a K-set's answer, best first
     seconds: float | None = None
+    criterion: str | None = None  # a criterion question's criterion (engine.criteria)
 
 
 @dataclass(frozen=True)
@@ -292,6 +294,7 @@ _ASSIGNMENT_COLUMNS = (
     "gold",
     "items",
     "kset_mode",
+    "criterion",
     "status",
     "expires_at",
     "created_at",
@@ -308,6 +311,7 @@ _JUDGMENT_COLUMNS = (
     "gold",
     "ranking",
     "seconds",
+    "criterion",
     "seq",
     "created_at",
 )
@@ -458,6 +462,7 @@ def insert_assignment(values: dict[str, Any]) -> Callable[[Connection], int]:
         "gold": None,
         "items": None,
         "kset_mode": None,
+        "criterion": None,
         **values,
         "status": "open",
         "created_at": utcnow(),
@@ -472,7 +477,14 @@ def insert_assignment(values: dict[str, Any]) -> Callable[[Connection], int]:
 def insert_judgment(values: dict[str, Any], status: str) -> Callable[[Connection], int]:
     """Op: insert a judgment and close its assignment (`status`) in the same transaction."""
 
-    row = {"gold": None, "ranking": None, "seconds": None, **values, "created_at": utcnow()}
+    row = {
+        "gold": None,
+        "ranking": None,
+        "seconds": None,
+        "criterion": None,
+        **values,
+        "created_at": utcnow(),
+    }
     close = {"assignment_id": values["assignment_id"], "status": status}
 
     def op(connection: Connection) -> int:
@@ -967,6 +979,7 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 r["gold"],
                 _positions(r["items"]),
                 r["kset_mode"],
+                r["criterion"],
             )
             for r in connection.execute(
                 select(assignment_table)
@@ -992,6 +1005,7 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 r["kset_mode"],
                 _positions(r["ranking"]),
                 r["seconds"],
+                r["criterion"],
             )
             for r in connection.execute(
                 select(
@@ -1103,6 +1117,7 @@ def export_rows(
             judgment_table.c.choice,
             judgment_table.c.level,
             judgment_table.c.gold,
+            judgment_table.c.criterion,
             judgment_table.c.created_at,
             judgment_table.c.ranking,
             judgment_table.c.seconds,
@@ -1159,7 +1174,12 @@ def export_rows(
                         "assignment_id": row.assignment_id,
                         "rater_id": row.rater_id,
                         "rater_name": row.name,
-                        "kind": "pair" if row.second >= 0 else "rating",
+                        "kind": "criterion"
+                        if row.criterion is not None
+                        else "pair"
+                        if row.second >= 0
+                        else "rating",
+                        "criterion": row.criterion,
                         "left_external_id": left["external_id"],
                         "left_uri": left["uri"],
                         "left_group": left["prompt_group"],

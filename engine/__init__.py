@@ -7,6 +7,7 @@ Pure numerics (torch, numpy, scipy): no I/O, no web framework, no database.
 from engine.adapters import WinMatrixStrategy, make_strategy
 from engine.campaign import DEFAULT_CRITERIA, Campaign, CampaignConfig, Judgment
 from engine.clips import ClipRegistry
+from engine.criteria import CriterionQuestions
 from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters, fit_prior_scales
 from engine.ep import Refinement, Sites, ep_refine
@@ -59,6 +60,7 @@ __all__ = [
     "CampaignDone",
     "ClipRegistry",
     "ClipSummary",
+    "CriterionQuestions",
     "Events",
     "GoldPair",
     "Hyperparameters",

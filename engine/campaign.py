@@ -17,6 +17,14 @@ import torch
 from torch import Tensor
 
 from engine.clips import DEFAULT_CONTEXT, ClipRegistry
+from engine.criteria import (
+    CRITERIA,
+    CriterionQuestions,
+    criterion_gains,
+    criterion_moments,
+    criterion_part,
+    criterion_values,
+)
 from engine.device import default_device, default_dtype
 from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
 from engine.ep import Refinement
@@ -30,6 +38,7 @@ from engine.likelihoods import (
     level_cuts,
     outcome_cuts,
 )
+from engine.objectives import outcome_probabilities
 from engine.position import (
     SIDE,
     SIDE_RATERS,
@@ -45,6 +54,7 @@ from engine.questions import (
     NO_SECOND,
     QUESTION_KINDS,
     Answer,
+    Criterion,
     KSet,
     Level,
     Pair,
@@ -83,6 +93,7 @@ from engine.task_choice import (
     KSetOffer,
     TaskClock,
     choose_task_from_moments,
+    kset_candidates,
     kset_kind,
     task_kind,
 )
@@ -169,6 +180,9 @@ class CampaignConfig:
         feature_dim: D, the length of each clip's feature vector (e.g. a reduced prompt
             embedding); the criterion weights then vary with it, `w(p) = w + W p`, with vec(W)
             a border block "gate" (engine.gating, docs/MATH.md §8). 0: no feature gate.
+        criterion_questions: which criteria raters may also be asked about ("which is better
+            aligned?", engine.criteria, docs/MATH.md §9) and their model; None asks none.
+            Needs structure="dense".
     """
 
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
@@ -195,6 +209,7 @@ class CampaignConfig:
     min_labels: int = 2
     kset: KSetOffer | None = None
     feature_dim: int = 0
+    criterion_questions: CriterionQuestions | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.min_labels, bool) or not (
@@ -213,6 +228,14 @@ class CampaignConfig:
             )
         if self.feature_dim and not self.criteria:
             raise ValueError("a feature gate scales the criterion weights: it needs criteria")
+        questions = self.criterion_questions
+        if questions is not None:
+            if self.structure != "dense":
+                raise ValueError(
+                    'criterion questions need structure="dense" (the block forms do not keep '
+                    "the per-clip criterion values local to their prompt)"
+                )
+            questions.columns(self.criteria)
         if self.both_threshold is not None and not (
             self.both_threshold >= 0 and math.isfinite(self.both_threshold)
         ):
@@ -316,6 +339,20 @@ class Judgment:
         """A K-set answer: `(best,)`, `(best, worst)` or the order, best first."""
         return cls(rater, KSet(tuple(items), mode), tuple(int(i) for i in answer), **kw)
 
+    @classmethod
+    def criterion(
+        cls,
+        rater: Hashable | None,
+        first: int,
+        second: int,
+        criterion: str,
+        outcome: Outcome | str,
+        **kw: float,
+    ) -> Judgment:
+        """`outcome` of clip `first` against clip `second` on `criterion` (win = first is
+        better aligned, safer, ...)."""
+        return cls(rater, Criterion(int(first), int(second), criterion), Outcome(outcome), **kw)
+
     @property
     def first(self) -> int:
         return self.question.direction[0]
@@ -344,6 +381,10 @@ class Campaign:
     ) -> None:
         self.config = config or CampaignConfig()
         self._initial_config = self.config  # fit_prior() changes config.prior; replay starts here
+        questions = self.config.criterion_questions
+        if questions is not None:
+            # the stated prior must leave the clips an own residual; a refit's is floored
+            questions.own_scales(self.config.criteria, self.config.prior)
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype or default_dtype(self.device)
         self._like = torch.zeros((), dtype=self.dtype, device=self.device)
@@ -364,6 +405,8 @@ class Campaign:
         offer = self.config.kset
         if offer is not None and offer.seconds is not None:
             priors[kset_kind(offer.size, offer.mode)] = offer.seconds
+        if self.config.criterion_questions is not None:
+            priors[Criterion.kind] = self.config.criterion_questions.seconds
         self._clock = TaskClock(priors=priors)
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
@@ -421,6 +464,9 @@ class Campaign:
         groups = list(groups) if groups is not None else [None] * n_new
         start = self.n_items
         limit = FORMS[self.config.structure].max_items
+        if limit is not None and self.config.criterion_questions is not None:
+            # the dense covariance holds each clip's criterion coordinates too
+            limit //= 1 + len(self.config.criterion_questions.criteria)
         if limit is not None and start + n_new > limit:
             raise ValueError(
                 f"a campaign kept dense holds at most {limit:,} clips (its covariance is "
@@ -444,15 +490,40 @@ class Campaign:
         if before_labels:
             self._rebuild_prior()
         else:
+            standardised = self._clips.standardised(raw)
             self._form.add(
-                self.config.prior,
+                self._own_scales(self.config.prior),
                 self._clips.n_contexts - previous_contexts,
-                self._clips.standardised(raw),
+                standardised,
                 batch.context,
                 batch.group,
                 gate,
             )
+            self._add_criterion_values(self._form, standardised, self.config.prior)
         return range(start, start + n_new)
+
+    def _own_scales(self, scales: PriorScales) -> PriorScales:
+        """The prior scales the clips are added with: with criterion questions, the clip's
+        own residual r_i only (engine.criteria, docs/MATH.md §9)."""
+        questions = self.config.criterion_questions
+        if questions is None:
+            return scales
+        # the configured prior was checked at creation; a refit's is floored, not refused
+        return questions.own_scales(self.config.criteria, scales, strict=False)
+
+    def _add_criterion_values(
+        self, form: PosteriorForm, scores: Tensor, scales: PriorScales
+    ) -> None:
+        """Give the form's last clips (standardised `scores`) their criterion coordinates."""
+        questions = self.config.criterion_questions
+        if questions is None:
+            return
+        form.add_criterion_values(  # type: ignore[attr-defined]
+            scores,
+            questions.columns(self.config.criteria),
+            questions.gamma(self.config.criteria, scales),
+            questions.residual_sd,
+        )
 
     def _rebuild_prior(self) -> None:
         self._form = self._prior_form()
@@ -466,7 +537,7 @@ class Campaign:
         scales = scales or self.config.prior
         form = FORMS[self.config.structure].prior(
             len(self.config.criteria),
-            scales,
+            self._own_scales(scales),
             self._clips.n_contexts,
             self._clips.standardised(),
             self._clips.contexts,
@@ -479,6 +550,7 @@ class Campaign:
             form.grow_block(
                 SIDE_RATERS, side.rater_variances(len(self._raters.side_slots), self._like)
             )
+        self._add_criterion_values(form, self._clips.standardised(), scales)
         return form
 
     def prior(self, scales: PriorScales | None = None) -> Posterior:
@@ -502,7 +574,7 @@ class Campaign:
         """
         log = self._clip_log
         config = self.config
-        pairs = any(j.question.kind == Pair.kind for j in log)
+        pairs = any(j.question.kind in (Pair.kind, Criterion.kind) for j in log)
         ratings = any(j.question.kind == Level.kind for j in log)
         fit = fit_hyperparameters(
             None,
@@ -666,7 +738,16 @@ class Campaign:
             judgment = replace(judgment, keep=self.keep_probability(judgment.rater))
         return judgment
 
+    def _noise_scale(self, judgment: Judgment) -> float:
+        """A criterion answer's noise per unit of the rater's (CriterionQuestions.noise_scale);
+        1 for every other answer."""
+        questions = self.config.criterion_questions
+        if questions is None or judgment.question.kind != Criterion.kind:
+            return 1.0
+        return questions.noise_scale
+
     def _n_outcomes(self, judgment: Judgment) -> int:
+        """How many answers a random click chooses among."""
         question = judgment.question
         count = question.n_answers(self.config.tie_margin, self.config.emoji_thresholds)
         both = self.config.both_threshold is not None and question.kind == Pair.kind
@@ -684,6 +765,17 @@ class Campaign:
         """Each event's (E z, Var z) under `form`: `pair_moments` for differences and single
         clips; for a pair's sum, E f_i + E f_j and 2 Var f_i + 2 Var f_j - Var(f_i - f_j)."""
         mu, var = form.pair_moments(events.first, events.second)
+        questions = self.config.criterion_questions
+        if questions is not None and events.border_index is not None:
+            # a criterion event's z = g_ik - g_jk: its moments from the dense posterior
+            start = form.border_blocks()[CRITERIA].start
+            on = torch.nonzero((events.border_index >= start).any(dim=1)).flatten()
+            if on.numel():
+                first, second = events.first[on], events.second[on]
+                n_asked = len(questions.criteria)
+                slot = events.border_index[on, 0] - start - first * n_asked
+                mu, var = mu.clone(), var.clone()
+                mu[on], var[on], _ = criterion_moments(form.dense(), first, second, slot, n_asked)
         if events.second_sign is None:
             return mu, var
         summed = torch.nonzero(events.second_sign > 0).flatten()
@@ -851,6 +943,14 @@ class Campaign:
             if not 0 <= item < n:
                 raise IndexError(f"clip {item} does not exist (0..{n - 1})")
         first, *others = question.items
+        if isinstance(question, Criterion):
+            questions = self.config.criterion_questions
+            asked = () if questions is None else questions.criteria
+            if question.criterion not in asked:
+                raise ValueError(
+                    f"this campaign does not ask about criterion {question.criterion!r}"
+                    + (f" (it asks about {list(asked)})" if asked else "")
+                )
         if isinstance(question, KSet) and not all(
             self._clips.same_group(first, other) for other in others
         ):
@@ -917,22 +1017,32 @@ class Campaign:
         ]
         lapses = any(j.keep is not None and j.keep < 1 for j in judgments)
         events = [(j, e) for j, own in zip(judgments, per_judgment, strict=True) for e in own]
-        border = None
-        if self.config.side_bias is not None:
+        border: list[tuple[list[int], list[float]] | None] | None = None
+        questions = self.config.criterion_questions
+        if self.config.side_bias is not None or questions is not None:
             layout = self._form.border_blocks()  # positions only: no copy of the border
             slots = self._raters.side_slots
-            # a side loads on a comparison, not on where the pair stands
-            border = [
-                None
-                if j.left is None or e.sign > 0
-                else side_part(layout, slots.get(j.rater), j.left == e.first)
-                for j, e in events
-            ]
+            border = []
+            for j, e in events:
+                positions: list[int] = []
+                coefficients: list[float] = []
+                # a side loads on a comparison, not on where the pair stands
+                if self.config.side_bias is not None and j.left is not None and e.sign < 0:
+                    positions, coefficients = side_part(
+                        layout, slots.get(j.rater), j.left == e.first
+                    )
+                if questions is not None and isinstance(j.question, Criterion):
+                    # docs/MATH.md §9: g_ik - g_jk = f_i - f_j + t_ik - t_jk; first in the
+                    # part, which `_event_moments` reads back
+                    slot = questions.criteria.index(j.question.criterion)
+                    extra = criterion_part(layout, len(questions.criteria), e.first, e.second, slot)
+                    positions, coefficients = extra[0] + positions, extra[1] + coefficients
+                border.append((positions, coefficients) if positions else None)
         return interval_events(
             [e.first for _, e in events],
             [e.second for _, e in events],
             [(e.lo, e.hi) for _, e in events],
-            [float(j.noise_sd) * e.noise_scale for j, e in events],  # type: ignore[arg-type]
+            [float(j.noise_sd) * e.noise_scale * self._noise_scale(j) for j, e in events],  # type: ignore[arg-type]
             self._like,
             keep=[1.0 if j.keep is None else j.keep for j, _ in events] if lapses else None,
             n_outcomes=[self._n_outcomes(j) for j, _ in events] if lapses else None,
@@ -981,8 +1091,10 @@ class Campaign:
         under the K-set's id."""
         pending: list[PendingTask] = []
         for task in self._tasks.pending:
-            if task.gold is not None:
-                continue  # a gold answer never moves the clips: nothing to shrink
+            if task.gold is not None or task.question.kind == Criterion.kind:
+                # a gold answer never moves the clips: nothing to shrink; a criterion question
+                # moves them through its loading only, and is left out rather than shrunk
+                continue
             noise = self.noise_sd(task.rater) ** 2
             question = task.question
             if isinstance(question, KSet):
@@ -1157,6 +1269,108 @@ class Campaign:
             choice = self._form.select_rating(pending, request)
         return self._task(rater, Level(choice.item), choice, hold)
 
+    def next_criterion(
+        self,
+        rater: Hashable | None = None,
+        *,
+        exclude: Sequence[int] = (),
+        forbidden_pairs: Tensor | Sequence[tuple[int, int]] | None = None,
+        hold: bool = True,
+    ) -> Task:
+        """The criterion question ("which is better aligned?", ...) with the most gain for
+        `rater` (CriterionQuestions.gain; docs/MATH.md §9), never one they answered nor one
+        about a pair of `forbidden_pairs` (either order).
+
+        Candidates: every asked criterion on the pairs of each prompt's most uncertain clips
+        (engine.task_choice.kset_candidates with size 2; one prompt of all clips when pairs
+        may cross prompts).
+
+        Raises:
+            CampaignDone: every target of `CampaignConfig.targets` is met.
+            NoEligibleTaskError: no criterion questions, or none left for this rater.
+        """
+        self._check_not_done()
+        questions = self.config.criterion_questions
+        if questions is None:
+            raise NoEligibleTaskError("this campaign asks no criterion questions")
+        posterior = self._form.dense()
+        groups = self.groups.to(self.device)
+        if self.config.pair_scope != "group":
+            groups = torch.zeros_like(groups)
+        keep = torch.ones(self.n_items, dtype=torch.bool, device=self.device)
+        keep[self._excluded(exclude)] = False
+        clips = torch.nonzero(keep).flatten()
+        pairs = clips[kset_candidates(groups[clips], posterior.item_cov.diagonal()[clips], 2)]
+        n = self.n_items
+        if forbidden_pairs is not None:
+            barred = torch.as_tensor(forbidden_pairs, dtype=torch.long, device=self.device)
+            barred = barred.reshape(-1, 2)
+            barred_code = barred.min(dim=1).values * n + barred.max(dim=1).values
+            code = pairs.min(dim=1).values * n + pairs.max(dim=1).values
+            pairs = pairs[~torch.isin(code, barred_code)]
+        n_asked = len(questions.criteria)
+        first = pairs[:, 0].repeat_interleave(n_asked)
+        second = pairs[:, 1].repeat_interleave(n_asked)
+        slot = torch.arange(n_asked, device=self.device).repeat(pairs.shape[0])
+        # what the rater answered or holds, as one code per (lower clip, upper clip, criterion)
+        keys = {key for key in self._tasks.asked(rater) if key[0] == Criterion.kind}
+        keys |= {
+            t.question.key
+            for t in self._tasks.pending
+            if t.rater == rater and t.question.kind == Criterion.kind
+        }
+        if keys:
+            slots = {name: k for k, name in enumerate(questions.criteria)}
+            asked = torch.tensor(
+                [(low * n + high) * n_asked + slots[name] for _, name, low, high in keys],
+                device=self.device,
+            )
+            code = (first.minimum(second) * n + first.maximum(second)) * n_asked + slot
+            fresh = ~torch.isin(code, asked)
+            first, second, slot = first[fresh], second[fresh], slot[fresh]
+        if first.numel() == 0:
+            raise NoEligibleTaskError("no criterion question is left for this rater")
+        noise_var = (self.noise_sd(rater) * questions.noise_scale) ** 2
+        gains = criterion_gains(
+            posterior,
+            first,
+            second,
+            slot,
+            n_asked,
+            noise_var,
+            self.pair_cuts,
+            questions.gain,
+            self.keep_probability(rater),
+        )
+        pick = int(torch.argmax(gains))
+        mu, var, _ = criterion_moments(
+            posterior,
+            first[pick : pick + 1],
+            second[pick : pick + 1],
+            slot[pick : pick + 1],
+            n_asked,
+        )
+        probabilities = outcome_probabilities(mu, var, noise_var, self.pair_cuts)[0]
+        question = Criterion(
+            int(first[pick]), int(second[pick]), questions.criteria[int(slot[pick])]
+        )
+        task = self._tasks.new(rater, question, float(gains[pick]), tuple(probabilities.tolist()))
+        if hold:
+            self._tasks.hold(task)
+        return task
+
+    def criterion_values(self) -> tuple[Tensor, Tensor]:
+        """(n, Kc) posterior mean and sd of each clip's criterion values g_ik, columns in the
+        order of `CriterionQuestions.criteria` (docs/MATH.md §9).
+
+        Raises:
+            ValueError: the campaign asks no criterion questions.
+        """
+        questions = self.config.criterion_questions
+        if questions is None:
+            raise ValueError("this campaign asks no criterion questions")
+        return criterion_values(self._form.dense(), len(questions.criteria))
+
     def next_task(
         self,
         rater: Hashable | None = None,
@@ -1242,6 +1456,18 @@ class Campaign:
             or rating.gain / self._seconds(rating) > chosen[0].gain / self._seconds(chosen[0])
         ):
             chosen = [rating]
+        if self.config.criterion_questions is not None:
+            criterion = None
+            with contextlib.suppress(NoEligibleTaskError):
+                criterion = self.next_criterion(
+                    rater, exclude=exclude, forbidden_pairs=forbidden_pairs, hold=False
+                )
+            if criterion is not None and (
+                not chosen
+                or criterion.gain / self._seconds(criterion)
+                > chosen[0].gain / self._seconds(chosen[0])
+            ):
+                chosen = [criterion]
         if not chosen:
             raise NoEligibleTaskError("no pair and no clip to rate is left for this rater")
         if hold:
@@ -1370,8 +1596,8 @@ class Campaign:
 
     def _seconds(self, task: Task) -> float:
         """The rater time a task of this kind takes: the clock's running mean of the answer
-        times seen, shrunk toward CampaignConfig.pair_seconds, rating_seconds or the stated
-        K-set model (engine.task_choice)."""
+        times seen, shrunk toward CampaignConfig.pair_seconds, rating_seconds, the criterion
+        questions' seconds or the stated K-set model (engine.task_choice)."""
         return self._clock.seconds(task_kind(task.question))
 
     def task_seconds(self, kind: str) -> float:

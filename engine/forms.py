@@ -17,6 +17,7 @@ from torch import Tensor
 
 from engine.block_selection import GroupScreen, select_block_pairs, select_block_rating
 from engine.blocks import GATE, Layout, border_layout
+from engine.criteria import add_criterion_values
 from engine.ep import Refinement, ep_refine
 from engine.gating import gate_variances
 from engine.neighbours import select_neighbour_pairs
@@ -247,6 +248,14 @@ class DenseForm:
 
     def grow_block(self, name: str, variances: Tensor, local: bool = False) -> None:
         self.posterior = grow_block(self.posterior, name, variances)
+        self._shrink_cache = None
+        self._batch_shrink = None
+
+    def add_criterion_values(
+        self, scores: Tensor, columns: Sequence[int], loading: Sequence[float], residual_sd: float
+    ) -> None:
+        """The last clips' criterion coordinates (engine.criteria.add_criterion_values)."""
+        self.posterior = add_criterion_values(self.posterior, scores, columns, loading, residual_sd)
         self._shrink_cache = None
         self._batch_shrink = None
 

@@ -7,7 +7,9 @@ answers a random click chooses among (the lapse model), and what "asked before" 
 rater. A K-set (K clips of one prompt: pick the best, best and worst, or order them) is
 broken into forced-choice comparisons on pair directions (`answer_events`). A pair may also be
 answered "both good" or "both bad" where the campaign allows it: a tie on `f_i - f_j` and a
-level event on the pair's sum `f_i + f_j` (`answer_specs`, docs/MATH.md §2).
+level event on the pair's sum `f_i + f_j` (`answer_specs`, docs/MATH.md §2). A criterion
+question ("which is better aligned?") is a pair direction plus a border part on the criterion
+coordinates, which the campaign adds (docs/MATH.md §9).
 The vectorised numerics (engine.update, engine.structured, the selection kernels) carry
 directions as (first, second) index tensors, with `second = NO_SECOND` for a single clip; that
 encoding lives here and nowhere else in the project. A new kind is one new class here, added
@@ -145,6 +147,52 @@ class Level:
         return 1 + len(thresholds or ())
 
 
+@dataclass(frozen=True)
+class Criterion:
+    """ "Which of these two clips is better on `criterion`?" (better aligned with the prompt,
+    safer, finer, ...): an outcome of `first` against `second` on the criterion values,
+    an interval event on `g_first,k - g_second,k`, ties as for a pair. MATH.md §9."""
+
+    first: int
+    second: int
+    criterion: str
+    kind: ClassVar[str] = "criterion"
+
+    def __post_init__(self) -> None:
+        if self.first < 0 or self.second < 0:
+            raise IndexError(f"clip indices must be >= 0, got ({self.first}, {self.second})")
+        if self.first == self.second:
+            raise ValueError("a comparison needs two different clips")
+        if not isinstance(self.criterion, str) or not self.criterion:
+            raise ValueError(f"a criterion question names its criterion, got {self.criterion!r}")
+
+    @property
+    def items(self) -> tuple[int, ...]:
+        return (self.first, self.second)
+
+    @property
+    def direction(self) -> tuple[int, int]:
+        """The clip part of the direction; the criterion part is a border part (§9)."""
+        return (self.first, self.second)
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return (
+            self.kind,
+            self.criterion,
+            min(self.first, self.second),
+            max(self.first, self.second),
+        )
+
+    def interval(
+        self, answer: Answer, tie_margin: float, thresholds: Sequence[float] | None
+    ) -> tuple[float, float]:
+        return Pair(self.first, self.second).interval(answer, tie_margin, thresholds)
+
+    def n_answers(self, tie_margin: float, thresholds: Sequence[float] | None) -> int:
+        return 3 if tie_margin > 0 else 2
+
+
 KSET_MODES = ("best", "best_worst", "rank")
 KSET_SIZES = range(3, 7)  # K clips in one task: fewer is a pair, more is a rating page
 KSET_INTERVAL = (0.0, math.inf)  # a broken-out comparison: the winner's noisy difference > 0
@@ -257,7 +305,7 @@ def kset_answers(size: int, mode: str) -> tuple[tuple[int, ...], ...]:
 
 
 def answer_events(
-    question: Pair | Level | KSet,
+    question: Pair | Level | KSet | Criterion,
     answer: Answer,
     tie_margin: float,
     thresholds: Sequence[float] | None,
@@ -282,7 +330,7 @@ class EventSpec(NamedTuple):
 
 
 def answer_specs(
-    question: Pair | Level | KSet,
+    question: Pair | Level | KSet | Criterion,
     answer: Answer,
     tie_margin: float,
     thresholds: Sequence[float] | None,
@@ -315,8 +363,8 @@ def answer_specs(
     )
 
 
-QUESTION_KINDS: dict[str, type[Pair] | type[Level] | type[KSet]] = {
-    kind.kind: kind for kind in (Pair, Level, KSet)
+QUESTION_KINDS: dict[str, type[Pair] | type[Level] | type[KSet] | type[Criterion]] = {
+    kind.kind: kind for kind in (Pair, Level, KSet, Criterion)
 }
 
 
@@ -336,6 +384,7 @@ __all__ = [
     "NO_SECOND",
     "QUESTION_KINDS",
     "Answer",
+    "Criterion",
     "EventSpec",
     "KSet",
     "Level",

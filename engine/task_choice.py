@@ -5,7 +5,10 @@ K = 2 forced choice of the same rank-broken form, so the kinds compare on one fo
 clip's emoji rating by the exact interval gain. Seconds per task kind come from a `TaskClock`:
 a running mean of the answer times seen (answered-at minus shown-at), shrunk toward a stated
 prior. Candidates: within each prompt, every combination of its clips when there are few,
-else the combinations of its most uncertain clips (`kset_candidates`). Dense posterior only.
+else the combinations of its most uncertain clips (`kset_candidates`). Where the posterior
+holds criterion values (engine.criteria), criterion questions on the candidate pairs compete
+too, by their gain about the clips' qualities or about everything (MATH.md §9). Dense
+posterior only.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from engine.criteria import CriterionGain, criterion_gains, criterion_moments
 from engine.likelihoods import level_cuts
 from engine.objectives import (
     expected_information_gain,
     kset_information_gain,
     outcome_probabilities,
 )
-from engine.questions import KSET_MODES, KSET_SIZES, KSet, Level, Pair
+from engine.questions import KSET_MODES, KSET_SIZES, Criterion, KSet, Level, Pair
 from engine.state import Posterior
 
 # Prior seconds per task (stated rater-time model; learned from timestamps as answers come):
@@ -31,6 +35,7 @@ from engine.state import Posterior
 # (best), 3 s (best and worst) or 4 s (a full order).
 PAIR_SECONDS = 6.0
 RATING_SECONDS = 4.0
+CRITERION_SECONDS = 6.0  # a pair again, asked about one criterion
 KSET_BASE_SECONDS = 4.0
 KSET_SECONDS_PER_CLIP = {"best": 2.5, "best_worst": 3.0, "rank": 4.0}
 PRIOR_TASKS = 5.0  # the prior counts as this many answers of each kind
@@ -38,8 +43,8 @@ MAX_TASK_SECONDS = 600.0  # a longer answer is a rater who stepped away: counted
 MAX_PER_GROUP = 20  # candidate K-sets per prompt and size
 
 
-def task_kind(question: Pair | Level | KSet) -> str:
-    """The clock's key: "pair", "level", or "kset:<mode>:<K>"."""
+def task_kind(question: Pair | Level | KSet | Criterion) -> str:
+    """The clock's key: "pair", "level", "criterion", or "kset:<mode>:<K>"."""
     if isinstance(question, KSet):
         return kset_kind(len(question.items), question.mode)
     return question.kind
@@ -56,6 +61,8 @@ def prior_seconds(kind: str) -> float:
         return PAIR_SECONDS
     if kind == "level":
         return RATING_SECONDS
+    if kind == Criterion.kind:
+        return CRITERION_SECONDS
     _, mode, size = kind.split(":")
     return KSET_BASE_SECONDS + KSET_SECONDS_PER_CLIP[mode] * int(size)
 
@@ -71,7 +78,9 @@ class TaskClock:
     counts: dict[str, int] = field(default_factory=dict)
     priors: dict[str, float] = field(default_factory=dict)
 
-    def observe(self, question: Pair | Level | KSet, shown_at: float, answered_at: float) -> None:
+    def observe(
+        self, question: Pair | Level | KSet | Criterion, shown_at: float, answered_at: float
+    ) -> None:
         """One answer's time (timestamps in seconds).
 
         Raises:
@@ -126,7 +135,7 @@ class TaskChoice:
     probabilities (`kset_answers` order; a pair's: first wins, second wins; a rating's: its
     levels, lowest first)."""
 
-    question: Pair | Level | KSet
+    question: Pair | Level | KSet | Criterion
     gain: float
     seconds: float
     probabilities: tuple[float, ...]
@@ -146,6 +155,9 @@ def choose_task(
     mode: str = "best",
     thresholds: Sequence[float] | None = None,
     max_per_group: int = MAX_PER_GROUP,
+    criteria: Sequence[str] = (),
+    criterion_gain: CriterionGain = "quality",
+    criterion_noise_scale: float = 1.0,
 ) -> TaskChoice:
     """The task with the most information per second of rater time (MATH.md §3, K-sets).
 
@@ -158,12 +170,18 @@ def choose_task(
         mode: what a K-set asks, "best", "best_worst" or "rank".
         thresholds: emoji cuts; given, single-clip ratings compete too.
         max_per_group: candidate sets per prompt and size.
+        criteria: the asked criteria, in the order of the posterior's criteria block
+            (engine.criteria); given, criterion questions on the candidate pairs compete too.
+        criterion_gain: what their gain counts (engine.criteria.CriterionQuestions.gain).
+        criterion_noise_scale: a criterion answer's noise sd per unit of the rater's
+            (engine.criteria.CriterionQuestions.noise_scale).
 
     Raises:
         ValueError: an unknown mode or a size outside 2..6; no candidate at all.
     """
-    return choose_task_from_moments(
-        posterior.item_mean,
+    mean = posterior.item_mean
+    best = choose_task_from_moments(
+        mean,
         posterior.item_cov,
         groups,
         clock,
@@ -173,6 +191,32 @@ def choose_task(
         thresholds=thresholds,
         max_per_group=max_per_group,
     )
+    var = posterior.item_cov.diagonal()
+    if criteria:
+        pairs = kset_candidates(groups, var, 2, max_per_group)
+        n_asked = len(criteria)
+        first = pairs[:, 0].repeat_interleave(n_asked)
+        second = pairs[:, 1].repeat_interleave(n_asked)
+        slot = torch.arange(n_asked, device=mean.device).repeat(pairs.shape[0])
+        cuts = mean.new_zeros(1)  # forced choice, as the pairs and K-sets here
+        criterion_noise = noise_var * criterion_noise_scale**2
+        gains = criterion_gains(
+            posterior, first, second, slot, n_asked, criterion_noise, cuts, criterion_gain
+        )
+        seconds = clock.seconds(Criterion.kind)
+        if gains.numel():
+            pick = int(torch.argmax(gains))
+            if best is None or float(gains[pick]) / seconds > best.gain_per_second:
+                at = slice(pick, pick + 1)
+                mu, var_z, _ = criterion_moments(
+                    posterior, first[at], second[at], slot[at], n_asked
+                )
+                answers = outcome_probabilities(mu, var_z, criterion_noise, cuts)[0]
+                question = Criterion(int(first[pick]), int(second[pick]), criteria[int(slot[pick])])
+                # a pair's order: first wins, second wins
+                probabilities = (float(answers[1]), float(answers[0]))
+                best = TaskChoice(question, float(gains[pick]), seconds, probabilities)
+    return best
 
 
 def choose_task_from_moments(
@@ -262,6 +306,7 @@ class KSetOffer:
 
 
 __all__ = [
+    "CRITERION_SECONDS",
     "KSET_BASE_SECONDS",
     "KSET_SECONDS_PER_CLIP",
     "PAIR_SECONDS",

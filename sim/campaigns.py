@@ -23,7 +23,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine import Campaign, CampaignConfig, PriorScales, SelectionOptions, SideBias
+from engine import (
+    Campaign,
+    CampaignConfig,
+    CriterionQuestions,
+    PriorScales,
+    SelectionOptions,
+    SideBias,
+)
 from engine.adapters import JOD_NOISE_SD
 from engine.state import QUALITY_SD, quality_prior
 from sim.worlds import Problem
@@ -69,6 +76,7 @@ def build_campaign(
     items: int | None = None,
     feature_gate: bool = False,
     contexts: bool = True,
+    criterion_questions: CriterionQuestions | None = None,
 ) -> Campaign:
     """A CPU float64 campaign over the problem's clips (scores only when `reward_model`;
     rater lapses modelled with a Beta `lapse_prior` on the keep probability when given; each
@@ -80,7 +88,7 @@ def build_campaign(
     engine.exposure; only the first `items` clips added when given, the others for the
     caller to add with `add_problem_clips`; the problem's feature vectors through the
     engine's feature gate when `feature_gate`, engine.gating; every clip in one context
-    unless `contexts`)."""
+    unless `contexts`; criterion questions as `criterion_questions` says, engine.criteria)."""
     use_scores = reward_model and problem.scores is not None
     if feature_gate and (problem.features is None or not use_scores):
         raise ValueError("a feature gate needs the problem's features and the reward model")
@@ -104,6 +112,7 @@ def build_campaign(
         feature_dim=problem.features.shape[1]
         if feature_gate and problem.features is not None
         else 0,
+        criterion_questions=criterion_questions,
     )
     campaign = Campaign(config, device="cpu")
     first = slice(0, problem.n_items if items is None else items)

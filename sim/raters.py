@@ -7,7 +7,9 @@ answers uniformly at random instead; a random clicker always does. An emoji rati
 the level of `q_i + e` among ordered thresholds (ordered probit). With a side bias, rater r
 perceives `q_left - q_right + o_r + e` (o_r drawn per rater: positive favours the left clip).
 A K-set (K clips of one prompt) is answered by the order of `q_k + e_k`,
-`e_k ~ N(0, sigma_r^2 / 2)` (Thurstonian).
+`e_k ~ N(0, sigma_r^2 / 2)` (Thurstonian). A criterion question ("which is better aligned?")
+is answered like a pair on the two clips' true values of that criterion, with the rater's own
+criterion noise (drawn per rater around `criterion_noise_sd`, on the criteria's unit scale).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class RaterSpec:
         both_threshold: tau: a tie whose perceived pair mean is above tau is answered "both
             good", below -tau "both bad" (each clip seen with the rater's noise); None: ties
             stay ties.
+        criterion_noise_sd: median noise sd of a criterion answer (on the true criteria's
+            unit scale), spread across raters by `noise_spread`, drawn independently of
+            their quality noise; None: the raters answer no criterion questions.
     """
 
     n_raters: int = 20
@@ -53,6 +58,7 @@ class RaterSpec:
     side_bias: float = 0.0
     side_spread: float = 0.0
     both_threshold: float | None = None
+    criterion_noise_sd: float | None = None
 
     def __post_init__(self) -> None:
         if self.n_raters < 1 or not 1 <= self.concurrent <= self.n_raters:
@@ -71,6 +77,10 @@ class RaterSpec:
             self.tie_margin > 0 and 0 <= self.both_threshold < math.inf
         ):
             raise ValueError("both_threshold needs a tie margin and a finite value >= 0")
+        if self.criterion_noise_sd is not None and not (
+            self.criterion_noise_sd > 0 and math.isfinite(self.criterion_noise_sd)
+        ):
+            raise ValueError("criterion_noise_sd must be finite and > 0")
 
     @property
     def sided(self) -> bool:
@@ -102,6 +112,12 @@ class RaterPool:
         if spec.sided:
             self.side_offset = spec.side_bias + spec.side_spread * rng.standard_normal(
                 spec.n_raters
+            )
+        # likewise drawn only where raters answer criterion questions
+        self.criterion_noise_sd = np.zeros(spec.n_raters)
+        if spec.criterion_noise_sd is not None:
+            self.criterion_noise_sd = spec.criterion_noise_sd * np.exp(
+                spec.noise_spread * rng.standard_normal(spec.n_raters)
             )
 
     def _clicks_at_random(self, rater: int, rng: np.random.Generator) -> bool:
@@ -144,6 +160,32 @@ class RaterPool:
                 + math.sqrt(2) * self.noise_sd[rater] * rng.standard_normal()
             )
             return BOTH_GOOD if mean > both else BOTH_BAD if mean < -both else Outcome.TIE
+        return Outcome.WIN if perceived > 0 else Outcome.LOSS
+
+    def answer_criterion(
+        self, value_first: float, value_second: float, rater: int, rng: np.random.Generator
+    ) -> Outcome:
+        """The rater's verdict on `first` against `second` on one criterion, from their true
+        values of it: a pair answer with the rater's criterion noise (ties inside the tie
+        margin, lapses and random clickers as for pairs).
+
+        Raises:
+            ValueError: the population answers no criterion questions.
+        """
+        if self.spec.criterion_noise_sd is None:
+            raise ValueError("these raters answer no criterion questions (criterion_noise_sd)")
+        if self._clicks_at_random(rater, rng):
+            options = (
+                (Outcome.WIN, Outcome.TIE, Outcome.LOSS)
+                if self.spec.tie_margin > 0
+                else (Outcome.WIN, Outcome.LOSS)
+            )
+            return options[int(rng.integers(len(options)))]
+        perceived = (
+            value_first - value_second + self.criterion_noise_sd[rater] * rng.standard_normal()
+        )
+        if abs(perceived) < self.spec.tie_margin:
+            return Outcome.TIE
         return Outcome.WIN if perceived > 0 else Outcome.LOSS
 
     def answer_kset(

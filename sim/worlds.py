@@ -80,6 +80,8 @@ class SyntheticSpec:
         missing_scores: fraction of reward-model scores that are missing.
         pair_scope: "any" or "group".
         raters: the rater population.
+        positive_weights: every criterion counts toward quality with a positive weight (a
+            reward model whose criteria all say "higher is better"); False draws the signs.
     """
 
     n_items: int = 100
@@ -93,6 +95,7 @@ class SyntheticSpec:
     missing_scores: float = 0.0
     pair_scope: str = "any"
     raters: RaterSpec = field(default_factory=RaterSpec)
+    positive_weights: bool = False
 
     def __post_init__(self) -> None:
         if self.n_items < 2 or not 1 <= self.n_groups <= self.n_items:
@@ -189,13 +192,19 @@ class SyntheticWorld(World):
         criteria = rng.standard_normal((n, k))
         base = rng.standard_normal(k)
         base /= max(np.linalg.norm(base), 1e-12)
+        if spec.positive_weights:
+            base = np.abs(base)
         directions = base + spec.context_spread * rng.standard_normal((spec.n_contexts, k)) / max(
             math.sqrt(k), 1.0
         )
         directions /= np.maximum(np.linalg.norm(directions, axis=1, keepdims=True), 1e-12)
         weights = directions * math.sqrt(share) * sd  # C x K
         residual = math.sqrt(1 - share) * sd * rng.standard_normal(n)
+        if spec.positive_weights:
+            # a context's spread may flip a small weight: kept positive
+            weights = np.abs(weights)
         self.quality = np.einsum("nk,nk->n", weights[contexts], criteria) + residual
+        self.criterion_values = criteria  # (n, K) the true criteria, unit scale
         lam = spec.rm_correlation / math.sqrt(share) if k else 0.0
         standard = lam * criteria + math.sqrt(1 - lam**2) * rng.standard_normal((n, k))
         self.rm_quality = np.einsum("nk,nk->n", weights[contexts], standard)
@@ -242,6 +251,20 @@ class SyntheticWorld(World):
 
     def answer_rating(self, item: int, rater: int, rng: np.random.Generator) -> tuple[int, int]:
         return self.raters.answer_rating(self.quality[item], rater, rng), rater
+
+    def answer_criterion(
+        self, first: int, second: int, criterion: str, rater: int, rng: np.random.Generator
+    ) -> tuple[Outcome, int]:
+        """(outcome of first vs second on `criterion`, by its true values; the rater).
+
+        Raises:
+            ValueError: a criterion the world does not have, or raters who answer none.
+        """
+        if criterion not in self.problem.criteria:
+            raise ValueError(f"no criterion {criterion!r} in {list(self.problem.criteria)}")
+        k = self.problem.criteria.index(criterion)
+        values = self.criterion_values[:, k]
+        return self.raters.answer_criterion(values[first], values[second], rater, rng), rater
 
     def answer_kset(
         self, items: tuple[int, ...], mode: str, rater: int, rng: np.random.Generator

@@ -313,9 +313,9 @@ function syncVideos(videos) {
 /** Build a task's DOM (hidden, so its media load while the rater looks at the current task). */
 function buildView(assignment) {
   if (assignment.kind === "kset") return buildGrid(assignment);
-  const sides = assignment.kind === "pair" ? ["left", "right"] : ["single"];
+  const sides = twoClips(assignment) ? ["left", "right"] : ["single"];
   const clips =
-    assignment.kind === "pair" ? [assignment.left, assignment.right] : [assignment.left];
+    twoClips(assignment) ? [assignment.left, assignment.right] : [assignment.left];
   const figures = sides.map((side, index) => {
     const label = side === "single" ? "The clip" : `${side === "left" ? "Left" : "Right"} clip`;
     const figure = h(
@@ -330,7 +330,8 @@ function buildView(assignment) {
     });
     return figure;
   });
-  const element = h("div", { class: `task ${assignment.kind}`, hidden: true }, figures);
+  const layout = twoClips(assignment) ? "pair" : assignment.kind;
+  const element = h("div", { class: `task ${layout}`, hidden: true }, figures);
   let stop = () => {};
   return {
     element,
@@ -459,6 +460,11 @@ function keycap(text) {
   return h("kbd", {}, text);
 }
 
+/** A pair, or a criterion question about a pair: two clips side by side. */
+function twoClips(assignment) {
+  return assignment.kind === "pair" || assignment.kind === "criterion";
+}
+
 function renderControls(assignment) {
   state.reporting = false;
   $("stage").dataset.reporting = "false";
@@ -485,8 +491,9 @@ function renderControls(assignment) {
     buttons.push(undo);
     $("buttons").replaceChildren(...buttons);
     renderPicks(assignment);
-  } else if (assignment.kind === "pair") {
-    $("question").textContent = "Which one is better?";
+  } else if (twoClips(assignment)) {
+    // a criterion question ("which is better aligned?") says itself which one
+    $("question").textContent = assignment.question || "Which one is better?";
     buttons.push(button("left", "Left", ["←", "1"], { choice: "left" }));
     if (choices.includes("tie")) buttons.push(button("tie", "Tie", ["↓", "3"], { choice: "tie" }));
     buttons.push(button("right", "Right", ["→", "2"], { choice: "right" }));
@@ -797,7 +804,7 @@ function keyToAnswer(event, assignment) {
     if (key === "Backspace" || key === "u") return () => unpick();
     return null;
   }
-  if (assignment.kind === "pair") {
+  if (twoClips(assignment)) {
     if (key === "ArrowLeft" || key === "1") return [{ choice: "left" }, "left"];
     if (key === "ArrowRight" || key === "2") return [{ choice: "right" }, "right"];
     if (key === "ArrowDown" || key === "3" || key === "t") return [{ choice: "tie" }, "tie"];

@@ -63,7 +63,12 @@ def previous_export(database_url: str, campaign_id: int, kind: str, fmt: str) ->
                         "assignment_id": row["assignment_id"],
                         "rater_id": row["rater_id"],
                         "rater_name": names.get(row["rater_id"]),
-                        "kind": "pair" if right >= 0 else "rating",
+                        "kind": "criterion"
+                        if row["criterion"] is not None
+                        else "pair"
+                        if right >= 0
+                        else "rating",
+                        "criterion": row["criterion"],
                         "left_external_id": clips[left].external_id,
                         "left_uri": clips[left].uri,
                         "left_group": clips[left].prompt_group,

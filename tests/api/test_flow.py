@@ -53,6 +53,7 @@ def test_campaign_create_list_read(client: TestClient) -> None:
         "both_threshold": None,
         "kset": None,
         "feature_dim": 0,
+        "criterion_questions": [],
     }
     assert datetime.fromisoformat(campaign["created_at"]).utcoffset().total_seconds() == 0
     defaults = client.post("/v1/campaigns", json={"name": "d"}, headers=ADMIN).json()

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 
 from engine import Campaign, CampaignConfig, Judgment
 from engine.likelihoods import Outcome
-from engine.questions import NO_SECOND, QUESTION_KINDS, KSet, Level, Pair, question_of
+from engine.questions import (
+    NO_SECOND,
+    QUESTION_KINDS,
+    Criterion,
+    KSet,
+    Level,
+    Pair,
+    question_of,
+)
 from engine.update import level_events, pair_events
 
 THRESHOLDS = (-1.0, 0.0, 1.5)
@@ -19,7 +27,7 @@ clips = st.integers(0, 10_000)
 
 
 def test_every_kind_is_registered_by_its_name() -> None:
-    assert {"pair": Pair, "level": Level, "kset": KSet} == QUESTION_KINDS
+    assert {"pair": Pair, "level": Level, "kset": KSet, "criterion": Criterion} == QUESTION_KINDS
 
 
 @given(clips, clips)

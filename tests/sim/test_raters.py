@@ -171,3 +171,23 @@ def test_raters_say_both_good_or_both_bad_as_the_engine_models_it() -> None:
     assert ties.count(BOTH_BAD) / len(ties) == pytest.approx(expected_bad, abs=0.02)
     with pytest.raises(ValueError, match="both_threshold"):
         RaterSpec(both_threshold=0.4)  # no ties
+
+
+@pytest.mark.parametrize("d", [0.0, 0.7, -1.2])
+def test_criterion_answers_are_thurstone_with_the_raters_criterion_noise(d: float) -> None:
+    pool = _pool(criterion_noise_sd=0.6, tie_margin=0.2)
+    np.testing.assert_array_equal(pool.criterion_noise_sd, 0.6)
+    rng = np.random.default_rng(SEED + 2)
+    counts = Counter(pool.answer_criterion(d, 0.0, r % 5, rng) for r in range(DRAWS))
+    win = norm.sf((0.2 - d) / 0.6)
+    loss = norm.cdf((-0.2 - d) / 0.6)
+    assert _close(counts[Outcome.WIN] / DRAWS, win)
+    assert _close(counts[Outcome.LOSS] / DRAWS, loss)
+
+
+def test_criterion_noise_leaves_the_other_draws_alone() -> None:
+    plain, with_criteria = _pool(noise_spread=0.3), _pool(noise_spread=0.3, criterion_noise_sd=1.0)
+    np.testing.assert_array_equal(plain.noise_sd, with_criteria.noise_sd)
+    assert not np.allclose(with_criteria.criterion_noise_sd, 1.0)  # spread per rater
+    with pytest.raises(ValueError, match="no criterion questions"):
+        plain.answer_criterion(1.0, 0.0, 0, np.random.default_rng(SEED))

@@ -11,6 +11,7 @@ import pytest
 
 from engine import Outcome
 from sim.estimators import outcome_signs
+from sim.raters import RaterSpec
 from sim.runner import default_replay_path
 from sim.worlds import (
     Comparisons,
@@ -394,3 +395,26 @@ def test_replay_truth_is_the_map_of_the_whole_log(shipped: Comparisons) -> None:
         len(shipped.items), shipped.first, shipped.second, outcome_signs(list(shipped.outcome))
     )
     np.testing.assert_allclose(world.quality, expected, atol=1e-4)
+
+
+def test_a_world_answers_criterion_questions_by_its_true_criteria() -> None:
+    raters = RaterSpec(criterion_noise_sd=1e-6, noise_spread=0.0)
+    spec = SyntheticSpec(n_items=40, n_groups=10, rm_correlation=0.7, raters=raters)
+    world = SyntheticWorld(spec, SEED)
+    plain = SyntheticWorld(SyntheticSpec(n_items=40, n_groups=10, rm_correlation=0.7), SEED)
+    np.testing.assert_array_equal(world.quality, plain.quality)
+    rng = np.random.default_rng(SEED)
+    values = world.criterion_values
+    name = world.problem.criteria[2]
+    for first, second in [(0, 1), (5, 9), (30, 12)]:
+        outcome, _ = world.answer_criterion(first, second, name, 0, rng)
+        expected = Outcome.WIN if values[first, 2] > values[second, 2] else Outcome.LOSS
+        assert outcome == expected
+    with pytest.raises(ValueError, match="no criterion"):
+        world.answer_criterion(0, 1, "style", 0, rng)
+
+
+def test_positive_weights_make_every_true_weight_positive() -> None:
+    spec = SyntheticSpec(n_items=40, n_groups=10, rm_correlation=0.7, positive_weights=True)
+    world = SyntheticWorld(spec, SEED)
+    assert world.true_weights is not None and bool((world.true_weights >= 0).all())
