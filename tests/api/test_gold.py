@@ -218,11 +218,12 @@ def test_a_snapshot_with_gold_answers_restarts_to_the_full_replay(settings: Sett
         runtime = client.app.state.service._runtimes[party.id]
         n_gold = sum(j.gold is not None for j in inspect(client, runtime, "log"))
         assert 0 < n_gold < 16  # at least 8 ordinary labels: two snapshots of 4
-        deadline = (
-            time.monotonic() + 60
-        )  # a wait, not a timing: the snapshot is written in the background
-        while _metric(client, "ratingparty_snapshots_total", event="written") < 2:
-            assert time.monotonic() < deadline, "no snapshot was written"
+        # a wait, not a timing: the snapshot is written in the background, and labels applied
+        # in one micro-batch take one snapshot however many multiples of 4 they cross
+        deadline = time.monotonic() + 60
+        query = "SELECT max(labels) FROM campaign_snapshot WHERE campaign_id = :c"
+        while (_sql(settings, query, c=party.id)[0][0] or 0) < 4:
+            assert time.monotonic() < deadline, "no snapshot with labels was written"
             time.sleep(0.05)
     with TestClient(app=create_app(settings)) as client:
         from_snapshot = _reads(client, party.id)

@@ -54,9 +54,13 @@ def _rated(settings: Settings) -> tuple[int, tuple[dict, dict, dict]]:
         reads = _reads(client, party.id)
         assert reads[0]["n_judgments"] in (N_LABELS, N_LABELS + 1)
         # reads apply every label; the snapshot after the last full SNAPSHOT_EVERY is written
-        deadline = time.monotonic() + 10
-        while _metric(client, "ratingparty_snapshots_total", event="written") < 2:
-            assert time.monotonic() < deadline, "no snapshot was written"
+        # (labels applied in one micro-batch take one snapshot: wait for its labels, not for
+        # a count of snapshots)
+        deadline = time.monotonic() + 30
+        last_full = N_LABELS // SNAPSHOT_EVERY * SNAPSHOT_EVERY
+        query = "SELECT max(labels) FROM campaign_snapshot WHERE campaign_id = :c"
+        while (_sql(settings, query, c=party.id)[0][0] or 0) < last_full:
+            assert time.monotonic() < deadline, "no snapshot of the last labels was written"
             time.sleep(0.05)
     return party.id, reads
 
