@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.special import ndtr
 
-from engine import Campaign, CampaignConfig, Judgment, Outcome
+from engine import Campaign, CampaignConfig, Judgment, Outcome, objectives
 from engine.objectives import BOTH_CHUNK, both_information_gain, interval_information_gain
 from engine.questions import BOTH_BAD, BOTH_GOOD
 from engine.selection import SelectionOptions
@@ -187,3 +187,27 @@ def test_selection_scores_pairs_by_the_both_gain_in_every_form(structure: str) -
     assert [(t.first, t.second) for t in tasks] == [(t.first, t.second) for t in dense]
     for mine, theirs in zip(tasks, dense, strict=True):
         assert mine.gain == pytest.approx(theirs.gain, abs=1e-9)
+
+
+@pytest.mark.parametrize(("tie_margin", "threshold"), [(0.3, 0.5), (3.0, 5.0), (1.0, 0.0)])
+def test_the_quadrature_rule_agrees_with_a_much_finer_one(
+    tie_margin: float, threshold: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The both gain at BOTH_NODES a side against 160 a side, on 300 random posteriors of
+    (d, s) with cuts from 0.3 to 10 sigma apart: within 1e-5 bits."""
+    generator = torch.Generator().manual_seed(5)
+    count = 300
+
+    def draw(scale: float, shift: float = 0.0) -> torch.Tensor:
+        values = torch.rand(count, generator=generator, dtype=torch.float64)
+        return values * scale + shift
+
+    var, extra = draw(3.0, 0.01), draw(2.0)
+    mu = (draw(1.0) - 0.5) * 3.0
+    sum_mu, sum_var = (draw(1.0) - 0.5) * 4.0, var + extra
+    covariance = (draw(1.0) - 0.5) * torch.sqrt(var * sum_var) * 0.9
+    moments = (mu, var, sum_mu, sum_var, covariance, 1.0, tie_margin, threshold)
+    used = objectives.both_information_gain(*moments)
+    monkeypatch.setattr(objectives, "BOTH_NODES", 160)
+    fine = objectives.both_information_gain(*moments)
+    assert float((used - fine).abs().max()) < 1e-5
