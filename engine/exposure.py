@@ -27,8 +27,8 @@ class Exposure:
         focus: (n,) bool, the starved clips the rater may be shown; every pair chosen holds one.
         deficit: labels still owed to them, `sum_i (m - count_i)`: a batch holds at most this
             many pairs while the rule is on.
-        count: how many clips `focus` holds (a selection decides by it how to search, where
-            counting the mask would pass over every clip).
+        count: how many clips `focus` holds (kept with the floor: counting the mask would
+            pass over every clip).
         groups: (G,) bool, which groups hold a starved clip, when the campaign has groups: a
             block-form search skips the others' kept bounds.
     """
@@ -155,9 +155,15 @@ class ClipCounts:
         device: torch.device,
         groups: Tensor | None = None,
     ) -> Exposure | None:
-        """`exposure(self.counts(n), pending, allowed, min_labels)` with `allowed` all but
-        `excluded`, in O(pending + excluded) beyond a copy of the kept masks; with `groups`
-        ((n,) long), also which groups hold a starved clip (`Exposure.groups`)."""
+        """The starved clips of a request: `count_i + pending_i < min_labels` among the clips
+        not `excluded` (`pending_items` one entry per clip per pending task, gold aside: two
+        raters asking at once do not both get the same starved clip), in O(pending +
+        excluded) beyond a copy of the kept masks; with `groups` ((n,) long), also which
+        groups hold a starved clip (`Exposure.groups`).
+
+        None when the rule changes nothing: it is off (`min_labels` 0), no clip is starved,
+        or every clip that may be shown is (then every pair holds one already, as at the
+        start of a campaign)."""
         if min_labels <= 0 or n_items == 0:
             return None
         floor = self._kept_floor(n_items, min_labels, device, groups)
@@ -208,37 +214,4 @@ def _first_occurrences(index: Tensor) -> Tensor:
     return first.scatter_reduce_(0, inverse, torch.arange(index.numel()), reduce="amin")
 
 
-def exposure(
-    counts: Tensor, pending_items: Tensor, allowed: Tensor, min_labels: int
-) -> Exposure | None:
-    """The starved clips: `count_i + pending_i < min_labels` among the `allowed` clips.
-
-    None when the rule changes nothing: it is off (`min_labels` 0), no allowed clip is
-    starved, or every allowed clip is (then every pair holds one already, as at the start of
-    a campaign).
-
-    Args:
-        counts: (n,) long answered labels per clip (not gold).
-        pending_items: (P,) long the clips of the pending tasks (not gold), one entry per clip
-            per task: two raters asking at once do not both get the same starved clip.
-        allowed: (n,) bool, False for clips this rater may not be shown.
-        min_labels: the floor m.
-
-    Returns:
-        The focus mask and the deficit on `allowed`'s device, or None.
-    """
-    if min_labels <= 0 or counts.numel() == 0:
-        return None
-    total = counts.to(allowed.device).clone()
-    if pending_items.numel():
-        index = pending_items.to(allowed.device)
-        total.index_add_(0, index, torch.ones_like(index))
-    focus = (total < min_labels) & allowed
-    starved = int(focus.sum())
-    if starved == 0 or starved == int(allowed.sum()):
-        return None
-    deficit = int((min_labels - total[focus]).sum())
-    return Exposure(focus, deficit, starved)
-
-
-__all__ = ["ClipCounts", "Exposure", "exposure"]
+__all__ = ["ClipCounts", "Exposure"]

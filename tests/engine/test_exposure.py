@@ -12,9 +12,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import Tensor
 
 from engine import Campaign, CampaignConfig, Judgment, Outcome
-from engine.exposure import ClipCounts, exposure
+from engine.exposure import ClipCounts, Exposure
 from engine.questions import Pair
 
 SEED = 0
@@ -181,20 +182,17 @@ def test_the_rule_is_off_at_zero_and_rejects_a_negative_minimum() -> None:
 
 
 def test_exposure_counts_pending_clips_and_steps_aside_when_all_are_owed() -> None:
+    cpu = torch.device("cpu")
     counts = ClipCounts()
     counts.add([0, 1, 0, 2])
     assert counts.counts(5).tolist() == [2, 1, 1, 0, 0]
-    allowed = torch.tensor([True, True, True, True, False])
-    starved = exposure(counts.counts(5), torch.tensor([3]), allowed, 2)
+    starved = counts.starved(5, [3], [4], 2, cpu)  # clip 4 may not be shown
     assert starved is not None
     assert starved.focus.tolist() == [False, True, True, True, False]
     assert starved.deficit == 1 + 1 + 1
-    assert exposure(counts.counts(5), torch.tensor([], dtype=torch.long), allowed, 0) is None
+    assert counts.starved(5, [], [4], 0, cpu) is None
     # every allowed clip owed: every pair holds one already, nothing to restrict
-    assert (
-        exposure(torch.zeros(5, dtype=torch.long), torch.zeros(0, dtype=torch.long), allowed, 1)
-        is None
-    )
+    assert ClipCounts().starved(5, [], [4], 1, cpu) is None
 
 
 def test_dense_and_blocks_agree_on_a_batch_with_owed_clips_in_several_prompts() -> None:
@@ -214,6 +212,40 @@ def test_dense_and_blocks_agree_on_a_batch_with_owed_clips_in_several_prompts() 
     assert batches["dense"][6] == (12, 13)
     counts = {clip: sum(clip in pair for pair in batches["dense"][:7]) for clip in owed}
     assert all(count >= 2 for count in counts.values()), counts
+
+
+def direct_exposure(
+    counts: Tensor, pending_items: Tensor, allowed: Tensor, min_labels: int
+) -> Exposure | None:
+    """The exposure rule counted directly over every clip, the reference `ClipCounts.starved`
+    keeps label by label: `count_i + pending_i < min_labels` among the `allowed` clips.
+
+    None when the rule changes nothing: it is off (`min_labels` 0), no allowed clip is
+    starved, or every allowed clip is (then every pair holds one already, as at the start of
+    a campaign).
+
+    Args:
+        counts: (n,) long answered labels per clip (not gold).
+        pending_items: (P,) long the clips of the pending tasks (not gold), one entry per clip
+            per task: two raters asking at once do not both get the same starved clip.
+        allowed: (n,) bool, False for clips this rater may not be shown.
+        min_labels: the floor m.
+
+    Returns:
+        The focus mask and the deficit on `allowed`'s device, or None.
+    """
+    if min_labels <= 0 or counts.numel() == 0:
+        return None
+    total = counts.to(allowed.device).clone()
+    if pending_items.numel():
+        index = pending_items.to(allowed.device)
+        total.index_add_(0, index, torch.ones_like(index))
+    focus = (total < min_labels) & allowed
+    starved = int(focus.sum())
+    if starved == 0 or starved == int(allowed.sum()):
+        return None
+    deficit = int((min_labels - total[focus]).sum())
+    return Exposure(focus, deficit, starved)
 
 
 @settings(max_examples=60, deadline=None)
@@ -244,7 +276,7 @@ def test_kept_floor_equals_the_direct_count(steps, min_labels: int) -> None:
         barred = sorted({i % n for i in excluded})
         allowed = torch.ones(n, dtype=torch.bool)
         allowed[barred] = False
-        direct = exposure(counts.counts(n), torch.tensor(pending_items), allowed, min_labels)
+        direct = direct_exposure(counts.counts(n), torch.tensor(pending_items), allowed, min_labels)
         kept = counts.starved(
             n, pending_items, barred, min_labels, torch.device("cpu"), groups=groups
         )
