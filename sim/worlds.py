@@ -174,7 +174,26 @@ class World:
         raise NotImplementedError
 
 
-class SyntheticWorld(World):
+class PooledWorld(World):
+    """A world whose simulated raters (`raters`, a `RaterPool`) answer from its true
+    `quality`."""
+
+    raters: RaterPool
+
+    def answer_pair(
+        self,
+        first: int,
+        second: int,
+        rater: int,
+        rng: np.random.Generator,
+        left: int | None = None,
+    ) -> tuple[Outcome, int]:
+        q = self.quality
+        outcome = self.raters.answer_pair(q[first], q[second], rater, rng, left != second)
+        return outcome, rater
+
+
+class SyntheticWorld(PooledWorld):
     """A drawn synthetic campaign; see `SyntheticSpec` for the model.
 
     Args:
@@ -236,18 +255,6 @@ class SyntheticWorld(World):
         if not self.raters.spec.sided:
             return None
         return first if rng.random() < 0.5 else second
-
-    def answer_pair(
-        self,
-        first: int,
-        second: int,
-        rater: int,
-        rng: np.random.Generator,
-        left: int | None = None,
-    ) -> tuple[Outcome, int]:
-        q = self.quality
-        outcome = self.raters.answer_pair(q[first], q[second], rater, rng, left != second)
-        return outcome, rater
 
     def answer_rating(self, item: int, rater: int, rng: np.random.Generator) -> tuple[int, int]:
         return self.raters.answer_rating(self.quality[item], rater, rng), rater
@@ -367,7 +374,7 @@ def nearest_centre(features: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return distance.argmin(1)
 
 
-class GatedWorld(World):
+class GatedWorld(PooledWorld):
     """A drawn `GatedSpec` world: rated prompts in `problem` (features and clustered
     contexts), never-rated ones in `held_out`.
 
@@ -438,17 +445,6 @@ class GatedWorld(World):
             "smooth function of the prompt's features, drawn with the world's seed"
         )
         self.budget = None
-
-    def answer_pair(
-        self,
-        first: int,
-        second: int,
-        rater: int,
-        rng: np.random.Generator,
-        left: int | None = None,
-    ) -> tuple[Outcome, int]:
-        q = self.quality
-        return self.raters.answer_pair(q[first], q[second], rater, rng, left != second), rater
 
     def describe(self) -> dict[str, object]:
         return {"kind": "gated", "truth": self.truth, **self.spec.to_dict()}
@@ -638,6 +634,7 @@ __all__ = [
     "GatedSpec",
     "GatedWorld",
     "HeldOut",
+    "PooledWorld",
     "Problem",
     "ReplayWorld",
     "SyntheticSpec",
