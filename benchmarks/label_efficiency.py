@@ -36,8 +36,23 @@ from pathlib import Path
 
 from sim.plots import plot_curves
 from sim.raters import RaterSpec
-from sim.report import format_labels, labels_needed, paired_ratio, provenance
-from sim.runner import TARGETS, ReplaySpec, RunKey, Scenario, default_replay_path, run_many
+from sim.report import (
+    at_per_clip,
+    coverage_gaps,
+    format_labels,
+    labels_needed,
+    paired_ratio,
+    provenance,
+)
+from sim.runner import (
+    PER_CLIP,
+    TARGETS,
+    ReplaySpec,
+    RunKey,
+    Scenario,
+    default_replay_path,
+    run_many,
+)
 from sim.strategies import STRATEGIES
 from sim.worlds import SyntheticSpec
 
@@ -45,6 +60,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_NAMES = tuple(f"{m} {d} {v}" for m, (d, v) in TARGETS.items())
 RAW = RESULTS / "raw"
 REPS = 10
+# (record key, heading, nominal value or None, True when higher is better)
+AT_POINTS = (
+    ("kendall_tau", "tau", None, True),
+    ("rmse", "RMSE", None, False),
+    ("coverage50", "cov 50 %", 0.5, None),
+    ("coverage90", "cov 90 %", 0.9, None),
+)
+COVERAGE_TOLERANCE = 0.05
 # the engine variants that learn its assumptions belong to the learning suite; the block form
 # gives the same choices and needs a same-prompt scope; the factorised form is measured
 # against the dense one by benchmarks.factorised_cost
@@ -272,11 +295,22 @@ def merge(notes: list[str] | None = None, suite_name: str = "core") -> None:
             if scenario in scenarios
             for target in TARGET_NAMES
         ],
+        # records from before coverage50 and the per-clip checkpoints have neither table
+        "per_clip": at_per_clip(records, sizes, [m for m, *_ in AT_POINTS])
+        if all("coverage50" in r for r in records)
+        else [],
+        "coverage": coverage_gaps(records, sizes)
+        if all("coverage50" in r for r in records)
+        else [],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(document, indent=1) + "\n")
     (RESULTS / f"{stem}.md").write_text(_markdown(document))
-    plot_curves(sorted(records, key=lambda r: order.index(r["scenario"])), RESULTS / f"{stem}.png")
+    ordered = sorted(records, key=lambda r: order.index(r["scenario"]))
+    plot_curves(ordered, RESULTS / f"{stem}.png")
+    if document["coverage"]:
+        plot_curves(ordered, RESULTS / f"{stem}_rmse.png", metric="rmse")
+        plot_curves(ordered, RESULTS / f"{stem}_coverage.png", metric="coverage90", reference=0.9)
     print((RESULTS / f"{stem}.md").read_text())
 
 
@@ -320,6 +354,83 @@ def summary_table(document: dict, target: str = "kendall_tau >= 0.9") -> str:
     return "\n".join(lines)
 
 
+def coverage_table(document: dict, estimator: str = "engine") -> str:
+    """Strategies x scenarios: the largest gap of 50 % / 90 % interval coverage from nominal
+    at any checkpoint from 2 labels per clip on, scored by `estimator`; `*` outside
+    +-COVERAGE_TOLERANCE."""
+    names = [s["name"] for s in document["scenarios"]]
+    gaps = {
+        (g["scenario"], g["strategy"]): g
+        for g in document["coverage"]
+        if g["estimator"] == estimator
+    }
+    strategies = list(dict.fromkeys(g["strategy"] for g in document["coverage"]))
+    lines = [
+        f"Interval coverage of the {estimator} posterior: the largest gap from nominal of the "
+        "50 % / 90 % intervals' coverage (mean over repetitions) at any checkpoint from 2 labels "
+        f"per clip on; `*` outside +-{COVERAGE_TOLERANCE}:",
+        "",
+        "| strategy | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for strategy in strategies:
+        cells = []
+        for name in names:
+            gap = gaps.get((name, strategy))
+            if gap is None or "coverage50_gap" not in gap:
+                cells.append("")
+                continue
+            text = []
+            for metric in ("coverage50", "coverage90"):
+                value = float(gap[f"{metric}_gap"])
+                text.append(f"{value:+.2f}" + ("*" if abs(value) > COVERAGE_TOLERANCE else ""))
+            cells.append(" / ".join(text))
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def points_table(document: dict, scenario: str, estimator: str = "engine") -> list[str]:
+    """One scenario's metrics at each `PER_CLIP` point, scored by `estimator`; `*` marks a
+    value worse than random pairs' at the same point (lower tau, higher RMSE, coverage
+    further from nominal)."""
+    rows = {
+        (r["strategy"], r["per_clip"]): r
+        for r in document["per_clip"]
+        if r["scenario"] == scenario and r["estimator"] == estimator
+    }
+    if not rows:
+        return []
+    strategies = list(dict.fromkeys(strategy for strategy, _ in rows))
+    points = [p for p in PER_CLIP if any((s, p) in rows for s in strategies)]
+    lines = [
+        "",
+        f"At {', '.join(f'{p:g}' for p in points)} labels per clip, scored by the {estimator} "
+        "posterior (mean over repetitions; `*`: worse than random pairs at that point):",
+        "",
+        "| strategy | metric | " + " | ".join(f"{p:g}/clip" for p in points) + " |",
+        "|---|---|" + "---:|" * len(points),
+    ]
+    for strategy in strategies:
+        for metric, heading, nominal, higher in AT_POINTS:
+            cells = []
+            for point in points:
+                row, base = rows.get((strategy, point)), rows.get(("random", point))
+                if row is None:
+                    cells.append("")
+                    continue
+                value = float(row[metric])
+                worse = False
+                if base is not None and strategy != "random":
+                    theirs = float(base[metric])
+                    if nominal is not None:
+                        worse = abs(value - nominal) > abs(theirs - nominal) + 1e-12
+                    else:
+                        worse = value < theirs if higher else value > theirs
+                cells.append(f"{value:.3f}" + ("*" if worse else ""))
+            lines.append(f"| {strategy} | {heading} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _n(document: dict, name: str) -> int:
     return next(int(s["n_items"]) for s in document["scenarios"] if s["name"] == name)
 
@@ -346,6 +457,8 @@ def _markdown(document: dict) -> str:
         )
     lines += [f"- note: {note}" for note in document.get("notes", ())]
     lines += ["", summary_table(document), ""]
+    if document.get("coverage"):
+        lines += [summary_table(document, "rmse <= 0.5"), "", coverage_table(document), ""]
     if document.get("comparisons"):
         lines += [
             "",
@@ -396,6 +509,8 @@ def _markdown(document: dict) -> str:
                 ratio = row["ratio_to_random"]
                 cells += [format_labels(row), "-" if math.isnan(ratio) else f"{ratio:.2f}"]
             lines.append(f"| {strategy} | {estimator} | " + " | ".join(cells) + " |")
+        if document.get("per_clip"):
+            lines += points_table(document, name)
     return "\n".join(lines) + "\n"
 
 

@@ -22,8 +22,14 @@ ESTIMATOR_TITLES = {
 }
 
 
-def plot_curves(records: Iterable[dict], path: Path, metric: str = "kendall_tau") -> Path:
-    """Mean of `metric` against labels with its 95 % band over repetitions, per strategy.
+def plot_curves(
+    records: Iterable[dict],
+    path: Path,
+    metric: str = "kendall_tau",
+    reference: float | None = None,
+) -> Path:
+    """Mean of `metric` against labels with its 95 % band over repetitions, per strategy; a
+    dotted line at its target (`sim.runner.TARGETS`) or at `reference` (a nominal coverage).
 
     Raises:
         ValueError: no records, or `metric` is not in them.
@@ -62,8 +68,9 @@ def plot_curves(records: Iterable[dict], path: Path, metric: str = "kendall_tau"
                 axis.fill_between(
                     curve["labels"], curve["low"], curve["high"], color=colour, alpha=0.15, lw=0
                 )
-            if metric in TARGETS:
-                axis.axhline(TARGETS[metric][1], color="grey", lw=0.8, ls=":")
+            line = TARGETS[metric][1] if metric in TARGETS else reference
+            if line is not None:
+                axis.axhline(line, color="grey", lw=0.8, ls=":")
             if right:
                 axis.set_xlim(0, right)
             axis.set_title(f"{scenario}\n{ESTIMATOR_TITLES[estimator]}", fontsize=8)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sim.runner import TARGETS, labels_to_target
+from sim.runner import PER_CLIP, TARGETS, labels_to_target
 
 BASELINE = ("random", "fixed")  # (strategy, estimator) every ratio divides by
 SHORT_METRICS = {"kendall_tau": "tau"}
@@ -175,6 +175,68 @@ def curves(records: Iterable[dict], metric: str) -> dict[tuple, dict[str, np.nda
     return result
 
 
+def at_per_clip(
+    records: Iterable[dict], n_items: dict[str, int], metrics: Sequence[str]
+) -> list[dict[str, object]]:
+    """Per (scenario, strategy, estimator) and each of `PER_CLIP` labels per clip: the mean and
+    95 % interval of each metric over the repetitions scored there (every run is, unless its
+    world ran out of answers first); `n_items` gives each scenario's clip count."""
+    at: dict[tuple, list[dict]] = defaultdict(list)
+    for row in records:
+        at[(row["scenario"], row["strategy"], row["estimator"], row["labels"])].append(row)
+    rows = []
+    keys = dict.fromkeys((r["scenario"], r["strategy"], r["estimator"]) for r in records)
+    for scenario, strategy, estimator in keys:
+        n = n_items[scenario]
+        for per_clip in PER_CLIP:
+            scored = at.get((scenario, strategy, estimator, round(per_clip * n)), [])
+            if not scored:
+                continue
+            row: dict[str, object] = {
+                "scenario": scenario,
+                "strategy": strategy,
+                "estimator": estimator,
+                "per_clip": per_clip,
+                "labels": round(per_clip * n),
+                "n_reps": len(scored),
+            }
+            for metric in metrics:
+                mean, low, high = mean_interval([float(r[metric]) for r in scored])
+                row.update({metric: mean, f"{metric}_low": low, f"{metric}_high": high})
+            rows.append(row)
+    return rows
+
+
+def coverage_gaps(
+    records: Iterable[dict], n_items: dict[str, int], from_per_clip: float = 2.0
+) -> list[dict[str, object]]:
+    """Per (scenario, strategy, estimator): the largest distance of the mean 50 % and 90 %
+    interval coverage (over the repetitions scored at a checkpoint) from nominal, over every
+    checkpoint from `from_per_clip` labels per clip on where every repetition was scored (runs
+    stop once their targets are reached), and the checkpoint where it is."""
+    records = list(records)
+    reps: dict[tuple, set[int]] = defaultdict(set)
+    at: dict[tuple, list[dict]] = defaultdict(list)
+    for row in records:
+        reps[(row["scenario"], row["strategy"], row["estimator"])].add(row["rep"])
+        if row["labels"] >= from_per_clip * n_items[row["scenario"]]:
+            at[(row["scenario"], row["strategy"], row["estimator"], row["labels"])].append(row)
+    worst: dict[tuple, dict[str, object]] = {}
+    for (scenario, strategy, estimator, labels), scored in sorted(at.items()):
+        if len(scored) < len(reps[(scenario, strategy, estimator)]):
+            continue
+        entry = worst.setdefault(
+            (scenario, strategy, estimator),
+            {"scenario": scenario, "strategy": strategy, "estimator": estimator},
+        )
+        for metric, nominal in (("coverage50", 0.5), ("coverage90", 0.9)):
+            gap = float(np.mean([r[metric] for r in scored])) - nominal
+            if abs(gap) >= abs(float(entry.get(f"{metric}_gap", 0.0))):  # type: ignore[arg-type]
+                entry[f"{metric}_gap"] = gap
+                entry[f"{metric}_at"] = labels
+    return list(worst.values())
+
+
 def provenance(seed: int) -> dict[str, object]:
     """Seed, dtype, device and code version, for every results file."""
     try:
@@ -257,6 +319,8 @@ def short_target(target: str) -> str:
 __all__ = [
     "BASELINE",
     "MIN_REPS_FOR_INTERVAL",
+    "at_per_clip",
+    "coverage_gaps",
     "curves",
     "format_labels",
     "labels_needed",

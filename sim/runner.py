@@ -3,7 +3,7 @@
 One run = one world (drawn from a scenario and a repetition's seed) x one strategy. Raters
 work at once: `concurrent` assignments are out at any time, the oldest is answered next, so a
 strategy always chooses while others' pairs are pending. At each checkpoint of the label
-budget the labels so far are scored twice:
+budget, and at `PER_CLIP` labels per clip, the labels so far are scored twice:
   - "fixed": the MAP Thurstone fit that ignores the reward model (sim.estimators), and
   - "engine": the engine's posterior with the reward-model prior, fed every label in order.
 The same seed gives the same records on the CPU.
@@ -35,6 +35,9 @@ ESTIMATORS = ("fixed", "engine")
 N_HELD_OUT = 2000
 # "both good" and "both bad" are ties to the win counts of the fixed fit
 SIGN = {Outcome.WIN: 1.0, Outcome.TIE: 0.0, Outcome.LOSS: -1.0, BOTH_GOOD: 0.0, BOTH_BAD: 0.0}
+# labels per clip at which every run is scored, whatever its checkpoint spacing, and before
+# which no run stops: the points where estimates are compared with random pairs'
+PER_CLIP = (0.25, 0.5, 1.0, 2.0, 5.0)
 TARGETS: dict[str, tuple[str, float]] = {
     # metric: (direction, value); labels needed to reach each is the headline figure
     "kendall_tau": (">=", 0.9),
@@ -209,6 +212,7 @@ class Scorer:
             "top_k": metrics.top_k_precision(mean, truth, groups),
             "log_loss": metrics.expected_log_loss(log_p_first, log_p_second, self.truth_log_p),
             "weight_rmse": metrics.weight_rmse(weights, self.world.true_weights),
+            "coverage50": metrics.coverage(mean, cov, truth, groups, level=0.5),
             "coverage90": metrics.coverage(mean, cov, truth, groups),
         }
 
@@ -249,8 +253,10 @@ def _run(key: RunKey) -> list[dict[str, object]]:
     slot = np.full((problem.n_items, problem.n_items), -1, dtype=np.int64)
     slot[problem.candidates[:, 0], problem.candidates[:, 1]] = np.arange(len(problem.candidates))
     pending_count = np.zeros(len(problem.candidates), dtype=np.int64)
-    checkpoints = deque(scenario.checkpoints())
     budget = min(scenario.budget, world.budget or scenario.budget)
+    points = per_clip_labels(problem.n_items, budget)
+    checkpoints = deque(sorted({*scenario.checkpoints(), *points}))
+    scored_through = max(points, default=0)
     concurrent = getattr(getattr(world, "raters", None), "spec", None)
     n_concurrent = concurrent.concurrent if concurrent else 4
     n_raters = concurrent.n_raters if concurrent else n_concurrent
@@ -297,7 +303,11 @@ def _run(key: RunKey) -> list[dict[str, object]]:
                 }
             )
             reached[estimator] |= _reached(values)
-        return key.stop_at_targets and all(reached[e] == set(TARGETS) for e in ESTIMATORS)
+        return (
+            key.stop_at_targets
+            and labels >= scored_through
+            and all(reached[e] == set(TARGETS) for e in ESTIMATORS)
+        )
 
     for _ in range(min(n_concurrent, budget)):
         if not hand_out():
@@ -324,6 +334,11 @@ def _run(key: RunKey) -> list[dict[str, object]]:
     if labels not in {r["labels"] for r in records}:
         checkpoint()  # a replay that ran out of answers: score what there is
     return records
+
+
+def per_clip_labels(n_items: int, budget: int) -> list[int]:
+    """The label counts of `PER_CLIP` labels per clip for `n_items` clips, within `budget`."""
+    return sorted({c for c in (round(f * n_items) for f in PER_CLIP) if 0 < c <= budget})
 
 
 def labels_to_target(
@@ -374,6 +389,7 @@ def default_replay_path() -> Path:
 
 __all__ = [
     "ESTIMATORS",
+    "PER_CLIP",
     "TARGETS",
     "ReplaySpec",
     "RunKey",
@@ -382,6 +398,7 @@ __all__ = [
     "default_replay_path",
     "derive_seed",
     "labels_to_target",
+    "per_clip_labels",
     "run_many",
     "run_once",
 ]

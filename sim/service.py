@@ -30,7 +30,7 @@ from sim.worlds import SyntheticSpec, SyntheticWorld
 
 STRATEGY = "service"  # the strategy name in records: the service's own selection
 CHOICE = {Outcome.WIN: "left", Outcome.LOSS: "right", Outcome.TIE: "tie"}
-UNSCORED = ("log_loss", "weight_rmse", "coverage90")
+UNSCORED = ("log_loss", "weight_rmse", "coverage50", "coverage90")
 
 
 def _clips(world: SyntheticWorld, name: str) -> Iterator[NewClip]:

@@ -9,6 +9,8 @@ import pytest
 
 from sim.report import (
     MIN_REPS_FOR_INTERVAL,
+    at_per_clip,
+    coverage_gaps,
     curves,
     format_labels,
     labels_needed,
@@ -101,3 +103,49 @@ def test_curves_carry_a_stopped_run_forward() -> None:
     assert curve["mean"].tolist() == pytest.approx([0.0, 0.6, 0.8333333, 0.8833333])
     assert np.all(curve["low"] <= curve["mean"]) and np.all(curve["mean"] <= curve["high"])
     assert curve["high"].max() <= 1.0  # a band never promises a tau above 1
+
+
+def _scored(strategy: str, rep: int, rows: list[tuple[int, float, float]]) -> list[dict]:
+    """Records of one run at (labels, 50 % coverage, 90 % coverage), 10 clips."""
+    return [
+        {
+            "scenario": "s",
+            "strategy": strategy,
+            "estimator": "engine",
+            "rep": rep,
+            "labels": labels,
+            "kendall_tau": labels / 100,
+            "rmse": 1 - labels / 100,
+            "coverage50": c50,
+            "coverage90": c90,
+        }
+        for labels, c50, c90 in rows
+    ]
+
+
+def test_metrics_at_labels_per_clip_average_the_repetitions_scored_there() -> None:
+    records = [
+        *_scored("smart", 0, [(3, 0.4, 0.8), (5, 0.5, 0.9), (10, 0.6, 1.0), (50, 0.5, 0.9)]),
+        *_scored("smart", 1, [(3, 0.6, 1.0), (5, 0.5, 0.9), (10, 0.4, 0.8)]),
+    ]
+    rows = at_per_clip(records, {"s": 10}, ["coverage50", "coverage90", "kendall_tau"])
+    # 10 clips: 0.25 and 0.5 per clip are labels 2 (round half to even) and 5; 2 never scored
+    assert [(r["per_clip"], r["labels"], r["n_reps"]) for r in rows] == [
+        (0.5, 5, 2),
+        (1.0, 10, 2),
+        (5.0, 50, 1),
+    ]
+    assert rows[1]["coverage90"] == pytest.approx(0.9)
+    assert rows[1]["coverage50"] == pytest.approx(0.5)
+    assert rows[2]["kendall_tau"] == pytest.approx(0.5)
+
+
+def test_coverage_gaps_take_the_worst_checkpoint_every_repetition_reached() -> None:
+    records = [
+        *_scored("smart", 0, [(10, 0.9, 0.2), (20, 0.55, 0.8), (30, 0.5, 0.95), (40, 0.0, 0.0)]),
+        *_scored("smart", 1, [(10, 0.9, 0.2), (20, 0.45, 0.8), (30, 0.5, 0.95)]),
+    ]
+    (gap,) = coverage_gaps(records, {"s": 10}, from_per_clip=2.0)
+    # labels 10 (1 per clip) is before the window; 40 was scored in one repetition of two
+    assert gap["coverage50_gap"] == pytest.approx(0.0) and gap["coverage50_at"] == 30
+    assert gap["coverage90_gap"] == pytest.approx(-0.1) and gap["coverage90_at"] == 20

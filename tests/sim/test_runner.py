@@ -16,6 +16,7 @@ from sim.runner import (
     Scenario,
     default_replay_path,
     labels_to_target,
+    per_clip_labels,
     run_once,
 )
 from sim.worlds import SyntheticSpec
@@ -28,7 +29,16 @@ TINY = Scenario(
     every=20,
 )
 pytestmark = pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")
-METRICS = ("kendall_tau", "spearman", "rmse", "top_k", "log_loss", "weight_rmse", "coverage90")
+METRICS = (
+    "kendall_tau",
+    "spearman",
+    "rmse",
+    "top_k",
+    "log_loss",
+    "weight_rmse",
+    "coverage50",
+    "coverage90",
+)
 
 
 def _comparable(records: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -51,8 +61,10 @@ def tiny_run(request: pytest.FixtureRequest) -> tuple[RunKey, list[dict[str, obj
 def test_checkpoint_records(tiny_run: tuple[RunKey, list[dict[str, object]]]) -> None:
     key, records = tiny_run
     assert TINY.checkpoints() == [0, 20, 40, 60]
+    # and at 0.25, 0.5, 1, 2 and 5 labels per clip of the 12 clips
+    assert per_clip_labels(12, TINY.budget) == [3, 6, 12, 24, 60]
     assert [(r["labels"], r["estimator"]) for r in records] == [
-        (labels, estimator) for labels in (0, 20, 40, 60) for estimator in ESTIMATORS
+        (labels, estimator) for labels in (0, 3, 6, 12, 20, 24, 40, 60) for estimator in ESTIMATORS
     ]
     for record in records:
         assert record["scenario"] == "tiny" and record["strategy"] == key.strategy
@@ -60,6 +72,8 @@ def test_checkpoint_records(tiny_run: tuple[RunKey, list[dict[str, object]]]) ->
         for metric in METRICS:
             assert metric in record
         assert -1 <= record["kendall_tau"] <= 1 and 0 <= record["coverage90"] <= 1
+        # the 50 % interval lies inside the 90 % one: it never covers more clips
+        assert 0 <= record["coverage50"] <= record["coverage90"]
         assert record["rmse"] >= 0 and record["log_loss"] > 0
         assert record["strategy_seconds"] >= 0
         # only the engine recovers the reward model's weights
@@ -107,7 +121,7 @@ def test_replay_stops_at_the_end_of_the_log() -> None:
         name="tmo", world=ReplaySpec(path=str(default_replay_path())), budget=5000, every=2500
     )
     records = run_once(RunKey(scenario, "random", rep=0, seed=SEED))
-    assert sorted({r["labels"] for r in records}) == [0, 1213]
+    assert sorted({r["labels"] for r in records}) == [0, *per_clip_labels(35, 1213), 1213]
     final = [r for r in records if r["labels"] == 1213]
     assert [r["estimator"] for r in final] == list(ESTIMATORS)
     fixed = final[0]
@@ -130,16 +144,20 @@ def test_stop_at_targets() -> None:
     scenario = Scenario(name="easy", world=spec, budget=400, every=20)
     full = run_once(RunKey(scenario, "random", rep=0, seed=SEED))
     stopped = run_once(RunKey(scenario, "random", rep=0, seed=SEED, stop_at_targets=True))
-    # where every estimator has reached every target at some checkpoint so far
+    # where every estimator has reached every target at some checkpoint so far, and the
+    # run has been scored at 5 labels per clip
     reached: dict[str, set[str]] = {e: set() for e in ESTIMATORS}
+    scored_through = max(per_clip_labels(6, scenario.budget))
     stop = None
     for record in full:
         for metric, (direction, value) in TARGETS.items():
             v = record[metric]
             if (v >= value) if direction == ">=" else (v <= value):
                 reached[record["estimator"]].add(metric)
-        if record["estimator"] == ESTIMATORS[-1] and all(
-            reached[e] == set(TARGETS) for e in ESTIMATORS
+        if (
+            record["estimator"] == ESTIMATORS[-1]
+            and record["labels"] >= scored_through
+            and all(reached[e] == set(TARGETS) for e in ESTIMATORS)
         ):
             stop = record["labels"]
             break
