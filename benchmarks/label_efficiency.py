@@ -77,6 +77,9 @@ VARIANTS = (
     "information_gain_reliable",
     "information_gain_blocks",  # same-prompt scope only; the suite pairs across prompts
     "information_gain_factorised",  # the approximation past the dense limit: its own benchmark
+    "information_gain_side",  # side offsets: benchmarks.position_bias
+    "information_gain_gated",  # needs prompt features: benchmarks.gating
+    "information_gain_global",  # one set of weights for every prompt: benchmarks.gating
 )
 SMALL = tuple(s for s in STRATEGIES if s not in VARIANTS)  # EUBO included: n <= 60 only
 # predictive entropy over all 124,750 pairs and botorch's EUBO do not scale to n = 500
