@@ -31,6 +31,17 @@ from sqlalchemy import Connection, Engine, text
 from api import schemas, store
 from api.auth import hash_token, new_token
 from api.bulk import BulkFormat, ClipReader, feature_problem
+from api.campaign_config import (
+    build_config,
+    emoji_thresholds,
+    engine_config,
+    scale_levels,
+    stored_both_threshold,
+    stored_feature_dim,
+    stored_min_labels,
+    stored_side_bias,
+    with_gold,
+)
 from api.campaigns import (
     ACTIVE,
     CLOSED,
@@ -42,17 +53,8 @@ from api.campaigns import (
     NewClip,
     RaterState,
     Report,
-    build_config,
-    emoji_thresholds,
-    engine_config,
     question_words,
-    scale_levels,
-    stored_both_threshold,
-    stored_feature_dim,
-    stored_min_labels,
-    stored_side_bias,
     utc,
-    with_gold,
 )
 from api.db import MAX_ROW_ID, as_utc
 from api.engine_host import Board

@@ -6,7 +6,7 @@ import time
 
 from litestar.testing import TestClient
 
-from api.campaigns import task_key
+from api.task_keys import task_key
 from tests.api.conftest import ADMIN, answer, inspect, make_party, pending_tasks
 
 
