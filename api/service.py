@@ -458,6 +458,11 @@ class Service:
             return stored.get(campaign_id, (0, 0, 0))
         return len(runtime.clips), len(runtime.raters), runtime.n_labels
 
+    def loaded_runtime(self, campaign_id: int) -> CampaignRuntime:
+        """The runtime serving the campaign in this process now, without loading it (KeyError:
+        none is loaded); for tests and diagnostics that look at a live campaign."""
+        return self._runtimes[campaign_id]
+
     async def runtime(self, campaign_id: int) -> CampaignRuntime:
         """The campaign's runtime, loaded on first use (its latest snapshot and the log after
         it), and again after its engine stopped (a killed or crashed engine process): the old

@@ -48,7 +48,7 @@ def test_expired_assignment_is_410_and_its_pair_is_released(client: TestClient) 
     party = make_party(client, n_clips=4, groups=1, lease_seconds=0.3)
     a = _assign(client, party)
     service = client.app.state.service
-    runtime = service._runtimes[party.id]
+    runtime = service.loaded_runtime(party.id)
     held = {(t.first, t.second) for t in pending_tasks(client, runtime)}
     state = runtime.assignments[a["id"]]
     assert (state.first, state.second) in held
@@ -122,7 +122,7 @@ def test_left_right_order_maps_to_the_right_winner(client: TestClient) -> None:
     a = _assign(client, party)
     _judge(client, party, a["id"], {"choice": "left"})
     service = client.app.state.service
-    runtime = service._runtimes[party.id]
+    runtime = service.loaded_runtime(party.id)
     board = client.get(f"/v1/campaigns/{party.id}/leaderboard", headers=ADMIN).json()
     best = board["clips"][0]["external_id"]
     assert best == a["left"]["external_id"]
@@ -136,7 +136,7 @@ def test_queued_pairs_every_active_rater_judged_are_released(client: TestClient)
     party = make_party(client, n_clips=4, n_raters=1, groups=1, ties=False)
     for _ in range(6):  # every pair, by the campaign's only rater
         answer(client, party, 0)
-    runtime = client.app.state.service._runtimes[party.id]
+    runtime = client.app.state.service.loaded_runtime(party.id)
     rater = runtime.raters[party.raters[0]["id"]]
     assert len(rater.judged) == 6
     deadline = time.monotonic() + 5
@@ -163,7 +163,7 @@ def test_refills_leave_out_pairs_every_active_rater_judged(client: TestClient) -
     party = make_party(client, n_clips=3, n_raters=2, groups=1, ties=False)
     for _ in range(3):  # rater 0 judges all three pairs; rater 1 has not asked yet
         answer(client, party, 0)
-    runtime = client.app.state.service._runtimes[party.id]
+    runtime = client.app.state.service.loaded_runtime(party.id)
     judged = runtime.raters[party.raters[0]["id"]].judged
     assert len(judged) == 3
     done = client.post(f"/v1/campaigns/{party.id}/assignments", headers=party.rater(0))
