@@ -69,7 +69,8 @@ from api.campaign_config import (
     target_values,
 )
 from api.db import as_utc, utcnow
-from api.engine_host import Board, ClipBatch, EngineStopped, RaterStats, WeightRows, make_host
+from api.engine_calls import EngineCalls
+from api.engine_host import Board, ClipBatch, RaterStats, WeightRows, make_host
 from api.errors import BadRequest, Conflict, Gone, NotFound, TooManyOpen, Unavailable
 from api.imports import PastJudgment
 from api.metrics import Metrics
@@ -393,12 +394,13 @@ class CampaignRuntime:
         self.settings = settings
         self._db = engine
         self._writer = writer
-        self.engine = make_host(
+        host = make_host(
             build_config(record.engine_config),
             settings.engine_device,
             process=settings.engine_process,
             name=f"campaign-{record.id}",
         )
+        self.engine_calls = EngineCalls(host, self._metrics, self._engine_stopped)
         # the engine stopped or another process took the campaign over: the service rebuilds
         # or routes it; `failure` says which
         self.failed = False
@@ -459,6 +461,11 @@ class CampaignRuntime:
         self._read_cache: dict[tuple[str, float], tuple[int, Any]] = {}
         self._snapshot_labels = 0  # labels applied when the latest snapshot was taken
         self._snapshot_due = False
+
+    @property
+    def engine(self) -> Any:
+        """The campaign's engine host (api/engine_host.py)."""
+        return self.engine_calls.host
 
     @property
     def criterion_questions(self) -> tuple[str, ...]:
@@ -724,7 +731,7 @@ class CampaignRuntime:
         barred = rater.judged | rater.skipped | set(rater.holding) | set(waiting)
         pairs = pair_keys(barred)
         index = rater.labels + rater.skips + len(rater.open)
-        task = await self._run("gold", rater.id, index, pairs)
+        task = await self.engine_calls.run("gold", rater.id, index, pairs)
         if task is not None:
             self._claim(rater, task.question)
         return task
@@ -851,7 +858,7 @@ class CampaignRuntime:
             # K-sets they hold, answered (not applied yet: the engine knows the rest) or skipped
             ksets = kset_keys(rater.skipped | rater.judged | held)
             tasks = self._drop_for_nobody(
-                await self._run(
+                await self.engine_calls.run(
                     "choose", rater.id, RATER_BATCH, pairs, clips, sorted(rater.reported), ksets
                 )
             )
@@ -859,7 +866,7 @@ class CampaignRuntime:
             if not tasks:
                 # the engine answers "nothing" alike for a rater who judged everything and
                 # for a campaign whose targets are met: ask which (its progress is cached)
-                status = await self._run("progress")
+                status = await self.engine_calls.run("progress")
                 self._done_reason = status["reason"] if status["done"] else None
                 return None
             self._reserves.setdefault(rater.id, deque()).extend(tasks)
@@ -1362,7 +1369,7 @@ class CampaignRuntime:
             safety, withheld = self._safety_policy(columns)
             now = utcnow()
             try:
-                await self._run("add_clips", engine_batch)
+                await self.engine_calls.run("add_clips", engine_batch)
             except ValueError as error:
                 raise BadRequest(detail=f"the campaign cannot take these clips: {error}") from None
             op = store.insert_clip_columns(
@@ -1410,7 +1417,7 @@ class CampaignRuntime:
             self.clips.extend(added)
             if any(withheld):
                 # before any refill can see the new clips (this runs on the pump)
-                await self._run("bar", *self._bars())
+                await self.engine_calls.run("bar", *self._bars())
             positions = range(start, start + len(added))
             self.clip_index.update(zip(columns.external_ids, positions, strict=True))
             self.clip_positions.update(zip(ids, positions, strict=True))
@@ -1479,11 +1486,13 @@ class CampaignRuntime:
         if targets != targets_before:
             # on the live engine: the check reads the posterior at each choice, so nothing
             # else changes (the flags below let the refills ask the engine again)
-            await self.call(lambda: self._run("set_targets", target_values(targets)), fresh=False)
+            await self.call(
+                lambda: self.engine_calls.run("set_targets", target_values(targets)), fresh=False
+            )
         floor = stored_min_labels(record.engine_config)
         if floor != floor_before:
             # selection only reads it: the posterior and the log stay as they are
-            await self.call(lambda: self._run("set_min_labels", floor), fresh=False)
+            await self.call(lambda: self.engine_calls.run("set_min_labels", floor), fresh=False)
         self._exhausted = self._spent = False
         self._wake.set()
         return record
@@ -1533,7 +1542,7 @@ class CampaignRuntime:
             self._to_release.extend(t.id for t in dropped)
             self._reserves[rater_id] = deque(t for t in reserve if t not in dropped)
         bars = self._bars()
-        await self.call(lambda: self._run("bar", *bars), fresh=False)
+        await self.call(lambda: self.engine_calls.run("bar", *bars), fresh=False)
 
     async def import_judgments(
         self,
@@ -1900,7 +1909,7 @@ class CampaignRuntime:
                         detail="the database did not store the gold pairs; retry"
                     ) from error
                 self.gold.update({(f, s): a for f, s, a in new})
-                await self._run("add_gold", rows)
+                await self.engine_calls.run("add_gold", rows)
             return len(new)
 
         return await self.call(add, fresh=False)
@@ -1937,21 +1946,21 @@ class CampaignRuntime:
     async def progress(self) -> dict[str, Any]:
         """Where the posterior stands against the stopping targets (`CampaignEngine.progress`),
         after every acknowledged label."""
-        return await self.call(lambda: self._run("progress"))
+        return await self.call(lambda: self.engine_calls.run("progress"))
 
     async def rater_stats(self) -> RaterStats:
         """Per registered rater: (noise sd, keep probability, P(random clicker), flagged)."""
         ids = list(self.raters)
-        return await self.call(lambda: self._run("rater_stats", ids))
+        return await self.call(lambda: self.engine_calls.run("rater_stats", ids))
 
     async def side_offsets(self) -> dict[str, Any] | None:
         """The side offsets' posterior (`CampaignEngine.side_offsets`); None without a side
         bias."""
-        return await self.call(lambda: self._run("side_offsets"))
+        return await self.call(lambda: self.engine_calls.run("side_offsets"))
 
     async def inspect(self, name: str) -> Any:
         """An engine diagnostic, `pending` or `log` (see `CampaignEngine`), for tests."""
-        return await self.call(lambda: self._run(name))
+        return await self.call(lambda: self.engine_calls.run(name))
 
     async def _cached(self, name: str, level: float) -> Any:
         key = (name, level)
@@ -1966,7 +1975,7 @@ class CampaignRuntime:
             if again is not None and again[0] == self._version:
                 return again[1]
             version = self._version
-            value = await self._run(name, level)
+            value = await self.engine_calls.run(name, level)
             self._read_cache[key] = (version, value)
             return value
 
@@ -1986,24 +1995,13 @@ class CampaignRuntime:
         self._wake.set()
         return await future
 
-    async def _run(self, name: str, *args: Any) -> Any:
-        """Call the engine (only the pump and its calls do this)."""
-        return await self._submit(name, *args)
+    # the engine host -------------------------------------------------------------------------
 
-    def _submit(self, name: str, *args: Any) -> Awaitable[Any]:
-        """Send an engine call now (calls run in the order sent); await the result. When the
-        engine's process stopped, this runtime stops too: what waits gets a 503, and the
+    def _engine_stopped(self) -> Unavailable:
+        """The engine's process stopped: this runtime stops too; what waits gets a 503, and the
         service rebuilds the campaign from the database on the next request."""
-        return self._result(name, time.perf_counter(), self.engine.submit(name, *args))
-
-    async def _result(self, name: str, sent_at: float, sent: Awaitable[Any]) -> Any:
-        try:
-            result = await sent
-            self._metrics.engine_call(name, time.perf_counter() - sent_at, result)
-            return result
-        except EngineStopped:
-            self.stop_serving(ENGINE_STOPPED)
-            raise Unavailable(detail=self.failure) from None
+        self.stop_serving(ENGINE_STOPPED)
+        return Unavailable(detail=self.failure)
 
     def stop_serving(self, why: str) -> None:
         """This runtime can serve nothing more (`why`): what waits gets a 503, and the service
@@ -2069,7 +2067,7 @@ class CampaignRuntime:
             await self._snapshot()
         elif self._to_release:
             released, self._to_release = self._to_release, []
-            await self._run("release", released)
+            await self.engine_calls.run("release", released)
         elif self._refill_wanted():
             await self._refill(apply=bool(self._unapplied) and self._apply_due())
         elif (
@@ -2170,7 +2168,7 @@ class CampaignRuntime:
         )
         if record_progress:  # claimed now: a pipelined batch must not record one too
             self._last_progress = now
-        observed = self._submit(
+        observed = self.engine_calls.submit(
             "observe",
             [label.judgment for label in batch],
             [label.task_id for label in batch],
@@ -2202,7 +2200,7 @@ class CampaignRuntime:
         """Once every stopping target is met, give back the tasks chosen ahead: they were
         chosen before, and handing them out would ask for labels the campaign no longer
         needs (the next choice says why there is none)."""
-        status = await self._submit("progress")
+        status = await self.engine_calls.submit("progress")
         if not status["done"]:
             return
         self._to_release.extend(entry.task.id for entry in self._queue)
@@ -2227,7 +2225,7 @@ class CampaignRuntime:
         wanted = max(target - queued, target // 2)
         count = max(1, min(self.settings.refill_batch, self.settings.queue_max - queued, wanted))
         spent = self._spent_pairs()
-        chosen = self._submit("choose", None, count, spent)
+        chosen = self.engine_calls.submit("choose", None, count, spent)
 
         async def refilled() -> None:
             tasks = self._drop_for_nobody(await chosen)
@@ -2248,7 +2246,7 @@ class CampaignRuntime:
         self._snapshot_due = False
         labels, label_batch = self.n_applied, self._next_batch - 1
         clip_batch = self._next_clip_batch - 1
-        data = await self._run("snapshot")
+        data = await self.engine_calls.run("snapshot")
         record = replay.snapshot_record(self.record, labels, label_batch, clip_batch, data)
         self._snapshot_labels = labels
         written = self._writer.submit(self.fenced(store.insert_snapshot(self.record.id, record)))
@@ -2265,7 +2263,7 @@ class CampaignRuntime:
         """Idle only: replace the oldest task chosen before the latest labels."""
         stale = self._queue.popleft()
         version = self._version
-        task = await self._run("replace", stale.task.id, self._spent_pairs())
+        task = await self.engine_calls.run("replace", stale.task.id, self._spent_pairs())
         if task is not None and not self._drop_for_nobody([task]):
             return
         if task is not None:
