@@ -37,14 +37,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import json
 import logging
 import math
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -52,6 +51,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine
 
 from api import replay, store
+from api.assignments import Answer, Assignments, AssignmentState
 from api.auth import hash_token, new_token
 from api.bulk import ClipColumns
 from api.campaign_config import (
@@ -87,7 +87,6 @@ from engine.questions import (
     KSet,
     Level,
     Question,
-    question_of,
 )
 
 log = logging.getLogger("ratingparty.api")
@@ -229,75 +228,6 @@ class RaterState:
     active: bool = True  # deactivated by the operator: no new tasks
 
 
-@dataclass(frozen=True)
-class Answer:
-    """A committed answer to an assignment (`ranking`: a K-set's, clip positions best
-    first)."""
-
-    judgment_id: int
-    choice: str | None
-    level: int | None
-    ranking: tuple[int, ...] | None = None
-
-
-@dataclass
-class AssignmentState:
-    """A handed-out task. `task_id` is its engine pending-task id."""
-
-    id: int
-    rater_id: int
-    task_id: int
-    first: int
-    second: int
-    swapped: bool
-    expires_at: float
-    answer: Answer | None = None
-    committing: asyncio.Future[Any] | None = None
-    released: bool = False  # expired and released from the engine's pending set
-    withdrawn: str | None = None  # why the operator took it back (an answer then gets a 410)
-    gold: Outcome | None = None  # a gold task's known answer (never shown to the rater)
-    # a K-set: its clips' positions in the order shown, and what it asks (`first` and
-    # `second` are then its two lowest positions)
-    items: tuple[int, ...] | None = None
-    mode: str | None = None
-    criterion: str | None = None  # what a criterion question asks about; None: overall
-
-    @property
-    def question(self) -> Question:
-        if self.items is not None:
-            return KSet(tuple(sorted(self.items)), self.mode or "best")
-        if self.criterion is not None:
-            return Criterion(self.first, self.second, self.criterion)
-        return question_of(self.first, self.second)
-
-    @property
-    def is_kset(self) -> bool:
-        return self.items is not None
-
-    @property
-    def is_pair(self) -> bool:
-        return self.items is None and self.second != NO_SECOND
-
-    @property
-    def shown(self) -> tuple[int, ...]:
-        """The clips it shows (a K-set's in the order shown)."""
-        if self.items is not None:
-            return self.items
-        return (self.first,) if self.second == NO_SECOND else (self.first, self.second)
-
-    @property
-    def left(self) -> int:
-        return self.second if self.swapped else self.first
-
-    @property
-    def right(self) -> int:
-        return self.first if self.swapped else self.second
-
-    @property
-    def pair(self) -> tuple[int, int]:
-        return (min(self.first, self.second), max(self.first, self.second))
-
-
 OVERALL_QUESTION = "Which one is better?"
 # the page's words for the reward model's criteria (MJ-VIDEO's five); another criterion is
 # asked as "Which one is better on <criterion>?"
@@ -421,7 +351,6 @@ class CampaignRuntime:
         self.withdrawn_clips: set[int] = set()  # clips whose tasks skip_limit raters skipped
         self._reporting: set[tuple[int, int]] = set()  # (clip, rater) reports being written
         self.raters: dict[int, RaterState] = {}
-        self.assignments: dict[int, AssignmentState] = {}
         self.n_labels = 0
         self._queue: deque[Queued] = deque()
         # tasks the engine chose for one rater beyond the one they asked for, theirs to take
@@ -443,9 +372,6 @@ class CampaignRuntime:
         # queued pump calls: (fn, its future, whether it must see every committed label)
         self._calls: deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any], bool]] = deque()
         self._to_release: list[int] = []
-        self._leases: list[tuple[float, int]] = []  # heap of (expires_at, assignment id)
-        # pairs held by some rater (open or being handed out), by `task_key`
-        self._assigned_pairs: Counter[tuple[int, int]] = Counter()
         self._wake = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
         self._closing = False
@@ -461,6 +387,7 @@ class CampaignRuntime:
         self._read_cache: dict[tuple[str, float], tuple[int, Any]] = {}
         self._snapshot_labels = 0  # labels applied when the latest snapshot was taken
         self._snapshot_due = False
+        self.assignments = Assignments(self.raters, self)
 
     @property
     def engine(self) -> Any:
@@ -487,7 +414,7 @@ class CampaignRuntime:
     @property
     def open_assignments(self) -> int:
         """Assignments handed out and neither answered nor expired."""
-        return sum(len(rater.open) for rater in self.raters.values())
+        return self.assignments.open_count()
 
     # life cycle -------------------------------------------------------------------------------
 
@@ -547,6 +474,14 @@ class CampaignRuntime:
             _, future, _ = self._calls.popleft()
             if not future.done():
                 future.set_exception(Unavailable(detail=why))
+
+    def give_back(self, task_ids: Iterable[int]) -> None:
+        """Release these engine tasks at the pump's next step that has nothing before it."""
+        self._to_release.extend(task_ids)
+
+    def wake(self) -> None:
+        """Let the pump look for work now."""
+        self._wake.set()
 
     def _track(self, future: asyncio.Future[T]) -> asyncio.Future[T]:
         """Count a database write as under way until it ends (see `close`)."""
@@ -609,7 +544,7 @@ class CampaignRuntime:
                 mode=record.kset_mode,
                 criterion=record.criterion,
             )
-            self.assignments[record.id] = state
+            self.assignments.add(state)
             if judgment is not None:
                 state.answer = Answer(
                     judgment.id, judgment.choice, judgment.level, judgment.ranking
@@ -623,8 +558,8 @@ class CampaignRuntime:
                 held.append(
                     Task(state.task_id, record.rater_id, state.question, 0.0, (), state.gold)
                 )
-                self._claim(self.raters[state.rater_id], state.question)
-                self._open(state)
+                self.assignments.claim(self.raters[state.rater_id], state.question)
+                self.assignments.open(state)
             else:
                 state.released = True
         seqs = [j.seq for j in logged.judgments if j.seq is not None]
@@ -733,7 +668,7 @@ class CampaignRuntime:
         index = rater.labels + rater.skips + len(rater.open)
         task = await self.engine_calls.run("gold", rater.id, index, pairs)
         if task is not None:
-            self._claim(rater, task.question)
+            self.assignments.claim(rater, task.question)
         return task
 
     def _take(self, rater: RaterState) -> Task | None:
@@ -747,7 +682,7 @@ class CampaignRuntime:
             task = entry.task
             if self._barred(rater, task.question):
                 continue
-            if self._assigned_pairs[question_key(task.question)]:
+            if self.assignments.held(task.question):
                 if fallback is None:
                     fallback = index
                 continue
@@ -758,7 +693,7 @@ class CampaignRuntime:
             index = fallback
         task = self._queue[index].task
         del self._queue[index]
-        self._claim(rater, task.question)
+        self.assignments.claim(rater, task.question)
         if len(self._queue) < self._queue_target():
             self._wake.set()  # refill before the queue runs dry, not once a request waits
         return task
@@ -769,7 +704,7 @@ class CampaignRuntime:
         while reserve:
             task = reserve.popleft()
             if not self._barred(rater, task.question):
-                self._claim(rater, task.question)
+                self.assignments.claim(rater, task.question)
                 return task
             self._to_release.append(task.id)  # theirs another way meanwhile
             self._wake.set()
@@ -811,21 +746,6 @@ class CampaignRuntime:
         if isinstance(question, Level):
             return question.item in rater.rated
         return key in rater.judged or key in rater.skipped
-
-    def _claim(self, rater: RaterState, question: Question) -> None:
-        """`rater` holds this task from now on (it is being handed out or is open)."""
-        key = question_key(question)
-        rater.holding[key] += 1
-        if not isinstance(question, Level):
-            self._assigned_pairs[key] += 1
-
-    def _unclaim(self, rater: RaterState, question: Question) -> None:
-        key = question_key(question)
-        for held in (rater.holding, self._assigned_pairs):
-            if held[key]:
-                held[key] -= 1
-                if not held[key]:
-                    del held[key]
 
     async def _rater_task(self, rater: RaterState) -> Task | None:
         """Pump call: the engine's best task for this rater, claimed; None when none is left.
@@ -882,7 +802,7 @@ class CampaignRuntime:
             return
         task = chosen.result()
         if task is not None:
-            self._unclaim(rater, task.question)
+            self.assignments.unclaim(rater, task.question)
             self._to_release.append(task.id)
             self._wake.set()
 
@@ -933,7 +853,7 @@ class CampaignRuntime:
             assignment_id = await self._writer.run(self.fenced(store.insert_assignment(values)))
         except Exception as error:
             log.exception("storing an assignment failed")
-            self._unclaim(rater, question)
+            self.assignments.unclaim(rater, question)
             self._to_release.append(task.id)
             self._wake.set()
             raise Unavailable(detail="the database did not store the assignment; retry") from error
@@ -950,14 +870,9 @@ class CampaignRuntime:
             mode=mode,
             criterion=task_criterion(task),
         )
-        self.assignments[assignment_id] = state
-        self._open(state)
+        self.assignments.add(state)
+        self.assignments.open(state)
         return state
-
-    def _open(self, state: AssignmentState) -> None:
-        """Open the lease of a claimed task's assignment."""
-        self.raters[state.rater_id].open.add(state.id)
-        heapq.heappush(self._leases, (state.expires_at, state.id))
 
     def _drop_idle_reserves(self) -> None:
         """Release the reserves of raters who have not asked for `ACTIVE_RATER_S`."""
@@ -967,25 +882,12 @@ class CampaignRuntime:
                 self._to_release.extend(task.id for task in self._reserves.pop(rater_id))
                 self._wake.set()
 
-    def _close(self, state: AssignmentState) -> None:
-        rater = self.raters[state.rater_id]
-        rater.open.discard(state.id)
-        self._unclaim(rater, state.question)
-
     def _expire_due(self) -> None:
         """Close the assignments whose lease ran out and release their engine tasks, and the
         reserves of raters who stopped asking."""
         if time.monotonic() - self._reserves_checked >= IDLE_WAKE_S:
             self._drop_idle_reserves()
-        now = time.time()
-        while self._leases and self._leases[0][0] <= now:
-            _, assignment_id = heapq.heappop(self._leases)
-            state = self.assignments[assignment_id]
-            if state.answer is None and state.committing is None and not state.released:
-                state.released = True
-                self._close(state)
-                self._to_release.append(state.task_id)
-                self._wake.set()
+        self.assignments.expire_due()
 
     # answers ----------------------------------------------------------------------------------
 
@@ -1213,7 +1115,7 @@ class CampaignRuntime:
         finally:
             state.committing = None
         state.answer = Answer(judgment_id, choice, level, ranking)
-        self._close(state)
+        self.assignments.close(state)
         withdrawn = self._count_answer(state, choice, level, judgment_id)
         if seq is not None:
             answer = ranking if state.is_kset else outcome if state.is_pair else level
@@ -1454,7 +1356,7 @@ class CampaignRuntime:
         floor_before = stored_min_labels(self.record.engine_config)
         self.record = record
         if closing:
-            self._withdraw(open_ids, f"campaign {record.id} was closed")
+            self.assignments.withdraw(open_ids, f"campaign {record.id} was closed")
         if record.skip_limit != limit_before:
             self._recount_withdrawals()
         if (
@@ -1674,7 +1576,7 @@ class CampaignRuntime:
                 row["created_at"].timestamp(),
                 answer=Answer(judgment_id, row["choice"], row["level"]),
             )
-            self.assignments[assignment_id] = state
+            self.assignments.add(state)
             self._count_answer(state, row["choice"], row["level"], judgment_id)
             answer = (
                 row["level"] if row["second"] == NO_SECOND else replay.stored_answer(row["outcome"])
@@ -1698,14 +1600,6 @@ class CampaignRuntime:
                 "format); use a new key"
             )
         return found[1]
-
-    def _holding(self, positions: set[int]) -> list[int]:
-        """The open assignments that show any of the clips at `positions`."""
-        return sorted(
-            a.id
-            for a in self.assignments.values()
-            if a.answer is None and not a.released and any(clip in positions for clip in a.shown)
-        )
 
     def _taken_out(self, position: int) -> bool:
         """Whether a restore has anything to undo for a clip: it is retired or withheld, its
@@ -1738,7 +1632,7 @@ class CampaignRuntime:
                 detail=f"clip {clip_id} ({clip.external_id!r}) was never retired, withheld or "
                 "withdrawn: there is nothing to restore"
             )
-        ids = self._holding({position}) if retired else []
+        ids = self.assignments.showing({position}) if retired else []
         try:
             cleared = await self._writer.run(
                 self.fenced(store.set_clip_retired(self.record.id, clip_id, retired, ids))
@@ -1749,7 +1643,7 @@ class CampaignRuntime:
         clip.retired = retired
         clip.withheld = None
         if retired:
-            self._withdraw(ids, f"clip {clip.external_id!r} was retired")
+            self.assignments.withdraw(ids, f"clip {clip.external_id!r} was retired")
         else:
             clip.restored = True
             for report in clip.reports:
@@ -1770,7 +1664,7 @@ class CampaignRuntime:
         clips = [self.clips[p] for p in sorted(positions) if self.clips[p].offered]
         if not clips:
             return
-        ids = self._holding({c.position for c in clips})
+        ids = self.assignments.showing({c.position for c in clips})
         try:
             at = await self._writer.run(
                 self.fenced(
@@ -1782,7 +1676,7 @@ class CampaignRuntime:
             raise Unavailable(detail="the database did not store the change; retry") from error
         for clip in clips:
             clip.withheld, clip.withheld_at = reason, at
-        self._withdraw(ids, _withheld_why(clips[0].external_id, reason))
+        self.assignments.withdraw(ids, _withheld_why(clips[0].external_id, reason))
         await self._send_bars()
 
     async def report(self, rater: RaterState, assignment_id: int, clip_id: int) -> ReportResult:
@@ -1821,7 +1715,7 @@ class CampaignRuntime:
         writing = {r for p, r in self._reporting if p == position}
         withhold = clip.offered and len(reporters | writing) + 1 >= self.record.report_limit
         own_open = state.answer is None and state.committing is None and not state.released
-        ids = self._holding({position}) if withhold else [state.id] if own_open else []
+        ids = self.assignments.showing({position}) if withhold else [state.id] if own_open else []
         values = {
             "campaign_id": self.record.id,
             "clip_id": clip.id,
@@ -1844,11 +1738,11 @@ class CampaignRuntime:
         rater.reported.add(position)
         if withhold:
             clip.withheld, clip.withheld_at = REPORTS, written.created_at
-            self._withdraw(ids, _withheld_why(clip.external_id, REPORTS))
+            self.assignments.withdraw(ids, _withheld_why(clip.external_id, REPORTS))
             with contextlib.suppress(Unavailable):  # the report is stored: acknowledge it
                 await self._send_bars()
         else:
-            self._withdraw(ids, f"its rater reported clip {clip.external_id!r}")
+            self.assignments.withdraw(ids, f"its rater reported clip {clip.external_id!r}")
         return ReportResult(clip, len(reporters) + 1, False)
 
     def withheld(self) -> list[ClipState]:
@@ -1874,7 +1768,7 @@ class CampaignRuntime:
             raise Unavailable(detail="the database did not store the change; retry") from error
         rater.active = active
         if not active:
-            self._withdraw(ids, f"rater {rater_id} was deactivated")
+            self.assignments.withdraw(ids, f"rater {rater_id} was deactivated")
             self._to_release.extend(t.id for t in self._reserves.pop(rater_id, ()))
             self._wake.set()
         return rater
@@ -1913,18 +1807,6 @@ class CampaignRuntime:
             return len(new)
 
         return await self.call(add, fresh=False)
-
-    def _withdraw(self, ids: Sequence[int], why: str) -> None:
-        """Take back open assignments (already marked withdrawn in the database); one whose
-        answer is being committed keeps it."""
-        for assignment_id in ids:
-            state = self.assignments[assignment_id]
-            if state.answer is None and state.committing is None and not state.released:
-                state.released = True
-                state.withdrawn = why
-                self._close(state)
-                self._to_release.append(state.task_id)
-        self._wake.set()
 
     def add_rater(self, rater_id: int, name: str | None) -> RaterState:
         """Track a newly registered rater."""
@@ -2079,8 +1961,9 @@ class CampaignRuntime:
             await self._refresh_oldest()
         else:
             timeout = IDLE_WAKE_S
-            if self._leases:
-                timeout = min(timeout, max(0.0, self._leases[0][0] - time.time()) + 0.001)
+            expiry = self.assignments.next_expiry()
+            if expiry is not None:
+                timeout = min(timeout, max(0.0, expiry - time.time()) + 0.001)
             if self._unapplied:  # until the waiting labels are due
                 due_at = self._unapplied_since + self.settings.apply_wait_s
                 timeout = min(timeout, max(0.0, due_at - time.monotonic()) + 0.001)
