@@ -78,6 +78,7 @@ from api.ownership import LeaseLost
 from api.settings import Settings
 from api.store import CampaignLog, CampaignRecord
 from api.task_keys import kset_keys, pair_keys, question_key
+from api.task_queue import IDLE_WAKE_S, TaskQueue
 from api.writer import Writer
 from engine import Judgment, Outcome, Task
 from engine.questions import (
@@ -92,14 +93,10 @@ from engine.questions import (
 log = logging.getLogger("ratingparty.api")
 T = TypeVar("T")
 
-IDLE_WAKE_S = 1.0  # the pump looks at leases at least this often when nothing else happens
 # queued tasks chosen before the latest labels are replaced only after this long without a
 # request: under load every engine second goes to tasks someone waits for
 REFRESH_IDLE_S = 0.25
-DEMAND_WINDOW_S = 2.0  # the request rate that sizes the queue is smoothed over this long
-ACTIVE_RATER_S = 30.0  # raters who asked this recently count when pruning the queue
 RATER_BATCH = 8  # tasks chosen at once for a rater whom no queued task fits (the rest queue)
-QUEUE_AHEAD_S = 0.1  # a busy campaign keeps this much of its request rate chosen ahead
 CLOSE_WAIT_S = 10.0  # longest engine step a shutdown waits for before cancelling it
 ENGINE_STOPPED = (
     "this campaign's engine stopped; the service rebuilds it from the database on the next "
@@ -253,14 +250,6 @@ def task_criterion(task: Task) -> str | None:
 
 
 @dataclass(frozen=True)
-class Queued:
-    """A task chosen ahead, with the number of engine batches applied when it was chosen."""
-
-    task: Task
-    version: int
-
-
-@dataclass(frozen=True)
 class Label:
     """A committed label waiting for the engine."""
 
@@ -352,21 +341,6 @@ class CampaignRuntime:
         self._reporting: set[tuple[int, int]] = set()  # (clip, rater) reports being written
         self.raters: dict[int, RaterState] = {}
         self.n_labels = 0
-        self._queue: deque[Queued] = deque()
-        # tasks the engine chose for one rater beyond the one they asked for, theirs to take
-        self._reserves: dict[int, deque[Task]] = {}
-        self._reserves_checked = time.monotonic()
-        self._queue_changed = asyncio.Event()
-        self._waiting = 0
-        self._last_demand = -math.inf  # when a rater last asked for a task (monotonic)
-        self._demand_rate = 0.0  # assignment requests per second, smoothed over DEMAND_WINDOW_S
-        self._exhausted = False  # no task at all in scope (until clips are added)
-        # why the latest choice for a rater found nothing because every stopping target is
-        # met (None: it was not that); read by the request that made the choice
-        self._done_reason: str | None = None
-        # the last refill found nothing the raters asking lately have not judged (until the
-        # next label is applied or a rater's own choice)
-        self._spent = False
         self._unapplied: list[Label] = []
         self._unapplied_since = math.inf  # when the oldest waiting label was committed
         # queued pump calls: (fn, its future, whether it must see every committed label)
@@ -388,6 +362,7 @@ class CampaignRuntime:
         self._snapshot_labels = 0  # labels applied when the latest snapshot was taken
         self._snapshot_due = False
         self.assignments = Assignments(self.raters, self)
+        self.queue = TaskQueue(settings, self.raters, self.assignments, self)
 
     @property
     def engine(self) -> Any:
@@ -409,7 +384,7 @@ class CampaignRuntime:
     @property
     def queue_depth(self) -> int:
         """Tasks chosen ahead and not handed out yet."""
-        return len(self._queue)
+        return self.queue.depth
 
     @property
     def open_assignments(self) -> int:
@@ -454,7 +429,7 @@ class CampaignRuntime:
         under way finish first: whatever loads this campaign next sees them."""
         self._closing = True
         self._wake.set()
-        self._queue_changed.set()
+        self.queue.changed.set()
         if self._pump_task is not None:
             # let the current engine step finish (an applied batch gets its batch mark)
             try:
@@ -581,14 +556,7 @@ class CampaignRuntime:
             Unavailable: the engine did not produce a task in time, or the database failed.
         """
         self._expire_due()
-        now = time.monotonic()
-        # exponentially smoothed request rate: each request adds 1 / DEMAND_WINDOW_S, which
-        # decays with time constant DEMAND_WINDOW_S
-        self._demand_rate = self._demand_rate * math.exp(
-            -(now - self._last_demand) / DEMAND_WINDOW_S
-        ) + (1.0 / DEMAND_WINDOW_S)
-        self._last_demand = now
-        rater.last_asked = now
+        self.queue.asked(rater)
         if self.record.state != ACTIVE:
             return (
                 None,
@@ -616,11 +584,11 @@ class CampaignRuntime:
                 raise Unavailable(detail=self.failure)
             if self._closing:
                 raise Unavailable(detail="the service is shutting down")
-            task = self._take(rater)
+            task = self.queue.take(rater)
             if task is not None:
                 break
-            if self._queue or self._exhausted or self._spent:
-                self._prune_queue()
+            if self.queue.depth or self.queue.exhausted or self.queue.spent:
+                self.queue.prune()
                 # nothing chosen ahead fits this rater: the engine chooses for them
                 chosen = asyncio.ensure_future(
                     self.call(lambda: self._rater_task(rater), fresh=False)
@@ -632,19 +600,19 @@ class CampaignRuntime:
                     chosen.add_done_callback(lambda done: self._abandon(rater, done))
                     raise
                 if task is None:
-                    if self._done_reason is not None:
-                        return None, self._done_reason, DONE
+                    if self.queue.done_reason is not None:
+                        return None, self.queue.done_reason, DONE
                     return None, self._nothing_left(rater), self.record.state
                 break
-            changed = self._queue_changed
-            self._waiting += 1
+            changed = self.queue.changed
+            self.queue.waiting += 1
             self._wake.set()
             try:
                 await asyncio.wait_for(changed.wait(), deadline - time.monotonic())
             except TimeoutError:
                 raise Unavailable(detail="the engine is busy; retry the request") from None
             finally:
-                self._waiting -= 1
+                self.queue.waiting -= 1
         # the database write must finish even if the client goes away: otherwise the task
         # would stay pending in the engine with no assignment to ever release it
         handing_out = self._track(asyncio.ensure_future(self._hand_out(rater, task)))
@@ -670,82 +638,6 @@ class CampaignRuntime:
         if task is not None:
             self.assignments.claim(rater, task.question)
         return task
-
-    def _take(self, rater: RaterState) -> Task | None:
-        """The next task of `rater`'s reserve, else the first queued task they may answer,
-        preferring pairs nobody holds; claimed."""
-        task = self._take_reserved(rater)
-        if task is not None:
-            return task
-        fallback = None
-        for index, entry in enumerate(self._queue):
-            task = entry.task
-            if self._barred(rater, task.question):
-                continue
-            if self.assignments.held(task.question):
-                if fallback is None:
-                    fallback = index
-                continue
-            break
-        else:
-            if fallback is None:
-                return None
-            index = fallback
-        task = self._queue[index].task
-        del self._queue[index]
-        self.assignments.claim(rater, task.question)
-        if len(self._queue) < self._queue_target():
-            self._wake.set()  # refill before the queue runs dry, not once a request waits
-        return task
-
-    def _take_reserved(self, rater: RaterState) -> Task | None:
-        """The next task of `rater`'s reserve, claimed (barred ones are released)."""
-        reserve = self._reserves.get(rater.id)
-        while reserve:
-            task = reserve.popleft()
-            if not self._barred(rater, task.question):
-                self.assignments.claim(rater, task.question)
-                return task
-            self._to_release.append(task.id)  # theirs another way meanwhile
-            self._wake.set()
-        return None
-
-    def _prune_queue(self) -> None:
-        """Release the queued tasks that no rater who asked in the last `ACTIVE_RATER_S` may
-        answer. Chosen for no rater in particular, a pair can turn out to be one every active
-        rater judged already (the contested pairs stay the most informative); left queued it
-        would fill the queue's target for good and send every request to a choice for its
-        rater alone."""
-        active = self._active_raters()
-        if not active:
-            return
-        kept: deque[Queued] = deque()
-        for entry in self._queue:
-            task = entry.task
-            if all(self._barred(r, task.question) for r in active):
-                self._to_release.append(task.id)
-            else:
-                kept.append(entry)
-        if len(kept) < len(self._queue):
-            self._queue = kept
-            self._wake.set()
-
-    def _active_raters(self) -> list[RaterState]:
-        """The raters who asked for a task in the last `ACTIVE_RATER_S`."""
-        since = time.monotonic() - ACTIVE_RATER_S
-        return [r for r in self.raters.values() if r.last_asked >= since]
-
-    @staticmethod
-    def _barred(rater: RaterState, question: Question) -> bool:
-        """Whether `rater` may not get this task: a pair or K-set they answered (every
-        committed label, applied to the posterior or not) or skipped, a clip they rated or
-        reported, or one they hold."""
-        key = question_key(question)
-        if rater.holding[key] or any(clip in rater.reported for clip in question.items):
-            return True
-        if isinstance(question, Level):
-            return question.item in rater.rated
-        return key in rater.judged or key in rater.skipped
 
     async def _rater_task(self, rater: RaterState) -> Task | None:
         """Pump call: the engine's best task for this rater, claimed; None when none is left.
@@ -782,15 +674,15 @@ class CampaignRuntime:
                     "choose", rater.id, RATER_BATCH, pairs, clips, sorted(rater.reported), ksets
                 )
             )
-            self._spent = False
+            self.queue.spent = False
             if not tasks:
                 # the engine answers "nothing" alike for a rater who judged everything and
                 # for a campaign whose targets are met: ask which (its progress is cached)
                 status = await self.engine_calls.run("progress")
-                self._done_reason = status["reason"] if status["done"] else None
+                self.queue.done_reason = status["reason"] if status["done"] else None
                 return None
-            self._reserves.setdefault(rater.id, deque()).extend(tasks)
-            mine = self._take_reserved(rater)
+            self.queue.reserve(rater, tasks)
+            mine = self.queue.take_reserved(rater)
             if mine is not None:
                 return mine
             # all barred while the engine chose (this rater took a queued task of the same
@@ -807,7 +699,7 @@ class CampaignRuntime:
             self._wake.set()
 
     def _nothing_left(self, rater: RaterState) -> str:
-        if self._exhausted:
+        if self.queue.exhausted:
             if len(self.clips) < 2 and self.record.emoji_levels is None:
                 return "this campaign has fewer than two clips: nothing to compare yet"
             return (
@@ -874,19 +766,10 @@ class CampaignRuntime:
         self.assignments.open(state)
         return state
 
-    def _drop_idle_reserves(self) -> None:
-        """Release the reserves of raters who have not asked for `ACTIVE_RATER_S`."""
-        now = self._reserves_checked = time.monotonic()
-        for rater_id in list(self._reserves):
-            if now - self.raters[rater_id].last_asked >= ACTIVE_RATER_S:
-                self._to_release.extend(task.id for task in self._reserves.pop(rater_id))
-                self._wake.set()
-
     def _expire_due(self) -> None:
         """Close the assignments whose lease ran out and release their engine tasks, and the
         reserves of raters who stopped asking."""
-        if time.monotonic() - self._reserves_checked >= IDLE_WAKE_S:
-            self._drop_idle_reserves()
+        self.queue.drop_idle_reserves()
         self.assignments.expire_due()
 
     # answers ----------------------------------------------------------------------------------
@@ -1323,7 +1206,7 @@ class CampaignRuntime:
             positions = range(start, start + len(added))
             self.clip_index.update(zip(columns.external_ids, positions, strict=True))
             self.clip_positions.update(zip(ids, positions, strict=True))
-            self._exhausted = self._spent = False
+            self.queue.exhausted = self.queue.spent = False
             self._version += 1
             return added
 
@@ -1395,7 +1278,7 @@ class CampaignRuntime:
         if floor != floor_before:
             # selection only reads it: the posterior and the log stay as they are
             await self.call(lambda: self.engine_calls.run("set_min_labels", floor), fresh=False)
-        self._exhausted = self._spent = False
+        self.queue.exhausted = self.queue.spent = False
         self._wake.set()
         return record
 
@@ -1432,17 +1315,7 @@ class CampaignRuntime:
         """Tell the engine what no choice may offer now, and give back the tasks chosen ahead
         that it rules out (a closed campaign gives back all of them)."""
         closed = self.record.state == CLOSED
-        kept: deque[Queued] = deque()
-        for entry in self._queue:
-            if closed or self._for_nobody(entry.task.question):
-                self._to_release.append(entry.task.id)
-            else:
-                kept.append(entry)
-        self._queue = kept
-        for rater_id, reserve in list(self._reserves.items()):
-            dropped = [t for t in reserve if closed or self._for_nobody(t.question)]
-            self._to_release.extend(t.id for t in dropped)
-            self._reserves[rater_id] = deque(t for t in reserve if t not in dropped)
+        self.queue.drop(lambda task: closed or self._for_nobody(task.question))
         bars = self._bars()
         await self.call(lambda: self.engine_calls.run("bar", *bars), fresh=False)
 
@@ -1586,7 +1459,7 @@ class CampaignRuntime:
                 rater_id, state.question, answer, left=state.left if state.is_pair else None
             )
             self._unapplied.append(Label(row["seq"], judgment, state.task_id))
-        self._spent = False
+        self.queue.spent = False
         self._wake.set()
         return result, False
 
@@ -1650,7 +1523,7 @@ class CampaignRuntime:
                 self.raters[report.rater_id].reported.discard(position)
             clip.reports = []
             self._forget_skips(position, cleared)
-        self._exhausted = self._spent = False
+        self.queue.exhausted = self.queue.spent = False
         await self._send_bars()
         return clip
 
@@ -1769,7 +1642,7 @@ class CampaignRuntime:
         rater.active = active
         if not active:
             self.assignments.withdraw(ids, f"rater {rater_id} was deactivated")
-            self._to_release.extend(t.id for t in self._reserves.pop(rater_id, ()))
+            self.queue.drop_reserve(rater_id)
             self._wake.set()
         return rater
 
@@ -1891,7 +1764,7 @@ class CampaignRuntime:
         if self.failed:
             return
         self.failed, self.failure = True, why
-        self._queue_changed.set()
+        self.queue.changed.set()
         self._wake.set()
         self._fail_calls()
 
@@ -1926,7 +1799,7 @@ class CampaignRuntime:
     async def _step(self) -> None:
         """One unit of engine work, in priority order; waits when there is none."""
         self._expire_due()
-        starved = self._waiting and not self._queue and self._refill_wanted()
+        starved = self.queue.waiting and not self.queue.depth and self._refill_wanted()
         if self._unapplied and (
             (self._calls and self._calls[0][2])
             or (self._apply_due() and not (starved and self._apply_can_wait()))
@@ -1954,9 +1827,9 @@ class CampaignRuntime:
             await self._refill(apply=bool(self._unapplied) and self._apply_due())
         elif (
             not self._unapplied
-            and self._queue
-            and self._queue[0].version < self._version
-            and time.monotonic() - self._last_demand > REFRESH_IDLE_S
+            and self.queue.depth
+            and (self.queue.oldest_version() or 0) < self._version
+            and time.monotonic() - self.queue.last_demand > REFRESH_IDLE_S
         ):
             await self._refresh_oldest()
         else:
@@ -1986,29 +1859,12 @@ class CampaignRuntime:
         waited = time.monotonic() - self._unapplied_since
         return len(self._unapplied) < self.settings.max_apply_batch and waited < 1.0
 
-    def _queue_target(self) -> int:
-        """Tasks to keep chosen ahead: `queue_min` plus one per waiting request, or what
-        `QUEUE_AHEAD_S` of the recent request rate takes when that is more (a busy campaign
-        hands out from the queue instead of waiting for the engine), at most `queue_max`."""
-        ahead = math.ceil(self._demand_rate * QUEUE_AHEAD_S)
-        return min(self.settings.queue_max, max(self.settings.queue_min + self._waiting, ahead))
-
     def _refill_wanted(self) -> bool:
         return (
             self.record.state == ACTIVE
-            and not (self._exhausted or self._spent)
-            and len(self._queue) < self._queue_target()
+            and not (self.queue.exhausted or self.queue.spent)
+            and self.queue.depth < self.queue.target()
         )
-
-    def _spent_pairs(self) -> list[tuple[int, int]]:
-        """The pairs every rater who asked in the last `ACTIVE_RATER_S` judged or skipped:
-        chosen ahead, none of them could hand one out (see `_prune_queue`). With few raters
-        who each judge much, the most informative pairs are mostly such pairs, and a refill
-        that chose them sent every request to a choice for its rater alone."""
-        done = sorted((r.judged | r.skipped for r in self._active_raters()), key=len)
-        if not done or not done[0]:
-            return []
-        return pair_keys(done[0].intersection(*done[1:]))
 
     async def _apply(self, *, refill: bool = False) -> None:
         """Apply the oldest committed labels as one ordered batch (micro-batching); with
@@ -2062,7 +1918,7 @@ class CampaignRuntime:
             tau = await observed
             self._applied_seq = batch[-1].seq
             self.n_applied += len(batch)
-            self._spent = False
+            self.queue.spent = False
             self._version += 1
             if stored_targets(self.record.engine_config).any:
                 await self._drop_if_done()
@@ -2086,12 +1942,7 @@ class CampaignRuntime:
         status = await self.engine_calls.submit("progress")
         if not status["done"]:
             return
-        self._to_release.extend(entry.task.id for entry in self._queue)
-        self._queue = deque()
-        for reserve in self._reserves.values():
-            self._to_release.extend(task.id for task in reserve)
-        self._reserves.clear()
-        self._exhausted = True
+        self.queue.drop_all()
         self._wake.set()
 
     def _start_refill(self, version: int) -> Awaitable[None]:
@@ -2102,23 +1953,22 @@ class CampaignRuntime:
         (each pending for the next), or one emoji rating when it teaches more per second. The
         queue may end above its target by up to half of it, never above `queue_max`.
         """
-        target, queued = self._queue_target(), len(self._queue)
+        target, queued = self.queue.target(), self.queue.depth
         # at least half the target at once: a refill's screen and shrink rebuild cost the same
         # for 2 tasks as for 20, so topping up one or two at a time would waste them
         wanted = max(target - queued, target // 2)
         count = max(1, min(self.settings.refill_batch, self.settings.queue_max - queued, wanted))
-        spent = self._spent_pairs()
+        spent = self.queue.spent_pairs()
         chosen = self.engine_calls.submit("choose", None, count, spent)
 
         async def refilled() -> None:
             tasks = self._drop_for_nobody(await chosen)
             if not tasks and spent:
-                self._spent = True
+                self.queue.spent = True
             elif not tasks:
-                self._exhausted = True
-            self._queue.extend(Queued(task, version) for task in tasks)
-            self._queue_changed.set()
-            self._queue_changed = asyncio.Event()
+                self.queue.exhausted = True
+            self.queue.extend(tasks, version)
+            self.queue.notify()
 
         return refilled()
 
@@ -2144,15 +1994,14 @@ class CampaignRuntime:
 
     async def _refresh_oldest(self) -> None:
         """Idle only: replace the oldest task chosen before the latest labels."""
-        stale = self._queue.popleft()
+        stale = self.queue.pop_oldest()
         version = self._version
-        task = await self.engine_calls.run("replace", stale.task.id, self._spent_pairs())
+        task = await self.engine_calls.run("replace", stale.task.id, self.queue.spent_pairs())
         if task is not None and not self._drop_for_nobody([task]):
             return
         if task is not None:
-            self._queue.append(Queued(task, version))
-            self._queue_changed.set()
-            self._queue_changed = asyncio.Event()
+            self.queue.extend([task], version)
+            self.queue.notify()
 
 
 def _describe(choice: str | None, level: int | None, ranking: tuple[int, ...] | None = None) -> str:
