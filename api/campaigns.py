@@ -1,36 +1,41 @@
-"""The one object per campaign that owns its engine state: `CampaignRuntime`.
+"""The one object per campaign that serves it: `CampaignRuntime`, a facade over the parts that
+each own one fact of the campaign's live state.
+
+- the engine host and the calls sent to it: `EngineCalls` (api/engine_calls.py);
+- the pump, the one coroutine that calls the engine, and the labels on their way to it (their
+  commit order, batches, the posterior's version, cached reads): `Pump` (api/pump.py);
+- the tasks chosen ahead, the raters' reserves, what the latest choices found: `TaskQueue`
+  (api/task_queue.py);
+- the assignments, their leases and the tasks claimed for raters: `Assignments`
+  (api/assignments.py);
+- the load from the database (a snapshot, the replay of the log after it, the loop-side state
+  rebuilt from the log) and the snapshots the pump saves: api/restore.py;
+- the engine settings stored with the campaign: api/campaign_config.py.
+
+The runtime itself keeps the rest: the clips and the campaign's clip policy (safety threshold,
+reports, retirement, skips that withdraw a task for everyone), the raters and what each
+answered, and the requests that span the parts (assign, judge, import, the operator's
+controls).
 
 Threads and order. The engine `Campaign` lives in the runtime's engine host (a process of its
-own by default, or a thread: api/engine_host.py) and is called only by the runtime's pump: one
-coroutine that runs, in this priority, (1) the committed judgments not yet applied, as one
-ordered batch, once `apply_batch` of them gathered or the oldest waited `apply_wait_s`, or
-before a queued call that must see them (a read, a clip batch), but after a refill while
-requests wait on an empty queue (micro-batching: a posterior update costs a pass over the
-covariance whatever its size), (2) queued calls (clip batches, per-rater selections, reads),
-(3) releases of expired or skipped tasks, (4) refills of the queue of tasks chosen ahead. An
-update and a refill due together are sent back to back, with no round trip between them.
-Everything else (the queue, leases, who answered what) lives on the event loop, so hand-outs
-and idempotency checks never wait for the engine.
+own by default, or a thread: api/engine_host.py) and is called only by the pump, in the
+priority its module describes. Everything else (the queue, leases, who answered what) lives on
+the event loop, so hand-outs and idempotency checks never wait for the engine.
 
-The queue. Tasks are chosen ahead for no rater in particular (`next_tasks(None, count)`),
-so each is pending in the engine while queued and later selections avoid it; refills leave
-out the pairs every rater who asked lately has judged or skipped. A request takes its rater's
-reserve first, then the first queued task they may answer: not a pair they judged (every
-committed label, applied to the posterior yet or not) or skipped, not a clip they rated,
-nothing they hold (an open assignment, or a task on its way to becoming one). When none fits,
-the engine chooses `RATER_BATCH` tasks for that rater with the same pairs and clips barred;
-the rest are their reserve. The queue's target grows with the number of waiting requests and
-with the recent request rate (up to `queue_max`) and falls back to `queue_min` when idle; when
-idle the pump also replaces tasks chosen before the latest labels, so a quiet campaign hands
-out tasks from the current posterior.
+A request takes its rater's reserve first, then the first queued task they may answer: not a
+pair they judged (every committed label, applied to the posterior yet or not) or skipped, not a
+clip they rated, nothing they hold (an open assignment, or a task on its way to becoming one).
+When none fits, the engine chooses `RATER_BATCH` tasks for that rater with the same pairs and
+clips barred; the rest are their reserve. When idle the pump also replaces tasks chosen before
+the latest labels, so a quiet campaign hands out tasks from the current posterior.
 
 Durability and replay. A judgment is acknowledged once its transaction committed; it then
 joins the batch for the engine. Labels carry `seq` (commit order) and, once applied, `batch`
 (the engine call); clip batches carry `after_seq`. `CampaignRuntime.start` takes the latest
 snapshot and replays the clips and labels after it in exactly that interleaved, batched order
-(api/replay.py), so the posterior after a restart equals the one before (float64, CPU); every
-`snapshot_every` labels the pump saves a new snapshot. Open assignments whose lease has not
-expired are held again.
+(api/restore.py, api/replay.py), so the posterior after a restart equals the one before
+(float64, CPU); every `snapshot_every` labels the pump saves a new snapshot. Open assignments
+whose lease has not expired are held again.
 """
 
 from __future__ import annotations
@@ -42,15 +47,15 @@ import logging
 import math
 import random
 import time
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from api import replay, store
+from api import replay, restore, store
 from api.assignments import Answer, Assignments, AssignmentState
 from api.auth import hash_token, new_token
 from api.bulk import ClipColumns
@@ -75,10 +80,12 @@ from api.errors import BadRequest, Conflict, Gone, NotFound, TooManyOpen, Unavai
 from api.imports import PastJudgment
 from api.metrics import Metrics
 from api.ownership import LeaseLost
+from api.pump import Label, Pump
+from api.restore import Snapshots
 from api.settings import Settings
-from api.store import CampaignLog, CampaignRecord
+from api.store import CampaignRecord
 from api.task_keys import kset_keys, pair_keys, question_key
-from api.task_queue import IDLE_WAKE_S, TaskQueue
+from api.task_queue import TaskQueue
 from api.writer import Writer
 from engine import Judgment, Outcome, Task
 from engine.questions import (
@@ -93,11 +100,7 @@ from engine.questions import (
 log = logging.getLogger("ratingparty.api")
 T = TypeVar("T")
 
-# queued tasks chosen before the latest labels are replaced only after this long without a
-# request: under load every engine second goes to tasks someone waits for
-REFRESH_IDLE_S = 0.25
 RATER_BATCH = 8  # tasks chosen at once for a rater whom no queued task fits (the rest queue)
-CLOSE_WAIT_S = 10.0  # longest engine step a shutdown waits for before cancelling it
 ENGINE_STOPPED = (
     "this campaign's engine stopped; the service rebuilds it from the database on the next "
     "request: retry"
@@ -250,15 +253,6 @@ def task_criterion(task: Task) -> str | None:
 
 
 @dataclass(frozen=True)
-class Label:
-    """A committed label waiting for the engine."""
-
-    seq: int
-    judgment: Judgment
-    task_id: int
-
-
-@dataclass(frozen=True)
 class JudgeResult:
     """What `POST /v1/assignments/{id}/judgment` returns."""
 
@@ -309,65 +303,56 @@ class CampaignRuntime:
         | None = None,
     ) -> None:
         self.record = record
-        self._metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics()
         self.settings = settings
-        self._db = engine
-        self._writer = writer
+        self.db = engine
+        self.writer = writer
+        # the engine stopped or another process took the campaign over: the service rebuilds
+        # or routes it; `failure` says which
+        self.failed = False
+        self.failure = ENGINE_STOPPED
+        self.closing = False
         host = make_host(
             build_config(record.engine_config),
             settings.engine_device,
             process=settings.engine_process,
             name=f"campaign-{record.id}",
         )
-        self.engine_calls = EngineCalls(host, self._metrics, self._engine_stopped)
-        # the engine stopped or another process took the campaign over: the service rebuilds
-        # or routes it; `failure` says which
-        self.failed = False
-        self.failure = ENGINE_STOPPED
+        self.engine_calls = EngineCalls(host, self.metrics, self._engine_stopped)
         self._fence = fence
         self._rng = random.Random(None if settings.seed is None else settings.seed + record.id)
         self.clips: list[ClipState] = []
         self.clip_index: dict[str, int] = {}  # external id -> position
         self.clip_positions: dict[int, int] = {}  # clip row id -> position
+        self.next_clip_batch = 1
         # gold pairs (positions, first < second) -> the known outcome of first vs second
         self.gold: dict[tuple[int, int], Outcome] = {}
         # skips that count towards withdrawing a task for everyone: task key -> raters (skips
-        # before the operator last restored one of its clips are forgotten: `_cleared`)
+        # before the operator last restored one of its clips are forgotten: `skips_cleared`)
         self._skippers: dict[tuple[int, int], set[int]] = {}
         self._clip_keys: dict[int, set[tuple[int, int]]] = {}  # clip -> its skipped task keys
-        self._cleared: dict[int, int] = {}  # clip -> the judgment id its skips count after
+        self.skips_cleared: dict[int, int] = {}  # clip -> the judgment id its skips count after
         self.withdrawn_keys: set[tuple[int, int]] = set()  # tasks skipped by skip_limit raters
         self.withdrawn_clips: set[int] = set()  # clips whose tasks skip_limit raters skipped
         self._reporting: set[tuple[int, int]] = set()  # (clip, rater) reports being written
         self.raters: dict[int, RaterState] = {}
         self.n_labels = 0
-        self._unapplied: list[Label] = []
-        self._unapplied_since = math.inf  # when the oldest waiting label was committed
-        # queued pump calls: (fn, its future, whether it must see every committed label)
-        self._calls: deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any], bool]] = deque()
-        self._to_release: list[int] = []
-        self._wake = asyncio.Event()
-        self._pump_task: asyncio.Task[None] | None = None
-        self._closing = False
         self._in_flight: set[asyncio.Future[Any]] = set()  # database writes under way
-        self._next_seq = 1
-        self._applied_seq = 0
-        self._next_batch = 1
-        self._next_clip_batch = 1
-        self._version = 0  # engine batches applied (for cached reads and stale queue entries)
-        self._last_progress = -math.inf
-        self._progress_labels = 0  # labels at the last recorded progress point
-        self.n_applied = 0  # labels applied to the posterior (n_labels minus the waiting ones)
-        self._read_cache: dict[tuple[str, float], tuple[int, Any]] = {}
-        self._snapshot_labels = 0  # labels applied when the latest snapshot was taken
-        self._snapshot_due = False
-        self.assignments = Assignments(self.raters, self)
-        self.queue = TaskQueue(settings, self.raters, self.assignments, self)
+        # the collaborators, each the one owner of its fact
+        self.pump = Pump(self)
+        self.assignments = Assignments(self.raters, self.pump)
+        self.queue = TaskQueue(settings, self.raters, self.assignments, self.pump)
+        self.snapshots = Snapshots(self)
 
     @property
     def engine(self) -> Any:
         """The campaign's engine host (api/engine_host.py)."""
         return self.engine_calls.host
+
+    @property
+    def n_applied(self) -> int:
+        """Labels applied to the posterior (`n_labels` minus the waiting ones)."""
+        return self.pump.n_applied
 
     @property
     def criterion_questions(self) -> tuple[str, ...]:
@@ -391,72 +376,34 @@ class CampaignRuntime:
         """Assignments handed out and neither answered nor expired."""
         return self.assignments.open_count()
 
+    @property
+    def gold_rate(self) -> float:
+        """The share of tasks drawn as gold questions (engine.gold)."""
+        return float(self.record.engine_config.get("gold_rate", 0.0))
+
     # life cycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load the campaign's log and its latest snapshot; take the snapshot's state when it
-        fits (api/snapshots.py) and replay the log after it, else replay the whole log."""
-        started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        logged, snapshot = await loop.run_in_executor(
-            None, replay.read, self._db, self.record.id, self.settings.snapshot_every > 0
-        )
-        await self.engine.start()
-        try:
-            after = await replay.take_snapshot(self.engine, self.record, snapshot, self._metrics)
-            steps = replay.steps(
-                logged,
-                bool(self.record.engine_config["criteria"]),
-                self.settings.max_apply_batch,
-                after,
-            )
-            await self.engine.call("replay", steps)
-            held = self._restore(logged)
-            await self.engine.call("add_gold", [(*key, a.value) for key, a in self.gold.items()])
-            await self.engine.call("hold", held)
-            await self.engine.call("bar", *self._bars())
-        except BaseException:
-            await self.engine.close()
-            raise
-        replayed = sum(len(step) for step in steps if isinstance(step, list))
-        self._metrics.replayed_labels.labels("log" if after is None else "snapshot").inc(replayed)
-        self._snapshot_labels = self.n_applied if after is None else snapshot.labels  # type: ignore[union-attr]
-        self._metrics.replays.observe(time.perf_counter() - started)
-        self._pump_task = asyncio.create_task(self._pump(), name=f"pump-{self.record.id}")
+        fits (api/snapshots.py) and replay the log after it, else replay the whole log
+        (api/restore.py); then start the pump."""
+        await restore.load(self)
+        self.pump.start()
 
     async def close(self) -> None:
         """Stop the pump and the engine (committed labels are already in the database). Writes
         under way finish first: whatever loads this campaign next sees them."""
-        self._closing = True
-        self._wake.set()
+        self.closing = True
+        self.pump.wake()
         self.queue.changed.set()
-        if self._pump_task is not None:
-            # let the current engine step finish (an applied batch gets its batch mark)
-            try:
-                await asyncio.wait_for(asyncio.shield(self._pump_task), CLOSE_WAIT_S)
-            except TimeoutError:
-                self._pump_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._pump_task
+        await self.pump.stop()
         self._fail_calls()
         if self._in_flight:
             await asyncio.wait(list(self._in_flight))
         await self.engine.close()
 
     def _fail_calls(self) -> None:
-        why = "the service is shutting down" if not self.failed else self.failure
-        while self._calls:
-            _, future, _ = self._calls.popleft()
-            if not future.done():
-                future.set_exception(Unavailable(detail=why))
-
-    def give_back(self, task_ids: Iterable[int]) -> None:
-        """Release these engine tasks at the pump's next step that has nothing before it."""
-        self._to_release.extend(task_ids)
-
-    def wake(self) -> None:
-        """Let the pump look for work now."""
-        self._wake.set()
+        self.pump.fail_calls("the service is shutting down" if not self.failed else self.failure)
 
     def _track(self, future: asyncio.Future[T]) -> asyncio.Future[T]:
         """Count a database write as under way until it ends (see `close`)."""
@@ -464,86 +411,16 @@ class CampaignRuntime:
         future.add_done_callback(self._in_flight.discard)
         return future
 
-    def _restore(self, logged: CampaignLog) -> list[Task]:
-        """Loop-side state from the log; returns the tasks of open, unexpired assignments, for
-        the engine to hold as pending again."""
-        held = []
-        for clip in logged.clips:
-            self.clips.append(
-                ClipState(
-                    clip.id,
-                    clip.position,
-                    clip.external_id,
-                    clip.uri,
-                    clip.group,
-                    clip.context,
-                    retired=clip.retired,
-                    safety=safety_score(self.record.criteria, clip.scores),
-                    withheld=clip.withheld,
-                    withheld_at=None if clip.withheld_at is None else as_utc(clip.withheld_at),
-                    restored=clip.restored_at is not None,
-                )
-            )
-            self.clip_index[clip.external_id] = clip.position
-            self.clip_positions[clip.id] = clip.position
-            if clip.skips_cleared:
-                self._cleared[clip.position] = clip.skips_cleared
-        self._next_clip_batch = 1 + max((c.batch for c in logged.clips), default=0)
-        self.gold = {(g.first, g.second): Outcome(g.answer) for g in logged.gold}
-        for rater in logged.raters:
-            self.raters[rater.id] = RaterState(rater.id, rater.name, active=rater.active)
-        cleared = {c.id: c.reports_cleared for c in logged.clips}
-        for report in logged.reports:
-            if report.id > cleared[report.clip_id]:
-                position = self.clip_positions[report.clip_id]
-                self.clips[position].reports.append(
-                    Report(
-                        report.id, report.rater_id, report.assignment_id, as_utc(report.created_at)
-                    )
-                )
-                self.raters[report.rater_id].reported.add(position)
-        answers = {j.assignment_id: j for j in logged.judgments}
-        now = time.time()
-        for record in logged.assignments:
-            judgment = answers.get(record.id)
-            state = AssignmentState(
-                record.id,
-                record.rater_id,
-                -record.id,
-                record.first,
-                record.second,
-                record.swapped,
-                epoch(record.expires_at),
-                gold=None if record.gold is None else Outcome(record.gold),
-                items=record.items,
-                mode=record.kset_mode,
-                criterion=record.criterion,
-            )
-            self.assignments.add(state)
-            if judgment is not None:
-                state.answer = Answer(
-                    judgment.id, judgment.choice, judgment.level, judgment.ranking
-                )
-                self._count_answer(state, judgment.choice, judgment.level, judgment.id)
-            elif record.status == "withdrawn":
-                state.released = True
-                state.withdrawn = "it was withdrawn by the operator"
-            elif state.expires_at > now:
-                # engine task ids of restored tasks are negative: the engine counts up from 1
-                held.append(
-                    Task(state.task_id, record.rater_id, state.question, 0.0, (), state.gold)
-                )
-                self.assignments.claim(self.raters[state.rater_id], state.question)
-                self.assignments.open(state)
-            else:
-                state.released = True
-        seqs = [j.seq for j in logged.judgments if j.seq is not None]
-        self._next_seq = 1 + max(seqs, default=0)
-        self._applied_seq = max(seqs, default=0)
-        self._next_batch = 1 + max((j.batch or 0 for j in logged.judgments), default=0)
-        self.n_applied = self._progress_labels = len(seqs)
-        self._recount_withdrawals()
-        return held
+    def expire_due(self) -> None:
+        """Close the assignments whose lease ran out and release their engine tasks, and the
+        reserves of raters who stopped asking."""
+        self.queue.drop_idle_reserves()
+        self.assignments.expire_due()
+
+    async def call(self, fn: Callable[[], Awaitable[T]], *, fresh: bool = True) -> T:
+        """Run `fn` on the pump; when `fresh`, after the labels committed so far are applied
+        (a read reflects every acknowledged label)."""
+        return await self.pump.call(fn, fresh=fresh)
 
     # hand-out ---------------------------------------------------------------------------------
 
@@ -555,7 +432,7 @@ class CampaignRuntime:
             TooManyOpen: the rater already holds `max_open_assignments`.
             Unavailable: the engine did not produce a task in time, or the database failed.
         """
-        self._expire_due()
+        self.expire_due()
         self.queue.asked(rater)
         if self.record.state != ACTIVE:
             return (
@@ -570,7 +447,7 @@ class CampaignRuntime:
             )
         deadline = time.monotonic() + self.settings.assign_timeout_s
         task = None
-        if self._gold_rate > 0 and self.gold:
+        if self.gold_rate > 0 and self.gold:
             chosen_gold = asyncio.ensure_future(
                 self.call(lambda: self._gold_task(rater), fresh=False)
             )
@@ -582,7 +459,7 @@ class CampaignRuntime:
         while task is None:
             if self.failed:
                 raise Unavailable(detail=self.failure)
-            if self._closing:
+            if self.closing:
                 raise Unavailable(detail="the service is shutting down")
             task = self.queue.take(rater)
             if task is not None:
@@ -606,7 +483,7 @@ class CampaignRuntime:
                 break
             changed = self.queue.changed
             self.queue.waiting += 1
-            self._wake.set()
+            self.pump.wake()
             try:
                 await asyncio.wait_for(changed.wait(), deadline - time.monotonic())
             except TimeoutError:
@@ -618,19 +495,11 @@ class CampaignRuntime:
         handing_out = self._track(asyncio.ensure_future(self._hand_out(rater, task)))
         return await asyncio.shield(handing_out), None, self.record.state
 
-    @property
-    def _gold_rate(self) -> float:
-        return float(self.record.engine_config.get("gold_rate", 0.0))
-
     async def _gold_task(self, rater: RaterState) -> Task | None:
         """Pump call: a gold task for this rater's next task when the engine draws one
         (engine.gold), claimed; None otherwise. Barred as `_rater_task` bars: pairs they
         judged (applied or not), skipped or hold."""
-        waiting = [
-            question_key(label.judgment.question)
-            for label in self._unapplied
-            if label.judgment.rater == rater.id
-        ]
+        waiting = self.pump.waiting_keys(rater.id)
         barred = rater.judged | rater.skipped | set(rater.holding) | set(waiting)
         pairs = pair_keys(barred)
         index = rater.labels + rater.skips + len(rater.open)
@@ -642,7 +511,7 @@ class CampaignRuntime:
     async def _rater_task(self, rater: RaterState) -> Task | None:
         """Pump call: the engine's best task for this rater, claimed; None when none is left.
 
-        Never a task `_barred` for them. The engine's own judged and rated sets cover only
+        Never a task `TaskQueue.barred` for them. The engine's own judged and rated sets cover only
         applied labels, so the rater's labels still waiting for the engine are barred
         explicitly, with their skipped pairs and held tasks (applying the waiting labels first
         put a whole update in front of the request's choice). A pair pending for someone else
@@ -659,17 +528,13 @@ class CampaignRuntime:
         their next request.
         """
         while True:
-            waiting = [
-                question_key(label.judgment.question)
-                for label in self._unapplied
-                if label.judgment.rater == rater.id
-            ]
+            waiting = self.pump.waiting_keys(rater.id)
             held = {*rater.holding, *waiting}
             pairs = pair_keys(rater.skipped | held)
             clips = sorted(k[0] for k in held if len(k) == 2 and k[1] == NO_SECOND)
             # K-sets they hold, answered (not applied yet: the engine knows the rest) or skipped
             ksets = kset_keys(rater.skipped | rater.judged | held)
-            tasks = self._drop_for_nobody(
+            tasks = self.drop_for_nobody(
                 await self.engine_calls.run(
                     "choose", rater.id, RATER_BATCH, pairs, clips, sorted(rater.reported), ksets
                 )
@@ -695,8 +560,8 @@ class CampaignRuntime:
         task = chosen.result()
         if task is not None:
             self.assignments.unclaim(rater, task.question)
-            self._to_release.append(task.id)
-            self._wake.set()
+            self.pump.give_back([task.id])
+            self.pump.wake()
 
     def _nothing_left(self, rater: RaterState) -> str:
         if self.queue.exhausted:
@@ -742,12 +607,12 @@ class CampaignRuntime:
             "expires_at": utc(expires_at),
         }
         try:
-            assignment_id = await self._writer.run(self.fenced(store.insert_assignment(values)))
+            assignment_id = await self.writer.run(self.fenced(store.insert_assignment(values)))
         except Exception as error:
             log.exception("storing an assignment failed")
             self.assignments.unclaim(rater, question)
-            self._to_release.append(task.id)
-            self._wake.set()
+            self.pump.give_back([task.id])
+            self.pump.wake()
             raise Unavailable(detail="the database did not store the assignment; retry") from error
         state = AssignmentState(
             assignment_id,
@@ -765,12 +630,6 @@ class CampaignRuntime:
         self.assignments.add(state)
         self.assignments.open(state)
         return state
-
-    def _expire_due(self) -> None:
-        """Close the assignments whose lease ran out and release their engine tasks, and the
-        reserves of raters who stopped asking."""
-        self.queue.drop_idle_reserves()
-        self.assignments.expire_due()
 
     # answers ----------------------------------------------------------------------------------
 
@@ -834,7 +693,7 @@ class CampaignRuntime:
                 detail=f"assignment {assignment_id} was already answered with "
                 f"{_describe(*given)}; it cannot change to {_describe(choice, level, positions)}"
             )
-        if self._closing:  # a write now could miss the next load of this campaign
+        if self.closing:  # a write now could miss the next load of this campaign
             raise Unavailable(
                 detail=self.failure if self.failed else "the service is shutting down"
             )
@@ -972,7 +831,7 @@ class CampaignRuntime:
         is_label = choice != "skip"
         seq = None
         if is_label:
-            seq, self._next_seq = self._next_seq, self._next_seq + 1
+            seq = self.pump.next_seq()
         values = {
             "campaign_id": self.record.id,
             "assignment_id": state.id,
@@ -989,7 +848,7 @@ class CampaignRuntime:
             "seq": seq,
         }
         try:
-            judgment_id = await self._writer.run(
+            judgment_id = await self.writer.run(
                 self.fenced(store.insert_judgment(values, "answered" if is_label else "skipped"))
             )
         except Exception as error:
@@ -999,7 +858,7 @@ class CampaignRuntime:
             state.committing = None
         state.answer = Answer(judgment_id, choice, level, ranking)
         self.assignments.close(state)
-        withdrawn = self._count_answer(state, choice, level, judgment_id)
+        withdrawn = self.count_answer(state, choice, level, judgment_id)
         if seq is not None:
             answer = ranking if state.is_kset else outcome if state.is_pair else level
             judgment = Judgment(
@@ -1011,19 +870,17 @@ class CampaignRuntime:
                 gold=state.gold,
                 seconds=seconds,
             )
-            if not self._unapplied:
-                self._unapplied_since = time.monotonic()
-            self._unapplied.append(Label(seq, judgment, state.task_id))
+            self.pump.add_labels([Label(seq, judgment, state.task_id)])
         else:
-            self._to_release.append(state.task_id)
-        self._wake.set()
+            self.pump.give_back([state.task_id])
+        self.pump.wake()
         if withdrawn:
             log.info("campaign %s: tasks withdrawn after repeated skips", self.record.id)
             with contextlib.suppress(Unavailable):  # the skip is stored: acknowledge it
                 await self._send_bars()
         return JudgeResult(state.id, judgment_id, choice, level, False, self._clip_ids(ranking))
 
-    def _count_answer(
+    def count_answer(
         self, state: AssignmentState, choice: str | None, level: int | None, judgment_id: int
     ) -> bool:
         """Count a committed answer; whether a skip withdrew a task or a clip for everyone."""
@@ -1057,16 +914,16 @@ class CampaignRuntime:
         something new."""
         key = question_key(state.question)
         clips = [c for c in key if c != NO_SECOND]
-        if any(judgment_id <= self._cleared.get(c, 0) for c in clips):
+        if any(judgment_id <= self.skips_cleared.get(c, 0) for c in clips):
             return False  # skipped before the operator restored the clip
         self._skippers.setdefault(key, set()).add(state.rater_id)
         for clip in clips:
             self._clip_keys.setdefault(clip, set()).add(key)
         before = (len(self.withdrawn_keys), len(self.withdrawn_clips))
-        self._recount_withdrawals()
+        self.recount_withdrawals()
         return (len(self.withdrawn_keys), len(self.withdrawn_clips)) != before
 
-    def _recount_withdrawals(self) -> None:
+    def recount_withdrawals(self) -> None:
         """Withdraw, for everyone, each task that `skip_limit` distinct raters skipped, and
         each clip whose tasks (two or more different ones) `skip_limit` distinct raters
         skipped between them: one pair skipped by many says the pair is the trouble, several
@@ -1082,13 +939,13 @@ class CampaignRuntime:
     def _forget_skips(self, clip: int, after: int) -> None:
         """Forget the skips of `clip`'s tasks up to judgment `after` (the operator restored
         it)."""
-        self._cleared[clip] = after
+        self.skips_cleared[clip] = after
         for key in self._clip_keys.pop(clip, set()):
             self._skippers.pop(key, None)
             for other in key:
                 if other not in (clip, NO_SECOND):
                     self._clip_keys.get(other, set()).discard(key)
-        self._recount_withdrawals()
+        self.recount_withdrawals()
 
     def skip_flags(self) -> tuple[list[tuple[tuple[int, int], int]], list[tuple[int, int, int]]]:
         """The withdrawn tasks with how many raters skipped each, and the withdrawn clips with
@@ -1143,7 +1000,7 @@ class CampaignRuntime:
                     + ", ".join(repr(e) for e in existing[:10])
                     + (" ..." if len(existing) > 10 else "")
                 )
-            start, batch = len(self.clips), self._next_clip_batch
+            start, batch = len(self.clips), self.next_clip_batch
             has_criteria = bool(self.record.engine_config["criteria"])
             engine_batch = ClipBatch(
                 columns.scores if has_criteria else None,
@@ -1162,11 +1019,11 @@ class CampaignRuntime:
                 columns,
                 start,
                 batch,
-                self._applied_seq,
+                self.pump.applied_seq,
                 [THRESHOLD if w else None for w in withheld] if any(withheld) else None,
             )
             try:
-                ids = await self._writer.run(self.fenced(op))
+                ids = await self.writer.run(self.fenced(op))
             except Exception as error:
                 log.exception("storing clips failed")
                 self.stop_serving(
@@ -1174,7 +1031,7 @@ class CampaignRuntime:
                     "rebuilt from the database on the next request"
                 )
                 raise Unavailable(detail="the database did not store the clips; retry") from error
-            self._next_clip_batch += 1
+            self.next_clip_batch += 1
             added = [
                 ClipState(
                     id_,
@@ -1202,12 +1059,12 @@ class CampaignRuntime:
             self.clips.extend(added)
             if any(withheld):
                 # before any refill can see the new clips (this runs on the pump)
-                await self.engine_calls.run("bar", *self._bars())
+                await self.engine_calls.run("bar", *self.bars())
             positions = range(start, start + len(added))
             self.clip_index.update(zip(columns.external_ids, positions, strict=True))
             self.clip_positions.update(zip(ids, positions, strict=True))
             self.queue.exhausted = self.queue.spent = False
-            self._version += 1
+            self.pump.version += 1
             return added
 
         return await self.call(add)
@@ -1226,7 +1083,7 @@ class CampaignRuntime:
         closing = values.get("state") == CLOSED and self.record.state != CLOSED
         open_ids = sorted(a for r in self.raters.values() for a in r.open) if closing else []
         try:
-            record = await self._writer.run(
+            record = await self.writer.run(
                 self.fenced(store.update_campaign(self.record.id, values, withdraw=open_ids))
             )
         except Exception as error:
@@ -1241,7 +1098,7 @@ class CampaignRuntime:
         if closing:
             self.assignments.withdraw(open_ids, f"campaign {record.id} was closed")
         if record.skip_limit != limit_before:
-            self._recount_withdrawals()
+            self.recount_withdrawals()
         if (
             closing
             or (record.emoji_levels is not None) != ratings_before
@@ -1279,10 +1136,10 @@ class CampaignRuntime:
             # selection only reads it: the posterior and the log stay as they are
             await self.call(lambda: self.engine_calls.run("set_min_labels", floor), fresh=False)
         self.queue.exhausted = self.queue.spent = False
-        self._wake.set()
+        self.pump.wake()
         return record
 
-    def _bars(
+    def bars(
         self,
     ) -> tuple[list[int], list[tuple[int, int]], list[int], bool, list[tuple[int, ...]]]:
         """What no choice may offer (`CampaignEngine.bar`): retired, withheld and withdrawn clips,
@@ -1295,7 +1152,7 @@ class CampaignRuntime:
         return clips, pairs, ratings, self.record.emoji_levels is not None, ksets
 
     def _for_nobody(self, question: Question) -> bool:
-        """Whether a task is one no rater may get any more (see `_bars`)."""
+        """Whether a task is one no rater may get any more (see `bars`)."""
         for clip in question.items:
             if not self.clips[clip].offered or clip in self.withdrawn_clips:
                 return True
@@ -1303,12 +1160,12 @@ class CampaignRuntime:
             return True
         return question_key(question) in self.withdrawn_keys
 
-    def _drop_for_nobody(self, tasks: list[Task]) -> list[Task]:
+    def drop_for_nobody(self, tasks: list[Task]) -> list[Task]:
         """`tasks` less those chosen before the engine heard of the latest bars (given back)."""
         kept = [t for t in tasks if not self._for_nobody(t.question)]
         if len(kept) < len(tasks):
-            self._to_release.extend(t.id for t in tasks if t not in kept)
-            self._wake.set()
+            self.pump.give_back(t.id for t in tasks if t not in kept)
+            self.pump.wake()
         return kept
 
     async def _send_bars(self) -> None:
@@ -1316,7 +1173,7 @@ class CampaignRuntime:
         that it rules out (a closed campaign gives back all of them)."""
         closed = self.record.state == CLOSED
         self.queue.drop(lambda task: closed or self._for_nobody(task.question))
-        bars = self._bars()
+        bars = self.bars()
         await self.call(lambda: self.engine_calls.run("bar", *bars), fresh=False)
 
     async def import_judgments(
@@ -1339,7 +1196,7 @@ class CampaignRuntime:
             Unavailable: the database did not store it (nothing written).
         """
         loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(None, store.find_import, self._db, self.record.id, key)
+        found = await loop.run_in_executor(None, store.find_import, self.db, self.record.id, key)
         if found is not None:
             return self._repeated_import(key, digest, found), True
         by_name: dict[str, list[int]] = {}
@@ -1404,16 +1261,16 @@ class CampaignRuntime:
                 [f"... and {len(ordered) - 10} more"] if len(ordered) > 10 else []
             )
             raise BadRequest(detail="nothing imported: " + "; ".join(shown))
-        if self._closing:
+        if self.closing:
             raise Unavailable(detail="the service is shutting down")
         for row in rows:
-            row["seq"], self._next_seq = self._next_seq, self._next_seq + 1
+            row["seq"] = self.pump.next_seq()
         result = {"key": key, "imported": len(rows), "raters_created": list(new_raters)}
         tokens = [(name, hash_token(new_token())) for name in new_raters]  # never shown
         try:
             written = await self._track(
                 asyncio.ensure_future(
-                    self._writer.run(
+                    self.writer.run(
                         self.fenced(
                             store.insert_import(self.record.id, key, digest, result, tokens, rows)
                         )
@@ -1425,14 +1282,13 @@ class CampaignRuntime:
             raise Unavailable(detail="the database did not store the import; retry") from error
         if written is None:  # the same key, imported meanwhile
             found = await loop.run_in_executor(
-                None, store.find_import, self._db, self.record.id, key
+                None, store.find_import, self.db, self.record.id, key
             )
             assert found is not None
             return self._repeated_import(key, digest, found), True
         for name, rater_id in zip(new_raters, written.rater_ids, strict=True):
             self.add_rater(rater_id, name)
-        if rows and not self._unapplied:
-            self._unapplied_since = time.monotonic()
+        labels = []
         for row, assignment_id, judgment_id in zip(
             rows, written.assignment_ids, written.judgment_ids, strict=True
         ):
@@ -1450,7 +1306,7 @@ class CampaignRuntime:
                 answer=Answer(judgment_id, row["choice"], row["level"]),
             )
             self.assignments.add(state)
-            self._count_answer(state, row["choice"], row["level"], judgment_id)
+            self.count_answer(state, row["choice"], row["level"], judgment_id)
             answer = (
                 row["level"] if row["second"] == NO_SECOND else replay.stored_answer(row["outcome"])
             )
@@ -1458,9 +1314,10 @@ class CampaignRuntime:
             judgment = Judgment(
                 rater_id, state.question, answer, left=state.left if state.is_pair else None
             )
-            self._unapplied.append(Label(row["seq"], judgment, state.task_id))
+            labels.append(Label(row["seq"], judgment, state.task_id))
+        self.pump.add_labels(labels)
         self.queue.spent = False
-        self._wake.set()
+        self.pump.wake()
         return result, False
 
     @staticmethod
@@ -1507,7 +1364,7 @@ class CampaignRuntime:
             )
         ids = self.assignments.showing({position}) if retired else []
         try:
-            cleared = await self._writer.run(
+            cleared = await self.writer.run(
                 self.fenced(store.set_clip_retired(self.record.id, clip_id, retired, ids))
             )
         except Exception as error:
@@ -1539,7 +1396,7 @@ class CampaignRuntime:
             return
         ids = self.assignments.showing({c.position for c in clips})
         try:
-            at = await self._writer.run(
+            at = await self.writer.run(
                 self.fenced(
                     store.withhold_clips(self.record.id, [c.id for c in clips], reason, ids)
                 )
@@ -1579,7 +1436,7 @@ class CampaignRuntime:
         reporters = {r.rater_id for r in clip.reports}
         if rater.id in reporters or (position, rater.id) in self._reporting:
             return ReportResult(clip, len(reporters), True)
-        if self._closing:
+        if self.closing:
             raise Unavailable(
                 detail=self.failure if self.failed else "the service is shutting down"
             )
@@ -1599,7 +1456,7 @@ class CampaignRuntime:
         try:
             written = await self._track(
                 asyncio.ensure_future(
-                    self._writer.run(self.fenced(store.insert_report(values, ids, withhold)))
+                    self.writer.run(self.fenced(store.insert_report(values, ids, withhold)))
                 )
             )
         except Exception as error:
@@ -1635,7 +1492,7 @@ class CampaignRuntime:
             raise NotFound(detail=f"rater {rater_id} not found in campaign {self.record.id}")
         ids = [] if active else sorted(rater.open)
         try:
-            await self._writer.run(self.fenced(store.set_rater_active(rater_id, active, ids)))
+            await self.writer.run(self.fenced(store.set_rater_active(rater_id, active, ids)))
         except Exception as error:
             log.exception("storing a rater's state failed")
             raise Unavailable(detail="the database did not store the change; retry") from error
@@ -1643,7 +1500,7 @@ class CampaignRuntime:
         if not active:
             self.assignments.withdraw(ids, f"rater {rater_id} was deactivated")
             self.queue.drop_reserve(rater_id)
-            self._wake.set()
+            self.pump.wake()
         return rater
 
     async def add_gold(self, pairs: Sequence[tuple[int, int, Outcome]]) -> int:
@@ -1669,7 +1526,7 @@ class CampaignRuntime:
             if new:
                 rows = [(f, s, a.value) for f, s, a in new]
                 try:
-                    await self._writer.run(self.fenced(store.insert_gold(self.record.id, rows)))
+                    await self.writer.run(self.fenced(store.insert_gold(self.record.id, rows)))
                 except Exception as error:
                     log.exception("storing gold pairs failed")
                     raise Unavailable(
@@ -1692,11 +1549,11 @@ class CampaignRuntime:
     async def leaderboard(self, level: float) -> Board:
         """Per clip (by position) mean, sd, `level` interval and rank, and the expected Kendall
         tau; cached per applied batch."""
-        return await self._cached("leaderboard", level)
+        return await self.pump.read("leaderboard", level, self.n_labels)
 
     async def weights(self, level: float) -> WeightRows:
         """Global and per-context criterion weights: mean, sd and central `level` interval."""
-        return await self._cached("weights", level)
+        return await self.pump.read("weights", level, self.n_labels)
 
     async def progress(self) -> dict[str, Any]:
         """Where the posterior stands against the stopping targets (`CampaignEngine.progress`),
@@ -1717,39 +1574,6 @@ class CampaignRuntime:
         """An engine diagnostic, `pending` or `log` (see `CampaignEngine`), for tests."""
         return await self.call(lambda: self.engine_calls.run(name))
 
-    async def _cached(self, name: str, level: float) -> Any:
-        key = (name, level)
-        hit = self._read_cache.get(key)
-        # a read reflects every label acknowledged before it: with labels still waiting for
-        # the engine it goes through the pump, which applies them first
-        if hit is not None and hit[0] == self._version and self.n_applied == self.n_labels:
-            return hit[1]
-
-        async def fresh() -> Any:
-            again = self._read_cache.get(key)
-            if again is not None and again[0] == self._version:
-                return again[1]
-            version = self._version
-            value = await self.engine_calls.run(name, level)
-            self._read_cache[key] = (version, value)
-            return value
-
-        return await self.call(fresh)
-
-    # the pump ---------------------------------------------------------------------------------
-
-    async def call(self, fn: Callable[[], Awaitable[T]], *, fresh: bool = True) -> T:
-        """Run `fn` on the pump; when `fresh`, after the labels committed so far are applied
-        (a read reflects every acknowledged label)."""
-        if self.failed:
-            raise Unavailable(detail=self.failure)
-        if self._closing:
-            raise Unavailable(detail="the service is shutting down")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._calls.append((fn, future, fresh))
-        self._wake.set()
-        return await future
-
     # the engine host -------------------------------------------------------------------------
 
     def _engine_stopped(self) -> Unavailable:
@@ -1765,7 +1589,7 @@ class CampaignRuntime:
             return
         self.failed, self.failure = True, why
         self.queue.changed.set()
-        self._wake.set()
+        self.pump.wake()
         self._fail_calls()
 
     def fenced(self, op: Callable[[Connection], T]) -> Callable[[Connection], T]:
@@ -1784,224 +1608,6 @@ class CampaignRuntime:
                 raise
 
         return run
-
-    async def _pump(self) -> None:
-        while not self._closing and not self.failed:
-            self._wake.clear()
-            try:
-                await self._step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("campaign %s: engine step failed", self.record.id)
-                await asyncio.sleep(0.1)  # do not spin on a persistent failure
-
-    async def _step(self) -> None:
-        """One unit of engine work, in priority order; waits when there is none."""
-        self._expire_due()
-        starved = self.queue.waiting and not self.queue.depth and self._refill_wanted()
-        if self._unapplied and (
-            (self._calls and self._calls[0][2])
-            or (self._apply_due() and not (starved and self._apply_can_wait()))
-        ):
-            # a read sees every committed label; otherwise requests waiting on an empty queue
-            # go first: an update is a pass over the covariance (milliseconds), and they wait
-            # for a refill, which the labels do not change much
-            await self._apply(refill=not self._calls and self._refill_wanted())
-        elif self._calls:
-            fn, future, _ = self._calls.popleft()
-            try:
-                result = await fn()
-            except Exception as error:
-                if not future.done():
-                    future.set_exception(error)
-            else:
-                if not future.done():
-                    future.set_result(result)
-        elif self._snapshot_due:
-            await self._snapshot()
-        elif self._to_release:
-            released, self._to_release = self._to_release, []
-            await self.engine_calls.run("release", released)
-        elif self._refill_wanted():
-            await self._refill(apply=bool(self._unapplied) and self._apply_due())
-        elif (
-            not self._unapplied
-            and self.queue.depth
-            and (self.queue.oldest_version() or 0) < self._version
-            and time.monotonic() - self.queue.last_demand > REFRESH_IDLE_S
-        ):
-            await self._refresh_oldest()
-        else:
-            timeout = IDLE_WAKE_S
-            expiry = self.assignments.next_expiry()
-            if expiry is not None:
-                timeout = min(timeout, max(0.0, expiry - time.time()) + 0.001)
-            if self._unapplied:  # until the waiting labels are due
-                due_at = self._unapplied_since + self.settings.apply_wait_s
-                timeout = min(timeout, max(0.0, due_at - time.monotonic()) + 0.001)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-
-    def _apply_due(self) -> bool:
-        """Whether the waiting labels go to the engine now: `apply_batch` of them, or the
-        oldest waited `apply_wait_s`. Until then they gather, so each posterior update (one
-        pass over the covariance, whatever the batch) carries more labels; while they wait
-        their tasks count as pending, as they did before the answer."""
-        waited = time.monotonic() - self._unapplied_since
-        return len(self._unapplied) >= self.settings.apply_batch or (
-            waited >= self.settings.apply_wait_s
-        )
-
-    def _apply_can_wait(self) -> bool:
-        """Whether the waiting labels may wait for one more refill: fewer than a full update
-        (`max_apply_batch`) of them, the oldest committed less than a second ago."""
-        waited = time.monotonic() - self._unapplied_since
-        return len(self._unapplied) < self.settings.max_apply_batch and waited < 1.0
-
-    def _refill_wanted(self) -> bool:
-        return (
-            self.record.state == ACTIVE
-            and not (self.queue.exhausted or self.queue.spent)
-            and self.queue.depth < self.queue.target()
-        )
-
-    async def _apply(self, *, refill: bool = False) -> None:
-        """Apply the oldest committed labels as one ordered batch (micro-batching); with
-        `refill`, a refill follows in the engine at once (no round trip between them)."""
-        applying = self._start_apply()
-        refilling = self._start_refill(self._version + 1) if refill else None
-        try:
-            await applying
-        finally:  # sent, so awaited whatever happened to the first
-            if refilling is not None:
-                await refilling
-
-    async def _refill(self, *, apply: bool = False) -> None:
-        """Choose more tasks ahead (see `_start_refill`); with `apply`, the waiting labels'
-        update follows in the engine at once, after the choice the requests wait for."""
-        refilling = self._start_refill(self._version)
-        applying = self._start_apply() if apply else None
-        try:
-            await refilling
-        finally:  # sent, so awaited whatever happened to the first
-            if applying is not None:
-                await applying
-
-    def _start_apply(self) -> Awaitable[None]:
-        """Send the oldest committed labels to the engine as one ordered batch; the returned
-        awaitable ends once they are applied (and their batch mark is on its way)."""
-        self._unapplied.sort(key=lambda label: label.seq)
-        size = self.settings.max_apply_batch
-        batch, self._unapplied = self._unapplied[:size], self._unapplied[size:]
-        self._unapplied_since = time.monotonic() if self._unapplied else math.inf
-        batch_no = self._next_batch
-        self._next_batch += 1
-        now = time.monotonic()
-        # thinned: at most one point per progress_every_s and one per 2 % more labels, so a
-        # long campaign keeps a few hundred points, a short one a point per label
-        labels_after = self.n_applied + len(batch)
-        record_progress = (
-            now - self._last_progress >= self.settings.progress_every_s
-            and labels_after >= self._progress_labels + max(1, self._progress_labels // 50)
-        )
-        if record_progress:  # claimed now: a pipelined batch must not record one too
-            self._last_progress = now
-        observed = self.engine_calls.submit(
-            "observe",
-            [label.judgment for label in batch],
-            [label.task_id for label in batch],
-            record_progress,
-        )
-
-        async def applied() -> None:
-            tau = await observed
-            self._applied_seq = batch[-1].seq
-            self.n_applied += len(batch)
-            self.queue.spent = False
-            self._version += 1
-            if stored_targets(self.record.engine_config).any:
-                await self._drop_if_done()
-            seqs = [label.seq for label in batch]
-            self._writer.submit(self.fenced(store.mark_batch(self.record.id, seqs, batch_no)))
-            every = self.settings.snapshot_every
-            if every and self.n_applied // every > self._snapshot_labels // every:
-                self._snapshot_due = True
-            if record_progress:
-                self._progress_labels = self.n_applied
-                self._writer.submit(
-                    self.fenced(store.insert_progress(self.record.id, self.n_applied, tau))
-                )
-
-        return applied()
-
-    async def _drop_if_done(self) -> None:
-        """Once every stopping target is met, give back the tasks chosen ahead: they were
-        chosen before, and handing them out would ask for labels the campaign no longer
-        needs (the next choice says why there is none)."""
-        status = await self.engine_calls.submit("progress")
-        if not status["done"]:
-            return
-        self.queue.drop_all()
-        self._wake.set()
-
-    def _start_refill(self, version: int) -> Awaitable[None]:
-        """Send a choice of more tasks ahead (held as pending for no rater in particular),
-        chosen under the posterior of `version` applied batches.
-
-        `refill_batch` tasks at most per engine call, by `Campaign.next_tasks`: a batch of pairs
-        (each pending for the next), or one emoji rating when it teaches more per second. The
-        queue may end above its target by up to half of it, never above `queue_max`.
-        """
-        target, queued = self.queue.target(), self.queue.depth
-        # at least half the target at once: a refill's screen and shrink rebuild cost the same
-        # for 2 tasks as for 20, so topping up one or two at a time would waste them
-        wanted = max(target - queued, target // 2)
-        count = max(1, min(self.settings.refill_batch, self.settings.queue_max - queued, wanted))
-        spent = self.queue.spent_pairs()
-        chosen = self.engine_calls.submit("choose", None, count, spent)
-
-        async def refilled() -> None:
-            tasks = self._drop_for_nobody(await chosen)
-            if not tasks and spent:
-                self.queue.spent = True
-            elif not tasks:
-                self.queue.exhausted = True
-            self.queue.extend(tasks, version)
-            self.queue.notify()
-
-        return refilled()
-
-    async def _snapshot(self) -> None:
-        """Save the engine state as it is between two pump steps: after label batch
-        `_next_batch - 1` and clip batch `_next_clip_batch - 1`, every call before applied.
-        Written after those batches' marks (the writer commits in order)."""
-        self._snapshot_due = False
-        labels, label_batch = self.n_applied, self._next_batch - 1
-        clip_batch = self._next_clip_batch - 1
-        data = await self.engine_calls.run("snapshot")
-        record = replay.snapshot_record(self.record, labels, label_batch, clip_batch, data)
-        self._snapshot_labels = labels
-        written = self._writer.submit(self.fenced(store.insert_snapshot(self.record.id, record)))
-        written.add_done_callback(self._snapshot_written)
-
-    def _snapshot_written(self, written: Any) -> None:
-        error = written.exception()
-        if error is None:
-            self._metrics.snapshots.labels("written").inc()
-        else:  # the log still has every label: the next snapshot, or a full replay, covers it
-            log.warning("campaign %s: storing a snapshot failed: %s", self.record.id, error)
-
-    async def _refresh_oldest(self) -> None:
-        """Idle only: replace the oldest task chosen before the latest labels."""
-        stale = self.queue.pop_oldest()
-        version = self._version
-        task = await self.engine_calls.run("replace", stale.task.id, self.queue.spent_pairs())
-        if task is not None and not self._drop_for_nobody([task]):
-            return
-        if task is not None:
-            self.queue.extend([task], version)
-            self.queue.notify()
 
 
 def _describe(choice: str | None, level: int | None, ranking: tuple[int, ...] | None = None) -> str:

@@ -801,7 +801,7 @@ class Service:
 
         answers = {Outcome.WIN: "first", Outcome.LOSS: "second", Outcome.TIE: "tie"}
         return schemas.GoldList(
-            gold_rate=runtime._gold_rate,
+            gold_rate=runtime.gold_rate,
             pairs=[
                 schemas.GoldPairOut(first=ref(f), second=ref(s), answer=answers[a])  # type: ignore[arg-type]
                 for (f, s), a in runtime.gold.items()

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from api.campaigns import RaterState
     from api.settings import Settings
 
-IDLE_WAKE_S = 1.0  # the pump looks at leases at least this often when nothing else happens
+# the pump looks at leases at least this often when nothing else happens, and the queue at
+# idle reserves
+IDLE_WAKE_S = 1.0
 DEMAND_WINDOW_S = 2.0  # the request rate that sizes the queue is smoothed over this long
 ACTIVE_RATER_S = 30.0  # raters who asked this recently count when pruning the queue
 QUEUE_AHEAD_S = 0.1  # a busy campaign keeps this much of its request rate chosen ahead
