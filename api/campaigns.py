@@ -1,50 +1,53 @@
-"""The one object per campaign that owns its engine state: `CampaignRuntime`.
+"""The one object per campaign that serves it: `CampaignRuntime`, a facade over the parts that
+each own one fact of the campaign's live state.
+
+- the engine host and the calls sent to it: `EngineCalls` (api/engine_calls.py);
+- the pump, the one coroutine that calls the engine, and the labels on their way to it (their
+  commit order, batches, the posterior's version, cached reads): `Pump` (api/pump.py);
+- the tasks chosen ahead, the raters' reserves, what the latest choices found: `TaskQueue`
+  (api/task_queue.py);
+- the assignments, their leases and the tasks claimed for raters: `Assignments`
+  (api/assignments.py);
+- the load from the database (a snapshot, the replay of the log after it, the loop-side state
+  rebuilt from the log) and the snapshots the pump saves: api/restore.py;
+- the engine settings stored with the campaign: api/campaign_config.py.
+
+The runtime itself keeps the rest: the clips and the campaign's clip policy (safety threshold,
+reports, retirement, skips that withdraw a task for everyone), the raters and what each
+answered, and the requests that span the parts (assign, judge, import, the operator's
+controls).
 
 Threads and order. The engine `Campaign` lives in the runtime's engine host (a process of its
-own by default, or a thread: api/engine_host.py) and is called only by the runtime's pump: one
-coroutine that runs, in this priority, (1) the committed judgments not yet applied, as one
-ordered batch, once `apply_batch` of them gathered or the oldest waited `apply_wait_s`, or
-before a queued call that must see them (a read, a clip batch), but after a refill while
-requests wait on an empty queue (micro-batching: a posterior update costs a pass over the
-covariance whatever its size), (2) queued calls (clip batches, per-rater selections, reads),
-(3) releases of expired or skipped tasks, (4) refills of the queue of tasks chosen ahead. An
-update and a refill due together are sent back to back, with no round trip between them.
-Everything else (the queue, leases, who answered what) lives on the event loop, so hand-outs
-and idempotency checks never wait for the engine.
+own by default, or a thread: api/engine_host.py) and is called only by the pump, in the
+priority its module describes. Everything else (the queue, leases, who answered what) lives on
+the event loop, so hand-outs and idempotency checks never wait for the engine.
 
-The queue. Tasks are chosen ahead for no rater in particular (`next_tasks(None, count)`),
-so each is pending in the engine while queued and later selections avoid it; refills leave
-out the pairs every rater who asked lately has judged or skipped. A request takes its rater's
-reserve first, then the first queued task they may answer: not a pair they judged (every
-committed label, applied to the posterior yet or not) or skipped, not a clip they rated,
-nothing they hold (an open assignment, or a task on its way to becoming one). When none fits,
-the engine chooses `RATER_BATCH` tasks for that rater with the same pairs and clips barred;
-the rest are their reserve. The queue's target grows with the number of waiting requests and
-with the recent request rate (up to `queue_max`) and falls back to `queue_min` when idle; when
-idle the pump also replaces tasks chosen before the latest labels, so a quiet campaign hands
-out tasks from the current posterior.
+A request takes its rater's reserve first, then the first queued task they may answer: not a
+pair they judged (every committed label, applied to the posterior yet or not) or skipped, not a
+clip they rated, nothing they hold (an open assignment, or a task on its way to becoming one).
+When none fits, the engine chooses `RATER_BATCH` tasks for that rater with the same pairs and
+clips barred; the rest are their reserve. When idle the pump also replaces tasks chosen before
+the latest labels, so a quiet campaign hands out tasks from the current posterior.
 
 Durability and replay. A judgment is acknowledged once its transaction committed; it then
 joins the batch for the engine. Labels carry `seq` (commit order) and, once applied, `batch`
 (the engine call); clip batches carry `after_seq`. `CampaignRuntime.start` takes the latest
 snapshot and replays the clips and labels after it in exactly that interleaved, batched order
-(api/replay.py), so the posterior after a restart equals the one before (float64, CPU); every
-`snapshot_every` labels the pump saves a new snapshot. Open assignments whose lease has not
-expired are held again.
+(api/restore.py, api/replay.py), so the posterior after a restart equals the one before
+(float64, CPU); every `snapshot_every` labels the pump saves a new snapshot. Open assignments
+whose lease has not expired are held again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import json
 import logging
 import math
 import random
-import secrets
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,29 +55,39 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from api import replay, store
+from api import replay, restore, store
+from api.assignments import Answer, Assignments, AssignmentState
 from api.auth import hash_token, new_token
 from api.bulk import ClipColumns
+from api.campaign_config import (
+    ACTIVE,
+    CLOSED,
+    PAUSED,
+    build_config,
+    emoji_thresholds,
+    engine_config,
+    scale_levels,
+    stored_both_threshold,
+    stored_feature_dim,
+    stored_min_labels,
+    stored_targets,
+    target_values,
+)
 from api.db import as_utc, utcnow
-from api.engine_host import Board, ClipBatch, EngineStopped, RaterStats, WeightRows, make_host
+from api.engine_calls import EngineCalls
+from api.engine_host import Board, ClipBatch, RaterStats, WeightRows, make_host
 from api.errors import BadRequest, Conflict, Gone, NotFound, TooManyOpen, Unavailable
 from api.imports import PastJudgment
 from api.metrics import Metrics
 from api.ownership import LeaseLost
+from api.pump import Label, Pump
+from api.restore import Snapshots
 from api.settings import Settings
-from api.store import CampaignLog, CampaignRecord
+from api.store import CampaignRecord
+from api.task_keys import kset_keys, pair_keys, question_key
+from api.task_queue import TaskQueue
 from api.writer import Writer
-from engine import (
-    CampaignConfig,
-    CriterionQuestions,
-    Judgment,
-    KSetOffer,
-    Outcome,
-    PriorScales,
-    SideBias,
-    Task,
-)
-from engine.adapters import JOD_NOISE_SD
+from engine import Judgment, Outcome, Task
 from engine.questions import (
     BOTH_ANSWERS,
     NO_SECOND,
@@ -82,29 +95,12 @@ from engine.questions import (
     KSet,
     Level,
     Question,
-    question_of,
 )
-from engine.state import quality_prior
-from engine.stopping import Targets
 
 log = logging.getLogger("ratingparty.api")
 T = TypeVar("T")
 
-# a criterion answer's noise sd per unit of the rater's on quality (JOD_NOISE_SD): 0.74 on the
-# criteria's standardised scale, near the simulator's criterion raters (0.7, benchmarks/criteria)
-CRITERION_NOISE_SCALE = 0.5
-TIE_MARGIN = 0.5  # JOD: a third of a rater's noise sd, where real raters start saying "same"
-EMOJI_SPACING = 1.0  # JOD between neighbouring emoji thresholds (5 levels: -1.5 .. 1.5)
-LAPSE_PRIOR = (9.0, 1.0)  # keep probability ~ Beta(9, 1): most answers are meant
-IDLE_WAKE_S = 1.0  # the pump looks at leases at least this often when nothing else happens
-# queued tasks chosen before the latest labels are replaced only after this long without a
-# request: under load every engine second goes to tasks someone waits for
-REFRESH_IDLE_S = 0.25
-DEMAND_WINDOW_S = 2.0  # the request rate that sizes the queue is smoothed over this long
-ACTIVE_RATER_S = 30.0  # raters who asked this recently count when pruning the queue
 RATER_BATCH = 8  # tasks chosen at once for a rater whom no queued task fits (the rest queue)
-QUEUE_AHEAD_S = 0.1  # a busy campaign keeps this much of its request rate chosen ahead
-CLOSE_WAIT_S = 10.0  # longest engine step a shutdown waits for before cancelling it
 ENGINE_STOPPED = (
     "this campaign's engine stopped; the service rebuilds it from the database on the next "
     "request: retry"
@@ -115,7 +111,6 @@ LEASE_LOST = (
 )
 
 
-ACTIVE, PAUSED, CLOSED = "active", "paused", "closed"
 # the criterion a campaign's safety threshold reads, by name: MJ-VIDEO's "safety" score,
 # higher is safer like every reward-model score
 SAFETY_CRITERION = "safety"
@@ -146,160 +141,6 @@ def below_threshold(safety: float | None, threshold: float | None) -> bool:
     """Whether the campaign's policy withholds a clip for its safety score: a threshold is
     set and the score is known and strictly below it (a missing score withholds nothing)."""
     return threshold is not None and safety is not None and safety < threshold
-
-
-def scale_levels(stored: dict[str, Any]) -> int | None:
-    """The number of levels of the emoji scale a stored `engine_config` was built with (the
-    scale its ratings were given on), or None."""
-    thresholds = stored["emoji_thresholds"]
-    return None if thresholds is None else len(thresholds) + 1
-
-
-def engine_config(
-    criteria: Sequence[str],
-    pair_scope: str,
-    ties: bool,
-    emoji_levels: int | None,
-    side_bias: dict[str, float] | None = None,
-    both_threshold: float | None = None,
-    feature_dim: int = 0,
-    criterion_questions: Sequence[str] | None = None,
-    criterion_gain: str = "quality",
-) -> dict[str, Any]:
-    """The engine settings a new campaign is created with, as JSON (stored with the campaign,
-    so a later change of these defaults never changes how an old campaign replays);
-    `side_bias` the side offsets' prior (`SideBias` keywords), None to ignore sides;
-    `both_threshold` tau of "both good" / "both bad" answers, None for none (the key is left
-    out then, so campaigns without it store what they always did); `feature_dim` the length
-    of a clip's feature vector (engine.gating), 0 for no gate (left out then too);
-    `criterion_questions` the criteria raters may also be asked about (engine.criteria),
-    None or empty for none, and `criterion_gain` what their gain counts."""
-    prior = quality_prior(len(criteria))
-    side = {} if side_bias is None else {"side_bias": dict(side_bias)}
-    if both_threshold is not None:
-        side["both_threshold"] = float(both_threshold)
-    if feature_dim:
-        side["feature_dim"] = int(feature_dim)
-    if criterion_questions:
-        side["criterion_questions"] = {
-            "criteria": list(criterion_questions),
-            "gain": criterion_gain,
-            "noise_scale": CRITERION_NOISE_SCALE,
-        }
-    return {
-        "criteria": list(criteria),
-        "pair_scope": pair_scope,
-        "tie_margin": TIE_MARGIN if ties else 0.0,
-        "emoji_thresholds": emoji_thresholds(emoji_levels),
-        "noise_sd": JOD_NOISE_SD,
-        "prior": {  # the engine's JOD-scale prior for these criteria, as the simulator's
-            "weight_scale": prior.weight_scale,
-            "context_scale": prior.context_scale,
-            "residual_scale": prior.residual_scale,
-        },
-        "lapse_prior": list(LAPSE_PRIOR),
-        "learn_rater_noise": True,
-        **side,
-    }
-
-
-def with_gold(stored: dict[str, Any], gold_rate: float) -> dict[str, Any]:
-    """A stored `engine_config` with gold questions at `gold_rate` (engine.gold), under the
-    campaign's gold seed or a fresh one (secret, so raters cannot foresee which task is gold);
-    unchanged for rate 0 in a campaign that never had gold questions (it stores no gold
-    keys)."""
-    if gold_rate <= 0 and "gold_rate" not in stored:
-        return stored
-    seed = stored.get("gold_seed", secrets.randbelow(2**31))
-    return {**stored, "gold_rate": float(gold_rate), "gold_seed": seed}
-
-
-def emoji_thresholds(levels: int | None) -> list[float] | None:
-    """The ordered-probit cuts of an emoji scale of `levels` levels, `EMOJI_SPACING` apart
-    and centred on 0 (None: no scale)."""
-    if levels is None:
-        return None
-    middle = (levels - 2) / 2
-    return [EMOJI_SPACING * (k - middle) for k in range(levels - 1)]
-
-
-def build_config(stored: dict[str, Any]) -> CampaignConfig:
-    """The engine's `CampaignConfig` from a stored `engine_config`."""
-    thresholds = stored["emoji_thresholds"]
-    lapse = stored["lapse_prior"]
-    return CampaignConfig(
-        criteria=tuple(stored["criteria"]),
-        prior=PriorScales(**stored["prior"]),
-        pair_scope=stored["pair_scope"],
-        tie_margin=float(stored["tie_margin"]),
-        emoji_thresholds=None if thresholds is None else tuple(thresholds),
-        noise_sd=float(stored["noise_sd"]),
-        lapse_prior=None if lapse is None else (float(lapse[0]), float(lapse[1])),
-        learn_rater_noise=bool(stored["learn_rater_noise"]),
-        targets=stored_targets(stored),
-        side_bias=stored_side_bias(stored),
-        criterion_questions=stored_criterion_questions(stored),
-        gold_rate=float(stored.get("gold_rate", 0.0)),
-        gold_seed=int(stored.get("gold_seed", 0)),
-        # campaigns stored before the floor existed keep choosing as they did: none
-        min_labels=stored_min_labels(stored),
-        # campaigns stored before the choice existed are dense
-        structure=stored.get("structure", "dense"),
-        both_threshold=stored_both_threshold(stored),
-        kset=None if stored.get("kset") is None else KSetOffer(**stored["kset"]),
-        feature_dim=stored_feature_dim(stored),
-    )
-
-
-def stored_both_threshold(stored: dict[str, Any]) -> float | None:
-    """tau of "both good" / "both bad" of a stored `engine_config` (absent: no such answers)."""
-    tau = stored.get("both_threshold")
-    return None if tau is None else float(tau)
-
-
-def stored_feature_dim(stored: dict[str, Any]) -> int:
-    """The feature vectors' length of a stored `engine_config` (absent: 0, no gate)."""
-    return int(stored.get("feature_dim", 0))
-
-
-def stored_criterion_questions(stored: dict[str, Any]) -> CriterionQuestions | None:
-    """The criterion questions of a stored `engine_config` (absent: none are asked)."""
-    questions = stored.get("criterion_questions")
-    if questions is None:
-        return None
-    return CriterionQuestions(
-        tuple(questions["criteria"]),
-        **{k: v for k, v in questions.items() if k != "criteria"},
-    )
-
-
-def stored_side_bias(stored: dict[str, Any]) -> SideBias | None:
-    """The side offsets' prior of a stored `engine_config` (absent: sides are ignored)."""
-    side = stored.get("side_bias")
-    return None if side is None else SideBias(**side)
-
-
-def stored_min_labels(stored: dict[str, Any]) -> int:
-    """The floor of labels per clip of a stored `engine_config` (engine.exposure); absent in
-    campaigns created before it existed, which keep choosing as they did (0: none)."""
-    return int(stored.get("min_labels", 0))
-
-
-def stored_targets(stored: dict[str, Any]) -> Targets:
-    """The stopping targets of a stored `engine_config`: its optional "targets" object
-    (`Targets` keywords), absent in campaigns created before targets existed, which then
-    replay as they always did (no target: never done)."""
-    return Targets(**stored.get("targets", {}))
-
-
-def _target_values(targets: Targets) -> dict[str, float]:
-    """`Targets` as the keywords that build it (the unset ones left out)."""
-    values = {
-        "kendall_tau": targets.kendall_tau,
-        "confidence": targets.confidence,
-        "interval_width": targets.interval_width,
-    }
-    return {key: value for key, value in values.items() if value is not None}
 
 
 def epoch(moment: datetime) -> float:
@@ -387,75 +228,6 @@ class RaterState:
     active: bool = True  # deactivated by the operator: no new tasks
 
 
-@dataclass(frozen=True)
-class Answer:
-    """A committed answer to an assignment (`ranking`: a K-set's, clip positions best
-    first)."""
-
-    judgment_id: int
-    choice: str | None
-    level: int | None
-    ranking: tuple[int, ...] | None = None
-
-
-@dataclass
-class AssignmentState:
-    """A handed-out task. `task_id` is its engine pending-task id."""
-
-    id: int
-    rater_id: int
-    task_id: int
-    first: int
-    second: int
-    swapped: bool
-    expires_at: float
-    answer: Answer | None = None
-    committing: asyncio.Future[Any] | None = None
-    released: bool = False  # expired and released from the engine's pending set
-    withdrawn: str | None = None  # why the operator took it back (an answer then gets a 410)
-    gold: Outcome | None = None  # a gold task's known answer (never shown to the rater)
-    # a K-set: its clips' positions in the order shown, and what it asks (`first` and
-    # `second` are then its two lowest positions)
-    items: tuple[int, ...] | None = None
-    mode: str | None = None
-    criterion: str | None = None  # what a criterion question asks about; None: overall
-
-    @property
-    def question(self) -> Question:
-        if self.items is not None:
-            return KSet(tuple(sorted(self.items)), self.mode or "best")
-        if self.criterion is not None:
-            return Criterion(self.first, self.second, self.criterion)
-        return question_of(self.first, self.second)
-
-    @property
-    def is_kset(self) -> bool:
-        return self.items is not None
-
-    @property
-    def is_pair(self) -> bool:
-        return self.items is None and self.second != NO_SECOND
-
-    @property
-    def shown(self) -> tuple[int, ...]:
-        """The clips it shows (a K-set's in the order shown)."""
-        if self.items is not None:
-            return self.items
-        return (self.first,) if self.second == NO_SECOND else (self.first, self.second)
-
-    @property
-    def left(self) -> int:
-        return self.second if self.swapped else self.first
-
-    @property
-    def right(self) -> int:
-        return self.first if self.swapped else self.second
-
-    @property
-    def pair(self) -> tuple[int, int]:
-        return (min(self.first, self.second), max(self.first, self.second))
-
-
 OVERALL_QUESTION = "Which one is better?"
 # the page's words for the reward model's criteria (MJ-VIDEO's five); another criterion is
 # asked as "Which one is better on <criterion>?"
@@ -478,48 +250,6 @@ def question_words(criterion: str | None) -> str:
 def task_criterion(task: Task) -> str | None:
     """The criterion a task's question asks about (engine.criteria); None: overall quality."""
     return task.question.criterion if isinstance(task.question, Criterion) else None
-
-
-def task_key(first: int, second: int) -> tuple[int, int]:
-    """(low, high) for a pair in either order; (clip, NO_SECOND) for an emoji rating."""
-    if second == NO_SECOND:
-        return (first, NO_SECOND)
-    return (min(first, second), max(first, second))
-
-
-def question_key(question: Question) -> tuple[int, ...]:
-    """`task_key` of a pair or a rating; a K-set's clip positions, sorted (K >= 3 of them, so
-    never a pair's key)."""
-    if isinstance(question, KSet):
-        return tuple(sorted(question.items))
-    return task_key(*question.direction)
-
-
-def pair_keys(keys: set[tuple[int, ...]] | Counter[tuple[int, ...]]) -> list[tuple[int, int]]:
-    """The pairs among task keys (no rating, no K-set), sorted: what the engine bars."""
-    return sorted((k[0], k[1]) for k in keys if len(k) == 2 and k[1] != NO_SECOND)
-
-
-def kset_keys(keys: set[tuple[int, ...]] | Counter[tuple[int, ...]]) -> list[tuple[int, ...]]:
-    """The K-sets among task keys, sorted."""
-    return sorted(k for k in keys if len(k) > 2)
-
-
-@dataclass(frozen=True)
-class Queued:
-    """A task chosen ahead, with the number of engine batches applied when it was chosen."""
-
-    task: Task
-    version: int
-
-
-@dataclass(frozen=True)
-class Label:
-    """A committed label waiting for the engine."""
-
-    seq: int
-    judgment: Judgment
-    task_id: int
 
 
 @dataclass(frozen=True)
@@ -573,76 +303,56 @@ class CampaignRuntime:
         | None = None,
     ) -> None:
         self.record = record
-        self._metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics()
         self.settings = settings
-        self._db = engine
-        self._writer = writer
-        self.engine = make_host(
+        self.db = engine
+        self.writer = writer
+        # the engine stopped or another process took the campaign over: the service rebuilds
+        # or routes it; `failure` says which
+        self.failed = False
+        self.failure = ENGINE_STOPPED
+        self.closing = False
+        host = make_host(
             build_config(record.engine_config),
             settings.engine_device,
             process=settings.engine_process,
             name=f"campaign-{record.id}",
         )
-        # the engine stopped or another process took the campaign over: the service rebuilds
-        # or routes it; `failure` says which
-        self.failed = False
-        self.failure = ENGINE_STOPPED
+        self.engine_calls = EngineCalls(host, self.metrics, self._engine_stopped)
         self._fence = fence
         self._rng = random.Random(None if settings.seed is None else settings.seed + record.id)
         self.clips: list[ClipState] = []
         self.clip_index: dict[str, int] = {}  # external id -> position
         self.clip_positions: dict[int, int] = {}  # clip row id -> position
+        self.next_clip_batch = 1
         # gold pairs (positions, first < second) -> the known outcome of first vs second
         self.gold: dict[tuple[int, int], Outcome] = {}
         # skips that count towards withdrawing a task for everyone: task key -> raters (skips
-        # before the operator last restored one of its clips are forgotten: `_cleared`)
+        # before the operator last restored one of its clips are forgotten: `skips_cleared`)
         self._skippers: dict[tuple[int, int], set[int]] = {}
         self._clip_keys: dict[int, set[tuple[int, int]]] = {}  # clip -> its skipped task keys
-        self._cleared: dict[int, int] = {}  # clip -> the judgment id its skips count after
+        self.skips_cleared: dict[int, int] = {}  # clip -> the judgment id its skips count after
         self.withdrawn_keys: set[tuple[int, int]] = set()  # tasks skipped by skip_limit raters
         self.withdrawn_clips: set[int] = set()  # clips whose tasks skip_limit raters skipped
         self._reporting: set[tuple[int, int]] = set()  # (clip, rater) reports being written
         self.raters: dict[int, RaterState] = {}
-        self.assignments: dict[int, AssignmentState] = {}
         self.n_labels = 0
-        self._queue: deque[Queued] = deque()
-        # tasks the engine chose for one rater beyond the one they asked for, theirs to take
-        self._reserves: dict[int, deque[Task]] = {}
-        self._reserves_checked = time.monotonic()
-        self._queue_changed = asyncio.Event()
-        self._waiting = 0
-        self._last_demand = -math.inf  # when a rater last asked for a task (monotonic)
-        self._demand_rate = 0.0  # assignment requests per second, smoothed over DEMAND_WINDOW_S
-        self._exhausted = False  # no task at all in scope (until clips are added)
-        # why the latest choice for a rater found nothing because every stopping target is
-        # met (None: it was not that); read by the request that made the choice
-        self._done_reason: str | None = None
-        # the last refill found nothing the raters asking lately have not judged (until the
-        # next label is applied or a rater's own choice)
-        self._spent = False
-        self._unapplied: list[Label] = []
-        self._unapplied_since = math.inf  # when the oldest waiting label was committed
-        # queued pump calls: (fn, its future, whether it must see every committed label)
-        self._calls: deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any], bool]] = deque()
-        self._to_release: list[int] = []
-        self._leases: list[tuple[float, int]] = []  # heap of (expires_at, assignment id)
-        # pairs held by some rater (open or being handed out), by `task_key`
-        self._assigned_pairs: Counter[tuple[int, int]] = Counter()
-        self._wake = asyncio.Event()
-        self._pump_task: asyncio.Task[None] | None = None
-        self._closing = False
         self._in_flight: set[asyncio.Future[Any]] = set()  # database writes under way
-        self._next_seq = 1
-        self._applied_seq = 0
-        self._next_batch = 1
-        self._next_clip_batch = 1
-        self._version = 0  # engine batches applied (for cached reads and stale queue entries)
-        self._last_progress = -math.inf
-        self._progress_labels = 0  # labels at the last recorded progress point
-        self.n_applied = 0  # labels applied to the posterior (n_labels minus the waiting ones)
-        self._read_cache: dict[tuple[str, float], tuple[int, Any]] = {}
-        self._snapshot_labels = 0  # labels applied when the latest snapshot was taken
-        self._snapshot_due = False
+        # the collaborators, each the one owner of its fact
+        self.pump = Pump(self)
+        self.assignments = Assignments(self.raters, self.pump)
+        self.queue = TaskQueue(settings, self.raters, self.assignments, self.pump)
+        self.snapshots = Snapshots(self)
+
+    @property
+    def engine(self) -> Any:
+        """The campaign's engine host (api/engine_host.py)."""
+        return self.engine_calls.host
+
+    @property
+    def n_applied(self) -> int:
+        """Labels applied to the posterior (`n_labels` minus the waiting ones)."""
+        return self.pump.n_applied
 
     @property
     def criterion_questions(self) -> tuple[str, ...]:
@@ -659,71 +369,41 @@ class CampaignRuntime:
     @property
     def queue_depth(self) -> int:
         """Tasks chosen ahead and not handed out yet."""
-        return len(self._queue)
+        return self.queue.depth
 
     @property
     def open_assignments(self) -> int:
         """Assignments handed out and neither answered nor expired."""
-        return sum(len(rater.open) for rater in self.raters.values())
+        return self.assignments.open_count()
+
+    @property
+    def gold_rate(self) -> float:
+        """The share of tasks drawn as gold questions (engine.gold)."""
+        return float(self.record.engine_config.get("gold_rate", 0.0))
 
     # life cycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load the campaign's log and its latest snapshot; take the snapshot's state when it
-        fits (api/snapshots.py) and replay the log after it, else replay the whole log."""
-        started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        logged, snapshot = await loop.run_in_executor(
-            None, replay.read, self._db, self.record.id, self.settings.snapshot_every > 0
-        )
-        await self.engine.start()
-        try:
-            after = await replay.take_snapshot(self.engine, self.record, snapshot, self._metrics)
-            steps = replay.steps(
-                logged,
-                bool(self.record.engine_config["criteria"]),
-                self.settings.max_apply_batch,
-                after,
-            )
-            await self.engine.call("replay", steps)
-            held = self._restore(logged)
-            await self.engine.call("add_gold", [(*key, a.value) for key, a in self.gold.items()])
-            await self.engine.call("hold", held)
-            await self.engine.call("bar", *self._bars())
-        except BaseException:
-            await self.engine.close()
-            raise
-        replayed = sum(len(step) for step in steps if isinstance(step, list))
-        self._metrics.replayed_labels.labels("log" if after is None else "snapshot").inc(replayed)
-        self._snapshot_labels = self.n_applied if after is None else snapshot.labels  # type: ignore[union-attr]
-        self._metrics.replays.observe(time.perf_counter() - started)
-        self._pump_task = asyncio.create_task(self._pump(), name=f"pump-{self.record.id}")
+        fits (api/snapshots.py) and replay the log after it, else replay the whole log
+        (api/restore.py); then start the pump."""
+        await restore.load(self)
+        self.pump.start()
 
     async def close(self) -> None:
         """Stop the pump and the engine (committed labels are already in the database). Writes
         under way finish first: whatever loads this campaign next sees them."""
-        self._closing = True
-        self._wake.set()
-        self._queue_changed.set()
-        if self._pump_task is not None:
-            # let the current engine step finish (an applied batch gets its batch mark)
-            try:
-                await asyncio.wait_for(asyncio.shield(self._pump_task), CLOSE_WAIT_S)
-            except TimeoutError:
-                self._pump_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._pump_task
+        self.closing = True
+        self.pump.wake()
+        self.queue.changed.set()
+        await self.pump.stop()
         self._fail_calls()
         if self._in_flight:
             await asyncio.wait(list(self._in_flight))
         await self.engine.close()
 
     def _fail_calls(self) -> None:
-        why = "the service is shutting down" if not self.failed else self.failure
-        while self._calls:
-            _, future, _ = self._calls.popleft()
-            if not future.done():
-                future.set_exception(Unavailable(detail=why))
+        self.pump.fail_calls("the service is shutting down" if not self.failed else self.failure)
 
     def _track(self, future: asyncio.Future[T]) -> asyncio.Future[T]:
         """Count a database write as under way until it ends (see `close`)."""
@@ -731,86 +411,16 @@ class CampaignRuntime:
         future.add_done_callback(self._in_flight.discard)
         return future
 
-    def _restore(self, logged: CampaignLog) -> list[Task]:
-        """Loop-side state from the log; returns the tasks of open, unexpired assignments, for
-        the engine to hold as pending again."""
-        held = []
-        for clip in logged.clips:
-            self.clips.append(
-                ClipState(
-                    clip.id,
-                    clip.position,
-                    clip.external_id,
-                    clip.uri,
-                    clip.group,
-                    clip.context,
-                    retired=clip.retired,
-                    safety=safety_score(self.record.criteria, clip.scores),
-                    withheld=clip.withheld,
-                    withheld_at=None if clip.withheld_at is None else as_utc(clip.withheld_at),
-                    restored=clip.restored_at is not None,
-                )
-            )
-            self.clip_index[clip.external_id] = clip.position
-            self.clip_positions[clip.id] = clip.position
-            if clip.skips_cleared:
-                self._cleared[clip.position] = clip.skips_cleared
-        self._next_clip_batch = 1 + max((c.batch for c in logged.clips), default=0)
-        self.gold = {(g.first, g.second): Outcome(g.answer) for g in logged.gold}
-        for rater in logged.raters:
-            self.raters[rater.id] = RaterState(rater.id, rater.name, active=rater.active)
-        cleared = {c.id: c.reports_cleared for c in logged.clips}
-        for report in logged.reports:
-            if report.id > cleared[report.clip_id]:
-                position = self.clip_positions[report.clip_id]
-                self.clips[position].reports.append(
-                    Report(
-                        report.id, report.rater_id, report.assignment_id, as_utc(report.created_at)
-                    )
-                )
-                self.raters[report.rater_id].reported.add(position)
-        answers = {j.assignment_id: j for j in logged.judgments}
-        now = time.time()
-        for record in logged.assignments:
-            judgment = answers.get(record.id)
-            state = AssignmentState(
-                record.id,
-                record.rater_id,
-                -record.id,
-                record.first,
-                record.second,
-                record.swapped,
-                epoch(record.expires_at),
-                gold=None if record.gold is None else Outcome(record.gold),
-                items=record.items,
-                mode=record.kset_mode,
-                criterion=record.criterion,
-            )
-            self.assignments[record.id] = state
-            if judgment is not None:
-                state.answer = Answer(
-                    judgment.id, judgment.choice, judgment.level, judgment.ranking
-                )
-                self._count_answer(state, judgment.choice, judgment.level, judgment.id)
-            elif record.status == "withdrawn":
-                state.released = True
-                state.withdrawn = "it was withdrawn by the operator"
-            elif state.expires_at > now:
-                # engine task ids of restored tasks are negative: the engine counts up from 1
-                held.append(
-                    Task(state.task_id, record.rater_id, state.question, 0.0, (), state.gold)
-                )
-                self._claim(self.raters[state.rater_id], state.question)
-                self._open(state)
-            else:
-                state.released = True
-        seqs = [j.seq for j in logged.judgments if j.seq is not None]
-        self._next_seq = 1 + max(seqs, default=0)
-        self._applied_seq = max(seqs, default=0)
-        self._next_batch = 1 + max((j.batch or 0 for j in logged.judgments), default=0)
-        self.n_applied = self._progress_labels = len(seqs)
-        self._recount_withdrawals()
-        return held
+    def expire_due(self) -> None:
+        """Close the assignments whose lease ran out and release their engine tasks, and the
+        reserves of raters who stopped asking."""
+        self.queue.drop_idle_reserves()
+        self.assignments.expire_due()
+
+    async def call(self, fn: Callable[[], Awaitable[T]], *, fresh: bool = True) -> T:
+        """Run `fn` on the pump; when `fresh`, after the labels committed so far are applied
+        (a read reflects every acknowledged label)."""
+        return await self.pump.call(fn, fresh=fresh)
 
     # hand-out ---------------------------------------------------------------------------------
 
@@ -822,15 +432,8 @@ class CampaignRuntime:
             TooManyOpen: the rater already holds `max_open_assignments`.
             Unavailable: the engine did not produce a task in time, or the database failed.
         """
-        self._expire_due()
-        now = time.monotonic()
-        # exponentially smoothed request rate: each request adds 1 / DEMAND_WINDOW_S, which
-        # decays with time constant DEMAND_WINDOW_S
-        self._demand_rate = self._demand_rate * math.exp(
-            -(now - self._last_demand) / DEMAND_WINDOW_S
-        ) + (1.0 / DEMAND_WINDOW_S)
-        self._last_demand = now
-        rater.last_asked = now
+        self.expire_due()
+        self.queue.asked(rater)
         if self.record.state != ACTIVE:
             return (
                 None,
@@ -844,7 +447,7 @@ class CampaignRuntime:
             )
         deadline = time.monotonic() + self.settings.assign_timeout_s
         task = None
-        if self._gold_rate > 0 and self.gold:
+        if self.gold_rate > 0 and self.gold:
             chosen_gold = asyncio.ensure_future(
                 self.call(lambda: self._gold_task(rater), fresh=False)
             )
@@ -856,13 +459,13 @@ class CampaignRuntime:
         while task is None:
             if self.failed:
                 raise Unavailable(detail=self.failure)
-            if self._closing:
+            if self.closing:
                 raise Unavailable(detail="the service is shutting down")
-            task = self._take(rater)
+            task = self.queue.take(rater)
             if task is not None:
                 break
-            if self._queue or self._exhausted or self._spent:
-                self._prune_queue()
+            if self.queue.depth or self.queue.exhausted or self.queue.spent:
+                self.queue.prune()
                 # nothing chosen ahead fits this rater: the engine chooses for them
                 chosen = asyncio.ensure_future(
                     self.call(lambda: self._rater_task(rater), fresh=False)
@@ -874,140 +477,41 @@ class CampaignRuntime:
                     chosen.add_done_callback(lambda done: self._abandon(rater, done))
                     raise
                 if task is None:
-                    if self._done_reason is not None:
-                        return None, self._done_reason, DONE
+                    if self.queue.done_reason is not None:
+                        return None, self.queue.done_reason, DONE
                     return None, self._nothing_left(rater), self.record.state
                 break
-            changed = self._queue_changed
-            self._waiting += 1
-            self._wake.set()
+            changed = self.queue.changed
+            self.queue.waiting += 1
+            self.pump.wake()
             try:
                 await asyncio.wait_for(changed.wait(), deadline - time.monotonic())
             except TimeoutError:
                 raise Unavailable(detail="the engine is busy; retry the request") from None
             finally:
-                self._waiting -= 1
+                self.queue.waiting -= 1
         # the database write must finish even if the client goes away: otherwise the task
         # would stay pending in the engine with no assignment to ever release it
         handing_out = self._track(asyncio.ensure_future(self._hand_out(rater, task)))
         return await asyncio.shield(handing_out), None, self.record.state
 
-    @property
-    def _gold_rate(self) -> float:
-        return float(self.record.engine_config.get("gold_rate", 0.0))
-
     async def _gold_task(self, rater: RaterState) -> Task | None:
         """Pump call: a gold task for this rater's next task when the engine draws one
         (engine.gold), claimed; None otherwise. Barred as `_rater_task` bars: pairs they
         judged (applied or not), skipped or hold."""
-        waiting = [
-            question_key(label.judgment.question)
-            for label in self._unapplied
-            if label.judgment.rater == rater.id
-        ]
+        waiting = self.pump.waiting_keys(rater.id)
         barred = rater.judged | rater.skipped | set(rater.holding) | set(waiting)
         pairs = pair_keys(barred)
         index = rater.labels + rater.skips + len(rater.open)
-        task = await self._run("gold", rater.id, index, pairs)
+        task = await self.engine_calls.run("gold", rater.id, index, pairs)
         if task is not None:
-            self._claim(rater, task.question)
+            self.assignments.claim(rater, task.question)
         return task
-
-    def _take(self, rater: RaterState) -> Task | None:
-        """The next task of `rater`'s reserve, else the first queued task they may answer,
-        preferring pairs nobody holds; claimed."""
-        task = self._take_reserved(rater)
-        if task is not None:
-            return task
-        fallback = None
-        for index, entry in enumerate(self._queue):
-            task = entry.task
-            if self._barred(rater, task.question):
-                continue
-            if self._assigned_pairs[question_key(task.question)]:
-                if fallback is None:
-                    fallback = index
-                continue
-            break
-        else:
-            if fallback is None:
-                return None
-            index = fallback
-        task = self._queue[index].task
-        del self._queue[index]
-        self._claim(rater, task.question)
-        if len(self._queue) < self._queue_target():
-            self._wake.set()  # refill before the queue runs dry, not once a request waits
-        return task
-
-    def _take_reserved(self, rater: RaterState) -> Task | None:
-        """The next task of `rater`'s reserve, claimed (barred ones are released)."""
-        reserve = self._reserves.get(rater.id)
-        while reserve:
-            task = reserve.popleft()
-            if not self._barred(rater, task.question):
-                self._claim(rater, task.question)
-                return task
-            self._to_release.append(task.id)  # theirs another way meanwhile
-            self._wake.set()
-        return None
-
-    def _prune_queue(self) -> None:
-        """Release the queued tasks that no rater who asked in the last `ACTIVE_RATER_S` may
-        answer. Chosen for no rater in particular, a pair can turn out to be one every active
-        rater judged already (the contested pairs stay the most informative); left queued it
-        would fill the queue's target for good and send every request to a choice for its
-        rater alone."""
-        active = self._active_raters()
-        if not active:
-            return
-        kept: deque[Queued] = deque()
-        for entry in self._queue:
-            task = entry.task
-            if all(self._barred(r, task.question) for r in active):
-                self._to_release.append(task.id)
-            else:
-                kept.append(entry)
-        if len(kept) < len(self._queue):
-            self._queue = kept
-            self._wake.set()
-
-    def _active_raters(self) -> list[RaterState]:
-        """The raters who asked for a task in the last `ACTIVE_RATER_S`."""
-        since = time.monotonic() - ACTIVE_RATER_S
-        return [r for r in self.raters.values() if r.last_asked >= since]
-
-    @staticmethod
-    def _barred(rater: RaterState, question: Question) -> bool:
-        """Whether `rater` may not get this task: a pair or K-set they answered (every
-        committed label, applied to the posterior or not) or skipped, a clip they rated or
-        reported, or one they hold."""
-        key = question_key(question)
-        if rater.holding[key] or any(clip in rater.reported for clip in question.items):
-            return True
-        if isinstance(question, Level):
-            return question.item in rater.rated
-        return key in rater.judged or key in rater.skipped
-
-    def _claim(self, rater: RaterState, question: Question) -> None:
-        """`rater` holds this task from now on (it is being handed out or is open)."""
-        key = question_key(question)
-        rater.holding[key] += 1
-        if not isinstance(question, Level):
-            self._assigned_pairs[key] += 1
-
-    def _unclaim(self, rater: RaterState, question: Question) -> None:
-        key = question_key(question)
-        for held in (rater.holding, self._assigned_pairs):
-            if held[key]:
-                held[key] -= 1
-                if not held[key]:
-                    del held[key]
 
     async def _rater_task(self, rater: RaterState) -> Task | None:
         """Pump call: the engine's best task for this rater, claimed; None when none is left.
 
-        Never a task `_barred` for them. The engine's own judged and rated sets cover only
+        Never a task `TaskQueue.barred` for them. The engine's own judged and rated sets cover only
         applied labels, so the rater's labels still waiting for the engine are barred
         explicitly, with their skipped pairs and held tasks (applying the waiting labels first
         put a whole update in front of the request's choice). A pair pending for someone else
@@ -1024,30 +528,26 @@ class CampaignRuntime:
         their next request.
         """
         while True:
-            waiting = [
-                question_key(label.judgment.question)
-                for label in self._unapplied
-                if label.judgment.rater == rater.id
-            ]
+            waiting = self.pump.waiting_keys(rater.id)
             held = {*rater.holding, *waiting}
             pairs = pair_keys(rater.skipped | held)
             clips = sorted(k[0] for k in held if len(k) == 2 and k[1] == NO_SECOND)
             # K-sets they hold, answered (not applied yet: the engine knows the rest) or skipped
             ksets = kset_keys(rater.skipped | rater.judged | held)
-            tasks = self._drop_for_nobody(
-                await self._run(
+            tasks = self.drop_for_nobody(
+                await self.engine_calls.run(
                     "choose", rater.id, RATER_BATCH, pairs, clips, sorted(rater.reported), ksets
                 )
             )
-            self._spent = False
+            self.queue.spent = False
             if not tasks:
                 # the engine answers "nothing" alike for a rater who judged everything and
                 # for a campaign whose targets are met: ask which (its progress is cached)
-                status = await self._run("progress")
-                self._done_reason = status["reason"] if status["done"] else None
+                status = await self.engine_calls.run("progress")
+                self.queue.done_reason = status["reason"] if status["done"] else None
                 return None
-            self._reserves.setdefault(rater.id, deque()).extend(tasks)
-            mine = self._take_reserved(rater)
+            self.queue.reserve(rater, tasks)
+            mine = self.queue.take_reserved(rater)
             if mine is not None:
                 return mine
             # all barred while the engine chose (this rater took a queued task of the same
@@ -1059,12 +559,12 @@ class CampaignRuntime:
             return
         task = chosen.result()
         if task is not None:
-            self._unclaim(rater, task.question)
-            self._to_release.append(task.id)
-            self._wake.set()
+            self.assignments.unclaim(rater, task.question)
+            self.pump.give_back([task.id])
+            self.pump.wake()
 
     def _nothing_left(self, rater: RaterState) -> str:
-        if self._exhausted:
+        if self.queue.exhausted:
             if len(self.clips) < 2 and self.record.emoji_levels is None:
                 return "this campaign has fewer than two clips: nothing to compare yet"
             return (
@@ -1107,12 +607,12 @@ class CampaignRuntime:
             "expires_at": utc(expires_at),
         }
         try:
-            assignment_id = await self._writer.run(self.fenced(store.insert_assignment(values)))
+            assignment_id = await self.writer.run(self.fenced(store.insert_assignment(values)))
         except Exception as error:
             log.exception("storing an assignment failed")
-            self._unclaim(rater, question)
-            self._to_release.append(task.id)
-            self._wake.set()
+            self.assignments.unclaim(rater, question)
+            self.pump.give_back([task.id])
+            self.pump.wake()
             raise Unavailable(detail="the database did not store the assignment; retry") from error
         state = AssignmentState(
             assignment_id,
@@ -1127,42 +627,9 @@ class CampaignRuntime:
             mode=mode,
             criterion=task_criterion(task),
         )
-        self.assignments[assignment_id] = state
-        self._open(state)
+        self.assignments.add(state)
+        self.assignments.open(state)
         return state
-
-    def _open(self, state: AssignmentState) -> None:
-        """Open the lease of a claimed task's assignment."""
-        self.raters[state.rater_id].open.add(state.id)
-        heapq.heappush(self._leases, (state.expires_at, state.id))
-
-    def _drop_idle_reserves(self) -> None:
-        """Release the reserves of raters who have not asked for `ACTIVE_RATER_S`."""
-        now = self._reserves_checked = time.monotonic()
-        for rater_id in list(self._reserves):
-            if now - self.raters[rater_id].last_asked >= ACTIVE_RATER_S:
-                self._to_release.extend(task.id for task in self._reserves.pop(rater_id))
-                self._wake.set()
-
-    def _close(self, state: AssignmentState) -> None:
-        rater = self.raters[state.rater_id]
-        rater.open.discard(state.id)
-        self._unclaim(rater, state.question)
-
-    def _expire_due(self) -> None:
-        """Close the assignments whose lease ran out and release their engine tasks, and the
-        reserves of raters who stopped asking."""
-        if time.monotonic() - self._reserves_checked >= IDLE_WAKE_S:
-            self._drop_idle_reserves()
-        now = time.time()
-        while self._leases and self._leases[0][0] <= now:
-            _, assignment_id = heapq.heappop(self._leases)
-            state = self.assignments[assignment_id]
-            if state.answer is None and state.committing is None and not state.released:
-                state.released = True
-                self._close(state)
-                self._to_release.append(state.task_id)
-                self._wake.set()
 
     # answers ----------------------------------------------------------------------------------
 
@@ -1226,7 +693,7 @@ class CampaignRuntime:
                 detail=f"assignment {assignment_id} was already answered with "
                 f"{_describe(*given)}; it cannot change to {_describe(choice, level, positions)}"
             )
-        if self._closing:  # a write now could miss the next load of this campaign
+        if self.closing:  # a write now could miss the next load of this campaign
             raise Unavailable(
                 detail=self.failure if self.failed else "the service is shutting down"
             )
@@ -1364,7 +831,7 @@ class CampaignRuntime:
         is_label = choice != "skip"
         seq = None
         if is_label:
-            seq, self._next_seq = self._next_seq, self._next_seq + 1
+            seq = self.pump.next_seq()
         values = {
             "campaign_id": self.record.id,
             "assignment_id": state.id,
@@ -1381,7 +848,7 @@ class CampaignRuntime:
             "seq": seq,
         }
         try:
-            judgment_id = await self._writer.run(
+            judgment_id = await self.writer.run(
                 self.fenced(store.insert_judgment(values, "answered" if is_label else "skipped"))
             )
         except Exception as error:
@@ -1390,8 +857,8 @@ class CampaignRuntime:
         finally:
             state.committing = None
         state.answer = Answer(judgment_id, choice, level, ranking)
-        self._close(state)
-        withdrawn = self._count_answer(state, choice, level, judgment_id)
+        self.assignments.close(state)
+        withdrawn = self.count_answer(state, choice, level, judgment_id)
         if seq is not None:
             answer = ranking if state.is_kset else outcome if state.is_pair else level
             judgment = Judgment(
@@ -1403,19 +870,17 @@ class CampaignRuntime:
                 gold=state.gold,
                 seconds=seconds,
             )
-            if not self._unapplied:
-                self._unapplied_since = time.monotonic()
-            self._unapplied.append(Label(seq, judgment, state.task_id))
+            self.pump.add_labels([Label(seq, judgment, state.task_id)])
         else:
-            self._to_release.append(state.task_id)
-        self._wake.set()
+            self.pump.give_back([state.task_id])
+        self.pump.wake()
         if withdrawn:
             log.info("campaign %s: tasks withdrawn after repeated skips", self.record.id)
             with contextlib.suppress(Unavailable):  # the skip is stored: acknowledge it
                 await self._send_bars()
         return JudgeResult(state.id, judgment_id, choice, level, False, self._clip_ids(ranking))
 
-    def _count_answer(
+    def count_answer(
         self, state: AssignmentState, choice: str | None, level: int | None, judgment_id: int
     ) -> bool:
         """Count a committed answer; whether a skip withdrew a task or a clip for everyone."""
@@ -1449,16 +914,16 @@ class CampaignRuntime:
         something new."""
         key = question_key(state.question)
         clips = [c for c in key if c != NO_SECOND]
-        if any(judgment_id <= self._cleared.get(c, 0) for c in clips):
+        if any(judgment_id <= self.skips_cleared.get(c, 0) for c in clips):
             return False  # skipped before the operator restored the clip
         self._skippers.setdefault(key, set()).add(state.rater_id)
         for clip in clips:
             self._clip_keys.setdefault(clip, set()).add(key)
         before = (len(self.withdrawn_keys), len(self.withdrawn_clips))
-        self._recount_withdrawals()
+        self.recount_withdrawals()
         return (len(self.withdrawn_keys), len(self.withdrawn_clips)) != before
 
-    def _recount_withdrawals(self) -> None:
+    def recount_withdrawals(self) -> None:
         """Withdraw, for everyone, each task that `skip_limit` distinct raters skipped, and
         each clip whose tasks (two or more different ones) `skip_limit` distinct raters
         skipped between them: one pair skipped by many says the pair is the trouble, several
@@ -1474,13 +939,13 @@ class CampaignRuntime:
     def _forget_skips(self, clip: int, after: int) -> None:
         """Forget the skips of `clip`'s tasks up to judgment `after` (the operator restored
         it)."""
-        self._cleared[clip] = after
+        self.skips_cleared[clip] = after
         for key in self._clip_keys.pop(clip, set()):
             self._skippers.pop(key, None)
             for other in key:
                 if other not in (clip, NO_SECOND):
                     self._clip_keys.get(other, set()).discard(key)
-        self._recount_withdrawals()
+        self.recount_withdrawals()
 
     def skip_flags(self) -> tuple[list[tuple[tuple[int, int], int]], list[tuple[int, int, int]]]:
         """The withdrawn tasks with how many raters skipped each, and the withdrawn clips with
@@ -1535,7 +1000,7 @@ class CampaignRuntime:
                     + ", ".join(repr(e) for e in existing[:10])
                     + (" ..." if len(existing) > 10 else "")
                 )
-            start, batch = len(self.clips), self._next_clip_batch
+            start, batch = len(self.clips), self.next_clip_batch
             has_criteria = bool(self.record.engine_config["criteria"])
             engine_batch = ClipBatch(
                 columns.scores if has_criteria else None,
@@ -1546,7 +1011,7 @@ class CampaignRuntime:
             safety, withheld = self._safety_policy(columns)
             now = utcnow()
             try:
-                await self._run("add_clips", engine_batch)
+                await self.engine_calls.run("add_clips", engine_batch)
             except ValueError as error:
                 raise BadRequest(detail=f"the campaign cannot take these clips: {error}") from None
             op = store.insert_clip_columns(
@@ -1554,11 +1019,11 @@ class CampaignRuntime:
                 columns,
                 start,
                 batch,
-                self._applied_seq,
+                self.pump.applied_seq,
                 [THRESHOLD if w else None for w in withheld] if any(withheld) else None,
             )
             try:
-                ids = await self._writer.run(self.fenced(op))
+                ids = await self.writer.run(self.fenced(op))
             except Exception as error:
                 log.exception("storing clips failed")
                 self.stop_serving(
@@ -1566,7 +1031,7 @@ class CampaignRuntime:
                     "rebuilt from the database on the next request"
                 )
                 raise Unavailable(detail="the database did not store the clips; retry") from error
-            self._next_clip_batch += 1
+            self.next_clip_batch += 1
             added = [
                 ClipState(
                     id_,
@@ -1594,12 +1059,12 @@ class CampaignRuntime:
             self.clips.extend(added)
             if any(withheld):
                 # before any refill can see the new clips (this runs on the pump)
-                await self._run("bar", *self._bars())
+                await self.engine_calls.run("bar", *self.bars())
             positions = range(start, start + len(added))
             self.clip_index.update(zip(columns.external_ids, positions, strict=True))
             self.clip_positions.update(zip(ids, positions, strict=True))
-            self._exhausted = self._spent = False
-            self._version += 1
+            self.queue.exhausted = self.queue.spent = False
+            self.pump.version += 1
             return added
 
         return await self.call(add)
@@ -1618,7 +1083,7 @@ class CampaignRuntime:
         closing = values.get("state") == CLOSED and self.record.state != CLOSED
         open_ids = sorted(a for r in self.raters.values() for a in r.open) if closing else []
         try:
-            record = await self._writer.run(
+            record = await self.writer.run(
                 self.fenced(store.update_campaign(self.record.id, values, withdraw=open_ids))
             )
         except Exception as error:
@@ -1631,9 +1096,9 @@ class CampaignRuntime:
         floor_before = stored_min_labels(self.record.engine_config)
         self.record = record
         if closing:
-            self._withdraw(open_ids, f"campaign {record.id} was closed")
+            self.assignments.withdraw(open_ids, f"campaign {record.id} was closed")
         if record.skip_limit != limit_before:
-            self._recount_withdrawals()
+            self.recount_withdrawals()
         if (
             closing
             or (record.emoji_levels is not None) != ratings_before
@@ -1663,16 +1128,18 @@ class CampaignRuntime:
         if targets != targets_before:
             # on the live engine: the check reads the posterior at each choice, so nothing
             # else changes (the flags below let the refills ask the engine again)
-            await self.call(lambda: self._run("set_targets", _target_values(targets)), fresh=False)
+            await self.call(
+                lambda: self.engine_calls.run("set_targets", target_values(targets)), fresh=False
+            )
         floor = stored_min_labels(record.engine_config)
         if floor != floor_before:
             # selection only reads it: the posterior and the log stay as they are
-            await self.call(lambda: self._run("set_min_labels", floor), fresh=False)
-        self._exhausted = self._spent = False
-        self._wake.set()
+            await self.call(lambda: self.engine_calls.run("set_min_labels", floor), fresh=False)
+        self.queue.exhausted = self.queue.spent = False
+        self.pump.wake()
         return record
 
-    def _bars(
+    def bars(
         self,
     ) -> tuple[list[int], list[tuple[int, int]], list[int], bool, list[tuple[int, ...]]]:
         """What no choice may offer (`CampaignEngine.bar`): retired, withheld and withdrawn clips,
@@ -1685,7 +1152,7 @@ class CampaignRuntime:
         return clips, pairs, ratings, self.record.emoji_levels is not None, ksets
 
     def _for_nobody(self, question: Question) -> bool:
-        """Whether a task is one no rater may get any more (see `_bars`)."""
+        """Whether a task is one no rater may get any more (see `bars`)."""
         for clip in question.items:
             if not self.clips[clip].offered or clip in self.withdrawn_clips:
                 return True
@@ -1693,31 +1160,21 @@ class CampaignRuntime:
             return True
         return question_key(question) in self.withdrawn_keys
 
-    def _drop_for_nobody(self, tasks: list[Task]) -> list[Task]:
+    def drop_for_nobody(self, tasks: list[Task]) -> list[Task]:
         """`tasks` less those chosen before the engine heard of the latest bars (given back)."""
         kept = [t for t in tasks if not self._for_nobody(t.question)]
         if len(kept) < len(tasks):
-            self._to_release.extend(t.id for t in tasks if t not in kept)
-            self._wake.set()
+            self.pump.give_back(t.id for t in tasks if t not in kept)
+            self.pump.wake()
         return kept
 
     async def _send_bars(self) -> None:
         """Tell the engine what no choice may offer now, and give back the tasks chosen ahead
         that it rules out (a closed campaign gives back all of them)."""
         closed = self.record.state == CLOSED
-        kept: deque[Queued] = deque()
-        for entry in self._queue:
-            if closed or self._for_nobody(entry.task.question):
-                self._to_release.append(entry.task.id)
-            else:
-                kept.append(entry)
-        self._queue = kept
-        for rater_id, reserve in list(self._reserves.items()):
-            dropped = [t for t in reserve if closed or self._for_nobody(t.question)]
-            self._to_release.extend(t.id for t in dropped)
-            self._reserves[rater_id] = deque(t for t in reserve if t not in dropped)
-        bars = self._bars()
-        await self.call(lambda: self._run("bar", *bars), fresh=False)
+        self.queue.drop(lambda task: closed or self._for_nobody(task.question))
+        bars = self.bars()
+        await self.call(lambda: self.engine_calls.run("bar", *bars), fresh=False)
 
     async def import_judgments(
         self,
@@ -1739,7 +1196,7 @@ class CampaignRuntime:
             Unavailable: the database did not store it (nothing written).
         """
         loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(None, store.find_import, self._db, self.record.id, key)
+        found = await loop.run_in_executor(None, store.find_import, self.db, self.record.id, key)
         if found is not None:
             return self._repeated_import(key, digest, found), True
         by_name: dict[str, list[int]] = {}
@@ -1804,16 +1261,16 @@ class CampaignRuntime:
                 [f"... and {len(ordered) - 10} more"] if len(ordered) > 10 else []
             )
             raise BadRequest(detail="nothing imported: " + "; ".join(shown))
-        if self._closing:
+        if self.closing:
             raise Unavailable(detail="the service is shutting down")
         for row in rows:
-            row["seq"], self._next_seq = self._next_seq, self._next_seq + 1
+            row["seq"] = self.pump.next_seq()
         result = {"key": key, "imported": len(rows), "raters_created": list(new_raters)}
         tokens = [(name, hash_token(new_token())) for name in new_raters]  # never shown
         try:
             written = await self._track(
                 asyncio.ensure_future(
-                    self._writer.run(
+                    self.writer.run(
                         self.fenced(
                             store.insert_import(self.record.id, key, digest, result, tokens, rows)
                         )
@@ -1825,14 +1282,13 @@ class CampaignRuntime:
             raise Unavailable(detail="the database did not store the import; retry") from error
         if written is None:  # the same key, imported meanwhile
             found = await loop.run_in_executor(
-                None, store.find_import, self._db, self.record.id, key
+                None, store.find_import, self.db, self.record.id, key
             )
             assert found is not None
             return self._repeated_import(key, digest, found), True
         for name, rater_id in zip(new_raters, written.rater_ids, strict=True):
             self.add_rater(rater_id, name)
-        if rows and not self._unapplied:
-            self._unapplied_since = time.monotonic()
+        labels = []
         for row, assignment_id, judgment_id in zip(
             rows, written.assignment_ids, written.judgment_ids, strict=True
         ):
@@ -1849,8 +1305,8 @@ class CampaignRuntime:
                 row["created_at"].timestamp(),
                 answer=Answer(judgment_id, row["choice"], row["level"]),
             )
-            self.assignments[assignment_id] = state
-            self._count_answer(state, row["choice"], row["level"], judgment_id)
+            self.assignments.add(state)
+            self.count_answer(state, row["choice"], row["level"], judgment_id)
             answer = (
                 row["level"] if row["second"] == NO_SECOND else replay.stored_answer(row["outcome"])
             )
@@ -1858,9 +1314,10 @@ class CampaignRuntime:
             judgment = Judgment(
                 rater_id, state.question, answer, left=state.left if state.is_pair else None
             )
-            self._unapplied.append(Label(row["seq"], judgment, state.task_id))
-        self._spent = False
-        self._wake.set()
+            labels.append(Label(row["seq"], judgment, state.task_id))
+        self.pump.add_labels(labels)
+        self.queue.spent = False
+        self.pump.wake()
         return result, False
 
     @staticmethod
@@ -1873,14 +1330,6 @@ class CampaignRuntime:
                 "format); use a new key"
             )
         return found[1]
-
-    def _holding(self, positions: set[int]) -> list[int]:
-        """The open assignments that show any of the clips at `positions`."""
-        return sorted(
-            a.id
-            for a in self.assignments.values()
-            if a.answer is None and not a.released and any(clip in positions for clip in a.shown)
-        )
 
     def _taken_out(self, position: int) -> bool:
         """Whether a restore has anything to undo for a clip: it is retired or withheld, its
@@ -1913,9 +1362,9 @@ class CampaignRuntime:
                 detail=f"clip {clip_id} ({clip.external_id!r}) was never retired, withheld or "
                 "withdrawn: there is nothing to restore"
             )
-        ids = self._holding({position}) if retired else []
+        ids = self.assignments.showing({position}) if retired else []
         try:
-            cleared = await self._writer.run(
+            cleared = await self.writer.run(
                 self.fenced(store.set_clip_retired(self.record.id, clip_id, retired, ids))
             )
         except Exception as error:
@@ -1924,14 +1373,14 @@ class CampaignRuntime:
         clip.retired = retired
         clip.withheld = None
         if retired:
-            self._withdraw(ids, f"clip {clip.external_id!r} was retired")
+            self.assignments.withdraw(ids, f"clip {clip.external_id!r} was retired")
         else:
             clip.restored = True
             for report in clip.reports:
                 self.raters[report.rater_id].reported.discard(position)
             clip.reports = []
             self._forget_skips(position, cleared)
-        self._exhausted = self._spent = False
+        self.queue.exhausted = self.queue.spent = False
         await self._send_bars()
         return clip
 
@@ -1945,9 +1394,9 @@ class CampaignRuntime:
         clips = [self.clips[p] for p in sorted(positions) if self.clips[p].offered]
         if not clips:
             return
-        ids = self._holding({c.position for c in clips})
+        ids = self.assignments.showing({c.position for c in clips})
         try:
-            at = await self._writer.run(
+            at = await self.writer.run(
                 self.fenced(
                     store.withhold_clips(self.record.id, [c.id for c in clips], reason, ids)
                 )
@@ -1957,7 +1406,7 @@ class CampaignRuntime:
             raise Unavailable(detail="the database did not store the change; retry") from error
         for clip in clips:
             clip.withheld, clip.withheld_at = reason, at
-        self._withdraw(ids, _withheld_why(clips[0].external_id, reason))
+        self.assignments.withdraw(ids, _withheld_why(clips[0].external_id, reason))
         await self._send_bars()
 
     async def report(self, rater: RaterState, assignment_id: int, clip_id: int) -> ReportResult:
@@ -1987,7 +1436,7 @@ class CampaignRuntime:
         reporters = {r.rater_id for r in clip.reports}
         if rater.id in reporters or (position, rater.id) in self._reporting:
             return ReportResult(clip, len(reporters), True)
-        if self._closing:
+        if self.closing:
             raise Unavailable(
                 detail=self.failure if self.failed else "the service is shutting down"
             )
@@ -1996,7 +1445,7 @@ class CampaignRuntime:
         writing = {r for p, r in self._reporting if p == position}
         withhold = clip.offered and len(reporters | writing) + 1 >= self.record.report_limit
         own_open = state.answer is None and state.committing is None and not state.released
-        ids = self._holding({position}) if withhold else [state.id] if own_open else []
+        ids = self.assignments.showing({position}) if withhold else [state.id] if own_open else []
         values = {
             "campaign_id": self.record.id,
             "clip_id": clip.id,
@@ -2007,7 +1456,7 @@ class CampaignRuntime:
         try:
             written = await self._track(
                 asyncio.ensure_future(
-                    self._writer.run(self.fenced(store.insert_report(values, ids, withhold)))
+                    self.writer.run(self.fenced(store.insert_report(values, ids, withhold)))
                 )
             )
         except Exception as error:
@@ -2019,11 +1468,11 @@ class CampaignRuntime:
         rater.reported.add(position)
         if withhold:
             clip.withheld, clip.withheld_at = REPORTS, written.created_at
-            self._withdraw(ids, _withheld_why(clip.external_id, REPORTS))
+            self.assignments.withdraw(ids, _withheld_why(clip.external_id, REPORTS))
             with contextlib.suppress(Unavailable):  # the report is stored: acknowledge it
                 await self._send_bars()
         else:
-            self._withdraw(ids, f"its rater reported clip {clip.external_id!r}")
+            self.assignments.withdraw(ids, f"its rater reported clip {clip.external_id!r}")
         return ReportResult(clip, len(reporters) + 1, False)
 
     def withheld(self) -> list[ClipState]:
@@ -2043,15 +1492,15 @@ class CampaignRuntime:
             raise NotFound(detail=f"rater {rater_id} not found in campaign {self.record.id}")
         ids = [] if active else sorted(rater.open)
         try:
-            await self._writer.run(self.fenced(store.set_rater_active(rater_id, active, ids)))
+            await self.writer.run(self.fenced(store.set_rater_active(rater_id, active, ids)))
         except Exception as error:
             log.exception("storing a rater's state failed")
             raise Unavailable(detail="the database did not store the change; retry") from error
         rater.active = active
         if not active:
-            self._withdraw(ids, f"rater {rater_id} was deactivated")
-            self._to_release.extend(t.id for t in self._reserves.pop(rater_id, ()))
-            self._wake.set()
+            self.assignments.withdraw(ids, f"rater {rater_id} was deactivated")
+            self.queue.drop_reserve(rater_id)
+            self.pump.wake()
         return rater
 
     async def add_gold(self, pairs: Sequence[tuple[int, int, Outcome]]) -> int:
@@ -2077,29 +1526,17 @@ class CampaignRuntime:
             if new:
                 rows = [(f, s, a.value) for f, s, a in new]
                 try:
-                    await self._writer.run(self.fenced(store.insert_gold(self.record.id, rows)))
+                    await self.writer.run(self.fenced(store.insert_gold(self.record.id, rows)))
                 except Exception as error:
                     log.exception("storing gold pairs failed")
                     raise Unavailable(
                         detail="the database did not store the gold pairs; retry"
                     ) from error
                 self.gold.update({(f, s): a for f, s, a in new})
-                await self._run("add_gold", rows)
+                await self.engine_calls.run("add_gold", rows)
             return len(new)
 
         return await self.call(add, fresh=False)
-
-    def _withdraw(self, ids: Sequence[int], why: str) -> None:
-        """Take back open assignments (already marked withdrawn in the database); one whose
-        answer is being committed keeps it."""
-        for assignment_id in ids:
-            state = self.assignments[assignment_id]
-            if state.answer is None and state.committing is None and not state.released:
-                state.released = True
-                state.withdrawn = why
-                self._close(state)
-                self._to_release.append(state.task_id)
-        self._wake.set()
 
     def add_rater(self, rater_id: int, name: str | None) -> RaterState:
         """Track a newly registered rater."""
@@ -2112,82 +1549,38 @@ class CampaignRuntime:
     async def leaderboard(self, level: float) -> Board:
         """Per clip (by position) mean, sd, `level` interval and rank, and the expected Kendall
         tau; cached per applied batch."""
-        return await self._cached("leaderboard", level)
+        return await self.pump.read("leaderboard", level, self.n_labels)
 
     async def weights(self, level: float) -> WeightRows:
         """Global and per-context criterion weights: mean, sd and central `level` interval."""
-        return await self._cached("weights", level)
+        return await self.pump.read("weights", level, self.n_labels)
 
     async def progress(self) -> dict[str, Any]:
         """Where the posterior stands against the stopping targets (`CampaignEngine.progress`),
         after every acknowledged label."""
-        return await self.call(lambda: self._run("progress"))
+        return await self.call(lambda: self.engine_calls.run("progress"))
 
     async def rater_stats(self) -> RaterStats:
         """Per registered rater: (noise sd, keep probability, P(random clicker), flagged)."""
         ids = list(self.raters)
-        return await self.call(lambda: self._run("rater_stats", ids))
+        return await self.call(lambda: self.engine_calls.run("rater_stats", ids))
 
     async def side_offsets(self) -> dict[str, Any] | None:
         """The side offsets' posterior (`CampaignEngine.side_offsets`); None without a side
         bias."""
-        return await self.call(lambda: self._run("side_offsets"))
+        return await self.call(lambda: self.engine_calls.run("side_offsets"))
 
     async def inspect(self, name: str) -> Any:
         """An engine diagnostic, `pending` or `log` (see `CampaignEngine`), for tests."""
-        return await self.call(lambda: self._run(name))
+        return await self.call(lambda: self.engine_calls.run(name))
 
-    async def _cached(self, name: str, level: float) -> Any:
-        key = (name, level)
-        hit = self._read_cache.get(key)
-        # a read reflects every label acknowledged before it: with labels still waiting for
-        # the engine it goes through the pump, which applies them first
-        if hit is not None and hit[0] == self._version and self.n_applied == self.n_labels:
-            return hit[1]
+    # the engine host -------------------------------------------------------------------------
 
-        async def fresh() -> Any:
-            again = self._read_cache.get(key)
-            if again is not None and again[0] == self._version:
-                return again[1]
-            version = self._version
-            value = await self._run(name, level)
-            self._read_cache[key] = (version, value)
-            return value
-
-        return await self.call(fresh)
-
-    # the pump ---------------------------------------------------------------------------------
-
-    async def call(self, fn: Callable[[], Awaitable[T]], *, fresh: bool = True) -> T:
-        """Run `fn` on the pump; when `fresh`, after the labels committed so far are applied
-        (a read reflects every acknowledged label)."""
-        if self.failed:
-            raise Unavailable(detail=self.failure)
-        if self._closing:
-            raise Unavailable(detail="the service is shutting down")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._calls.append((fn, future, fresh))
-        self._wake.set()
-        return await future
-
-    async def _run(self, name: str, *args: Any) -> Any:
-        """Call the engine (only the pump and its calls do this)."""
-        return await self._submit(name, *args)
-
-    def _submit(self, name: str, *args: Any) -> Awaitable[Any]:
-        """Send an engine call now (calls run in the order sent); await the result. When the
-        engine's process stopped, this runtime stops too: what waits gets a 503, and the
+    def _engine_stopped(self) -> Unavailable:
+        """The engine's process stopped: this runtime stops too; what waits gets a 503, and the
         service rebuilds the campaign from the database on the next request."""
-        return self._result(name, time.perf_counter(), self.engine.submit(name, *args))
-
-    async def _result(self, name: str, sent_at: float, sent: Awaitable[Any]) -> Any:
-        try:
-            result = await sent
-            self._metrics.engine_call(name, time.perf_counter() - sent_at, result)
-            return result
-        except EngineStopped:
-            self.stop_serving(ENGINE_STOPPED)
-            raise Unavailable(detail=self.failure) from None
+        self.stop_serving(ENGINE_STOPPED)
+        return Unavailable(detail=self.failure)
 
     def stop_serving(self, why: str) -> None:
         """This runtime can serve nothing more (`why`): what waits gets a 503, and the service
@@ -2195,8 +1588,8 @@ class CampaignRuntime:
         if self.failed:
             return
         self.failed, self.failure = True, why
-        self._queue_changed.set()
-        self._wake.set()
+        self.queue.changed.set()
+        self.pump.wake()
         self._fail_calls()
 
     def fenced(self, op: Callable[[Connection], T]) -> Callable[[Connection], T]:
@@ -2215,247 +1608,6 @@ class CampaignRuntime:
                 raise
 
         return run
-
-    async def _pump(self) -> None:
-        while not self._closing and not self.failed:
-            self._wake.clear()
-            try:
-                await self._step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("campaign %s: engine step failed", self.record.id)
-                await asyncio.sleep(0.1)  # do not spin on a persistent failure
-
-    async def _step(self) -> None:
-        """One unit of engine work, in priority order; waits when there is none."""
-        self._expire_due()
-        starved = self._waiting and not self._queue and self._refill_wanted()
-        if self._unapplied and (
-            (self._calls and self._calls[0][2])
-            or (self._apply_due() and not (starved and self._apply_can_wait()))
-        ):
-            # a read sees every committed label; otherwise requests waiting on an empty queue
-            # go first: an update is a pass over the covariance (milliseconds), and they wait
-            # for a refill, which the labels do not change much
-            await self._apply(refill=not self._calls and self._refill_wanted())
-        elif self._calls:
-            fn, future, _ = self._calls.popleft()
-            try:
-                result = await fn()
-            except Exception as error:
-                if not future.done():
-                    future.set_exception(error)
-            else:
-                if not future.done():
-                    future.set_result(result)
-        elif self._snapshot_due:
-            await self._snapshot()
-        elif self._to_release:
-            released, self._to_release = self._to_release, []
-            await self._run("release", released)
-        elif self._refill_wanted():
-            await self._refill(apply=bool(self._unapplied) and self._apply_due())
-        elif (
-            not self._unapplied
-            and self._queue
-            and self._queue[0].version < self._version
-            and time.monotonic() - self._last_demand > REFRESH_IDLE_S
-        ):
-            await self._refresh_oldest()
-        else:
-            timeout = IDLE_WAKE_S
-            if self._leases:
-                timeout = min(timeout, max(0.0, self._leases[0][0] - time.time()) + 0.001)
-            if self._unapplied:  # until the waiting labels are due
-                due_at = self._unapplied_since + self.settings.apply_wait_s
-                timeout = min(timeout, max(0.0, due_at - time.monotonic()) + 0.001)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-
-    def _apply_due(self) -> bool:
-        """Whether the waiting labels go to the engine now: `apply_batch` of them, or the
-        oldest waited `apply_wait_s`. Until then they gather, so each posterior update (one
-        pass over the covariance, whatever the batch) carries more labels; while they wait
-        their tasks count as pending, as they did before the answer."""
-        waited = time.monotonic() - self._unapplied_since
-        return len(self._unapplied) >= self.settings.apply_batch or (
-            waited >= self.settings.apply_wait_s
-        )
-
-    def _apply_can_wait(self) -> bool:
-        """Whether the waiting labels may wait for one more refill: fewer than a full update
-        (`max_apply_batch`) of them, the oldest committed less than a second ago."""
-        waited = time.monotonic() - self._unapplied_since
-        return len(self._unapplied) < self.settings.max_apply_batch and waited < 1.0
-
-    def _queue_target(self) -> int:
-        """Tasks to keep chosen ahead: `queue_min` plus one per waiting request, or what
-        `QUEUE_AHEAD_S` of the recent request rate takes when that is more (a busy campaign
-        hands out from the queue instead of waiting for the engine), at most `queue_max`."""
-        ahead = math.ceil(self._demand_rate * QUEUE_AHEAD_S)
-        return min(self.settings.queue_max, max(self.settings.queue_min + self._waiting, ahead))
-
-    def _refill_wanted(self) -> bool:
-        return (
-            self.record.state == ACTIVE
-            and not (self._exhausted or self._spent)
-            and len(self._queue) < self._queue_target()
-        )
-
-    def _spent_pairs(self) -> list[tuple[int, int]]:
-        """The pairs every rater who asked in the last `ACTIVE_RATER_S` judged or skipped:
-        chosen ahead, none of them could hand one out (see `_prune_queue`). With few raters
-        who each judge much, the most informative pairs are mostly such pairs, and a refill
-        that chose them sent every request to a choice for its rater alone."""
-        done = sorted((r.judged | r.skipped for r in self._active_raters()), key=len)
-        if not done or not done[0]:
-            return []
-        return pair_keys(done[0].intersection(*done[1:]))
-
-    async def _apply(self, *, refill: bool = False) -> None:
-        """Apply the oldest committed labels as one ordered batch (micro-batching); with
-        `refill`, a refill follows in the engine at once (no round trip between them)."""
-        applying = self._start_apply()
-        refilling = self._start_refill(self._version + 1) if refill else None
-        try:
-            await applying
-        finally:  # sent, so awaited whatever happened to the first
-            if refilling is not None:
-                await refilling
-
-    async def _refill(self, *, apply: bool = False) -> None:
-        """Choose more tasks ahead (see `_start_refill`); with `apply`, the waiting labels'
-        update follows in the engine at once, after the choice the requests wait for."""
-        refilling = self._start_refill(self._version)
-        applying = self._start_apply() if apply else None
-        try:
-            await refilling
-        finally:  # sent, so awaited whatever happened to the first
-            if applying is not None:
-                await applying
-
-    def _start_apply(self) -> Awaitable[None]:
-        """Send the oldest committed labels to the engine as one ordered batch; the returned
-        awaitable ends once they are applied (and their batch mark is on its way)."""
-        self._unapplied.sort(key=lambda label: label.seq)
-        size = self.settings.max_apply_batch
-        batch, self._unapplied = self._unapplied[:size], self._unapplied[size:]
-        self._unapplied_since = time.monotonic() if self._unapplied else math.inf
-        batch_no = self._next_batch
-        self._next_batch += 1
-        now = time.monotonic()
-        # thinned: at most one point per progress_every_s and one per 2 % more labels, so a
-        # long campaign keeps a few hundred points, a short one a point per label
-        labels_after = self.n_applied + len(batch)
-        record_progress = (
-            now - self._last_progress >= self.settings.progress_every_s
-            and labels_after >= self._progress_labels + max(1, self._progress_labels // 50)
-        )
-        if record_progress:  # claimed now: a pipelined batch must not record one too
-            self._last_progress = now
-        observed = self._submit(
-            "observe",
-            [label.judgment for label in batch],
-            [label.task_id for label in batch],
-            record_progress,
-        )
-
-        async def applied() -> None:
-            tau = await observed
-            self._applied_seq = batch[-1].seq
-            self.n_applied += len(batch)
-            self._spent = False
-            self._version += 1
-            if stored_targets(self.record.engine_config).any:
-                await self._drop_if_done()
-            seqs = [label.seq for label in batch]
-            self._writer.submit(self.fenced(store.mark_batch(self.record.id, seqs, batch_no)))
-            every = self.settings.snapshot_every
-            if every and self.n_applied // every > self._snapshot_labels // every:
-                self._snapshot_due = True
-            if record_progress:
-                self._progress_labels = self.n_applied
-                self._writer.submit(
-                    self.fenced(store.insert_progress(self.record.id, self.n_applied, tau))
-                )
-
-        return applied()
-
-    async def _drop_if_done(self) -> None:
-        """Once every stopping target is met, give back the tasks chosen ahead: they were
-        chosen before, and handing them out would ask for labels the campaign no longer
-        needs (the next choice says why there is none)."""
-        status = await self._submit("progress")
-        if not status["done"]:
-            return
-        self._to_release.extend(entry.task.id for entry in self._queue)
-        self._queue = deque()
-        for reserve in self._reserves.values():
-            self._to_release.extend(task.id for task in reserve)
-        self._reserves.clear()
-        self._exhausted = True
-        self._wake.set()
-
-    def _start_refill(self, version: int) -> Awaitable[None]:
-        """Send a choice of more tasks ahead (held as pending for no rater in particular),
-        chosen under the posterior of `version` applied batches.
-
-        `refill_batch` tasks at most per engine call, by `Campaign.next_tasks`: a batch of pairs
-        (each pending for the next), or one emoji rating when it teaches more per second. The
-        queue may end above its target by up to half of it, never above `queue_max`.
-        """
-        target, queued = self._queue_target(), len(self._queue)
-        # at least half the target at once: a refill's screen and shrink rebuild cost the same
-        # for 2 tasks as for 20, so topping up one or two at a time would waste them
-        wanted = max(target - queued, target // 2)
-        count = max(1, min(self.settings.refill_batch, self.settings.queue_max - queued, wanted))
-        spent = self._spent_pairs()
-        chosen = self._submit("choose", None, count, spent)
-
-        async def refilled() -> None:
-            tasks = self._drop_for_nobody(await chosen)
-            if not tasks and spent:
-                self._spent = True
-            elif not tasks:
-                self._exhausted = True
-            self._queue.extend(Queued(task, version) for task in tasks)
-            self._queue_changed.set()
-            self._queue_changed = asyncio.Event()
-
-        return refilled()
-
-    async def _snapshot(self) -> None:
-        """Save the engine state as it is between two pump steps: after label batch
-        `_next_batch - 1` and clip batch `_next_clip_batch - 1`, every call before applied.
-        Written after those batches' marks (the writer commits in order)."""
-        self._snapshot_due = False
-        labels, label_batch = self.n_applied, self._next_batch - 1
-        clip_batch = self._next_clip_batch - 1
-        data = await self._run("snapshot")
-        record = replay.snapshot_record(self.record, labels, label_batch, clip_batch, data)
-        self._snapshot_labels = labels
-        written = self._writer.submit(self.fenced(store.insert_snapshot(self.record.id, record)))
-        written.add_done_callback(self._snapshot_written)
-
-    def _snapshot_written(self, written: Any) -> None:
-        error = written.exception()
-        if error is None:
-            self._metrics.snapshots.labels("written").inc()
-        else:  # the log still has every label: the next snapshot, or a full replay, covers it
-            log.warning("campaign %s: storing a snapshot failed: %s", self.record.id, error)
-
-    async def _refresh_oldest(self) -> None:
-        """Idle only: replace the oldest task chosen before the latest labels."""
-        stale = self._queue.popleft()
-        version = self._version
-        task = await self._run("replace", stale.task.id, self._spent_pairs())
-        if task is not None and not self._drop_for_nobody([task]):
-            return
-        if task is not None:
-            self._queue.append(Queued(task, version))
-            self._queue_changed.set()
-            self._queue_changed = asyncio.Event()
 
 
 def _describe(choice: str | None, level: int | None, ranking: tuple[int, ...] | None = None) -> str:

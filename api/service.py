@@ -31,6 +31,17 @@ from sqlalchemy import Connection, Engine, text
 from api import schemas, store
 from api.auth import hash_token, new_token
 from api.bulk import BulkFormat, ClipReader, feature_problem
+from api.campaign_config import (
+    build_config,
+    emoji_thresholds,
+    engine_config,
+    scale_levels,
+    stored_both_threshold,
+    stored_feature_dim,
+    stored_min_labels,
+    stored_side_bias,
+    with_gold,
+)
 from api.campaigns import (
     ACTIVE,
     CLOSED,
@@ -42,17 +53,8 @@ from api.campaigns import (
     NewClip,
     RaterState,
     Report,
-    build_config,
-    emoji_thresholds,
-    engine_config,
     question_words,
-    scale_levels,
-    stored_both_threshold,
-    stored_feature_dim,
-    stored_min_labels,
-    stored_side_bias,
     utc,
-    with_gold,
 )
 from api.db import MAX_ROW_ID, as_utc
 from api.engine_host import Board
@@ -456,6 +458,11 @@ class Service:
             return stored.get(campaign_id, (0, 0, 0))
         return len(runtime.clips), len(runtime.raters), runtime.n_labels
 
+    def loaded_runtime(self, campaign_id: int) -> CampaignRuntime:
+        """The runtime serving the campaign in this process now, without loading it (KeyError:
+        none is loaded); for tests and diagnostics that look at a live campaign."""
+        return self._runtimes[campaign_id]
+
     async def runtime(self, campaign_id: int) -> CampaignRuntime:
         """The campaign's runtime, loaded on first use (its latest snapshot and the log after
         it), and again after its engine stopped (a killed or crashed engine process): the old
@@ -794,7 +801,7 @@ class Service:
 
         answers = {Outcome.WIN: "first", Outcome.LOSS: "second", Outcome.TIE: "tie"}
         return schemas.GoldList(
-            gold_rate=runtime._gold_rate,
+            gold_rate=runtime.gold_rate,
             pairs=[
                 schemas.GoldPairOut(first=ref(f), second=ref(s), answer=answers[a])  # type: ignore[arg-type]
                 for (f, s), a in runtime.gold.items()

@@ -6,7 +6,7 @@ import time
 
 from litestar.testing import TestClient
 
-from api.campaigns import task_key
+from api.task_keys import task_key
 from tests.api.conftest import ADMIN, answer, inspect, make_party, pending_tasks
 
 
@@ -48,7 +48,7 @@ def test_expired_assignment_is_410_and_its_pair_is_released(client: TestClient) 
     party = make_party(client, n_clips=4, groups=1, lease_seconds=0.3)
     a = _assign(client, party)
     service = client.app.state.service
-    runtime = service._runtimes[party.id]
+    runtime = service.loaded_runtime(party.id)
     held = {(t.first, t.second) for t in pending_tasks(client, runtime)}
     state = runtime.assignments[a["id"]]
     assert (state.first, state.second) in held
@@ -122,7 +122,7 @@ def test_left_right_order_maps_to_the_right_winner(client: TestClient) -> None:
     a = _assign(client, party)
     _judge(client, party, a["id"], {"choice": "left"})
     service = client.app.state.service
-    runtime = service._runtimes[party.id]
+    runtime = service.loaded_runtime(party.id)
     board = client.get(f"/v1/campaigns/{party.id}/leaderboard", headers=ADMIN).json()
     best = board["clips"][0]["external_id"]
     assert best == a["left"]["external_id"]
@@ -136,19 +136,19 @@ def test_queued_pairs_every_active_rater_judged_are_released(client: TestClient)
     party = make_party(client, n_clips=4, n_raters=1, groups=1, ties=False)
     for _ in range(6):  # every pair, by the campaign's only rater
         answer(client, party, 0)
-    runtime = client.app.state.service._runtimes[party.id]
+    runtime = client.app.state.service.loaded_runtime(party.id)
     rater = runtime.raters[party.raters[0]["id"]]
     assert len(rater.judged) == 6
     deadline = time.monotonic() + 5
-    while not runtime._queue and time.monotonic() < deadline:  # the pump refills
+    while not runtime.queue.depth and time.monotonic() < deadline:  # the pump refills
         time.sleep(0.02)
-    stale = {entry.task.id for entry in runtime._queue}
+    stale = {task.id for task in runtime.queue.tasks()}
     assert stale, "nothing queued: the set-up tests nothing"
     response = client.post(f"/v1/campaigns/{party.id}/assignments", headers=party.rater(0))
     assert response.status_code == 200, response.text  # nothing left for them
     assert response.json()["assignment"] is None
     # out of the queue at once (the idle refresh would replace them only after 0.25 s)
-    assert not stale & {entry.task.id for entry in runtime._queue}
+    assert not stale & {task.id for task in runtime.queue.tasks()}
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         if not {t.id for t in pending_tasks(client, runtime)} & stale:
@@ -163,22 +163,22 @@ def test_refills_leave_out_pairs_every_active_rater_judged(client: TestClient) -
     party = make_party(client, n_clips=3, n_raters=2, groups=1, ties=False)
     for _ in range(3):  # rater 0 judges all three pairs; rater 1 has not asked yet
         answer(client, party, 0)
-    runtime = client.app.state.service._runtimes[party.id]
+    runtime = client.app.state.service.loaded_runtime(party.id)
     judged = runtime.raters[party.raters[0]["id"]].judged
     assert len(judged) == 3
     done = client.post(f"/v1/campaigns/{party.id}/assignments", headers=party.rater(0))
     assert done.status_code == 200 and done.json()["assignment"] is None
     assert "judged every pair" in done.json()["message"]
     deadline = time.monotonic() + 5
-    while not runtime._spent and time.monotonic() < deadline:  # the pump's refill found none
+    while not runtime.queue.spent and time.monotonic() < deadline:  # the pump's refill found none
         time.sleep(0.02)
-    assert runtime._spent and not runtime._exhausted
+    assert runtime.queue.spent and not runtime.queue.exhausted
     # a refill under way when rater 0 last asked may have queued a pair they judged meanwhile:
     # asking again releases it (the queue's pruning); later refills must not bring such back
     again = client.post(f"/v1/campaigns/{party.id}/assignments", headers=party.rater(0))
     assert again.status_code == 200 and again.json()["assignment"] is None
     time.sleep(0.4)  # past REFRESH_IDLE_S: idle refreshes leave them out too
-    assert not [e.task for e in runtime._queue if task_key(e.task.first, e.task.second) in judged]
+    assert not [t for t in runtime.queue.tasks() if task_key(t.first, t.second) in judged]
     shown = client.post(f"/v1/campaigns/{party.id}/assignments", headers=party.rater(1))
     assert shown.status_code == 201, shown.text
     assert shown.json()["assignment"]["kind"] == "pair"

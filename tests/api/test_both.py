@@ -84,7 +84,7 @@ def test_both_answers_are_offered_stored_and_exported(client: TestClient) -> Non
     assert changed.status_code == 409
     after = _board(client, party.id)
     # "both good" lifts both clips of the pair: the sum event moves their means up
-    state = client.app.state.service._runtimes[party.id].assignments[shown["id"]]
+    state = client.app.state.service.loaded_runtime(party.id).assignments[shown["id"]]
     moved = {party.clip_ids[state.first], party.clip_ids[state.second]}
     means_before = {clip: mean for clip, mean, _ in before}
     for clip, mean, _ in after:
@@ -93,7 +93,7 @@ def test_both_answers_are_offered_stored_and_exported(client: TestClient) -> Non
     rows = _export(client, party.id)
     assert [r["choice"] for r in rows] == ["both_good"]
     assert rows[0]["chosen"] is None and rows[0]["rejected"] is None
-    log = inspect(client, client.app.state.service._runtimes[party.id], "log")
+    log = inspect(client, client.app.state.service.loaded_runtime(party.id), "log")
     assert [j.answer for j in log] == ["both_good"]
 
 
@@ -180,7 +180,7 @@ def test_both_answers_replay_after_a_restart_and_from_a_snapshot(settings: Setti
         party = make_party(client, n_clips=6, n_raters=3, groups=2, both_threshold=TAU)
         given = _rate(client, party, N_LABELS)
         before = _board(client, party.id)
-        old_log = inspect(client, client.app.state.service._runtimes[party.id], "log")
+        old_log = inspect(client, client.app.state.service.loaded_runtime(party.id), "log")
         assert [j.answer for j in old_log if j.answer in BOTH_ANSWERS] == [
             c for c in given if c in BOTH_ANSWERS
         ]
@@ -199,7 +199,7 @@ def test_both_answers_replay_after_a_restart_and_from_a_snapshot(settings: Setti
     with TestClient(app=create_app(settings)) as client:
         from_snapshot = _board(client, party.id)
         assert _metric(client, "ratingparty_snapshots_total", event="loaded") == 1
-        assert inspect(client, client.app.state.service._runtimes[party.id], "log") == old_log
+        assert inspect(client, client.app.state.service.loaded_runtime(party.id), "log") == old_log
         # an answer given before the restart is still idempotent
         assert [r["choice"] for r in _export(client, party.id)] == given
 
@@ -225,5 +225,5 @@ def test_a_both_answer_to_a_gold_task_is_scored_as_its_tie(client: TestClient) -
     assert _board(client, party.id) == before  # a gold answer moves no clip
     rows = _export(client, party.id)
     assert [(r["choice"], r["gold"]) for r in rows] == [("both_good", True)]
-    (judgment,) = inspect(client, client.app.state.service._runtimes[party.id], "log")
+    (judgment,) = inspect(client, client.app.state.service.loaded_runtime(party.id), "log")
     assert judgment.answer == "tie" and judgment.gold is not None

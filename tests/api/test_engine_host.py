@@ -136,7 +136,7 @@ def test_a_killed_engine_process_is_rebuilt_from_the_database(settings: Settings
             answer(client, party, step % 3, ("left", "right", "tie")[step % 3])
         before, labels = _reads(client, party.id)
         service = client.app.state.service
-        runtime = service._runtimes[party.id]
+        runtime = service.loaded_runtime(party.id)
         pid = runtime.engine.pid
         os.kill(pid, signal.SIGKILL)
         # a label committed after the kill: acknowledged, so it must survive the rebuild
@@ -155,7 +155,7 @@ def test_a_killed_engine_process_is_rebuilt_from_the_database(settings: Settings
         assert judged.status_code in (200, 201), judged.text
         late = _retrying(lambda: client.get(f"/v1/campaigns/{party.id}/leaderboard", headers=ADMIN))
         assert late.status_code == 200, late.text
-        rebuilt = service._runtimes[party.id]
+        rebuilt = service.loaded_runtime(party.id)
         assert rebuilt is not runtime and rebuilt.engine.pid != pid and runtime.failed
         assert late.json()["n_judgments"] == labels + 1
         for step in range(3):  # the campaign goes on

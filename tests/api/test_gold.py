@@ -143,7 +143,7 @@ def test_random_clicker_is_flagged_stopped_and_gold_survives_a_restart(
         assert stop.status_code == 200 and stop.json()["active"] is False
         refused = client.post(f"/v1/campaigns/{party.id}/assignments", headers=party.rater(1))
         assert refused.status_code == 403
-        runtime = client.app.state.service._runtimes[party.id]
+        runtime = client.app.state.service.loaded_runtime(party.id)
         log = inspect(client, runtime, "log")
         assert sum(j.gold is not None for j in log) == 10
     with TestClient(app=create_app(settings)) as client:
@@ -151,7 +151,7 @@ def test_random_clicker_is_flagged_stopped_and_gold_survives_a_restart(
         assert client.get(f"/v1/campaigns/{party.id}/leaderboard", headers=ADMIN).json() == board
         raters = client.get(f"/v1/campaigns/{party.id}/raters", headers=ADMIN).json()["raters"]
         assert {r["id"]: r["flagged"] for r in raters} == flags
-        runtime = client.app.state.service._runtimes[party.id]
+        runtime = client.app.state.service.loaded_runtime(party.id)
         assert sum(j.gold is not None for j in inspect(client, runtime, "log")) == 10
         listed = client.get(f"/v1/campaigns/{party.id}/gold", headers=ADMIN).json()["pairs"]
         assert len(listed) == len(GOLD)
@@ -215,7 +215,7 @@ def test_a_snapshot_with_gold_answers_restarts_to_the_full_replay(settings: Sett
             choice = _wrong_answer(assignment) if gold and rater == 1 else "left"
             _judge(client, party, rater, assignment["id"], choice)
         before = _reads(client, party.id)
-        runtime = client.app.state.service._runtimes[party.id]
+        runtime = client.app.state.service.loaded_runtime(party.id)
         n_gold = sum(j.gold is not None for j in inspect(client, runtime, "log"))
         assert 0 < n_gold < 16  # at least 8 ordinary labels: two snapshots of 4
         # a wait, not a timing: the snapshot is written in the background, and labels applied
@@ -228,11 +228,11 @@ def test_a_snapshot_with_gold_answers_restarts_to_the_full_replay(settings: Sett
     with TestClient(app=create_app(settings)) as client:
         from_snapshot = _reads(client, party.id)
         assert _metric(client, "ratingparty_snapshots_total", event="loaded") == 1
-        runtime = client.app.state.service._runtimes[party.id]
+        runtime = client.app.state.service.loaded_runtime(party.id)
         assert sum(j.gold is not None for j in inspect(client, runtime, "log")) <= n_gold
     with TestClient(app=create_app(replace(settings, snapshot_every=0))) as client:
         full = _reads(client, party.id)
-        runtime = client.app.state.service._runtimes[party.id]
+        runtime = client.app.state.service.loaded_runtime(party.id)
         assert sum(j.gold is not None for j in inspect(client, runtime, "log")) == n_gold
     _close(from_snapshot, full)
     _close(before, full)

@@ -101,7 +101,7 @@ def test_a_kset_is_shown_and_answered(client: TestClient, mode: str) -> None:
     assert _judge(client, party, 0, shown["id"], _timed(other)).status_code == 409
     assert _n_judgments(client, party) == 1
     # the engine took it as the K-set of those clips with the rater's answer and its time
-    runtime = client.app.state.service._runtimes[party.id]
+    runtime = client.app.state.service.loaded_runtime(party.id)
     (label,) = inspect(client, runtime, "log")
     positions = {clip_id: k for k, clip_id in enumerate(party.clip_ids)}
     assert label.question == KSet(tuple(sorted(positions[i] for i in ids)), mode)
@@ -197,7 +197,7 @@ def test_a_restart_rebuilds_kset_answers_and_their_times(
         answered = _answer_all(client, party, 9)
         assert any(shown["kind"] == "kset" for _, shown in answered)
         board = client.get(f"/v1/campaigns/{party.id}/leaderboard", headers=ADMIN).json()
-        runtime = client.app.state.service._runtimes[party.id]
+        runtime = client.app.state.service.loaded_runtime(party.id)
         log = inspect(client, runtime, "log")
         assert sum(label.seconds is not None for label in log) == len(answered)
     with TestClient(app=create_app(settings)) as client:
@@ -207,7 +207,7 @@ def test_a_restart_rebuilds_kset_answers_and_their_times(
             assert one["mean"] == pytest.approx(two["mean"], abs=1e-9)
             assert one["sd"] == pytest.approx(two["sd"], abs=1e-9)
             assert one["labels"] == two["labels"]
-        runtime = client.app.state.service._runtimes[party.id]
+        runtime = client.app.state.service.loaded_runtime(party.id)
         if snapshot_every == 0:
             assert inspect(client, runtime, "log") == log
         # no rater is handed a K-set they answered before the restart
@@ -309,7 +309,7 @@ def test_an_open_kset_survives_a_restart(settings: Settings) -> None:
         ids = [clip["id"] for clip in shown["clips"]]
         response = _judge(client, party, 0, shown["id"], _timed(ids[::-1]))
         assert response.status_code == 201, response.text
-        runtime = client.app.state.service._runtimes[party.id]
+        runtime = client.app.state.service.loaded_runtime(party.id)
         (label,) = inspect(client, runtime, "log")
         assert isinstance(label.question, KSet) and label.question.mode == "rank"
 

@@ -109,7 +109,7 @@ async def _pair_answered_while_the_engine_chooses(live_server: LiveServer) -> No
         for _ in range(2):
             await _judge(client, (await _assign(client, cid, rater))["assignment"], rater, "left")
         last = (await _assign(client, cid, rater))["assignment"]  # the third and last pair
-        runtime = live_server.app.state.service._runtimes[cid]
+        runtime = live_server.app.state.service.loaded_runtime(cid)
         gate = EngineGate(runtime.engine.local.campaign, rater_id)
         # nothing queued fits this rater (they judged it or hold it): the engine chooses
         asked = asyncio.ensure_future(_assign(client, cid, rater))

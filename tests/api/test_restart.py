@@ -70,13 +70,13 @@ def test_restart_gives_the_same_state(settings: Settings, engine_process: bool) 
             f"/v1/campaigns/{party.id}/assignments", headers=party.rater(0)
         ).json()["assignment"]
         before = _reads(client, party.id)
-        old_runtime = client.app.state.service._runtimes[party.id]
+        old_runtime = client.app.state.service.loaded_runtime(party.id)
         old_log = inspect(client, old_runtime, "log")
 
     with TestClient(app=create_app(settings)) as client:
         after = _reads(client, party.id)
         _close(before, after)
-        runtime = client.app.state.service._runtimes[party.id]
+        runtime = client.app.state.service.loaded_runtime(party.id)
         assert (
             inspect(client, runtime, "log") == old_log
         )  # same labels, same order, same noise applied

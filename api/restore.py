@@ -1,0 +1,182 @@
+"""How a campaign's runtime comes back from the database, and the snapshots it saves on the way.
+
+`load` takes the latest snapshot when it fits (api/snapshots.py) and replays the clips and labels
+after it in exactly their interleaved, batched order (api/replay.py), so the posterior after a
+restart equals the one before (float64, CPU); `restore` rebuilds the loop-side state from the
+log (clips, raters, reports, answers, gold pairs), and open assignments whose lease has not
+expired are held again. Every `snapshot_every` applied labels the pump saves a new snapshot
+(`Snapshots`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from api import replay, store
+from api.assignments import Answer, AssignmentState
+from api.db import as_utc
+from engine import Outcome, Task
+
+if TYPE_CHECKING:
+    from api.campaigns import CampaignRuntime
+    from api.store import CampaignLog
+
+log = logging.getLogger("ratingparty.api")
+
+
+async def load(runtime: CampaignRuntime) -> None:
+    """Load the campaign's log and its latest snapshot; take the snapshot's state when it fits
+    and replay the log after it, else replay the whole log; then hold the open assignments'
+    tasks and bar what no choice may offer."""
+    rt = runtime
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    logged, snapshot = await loop.run_in_executor(
+        None, replay.read, rt.db, rt.record.id, rt.settings.snapshot_every > 0
+    )
+    await rt.engine.start()
+    try:
+        after = await replay.take_snapshot(rt.engine, rt.record, snapshot, rt.metrics)
+        steps = replay.steps(
+            logged,
+            bool(rt.record.engine_config["criteria"]),
+            rt.settings.max_apply_batch,
+            after,
+        )
+        await rt.engine.call("replay", steps)
+        held = restore(rt, logged)
+        await rt.engine.call("add_gold", [(*key, a.value) for key, a in rt.gold.items()])
+        await rt.engine.call("hold", held)
+        await rt.engine.call("bar", *rt.bars())
+    except BaseException:
+        await rt.engine.close()
+        raise
+    replayed = sum(len(step) for step in steps if isinstance(step, list))
+    rt.metrics.replayed_labels.labels("log" if after is None else "snapshot").inc(replayed)
+    rt.snapshots.labels = rt.pump.n_applied if after is None else snapshot.labels  # type: ignore[union-attr]
+    rt.metrics.replays.observe(time.perf_counter() - started)
+
+
+def restore(runtime: CampaignRuntime, logged: CampaignLog) -> list[Task]:
+    """Loop-side state from the log; returns the tasks of open, unexpired assignments, for
+    the engine to hold as pending again."""
+    # here, not at the top: api.campaigns imports this module
+    from api.campaigns import ClipState, RaterState, Report, epoch, safety_score
+
+    rt = runtime
+    held = []
+    for clip in logged.clips:
+        rt.clips.append(
+            ClipState(
+                clip.id,
+                clip.position,
+                clip.external_id,
+                clip.uri,
+                clip.group,
+                clip.context,
+                retired=clip.retired,
+                safety=safety_score(rt.record.criteria, clip.scores),
+                withheld=clip.withheld,
+                withheld_at=None if clip.withheld_at is None else as_utc(clip.withheld_at),
+                restored=clip.restored_at is not None,
+            )
+        )
+        rt.clip_index[clip.external_id] = clip.position
+        rt.clip_positions[clip.id] = clip.position
+        if clip.skips_cleared:
+            rt.skips_cleared[clip.position] = clip.skips_cleared
+    rt.next_clip_batch = 1 + max((c.batch for c in logged.clips), default=0)
+    rt.gold = {(g.first, g.second): Outcome(g.answer) for g in logged.gold}
+    for rater in logged.raters:
+        rt.raters[rater.id] = RaterState(rater.id, rater.name, active=rater.active)
+    cleared = {c.id: c.reports_cleared for c in logged.clips}
+    for report in logged.reports:
+        if report.id > cleared[report.clip_id]:
+            position = rt.clip_positions[report.clip_id]
+            rt.clips[position].reports.append(
+                Report(report.id, report.rater_id, report.assignment_id, as_utc(report.created_at))
+            )
+            rt.raters[report.rater_id].reported.add(position)
+    answers = {j.assignment_id: j for j in logged.judgments}
+    now = time.time()
+    for record in logged.assignments:
+        judgment = answers.get(record.id)
+        state = AssignmentState(
+            record.id,
+            record.rater_id,
+            -record.id,
+            record.first,
+            record.second,
+            record.swapped,
+            epoch(record.expires_at),
+            gold=None if record.gold is None else Outcome(record.gold),
+            items=record.items,
+            mode=record.kset_mode,
+            criterion=record.criterion,
+        )
+        rt.assignments.add(state)
+        if judgment is not None:
+            state.answer = Answer(judgment.id, judgment.choice, judgment.level, judgment.ranking)
+            rt.count_answer(state, judgment.choice, judgment.level, judgment.id)
+        elif record.status == "withdrawn":
+            state.released = True
+            state.withdrawn = "it was withdrawn by the operator"
+        elif state.expires_at > now:
+            # engine task ids of restored tasks are negative: the engine counts up from 1
+            held.append(Task(state.task_id, record.rater_id, state.question, 0.0, (), state.gold))
+            rt.assignments.claim(rt.raters[state.rater_id], state.question)
+            rt.assignments.open(state)
+        else:
+            state.released = True
+    seqs = [j.seq for j in logged.judgments if j.seq is not None]
+    rt.pump.resume(
+        max(seqs, default=0),
+        max((j.batch or 0 for j in logged.judgments), default=0),
+        len(seqs),
+    )
+    rt.recount_withdrawals()
+    return held
+
+
+class Snapshots:
+    """When the pump saves the engine state, and the saving (`take`).
+
+    Args:
+        runtime: the campaign's runtime (its pump's counters, engine calls and writer).
+    """
+
+    def __init__(self, runtime: CampaignRuntime) -> None:
+        self._rt = runtime
+        self.labels = 0  # labels applied when the latest snapshot was taken
+        self.due = False
+
+    def applied(self, n_applied: int) -> None:
+        """Labels were applied, `n_applied` in all: a snapshot is due once that crossed a
+        multiple of `snapshot_every`."""
+        every = self._rt.settings.snapshot_every
+        if every and n_applied // every > self.labels // every:
+            self.due = True
+
+    async def take(self) -> None:
+        """Save the engine state as it is between two pump steps: after the pump's latest label
+        batch and clip batch `next_clip_batch - 1`, every call before applied. Written after
+        those batches' marks (the writer commits in order)."""
+        rt = self._rt
+        self.due = False
+        labels, label_batch = rt.pump.n_applied, rt.pump.last_batch
+        clip_batch = rt.next_clip_batch - 1
+        data = await rt.engine_calls.run("snapshot")
+        record = replay.snapshot_record(rt.record, labels, label_batch, clip_batch, data)
+        self.labels = labels
+        written = rt.writer.submit(rt.fenced(store.insert_snapshot(rt.record.id, record)))
+        written.add_done_callback(self._written)
+
+    def _written(self, written: Any) -> None:
+        error = written.exception()
+        if error is None:
+            self._rt.metrics.snapshots.labels("written").inc()
+        else:  # the log still has every label: the next snapshot, or a full replay, covers it
+            log.warning("campaign %s: storing a snapshot failed: %s", self._rt.record.id, error)
