@@ -99,7 +99,11 @@ def test_real_server_flow_key_and_restart(db_url: str, tmp_path: Path) -> None:
 
     server = _serve(db_url, port, tmp_path)
     try:
-        after = httpx.get(f"{base}/v1/campaigns/{cid}/leaderboard", headers=admin).json()
+        # the campaign's engine process starts with this first request: on a loaded machine
+        # that takes longer than httpx's default 5 s
+        after = httpx.get(
+            f"{base}/v1/campaigns/{cid}/leaderboard", headers=admin, timeout=60
+        ).json()
     finally:
         second_output = _stop(server)
     assert key not in second_output  # printed once only
