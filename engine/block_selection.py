@@ -177,6 +177,7 @@ class GroupScreen:
         self.shape = (posterior.n_groups, size)
         self.dirty: set[int] = set()
         self._drift_cache: tuple[int, tuple[Tensor, Tensor]] | None = None
+        self._rates_cache: tuple[int, tuple[float, float]] | None = None
 
     def _drift(self, posterior: GroupedPosterior) -> tuple[Tensor, Tensor]:
         """(C,) per context: the border's mean drift `|d m_c|` and covariance drift
@@ -202,8 +203,12 @@ class GroupScreen:
         every group on each call."""
         if posterior.n_local == 0:
             return 0.0, 0.0
-        by_mean, by_cov = self._drift(posterior)
-        return float(by_cov.max()), float(by_mean.max())
+        if self._rates_cache is None or self._rates_cache[0] != posterior.version:
+            by_mean, by_cov = self._drift(posterior)
+            # both maxima read back in one transfer
+            rates = torch.stack((by_cov.max(), by_mean.max())).tolist()
+            self._rates_cache = (posterior.version, (rates[0], rates[1]))
+        return self._rates_cache[1]
 
     def slack(self, posterior: GroupedPosterior, groups: Tensor | None = None) -> Tensor:
         """The most each clean group's pair scores (all, or `groups`) can have moved since the
@@ -585,7 +590,8 @@ def choose_block_pairs(
     choices: list[PairChoice] = []
     picked_var: list[float] = []
     picked: list[int] = []
-    for _ in range(min(count, first.numel())):
+    n_picks = min(count, first.numel())
+    for step in range(n_picks):
         variances = believer.variances()
         var = variances[candidates]
         if both is None:
@@ -604,7 +610,10 @@ def choose_block_pairs(
         pick = int(open_[rule(gains[open_], options.beta, generator)])
         taken[pick] = True
         picked.append(pick)
-        picked_var.append(believer.step(n_pending + pick, noise_var, pair_cuts))
+        if step + 1 < n_picks:
+            picked_var.append(believer.step(n_pending + pick, noise_var, pair_cuts))
+        else:  # the last pick shrinks nothing after it: its variance is the one it was chosen by
+            picked_var.append(float(var[pick]))
         choices.append(PairChoice(int(first[pick]), int(second[pick]), float(gains[pick]), ()))
     # each pick's outcome probabilities, under the shrink it was chosen with
     probabilities = outcome_probabilities(
