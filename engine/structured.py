@@ -52,7 +52,7 @@ from engine.blocks import GATE, Extra, Layout, border_layout
 from engine.ep import TOLERANCE, Sites, ep_sweeps
 from engine.gating import gate_loadings, gate_variances
 from engine.questions import NO_SECOND
-from engine.selection import Pending, in_sorted, shrink_coefficients
+from engine.selection import Pending, shrink_coefficients
 from engine.state import (
     Posterior,
     PriorScales,
@@ -108,6 +108,8 @@ class BlockShrink(NamedTuple):
         groups: (H,) sorted long, the groups holding pending tasks.
         correction: (H, M, M) the rest of their shrink.
         coefficients: (Q, Q) U of `shrink_coefficients`; factor: (Q,) k.
+        joint: the pending tasks' `JointProjections`, which a pick's candidates read their
+            covariances with (`JointProjections.cross`) instead of computing it again.
     """
 
     weight: Tensor
@@ -115,6 +117,7 @@ class BlockShrink(NamedTuple):
     correction: Tensor
     coefficients: Tensor
     factor: Tensor
+    joint: JointProjections
 
 
 class GroupedPosterior:
@@ -635,11 +638,16 @@ class GroupedPosterior:
         return self._local_blocks(weight_cov)
 
     def local_factors(self, shrink: BlockShrink | None = None) -> Tensor:
-        """(C, 2K, 2K) F_c with F_c F_c' = `local_blocks(shrink)`[c] (from its eigenvectors,
-        negative rounding clamped): a group's border share is then (A_g F_c)(A_g F_c)', one
-        small product per group instead of two."""
+        """(C, 2K, 2K) F_c with F_c F_c' = `local_blocks(shrink)`[c]: a group's border share is
+        then (A_g F_c)(A_g F_c)', one small product per group instead of two. The Cholesky
+        factor where every block is positive definite (a tenth of an eigendecomposition's
+        cost), else from the eigenvectors, negative rounding clamped."""
         blocks = self.local_blocks(shrink)
-        values, vectors = torch.linalg.eigh(0.5 * (blocks + blocks.transpose(1, 2)))
+        blocks = 0.5 * (blocks + blocks.transpose(1, 2))
+        factor, info = torch.linalg.cholesky_ex(blocks)
+        if not bool(info.any()):
+            return factor
+        values, vectors = torch.linalg.eigh(blocks)
         return vectors * values.clamp_min(0.0).sqrt()[:, None, :]
 
     def _local_blocks(self, weight_cov: Tensor) -> Tensor:
@@ -670,16 +678,26 @@ class GroupedPosterior:
         return product @ rows.transpose(1, 2) if full else (product * rows).sum(-1)
 
     def _group_means(
-        self, groups: slice | Tensor = slice(None), dtype: torch.dtype | None = None
+        self,
+        groups: slice | Tensor = slice(None),
+        dtype: torch.dtype | None = None,
+        context: Tensor | None = None,
+        rows: Tensor | None = None,
     ) -> Tensor:
         """(G, M) `A_g m_w + b_g` (0 past each group's size: A and b are 0 there); in single
-        precision from `single()` when `dtype` is float32 and the state is not."""
-        local = self.local_index(self.group_context[groups].clamp_min(0))  # (G, 2K)
+        precision from `single()` when `dtype` is float32 and the state is not. `context`
+        (the groups' contexts, clamped at 0) and `rows` (their blocks of A, in that
+        precision), when the caller has them."""
+        if context is None:
+            context = self.group_context[groups].clamp_min(0)
+        local = self.local_index(context)  # (G, 2K)
         if self._reads_single(dtype):
             load, offset, _ = self.single()
+            rows = load[groups] if rows is None else rows
             weights = self.weight_mean.to(load.dtype)[local]
-            return torch.bmm(load[groups], weights[:, :, None])[:, :, 0] + offset[groups]
-        means = (self.load[groups] * self.weight_mean[local][:, None, :]).sum(-1)
+            return torch.bmm(rows, weights[:, :, None])[:, :, 0] + offset[groups]
+        rows = self.load[groups] if rows is None else rows
+        means = (rows * self.weight_mean[local][:, None, :]).sum(-1)
         return means + self.offset[groups]
 
     def _reads_single(self, dtype: torch.dtype | None) -> bool:
@@ -764,11 +782,11 @@ class GroupedPosterior:
             load, _, within = self.single()
         dtype = dtype or self.within.dtype
         context = self.group_context[groups].clamp_min(0)
-        cov = within[groups]
+        cov, rows = within[groups], load[groups]
         if self.n_local and cov.shape[0]:
             if local_factors is None:
                 local_factors = self.local_factors(shrink)
-            spread = torch.bmm(load[groups], local_factors.to(dtype)[context])
+            spread = torch.bmm(rows, local_factors.to(dtype)[context])
             cov = torch.baddbmm(cov, spread, spread.transpose(1, 2))
         else:
             cov = cov.clone()  # the shrink below must not write into the posterior's blocks
@@ -781,11 +799,13 @@ class GroupedPosterior:
                 if hi > lo:
                     cov[shrink.groups[lo:hi] - start] -= shrink.correction[lo:hi].to(dtype)
             else:
-                hit = torch.nonzero(in_sorted(groups, shrink.groups)).flatten()
+                # `in_sorted`, keeping the positions it finds
+                at = torch.searchsorted(shrink.groups, groups)
+                at.clamp_(max=shrink.groups.numel() - 1)
+                hit = torch.nonzero(shrink.groups[at] == groups).flatten()
                 if hit.numel():
-                    at = torch.searchsorted(shrink.groups, groups[hit])
-                    cov[hit] -= shrink.correction[at].to(dtype)
-        mean = self._group_means(groups, dtype).to(dtype)
+                    cov[hit] -= shrink.correction[at[hit]].to(dtype)
+        mean = self._group_means(groups, dtype, context, rows).to(dtype)
         return GroupMarginals(self.members[groups], mean, cov)
 
     def directions(self, first: Tensor, second: Tensor) -> Directions:
@@ -967,6 +987,20 @@ class JointProjections:
             parts = rows.new_zeros(rows.shape[0], index.shape[0]).index_add_(1, column_of, rows)
         return border + parts
 
+    def cross(self, other: JointProjections) -> Tensor:
+        """(B, C) `Cov(z_b, y_c)` with another set of C projections of the same posterior in
+        the same state: the border's share, plus `a_q' P_g a_p` for parts in one group."""
+        mine, theirs = self.where, other.where
+        border = self.through @ theirs.embedded.T
+        same = mine.group[:, None] == theirs.group[None, :]
+        parts = (self.u @ other.slots.T).mul_(same)
+        if self.split:  # a pair across groups: its two parts add
+            rows = border.shape[0]
+            parts = parts.new_zeros(rows, parts.shape[1]).index_add_(0, mine.owner, parts)
+        if other.split:
+            parts = parts.new_zeros(border.shape).index_add_(1, theirs.owner, parts)
+        return border + parts
+
 
 def grouped_prior(
     scores: Tensor,
@@ -1023,14 +1057,13 @@ def block_shrink(
     by_part = coefficients[where.owner] if joint.split else coefficients  # owner: 0..Q-1 else
     own.index_add_(0, slot_group, u[:, :, None] * by_part[:, None, :])
     local = posterior.local_index(posterior.group_context[groups])  # (H, 2K)
-    through = posterior.load[groups] @ border[local]  # (H, M, Q): A_h Omega_q
-    scaled_through, scaled_own = through * factor, own * factor
-    correction = (
-        scaled_through @ own.transpose(1, 2)
-        + scaled_own @ through.transpose(1, 2)
-        + scaled_own @ own.transpose(1, 2)
+    through = torch.bmm(posterior.load[groups], border[local])  # (H, M, Q): A_h Omega_q
+    # T F V' + V F T' + V F V' = (T + V) F V' + V F T', T = through, V = own, F = diag(k)
+    scaled_own = own * factor
+    correction = torch.baddbmm(
+        torch.bmm(scaled_own, through.transpose(1, 2)), through + own, scaled_own.transpose(1, 2)
     )
-    return BlockShrink(weight, groups, correction, coefficients, factor)
+    return BlockShrink(weight, groups, correction, coefficients, factor, joint)
 
 
 def refine_grouped(
