@@ -58,11 +58,27 @@ def pair_positions(posterior: GroupedPosterior, pairs: Tensor | None) -> Tensor:
     group = posterior.group[pairs[:, 0]]
     same = group == posterior.group[pairs[:, 1]]
     slots = posterior.slot[pairs[same]]
-    a, b = slots.min(-1).values, slots.max(-1).values
     size = posterior.members.shape[1]
     per_group = size * (size - 1) // 2
-    index = a * (2 * size - a - 1) // 2 + (b - a - 1)
+    index = _pair_index(size, device)[slots[:, 0], slots[:, 1]]
     return torch.unique(group[same] * per_group + index)
+
+
+_PAIR_INDEX: dict[tuple[int, torch.device], Tensor] = {}
+
+
+def _pair_index(size: int, device: torch.device) -> Tensor:
+    """(size, size) the position of the slot pair (min, max) among a block's pairs a < b,
+    row-major: `a (2 M - a - 1) / 2 + (b - a - 1)`, as a table read by either order (made
+    once per size and device, read only)."""
+    key = (size, device)
+    table = _PAIR_INDEX.get(key)
+    if table is None:
+        slot = torch.arange(size, device=device)
+        a, b = torch.minimum(slot[:, None], slot), torch.maximum(slot[:, None], slot)
+        table = a * (2 * size - a - 1) // 2 + (b - a - 1)
+        _PAIR_INDEX[key] = table
+    return table
 
 
 # The screen only ranks (the kept candidates are re-scored exactly in the posterior's dtype):
@@ -195,7 +211,7 @@ class GroupScreen:
         self.shape = (posterior.n_groups, size)
         self.dirty: set[int] = set()
         self._drift_cache: tuple[int, tuple[Tensor, Tensor]] | None = None
-        self._rates_cache: tuple[int, tuple[float, float]] | None = None
+        self._rates_cache: tuple[int, tuple[float, float, float]] | None = None
 
     def _drift(self, posterior: GroupedPosterior) -> tuple[Tensor, Tensor]:
         """(C,) per context: the border's mean drift `|d m_c|` and covariance drift
@@ -223,11 +239,17 @@ class GroupScreen:
         every group on each call."""
         if posterior.n_local == 0:
             return 0.0, 0.0
+        by_cov, by_mean, _ = self._summary(posterior)
+        return by_cov, by_mean
+
+    def _summary(self, posterior: GroupedPosterior) -> tuple[float, float, float]:
+        """`rates` and `typical_slack`, read back in one transfer (kept for the posterior's
+        version)."""
         if self._rates_cache is None or self._rates_cache[0] != posterior.version:
             by_mean, by_cov = self._drift(posterior)
-            # both maxima read back in one transfer
-            rates = torch.stack((by_cov.max(), by_mean.max())).tolist()
-            self._rates_cache = (posterior.version, (rates[0], rates[1]))
+            typical = by_mean * math.sqrt(self.typical_radius2) + by_cov * self.typical_radius2
+            values = torch.stack((by_cov.max(), by_mean.max(), typical.max())).tolist()
+            self._rates_cache = (posterior.version, (values[0], values[1], values[2]))
         return self._rates_cache[1]
 
     def slack(self, posterior: GroupedPosterior, groups: Tensor | None = None) -> Tensor:
@@ -252,9 +274,7 @@ class GroupScreen:
         passes the screening tolerance, the kept screen narrows little and is rebuilt."""
         if posterior.n_local == 0:
             return 0.0
-        by_mean, by_cov = self._drift(posterior)
-        typical = by_mean * math.sqrt(self.typical_radius2) + by_cov * self.typical_radius2
-        return float(typical.max())
+        return self._summary(posterior)[2]
 
     def fits(self, posterior: GroupedPosterior) -> bool:
         """Whether the screen still describes the posterior's layout."""
@@ -353,7 +373,7 @@ def screen_block_pairs(
     def threshold() -> float:
         """The score an unscored group must beat to matter: the n_keep-th best so far (0
         while fewer are kept), or with a tolerance the best so far plus it."""
-        scores = torch.cat(kept_score) if kept_score else torch.zeros(0, device=device)
+        scores = _joined(kept_score) if kept_score else torch.zeros(0, device=device)
         if tolerance is not None:
             return (float(scores.max()) if scores.numel() else 0.0) + tolerance
         if scores.numel() < n_keep:
@@ -422,13 +442,18 @@ def screen_block_pairs(
             score(index)
             scored = torch.cat((scored, index))
             step *= 2
-    scores = torch.cat(kept_score) if kept_score else torch.zeros(0, device=device)
+    scores = _joined(kept_score) if kept_score else torch.zeros(0, device=device)
     if scores.numel() == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty
     best = torch.topk(scores, min(n_keep, scores.numel())).indices
-    first, second = torch.cat(kept_first)[best], torch.cat(kept_second)[best]
+    first, second = _joined(kept_first)[best], _joined(kept_second)[best]
     return torch.minimum(first, second), torch.maximum(first, second)
+
+
+def _joined(pieces: list[Tensor]) -> Tensor:
+    """`torch.cat(pieces)`, without the copy when there is one piece (read only after)."""
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
 
 class _Believer:

@@ -96,6 +96,7 @@ class Directions(NamedTuple):
     pair: Tensor  # (H,) 1.0 for a pair within the group, 0.0 for a single clip
     sign: Tensor  # (H,) +1.0, or -1.0 for the second clip of a pair across groups
     embedded: Tensor  # (B, D) r_b = A' a_b in the full weight coordinates
+    all_pairs: bool = False  # every part is a pair within its group (pair 1.0, sign +1.0)
 
 
 class BlockShrink(NamedTuple):
@@ -819,12 +820,13 @@ class GroupedPosterior:
         other = torch.where(single, first, second)
         group = self.group[first]
         across = group != self.group[other]
+        any_across, any_single = torch.stack((across.any(), single.any())).tolist()
         n_directions = first.shape[0]
         owner = torch.arange(n_directions, device=first.device)
         dtype = self.offset.dtype
         pair = (~single).to(dtype)
         sign = torch.ones_like(pair)
-        if bool(across.any()):
+        if any_across:
             if not self.across_groups:
                 raise ValueError("a direction pairs clips of two groups")
             # a pair across groups: its first clip alone, then its second alone with sign -1
@@ -835,7 +837,11 @@ class GroupedPosterior:
             owner = torch.cat((owner, owner[across]))
             group = self.group[first]
         slot_i, slot_j = self.slot[first], self.slot[other]
-        rows = self.load[group, slot_i] - self.load[group, slot_j] * pair[:, None]
+        all_pairs = not (any_across or any_single)
+        second_rows = self.load[group, slot_j]
+        rows = self.load[group, slot_i] - (
+            second_rows if all_pairs else second_rows * pair[:, None]
+        )
         if owner.shape[0] != n_directions:
             rows = rows * sign[:, None]  # -1 only on the second parts of pairs across groups
         parts = rows.new_zeros(first.shape[0], self.n_weights)
@@ -844,7 +850,7 @@ class GroupedPosterior:
         embedded = parts
         if owner.shape[0] != n_directions:  # two parts for a pair across groups: sum them
             embedded = parts.new_zeros(n_directions, self.n_weights).index_add_(0, owner, parts)
-        return Directions(owner, group, slot_i, slot_j, pair, sign, embedded)
+        return Directions(owner, group, slot_i, slot_j, pair, sign, embedded, all_pairs)
 
     def joint(self, first: Tensor, second: Tensor) -> JointProjections:
         """The joint Gaussian of B projections z_b = a_b . theta, read by columns."""
@@ -951,11 +957,15 @@ class JointProjections:
         self.through = where.embedded @ posterior.weight_cov
         self.weight_var = (self.through * where.embedded).sum(-1)
         within, offset = posterior.within, posterior.offset
-        offsets = offset[group, si] - offset[group, sj] * pair
-        self.u = within[group, si] - within[group, sj] * pair[:, None]
         self.slots = within.new_zeros(group.shape[0], within.shape[1])
         self.slots.scatter_(1, si[:, None], 1.0)
         self.slots.scatter_add_(1, sj[:, None], -pair[:, None])
+        if where.all_pairs:  # a = e_i - e_j throughout: no factor `pair` to apply
+            offsets = offset[group, si] - offset[group, sj]
+            self.u = within[group, si] - within[group, sj]
+        else:
+            offsets = offset[group, si] - offset[group, sj] * pair
+            self.u = within[group, si] - within[group, sj] * pair[:, None]
         if self.split:  # signs are -1 only on the second parts of pairs across groups
             offsets, self.u = sign * offsets, self.u * sign[:, None]
             self.slots.mul_(sign[:, None])
