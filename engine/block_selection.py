@@ -58,11 +58,27 @@ def pair_positions(posterior: GroupedPosterior, pairs: Tensor | None) -> Tensor:
     group = posterior.group[pairs[:, 0]]
     same = group == posterior.group[pairs[:, 1]]
     slots = posterior.slot[pairs[same]]
-    a, b = slots.min(-1).values, slots.max(-1).values
     size = posterior.members.shape[1]
     per_group = size * (size - 1) // 2
-    index = a * (2 * size - a - 1) // 2 + (b - a - 1)
+    index = _pair_index(size, device)[slots[:, 0], slots[:, 1]]
     return torch.unique(group[same] * per_group + index)
+
+
+_PAIR_INDEX: dict[tuple[int, torch.device], Tensor] = {}
+
+
+def _pair_index(size: int, device: torch.device) -> Tensor:
+    """(size, size) the position of the slot pair (min, max) among a block's pairs a < b,
+    row-major: `a (2 M - a - 1) / 2 + (b - a - 1)`, as a table read by either order (made
+    once per size and device, read only)."""
+    key = (size, device)
+    table = _PAIR_INDEX.get(key)
+    if table is None:
+        slot = torch.arange(size, device=device)
+        a, b = torch.minimum(slot[:, None], slot), torch.maximum(slot[:, None], slot)
+        table = a * (2 * size - a - 1) // 2 + (b - a - 1)
+        _PAIR_INDEX[key] = table
+    return table
 
 
 # The screen only ranks (the kept candidates are re-scored exactly in the posterior's dtype):
@@ -71,27 +87,41 @@ def pair_positions(posterior: GroupedPosterior, pairs: Tensor | None) -> Tensor:
 SCREEN_DTYPE = torch.float32
 SCREEN_ROUNDING = 1e-5
 
+_SLOT_PAIRS: dict[tuple[int, torch.device], tuple[Tensor, Tensor, Tensor]] = {}
+
+
+def _slot_pairs(size: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """(first_slot, second_slot, flat): a block's slot pairs a < b, row-major, and their
+    positions in the flattened (size, size) block; made once per size and device (read only,
+    every screen of every pick indexes with them)."""
+    key = (size, device)
+    kept = _SLOT_PAIRS.get(key)
+    if kept is None:
+        first_slot, second_slot = torch.triu_indices(size, size, 1, device=device)
+        kept = (first_slot, second_slot, first_slot * size + second_slot)
+        _SLOT_PAIRS[key] = kept
+    return kept
+
 
 def _score_groups(
     posterior: GroupedPosterior,
     groups: slice | Tensor,
     shrink: BlockShrink | None,
     noise_var: float,
-    padded_allowed: Tensor | None,
+    allowed: Tensor | None,
     forbidden: Tensor | None,
     local_factors: Tensor | None = None,
     screen: Screen = BALD_SCREEN,
-    padded_focus: Tensor | None = None,
+    focus: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Every slot pair's screening score (+ SCORE_OFFSET; exactly 0 where ineligible) in the
-    given groups, (T, P), under the shrink, and the groups' members (T, M). `local_factors`
-    is `GroupedPosterior.local_factors` under the shrink, when the caller has it;
-    `padded_focus` (n + 1,) bool, when set, keeps only pairs holding one of its clips
-    (engine.exposure)."""
+    given groups, (T, P), under the shrink, and the groups' members (T, M). `allowed` (n,)
+    bool, when set, keeps only pairs of clips it allows; `local_factors` is
+    `GroupedPosterior.local_factors` under the shrink, when the caller has it; `focus` (n,)
+    bool, when set, keeps only pairs holding one of its clips (engine.exposure)."""
     size = posterior.members.shape[1]
     device = posterior.group.device
-    first_slot, second_slot = torch.triu_indices(size, size, 1, device=device)
-    flat = first_slot * size + second_slot  # (P,) positions of the pairs a < b in a block
+    _, _, flat = _slot_pairs(size, device)  # (P,) positions of the pairs a < b in a block
     per_group = flat.numel()
     marginals = posterior.group_marginals(groups, shrink, local_factors, dtype=SCREEN_DTYPE)
     members, cov, mean = marginals.members, marginals.cov, marginals.mean
@@ -104,13 +134,17 @@ def _score_groups(
     mu = mu.to(SCREEN_DTYPE)
     # eligible pairs score >= SCORE_OFFSET - 1 > 0; every other entry is exactly 0
     score = screen.score(mu, var, noise_var).add_(SCORE_OFFSET)
-    # padding (-1) reads the False appended to `padded_allowed`
-    shown = members >= 0 if padded_allowed is None else padded_allowed[members]
+    # padding (-1) is never shown; the masks read clip 0 there, and drop it
+    shown = present = members >= 0
+    if allowed is not None or focus is not None:
+        clips = members.clamp_min(0)
+    if allowed is not None:
+        shown = allowed[clips] & present
     if not bool(shown.all()):
         both = (shown[:, :, None] & shown[:, None, :]).view(count, -1).index_select(1, flat)
         score.mul_(both.to(score.dtype))
-    if padded_focus is not None:
-        held = padded_focus[members]
+    if focus is not None:
+        held = focus[clips] & present
         either = (held[:, :, None] | held[:, None, :]).view(count, -1).index_select(1, flat)
         score.mul_(either.to(score.dtype))
     if forbidden is not None and forbidden.numel():
@@ -150,7 +184,7 @@ class GroupScreen:
         self.noise_var = float(noise_var)
         self.screen = screen
         size = posterior.members.shape[1]
-        first_slot, second_slot = torch.triu_indices(size, size, 1, device=posterior.group.device)
+        first_slot, second_slot, _ = _slot_pairs(size, posterior.group.device)
         best, radius = [], []
         factors = posterior.local_factors().to(SCREEN_DTYPE) if posterior.n_local else None
         for groups in posterior.group_chunks():
@@ -177,6 +211,7 @@ class GroupScreen:
         self.shape = (posterior.n_groups, size)
         self.dirty: set[int] = set()
         self._drift_cache: tuple[int, tuple[Tensor, Tensor]] | None = None
+        self._rates_cache: tuple[int, tuple[float, float, float]] | None = None
 
     def _drift(self, posterior: GroupedPosterior) -> tuple[Tensor, Tensor]:
         """(C,) per context: the border's mean drift `|d m_c|` and covariance drift
@@ -191,7 +226,9 @@ class GroupScreen:
             (posterior.weight_mean - self.weight_mean)[local], dim=-1
         )
         drift = posterior.weight_cov - self.weight_cov
-        drift_cov = torch.linalg.matrix_norm(drift[local[:, :, None], local[:, None, :]], ord=2)
+        # the spectral norm of a symmetric block: its largest eigenvalue in absolute value
+        values = torch.linalg.eigvalsh(drift[local[:, :, None], local[:, None, :]])
+        drift_cov = values.abs().amax(-1)
         result = (l_mu * drift_mean, l_var * drift_cov)
         self._drift_cache = (posterior.version, result)
         return result
@@ -202,8 +239,18 @@ class GroupScreen:
         every group on each call."""
         if posterior.n_local == 0:
             return 0.0, 0.0
-        by_mean, by_cov = self._drift(posterior)
-        return float(by_cov.max()), float(by_mean.max())
+        by_cov, by_mean, _ = self._summary(posterior)
+        return by_cov, by_mean
+
+    def _summary(self, posterior: GroupedPosterior) -> tuple[float, float, float]:
+        """`rates` and `typical_slack`, read back in one transfer (kept for the posterior's
+        version)."""
+        if self._rates_cache is None or self._rates_cache[0] != posterior.version:
+            by_mean, by_cov = self._drift(posterior)
+            typical = by_mean * math.sqrt(self.typical_radius2) + by_cov * self.typical_radius2
+            values = torch.stack((by_cov.max(), by_mean.max(), typical.max())).tolist()
+            self._rates_cache = (posterior.version, (values[0], values[1], values[2]))
+        return self._rates_cache[1]
 
     def slack(self, posterior: GroupedPosterior, groups: Tensor | None = None) -> Tensor:
         """The most each clean group's pair scores (all, or `groups`) can have moved since the
@@ -227,9 +274,7 @@ class GroupScreen:
         passes the screening tolerance, the kept screen narrows little and is rebuilt."""
         if posterior.n_local == 0:
             return 0.0
-        by_mean, by_cov = self._drift(posterior)
-        typical = by_mean * math.sqrt(self.typical_radius2) + by_cov * self.typical_radius2
-        return float(typical.max())
+        return self._summary(posterior)[2]
 
     def fits(self, posterior: GroupedPosterior) -> bool:
         """Whether the screen still describes the posterior's layout."""
@@ -277,11 +322,8 @@ def screen_block_pairs(
     """
     size = posterior.members.shape[1]
     device = posterior.group.device
-    first_slot, second_slot = torch.triu_indices(size, size, 1, device=device)
+    first_slot, second_slot, _ = _slot_pairs(size, device)
     per_group = first_slot.numel()
-    # a mask over every clip only when some are excluded: at n = 1e6 building one costs ms
-    padded_allowed = None if allowed is None else torch.cat((allowed, allowed.new_zeros(1)))
-    padded_focus = None if focus is None else torch.cat((focus, focus.new_zeros(1)))
     kept_score: list[Tensor] = []
     kept_first: list[Tensor] = []
     kept_second: list[Tensor] = []
@@ -298,11 +340,11 @@ def screen_block_pairs(
             groups,
             shrink,
             noise_var,
-            padded_allowed,
+            allowed,
             forbidden,
             local_factors,
             screen,
-            padded_focus,
+            focus,
         )
         flat = values.reshape(-1)
         if floor[0] > 0:
@@ -331,7 +373,7 @@ def screen_block_pairs(
     def threshold() -> float:
         """The score an unscored group must beat to matter: the n_keep-th best so far (0
         while fewer are kept), or with a tolerance the best so far plus it."""
-        scores = torch.cat(kept_score) if kept_score else torch.zeros(0, device=device)
+        scores = _joined(kept_score) if kept_score else torch.zeros(0, device=device)
         if tolerance is not None:
             return (float(scores.max()) if scores.numel() else 0.0) + tolerance
         if scores.numel() < n_keep:
@@ -400,13 +442,18 @@ def screen_block_pairs(
             score(index)
             scored = torch.cat((scored, index))
             step *= 2
-    scores = torch.cat(kept_score) if kept_score else torch.zeros(0, device=device)
+    scores = _joined(kept_score) if kept_score else torch.zeros(0, device=device)
     if scores.numel() == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty
     best = torch.topk(scores, min(n_keep, scores.numel())).indices
-    first, second = torch.cat(kept_first)[best], torch.cat(kept_second)[best]
+    first, second = _joined(kept_first)[best], _joined(kept_second)[best]
     return torch.minimum(first, second), torch.maximum(first, second)
+
+
+def _joined(pieces: list[Tensor]) -> Tensor:
+    """`torch.cat(pieces)`, without the copy when there is one piece (read only after)."""
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
 
 class _Believer:
@@ -441,17 +488,16 @@ class _Believer:
 def _both_gains(
     mean: Tensor,
     variances: Tensor,
-    n_pending: int,
     n_candidates: int,
     request: PairRequest,
     both_threshold: float,
 ) -> Tensor:
     """`both_information_gain` of the candidates from the believer's projections: the
-    pending tasks, the candidates' differences, their first clips alone, their second clips
-    alone, in that order."""
-    diff = slice(n_pending, n_pending + n_candidates)
-    first = slice(n_pending + n_candidates, n_pending + 2 * n_candidates)
-    second = slice(n_pending + 2 * n_candidates, n_pending + 3 * n_candidates)
+    candidates' differences, their first clips alone, their second clips alone, in that
+    order."""
+    diff = slice(0, n_candidates)
+    first = slice(n_candidates, 2 * n_candidates)
+    second = slice(2 * n_candidates, 3 * n_candidates)
     var, var_i, var_j = variances[diff], variances[first], variances[second]
     sum_var = (2.0 * var_i + 2.0 * var_j - var).clamp_min(0.0)
     return both_information_gain(
@@ -539,8 +585,11 @@ def choose_block_pairs(
     pending: Pending | None,
     shrink: BlockShrink | None,
 ) -> list[PairChoice]:
-    """The batch from screened candidates (first, second): their joint Gaussian with the
-    pending tasks', exact gains, one believer step per pick (MATH.md §3-4).
+    """The batch from screened candidates (first, second): their joint Gaussian, with the
+    pending tasks' believer steps (MATH.md §4) read from `shrink` (the `block_shrink` of
+    `pending`, None when nothing is pending: its coefficients, and its joint for the
+    candidates' covariances with the tasks), exact gains, one believer step per pick
+    (MATH.md §3-4).
 
     Raises:
         NoEligibleTaskError: no candidate.
@@ -559,39 +608,39 @@ def choose_block_pairs(
         )
     objective, rule = OBJECTIVES[options.objective], RULES[options.rule]
     both = request.both_threshold if options.both_gain else None
-    n_pending = 0 if pending is None else len(pending)
+    # the pending tasks act through the shrink's steps alone, whose joint is kept with it
+    n_pending = 0 if shrink is None else shrink.factor.shape[0]
     n_candidates = first.numel()
-    all_first = first if pending is None else torch.cat((pending.first, first))
-    all_second = second if pending is None else torch.cat((pending.second, second))
+    all_first, all_second = first, second
     if both is not None:
         # each candidate's clips alone too: the both gain needs the pair's sum (MATH.md §3),
         # Var(f_i + f_j) = 2 Var f_i + 2 Var f_j - Var(f_i - f_j) under the same steps
         alone = torch.full_like(first, NO_SECOND)
-        all_first = torch.cat((all_first, first, second))
-        all_second = torch.cat((all_second, alone, alone))
+        all_first = torch.cat((first, first, second))
+        all_second = torch.cat((second, alone, alone))
     joint = posterior.joint(all_first, all_second)
     believer = _Believer(joint, n_pending + count)
     if shrink is not None:
         # the pending tasks' steps, from the shrink's recursion: cov(z_b, c_q) =
         # sum_p U_pq cov(z_b, z_p)
-        held = joint.columns(torch.arange(n_pending, device=first.device))
-        believer.columns[:, :n_pending] = held @ shrink.coefficients
+        believer.columns[:, :n_pending] = joint.cross(shrink.joint) @ shrink.coefficients
         believer.factors[:n_pending] = shrink.factor
         believer.held = n_pending
-    candidates = slice(n_pending, n_pending + n_candidates)
+    candidates = slice(0, n_candidates)
     mu = joint.mean[candidates]
     explained = joint.weight_var[candidates]
     taken = torch.zeros(first.numel(), dtype=torch.bool, device=first.device)
     choices: list[PairChoice] = []
     picked_var: list[float] = []
     picked: list[int] = []
-    for _ in range(min(count, first.numel())):
+    n_picks = min(count, first.numel())
+    for step in range(n_picks):
         variances = believer.variances()
         var = variances[candidates]
         if both is None:
             gains = objective(mu, var, noise_var, pair_cuts, keep=keep)
         else:
-            gains = _both_gains(joint.mean, variances, n_pending, n_candidates, request, both)
+            gains = _both_gains(joint.mean, variances, n_candidates, request, both)
         if options.weight_share > 0:
             # the weights' share of z's variance, r' S_w r in block form (engine.targeted):
             # pending tasks shrink only the total, as in the dense selection
@@ -600,11 +649,17 @@ def choose_block_pairs(
                 mu, part, noise_var + var - part, pair_cuts, keep=keep
             )
             gains = (1 - options.weight_share) * gains + options.weight_share * weights
-        open_ = torch.nonzero(~taken).flatten()
-        pick = int(open_[rule(gains[open_], options.beta, generator)])
+        if step == 0:  # nothing taken yet
+            pick = rule(gains, options.beta, generator)
+        else:
+            open_ = torch.nonzero(~taken).flatten()
+            pick = int(open_[rule(gains[open_], options.beta, generator)])
         taken[pick] = True
         picked.append(pick)
-        picked_var.append(believer.step(n_pending + pick, noise_var, pair_cuts))
+        if step + 1 < n_picks:
+            picked_var.append(believer.step(pick, noise_var, pair_cuts))
+        else:  # the last pick shrinks nothing after it: its variance is the one it was chosen by
+            picked_var.append(float(var[pick]))
         choices.append(PairChoice(int(first[pick]), int(second[pick]), float(gains[pick]), ()))
     # each pick's outcome probabilities, under the shrink it was chosen with
     probabilities = outcome_probabilities(

@@ -449,7 +449,7 @@ class BlockForm:
     def observe(self, events: Events) -> float:
         log_evidence, _ = self.posterior.observe(events)
         if self._screens:
-            touched = self.posterior.group[events.first].tolist()
+            touched = self.posterior.groups_of(events.first.tolist())
             for screen in self._screens.values():
                 screen.dirty.update(touched)
         return log_evidence
@@ -527,16 +527,21 @@ class BlockForm:
         self._shrink_cache = None
 
     def _shrink(
-        self, pending: Sequence[PendingTask], pair_cuts: Tensor, level_cuts: Tensor | None
+        self,
+        pending: Sequence[PendingTask],
+        pair_cuts: Tensor,
+        level_cuts: Tensor | None,
+        held: Pending | None = None,
     ) -> BlockShrink | None:
         """The pending tasks' `block_shrink`, kept while the posterior and the tasks (with
-        their raters' noise) stay as they were."""
+        their raters' noise) stay as they were; `held` is `pending` as a `Pending`, when the
+        caller has it."""
         levels = None if level_cuts is None else tuple(level_cuts.tolist())
         key = (self.posterior.version, tuple(pending), tuple(pair_cuts.tolist()), levels)
         if self._shrink_cache is None or self._shrink_cache[0] != key:
-            shrink = block_shrink(
-                self.posterior, _pending(pending, self.posterior.offset), pair_cuts, level_cuts
-            )
+            if held is None:
+                held = _pending(pending, self.posterior.offset)
+            shrink = block_shrink(self.posterior, held, pair_cuts, level_cuts)
             self._shrink_cache = (key, shrink)
         return self._shrink_cache[1]
 
@@ -547,13 +552,14 @@ class BlockForm:
         request: PairRequest,
     ) -> list[PairChoice]:
         _check_not_empty(self.posterior)
+        held = _pending(pending, self.posterior.offset)
         return select_block_pairs(
             self.posterior,
             request,
-            pending=_pending(pending, self.posterior.offset),
+            pending=held,
             kept=self._screen(request.noise_var, request.options),
             tolerance=SCREEN_TOLERANCE,
-            shrink=self._shrink(pending, request.pair_cuts, request.level_cuts),
+            shrink=self._shrink(pending, request.pair_cuts, request.level_cuts, held),
         )
 
     def note_batch(self, before: Sequence[int], ids: Sequence[int]) -> None:

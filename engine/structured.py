@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -51,7 +52,7 @@ from engine.blocks import GATE, Extra, Layout, border_layout
 from engine.ep import TOLERANCE, Sites, ep_sweeps
 from engine.gating import gate_loadings, gate_variances
 from engine.questions import NO_SECOND
-from engine.selection import Pending, in_sorted, shrink_coefficients
+from engine.selection import Pending, shrink_coefficients
 from engine.state import (
     Posterior,
     PriorScales,
@@ -95,6 +96,7 @@ class Directions(NamedTuple):
     pair: Tensor  # (H,) 1.0 for a pair within the group, 0.0 for a single clip
     sign: Tensor  # (H,) +1.0, or -1.0 for the second clip of a pair across groups
     embedded: Tensor  # (B, D) r_b = A' a_b in the full weight coordinates
+    all_pairs: bool = False  # every part is a pair within its group (pair 1.0, sign +1.0)
 
 
 class BlockShrink(NamedTuple):
@@ -107,6 +109,8 @@ class BlockShrink(NamedTuple):
         groups: (H,) sorted long, the groups holding pending tasks.
         correction: (H, M, M) the rest of their shrink.
         coefficients: (Q, Q) U of `shrink_coefficients`; factor: (Q,) k.
+        joint: the pending tasks' `JointProjections`, which a pick's candidates read their
+            covariances with (`JointProjections.cross`) instead of computing it again.
     """
 
     weight: Tensor
@@ -114,6 +118,7 @@ class BlockShrink(NamedTuple):
     correction: Tensor
     coefficients: Tensor
     factor: Tensor
+    joint: JointProjections
 
 
 class GroupedPosterior:
@@ -169,7 +174,24 @@ class GroupedPosterior:
         state["_single"] = None  # derived: a snapshot need not carry it
         state.pop("_local_table", None)
         state.pop("_last_direction", None)
+        state.pop("_host_layout", None)
         return state
+
+    def _host(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(group, slot, group_size) as NumPy arrays on the host, for the per-label reads of a
+        few ints, where a torch call per int would dwarf the work. Kept while the layout
+        tensors are the same objects (add_items replaces them; nothing writes them in place);
+        on a CPU they share the tensors' memory."""
+        layout = (self.group, self.slot, self.group_size)
+        kept = self.__dict__.get("_host_layout")
+        if kept is None or any(a is not b for a, b in zip(kept[0], layout, strict=True)):
+            kept = (layout, tuple(t.cpu().numpy() for t in layout))
+            self._host_layout = kept
+        return kept[1]
+
+    def groups_of(self, clips: list[int]) -> list[int]:
+        """The groups of the given clips, as ints."""
+        return self._host()[0][clips].tolist()
 
     def single(self) -> tuple[Tensor, Tensor, Tensor]:
         """(load, offset, within) in float32 (the blocks as they are now)."""
@@ -386,9 +408,10 @@ class GroupedPosterior:
 
     def _direction(
         self, i: int, j: int
-    ) -> tuple[int, int, int, int, Tensor, Tensor, Tensor, Tensor, float]:
+    ) -> tuple[int, int, int, int, Tensor, Tensor, Tensor, Tensor, float, float, float, float]:
         """For a = e_i - e_j (or e_i when j = -1): the group, its size, both slots (-1 for
-        none), u = P a, r = A' a, the local weight positions, c = S_w r and q = r' c."""
+        none), u = P a, r = A' a, the local weight positions, c = S_w r, q = r' c, and
+        `r' m_w`, `a' b` and `a' P a` (the marginal's terms)."""
         # an update reads the direction twice (its marginal, then its step) on one state
         kept = self.__dict__.get("_last_direction")
         if kept is not None and kept[0] == (self.version, i, j):
@@ -399,31 +422,38 @@ class GroupedPosterior:
 
     def _compute_direction(
         self, i: int, j: int
-    ) -> tuple[int, int, int, int, Tensor, Tensor, Tensor, Tensor, float]:
+    ) -> tuple[int, int, int, int, Tensor, Tensor, Tensor, Tensor, float, float, float, float]:
         """`_direction`, computed."""
-        g, si = int(self.group[i]), int(self.slot[i])
+        group, slot, group_size = self._host()
+        g, si = int(group[i]), int(slot[i])
         sj = NO_SECOND
         if j != NO_SECOND:
-            if int(self.group[j]) != g:
+            if int(group[j]) != g:
                 raise ValueError(
                     f"clips {i} and {j} are in different groups: the structured posterior "
                     "takes pairs within a group (across_groups is off)"
                 )
-            sj = int(self.slot[j])
-        size = int(self.group_size[g])
-        within, load = self.within[g, :size], self.load[g]
+            sj = int(slot[j])
+        size = int(group_size[g])
+        within, load, offset = self.within[g, :size], self.load[g], self.offset[g]
+        local = self.local_index(self.group_context[g])
         if sj != NO_SECOND:
             u, r = within[:, si] - within[:, sj], load[si] - load[sj]
+            own = (offset[si] - offset[sj], u[si] - u[sj])
         else:
             u, r = within[:, si].clone(), load[si].clone()
-        local = self.local_index(self.group_context[g])
+            own = (offset[si], u[si])
         c = self.weight_cov[:, local] @ r
-        q = float(r @ c[local])
-        return g, size, si, sj, u, r, local, c, q
+        # the scalars, read back in one transfer: q = r' c, r' m_w, a' b and a' P a
+        q, r_mean, offset_mean, own_var = torch.stack(
+            (r @ c[local], r @ self.weight_mean[local], *own)
+        ).tolist()
+        return g, size, si, sj, u, r, local, c, q, r_mean, offset_mean, own_var
 
     def _across(self, i: int, j: int) -> bool:
         """Whether (i, j) is a pair across groups (refused unless `across_groups`)."""
-        if j == NO_SECOND or int(self.group[i]) == int(self.group[j]):
+        group = self._host()[0]
+        if j == NO_SECOND or group[i] == group[j]:
             return False
         if not self.across_groups:
             self._direction(i, j)  # raises the exact form's error
@@ -470,14 +500,8 @@ class GroupedPosterior:
             mu = float(r @ self.weight_mean) + sum(p[3] for p in parts)
             var = float(r @ self.weight_cov @ r) + sum(p[4] for p in parts)
             return mu, max(var, 0.0)
-        g, _, si, sj, u, r, local, _, q = self._direction(i, j)
-        offset = self.offset[g]
-        mu = float(r @ self.weight_mean[local] + offset[si])
-        var = float(u[si]) + q
-        if sj != NO_SECOND:
-            mu -= float(offset[sj])
-            var -= float(u[sj])
-        return mu, max(var, 0.0)
+        *_, q, r_mean, offset_mean, own_var = self._direction(i, j)
+        return r_mean + offset_mean, max(own_var + q, 0.0)
 
     def rank_one(
         self,
@@ -495,12 +519,11 @@ class GroupedPosterior:
         if border is not None or sign > 0 or self._across(i, j):
             self._rank_one_projected(i, j, alpha, beta, border, sign)
             return
-        g, size, _, _, u, r, local, c, q = self._direction(i, j)
+        g, size, _, _, u, r, _, c, q, r_mean, _, _ = self._direction(i, j)
         denominator = 1.0 + beta * q
         if not denominator > 0:
             raise FloatingPointError("the rank-1 step would make the weight covariance singular")
         k = beta / denominator
-        r_mean = float(r @ self.weight_mean[local])
         self.offset[g, :size].add_(u, alpha=alpha - k * (r_mean + alpha * q))
         self.load[g, :size].addr_(u, r, alpha=k)
         self.within[g, :size, :size].addr_(u, u, alpha=k)
@@ -571,14 +594,18 @@ class GroupedPosterior:
         for i, j in zip(first, second, strict=True):
             if not 0 <= i < n or not (j == NO_SECOND or 0 <= j < n):
                 raise IndexError(f"an event refers to a clip outside 0..{n - 1}")
-        pair = events.second != NO_SECOND
-        across = self.group[events.first[pair]] != self.group[events.second[pair]]
-        if bool(across.any()) and not self.across_groups:
-            b = int(torch.nonzero(pair).flatten()[torch.nonzero(across).flatten()[0]])
-            raise ValueError(
-                f"clips {first[b]} and {second[b]} are in different groups: the structured "
-                "posterior takes pairs within a group"
-            )
+        if not self.across_groups:
+            group = self._host()[0]
+            firsts, seconds = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
+            pair = seconds != NO_SECOND
+            across = np.zeros(len(first), dtype=bool)
+            across[pair] = group[firsts[pair]] != group[seconds[pair]]
+            if across.any():
+                b = int(np.flatnonzero(across)[0])
+                raise ValueError(
+                    f"clips {first[b]} and {second[b]} are in different groups: the "
+                    "structured posterior takes pairs within a group"
+                )
         borders, signs = events.border_parts(self.n_weights), events.signs()
         moments = event_moment_function(events, likelihood)
         model_log_z = self.weight_mean.new_zeros(len(first))
@@ -600,6 +627,7 @@ class GroupedPosterior:
             setattr(twin, name, value.clone() if isinstance(value, Tensor) else value)
         twin._single = None  # its own, made when a screen first asks
         twin.__dict__.pop("_last_direction", None)
+        twin.__dict__.pop("_host_layout", None)
         return twin
 
     # read-outs --------------------------------------------------------------------------------
@@ -611,11 +639,16 @@ class GroupedPosterior:
         return self._local_blocks(weight_cov)
 
     def local_factors(self, shrink: BlockShrink | None = None) -> Tensor:
-        """(C, 2K, 2K) F_c with F_c F_c' = `local_blocks(shrink)`[c] (from its eigenvectors,
-        negative rounding clamped): a group's border share is then (A_g F_c)(A_g F_c)', one
-        small product per group instead of two."""
+        """(C, 2K, 2K) F_c with F_c F_c' = `local_blocks(shrink)`[c]: a group's border share is
+        then (A_g F_c)(A_g F_c)', one small product per group instead of two. The Cholesky
+        factor where every block is positive definite (a tenth of an eigendecomposition's
+        cost), else from the eigenvectors, negative rounding clamped."""
         blocks = self.local_blocks(shrink)
-        values, vectors = torch.linalg.eigh(0.5 * (blocks + blocks.transpose(1, 2)))
+        blocks = 0.5 * (blocks + blocks.transpose(1, 2))
+        factor, info = torch.linalg.cholesky_ex(blocks)
+        if not bool(info.any()):
+            return factor
+        values, vectors = torch.linalg.eigh(blocks)
         return vectors * values.clamp_min(0.0).sqrt()[:, None, :]
 
     def _local_blocks(self, weight_cov: Tensor) -> Tensor:
@@ -646,16 +679,26 @@ class GroupedPosterior:
         return product @ rows.transpose(1, 2) if full else (product * rows).sum(-1)
 
     def _group_means(
-        self, groups: slice | Tensor = slice(None), dtype: torch.dtype | None = None
+        self,
+        groups: slice | Tensor = slice(None),
+        dtype: torch.dtype | None = None,
+        context: Tensor | None = None,
+        rows: Tensor | None = None,
     ) -> Tensor:
         """(G, M) `A_g m_w + b_g` (0 past each group's size: A and b are 0 there); in single
-        precision from `single()` when `dtype` is float32 and the state is not."""
-        local = self.local_index(self.group_context[groups].clamp_min(0))  # (G, 2K)
+        precision from `single()` when `dtype` is float32 and the state is not. `context`
+        (the groups' contexts, clamped at 0) and `rows` (their blocks of A, in that
+        precision), when the caller has them."""
+        if context is None:
+            context = self.group_context[groups].clamp_min(0)
+        local = self.local_index(context)  # (G, 2K)
         if self._reads_single(dtype):
             load, offset, _ = self.single()
+            rows = load[groups] if rows is None else rows
             weights = self.weight_mean.to(load.dtype)[local]
-            return torch.bmm(load[groups], weights[:, :, None])[:, :, 0] + offset[groups]
-        means = (self.load[groups] * self.weight_mean[local][:, None, :]).sum(-1)
+            return torch.bmm(rows, weights[:, :, None])[:, :, 0] + offset[groups]
+        rows = self.load[groups] if rows is None else rows
+        means = (rows * self.weight_mean[local][:, None, :]).sum(-1)
         return means + self.offset[groups]
 
     def _reads_single(self, dtype: torch.dtype | None) -> bool:
@@ -740,11 +783,11 @@ class GroupedPosterior:
             load, _, within = self.single()
         dtype = dtype or self.within.dtype
         context = self.group_context[groups].clamp_min(0)
-        cov = within[groups]
+        cov, rows = within[groups], load[groups]
         if self.n_local and cov.shape[0]:
             if local_factors is None:
                 local_factors = self.local_factors(shrink)
-            spread = torch.bmm(load[groups], local_factors.to(dtype)[context])
+            spread = torch.bmm(rows, local_factors.to(dtype)[context])
             cov = torch.baddbmm(cov, spread, spread.transpose(1, 2))
         else:
             cov = cov.clone()  # the shrink below must not write into the posterior's blocks
@@ -757,11 +800,13 @@ class GroupedPosterior:
                 if hi > lo:
                     cov[shrink.groups[lo:hi] - start] -= shrink.correction[lo:hi].to(dtype)
             else:
-                hit = torch.nonzero(in_sorted(groups, shrink.groups)).flatten()
+                # `in_sorted`, keeping the positions it finds
+                at = torch.searchsorted(shrink.groups, groups)
+                at.clamp_(max=shrink.groups.numel() - 1)
+                hit = torch.nonzero(shrink.groups[at] == groups).flatten()
                 if hit.numel():
-                    at = torch.searchsorted(shrink.groups, groups[hit])
-                    cov[hit] -= shrink.correction[at].to(dtype)
-        mean = self._group_means(groups, dtype).to(dtype)
+                    cov[hit] -= shrink.correction[at[hit]].to(dtype)
+        mean = self._group_means(groups, dtype, context, rows).to(dtype)
         return GroupMarginals(self.members[groups], mean, cov)
 
     def directions(self, first: Tensor, second: Tensor) -> Directions:
@@ -773,13 +818,15 @@ class GroupedPosterior:
         """
         single = second == NO_SECOND
         other = torch.where(single, first, second)
-        across = self.group[first] != self.group[other]
+        group = self.group[first]
+        across = group != self.group[other]
+        any_across, any_single = torch.stack((across.any(), single.any())).tolist()
         n_directions = first.shape[0]
         owner = torch.arange(n_directions, device=first.device)
         dtype = self.offset.dtype
         pair = (~single).to(dtype)
         sign = torch.ones_like(pair)
-        if bool(across.any()):
+        if any_across:
             if not self.across_groups:
                 raise ValueError("a direction pairs clips of two groups")
             # a pair across groups: its first clip alone, then its second alone with sign -1
@@ -788,16 +835,22 @@ class GroupedPosterior:
             other = torch.cat((torch.where(across, first, other), other[across]))
             first = torch.cat((first, other[n_directions:]))
             owner = torch.cat((owner, owner[across]))
-        group = self.group[first]
+            group = self.group[first]
         slot_i, slot_j = self.slot[first], self.slot[other]
-        rows = self.load[group, slot_i] - self.load[group, slot_j] * pair[:, None]
+        all_pairs = not (any_across or any_single)
+        second_rows = self.load[group, slot_j]
+        rows = self.load[group, slot_i] - (
+            second_rows if all_pairs else second_rows * pair[:, None]
+        )
+        if owner.shape[0] != n_directions:
+            rows = rows * sign[:, None]  # -1 only on the second parts of pairs across groups
         parts = rows.new_zeros(first.shape[0], self.n_weights)
         if self.n_local:
-            parts.scatter_add_(1, self.local_index(self.group_context[group]), rows * sign[:, None])
+            parts.scatter_add_(1, self.local_index(self.group_context[group]), rows)
         embedded = parts
         if owner.shape[0] != n_directions:  # two parts for a pair across groups: sum them
             embedded = parts.new_zeros(n_directions, self.n_weights).index_add_(0, owner, parts)
-        return Directions(owner, group, slot_i, slot_j, pair, sign, embedded)
+        return Directions(owner, group, slot_i, slot_j, pair, sign, embedded, all_pairs)
 
     def joint(self, first: Tensor, second: Tensor) -> JointProjections:
         """The joint Gaussian of B projections z_b = a_b . theta, read by columns."""
@@ -892,6 +945,8 @@ class JointProjections:
         mean, var: (B,) E z_b and Var z_b.
         weight_var: (B,) the border's share of Var z_b, r_b' S_w r_b.
         through: (B, D) S_w r_b.
+        u: (parts, M) P_g a_p over each part's group's slots.
+        slots: (parts, M) a_p over its group's slots: `a_q' P_g a_p` is `u_p . slots_q`.
     """
 
     def __init__(self, posterior: GroupedPosterior, where: Directions) -> None:
@@ -901,12 +956,20 @@ class JointProjections:
         group, si, sj, pair, sign = where.group, where.slot_i, where.slot_j, where.pair, where.sign
         self.through = where.embedded @ posterior.weight_cov
         self.weight_var = (self.through * where.embedded).sum(-1)
-        offsets = sign * (posterior.offset[group, si] - posterior.offset[group, sj] * pair)
-        # u_p = P_g a_p over the group's slots; a_q' P_g a_p reads u_p at q's slots
-        within = posterior.within
-        self.u = (within[group, si] - within[group, sj] * pair[:, None]) * sign[:, None]
-        rows = torch.arange(group.shape[0], device=group.device)
-        own = (self.u[rows, si] - self.u[rows, sj] * pair) * sign  # a_p' P_g a_p
+        within, offset = posterior.within, posterior.offset
+        self.slots = within.new_zeros(group.shape[0], within.shape[1])
+        self.slots.scatter_(1, si[:, None], 1.0)
+        self.slots.scatter_add_(1, sj[:, None], -pair[:, None])
+        if where.all_pairs:  # a = e_i - e_j throughout: no factor `pair` to apply
+            offsets = offset[group, si] - offset[group, sj]
+            self.u = within[group, si] - within[group, sj]
+        else:
+            offsets = offset[group, si] - offset[group, sj] * pair
+            self.u = within[group, si] - within[group, sj] * pair[:, None]
+        if self.split:  # signs are -1 only on the second parts of pairs across groups
+            offsets, self.u = sign * offsets, self.u * sign[:, None]
+            self.slots.mul_(sign[:, None])
+        own = (self.u * self.slots).sum(-1)  # a_p' P_g a_p
         mean = where.embedded @ posterior.weight_mean
         if self.split:  # a pair across groups: its two parts add (they share no group)
             self.mean = mean.index_add_(0, where.owner, offsets)
@@ -926,18 +989,26 @@ class JointProjections:
             column_of = lookup[where.owner[take]]
         else:
             take = index
-        si, sj, pair, sign = (
-            where.slot_i[take],
-            where.slot_j[take],
-            where.pair[take],
-            where.sign[take],
-        )
-        same = (where.group[:, None] == where.group[take][None, :]).to(self.u.dtype)
-        parts = (self.u[:, si] - self.u[:, sj] * pair[None, :]) * (sign[None, :] * same)
+        same = where.group[:, None] == where.group[take][None, :]
+        parts = (self.u @ self.slots[take].T).mul_(same)
         if self.split:
             rows = parts.new_zeros(where.embedded.shape[0], take.shape[0])
             rows.index_add_(0, where.owner, parts)
             parts = rows.new_zeros(rows.shape[0], index.shape[0]).index_add_(1, column_of, rows)
+        return border + parts
+
+    def cross(self, other: JointProjections) -> Tensor:
+        """(B, C) `Cov(z_b, y_c)` with another set of C projections of the same posterior in
+        the same state: the border's share, plus `a_q' P_g a_p` for parts in one group."""
+        mine, theirs = self.where, other.where
+        border = self.through @ theirs.embedded.T
+        same = mine.group[:, None] == theirs.group[None, :]
+        parts = (self.u @ other.slots.T).mul_(same)
+        if self.split:  # a pair across groups: its two parts add
+            rows = border.shape[0]
+            parts = parts.new_zeros(rows, parts.shape[1]).index_add_(0, mine.owner, parts)
+        if other.split:
+            parts = parts.new_zeros(border.shape).index_add_(1, theirs.owner, parts)
         return border + parts
 
 
@@ -993,16 +1064,16 @@ def block_shrink(
     own = u.new_zeros(groups.shape[0], size, coefficients.shape[1])  # (H, M, Q): v_hq
     # a pair across groups adds to both groups' own terms; the coupling of the two groups'
     # blocks is not kept (the factorised form keeps each group's block only)
-    own.index_add_(0, slot_group, u[:, :, None] * coefficients[where.owner][:, None, :])
+    by_part = coefficients[where.owner] if joint.split else coefficients  # owner: 0..Q-1 else
+    own.index_add_(0, slot_group, u[:, :, None] * by_part[:, None, :])
     local = posterior.local_index(posterior.group_context[groups])  # (H, 2K)
-    through = posterior.load[groups] @ border[local]  # (H, M, Q): A_h Omega_q
-    scaled_through, scaled_own = through * factor, own * factor
-    correction = (
-        scaled_through @ own.transpose(1, 2)
-        + scaled_own @ through.transpose(1, 2)
-        + scaled_own @ own.transpose(1, 2)
+    through = torch.bmm(posterior.load[groups], border[local])  # (H, M, Q): A_h Omega_q
+    # T F V' + V F T' + V F V' = (T + V) F V' + V F T', T = through, V = own, F = diag(k)
+    scaled_own = own * factor
+    correction = torch.baddbmm(
+        torch.bmm(scaled_own, through.transpose(1, 2)), through + own, scaled_own.transpose(1, 2)
     )
-    return BlockShrink(weight, groups, correction, coefficients, factor)
+    return BlockShrink(weight, groups, correction, coefficients, factor, joint)
 
 
 def refine_grouped(
