@@ -567,9 +567,10 @@ def select_pair_batch(
         )
     )
     mean, cov = posterior.item_mean, posterior.item_cov
-    # a stale gain plus the objective's rise bound bounds the fresh one (the rise is 0 for
-    # forced choice); without a finite bound every pick re-scores the kept candidates
-    rise = objective.rise(pair_cuts, noise_var)
+    # a stale gain plus the objective's rise bound, for this rater's keep probability, bounds
+    # the fresh one (the rise is 0 for forced choice, ~0 for a lapsing rater with narrow tie
+    # margins); without a finite bound every pick re-scores the kept candidates
+    rise = objective.rise(pair_cuts, noise_var, keep)
     both = both_threshold if options.both_gain else None
     if both is not None:
         rise = math.inf  # no rise bound is known for the both gain: re-score after each pick
@@ -688,6 +689,13 @@ def select_pair_batch(
                     # with a rise bound, every stale gain whose lifted bound beats the best
                     # fresh one may win, and there are many: re-scored in one call
                     best_fresh = bound[fresh].max(initial=-math.inf)
+                    if rise > 0 and best_fresh == -math.inf:
+                        # nothing fresh yet (just after a pick): the top few bounds first, so
+                        # the best fresh gain they give rules out most of the others
+                        top = stale[np.argpartition(lifted[stale], -LAZY_BLOCK)[-LAZY_BLOCK:]]
+                        bound[top], variance[top] = scored(top)
+                        fresh[top] = True
+                        continue
                     contenders = stale[lifted[stale] > best_fresh] if rise > 0 else stale[:0]
                     if len(contenders) > LAZY_BLOCK:
                         stale = contenders
