@@ -34,17 +34,20 @@ def is_admin(connection: ASGIConnection) -> bool:
     return token is not None and hmac.compare_digest(token.encode(), key.encode())
 
 
-def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """Litestar guard: only the admin key passes."""
+async def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Litestar guard: only the admin key passes. A coroutine: Litestar runs a sync guard in
+    its thread pool, a round trip through a worker thread per request for a dict lookup."""
     if not is_admin(connection):
         raise Unauthorized(
             detail="this endpoint needs the admin key: send 'Authorization: Bearer <admin key>'"
         )
 
 
-def rater_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+async def rater_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """Litestar guard: a known rater token passes. Guards run before the body is read, so a
-    caller without a token never gets the service to buffer or decode what they send."""
+    caller without a token never gets the service to buffer or decode what they send. A
+    coroutine, as `admin_guard`: the lookup never blocks, and a sync guard would cost each
+    judgment a hop through Litestar's thread pool."""
     connection.app.state.service.rater_ids(bearer(connection))
 
 

@@ -559,6 +559,11 @@ class Health(Struct, kw_only=True):
     campaigns_loaded: int
 
 
+class Whoami(Struct, kw_only=True):
+    rater_id: int
+    campaign_id: int
+
+
 def to_builtins(value: Struct) -> object:
     """A Struct as JSON-ready builtins (for tests and the CLI)."""
     return msgspec.to_builtins(value)
@@ -603,4 +608,5 @@ __all__ = [
     "TargetsIn",
     "Weight",
     "Weights",
+    "Whoami",
 ]

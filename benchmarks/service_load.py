@@ -26,6 +26,18 @@ assign_p99_ms, judge_p99_ms, errors, ...}`): throughput of judgments and assignm
 percentiles, and errors (any non-2xx answer or transport error). After the run it checks that
 every acknowledged judgment is in the export (nothing acknowledged was lost).
 
+Each row also records, from the same run, the two ceilings that can bind: the server's HTTP
+ceiling (right after the run, the same client processes and connections hammer `GET
+/v1/whoami`, the same stack's cheapest authenticated call, closed loop for `--http-seconds`;
+requests/s, and cycles/s at two requests per judgment) and the engine's (what one handed-out
+task costs the campaign's engine, measured apart in this process); `binds` names the lower
+one, or "neither" when a paced run offers less than both.
+
+Past the dense form's limit (`--n-clips 100000`) the campaign is kept in blocks
+(`structure="blocks"`, same-prompt pairs), its clips are synthetic (prompts of 20, 5 criteria
+correlated with the true quality) and uploaded as JSON lines to `POST
+/v1/campaigns/{id}/clips/bulk` in 1 MiB chunks, as benchmarks/bulk_upload.py does.
+
 Outputs `benchmarks/results/service_load.{json,md}` and prints the table. Run from the
 repository root:
 
@@ -33,6 +45,8 @@ repository root:
     python -m benchmarks.service_load --clients 8 --n-clips 100 --duration 10
     python -m benchmarks.service_load --clients 16 --refill-batch 1,8,16   # the queue's batch
     python -m benchmarks.service_load --clients 64 --rate 500     # latency at 500 judgments/s
+    python -m benchmarks.service_load --clients 16,64 --n-clips 1000,100000 --rate 0,500 --runs 5
+    python -m benchmarks.service_load --clients 64 --profile /tmp/load   # the server, cProfiled
 
 Client processes share the machine with the server: on 2 cores they take CPU from it.
 """
@@ -48,6 +62,7 @@ import multiprocessing
 import os
 import platform
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -69,6 +84,9 @@ GROUP_SIZE = 20
 TARGET = {"judgments_per_s": 500.0, "p99_ms": 50.0}
 SATURATED_PENDING = 4
 APPLY_BATCH: int = Settings.__dataclass_fields__["apply_batch"].default  # type: ignore[assignment]
+DEMO_MAX_CLIPS = 5_000  # sim.demo's world lists every pair; past this the clips come from here
+CHUNK_BYTES = 1 << 20  # a bulk upload's chunk, as benchmarks/bulk_upload.py sends it
+HTTP_WARMUP_S = 0.5  # uncounted start of the HTTP ceiling's hammering
 
 
 def free_port() -> int:
@@ -79,9 +97,14 @@ def free_port() -> int:
 
 
 def start_server(
-    database_url: str, port: int, threads: int | None, refill_batch: int | None = None
+    database_url: str,
+    port: int,
+    threads: int | None,
+    refill_batch: int | None = None,
+    profile: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`python -m api` on loopback; returns once /healthz answers."""
+    """`python -m api` on loopback (under cProfile into `profile` when given: the server
+    process, not the campaigns' engine processes); returns once /healthz answers."""
     import httpx
 
     env = {**os.environ, "RATINGPARTY_ADMIN_KEY": ADMIN_KEY, "DATABASE_URL": database_url}
@@ -90,8 +113,11 @@ def start_server(
     env["RATINGPARTY_DEVICE"] = env.get("RATINGPARTY_DEVICE", "cpu")
     if threads:
         env["RATINGPARTY_ENGINE_THREADS"] = str(threads)
+    command = [sys.executable, "-m", "api", "--port", str(port), "--log-level", "warning"]
+    if profile:
+        command[1:1] = ["-m", "cProfile", "-o", profile]
     process = subprocess.Popen(
-        [sys.executable, "-m", "api", "--port", str(port), "--log-level", "warning"],
+        command,
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -111,40 +137,107 @@ def start_server(
     raise RuntimeError("server did not answer /healthz within 60 s")
 
 
+def structure_for(n_clips: int) -> str:
+    """How the service keeps a campaign of `n_clips`: dense up to the dense form's limit,
+    else in blocks (same-prompt pairs, exact)."""
+    from engine.forms import FORMS
+
+    limit = FORMS["dense"].max_items
+    return "dense" if limit is None or n_clips <= limit else "blocks"
+
+
+def clip_data(n_clips: int, seed: int) -> Any:
+    """The campaign's clips: `sim.demo.demo_clips` (prompts of 20) up to DEMO_MAX_CLIPS,
+    `synthetic_clips` past it (sim's world enumerates all n^2 / 2 pairs)."""
+    from sim.demo import demo_clips
+
+    if n_clips <= DEMO_MAX_CLIPS:
+        return demo_clips(n_clips, n_groups=max(1, n_clips // GROUP_SIZE), seed=seed)
+    return synthetic_clips(n_clips, seed)
+
+
+def synthetic_clips(n_clips: int, seed: int) -> Any:
+    """demo_clips' shape without its pair list: prompts of GROUP_SIZE clips, 3 prompt
+    categories, true quality N(0, 1) JOD plus a prompt offset, 5 criteria scored on 0-10 with
+    correlation 0.7 to the quality, 5 % of the scores missing."""
+    from sim.demo import DemoClips, demo_clips
+
+    criteria = demo_clips(2 * GROUP_SIZE, n_groups=2, seed=seed).criteria
+    rng = np.random.default_rng(seed)
+    group = np.arange(n_clips) // GROUP_SIZE
+    quality = rng.normal(0.0, 1.0, n_clips) + rng.normal(0.0, 0.5, group[-1] + 1)[group]
+    scores = 5.0 + 1.5 * (
+        0.7 * quality[:, None] + np.sqrt(1 - 0.7**2) * rng.normal(size=(n_clips, len(criteria)))
+    )
+    scores = np.round(scores, 4)
+    missing = rng.random(scores.shape) < 0.05
+    categories = ("animals", "sports", "landscapes")
+    clips = [
+        {
+            "external_id": f"clip-{i:06d}",
+            "uri": f"https://example.org/load/prompt-{g:05d}/clip-{i:06d}.mp4",
+            "group": f"prompt-{g:05d}",
+            "context": categories[g % len(categories)],
+            "scores": {
+                name: None if gone else value
+                for name, value, gone in zip(criteria, row, holes, strict=True)
+            },
+        }
+        for i, (g, row, holes) in enumerate(
+            zip(group.tolist(), scores.tolist(), missing.tolist(), strict=True)
+        )
+    ]
+    truth = {clip["external_id"]: float(q) for clip, q in zip(clips, quality, strict=True)}
+    return DemoClips(tuple(criteria), clips, truth)
+
+
 def setup_campaign(
     base: str, n_clips: int, n_raters: int, seed: int, ties: bool = True
 ) -> dict[str, Any]:
-    """Campaign, clips and raters over HTTP; returns ids, tokens and the true qualities."""
+    """Campaign, clips and raters over HTTP; returns ids, tokens and the true qualities. Past
+    the dense limit the campaign is kept in blocks and its clips are a bulk upload."""
     import httpx
+    import msgspec
 
-    from sim.demo import demo_clips
-
-    data = demo_clips(n_clips, n_groups=max(1, n_clips // GROUP_SIZE), seed=seed)
+    data = clip_data(n_clips, seed)
+    structure = structure_for(n_clips)
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    with httpx.Client(base_url=base, headers=admin, timeout=120) as client:
-        campaign = (
-            client.post(
-                "/v1/campaigns",
-                json={
-                    "name": "load",
-                    "criteria": list(data.criteria),
-                    "ties": ties,
-                    "lease_seconds": 60,
-                },
-            )
-            .raise_for_status()
-            .json()
-        )
+    with httpx.Client(base_url=base, headers=admin, timeout=600) as client:
+        body: dict[str, Any] = {
+            "name": "load",
+            "criteria": list(data.criteria),
+            "ties": ties,
+            "lease_seconds": 60,
+        }
+        if structure != "dense":
+            body["structure"] = structure
+        campaign = client.post("/v1/campaigns", json=body).raise_for_status().json()
         cid = campaign["id"]
-        client.post(f"/v1/campaigns/{cid}/clips", json={"clips": data.clips}).raise_for_status()
+        if structure == "dense":
+            client.post(f"/v1/campaigns/{cid}/clips", json={"clips": data.clips}).raise_for_status()
+        else:
+            lines = memoryview(msgspec.json.Encoder().encode_lines(data.clips))
+            client.post(
+                f"/v1/campaigns/{cid}/clips/bulk",
+                params={"format": "jsonl"},
+                content=(
+                    bytes(lines[at : at + CHUNK_BYTES]) for at in range(0, len(lines), CHUNK_BYTES)
+                ),
+            ).raise_for_status()
         tokens = [
             client.post(f"/v1/campaigns/{cid}/raters", json={"name": f"r{r}"})
             .raise_for_status()
             .json()["token"]
             for r in range(n_raters)
         ]
-        # load the campaign (replay) and choose the first tasks before the clock starts
-        client.get(f"/v1/campaigns/{cid}/leaderboard").raise_for_status()
+        # load the campaign (replay) and choose the first tasks before the clock starts; the
+        # campaign's engine process answers 503 while it starts
+        deadline = time.monotonic() + 300
+        while (answer := client.get(f"/v1/campaigns/{cid}/leaderboard")).status_code == 503:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        answer.raise_for_status()
     return {"campaign_id": cid, "tokens": tokens, "quality": data.quality}
 
 
@@ -222,6 +315,76 @@ async def _rater(
                 out["judge"].append(took)
 
 
+async def _whoami(
+    base: str, token: str, stop_at: float, count_from: float, out: dict[str, list[Any]]
+) -> None:
+    """One rater's keep-alive connection asking `GET /v1/whoami` until `stop_at`, no think
+    time; each answer's latency after `count_from` in out["http"]."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(
+        base_url=base,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=aiohttp.ClientTimeout(total=30),
+        connector=aiohttp.TCPConnector(limit=1),
+    ) as client:
+        while time.monotonic() < stop_at:
+            started = time.monotonic()
+            try:
+                async with client.get("/v1/whoami") as response:
+                    await response.read()
+            except (TimeoutError, aiohttp.ClientError) as error:
+                out["errors"].append(f"whoami: {type(error).__name__}")
+                continue
+            if response.status != 200:
+                out["errors"].append(f"whoami {response.status}")
+            elif started >= count_from:
+                out["http"].append(time.monotonic() - started)
+
+
+def _whoami_process(args: tuple[Any, ...]) -> dict[str, list[Any]]:
+    base, tokens, stop_at_wall, count_from_wall = args
+    out: dict[str, list[Any]] = {"http": [], "errors": []}
+    offset = time.monotonic() - time.time()
+    stop_at, count_from = stop_at_wall + offset, count_from_wall + offset
+
+    async def main() -> None:
+        await asyncio.gather(*(_whoami(base, t, stop_at, count_from, out) for t in tokens))
+
+    asyncio.run(main())
+    return out
+
+
+def http_ceiling(pool: Any, base: str, chunks: list[list[str]], seconds: float) -> dict[str, Any]:
+    """The server's HTTP ceiling: the load's client processes (`pool`, one per chunk of
+    tokens, one connection per rater) ask the cheapest authenticated call, `GET /v1/whoami`
+    (token check, no database, no engine), closed loop for `seconds` after HTTP_WARMUP_S.
+    Requests per second, and judgment cycles per second (2 requests each)."""
+    start = time.time() + 0.2
+    count_from, stop_at = start + HTTP_WARMUP_S, start + HTTP_WARMUP_S + seconds
+    results = pool.map(_whoami_process, [(base, chunk, stop_at, count_from) for chunk in chunks])
+    latencies = np.array([t for r in results for t in r["http"]]) * 1000
+    per_s = latencies.size / seconds
+    return {
+        "http_requests_per_s": round(per_s, 1),
+        "http_cycles_per_s": round(per_s / 2, 1),
+        "http_p99_ms": round(float(np.percentile(latencies, 99)), 2) if latencies.size else None,
+        "http_errors": sum(len(r["errors"]) for r in results),
+    }
+
+
+def binds(row: dict[str, Any]) -> str:
+    """Which ceiling is lower, engine or http; "neither" when the run offered less than both
+    (a paced run); "?" when a ceiling is missing."""
+    engine, http = row.get("engine_ceiling_per_s"), row.get("http_cycles_per_s")
+    if not engine or not http:
+        return "?"
+    offered = row.get("offered_per_s")
+    if offered and offered < min(engine, http):
+        return "neither"
+    return "engine" if engine <= http else "http"
+
+
 def _text(raw: bytes) -> str:
     """The start of an error response's body, for the error samples."""
     return raw.decode(errors="replace")[:200]
@@ -283,15 +446,18 @@ def run_load(
     ties: bool = True,
     refill_batch: int = 1,
     rate: float = 0.0,
+    http_seconds: float = 0.0,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     """One server, one campaign, `clients` raters for `warmup + duration` seconds, closed
-    loop or (`rate` > 0) paced at `rate` cycles per second in all."""
+    loop or (`rate` > 0) paced at `rate` cycles per second in all; then, with
+    `http_seconds`, the server's HTTP ceiling from the same client processes."""
     import httpx
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as folder:
-        server = start_server(f"sqlite:///{folder}/load.db", port, threads, refill_batch)
+        server = start_server(f"sqlite:///{folder}/load.db", port, threads, refill_batch, profile)
         try:
             setup = setup_campaign(base, n_clips, clients, seed, ties)
             cid, tokens = setup["campaign_id"], setup["tokens"]
@@ -319,14 +485,18 @@ def run_load(
                         for p, chunk in enumerate(chunks)
                     ],
                 )
-            ended = min(time.time(), stop_at)
+                ended = min(time.time(), stop_at)
+                ceiling = http_ceiling(pool, base, chunks, http_seconds) if http_seconds else {}
             elapsed = max(1e-9, ended - count_from)
             admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
             exported = httpx.get(
                 f"{base}/v1/campaigns/{cid}/export?format=jsonl", headers=admin, timeout=120
             ).text
         finally:
-            server.terminate()
+            if profile:
+                server.send_signal(signal.SIGINT)  # a clean exit writes the profile
+            else:
+                server.terminate()
             try:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -358,6 +528,8 @@ def run_load(
         "lost": len(acknowledged - stored),
         "measured_s": round(elapsed, 2),
         "client_processes": n_processes,
+        "structure": structure_for(n_clips),
+        **ceiling,
     }
 
 
@@ -370,20 +542,25 @@ def engine_costs(
     refill_batch: int = 1,
 ) -> dict[str, float]:
     """What one label costs the campaign's engine, measured in this process like the server runs
-    it (the service's campaign config, 1 torch thread): choosing tasks ahead with `pending`
-    tasks held, as the queue's refill does (`next_tasks(None, refill_batch)`; the cost per
-    task), and applying labels in batches of `apply_batch` (the service's default)."""
+    it (the service's campaign config, its exposure floor included; 1 torch thread): choosing
+    tasks ahead with `pending` tasks held, as the queue's refill does (`next_tasks(None,
+    refill_batch)`; the cost per task), and applying labels in batches of `apply_batch` (the
+    service's default)."""
     import torch
 
     from api.campaigns import build_config, engine_config
+    from api.schemas import DEFAULT_MIN_LABELS
     from engine import Campaign, Judgment, Outcome
-    from sim.demo import demo_clips
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        data = demo_clips(n_clips, n_groups=max(1, n_clips // GROUP_SIZE), seed=seed)
-        config = build_config(engine_config(data.criteria, "group", ties, None))
+        data = clip_data(n_clips, seed)
+        # the campaign as the service creates it for setup_campaign's request
+        stored = engine_config(data.criteria, "group", ties, None)
+        stored["structure"] = structure_for(n_clips)
+        stored["min_labels"] = DEFAULT_MIN_LABELS
+        config = build_config(stored)
         campaign = Campaign(config, device="cpu")
         campaign.add_clips(
             [[clip["scores"].get(name) for name in data.criteria] for clip in data.clips],
@@ -459,21 +636,26 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         f"{rows[0].get('cpus', '?')} CPUs, "
         f"engine on {rows[0].get('engine_device', 'cpu')}).",
         "",
-        "| clients | n clips | ties | refill batch | offered/s | judgments/s | assignments/s "
-        "| assign p50 (ms) | assign p99 (ms) | judge p50 (ms) | judge p99 (ms) | errors | lost "
-        "| engine ms/task | engine ceiling (labels/s) | ms/task, all clients holding one "
-        "| load before |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| clients | n clips | ties | refill batch | offered/s | run | judgments/s "
+        "| assignments/s | assign p50 (ms) | assign p99 (ms) | judge p50 (ms) | judge p99 (ms) "
+        "| errors | lost | engine ms/task | engine ceiling (labels/s) "
+        "| ms/task, all clients holding one | http ceiling (requests/s) "
+        "| http ceiling (judgments/s) | binds | load before |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
+        "|---:|---:|---|---:|",
     ]
     for row in rows:
+        n_clips = f"{row['n_clips']:,}" + (" (blocks)" if row.get("structure") == "blocks" else "")
         lines.append(
-            f"| {row['clients']} | {row['n_clips']:,} | {'yes' if row['ties'] else 'no'} "
+            f"| {row['clients']} | {n_clips} | {'yes' if row['ties'] else 'no'} "
             f"| {row.get('refill_batch', 1)} | {row.get('offered_per_s') or 'max'} "
-            f"| {row['judgments_per_s']} "
+            f"| {row.get('run', 1)} | {row['judgments_per_s']} "
             f"| {row['assignments_per_s']} | {row['assign_p50_ms']} | {row['assign_p99_ms']} "
             f"| {row['judge_p50_ms']} | {row['judge_p99_ms']} | {row['errors']} | {row['lost']} "
-            f"| {row['engine_select_ms'] + row['engine_apply_ms_per_label']:.1f} "
+            f"| {row['engine_select_ms'] + row['engine_apply_ms_per_label']:.2f} "
             f"| {row['engine_ceiling_per_s']} | {row['engine_select_ms_all_holding']} "
+            f"| {row.get('http_requests_per_s', '-')} | {row.get('http_cycles_per_s', '-')} "
+            f"| {binds(row) if 'http_cycles_per_s' in row else '-'} "
             f"| {row.get('load_average_before', float('nan')):.2f} |"
         )
     lines += [
@@ -486,9 +668,18 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "process, one core since git 9c046b7; a thread sharing the GIL before) hands out no "
         "more tasks per second than that, whatever the HTTP and database layers do. The last "
         "column is the choice alone when every client holds a task (real raters who think "
-        "for seconds): the pending-task shrink makes each choice dearer. lost: acknowledged "
-        "judgments missing from the export afterwards. load before: the machine's 1-minute "
-        "load average when the row's run started (other work on the machine).",
+        "for seconds): the pending-task shrink makes each choice dearer. http ceiling: right "
+        "after the row's run, the same client processes and connections ask `GET /v1/whoami` "
+        "(the cheapest authenticated call: the token check, no database, no engine) with no "
+        "think time; requests/s, and judgments/s at two requests (assignment and judgment) "
+        "per judgment. binds: the lower of the two ceilings, or 'neither' when a paced run "
+        "offered less than both. The two are measured apart: under load the engine's process, "
+        "the server's event loop and the clients share the same cores, so the service tops "
+        "out below the lower one. run: the repeat, back to back, of the same configuration "
+        "(`--runs`). n clips '(blocks)': past the dense form's limit the campaign is kept in "
+        "blocks and its clips are a bulk upload. lost: acknowledged judgments missing from "
+        "the export afterwards. load before: the machine's 1-minute load average when the "
+        "row's run started (other work on the machine). '-': a row from before the column.",
         "",
         "Load generator: "
         + "; ".join(
@@ -538,6 +729,20 @@ def main(argv: list[str] | None = None) -> None:
         default=15.0,
         help="seconds to wait before each run: the last one's disk writes and load settle",
     )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="runs of each configuration, back to back"
+    )
+    parser.add_argument(
+        "--http-seconds",
+        type=float,
+        default=3.0,
+        help="seconds of GET /v1/whoami after each run: the server's HTTP ceiling (0: none)",
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="cProfile each run's server into PROFILE-<n clips>-<clients>-<rate>-<run>.prof",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -547,9 +752,10 @@ def main(argv: list[str] | None = None) -> None:
     ties = not args.no_ties
     for n_clips in (int(n) for n in args.n_clips.split(",")):
         for clients in (int(c) for c in args.clients.split(",")):
-            for batch, rate in itertools.product(
+            for batch, rate, run in itertools.product(
                 (int(b) for b in args.refill_batch.split(",")),
                 (float(r) for r in args.rate.split(",")),
+                range(1, args.runs + 1),
             ):
                 # back to back, a run meets the last one's disk writeback, and its p99 would
                 # measure the disk rather than the server
@@ -567,6 +773,9 @@ def main(argv: list[str] | None = None) -> None:
                     ties=ties,
                     refill_batch=batch,
                     rate=rate,
+                    http_seconds=args.http_seconds,
+                    profile=args.profile
+                    and f"{args.profile}-{n_clips}-{clients}-{rate:g}-{run}.prof",
                 )
                 # saturated clients answer at once, so few tasks are pending while the engine
                 # chooses (the queue's 2 and the odd one in flight); real raters thinking for
@@ -575,6 +784,8 @@ def main(argv: list[str] | None = None) -> None:
                 row |= engine_costs(n_clips, SATURATED_PENDING, **costs)
                 held = engine_costs(n_clips, clients + SATURATED_PENDING, **costs)
                 row["engine_select_ms_all_holding"] = held["engine_select_ms"]
+                row["run"] = run
+                row["binds"] = binds(row)
                 rows.append({**row, **meta, "load_average_before": load_before})
                 print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

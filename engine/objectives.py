@@ -340,37 +340,40 @@ BALD_SCREEN = Screen(screening_score, mu_rate=0.1365, var_rate=0.4593)
 RISE_STEP = 0.05  # tie margins t / sigma are rounded up to this grid (the rise grows with it)
 RISE_FLAT_FROM = 4.0  # past this t / sigma the rise no longer grows (0.252 at 4, 0.250 at 6)
 RISE_SAFETY = 1.5  # the rise is measured on a grid; this covers what falls between its points
+RISE_KEEP_STEP = 0.05  # keep probabilities are rounded up to this grid (the rise grows with it)
 
 
 @lru_cache(maxsize=256)
-def _tie_rise(gain: GainFunction, margin: float) -> float:
-    """The most `gain` rises as the variance falls, ties at +-margin, unit noise, keep 1: the
-    largest `max_{v' <= v} g(mu, v') - g(mu, v)` on a grid of mu in [-12, 12] (161 points)
+def _tie_rise(gain: GainFunction, margin: float, keep: float = 1.0) -> float:
+    """The most `gain` rises as the variance falls, ties at +-margin, unit noise, keep `keep`:
+    the largest `max_{v' <= v} g(mu, v') - g(mu, v)` on a grid of mu in [-12, 12] (161 points)
     and var in [1e-6, 1e4] (120, log-spaced)."""
     mu = torch.linspace(-12.0, 12.0, 161, dtype=torch.float64).repeat_interleave(120)
     var = torch.logspace(-6.0, 4.0, 120, dtype=torch.float64).repeat(161)
     cuts = torch.tensor([-margin, margin], dtype=torch.float64)
-    values = gain(mu, var, 1.0, cuts).reshape(161, 120)
+    values = gain(mu, var, 1.0, cuts, keep=keep).reshape(161, 120)
     return float((torch.cummax(values, dim=1).values - values).max())
 
 
-def gain_rise(gain: GainFunction, cuts: Tensor, noise_var: float) -> float:
+def gain_rise(gain: GainFunction, cuts: Tensor, noise_var: float, keep: float = 1.0) -> float:
     """A bound on how much `gain` can rise when a candidate's variance falls (a pending pick
-    shrinks it), for a rater of any keep probability: 0 for forced choice (the gain never falls
-    as the variance grows: a stale gain bounds the fresh one); with ties at +-t the rise grows
-    with t / sigma (~0.013 bits at 0.5, ~0.08 at 1, flat near 0.25 past 4) and shrinks as the
-    keep probability falls, so the keep-1 rise at t / sigma rounded up to RISE_STEP, times
-    RISE_SAFETY; infinite (no bound) for other cuts or a noise-free rater. Tests check it on
-    random draws and the growth it relies on."""
+    shrinks it), for a rater of keep probability `keep` or less: 0 for forced choice (the gain
+    never falls as the variance grows: a stale gain bounds the fresh one); with ties at +-t the
+    rise grows with t / sigma (~0.013 bits at 0.5, ~0.08 at 1, flat near 0.25 past 4) and
+    shrinks as the keep probability falls (at t / sigma <= 0.35 it is 0 to rounding from keep
+    0.95 down), so the rise at t / sigma rounded up to RISE_STEP and keep rounded up to
+    RISE_KEEP_STEP, times RISE_SAFETY; infinite (no bound) for other cuts or a noise-free
+    rater. Tests check it on random draws and the growth it relies on."""
     if cuts.numel() == 1:
         return 0.0
     if cuts.numel() != 2 or not noise_var > 0 or not bool(cuts[0] == -cuts[1]):
         return math.inf
     ratio = float(cuts[1]) / math.sqrt(noise_var)
     margin = min(math.ceil(ratio / RISE_STEP) * RISE_STEP, RISE_FLAT_FROM)
-    rise = _tie_rise(gain, round(margin, 6))
+    keep = min(math.ceil(keep / RISE_KEEP_STEP - 1e-9) * RISE_KEEP_STEP, 1.0)
+    rise = _tie_rise(gain, round(margin, 6), round(keep, 6))
     if ratio > RISE_FLAT_FROM:
-        rise = max(rise, _tie_rise(gain, 2 * RISE_FLAT_FROM))
+        rise = max(rise, _tie_rise(gain, 2 * RISE_FLAT_FROM, round(keep, 6)))
     return RISE_SAFETY * rise + 1e-9
 
 
@@ -650,16 +653,16 @@ def _both_chunk(
 
 @dataclass(frozen=True)
 class Objective:
-    """A registered objective: its exact gain, its cheap screen, and `rise(cuts, noise_var)`,
-    a bound on how much its gain can rise when the variance falls (0: a stale gain bounds the
-    fresh one, as a batch's lazy greedy needs; the greedy lifts stale gains by the bound
-    otherwise). Called, it is its gain."""
+    """A registered objective: its exact gain, its cheap screen, and `rise(cuts, noise_var,
+    keep)`, a bound on how much its gain can rise when the variance falls, for a rater of that
+    keep probability or less (0: a stale gain bounds the fresh one, as a batch's lazy greedy
+    needs; the greedy lifts stale gains by the bound otherwise). Called, it is its gain."""
 
     gain: GainFunction
     screen: Screen
 
-    def rise(self, cuts: Tensor, noise_var: float) -> float:
-        return gain_rise(self.gain, cuts, noise_var)
+    def rise(self, cuts: Tensor, noise_var: float, keep: float = 1.0) -> float:
+        return gain_rise(self.gain, cuts, noise_var, keep)
 
     def __call__(self, *args: object, **kwargs: object) -> Tensor:
         return self.gain(*args, **kwargs)

@@ -23,6 +23,7 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar, NamedTuple, Protocol
 
 from engine.likelihoods import Outcome, level_interval, pair_interval
@@ -341,9 +342,30 @@ def answer_specs(
     mean above tau (good) or below -tau (bad), i.e. f_i + f_j beyond 2 tau, seen with each
     clip's noise: sd sqrt(2) sigma on the sum (docs/MATH.md §2, "both good").
 
+    A label's events are asked for several times (validation, the update, the rater's grid):
+    the answer is kept (`ANSWER_SPECS_KEPT` recent ones; questions and answers are immutable,
+    and the answer's type is part of the key, as "win" equals Outcome.WIN).
+
     Raises:
         ValueError: a bad answer, or "both" where the campaign does not allow it.
     """
+    kept = None if thresholds is None else tuple(thresholds)
+    return _answer_specs(question, type(answer), answer, tie_margin, kept, both_threshold)
+
+
+ANSWER_SPECS_KEPT = 4096  # answers whose events `answer_specs` keeps: a few batches' labels
+
+
+@lru_cache(maxsize=ANSWER_SPECS_KEPT)
+def _answer_specs(
+    question: Pair | Level | KSet | Criterion,
+    _: type,
+    answer: Answer,
+    tie_margin: float,
+    thresholds: tuple[float, ...] | None,
+    both_threshold: float | None,
+) -> tuple[EventSpec, ...]:
+    """`answer_specs`, kept per (question, answer type, answer, cuts)."""
     if isinstance(question, Pair) and answer in BOTH_ANSWERS:
         if both_threshold is None:
             raise ValueError("this campaign does not take 'both good' or 'both bad' answers")

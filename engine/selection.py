@@ -91,8 +91,12 @@ class Shrink:
 
     def pair_variances(self, item_cov: Tensor, first: Tensor, second: Tensor) -> Tensor:
         """Shrunk `Var(f_i - f_j)` for the listed pairs."""
-        diag = torch.diagonal(item_cov)
-        var = diag[first] + diag[second] - 2.0 * item_cov[first, second]
+        return self.shrink_pair_variances(
+            unshrunk_pair_variances(item_cov, first, second), first, second
+        )
+
+    def shrink_pair_variances(self, var: Tensor, first: Tensor, second: Tensor) -> Tensor:
+        """`pair_variances` from the pairs' unshrunk variances `var` (`unshrunk_pair_variances`)."""
         spread = self.columns[first] - self.columns[second]
         return (var - (spread.square() * self.factor).sum(-1)).clamp_min(0.0)
 
@@ -242,6 +246,12 @@ def _believer_column(
     cuts = level_cuts if single else pair_cuts
     factor = expected_variance_factor(float(mu), float(var), float(noise_var), cuts.tolist())
     return column, cov.new_tensor(factor)
+
+
+def unshrunk_pair_variances(item_cov: Tensor, first: Tensor, second: Tensor) -> Tensor:
+    """`Var(f_i - f_j) = S_ii + S_jj - 2 S_ij` for the listed pairs, no pending shrink."""
+    diag = torch.diagonal(item_cov)
+    return diag[first] + diag[second] - 2.0 * item_cov[first, second]
 
 
 def in_sorted(values: Tensor, sorted_set: Tensor) -> Tensor:
@@ -567,18 +577,22 @@ def select_pair_batch(
         )
     )
     mean, cov = posterior.item_mean, posterior.item_cov
-    # a stale gain plus the objective's rise bound bounds the fresh one (the rise is 0 for
-    # forced choice); without a finite bound every pick re-scores the kept candidates
-    rise = objective.rise(pair_cuts, noise_var)
+    # a stale gain plus the objective's rise bound, for this rater's keep probability, bounds
+    # the fresh one (the rise is 0 for forced choice, ~0 for a lapsing rater with narrow tie
+    # margins); without a finite bound every pick re-scores the kept candidates
+    rise = objective.rise(pair_cuts, noise_var, keep)
     both = both_threshold if options.both_gain else None
     if both is not None:
         rise = math.inf  # no rise bound is known for the both gain: re-score after each pick
     lazy = options.rule == "argmax" and options.weight_share == 0 and math.isfinite(rise)
 
-    def gains_of(first: Tensor, second: Tensor, shrink: Shrink) -> tuple[Tensor, Tensor]:
-        """Gains of the pairs under `shrink`, and their shrunk variances."""
-        mu = mean[first] - mean[second]
-        var = shrink.pair_variances(cov, first, second)
+    def gains_of(
+        first: Tensor, second: Tensor, mu: Tensor, unshrunk: Tensor, shrink: Shrink
+    ) -> tuple[Tensor, Tensor]:
+        """Gains of the pairs under `shrink`, and their shrunk variances; `mu` and `unshrunk`
+        are the pairs' mean differences and unshrunk variances (kept per screen: neither
+        changes within a batch)."""
+        var = shrink.shrink_pair_variances(unshrunk, first, second)
         if both is None:
             gains = objective(mu, var, noise_var, pair_cuts, keep=keep)
         else:
@@ -641,13 +655,15 @@ def select_pair_batch(
     bound = variance = np.zeros(0)
     picked_var: list[float] = []
 
+    pair_mu = pair_unshrunk = mean.new_zeros(0)
+
     def scored(index: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """`gains_of` the kept candidates at `index` (all when None), on the host."""
         if index is None:
-            gains, var = gains_of(first, second, shrink)
+            gains, var = gains_of(first, second, pair_mu, pair_unshrunk, shrink)
         else:
             at = torch.from_numpy(index).to(device)
-            gains, var = gains_of(first[at], second[at], shrink)
+            gains, var = gains_of(first[at], second[at], pair_mu[at], pair_unshrunk[at], shrink)
         return gains.cpu().numpy(), var.cpu().numpy()
 
     for _ in range(count):
@@ -669,6 +685,9 @@ def select_pair_batch(
                     "pairs already judged leave none)"
                 )
             pairs = torch.stack((first, second), 1).cpu().numpy()
+            # elementwise: the same values as computed per re-scored subset
+            pair_mu = mean[first] - mean[second]
+            pair_unshrunk = unshrunk_pair_variances(cov, first, second)
             taken = np.zeros(len(pairs), dtype=bool)
             bound, variance = scored(None)
             fresh = np.ones_like(taken)
@@ -688,6 +707,13 @@ def select_pair_batch(
                     # with a rise bound, every stale gain whose lifted bound beats the best
                     # fresh one may win, and there are many: re-scored in one call
                     best_fresh = bound[fresh].max(initial=-math.inf)
+                    if rise > 0 and best_fresh == -math.inf:
+                        # nothing fresh yet (just after a pick): the top few bounds first, so
+                        # the best fresh gain they give rules out most of the others
+                        top = stale[np.argpartition(lifted[stale], -LAZY_BLOCK)[-LAZY_BLOCK:]]
+                        bound[top], variance[top] = scored(top)
+                        fresh[top] = True
+                        continue
                     contenders = stale[lifted[stale] > best_fresh] if rise > 0 else stale[:0]
                     if len(contenders) > LAZY_BLOCK:
                         stale = contenders
@@ -881,4 +907,5 @@ __all__ = [
     "select_rating",
     "shrink_coefficients",
     "tie_margin_of",
+    "unshrunk_pair_variances",
 ]

@@ -218,8 +218,20 @@ def test_health_and_openapi(client: TestClient) -> None:
         "/v1/campaigns/{campaign_id}/progress",
         "/v1/campaigns/{campaign_id}/export",
         "/healthz",
+        "/v1/whoami",
     ):
         assert path in schema["paths"], path
+
+
+def test_whoami_names_the_token_s_rater_and_refuses_others(client: TestClient) -> None:
+    party = make_party(client, n_clips=3, n_raters=2, groups=1)
+    for index in (0, 1):
+        response = client.get("/v1/whoami", headers=party.rater(index))
+        assert response.status_code == 200, response.text
+        assert response.json() == {"rater_id": party.raters[index]["id"], "campaign_id": party.id}
+    assert client.get("/v1/whoami").status_code == 401
+    assert client.get("/v1/whoami", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/v1/whoami", headers=ADMIN).status_code == 401
 
 
 def test_nothing_left_is_a_200_with_a_message(client: TestClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -318,3 +319,34 @@ def test_with_ties_a_variance_drop_can_raise_the_gain_by_less_than_the_rise_boun
                 assert float(rise.max()) <= bound, (noise_var, margin, k)
     rises = [objective.rise(t([-m, m]), 1.0) for m in (0.5, 1.0, 2.0, 3.0, 4.0)]
     assert rises == sorted(rises)
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_the_rise_bound_at_a_keep_probability_bounds_every_lower_keep(name: str) -> None:
+    """The rise bound taken at the rater's keep probability (rounded up to its grid) bounds the
+    rise of a rater with that keep or less, on random draws of mu, var > var', t / sigma in
+    [0, 8] (dense near the service's 0.34) and noise; it grows with keep, and at small
+    t / sigma a lapsing rater's gain never falls as the variance grows (the bound is ~0)."""
+    objective = OBJECTIVES[name]
+    rng = np.random.default_rng(SEED + 1)
+    for noise_var in (0.25, 2.2):
+        sigma = math.sqrt(noise_var)
+        for margin in [*rng.uniform(0.25, 0.6, 3), *rng.uniform(0, 8, 2)]:
+            cuts = t([-margin * sigma, margin * sigma])
+            count = 2000
+            mu = t(rng.uniform(-12, 12, count) * sigma)
+            high = t(10 ** rng.uniform(-4, 3, count) * noise_var)
+            low = high * t(rng.uniform(0, 1, count))
+            for keep in (*rng.uniform(0.5, 1.0, 2), 0.9, 0.95):
+                bound = objective.rise(cuts, noise_var, float(keep))
+                assert bound <= objective.rise(cuts, noise_var)
+                for k in (keep, keep - 0.01, 0.5):
+                    rise = objective(mu, low, noise_var, cuts, keep=float(k)) - objective(
+                        mu, high, noise_var, cuts, keep=float(k)
+                    )
+                    assert float(rise.max()) <= bound, (noise_var, margin, keep, k)
+    for m in (0.35, 1.0, 3.0):
+        rises = [objective.rise(t([-m, m]), 1.0, k) for k in (0.5, 0.7, 0.85, 0.95, 1.0)]
+        # non-decreasing, up to the quadrature's rounding where the rise is 0
+        assert all(b >= a - 1e-12 for a, b in itertools.pairwise(rises))
+    assert objective.rise(t([-0.35, 0.35]), 1.0, 0.9) < 1e-8
