@@ -59,8 +59,9 @@ def test_tiny_sweep_runs_end_to_end_in_worker_processes(tmp_path: Path) -> None:
         "rm_correlation=0.0,n_items=10,n_groups=2,n_contexts=2",
         "rm_correlation=0.7,n_items=10,n_groups=2,n_contexts=2",
     }
-    # 2 scenarios x 2 strategies x 2 reps x 3 checkpoints (0, 20, 40) x 2 estimators
-    assert len(document["records"]) == 2 * 2 * 2 * 3 * 2
+    # 2 scenarios x 2 strategies x 2 reps x 6 checkpoints (0, 20, 40 and 2, 5, 10 labels:
+    # 0.25, 0.5 and 1 per clip; 20 is 2 per clip) x 2 estimators
+    assert len(document["records"]) == 2 * 2 * 2 * 6 * 2
     assert document["provenance"]["seed"] == SEED
     assert {"dtype", "device", "git_sha", "torch"} <= set(document["provenance"])
     summary = {
