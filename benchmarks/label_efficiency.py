@@ -312,8 +312,11 @@ def merge(notes: list[str] | None = None, suite_name: str = "core") -> None:
     ordered = sorted(records, key=lambda r: order.index(r["scenario"]))
     plot_curves(ordered, RESULTS / f"{stem}.png")
     if document["coverage"]:
-        plot_curves(ordered, RESULTS / f"{stem}_rmse.png", metric="rmse")
-        plot_curves(ordered, RESULTS / f"{stem}_coverage.png", metric="coverage90", reference=0.9)
+        # smaller than the headline plot: the committed results stay small
+        plot_curves(ordered, RESULTS / f"{stem}_rmse.png", metric="rmse", dpi=60)
+        plot_curves(
+            ordered, RESULTS / f"{stem}_coverage.png", metric="coverage90", reference=0.9, dpi=60
+        )
     print((RESULTS / f"{stem}.md").read_text())
 
 

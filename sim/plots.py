@@ -27,6 +27,7 @@ def plot_curves(
     path: Path,
     metric: str = "kendall_tau",
     reference: float | None = None,
+    dpi: int = 110,
 ) -> Path:
     """Mean of `metric` against labels with its 95 % band over repetitions, per strategy; a
     dotted line at its target (`sim.runner.TARGETS`) or at `reference` (a nominal coverage).
@@ -82,7 +83,7 @@ def plot_curves(
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=dpi)
     plt.close(figure)
     return path
 
