@@ -43,6 +43,10 @@ T = TypeVar("T")
 # request: under load every engine second goes to tasks someone waits for
 REFRESH_IDLE_S = 0.25
 CLOSE_WAIT_S = 10.0  # longest engine step a shutdown waits for before cancelling it
+# a progress point's apply-and-tau call that takes longer than PROGRESS_DEAR_S spaces the next
+# points so that such calls take at most PROGRESS_SHARE of the engine's time
+PROGRESS_DEAR_S = 0.05
+PROGRESS_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,9 @@ class Pump:
         self.version = 0  # engine batches applied (for cached reads and stale queue entries)
         self._last_progress = -math.inf
         self._progress_labels = 0  # labels at the last recorded progress point
+        # least seconds between progress points: progress_every_s, or longer where the
+        # expected Kendall tau a point records is dear (see `PROGRESS_SHARE`)
+        self._progress_gap = 0.0
         self.n_applied = 0  # labels applied to the posterior (n_labels minus the waiting ones)
         self._read_cache: dict[tuple[str, float], tuple[int, Any]] = {}
 
@@ -302,10 +309,9 @@ class Pump:
         # thinned: at most one point per progress_every_s and one per 2 % more labels, so a
         # long campaign keeps a few hundred points, a short one a point per label
         labels_after = self.n_applied + len(batch)
-        record_progress = (
-            now - self._last_progress >= settings.progress_every_s
-            and labels_after >= self._progress_labels + max(1, self._progress_labels // 50)
-        )
+        record_progress = now - self._last_progress >= max(
+            settings.progress_every_s, self._progress_gap
+        ) and labels_after >= self._progress_labels + max(1, self._progress_labels // 50)
         if record_progress:  # claimed now: a pipelined batch must not record one too
             self._last_progress = now
         observed = rt.engine_calls.submit(
@@ -317,6 +323,11 @@ class Pump:
 
         async def applied() -> None:
             tau = await observed
+            if record_progress:
+                # the expected tau scores every pair in scope: about a second of the engine's
+                # time at 1e5 clips in prompts of 20, which must not crowd out the choices
+                spent = time.monotonic() - now
+                self._progress_gap = spent / PROGRESS_SHARE if spent > PROGRESS_DEAR_S else 0.0
             self.applied_seq = batch[-1].seq
             self.n_applied += len(batch)
             rt.queue.spent = False
