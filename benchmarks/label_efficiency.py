@@ -279,6 +279,8 @@ def merge(notes: list[str] | None = None, suite_name: str = "core") -> None:
     rows.sort(
         key=lambda r: (order.index(r["scenario"]), r["target"], r["estimator"], r["strategy"])
     )
+    # records from before coverage50 and the per-clip checkpoints have neither table
+    scored = all("coverage50" in r for r in records)
     flag = "" if suite_name == "core" else f" --suite {suite_name}"
     document = {
         "benchmark": stem,
@@ -298,13 +300,8 @@ def merge(notes: list[str] | None = None, suite_name: str = "core") -> None:
             if scenario in scenarios
             for target in TARGET_NAMES
         ],
-        # records from before coverage50 and the per-clip checkpoints have neither table
-        "per_clip": at_per_clip(records, sizes, [m for m, *_ in AT_POINTS])
-        if all("coverage50" in r for r in records)
-        else [],
-        "coverage": coverage_gaps(records, sizes)
-        if all("coverage50" in r for r in records)
-        else [],
+        "per_clip": at_per_clip(records, sizes, [m for m, *_ in AT_POINTS]) if scored else [],
+        "coverage": coverage_gaps(records, sizes) if scored else [],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(document, indent=1) + "\n")
