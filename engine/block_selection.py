@@ -110,28 +110,28 @@ def _score_groups(
     noise_var: float,
     allowed: Tensor | None,
     forbidden: Tensor | None,
-    local_factors: Tensor | None = None,
+    local_maps: Tensor | None = None,
     screen: Screen = BALD_SCREEN,
     focus: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Every slot pair's screening score (+ SCORE_OFFSET; exactly 0 where ineligible) in the
     given groups, (T, P), under the shrink, and the groups' members (T, M). `allowed` (n,)
-    bool, when set, keeps only pairs of clips it allows; `local_factors` is
-    `GroupedPosterior.local_factors` under the shrink, when the caller has it; `focus` (n,)
+    bool, when set, keeps only pairs of clips it allows; `local_maps` is
+    `GroupedPosterior.local_maps` under the shrink, when the caller has it; `focus` (n,)
     bool, when set, keeps only pairs holding one of its clips (engine.exposure)."""
     size = posterior.members.shape[1]
     device = posterior.group.device
-    _, _, flat = _slot_pairs(size, device)  # (P,) positions of the pairs a < b in a block
+    first_slot, second_slot, flat = _slot_pairs(size, device)  # (P,) the pairs a < b
     per_group = flat.numel()
-    marginals = posterior.group_marginals(groups, shrink, local_factors, dtype=SCREEN_DTYPE)
+    marginals = posterior.group_marginals(groups, shrink, local_maps, dtype=SCREEN_DTYPE)
     members, cov, mean = marginals.members, marginals.cov, marginals.mean
     count = members.shape[0]
     diagonal = torch.diagonal(cov, dim1=1, dim2=2)
-    # whole blocks elementwise, then one gather of the pairs: fewer scattered reads
-    var = (diagonal[:, :, None] + diagonal[:, None, :]).sub_(cov, alpha=2.0)
-    var = var.view(count, -1).index_select(1, flat).clamp_min_(0.0).to(SCREEN_DTYPE)
-    mu = (mean[:, :, None] - mean[:, None, :]).view(count, -1).index_select(1, flat)
-    mu = mu.to(SCREEN_DTYPE)
+    # each pair's entries gathered, then elementwise on (T, P): a broadcast over whole
+    # (T, M, M) blocks does twice the work on strided reads
+    var = torch.add(diagonal.index_select(1, first_slot), diagonal.index_select(1, second_slot))
+    var = var.sub_(cov.view(count, -1).index_select(1, flat), alpha=2.0).clamp_min_(0.0)
+    mu = torch.sub(mean.index_select(1, first_slot), mean.index_select(1, second_slot))
     # eligible pairs score >= SCORE_OFFSET - 1 > 0; every other entry is exactly 0
     score = screen.score(mu, var, noise_var).add_(SCORE_OFFSET)
     # padding (-1) is never shown; the masks read clip 0 there, and drop it
@@ -165,13 +165,16 @@ class GroupScreen:
     """A kept screen: each group's best screen score over its pairs (no pending tasks, no
     rater's exclusions) at one rater noise, with the border it was computed under.
 
-    Between rebuilds, a group that took a label or a clip is `dirty` (scored afresh); any
-    other group g, of context c, moved only through the border: `|d mu_p| <= R_g |d m_c|`
-    and `|d var_p| <= R_g^2 ||d S_c||` (R_g the largest `|r_p|` in g; m_c, S_c the border's
-    global and context-c blocks, here the largest over contexts), so its scores moved by at
-    most `slack` (docs/MATH.md §6);
-    pending tasks only lower variances, which never raises a score. `screen_block_pairs`
-    then scores groups by their kept best plus slack until no unscored group can matter.
+    Between rebuilds, a group that took a label or a clip is `dirty` until `refresh` scores
+    it afresh; any other group g, of context c, moved only through the border:
+    `|d mu_p| <= R_g |d m_c|` and `|d var_p| <= R_g^2 ||d S_c||` (R_g the largest `|r_p|` in
+    g; m_c, S_c the border's global and context-c blocks, here the largest over contexts), so
+    its scores moved by at most `slack` (docs/MATH.md §6); pending tasks only lower
+    variances, which never raises a score. A group refreshed at a later border keeps its
+    fresh best plus the slack of that border against the kept one: by the triangle
+    inequality the usual slack then bounds it as any other group's (`refresh`).
+    `screen_block_pairs` then scores groups by their kept best plus slack until no unscored
+    group can matter.
 
     Args:
         posterior: the posterior to screen.
@@ -184,19 +187,12 @@ class GroupScreen:
         self.noise_var = float(noise_var)
         self.screen = screen
         size = posterior.members.shape[1]
-        first_slot, second_slot, _ = _slot_pairs(size, posterior.group.device)
         best, radius = [], []
-        factors = posterior.local_factors().to(SCREEN_DTYPE) if posterior.n_local else None
+        maps = posterior.local_maps(dtype=SCREEN_DTYPE) if posterior.n_local else None
         for groups in posterior.group_chunks():
-            score, members = _score_groups(
-                posterior, groups, None, noise_var, None, None, factors, screen
-            )
-            rows = posterior.load[groups]  # (T, M, 2K); padding rows are 0
-            present = (members[:, first_slot] >= 0) & (members[:, second_slot] >= 0)
-            spread = (rows[:, first_slot] - rows[:, second_slot]).square().sum(-1) * present
-            empty = score.new_zeros(score.shape[0])
-            best.append(score.amax(-1) if score.shape[1] else empty)
-            radius.append(spread.amax(-1) if spread.shape[1] else empty)
+            group_best, group_radius2 = self._score(posterior, groups, maps)
+            best.append(group_best)
+            radius.append(group_radius2)
         self.best = torch.cat(best) if best else posterior.offset.new_zeros(0)
         self.radius2 = torch.cat(radius) if radius else posterior.offset.new_zeros(0)
         self.radius = self.radius2.sqrt()
@@ -210,8 +206,54 @@ class GroupScreen:
         self.weight_cov = posterior.weight_cov.clone()
         self.shape = (posterior.n_groups, size)
         self.dirty: set[int] = set()
+        # groups refreshed since the build: their kept best moved, so the kept order (read by
+        # `reaching`) may place them wrongly and they are checked apart
+        self.refreshed = torch.zeros(0, dtype=torch.long, device=posterior.group.device)
         self._drift_cache: tuple[int, tuple[Tensor, Tensor]] | None = None
         self._rates_cache: tuple[int, tuple[float, float, float]] | None = None
+
+    def _score(
+        self, posterior: GroupedPosterior, groups: slice | Tensor, maps: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """The groups' best screen score (no pending tasks, no exclusions) and radius R_g^2,
+        the largest `|r_a - r_b|^2` over their pairs: `|r_a|^2 + |r_b|^2 - 2 r_a . r_b` from
+        one Gram product per group, in the posterior's precision."""
+        score, members = _score_groups(
+            posterior, groups, None, self.noise_var, None, None, maps, self.screen
+        )
+        first_slot, second_slot, flat = _slot_pairs(members.shape[1], members.device)
+        rows = posterior.load[groups]  # (T, M, L); padding rows are 0
+        gram = torch.bmm(rows, rows.transpose(1, 2))
+        norms = torch.diagonal(gram, dim1=1, dim2=2)
+        spread = torch.add(norms.index_select(1, first_slot), norms.index_select(1, second_slot))
+        spread.sub_(gram.view(gram.shape[0], -1).index_select(1, flat), alpha=2.0)
+        present = (members.index_select(1, first_slot) >= 0) & (
+            members.index_select(1, second_slot) >= 0
+        )
+        spread = spread.clamp_min_(0.0).mul_(present)
+        if score.shape[1] == 0:
+            empty = score.new_zeros(score.shape[0])
+            return empty, empty.to(spread.dtype)
+        return score.amax(-1), spread.amax(-1)
+
+    def refresh(self, posterior: GroupedPosterior) -> None:
+        """Score the dirty groups afresh and keep them clean: each keeps its fresh best plus
+        its slack now (the border's drift from the kept one, at its fresh radius), so that a
+        later slack, read against the kept border, still bounds it (triangle inequality)."""
+        if not self.dirty:
+            return
+        device = posterior.group.device
+        groups = torch.tensor(sorted(self.dirty), dtype=torch.long, device=device)
+        maps = posterior.local_maps(dtype=SCREEN_DTYPE) if posterior.n_local else None
+        best, radius2 = self._score(posterior, groups, maps)
+        by_cov, by_mean = self.rates(posterior)
+        radius2 = radius2.to(self.radius2.dtype)
+        radius = radius2.sqrt()
+        now = torch.add(radius2 * by_cov, radius, alpha=by_mean).add_(SCREEN_ROUNDING)
+        self.best[groups] = best.to(self.best.dtype) + now.to(self.best.dtype)
+        self.radius2[groups], self.radius[groups] = radius2, radius
+        self.refreshed = torch.unique(torch.cat((self.refreshed, groups)))
+        self.dirty.clear()
 
     def _drift(self, posterior: GroupedPosterior) -> tuple[Tensor, Tensor]:
         """(C,) per context: the border's mean drift `|d m_c|` and covariance drift
@@ -261,13 +303,16 @@ class GroupScreen:
         return torch.add(radius2 * by_cov, radius, alpha=by_mean).add_(SCREEN_ROUNDING)
 
     def reaching(self, posterior: GroupedPosterior, threshold: float) -> Tensor:
-        """The groups whose kept best plus the largest slack of any group exceeds
-        `threshold`: every group whose bound can, a prefix of the kept order."""
+        """The groups whose bound may exceed `threshold`: those whose kept best at the build
+        plus the largest slack of any group at the build does (a prefix of the kept order),
+        and every refreshed group (its bound is checked by the caller)."""
         by_cov, by_mean = self.rates(posterior)
         most = self.max_radius2 * by_cov + math.sqrt(self.max_radius2) * by_mean
         floor = self.rising_best.new_tensor([threshold - most - 2 * SCREEN_ROUNDING])
         count = self.rising_best.numel() - int(torch.searchsorted(self.rising_best, floor))
-        return self.order[:count]
+        if self.refreshed.numel() == 0:
+            return self.order[:count]
+        return torch.unique(torch.cat((self.order[:count], self.refreshed)))
 
     def typical_slack(self, posterior: GroupedPosterior) -> float:
         """The slack of a group of median spread in the context that drifted most: when it
@@ -328,9 +373,9 @@ def screen_block_pairs(
     kept_first: list[Tensor] = []
     kept_second: list[Tensor] = []
 
-    local_factors = None
+    local_maps = None
     if posterior.n_local:
-        local_factors = posterior.local_factors(shrink).to(SCREEN_DTYPE)
+        local_maps = posterior.local_maps(shrink, SCREEN_DTYPE)
 
     floor = [0.0]  # the n_keep-th best score kept so far; 0 while fewer are kept
 
@@ -342,16 +387,21 @@ def screen_block_pairs(
             noise_var,
             allowed,
             forbidden,
-            local_factors,
+            local_maps,
             screen,
             focus,
         )
         flat = values.reshape(-1)
         if floor[0] > 0:
-            # only scores that can enter the kept set are ranked: a compare, not a top-k
-            hits = torch.nonzero(flat >= floor[0]).flatten()
-            top = torch.topk(flat[hits], min(n_keep, hits.numel()))
-            values_kept, chosen = top.values, hits[top.indices]
+            # only scores that can enter the kept set are ranked: the groups whose best can
+            # (a reduction and a compare per group), then their pairs
+            reach = torch.nonzero(values.amax(-1) >= floor[0]).flatten()
+            rows = values.index_select(0, reach).reshape(-1)
+            hits = torch.nonzero(rows >= floor[0]).flatten()
+            top = torch.topk(rows[hits], min(n_keep, hits.numel()))
+            chosen = hits[top.indices]
+            values_kept = top.values
+            chosen = reach[chosen // per_group] * per_group + chosen % per_group
         else:
             top = torch.topk(flat, min(n_keep, flat.numel()))
             values_kept, chosen = top.values, top.indices

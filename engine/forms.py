@@ -67,6 +67,7 @@ PendingTask = tuple[int, int, int, float]  # (task id, first, second or -1, nois
 # labels
 SCREEN_TOLERANCE = 0.02
 SCREEN_DIRTY_LIMIT = 4096
+SCREEN_REFRESH_AT = 32  # dirty groups a kept screen refreshes at (GroupScreen.refresh)
 KEPT_SCREENS = 4  # rater noises with a kept screen (learned noise gives each rater its own)
 # draws x (clips or pairs) per chunk of a sampled Kendall tau: ~32 MiB of float64
 TAU_CHUNK_ELEMENTS = 2**22
@@ -462,10 +463,14 @@ class BlockForm:
         if (
             screen is None
             or not screen.fits(self.posterior)
-            or len(screen.dirty) > SCREEN_DIRTY_LIMIT
+            or len(screen.dirty) + screen.refreshed.numel() > SCREEN_DIRTY_LIMIT
             or screen.typical_slack(self.posterior) > SCREEN_TOLERANCE
         ):
             screen = GroupScreen(self.posterior, noise_var, OBJECTIVES[options.objective].screen)
+        elif len(screen.dirty) >= SCREEN_REFRESH_AT:
+            # the groups that took labels, scored once now, not again under every pick's
+            # shrink; a few are cheaper to score with the pick than apart
+            screen.refresh(self.posterior)
         self._screens[key] = screen
         while len(self._screens) > KEPT_SCREENS:
             self._screens.pop(next(iter(self._screens)))

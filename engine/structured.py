@@ -175,6 +175,7 @@ class GroupedPosterior:
         state.pop("_local_table", None)
         state.pop("_last_direction", None)
         state.pop("_host_layout", None)
+        state.pop("_context_runs_kept", None)
         return state
 
     def _host(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -628,6 +629,7 @@ class GroupedPosterior:
         twin._single = None  # its own, made when a screen first asks
         twin.__dict__.pop("_last_direction", None)
         twin.__dict__.pop("_host_layout", None)
+        twin.__dict__.pop("_context_runs_kept", None)
         return twin
 
     # read-outs --------------------------------------------------------------------------------
@@ -650,6 +652,52 @@ class GroupedPosterior:
             return factor
         values, vectors = torch.linalg.eigh(blocks)
         return vectors * values.clamp_min(0.0).sqrt()[:, None, :]
+
+    def local_maps(
+        self, shrink: BlockShrink | None = None, dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """(C, L, L + 1) `[F_c | m_c]`: each context's `local_factors(shrink)` beside the
+        border's mean in that context's local coordinates, in `dtype` when given. A group's
+        rows times its context's map give its spread A_g F_c and its means' border part
+        A_g m_c in one product (`group_marginals`)."""
+        contexts = torch.arange(max(self.n_contexts, 1), device=self.group.device)
+        means = self.weight_mean[self.local_index(contexts)]  # (C, L)
+        maps = torch.cat((self.local_factors(shrink), means[:, :, None]), -1)
+        return maps if dtype is None else maps.to(dtype)
+
+    def _times_context_maps(
+        self, rows: Tensor, context: Tensor, maps: Tensor, groups: slice | Tensor
+    ) -> Tensor:
+        """(T, M, L + 1) each group's rows (T, M, L) times its context's map (`local_maps`).
+        Where a group's rows are smaller than a map (M < L) and the groups are a slice, one
+        product per context over that context's groups (index lists kept per slice) reads
+        less than gathering a map per group."""
+        if not isinstance(groups, slice) or rows.shape[1] >= rows.shape[2]:
+            return torch.bmm(rows, maps[context])
+        product = rows.new_empty(*rows.shape[:2], maps.shape[2])
+        for c, index in self._context_runs(groups):
+            product.index_copy_(0, index, torch.matmul(rows.index_select(0, index), maps[c]))
+        return product
+
+    def _context_runs(self, groups: slice) -> list[tuple[int, Tensor]]:
+        """(context, positions in the slice) of the slice's groups by context (an empty
+        group, context -1, counts as context 0: its rows are 0); kept per slice while the
+        groups' contexts stay the same tensor (add_items replaces it; nothing writes it in
+        place)."""
+        kept = self.__dict__.get("_context_runs_kept")
+        if kept is None or kept[0] is not self.group_context:
+            kept = (self.group_context, {})
+            self._context_runs_kept = kept
+        key = groups.indices(self.n_groups)
+        runs = kept[1].get(key)
+        if runs is None:
+            context = self.group_context[groups].clamp_min(0)
+            order = torch.argsort(context, stable=True)
+            counts = torch.bincount(context, minlength=max(self.n_contexts, 1)).tolist()
+            pieces = torch.split(order, counts)
+            runs = [(c, piece) for c, piece in enumerate(pieces) if piece.numel()]
+            kept[1][key] = runs
+        return runs
 
     def _local_blocks(self, weight_cov: Tensor) -> Tensor:
         """(C, 2K, 2K) each context's block of `weight_cov` (D, D): the global and own blocks."""
@@ -769,28 +817,31 @@ class GroupedPosterior:
         self,
         groups: slice | Tensor = slice(None),
         shrink: BlockShrink | None = None,
-        local_factors: Tensor | None = None,
+        local_maps: Tensor | None = None,
         dtype: torch.dtype | None = None,
     ) -> GroupMarginals:
         """The marginal mean and covariance of the groups in `groups` (a slice, default all,
         or a long index), padded to the largest group: `A_g m_w + b_g` and
         `P_g + A_g S_w A_g'`; the covariance under the pending tasks' believer shrink when
-        `shrink` is given (MATH.md §4, §6). `local_factors` is `self.local_factors(shrink)`,
+        `shrink` is given (MATH.md §4, §6). `local_maps` is `self.local_maps(shrink, dtype)`,
         when the caller keeps it across calls. In `dtype` when given: a screen that only
         ranks reads the blocks in single precision, half the memory traffic."""
-        load, within = self.load, self.within
+        load, offset, within = self.load, self.offset, self.within
         if self._reads_single(dtype):
-            load, _, within = self.single()
+            load, offset, within = self.single()
         dtype = dtype or self.within.dtype
         context = self.group_context[groups].clamp_min(0)
         cov, rows = within[groups], load[groups]
         if self.n_local and cov.shape[0]:
-            if local_factors is None:
-                local_factors = self.local_factors(shrink)
-            spread = torch.bmm(rows, local_factors.to(dtype)[context])
+            if local_maps is None:
+                local_maps = self.local_maps(shrink, dtype)
+            product = self._times_context_maps(rows, context, local_maps.to(dtype), groups)
+            spread = product[:, :, :-1]
             cov = torch.baddbmm(cov, spread, spread.transpose(1, 2))
+            mean = product[:, :, -1] + offset[groups]
         else:
             cov = cov.clone()  # the shrink below must not write into the posterior's blocks
+            mean = self._group_means(groups, dtype, context, rows)
         if shrink is not None and shrink.groups.numel():
             if isinstance(groups, slice):
                 start, stop, _ = groups.indices(self.n_groups)
@@ -806,8 +857,7 @@ class GroupedPosterior:
                 hit = torch.nonzero(shrink.groups[at] == groups).flatten()
                 if hit.numel():
                     cov[hit] -= shrink.correction[at[hit]].to(dtype)
-        mean = self._group_means(groups, dtype, context, rows).to(dtype)
-        return GroupMarginals(self.members[groups], mean, cov)
+        return GroupMarginals(self.members[groups], mean.to(dtype), cov)
 
     def directions(self, first: Tensor, second: Tensor) -> Directions:
         """Where B directions a_b (pairs, or single clips where second = -1) live: their parts

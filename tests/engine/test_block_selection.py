@@ -34,6 +34,7 @@ from engine.selection import (
     select_pair_batch,
     select_rating,
 )
+from engine.state import Posterior
 from engine.structured import block_shrink, grouped_prior
 from tests.engine.worlds import World
 
@@ -205,11 +206,19 @@ def test_nothing_left_is_a_clear_error_and_pending_pairs_come_last():
     assert math.isfinite(choice.gain)
 
 
-def kept_then_labelled(layout, n_pending: int, n_labels: int):
+def kept_then_labelled(layout, n_pending: int, n_labels: int, refreshed: int = 0):
     """A campaign after labels, a screen kept before `n_labels` more (their groups dirty),
-    then pending tasks: the posterior, groups, the kept screen and the pending shrink."""
+    then pending tasks: the posterior, groups, the kept screen and the pending shrink. With
+    `refreshed`, that many labels land between the build and a `refresh` first (their groups
+    kept clean at a moved border)."""
     posterior, group, world = labelled(layout)
     kept = GroupScreen(posterior, 0.7)
+    if refreshed:
+        events = world.events(group, refreshed, lapses=False)
+        posterior.observe(events)
+        kept.dirty.update(posterior.group[events.first].tolist())
+        kept.refresh(posterior)
+        assert not kept.dirty and kept.refreshed.numel()
     events = world.events(group, n_labels, lapses=False)
     posterior.observe(events)
     kept.dirty.update(posterior.group[events.first].tolist())
@@ -232,11 +241,12 @@ def shrunk_scores(posterior, shrink, first, second, noise_var=0.7):
     return screening_score(mu, var, noise_var) + SCORE_OFFSET
 
 
-@given(layouts, st.integers(1, 6))
-def test_a_kept_screen_bounds_every_clean_groups_scores(layout, n_pending):
+@given(layouts, st.integers(1, 6), st.sampled_from([0, 8]))
+def test_a_kept_screen_bounds_every_clean_groups_scores(layout, n_pending, refreshed):
     """After labels elsewhere and under pending tasks, no pair of a group that took no label
-    scores above the group's kept best plus its slack."""
-    posterior, group, kept, shrink = kept_then_labelled(layout, n_pending, 12)
+    since the screen was kept or last refreshed scores above the group's kept best plus its
+    slack."""
+    posterior, group, kept, shrink = kept_then_labelled(layout, n_pending, 12, refreshed)
     slack = kept.slack(posterior)
     first, second = scope_pairs(group)
     score = shrunk_scores(posterior, shrink, first, second)
@@ -245,11 +255,49 @@ def test_a_kept_screen_bounds_every_clean_groups_scores(layout, n_pending):
     assert bool((score[clean] <= kept.best[g[clean]] + slack[g[clean]] + 1e-12).all())
 
 
-@given(layouts, st.integers(0, 5))
-def test_a_kept_screen_keeps_what_a_full_screen_keeps(layout, n_pending):
-    """Screening from a kept screen (after labels, under pending tasks, with an excluded clip
-    and judged pairs) keeps the same candidates as scoring every group."""
-    posterior, group, kept, shrink = kept_then_labelled(layout, n_pending, 6)
+@given(layouts)
+def test_a_refreshed_group_stays_bounded_when_the_border_moves_back(layout):
+    """A group refreshed at a moved border keeps that move's slack: with the border set back
+    to the one the screen was kept at (so the usual slack is ~0), its scores still stay
+    under its kept best (triangle inequality, `GroupScreen.refresh`)."""
+    posterior, group, world = labelled(layout)
+    kept = GroupScreen(posterior, 0.7)
+    events = world.events(group, 12, lapses=False)
+    posterior.observe(events)
+    kept.dirty.update(posterior.group[events.first].tolist())
+    kept.refresh(posterior)
+    posterior._set_border(
+        Posterior(
+            kept.weight_mean.clone(),
+            kept.weight_cov.clone(),
+            0,
+            posterior.n_criteria,
+            posterior.n_contexts,
+            posterior.extra,
+        )
+    )
+    first, second = scope_pairs(group)
+    score = shrunk_scores(posterior, None, first, second)
+    g = posterior.group[first]
+    assert bool((score <= kept.best[g] + kept.slack(posterior)[g] + 1e-12).all())
+
+
+@given(layouts)
+def test_reaching_lists_every_group_whose_bound_passes(layout):
+    """`reaching` reads a prefix of the order kept at the build: it still lists every group
+    whose bound (kept best plus slack) passes a threshold after refreshes moved some bests."""
+    posterior, _, kept, _ = kept_then_labelled(layout, 0, 6, refreshed=12)
+    bounds = kept.best + kept.slack(posterior)
+    for threshold in (bounds - 1e-6).tolist():
+        listed = set(kept.reaching(posterior, threshold).tolist())
+        assert set(torch.nonzero(bounds > threshold).flatten().tolist()) <= listed
+
+
+@given(layouts, st.integers(0, 5), st.sampled_from([0, 8]))
+def test_a_kept_screen_keeps_what_a_full_screen_keeps(layout, n_pending, refreshed):
+    """Screening from a kept screen (after labels, some refreshed, under pending tasks, with an
+    excluded clip and judged pairs) keeps the same candidates as scoring every group."""
+    posterior, group, kept, shrink = kept_then_labelled(layout, n_pending, 6, refreshed)
     first, second = scope_pairs(group)
     allowed = torch.ones(posterior.n_items, dtype=torch.bool)
     allowed[1] = False

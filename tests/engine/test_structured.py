@@ -281,6 +281,33 @@ def test_draws_have_the_dense_moments(n_criteria):
     assert torch.equal(draws, again)
 
 
+@pytest.mark.parametrize("groups_per_clip", [2, 8])
+def test_marginals_by_context_equal_those_gathered_per_group(groups_per_clip):
+    """A slice of groups smaller than their local coordinates (M < L) takes one product per
+    context over that context's groups; listed by index, a map per group: both give the
+    same marginals, after new clips in new groups (a new layout) too."""
+    world = World(5, 4, 40, 3)  # L = 8 local coordinates
+    scores, context, group = world.clips(40 * groups_per_clip // 4, 40)
+    structured = grouped_prior(scores, context, group, 3, world.prior)
+    structured.observe(world.events(group, 30, lapses=True))
+
+    def check() -> None:
+        for part in (slice(None), slice(3, 17), slice(structured.n_groups - 5, None)):
+            index = torch.arange(structured.n_groups)[part]
+            for dtype in (None, torch.float32):
+                by_slice = structured.group_marginals(part, dtype=dtype)
+                by_index = structured.group_marginals(index, dtype=dtype)
+                torch.testing.assert_close(by_slice.cov, by_index.cov, atol=1e-12, rtol=1e-6)
+                torch.testing.assert_close(by_slice.mean, by_index.mean, atol=1e-12, rtol=1e-6)
+
+    check()
+    more_scores, _, _ = world.clips(6, 3)
+    new_groups = torch.tensor([40, 40, 41, 41, 42, 42])
+    new_context = torch.tensor([0, 0, 2, 2, 1, 1])
+    structured.add_items(more_scores, new_context, new_groups, world.prior)
+    check()
+
+
 def test_the_single_precision_copy_keeps_in_step():
     """Screens read `single()`: after steps, a copy's own steps, new clips and a local
     block it equals the state rounded to float32, and group marginals in float32 match."""
