@@ -9,6 +9,7 @@ through the same methods and never reads a covariance itself; `FORMS` is the reg
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -52,6 +53,7 @@ from engine.summaries import (
     expected_kendall_tau,
     expected_tau_of_pairs,
     pair_marginal,
+    pair_tau_terms,
     sampled_kendall_tau,
     summarise_border,
     summarise_clips,
@@ -372,6 +374,25 @@ class DenseForm:
         return self.posterior
 
 
+def _same_partition(groups: Tensor, own: Tensor) -> bool:
+    """Whether the labels `groups` (n,) split the clips as the posterior's groups `own` (n,) do:
+    the same pairs in scope, whatever the labels. O(n), plus a sort of the labels unless they
+    are the posterior's own ids."""
+    groups = groups.to(own.device)
+    if groups.shape != own.shape:
+        raise ValueError(f"groups must hold one label per clip ({own.numel()})")
+    if torch.equal(groups, own):
+        return True
+    if own.numel() == 0:
+        return True
+    # every group's clips share one label ...
+    label = groups.new_empty(int(own.max()) + 1).scatter_(0, own, groups)
+    if not bool((label[own] == groups).all()):
+        return False
+    # ... and no two groups share one
+    return torch.unique(groups).numel() == torch.unique(own).numel()
+
+
 def _check_not_empty(posterior: GroupedPosterior) -> None:
     """Raise `NoEligibleTaskError` for a posterior without clips: its border has no context
     block yet for a screen to read.
@@ -501,9 +522,27 @@ class BlockForm:
         self.posterior.grow_block(name, variances, local)
 
     def expected_kendall_tau(self, groups: Tensor | None) -> float:
-        first, second = scope_pairs(self.posterior.group if groups is None else groups)
-        mu, var = self.posterior.pair_moments(first, second)
-        return expected_tau_of_pairs(mu, var)
+        """`E[tau] = mean_pairs |2 Phi(mu / s) - 1|` over the same-group pairs (MATH.md §1).
+
+        When `groups` is the posterior's own grouping (None, or the same partition of the clips
+        under other labels), every pair comes from its group's marginal by chunks of groups
+        (`GroupedPosterior.group_pair_moments`): O(sum_g m_g^2 K) with no per-pair gathers.
+        Any other grouping lists its pairs and reads each one (`pair_moments`)."""
+        posterior = self.posterior
+        if groups is not None and not _same_partition(groups, posterior.group):
+            first, second = scope_pairs(groups)
+            mu, var = posterior.pair_moments(first, second)
+            return expected_tau_of_pairs(mu, var)
+        total = posterior.offset.new_zeros(())
+        count = 0
+        for chunk in posterior.group_chunks():
+            pairs = posterior.group_pair_moments(chunk)
+            if pairs is None:
+                continue
+            terms = pair_tau_terms(pairs.mu, pairs.var)
+            total += torch.where(pairs.valid, terms, 0.0).sum()
+            count += int(pairs.valid.sum())
+        return float(total) / count if count else math.nan
 
     def kendall_tau_draws(
         self, groups: Tensor | None, n_samples: int, generator: torch.Generator

@@ -7,6 +7,7 @@ and `engine.ep` on the full covariance, the form the rest of the engine was chec
 from __future__ import annotations
 
 import math
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.ep import ep_refine
+from engine.forms import BlockForm
 from engine.scope import scope_pairs
 from engine.state import Posterior, add_contexts, add_items
 from engine.structured import (
@@ -21,6 +23,7 @@ from engine.structured import (
     grouped_prior,
     refine_grouped,
 )
+from engine.summaries import expected_kendall_tau, expected_tau_of_pairs
 from engine.update import interval_events, update_with_evidence
 from tests.engine.worlds import World, dense_prior
 
@@ -318,3 +321,70 @@ def test_the_single_precision_copy_keeps_in_step():
         interval_events([0], [6], [(0.0, math.inf)], 1.0, torch.zeros(()), border=[([side], [1.0])])
     )
     check(structured)
+
+
+# block entries per chunk: one group a chunk, a few, all
+@given(layouts, st.sampled_from([1, 50, 200, 2**18]))
+def test_the_expected_tau_from_group_blocks_is_every_pairs_read(layout, chunk):
+    """The block form's E[tau] (MATH.md §1), read from each group's marginal by chunks of
+    groups, equals the per-pair read (`pair_moments`) and the dense posterior's to 1e-10:
+    unequal groups, an empty and a one-clip group, missing scores, clips and a context added
+    after labels, chunks of any size, and the scope given as the posterior's groups, as
+    other labels of the same groups, or as another grouping (read pair by pair)."""
+    seed, n_criteria, n_groups, n_contexts = layout
+    world = World(seed, n_criteria, n_groups + 3, n_contexts + 1)
+    world.n_contexts = n_contexts
+    world.group_context[: n_groups + 2] %= n_contexts
+    world.group_context[n_groups + 2] = n_contexts  # a group of the context added later
+    scores, context, group = world.clips(3 * n_groups + 2, n_groups)
+    structured = grouped_prior(scores, context, group, n_contexts, world.prior)
+    structured.observe(world.events(structured.group, 15, lapses=True))
+    world.n_contexts += 1
+    structured.add_contexts(1, world.prior)
+    new_scores, _, new_group = world.clips(5, n_groups + 1)
+    # one clip alone in the last group; the group before it stays empty
+    new_group[0] = n_groups + 2
+    structured.add_items(new_scores, world.group_context[new_group], new_group, world.prior)
+    structured.observe(world.events(structured.group, 10, lapses=False))
+    assert int((structured.group_size == 0).sum()) >= 1
+    assert int((structured.group_size == 1).sum()) >= 1
+
+    form = BlockForm(structured)
+    own = structured.group
+    first, second = scope_pairs(own)
+    by_pairs = expected_tau_of_pairs(*structured.pair_moments(first, second))
+    dense = structured.to_dense()
+    reference = expected_kendall_tau(dense, own)
+    with patch("engine.structured.CHUNK_ELEMENTS", chunk):
+        blocks = form.expected_kendall_tau(None)
+        relabelled = form.expected_kendall_tau(100 - 3 * own)
+        merged = form.expected_kendall_tau(own // 2)
+    assert math.isfinite(blocks) == (first.numel() > 0)
+    if first.numel():
+        assert blocks == pytest.approx(by_pairs, abs=1e-10)
+        assert blocks == pytest.approx(reference, abs=1e-10)
+        assert relabelled == pytest.approx(blocks, abs=1e-10)
+    assert merged == pytest.approx(expected_kendall_tau(dense, own // 2), abs=1e-10, nan_ok=True)
+
+
+def test_group_pair_moments_are_the_dense_pairs():
+    """Each valid slot pair of `group_pair_moments` is the dense `f_a - f_b` of its clips, and
+    the valid pairs are the scope's, each once."""
+    world = World(4, 3, 5, 2)
+    scores, context, group = world.clips(17, 5)
+    structured = grouped_prior(scores, context, group, 2, world.prior)
+    structured.observe(world.events(group, 12, lapses=False))
+    assert int(structured.group_size.max()) > int(structured.group_size.min())
+    dense = structured.to_dense()
+    pairs = structured.group_pair_moments(slice(None))
+    assert pairs is not None
+    where = torch.nonzero(pairs.valid)  # (P, 2): pair index, group
+    i = structured.members[where[:, 1], pairs.first[where[:, 0]]]
+    j = structured.members[where[:, 1], pairs.second[where[:, 0]]]
+    cov, mean = dense.item_cov, dense.item_mean
+    mu, var = pairs.mu[pairs.valid], pairs.var[pairs.valid]
+    torch.testing.assert_close(mu, mean[i] - mean[j], atol=1e-12, rtol=0)
+    torch.testing.assert_close(var, cov[i, i] + cov[j, j] - 2 * cov[i, j], atol=1e-12, rtol=0)
+    listed = set(zip(*(t.tolist() for t in scope_pairs(structured.group)), strict=True))
+    found = {(min(a, b), max(a, b)) for a, b in zip(i.tolist(), j.tolist(), strict=True)}
+    assert found == listed and len(found) == i.numel()
