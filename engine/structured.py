@@ -103,6 +103,18 @@ class GroupPairs(NamedTuple):
     valid: Tensor
 
 
+class DrawFactors(NamedTuple):
+    """Cholesky factors for drawing from the posterior (`GroupedPosterior.draw_factors`).
+
+    Attributes:
+        weight: (D, D) the factor of S_w.
+        within: (G, M, M) each group's factor of P_g (the identity on slots past its size).
+    """
+
+    weight: Tensor
+    within: Tensor
+
+
 class Directions(NamedTuple):
     """B observation directions in block form (`GroupedPosterior.directions`), as H parts that
     each lie in one group: a direction within a group is one part; a pair across two groups
@@ -963,6 +975,50 @@ class GroupedPosterior:
         draws = loads + self.offset + torch.einsum("gmj,sgj->sgm", factors, noise)
         return draws.reshape(n_samples, -1)[:, self.group * size + self.slot]
 
+    def draw_factors(self) -> DrawFactors:
+        """The factors `sample_groups` draws with: the Cholesky factors of S_w and of every
+        group's P_g, made once for many calls.
+
+        Raises:
+            torch.linalg.LinAlgError: S_w or a group's P_g is not positive definite.
+        """
+        like = self.weight_mean
+        weight = torch.linalg.cholesky(self.weight_cov) if self.n_weights else self.weight_cov
+        # slots past a group's size hold zeros; a unit variance there keeps the factor defined,
+        # and the draws in those slots are never read
+        padding = torch.diag_embed((self.members < 0).to(like.dtype))  # G x M x M
+        return DrawFactors(weight, torch.linalg.cholesky(self.within + padding))
+
+    def sample_groups(
+        self, n_samples: int, generator: torch.Generator, factors: DrawFactors | None = None
+    ) -> Tensor:
+        """(n_samples, G, M) draws of the clips' qualities by group and slot, the very draws
+        `sample_items` makes from the same generator state (the same normals in the same
+        order): `w ~ N(m_w, S_w)`, then `f_g | w ~ N(A_g w + b_g, P_g)` (MATH.md §6). Slots
+        past a group's size hold values never to be read. `factors`: `draw_factors()`, when
+        the caller draws many times from one state."""
+        like = self.weight_mean
+        if factors is None:
+            factors = self.draw_factors()
+        n_weights = self.n_weights
+        weights = like.new_zeros(n_samples, n_weights)
+        if n_weights:
+            noise = torch.randn(
+                n_samples, n_weights, generator=generator, dtype=like.dtype, device=like.device
+            )
+            weights = self.weight_mean + noise @ factors.weight.T  # n_samples x D
+        local = self.local_index(self.group_context.clamp_min(0))  # G x 2K
+        loads = torch.einsum("gmk,sgk->sgm", self.load, weights[:, local])  # S x G x M
+        noise = torch.randn(
+            n_samples,
+            self.n_groups,
+            self.members.shape[1],
+            generator=generator,
+            dtype=like.dtype,
+            device=like.device,
+        )
+        return loads + self.offset + torch.einsum("gmj,sgj->sgm", factors.within, noise)
+
     def weight_moments(self) -> tuple[Tensor, Tensor]:
         """The border: `(m_w, S_w)` over the D weights."""
         return self.weight_mean.clone(), self.weight_cov.clone()
@@ -1163,6 +1219,7 @@ def refine_grouped(
 __all__ = [
     "BlockShrink",
     "Directions",
+    "DrawFactors",
     "GroupMarginals",
     "GroupPairs",
     "GroupedPosterior",

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.ep import ep_refine
-from engine.forms import BlockForm
+from engine.forms import TAU_CHUNK_ELEMENTS, TAU_GROUP_ELEMENTS, BlockForm
 from engine.scope import scope_pairs
 from engine.state import Posterior, add_contexts, add_items
 from engine.structured import (
@@ -23,7 +23,7 @@ from engine.structured import (
     grouped_prior,
     refine_grouped,
 )
-from engine.summaries import expected_kendall_tau, expected_tau_of_pairs
+from engine.summaries import expected_kendall_tau, expected_tau_of_pairs, sampled_kendall_tau
 from engine.update import interval_events, update_with_evidence
 from tests.engine.worlds import World, dense_prior
 
@@ -388,3 +388,52 @@ def test_group_pair_moments_are_the_dense_pairs():
     listed = set(zip(*(t.tolist() for t in scope_pairs(structured.group)), strict=True))
     found = {(min(a, b), max(a, b)) for a, b in zip(i.tolist(), j.tolist(), strict=True)}
     assert found == listed and len(found) == i.numel()
+
+
+def test_draws_by_group_are_the_draws_by_clip():
+    """`sample_groups` makes `sample_items`' draws from the same generator state, laid out by
+    group and slot, with factors made once or per call."""
+    world = World(6, 3, 6, 2)
+    scores, context, group = world.clips(17, 6)
+    group[group == 2] = 3  # group 2 stays empty
+    context = world.group_context[group]
+    structured = grouped_prior(scores, context, group, 2, world.prior)
+    structured.observe(world.events(group, 15, lapses=False))
+    by_clip = structured.sample_items(7, torch.Generator().manual_seed(1))
+    for factors in (None, structured.draw_factors()):
+        by_group = structured.sample_groups(7, torch.Generator().manual_seed(1), factors)
+        assert torch.equal(by_group[:, structured.group, structured.slot], by_clip)
+
+
+@pytest.mark.parametrize("chunks", ["default", "one draw, one group"])
+def test_sampled_tau_by_group_is_the_sampled_tau_of_every_pair(chunks):
+    """The block form's sampled taus (compared group by group) are `sampled_kendall_tau` of
+    `sample_items`' draws from the same generator, over the scope's pairs: for its own groups,
+    other labels of them, and another grouping; in one chunk of draws or one draw at a time
+    (the generator then read in the same pieces), over all groups or one at a time."""
+    world = World(8, 3, 7, 2)
+    scores, context, group = world.clips(25, 7)
+    scores[0] = scores[1]  # two clips with the same scores: a pair of equal means
+    context[0], group[0] = context[1], group[1]
+    structured = grouped_prior(scores, context, group, 2, world.prior)
+    structured.observe(world.events(group, 20, lapses=False))
+    structured.add_items(world.randn(3, 3), context[:3], group[:3], world.prior)
+    form = BlockForm(structured)
+    mean = structured.item_moments()[0]
+    n_draws = 9
+    one_at_a_time = chunks != "default"
+    for groups in (None, 3 * structured.group + 1, structured.group // 3):
+        scope = structured.group if groups is None else groups
+        first, second = scope_pairs(scope)
+        generator = torch.Generator().manual_seed(2)
+        if one_at_a_time:
+            draws = torch.cat([structured.sample_items(1, generator) for _ in range(n_draws)])
+        else:
+            draws = structured.sample_items(n_draws, generator)
+        expected = sampled_kendall_tau(draws, mean, first, second)
+        with (
+            patch("engine.forms.TAU_CHUNK_ELEMENTS", 1 if one_at_a_time else TAU_CHUNK_ELEMENTS),
+            patch("engine.forms.TAU_GROUP_ELEMENTS", 1 if one_at_a_time else TAU_GROUP_ELEMENTS),
+        ):
+            taus = form.kendall_tau_draws(groups, n_draws, torch.Generator().manual_seed(2))
+        torch.testing.assert_close(taus, expected, atol=1e-12, rtol=0)
