@@ -718,7 +718,7 @@ def _block_tau_draws(
     # where a + k is past the group's size
     per_group = min(step, n_samples) * width * (width - 1) // 2
     group_step = max(1, TAU_GROUP_ELEMENTS // max(per_group, 1))
-    slices = []
+    slices: list[tuple[slice, int, list[Tensor]]] = []
     for start in range(0, posterior.n_groups, group_step):
         chunk = slice(start, start + group_step)
         size = int(sizes[chunk].max())
@@ -731,7 +731,7 @@ def _block_tau_draws(
         if orders:
             slices.append((chunk, size, orders))
     factors = posterior.draw_factors()
-    taus = []
+    taus: list[Tensor] = []
     for start in range(0, n_samples, step):
         count = min(step, n_samples - start)
         draws = posterior.sample_groups(count, generator, factors)  # (S, G, M)
