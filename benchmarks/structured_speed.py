@@ -14,7 +14,9 @@ holds PENDING tasks for other raters, then times
   when stale; the rebuilds land in these timings);
 - **scratch**: one selection from scratch with the same pending tasks, every same-prompt pair
   screened (`select_block_pairs` without a kept screen), the best 256 re-scored exactly;
-- **leaderboard**: `Campaign.leaderboard()`, every clip's mean and sd.
+- **leaderboard**: `Campaign.leaderboard()`, every clip's mean and sd;
+- **tau**: `Campaign.expected_kendall_tau()`, over every same-prompt pair (what a progress
+  check with a Kendall tau target reads).
 
 Each (n, m) runs in a fresh subprocess, whose peak resident set size (`ru_maxrss`, including
 the Python + torch import) is the memory figure; on CUDA `torch.cuda.max_memory_allocated`.
@@ -119,6 +121,7 @@ def measure(n: int, m: int, repeats: int, seed: int) -> dict[str, Any]:
 
     from_scratch = time_calls(scratch, scratch_repeats, device)
     board = time_calls(lambda _: campaign.leaderboard(), scratch_repeats, device)
+    tau = time_calls(lambda _: campaign.expected_kendall_tau(), scratch_repeats, device)
     peak = (
         torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mb()
     )
@@ -133,6 +136,7 @@ def measure(n: int, m: int, repeats: int, seed: int) -> dict[str, Any]:
         "next_ms_p99": float(np.percentile(next_pair, 99)),
         "scratch_ms_p50": float(np.percentile(from_scratch, 50)),
         "leaderboard_ms_p50": float(np.percentile(board, 50)),
+        "tau_ms_p50": float(np.percentile(tau, 50)),
         "peak_mb": peak,
         "repeats": repeats,
         "warmup_labels": WARMUP_LABELS,
@@ -168,19 +172,21 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         "`add_clips` of all n clips (s); update = `observe` of one label (ms); next = one "
         "label then `next_pairs` for a rater, from the kept screen, rebuilds included (ms); "
         "scratch = one selection screening every same-prompt pair (ms); leaderboard = every "
-        "clip's mean and sd (ms); peak = the worker process's peak RSS (MB, including the "
+        "clip's mean and sd (ms); tau = the expected Kendall tau over every same-prompt "
+        "pair (ms); peak = the worker process's peak RSS (MB, including the "
         "Python + torch import). load = the 1-minute load average before the run.",
         "",
         "| n | prompt | device | add s | update p50 | update p99 | next p50 | next p99 "
-        "| scratch p50 | leaderboard p50 | peak MB | load |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scratch p50 | leaderboard p50 | tau p50 | peak MB | load |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['n']:,} | {r['prompt_size']} | {r['device']} | {r['add_s']:.2f} | "
             f"{r['update_ms_p50']:.3f} | {r['update_ms_p99']:.3f} | {r['next_ms_p50']:.1f} | "
             f"{r['next_ms_p99']:.1f} | {r['scratch_ms_p50']:.1f} | "
-            f"{r['leaderboard_ms_p50']:.1f} | {r['peak_mb']:.0f} | {r['load_before']:.2f} |"
+            f"{r['leaderboard_ms_p50']:.1f} | {r['tau_ms_p50']:.1f} | {r['peak_mb']:.0f} | "
+            f"{r['load_before']:.2f} |"
         )
     lines += ["", "## Targets (2 CPU cores)", "", "| target | status | measured |", "|---|---|---|"]
     largest = max((r["n"] for r in rows), default=0)

@@ -9,6 +9,7 @@ through the same methods and never reads a covariance itself; `FORMS` is the reg
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -52,6 +53,7 @@ from engine.summaries import (
     expected_kendall_tau,
     expected_tau_of_pairs,
     pair_marginal,
+    pair_tau_terms,
     sampled_kendall_tau,
     summarise_border,
     summarise_clips,
@@ -71,6 +73,8 @@ SCREEN_REFRESH_AT = 32  # dirty groups a kept screen refreshes at (GroupScreen.r
 KEPT_SCREENS = 4  # rater noises with a kept screen (learned noise gives each rater its own)
 # draws x (clips or pairs) per chunk of a sampled Kendall tau: ~32 MiB of float64
 TAU_CHUNK_ELEMENTS = 2**22
+# pair comparisons (draws x pairs) per slice of groups in a block-form sampled tau: ~8 MiB
+TAU_GROUP_ELEMENTS = 2**20
 
 
 class PosteriorForm(Protocol):
@@ -373,6 +377,25 @@ class DenseForm:
         return self.posterior
 
 
+def _same_partition(groups: Tensor, own: Tensor) -> bool:
+    """Whether the labels `groups` (n,) split the clips as the posterior's groups `own` (n,) do:
+    the same pairs in scope, whatever the labels. O(n), plus a sort of the labels unless they
+    are the posterior's own ids."""
+    groups = groups.to(own.device)
+    if groups.shape != own.shape:
+        raise ValueError(f"groups must hold one label per clip ({own.numel()})")
+    if torch.equal(groups, own):
+        return True
+    if own.numel() == 0:
+        return True
+    # every group's clips share one label ...
+    label = groups.new_empty(int(own.max()) + 1).scatter_(0, own, groups)
+    if not bool((label[own] == groups).all()):
+        return False
+    # ... and no two groups share one
+    return torch.unique(groups).numel() == torch.unique(own).numel()
+
+
 def _check_not_empty(posterior: GroupedPosterior) -> None:
     """Raise `NoEligibleTaskError` for a posterior without clips: its border has no context
     block yet for a screen to read.
@@ -506,14 +529,37 @@ class BlockForm:
         self.posterior.grow_block(name, variances, local)
 
     def expected_kendall_tau(self, groups: Tensor | None) -> float:
-        first, second = scope_pairs(self.posterior.group if groups is None else groups)
-        mu, var = self.posterior.pair_moments(first, second)
-        return expected_tau_of_pairs(mu, var)
+        """`E[tau] = mean_pairs |2 Phi(mu / s) - 1|` over the same-group pairs (MATH.md §1).
+
+        When `groups` is the posterior's own grouping (None, or the same partition of the clips
+        under other labels), every pair comes from its group's marginal by chunks of groups
+        (`GroupedPosterior.group_pair_moments`): O(sum_g m_g^2 K) with no per-pair gathers.
+        Any other grouping lists its pairs and reads each one (`pair_moments`)."""
+        posterior = self.posterior
+        if groups is not None and not _same_partition(groups, posterior.group):
+            first, second = scope_pairs(groups)
+            mu, var = posterior.pair_moments(first, second)
+            return expected_tau_of_pairs(mu, var)
+        total = posterior.offset.new_zeros(())
+        count = 0
+        for chunk in posterior.group_chunks():
+            pairs = posterior.group_pair_moments(chunk)
+            if pairs is None:
+                continue
+            terms = pair_tau_terms(pairs.mu, pairs.var)
+            total += torch.where(pairs.valid, terms, 0.0).sum()
+            count += int(pairs.valid.sum())
+        return float(total) / count if count else math.nan
 
     def kendall_tau_draws(
         self, groups: Tensor | None, n_samples: int, generator: torch.Generator
     ) -> Tensor:
-        first, second = scope_pairs(self.posterior.group if groups is None else groups)
+        """Over the posterior's own groups (None, or the same partition under other labels) the
+        draws are compared group by group, `_block_tau_draws`; any other grouping lists its
+        pairs and gathers both clips of each from every draw."""
+        if groups is None or _same_partition(groups, self.posterior.group):
+            return _block_tau_draws(self.posterior, n_samples, generator)
+        first, second = scope_pairs(groups)
         return self._tau_draws(first, second, n_samples, generator)
 
     def _tau_draws(
@@ -645,6 +691,62 @@ def _tau_draws(
         sampled_kendall_tau(sample(min(step, n_samples - start)), mean, first, second)
         for start in range(0, n_samples, step)
     ]
+    return torch.cat(taus)
+
+
+def _block_tau_draws(
+    posterior: GroupedPosterior, n_samples: int, generator: torch.Generator
+) -> Tensor:
+    """(n_samples,) `sampled_kendall_tau` over every same-group pair, from the draws of
+    `GroupedPosterior.sample_groups`: `tau_s = mean_pairs sign(m_a - m_b) sign(f_sa - f_sb)`.
+
+    The draws are those `_tau_draws` makes of `sample_items` from the same generator (the
+    same chunks of draws, so the same normals), and each tau is the same sum of signs, so the
+    result is the same. But the Cholesky factors are made once, not once per chunk of draws,
+    and no pair is gathered: with slots first and groups last, the pairs (a, a + k) of every
+    group are two slices of the draws, `f[:m - k] - f[k:]`, for k = 1 .. m - 1.
+    """
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    sizes = posterior.group_size
+    n_pairs = int((sizes * (sizes - 1) // 2).sum())
+    like = posterior.offset
+    if n_pairs == 0:
+        return like.new_full((n_samples,), math.nan)
+    # the chunks of draws `_tau_draws` takes: the same calls on the generator
+    step = max(1, TAU_CHUNK_ELEMENTS // max(posterior.n_items, n_pairs, 1))
+    width = posterior.members.shape[1]
+    mean = like.new_zeros(posterior.n_groups, width)
+    mean[posterior.group, posterior.slot] = posterior.item_moments()[0]
+    # slices of groups sized so that a chunk of draws compares about TAU_GROUP_ELEMENTS pairs
+    # in each, and per slice and offset k the orders sign(m_a - m_{a+k}), (m - k, 1, G), 0
+    # where a + k is past the group's size
+    per_group = min(step, n_samples) * width * (width - 1) // 2
+    group_step = max(1, TAU_GROUP_ELEMENTS // max(per_group, 1))
+    slices: list[tuple[slice, int, list[Tensor]]] = []
+    for start in range(0, posterior.n_groups, group_step):
+        chunk = slice(start, start + group_step)
+        size = int(sizes[chunk].max())
+        means = mean[chunk, :size].T  # (m, G)
+        inside = torch.arange(size, device=like.device)[:, None] < sizes[chunk]  # (m, G)
+        orders = [
+            (torch.sign(means[: size - k] - means[k:]) * inside[k:])[:, None, :]
+            for k in range(1, size)
+        ]
+        if orders:
+            slices.append((chunk, size, orders))
+    factors = posterior.draw_factors()
+    taus: list[Tensor] = []
+    for start in range(0, n_samples, step):
+        count = min(step, n_samples - start)
+        draws = posterior.sample_groups(count, generator, factors)  # (S, G, M)
+        total = like.new_zeros(count)
+        for chunk, size, orders in slices:
+            by_slot = draws[:, chunk, :size].permute(2, 0, 1).contiguous()  # (m, S, G)
+            for k, order in enumerate(orders, start=1):
+                signs = torch.sign(by_slot[: size - k] - by_slot[k:])  # (m - k, S, G)
+                total += (signs * order).sum((0, 2))
+        taus.append(total / n_pairs)
     return torch.cat(taus)
 
 

@@ -84,6 +84,37 @@ class GroupMarginals(NamedTuple):
     cov: Tensor
 
 
+class GroupPairs(NamedTuple):
+    """The same-group pairs of a chunk of G groups by slots, the blocks cut to the chunk's
+    largest group m (`GroupedPosterior.group_pair_moments`): its T = m (m - 1) / 2 slot
+    pairs a < b.
+
+    Attributes:
+        first, second: (T,) long slots a < b.
+        mu: (T, G) `E f_a - E f_b`.
+        var: (T, G) `Var(f_a - f_b)`, floored at 0.
+        valid: (T, G) bool, both slots hold a clip of the group.
+    """
+
+    first: Tensor
+    second: Tensor
+    mu: Tensor
+    var: Tensor
+    valid: Tensor
+
+
+class DrawFactors(NamedTuple):
+    """Cholesky factors for drawing from the posterior (`GroupedPosterior.draw_factors`).
+
+    Attributes:
+        weight: (D, D) the factor of S_w.
+        within: (G, M, M) each group's factor of P_g (the identity on slots past its size).
+    """
+
+    weight: Tensor
+    within: Tensor
+
+
 class Directions(NamedTuple):
     """B observation directions in block form (`GroupedPosterior.directions`), as H parts that
     each lie in one group: a direction within a group is one part; a pair across two groups
@@ -813,6 +844,43 @@ class GroupedPosterior:
         border = self._weight_part(rows[:, None, :], self.group_context[group], full=False)
         return mean, (var + border[:, 0]).clamp_min(0.0)
 
+    def group_pair_moments(self, groups: slice) -> GroupPairs | None:
+        """Every same-group pair of the groups in `groups` (a slice), by slots a < b, and the
+        mean and variance of `f_a - f_b` from the group's marginal (MATH.md §6, "Reads"):
+        `mu = E f_a - E f_b` with `E f_g = A_g m_w + b_g`, and
+        `var = C_aa + C_bb - 2 C_ab` with `C = P_g + A_g S_loc A_g'`: one batched product per
+        chunk of groups instead of a 2K-row gather and product per pair. None when no group in
+        the slice has two clips.
+
+        The blocks are cut to the slice's largest group m, so a chunk of small groups does not
+        pay for the padding a large group elsewhere set.
+        """
+        sizes = self.group_size[groups]
+        size = int(sizes.max()) if sizes.numel() else 0
+        if size < 2:
+            return None
+        first, second = torch.triu_indices(size, size, 1, device=sizes.device)
+        rows = self.load[groups, :size]  # (G, m, L)
+        context = self.group_context[groups].clamp_min(0)
+        within = self.within[groups, :size, :size]
+        if self.n_local:
+            spread = torch.bmm(rows, self._local_blocks(self.weight_cov)[context])
+            cov = torch.baddbmm(within, spread, rows.transpose(1, 2))  # P_g + A_g S_loc A_g'
+        else:
+            cov = within
+        weights = self.weight_mean[self.local_index(context)]  # (G, L)
+        means = (rows * weights[:, None, :]).sum(-1) + self.offset[groups, :size]  # (G, m)
+        # slots first, groups last: a pair's terms are then whole rows to copy, where gathering
+        # them from each group's row cost several times more
+        means = means.T.contiguous()  # (m, G)
+        cov = cov.reshape(-1, size * size).T.contiguous()  # (m m, G)
+        own = cov[:: size + 1]  # (m, G): the diagonals
+        mu = means.index_select(0, first) - means.index_select(0, second)  # (T, G)
+        var = own.index_select(0, first) + own.index_select(0, second)
+        var.sub_(cov.index_select(0, first * size + second), alpha=2.0)
+        valid = second[:, None] < sizes  # a < b inside the group: a is inside too
+        return GroupPairs(first, second, mu, var.clamp_min_(0.0), valid)
+
     def group_marginals(
         self,
         groups: slice | Tensor = slice(None),
@@ -956,6 +1024,50 @@ class GroupedPosterior:
         )
         draws = loads + self.offset + torch.einsum("gmj,sgj->sgm", factors, noise)
         return draws.reshape(n_samples, -1)[:, self.group * size + self.slot]
+
+    def draw_factors(self) -> DrawFactors:
+        """The factors `sample_groups` draws with: the Cholesky factors of S_w and of every
+        group's P_g, made once for many calls.
+
+        Raises:
+            torch.linalg.LinAlgError: S_w or a group's P_g is not positive definite.
+        """
+        like = self.weight_mean
+        weight = torch.linalg.cholesky(self.weight_cov) if self.n_weights else self.weight_cov
+        # slots past a group's size hold zeros; a unit variance there keeps the factor defined,
+        # and the draws in those slots are never read
+        padding = torch.diag_embed((self.members < 0).to(like.dtype))  # G x M x M
+        return DrawFactors(weight, torch.linalg.cholesky(self.within + padding))
+
+    def sample_groups(
+        self, n_samples: int, generator: torch.Generator, factors: DrawFactors | None = None
+    ) -> Tensor:
+        """(n_samples, G, M) draws of the clips' qualities by group and slot, the very draws
+        `sample_items` makes from the same generator state (the same normals in the same
+        order): `w ~ N(m_w, S_w)`, then `f_g | w ~ N(A_g w + b_g, P_g)` (MATH.md §6). Slots
+        past a group's size hold values never to be read. `factors`: `draw_factors()`, when
+        the caller draws many times from one state."""
+        like = self.weight_mean
+        if factors is None:
+            factors = self.draw_factors()
+        n_weights = self.n_weights
+        weights = like.new_zeros(n_samples, n_weights)
+        if n_weights:
+            noise = torch.randn(
+                n_samples, n_weights, generator=generator, dtype=like.dtype, device=like.device
+            )
+            weights = self.weight_mean + noise @ factors.weight.T  # n_samples x D
+        local = self.local_index(self.group_context.clamp_min(0))  # G x 2K
+        loads = torch.einsum("gmk,sgk->sgm", self.load, weights[:, local])  # S x G x M
+        noise = torch.randn(
+            n_samples,
+            self.n_groups,
+            self.members.shape[1],
+            generator=generator,
+            dtype=like.dtype,
+            device=like.device,
+        )
+        return loads + self.offset + torch.einsum("gmj,sgj->sgm", factors.within, noise)
 
     def weight_moments(self) -> tuple[Tensor, Tensor]:
         """The border: `(m_w, S_w)` over the D weights."""
@@ -1157,7 +1269,9 @@ def refine_grouped(
 __all__ = [
     "BlockShrink",
     "Directions",
+    "DrawFactors",
     "GroupMarginals",
+    "GroupPairs",
     "GroupedPosterior",
     "JointProjections",
     "block_shrink",

@@ -170,7 +170,14 @@ def expected_tau_of_pairs(mu: Tensor, var: Tensor) -> float:
     `expected_kendall_tau` over listed pairs. NaN when none is listed."""
     if mu.numel() == 0:
         return math.nan
-    return float(torch.abs(2.0 * probability_positive(mu, var) - 1.0).mean())
+    return float(pair_tau_terms(mu, var).mean())
+
+
+def pair_tau_terms(mu: Tensor, var: Tensor) -> Tensor:
+    """`|2 Phi(mu / s) - 1|` elementwise: each pair's expected share in the Kendall tau between
+    the posterior mean order and the truth (MATH.md §1; `expected_kendall_tau`), for pairs with
+    difference mean mu and variance var of any shape."""
+    return torch.abs(2.0 * probability_positive(mu, var) - 1.0)
 
 
 def sampled_kendall_tau(draws: Tensor, mean: Tensor, first: Tensor, second: Tensor) -> Tensor:
@@ -204,6 +211,7 @@ __all__ = [
     "expected_kendall_tau",
     "expected_tau_of_pairs",
     "pair_marginal",
+    "pair_tau_terms",
     "predict_pair",
     "probability_better",
     "probability_positive",

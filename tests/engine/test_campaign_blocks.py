@@ -242,3 +242,45 @@ def test_a_campaign_in_blocks_without_clips_has_no_task_then_chooses_once_clips_
     campaign.add_clips(scores, contexts=contexts, groups=groups)
     (task,) = campaign.next_pairs(None, 1)
     assert campaign.groups[task.question.first] == campaign.groups[task.question.second]
+
+
+def test_the_expected_tau_in_blocks_is_the_dense_campaigns():
+    """`expected_kendall_tau` of a campaign in blocks (read from each prompt's block) equals
+    the dense campaign's to 1e-10: prompts of unequal size, one clip alone in its prompt,
+    missing scores, two contexts, and clips, a prompt and a context added after labels."""
+    rng = np.random.default_rng(11)
+    dense, blocks = (
+        Campaign(config("dense"), device="cpu"),
+        Campaign(config("blocks"), device="cpu"),
+    )
+    scores, context, group = clips(rng, 29, 0, 7)
+    scores.append([0.5, None, -0.2])
+    context.append("animals")
+    group.append("alone")
+    truth = rng.normal(size=40)
+
+    def label(count: int) -> None:
+        members: dict[str, list[int]] = {}
+        for clip, name in enumerate(group):
+            members.setdefault(name, []).append(clip)
+        prompts = [listed for listed in members.values() if len(listed) > 1]
+        for _ in range(count):
+            first, second = rng.choice(prompts[int(rng.integers(len(prompts)))], 2, replace=False)
+            won = truth[first] - truth[second] + rng.normal() > 0
+            outcome = Outcome.WIN if won else Outcome.LOSS
+            judgment = Judgment.pair("r", int(first), int(second), outcome)
+            for campaign in (dense, blocks):
+                campaign.observe([judgment])
+
+    for campaign in (dense, blocks):
+        campaign.add_clips(scores, contexts=context, groups=group)
+    label(25)
+    more, more_context, more_group = clips(rng, 8, 5, 4)
+    more_context[0], more_group[0] = "people", "p-new"
+    for campaign in (dense, blocks):
+        campaign.add_clips(more, contexts=more_context, groups=more_group)
+    group += more_group
+    label(15)
+    sizes = np.unique(group, return_counts=True)[1]
+    assert sizes.min() == 1 and len(set(sizes.tolist())) > 2
+    assert blocks.expected_kendall_tau() == pytest.approx(dense.expected_kendall_tau(), abs=1e-10)

@@ -7,6 +7,7 @@ and `engine.ep` on the full covariance, the form the rest of the engine was chec
 from __future__ import annotations
 
 import math
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.ep import ep_refine
+from engine.forms import TAU_CHUNK_ELEMENTS, TAU_GROUP_ELEMENTS, BlockForm
 from engine.scope import scope_pairs
 from engine.state import Posterior, add_contexts, add_items
 from engine.structured import (
@@ -21,6 +23,7 @@ from engine.structured import (
     grouped_prior,
     refine_grouped,
 )
+from engine.summaries import expected_kendall_tau, expected_tau_of_pairs, sampled_kendall_tau
 from engine.update import interval_events, update_with_evidence
 from tests.engine.worlds import World, dense_prior
 
@@ -345,3 +348,119 @@ def test_the_single_precision_copy_keeps_in_step():
         interval_events([0], [6], [(0.0, math.inf)], 1.0, torch.zeros(()), border=[([side], [1.0])])
     )
     check(structured)
+
+
+# block entries per chunk: one group a chunk, a few, all
+@given(layouts, st.sampled_from([1, 50, 200, 2**18]))
+def test_the_expected_tau_from_group_blocks_is_every_pairs_read(layout, chunk):
+    """The block form's E[tau] (MATH.md §1), read from each group's marginal by chunks of
+    groups, equals the per-pair read (`pair_moments`) and the dense posterior's to 1e-10:
+    unequal groups, an empty and a one-clip group, missing scores, clips and a context added
+    after labels, chunks of any size, and the scope given as the posterior's groups, as
+    other labels of the same groups, or as another grouping (read pair by pair)."""
+    seed, n_criteria, n_groups, n_contexts = layout
+    world = World(seed, n_criteria, n_groups + 3, n_contexts + 1)
+    world.n_contexts = n_contexts
+    world.group_context[: n_groups + 2] %= n_contexts
+    world.group_context[n_groups + 2] = n_contexts  # a group of the context added later
+    scores, context, group = world.clips(3 * n_groups + 2, n_groups)
+    structured = grouped_prior(scores, context, group, n_contexts, world.prior)
+    structured.observe(world.events(structured.group, 15, lapses=True))
+    world.n_contexts += 1
+    structured.add_contexts(1, world.prior)
+    new_scores, _, new_group = world.clips(5, n_groups + 1)
+    # one clip alone in the last group; the group before it stays empty
+    new_group[0] = n_groups + 2
+    structured.add_items(new_scores, world.group_context[new_group], new_group, world.prior)
+    structured.observe(world.events(structured.group, 10, lapses=False))
+    assert int((structured.group_size == 0).sum()) >= 1
+    assert int((structured.group_size == 1).sum()) >= 1
+
+    form = BlockForm(structured)
+    own = structured.group
+    first, second = scope_pairs(own)
+    by_pairs = expected_tau_of_pairs(*structured.pair_moments(first, second))
+    dense = structured.to_dense()
+    reference = expected_kendall_tau(dense, own)
+    with patch("engine.structured.CHUNK_ELEMENTS", chunk):
+        blocks = form.expected_kendall_tau(None)
+        relabelled = form.expected_kendall_tau(100 - 3 * own)
+        merged = form.expected_kendall_tau(own // 2)
+    assert math.isfinite(blocks) == (first.numel() > 0)
+    if first.numel():
+        assert blocks == pytest.approx(by_pairs, abs=1e-10)
+        assert blocks == pytest.approx(reference, abs=1e-10)
+        assert relabelled == pytest.approx(blocks, abs=1e-10)
+    assert merged == pytest.approx(expected_kendall_tau(dense, own // 2), abs=1e-10, nan_ok=True)
+
+
+def test_group_pair_moments_are_the_dense_pairs():
+    """Each valid slot pair of `group_pair_moments` is the dense `f_a - f_b` of its clips, and
+    the valid pairs are the scope's, each once."""
+    world = World(4, 3, 5, 2)
+    scores, context, group = world.clips(17, 5)
+    structured = grouped_prior(scores, context, group, 2, world.prior)
+    structured.observe(world.events(group, 12, lapses=False))
+    assert int(structured.group_size.max()) > int(structured.group_size.min())
+    dense = structured.to_dense()
+    pairs = structured.group_pair_moments(slice(None))
+    assert pairs is not None
+    where = torch.nonzero(pairs.valid)  # (P, 2): pair index, group
+    i = structured.members[where[:, 1], pairs.first[where[:, 0]]]
+    j = structured.members[where[:, 1], pairs.second[where[:, 0]]]
+    cov, mean = dense.item_cov, dense.item_mean
+    mu, var = pairs.mu[pairs.valid], pairs.var[pairs.valid]
+    torch.testing.assert_close(mu, mean[i] - mean[j], atol=1e-12, rtol=0)
+    torch.testing.assert_close(var, cov[i, i] + cov[j, j] - 2 * cov[i, j], atol=1e-12, rtol=0)
+    listed = set(zip(*(t.tolist() for t in scope_pairs(structured.group)), strict=True))
+    found = {(min(a, b), max(a, b)) for a, b in zip(i.tolist(), j.tolist(), strict=True)}
+    assert found == listed and len(found) == i.numel()
+
+
+def test_draws_by_group_are_the_draws_by_clip():
+    """`sample_groups` makes `sample_items`' draws from the same generator state, laid out by
+    group and slot, with factors made once or per call."""
+    world = World(6, 3, 6, 2)
+    scores, context, group = world.clips(17, 6)
+    group[group == 2] = 3  # group 2 stays empty
+    context = world.group_context[group]
+    structured = grouped_prior(scores, context, group, 2, world.prior)
+    structured.observe(world.events(group, 15, lapses=False))
+    by_clip = structured.sample_items(7, torch.Generator().manual_seed(1))
+    for factors in (None, structured.draw_factors()):
+        by_group = structured.sample_groups(7, torch.Generator().manual_seed(1), factors)
+        assert torch.equal(by_group[:, structured.group, structured.slot], by_clip)
+
+
+@pytest.mark.parametrize("chunks", ["default", "one draw, one group"])
+def test_sampled_tau_by_group_is_the_sampled_tau_of_every_pair(chunks):
+    """The block form's sampled taus (compared group by group) are `sampled_kendall_tau` of
+    `sample_items`' draws from the same generator, over the scope's pairs: for its own groups,
+    other labels of them, and another grouping; in one chunk of draws or one draw at a time
+    (the generator then read in the same pieces), over all groups or one at a time."""
+    world = World(8, 3, 7, 2)
+    scores, context, group = world.clips(25, 7)
+    scores[0] = scores[1]  # two clips with the same scores: a pair of equal means
+    context[0], group[0] = context[1], group[1]
+    structured = grouped_prior(scores, context, group, 2, world.prior)
+    structured.observe(world.events(group, 20, lapses=False))
+    structured.add_items(world.randn(3, 3), context[:3], group[:3], world.prior)
+    form = BlockForm(structured)
+    mean = structured.item_moments()[0]
+    n_draws = 9
+    one_at_a_time = chunks != "default"
+    for groups in (None, 3 * structured.group + 1, structured.group // 3):
+        scope = structured.group if groups is None else groups
+        first, second = scope_pairs(scope)
+        generator = torch.Generator().manual_seed(2)
+        if one_at_a_time:
+            draws = torch.cat([structured.sample_items(1, generator) for _ in range(n_draws)])
+        else:
+            draws = structured.sample_items(n_draws, generator)
+        expected = sampled_kendall_tau(draws, mean, first, second)
+        with (
+            patch("engine.forms.TAU_CHUNK_ELEMENTS", 1 if one_at_a_time else TAU_CHUNK_ELEMENTS),
+            patch("engine.forms.TAU_GROUP_ELEMENTS", 1 if one_at_a_time else TAU_GROUP_ELEMENTS),
+        ):
+            taus = form.kendall_tau_draws(groups, n_draws, torch.Generator().manual_seed(2))
+        torch.testing.assert_close(taus, expected, atol=1e-12, rtol=0)
