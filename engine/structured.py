@@ -848,28 +848,19 @@ class GroupedPosterior:
         """Every same-group pair of the groups in `groups` (a slice), by slots a < b, and the
         mean and variance of `f_a - f_b` from the group's marginal (MATH.md §6, "Reads"):
         `mu = E f_a - E f_b` with `E f_g = A_g m_w + b_g`, and
-        `var = C_aa + C_bb - 2 C_ab` with `C = P_g + A_g S_loc A_g'`: one batched product per
-        chunk of groups instead of a 2K-row gather and product per pair. None when no group in
-        the slice has two clips.
-
-        The blocks are cut to the slice's largest group m, so a chunk of small groups does not
-        pay for the padding a large group elsewhere set.
-        """
+        `var = C_aa + C_bb - 2 C_ab` with `C = P_g + A_g S_loc A_g'` (`group_marginals`):
+        batched products per chunk of groups instead of a 2K-row gather and product per pair.
+        None when no group in the slice has two clips. The pairs are those of the slice's
+        largest group m: a chunk of small groups does not pay for the padding a large group
+        elsewhere set."""
         sizes = self.group_size[groups]
         size = int(sizes.max()) if sizes.numel() else 0
         if size < 2:
             return None
         first, second = torch.triu_indices(size, size, 1, device=sizes.device)
-        rows = self.load[groups, :size]  # (G, m, L)
-        context = self.group_context[groups].clamp_min(0)
-        within = self.within[groups, :size, :size]
-        if self.n_local:
-            spread = torch.bmm(rows, self._local_blocks(self.weight_cov)[context])
-            cov = torch.baddbmm(within, spread, rows.transpose(1, 2))  # P_g + A_g S_loc A_g'
-        else:
-            cov = within
-        weights = self.weight_mean[self.local_index(context)]  # (G, L)
-        means = (rows * weights[:, None, :]).sum(-1) + self.offset[groups, :size]  # (G, m)
+        marginals = self.group_marginals(groups)
+        means = marginals.mean[:, :size]  # (G, m)
+        cov = marginals.cov[:, :size, :size]
         # slots first, groups last: a pair's terms are then whole rows to copy, where gathering
         # them from each group's row cost several times more
         means = means.T.contiguous()  # (m, G)
@@ -998,31 +989,8 @@ class GroupedPosterior:
         Raises:
             torch.linalg.LinAlgError: S_w or a group's P_g is not positive definite.
         """
-        like = self.weight_mean
-        n_weights = self.n_weights
-        weights = like.new_zeros(n_samples, n_weights)
-        if n_weights:
-            noise = torch.randn(
-                n_samples, n_weights, generator=generator, dtype=like.dtype, device=like.device
-            )
-            factor = torch.linalg.cholesky(self.weight_cov)
-            weights = self.weight_mean + noise @ factor.T  # n_samples x D
+        draws = self.sample_groups(n_samples, generator)  # (S, G, M)
         size = self.members.shape[1]
-        # slots past a group's size hold zeros; a unit variance there keeps the factor defined,
-        # and the draws in those slots are never read
-        padding = torch.diag_embed((self.members < 0).to(like.dtype))  # G x M x M
-        factors = torch.linalg.cholesky(self.within + padding)
-        local = self.local_index(self.group_context.clamp_min(0))  # G x 2K
-        loads = torch.einsum("gmk,sgk->sgm", self.load, weights[:, local])  # S x G x M
-        noise = torch.randn(
-            n_samples,
-            self.n_groups,
-            size,
-            generator=generator,
-            dtype=like.dtype,
-            device=like.device,
-        )
-        draws = loads + self.offset + torch.einsum("gmj,sgj->sgm", factors, noise)
         return draws.reshape(n_samples, -1)[:, self.group * size + self.slot]
 
     def draw_factors(self) -> DrawFactors:
