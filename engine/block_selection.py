@@ -209,6 +209,7 @@ class GroupScreen:
         # groups refreshed since the build: their kept best moved, so the kept order (read by
         # `reaching`) may place them wrongly and they are checked apart
         self.refreshed = torch.zeros(0, dtype=torch.long, device=posterior.group.device)
+        self._is_refreshed = torch.zeros(self.best.shape, dtype=torch.bool, device=self.best.device)
         self._drift_cache: tuple[int, tuple[Tensor, Tensor]] | None = None
         self._rates_cache: tuple[int, tuple[float, float, float]] | None = None
 
@@ -252,7 +253,8 @@ class GroupScreen:
         now = torch.add(radius2 * by_cov, radius, alpha=by_mean).add_(SCREEN_ROUNDING)
         self.best[groups] = best.to(self.best.dtype) + now.to(self.best.dtype)
         self.radius2[groups], self.radius[groups] = radius2, radius
-        self.refreshed = torch.unique(torch.cat((self.refreshed, groups)))
+        self._is_refreshed[groups] = True
+        self.refreshed = torch.nonzero(self._is_refreshed).flatten()
         self.dirty.clear()
 
     def _drift(self, posterior: GroupedPosterior) -> tuple[Tensor, Tensor]:
@@ -310,9 +312,10 @@ class GroupScreen:
         most = self.max_radius2 * by_cov + math.sqrt(self.max_radius2) * by_mean
         floor = self.rising_best.new_tensor([threshold - most - 2 * SCREEN_ROUNDING])
         count = self.rising_best.numel() - int(torch.searchsorted(self.rising_best, floor))
+        prefix = self.order[:count]
         if self.refreshed.numel() == 0:
-            return self.order[:count]
-        return torch.unique(torch.cat((self.order[:count], self.refreshed)))
+            return prefix
+        return torch.cat((prefix[~self._is_refreshed[prefix]], self.refreshed))
 
     def typical_slack(self, posterior: GroupedPosterior) -> float:
         """The slack of a group of median spread in the context that drifted most: when it

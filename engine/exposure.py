@@ -51,6 +51,8 @@ class _Floor:
     owed: int  # sum over the low clips of min_labels - count_i
     groups: Tensor | None  # (n,) long the group of each clip, when the caller has groups
     group_low: Tensor | None  # (G,) long low clips per group, on `device`
+    # (G,) bool `group_low > 0`, kept with it: a request then copies G bools, not G longs
+    group_focus: Tensor | None = None
 
 
 class ClipCounts:
@@ -93,11 +95,12 @@ class ClipCounts:
         if gone.numel():
             floor.low[gone.to(floor.device)] = False
             if floor.group_low is not None and floor.groups is not None:
+                where = floor.groups[gone].to(floor.device)
                 floor.group_low.index_add_(
-                    0,
-                    floor.groups[gone].to(floor.device),
-                    torch.full((gone.numel(),), -1, dtype=torch.long, device=floor.device),
+                    0, where, torch.full((gone.numel(),), -1, dtype=torch.long, device=floor.device)
                 )
+                if floor.group_focus is not None:
+                    floor.group_focus[where] = floor.group_low[where] > 0
 
     def counts(self, n_items: int) -> Tensor:
         """(n_items,) long labels per clip, on the CPU."""
@@ -144,6 +147,7 @@ class ClipCounts:
                 n_groups = int(groups.max()) + 1 if groups.numel() else 0
                 floor.group_low = torch.zeros(n_groups, dtype=torch.long, device=device)
                 floor.group_low.index_add_(0, groups.to(device), floor.low.to(torch.long))
+                floor.group_focus = floor.group_low > 0
         return floor
 
     def starved(
@@ -190,17 +194,17 @@ class ClipCounts:
         if n_low == 0 or n_low == n_items - len(barred):
             return None
         focus, group_focus = floor.low, None
-        if floor.group_low is not None:
-            group_low = floor.group_low
+        if floor.group_low is not None and floor.group_focus is not None:
+            group_focus = floor.group_focus  # read only downstream
             if removed:
-                group_low = group_low.clone()
+                # only the groups of the clips this request removes change
                 taken = torch.tensor(removed, dtype=torch.long)
-                group_low.index_add_(
-                    0,
+                where, count = torch.unique(
                     floor.groups[taken].to(device),  # type: ignore[index]
-                    torch.full((len(removed),), -1, dtype=torch.long, device=device),
+                    return_counts=True,
                 )
-            group_focus = group_low > 0
+                group_focus = group_focus.clone()
+                group_focus[where] = floor.group_low[where] > count
         if removed:
             focus = focus.clone()
             focus[torch.tensor(removed, device=device)] = False
