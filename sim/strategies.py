@@ -293,9 +293,9 @@ class InformationGain(_EngineBacked):
         # pairs the engine's scope allows but the world never can (a log that skipped them)
         n = problem.n_items
         in_scope = candidate_pairs(problem.groups, problem.pair_scope)
-        known = np.zeros(n * n, dtype=bool)
-        known[problem.candidates[:, 0] * n + problem.candidates[:, 1]] = True
-        self.outside_ = in_scope[~known[in_scope[:, 0] * n + in_scope[:, 1]]]
+        # pairs as keys i n + j: a lookup in the world's candidates, no n x n table
+        known = problem.candidates[:, 0] * n + problem.candidates[:, 1]
+        self.outside_ = in_scope[~np.isin(in_scope[:, 0] * n + in_scope[:, 1], known)]
 
     def propose(self, rater: int, available: np.ndarray | None) -> tuple[int, int]:
         forbidden = self.outside_

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine import Outcome
 from sim.estimators import outcome_signs
@@ -132,6 +134,19 @@ def test_groups_contexts_and_candidates() -> None:
     assert len(problem.candidates) == len(expected)
     any_scope = candidate_pairs(problem.groups, "any")
     assert len(any_scope) == 12 * 11 // 2 and np.all(any_scope[:, 0] < any_scope[:, 1])
+
+
+@given(st.lists(st.integers(0, 5), max_size=30))
+def test_group_candidates_are_every_same_group_pair_in_order(groups) -> None:
+    """Built group by group, the candidates are the same-group pairs of all pairs i < j, in
+    the same (lexicographic) order, whatever the groups' sizes and labels."""
+    labels = np.asarray(groups, dtype=np.int64)
+    first, second = np.triu_indices(len(labels), k=1)
+    same = labels[first] == labels[second]
+    expected = np.stack((first[same], second[same]), axis=1)
+    got = candidate_pairs(labels, "group")
+    assert got.dtype == np.int64 and got.shape == (len(expected), 2)
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_missing_scores_fraction() -> None:
