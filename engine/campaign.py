@@ -88,7 +88,13 @@ from engine.stopping import (
     progress,
     tau_quantile,
 )
-from engine.summaries import ClipSummary, WeightSummary, probability_positive
+from engine.summaries import (
+    ClipSummary,
+    WeightSummary,
+    credible_halfwidth,
+    probability_positive,
+    summarise_moments,
+)
 from engine.task_choice import (
     KSetOffer,
     TaskClock,
@@ -1067,8 +1073,10 @@ class Campaign:
             tau = tau_quantile(self.kendall_tau_draws(TAU_SAMPLES, generator), targets.confidence)
         width = None
         if targets.interval_width is not None:
-            board = self.leaderboard(INTERVAL_LEVEL)
-            width = float((board.upper - board.lower).max()) if self.n_items else 0.0
+            # the widest central interval is the largest sd's: no ranks, no intervals per clip
+            _, var = self._form.item_moments()
+            largest = var.max().clamp_min(0.0).sqrt() if self.n_items else var.new_zeros(())
+            width = float(2.0 * credible_halfwidth(largest, INTERVAL_LEVEL))
         status = progress(targets, tau, width, self._history.label_count)
         self._progress_cache = (key, status)
         return status
@@ -1633,7 +1641,7 @@ class Campaign:
 
     def leaderboard(self, level: float = 0.9) -> ClipSummary:
         """Per clip mean, sd, central `level` credible interval and rank (1 = best)."""
-        return self._form.leaderboard(level)
+        return summarise_moments(*self._form.item_moments(), level)
 
     def weights(self) -> WeightSummary:
         """The criterion weights' posterior: global and per context (w + w_c)."""

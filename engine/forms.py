@@ -48,7 +48,6 @@ from engine.state import (
 )
 from engine.structured import BlockShrink, GroupedPosterior, block_shrink, refine_grouped
 from engine.summaries import (
-    ClipSummary,
     WeightSummary,
     expected_kendall_tau,
     expected_tau_of_pairs,
@@ -56,8 +55,6 @@ from engine.summaries import (
     pair_tau_terms,
     sampled_kendall_tau,
     summarise_border,
-    summarise_clips,
-    summarise_moments,
     summarise_weights,
 )
 from engine.update import Events, update_with_evidence
@@ -111,7 +108,10 @@ class PosteriorForm(Protocol):
         """Mean and variance of `f_i - f_j` (second = -1: of f_i)."""
         ...
 
-    def leaderboard(self, level: float) -> ClipSummary: ...
+    def item_moments(self) -> tuple[Tensor, Tensor]:
+        """(n,) every clip's marginal mean and variance: what the leaderboard and an interval
+        width target read, in one O(n) pass where the form allows."""
+        ...
 
     def weights(self) -> WeightSummary: ...
 
@@ -237,8 +237,8 @@ class DenseForm:
     def pair_moments(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
         return pair_marginal(self.posterior, first, second)
 
-    def leaderboard(self, level: float) -> ClipSummary:
-        return summarise_clips(self.posterior, level)
+    def item_moments(self) -> tuple[Tensor, Tensor]:
+        return self.posterior.item_mean, torch.diagonal(self.posterior.item_cov)
 
     def weights(self) -> WeightSummary:
         return summarise_weights(self.posterior)
@@ -510,9 +510,8 @@ class BlockForm:
     def pair_moments(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
         return self.posterior.pair_moments(first, second)
 
-    def leaderboard(self, level: float) -> ClipSummary:
-        mean, var = self.posterior.item_moments()
-        return summarise_moments(mean, var, level)
+    def item_moments(self) -> tuple[Tensor, Tensor]:
+        return self.posterior.item_moments()
 
     def weights(self) -> WeightSummary:
         mean, cov = self.posterior.weight_moments()

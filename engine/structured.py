@@ -691,10 +691,13 @@ class GroupedPosterior:
         border's mean in that context's local coordinates, in `dtype` when given. A group's
         rows times its context's map give its spread A_g F_c and its means' border part
         A_g m_c in one product (`group_marginals`)."""
-        contexts = torch.arange(max(self.n_contexts, 1), device=self.group.device)
-        means = self.weight_mean[self.local_index(contexts)]  # (C, L)
-        maps = torch.cat((self.local_factors(shrink), means[:, :, None]), -1)
+        maps = torch.cat((self.local_factors(shrink), self._local_means()[:, :, None]), -1)
         return maps if dtype is None else maps.to(dtype)
+
+    def _local_means(self) -> Tensor:
+        """(C, L) the border's mean in each context's local coordinates."""
+        contexts = torch.arange(max(self.n_contexts, 1), device=self.group.device)
+        return self.weight_mean[self.local_index(contexts)]
 
     def _times_context_maps(
         self, rows: Tensor, context: Tensor, maps: Tensor, groups: slice | Tensor
@@ -789,12 +792,24 @@ class GroupedPosterior:
         if self.n_items == 0:
             return self.offset.new_zeros(0), self.offset.new_zeros(0)
         means, variances = [], []
+        # [S_c | m_c] per context: a group's rows times it give its clips' border covariance
+        # rows and means in one product (`_times_context_maps`)
+        maps = None
+        if shrink is None and self.n_local:
+            blocks = self._local_blocks(self.weight_cov)
+            maps = torch.cat((blocks, self._local_means()[:, :, None]), -1)
         for groups in self.group_chunks():
             if shrink is None:
                 context = self.group_context[groups].clamp_min(0)
                 own = torch.diagonal(self.within[groups], dim1=1, dim2=2)
-                variances.append(own + self._weight_part(self.load[groups], context, full=False))
-                means.append(self._group_means(groups))
+                if maps is None:
+                    variances.append(own.clone())
+                    means.append(self.offset[groups].clone())
+                    continue
+                rows = self.load[groups]
+                product = self._times_context_maps(rows, context, maps, groups)
+                variances.append(own + (product[:, :, :-1] * rows).sum(-1))
+                means.append(product[:, :, -1] + self.offset[groups])
             else:
                 marginals = self.group_marginals(groups, shrink)
                 variances.append(torch.diagonal(marginals.cov, dim1=1, dim2=2))
