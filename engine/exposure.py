@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -67,31 +68,35 @@ class ClipCounts:
         self._floor: _Floor | None = None
 
     def add(self, items: Iterable[int]) -> None:
-        """Count one label for each clip listed (a clip listed twice counts twice)."""
-        index = torch.tensor(list(items), dtype=torch.long)
-        if not index.numel():
+        """Count one label for each clip listed (a clip listed twice counts twice).
+
+        On the counts' NumPy view (they live on the CPU): a label's few ints cost a torch
+        call each far more than their arithmetic; the floor's masks, on their device, change
+        only where a clip crosses the floor."""
+        index = np.fromiter(items, dtype=np.int64)
+        if not index.size:
             return
         size = int(index.max()) + 1
         if size > self._counts.numel():
             grown = torch.zeros(size, dtype=torch.long)
             grown[: self._counts.numel()] = self._counts
             self._counts = grown
-        before = self._counts[index].clone()
-        self._counts.index_add_(0, index, torch.ones_like(index))
+        counts = self._counts.numpy()
+        unique, times = np.unique(index, return_counts=True)
+        was = counts[unique]  # a copy: fancy indexing
+        counts[unique] += times
         floor = self._floor
         if floor is None:
             return
         # the kept floor follows: only clips that crossed it change
-        first = _first_occurrences(index)
-        unique, was = index[first], before[first]
         inside = unique < floor.n_items
         unique, was = unique[inside], was[inside]
-        now = self._counts[unique]
+        now = counts[unique]
         m = floor.min_labels
         left = (was < m) & (now >= m)
         floor.n_low -= int(left.sum())
-        floor.owed -= int((m - was.clamp_max(m)).sum() - (m - now.clamp_max(m)).sum())
-        gone = unique[left]
+        floor.owed -= int((m - np.minimum(was, m)).sum() - (m - np.minimum(now, m)).sum())
+        gone = torch.from_numpy(unique[left])
         if gone.numel():
             floor.low[gone.to(floor.device)] = False
             if floor.group_low is not None and floor.groups is not None:
@@ -209,13 +214,6 @@ class ClipCounts:
             focus = focus.clone()
             focus[torch.tensor(removed, device=device)] = False
         return Exposure(focus, owed, n_low, group_focus)
-
-
-def _first_occurrences(index: Tensor) -> Tensor:
-    """The position in `index` of each distinct value's first occurrence."""
-    unique, inverse = torch.unique(index, return_inverse=True)
-    first = torch.full((unique.numel(),), index.numel(), dtype=torch.long)
-    return first.scatter_reduce_(0, inverse, torch.arange(index.numel()), reduce="amin")
 
 
 __all__ = ["ClipCounts", "Exposure"]
