@@ -26,7 +26,13 @@ from engine.criteria import (
     criterion_values,
 )
 from engine.device import default_device, default_dtype
-from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters
+from engine.empirical_bayes import (
+    SCALE_REFITS,
+    Hyperparameters,
+    ScaleFit,
+    fit_hyperparameters,
+    scale_coordinates,
+)
 from engine.ep import Refinement
 from engine.exposure import Exposure
 from engine.forms import FORMS, DenseForm, PendingTask, PosteriorForm, predict
@@ -147,6 +153,9 @@ class CampaignConfig:
         refit_prior_at: label counts at which the prior scales (and the tie margin, emoji
             thresholds and rater-noise spread, where the campaign has them) are refitted by
             empirical Bayes (`fit_prior`), e.g. (250, 500, 1000, 2000): not on every label.
+        prior_refit: how a refit moves the prior scales (engine.empirical_bayes.SCALE_REFITS):
+            "scales" each on its own, "split" the criteria's share of the prior's total
+            quality variance only, the total kept (docs/MATH.md §1, "Learning the split").
         noise_prior_spread: sd of log sigma_r across raters (the rater-noise prior around
             `noise_sd`), when rater noise is learned; `fit_prior` refits it.
         structure: how the posterior is kept (engine.forms): "dense", every covariance entry
@@ -204,6 +213,7 @@ class CampaignConfig:
     random_rater_share: float = 0.05
     learn_rater_noise: bool = False
     refit_prior_at: tuple[int, ...] = ()
+    prior_refit: str = "scales"
     noise_prior_spread: float = NOISE_PRIOR_LOG_SD
     structure: Structure = "dense"
     targets: Targets = field(default_factory=Targets)
@@ -264,6 +274,10 @@ class CampaignConfig:
             )
         if any(count < 1 for count in self.refit_prior_at):
             raise ValueError("refit_prior_at lists label counts >= 1")
+        if self.prior_refit not in SCALE_REFITS:
+            raise ValueError(
+                f"prior_refit must be one of {sorted(SCALE_REFITS)}, got {self.prior_refit!r}"
+            )
         if not 0 < self.random_rater_share < 1:
             raise ValueError("random_rater_share must be in (0, 1)")
         if self.lapse_prior is not None and not (
@@ -591,6 +605,7 @@ class Campaign:
             fit_thresholds=config.emoji_thresholds is not None and ratings,
             max_evaluations=max_evaluations,
             log_evidence=lambda scales, events: self._prior_form(scales).observe(events),
+            coordinates=scale_coordinates(config.prior_refit, len(config.criteria)),
         )
         spread = config.noise_prior_spread
         form = None

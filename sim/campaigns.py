@@ -64,6 +64,7 @@ def build_campaign(
     lapse_prior: tuple[float, float] | None = None,
     learn_rater_noise: bool = False,
     refit_prior_at: tuple[int, ...] = (),
+    prior_refit: str = "scales",
     structure: str = "dense",
     prior: PriorScales | None = None,
     noise_sd: float = JOD_NOISE_SD,
@@ -102,6 +103,7 @@ def build_campaign(
         lapse_prior=lapse_prior,
         learn_rater_noise=learn_rater_noise,
         refit_prior_at=refit_prior_at,
+        prior_refit=prior_refit,
         structure=structure,  # type: ignore[arg-type]
         side_bias=side_bias,
         both_threshold=both_threshold,
@@ -126,6 +128,27 @@ def build_campaign(
         contexts=contexts,
     )
     return campaign
+
+
+def build_scoring_campaign(problem: Problem) -> Campaign:
+    """The engine posterior every strategy's labels are scored by (`sim.runner.Scorer`): the
+    reward-model prior, its split between the criteria and the residual refitted at
+    `refit_schedule` with the total kept (`prior_refit="split"`, docs/MATH.md §1), and each
+    rater's random-click rate learned under `LAPSE_PRIOR` (the labels must say who answered).
+
+    Rater noise is not learned here, though the service learns it: learned online, each
+    rater's noise sd runs well below the truth (the rater's labels are scored under the
+    posterior that holds them, and a lapse can stand in for an upset), and the posterior
+    that applies later labels with it is over-confident
+    (docs/BENCHMARKS.md, "Learning what the engine assumes")."""
+    return build_campaign(
+        problem,
+        reward_model=True,
+        both_threshold=problem.both_threshold,
+        lapse_prior=LAPSE_PRIOR,
+        refit_prior_at=refit_schedule(problem.n_items),
+        prior_refit="split",
+    )
 
 
 def add_problem_clips(campaign: Campaign, problem: Problem, clips: range) -> range:
@@ -177,6 +200,7 @@ __all__ = [
     "add_clips",
     "add_problem_clips",
     "build_campaign",
+    "build_scoring_campaign",
     "prior_scales",
     "refit_schedule",
 ]

@@ -5,7 +5,9 @@ work at once: `concurrent` assignments are out at any time, the oldest is answer
 strategy always chooses while others' pairs are pending. At each checkpoint of the label
 budget, and at `PER_CLIP` labels per clip, the labels so far are scored twice:
   - "fixed": the MAP Thurstone fit that ignores the reward model (sim.estimators), and
-  - "engine": the engine's posterior with the reward-model prior, fed every label in order.
+  - "engine": the engine's posterior with the reward-model prior, fed every label in order,
+    with who answered it (`sim.campaigns.build_scoring_campaign`: the prior's split refitted,
+    random clickers learned).
 The same seed gives the same records on the CPU.
 """
 
@@ -26,7 +28,7 @@ from engine import Judgment, NoEligibleTaskError, Outcome, predict_pair
 from engine.adapters import JOD_NOISE_SD
 from engine.questions import BOTH_BAD, BOTH_GOOD
 from sim import metrics
-from sim.campaigns import build_campaign
+from sim.campaigns import build_scoring_campaign
 from sim.estimators import fit_thurstone
 from sim.strategies import make_strategy
 from sim.worlds import ReplayWorld, SyntheticSpec, SyntheticWorld, World, load_comparisons
@@ -138,9 +140,7 @@ class Scorer:
         self.groups = problem.groups if problem.pair_scope == "group" else None
         self.counts = np.zeros((problem.n_items, problem.n_items))
         self.fixed_start: np.ndarray | None = None
-        self.campaign = build_campaign(
-            problem, reward_model=True, both_threshold=problem.both_threshold
-        )
+        self.campaign = build_scoring_campaign(problem)
         rng = np.random.default_rng(seed)
         held = problem.candidates[rng.integers(len(problem.candidates), size=N_HELD_OUT)]
         self.held_first, self.held_second = held[:, 0], held[:, 1]
@@ -148,11 +148,11 @@ class Scorer:
         self.truth_log_p, _ = metrics.thurstone_log_probabilities(difference, 0.0, JOD_NOISE_SD)
         self.forced_choice = torch.zeros(1, dtype=torch.float64)
 
-    def observe(self, first: int, second: int, outcome: Outcome) -> None:
+    def observe(self, first: int, second: int, outcome: Outcome, rater: int | None = None) -> None:
         sign = SIGN[outcome]
         self.counts[first, second] += (1 + sign) / 2
         self.counts[second, first] += (1 - sign) / 2
-        self.campaign.observe([Judgment.pair(None, first, second, outcome)])
+        self.campaign.observe([Judgment.pair(rater, first, second, outcome)])
 
     def observe_rating(self, item: int, level: int) -> None:
         self.campaign.observe([Judgment.rating(None, item, level)])
@@ -327,7 +327,7 @@ def _run(key: RunKey) -> list[dict[str, object]]:
         started = time.perf_counter()
         strategy.observe(first, second, outcome, who, left)
         strategy_seconds += time.perf_counter() - started
-        scorer.observe(first, second, outcome)
+        scorer.observe(first, second, outcome, who)
         labels += 1
         if labels + len(outstanding) < budget:
             hand_out()

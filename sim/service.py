@@ -117,9 +117,9 @@ def run_against_service(
             scorer.observe_rating(first, level)
             return
         second = index_of[task.right.id]
-        outcome, _ = world.answer_pair(first, second, rater, rng)
+        outcome, who = world.answer_pair(first, second, rater, rng)
         views[rater].judge(task.id, CHOICE[outcome])
-        scorer.observe(first, second, outcome)
+        scorer.observe(first, second, outcome, who)
 
     def served() -> dict[str, float]:
         mean = np.empty(problem.n_items)

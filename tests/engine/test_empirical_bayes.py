@@ -11,9 +11,10 @@ import torch
 from scipy.special import log_ndtr, logsumexp
 
 from engine.campaign import Campaign, CampaignConfig, Judgment
+from engine.empirical_bayes import SplitScales
 from engine.history import Refit
 from engine.likelihoods import Outcome
-from engine.state import Posterior, PriorScales
+from engine.state import Posterior, PriorScales, quality_prior
 from engine.update import pair_events, update_with_evidence
 
 SEED = 0
@@ -204,3 +205,74 @@ def test_fitting_parts_a_campaign_lacks_is_an_error() -> None:
                 fit_weights=False,
                 **part,
             )
+
+
+def _total(scales: PriorScales, n_criteria: int) -> float:
+    """`K (sigma_w^2 + sigma_c^2) + tau^2`: the prior variance of a clip's quality."""
+    return (
+        n_criteria * (scales.weight_scale**2 + scales.context_scale**2) + scales.residual_scale**2
+    )
+
+
+@pytest.mark.parametrize("share", [1e-4, 0.1, 0.5, 0.9])
+def test_the_split_keeps_the_total_and_the_context_ratio(share: float) -> None:
+    start = PriorScales(weight_scale=0.4, context_scale=0.1, residual_scale=1.2)
+    split = SplitScales(5)
+    x = np.array([np.log(share / (1 - share))])
+    scales = split.scales(start, x, fit_weights=True)
+    assert _total(scales, 5) == pytest.approx(_total(start, 5), rel=1e-12)
+    assert scales.context_scale / scales.weight_scale == pytest.approx(0.25, rel=1e-12)
+    part = 5 * (scales.weight_scale**2 + scales.context_scale**2)
+    assert part / _total(scales, 5) == pytest.approx(share, rel=1e-9)
+    # the start's own coordinate gives the start back
+    back = split.scales(start, np.asarray(split.start(start, True)), fit_weights=True)
+    assert back.residual_scale == pytest.approx(start.residual_scale, rel=1e-12)
+    assert back.weight_scale == pytest.approx(start.weight_scale, rel=1e-12)
+
+
+def _split_campaign(weight: float, residual: float, *, labels: int, seed: int) -> Campaign:
+    """Random pairs on clips drawn from the model, under the engine's JOD prior (total 1.5,
+    half of its variance to the criteria), refitted by the split."""
+    rng = np.random.default_rng(seed)
+    n, k = 40, 3
+    scores = rng.normal(size=(n, k))
+    truth = scores @ (weight * rng.normal(size=k)) + residual * rng.normal(size=n)
+    criteria = tuple(f"c{i}" for i in range(k))
+    config = CampaignConfig(
+        criteria=criteria, prior=quality_prior(k), noise_sd=NOISE_SD, prior_refit="split"
+    )
+    campaign = Campaign(config, device="cpu")
+    campaign.add_clips(scores, count=n)
+    judgments = []
+    for _ in range(labels):
+        i, j = rng.choice(n, 2, replace=False)
+        win = truth[i] - truth[j] + NOISE_SD * rng.normal() > 0
+        judgments.append(Judgment.pair(None, int(i), int(j), Outcome.WIN if win else Outcome.LOSS))
+    campaign.observe(judgments)
+    return campaign
+
+
+def test_the_split_refit_moves_the_share_and_keeps_the_total() -> None:
+    # useless scores: all of the 1.5 JOD is residual; useful ones: the criteria carry most of it
+    useless = _split_campaign(0.0, 1.5, labels=600, seed=SEED)
+    useful = _split_campaign(0.8, 0.5, labels=600, seed=SEED)
+    start = useless.config.prior
+    for campaign in (useless, useful):
+        fit = campaign.fit_prior()
+        assert fit.log_evidence >= fit.start_log_evidence
+        assert _total(fit.scales, 3) == pytest.approx(_total(start, 3), rel=1e-9)
+    # what the labels were drawn with: share 0 (useless) and 3 (0.8^2) / (1.92 + 0.25) = 0.88
+    assert useless.config.prior.residual_scale > 1.4
+    assert useless.config.prior.weight_scale < 0.1
+    assert useful.config.prior.residual_scale < 0.9
+    assert useful.config.prior.weight_scale > start.weight_scale
+
+
+def test_the_split_has_nothing_to_move_without_criteria() -> None:
+    campaign = _campaign_with_labels(10, 0, residual=1.0, weight=0.0, labels=40, seed=SEED)
+    campaign.config = replace(campaign.config, prior_refit="split")
+    fit = campaign.fit_prior()
+    assert fit.scales == campaign.config.prior
+    assert fit.log_evidence == fit.start_log_evidence
+    with pytest.raises(ValueError, match="prior_refit"):
+        CampaignConfig(prior_refit="both")

@@ -1,5 +1,6 @@
-"""The simulator's campaigns: the prior's total scale, and information gain's intervals covering
-on a seeded world under it (the too-wide earlier prior does not)."""
+"""The simulator's campaigns: the prior's total scale, information gain's intervals covering
+on a seeded world under it (the too-wide earlier prior does not), and the scoring campaign's
+refits and flagged clickers."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import torch
 
 from engine import Judgment, PriorScales
 from sim import metrics
-from sim.campaigns import QUALITY_SD, WIDE_PRIOR, build_campaign, prior_scales
+from sim.campaigns import (
+    QUALITY_SD,
+    WIDE_PRIOR,
+    build_campaign,
+    build_scoring_campaign,
+    prior_scales,
+)
+from sim.raters import RaterSpec
 from sim.worlds import SyntheticSpec, SyntheticWorld
 
 SEED = 0
@@ -59,3 +67,30 @@ def test_information_gain_intervals_cover_under_the_sim_prior() -> None:
     wide_coverage, wide_z2 = np.mean(wide, axis=0)
     assert coverage >= 0.8 and z2 < 1.5, (coverage, z2)
     assert wide_z2 > 1.5 * z2, (wide_coverage, wide_z2)
+
+
+def test_the_scoring_campaign_learns_the_split_and_who_clicks_at_random() -> None:
+    # a useless reward model and one random clicker in four raters; random pairs
+    spec = SyntheticSpec(
+        n_items=N_ITEMS,
+        n_groups=4,
+        rm_correlation=0.0,
+        raters=RaterSpec(n_raters=4, concurrent=1, random_fraction=0.25),
+    )
+    world = SyntheticWorld(spec, SEED)
+    campaign = build_scoring_campaign(world.problem)
+    start = campaign.config.prior
+    rng = np.random.default_rng(SEED)
+    for _ in range(8 * N_ITEMS):
+        i, j = world.problem.candidates[rng.integers(len(world.problem.candidates))]
+        outcome, who = world.answer_pair(int(i), int(j), int(rng.integers(4)), rng)
+        campaign.observe([Judgment.pair(who, int(i), int(j), outcome)])
+    # refitted at 2n, 4n and 8n labels: the total kept, nearly all of it given to the residual
+    prior = campaign.config.prior
+    assert _quality_sd(prior, 5) == pytest.approx(_quality_sd(start, 5), rel=1e-9)
+    assert prior.residual_scale > 0.9 * QUALITY_SD
+    # each rater known by who answered: the clicker's labels count least
+    keep = {r: x.keep for r, x in campaign.rater_reliability().items()}
+    clicker = int(np.flatnonzero(world.raters.is_random)[0])
+    assert min(keep, key=keep.__getitem__) == clicker
+    assert keep[clicker] < min(k for r, k in keep.items() if r != clicker) - 0.1
