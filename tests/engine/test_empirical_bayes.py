@@ -78,13 +78,20 @@ def _campaign_with_labels(
         CampaignConfig(criteria=criteria, prior=start, noise_sd=NOISE_SD), device="cpu"
     )
     campaign.add_clips(scores if k else None, count=n)
+    _observe_random_pairs(campaign, truth, labels, rng)
+    return campaign
+
+
+def _observe_random_pairs(
+    campaign: Campaign, truth: np.ndarray, labels: int, rng: np.random.Generator
+) -> None:
+    """`labels` forced choices on random pairs, outcomes from `truth` plus rater noise."""
     judgments = []
     for _ in range(labels):
-        i, j = rng.choice(n, 2, replace=False)
+        i, j = rng.choice(len(truth), 2, replace=False)
         win = truth[i] - truth[j] + NOISE_SD * rng.normal() > 0
         judgments.append(Judgment.pair(None, int(i), int(j), Outcome.WIN if win else Outcome.LOSS))
     campaign.observe(judgments)
-    return campaign
 
 
 def test_fit_recovers_the_residual_scale() -> None:
@@ -243,12 +250,7 @@ def _split_campaign(weight: float, residual: float, *, labels: int, seed: int) -
     )
     campaign = Campaign(config, device="cpu")
     campaign.add_clips(scores, count=n)
-    judgments = []
-    for _ in range(labels):
-        i, j = rng.choice(n, 2, replace=False)
-        win = truth[i] - truth[j] + NOISE_SD * rng.normal() > 0
-        judgments.append(Judgment.pair(None, int(i), int(j), Outcome.WIN if win else Outcome.LOSS))
-    campaign.observe(judgments)
+    _observe_random_pairs(campaign, truth, labels, rng)
     return campaign
 
 
