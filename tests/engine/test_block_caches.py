@@ -15,9 +15,9 @@ from engine.block_selection import GroupScreen, choose_block_pairs
 from engine.forms import BlockForm
 from engine.likelihoods import outcome_cuts
 from engine.selection import PairRequest, Pending
-from engine.structured import block_shrink, grouped_prior
+from engine.structured import block_shrink
 from engine.update import interval_events
-from tests.engine.worlds import World
+from tests.engine.worlds import labelled_blocks
 
 layouts = st.tuples(
     st.integers(0, 10_000),  # seed
@@ -29,12 +29,8 @@ WIN = (0.0, math.inf)
 
 
 def labelled(layout, n_labels: int = 12):
-    seed, n_criteria, n_groups, n_contexts = layout
-    world = World(seed, n_criteria, n_groups, n_contexts)
-    scores, context, group = world.clips(4 * n_groups, n_groups)
-    posterior = grouped_prior(scores, context, group, n_contexts, world.prior)
-    posterior.observe(world.events(group, n_labels, lapses=False))
-    return posterior, group, world
+    """A campaign after some labels, with its groups (`labelled_blocks`)."""
+    return labelled_blocks(layout, n_labels)
 
 
 def a_win(first: int, second: int):

@@ -35,8 +35,8 @@ from engine.selection import (
     select_rating,
 )
 from engine.state import Posterior
-from engine.structured import block_shrink, grouped_prior
-from tests.engine.worlds import World
+from engine.structured import block_shrink
+from tests.engine.worlds import World, labelled_blocks
 
 ATOL = 1e-9
 LEVEL_CUTS = (-0.5, 0.5)
@@ -50,13 +50,8 @@ layouts = st.tuples(
 
 
 def labelled(layout, n_labels: int = 15):
-    """A campaign after some labels, with its groups."""
-    seed, n_criteria, n_groups, n_contexts = layout
-    world = World(seed, n_criteria, n_groups, n_contexts)
-    scores, context, group = world.clips(4 * n_groups, n_groups)
-    posterior = grouped_prior(scores, context, group, n_contexts, world.prior)
-    posterior.observe(world.events(group, n_labels, lapses=False))
-    return posterior, group, world
+    """A campaign after some labels, with its groups (`labelled_blocks`)."""
+    return labelled_blocks(layout, n_labels)
 
 
 def pending_tasks(world: World, group: torch.Tensor, count: int) -> Pending:

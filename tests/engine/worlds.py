@@ -8,6 +8,7 @@ import math
 import torch
 
 from engine.state import Posterior, PriorScales, add_contexts, add_items, empty_posterior
+from engine.structured import GroupedPosterior, grouped_prior
 from engine.update import interval_events
 
 PAIR_INTERVALS = ((0.3, math.inf), (-math.inf, -0.3), (-0.3, 0.3))  # win, loss, tie at t = 0.3
@@ -75,3 +76,17 @@ def dense_prior(world: World, scores: torch.Tensor, context: torch.Tensor) -> Po
     posterior = empty_posterior(world.n_criteria, world.prior)
     posterior = add_contexts(posterior, world.n_contexts, world.prior)
     return add_items(posterior, scores, context, world.prior)
+
+
+def labelled_blocks(
+    layout: tuple[int, int, int, int], n_labels: int
+) -> tuple[GroupedPosterior, torch.Tensor, World]:
+    """A block-form campaign of `layout` (seed, criteria, groups, contexts), 4 clips a group
+    on average, after `n_labels` labels within groups: the posterior, the clips' groups and
+    the world."""
+    seed, n_criteria, n_groups, n_contexts = layout
+    world = World(seed, n_criteria, n_groups, n_contexts)
+    scores, context, group = world.clips(4 * n_groups, n_groups)
+    posterior = grouped_prior(scores, context, group, n_contexts, world.prior)
+    posterior.observe(world.events(group, n_labels, lapses=False))
+    return posterior, group, world
