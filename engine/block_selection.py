@@ -103,6 +103,15 @@ def _slot_pairs(size: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor
     return kept
 
 
+def _pair_spread(block: Tensor, first_slot: Tensor, second_slot: Tensor, flat: Tensor) -> Tensor:
+    """(T, P) `B_aa + B_bb - 2 B_ab` of (T, M, M) blocks over the slot pairs a < b
+    (`_slot_pairs`): each pair's entries gathered, then elementwise on (T, P), where a
+    broadcast over whole blocks does twice the work on strided reads."""
+    diagonal = torch.diagonal(block, dim1=1, dim2=2)
+    spread = torch.add(diagonal.index_select(1, first_slot), diagonal.index_select(1, second_slot))
+    return spread.sub_(block.reshape(block.shape[0], -1).index_select(1, flat), alpha=2.0)
+
+
 def _score_groups(
     posterior: GroupedPosterior,
     groups: slice | Tensor,
@@ -126,11 +135,7 @@ def _score_groups(
     marginals = posterior.group_marginals(groups, shrink, local_maps, dtype=SCREEN_DTYPE)
     members, cov, mean = marginals.members, marginals.cov, marginals.mean
     count = members.shape[0]
-    diagonal = torch.diagonal(cov, dim1=1, dim2=2)
-    # each pair's entries gathered, then elementwise on (T, P): a broadcast over whole
-    # (T, M, M) blocks does twice the work on strided reads
-    var = torch.add(diagonal.index_select(1, first_slot), diagonal.index_select(1, second_slot))
-    var = var.sub_(cov.view(count, -1).index_select(1, flat), alpha=2.0).clamp_min_(0.0)
+    var = _pair_spread(cov, first_slot, second_slot, flat).clamp_min_(0.0)
     mu = torch.sub(mean.index_select(1, first_slot), mean.index_select(1, second_slot))
     # eligible pairs score >= SCORE_OFFSET - 1 > 0; every other entry is exactly 0
     score = screen.score(mu, var, noise_var).add_(SCORE_OFFSET)
@@ -225,9 +230,7 @@ class GroupScreen:
         first_slot, second_slot, flat = _slot_pairs(members.shape[1], members.device)
         rows = posterior.load[groups]  # (T, M, L); padding rows are 0
         gram = torch.bmm(rows, rows.transpose(1, 2))
-        norms = torch.diagonal(gram, dim1=1, dim2=2)
-        spread = torch.add(norms.index_select(1, first_slot), norms.index_select(1, second_slot))
-        spread.sub_(gram.view(gram.shape[0], -1).index_select(1, flat), alpha=2.0)
+        spread = _pair_spread(gram, first_slot, second_slot, flat)
         present = (members.index_select(1, first_slot) >= 0) & (
             members.index_select(1, second_slot) >= 0
         )
@@ -402,9 +405,8 @@ def screen_block_pairs(
             rows = values.index_select(0, reach).reshape(-1)
             hits = torch.nonzero(rows >= floor[0]).flatten()
             top = torch.topk(rows[hits], min(n_keep, hits.numel()))
-            chosen = hits[top.indices]
-            values_kept = top.values
-            chosen = reach[chosen // per_group] * per_group + chosen % per_group
+            values_kept, at = top.values, hits[top.indices]
+            chosen = reach[at // per_group] * per_group + at % per_group
         else:
             top = torch.topk(flat, min(n_keep, flat.numel()))
             values_kept, chosen = top.values, top.indices

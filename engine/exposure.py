@@ -52,7 +52,8 @@ class _Floor:
     owed: int  # sum over the low clips of min_labels - count_i
     groups: Tensor | None  # (n,) long the group of each clip, when the caller has groups
     group_low: Tensor | None  # (G,) long low clips per group, on `device`
-    # (G,) bool `group_low > 0`, kept with it: a request then copies G bools, not G longs
+    # (G,) bool `group_low > 0`, kept with it (made from it where absent, as in a floor saved
+    # before it existed): a request then copies G bools, not G longs
     group_focus: Tensor | None = None
 
 
@@ -152,7 +153,9 @@ class ClipCounts:
                 n_groups = int(groups.max()) + 1 if groups.numel() else 0
                 floor.group_low = torch.zeros(n_groups, dtype=torch.long, device=device)
                 floor.group_low.index_add_(0, groups.to(device), floor.low.to(torch.long))
-                floor.group_focus = floor.group_low > 0
+                floor.group_focus = None
+        if floor.group_low is not None and floor.group_focus is None:
+            floor.group_focus = floor.group_low > 0
         return floor
 
     def starved(
@@ -199,7 +202,7 @@ class ClipCounts:
         if n_low == 0 or n_low == n_items - len(barred):
             return None
         focus, group_focus = floor.low, None
-        if floor.group_low is not None and floor.group_focus is not None:
+        if floor.group_low is not None:
             group_focus = floor.group_focus  # read only downstream
             if removed:
                 # only the groups of the clips this request removes change
