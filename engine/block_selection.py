@@ -44,7 +44,13 @@ from engine.selection import (
     in_sorted,
     tie_margin_of,
 )
-from engine.structured import BlockShrink, GroupedPosterior, JointProjections, block_shrink
+from engine.structured import (
+    BlockShrink,
+    GroupedPosterior,
+    JointProjections,
+    block_shrink,
+    take,
+)
 
 
 def pair_positions(posterior: GroupedPosterior, pairs: Tensor | None) -> Tensor:
@@ -103,12 +109,36 @@ def _slot_pairs(size: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor
     return kept
 
 
-def _pair_spread(block: Tensor, first_slot: Tensor, second_slot: Tensor, flat: Tensor) -> Tensor:
+_PAIR_MAPS: dict[tuple[int, torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
+
+
+def _pair_maps(size: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """(M, P) `difference` (+1 at slot a, -1 at slot b of each pair a < b, `_slot_pairs`
+    order) and `total` (+1 at both): `x @ difference` is every pair's `x_a - x_b` and
+    `x @ total` its `x_a + x_b` for (T, M) slot values, one matrix product in place of two
+    gathers along short rows. Each output is one rounding of the same two terms (the other
+    products are exact zeros), so it equals the elementwise form. Made once per size,
+    device and dtype (read only)."""
+    key = (size, device, dtype)
+    kept = _PAIR_MAPS.get(key)
+    if kept is None:
+        first_slot, second_slot, _ = _slot_pairs(size, device)
+        column = torch.arange(first_slot.numel(), device=device)
+        difference = torch.zeros(size, first_slot.numel(), device=device, dtype=dtype)
+        difference[first_slot, column] = 1.0
+        difference[second_slot, column] = -1.0
+        kept = (difference, difference.abs())
+        _PAIR_MAPS[key] = kept
+    return kept
+
+
+def _pair_spread(block: Tensor, flat: Tensor) -> Tensor:
     """(T, P) `B_aa + B_bb - 2 B_ab` of (T, M, M) blocks over the slot pairs a < b
-    (`_slot_pairs`): each pair's entries gathered, then elementwise on (T, P), where a
-    broadcast over whole blocks does twice the work on strided reads."""
-    diagonal = torch.diagonal(block, dim1=1, dim2=2)
-    spread = torch.add(diagonal.index_select(1, first_slot), diagonal.index_select(1, second_slot))
+    (`_slot_pairs`): the diagonal sums by one product (`_pair_maps`), the cross terms
+    gathered, then elementwise on (T, P), where a broadcast over whole blocks does twice the
+    work on strided reads."""
+    _, total = _pair_maps(block.shape[1], block.device, block.dtype)
+    spread = torch.matmul(torch.diagonal(block, dim1=1, dim2=2), total)
     return spread.sub_(block.reshape(block.shape[0], -1).index_select(1, flat), alpha=2.0)
 
 
@@ -130,13 +160,13 @@ def _score_groups(
     bool, when set, keeps only pairs holding one of its clips (engine.exposure)."""
     size = posterior.members.shape[1]
     device = posterior.group.device
-    first_slot, second_slot, flat = _slot_pairs(size, device)  # (P,) the pairs a < b
+    _, _, flat = _slot_pairs(size, device)  # (P,) the pairs a < b
     per_group = flat.numel()
     marginals = posterior.group_marginals(groups, shrink, local_maps, dtype=SCREEN_DTYPE)
     members, cov, mean = marginals.members, marginals.cov, marginals.mean
     count = members.shape[0]
-    var = _pair_spread(cov, first_slot, second_slot, flat).clamp_min_(0.0)
-    mu = torch.sub(mean.index_select(1, first_slot), mean.index_select(1, second_slot))
+    var = _pair_spread(cov, flat).clamp_min_(0.0)
+    mu = torch.matmul(mean, _pair_maps(size, device, mean.dtype)[0])
     # eligible pairs score >= SCORE_OFFSET - 1 > 0; every other entry is exactly 0
     score = screen.score(mu, var, noise_var).add_(SCORE_OFFSET)
     # padding (-1) is never shown; the masks read clip 0 there, and drop it
@@ -228,9 +258,9 @@ class GroupScreen:
             posterior, groups, None, self.noise_var, None, None, maps, self.screen
         )
         first_slot, second_slot, flat = _slot_pairs(members.shape[1], members.device)
-        rows = posterior.load[groups]  # (T, M, L); padding rows are 0
+        rows = take(posterior.load, groups)  # (T, M, L); padding rows are 0
         gram = torch.bmm(rows, rows.transpose(1, 2))
-        spread = _pair_spread(gram, first_slot, second_slot, flat)
+        spread = _pair_spread(gram, flat)
         present = (members.index_select(1, first_slot) >= 0) & (
             members.index_select(1, second_slot) >= 0
         )
@@ -262,8 +292,9 @@ class GroupScreen:
 
     def _drift(self, posterior: GroupedPosterior) -> tuple[Tensor, Tensor]:
         """(C,) per context: the border's mean drift `|d m_c|` and covariance drift
-        `||d S_c||_2` in its global and context blocks, times the score's rates (kept for the
-        posterior's version: one selection reads it several times)."""
+        `||d S_c||_F` (which bounds the spectral norm) in its global and context blocks,
+        times the score's rates (kept for the posterior's version: one selection reads it
+        several times)."""
         if self._drift_cache is not None and self._drift_cache[0] == posterior.version:
             return self._drift_cache[1]
         l_mu, l_var = self.screen.rates(self.noise_var)
@@ -273,9 +304,9 @@ class GroupScreen:
             (posterior.weight_mean - self.weight_mean)[local], dim=-1
         )
         drift = posterior.weight_cov - self.weight_cov
-        # the spectral norm of a symmetric block: its largest eigenvalue in absolute value
-        values = torch.linalg.eigvalsh(drift[local[:, :, None], local[:, None, :]])
-        drift_cov = values.abs().amax(-1)
+        # the Frobenius norm bounds the spectral norm the slack needs, with no eigensolve; the
+        # drift since a build is a few labels' low-rank steps, where the two nearly agree
+        drift_cov = torch.linalg.matrix_norm(drift[local[:, :, None], local[:, None, :]])
         result = (l_mu * drift_mean, l_var * drift_cov)
         self._drift_cache = (posterior.version, result)
         return result
@@ -303,8 +334,8 @@ class GroupScreen:
         """The most each clean group's pair scores (all, or `groups`) can have moved since the
         screen was kept (up without pending tasks; down as well, without them)."""
         by_cov, by_mean = self.rates(posterior)
-        radius2 = self.radius2 if groups is None else self.radius2[groups]
-        radius = self.radius if groups is None else self.radius[groups]
+        radius2 = self.radius2 if groups is None else self.radius2.index_select(0, groups)
+        radius = self.radius if groups is None else self.radius.index_select(0, groups)
         return torch.add(radius2 * by_cov, radius, alpha=by_mean).add_(SCREEN_ROUNDING)
 
     def reaching(self, posterior: GroupedPosterior, threshold: float) -> Tensor:
@@ -318,7 +349,8 @@ class GroupScreen:
         prefix = self.order[:count]
         if self.refreshed.numel() == 0:
             return prefix
-        return torch.cat((prefix[~self._is_refreshed[prefix]], self.refreshed))
+        fresh = self._is_refreshed.index_select(0, prefix)
+        return torch.cat((prefix.masked_select(fresh.logical_not_()), self.refreshed))
 
     def typical_slack(self, posterior: GroupedPosterior) -> float:
         """The slack of a group of median spread in the context that drifted most: when it
@@ -411,9 +443,9 @@ def screen_block_pairs(
             top = torch.topk(flat, min(n_keep, flat.numel()))
             values_kept, chosen = top.values, top.indices
         eligible = values_kept > 0
-        chosen = chosen[eligible]
+        chosen = chosen.masked_select(eligible)
         group, pair = chosen // per_group, chosen % per_group
-        kept_score.append(values_kept[eligible])
+        kept_score.append(values_kept.masked_select(eligible))
         kept_first.append(members[group, first_slot[pair]])
         kept_second.append(members[group, second_slot[pair]])
         if sum(s.numel() for s in kept_score) >= 2 * n_keep:
@@ -461,11 +493,11 @@ def screen_block_pairs(
             """The unscored groups whose bound exceeds `threshold`, and their bounds."""
             index = kept.reaching(posterior, threshold)
             if focus_groups is not None:
-                index = index[focus_groups[index]]
-            index = index[~in_sorted(index, torch.sort(scored).values)]
-            bounds = kept.best[index] + kept.slack(posterior, index)
+                index = index.masked_select(focus_groups.index_select(0, index))
+            index = index.masked_select(in_sorted(index, torch.sort(scored).values).logical_not_())
+            bounds = kept.best.index_select(0, index).add_(kept.slack(posterior, index))
             above = bounds > threshold
-            return index[above], bounds[above]
+            return index.masked_select(above), bounds.masked_select(above)
 
         step = max(16, -(-2 * n_keep // max(per_group, 1)))
         # the groups of the highest bounds, about twice n_keep pairs, are always scored: the

@@ -260,7 +260,7 @@ def in_sorted(values: Tensor, sorted_set: Tensor) -> Tensor:
     if sorted_set.numel() == 0:
         return torch.zeros_like(values, dtype=torch.bool)
     at = torch.searchsorted(sorted_set, values).clamp_(max=sorted_set.numel() - 1)
-    return sorted_set[at] == values
+    return torch.take(sorted_set, at) == values
 
 
 def allowed_items(n_items: int, excluded: Tensor | None, device: torch.device) -> Tensor:

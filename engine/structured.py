@@ -70,6 +70,15 @@ GPU_CHUNK_ELEMENTS = 2**24
 WIDEN_FACTOR = 2
 
 
+def take(values: Tensor, index: slice | Tensor) -> Tensor:
+    """`values[index]` along the first dimension: a view for a slice, else `index_select`.
+    A direct call: advanced indexing parses its key in Python on every read, which costs
+    more than the gather itself on the few rows a pick reads."""
+    if isinstance(index, slice):
+        return values[index]
+    return values.index_select(0, index)
+
+
 class GroupMarginals(NamedTuple):
     """Every group's marginal, padded to the largest group with clip index -1.
 
@@ -284,7 +293,10 @@ class GroupedPosterior:
             contexts = torch.arange(-1, max(self.n_contexts, 1), device=context.device)
             kept = (key, self._local_positions(contexts).roll(-1, 0))  # row -1: context -1
             self._local_table = kept
-        return kept[1][context]
+        table = kept[1]
+        # `table[context]`, as one index_select (context -1 wraps to the last row)
+        flat = torch.remainder(context.reshape(-1), table.shape[0])
+        return table.index_select(0, flat).reshape(*context.shape, table.shape[1])
 
     def _local_positions(self, context: Tensor) -> Tensor:
         """`local_index`, computed."""
@@ -475,10 +487,10 @@ class GroupedPosterior:
         else:
             u, r = within[:, si].clone(), load[si].clone()
             own = (offset[si], u[si])
-        c = self.weight_cov[:, local] @ r
+        c = self.weight_cov.index_select(1, local) @ r
         # the scalars, read back in one transfer: q = r' c, r' m_w, a' b and a' P a
         q, r_mean, offset_mean, own_var = torch.stack(
-            (r @ c[local], r @ self.weight_mean[local], *own)
+            (r @ c.index_select(0, local), r @ self.weight_mean.index_select(0, local), *own)
         ).tolist()
         return g, size, si, sj, u, r, local, c, q, r_mean, offset_mean, own_var
 
@@ -707,7 +719,7 @@ class GroupedPosterior:
         product per context over that context's groups (index lists kept per slice) reads
         less than gathering a map per group."""
         if not isinstance(groups, slice) or rows.shape[1] >= rows.shape[2]:
-            return torch.bmm(rows, maps[context])
+            return torch.bmm(rows, maps.index_select(0, context))
         product = rows.new_empty(*rows.shape[:2], maps.shape[2])
         for c, index in self._context_runs(groups):
             product.index_copy_(0, index, torch.matmul(rows.index_select(0, index), maps[c]))
@@ -772,16 +784,16 @@ class GroupedPosterior:
         (the groups' contexts, clamped at 0) and `rows` (their blocks of A, in that
         precision), when the caller has them."""
         if context is None:
-            context = self.group_context[groups].clamp_min(0)
+            context = take(self.group_context, groups).clamp_min(0)
         local = self.local_index(context)  # (G, 2K)
         if self._reads_single(dtype):
             load, offset, _ = self.single()
-            rows = load[groups] if rows is None else rows
+            rows = take(load, groups) if rows is None else rows
             weights = self.weight_mean.to(load.dtype)[local]
-            return torch.bmm(rows, weights[:, :, None])[:, :, 0] + offset[groups]
-        rows = self.load[groups] if rows is None else rows
+            return torch.bmm(rows, weights[:, :, None])[:, :, 0] + take(offset, groups)
+        rows = take(self.load, groups) if rows is None else rows
         means = (rows * self.weight_mean[local][:, None, :]).sum(-1)
-        return means + self.offset[groups]
+        return means + take(self.offset, groups)
 
     def _reads_single(self, dtype: torch.dtype | None) -> bool:
         return dtype == torch.float32 and self.within.dtype != torch.float32
@@ -904,15 +916,15 @@ class GroupedPosterior:
         if self._reads_single(dtype):
             load, offset, within = self.single()
         dtype = dtype or self.within.dtype
-        context = self.group_context[groups].clamp_min(0)
-        cov, rows = within[groups], load[groups]
+        context = take(self.group_context, groups).clamp_min(0)
+        cov, rows = take(within, groups), take(load, groups)
         if self.n_local and cov.shape[0]:
             if local_maps is None:
                 local_maps = self.local_maps(shrink, dtype)
             product = self._times_context_maps(rows, context, local_maps.to(dtype), groups)
             spread = product[:, :, :-1]
             cov = torch.baddbmm(cov, spread, spread.transpose(1, 2))
-            mean = product[:, :, -1] + offset[groups]
+            mean = product[:, :, -1] + take(offset, groups)
         else:
             cov = cov.clone()  # the shrink below must not write into the posterior's blocks
             mean = self._group_means(groups, dtype, context, rows)
@@ -931,7 +943,7 @@ class GroupedPosterior:
                 hit = torch.nonzero(shrink.groups[at] == groups).flatten()
                 if hit.numel():
                     cov[hit] -= shrink.correction[at[hit]].to(dtype)
-        return GroupMarginals(self.members[groups], mean.to(dtype), cov)
+        return GroupMarginals(take(self.members, groups), mean.to(dtype), cov)
 
     def directions(self, first: Tensor, second: Tensor) -> Directions:
         """Where B directions a_b (pairs, or single clips where second = -1) live: their parts
@@ -942,8 +954,8 @@ class GroupedPosterior:
         """
         single = second == NO_SECOND
         other = torch.where(single, first, second)
-        group = self.group[first]
-        across = group != self.group[other]
+        group = self.group.index_select(0, first)
+        across = group != self.group.index_select(0, other)
         any_across, any_single = torch.stack((across.any(), single.any())).tolist()
         n_directions = first.shape[0]
         owner = torch.arange(n_directions, device=first.device)
@@ -959,8 +971,8 @@ class GroupedPosterior:
             other = torch.cat((torch.where(across, first, other), other[across]))
             first = torch.cat((first, other[n_directions:]))
             owner = torch.cat((owner, owner[across]))
-            group = self.group[first]
-        slot_i, slot_j = self.slot[first], self.slot[other]
+            group = self.group.index_select(0, first)
+        slot_i, slot_j = self.slot.index_select(0, first), self.slot.index_select(0, other)
         all_pairs = not (any_across or any_single)
         second_rows = self.load[group, slot_j]
         rows = self.load[group, slot_i] - (
@@ -970,7 +982,7 @@ class GroupedPosterior:
             rows = rows * sign[:, None]  # -1 only on the second parts of pairs across groups
         parts = rows.new_zeros(first.shape[0], self.n_weights)
         if self.n_local:
-            parts.scatter_add_(1, self.local_index(self.group_context[group]), rows)
+            parts.scatter_add_(1, self.local_index(self.group_context.index_select(0, group)), rows)
         embedded = parts
         if owner.shape[0] != n_directions:  # two parts for a pair across groups: sum them
             embedded = parts.new_zeros(n_directions, self.n_weights).index_add_(0, owner, parts)
@@ -1211,8 +1223,10 @@ def block_shrink(
     # blocks is not kept (the factorised form keeps each group's block only)
     by_part = coefficients[where.owner] if joint.split else coefficients  # owner: 0..Q-1 else
     own.index_add_(0, slot_group, u[:, :, None] * by_part[:, None, :])
-    local = posterior.local_index(posterior.group_context[groups])  # (H, 2K)
-    through = torch.bmm(posterior.load[groups], border[local])  # (H, M, Q): A_h Omega_q
+    local = posterior.local_index(posterior.group_context.index_select(0, groups))  # (H, 2K)
+    # (H, M, Q): A_h Omega_q
+    local_border = border.index_select(0, local.reshape(-1)).reshape(*local.shape, border.shape[1])
+    through = torch.bmm(posterior.load.index_select(0, groups), local_border)
     # T F V' + V F T' + V F V' = (T + V) F V' + V F T', T = through, V = own, F = diag(k)
     scaled_own = own * factor
     correction = torch.baddbmm(
