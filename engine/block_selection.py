@@ -92,6 +92,9 @@ def _pair_index(size: int, device: torch.device) -> Tensor:
 # the kept screen's slack covers (scores are below SCORE_OFFSET + 1 = 3: ~30 ulp of float32).
 SCREEN_DTYPE = torch.float32
 SCREEN_ROUNDING = 1e-5
+# pair scores in one call from which groups are first bounded (`_reaching_rows`): below it the
+# bound's own calls cost about what they would spare
+PRUNE_FROM = 2**14
 
 _SLOT_PAIRS: dict[tuple[int, torch.device], tuple[Tensor, Tensor, Tensor]] = {}
 
@@ -152,12 +155,15 @@ def _score_groups(
     local_maps: Tensor | None = None,
     screen: Screen = BALD_SCREEN,
     focus: Tensor | None = None,
+    floor: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Every slot pair's screening score (+ SCORE_OFFSET; exactly 0 where ineligible) in the
     given groups, (T, P), under the shrink, and the groups' members (T, M). `allowed` (n,)
     bool, when set, keeps only pairs of clips it allows; `local_maps` is
     `GroupedPosterior.local_maps` under the shrink, when the caller has it; `focus` (n,)
-    bool, when set, keeps only pairs holding one of its clips (engine.exposure)."""
+    bool, when set, keeps only pairs holding one of its clips (engine.exposure). With a
+    `floor` (offset scores), a group whose bound (`_reaching_rows`) stays below it scores 0
+    throughout: the caller ranks only scores at or above its floor."""
     size = posterior.members.shape[1]
     device = posterior.group.device
     _, _, flat = _slot_pairs(size, device)  # (P,) the pairs a < b
@@ -167,21 +173,31 @@ def _score_groups(
     count = members.shape[0]
     var = _pair_spread(cov, flat).clamp_min_(0.0)
     mu = torch.matmul(mean, _pair_maps(size, device, mean.dtype)[0])
-    # eligible pairs score >= SCORE_OFFSET - 1 > 0; every other entry is exactly 0
-    score = screen.score(mu, var, noise_var).add_(SCORE_OFFSET)
     # padding (-1) is never shown; the masks read clip 0 there, and drop it
     shown = present = members >= 0
     if allowed is not None or focus is not None:
         clips = members.clamp_min(0)
     if allowed is not None:
         shown = allowed[clips] & present
+    eligible = None
     if not bool(shown.all()):
-        both = (shown[:, :, None] & shown[:, None, :]).view(count, -1).index_select(1, flat)
-        score.mul_(both.to(score.dtype))
+        eligible = (shown[:, :, None] & shown[:, None, :]).view(count, -1).index_select(1, flat)
     if focus is not None:
         held = focus[clips] & present
         either = (held[:, :, None] | held[:, None, :]).view(count, -1).index_select(1, flat)
-        score.mul_(either.to(score.dtype))
+        eligible = either if eligible is None else eligible & either
+    live = None
+    if floor > 0 and mu.numel() >= PRUNE_FROM:
+        live = _reaching_rows(mu, var, eligible, noise_var, screen, floor)
+    # eligible pairs score >= SCORE_OFFSET - 1 > 0; every other entry is exactly 0
+    if live is None:
+        score = screen.score(mu, var, noise_var).add_(SCORE_OFFSET)
+    else:
+        score = mu.new_zeros(mu.shape)
+        scored = screen.score(mu.index_select(0, live), var.index_select(0, live), noise_var)
+        score.index_copy_(0, live, scored.add_(SCORE_OFFSET))
+    if eligible is not None:
+        score.mul_(eligible.to(score.dtype))
     if forbidden is not None and forbidden.numel():
         if isinstance(groups, slice):
             start, stop, _ = groups.indices(posterior.n_groups)
@@ -194,6 +210,21 @@ def _score_groups(
             flat = groups[:, None] * per_group + torch.arange(per_group, device=device)
             score.masked_fill_(in_sorted(flat, forbidden), 0.0)
     return score, members
+
+
+def _reaching_rows(
+    mu: Tensor, var: Tensor, eligible: Tensor | None, noise_var: float, screen: Screen, floor: float
+) -> Tensor | None:
+    """The rows (groups) of (T, P) pair moments whose best eligible pair may score at least
+    `floor` (offset): a screen never rises with |mu| nor falls with var (`Screen`), so
+    `score(min |mu|, max var)` over a group's eligible pairs bounds every one of them. None
+    when every row may: the bound then spares nothing."""
+    closest = mu.abs()
+    if eligible is not None:
+        closest.masked_fill_(eligible.logical_not(), math.inf)
+    bound = screen.score(closest.amin(-1), var.amax(-1), noise_var)
+    live = torch.nonzero(bound.add_(SCORE_OFFSET + SCREEN_ROUNDING) >= floor).flatten()
+    return None if live.numel() == mu.shape[0] else live
 
 
 class GroupScreen:
@@ -428,6 +459,7 @@ def screen_block_pairs(
             local_maps,
             screen,
             focus,
+            floor[0],
         )
         flat = values.reshape(-1)
         if floor[0] > 0:

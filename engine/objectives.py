@@ -313,7 +313,9 @@ GainFunction = Callable[..., Tensor]  # (mu, var, noise_var, cuts, keep=1.0) -> 
 @dataclass(frozen=True)
 class Screen:
     """A cheap stand-in for a gain, for ranking millions of candidates, and how fast it can
-    move, which a kept screen's bound needs (engine.block_selection.GroupScreen).
+    move, which a kept screen's bound needs (engine.block_selection.GroupScreen). A screen
+    never falls as var grows nor rises as |mu| grows (tests check both for every registered
+    screen): the block screen bounds a prompt's pairs by `score(min |mu|, max var)`.
 
     Attributes:
         score: (mu, var, noise_var) -> scores, elementwise.

@@ -13,11 +13,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine import block_selection
 from engine.block_selection import (
     SCREEN_ROUNDING,
     GroupScreen,
     _pair_maps,
     _pair_spread,
+    _reaching_rows,
+    _score_groups,
     _slot_pairs,
     pair_positions,
     screen_block_pairs,
@@ -25,7 +28,7 @@ from engine.block_selection import (
     select_block_rating,
 )
 from engine.likelihoods import level_cuts, outcome_cuts
-from engine.objectives import screening_score
+from engine.objectives import BALD_SCREEN, screening_score
 from engine.scope import scope_pairs
 from engine.selection import (
     SCORE_OFFSET,
@@ -108,6 +111,42 @@ def test_the_pair_maps_equal_the_elementwise_sums_and_differences(dtype, size):
     diagonal = torch.diagonal(block, dim1=1, dim2=2)
     expected = (diagonal[:, first] + diagonal[:, second]) - 2.0 * block[:, first, second]
     assert torch.equal(_pair_spread(block, flat), expected)
+
+
+@pytest.mark.parametrize("noise_var", [0.3, 1.0, 3.0])
+def test_a_groups_bound_spares_every_pair_that_reaches_the_floor(noise_var):
+    """`_reaching_rows` keeps every row holding an eligible pair that scores at or above the
+    floor, and at a high floor it spares most rows (the bound is not vacuous)."""
+    generator = torch.Generator().manual_seed(3)
+    mu = 2.0 * torch.randn(4000, 28, generator=generator)
+    var = torch.rand(4000, 28, generator=generator) * 3.0
+    eligible = torch.rand(4000, 28, generator=generator) > 0.2
+    score = (screening_score(mu, var, noise_var) + SCORE_OFFSET) * eligible
+    floor = float(torch.quantile(score.amax(-1), 0.97))
+    live = _reaching_rows(mu, var, eligible, noise_var, BALD_SCREEN, floor)
+    assert live is not None and live.numel() < 2000
+    needed = torch.nonzero(score.amax(-1) >= floor).flatten()
+    assert set(needed.tolist()) <= set(live.tolist())
+
+
+@given(layouts, st.floats(0.0, 0.999))
+def test_scores_under_a_floor_are_the_full_scores_on_every_reaching_group(layout, quantile):
+    """With a floor, `_score_groups` gives every group holding a score at or above it its
+    full scores, and only zeros to the groups it spared."""
+    posterior, _, _ = labelled(layout)
+    full, members = _score_groups(posterior, slice(None), None, 0.7, None, None)
+    floor = float(torch.quantile(full.amax(-1), quantile))
+    original = block_selection.PRUNE_FROM
+    block_selection.PRUNE_FROM = 0
+    try:
+        floored, same = _score_groups(posterior, slice(None), None, 0.7, None, None, floor=floor)
+    finally:
+        block_selection.PRUNE_FROM = original
+    assert torch.equal(members, same)
+    reaching = full.amax(-1) >= floor
+    assert torch.equal(floored[reaching], full[reaching])
+    spared = (floored == 0).all(-1)
+    assert bool((spared | (floored == full).all(-1)).all())
 
 
 @given(layouts)

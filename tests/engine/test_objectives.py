@@ -244,8 +244,9 @@ SCREENS = {id(o.screen): o.screen for o in OBJECTIVES.values()}
 @pytest.mark.parametrize("noise_var", [0.05, 1.0, 4.0])
 def test_screen_rates_bound_its_derivatives(screen_id: int, noise_var: float) -> None:
     """A screen's stated rates bound |ds/dmu| and |ds/dvar| on a fine grid (autograd through the
-    formula written out), are nearly reached (not loose), and the score never falls as the
-    variance grows (so a pending task's shrink never raises one)."""
+    formula written out), are nearly reached (not loose), the score never falls as the
+    variance grows (so a pending task's shrink never raises one) and never rises as |mu|
+    grows (so a prompt's pairs are bounded by its closest means and largest variance)."""
     screen = SCREENS[screen_id]
     assert screen.score is screening_score  # the one screen registered so far
     mu = math.sqrt(noise_var) * torch.linspace(-30, 30, 1201).repeat_interleave(200)
@@ -264,6 +265,7 @@ def test_screen_rates_bound_its_derivatives(screen_id: int, noise_var: float) ->
     assert float(d_mu.abs().max()) <= l_mu
     assert float(d_var.abs().max()) <= l_var
     assert float(d_var.min()) >= 0.0
+    assert float((d_mu * mu.detach().sign()).max()) <= 0.0
     assert float(d_mu.abs().max()) > 0.999 * l_mu and float(d_var.abs().max()) > 0.999 * l_var
 
 
