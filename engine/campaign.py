@@ -110,7 +110,7 @@ from engine.task_choice import (
     task_kind,
 )
 from engine.tasks import Task, TaskBook
-from engine.update import Events, interval_events
+from engine.update import Events, cavity_moments, interval_events
 
 DEFAULT_CRITERIA = (
     "alignment",
@@ -313,7 +313,10 @@ class Judgment:
     exact. `gold` is the known answer of a gold question (engine.gold; `question` a Pair): the
     label then teaches only the rater's reliability, never the clips' qualities. `seconds` is
     how long the rater took (answered at minus shown at; None: not recorded): the campaign's
-    clock of seconds per task kind learns from it (engine.task_choice.TaskClock).
+    clock of seconds per task kind learns from it (engine.task_choice.TaskClock). `event` is
+    the position of the label's first event among the campaign's events on the clips, set
+    when it is applied (None for a gold answer): where the posterior form keeps its sites, so
+    that the rater's reliability scores it under its cavity (docs/MATH.md §2, eq. (2.2)).
     """
 
     rater: Hashable | None
@@ -324,6 +327,7 @@ class Judgment:
     left: int | None = None
     gold: Outcome | None = None
     seconds: float | None = None
+    event: int | None = None
 
     @classmethod
     def pair(
@@ -709,7 +713,7 @@ class Campaign:
         for j in judgments:
             self._validate(j)
         self._tasks.check_answerable(task_ids)
-        resolved = [self._resolve(j) for j in judgments]
+        resolved = self._place([self._resolve(j) for j in judgments])
         self._add_side_raters(resolved)
         if resolved:
             # a gold answer teaches the rater's reliability only (engine.gold)
@@ -750,6 +754,19 @@ class Campaign:
             raise ValueError("this campaign does not model a side bias (CampaignConfig.side_bias)")
         layout, mean, cov = self._form.border()
         return side_offsets(layout, mean, cov, dict(self._raters.side_slots))
+
+    def _place(self, judgments: Sequence[Judgment]) -> list[Judgment]:
+        """The judgments with the positions their events will take among the form's sites
+        (after the events already applied, in order; none for a gold answer)."""
+        position = len(self._form.sites)
+        placed = []
+        for judgment in judgments:
+            if judgment.gold is not None:
+                placed.append(replace(judgment, event=None))
+                continue
+            placed.append(replace(judgment, event=position))
+            position += self._n_events(judgment)
+        return placed
 
     def _resolve(self, judgment: Judgment) -> Judgment:
         """The judgment with the noise (and lapse keep probability) it is applied with."""
@@ -809,7 +826,8 @@ class Campaign:
         return mu, var
 
     def _grid_scorer(self) -> GridScorer:
-        """Scores raters' labels on the (keep, sigma) grid under the current posterior."""
+        """Scores raters' labels on the (keep, sigma) grid, each under its cavity in the
+        current posterior."""
         return lambda owns: self._rater_grids_of(owns, self._form)
 
     def _rater_grids_of(
@@ -818,13 +836,34 @@ class Campaign:
         form: PosteriorForm,
         hyper: Hyperparameters | None = None,
     ) -> list[RaterGrid]:
-        """Each list of labels on the (keep, sigma) grid under `form`'s marginals: their
-        events concatenated, one `pair_moments`, one `rater_grids` over a rater index."""
+        """Each list of labels on the (keep, sigma) grid, each event under its cavity in
+        `form` (docs/MATH.md §2, eq. (2.2)): `form`'s marginal with the event's own site
+        divided out, i.e. the posterior of all the other labels. Under the posterior that
+        holds a label, the label looks surer and more agreed with than it was, and each
+        rater's learned noise ran to ~0.6x the truth (docs/MATH.md §3, rater noise). Their
+        events concatenated, one `pair_moments`, one `rater_grids` over a rater index.
+
+        Raises:
+            ValueError: a label on the clips that was never applied (no event position).
+        """
         judgments = [j for own in owns for j in own]
         events = self._events(judgments, hyper)
         mu, var = self._event_moments(form, events)
         counts = [self._n_events(j) for j in judgments]
         per_event = [j for j, c in zip(judgments, counts, strict=True) for _ in range(c)]
+        positions: list[int] = []  # the events on the clips (a gold answer's z is z*, below)
+        for judgment, count in zip(judgments, counts, strict=True):
+            if judgment.gold is not None:
+                continue
+            if judgment.event is None:
+                raise ValueError("a label must be applied before its rater's grid scores it")
+            positions.extend(range(judgment.event, judgment.event + count))
+        if positions:
+            on_clips = torch.tensor([j.gold is None for j in per_event], device=mu.device)
+            mu, var = mu.clone(), var.clone()
+            mu[on_clips], var[on_clips] = cavity_moments(
+                mu[on_clips], var[on_clips], form.sites.take(positions, mu)
+            )
         if any(j.gold is not None for j in judgments):
             # a gold pair's z is the known point z*, not the posterior marginal (engine.gold)
             margin = self.config.gold_margin * self.config.noise_sd
@@ -871,7 +910,7 @@ class Campaign:
         spread's refit). Under the posterior that holds a label itself, a rater's labels look
         surer than they were, precise raters look more precise and the spread fitted over
         raters runs wide. Where EP does not converge, damped or not, the labels are scored
-        under `form` (the ADF posterior that holds them), as before."""
+        under their ADF cavities in `form` (`_rater_grids_of`)."""
         per_event = [j for j in log for _ in range(self._n_events(j))]
         raters = [j.rater for j in per_event]
         known = list(dict.fromkeys(r for r in raters if r is not None))
@@ -886,10 +925,7 @@ class Campaign:
         else:
             return self._rater_grids_of(self._raters.labelled(), form, hyper)
         mu, var = self._event_moments(refined, events)
-        # the cavity of site k: N(mu, var) with the site's precision and shift taken out
-        tau, nu = refinement.sites.precision, refinement.sites.shift
-        cavity_var = 1.0 / (1.0 / var.clamp_min(1e-300) - tau).clamp_min(1e-12)
-        cavity_mu = cavity_var * (mu / var.clamp_min(1e-300) - nu)
+        cavity_mu, cavity_var = cavity_moments(mu, var, refinement.sites)
         labelled = torch.tensor([r is not None for r in raters], device=mu.device)
         slot = {rater: k for k, rater in enumerate(known)}
         index = torch.tensor([slot[r] for r in raters if r is not None], device=mu.device)

@@ -19,25 +19,23 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
-from torch import Tensor
-
 from engine.likelihoods import LIKELIHOODS
 from engine.state import Posterior
-from engine.update import BorderPart, Events, along, event_items, event_moments, theta_part
+from engine.update import (
+    MIN_CAVITY_PRECISION,
+    BorderPart,
+    Events,
+    Sites,
+    along,
+    event_items,
+    event_moments,
+    theta_part,
+)
 
 if TYPE_CHECKING:
     from engine.structured import GroupedPosterior
 
 TOLERANCE = 1e-8  # largest change of a site's natural parameters that counts as converged
-MIN_CAVITY_PRECISION = 1e-12  # a cavity this flat means the site holds all the information
-
-
-@dataclass(frozen=True)
-class Sites:
-    """Natural parameters of the B Gaussian sites: precision tau (B,) and shift nu (B,)."""
-
-    precision: Tensor
-    shift: Tensor
 
 
 @dataclass(frozen=True)

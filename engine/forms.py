@@ -57,7 +57,7 @@ from engine.summaries import (
     summarise_border,
     summarise_weights,
 )
-from engine.update import Events, update_with_evidence
+from engine.update import Events, Sites, update_with_evidence
 
 PendingTask = tuple[int, int, int, float]  # (task id, first, second or -1, noise variance)
 # Candidates screened from a kept screen may miss pairs scoring at most this much better than
@@ -74,8 +74,42 @@ TAU_CHUNK_ELEMENTS = 2**22
 TAU_GROUP_ELEMENTS = 2**20
 
 
+class SiteLog:
+    """The Gaussian site of every event a form holds, in the order applied (engine.update.Sites:
+    the posterior is the prior times them), so that a label can be scored under its cavity
+    (docs/MATH.md §2, eq. (2.2)). Plain float lists: appended label by label at O(1) each."""
+
+    def __init__(self, sites: Sites | None = None) -> None:
+        self.precision: list[float] = [] if sites is None else sites.precision.tolist()
+        self.shift: list[float] = [] if sites is None else sites.shift.tolist()
+
+    def __len__(self) -> int:
+        return len(self.precision)
+
+    def extend(self, sites: Sites) -> None:
+        self.precision.extend(sites.precision.tolist())
+        self.shift.extend(sites.shift.tolist())
+
+    def take(self, positions: Sequence[int], like: Tensor) -> Sites:
+        """The sites of the events at `positions` (0 = the first event applied), in `like`'s
+        dtype and device.
+
+        Raises:
+            IndexError: a position outside the events held.
+        """
+        count = len(self.precision)
+        if any(not 0 <= p < count for p in positions):
+            raise IndexError(f"a site position outside 0..{count - 1}")
+        return Sites(
+            like.new_tensor([self.precision[p] for p in positions]),
+            like.new_tensor([self.shift[p] for p in positions]),
+        )
+
+
 class PosteriorForm(Protocol):
     """What a campaign asks of its posterior, whatever form it is kept in."""
+
+    sites: SiteLog  # the site of each event applied, in order
 
     @property
     def n_items(self) -> int: ...
@@ -94,7 +128,7 @@ class PosteriorForm(Protocol):
         ...
 
     def observe(self, events: Events) -> float:
-        """Apply labels by ADF (MATH.md §2); returns their log evidence."""
+        """Apply labels by ADF (MATH.md §2) and log their sites; returns their log evidence."""
         ...
 
     def refine(
@@ -179,8 +213,9 @@ class DenseForm:
     # 24 GB machine holds that with room for the service, not twice as many clips
     max_items: int | None = 20_000
 
-    def __init__(self, posterior: Posterior) -> None:
+    def __init__(self, posterior: Posterior, sites: SiteLog | None = None) -> None:
         self.posterior = posterior
+        self.sites = SiteLog() if sites is None else sites
         # the pending tasks' believer shrink under the posterior it was built on, by task ids
         self._shrink_cache: tuple[Posterior, tuple[int, ...], Shrink] | None = None
         self._batch_shrink: Shrink | None = None
@@ -226,13 +261,14 @@ class DenseForm:
     def observe(self, events: Events) -> float:
         result = update_with_evidence(self.posterior, events)
         self.posterior = result.posterior
+        self.sites.extend(result.sites)
         return result.log_evidence
 
     def refine(
         self, events: Events, max_sweeps: int, damping: float
     ) -> tuple[DenseForm, Refinement]:
         result = ep_refine(self.posterior, events, max_sweeps=max_sweeps, damping=damping)
-        return DenseForm(result.posterior), result
+        return DenseForm(result.posterior, SiteLog(result.sites)), result
 
     def pair_moments(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
         return pair_marginal(self.posterior, first, second)
@@ -417,8 +453,9 @@ class BlockForm:
 
     max_items: int | None = None  # O(n) memory: bounded by the machine, not the form
 
-    def __init__(self, posterior: GroupedPosterior) -> None:
+    def __init__(self, posterior: GroupedPosterior, sites: SiteLog | None = None) -> None:
         self.posterior = posterior
+        self.sites = SiteLog() if sites is None else sites
         # the pending tasks' block shrink under the posterior version it was built for: a
         # rating and a pair batch chosen for one request share it
         self._shrink_cache: tuple[tuple[object, ...], BlockShrink | None] | None = None
@@ -471,7 +508,8 @@ class BlockForm:
             screen.dirty.update(group.tolist())
 
     def observe(self, events: Events) -> float:
-        log_evidence, _ = self.posterior.observe(events)
+        log_evidence, _, sites = self.posterior.observe(events)
+        self.sites.extend(sites)
         if self._screens:
             touched = self.posterior.groups_of(events.first.tolist())
             for screen in self._screens.values():
@@ -505,7 +543,7 @@ class BlockForm:
         posterior, sites, sweeps, change = refine_grouped(
             self.posterior, events, max_sweeps=max_sweeps, damping=damping
         )
-        return type(self)(posterior), Refinement(posterior, sites, sweeps, change)
+        return type(self)(posterior, SiteLog(sites)), Refinement(posterior, sites, sweeps, change)
 
     def pair_moments(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
         return self.posterior.pair_moments(first, second)
@@ -639,8 +677,8 @@ class FactorisedForm(BlockForm):
         posterior: the block-form posterior to own (its `across_groups` is switched on).
     """
 
-    def __init__(self, posterior: GroupedPosterior) -> None:
-        super().__init__(posterior)
+    def __init__(self, posterior: GroupedPosterior, sites: SiteLog | None = None) -> None:
+        super().__init__(posterior, sites)
         posterior.across_groups = True
 
     def expected_kendall_tau(self, groups: Tensor | None) -> float:
@@ -786,5 +824,6 @@ __all__ = [
     "FactorisedForm",
     "PendingTask",
     "PosteriorForm",
+    "SiteLog",
     "predict",
 ]

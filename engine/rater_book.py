@@ -24,8 +24,9 @@ RATER_BUDGET_FROM = 64
 # posterior that had hundreds of labels already barely move when re-scored
 RATER_REDERIVE_UP_TO = 512
 
-# Scores lists of labels (one list per rater) on the (keep, sigma) grid under the campaign's
-# current posterior: the campaign's, which knows the events and the posterior.
+# Scores lists of labels (one list per rater) on the (keep, sigma) grid, each label under its
+# cavity in the campaign's current posterior: the campaign's, which knows the events, the
+# posterior and its sites.
 GridScorer = Callable[[Sequence[Sequence["Judgment"]]], list[RaterGrid]]
 
 
@@ -87,13 +88,15 @@ class RaterBook:
     ) -> None:
         """Update each rater in the batch with their new labels (engine.reliability).
 
-        The marginals are the current posterior's, which includes each label itself: a small
-        optimism once a clip has several labels, and far better than the posterior at the time,
-        under which a campaign's first labels all look like coin flips. A rater's grid is
-        re-derived from all their labels under the current posterior whenever their label count
-        has doubled since the last time (and always below RATER_REFIT_BELOW labels); in between
-        the new labels' terms are added to it. Amortised O(1) grid work per label, where a
-        full refit per batch costs O(labels so far) and grows without bound."""
+        Each label is scored under its cavity in the current posterior (the posterior of all
+        the other labels, docs/MATH.md §2, eq. (2.2)): under the posterior that holds the label
+        itself, honest raters' noise came out ~0.6x the truth; under the posterior at the time,
+        a campaign's first labels all look like coin flips. A rater's grid is re-derived from
+        all their labels under the current posterior whenever their label count has doubled
+        since the last time (and always below RATER_REFIT_BELOW labels); in between the new
+        labels' terms (each scored under its cavity, then the posterior before it) are added.
+        Amortised O(1) grid work per label, where a full refit per batch costs O(labels so
+        far) and grows without bound."""
         new: dict[Hashable, list[Judgment]] = {}
         for judgment in judgments:
             self.judgments.setdefault(judgment.rater, []).append(judgment)

@@ -2,12 +2,13 @@
 
 A rater answers as the model says with probability `keep` (with their own Thurstone noise
 sd sigma_r), and clicks one of the L outcomes at random otherwise (MATH.md §3, lapse paragraph;
-the random-click form of the lapse, which also covers ties and emoji levels). Given the
-posterior marginals of the rater's labels, the joint posterior of (keep, sigma_r) is
-two-dimensional and is evaluated exactly on a grid:
+the random-click form of the lapse, which also covers ties and emoji levels). Given each of
+the rater's labels' marginal under its cavity (the posterior of all the other labels, MATH.md
+§2, eq. (2.2): under the posterior that holds the label, sigma runs low), the joint posterior
+of (keep, sigma_r) is two-dimensional and is evaluated exactly on a grid:
 
     p(keep, sigma | labels) ∝ p(keep) p(sigma) prod_k (keep Z_k(sigma) + (1 - keep) / L_k),
-    Z_k(sigma) = P(z_k + eps in [lo_k, hi_k]),  z_k ~ N(mu_k, s2_k),  eps ~ N(0, sigma^2).
+    Z_k(sigma) = P(z_k + eps in [lo_k, hi_k]),  z_k ~ N(mu_-k, s2_-k),  eps ~ N(0, sigma^2).
 
 The keep prior mixes a point mass at 0 (a share of pure random clickers) with a
 Beta(alpha, beta); sigma's prior is log-normal around the campaign's default noise, its
@@ -158,7 +159,8 @@ def rater_grids(
     raters share the call.
 
     Args:
-        mu, var: (N,) posterior marginals of each label's z.
+        mu, var: (N,) the marginal each label's z is scored under: its cavity, the
+            posterior of the other labels (docs/MATH.md §2, eq. (2.2); the campaign's).
         lo, hi: (N,) the interval each label says z + eps fell in.
         n_outcomes: (N,) outcomes of each question (for the random click).
         rater: (N,) long, which of the R raters gave each label (0 <= rater < R).
@@ -233,7 +235,8 @@ def rater_grid(
     `rater_grids` with a single rater (MATH.md §3, lapse paragraph).
 
     Args:
-        mu, var: (N,) posterior marginals of each label's z.
+        mu, var: (N,) the marginal each label's z is scored under: its cavity, the
+            posterior of the other labels (docs/MATH.md §2, eq. (2.2); the campaign's).
         lo, hi: (N,) the interval each label says z + eps fell in.
         n_outcomes: (N,) outcomes of each question (for the random click).
         default_noise_sd: the campaign's default sigma (centre of sigma's prior and grid).

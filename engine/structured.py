@@ -61,7 +61,7 @@ from engine.state import (
     gate_missing_variance,
     grow_block,
 )
-from engine.update import BorderPart, Events, event_moment_function
+from engine.update import BorderPart, Events, adf_site, event_moment_function
 
 CHUNK_ELEMENTS = 2**18  # block entries per chunk of groups on a CPU: ~2 MiB of float64
 GPU_CHUNK_ELEMENTS = 2**24
@@ -621,12 +621,12 @@ class GroupedPosterior:
 
     # updates ----------------------------------------------------------------------------------
 
-    def observe(self, events: Events, likelihood: str = "interval") -> tuple[float, Tensor]:
+    def observe(self, events: Events, likelihood: str = "interval") -> tuple[float, Tensor, Sites]:
         """Apply `events` in order by ADF (MATH.md §2), in place.
 
         Returns:
-            The log evidence `sum_b log Z_b` and each event's model log Z (B,), as
-            `engine.update.update_with_evidence` gives them.
+            The log evidence `sum_b log Z_b`, each event's model log Z (B,) and each step's
+            site (B,), as `engine.update.update_with_evidence` gives them.
 
         Raises:
             IndexError: an event names a clip the posterior does not have.
@@ -653,6 +653,8 @@ class GroupedPosterior:
         borders, signs = events.border_parts(self.n_weights), events.signs()
         moments = event_moment_function(events, likelihood)
         model_log_z = self.weight_mean.new_zeros(len(first))
+        site_precision = [0.0] * len(first)
+        site_shift = [0.0] * len(first)
         log_evidence = 0.0
         for b, (i, j) in enumerate(zip(first, second, strict=True)):
             mu, var = self.marginal(i, j, borders[b], signs[b])
@@ -660,9 +662,15 @@ class GroupedPosterior:
             if not (math.isfinite(dlog_z) and math.isfinite(d2log_z)):
                 raise FloatingPointError(f"event {b} produced a non-finite update")
             log_evidence += log_z
+            site_precision[b], site_shift[b] = adf_site(mu, var, dlog_z, d2log_z)
             # MATH.md §2: m += S a dlog_z, S += d2log_z (S a)(S a)'
             self.rank_one(i, j, dlog_z, d2log_z, borders[b], signs[b])
-        return log_evidence, model_log_z
+        like = self.weight_mean
+        return (
+            log_evidence,
+            model_log_z,
+            Sites(like.new_tensor(site_precision), like.new_tensor(site_shift)),
+        )
 
     def copy(self) -> GroupedPosterior:
         """An independent copy (tensors cloned)."""

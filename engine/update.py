@@ -36,6 +36,47 @@ from engine.questions import NO_SECOND
 from engine.state import Posterior
 
 BorderPart = tuple[list[int], list[float]]  # positions on the border, their coefficients
+# a cavity precision at or below this is flat: the site holds all of its direction's information
+MIN_CAVITY_PRECISION = 1e-12
+
+
+@dataclass(frozen=True)
+class Sites:
+    """Natural parameters of B Gaussian sites on the events' projections z_b = a_b . theta,
+    `site_b(z) ∝ exp(-tau_b z^2 / 2 + nu_b z)`: precision tau (B,) and shift nu (B,)."""
+
+    precision: Tensor
+    shift: Tensor
+
+
+def adf_site(mu: float, var: float, dlog_z: float, d2log_z: float) -> tuple[float, float]:
+    """The Gaussian site an ADF step multiplied the posterior by (MATH.md §2, eq. (2.1)):
+    `tau = -d2log_z / (1 + var d2log_z)`, `nu = (dlog_z - mu d2log_z) / (1 + var d2log_z)`,
+    from the step's cavity marginal (mu, var) and its moments. The step's posterior
+    marginal is then `1 / var' = 1 / var + tau`, `mu' / var' = mu / var + nu`.
+
+    Valid wherever the step is (var' = var (1 + var d2log_z) > 0); tau < 0 for a lapse
+    mixture's step that widens the posterior."""
+    denominator = 1.0 + var * d2log_z
+    return -d2log_z / denominator, (dlog_z - mu * d2log_z) / denominator
+
+
+def cavity_moments(mu: Tensor, var: Tensor, sites: Sites) -> tuple[Tensor, Tensor]:
+    """Each event's leave-one-out marginal: `N(mu, var)` with its own site divided out,
+    `var_-b = 1 / (1 / var - tau_b)`, `mu_-b = var_-b (mu / var - nu_b)` (MATH.md §2,
+    eq. (2.2)). Exact for a dense posterior that is prior x sites (ADF or EP); a cavity
+    precision at or below MIN_CAVITY_PRECISION is taken as that flat floor.
+
+    Args:
+        mu, var: (B,) the events' marginals under the posterior that holds their sites.
+        sites: the B events' sites.
+
+    Returns:
+        (B,) cavity means and (B,) cavity variances.
+    """
+    precision = (1.0 / var.clamp_min(1e-300) - sites.precision).clamp_min(MIN_CAVITY_PRECISION)
+    cavity_var = 1.0 / precision  # MATH.md eq. (2.2)
+    return cavity_var * (mu / var.clamp_min(1e-300) - sites.shift), cavity_var
 
 
 @dataclass(frozen=True)
@@ -301,11 +342,13 @@ DEFERRED_STEPS = 32  # rank-1 covariance steps held before one GEMM folds them i
 
 
 class AdfResult(NamedTuple):
-    """The posterior, the log evidence `sum_b log Z_b`, and each event's model log Z (B,)."""
+    """The posterior, the log evidence `sum_b log Z_b`, each event's model log Z (B,), and
+    the Gaussian site each step multiplied the posterior by (`adf_site`)."""
 
     posterior: Posterior
     log_evidence: float
     model_log_z: Tensor
+    sites: Sites
 
 
 def update_with_evidence(
@@ -314,8 +357,8 @@ def update_with_evidence(
     """`update`, plus the log evidence of the events under ADF: `sum_b log Z_b`, each label's
     predictive probability given the labels before it (the prequential decomposition
     `log p(y) = sum_b log p(y_b | y_<b)`, every factor under the ADF Gaussian), and each
-    event's predictive probability under the model alone (no lapse). Same errors as
-    `update`."""
+    event's predictive probability under the model alone (no lapse), and each step's site
+    (`adf_site`: the posterior is the prior times them). Same errors as `update`."""
     moments = event_moment_function(events, likelihood)
     n_items = posterior.n_items
     first, second = event_items(events, n_items)
@@ -325,6 +368,8 @@ def update_with_evidence(
     cov = posterior.cov
     log_evidence = 0.0
     model_log_z = mean.new_zeros(len(first))
+    site_precision = [0.0] * len(first)
+    site_shift = [0.0] * len(first)
     # The rank-1 covariance steps are deferred: S_b = S + V diag(d) V' over the events since
     # the last flush, and S_b a costs O(dim * pending); every DEFERRED_STEPS events one GEMM
     # folds them in. The same sequential ADF as B addr_ calls, for about one pass over S per
@@ -343,10 +388,12 @@ def update_with_evidence(
             )
         mu = along(mean, i, j, border, sign)
         var = along(column, i, j, border, sign).clamp_min(0.0)
-        log_z, dlog_z, d2log_z, model_log_z[b] = moments(b, float(mu), float(var))
+        mu_b, var_b = float(mu), float(var)
+        log_z, dlog_z, d2log_z, model_log_z[b] = moments(b, mu_b, var_b)
         if not (math.isfinite(dlog_z) and math.isfinite(d2log_z)):
             raise FloatingPointError(f"event {b} produced a non-finite update")
         log_evidence += log_z
+        site_precision[b], site_shift[b] = adf_site(mu_b, var_b, dlog_z, d2log_z)
         mean.add_(column, alpha=dlog_z)  # MATH.md §2: m' = m + S a dlog_z
         # MATH.md §2: S' = S + d2log_z (S a)(S a)', held until the next flush
         columns[:, held] = column
@@ -357,7 +404,8 @@ def update_with_evidence(
             held = 0
     if len(first) == 0:
         cov = cov.clone()
-    return AdfResult(replace(posterior, mean=mean, cov=cov), log_evidence, model_log_z)
+    sites = Sites(mean.new_tensor(site_precision), mean.new_tensor(site_shift))
+    return AdfResult(replace(posterior, mean=mean, cov=cov), log_evidence, model_log_z, sites)
 
 
 def theta_part(part: BorderPart | None, n_items: int, like: Tensor) -> tuple[Tensor, Tensor] | None:
@@ -387,10 +435,14 @@ def _with_border(out: Tensor, x: Tensor, border: tuple[Tensor, Tensor] | None) -
 
 
 __all__ = [
+    "MIN_CAVITY_PRECISION",
     "AdfResult",
     "BorderPart",
     "Events",
+    "Sites",
+    "adf_site",
     "along",
+    "cavity_moments",
     "event_items",
     "event_moment_function",
     "event_moments",

@@ -134,18 +134,20 @@ def build_scoring_campaign(problem: Problem) -> Campaign:
     """The engine posterior every strategy's labels are scored by (`sim.runner.Scorer`): the
     reward-model prior, its split between the criteria and the residual refitted at
     `refit_schedule` with the total kept (`prior_refit="split"`, docs/MATH.md §1), and each
-    rater's random-click rate learned under `LAPSE_PRIOR` (the labels must say who answered).
+    rater's random-click rate and noise learned, as the service learns them, under
+    `LAPSE_PRIOR` (the labels must say who answered).
 
-    Rater noise is not learned here, though the service learns it: learned online, each
-    rater's noise sd runs well below the truth (the rater's labels are scored under the
-    posterior that holds them, and a lapse can stand in for an upset), and the posterior
-    that applies later labels with it is over-confident
-    (docs/BENCHMARKS.md, "Learning what the engine assumes")."""
+    Each label is scored for its rater under its cavity (docs/MATH.md §3, rater noise); under
+    the posterior that held it, honest raters' noise ran to ~0.6x the truth and the
+    intervals were over-confident, so noise was fixed here. Five n100-rm0.7-clickers worlds,
+    random pairs, 4,000 labels: 90 % / 50 % coverage 0.874 / 0.488 and RMSE 0.359 with noise
+    learned, 0.878 / 0.486 and 0.356 with it fixed."""
     return build_campaign(
         problem,
         reward_model=True,
         both_threshold=problem.both_threshold,
         lapse_prior=LAPSE_PRIOR,
+        learn_rater_noise=True,
         refit_prior_at=refit_schedule(problem.n_items),
         prior_refit="split",
     )

@@ -7,7 +7,7 @@ budget, and at `PER_CLIP` labels per clip, the labels so far are scored twice:
   - "fixed": the MAP Thurstone fit that ignores the reward model (sim.estimators), and
   - "engine": the engine's posterior with the reward-model prior, fed every label in order,
     with who answered it (`sim.campaigns.build_scoring_campaign`: the prior's split refitted,
-    random clickers learned).
+    random clickers and each rater's noise learned).
 The same seed gives the same records on the CPU.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -120,7 +121,8 @@ def test_a_campaign_takes_questions_and_hands_them_out() -> None:
         ]
     )
     assert [j.question for j in campaign.log] == [Pair(1, 0), Pair(2, 0), Level(2)]
-    assert campaign.log[0] == Judgment.pair("r", 1, 0, "tie", noise_sd=1.0)
+    # applied with the default noise, its event first among the clips' events
+    assert campaign.log[0] == replace(Judgment.pair("r", 1, 0, "tie", noise_sd=1.0), event=0)
     (task,) = campaign.next_pairs("r")
     assert task.question.key == Pair(1, 2).key and task.is_pair
     rating = campaign.next_rating("r")

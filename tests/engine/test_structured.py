@@ -63,11 +63,13 @@ def test_adf_equals_the_dense_posterior_with_clips_added_mid_campaign(layout, la
     for step in range(3):
         events = world.events(all_groups, 12, lapses=lapses)
         result = update_with_evidence(dense, events)
-        log_evidence, model_log_z = structured.observe(events)
+        log_evidence, model_log_z, sites = structured.observe(events)
         dense = result.posterior
         assert_same(structured, dense)
         assert log_evidence == pytest.approx(result.log_evidence, abs=1e-9)
         torch.testing.assert_close(model_log_z, result.model_log_z, atol=1e-9, rtol=0)
+        torch.testing.assert_close(sites.precision, result.sites.precision, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(sites.shift, result.sites.shift, atol=1e-9, rtol=1e-9)
         if step == 0:  # a new context and a new group for it, and clips for old groups
             world.n_contexts += 1
             dense = add_contexts(dense, 1, world.prior)

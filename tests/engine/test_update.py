@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 from engine.likelihoods import LIKELIHOODS, Outcome
 from engine.state import PriorScales, add_contexts, add_items, empty_posterior
-from engine.update import Events, level_events, pair_events, update, update_with_evidence
+from engine.update import (
+    Events,
+    cavity_moments,
+    level_events,
+    pair_events,
+    update,
+    update_with_evidence,
+)
 from tests.engine.reference import tilted_moments
 
 SEED = 0
@@ -312,6 +319,83 @@ def test_the_scalar_moments_path_equals_the_tensor_path_with_lapses(
     torch.testing.assert_close(scalar.posterior.cov, tensor.posterior.cov, rtol=0, atol=1e-12)
     torch.testing.assert_close(scalar.model_log_z, tensor.model_log_z, rtol=0, atol=1e-12)
     assert scalar.log_evidence == pytest.approx(tensor.log_evidence, rel=1e-12)
+
+
+def _lapsed_events(n_items: int, count: int, seed: int) -> Events:
+    """`count` random wins, ties and emoji levels, with lapses on some (a lapse step can widen
+    the posterior: a site of negative precision)."""
+    rng = torch.Generator().manual_seed(seed)
+    first = torch.randint(0, n_items, (count,), generator=rng)
+    second = (first + torch.randint(1, n_items, (count,), generator=rng)) % n_items
+    second[::4] = -1  # every fourth an emoji level on one clip
+    kind = torch.arange(count) % 3
+    lo = torch.where(second < 0, -0.5, torch.where(kind == 1, -0.3, 0.3)).double()
+    hi = torch.where(second < 0, 0.5, torch.where(kind == 1, 0.3, math.inf)).double()
+    return Events(
+        first,
+        second,
+        lo,
+        hi,
+        torch.linspace(0.3, 1.5, count, dtype=torch.float64) ** 2,
+        keep=torch.where(torch.arange(count) % 2 == 0, 1.0, 0.7).double(),
+        n_outcomes=torch.where(second < 0, 5.0, 3.0).double(),
+    )
+
+
+def test_the_adf_posterior_is_the_prior_times_its_sites_and_cavities_condition_exactly() -> None:
+    """ADF's sites (MATH.md eq. (2.1)): the prior's natural parameters plus each site's
+    tau a a' and nu a give the ADF posterior; and each event's cavity (eq. (2.2)) from the
+    posterior marginal equals the marginal of the posterior recomputed densely without that
+    event's site (the prior conditioned on the other sites, in natural parameters)."""
+    posterior, _, _ = small_posterior(n_items=6)
+    events = _lapsed_events(6, 30, seed=3)
+    result = update_with_evidence(posterior, events)
+    sites = result.sites
+    assert bool((sites.precision < 0).any())  # a lapse step that widened the posterior
+    size = posterior.mean.numel()
+    directions = torch.stack(
+        [
+            _direction(size, i, j)
+            for i, j in zip(events.first.tolist(), events.second.tolist(), strict=True)
+        ]
+    )  # B x size
+    prior_precision = torch.linalg.inv(posterior.cov)
+    prior_shift = prior_precision @ posterior.mean
+    precision = prior_precision + directions.T @ (sites.precision[:, None] * directions)
+    shift = prior_shift + directions.T @ sites.shift
+    torch.testing.assert_close(
+        torch.linalg.inv(precision), result.posterior.cov, rtol=1e-8, atol=1e-10
+    )
+    torch.testing.assert_close(
+        torch.linalg.solve(precision, shift), result.posterior.mean, rtol=1e-8, atol=1e-10
+    )
+    mu = directions @ result.posterior.mean
+    var = torch.einsum("bi,ij,bj->b", directions, result.posterior.cov, directions)
+    cavity_mu, cavity_var = cavity_moments(mu, var, sites)
+    for b in range(len(events)):
+        a = directions[b]
+        left_out = precision - sites.precision[b] * torch.outer(a, a)
+        cov = torch.linalg.inv(left_out)
+        mean = cov @ (shift - sites.shift[b] * a)
+        assert float(cavity_var[b]) == pytest.approx(float(a @ cov @ a), rel=1e-8)
+        assert float(cavity_mu[b]) == pytest.approx(float(a @ mean), rel=1e-8, abs=1e-10)
+
+
+def test_a_fresh_events_cavity_is_the_marginal_it_was_applied_under() -> None:
+    """Right after an event is applied, its cavity is the marginal before it (eq. (2.2)
+    undoes eq. (2.1))."""
+    posterior, _, _ = small_posterior(n_items=6)
+    events = _lapsed_events(6, 9, seed=5)
+    before = update(posterior, Events(*(getattr(events, f)[:8] for f in _FIELDS)))
+    result = update_with_evidence(before, Events(*(getattr(events, f)[8:] for f in _FIELDS)))
+    a = _direction(posterior.mean.numel(), int(events.first[8]), int(events.second[8]))
+    mu, var = a @ result.posterior.mean, a @ result.posterior.cov @ a
+    cavity_mu, cavity_var = cavity_moments(mu[None], var[None], result.sites)
+    assert float(cavity_mu) == pytest.approx(float(a @ before.mean), rel=1e-9, abs=1e-12)
+    assert float(cavity_var) == pytest.approx(float(a @ before.cov @ a), rel=1e-9)
+
+
+_FIELDS = ("first", "second", "lo", "hi", "noise_var", "keep", "n_outcomes")
 
 
 def test_bad_events_are_rejected() -> None:

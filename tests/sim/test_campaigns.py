@@ -89,8 +89,12 @@ def test_the_scoring_campaign_learns_the_split_and_who_clicks_at_random() -> Non
     prior = campaign.config.prior
     assert _quality_sd(prior, 5) == pytest.approx(_quality_sd(start, 5), rel=1e-9)
     assert prior.residual_scale > 0.9 * QUALITY_SD
-    # each rater known by who answered: the clicker's labels count least
-    keep = {r: x.keep for r, x in campaign.rater_reliability().items()}
+    # each rater known by who answered: the clicker's labels count least. With noise learned
+    # too, random clicks are explained as well by a huge noise as by lapses: measured keep
+    # 0.84 against 0.87-0.97, noise sd 6.7 against 0.4-1.7
+    reliability = campaign.rater_reliability()
+    keep = {r: x.keep for r, x in reliability.items()}
     clicker = int(np.flatnonzero(world.raters.is_random)[0])
     assert min(keep, key=keep.__getitem__) == clicker
-    assert keep[clicker] < min(k for r, k in keep.items() if r != clicker) - 0.1
+    others = [x.noise_sd for r, x in reliability.items() if r != clicker]
+    assert reliability[clicker].noise_sd > 3 * max(others)
