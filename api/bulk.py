@@ -151,7 +151,10 @@ class ClipReader:
         self._uris: list[str] = []
         self._groups: list[str | None] = []
         self._contexts: list[str | None] = []
-        self._scores: list[tuple[float | None, ...]] = []
+        self._scores: list[tuple[float | None, ...]] = []  # the rows since the last `take`
+        self._score_parts: list[np.ndarray] = []  # the scores of the rows taken before
+        self._feature_parts: list[np.ndarray] = []
+        self._taken = 0  # rows handed out by `take`
         self._lines: list[int] = []  # each row's line, to name the rows the score check finds
         self._columns: dict[str, int] | None = None  # CSV: header name -> index
         self._stopped = False
@@ -179,6 +182,24 @@ class ClipReader:
             self._problem(line, f"a line (or CSV record) longer than {MAX_LINE_BYTES} bytes")
             self._stopped = True
 
+    def take(self) -> ClipColumns:
+        """The rows read since the last `take` (all rows the first time), as columns, so
+        that they can be stored while the rest of the body arrives. Their scores are not yet
+        checked against `MAX_ABS_SCORE`: only `finish` says whether the upload is valid."""
+        start, end = self._taken, len(self._external_ids)
+        self._flush()
+        self._taken = end
+        return ClipColumns(
+            self._external_ids[start:end],
+            self._uris[start:end],
+            self._groups[start:end],
+            self._contexts[start:end],
+            self._score_parts[-1] if end > start else self._no_scores(),
+            (self._feature_parts[-1] if end > start else self._no_features())
+            if self._feature_dim
+            else None,
+        )
+
     def finish(self) -> ClipColumns:
         """The columns of the whole upload.
 
@@ -189,9 +210,8 @@ class ClipReader:
         if self._rest and not self.failed:
             rest, self._rest = self._rest, b""
             self._read(rest if rest.endswith(b"\n") else rest + b"\n")
-        scores = np.array(self._scores, dtype=np.float64).reshape(
-            len(self._scores), len(self._criteria)
-        )
+        self._flush()
+        scores = np.concatenate([self._no_scores(), *self._score_parts])
         if not self.failed and scores.size:
             # NaN is a missing score; JSON numbers past the float range decode to infinity
             bad = np.flatnonzero((np.abs(np.nan_to_num(scores)) > MAX_ABS_SCORE).any(axis=1))
@@ -209,12 +229,33 @@ class ClipReader:
             raise BadRequest(detail="the upload holds no clips")
         features = None
         if self._feature_dim:
-            features = np.array(self._features, dtype=np.float64).reshape(
-                len(self._features), self._feature_dim
-            )
+            features = np.concatenate([self._no_features(), *self._feature_parts])
         return ClipColumns(
             self._external_ids, self._uris, self._groups, self._contexts, scores, features
         )
+
+    def _flush(self) -> None:
+        """Move the scores (and feature vectors) of the rows since the last take into
+        arrays."""
+        if not self._scores:
+            return
+        self._score_parts.append(
+            np.array(self._scores, dtype=np.float64).reshape(len(self._scores), len(self._criteria))
+        )
+        self._scores = []
+        if self._feature_dim:
+            self._feature_parts.append(
+                np.array(self._features, dtype=np.float64).reshape(
+                    len(self._features), self._feature_dim
+                )
+            )
+            self._features = []
+
+    def _no_scores(self) -> np.ndarray:
+        return np.empty((0, len(self._criteria)), dtype=np.float64)
+
+    def _no_features(self) -> np.ndarray:
+        return np.empty((0, self._feature_dim), dtype=np.float64)
 
     # rows -------------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -53,6 +54,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import numpy as np
 from sqlalchemy import Connection, Engine
 
 from api import replay, restore, store
@@ -73,6 +75,7 @@ from api.campaign_config import (
     stored_targets,
     target_values,
 )
+from api.clip_stream import StreamedClips
 from api.db import as_utc, utcnow
 from api.engine_calls import EngineCalls
 from api.engine_host import Board, ClipBatch, RaterStats, WeightRows, make_host
@@ -141,6 +144,37 @@ def below_threshold(safety: float | None, threshold: float | None) -> bool:
     """Whether the campaign's policy withholds a clip for its safety score: a threshold is
     set and the score is known and strictly below it (a missing score withholds nothing)."""
     return threshold is not None and safety is not None and safety < threshold
+
+
+def _clip_states(
+    columns: ClipColumns,
+    start: int,
+    safety: Sequence[float | None],
+    reasons: Sequence[str | None] | None,
+    now: datetime,
+) -> list[ClipState]:
+    """The states of new clips at positions `start`... (withheld for `reasons`, when given,
+    since `now`), with id 0 until the database gives theirs."""
+    withheld: Any = itertools.repeat(None) if reasons is None else reasons
+    withheld_at: Any = (
+        itertools.repeat(None) if reasons is None else (now if r else None for r in reasons)
+    )
+    return list(
+        map(
+            ClipState,
+            itertools.repeat(0),
+            range(start, start + len(columns)),
+            columns.external_ids,
+            columns.uris,
+            columns.groups,
+            columns.contexts,
+            itertools.repeat(0),  # labels
+            itertools.repeat(False),  # retired
+            safety,
+            withheld,
+            withheld_at,
+        )
+    )
 
 
 def epoch(moment: datetime) -> float:
@@ -325,6 +359,9 @@ class CampaignRuntime:
         self.clip_index: dict[str, int] = {}  # external id -> position
         self.clip_positions: dict[int, int] = {}  # clip row id -> position
         self.next_clip_batch = 1
+        # held by a clip batch from its first row stored to its last: positions are taken
+        # in order (a streamed upload holds it while its body arrives)
+        self._adding = asyncio.Lock()
         # gold pairs (positions, first < second) -> the known outcome of first vs second
         self.gold: dict[tuple[int, int], Outcome] = {}
         # skips that count towards withdrawing a task for everyone: task key -> raters (skips
@@ -962,20 +999,57 @@ class CampaignRuntime:
 
     def _safety_policy(self, columns: ClipColumns) -> tuple[list[float | None], list[bool]]:
         """Each new clip's safety score (None: missing, or no such criterion) and whether the
-        campaign's threshold withholds it."""
+        campaign's threshold withholds it (`below_threshold`, by column)."""
         criteria, threshold = self.record.criteria, self.record.safety_threshold
         if SAFETY_CRITERION not in criteria:
             return [None] * len(columns), [False] * len(columns)
-        column = columns.scores[:, list(criteria).index(SAFETY_CRITERION)].tolist()
-        safety = [None if math.isnan(v) else float(v) for v in column]
-        return safety, [below_threshold(score, threshold) for score in safety]
+        column = columns.scores[:, list(criteria).index(SAFETY_CRITERION)]
+        # a missing score is NaN, which no comparison holds for: it withholds nothing
+        safety = np.where(np.isnan(column), None, column).tolist()
+        withheld = [False] * len(columns) if threshold is None else (column < threshold).tolist()
+        return safety, withheld
 
-    async def add_clips(self, clips: Sequence[NewClip] | ClipColumns) -> list[ClipState]:
+    def _withheld_reasons(self, columns: ClipColumns) -> list[str | None] | None:
+        """Each clip's reason to be withheld on arrival, or None when none is."""
+        _, withheld = self._safety_policy(columns)
+        return [THRESHOLD if w else None for w in withheld] if any(withheld) else None
+
+    async def stream_clips(self) -> StreamedClips | None:
+        """A transaction for an upload's clips to be written while its body is read
+        (PostgreSQL; None elsewhere, or when it cannot be opened); `add_clips` commits it.
+        Until the stream is closed no other clip batch is added. See api/clip_stream.py."""
+        if self.db.dialect.name != "postgresql":
+            return None
+        await self._adding.acquire()
+        key = (len(self.clips), self.next_clip_batch, self.record.safety_threshold)
+        try:
+            copy = await asyncio.to_thread(
+                store.ClipCopy,
+                self.db,
+                self.record.id,
+                len(self.clips),
+                self.next_clip_batch,
+                self.pump.applied_seq,
+            )
+        except Exception:
+            log.exception("opening a clip stream failed; the upload is stored at its end")
+            self._adding.release()
+            return None
+        return StreamedClips(
+            copy, self.clip_index, self._withheld_reasons, self._adding.release, key
+        )
+
+    async def add_clips(
+        self, clips: Sequence[NewClip] | ClipColumns, streamed: StreamedClips | None = None
+    ) -> list[ClipState]:
         """Add a clip batch to the engine and store it, in order with the labels applied so
         far; all or nothing. The engine takes it first, as it alone knows whether the batch
         fits the posterior (a dense campaign's size limit, one context per prompt); should the
         database then fail, the runtime stops serving and the next request rebuilds the
         campaign from the database, so neither side keeps clips the other lacks.
+
+        `streamed`: the batch's rows written already in a transaction of their own
+        (`stream_clips`), committed here instead of a new insert when still usable.
 
         Raises:
             Conflict: an external id exists already in this campaign.
@@ -1009,21 +1083,30 @@ class CampaignRuntime:
                 columns.features,
             )
             safety, withheld = self._safety_policy(columns)
+            reasons = [THRESHOLD if held else None for held in withheld] if any(withheld) else None
             now = utcnow()
+            key = (start, batch, self.record.safety_threshold)
+            stored: asyncio.Future[list[int]] | None = None
+            if streamed is not None and await streamed.ready(key, len(columns)):
+                # the streamed rows' last steps run beside the engine's add; nothing commits
+                # before the engine took the clips
+                end = streamed.copy.end(self.pump.applied_seq)
+                stored = asyncio.ensure_future(streamed.finish(self.fenced(end)))
             try:
                 await self.engine_calls.run("add_clips", engine_batch)
             except ValueError as error:
                 raise BadRequest(detail=f"the campaign cannot take these clips: {error}") from None
-            op = store.insert_clip_columns(
-                self.record.id,
-                columns,
-                start,
-                batch,
-                self.pump.applied_seq,
-                [THRESHOLD if w else None for w in withheld] if any(withheld) else None,
-            )
+            if stored is None:
+                op = store.insert_clip_columns(
+                    self.record.id, columns, start, batch, self.pump.applied_seq, reasons
+                )
+                stored = asyncio.ensure_future(self.writer.run(self.fenced(op)))
+            # made while the database works; their ids once it answers
+            added = _clip_states(columns, start, safety, reasons, now)
             try:
-                ids = await self.writer.run(self.fenced(op))
+                ids = await stored
+                if streamed is not None and streamed.finished:
+                    await streamed.commit()
             except Exception as error:
                 log.exception("storing clips failed")
                 self.stop_serving(
@@ -1032,32 +1115,10 @@ class CampaignRuntime:
                 )
                 raise Unavailable(detail="the database did not store the clips; retry") from error
             self.next_clip_batch += 1
-            added = [
-                ClipState(
-                    id_,
-                    position,
-                    external_id,
-                    uri,
-                    group,
-                    context,
-                    safety=score,
-                    withheld=THRESHOLD if held else None,
-                    withheld_at=now if held else None,
-                )
-                for id_, position, external_id, uri, group, context, score, held in zip(
-                    ids,
-                    range(start, start + len(columns)),
-                    columns.external_ids,
-                    columns.uris,
-                    columns.groups,
-                    columns.contexts,
-                    safety,
-                    withheld,
-                    strict=True,
-                )
-            ]
+            for state, id_ in zip(added, ids, strict=True):
+                state.id = id_
             self.clips.extend(added)
-            if any(withheld):
+            if reasons is not None:
                 # before any refill can see the new clips (this runs on the pump)
                 await self.engine_calls.run("bar", *self.bars())
             positions = range(start, start + len(added))
@@ -1067,7 +1128,10 @@ class CampaignRuntime:
             self.pump.version += 1
             return added
 
-        return await self.call(add)
+        if streamed is not None:  # it holds `_adding` already
+            return await self.call(add)
+        async with self._adding:
+            return await self.call(add)
 
     # the operator's controls ------------------------------------------------------------------
 

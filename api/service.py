@@ -579,21 +579,29 @@ class Service:
             stored_feature_dim(runtime.record.engine_config),
         )
         body = _at_most(chunks, self.settings.max_bulk_bytes)
-        with _no_cyclic_gc():
-            try:
-                async for chunk in body:
-                    reader.feed(chunk)
-                    if reader.failed:
-                        break
-                columns = reader.finish()
-            except (BadRequest, PayloadTooLarge):
-                # the client may still be sending: read the rest (up to the byte limit) and
-                # drop it, so that it reads this answer instead of a reset connection
-                with contextlib.suppress(PayloadTooLarge):
-                    async for _ in body:
-                        pass
-                raise
-            await runtime.add_clips(columns)
+        # PostgreSQL: each chunk's rows are written while the next is read (api/clip_stream.py)
+        stream = await runtime.stream_clips()
+        try:
+            with _no_cyclic_gc():
+                try:
+                    async for chunk in body:
+                        reader.feed(chunk)
+                        if reader.failed:
+                            break
+                        if stream is not None:
+                            await stream.send(reader.take())
+                    columns = reader.finish()
+                except (BadRequest, PayloadTooLarge):
+                    # the client may still be sending: read the rest (up to the byte limit)
+                    # and drop it, so that it reads this answer instead of a reset connection
+                    with contextlib.suppress(PayloadTooLarge):
+                        async for _ in body:
+                            pass
+                    raise
+                await runtime.add_clips(columns, stream)
+        finally:
+            if stream is not None:
+                await stream.close()
         return schemas.BulkClipsAdded(added=len(columns), n_clips=len(runtime.clips))
 
     async def register_rater(self, campaign_id: int, body: schemas.RaterIn) -> schemas.RaterCreated:

@@ -9,12 +9,13 @@ what SQLite itself spends on a one-row INSERT.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
@@ -36,6 +37,7 @@ from api.db import (
     utcnow,
 )
 
+T = TypeVar("T")
 campaign_table = CampaignRow.__table__  # type: ignore[attr-defined]
 clip_table = ClipRow.__table__  # type: ignore[attr-defined]
 _CLIP_COLUMNS = (
@@ -54,6 +56,9 @@ _CLIP_COLUMNS = (
     "features",
 )
 _SCORES = msgspec.json.Encoder()
+_COPY_CLIPS = f"COPY clip ({', '.join(_CLIP_COLUMNS)}) FROM STDIN"
+# COPY text escapes, backslash first so that the others' backslashes stay single
+_COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 EXPORT_BATCH = 2_000  # judgments read (and sent) at a time by an export
 rater_table = RaterRow.__table__  # type: ignore[attr-defined]
 assignment_table = AssignmentRow.__table__  # type: ignore[attr-defined]
@@ -364,33 +369,38 @@ def insert_clip_columns(
     ids in the given order. `withheld`: each clip's reason to be withheld from its arrival
     (None: none), when any is.
 
-    One statement for the whole batch: PostgreSQL's COPY, SQLite's executemany (the SQLite
-    module's C loop), since row-by-row inserts through SQLAlchemy cost more than everything
-    else of a bulk upload. The ids are read back by position in the same transaction.
+    One statement for the whole batch: PostgreSQL's COPY (its text written by column,
+    `clip_copy_text`), SQLite's executemany (the SQLite module's C loop), since row-by-row
+    inserts through SQLAlchemy cost more than everything else of a bulk upload. The ids are
+    read back by position in the same transaction.
     """
 
     def op(connection: Connection) -> list[int]:
-        n_clips = len(columns)
-        # missing scores are NaN in the columns and null in the stored JSON, as msgspec writes
-        scores = _SCORES.encode_lines(columns.scores.tolist()).decode().split("\n")[:-1]
+        created: Any = utcnow()
+        # the driver's own connection, in this transaction: SQLAlchemy's executemany costs
+        # as much per row again as the insert
+        raw: Any = connection.connection.driver_connection
+        if connection.dialect.name == "postgresql":
+            with raw.cursor() as cursor, cursor.copy(_COPY_CLIPS) as copy:
+                copy.write(
+                    clip_copy_text(campaign_id, columns, start, batch, after_seq, created, withheld)
+                )
+            return _clip_ids(raw, "%s", campaign_id, start)
+        # SQLite stores SQLAlchemy's text of the time: made once, not per row
+        column_type = clip_table.c.created_at.type.dialect_impl(connection.dialect)
+        stamp = column_type.bind_processor(connection.dialect)
+        created = stamp(created) if stamp else created
         features: Any = itertools.repeat(None)
         if columns.features is not None:
-            features = _SCORES.encode_lines(columns.features.tolist()).decode().split("\n")[:-1]
-        created: Any = utcnow()
-        names = _CLIP_COLUMNS
-        postgres = connection.dialect.name == "postgresql"
-        if not postgres:  # SQLite stores SQLAlchemy's text of the time: made once, not per row
-            column_type = clip_table.c.created_at.type.dialect_impl(connection.dialect)
-            stamp = column_type.bind_processor(connection.dialect)
-            created = stamp(created) if stamp else created
+            features = _json_lines(columns.features)
         values = zip(
             itertools.repeat(campaign_id),
-            range(start, start + n_clips),
+            range(start, start + len(columns)),
             columns.external_ids,
             columns.uris,
             columns.groups,
             columns.contexts,
-            scores,
+            _json_lines(columns.scores),
             itertools.repeat(batch),
             itertools.repeat(after_seq),
             itertools.repeat(created),
@@ -401,38 +411,196 @@ def insert_clip_columns(
             features,
             strict=False,  # the repeats are endless; the columns have n_clips entries each
         )
-        # the driver's own connection, in this transaction: SQLAlchemy's executemany costs
-        # as much per row again as the insert
-        raw: Any = connection.connection.driver_connection
-        if postgres:
-            with (
-                raw.cursor() as cursor,
-                cursor.copy(f"COPY clip ({', '.join(names)}) FROM STDIN") as copy,
-            ):
-                for row in values:
-                    copy.write_row(row)
-        else:
-            marks = ", ".join("?" * len(names))
-            cursor = raw.cursor()
-            try:
-                cursor.executemany(
-                    f"INSERT INTO clip ({', '.join(names)}) VALUES ({marks})", values
-                )
-            finally:
-                cursor.close()
-        marker = "%s" if postgres else "?"
+        marks = ", ".join("?" * len(_CLIP_COLUMNS))
         cursor = raw.cursor()
         try:
-            cursor.execute(
-                f"SELECT id FROM clip WHERE campaign_id = {marker} AND position >= {marker} "
-                "ORDER BY position",
-                (campaign_id, start),
+            cursor.executemany(
+                f"INSERT INTO clip ({', '.join(_CLIP_COLUMNS)}) VALUES ({marks})", values
             )
-            return [row[0] for row in cursor.fetchall()]
         finally:
             cursor.close()
+        return _clip_ids(raw, "?", campaign_id, start)
 
     return op
+
+
+def clip_copy_text(
+    campaign_id: int,
+    columns: ClipColumns,
+    start: int,
+    batch: int,
+    after_seq: int,
+    created: datetime,
+    withheld: Sequence[str | None] | None = None,
+) -> bytes:
+    """The rows of `insert_clip_columns` in PostgreSQL's COPY text format (`_CLIP_COLUMNS`
+    in order, tab-separated, `\\N` for null), made column by column: each text column is
+    escaped as one joined string rather than cell by cell."""
+    n_clips = len(columns)
+    stamp = created.isoformat()
+    head = f"{campaign_id}\t"
+    middle = f"\t{batch}\t{after_seq}\t{stamp}\t"
+    reasons: Any = itertools.repeat("\\N\t\\N")
+    if withheld is not None:
+        reasons = [
+            "\\N\t\\N" if r is None else f"{_copy_escape([r])[0]}\t{stamp}" for r in withheld
+        ]
+    features: Any = itertools.repeat("\\N")
+    if columns.features is not None:
+        features = _json_lines(columns.features)
+    rows = map(
+        "".join,
+        zip(
+            itertools.repeat(head),
+            map(str, range(start, start + n_clips)),
+            itertools.repeat("\t"),
+            _copy_escape(columns.external_ids),
+            itertools.repeat("\t"),
+            _copy_escape(columns.uris),
+            itertools.repeat("\t"),
+            _copy_escape(columns.groups),
+            itertools.repeat("\t"),
+            _copy_escape(columns.contexts),
+            itertools.repeat("\t"),
+            _json_lines(columns.scores),  # numbers and null: nothing to escape
+            itertools.repeat(middle),
+            reasons,
+            itertools.repeat("\t"),
+            features,
+            itertools.repeat("\n"),
+            strict=False,  # the repeats are endless; the columns have n_clips entries each
+        ),
+    )
+    return "".join(rows).encode()
+
+
+def _copy_escape(texts: Sequence[str | None]) -> list[str]:
+    """Each text as a COPY cell (backslash, tab, newline and carriage return escaped; None
+    as `\\N`). The texts are joined by NUL, which no clip text holds (`ClipIn` refuses it),
+    escaped at once and split again; an empty text (also refused) stands for None."""
+    if not texts:
+        return []
+    joined = "\0".join([t or "" for t in texts])
+    if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
+        for plain, escaped in _COPY_ESCAPES:
+            joined = joined.replace(plain, escaped)
+    return [t or "\\N" for t in joined.split("\0")]
+
+
+def _json_lines(values: Any) -> list[str]:
+    """Each row of a float array as a JSON list; NaN (a missing value) is written null, as
+    msgspec writes it."""
+    return _SCORES.encode_lines(values.tolist()).decode().split("\n")[:-1]
+
+
+def _clip_ids(raw: Any, marker: str, campaign_id: int, start: int) -> list[int]:
+    """The ids of the campaign's clips at positions `start`..., by position."""
+    cursor = raw.cursor()
+    try:
+        cursor.execute(
+            f"SELECT id FROM clip WHERE campaign_id = {marker} AND position >= {marker} "
+            "ORDER BY position",
+            (campaign_id, start),
+        )
+        return [row[0] for row in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
+class ClipCopy:
+    """A clip upload written to PostgreSQL while its body is still read: one transaction on a
+    connection of its own (not the writer's, whose other ops go on meanwhile), one COPY fed
+    batch by batch (`write`), then `finish` and `commit`, or `abandon`. Nothing is seen by
+    anyone else before the commit, so an upload that turns out bad leaves no trace.
+
+    The methods block on the database: the service runs them on a thread, one at a time and
+    in order, so that it reads the next chunk while this one is written.
+
+    Args:
+        engine: the database's engine (PostgreSQL).
+        campaign_id: the campaign the clips join.
+        start: the position of the first clip.
+        batch: the clip batch number of the upload.
+        after_seq: the judgments applied so far (`end` corrects it should more be applied
+            before the engine takes the clips).
+    """
+
+    def __init__(
+        self, engine: Engine, campaign_id: int, start: int, batch: int, after_seq: int
+    ) -> None:
+        self.campaign_id = campaign_id
+        self.start = start
+        self.batch = batch
+        self.after_seq = after_seq
+        self.n_written = 0
+        self._created = utcnow()
+        self._connection = engine.connect()
+        self._stack = contextlib.ExitStack()
+        try:
+            self._transaction = self._connection.begin()
+            raw: Any = self._connection.connection.driver_connection
+            cursor = self._stack.enter_context(raw.cursor())
+            self._copy: Any = self._stack.enter_context(cursor.copy(_COPY_CLIPS))
+        except BaseException:
+            self.abandon()
+            raise
+
+    def write(self, columns: ClipColumns, withheld: Sequence[str | None] | None = None) -> None:
+        """Send the next clips (positions after those sent so far)."""
+        position = self.start + self.n_written
+        created = self._created
+        self._copy.write(
+            clip_copy_text(
+                self.campaign_id, columns, position, self.batch, self.after_seq, created, withheld
+            )
+        )
+        self.n_written += len(columns)
+
+    def end(self, after_seq: int) -> Callable[[Connection], list[int]]:
+        """Op for `finish`: write `after_seq` (the judgments applied before the engine took
+        the clips) where it differs from the one sent; returns the new row ids by position."""
+
+        def op(connection: Connection) -> list[int]:
+            if after_seq != self.after_seq:
+                connection.execute(
+                    update(clip_table)
+                    .where(
+                        clip_table.c.campaign_id == self.campaign_id,
+                        clip_table.c.position >= self.start,
+                    )
+                    .values(after_seq=after_seq)
+                )
+            raw: Any = connection.connection.driver_connection
+            return _clip_ids(raw, "%s", self.campaign_id, self.start)
+
+        return op
+
+    def finish(self, op: Callable[[Connection], T]) -> T:
+        """End the COPY and run `op` (`end`, fenced) in the upload's transaction, which stays
+        open for `commit`; on any error nothing is written."""
+        try:
+            self._stack.close()  # the COPY ends; a refusal by the server raises here
+            return op(self._connection)
+        except BaseException:
+            self.abandon()
+            raise
+
+    def commit(self) -> None:
+        """Commit the upload (after `finish`); on an error nothing is written."""
+        try:
+            self._transaction.commit()
+        except BaseException:
+            self.abandon()
+            raise
+        self._connection.close()
+
+    def abandon(self) -> None:
+        """Drop the upload (again: nothing): its connection is closed unreturned (the server
+        rolls the transaction back), which also holds where a COPY is still open."""
+        if self._connection.closed:
+            return
+        self._connection.invalidate()
+        self._connection.close()
 
 
 def insert_rater(

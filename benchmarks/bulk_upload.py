@@ -11,8 +11,8 @@ alone on the same clips in this process (reading the body, storing the clips, th
 add with one torch thread), and the machine's load average just before the run (other work
 on a shared machine slows a run down).
 
-Outputs `benchmarks/results/bulk_upload.{json,md}` and prints the table. From the repository
-root:
+Appends its rows to `benchmarks/results/bulk_upload.json` (the rows of earlier runs stay),
+writes all of them to `bulk_upload.md` and prints the table. From the repository root:
 
     python -m benchmarks.bulk_upload                          # 1e5 and 1e6 clips, 3 runs each
     python -m benchmarks.bulk_upload --n-clips 100000 --runs 1 --databases sqlite
@@ -248,11 +248,13 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "are the stages alone on the same clips, in the same run, each a ceiling: reading "
         "the body (`ClipReader`), storing the clips (`store.insert_clip_columns`, one "
         "transaction into a fresh database of the same kind) and the engine's add "
-        "(`Campaign.add_clips`, one torch thread); the upload runs them one after the "
-        "other, so its time is about the sum of theirs, plus the HTTP transfer and the "
-        "service's clip states. The machine is shared (2 cores, other work on it): `load` "
-        "is the 1-minute load average just before the run, and figures under load are "
-        "indicative only.",
+        "(`Campaign.add_clips`, one torch thread). Up to git ec33134 the upload ran them one "
+        "after the other, so its time was about the sum of theirs, plus the HTTP transfer and "
+        "the service's clip states; since then, on PostgreSQL, the clips are stored while "
+        "the body is read (api/clip_stream.py), so reading and storing overlap, while "
+        "SQLite still stores them after the read. The machine is shared (2 cores, other "
+        "work on it): `load` is the 1-minute load average just before the run, and figures "
+        "under load are indicative only.",
         "",
         "| database | clips | run | clips/s | seconds | read clips/s | store clips/s "
         "| engine add clips/s | load | git |",
@@ -308,7 +310,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.profile:
         return  # a profiling run is not a measurement to keep
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bulk_upload.json").write_text(json.dumps(rows, indent=2) + "\n")
+    stored = args.out / "bulk_upload.json"
+    rows = (json.loads(stored.read_text()) if stored.exists() else []) + rows
+    stored.write_text(json.dumps(rows, indent=2) + "\n")
     table = markdown(rows)
     (args.out / "bulk_upload.md").write_text(table)
     print(table)

@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from api import store
+from api.db import make_engine
 from api.settings import Settings
 from tests.api.conftest import ADMIN, make_settings, serve
 
@@ -97,6 +99,99 @@ def test_a_bad_row_mid_stream_writes_nothing(http: httpx.Client) -> None:
     done = upload(http, cid, ndjson(rows))
     assert done.status_code == 201, done.text
     assert done.json() == {"added": 1000, "n_clips": 1000}
+
+
+def test_a_bad_row_in_the_last_chunk_leaves_no_clip_of_the_body(settings: Settings) -> None:
+    """Many chunks are written into the upload's transaction before its last line, whose
+    score only the end of the read refuses: the database and the engine keep none of them."""
+    rows = clip_rows(5000, start=8)
+    bad = [*rows[:-1], {**rows[-1], "scores": {"a": 1e13}}]
+    with (
+        serve(settings) as server,
+        httpx.Client(base_url=server.url, headers=ADMIN, timeout=120) as http,
+    ):
+        cid = new_campaign(http)
+        assert upload(http, cid, ndjson(clip_rows(8))).status_code == 201
+        before = board(http, cid)
+        refused = upload(http, cid, ndjson(bad, lines_per_chunk=200))
+        assert refused.status_code == 400, refused.text
+        assert "line 5000" in refused.json()["detail"]
+        assert http.get(f"/v1/campaigns/{cid}").json()["n_clips"] == 8
+        assert board(http, cid) == before
+    with (
+        serve(settings) as server,
+        httpx.Client(base_url=server.url, headers=ADMIN, timeout=120) as http,
+    ):
+        # rebuilt from the database alone: none of the refused clips was committed
+        assert http.get(f"/v1/campaigns/{cid}").json()["n_clips"] == 8
+        assert board(http, cid) == before
+        added = upload(http, cid, ndjson(rows, lines_per_chunk=200))
+        assert added.status_code == 201, added.text
+        assert added.json() == {"added": 5000, "n_clips": 5008}
+
+
+def test_a_label_applied_while_an_upload_streams_is_replayed_before_its_clips(
+    settings: Settings,
+) -> None:
+    """The upload's rows are sent before the label is applied, but the engine takes the clips
+    after it: the stored batch says so, and a restart rebuilds the same campaign."""
+    with (
+        serve(settings) as server,
+        httpx.Client(base_url=server.url, headers=ADMIN, timeout=120) as http,
+    ):
+        cid = new_campaign(http)
+        assert upload(http, cid, ndjson(clip_rows(8))).status_code == 201
+        token = http.post(f"/v1/campaigns/{cid}/raters", json={"name": "r"}).json()["token"]
+        rater = {"Authorization": f"Bearer {token}"}
+        task = http.post(f"/v1/campaigns/{cid}/assignments", headers=rater).json()["assignment"]
+
+        def body() -> Iterator[bytes]:
+            chunks = list(ndjson(clip_rows(2000, start=8), lines_per_chunk=100))
+            yield from chunks[:10]
+            judged = http.post(
+                f"/v1/assignments/{task['id']}/judgment", json={"choice": "left"}, headers=rater
+            )
+            assert judged.status_code == 201, judged.text
+            yield from chunks[10:]
+
+        added = upload(http, cid, body())
+        assert added.status_code == 201, added.text
+        before = board(http, cid)
+    engine = make_engine(settings.database_url)
+    try:
+        log = store.load_log(engine, cid)
+    finally:
+        engine.dispose()
+    (seq,) = [j.seq for j in log.judgments]
+    assert {c.after_seq for c in log.clips if c.batch == 2} == {seq}
+    with (
+        serve(settings) as server,
+        httpx.Client(base_url=server.url, headers=ADMIN, timeout=120) as http,
+    ):
+        assert board(http, cid) == before
+
+
+def test_text_with_tabs_backslashes_and_line_breaks_is_stored_as_sent(
+    settings: Settings,
+) -> None:
+    odd = ["tab\there", "back\\slash", "line\nbreak", "carriage\rreturn", "\\N", 'q"uote é']
+    rows = [
+        {**row, "external_id": f"{text}-{i}", "uri": f"https://x.org/{text}", "group": text}
+        for i, (row, text) in enumerate(zip(clip_rows(len(odd)), odd, strict=True))
+    ]
+    with (
+        serve(settings) as server,
+        httpx.Client(base_url=server.url, headers=ADMIN, timeout=120) as http,
+    ):
+        cid = new_campaign(http)
+        added = upload(http, cid, ndjson(rows, lines_per_chunk=2))
+        assert added.status_code == 201, added.text
+    with (
+        serve(settings) as server,
+        httpx.Client(base_url=server.url, headers=ADMIN, timeout=120) as http,
+    ):
+        stored = {c["external_id"]: (c["uri"], c["group"], c["context"]) for c in board(http, cid)}
+    assert stored == {r["external_id"]: (r["uri"], r["group"], r["context"]) for r in rows}
 
 
 @pytest.mark.parametrize(
