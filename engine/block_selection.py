@@ -112,16 +112,18 @@ def _slot_pairs(size: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor
     return kept
 
 
+# prompt sizes whose (M, P) pair maps are kept: M^2 (M - 1) / 2 entries each, 8 MB of float32
+# at 64 (a prompt of thousands of clips would need gigabytes), where products beat gathers
+PAIR_MAP_UP_TO = 64
 _PAIR_MAPS: dict[tuple[int, torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
 
 
 def _pair_maps(size: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """(M, P) `difference` (+1 at slot a, -1 at slot b of each pair a < b, `_slot_pairs`
     order) and `total` (+1 at both): `x @ difference` is every pair's `x_a - x_b` and
-    `x @ total` its `x_a + x_b` for (T, M) slot values, one matrix product in place of two
-    gathers along short rows. Each output is one rounding of the same two terms (the other
-    products are exact zeros), so it equals the elementwise form. Made once per size,
-    device and dtype (read only)."""
+    `x @ total` its `x_a + x_b` for (T, M) slot values. Each output is one rounding of the
+    same two terms (the other products are exact zeros), so it equals the elementwise form.
+    Made once per size, device and dtype (read only)."""
     key = (size, device, dtype)
     kept = _PAIR_MAPS.get(key)
     if kept is None:
@@ -135,13 +137,25 @@ def _pair_maps(size: int, device: torch.device, dtype: torch.dtype) -> tuple[Ten
     return kept
 
 
+def _pair_terms(values: Tensor, sign: float) -> Tensor:
+    """(T, P) `x_a + sign x_b` (sign +1 or -1) over the slot pairs a < b of (T, M) slot
+    values: one matrix product with a pair map up to PAIR_MAP_UP_TO slots, where it costs
+    less than two gathers along short rows; the gathers past it."""
+    size = values.shape[1]
+    if size <= PAIR_MAP_UP_TO:
+        difference, total = _pair_maps(size, values.device, values.dtype)
+        return torch.matmul(values, total if sign > 0 else difference)
+    first_slot, second_slot, _ = _slot_pairs(size, values.device)
+    first, second = values.index_select(1, first_slot), values.index_select(1, second_slot)
+    return torch.add(first, second, alpha=sign)
+
+
 def _pair_spread(block: Tensor, flat: Tensor) -> Tensor:
     """(T, P) `B_aa + B_bb - 2 B_ab` of (T, M, M) blocks over the slot pairs a < b
-    (`_slot_pairs`): the diagonal sums by one product (`_pair_maps`), the cross terms
-    gathered, then elementwise on (T, P), where a broadcast over whole blocks does twice the
-    work on strided reads."""
-    _, total = _pair_maps(block.shape[1], block.device, block.dtype)
-    spread = torch.matmul(torch.diagonal(block, dim1=1, dim2=2), total)
+    (`_slot_pairs`): the diagonal's pair sums (`_pair_terms`), the cross terms gathered,
+    then elementwise on (T, P), where a broadcast over whole blocks does twice the work on
+    strided reads."""
+    spread = _pair_terms(torch.diagonal(block, dim1=1, dim2=2), 1.0)
     return spread.sub_(block.reshape(block.shape[0], -1).index_select(1, flat), alpha=2.0)
 
 
@@ -172,7 +186,7 @@ def _score_groups(
     members, cov, mean = marginals.members, marginals.cov, marginals.mean
     count = members.shape[0]
     var = _pair_spread(cov, flat).clamp_min_(0.0)
-    mu = torch.matmul(mean, _pair_maps(size, device, mean.dtype)[0])
+    mu = _pair_terms(mean, -1.0)
     # padding (-1) is never shown; the masks read clip 0 there, and drop it
     shown = present = members >= 0
     if allowed is not None or focus is not None:

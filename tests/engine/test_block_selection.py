@@ -17,8 +17,8 @@ from engine import block_selection
 from engine.block_selection import (
     SCREEN_ROUNDING,
     GroupScreen,
-    _pair_maps,
     _pair_spread,
+    _pair_terms,
     _reaching_rows,
     _score_groups,
     _slot_pairs,
@@ -94,19 +94,19 @@ def test_block_shrink_equals_the_dense_believer_shrink(layout, n_pending):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("size", [2, 4, 16])
-def test_the_pair_maps_equal_the_elementwise_sums_and_differences(dtype, size):
-    """`x @ difference`, `x @ total` and `_pair_spread` are bit for bit the elementwise
-    `x_a - x_b`, `x_a + x_b` and `B_aa + B_bb - 2 B_ab` over the slot pairs a < b, across
-    magnitudes from 1e-30 to 1e30 and with zeros (padding slots)."""
+@pytest.mark.parametrize("size", [2, 4, 16, block_selection.PAIR_MAP_UP_TO + 3])
+def test_the_pair_terms_equal_the_elementwise_sums_and_differences(dtype, size):
+    """`_pair_terms` and `_pair_spread` (by the pair maps up to PAIR_MAP_UP_TO slots, by
+    gathers past it) are bit for bit the elementwise `x_a - x_b`, `x_a + x_b` and
+    `B_aa + B_bb - 2 B_ab` over the slot pairs a < b, across magnitudes from 1e-30 to 1e30
+    and with zeros (padding slots)."""
     generator = torch.Generator().manual_seed(size)
     scale = 10.0 ** torch.randint(-30, 31, (64, size), generator=generator).to(dtype)
     x = torch.randn(64, size, generator=generator, dtype=dtype) * scale
     x[::5, -1] = 0.0
     first, second, flat = _slot_pairs(size, torch.device("cpu"))
-    difference, total = _pair_maps(size, torch.device("cpu"), dtype)
-    assert torch.equal(x @ difference, x[:, first] - x[:, second])
-    assert torch.equal(x @ total, x[:, first] + x[:, second])
+    assert torch.equal(_pair_terms(x, -1.0), x[:, first] - x[:, second])
+    assert torch.equal(_pair_terms(x, 1.0), x[:, first] + x[:, second])
     block = torch.randn(64, size, size, generator=generator, dtype=dtype)
     diagonal = torch.diagonal(block, dim1=1, dim2=2)
     expected = (diagonal[:, first] + diagonal[:, second]) - 2.0 * block[:, first, second]
