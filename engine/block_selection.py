@@ -241,6 +241,22 @@ def _reaching_rows(
     return None if live.numel() == mu.shape[0] else live
 
 
+def _radius2(posterior: GroupedPosterior, groups: slice | Tensor) -> Tensor:
+    """(T,) each group's radius R_g^2, the largest `|r_a - r_b|^2` over its pairs:
+    `|r_a|^2 + |r_b|^2 - 2 r_a . r_b` from one Gram product per group, in the posterior's
+    precision (0 for a group with fewer than two clips)."""
+    members = take(posterior.members, groups)
+    first_slot, second_slot, flat = _slot_pairs(members.shape[1], members.device)
+    if first_slot.numel() == 0:
+        return posterior.load.new_zeros(members.shape[0])
+    rows = take(posterior.load, groups)  # (T, M, L); padding rows are 0
+    spread = _pair_spread(torch.bmm(rows, rows.transpose(1, 2)), flat)
+    present = (members.index_select(1, first_slot) >= 0) & (
+        members.index_select(1, second_slot) >= 0
+    )
+    return spread.clamp_min_(0.0).mul_(present).amax(-1)
+
+
 class GroupScreen:
     """A kept screen: each group's best screen score over its pairs (no pending tasks, no
     rater's exclusions) at one rater noise, with the border it was computed under.
@@ -259,22 +275,37 @@ class GroupScreen:
     Args:
         posterior: the posterior to screen.
         noise_var: the rater noise the scores are for.
+        screen: the screen score.
+        previous: the stale screen this one replaces, of the same layout: its radii are
+            kept for every group it does not list as dirty (a group's rows change only
+            where it takes a label or a clip, which marks it dirty), so a rebuild scores
+            every group but measures only those radii afresh.
     """
 
     def __init__(
-        self, posterior: GroupedPosterior, noise_var: float, screen: Screen = BALD_SCREEN
+        self,
+        posterior: GroupedPosterior,
+        noise_var: float,
+        screen: Screen = BALD_SCREEN,
+        previous: GroupScreen | None = None,
     ) -> None:
         self.noise_var = float(noise_var)
         self.screen = screen
         size = posterior.members.shape[1]
-        best, radius = [], []
         maps = posterior.local_maps(dtype=SCREEN_DTYPE) if posterior.n_local else None
-        for groups in posterior.group_chunks():
-            group_best, group_radius2 = self._score(posterior, groups, maps)
-            best.append(group_best)
-            radius.append(group_radius2)
+        chunks = posterior.group_chunks()
+        best = [self._best(posterior, groups, maps) for groups in chunks]
         self.best = torch.cat(best) if best else posterior.offset.new_zeros(0)
-        self.radius2 = torch.cat(radius) if radius else posterior.offset.new_zeros(0)
+        if previous is not None and previous.shape == (posterior.n_groups, size):
+            self.radius2 = previous.radius2.clone()
+            if previous.dirty:
+                stale = torch.tensor(
+                    sorted(previous.dirty), dtype=torch.long, device=posterior.group.device
+                )
+                self.radius2[stale] = _radius2(posterior, stale).to(self.radius2.dtype)
+        else:
+            radius = [_radius2(posterior, groups) for groups in chunks]
+            self.radius2 = torch.cat(radius) if radius else posterior.offset.new_zeros(0)
         self.radius = self.radius2.sqrt()
         # groups by kept best, best first: a bound query reads the prefix that can reach it
         self.order = torch.argsort(self.best, descending=True)
@@ -293,27 +324,16 @@ class GroupScreen:
         self._drift_cache: tuple[int, tuple[Tensor, Tensor]] | None = None
         self._rates_cache: tuple[int, tuple[float, float, float]] | None = None
 
-    def _score(
+    def _best(
         self, posterior: GroupedPosterior, groups: slice | Tensor, maps: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        """The groups' best screen score (no pending tasks, no exclusions) and radius R_g^2,
-        the largest `|r_a - r_b|^2` over their pairs: `|r_a|^2 + |r_b|^2 - 2 r_a . r_b` from
-        one Gram product per group, in the posterior's precision."""
-        score, members = _score_groups(
+    ) -> Tensor:
+        """The groups' best screen score (no pending tasks, no exclusions)."""
+        score, _ = _score_groups(
             posterior, groups, None, self.noise_var, None, None, maps, self.screen
         )
-        first_slot, second_slot, flat = _slot_pairs(members.shape[1], members.device)
-        rows = take(posterior.load, groups)  # (T, M, L); padding rows are 0
-        gram = torch.bmm(rows, rows.transpose(1, 2))
-        spread = _pair_spread(gram, flat)
-        present = (members.index_select(1, first_slot) >= 0) & (
-            members.index_select(1, second_slot) >= 0
-        )
-        spread = spread.clamp_min_(0.0).mul_(present)
         if score.shape[1] == 0:
-            empty = score.new_zeros(score.shape[0])
-            return empty, empty.to(spread.dtype)
-        return score.amax(-1), spread.amax(-1)
+            return score.new_zeros(score.shape[0])
+        return score.amax(-1)
 
     def refresh(self, posterior: GroupedPosterior) -> None:
         """Score the dirty groups afresh and keep them clean: each keeps its fresh best plus
@@ -324,7 +344,7 @@ class GroupScreen:
         device = posterior.group.device
         groups = torch.tensor(sorted(self.dirty), dtype=torch.long, device=device)
         maps = posterior.local_maps(dtype=SCREEN_DTYPE) if posterior.n_local else None
-        best, radius2 = self._score(posterior, groups, maps)
+        best, radius2 = self._best(posterior, groups, maps), _radius2(posterior, groups)
         by_cov, by_mean = self.rates(posterior)
         radius2 = radius2.to(self.radius2.dtype)
         radius = radius2.sqrt()

@@ -511,7 +511,9 @@ class BlockForm:
         log_evidence, _, sites = self.posterior.observe(events)
         self.sites.extend(sites)
         if self._screens:
-            touched = self.posterior.groups_of(events.first.tolist())
+            # both clips' groups: a pair across groups (the factorised form) moves both
+            clips = events.first.tolist() + [j for j in events.second.tolist() if j >= 0]
+            touched = self.posterior.groups_of(clips)
             for screen in self._screens.values():
                 screen.dirty.update(touched)
         return log_evidence
@@ -527,7 +529,9 @@ class BlockForm:
             or len(screen.dirty) + screen.refreshed.numel() > SCREEN_DIRTY_LIMIT
             or screen.typical_slack(self.posterior) > SCREEN_TOLERANCE
         ):
-            screen = GroupScreen(self.posterior, noise_var, OBJECTIVES[options.objective].screen)
+            screen = GroupScreen(
+                self.posterior, noise_var, OBJECTIVES[options.objective].screen, screen
+            )
         elif len(screen.dirty) >= SCREEN_REFRESH_AT:
             # the groups that took labels, scored once now, not again under every pick's
             # shrink; a few are cheaper to score with the pick than apart

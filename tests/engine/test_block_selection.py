@@ -312,6 +312,22 @@ def test_a_kept_screen_bounds_every_clean_groups_scores(layout, n_pending, refre
     assert bool((score[clean] <= kept.best[g[clean]] + slack[g[clean]] + 1e-12).all())
 
 
+@given(layouts, st.sampled_from([0, 8]))
+def test_a_screen_rebuilt_from_a_stale_one_equals_one_built_afresh(layout, refreshed):
+    """A rebuild keeps the stale screen's radii for its clean groups and measures the dirty
+    groups' afresh: the same best and radii as a screen built from nothing, while the labelled
+    groups' radii did move (the kept ones would be wrong for them)."""
+    posterior, _, kept, _ = kept_then_labelled(layout, 0, 12, refreshed)
+    dirty = torch.tensor(sorted(kept.dirty), dtype=torch.long)
+    rebuilt = GroupScreen(posterior, 0.7, previous=kept)
+    afresh = GroupScreen(posterior, 0.7)
+    torch.testing.assert_close(rebuilt.best, afresh.best, rtol=0, atol=0)
+    torch.testing.assert_close(rebuilt.radius2, afresh.radius2, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(rebuilt.order, afresh.order, rtol=0, atol=0)
+    if posterior.n_criteria:  # with no criteria no clip loads on the border: every radius 0
+        assert bool((kept.radius2[dirty] != afresh.radius2[dirty]).any())
+
+
 @given(layouts)
 def test_a_refreshed_group_stays_bounded_when_the_border_moves_back(layout):
     """A group refreshed at a moved border keeps that move's slack: with the border set back

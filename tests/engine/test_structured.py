@@ -299,11 +299,13 @@ def test_marginals_by_context_equal_those_gathered_per_group(groups_per_clip):
     def check() -> None:
         for part in (slice(None), slice(3, 17), slice(structured.n_groups - 5, None)):
             index = torch.arange(structured.n_groups)[part]
-            for dtype in (None, torch.float32):
+            # the two orders round differently: in single precision a near-cancelled entry
+            # keeps only about 1e-7 of its terms' scale (1) exactly
+            for dtype, atol in ((None, 1e-12), (torch.float32, 1e-6)):
                 by_slice = structured.group_marginals(part, dtype=dtype)
                 by_index = structured.group_marginals(index, dtype=dtype)
-                torch.testing.assert_close(by_slice.cov, by_index.cov, atol=1e-12, rtol=1e-6)
-                torch.testing.assert_close(by_slice.mean, by_index.mean, atol=1e-12, rtol=1e-6)
+                torch.testing.assert_close(by_slice.cov, by_index.cov, atol=atol, rtol=1e-6)
+                torch.testing.assert_close(by_slice.mean, by_index.mean, atol=atol, rtol=1e-6)
 
     check()
     more_scores, _, _ = world.clips(6, 3)
