@@ -176,19 +176,25 @@ class CampaignEngine:
         return None
 
     def refit_copy(self) -> tuple[bytes, int]:
-        """What a background prior refit starts from (api/refits.py): the engine state as
-        snapshot bytes, and the labels it holds."""
-        return self.snapshot(), len(self.campaign.log)
+        """What a background prior refit starts from (api/refits.py): the engine's campaign
+        pickled, and the labels it holds. Pickle, not a snapshot: the copy goes to a worker
+        of this service and back, as every call to this process does, never through the
+        database; the restricted unpickler a snapshot is read with takes seconds for a long
+        history."""
+        return pickle.dumps(self.campaign, pickle.HIGHEST_PROTOCOL), len(self.campaign.log)
 
     def adopt_refit(self, data: bytes) -> None:
-        """Take the state a background refit returned (`refit_copy`'s campaign, refitted) and
-        apply again what came since (`Campaign.adopt_refit`): only the labels and clips that
-        arrived during the fit, not every label.
+        """Take the campaign a background refit returned (`refit_copy`'s copy, refitted,
+        pickled) and apply again what came since (`Campaign.adopt_refit`): only the labels
+        and clips that arrived during the fit, not every label.
 
         Raises:
             ValueError: the bytes are not a refitted copy of this campaign (nothing changes).
         """
-        self.campaign.adopt_refit(snapshots.load(data, self.campaign))
+        refitted = pickle.loads(data)
+        if not isinstance(refitted, Campaign):
+            raise ValueError(f"a refit returned a {type(refitted).__name__}, not a Campaign")
+        self.campaign.adopt_refit(refitted)
 
     def refit_labels(self) -> int:
         """The labels before the latest prior refit (0: none yet)."""

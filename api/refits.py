@@ -8,7 +8,7 @@ fit (`Campaign.fit_prior`: up to 200 ADF passes over every label) takes seconds,
 campaign's engine answers its calls one at a time. So:
 
 1. Once the labels applied cross a point of the schedule, the pump asks the engine for a copy
-   of its state (`CampaignEngine.refit_copy`: snapshot bytes, api/snapshots.py), and a worker
+   of its state (`CampaignEngine.refit_copy`: the campaign pickled), and a worker
    fits on that copy: a process of its own (from the engine hosts' forkserver) where the
    engine runs in processes, a thread where it runs in a thread. The engine keeps answering
    calls, and taking labels and clips, meanwhile.
@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import pickle
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,10 +45,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from api import snapshots
 from api.engine_host import process_context
 from api.errors import Unavailable
-from engine import refit_schedule
+from engine import Campaign, refit_schedule
 
 if TYPE_CHECKING:
     from api.campaigns import CampaignRuntime
@@ -58,23 +58,26 @@ PRIOR_REFITS = ("split", "scales", "off")  # a campaign's `prior_refit` setting
 MAX_EVALUATIONS = 200  # evidence evaluations per fit, as `Campaign.fit_prior`'s default
 
 
-def fit_snapshot(data: bytes, max_evaluations: int = MAX_EVALUATIONS) -> bytes:
-    """A snapshot's campaign with its prior refitted (`Campaign.fit_prior`), as snapshot bytes.
+def fit_copy(data: bytes, max_evaluations: int = MAX_EVALUATIONS) -> bytes:
+    """`CampaignEngine.refit_copy`'s campaign with its prior refitted (`Campaign.fit_prior`),
+    pickled again.
 
     Raises:
         ValueError: the bytes are not a campaign, or it has no labels to fit to.
     """
-    campaign = snapshots.read(data)
+    campaign = pickle.loads(data)
+    if not isinstance(campaign, Campaign):
+        raise ValueError(f"a refit copy holds a {type(campaign).__name__}, not a Campaign")
     campaign.fit_prior(max_evaluations)
-    return snapshots.dump(campaign)
+    return pickle.dumps(campaign, pickle.HIGHEST_PROTOCOL)
 
 
 def _fit_in_process(channel: Any, data: bytes, max_evaluations: int, threads: int) -> None:
-    """The worker process: fit, send (ok, snapshot bytes or why it failed), exit."""
+    """The worker process: fit, send (ok, the refitted copy or why it failed), exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service stops its workers itself
     torch.set_num_threads(threads)
     try:
-        reply: tuple[bool, Any] = (True, fit_snapshot(data, max_evaluations))
+        reply: tuple[bool, Any] = (True, fit_copy(data, max_evaluations))
     except Exception as error:
         reply = (False, f"{type(error).__name__}: {error}")
     with contextlib.suppress(OSError):
@@ -89,7 +92,7 @@ class ProcessFit:
         self._process: Any = None
 
     async def run(self, data: bytes, max_evaluations: int) -> bytes:
-        """The refitted snapshot bytes.
+        """The refitted copy, pickled.
 
         Raises:
             RuntimeError: the fit failed, or its process ended without an answer.
@@ -140,7 +143,7 @@ class ThreadFit:
     async def run(self, data: bytes, max_evaluations: int) -> bytes:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fit_snapshot, data, max_evaluations)
+            return await loop.run_in_executor(self._executor, fit_copy, data, max_evaluations)
         finally:
             self._executor.shutdown(wait=False)
 
@@ -262,4 +265,4 @@ class PriorRefits:
                 await self._task
 
 
-__all__ = ["MAX_EVALUATIONS", "PRIOR_REFITS", "PriorRefits", "fit_snapshot"]
+__all__ = ["MAX_EVALUATIONS", "PRIOR_REFITS", "PriorRefits", "fit_copy"]

@@ -78,7 +78,13 @@ def load(data: bytes, like: Campaign) -> Campaign:
         ValueError: the bytes are not a campaign on `like`'s device and dtype, or name a class
             outside `safe_globals()`.
     """
-    campaign = read(data, like.device)
+    try:
+        with torch.serialization.safe_globals(list(safe_globals())):
+            campaign = torch.load(io.BytesIO(data), weights_only=True, map_location=like.device)
+    except Exception as error:
+        raise ValueError(f"the snapshot does not load: {error}".splitlines()[0]) from error
+    if not isinstance(campaign, Campaign):
+        raise ValueError(f"the snapshot holds a {type(campaign).__name__}, not a Campaign")
     if (campaign.device, campaign.dtype) != (like.device, like.dtype):
         raise ValueError(
             f"the snapshot was taken on {campaign.device} in {campaign.dtype}, this engine runs "
@@ -89,28 +95,4 @@ def load(data: bytes, like: Campaign) -> Campaign:
     return campaign
 
 
-def read(data: bytes, device: torch.device | None = None) -> Campaign:
-    """The campaign of snapshot bytes as it was taken (on `device` when given).
-
-    Raises:
-        ValueError: the bytes are not a campaign, or name a class outside `safe_globals()`.
-    """
-    try:
-        with torch.serialization.safe_globals(list(safe_globals())):
-            campaign = torch.load(io.BytesIO(data), weights_only=True, map_location=device)
-    except Exception as error:
-        raise ValueError(f"the snapshot does not load: {error}".splitlines()[0]) from error
-    if not isinstance(campaign, Campaign):
-        raise ValueError(f"the snapshot holds a {type(campaign).__name__}, not a Campaign")
-    return campaign
-
-
-__all__ = [
-    "SNAPSHOT_VERSION",
-    "config_digest",
-    "dump",
-    "load",
-    "read",
-    "safe_globals",
-    "snapshot_format",
-]
+__all__ = ["SNAPSHOT_VERSION", "config_digest", "dump", "load", "safe_globals", "snapshot_format"]

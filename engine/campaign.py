@@ -662,14 +662,16 @@ class Campaign:
 
     def adopt_refit(self, refitted: Campaign) -> None:
         """Take a refit that a copy of this campaign computed and applied: `refitted` is this
-        campaign as it was some history entries ago (a snapshot of it), then `fit_prior` or
+        campaign as it was some history entries ago (a copy of it), then `fit_prior` or
         `apply_refit`. Its posterior, raters, clip registry, clock and history become this
-        campaign's, and the clip and label batches (and refines) this campaign took since the
-        copy was made are applied again on top, each label with the noise and keep it was
-        applied with: the state then equals, entry for entry, the one the refit would have
-        left had it been applied at its place (`replay()` reproduces it), but the pass over
-        every label was the copy's. Pending tasks, gold pairs, the stopping targets and the
-        floor of labels per clip stay this campaign's.
+        campaign's, and what this campaign took since the copy was made is applied again on
+        top, in order: clip batches and refines as they were, and each run of label batches
+        between them as one batch (each label with the noise and keep it was applied with;
+        ADF takes a batch's labels in order, and one batch is one pass over the covariance
+        where each of the batches was one). The state is then the refit's had it been
+        applied where the copy was made and those labels come after it (`replay()`
+        reproduces it), but the pass over every label was the copy's. Pending tasks, gold
+        pairs, the stopping targets and the floor of labels per clip stay this campaign's.
 
         Raises:
             ValueError: `refitted` is not a copy of this campaign with one refit applied last.
@@ -698,14 +700,19 @@ class Campaign:
         self._clock = refitted._clock
         self._history = refitted._history
         self._progress_cache = None
-        for entry in ours[start:]:
+        labels: list[Judgment] = []
+        for entry in [*ours[start:], None]:
+            if isinstance(entry, tuple):
+                labels.extend(entry)
+                continue
+            if labels:
+                # already answered: the task book and the gold book hold these answers
+                self._apply_labels(labels)
+                labels = []
             if isinstance(entry, Refine):
                 self.refine(entry.max_sweeps, entry.damping)
             elif isinstance(entry, ClipsAdded):
                 self._add_recorded_clips(entry)
-            elif isinstance(entry, tuple):
-                # already answered: the task book and the gold book hold these answers
-                self._apply_labels(entry)
 
     def _fit_side_spread(
         self, log: Sequence[Judgment], hyper: Hyperparameters, side: SideBias

@@ -117,13 +117,13 @@ def test_requests_are_answered_while_the_fit_runs(
     """The fit (on a thread here) is held until the test has been served meanwhile."""
     settings = replace(settings, engine_process=False)
     gate = threading.Event()
-    fit = refits.fit_snapshot
+    fit = refits.fit_copy
 
     def held_fit(data: bytes, max_evaluations: int = refits.MAX_EVALUATIONS) -> bytes:
         assert gate.wait(WAIT_S)
         return fit(data, max_evaluations)
 
-    monkeypatch.setattr(refits, "fit_snapshot", held_fit)
+    monkeypatch.setattr(refits, "fit_copy", held_fit)
     with TestClient(app=create_app(settings)) as client:
         party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1)
         for step in range(2 * N_CLIPS):
@@ -151,12 +151,12 @@ def test_a_failing_fit_is_skipped_and_the_service_keeps_serving(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = replace(settings, engine_process=False)
-    fit = refits.fit_snapshot
+    fit = refits.fit_copy
 
     def failing_fit(data: bytes, max_evaluations: int = refits.MAX_EVALUATIONS) -> bytes:
         raise RuntimeError("the fit broke")
 
-    monkeypatch.setattr(refits, "fit_snapshot", failing_fit)
+    monkeypatch.setattr(refits, "fit_copy", failing_fit)
     with (
         caplog.at_level(logging.WARNING, logger="ratingparty.api"),
         TestClient(app=create_app(settings)) as client,
@@ -177,7 +177,7 @@ def test_a_failing_fit_is_skipped_and_the_service_keeps_serving(
         assert _scales(board) == pytest.approx(_stated_prior(), rel=1e-12)
         assert not runtime.refits.in_flight
         # the next point of the schedule (4n labels) tries again
-        monkeypatch.setattr(refits, "fit_snapshot", fit)
+        monkeypatch.setattr(refits, "fit_copy", fit)
         _answer(client, party, 4 * N_CLIPS)
         assert _wait_for_refits(client, party.id, 1)["prior"]["refits"] == 1
 
@@ -203,7 +203,7 @@ def test_closing_the_service_does_not_wait_for_a_fit(
     its result is never adopted."""
     settings = replace(settings, engine_process=False)
     gate, returned = threading.Event(), threading.Event()
-    fit = refits.fit_snapshot
+    fit = refits.fit_copy
 
     def held_fit(data: bytes, max_evaluations: int = refits.MAX_EVALUATIONS) -> bytes:
         gate.wait(WAIT_S)
@@ -212,7 +212,7 @@ def test_closing_the_service_does_not_wait_for_a_fit(
         finally:
             returned.set()
 
-    monkeypatch.setattr(refits, "fit_snapshot", held_fit)
+    monkeypatch.setattr(refits, "fit_copy", held_fit)
     client = TestClient(app=create_app(settings))
     with client:
         party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1)

@@ -359,20 +359,21 @@ def test_adopting_a_refit_made_on_a_copy_replays_the_labels_since() -> None:
     at_copy = copy.deepcopy(campaign)
     refitted = copy.deepcopy(campaign)
     refitted.fit_prior(max_evaluations=40)
-    _observe_raters(campaign, truth, 20, rng)
+    _observe_raters(campaign, truth, 10, rng)
+    _observe_raters(campaign, truth, 10, rng)
     campaign.add_clips(np.ones((2, 3)), count=2, contexts=["x", "y"])
     _observe_raters(campaign, np.concatenate([truth, [0.5, -0.5]]), 20, rng)
     held = campaign.next_pairs("sharp", 2)
     later = list(campaign._history)[len(list(at_copy._history)) :]
     campaign.adopt_refit(refitted)
-    # the refit applied at its place, then the same batches as they were applied
+    # the refit applied at its place, then the same labels as they were applied (each run
+    # of label batches as one batch), and the clip batch between them
     expected = at_copy
     expected.fit_prior(max_evaluations=40)
-    for entry in later:
-        if isinstance(entry, tuple):
-            expected.observe(list(entry))
-        else:
-            expected.add_clips(entry.raw_scores, count=2, contexts=entry.contexts)
+    assert [type(e).__name__ for e in later] == ["tuple", "tuple", "ClipsAdded", "tuple"]
+    expected.observe([*later[0], *later[1]])
+    expected.add_clips(later[2].raw_scores, count=2, contexts=later[2].contexts)
+    expected.observe(list(later[3]))
     _assert_same_state(campaign, expected, atol=1e-12)
     assert campaign.config.prior == refitted.config.prior != at_copy._initial_config.prior
     assert campaign.pending == tuple(held)
