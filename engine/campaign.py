@@ -671,7 +671,8 @@ class Campaign:
         where each of the batches was one). The state is then the refit's had it been
         applied where the copy was made and those labels come after it (`replay()`
         reproduces it), but the pass over every label was the copy's. Pending tasks, gold
-        pairs, the stopping targets and the floor of labels per clip stay this campaign's.
+        pairs, the stopping targets and the floor of labels per clip stay this campaign's;
+        rater noise set (`set_rater_noise`) since the copy was made is the copy's.
 
         Raises:
             ValueError: `refitted` is not a copy of this campaign with one refit applied last.
