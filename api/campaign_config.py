@@ -102,9 +102,12 @@ def emoji_thresholds(levels: int | None) -> list[float] | None:
 
 
 def build_config(stored: dict[str, Any]) -> CampaignConfig:
-    """The engine's `CampaignConfig` from a stored `engine_config`."""
+    """The engine's `CampaignConfig` from a stored `engine_config`. Its prior is refitted in
+    the background by the service (api/refits.py), never inline (`refit_prior_at` is empty):
+    `prior_refit` only says how a refit moves the scales."""
     thresholds = stored["emoji_thresholds"]
     lapse = stored["lapse_prior"]
+    refit = stored_prior_refit(stored)
     return CampaignConfig(
         criteria=tuple(stored["criteria"]),
         prior=PriorScales(**stored["prior"]),
@@ -126,7 +129,15 @@ def build_config(stored: dict[str, Any]) -> CampaignConfig:
         both_threshold=stored_both_threshold(stored),
         kset=None if stored.get("kset") is None else KSetOffer(**stored["kset"]),
         feature_dim=stored_feature_dim(stored),
+        prior_refit=refit if refit != "off" else CampaignConfig.prior_refit,
     )
+
+
+def stored_prior_refit(stored: dict[str, Any]) -> str:
+    """How a stored `engine_config` refits its prior (api/refits.py): "split", "scales" or
+    "off"; absent in campaigns created before the service refitted, which keep their stated
+    prior ("off")."""
+    return str(stored.get("prior_refit", "off"))
 
 
 def stored_both_threshold(stored: dict[str, Any]) -> float | None:

@@ -72,6 +72,7 @@ from api.campaign_config import (
     stored_both_threshold,
     stored_feature_dim,
     stored_min_labels,
+    stored_prior_refit,
     stored_targets,
     target_values,
 )
@@ -84,6 +85,7 @@ from api.imports import PastJudgment
 from api.metrics import Metrics
 from api.ownership import LeaseLost
 from api.pump import Label, Pump
+from api.refits import PriorRefits
 from api.restore import Snapshots
 from api.settings import Settings
 from api.store import CampaignRecord
@@ -380,6 +382,7 @@ class CampaignRuntime:
         self.assignments = Assignments(self.raters, self.pump)
         self.queue = TaskQueue(settings, self.raters, self.assignments, self.pump)
         self.snapshots = Snapshots(self)
+        self.refits = PriorRefits(self, stored_prior_refit(record.engine_config))
 
     @property
     def engine(self) -> Any:
@@ -434,6 +437,7 @@ class CampaignRuntime:
         self.pump.wake()
         self.queue.changed.set()
         await self.pump.stop()
+        await self.refits.close()
         self._fail_calls()
         if self._in_flight:
             await asyncio.wait(list(self._in_flight))

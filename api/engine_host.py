@@ -56,6 +56,13 @@ _METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods(
 _CONTEXT = multiprocessing.get_context(_METHOD)
 if _METHOD == "forkserver":
     _CONTEXT.set_forkserver_preload([__name__])
+
+
+def process_context() -> Any:
+    """The multiprocessing context engine processes start from (forkserver where it exists)."""
+    return _CONTEXT
+
+
 _CLOSE = "close"
 _HEADER = struct.Struct("!Q")  # a message's length, before its pickle
 _READ_LIMIT = 2**20  # the reply stream's buffer (readexactly reads past it as needed)
@@ -92,13 +99,18 @@ class Board:
     rank: np.ndarray
     order: np.ndarray
     tau: float | None
+    # the prior the posterior is under: (weight, context, residual) scales, and how many
+    # empirical-Bayes refits made it (api/refits.py)
+    prior: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+    refits: int = 0
 
     def __eq__(self, other: object) -> bool:
-        """Equal when every array holds the same numbers and the tau is the same."""
+        """Equal when every array holds the same numbers and the tau and prior are the same."""
         if not isinstance(other, Board):
             return NotImplemented
         fields = ("mean", "sd", "lower", "upper", "rank", "order")
-        return self.tau == other.tau and all(
+        same = (self.tau, self.prior, self.refits) == (other.tau, other.prior, other.refits)
+        return same and all(
             np.array_equal(getattr(self, name), getattr(other, name)) for name in fields
         )
 
@@ -162,6 +174,32 @@ class CampaignEngine:
         self.campaign.set_targets(self._targets)
         self.campaign.set_min_labels(self._min_labels)
         return None
+
+    def refit_copy(self) -> tuple[bytes, int]:
+        """What a background prior refit starts from (api/refits.py): the engine's campaign
+        pickled, and the labels it holds. Pickle, not a snapshot: the copy goes to a worker
+        of this service and back, as every call to this process does, never through the
+        database; the restricted unpickler a snapshot is read with takes seconds for a long
+        history."""
+        return pickle.dumps(self.campaign, pickle.HIGHEST_PROTOCOL), len(self.campaign.log)
+
+    def adopt_refit(self, data: bytes) -> None:
+        """Take the campaign a background refit returned (`refit_copy`'s copy, refitted,
+        pickled) and apply again what came since (`Campaign.adopt_refit`): only the labels
+        and clips that arrived during the fit, not every label.
+
+        Raises:
+            ValueError: the bytes are not a refitted copy of this campaign (nothing changes).
+        """
+        refitted = pickle.loads(data)
+        if not isinstance(refitted, Campaign):
+            raise ValueError(f"a refit returned a {type(refitted).__name__}, not a Campaign")
+        self.campaign.adopt_refit(refitted)
+
+    def refit_labels(self) -> int:
+        """The labels before the latest prior refit (0: none yet)."""
+        refits = self.campaign.refits
+        return refits[-1][0] if refits else 0
 
     def replay(self, steps: Sequence[ClipBatch | list[Judgment]]) -> None:
         """Clip batches and label batches, in the order the service applied them."""
@@ -319,6 +357,7 @@ class CampaignEngine:
             return values.detach().to("cpu", torch.float64).numpy()
 
         rank = board.rank.detach().cpu().numpy().astype(np.int64)
+        prior = self.campaign.config.prior
         return Board(
             array(board.mean),
             array(board.sd),
@@ -327,6 +366,8 @@ class CampaignEngine:
             rank,
             np.argsort(rank, kind="stable"),
             self._tau(),
+            (prior.weight_scale, prior.context_scale, prior.residual_scale),
+            len(self.campaign.refits),
         )
 
     def weights(self, level: float) -> WeightRows:
@@ -630,4 +671,5 @@ __all__ = [
     "ProcessEngine",
     "ThreadEngine",
     "make_host",
+    "process_context",
 ]

@@ -91,6 +91,18 @@ class Metrics:
             ("event",),
             registry=self.registry,
         )
+        self.prior_refits = Counter(
+            "ratingparty_prior_refits",
+            "background prior refits (api/refits.py): adopted, or failed (skipped)",
+            ("event",),
+            registry=self.registry,
+        )
+        self.prior_refit_seconds = Histogram(
+            "ratingparty_prior_refit_seconds",
+            "a background prior refit's fit, from its start to its refitted state returned",
+            buckets=REPLAY_BUCKETS,
+            registry=self.registry,
+        )
         self.database_errors = Counter(
             "ratingparty_database_errors",
             "errors the database driver raised, by exception type",

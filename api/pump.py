@@ -4,10 +4,11 @@ It runs, in this priority, (1) the committed labels not yet applied, as one orde
 `apply_batch` of them gathered or the oldest waited `apply_wait_s`, or before a queued call that
 must see them (a read, a clip batch), but after a refill while requests wait on an empty queue
 (micro-batching: a posterior update costs a pass over the covariance whatever its size), (2)
-queued calls (clip batches, per-rater selections, reads), (3) a snapshot when one is due, (4)
-releases of expired or skipped tasks, (5) refills of the queue of tasks chosen ahead, (6) when
-idle, the replacement of queued tasks chosen before the latest labels. An update and a refill
-due together are sent back to back, with no round trip between them.
+queued calls (clip batches, per-rater selections, reads), (3) a prior refit's adoption once its
+background fit returned, or the copy a due one starts from (api/refits.py), (4) a snapshot when
+one is due, (5) releases of expired or skipped tasks, (6) refills of the queue of tasks chosen
+ahead, (7) when idle, the replacement of queued tasks chosen before the latest labels. An update
+and a refill due together are sent back to back, with no round trip between them.
 
 The pump owns the labels on their way to the engine: their commit order (`seq`), the engine
 batches they were applied in, and the number of batches applied (`version`), which dates cached
@@ -122,6 +123,11 @@ class Pump:
             if label.judgment.rater == rater_id
         ]
 
+    def refitted(self) -> None:
+        """The engine adopted a prior refit: its posterior changed without a label batch, so
+        cached reads and the tasks queued before it are dated as before a batch."""
+        self.version += 1
+
     def give_back(self, task_ids: Iterable[int]) -> None:
         """Release these engine tasks at the pump's next step that has nothing before it."""
         self._to_release.extend(task_ids)
@@ -223,6 +229,10 @@ class Pump:
             else:
                 if not future.done():
                     future.set_result(result)
+        elif rt.refits.ready is not None:
+            await rt.refits.finish()
+        elif rt.refits.due:
+            await rt.refits.start()
         elif rt.snapshots.due:
             await rt.snapshots.take()
         elif self._to_release:
@@ -337,6 +347,7 @@ class Pump:
             seqs = [label.seq for label in batch]
             rt.writer.submit(rt.fenced(store.mark_batch(rt.record.id, seqs, batch_no)))
             rt.snapshots.applied(self.n_applied)
+            rt.refits.applied(self.n_applied)
             if record_progress:
                 self._progress_labels = self.n_applied
                 rt.writer.submit(

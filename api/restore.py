@@ -51,12 +51,15 @@ async def load(runtime: CampaignRuntime) -> None:
         await rt.engine.call("add_gold", [(*key, a.value) for key, a in rt.gold.items()])
         await rt.engine.call("hold", held)
         await rt.engine.call("bar", *rt.bars())
+        refit_labels = await rt.engine.call("refit_labels")
     except BaseException:
         await rt.engine.close()
         raise
     replayed = sum(len(step) for step in steps if isinstance(step, list))
     rt.metrics.replayed_labels.labels("log" if after is None else "snapshot").inc(replayed)
     rt.snapshots.labels = rt.pump.n_applied if after is None else snapshot.labels  # type: ignore[union-attr]
+    # a refit the snapshot holds counts; without one, the schedule asks for it again
+    rt.refits.resume(refit_labels, rt.pump.n_applied)
     rt.metrics.replays.observe(time.perf_counter() - started)
 
 

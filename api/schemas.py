@@ -111,6 +111,11 @@ class CampaignCreate(_Input):
     # D: each clip's feature vector (e.g. a reduced prompt embedding, |p| about 1) gates the
     # criterion weights, w(p) = w + W p (engine.gating); 0: no gate. Fixed at creation
     feature_dim: Annotated[int, Meta(ge=0, le=MAX_FEATURE_DIM)] = 0
+    # how the prior is refitted by empirical Bayes at 2n, 4n, 8n, ... labels (n clips), in the
+    # background (api/refits.py): "split" learns the criteria's share of the prior's quality
+    # variance (docs/MATH.md §1), "scales" each scale, "off" keeps the stated prior. Fixed at
+    # creation
+    prior_refit: Literal["split", "scales", "off"] = "split"
 
 
 class GoldPairIn(_Input):
@@ -243,6 +248,7 @@ class Campaign(Struct, kw_only=True):
     report_limit: int = 1  # distinct raters whose reports withhold a clip
     structure: str = "dense"  # how the engine keeps the posterior (engine.forms)
     min_labels: int = 0  # the fewest labels each clip gets (engine.exposure); 0: no floor
+    prior_refit: str = "off"  # how the prior is refitted in the background (api/refits.py)
     # the stopping targets as set (`TargetsIn`'s keys; null: none, the campaign never stops)
     targets: dict[str, float] | None = None
     # tau of "both good" / "both bad"; null: pairs take no such answer
@@ -354,6 +360,16 @@ class LeaderboardClip(Struct, kw_only=True):
     state: str
 
 
+class PriorOut(Struct, kw_only=True):
+    """The prior scales the posterior is under (latent units, docs/MATH.md §1), and how many
+    empirical-Bayes refits made them (api/refits.py)."""
+
+    weight_scale: float
+    context_scale: float
+    residual_scale: float
+    refits: int
+
+
 class Leaderboard(Struct, kw_only=True):
     campaign_id: int
     n_judgments: int
@@ -365,6 +381,7 @@ class Leaderboard(Struct, kw_only=True):
     limit: int
     prompt: str | None
     external_id: str | None = None
+    prior: PriorOut | None = None
 
 
 class Weight(Struct, kw_only=True):
@@ -594,6 +611,7 @@ __all__ = [
     "JudgmentOut",
     "Leaderboard",
     "LeaderboardClip",
+    "PriorOut",
     "Progress",
     "ProgressPoint",
     "RaterCreated",

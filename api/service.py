@@ -39,6 +39,7 @@ from api.campaign_config import (
     stored_both_threshold,
     stored_feature_dim,
     stored_min_labels,
+    stored_prior_refit,
     stored_side_bias,
     with_gold,
 )
@@ -299,6 +300,7 @@ class Service:
         values["engine_config"] = with_gold(values["engine_config"], body.gold_rate)
         values["engine_config"]["structure"] = body.structure
         values["engine_config"]["min_labels"] = body.min_labels
+        values["engine_config"]["prior_refit"] = body.prior_refit
         if body.kset is not None:
             values["engine_config"]["kset"] = {
                 "size": body.kset.size,
@@ -982,6 +984,12 @@ class Service:
             limit=limit,
             prompt=prompt,
             external_id=external_id,
+            prior=schemas.PriorOut(
+                weight_scale=board.prior[0],
+                context_scale=board.prior[1],
+                residual_scale=board.prior[2],
+                refits=board.refits,
+            ),
         )
 
     async def weights(self, campaign_id: int, level: float) -> schemas.Weights:
@@ -1226,6 +1234,7 @@ def _campaign_view(record: CampaignRecord, counts: tuple[int, int, int]) -> sche
         report_limit=record.report_limit,
         structure=record.engine_config.get("structure", "dense"),
         min_labels=stored_min_labels(record.engine_config),
+        prior_refit=stored_prior_refit(record.engine_config),
         targets=record.engine_config.get("targets") or None,
         both_threshold=stored_both_threshold(record.engine_config),
         kset=None if kset is None else schemas.KSet(**kset),

@@ -9,9 +9,16 @@ from engine.campaign import DEFAULT_CRITERIA, Campaign, CampaignConfig, Judgment
 from engine.clips import ClipRegistry
 from engine.criteria import CriterionQuestions
 from engine.device import default_device, default_dtype
-from engine.empirical_bayes import Hyperparameters, ScaleFit, fit_hyperparameters, fit_prior_scales
+from engine.empirical_bayes import (
+    Hyperparameters,
+    ScaleFit,
+    fit_hyperparameters,
+    fit_prior_scales,
+    refit_schedule,
+)
 from engine.ep import Refinement, Sites, ep_refine
 from engine.gold import GoldPair
+from engine.history import Refit
 from engine.likelihoods import LIKELIHOODS, Moments, Outcome, interval_moments
 from engine.objectives import (
     OBJECTIVES,
@@ -76,6 +83,7 @@ __all__ = [
     "Progress",
     "RatingChoice",
     "Refinement",
+    "Refit",
     "ScaleFit",
     "SelectionOptions",
     "SideBias",
@@ -106,6 +114,7 @@ __all__ = [
     "pair_events",
     "predict_pair",
     "probability_better",
+    "refit_schedule",
     "select_pairs",
     "select_rating",
     "summarise_clips",

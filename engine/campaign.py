@@ -591,11 +591,31 @@ class Campaign:
         same labels in order, and each rater's reliability.
 
         Call it now and then (every few hundred labels), not on every label. `replay()` repeats
-        it with the values it found.
+        it with the values it found. It is `compute_refit` then `apply_refit`, the posterior
+        the fit built under the new values kept rather than built again.
 
         Raises:
             ValueError: no labels yet.
         """
+        fit, refit, form = self._compute_refit(max_evaluations)
+        self._apply_refit(refit, form)
+        return fit
+
+    def compute_refit(self, max_evaluations: int = 200) -> Refit:
+        """What `fit_prior` would adopt now, changing nothing: the values empirical Bayes finds
+        for the labels so far (see `fit_prior`). A copy of the campaign (a snapshot of it, say)
+        computes the same, so the fit can run away from the campaign that serves requests
+        while it goes on taking labels; `apply_refit` or `adopt_refit` then adopts it.
+
+        Raises:
+            ValueError: no labels yet.
+        """
+        _, refit, _ = self._compute_refit(max_evaluations)
+        return refit
+
+    def _compute_refit(self, max_evaluations: int) -> tuple[ScaleFit, Refit, PosteriorForm | None]:
+        """The fit, its values as a `Refit`, and the labels' posterior under them where the
+        fit built it on the way (None otherwise)."""
         log = self._clip_log
         config = self.config
         pairs = any(j.question.kind in (Pair.kind, Criterion.kind) for j in log)
@@ -625,17 +645,75 @@ class Campaign:
             grids = self._held_out_rater_grids(log, events, hyper, form)
             if grids:
                 spread = fit_noise_spread(grids, config.noise_sd)
-        self._apply_refit(
-            Refit(
-                fit.hyper.scales,
-                fit.hyper.tie_margin,
-                fit.hyper.emoji_thresholds,
-                spread,
-                None if side is None else side.rater_sd,
-            ),
-            form,
+        refit = Refit(
+            fit.hyper.scales,
+            fit.hyper.tie_margin,
+            fit.hyper.emoji_thresholds,
+            spread,
+            None if side is None else side.rater_sd,
         )
-        return fit
+        return fit, refit, form
+
+    def apply_refit(self, refit: Refit) -> None:
+        """Adopt a refit's values (`compute_refit`): rebuild the posterior from the new prior
+        by ADF over every label in order, refit each rater's reliability, and record the
+        refit in the history, so that `replay()` applies it at the same place."""
+        self._apply_refit(refit)
+
+    def adopt_refit(self, refitted: Campaign) -> None:
+        """Take a refit that a copy of this campaign computed and applied: `refitted` is this
+        campaign as it was some history entries ago (a copy of it), then `fit_prior` or
+        `apply_refit`. Its posterior, raters, clip registry, clock and history become this
+        campaign's, and what this campaign took since the copy was made is applied again on
+        top, in order: clip batches and refines as they were, and each run of label batches
+        between them as one batch (each label with the noise and keep it was applied with;
+        ADF takes a batch's labels in order, and one batch is one pass over the covariance
+        where each of the batches was one). The state is then the refit's had it been
+        applied where the copy was made and those labels come after it (`replay()`
+        reproduces it), but the pass over every label was the copy's. Pending tasks, gold
+        pairs, the stopping targets and the floor of labels per clip stay this campaign's;
+        rater noise set (`set_rater_noise`) since the copy was made is the copy's.
+
+        Raises:
+            ValueError: `refitted` is not a copy of this campaign with one refit applied last.
+        """
+        entries = list(refitted._history)
+        start = len(entries) - 1
+        ours = list(self._history)
+        if not entries or not isinstance(entries[-1], Refit) or start > len(ours):
+            raise ValueError("the refitted campaign's history must end with its refit")
+        before = sum(len(e) for e in ours[:start] if isinstance(e, tuple))
+        if (
+            any(isinstance(e, Refit) for e in ours[start:])
+            or refitted._history.label_count != before
+            or refitted.n_items > self.n_items
+            or (refitted.device, refitted.dtype) != (self.device, self.dtype)
+        ):
+            raise ValueError(
+                "the refitted campaign is not a copy of this one's history with a refit applied"
+            )
+        refit = entries[-1]
+        self.config = self._with_refit(self.config, refit)
+        self.pair_cuts, self.level_cuts = refitted.pair_cuts, refitted.level_cuts
+        self._clips = refitted._clips
+        self._form = refitted._form
+        self._raters = refitted._raters
+        self._clock = refitted._clock
+        self._history = refitted._history
+        self._progress_cache = None
+        labels: list[Judgment] = []
+        for entry in [*ours[start:], None]:
+            if isinstance(entry, tuple):
+                labels.extend(entry)
+                continue
+            if labels:
+                # already answered: the task book and the gold book hold these answers
+                self._apply_labels(labels)
+                labels = []
+            if isinstance(entry, Refine):
+                self.refine(entry.max_sweeps, entry.damping)
+            elif isinstance(entry, ClipsAdded):
+                self._add_recorded_clips(entry)
 
     def _fit_side_spread(
         self, log: Sequence[Judgment], hyper: Hyperparameters, side: SideBias
@@ -664,16 +742,7 @@ class Campaign:
     def _apply_refit(self, refit: Refit, form: PosteriorForm | None = None) -> None:
         """Adopt a refit's values; `form` is the labels' posterior under them, when the
         caller has it already (it does not depend on the noise spread), else derived here."""
-        self.config = replace(
-            self.config,
-            prior=refit.scales,
-            tie_margin=refit.tie_margin,
-            emoji_thresholds=refit.emoji_thresholds,
-            noise_prior_spread=refit.noise_prior_spread,
-            side_bias=self.config.side_bias
-            if refit.side_rater_sd is None or self.config.side_bias is None
-            else replace(self.config.side_bias, rater_sd=refit.side_rater_sd),
-        )
+        self.config = self._with_refit(self.config, refit)
         self.pair_cuts = outcome_cuts(self.config.tie_margin, self._like)
         thresholds = self.config.emoji_thresholds
         self.level_cuts = None if thresholds is None else level_cuts(thresholds, self._like)
@@ -683,6 +752,20 @@ class Campaign:
         self._form = form
         self._raters.refit_all(self.config, self._grid_scorer())
         self._history.record(refit)
+
+    @staticmethod
+    def _with_refit(config: CampaignConfig, refit: Refit) -> CampaignConfig:
+        """`config` with a refit's values."""
+        return replace(
+            config,
+            prior=refit.scales,
+            tie_margin=refit.tie_margin,
+            emoji_thresholds=refit.emoji_thresholds,
+            noise_prior_spread=refit.noise_prior_spread,
+            side_bias=config.side_bias
+            if refit.side_rater_sd is None or config.side_bias is None
+            else replace(config.side_bias, rater_sd=refit.side_rater_sd),
+        )
 
     @property
     def groups(self) -> Tensor:
@@ -713,6 +796,16 @@ class Campaign:
         for j in judgments:
             self._validate(j)
         self._tasks.check_answerable(task_ids)
+        resolved = self._apply_labels(judgments, task_ids)
+        count = self._history.label_count
+        if any(count - len(resolved) < at <= count for at in self.config.refit_prior_at):
+            self.fit_prior()
+
+    def _apply_labels(
+        self, judgments: Sequence[Judgment], task_ids: Sequence[int] = ()
+    ) -> list[Judgment]:
+        """Apply validated labels and record them (`observe` without its refits); returns
+        them as applied."""
         resolved = self._place([self._resolve(j) for j in judgments])
         self._add_side_raters(resolved)
         if resolved:
@@ -730,9 +823,7 @@ class Campaign:
         for judgment in resolved:
             if judgment.gold is not None:
                 self._gold.answered(judgment.rater, [judgment.question.key[1:]])
-        count = self._history.label_count
-        if any(count - len(resolved) < at <= count for at in self.config.refit_prior_at):
-            self.fit_prior()
+        return resolved
 
     def _add_side_raters(self, judgments: Sequence[Judgment]) -> None:
         """Give each rater's first comparison with a recorded side a slot in the side block."""
@@ -1784,6 +1875,12 @@ class Campaign:
         """Every label applied so far, in order, each with the noise sd it was applied with."""
         return self._history.log
 
+    @property
+    def refits(self) -> tuple[tuple[int, Refit], ...]:
+        """The prior refits applied so far (`fit_prior`, `apply_refit`, `adopt_refit`), each
+        with the number of labels before it."""
+        return self._history.refits
+
     def replay(self) -> Campaign:
         """A fresh campaign that re-runs this one's history: the same clip batches and labels,
         interleaved in the same order and with the noise each label was applied with. The
@@ -1799,19 +1896,22 @@ class Campaign:
             elif isinstance(entry, Refit):
                 fresh._apply_refit(entry)
             elif isinstance(entry, ClipsAdded):
-                scores = entry.raw_scores if entry.raw_scores.shape[1] else None
-                fresh.add_clips(
-                    scores,
-                    count=entry.raw_scores.shape[0],
-                    contexts=entry.contexts,
-                    groups=entry.groups,
-                    features=entry.features,
-                )
+                fresh._add_recorded_clips(entry)
             else:
                 fresh.observe(entry)
         fresh._initial_config = self._initial_config
         fresh.config = self.config
         return fresh
+
+    def _add_recorded_clips(self, entry: ClipsAdded) -> None:
+        """Add a clip batch as the history recorded it."""
+        self.add_clips(
+            entry.raw_scores if entry.raw_scores.shape[1] else None,
+            count=entry.raw_scores.shape[0],
+            contexts=entry.contexts,
+            groups=entry.groups,
+            features=entry.features,
+        )
 
 
 def like_tensor(like: Tensor, values: Sequence[float]) -> Tensor:

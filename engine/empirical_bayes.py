@@ -299,6 +299,18 @@ def fit_prior_scales(
     )
 
 
+def refit_schedule(n_items: int, n_refits: int = 8) -> tuple[int, ...]:
+    """Label counts at which a campaign of `n_items` clips refits its prior: `2n, 4n, 8n, ...`
+    (`n_refits` of them).
+
+    From two labels a clip on, at doubling counts, so a run of N labels refits about
+    log2(N / 2n) times and the refits' total cost stays a small multiple of the last one.
+    Earlier refits hurt: with under two labels a clip the evidence is flat, and ADF's evidence
+    flatters wide priors, so the fitted scales run far too wide.
+    """
+    return tuple(2 * n_items * 2**k for k in range(n_refits))
+
+
 SCALE_REFITS: dict[str, Callable[[int], ScaleCoordinates]] = {
     "scales": lambda n_criteria: FreeScales(),
     "split": SplitScales,
@@ -314,5 +326,6 @@ __all__ = [
     "SplitScales",
     "fit_hyperparameters",
     "fit_prior_scales",
+    "refit_schedule",
     "scale_coordinates",
 ]

@@ -81,6 +81,17 @@ class History:
         """Every label so far, in order."""
         return [j for entry in self._entries if isinstance(entry, tuple) for j in entry]
 
+    @property
+    def refits(self) -> tuple[tuple[int, Refit], ...]:
+        """Each refit with the number of labels recorded before it, in order."""
+        out, labels = [], 0
+        for entry in self._entries:
+            if isinstance(entry, tuple):
+                labels += len(entry)
+            elif isinstance(entry, Refit):
+                out.append((labels, entry))
+        return tuple(out)
+
     def __iter__(self) -> Iterator[Entry]:
         return iter(self._entries)
 

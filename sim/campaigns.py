@@ -30,6 +30,7 @@ from engine import (
     PriorScales,
     SelectionOptions,
     SideBias,
+    refit_schedule,
 )
 from engine.adapters import JOD_NOISE_SD
 from engine.state import QUALITY_SD, quality_prior
@@ -40,15 +41,8 @@ prior_scales = quality_prior  # the engine's JOD-scale prior, which the service 
 
 # The simulator's earlier scales, kept for benchmarks that measure what they did.
 WIDE_PRIOR = PriorScales(weight_scale=1.0, context_scale=0.5, residual_scale=1.5)
-# Empirical-Bayes refits from 2 labels per clip on, at doubling label counts, so a run of N
-# labels refits about log2(N / 2n) times and the refits' total cost stays a small multiple of
-# the last one. Earlier refits hurt: with under two labels a clip the evidence is flat, and
-# ADF's evidence flatters wide priors, so the fitted scales run far too wide.
-
-
-def refit_schedule(n_items: int) -> tuple[int, ...]:
-    """Label counts at which the simulator's EB campaigns refit their prior: 2n, 4n, 8n, ..."""
-    return tuple(2 * n_items * 2**k for k in range(8))
+# Empirical-Bayes refits at `refit_schedule(n)` labels (engine.empirical_bayes: 2n, 4n, 8n, ...),
+# the schedule the service's background refits follow too (api/refits.py).
 
 
 # Rater reliability: keep ~ Beta(9, 1) (a careful rater answers by the model ~90 % of the time)

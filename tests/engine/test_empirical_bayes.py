@@ -3,6 +3,7 @@ fitted scales against the scales the labels were drawn with."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import numpy as np
@@ -278,3 +279,112 @@ def test_the_split_has_nothing_to_move_without_criteria() -> None:
     assert fit.log_evidence == fit.start_log_evidence
     with pytest.raises(ValueError, match="prior_refit"):
         CampaignConfig(prior_refit="both")
+
+
+# a refit computed away from the campaign (the service's background refit) ---------------------
+
+
+def _rater_campaign(n: int, labels: int, seed: int) -> tuple[Campaign, np.ndarray]:
+    """The service's model on `n` clips of 3 criteria: the split refit, rater lapses and
+    rater noise learned; `labels` random pairs from three raters of different noise."""
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=(n, 3))
+    truth = scores @ (0.6 * rng.normal(size=3)) + 0.8 * rng.normal(size=n)
+    config = CampaignConfig(
+        criteria=("c0", "c1", "c2"),
+        prior=quality_prior(3),
+        noise_sd=NOISE_SD,
+        prior_refit="split",
+        lapse_prior=(9.0, 1.0),
+        learn_rater_noise=True,
+        tie_margin=0.3,
+    )
+    campaign = Campaign(config, device="cpu")
+    campaign.add_clips(scores, count=n, contexts=["x" if k % 3 else "y" for k in range(n)])
+    _observe_raters(campaign, truth, labels, rng)
+    return campaign, truth
+
+
+def _observe_raters(
+    campaign: Campaign, truth: np.ndarray, labels: int, rng: np.random.Generator
+) -> None:
+    judgments = []
+    for k in range(labels):
+        rater = ("sharp", "vague", "clicker")[k % 3]
+        i, j = rng.choice(len(truth), 2, replace=False)
+        noise = {"sharp": 0.5, "vague": 2.0, "clicker": 1e3}[rater]
+        z = truth[i] - truth[j] + noise * rng.normal()
+        outcome = Outcome.TIE if abs(z) < 0.3 else (Outcome.WIN if z > 0 else Outcome.LOSS)
+        judgments.append(Judgment.pair(rater, int(i), int(j), outcome))
+    campaign.observe(judgments)
+
+
+def _assert_same_state(left: Campaign, right: Campaign, atol: float) -> None:
+    assert left.config == right.config
+    torch.testing.assert_close(left.posterior.mean, right.posterior.mean, rtol=0, atol=atol)
+    torch.testing.assert_close(left.posterior.cov, right.posterior.cov, rtol=0, atol=atol)
+    assert left.log == right.log
+    ours, theirs = left.rater_reliability(), right.rater_reliability()
+    assert ours.keys() == theirs.keys()
+    for rater in ours:
+        assert left.keep_probability(rater) == pytest.approx(
+            right.keep_probability(rater), abs=atol
+        )
+        assert left.noise_sd(rater) == pytest.approx(right.noise_sd(rater), abs=atol)
+
+
+def test_a_refit_computed_on_a_copy_and_applied_is_fit_prior() -> None:
+    campaign, _ = _rater_campaign(30, 240, SEED)
+    fitted, applied = copy.deepcopy(campaign), copy.deepcopy(campaign)
+    before = (campaign.posterior.mean.clone(), campaign.config, len(list(campaign._history)))
+    refit = campaign.compute_refit(max_evaluations=40)
+    # computing changes nothing
+    assert torch.equal(campaign.posterior.mean, before[0])
+    assert (campaign.config, len(list(campaign._history))) == before[1:]
+    fitted.fit_prior(max_evaluations=40)
+    assert refit.scales != before[1].prior  # the fit did move the prior
+    applied.apply_refit(refit)
+    _assert_same_state(applied, fitted, atol=1e-12)
+    assert [e for e in applied._history if isinstance(e, Refit)] == [refit]
+    fresh = applied.replay()
+    assert torch.equal(fresh.posterior.mean, applied.posterior.mean)
+    assert torch.equal(fresh.posterior.cov, applied.posterior.cov)
+
+
+def test_adopting_a_refit_made_on_a_copy_replays_the_labels_since() -> None:
+    """The campaign takes labels and a clip batch while a copy fits; adopting the copy's refit
+    gives the state of the refit applied where the copy was made, then the same labels."""
+    campaign, truth = _rater_campaign(30, 240, SEED)
+    rng = np.random.default_rng(SEED + 1)
+    at_copy = copy.deepcopy(campaign)
+    refitted = copy.deepcopy(campaign)
+    refitted.fit_prior(max_evaluations=40)
+    _observe_raters(campaign, truth, 10, rng)
+    _observe_raters(campaign, truth, 10, rng)
+    campaign.add_clips(np.ones((2, 3)), count=2, contexts=["x", "y"])
+    _observe_raters(campaign, np.concatenate([truth, [0.5, -0.5]]), 20, rng)
+    held = campaign.next_pairs("sharp", 2)
+    later = list(campaign._history)[len(list(at_copy._history)) :]
+    campaign.adopt_refit(refitted)
+    # the refit applied at its place, then the same labels as they were applied (each run
+    # of label batches as one batch), and the clip batch between them
+    expected = at_copy
+    expected.fit_prior(max_evaluations=40)
+    assert [type(e).__name__ for e in later] == ["tuple", "tuple", "ClipsAdded", "tuple"]
+    expected.observe([*later[0], *later[1]])
+    expected.add_clips(later[2].raw_scores, count=2, contexts=later[2].contexts)
+    expected.observe(list(later[3]))
+    _assert_same_state(campaign, expected, atol=1e-12)
+    assert campaign.config.prior == refitted.config.prior != at_copy._initial_config.prior
+    assert campaign.pending == tuple(held)
+    assert campaign.next_pairs("vague", 1)[0].id > max(task.id for task in held)
+    fresh = campaign.replay()
+    assert torch.equal(fresh.posterior.mean, campaign.posterior.mean)
+    assert torch.equal(fresh.posterior.cov, campaign.posterior.cov)
+    # a copy without a refit, or of another campaign, is refused
+    with pytest.raises(ValueError, match="refit"):
+        campaign.adopt_refit(copy.deepcopy(at_copy.replay()))
+    other, _ = _rater_campaign(30, 100, SEED + 2)
+    other.fit_prior(max_evaluations=10)
+    with pytest.raises(ValueError, match="copy"):
+        campaign.adopt_refit(other)

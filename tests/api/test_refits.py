@@ -1,0 +1,232 @@
+"""The prior refitted in the background at 2n, 4n, ... labels (api/refits.py): the requests go
+on meanwhile, the served posterior changes when the refit lands, a restart serves the same,
+and a fit that fails leaves the service serving."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from api import refits
+from api.app import create_app
+from api.settings import Settings
+from engine.state import quality_prior
+from tests.api.conftest import ADMIN, Party, make_party
+
+ATOL = 1e-9
+N_CLIPS = 6  # the schedule's first points: 12 and 24 labels
+WAIT_S = 60.0
+
+
+def _answer(client: TestClient, party: Party, step: int) -> None:
+    """Rater `step % 3` asks for an assignment and answers it."""
+    rater = step % 3
+    response = client.post(f"/v1/campaigns/{party.id}/assignments", headers=party.rater(rater))
+    assert response.status_code == 201, response.text
+    shown = response.json()["assignment"]
+    body = {"choice": ("left", "right", "tie", "left", "right")[step % 5]}
+    judged = client.post(
+        f"/v1/assignments/{shown['id']}/judgment", json=body, headers=party.rater(rater)
+    )
+    assert judged.status_code == 201, judged.text
+
+
+def _board(client: TestClient, cid: int) -> dict[str, Any]:
+    response = client.get(f"/v1/campaigns/{cid}/leaderboard", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _wait_for_refits(client: TestClient, cid: int, count: int) -> dict[str, Any]:
+    """The leaderboard once `count` refits landed (reads apply the labels waiting)."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        board = _board(client, cid)
+        if board["prior"]["refits"] >= count:
+            return board
+        if time.monotonic() > deadline:
+            pytest.fail(f"no refit landed in {WAIT_S} s: {board['prior']}")
+        time.sleep(0.05)
+
+
+def _close(a: object, b: object, path: str = "") -> None:
+    """Equal structures, floats within ATOL."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for key in a:
+            _close(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, abs=ATOL), path
+    else:
+        assert a == b, path
+
+
+def _stated_prior() -> tuple[float, float, float]:
+    prior = quality_prior(2)
+    return prior.weight_scale, prior.context_scale, prior.residual_scale
+
+
+def _scales(board: dict[str, Any]) -> tuple[float, float, float]:
+    prior = board["prior"]
+    return prior["weight_scale"], prior["context_scale"], prior["residual_scale"]
+
+
+@pytest.mark.parametrize("engine_process", [True, False], ids=["process", "thread"])
+def test_the_refit_lands_and_a_restart_serves_the_same(
+    settings: Settings, engine_process: bool
+) -> None:
+    settings = replace(settings, engine_process=engine_process)
+    with TestClient(app=create_app(settings)) as client:
+        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1)
+        start = _board(client, party.id)
+        assert start["prior"]["refits"] == 0
+        assert _scales(start) == pytest.approx(_stated_prior(), rel=1e-12)
+        for step in range(2 * N_CLIPS):
+            _answer(client, party, step)
+        landed = _wait_for_refits(client, party.id, 1)
+        assert landed["prior"]["refits"] == 1
+        # the split moved the criteria's share: the weight scale changed, the total did not
+        assert abs(_scales(landed)[0] - _stated_prior()[0]) > 1e-3
+        for step in range(2 * N_CLIPS, 2 * N_CLIPS + 4):  # labels after the refit's snapshot
+            _answer(client, party, step)
+        before = _board(client, party.id)
+        weights = client.get(f"/v1/campaigns/{party.id}/weights", headers=ADMIN).json()
+        assert before["n_judgments"] == 2 * N_CLIPS + 4
+
+    with TestClient(app=create_app(settings)) as client:
+        after = _board(client, party.id)
+        _close(before, after)
+        _close(weights, client.get(f"/v1/campaigns/{party.id}/weights", headers=ADMIN).json())
+        campaign = client.get(f"/v1/campaigns/{party.id}", headers=ADMIN).json()
+        assert campaign["prior_refit"] == "split"
+
+
+def test_requests_are_answered_while_the_fit_runs(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fit (on a thread here) is held until the test has been served meanwhile."""
+    settings = replace(settings, engine_process=False)
+    gate = threading.Event()
+    fit = refits.fit_copy
+
+    def held_fit(data: bytes, max_evaluations: int = refits.MAX_EVALUATIONS) -> bytes:
+        assert gate.wait(WAIT_S)
+        return fit(data, max_evaluations)
+
+    monkeypatch.setattr(refits, "fit_copy", held_fit)
+    with TestClient(app=create_app(settings)) as client:
+        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1)
+        for step in range(2 * N_CLIPS):
+            _answer(client, party, step)
+        runtime = client.app.state.service.loaded_runtime(party.id)
+        deadline = time.monotonic() + WAIT_S
+        while not runtime.refits.in_flight:
+            assert time.monotonic() < deadline, "no fit started"
+            _board(client, party.id)  # applies the labels waiting
+            time.sleep(0.01)
+        for step in range(2 * N_CLIPS, 2 * N_CLIPS + 5):
+            _answer(client, party, step)
+        during = _board(client, party.id)
+        assert during["n_judgments"] == 2 * N_CLIPS + 5
+        assert during["prior"]["refits"] == 0 and runtime.refits.in_flight
+        gate.set()
+        landed = _wait_for_refits(client, party.id, 1)
+        assert _scales(landed) != pytest.approx(_stated_prior(), rel=1e-6)
+        # the labels answered during the fit are in the posterior under the refit
+        assert landed["n_judgments"] == 2 * N_CLIPS + 5
+        assert sum(clip["labels"] for clip in landed["clips"]) == 2 * (2 * N_CLIPS + 5)
+
+
+def test_a_failing_fit_is_skipped_and_the_service_keeps_serving(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = replace(settings, engine_process=False)
+    fit = refits.fit_copy
+
+    def failing_fit(data: bytes, max_evaluations: int = refits.MAX_EVALUATIONS) -> bytes:
+        raise RuntimeError("the fit broke")
+
+    monkeypatch.setattr(refits, "fit_copy", failing_fit)
+    with (
+        caplog.at_level(logging.WARNING, logger="ratingparty.api"),
+        TestClient(app=create_app(settings)) as client,
+    ):
+        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1)
+        runtime = client.app.state.service.loaded_runtime(party.id)
+        for step in range(2 * N_CLIPS):
+            _answer(client, party, step)
+        deadline = time.monotonic() + WAIT_S
+        while "the fit broke" not in caplog.text:
+            assert time.monotonic() < deadline, "the fit did not fail"
+            _board(client, party.id)
+            time.sleep(0.01)
+        for step in range(2 * N_CLIPS, 4 * N_CLIPS - 1):  # still served, still the stated prior
+            _answer(client, party, step)
+        board = _board(client, party.id)
+        assert board["prior"]["refits"] == 0
+        assert _scales(board) == pytest.approx(_stated_prior(), rel=1e-12)
+        assert not runtime.refits.in_flight
+        # the next point of the schedule (4n labels) tries again
+        monkeypatch.setattr(refits, "fit_copy", fit)
+        _answer(client, party, 4 * N_CLIPS)
+        assert _wait_for_refits(client, party.id, 1)["prior"]["refits"] == 1
+
+
+def test_a_campaign_with_refits_off_keeps_its_prior(settings: Settings) -> None:
+    with TestClient(app=create_app(settings)) as client:
+        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1, prior_refit="off")
+        for step in range(2 * N_CLIPS + 2):
+            _answer(client, party, step)
+        board = _board(client, party.id)
+        assert board["prior"]["refits"] == 0
+        assert _scales(board) == pytest.approx(_stated_prior(), rel=1e-12)
+        bad = client.post(
+            "/v1/campaigns", json={"name": "x", "prior_refit": "sometimes"}, headers=ADMIN
+        )
+        assert bad.status_code == 400
+
+
+def test_closing_the_service_does_not_wait_for_a_fit(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fit held until after the app stopped: the stop cancels it rather than waiting, and
+    its result is never adopted."""
+    settings = replace(settings, engine_process=False)
+    gate, returned = threading.Event(), threading.Event()
+    fit = refits.fit_copy
+
+    def held_fit(data: bytes, max_evaluations: int = refits.MAX_EVALUATIONS) -> bytes:
+        gate.wait(WAIT_S)
+        try:
+            return fit(data, max_evaluations)
+        finally:
+            returned.set()
+
+    monkeypatch.setattr(refits, "fit_copy", held_fit)
+    client = TestClient(app=create_app(settings))
+    with client:
+        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1)
+        for step in range(2 * N_CLIPS):
+            _answer(client, party, step)
+        runtime = client.app.state.service.loaded_runtime(party.id)
+        deadline = time.monotonic() + WAIT_S
+        while not runtime.refits.in_flight:
+            assert time.monotonic() < deadline, "no fit started"
+            _board(client, party.id)
+            time.sleep(0.01)
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < WAIT_S / 2
+    assert not returned.is_set()  # the fit was still held when the app had stopped
+    gate.set()
+    assert returned.wait(WAIT_S)
+    assert runtime.refits.ready is None
