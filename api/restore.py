@@ -18,7 +18,9 @@ import shutil
 import tempfile
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+import uuid
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from api import replay, store
 from api.assignments import Answer, AssignmentState
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from api.store import CampaignLog
 
 log = logging.getLogger("ratingparty.api")
+SNAPSHOT_PART_BYTES = 1 << 20  # a snapshot part: one short transaction of the writer
 SNAPSHOT_POLL_S = 0.01  # how often the wait for a snapshot file looks for it
 # a forked child that wrote no snapshot by then failed (the next snapshot covers its labels)
 SNAPSHOT_WAIT_S = 600.0
@@ -201,20 +204,39 @@ class Snapshots:
         self._storing = asyncio.ensure_future(self._store(path, labels, label_batch, clip_batch))
 
     async def _store(self, path: str, labels: int, label_batch: int, clip_batch: int) -> None:
-        """Hand the snapshot file at `path` to the database writer once it is whole."""
+        """Store the snapshot file at `path` once it is whole: its parts of
+        `SNAPSHOT_PART_BYTES`, each in a transaction of its own (with whatever else the writer
+        has then), the snapshot row naming them, then the parts of the snapshots before it,
+        again one per transaction."""
         rt = self._rt
         data = await asyncio.to_thread(_read_when_whole, path, self._stop)
         if data is None:  # the log still has every label: the next snapshot covers them
             if not self._stop.is_set():
                 log.warning("campaign %s: no snapshot was written to %s", rt.record.id, path)
             return
-        record = replay.snapshot_record(rt.record, labels, label_batch, clip_batch, data)
+        key = uuid.uuid4().hex
+        record = replay.snapshot_record(rt.record, labels, label_batch, clip_batch, b"")
+        view = memoryview(data)
+        parts = range(0, max(1, len(data)), SNAPSHOT_PART_BYTES)
         try:
-            written = rt.writer.submit(rt.fenced(store.insert_snapshot(rt.record.id, record)))
-        except RuntimeError as error:  # the writer stopped: the service is shutting down
+            for part, start in enumerate(parts):
+                if self._stop.is_set():
+                    return  # parts without a row: the next snapshot deletes them
+                chunk = view[start : start + SNAPSHOT_PART_BYTES]
+                await rt.writer.run(
+                    rt.fenced(store.insert_snapshot_part(rt.record.id, key, part, chunk))
+                )
+            await rt.writer.run(
+                rt.fenced(store.insert_snapshot(rt.record.id, replace(record, parts_key=key)))
+            )
+            rt.metrics.snapshots.labels("written").inc()
+            while not self._stop.is_set() and await rt.writer.run(
+                rt.fenced(store.delete_stale_snapshot_part(rt.record.id))
+            ):
+                pass
+        except Exception as error:  # the log still has every label: the next snapshot, or a
+            # full replay, covers them
             log.warning("campaign %s: storing a snapshot failed: %s", rt.record.id, error)
-            return
-        written.add_done_callback(self._written)
 
     async def close(self) -> None:
         """Hand a snapshot being written to the database writer once it is whole, waiting at
@@ -228,13 +250,6 @@ class Snapshots:
                 await self._storing
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
-
-    def _written(self, written: Any) -> None:
-        error = written.exception()
-        if error is None:
-            self._rt.metrics.snapshots.labels("written").inc()
-        else:  # the log still has every label: the next snapshot, or a full replay, covers it
-            log.warning("campaign %s: storing a snapshot failed: %s", self._rt.record.id, error)
 
 
 def _read_when_whole(path: str, stop: threading.Event) -> bytes | None:
