@@ -441,6 +441,7 @@ class CampaignRuntime:
         self._fail_calls()
         if self._in_flight:
             await asyncio.wait(list(self._in_flight))
+        await self.snapshots.close()
         await self.engine.close()
 
     def _fail_calls(self) -> None:

@@ -244,6 +244,23 @@ class SnapshotRow(SQLModel, table=True):
     clip_batch: int
     data: bytes = Field(sa_type=LargeBinary)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
+    # set: `data` is empty and the bytes are the parts of this key, in order (SnapshotPartRow)
+    parts_key: str | None = None
+
+
+class SnapshotPartRow(SQLModel, table=True):
+    """One part of a snapshot's bytes. A snapshot of tens of megabytes written in one
+    transaction would hold the database's one writer (every assignment and answer) for as
+    long; written a part at a time, each transaction is short. Parts are written before the
+    snapshot row that names their key, so a row never names missing parts."""
+
+    __tablename__ = "campaign_snapshot_part"
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    snapshot_key: str = Field(index=True)
+    part: int
+    data: bytes = Field(sa_type=LargeBinary)
 
 
 class ProgressRow(SQLModel, table=True):

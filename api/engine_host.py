@@ -27,6 +27,7 @@ import gc
 import logging
 import math
 import multiprocessing
+import os
 import pickle
 import signal
 import socket
@@ -127,10 +128,18 @@ class CampaignEngine:
     Args:
         config: the campaign's engine configuration.
         device: torch device of the posterior; None = the engine's default.
+        fork_snapshots: write snapshots from a forked child (`snapshot_to`); only for an
+            engine in a process of its own (a fork copies only the calling thread: forked
+            from the service, a child would inherit its event loop's and writer's locks
+            mid-state).
     """
 
-    def __init__(self, config: CampaignConfig, device: str | None) -> None:
+    def __init__(
+        self, config: CampaignConfig, device: str | None, *, fork_snapshots: bool = False
+    ) -> None:
         self.campaign = Campaign(config, device=device)
+        self._fork_snapshots = fork_snapshots and hasattr(os, "fork")
+        self._writing: list[int] = []  # forked children writing a snapshot, not reaped yet
         # the stopping targets are the service's setting, not the snapshot's: one taken before
         # a change of targets must not bring the old ones back
         self._targets = config.targets
@@ -163,6 +172,39 @@ class CampaignEngine:
     def snapshot(self) -> bytes:
         """The engine state as snapshot bytes (api/snapshots.py)."""
         return snapshots.dump(self.campaign)
+
+    def snapshot_to(self, path: str) -> bool:
+        """Write the snapshot bytes to the file `path`, through `path` + ".part" renamed once
+        whole. Returns whether a forked child writes it: then this call returns at once and
+        the file appears later (or never, if the child fails); otherwise it is written.
+
+        The dump walks every object of the campaign (its label history grows with the
+        labels): in line, it would hold up the calls behind it, refills included, for as
+        long. The child shares the state as it is now (copy-on-write) and exits once done.
+        """
+        self._reap()
+        if not (self._fork_snapshots and self.campaign.device.type == "cpu"):
+            snapshots.write(self.campaign, path)
+            return False
+        pid = os.fork()
+        if pid == 0:  # the child: write and leave, running nothing of the parent's on exit
+            code = 1
+            try:
+                snapshots.write(self.campaign, path)
+                code = 0
+            finally:
+                os._exit(code)
+        self._writing.append(pid)
+        return True
+
+    def _reap(self) -> None:
+        """Collect the snapshot children that exited (no zombies left behind)."""
+        for pid in list(self._writing):
+            with contextlib.suppress(ChildProcessError):
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if not done:
+                    continue
+            self._writing.remove(pid)
 
     def restore(self, data: bytes) -> str | None:
         """Take the state of a snapshot; None when it did, else why it did not (the engine is
@@ -494,7 +536,7 @@ def _serve(
     channel.setblocking(True)
     incoming = channel.makefile("rb")
     try:
-        engine = CampaignEngine(config, device)
+        engine = CampaignEngine(config, device, fork_snapshots=True)
         reply: tuple[bool, Any] = (True, None)
     except Exception as error:
         engine, reply = None, (False, error)

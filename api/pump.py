@@ -2,8 +2,9 @@
 
 It runs, in this priority, (1) the committed labels not yet applied, as one ordered batch, once
 `apply_batch` of them gathered or the oldest waited `apply_wait_s`, or before a queued call that
-must see them (a read, a clip batch), but after a refill while requests wait on an empty queue
-(micro-batching: a posterior update costs a pass over the covariance whatever its size), (2)
+must see them (a read, a clip batch), but after a refill while the queue of tasks chosen ahead
+is below its target (micro-batching: a posterior update costs a pass over the covariance
+whatever its size; a request finding the queue empty waits for the next refill), (2)
 queued calls (clip batches, per-rater selections, reads), (3) a prior refit's adoption once its
 background fit returned, or the copy a due one starts from (api/refits.py), (4) a snapshot when
 one is due, (5) releases of expired or skipped tasks, (6) refills of the queue of tasks chosen
@@ -210,15 +211,16 @@ class Pump:
         rt = self._rt
         queue = rt.queue
         rt.expire_due()
-        starved = queue.waiting and not queue.depth and self._refill_wanted()
+        short = self._refill_wanted()
         if self._unapplied and (
             (self._calls and self._calls[0][2])
-            or (self._apply_due() and not (starved and self._apply_can_wait()))
+            or (self._apply_due() and not (short and self._apply_can_wait()))
         ):
-            # a read sees every committed label; otherwise requests waiting on an empty queue
-            # go first: an update is a pass over the covariance (milliseconds), and they wait
-            # for a refill, which the labels do not change much
-            await self._apply(refill=not self._calls and self._refill_wanted())
+            # a read sees every committed label; otherwise a queue below its target is refilled
+            # first: an update is a pass over the covariance (tens of milliseconds under load),
+            # and put in front of the refill it would let the queue run dry while requests keep
+            # taking from it; the labels change the next choices little
+            await self._apply(refill=not self._calls and short)
         elif self._calls:
             fn, future, _ = self._calls.popleft()
             try:

@@ -11,9 +11,16 @@ expired are held again. Every `snapshot_every` applied labels the pump saves a n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import shutil
+import tempfile
+import threading
 import time
-from typing import TYPE_CHECKING, Any
+import uuid
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from api import replay, store
 from api.assignments import Answer, AssignmentState
@@ -25,6 +32,11 @@ if TYPE_CHECKING:
     from api.store import CampaignLog
 
 log = logging.getLogger("ratingparty.api")
+SNAPSHOT_PART_BYTES = 1 << 20  # a snapshot part: one short transaction of the writer
+SNAPSHOT_POLL_S = 0.01  # how often the wait for a snapshot file looks for it
+# a forked child that wrote no snapshot by then failed (the next snapshot covers its labels)
+SNAPSHOT_WAIT_S = 600.0
+SNAPSHOT_CLOSE_WAIT_S = 5.0  # how long a closing runtime waits for a snapshot being written
 
 
 async def load(runtime: CampaignRuntime) -> None:
@@ -147,6 +159,12 @@ def restore(runtime: CampaignRuntime, logged: CampaignLog) -> list[Task]:
 class Snapshots:
     """When the pump saves the engine state, and the saving (`take`).
 
+    The engine writes the snapshot to a file of this runtime's temporary folder (from a
+    forked child when it runs in a process of its own: `CampaignEngine.snapshot_to`), and a
+    worker thread hands the file's bytes to the database writer once it is whole: neither the
+    engine's next calls nor the event loop wait for the tens of megabytes of a dense
+    campaign's snapshot.
+
     Args:
         runtime: the campaign's runtime (its pump's counters, engine calls and writer).
     """
@@ -154,32 +172,99 @@ class Snapshots:
     def __init__(self, runtime: CampaignRuntime) -> None:
         self._rt = runtime
         self.labels = 0  # labels applied when the latest snapshot was taken
-        self.due = False
+        self._due = False
+        self._folder: str | None = None  # where the engine writes snapshot files
+        self._storing: asyncio.Future[None] | None = None  # the latest snapshot on its way
+        self._stop = threading.Event()  # the runtime closes: stop waiting for a file
+
+    @property
+    def due(self) -> bool:
+        """Whether the pump takes a snapshot now: one is due, and the one before is stored
+        (or given up)."""
+        return self._due and (self._storing is None or self._storing.done())
 
     def applied(self, n_applied: int) -> None:
         """Labels were applied, `n_applied` in all: a snapshot is due once that crossed a
         multiple of `snapshot_every`."""
         every = self._rt.settings.snapshot_every
         if every and n_applied // every > self.labels // every:
-            self.due = True
+            self._due = True
 
     async def take(self) -> None:
         """Save the engine state as it is between two pump steps: after the pump's latest label
         batch and clip batch `next_clip_batch - 1`, every call before applied. Written after
-        those batches' marks (the writer commits in order)."""
+        those batches' marks (the writer commits in order, and the snapshot is handed to it
+        later still)."""
         rt = self._rt
-        self.due = False
+        self._due = False
         labels, label_batch = rt.pump.n_applied, rt.pump.last_batch
         clip_batch = rt.next_clip_batch - 1
-        data = await rt.engine_calls.run("snapshot")
-        record = replay.snapshot_record(rt.record, labels, label_batch, clip_batch, data)
+        if self._folder is None:
+            self._folder = tempfile.mkdtemp(prefix=f"ratingparty-campaign-{rt.record.id}-")
+        path = os.path.join(self._folder, f"snapshot-{label_batch}-{clip_batch}")
+        await rt.engine_calls.run("snapshot_to", path)
         self.labels = labels
-        written = rt.writer.submit(rt.fenced(store.insert_snapshot(rt.record.id, record)))
-        written.add_done_callback(self._written)
+        self._storing = asyncio.ensure_future(self._store(path, labels, label_batch, clip_batch))
 
-    def _written(self, written: Any) -> None:
-        error = written.exception()
-        if error is None:
-            self._rt.metrics.snapshots.labels("written").inc()
-        else:  # the log still has every label: the next snapshot, or a full replay, covers it
-            log.warning("campaign %s: storing a snapshot failed: %s", self._rt.record.id, error)
+    async def _store(self, path: str, labels: int, label_batch: int, clip_batch: int) -> None:
+        """Store the snapshot file at `path` once it is whole: its parts of
+        `SNAPSHOT_PART_BYTES`, each in a transaction of its own (with whatever else the writer
+        has then), the snapshot row naming them, then the parts of the snapshots before it,
+        again one per transaction."""
+        rt = self._rt
+        data = await asyncio.to_thread(_read_when_whole, path, self._stop)
+        if data is None:  # the log still has every label: the next snapshot covers them
+            if not self._stop.is_set():
+                log.warning("campaign %s: no snapshot was written to %s", rt.record.id, path)
+            return
+        key = uuid.uuid4().hex
+        record = replay.snapshot_record(rt.record, labels, label_batch, clip_batch, b"")
+        view = memoryview(data)
+        parts = range(0, max(1, len(data)), SNAPSHOT_PART_BYTES)
+        try:
+            for part, start in enumerate(parts):
+                if self._stop.is_set():
+                    return  # parts without a row: the next snapshot deletes them
+                chunk = view[start : start + SNAPSHOT_PART_BYTES]
+                await rt.writer.run(
+                    rt.fenced(store.insert_snapshot_part(rt.record.id, key, part, chunk))
+                )
+            await rt.writer.run(
+                rt.fenced(store.insert_snapshot(rt.record.id, replace(record, parts_key=key)))
+            )
+            rt.metrics.snapshots.labels("written").inc()
+            while not self._stop.is_set() and await rt.writer.run(
+                rt.fenced(store.delete_stale_snapshot_part(rt.record.id))
+            ):
+                pass
+        except Exception as error:  # the log still has every label: the next snapshot, or a
+            # full replay, covers them
+            log.warning("campaign %s: storing a snapshot failed: %s", rt.record.id, error)
+
+    async def close(self) -> None:
+        """Hand a snapshot being written to the database writer once it is whole, waiting at
+        most `SNAPSHOT_CLOSE_WAIT_S` (then it is given up: the log has every label), and
+        remove the folder."""
+        if self._storing is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._storing), SNAPSHOT_CLOSE_WAIT_S)
+            self._stop.set()
+            with contextlib.suppress(Exception):
+                await self._storing
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _read_when_whole(path: str, stop: threading.Event) -> bytes | None:
+    """The bytes of the file `path` once it exists (it appears whole: `snapshots.write`),
+    removed after reading; None if it did not appear within `SNAPSHOT_WAIT_S` or `stop` was
+    set first."""
+    deadline = time.monotonic() + SNAPSHOT_WAIT_S
+    while not os.path.exists(path):
+        if stop.wait(SNAPSHOT_POLL_S) or time.monotonic() > deadline:
+            return None
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    finally:
+        os.remove(path)

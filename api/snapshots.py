@@ -21,6 +21,7 @@ import inspect
 import io
 import itertools
 import json
+import os
 import pkgutil
 from functools import cache
 from importlib import metadata
@@ -70,6 +71,15 @@ def dump(campaign: Campaign) -> bytes:
     return buffer.getvalue()
 
 
+def write(campaign: Campaign, path: str) -> None:
+    """The campaign's snapshot bytes into the file `path`: written to `path` + ".part" and
+    renamed, so whoever waits for `path` finds it whole."""
+    part = f"{path}.part"
+    with open(part, "wb") as file:
+        file.write(dump(campaign))
+    os.replace(part, path)
+
+
 def load(data: bytes, like: Campaign) -> Campaign:
     """A campaign from snapshot bytes, with no task pending (the service holds again the
     tasks of the open assignments it restores).
@@ -95,4 +105,12 @@ def load(data: bytes, like: Campaign) -> Campaign:
     return campaign
 
 
-__all__ = ["SNAPSHOT_VERSION", "config_digest", "dump", "load", "safe_globals", "snapshot_format"]
+__all__ = [
+    "SNAPSHOT_VERSION",
+    "config_digest",
+    "dump",
+    "load",
+    "safe_globals",
+    "snapshot_format",
+    "write",
+]

@@ -33,6 +33,7 @@ from api.db import (
     JudgmentRow,
     ProgressRow,
     RaterRow,
+    SnapshotPartRow,
     SnapshotRow,
     utcnow,
 )
@@ -66,6 +67,7 @@ judgment_table = JudgmentRow.__table__  # type: ignore[attr-defined]
 progress_table = ProgressRow.__table__  # type: ignore[attr-defined]
 import_table = ImportRow.__table__  # type: ignore[attr-defined]
 snapshot_table = SnapshotRow.__table__  # type: ignore[attr-defined]
+snapshot_part_table = SnapshotPartRow.__table__  # type: ignore[attr-defined]
 gold_table = GoldPairRow.__table__  # type: ignore[attr-defined]
 report_table = ClipReportRow.__table__  # type: ignore[attr-defined]
 
@@ -191,6 +193,8 @@ class SnapshotRecord:
     label_batch: int
     clip_batch: int
     data: bytes
+    # the key of the parts that hold the bytes (`data` is then empty: `insert_snapshot_part`)
+    parts_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -976,7 +980,8 @@ def insert_progress(
 
 def insert_snapshot(campaign_id: int, snapshot: SnapshotRecord) -> Callable[[Connection], None]:
     """Op: store the campaign's snapshot in place of the one before (only the latest is
-    read)."""
+    read). With `parts_key`, its parts are stored already (`insert_snapshot_part`); the parts
+    of the snapshots before are left for `delete_stale_snapshot_part`."""
 
     def op(connection: Connection) -> None:
         connection.execute(
@@ -992,9 +997,50 @@ def insert_snapshot(campaign_id: int, snapshot: SnapshotRecord) -> Callable[[Con
                 "label_batch": snapshot.label_batch,
                 "clip_batch": snapshot.clip_batch,
                 "data": snapshot.data,
+                "parts_key": snapshot.parts_key,
                 "created_at": utcnow(),
             },
         )
+
+    return op
+
+
+def insert_snapshot_part(
+    campaign_id: int, key: str, part: int, data: bytes | memoryview
+) -> Callable[[Connection], None]:
+    """Op: store part `part` (from 0) of the snapshot bytes under `key` (a view of them is
+    copied in the writer's thread)."""
+
+    def op(connection: Connection) -> None:
+        connection.execute(
+            insert(snapshot_part_table),
+            {"campaign_id": campaign_id, "snapshot_key": key, "part": part, "data": bytes(data)},
+        )
+
+    return op
+
+
+def delete_stale_snapshot_part(campaign_id: int) -> Callable[[Connection], bool]:
+    """Op: delete one part of the campaign's snapshots that its latest snapshot row does not
+    name (one before it, or one whose writing stopped); whether there was one. One at a time:
+    each delete is a short transaction, as each part's insert was."""
+
+    def op(connection: Connection) -> bool:
+        current = select(snapshot_table.c.parts_key).where(
+            snapshot_table.c.campaign_id == campaign_id, snapshot_table.c.parts_key.is_not(None)
+        )
+        stale = connection.execute(
+            select(snapshot_part_table.c.id)
+            .where(
+                snapshot_part_table.c.campaign_id == campaign_id,
+                snapshot_part_table.c.snapshot_key.not_in(current),
+            )
+            .limit(1)
+        ).scalar()
+        if stale is None:
+            return False
+        connection.execute(delete(snapshot_part_table).where(snapshot_part_table.c.id == stale))
+        return True
 
     return op
 
@@ -1015,6 +1061,16 @@ def latest_snapshot(engine: Engine, campaign_id: int) -> SnapshotRecord | None:
             .mappings()
             .first()
         )
+        data = bytes(row["data"]) if row is not None else b""
+        if row is not None and row["parts_key"] is not None:
+            data = b"".join(
+                bytes(part)
+                for part in connection.execute(
+                    select(snapshot_part_table.c.data)
+                    .where(snapshot_part_table.c.snapshot_key == row["parts_key"])
+                    .order_by(snapshot_part_table.c.part)
+                ).scalars()
+            )
     if row is None:
         return None
     return SnapshotRecord(
@@ -1023,7 +1079,8 @@ def latest_snapshot(engine: Engine, campaign_id: int) -> SnapshotRecord | None:
         int(row["labels"]),
         int(row["label_batch"]),
         int(row["clip_batch"]),
-        bytes(row["data"]),
+        data,
+        row["parts_key"],
     )
 
 
@@ -1413,6 +1470,7 @@ __all__ = [
     "SnapshotRecord",
     "campaign_counts",
     "clip_status",
+    "delete_stale_snapshot_part",
     "export_clips",
     "export_rows",
     "find_import",
@@ -1426,6 +1484,7 @@ __all__ = [
     "insert_rater",
     "insert_report",
     "insert_snapshot",
+    "insert_snapshot_part",
     "label_counts",
     "latest_snapshot",
     "list_campaigns",

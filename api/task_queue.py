@@ -33,7 +33,10 @@ if TYPE_CHECKING:
 IDLE_WAKE_S = 1.0
 DEMAND_WINDOW_S = 2.0  # the request rate that sizes the queue is smoothed over this long
 ACTIVE_RATER_S = 30.0  # raters who asked this recently count when pruning the queue
-QUEUE_AHEAD_S = 0.1  # a busy campaign keeps this much of its request rate chosen ahead
+# a busy campaign keeps this much of its request rate chosen ahead: more than one engine
+# round (an update and a refill, each tens of milliseconds on a loaded machine), so requests
+# arriving meanwhile still find tasks queued
+QUEUE_AHEAD_S = 0.25
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,6 +93,35 @@ async def test_process_and_thread_hosts_give_the_same_answers() -> None:
         os.kill(in_process.pid, 0)
     with pytest.raises(EngineStopped, match="closed"):
         await in_process.call("pending")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("process", [True, False], ids=["process", "thread"])
+async def test_a_snapshot_file_holds_the_state_when_it_was_asked_for(
+    process: bool, tmp_path: Path
+) -> None:
+    """In a process of its own the engine forks a child that writes the snapshot and answers
+    the next calls at once (labels applied meanwhile are not in the file); on a thread it
+    writes the file in line. Either way the file loads to the state of the call's moment."""
+    host = ProcessEngine(_config(), "cpu", "c") if process else ThreadEngine(_config(), "cpu", "c")
+    await host.start()
+    try:
+        await host.call("replay", [CLIPS, [Judgment.pair(1, 0, 1, Outcome.WIN)]])
+        expected = await host.call("leaderboard", 0.9)
+        path = tmp_path / "snapshot"
+        forked = await host.call("snapshot_to", str(path))
+        assert forked is process
+        await host.call("replay", [[Judgment.pair(2, 2, 3, Outcome.LOSS)]])  # after it
+        later = await host.call("leaderboard", 0.9)
+        deadline = time.monotonic() + WAIT_S
+        while not path.exists():
+            assert time.monotonic() < deadline, "the snapshot file did not appear"
+            await asyncio.sleep(0.01)
+        assert not path.with_name("snapshot.part").exists()
+        assert await host.call("restore", path.read_bytes()) is None
+        assert await host.call("leaderboard", 0.9) == expected != later
+    finally:
+        await host.close()
 
 
 @pytest.mark.anyio

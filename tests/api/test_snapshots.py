@@ -13,6 +13,7 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import text
 
+from api import restore
 from api.app import create_app
 from api.db import make_engine
 from api.settings import Settings
@@ -20,6 +21,7 @@ from tests.api.conftest import ADMIN, clip_batch, make_party
 from tests.api.test_restart import _close, _reads
 
 SNAPSHOT_EVERY = 5
+PART_BYTES = 4096  # small parts: a test campaign's snapshot takes many
 N_LABELS = 23
 
 
@@ -102,6 +104,37 @@ def test_a_restart_replays_only_the_tail_to_the_state_of_a_full_replay(settings:
 
 
 @pytest.mark.slow
+def test_a_snapshot_is_stored_in_parts_and_only_the_latest_ones_are_kept(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each part is its own transaction of the writer; the row names the parts' key, the parts
+    of the snapshots before are deleted, and a restart loads the parts joined."""
+    monkeypatch.setattr(restore, "SNAPSHOT_PART_BYTES", PART_BYTES)
+    settings = replace(settings, snapshot_every=SNAPSHOT_EVERY)
+    cid, before = _rated(settings)
+    ((key, inline),) = _sql(
+        settings,
+        "SELECT parts_key, length(data) FROM campaign_snapshot WHERE campaign_id = :c",
+        c=cid,
+    )
+    parts = _sql(
+        settings,
+        "SELECT snapshot_key, part, length(data) FROM campaign_snapshot_part "
+        "WHERE campaign_id = :c ORDER BY part",
+        c=cid,
+    )
+    assert key is not None and inline == 0
+    assert {k for k, _, _ in parts} == {key}  # the earlier snapshots' parts are gone
+    assert [p for _, p, _ in parts] == list(range(len(parts))) and len(parts) > 2
+    assert all(size == PART_BYTES for _, _, size in parts[:-1]) and 0 < parts[-1][2] <= PART_BYTES
+
+    with TestClient(app=create_app(settings)) as client:
+        from_snapshot = _reads(client, cid)
+        assert _metric(client, "ratingparty_snapshots_total", event="loaded") == 1
+    _close(before, from_snapshot)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("tamper", ["format", "data"])
 def test_a_snapshot_of_another_format_or_that_does_not_load_is_refused(
     settings: Settings, tamper: str
@@ -112,7 +145,9 @@ def test_a_snapshot_of_another_format_or_that_does_not_load_is_refused(
         _sql(settings, "UPDATE campaign_snapshot SET format = 'v0 from elsewhere'")
     else:  # a pickle that would run a command if it were unpickled without restriction
         hostile = pickle.dumps(_Hostile())
-        _sql(settings, "UPDATE campaign_snapshot SET data = :d", d=hostile)
+        # the bytes are stored in parts (the row names their key): the hostile pickle is all
+        _sql(settings, "DELETE FROM campaign_snapshot_part WHERE part > 0")
+        _sql(settings, "UPDATE campaign_snapshot_part SET data = :d", d=hostile)
     with TestClient(app=create_app(settings)) as client:
         after = _reads(client, cid)
         assert _metric(client, "ratingparty_snapshots_total", event="refused") == 1
