@@ -11,11 +11,14 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import torch
 from litestar.testing import TestClient
 
+import engine.campaign as campaign_module
 from api import refits
 from api.app import create_app
 from api.settings import Settings
+from engine.history import Refit
 from engine.state import quality_prior
 from tests.api.conftest import ADMIN, Party, make_party
 
@@ -111,11 +114,17 @@ def test_the_refit_lands_and_a_restart_serves_the_same(
         assert campaign["prior_refit"] == "split"
 
 
+@pytest.mark.parametrize("catch_up", [False, True], ids=["adopt", "catch-up"])
 def test_requests_are_answered_while_the_fit_runs(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, catch_up: bool
 ) -> None:
-    """The fit (on a thread here) is held until the test has been served meanwhile."""
+    """The fit (on a thread here) is held until the test has been served meanwhile. With a
+    catch-up, the fitted copy applies the labels answered during the fit (in runs of two or
+    more) before the engine adopts it and re-applies the rest."""
     settings = replace(settings, engine_process=False)
+    if catch_up:
+        monkeypatch.setattr(refits, "CATCH_UP_TAIL", 0)
+        monkeypatch.setattr(campaign_module, "REAPPLY_LABELS", 2)
     gate = threading.Event()
     fit = refits.fit_copy
 
@@ -145,6 +154,18 @@ def test_requests_are_answered_while_the_fit_runs(
         # the labels answered during the fit are in the posterior under the refit
         assert landed["n_judgments"] == 2 * N_CLIPS + 5
         assert sum(clip["labels"] for clip in landed["clips"]) == 2 * (2 * N_CLIPS + 5)
+        # with a catch-up, the copy applied them, and left the engine's adoption nothing
+        rounds, left = runtime.refits.caught_up
+        assert (rounds > 0, left) == ((True, 0) if catch_up else (False, 5))
+        # the state is the refit applied at the copy, then the labels since (replay)
+        campaign = runtime.engine.local.campaign
+        replayed = campaign.replay()
+        for ours, theirs in [(campaign.posterior, replayed.posterior)]:
+            torch.testing.assert_close(ours.mean, theirs.mean, rtol=0, atol=1e-12)
+            torch.testing.assert_close(ours.cov, theirs.cov, rtol=0, atol=1e-12)
+        entries = campaign.history_since(0)
+        refit_at = max(k for k, entry in enumerate(entries) if isinstance(entry, Refit))
+        assert sum(len(entry) for entry in entries[refit_at + 1 :]) == 5
 
 
 def test_a_failing_fit_is_skipped_and_the_service_keeps_serving(
