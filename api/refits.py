@@ -10,13 +10,19 @@ campaign's engine answers its calls one at a time. So:
 1. Once the labels applied cross a point of the schedule, the pump asks the engine for a copy
    of its state (`CampaignEngine.refit_copy`: the campaign pickled), and a worker
    fits on that copy: a process of its own (from the engine hosts' forkserver) where the
-   engine runs in processes, a thread where it runs in a thread. The engine keeps answering
-   calls, and taking labels and clips, meanwhile.
-2. The worker returns the copy refitted, its posterior rebuilt under the new prior (the pass
-   over every label is the worker's). The pump hands it to the engine (`adopt_refit`), which
-   applies again only the clip and label batches that came during the fit
+   engine runs in processes, a thread where it runs in a thread (at the service's
+   priority). The engine keeps answering calls, and taking labels and clips, meanwhile.
+2. The worker fits the copy, at the lowest CPU priority (nice 19: it takes only the CPU the
+   engine and the service leave), then catches it up (`catch_up`): in rounds, the pump asks
+   the engine for its history entries since those the copy holds (`refit_entries`: the clip
+   batches, refines and label batches it took meanwhile, in order) and the worker applies
+   them as the adoption would (`Campaign.catch_up`), until at most CATCH_UP_TAIL labels are
+   left or a round no longer shrinks them. Then it returns the copy, and the pump hands it to
+   the engine (`adopt_refit`), which applies again only what is left
    (`Campaign.adopt_refit`): the state the refit would have left had it been applied where
-   the copy was made. The engine's stall is that, not a pass over every label.
+   the copy was made, the same whether the copy caught up or not. The engine's stall is that
+   tail, not a pass over every label, nor over the labels of a fit's minutes at a party's
+   rate.
 3. At most one fit is in flight per campaign. A fit that fails is logged and skipped (the
    next point of the schedule tries again); closing the campaign cancels the fit (its
    process is killed; a thread's result is dropped).

@@ -7,14 +7,16 @@ A probe asks it for one assignment's task (`choose`, then `release`) every `--pr
 seconds, and a trickle of new labels arrives (`--trickle` labels a second, applied in small
 batches), as in the service; the probe's latency is what an assignment request that needs the
 engine waits. First a window without a refit, then a refit as the service runs it: the
-engine's copy (`refit_copy`), the fit in a worker process (`ProcessFit`), the engine's
-adoption of the refitted state (`adopt_refit`: only the labels that arrived during the fit
-applied again). Reported: the fit's seconds, the copy's and the adoption's engine seconds, the
-probe's latency p50 / p90 / max without and during the refit, and, for comparison, what
+engine's copy (`refit_copy`), the fit in a worker process at nice 19 (`ProcessFit`), the
+copy's catch-up in rounds with the labels that arrived meanwhile (`catch_up`, the engine's
+`refit_entries`), the engine's adoption of the refitted state (`adopt_refit`: only the labels
+left after the catch-up applied again). Reported: the fit's seconds, the catch-up's rounds and
+seconds, the copy's, the fetches' and the adoption's engine seconds, the probe's latency
+p50 / p90 / max without and during the refit, and, for comparison, what
 adopting the refit inline would stall the engine for (`Campaign.apply_refit` on the copy:
 one ADF pass over every label, timed here in this process).
 
-    python -m benchmarks.refit_stall
+    python -m benchmarks.refit_stall --trickle 100
     python -m benchmarks.refit_stall --n-items 200 --labels 800   # a quick look
 
 Writes `benchmarks/results/refit_stall.{json,md}` and prints the table.
