@@ -159,9 +159,10 @@ def test_requests_are_answered_while_the_fit_runs(
         # the labels answered during the fit are in the posterior under the refit
         assert landed["n_judgments"] == 2 * N_CLIPS + 5
         assert sum(clip["labels"] for clip in landed["clips"]) == 2 * (2 * N_CLIPS + 5)
-        # with a catch-up, the copy applied them, and left the engine's adoption nothing
+        # with a catch-up, the copy applied them but an open run (below two labels: the
+        # engine's batches of them depend on timing), the adoption the rest
         rounds, left = runtime.refits.caught_up
-        assert (rounds > 0, left) == ((True, 0) if catch_up else (False, 5))
+        assert (rounds > 0 and left < 2) if catch_up else (rounds, left) == (0, 5)
         # the state is the refit applied at the copy, then the labels since (replay)
         campaign = runtime.engine.local.campaign
         replayed = campaign.replay()
