@@ -227,8 +227,9 @@ class CampaignEngine:
 
     def adopt_refit(self, data: bytes) -> None:
         """Take the campaign a background refit returned (`refit_copy`'s copy, refitted,
-        pickled) and apply again what came since (`Campaign.adopt_refit`): only the labels
-        and clips that arrived during the fit, not every label.
+        pickled, caught up with some of what came since) and apply again the rest
+        (`Campaign.adopt_refit`): only the labels and clips that arrived since the copy's
+        latest catch-up, not every label.
 
         Raises:
             ValueError: the bytes are not a refitted copy of this campaign (nothing changes).
@@ -237,6 +238,20 @@ class CampaignEngine:
         if not isinstance(refitted, Campaign):
             raise ValueError(f"a refit returned a {type(refitted).__name__}, not a Campaign")
         self.campaign.adopt_refit(refitted)
+
+    def refit_entries(self, since: int, max_labels: int) -> tuple[bytes, int]:
+        """What a refitted copy catches up with (api/refits.py, `Campaign.catch_up`): the
+        history's entries from the `since`-th on, as far as about `max_labels` labels (whole
+        entries; the pickling is the engine's time), pickled, and the labels in all the
+        entries from the `since`-th on."""
+        entries = self.campaign.history_since(since)
+        sent, labels = len(entries), 0
+        for index, entry in enumerate(entries):
+            if isinstance(entry, tuple):
+                if labels >= max_labels and sent == len(entries):
+                    sent = index
+                labels += len(entry)
+        return pickle.dumps(entries[:sent], pickle.HIGHEST_PROTOCOL), labels
 
     def refit_labels(self) -> int:
         """The labels before the latest prior refit (0: none yet)."""

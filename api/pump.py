@@ -231,6 +231,8 @@ class Pump:
             else:
                 if not future.done():
                     future.set_result(result)
+        elif rt.refits.wanted is not None:
+            await rt.refits.send_entries()
         elif rt.refits.ready is not None:
             await rt.refits.finish()
         elif rt.refits.due:

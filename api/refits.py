@@ -10,13 +10,19 @@ campaign's engine answers its calls one at a time. So:
 1. Once the labels applied cross a point of the schedule, the pump asks the engine for a copy
    of its state (`CampaignEngine.refit_copy`: the campaign pickled), and a worker
    fits on that copy: a process of its own (from the engine hosts' forkserver) where the
-   engine runs in processes, a thread where it runs in a thread. The engine keeps answering
-   calls, and taking labels and clips, meanwhile.
-2. The worker returns the copy refitted, its posterior rebuilt under the new prior (the pass
-   over every label is the worker's). The pump hands it to the engine (`adopt_refit`), which
-   applies again only the clip and label batches that came during the fit
+   engine runs in processes, a thread where it runs in a thread (at the service's
+   priority). The engine keeps answering calls, and taking labels and clips, meanwhile.
+2. The worker fits the copy, at the lowest CPU priority (nice 19: it takes only the CPU the
+   engine and the service leave), then catches it up (`catch_up`): in rounds, the pump asks
+   the engine for its history entries since those the copy holds (`refit_entries`: the clip
+   batches, refines and label batches it took meanwhile, in order) and the worker applies
+   them as the adoption would (`Campaign.catch_up`), until at most CATCH_UP_TAIL labels are
+   left or a round no longer shrinks them. Then it returns the copy, and the pump hands it to
+   the engine (`adopt_refit`), which applies again only what is left
    (`Campaign.adopt_refit`): the state the refit would have left had it been applied where
-   the copy was made. The engine's stall is that, not a pass over every label.
+   the copy was made, the same whether the copy caught up or not. The engine's stall is that
+   tail, not a pass over every label, nor over the labels of a fit's minutes at a party's
+   rate.
 3. At most one fit is in flight per campaign. A fit that fails is logged and skipped (the
    next point of the schedule tries again); closing the campaign cancels the fit (its
    process is killed; a thread's result is dropped).
@@ -37,9 +43,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import pickle
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -56,11 +64,13 @@ log = logging.getLogger("ratingparty.api")
 
 PRIOR_REFITS = ("split", "scales", "off")  # a campaign's `prior_refit` setting
 MAX_EVALUATIONS = 200  # evidence evaluations per fit, as `Campaign.fit_prior`'s default
+# the copy catches up with the engine until at most this many labels are left to its adoption
+CATCH_UP_TAIL = 256
+CATCH_UP_FETCH = 4096  # labels sent to the copy per round at most (the engine pickles them)
 
 
-def fit_copy(data: bytes, max_evaluations: int = MAX_EVALUATIONS) -> bytes:
-    """`CampaignEngine.refit_copy`'s campaign with its prior refitted (`Campaign.fit_prior`),
-    pickled again.
+def fit_copy(data: bytes, max_evaluations: int = MAX_EVALUATIONS) -> Campaign:
+    """`CampaignEngine.refit_copy`'s campaign with its prior refitted (`Campaign.fit_prior`).
 
     Raises:
         ValueError: the bytes are not a campaign, or it has no labels to fit to.
@@ -69,36 +79,73 @@ def fit_copy(data: bytes, max_evaluations: int = MAX_EVALUATIONS) -> bytes:
     if not isinstance(campaign, Campaign):
         raise ValueError(f"a refit copy holds a {type(campaign).__name__}, not a Campaign")
     campaign.fit_prior(max_evaluations)
-    return pickle.dumps(campaign, pickle.HIGHEST_PROTOCOL)
+    return campaign
+
+
+class CopyFit:
+    """A worker's side of one refit: the copy fitted (`fit_copy`), caught up in rounds with
+    the engine's entries since (`catch_up`), and handed back pickled (`result`)."""
+
+    def __init__(self, data: bytes, max_evaluations: int) -> None:
+        self.campaign = fit_copy(data, max_evaluations)
+        # the engine's history entries the copy holds: all before its refit, to start with
+        self.entries = self.campaign.history_length - 1
+
+    def catch_up(self, data: bytes) -> int:
+        """Apply the engine's entries since the copy's (`CampaignEngine.refit_entries`, as
+        far as settled); returns the engine's entries the copy now holds."""
+        self.entries += self.campaign.catch_up(pickle.loads(data))
+        return self.entries
+
+    def result(self) -> bytes:
+        return pickle.dumps(self.campaign, pickle.HIGHEST_PROTOCOL)
 
 
 def _fit_in_process(channel: Any, data: bytes, max_evaluations: int, threads: int) -> None:
-    """The worker process: fit, send (ok, the refitted copy or why it failed), exit."""
+    """The worker process: fit, answer (ok, the engine entries the copy holds or why it
+    failed), then answer each request, ("catch_up", entries) or ("result", None), the same
+    way, until the result is sent or the channel closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service stops its workers itself
+    # the lowest CPU priority, before torch starts its threads (they inherit it): the fit
+    # takes only the CPU the engine and the service leave idle
+    os.nice(19)
     torch.set_num_threads(threads)
+    worker: CopyFit | None = None
     try:
-        reply: tuple[bool, Any] = (True, fit_copy(data, max_evaluations))
+        worker = CopyFit(data, max_evaluations)
+        reply: tuple[bool, Any] = (True, worker.entries)
     except Exception as error:
         reply = (False, f"{type(error).__name__}: {error}")
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, EOFError):  # EOF: the service closed the channel
         channel.send(reply)
+        while worker is not None:
+            kind, payload = channel.recv()
+            try:
+                reply = (True, worker.catch_up(payload) if kind == "catch_up" else worker.result())
+            except Exception as error:
+                reply = (False, f"{type(error).__name__}: {error}")
+            channel.send(reply)
+            if kind != "catch_up":
+                break
     channel.close()
 
 
 class ProcessFit:
-    """One fit in a worker process; `cancel` kills it (its `run` then raises at once)."""
+    """One refit in a worker process (`fit`, `catch_up` rounds, `result`); `cancel` kills it
+    (a call waiting on it then raises at once)."""
 
     def __init__(self) -> None:
         self._process: Any = None
+        self._channel: Any = None
 
-    async def run(self, data: bytes, max_evaluations: int) -> bytes:
-        """The refitted copy, pickled.
+    async def fit(self, data: bytes, max_evaluations: int) -> int:
+        """Start the worker and fit; returns the engine entries the fitted copy holds.
 
         Raises:
             RuntimeError: the fit failed, or its process ended without an answer.
         """
         context = process_context()
-        ours, theirs = context.Pipe(duplex=False)
+        self._channel, theirs = context.Pipe()
         self._process = context.Process(
             target=_fit_in_process,
             args=(theirs, data, max_evaluations, torch.get_num_threads()),
@@ -110,12 +157,34 @@ class ProcessFit:
             await loop.run_in_executor(None, self._process.start)
         finally:
             theirs.close()
+        return await self._answer()
+
+    async def catch_up(self, entries: bytes) -> int:
+        """Have the copy apply the engine's entries since; returns the entries it holds."""
+        await self._send(("catch_up", entries))
+        return await self._answer()
+
+    async def result(self) -> bytes:
+        """The refitted, caught-up copy, pickled; the worker then ends."""
+        await self._send(("result", None))
         try:
-            # the thread's read ends when the process answers or ends (killed by `cancel`)
-            ok, value = await asyncio.shield(loop.run_in_executor(None, _receive, ours))
+            return await self._answer()
         finally:
-            await loop.run_in_executor(None, self._process.join)
+            self._channel.close()
+            await asyncio.get_running_loop().run_in_executor(None, self._process.join)
+
+    async def _send(self, request: tuple[str, Any]) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._channel.send, request)
+        except OSError as error:
+            raise RuntimeError(f"its process ended: {error}") from error
+
+    async def _answer(self) -> Any:
+        loop = asyncio.get_running_loop()
+        # the thread's read ends when the process answers or ends (killed by `cancel`)
+        ok, value = await asyncio.shield(loop.run_in_executor(None, _receive, self._channel))
         if not ok:
+            self.cancel()
             raise RuntimeError(value)
         return value
 
@@ -125,30 +194,67 @@ class ProcessFit:
 
 
 def _receive(channel: Any) -> tuple[bool, Any]:
-    """The worker's answer, or (False, why) when it ended without one; closes the channel."""
+    """The worker's answer, or (False, why) when it ended without one."""
     try:
         return channel.recv()
-    except EOFError:
+    except (EOFError, OSError):
         return False, "its process ended without an answer"
-    finally:
-        channel.close()
 
 
 class ThreadFit:
-    """One fit on a thread of this process; `cancel` cannot stop it, only drop its result."""
+    """One refit on a thread of this process; `cancel` cannot stop it, only drop its result.
+    Nor can the thread's CPU priority be lowered below the engine's and the service's: on
+    Linux a nice value is per thread but torch's intra-op threads are shared, and elsewhere
+    it is the whole process's."""
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="prior-refit")
+        self._worker: CopyFit | None = None
 
-    async def run(self, data: bytes, max_evaluations: int) -> bytes:
-        loop = asyncio.get_running_loop()
+    async def fit(self, data: bytes, max_evaluations: int) -> int:
+        self._worker = await self._run(CopyFit, data, max_evaluations)
+        return self._worker.entries
+
+    async def catch_up(self, entries: bytes) -> int:
+        assert self._worker is not None
+        return await self._run(self._worker.catch_up, entries)
+
+    async def result(self) -> bytes:
+        assert self._worker is not None
         try:
-            return await loop.run_in_executor(self._executor, fit_copy, data, max_evaluations)
+            return await self._run(self._worker.result)
         finally:
             self._executor.shutdown(wait=False)
 
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
+
     def cancel(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def catch_up(
+    fit: ProcessFit | ThreadFit,
+    held: int,
+    entries_since: Callable[[int], Awaitable[tuple[bytes, int]]],
+) -> tuple[bytes, int, int]:
+    """Bring a fitted copy up to date (`fit`, holding the engine's first `held` history
+    entries): in rounds, ask the engine for its entries since (`entries_since`: the
+    engine's `refit_entries`) and have the copy apply them, until at most CATCH_UP_TAIL
+    labels are left for the engine's adoption or a round no longer shrinks them. Returns the
+    copy pickled, the rounds, and the labels left."""
+    rounds, left = 0, None
+    while True:
+        entries, pending = await entries_since(held)
+        if pending <= CATCH_UP_TAIL or (left is not None and pending >= left):
+            return await fit.result(), rounds, pending
+        held = await fit.catch_up(entries)
+        rounds, left = rounds + 1, pending
 
 
 class PriorRefits:
@@ -170,6 +276,9 @@ class PriorRefits:
         self.due = False
         self.ready: tuple[bytes, int] | None = None  # a refitted copy and its label count
         self.in_flight = False
+        # a catch-up round waiting for the engine's entries: those the copy holds, the answer
+        self.wanted: tuple[int, asyncio.Future[tuple[bytes, int]]] | None = None
+        self.caught_up = (0, 0)  # the latest refit's catch-up rounds, labels left to adopt
         self._fit: ProcessFit | ThreadFit | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -206,7 +315,9 @@ class PriorRefits:
         rt = self._rt
         started = time.perf_counter()
         try:
-            refitted = await fit.run(data, MAX_EVALUATIONS)
+            held = await fit.fit(data, MAX_EVALUATIONS)
+            fitted = time.perf_counter()
+            refitted, rounds, pending = await catch_up(fit, held, self._entries_since)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -220,10 +331,46 @@ class PriorRefits:
             self.labels = labels
             self.in_flight = False
             return
+        finally:
+            fit.cancel()  # a worker left waiting ends
         rt.metrics.prior_refit_seconds.observe(time.perf_counter() - started)
+        self.caught_up = (rounds, pending)
+        log.info(
+            "campaign %s: prior refit at %d labels fitted in %.1f s, caught up in %d rounds "
+            "(%.1f s), %d labels left to adopt",
+            rt.record.id,
+            labels,
+            fitted - started,
+            rounds,
+            time.perf_counter() - fitted,
+            pending,
+        )
         if not self._closed:
             self.ready = (refitted, labels)
             rt.pump.wake()
+
+    async def _entries_since(self, held: int) -> tuple[bytes, int]:
+        """The engine's entries from the `held`-th on and the labels they hold, as a pump
+        step (`send_entries`): the pump is the one caller of the engine."""
+        future: asyncio.Future[tuple[bytes, int]] = asyncio.get_running_loop().create_future()
+        self.wanted = (held, future)
+        self._rt.pump.wake()
+        return await future
+
+    async def send_entries(self) -> None:
+        """Answer the fit's catch-up round (a pump step)."""
+        assert self.wanted is not None
+        (held, future), self.wanted = self.wanted, None
+        try:
+            reply = await self._rt.engine_calls.run("refit_entries", held, CATCH_UP_FETCH)
+        except Exception as error:
+            if not future.done():
+                future.set_exception(error)
+            if isinstance(error, Unavailable):
+                raise
+        else:
+            if not future.done():
+                future.set_result(reply)
 
     async def finish(self) -> None:
         """Have the engine adopt the refitted copy (a pump step), then save a snapshot: what
@@ -265,4 +412,13 @@ class PriorRefits:
                 await self._task
 
 
-__all__ = ["MAX_EVALUATIONS", "PRIOR_REFITS", "PriorRefits", "fit_copy"]
+__all__ = [
+    "CATCH_UP_FETCH",
+    "CATCH_UP_TAIL",
+    "MAX_EVALUATIONS",
+    "PRIOR_REFITS",
+    "PriorRefits",
+    "ProcessFit",
+    "catch_up",
+    "fit_copy",
+]

@@ -7,14 +7,16 @@ A probe asks it for one assignment's task (`choose`, then `release`) every `--pr
 seconds, and a trickle of new labels arrives (`--trickle` labels a second, applied in small
 batches), as in the service; the probe's latency is what an assignment request that needs the
 engine waits. First a window without a refit, then a refit as the service runs it: the
-engine's copy (`refit_copy`), the fit in a worker process (`ProcessFit`), the engine's
-adoption of the refitted state (`adopt_refit`: only the labels that arrived during the fit
-applied again). Reported: the fit's seconds, the copy's and the adoption's engine seconds, the
-probe's latency p50 / p90 / max without and during the refit, and, for comparison, what
+engine's copy (`refit_copy`), the fit in a worker process at nice 19 (`ProcessFit`), the
+copy's catch-up in rounds with the labels that arrived meanwhile (`catch_up`, the engine's
+`refit_entries`), the engine's adoption of the refitted state (`adopt_refit`: only the labels
+left after the catch-up applied again). Reported: the fit's seconds, the catch-up's rounds and
+seconds, the copy's, the fetches' and the adoption's engine seconds, the probe's latency
+p50 / p90 / max without and during the refit, and, for comparison, what
 adopting the refit inline would stall the engine for (`Campaign.apply_refit` on the copy:
 one ADF pass over every label, timed here in this process).
 
-    python -m benchmarks.refit_stall
+    python -m benchmarks.refit_stall --trickle 100
     python -m benchmarks.refit_stall --n-items 200 --labels 800   # a quick look
 
 Writes `benchmarks/results/refit_stall.{json,md}` and prints the table.
@@ -36,7 +38,7 @@ import torch
 
 from api.campaign_config import build_config, engine_config
 from api.engine_host import ClipBatch, ProcessEngine
-from api.refits import MAX_EVALUATIONS, ProcessFit
+from api.refits import CATCH_UP_FETCH, MAX_EVALUATIONS, ProcessFit, catch_up
 from benchmarks.concurrent import command_line, write_results
 from benchmarks.selection_speed import git_sha
 from engine import DEFAULT_CRITERIA, Judgment, Outcome
@@ -127,8 +129,19 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         began = time.perf_counter()
         data, job_labels = await host.call("refit_copy")
         copied = time.perf_counter()
-        refitted = await ProcessFit().run(data, MAX_EVALUATIONS)
+        fit = ProcessFit()
+        held = await fit.fit(data, MAX_EVALUATIONS)
         fitted = time.perf_counter()
+        fetches: list[tuple[float, int]] = []  # each round's engine seconds and labels pending
+
+        async def entries_since(since: int) -> tuple[bytes, int]:
+            sent = time.perf_counter()
+            reply = await host.call("refit_entries", since, CATCH_UP_FETCH)
+            fetches.append((time.perf_counter() - sent, reply[1]))
+            return reply
+
+        refitted, rounds, left = await catch_up(fit, held, entries_since)
+        caught_up = time.perf_counter()
         await host.call("adopt_refit", refitted)
         adopted = time.perf_counter()
         board = await host.call("leaderboard", 0.9)
@@ -151,7 +164,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "copy_mb": len(data) / 2**20,
         "copy_s": copied - began,
         "fit_s": fitted - copied,
-        "adopt_s": adopted - fitted,
+        "labels_at_fit_end": fetches[0][1] if fetches else 0,
+        "catch_up_rounds": rounds,
+        "catch_up_s": caught_up - fitted,
+        "catch_up_pending": [pending for _, pending in fetches],
+        "catch_up_fetch_max_s": max(seconds for seconds, _ in fetches),
+        "labels_adopted": left,
+        "adopt_s": adopted - caught_up,
         "inline_apply_s": inline,
         "prior_after": list(board.prior),
         "baseline": quantiles([latency for _, latency in baseline]),
@@ -181,10 +200,15 @@ def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
             f"{result['labels_at_copy']} labels at the copy, {result['labels_after']} at the "
             f"end ({meta['trickle']} a second during the windows); the copy "
             f"{result['copy_mb']:.1f} MiB",
-            f"- the fit in its worker process: {result['fit_s']:.1f} s; the engine's copy "
-            f"(`refit_copy`) {result['copy_s'] * 1e3:.0f} ms; its adoption (`adopt_refit`) "
-            f"{result['adopt_s'] * 1e3:.0f} ms; adopting inline instead (`apply_refit`, one "
-            f"ADF pass over every label) {result['inline_apply_s']:.2f} s",
+            f"- the fit in its worker process (nice 19): {result['fit_s']:.1f} s; the engine's "
+            f"copy (`refit_copy`) {result['copy_s'] * 1e3:.0f} ms",
+            f"- the catch-up: {result['labels_at_fit_end']} labels arrived during the fit; "
+            f"{result['catch_up_rounds']} rounds in {result['catch_up_s']:.1f} s, labels "
+            f"pending at each fetch {result['catch_up_pending']}, the engine's longest fetch "
+            f"(`refit_entries`) {result['catch_up_fetch_max_s'] * 1e3:.0f} ms",
+            f"- the engine's adoption (`adopt_refit`, {result['labels_adopted']} labels applied "
+            f"again) {result['adopt_s'] * 1e3:.0f} ms; adopting inline instead (`apply_refit`, "
+            f"one ADF pass over every label) {result['inline_apply_s']:.2f} s",
             "",
             "Latency of one `choose` (an assignment's task) sent every "
             f"{meta['probe_every']} s; during the refit is from the copy to a second after "

@@ -8,8 +8,9 @@ the state after a replay of the same labels in the same order is identical (floa
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -38,7 +39,7 @@ from engine.exposure import Exposure
 from engine.forms import FORMS, DenseForm, PendingTask, PosteriorForm, predict
 from engine.gating import check_features, gate_columns, gate_weights
 from engine.gold import GoldBook, GoldPair, gold_point, uniform_draw
-from engine.history import ClipsAdded, History, Refine, Refit
+from engine.history import ClipsAdded, Entry, History, Refine, Refit
 from engine.likelihoods import (
     Outcome,
     level_cuts,
@@ -121,6 +122,9 @@ DEFAULT_CRITERIA = (
 )  # MJ-VIDEO's five reward-model criteria
 # the gate's block is K D wide and sits among every prompt's local coordinates in block form
 MAX_FEATURE_DIM = 64
+# a refit's adoption applies again the labels taken since its copy in batches of about this many
+# (`reapplied`): small enough that a copy catching up in rounds leaves little to the adoption
+REAPPLY_LABELS = 128
 PairScope = Literal["any", "group"]
 Structure = Literal["dense", "blocks", "factorised"]
 # the side offsets' EM (fit_prior): steps at most, and the relative move of the sd that ends it
@@ -663,36 +667,47 @@ class Campaign:
     def adopt_refit(self, refitted: Campaign) -> None:
         """Take a refit that a copy of this campaign computed and applied: `refitted` is this
         campaign as it was some history entries ago (a copy of it), then `fit_prior` or
-        `apply_refit`. Its posterior, raters, clip registry, clock and history become this
-        campaign's, and what this campaign took since the copy was made is applied again on
-        top, in order: clip batches and refines as they were, and each run of label batches
-        between them as one batch (each label with the noise and keep it was applied with;
-        ADF takes a batch's labels in order, and one batch is one pass over the covariance
-        where each of the batches was one). The state is then the refit's had it been
-        applied where the copy was made and those labels come after it (`replay()`
-        reproduces it), but the pass over every label was the copy's. Pending tasks, gold
-        pairs, the stopping targets and the floor of labels per clip stay this campaign's;
-        rater noise set (`set_rater_noise`) since the copy was made is the copy's.
+        `apply_refit`, then possibly `catch_up` with what this campaign took since. Its
+        posterior, raters, clip registry, clock and history become this campaign's, and what
+        this campaign took since the copy was made, past what the copy caught up with, is
+        applied again on top, in order (`reapplied`: clip batches and refines as they were,
+        and each run of label batches between them as one batch of at most about
+        REAPPLY_LABELS labels, each label with the noise and keep it was applied with; ADF
+        takes a batch's labels in order, and one batch is one pass over the covariance where
+        each of the batches was one). The state is then the refit's had it been applied
+        where the copy was made and those labels come after it (`replay()` reproduces it),
+        the same whether the copy caught up or not, but the pass over every label, and over
+        the labels it caught up with, was the copy's. Pending tasks, gold pairs, the stopping
+        targets and the floor of labels per clip stay this campaign's; rater noise set
+        (`set_rater_noise`) since the copy was made is the copy's.
 
         Raises:
-            ValueError: `refitted` is not a copy of this campaign with one refit applied last.
+            ValueError: `refitted` is not a copy of this campaign with one refit applied last,
+                then at most what this campaign took since (`catch_up`).
         """
         entries = list(refitted._history)
-        start = len(entries) - 1
+        refits = [k for k, entry in enumerate(entries) if isinstance(entry, Refit)]
         ours = list(self._history)
-        if not entries or not isinstance(entries[-1], Refit) or start > len(ours):
+        if not refits or refits[-1] > len(ours):
             raise ValueError("the refitted campaign's history must end with its refit")
+        start = refits[-1]
+        taken = entries[start + 1 :]
         before = sum(len(e) for e in ours[:start] if isinstance(e, tuple))
+        since = ours[start:]
+        segments = list(reapplied(since))
         if (
-            any(isinstance(e, Refit) for e in ours[start:])
-            or refitted._history.label_count != before
+            any(isinstance(e, Refit) for e in since)
+            or len(taken) > len(segments)
+            or not all(_same_segment(e, s) for e, (_, s, _) in zip(taken, segments, strict=False))
+            or refitted._history.label_count
+            != before + sum(len(e) for e in taken if isinstance(e, tuple))
             or refitted.n_items > self.n_items
             or (refitted.device, refitted.dtype) != (self.device, self.dtype)
         ):
             raise ValueError(
                 "the refitted campaign is not a copy of this one's history with a refit applied"
             )
-        refit = entries[-1]
+        refit = entries[start]
         self.config = self._with_refit(self.config, refit)
         self.pair_cuts, self.level_cuts = refitted.pair_cuts, refitted.level_cuts
         self._clips = refitted._clips
@@ -701,19 +716,53 @@ class Campaign:
         self._clock = refitted._clock
         self._history = refitted._history
         self._progress_cache = None
-        labels: list[Judgment] = []
-        for entry in [*ours[start:], None]:
-            if isinstance(entry, tuple):
-                labels.extend(entry)
-                continue
-            if labels:
-                # already answered: the task book and the gold book hold these answers
-                self._apply_labels(labels)
-                labels = []
-            if isinstance(entry, Refine):
-                self.refine(entry.max_sweeps, entry.damping)
-            elif isinstance(entry, ClipsAdded):
-                self._add_recorded_clips(entry)
+        for _, segment, _ in segments[len(taken) :]:
+            # labels are already answered: the task book and the gold book hold these answers
+            self._reapply(segment)
+
+    def catch_up(self, entries: Sequence[Entry]) -> int:
+        """Bring a refitted copy (see `adopt_refit`) closer to the campaign it was copied
+        from, so that the adoption re-applies less: `entries` are that campaign's history
+        entries (`history_since`) from the first this copy has not taken on, and the copy
+        applies them as `adopt_refit` would (`reapplied`), as far as that is settled: the
+        trailing run of label batches, while it holds fewer than REAPPLY_LABELS labels, may
+        still grow, so it is left for a later call or the adoption. Returns how many of
+        `entries` it took.
+
+        Raises:
+            ValueError: the campaign has no refit applied last, or `entries` hold one.
+        """
+        if not self._history.refits or any(isinstance(e, Refit) for e in entries):
+            raise ValueError("catch_up takes a refitted copy and the entries since, no refit")
+        taken = 0
+        for end, segment, settled in reapplied(entries):
+            if not settled:
+                break
+            self._reapply(segment)
+            taken = end
+        return taken
+
+    def _reapply(self, segment: list[Judgment] | Entry) -> None:
+        """Apply again one of `reapplied`'s segments."""
+        if isinstance(segment, list):
+            self._apply_labels(segment)
+        elif isinstance(segment, Refine):
+            self.refine(segment.max_sweeps, segment.damping)
+        elif isinstance(segment, ClipsAdded):
+            self._add_recorded_clips(segment)
+        else:
+            raise ValueError(f"a {type(segment).__name__} is not applied again")
+
+    @property
+    def history_length(self) -> int:
+        """The history's entries so far (`history_since`)."""
+        return len(self._history)
+
+    def history_since(self, start: int) -> tuple[Entry, ...]:
+        """The history's entries from the `start`-th on: clip batches, label batches as they
+        were applied, refines and refits (what a refitted copy made `start` entries in
+        catches up with, `catch_up`)."""
+        return tuple(itertools.islice(self._history, start, None))
 
     def _fit_side_spread(
         self, log: Sequence[Judgment], hyper: Hyperparameters, side: SideBias
@@ -1914,6 +1963,37 @@ class Campaign:
         )
 
 
+def reapplied(entries: Sequence[Entry]) -> Iterator[tuple[int, list[Judgment] | Entry, bool]]:
+    """History entries taken since a refit's copy, in the segments a refit's adoption applies
+    them in (`Campaign.adopt_refit`, `Campaign.catch_up`): each clip batch and refine alone,
+    each run of label batches between them as one batch, closed at the end of the first label
+    batch that brings it to REAPPLY_LABELS labels. Each with the count of entries up to its end
+    and whether it is settled (a later entry could not join it: all but a trailing run of
+    labels below REAPPLY_LABELS). A segment depends only on the entries up to its end, so
+    catching up in rounds applies the same batches as adopting in one go."""
+    labels: list[Judgment] = []
+    for index, entry in enumerate(entries):
+        if isinstance(entry, tuple):
+            labels.extend(entry)
+            if len(labels) >= REAPPLY_LABELS:
+                yield index + 1, labels, True
+                labels = []
+            continue
+        if labels:
+            yield index, labels, True
+            labels = []
+        yield index + 1, entry, True
+    if labels:
+        yield len(entries), labels, False
+
+
+def _same_segment(entry: Entry, segment: list[Judgment] | Entry) -> bool:
+    """Whether a refitted copy's history entry is what applying `segment` recorded."""
+    if isinstance(segment, list):
+        return isinstance(entry, tuple) and len(entry) == len(segment)
+    return type(entry) is type(segment)
+
+
 def like_tensor(like: Tensor, values: Sequence[float]) -> Tensor:
     """`values` as a tensor of `like`'s dtype and device."""
     return like.new_tensor([float(v) for v in values])
@@ -1922,6 +2002,7 @@ def like_tensor(like: Tensor, values: Sequence[float]) -> Tensor:
 __all__ = [
     "DEFAULT_CRITERIA",
     "MAX_FEATURE_DIM",
+    "REAPPLY_LABELS",
     "Campaign",
     "CampaignConfig",
     "Judgment",

@@ -4,18 +4,26 @@ and a fit that fails leaves the service serving."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import pickle
 import threading
 import time
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
 from litestar.testing import TestClient
 
+import engine.campaign as campaign_module
 from api import refits
 from api.app import create_app
 from api.settings import Settings
+from engine import Campaign, CampaignConfig, Judgment, Outcome
+from engine.history import Refit
 from engine.state import quality_prior
 from tests.api.conftest import ADMIN, Party, make_party
 
@@ -111,11 +119,17 @@ def test_the_refit_lands_and_a_restart_serves_the_same(
         assert campaign["prior_refit"] == "split"
 
 
+@pytest.mark.parametrize("catch_up", [False, True], ids=["adopt", "catch-up"])
 def test_requests_are_answered_while_the_fit_runs(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, catch_up: bool
 ) -> None:
-    """The fit (on a thread here) is held until the test has been served meanwhile."""
+    """The fit (on a thread here) is held until the test has been served meanwhile. With a
+    catch-up, the fitted copy applies the labels answered during the fit (in runs of two or
+    more) before the engine adopts it and re-applies the rest."""
     settings = replace(settings, engine_process=False)
+    if catch_up:
+        monkeypatch.setattr(refits, "CATCH_UP_TAIL", 0)
+        monkeypatch.setattr(campaign_module, "REAPPLY_LABELS", 2)
     gate = threading.Event()
     fit = refits.fit_copy
 
@@ -145,6 +159,19 @@ def test_requests_are_answered_while_the_fit_runs(
         # the labels answered during the fit are in the posterior under the refit
         assert landed["n_judgments"] == 2 * N_CLIPS + 5
         assert sum(clip["labels"] for clip in landed["clips"]) == 2 * (2 * N_CLIPS + 5)
+        # with a catch-up, the copy applied them but an open run (below two labels: the
+        # engine's batches of them depend on timing), the adoption the rest
+        rounds, left = runtime.refits.caught_up
+        assert (rounds > 0 and left < 2) if catch_up else (rounds, left) == (0, 5)
+        # the state is the refit applied at the copy, then the labels since (replay)
+        campaign = runtime.engine.local.campaign
+        replayed = campaign.replay()
+        for ours, theirs in [(campaign.posterior, replayed.posterior)]:
+            torch.testing.assert_close(ours.mean, theirs.mean, rtol=0, atol=1e-12)
+            torch.testing.assert_close(ours.cov, theirs.cov, rtol=0, atol=1e-12)
+        entries = campaign.history_since(0)
+        refit_at = max(k for k, entry in enumerate(entries) if isinstance(entry, Refit))
+        assert sum(len(entry) for entry in entries[refit_at + 1 :]) == 5
 
 
 def test_a_failing_fit_is_skipped_and_the_service_keeps_serving(
@@ -230,3 +257,52 @@ def test_closing_the_service_does_not_wait_for_a_fit(
     gate.set()
     assert returned.wait(WAIT_S)
     assert runtime.refits.ready is None
+
+
+def _labels(rng: np.random.Generator, n_items: int, count: int) -> list[Judgment]:
+    outcomes = (Outcome.WIN, Outcome.LOSS, Outcome.TIE)
+    return [
+        Judgment.pair(
+            f"r{k % 3}", *map(int, rng.choice(n_items, 2, replace=False)), outcomes[k % 3]
+        )
+        for k in range(count)
+    ]
+
+
+def test_the_worker_process_runs_at_the_lowest_priority_and_catches_up() -> None:
+    """`ProcessFit`: the worker runs at nice 19, stays up after the fit, and its copy caught
+    up with the engine's entries since is what the same steps give in this process."""
+    rng = np.random.default_rng(5)
+    config = CampaignConfig(
+        criteria=("c0", "c1"), prior=quality_prior(2), prior_refit="split", tie_margin=0.3
+    )
+    campaign = Campaign(config, device="cpu")
+    campaign.add_clips(rng.normal(size=(N_CLIPS, 2)), count=N_CLIPS, contexts=["x"] * N_CLIPS)
+    campaign.observe(_labels(rng, N_CLIPS, 30))
+    data = pickle.dumps(campaign)
+    held_at_copy = campaign.history_length
+    for count in (150, 3):
+        campaign.observe(_labels(rng, N_CLIPS, count))
+    entries = pickle.dumps(campaign.history_since(held_at_copy))
+
+    async def in_process() -> tuple[int, int, int, bytes]:
+        fit = refits.ProcessFit()
+        try:
+            held = await fit.fit(data, 10)
+            nice = os.getpriority(os.PRIO_PROCESS, fit._process.pid)
+            return nice, held, await fit.catch_up(entries), await fit.result()
+        finally:
+            fit.cancel()
+
+    nice, held, caught_up, result = asyncio.run(in_process())
+    assert nice == 19
+    local = refits.CopyFit(data, 10)
+    assert held == held_at_copy == local.entries
+    # the run of 150 labels is settled, the 3 after it may still grow: left to the adoption
+    assert caught_up == local.catch_up(entries) == held_at_copy + 1
+    theirs = pickle.loads(result)
+    for ours, other in [(local.campaign.posterior, theirs.posterior)]:
+        torch.testing.assert_close(ours.mean, other.mean, rtol=0, atol=1e-12)
+        torch.testing.assert_close(ours.cov, other.cov, rtol=0, atol=1e-12)
+    campaign.adopt_refit(theirs)
+    assert len(campaign.log) == 183 and len(campaign.refits) == 1

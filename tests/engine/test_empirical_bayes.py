@@ -4,6 +4,7 @@ fitted scales against the scales the labels were drawn with."""
 from __future__ import annotations
 
 import copy
+import pickle
 from dataclasses import replace
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from scipy.special import log_ndtr, logsumexp
 
+import engine.campaign as campaign_module
 from engine.campaign import Campaign, CampaignConfig, Judgment
 from engine.empirical_bayes import SplitScales
 from engine.history import Refit
@@ -388,3 +390,48 @@ def test_adopting_a_refit_made_on_a_copy_replays_the_labels_since() -> None:
     other.fit_prior(max_evaluations=10)
     with pytest.raises(ValueError, match="copy"):
         campaign.adopt_refit(other)
+
+
+def test_a_copy_caught_up_in_rounds_adopts_as_in_one_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service's catch-up: the refitted copy applies, in rounds, what the campaign took
+    meanwhile, and the adoption re-applies only the rest; the state is the one-go adoption's."""
+    monkeypatch.setattr(campaign_module, "REAPPLY_LABELS", 12)
+    campaign, truth = _rater_campaign(30, 240, SEED)
+    rng = np.random.default_rng(SEED + 3)
+    refitted = copy.deepcopy(campaign)
+    cursor = refitted.history_length
+    refitted.fit_prior(max_evaluations=40)
+    at_fit = copy.deepcopy(refitted)
+    rounds = []
+    for batches in ([5, 5, 5, 4], [3, "clips", 7, 9, 3], [5, 5, 2]):
+        for batch in batches:
+            if batch == "clips":
+                campaign.add_clips(np.ones((2, 3)), count=2, contexts=["x", "y"])
+                truth = np.concatenate([truth, [0.5, -0.5]])
+            else:
+                _observe_raters(campaign, truth, int(batch), rng)
+        # the entries travel pickled, as between the service's engine and its worker
+        since = pickle.loads(pickle.dumps(campaign.history_since(cursor)))
+        taken = refitted.catch_up(since)
+        rounds.append((len(since), taken))
+        cursor += taken
+    # each round took its settled runs and left an open one (below 12 labels) for later
+    assert rounds == [(4, 3), (6, 5), (4, 3)]
+    assert len(campaign.history_since(cursor)) == 1
+    with pytest.raises(ValueError, match="refit"):
+        copy.deepcopy(refitted).catch_up([*since, at_fit.refits[-1][1]])
+    in_rounds, in_one_go = copy.deepcopy(campaign), copy.deepcopy(campaign)
+    in_rounds.adopt_refit(refitted)
+    in_one_go.adopt_refit(at_fit)
+    _assert_same_state(in_rounds, in_one_go, atol=1e-12)
+    assert torch.equal(in_rounds.posterior.mean, in_one_go.posterior.mean)
+    assert [type(e) for e in in_rounds._history] == [type(e) for e in in_one_go._history]
+    assert [len(e) for e in in_rounds._history if isinstance(e, tuple)] == [
+        len(e) for e in in_one_go._history if isinstance(e, tuple)
+    ]
+    # a copy that took more than the campaign did is refused
+    ahead = copy.deepcopy(at_fit)
+    since = campaign.history_since(ahead.history_length - 1)
+    ahead.catch_up(since + since)
+    with pytest.raises(ValueError, match="copy"):
+        copy.deepcopy(campaign).adopt_refit(ahead)
