@@ -394,7 +394,9 @@ class PriorRefits:
         else:
             rt.metrics.prior_refits.labels("adopted").inc()
             rt.pump.refitted()
-            await rt.snapshots.take()
+            # as soon as the snapshot before it is stored: two stores at once would each
+            # delete the other's parts as stale
+            rt.snapshots.request()
         finally:
             self.labels = labels
             self.in_flight = False

@@ -183,6 +183,10 @@ class Snapshots:
         (or given up)."""
         return self._due and (self._storing is None or self._storing.done())
 
+    def request(self) -> None:
+        """Take a snapshot at the pump's next chance, once the one before is stored."""
+        self._due = True
+
     def applied(self, n_applied: int) -> None:
         """Labels were applied, `n_applied` in all: a snapshot is due once that crossed a
         multiple of `snapshot_every`."""
@@ -196,6 +200,10 @@ class Snapshots:
         those batches' marks (the writer commits in order, and the snapshot is handed to it
         later still)."""
         rt = self._rt
+        if self._storing is not None and not self._storing.done():
+            # one store at a time: each deletes the parts no snapshot row names, which would
+            # include those of another store still on its way
+            await asyncio.shield(self._storing)
         self._due = False
         labels, label_batch = rt.pump.n_applied, rt.pump.last_batch
         clip_batch = rt.next_clip_batch - 1

@@ -113,9 +113,10 @@ class CampaignCreate(_Input):
     feature_dim: Annotated[int, Meta(ge=0, le=MAX_FEATURE_DIM)] = 0
     # how the prior is refitted by empirical Bayes at 2n, 4n, 8n, ... labels (n clips), in the
     # background (api/refits.py): "split" learns the criteria's share of the prior's quality
-    # variance (docs/MATH.md §1), "scales" each scale, "off" keeps the stated prior. Fixed at
-    # creation
-    prior_refit: Literal["split", "scales", "off"] = "split"
+    # variance (docs/MATH.md §1), "scales" each scale, "off" (the default: a fit takes minutes
+    # of a core in the background and its adoption stalls the engine for about a second)
+    # keeps the stated prior. Fixed at creation
+    prior_refit: Literal["split", "scales", "off"] = "off"
 
 
 class GoldPairIn(_Input):

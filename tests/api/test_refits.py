@@ -95,7 +95,7 @@ def test_the_refit_lands_and_a_restart_serves_the_same(
 ) -> None:
     settings = replace(settings, engine_process=engine_process)
     with TestClient(app=create_app(settings)) as client:
-        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1)
+        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1, prior_refit="split")
         start = _board(client, party.id)
         assert start["prior"]["refits"] == 0
         assert _scales(start) == pytest.approx(_stated_prior(), rel=1e-12)
@@ -139,7 +139,7 @@ def test_requests_are_answered_while_the_fit_runs(
 
     monkeypatch.setattr(refits, "fit_copy", held_fit)
     with TestClient(app=create_app(settings)) as client:
-        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1)
+        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1, prior_refit="split")
         for step in range(2 * N_CLIPS):
             _answer(client, party, step)
         runtime = client.app.state.service.loaded_runtime(party.id)
@@ -188,7 +188,7 @@ def test_a_failing_fit_is_skipped_and_the_service_keeps_serving(
         caplog.at_level(logging.WARNING, logger="ratingparty.api"),
         TestClient(app=create_app(settings)) as client,
     ):
-        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1)
+        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1, prior_refit="split")
         runtime = client.app.state.service.loaded_runtime(party.id)
         for step in range(2 * N_CLIPS):
             _answer(client, party, step)
@@ -242,7 +242,7 @@ def test_closing_the_service_does_not_wait_for_a_fit(
     monkeypatch.setattr(refits, "fit_copy", held_fit)
     client = TestClient(app=create_app(settings))
     with client:
-        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1)
+        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1, prior_refit="split")
         for step in range(2 * N_CLIPS):
             _answer(client, party, step)
         runtime = client.app.state.service.loaded_runtime(party.id)
