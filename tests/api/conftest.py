@@ -231,3 +231,20 @@ def inspect(client: TestClient, runtime: Any, name: str) -> Any:
 def pending_tasks(client: TestClient, runtime: Any) -> tuple[Any, ...]:
     """The engine's pending tasks of a runtime."""
     return inspect(client, runtime, "pending")
+
+
+def assert_close_structures(a: object, b: object, atol: float = 1e-9, path: str = "") -> None:
+    """Equal JSON-like structures (dicts, lists, scalars), floats within `atol`; `path` names
+    the first place that differs."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for key in a:
+            assert_close_structures(a[key], b[key], atol, f"{path}.{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_close_structures(x, y, atol, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, abs=atol), path
+    else:
+        assert a == b, path

@@ -17,9 +17,8 @@ from api.app import create_app
 from api.settings import Settings
 from engine.campaign import MAX_FEATURE_DIM as ENGINE_MAX_FEATURE_DIM
 from engine.state import quality_prior
-from tests.api.conftest import ADMIN, answer
+from tests.api.conftest import ADMIN, answer, assert_close_structures
 from tests.api.conftest import Party as _Party
-from tests.api.test_restart import _close
 from tests.api.test_snapshots import _metric
 
 CRITERIA = ["a", "b"]
@@ -258,5 +257,5 @@ def test_a_snapshot_of_a_gated_campaign_loads_to_the_state_of_a_full_replay(
             time.sleep(0.05)
     with TestClient(app=create_app(settings)) as client:
         # the tail after the snapshot is applied in its own batches: equal to rounding
-        _close(_board(client, cid), before)
+        assert_close_structures(_board(client, cid), before)
         assert _metric(client, "ratingparty_snapshots_total", event="loaded") == 1

@@ -13,8 +13,8 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from tests.api.conftest import ADMIN, Party, inspect, make_party
-from tests.api.test_restart import _close, _reads
+from tests.api.conftest import ADMIN, Party, assert_close_structures, inspect, make_party
+from tests.api.test_restart import _reads
 from tests.api.test_snapshots import _metric, _sql
 
 # clips e0..e11 in groups g0 (even) and g1 (odd)
@@ -239,8 +239,8 @@ def test_a_snapshot_with_gold_answers_restarts_to_the_full_replay(settings: Sett
         full = _reads(client, party.id)
         runtime = client.app.state.service.loaded_runtime(party.id)
         assert sum(j.gold is not None for j in inspect(client, runtime, "log")) == n_gold
-    _close(from_snapshot, full)
-    _close(before, full)
+    assert_close_structures(from_snapshot, full)
+    assert_close_structures(before, full)
 
 
 def test_the_gold_rate_changes_by_patch(settings: Settings) -> None:

@@ -25,9 +25,8 @@ from api.settings import Settings
 from engine import Campaign, CampaignConfig, Judgment, Outcome
 from engine.history import Refit
 from engine.state import quality_prior
-from tests.api.conftest import ADMIN, Party, make_party
+from tests.api.conftest import ADMIN, Party, assert_close_structures, make_party
 
-ATOL = 1e-9
 N_CLIPS = 6  # the schedule's first points: 12 and 24 labels
 WAIT_S = 60.0
 
@@ -61,22 +60,6 @@ def _wait_for_refits(client: TestClient, cid: int, count: int) -> dict[str, Any]
         if time.monotonic() > deadline:
             pytest.fail(f"no refit landed in {WAIT_S} s: {board['prior']}")
         time.sleep(0.05)
-
-
-def _close(a: object, b: object, path: str = "") -> None:
-    """Equal structures, floats within ATOL."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), path
-        for key in a:
-            _close(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _close(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float):
-        assert a == pytest.approx(b, abs=ATOL), path
-    else:
-        assert a == b, path
 
 
 def _stated_prior() -> tuple[float, float, float]:
@@ -113,8 +96,10 @@ def test_the_refit_lands_and_a_restart_serves_the_same(
 
     with TestClient(app=create_app(settings)) as client:
         after = _board(client, party.id)
-        _close(before, after)
-        _close(weights, client.get(f"/v1/campaigns/{party.id}/weights", headers=ADMIN).json())
+        assert_close_structures(before, after)
+        assert_close_structures(
+            weights, client.get(f"/v1/campaigns/{party.id}/weights", headers=ADMIN).json()
+        )
         campaign = client.get(f"/v1/campaigns/{party.id}", headers=ADMIN).json()
         assert campaign["prior_refit"] == "split"
 

@@ -9,9 +9,14 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from tests.api.conftest import ADMIN, clip_batch, inspect, make_party, pending_tasks
-
-ATOL = 1e-9
+from tests.api.conftest import (
+    ADMIN,
+    assert_close_structures,
+    clip_batch,
+    inspect,
+    make_party,
+    pending_tasks,
+)
 
 
 def _reads(client: TestClient, cid: int) -> tuple[dict, dict, dict]:
@@ -19,22 +24,6 @@ def _reads(client: TestClient, cid: int) -> tuple[dict, dict, dict]:
     weights = client.get(f"/v1/campaigns/{cid}/weights", headers=ADMIN).json()
     raters = client.get(f"/v1/campaigns/{cid}/raters", headers=ADMIN).json()
     return board, weights, raters
-
-
-def _close(a: object, b: object, path: str = "") -> None:
-    """Equal structures, floats within ATOL."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), path
-        for key in a:
-            _close(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _close(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float):
-        assert a == pytest.approx(b, abs=ATOL), path
-    else:
-        assert a == b, path
 
 
 @pytest.mark.slow
@@ -75,7 +64,7 @@ def test_restart_gives_the_same_state(settings: Settings, engine_process: bool) 
 
     with TestClient(app=create_app(settings)) as client:
         after = _reads(client, party.id)
-        _close(before, after)
+        assert_close_structures(before, after)
         runtime = client.app.state.service.loaded_runtime(party.id)
         assert (
             inspect(client, runtime, "log") == old_log

@@ -17,8 +17,8 @@ from api import restore
 from api.app import create_app
 from api.db import make_engine
 from api.settings import Settings
-from tests.api.conftest import ADMIN, clip_batch, make_party
-from tests.api.test_restart import _close, _reads
+from tests.api.conftest import ADMIN, assert_close_structures, clip_batch, make_party
+from tests.api.test_restart import _reads
 
 SNAPSHOT_EVERY = 5
 PART_BYTES = 4096  # small parts: a test campaign's snapshot takes many
@@ -99,8 +99,8 @@ def test_a_restart_replays_only_the_tail_to_the_state_of_a_full_replay(settings:
     with TestClient(app=create_app(replace(settings, snapshot_every=0))) as client:
         full = _reads(client, cid)
         assert _metric(client, "ratingparty_replayed_labels_total", start="log") == n_labels
-    _close(from_snapshot, full)
-    _close(before, full)
+    assert_close_structures(from_snapshot, full)
+    assert_close_structures(before, full)
 
 
 @pytest.mark.slow
@@ -131,7 +131,7 @@ def test_a_snapshot_is_stored_in_parts_and_only_the_latest_ones_are_kept(
     with TestClient(app=create_app(settings)) as client:
         from_snapshot = _reads(client, cid)
         assert _metric(client, "ratingparty_snapshots_total", event="loaded") == 1
-    _close(before, from_snapshot)
+    assert_close_structures(before, from_snapshot)
 
 
 @pytest.mark.slow
@@ -155,7 +155,7 @@ def test_a_snapshot_of_another_format_or_that_does_not_load_is_refused(
             _metric(client, "ratingparty_replayed_labels_total", start="log")
             == (before[0]["n_judgments"])
         )
-    _close(before, after)
+    assert_close_structures(before, after)
     assert not _sql(settings, "SELECT 1 FROM campaign WHERE name = 'hacked'")
 
 
