@@ -67,6 +67,20 @@ def _stated_prior() -> tuple[float, float, float]:
     return prior.weight_scale, prior.context_scale, prior.residual_scale
 
 
+def _fit_started(client: TestClient) -> tuple[Party, Any]:
+    """A refitting campaign given 2n labels, and its runtime once its fit is in flight."""
+    party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1, prior_refit="split")
+    for step in range(2 * N_CLIPS):
+        _answer(client, party, step)
+    runtime = client.app.state.service.loaded_runtime(party.id)
+    deadline = time.monotonic() + WAIT_S
+    while not runtime.refits.in_flight:
+        assert time.monotonic() < deadline, "no fit started"
+        _board(client, party.id)  # applies the labels waiting
+        time.sleep(0.01)
+    return party, runtime
+
+
 def _scales(board: dict[str, Any]) -> tuple[float, float, float]:
     prior = board["prior"]
     return prior["weight_scale"], prior["context_scale"], prior["residual_scale"]
@@ -124,15 +138,7 @@ def test_requests_are_answered_while_the_fit_runs(
 
     monkeypatch.setattr(refits, "fit_copy", held_fit)
     with TestClient(app=create_app(settings)) as client:
-        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1, prior_refit="split")
-        for step in range(2 * N_CLIPS):
-            _answer(client, party, step)
-        runtime = client.app.state.service.loaded_runtime(party.id)
-        deadline = time.monotonic() + WAIT_S
-        while not runtime.refits.in_flight:
-            assert time.monotonic() < deadline, "no fit started"
-            _board(client, party.id)  # applies the labels waiting
-            time.sleep(0.01)
+        party, runtime = _fit_started(client)
         for step in range(2 * N_CLIPS, 2 * N_CLIPS + 5):
             _answer(client, party, step)
         during = _board(client, party.id)
@@ -227,15 +233,7 @@ def test_closing_the_service_does_not_wait_for_a_fit(
     monkeypatch.setattr(refits, "fit_copy", held_fit)
     client = TestClient(app=create_app(settings))
     with client:
-        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1, prior_refit="split")
-        for step in range(2 * N_CLIPS):
-            _answer(client, party, step)
-        runtime = client.app.state.service.loaded_runtime(party.id)
-        deadline = time.monotonic() + WAIT_S
-        while not runtime.refits.in_flight:
-            assert time.monotonic() < deadline, "no fit started"
-            _board(client, party.id)
-            time.sleep(0.01)
+        _, runtime = _fit_started(client)
         stopping = time.monotonic()
     assert time.monotonic() - stopping < WAIT_S / 2
     assert not returned.is_set()  # the fit was still held when the app had stopped
