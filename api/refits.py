@@ -27,15 +27,16 @@ campaign's engine answers its calls one at a time. So:
    next point of the schedule tries again); closing the campaign cancels the fit (its
    process is killed; a thread's result is dropped).
 
-Durability: right after adopting a refit the pump saves a snapshot of the engine state (the
-refit is an entry of the engine's history inside it), so a restart that loads it serves the
-same posterior and replays only the labels after it. A refit is not a row of its own: the
-values it found are a deterministic function of the log up to the copy, the snapshot already
-carries them with the posterior built under them, and a second record would need a table, a
-migration and a step kind in the replay, to cover only a restart without a usable snapshot
-(snapshots off, or one written by another version). That restart replays the log under the
-campaign's stated prior, its engine history holds no refit, so the first label batch after
-the load starts the refit the schedule asks for, from the whole log, in the background again.
+Durability: adopting a refit requests a snapshot of the engine state, taken as soon as the one
+before it is stored (the refit is an entry of the engine's history inside it), so a restart
+that loads it serves the same posterior and replays only the labels after it. A refit is not a
+row of its own: the values it found are a deterministic function of the log up to the copy, the
+snapshot already carries them with the posterior built under them, and a second record would
+need a table, a migration and a step kind in the replay, to cover only a restart without a
+usable snapshot (snapshots off, or one written by another version). That restart replays the
+log under the campaign's stated prior, its engine history holds no refit, so the first label
+batch after the load starts the refit the schedule asks for, from the whole log, in the
+background again.
 """
 
 from __future__ import annotations
@@ -56,13 +57,14 @@ import torch
 from api.engine_host import process_context
 from api.errors import Unavailable
 from engine import Campaign, refit_schedule
+from engine.empirical_bayes import SCALE_REFITS
 
 if TYPE_CHECKING:
     from api.campaigns import CampaignRuntime
 
 log = logging.getLogger("ratingparty.api")
 
-PRIOR_REFITS = ("split", "scales", "off")  # a campaign's `prior_refit` setting
+PRIOR_REFITS = (*SCALE_REFITS, "off")  # a campaign's `prior_refit` setting
 MAX_EVALUATIONS = 200  # evidence evaluations per fit, as `Campaign.fit_prior`'s default
 # the copy catches up with the engine until at most this many labels are left to its adoption
 CATCH_UP_TAIL = 256
@@ -373,8 +375,8 @@ class PriorRefits:
                 future.set_result(reply)
 
     async def finish(self) -> None:
-        """Have the engine adopt the refitted copy (a pump step), then save a snapshot: what
-        makes the refit survive a restart."""
+        """Have the engine adopt the refitted copy (a pump step), then request a snapshot:
+        what makes the refit survive a restart."""
         rt = self._rt
         assert self.ready is not None
         data, labels = self.ready
@@ -394,8 +396,6 @@ class PriorRefits:
         else:
             rt.metrics.prior_refits.labels("adopted").inc()
             rt.pump.refitted()
-            # as soon as the snapshot before it is stored: two stores at once would each
-            # delete the other's parts as stale
             rt.snapshots.request()
         finally:
             self.labels = labels

@@ -195,15 +195,13 @@ class Snapshots:
             self._due = True
 
     async def take(self) -> None:
-        """Save the engine state as it is between two pump steps: after the pump's latest label
+        """Save the engine state, while `due` (one store at a time: each deletes the parts no
+        snapshot row names, which would include those of another store on its way), as it is
+        between two pump steps: after the pump's latest label
         batch and clip batch `next_clip_batch - 1`, every call before applied. Written after
         those batches' marks (the writer commits in order, and the snapshot is handed to it
         later still)."""
         rt = self._rt
-        if self._storing is not None and not self._storing.done():
-            # one store at a time: each deletes the parts no snapshot row names, which would
-            # include those of another store still on its way
-            await asyncio.shield(self._storing)
         self._due = False
         labels, label_batch = rt.pump.n_applied, rt.pump.last_batch
         clip_batch = rt.next_clip_batch - 1

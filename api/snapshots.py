@@ -76,7 +76,7 @@ def write(campaign: Campaign, path: str) -> None:
     renamed, so whoever waits for `path` finds it whole."""
     part = f"{path}.part"
     with open(part, "wb") as file:
-        file.write(dump(campaign))
+        torch.save(campaign, file)
     os.replace(part, path)
 
 

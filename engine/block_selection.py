@@ -296,7 +296,7 @@ class GroupScreen:
         chunks = posterior.group_chunks()
         best = [self._best(posterior, groups, maps) for groups in chunks]
         self.best = torch.cat(best) if best else posterior.offset.new_zeros(0)
-        if previous is not None and previous.shape == (posterior.n_groups, size):
+        if previous is not None and previous.fits(posterior):
             self.radius2 = previous.radius2.clone()
             if previous.dirty:
                 stale = torch.tensor(
