@@ -1816,6 +1816,12 @@ class Campaign:
             self._tasks.hold(task)
         return task
 
+    def answered_questions(self) -> dict[Hashable | None, tuple[Question, ...]]:
+        """Per rater, the questions they answered among the labels applied: what `next_tasks`
+        and `next_gold` never ask them again (pairs, ratings and K-sets; criteria per
+        criterion)."""
+        return self._tasks.answered_questions()
+
     def hold(self, task: Task) -> None:
         """Mark a task as pending (handed out, awaiting its answer)."""
         self._tasks.hold(task)

@@ -56,6 +56,11 @@ class Question(Protocol):
         """What "asked before" means: equal keys are the same question to a rater."""
         ...
 
+    @classmethod
+    def from_key(cls, key: tuple) -> Question:
+        """A question whose `key` is `key` (a pair's clips come in key order)."""
+        ...
+
     def interval(
         self, answer: Answer, tie_margin: float, thresholds: Sequence[float] | None
     ) -> tuple[float, float]:
@@ -94,6 +99,10 @@ class Pair:
     @property
     def key(self) -> tuple[str, int, int]:
         return (self.kind, min(self.first, self.second), max(self.first, self.second))
+
+    @classmethod
+    def from_key(cls, key: tuple) -> Pair:
+        return cls(key[1], key[2])
 
     def interval(
         self, answer: Answer, tie_margin: float, thresholds: Sequence[float] | None
@@ -134,6 +143,10 @@ class Level:
     @property
     def key(self) -> tuple[str, int]:
         return (self.kind, self.item)
+
+    @classmethod
+    def from_key(cls, key: tuple) -> Level:
+        return cls(key[1])
 
     def interval(
         self, answer: Answer, tie_margin: float, thresholds: Sequence[float] | None
@@ -184,6 +197,10 @@ class Criterion:
             min(self.first, self.second),
             max(self.first, self.second),
         )
+
+    @classmethod
+    def from_key(cls, key: tuple) -> Criterion:
+        return cls(key[2], key[3], key[1])
 
     def interval(
         self, answer: Answer, tie_margin: float, thresholds: Sequence[float] | None
@@ -236,6 +253,10 @@ class KSet:
     @property
     def key(self) -> tuple[str, ...]:
         return (self.kind, self.mode, *sorted(self.items))
+
+    @classmethod
+    def from_key(cls, key: tuple) -> KSet:
+        return cls(key[2:], key[1])
 
     def comparisons(self, answer: Answer) -> tuple[tuple[int, int], ...]:
         """The (winner, loser) comparisons an answer is broken into, in the order applied (the
@@ -390,6 +411,12 @@ QUESTION_KINDS: dict[str, type[Pair] | type[Level] | type[KSet] | type[Criterion
 }
 
 
+def question_of_key(key: tuple) -> Question:
+    """A question whose `Question.key` is `key`: the inverse of the key, for records that keep
+    keys only (engine.tasks)."""
+    return QUESTION_KINDS[key[0]].from_key(key)
+
+
 def question_of(first: int, second: int) -> Pair | Level:
     """The question whose direction is (first, second): the inverse of `Question.direction`,
     for code that holds directions in tensors."""
@@ -416,4 +443,5 @@ __all__ = [
     "answer_specs",
     "kset_answers",
     "question_of",
+    "question_of_key",
 ]

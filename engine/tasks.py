@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from engine.likelihoods import Outcome
-from engine.questions import Level, Pair, Question
+from engine.questions import Level, Pair, Question, question_of_key
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,13 @@ class TaskBook:
     def asked(self, rater: Hashable | None) -> frozenset[tuple]:
         """The `Question.key`s of what `rater` answered."""
         return frozenset(self._asked.get(rater, ()))
+
+    def answered_questions(self) -> dict[Hashable | None, tuple[Question, ...]]:
+        """Per rater, the questions they answered (in key order)."""
+        return {
+            rater: tuple(question_of_key(key) for key in sorted(keys))
+            for rater, keys in self._asked.items()
+        }
 
     def answer_count(self, rater: Hashable | None) -> int:
         """How many different questions `rater` answered."""

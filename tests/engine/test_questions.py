@@ -19,7 +19,9 @@ from engine.questions import (
     KSet,
     Level,
     Pair,
+    Question,
     question_of,
+    question_of_key,
 )
 from engine.update import level_events, pair_events
 
@@ -131,3 +133,38 @@ def test_a_campaign_takes_questions_and_hands_them_out() -> None:
     with pytest.raises(TypeError, match="not a question"):
         campaign.observe([Judgment("r", (0, 1), Outcome.WIN)])  # type: ignore[arg-type]
     assert len(campaign.log) == 3
+
+
+@pytest.mark.parametrize(
+    "question",
+    [Pair(3, 1), Level(2), Criterion(0, 4, "safety"), KSet((2, 5, 7), "best_worst")],
+    ids=lambda q: q.kind,
+)
+def test_a_question_comes_back_from_its_key(question: Question) -> None:
+    """`question_of_key` inverts `Question.key`: same kind, same key (a pair in key order)."""
+    again = question_of_key(question.key)
+    assert type(again) is type(question)
+    assert again.key == question.key
+    # clips come back in key order: a pair asked as (3, 1) is (1, 3)
+    assert again == (Pair(1, 3) if isinstance(question, Pair) else question)
+
+
+def test_the_campaign_reports_what_each_rater_answered_once_applied() -> None:
+    """`answered_questions` is the task book's record of the labels applied, per rater: the
+    questions `next_pairs` leaves out for them."""
+    config = CampaignConfig(criteria=(), emoji_thresholds=THRESHOLDS, tie_margin=0.2)
+    campaign = Campaign(config, device="cpu")
+    campaign.add_clips(count=3)
+    assert campaign.answered_questions() == {}
+    campaign.observe(
+        [
+            Judgment("r", Pair(1, 0), Outcome.TIE),
+            Judgment("s", Pair(2, 0), Outcome.WIN),
+            Judgment("r", Level(2), 3),
+            Judgment("r", Pair(0, 1), Outcome.WIN),  # the same question again: one record
+        ]
+    )
+    answered = campaign.answered_questions()
+    assert answered == {"r": (Level(2), Pair(0, 1)), "s": (Pair(0, 2),)}
+    (task,) = campaign.next_pairs("r")
+    assert task.question.key not in {q.key for q in answered["r"]}
