@@ -4,6 +4,8 @@ each own one fact of the campaign's live state.
 - the engine host and the calls sent to it: `EngineCalls` (api/engine_calls.py);
 - the pump, the one coroutine that calls the engine, and the labels on their way to it (their
   commit order, batches, the posterior's version, cached reads): `Pump` (api/pump.py);
+- what each rater answered: the engine's record of the labels it applied (a copy the loop
+  reads) and the labels committed and not applied yet: `Answered` (api/answered.py);
 - the tasks chosen ahead, the raters' reserves, what the latest choices found: `TaskQueue`
   (api/task_queue.py);
 - the assignments, their leases and the tasks claimed for raters: `Assignments`
@@ -14,13 +16,14 @@ each own one fact of the campaign's live state.
 
 The runtime itself keeps the rest: the clips and the campaign's clip policy (safety threshold,
 reports, retirement, skips that withdraw a task for everyone), the raters and what each
-answered, and the requests that span the parts (assign, judge, import, the operator's
-controls).
+skipped and reported, and the requests that span the parts (assign, judge, import, the
+operator's controls).
 
 Threads and order. The engine `Campaign` lives in the runtime's engine host (a process of its
 own by default, or a thread: api/engine_host.py) and is called only by the pump, in the
-priority its module describes. Everything else (the queue, leases, who answered what) lives on
-the event loop, so hand-outs and idempotency checks never wait for the engine.
+priority its module describes. Everything else (the queue, leases, who holds or skipped what,
+the copy of who answered what) lives on the event loop, so hand-outs and idempotency checks
+never wait for the engine.
 
 A request takes its rater's reserve first, then the first queued task they may answer: not a
 pair they judged (every committed label, applied to the posterior yet or not) or skipped, not a
@@ -58,6 +61,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine
 
 from api import replay, restore, store
+from api.answered import Answered
 from api.assignments import Answer, Assignments, AssignmentState
 from api.auth import hash_token, new_token
 from api.bulk import ClipColumns
@@ -248,12 +252,10 @@ class RaterState:
 
     id: int
     name: str | None
-    # (low, high) positions; a K-set they answered as its positions, sorted (`question_key`)
-    judged: set[tuple[int, ...]] = field(default_factory=set)
-    rated: set[int] = field(default_factory=set)
     # clips they reported unsafe or broken (since the operator last restored each): never
     # shown to them again (an index of `ClipState.reports`)
     reported: set[int] = field(default_factory=set)
+    # task keys (`question_key`) they skipped; what they answered is `Answered`'s
     skipped: set[tuple[int, ...]] = field(default_factory=set)
     open: set[int] = field(default_factory=set)  # open assignment ids
     # tasks held open or being handed out, by `task_key`: never given to this rater again
@@ -378,9 +380,10 @@ class CampaignRuntime:
         self.n_labels = 0
         self._in_flight: set[asyncio.Future[Any]] = set()  # database writes under way
         # the collaborators, each the one owner of its fact
+        self.answered = Answered()
         self.pump = Pump(self)
         self.assignments = Assignments(self.raters, self.pump)
-        self.queue = TaskQueue(settings, self.raters, self.assignments, self.pump)
+        self.queue = TaskQueue(settings, self.raters, self.answered, self.assignments, self.pump)
         self.snapshots = Snapshots(self)
         self.refits = PriorRefits(self, stored_prior_refit(record.engine_config))
 
@@ -540,10 +543,9 @@ class CampaignRuntime:
     async def _gold_task(self, rater: RaterState) -> Task | None:
         """Pump call: a gold task for this rater's next task when the engine draws one
         (engine.gold), claimed; None otherwise. Barred as `_rater_task` bars: pairs they
-        judged (applied or not), skipped or hold."""
-        waiting = self.pump.waiting_keys(rater.id)
-        barred = rater.judged | rater.skipped | set(rater.holding) | set(waiting)
-        pairs = pair_keys(barred)
+        answered (the engine bars those it applied), skipped or hold."""
+        waiting = self.answered.waiting(rater.id)
+        pairs = pair_keys(rater.skipped | set(rater.holding) | set(waiting))
         index = rater.labels + rater.skips + len(rater.open)
         task = await self.engine_calls.run("gold", rater.id, index, pairs)
         if task is not None:
@@ -553,12 +555,12 @@ class CampaignRuntime:
     async def _rater_task(self, rater: RaterState) -> Task | None:
         """Pump call: the engine's best task for this rater, claimed; None when none is left.
 
-        Never a task `TaskQueue.barred` for them. The engine's own judged and rated sets cover only
-        applied labels, so the rater's labels still waiting for the engine are barred
-        explicitly, with their skipped pairs and held tasks (applying the waiting labels first
-        put a whole update in front of the request's choice). A pair pending for someone else
-        may come back when every pair left to this rater is pending (the engine's rule), never
-        "nothing left" while such a pair remains.
+        Never a task `TaskQueue.barred` for them. The engine's own record of what they
+        answered covers only applied labels, so the rater's labels still waiting for the
+        engine are barred explicitly, with their skipped pairs and held tasks (applying the
+        waiting labels first put a whole update in front of the request's choice). A pair
+        pending for someone else may come back when every pair left to this rater is pending
+        (the engine's rule), never "nothing left" while such a pair remains.
 
         The engine chooses `RATER_BATCH` tasks at once; the rest are the rater's reserve,
         handed to them before the queue (and released once they stop asking). A rater gets
@@ -570,12 +572,12 @@ class CampaignRuntime:
         their next request.
         """
         while True:
-            waiting = self.pump.waiting_keys(rater.id)
+            waiting = self.answered.waiting(rater.id)
             held = {*rater.holding, *waiting}
             pairs = pair_keys(rater.skipped | held)
             clips = sorted(k[0] for k in held if len(k) == 2 and k[1] == NO_SECOND)
             # K-sets they hold, answered (not applied yet: the engine knows the rest) or skipped
-            ksets = kset_keys(rater.skipped | rater.judged | held)
+            ksets = kset_keys(rater.skipped | held)
             tasks = self.drop_for_nobody(
                 await self.engine_calls.run(
                     "choose", rater.id, RATER_BATCH, pairs, clips, sorted(rater.reported), ksets
@@ -935,18 +937,13 @@ class CampaignRuntime:
         rater.labels += 1
         self.n_labels += 1
         if state.is_kset:
-            rater.judged.add(question_key(state.question))
             for clip in state.shown:
                 self.clips[clip].labels += 1
             return False
         if state.gold is None:  # a gold answer is no label on its clips
             self.clips[state.first].labels += 1
-        if state.is_pair:
-            rater.judged.add(state.pair)
-            if state.gold is None:
-                self.clips[state.second].labels += 1
-        else:
-            rater.rated.add(state.first)
+        if state.is_pair and state.gold is None:
+            self.clips[state.second].labels += 1
         return False
 
     # skips that withdraw a task for everyone --------------------------------------------------

@@ -33,7 +33,7 @@ import signal
 import socket
 import struct
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from api import snapshots
+from api.task_keys import question_key
 from engine import Campaign, CampaignConfig, Judgment, NoEligibleTaskError, Task
 from engine.stopping import Targets
 from engine.summaries import credible_halfwidth
@@ -280,6 +281,14 @@ class CampaignEngine:
             groups=batch.groups,
             features=features,
         )
+
+    def answered(self) -> dict[Hashable, list[tuple[int, ...]]]:
+        """Per rater, the task keys (api/task_keys.py) of what they answered among the labels
+        applied: the engine's record, which the runtime's copy starts from after a load."""
+        return {
+            rater: [question_key(question) for question in questions]
+            for rater, questions in self.campaign.answered_questions().items()
+        }
 
     def hold(self, tasks: Sequence[Task]) -> None:
         """Hold tasks handed out before a restart (pending again)."""

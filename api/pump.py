@@ -115,14 +115,8 @@ class Pump:
         if labels and not self._unapplied:
             self._unapplied_since = time.monotonic()
         self._unapplied.extend(labels)
-
-    def waiting_keys(self, rater_id: int) -> list[tuple[int, ...]]:
-        """The task keys of `rater_id`'s committed labels the engine has not applied yet."""
-        return [
-            question_key(label.judgment.question)
-            for label in self._unapplied
-            if label.judgment.rater == rater_id
-        ]
+        for label in labels:
+            self._rt.answered.committed(label.judgment.rater, question_key(label.judgment.question))
 
     def refitted(self) -> None:
         """The engine adopted a prior refit: its posterior changed without a label batch, so
@@ -344,6 +338,11 @@ class Pump:
                 self._progress_gap = spent / PROGRESS_SHARE if spent > PROGRESS_DEAR_S else 0.0
             self.applied_seq = batch[-1].seq
             self.n_applied += len(batch)
+            # answered until now as waiting (also while the batch was on its way): a batch
+            # that failed stays so, as the engine does not know it
+            rt.answered.applied(
+                (label.judgment.rater, question_key(label.judgment.question)) for label in batch
+            )
             rt.queue.spent = False
             self.version += 1
             if stored_targets(rt.record.engine_config).any:

@@ -3,8 +3,9 @@
 `load` takes the latest snapshot when it fits (api/snapshots.py) and replays the clips and labels
 after it in exactly their interleaved, batched order (api/replay.py), so the posterior after a
 restart equals the one before (float64, CPU); `restore` rebuilds the loop-side state from the
-log (clips, raters, reports, answers, gold pairs), and open assignments whose lease has not
-expired are held again. Every `snapshot_every` applied labels the pump saves a new snapshot
+log (clips, raters, reports, skips, answer counts, gold pairs), and open assignments whose
+lease has not expired are held again; what each rater answered is the loaded engine's record
+(`Answered.load`). Every `snapshot_every` applied labels the pump saves a new snapshot
 (`Snapshots`).
 """
 
@@ -59,6 +60,8 @@ async def load(runtime: CampaignRuntime) -> None:
             after,
         )
         await rt.engine.call("replay", steps)
+        # every committed label is applied now: what each rater answered is the engine's
+        rt.answered.load(await rt.engine.call("answered"))
         held = restore(rt, logged)
         await rt.engine.call("add_gold", [(*key, a.value) for key, a in rt.gold.items()])
         await rt.engine.call("hold", held)

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 
 from api.task_keys import pair_keys, question_key
 from engine import Task
-from engine.questions import Level, Question
+from engine.questions import Question
 
 if TYPE_CHECKING:
+    from api.answered import Answered
     from api.assignments import Assignments, Releaser
     from api.campaigns import RaterState
     from api.settings import Settings
@@ -53,6 +54,7 @@ class TaskQueue:
     Args:
         settings: the queue's sizes.
         raters: the campaign's raters by id (shared with the runtime, which adds to it).
+        answered: what each rater answered, applied to the posterior or not.
         assignments: who holds which task (claims are made there).
         pump: where tasks leaving the queue unanswered are given back.
     """
@@ -61,11 +63,13 @@ class TaskQueue:
         self,
         settings: Settings,
         raters: dict[int, RaterState],
+        answered: Answered,
         assignments: Assignments,
         pump: Releaser,
     ) -> None:
         self._settings = settings
         self._raters = raters
+        self._answered = answered
         self._assignments = assignments
         self._pump = pump
         self._queue: deque[Queued] = deque()
@@ -172,17 +176,14 @@ class TaskQueue:
         """Keep tasks the engine chose for `rater` alone as theirs to take."""
         self._reserves.setdefault(rater.id, deque()).extend(tasks)
 
-    @staticmethod
-    def barred(rater: RaterState, question: Question) -> bool:
-        """Whether `rater` may not get this task: a pair or K-set they answered (every
-        committed label, applied to the posterior or not) or skipped, a clip they rated or
-        reported, or one they hold."""
+    def barred(self, rater: RaterState, question: Question) -> bool:
+        """Whether `rater` may not get this task: one they answered (every committed label,
+        applied to the posterior or not: a pair, a clip's rating, a K-set) or skipped, one
+        showing a clip they reported, or one they hold."""
         key = question_key(question)
         if rater.holding[key] or any(clip in rater.reported for clip in question.items):
             return True
-        if isinstance(question, Level):
-            return question.item in rater.rated
-        return key in rater.judged or key in rater.skipped
+        return key in rater.skipped or self._answered.has(rater.id, key)
 
     def active_raters(self) -> list[RaterState]:
         """The raters who asked for a task in the last `ACTIVE_RATER_S`."""
@@ -194,7 +195,12 @@ class TaskQueue:
         chosen ahead, none of them could hand one out (see `prune`). With few raters who each
         judge much, the most informative pairs are mostly such pairs, and a refill that chose
         them sent every request to a choice for its rater alone."""
-        done = sorted((r.judged | r.skipped for r in self.active_raters()), key=len)
+        done = []
+        for rater in self.active_raters():
+            keys = self._answered.keys(rater.id)  # a new set: extended in place
+            keys |= rater.skipped
+            done.append(keys)
+        done.sort(key=len)
         if not done or not done[0]:
             return []
         return pair_keys(done[0].intersection(*done[1:]))

@@ -137,8 +137,7 @@ def test_queued_pairs_every_active_rater_judged_are_released(client: TestClient)
     for _ in range(6):  # every pair, by the campaign's only rater
         answer(client, party, 0)
     runtime = client.app.state.service.loaded_runtime(party.id)
-    rater = runtime.raters[party.raters[0]["id"]]
-    assert len(rater.judged) == 6
+    assert len(runtime.answered.keys(party.raters[0]["id"])) == 6
     deadline = time.monotonic() + 5
     while not runtime.queue.depth and time.monotonic() < deadline:  # the pump refills
         time.sleep(0.02)
@@ -164,7 +163,7 @@ def test_refills_leave_out_pairs_every_active_rater_judged(client: TestClient) -
     for _ in range(3):  # rater 0 judges all three pairs; rater 1 has not asked yet
         answer(client, party, 0)
     runtime = client.app.state.service.loaded_runtime(party.id)
-    judged = runtime.raters[party.raters[0]["id"]].judged
+    judged = runtime.answered.keys(party.raters[0]["id"])
     assert len(judged) == 3
     done = client.post(f"/v1/campaigns/{party.id}/assignments", headers=party.rater(0))
     assert done.status_code == 200 and done.json()["assignment"] is None
