@@ -61,7 +61,7 @@ from engine.state import (
     gate_missing_variance,
     grow_block,
 )
-from engine.update import BorderPart, Events, adf_site, event_moment_function
+from engine.update import FEW_EVENTS, BorderPart, Events, adf_site, event_moment_function
 
 CHUNK_ELEMENTS = 2**18  # block entries per chunk of groups on a CPU: ~2 MiB of float64
 GPU_CHUNK_ELEMENTS = 2**24
@@ -664,20 +664,11 @@ class GroupedPosterior:
             if not 0 <= i < n or not (j == NO_SECOND or 0 <= j < n):
                 raise IndexError(f"an event refers to a clip outside 0..{n - 1}")
         if not self.across_groups:
-            group = self._host()[0]
-            firsts, seconds = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
-            pair = seconds != NO_SECOND
-            across = np.zeros(len(first), dtype=bool)
-            across[pair] = group[firsts[pair]] != group[seconds[pair]]
-            if across.any():
-                b = int(np.flatnonzero(across)[0])
-                raise ValueError(
-                    f"clips {first[b]} and {second[b]} are in different groups: the "
-                    "structured posterior takes pairs within a group"
-                )
+            self._check_within_groups(first, second)
         borders, signs = events.border_parts(self.n_weights), events.signs()
         moments = event_moment_function(events, likelihood)
-        model_log_z = self.weight_mean.new_zeros(len(first))
+        # Python floats, one tensor each at the end: the values a tensor written per event holds
+        model_log_z = [0.0] * len(first)
         site_precision = [0.0] * len(first)
         site_shift = [0.0] * len(first)
         log_evidence = 0.0
@@ -693,9 +684,36 @@ class GroupedPosterior:
         like = self.weight_mean
         return (
             log_evidence,
-            model_log_z,
+            like.new_tensor(model_log_z),
             Sites(like.new_tensor(site_precision), like.new_tensor(site_shift)),
         )
+
+    def _check_within_groups(self, first: list[int], second: list[int]) -> None:
+        """Raise on the first pair of clips in two groups (the exact form takes none): by
+        Python ints for a few events, where each NumPy call costs more than the check.
+
+        Raises:
+            ValueError: a pair across groups.
+        """
+        group = self._host()[0]
+        if len(first) <= FEW_EVENTS:
+            across = [
+                b
+                for b, (i, j) in enumerate(zip(first, second, strict=True))
+                if j != NO_SECOND and group[i] != group[j]
+            ]
+        else:
+            firsts, seconds = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
+            pair = seconds != NO_SECOND
+            mask = np.zeros(len(first), dtype=bool)
+            mask[pair] = group[firsts[pair]] != group[seconds[pair]]
+            across = np.flatnonzero(mask).tolist()
+        if across:
+            b = across[0]
+            raise ValueError(
+                f"clips {first[b]} and {second[b]} are in different groups: the "
+                "structured posterior takes pairs within a group"
+            )
 
     def copy(self) -> GroupedPosterior:
         """An independent copy (tensors cloned)."""
