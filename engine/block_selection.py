@@ -115,6 +115,19 @@ def _slot_pairs(size: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor
     return kept
 
 
+_PAIR_RANGE: dict[tuple[int, torch.device], Tensor] = {}
+
+
+def _pair_range(per_group: int, device: torch.device) -> Tensor:
+    """`arange(P)`, a group's pair positions, made once per size and device (read only)."""
+    key = (per_group, device)
+    kept = _PAIR_RANGE.get(key)
+    if kept is None:
+        kept = torch.arange(per_group, device=device)
+        _PAIR_RANGE[key] = kept
+    return kept
+
+
 # prompt sizes whose (M, P) pair maps are kept: M^2 (M - 1) / 2 entries each, 8 MB of float32
 # at 64 (a prompt of thousands of clips would need gigabytes), where products beat gathers
 PAIR_MAP_UP_TO = 64
@@ -224,7 +237,7 @@ def _score_groups(
             if hi > lo:
                 score.view(-1)[forbidden[lo:hi] - start * per_group] = 0.0
         else:
-            flat = groups[:, None] * per_group + torch.arange(per_group, device=device)
+            flat = torch.add(_pair_range(per_group, device), groups[:, None], alpha=per_group)
             score.masked_fill_(in_sorted(flat, forbidden), 0.0)
     return score, members
 
@@ -619,11 +632,23 @@ class _Believer:
     `Cov <- Cov - k c c'`, c the stepped projection's column under the earlier steps; the
     covariance is read a column per step (`JointProjections`)."""
 
-    def __init__(self, joint: JointProjections, steps: int) -> None:
+    def __init__(
+        self,
+        joint: JointProjections,
+        steps: int,
+        taken: tuple[Tensor, Tensor] | None = None,
+    ) -> None:
+        """Room for `steps` steps in all; `taken`, the columns (B, H) and factors (H,) of H
+        steps already taken (the pending tasks'), held as they are while no step follows."""
         self.joint, self.mean = joint, joint.mean
-        self.columns = joint.mean.new_zeros(joint.mean.shape[0], steps)
-        self.factors = joint.mean.new_zeros(steps)
-        self.held = 0
+        like, count = joint.mean, joint.mean.shape[0]
+        columns, factors = taken if taken is not None else (like.new_zeros(count, 0), like[:0])
+        self.held = columns.shape[1]
+        if steps > self.held:
+            more = steps - self.held
+            columns = torch.cat((columns, like.new_zeros(count, more)), 1)
+            factors = torch.cat((factors, like.new_zeros(more)))
+        self.columns, self.factors = columns, factors
 
     def variances(self) -> Tensor:
         """(B,) every projection's variance under the steps so far."""
@@ -779,13 +804,14 @@ def choose_block_pairs(
         all_first = torch.cat((first, first, second))
         all_second = torch.cat((second, alone, alone))
     joint = posterior.joint(all_first, all_second)
-    believer = _Believer(joint, n_pending + count)
+    n_picks = min(count, first.numel())
+    taken = None
     if shrink is not None:
         # the pending tasks' steps, from the shrink's recursion: cov(z_b, c_q) =
         # sum_p U_pq cov(z_b, z_p)
-        believer.columns[:, :n_pending] = joint.cross(shrink.joint) @ shrink.coefficients
-        believer.factors[:n_pending] = shrink.factor
-        believer.held = n_pending
+        taken = (joint.cross(shrink.joint) @ shrink.coefficients, shrink.factor)
+    # every pick but the last steps (the last shrinks nothing after it)
+    believer = _Believer(joint, n_pending + n_picks - 1, taken)
     candidates = slice(0, n_candidates)
     mu = joint.mean[candidates]
     explained = joint.weight_var[candidates]
@@ -793,7 +819,6 @@ def choose_block_pairs(
     choices: list[PairChoice] = []
     picked_var: list[float] = []
     picked: list[int] = []
-    n_picks = min(count, first.numel())
     for step in range(n_picks):
         variances = believer.variances()
         var = variances[candidates]
