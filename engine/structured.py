@@ -1022,7 +1022,7 @@ class GroupedPosterior:
         other = torch.where(single, first, second)
         group = self.group.index_select(0, first)
         across = group != self.group.index_select(0, other)
-        any_across, any_single = torch.stack((across.any(), single.any())).tolist()
+        any_across, any_single = torch.stack((across, single)).any(1).tolist()
         n_directions = first.shape[0]
         owner = torch.arange(n_directions, device=first.device)
         dtype = self.offset.dtype
@@ -1339,7 +1339,9 @@ def block_shrink(
     # blocks is not kept (the factorised form keeps each group's block only)
     by_part = coefficients[where.owner] if joint.split else coefficients  # owner: 0..Q-1 else
     own.index_add_(0, slot_group, u[:, :, None] * by_part[:, None, :])
-    local = posterior.local_index(posterior.group_context.index_select(0, groups))  # (H, 2K)
+    # `local_index` of the groups' contexts (H, 2K): a group holding a task has a context
+    table = posterior._local_table_of(groups.device)[0]
+    local = table.index_select(0, posterior.group_context.index_select(0, groups))
     # (H, M, Q): A_h Omega_q
     local_border = border.index_select(0, local.reshape(-1)).reshape(*local.shape, border.shape[1])
     through = torch.bmm(posterior.load.index_select(0, groups), local_border)
