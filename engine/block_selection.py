@@ -60,14 +60,17 @@ def pair_positions(posterior: GroupedPosterior, pairs: Tensor | None) -> Tensor:
     device = posterior.group.device
     if pairs is None or pairs.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=device)
-    pairs = pairs.to(device=device, dtype=torch.long).reshape(-1, 2)
-    group = posterior.group[pairs[:, 0]]
-    same = group == posterior.group[pairs[:, 1]]
-    slots = posterior.slot[pairs[same]]
+    first, second = pairs.to(device=device, dtype=torch.long).reshape(-1, 2).unbind(1)
+    group = posterior.group.index_select(0, first)
+    same = group == posterior.group.index_select(0, second)
     size = posterior.members.shape[1]
     per_group = size * (size - 1) // 2
-    index = _pair_index(size, device)[slots[:, 0], slots[:, 1]]
-    return torch.unique(group[same] * per_group + index)
+    # every pair's position, read from the table by `a M + b`, then the same-group ones kept
+    slots = torch.add(
+        posterior.slot.index_select(0, second), posterior.slot.index_select(0, first), alpha=size
+    )
+    index = _pair_index(size, device).reshape(-1).index_select(0, slots)
+    return torch.unique(torch.add(index, group, alpha=per_group).masked_select(same))
 
 
 _PAIR_INDEX: dict[tuple[int, torch.device], Tensor] = {}
@@ -109,6 +112,19 @@ def _slot_pairs(size: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor
         first_slot, second_slot = torch.triu_indices(size, size, 1, device=device)
         kept = (first_slot, second_slot, first_slot * size + second_slot)
         _SLOT_PAIRS[key] = kept
+    return kept
+
+
+_PAIR_RANGE: dict[tuple[int, torch.device], Tensor] = {}
+
+
+def _pair_range(per_group: int, device: torch.device) -> Tensor:
+    """`arange(P)`, a group's pair positions, made once per size and device (read only)."""
+    key = (per_group, device)
+    kept = _PAIR_RANGE.get(key)
+    if kept is None:
+        kept = torch.arange(per_group, device=device)
+        _PAIR_RANGE[key] = kept
     return kept
 
 
@@ -197,7 +213,7 @@ def _score_groups(
     if not bool(shown.all()):
         eligible = (shown[:, :, None] & shown[:, None, :]).view(count, -1).index_select(1, flat)
     if focus is not None:
-        held = focus[clips] & present
+        held = focus.take(clips) & present
         either = (held[:, :, None] | held[:, None, :]).view(count, -1).index_select(1, flat)
         eligible = either if eligible is None else eligible & either
     live = None
@@ -221,7 +237,7 @@ def _score_groups(
             if hi > lo:
                 score.view(-1)[forbidden[lo:hi] - start * per_group] = 0.0
         else:
-            flat = groups[:, None] * per_group + torch.arange(per_group, device=device)
+            flat = torch.add(_pair_range(per_group, device), groups[:, None], alpha=per_group)
             score.masked_fill_(in_sorted(flat, forbidden), 0.0)
     return score, members
 
@@ -363,15 +379,13 @@ class GroupScreen:
         if self._drift_cache is not None and self._drift_cache[0] == posterior.version:
             return self._drift_cache[1]
         l_mu, l_var = self.screen.rates(self.noise_var)
-        contexts = torch.arange(max(posterior.n_contexts, 1), device=posterior.group.device)
-        local = posterior.local_index(contexts)  # (C, 2K)
         drift_mean = torch.linalg.vector_norm(
-            (posterior.weight_mean - self.weight_mean)[local], dim=-1
+            posterior.context_means(posterior.weight_mean - self.weight_mean), dim=-1
         )
         drift = posterior.weight_cov - self.weight_cov
         # the Frobenius norm bounds the spectral norm the slack needs, with no eigensolve; the
         # drift since a build is a few labels' low-rank steps, where the two nearly agree
-        drift_cov = torch.linalg.matrix_norm(drift[local[:, :, None], local[:, None, :]])
+        drift_cov = torch.linalg.matrix_norm(posterior.context_blocks(drift))
         result = (l_mu * drift_mean, l_var * drift_cov)
         self._drift_cache = (posterior.version, result)
         return result
@@ -512,8 +526,11 @@ def screen_block_pairs(
         chosen = chosen.masked_select(eligible)
         group, pair = chosen // per_group, chosen % per_group
         kept_score.append(values_kept.masked_select(eligible))
-        kept_first.append(members[group, first_slot[pair]])
-        kept_second.append(members[group, second_slot[pair]])
+        # `members[group, slot]`, as one gather by `group M + slot`
+        flat_members = members.reshape(-1)
+        for store, slots in ((kept_first, first_slot), (kept_second, second_slot)):
+            at = torch.add(slots.index_select(0, pair), group, alpha=size)
+            store.append(flat_members.index_select(0, at))
         if sum(s.numel() for s in kept_score) >= 2 * n_keep:
             # compact to the best n_keep, whose last score is the floor from now on
             scores = torch.cat(kept_score)
@@ -553,7 +570,7 @@ def screen_block_pairs(
             fresh.update(shrink.groups.tolist())
         scored = torch.tensor(sorted(fresh), dtype=torch.long, device=device)
         if focus_groups is not None:
-            scored = scored[focus_groups[scored]]
+            scored = scored.masked_select(focus_groups.index_select(0, scored))
 
         def open_bounds(threshold: float) -> tuple[Tensor, Tensor]:
             """The unscored groups whose bound exceeds `threshold`, and their bounds."""
@@ -573,7 +590,7 @@ def screen_block_pairs(
         if unscored > 0:
             nth = kept.best[kept.order[min(wanted, kept.order.numel()) - 1]]
             index, bounds = open_bounds(float(nth) - 1e-12)
-            index = index[torch.topk(bounds, min(wanted, bounds.numel())).indices]
+            index = index.index_select(0, torch.topk(bounds, min(wanted, bounds.numel())).indices)
             scored = torch.cat((scored, index))
         if scored.numel():
             score(scored)  # the fresh groups and those of the highest bounds, in one pass
@@ -600,7 +617,8 @@ def screen_block_pairs(
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty
     best = torch.topk(scores, min(n_keep, scores.numel())).indices
-    first, second = _joined(kept_first)[best], _joined(kept_second)[best]
+    first = _joined(kept_first).index_select(0, best)
+    second = _joined(kept_second).index_select(0, best)
     return torch.minimum(first, second), torch.maximum(first, second)
 
 
@@ -614,11 +632,23 @@ class _Believer:
     `Cov <- Cov - k c c'`, c the stepped projection's column under the earlier steps; the
     covariance is read a column per step (`JointProjections`)."""
 
-    def __init__(self, joint: JointProjections, steps: int) -> None:
+    def __init__(
+        self,
+        joint: JointProjections,
+        steps: int,
+        taken: tuple[Tensor, Tensor] | None = None,
+    ) -> None:
+        """Room for `steps` steps in all; `taken`, the columns (B, H) and factors (H,) of H
+        steps already taken (the pending tasks'), held as they are while no step follows."""
         self.joint, self.mean = joint, joint.mean
-        self.columns = joint.mean.new_zeros(joint.mean.shape[0], steps)
-        self.factors = joint.mean.new_zeros(steps)
-        self.held = 0
+        like, count = joint.mean, joint.mean.shape[0]
+        columns, factors = taken if taken is not None else (like.new_zeros(count, 0), like[:0])
+        self.held = columns.shape[1]
+        if steps > self.held:
+            more = steps - self.held
+            columns = torch.cat((columns, like.new_zeros(count, more)), 1)
+            factors = torch.cat((factors, like.new_zeros(more)))
+        self.columns, self.factors = columns, factors
 
     def variances(self) -> Tensor:
         """(B,) every projection's variance under the steps so far."""
@@ -695,7 +725,9 @@ def select_block_pairs(
     not_again = judged_pairs
     if pending is not None and len(pending):
         pair = pending.second != NO_SECOND
-        handed_out = torch.stack((pending.first[pair], pending.second[pair]), 1)
+        handed_out = torch.stack(
+            (pending.first.masked_select(pair), pending.second.masked_select(pair)), 1
+        )
         judged_device = None if judged_pairs is None else judged_pairs.to(handed_out.device)
         not_again = handed_out if judged_device is None else torch.cat((judged_device, handed_out))
     n_keep = request.options.n_refine + request.count - 1
@@ -772,13 +804,14 @@ def choose_block_pairs(
         all_first = torch.cat((first, first, second))
         all_second = torch.cat((second, alone, alone))
     joint = posterior.joint(all_first, all_second)
-    believer = _Believer(joint, n_pending + count)
+    n_picks = min(count, first.numel())
+    taken = None
     if shrink is not None:
         # the pending tasks' steps, from the shrink's recursion: cov(z_b, c_q) =
         # sum_p U_pq cov(z_b, z_p)
-        believer.columns[:, :n_pending] = joint.cross(shrink.joint) @ shrink.coefficients
-        believer.factors[:n_pending] = shrink.factor
-        believer.held = n_pending
+        taken = (joint.cross(shrink.joint) @ shrink.coefficients, shrink.factor)
+    # every pick but the last steps (the last shrinks nothing after it)
+    believer = _Believer(joint, n_pending + n_picks - 1, taken)
     candidates = slice(0, n_candidates)
     mu = joint.mean[candidates]
     explained = joint.weight_var[candidates]
@@ -786,7 +819,6 @@ def choose_block_pairs(
     choices: list[PairChoice] = []
     picked_var: list[float] = []
     picked: list[int] = []
-    n_picks = min(count, first.numel())
     for step in range(n_picks):
         variances = believer.variances()
         var = variances[candidates]
@@ -807,16 +839,17 @@ def choose_block_pairs(
         else:
             open_ = torch.nonzero(~taken).flatten()
             pick = int(open_[rule(gains[open_], options.beta, generator)])
-        taken[pick] = True
         picked.append(pick)
         if step + 1 < n_picks:
+            taken[pick] = True  # read by the later picks only
             picked_var.append(believer.step(pick, noise_var, pair_cuts))
         else:  # the last pick shrinks nothing after it: its variance is the one it was chosen by
             picked_var.append(float(var[pick]))
         choices.append(PairChoice(int(first[pick]), int(second[pick]), float(gains[pick]), ()))
     # each pick's outcome probabilities, under the shrink it was chosen with
+    at = torch.tensor(picked, device=mu.device)
     probabilities = outcome_probabilities(
-        mu[torch.tensor(picked, device=mu.device)], mu.new_tensor(picked_var), noise_var, pair_cuts
+        mu.index_select(0, at), mu.new_tensor(picked_var), noise_var, pair_cuts
     ).tolist()
     return [replace(c, probabilities=tuple(p)) for c, p in zip(choices, probabilities, strict=True)]
 

@@ -19,6 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+# clips per batch up to which `ClipCounts.add` tallies in Python (a label's two clips), where
+# `np.unique`'s calls cost more than the tally
+FEW_ITEMS = 64
+
 
 @dataclass(frozen=True)
 class Exposure:
@@ -74,16 +78,22 @@ class ClipCounts:
         On the counts' NumPy view (they live on the CPU): a label's few ints cost a torch
         call each far more than their arithmetic; the floor's masks, on their device, change
         only where a clip crosses the floor."""
-        index = np.fromiter(items, dtype=np.int64)
-        if not index.size:
+        listed = list(items)
+        if not listed:
             return
-        size = int(index.max()) + 1
+        size = max(listed) + 1
         if size > self._counts.numel():
             grown = torch.zeros(size, dtype=torch.long)
             grown[: self._counts.numel()] = self._counts
             self._counts = grown
         counts = self._counts.numpy()
-        unique, times = np.unique(index, return_counts=True)
+        if len(listed) <= FEW_ITEMS:
+            # a label's few clips: Python ints, where each NumPy call costs more than its work
+            tally = sorted(Counter(listed).items())
+            unique = np.fromiter((clip for clip, _ in tally), dtype=np.int64, count=len(tally))
+            times = np.fromiter((t for _, t in tally), dtype=np.int64, count=len(tally))
+        else:
+            unique, times = np.unique(np.asarray(listed, dtype=np.int64), return_counts=True)
         was = counts[unique]  # a copy: fancy indexing
         counts[unique] += times
         floor = self._floor
@@ -187,7 +197,8 @@ class ClipCounts:
         known = self._counts.numel()
         inside = [i for i in touched if i < known]
         # one read of the touched counts: a tensor index per clip costs more than the rest
-        read = dict(zip(inside, self._counts[inside].tolist(), strict=True)) if inside else {}
+        counts = self._counts.numpy()
+        read = dict(zip(inside, counts[inside].tolist(), strict=True)) if inside else {}
         for item in touched:
             count = read.get(item, 0)
             if count >= min_labels:

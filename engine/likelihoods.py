@@ -130,6 +130,14 @@ def interval_of(cuts: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
     return edges[index], edges[index + 1]
 
 
+def outcome_intervals(cuts: Tensor) -> tuple[Tensor, Tensor]:
+    """Every outcome's interval `(b_k, b_{k+1})`, k = 0 .. L - 1, as (L,) lower and upper
+    ends: `interval_of(cuts, arange(L))`, as two views of the edges instead of two gathers."""
+    inf = cuts.new_tensor([math.inf])
+    edges = torch.cat((-inf, cuts, inf))
+    return edges[:-1], edges[1:]
+
+
 def pair_interval(outcome: Outcome, tie_margin: float) -> tuple[float, float]:
     """The interval on z = f_first - f_second that `outcome` reports. MATH.md §2."""
     t = float(tie_margin)
@@ -247,5 +255,6 @@ __all__ = [
     "level_cuts",
     "level_interval",
     "outcome_cuts",
+    "outcome_intervals",
     "pair_interval",
 ]

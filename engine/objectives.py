@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from engine.likelihoods import interval_moments, interval_of
+from engine.likelihoods import interval_moments, outcome_intervals
 from engine.numerics import (
     BALD_C2,
     SQRT_HALF,
@@ -62,7 +62,7 @@ def outcome_log_probabilities(
 ) -> Tensor:
     """`log P(y = k) = log(Phi((b_{k+1} - mu)/c) - Phi((b_k - mu)/c))`, shape (..., L). Exact."""
     c = torch.sqrt(var + noise_var).unsqueeze(-1)
-    lo, hi = interval_of(cuts, torch.arange(cuts.numel() + 1, device=cuts.device))
+    lo, hi = outcome_intervals(cuts)
     return log_ndtr_diff((lo - mu.unsqueeze(-1)) / c, (hi - mu.unsqueeze(-1)) / c)
 
 

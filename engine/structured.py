@@ -61,7 +61,7 @@ from engine.state import (
     gate_missing_variance,
     grow_block,
 )
-from engine.update import BorderPart, Events, adf_site, event_moment_function
+from engine.update import FEW_EVENTS, BorderPart, Events, adf_site, event_moment_function
 
 CHUNK_ELEMENTS = 2**18  # block entries per chunk of groups on a CPU: ~2 MiB of float64
 GPU_CHUNK_ELEMENTS = 2**24
@@ -137,6 +137,8 @@ class Directions(NamedTuple):
     sign: Tensor  # (H,) +1.0, or -1.0 for the second clip of a pair across groups
     embedded: Tensor  # (B, D) r_b = A' a_b in the full weight coordinates
     all_pairs: bool = False  # every part is a pair within its group (pair 1.0, sign +1.0)
+    flat_i: Tensor | None = None  # (H,) long `group M + slot_i` (`flat_slots`), when kept
+    flat_j: Tensor | None = None  # (H,) long `group M + slot_j`, when kept
 
 
 class BlockShrink(NamedTuple):
@@ -216,18 +218,31 @@ class GroupedPosterior:
         state.pop("_last_direction", None)
         state.pop("_host_layout", None)
         state.pop("_context_runs_kept", None)
+        state.pop("_flat_slots", None)
         return state
 
-    def _host(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(group, slot, group_size) as NumPy arrays on the host, for the per-label reads of a
-        few ints, where a torch call per int would dwarf the work. Kept while the layout
-        tensors are the same objects (add_items replaces them; nothing writes them in place);
-        on a CPU they share the tensors' memory."""
-        layout = (self.group, self.slot, self.group_size)
+    def _host(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(group, slot, group_size, group_context) as NumPy arrays on the host, for the
+        per-label reads of a few ints, where a torch call per int would dwarf the work. Kept
+        while the layout tensors are the same objects (add_items replaces them; nothing writes
+        them in place); on a CPU they share the tensors' memory."""
+        layout = (self.group, self.slot, self.group_size, self.group_context)
         kept = self.__dict__.get("_host_layout")
         if kept is None or any(a is not b for a, b in zip(kept[0], layout, strict=True)):
             kept = (layout, tuple(t.cpu().numpy() for t in layout))
             self._host_layout = kept
+        return kept[1]
+
+    def flat_slots(self) -> Tensor:
+        """(n,) each clip's position `g M + slot` in the (G, M) slot layout: a clip's row of a
+        (G, M, ...) block is then one `index_select` on the blocks viewed as (G M, ...), where
+        indexing by (group, slot) pairs costs several times more per call. Kept while the
+        layout tensors are the same objects, as `_host`."""
+        layout = (self.group, self.slot, self.members)
+        kept = self.__dict__.get("_flat_slots")
+        if kept is None or any(a is not b for a, b in zip(kept[0], layout, strict=True)):
+            kept = (layout, torch.add(self.slot, self.group, alpha=self.members.shape[1]))
+            self._flat_slots = kept
         return kept[1]
 
     def groups_of(self, clips: list[int]) -> list[int]:
@@ -286,17 +301,26 @@ class GroupedPosterior:
     def local_index(self, context: Tensor) -> Tensor:
         """(..., L) positions in w of the global block, the given contexts' blocks and the
         local extra blocks (context -1, an empty group's, reads the global block twice)."""
-        # one gather from a table per border layout: selection asks many times per pick
-        key = (self.n_contexts, self.local_extra, self.extra, context.device)
-        kept = self.__dict__.get("_local_table")  # absent from snapshots of older states
-        if kept is None or kept[0] != key:
-            contexts = torch.arange(-1, max(self.n_contexts, 1), device=context.device)
-            kept = (key, self._local_positions(contexts).roll(-1, 0))  # row -1: context -1
-            self._local_table = kept
-        table = kept[1]
+        table = self._local_table_of(context.device)[0]
         # `table[context]`, as one index_select (context -1 wraps to the last row)
         flat = torch.remainder(context.reshape(-1), table.shape[0])
         return table.index_select(0, flat).reshape(*context.shape, table.shape[1])
+
+    def _local_table_of(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """`local_index` of every context as a table per border layout (selection asks many
+        times per pick): (C + 1, L) with context -1's row last, its rows of the contexts
+        0 .. C - 1 (C, L), and their positions in the flattened (D, D) border covariance
+        (C, L L), read by `_local_blocks`."""
+        key = (self.n_contexts, self.local_extra, self.extra, device)
+        kept = self.__dict__.get("_local_table")  # absent from snapshots of older states
+        if kept is None or kept[0] != key:
+            contexts = torch.arange(-1, max(self.n_contexts, 1), device=device)
+            table = self._local_positions(contexts).roll(-1, 0)  # row -1: context -1
+            every = table[:-1].contiguous()
+            square = every[:, :, None] * self.n_weights + every[:, None, :]
+            kept = (key, (table, every, square.reshape(every.shape[0], -1)))
+            self._local_table = kept
+        return kept[1]
 
     def _local_positions(self, context: Tensor) -> Tensor:
         """`local_index`, computed."""
@@ -468,7 +492,7 @@ class GroupedPosterior:
         self, i: int, j: int
     ) -> tuple[int, int, int, int, Tensor, Tensor, Tensor, Tensor, float, float, float, float]:
         """`_direction`, computed."""
-        group, slot, group_size = self._host()
+        group, slot, group_size, group_context = self._host()
         g, si = int(group[i]), int(slot[i])
         sj = NO_SECOND
         if j != NO_SECOND:
@@ -480,7 +504,8 @@ class GroupedPosterior:
             sj = int(slot[j])
         size = int(group_size[g])
         within, load, offset = self.within[g, :size], self.load[g], self.offset[g]
-        local = self.local_index(self.group_context[g])
+        table = self._local_table_of(self.group.device)[0]
+        local = table[int(group_context[g]) % table.shape[0]]  # `local_index`, one view
         if sj != NO_SECOND:
             u, r = within[:, si] - within[:, sj], load[si] - load[sj]
             own = (offset[si] - offset[sj], u[si] - u[sj])
@@ -639,20 +664,11 @@ class GroupedPosterior:
             if not 0 <= i < n or not (j == NO_SECOND or 0 <= j < n):
                 raise IndexError(f"an event refers to a clip outside 0..{n - 1}")
         if not self.across_groups:
-            group = self._host()[0]
-            firsts, seconds = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
-            pair = seconds != NO_SECOND
-            across = np.zeros(len(first), dtype=bool)
-            across[pair] = group[firsts[pair]] != group[seconds[pair]]
-            if across.any():
-                b = int(np.flatnonzero(across)[0])
-                raise ValueError(
-                    f"clips {first[b]} and {second[b]} are in different groups: the "
-                    "structured posterior takes pairs within a group"
-                )
+            self._check_within_groups(first, second)
         borders, signs = events.border_parts(self.n_weights), events.signs()
         moments = event_moment_function(events, likelihood)
-        model_log_z = self.weight_mean.new_zeros(len(first))
+        # Python floats, one tensor each at the end: the values a tensor written per event holds
+        model_log_z = [0.0] * len(first)
         site_precision = [0.0] * len(first)
         site_shift = [0.0] * len(first)
         log_evidence = 0.0
@@ -668,9 +684,36 @@ class GroupedPosterior:
         like = self.weight_mean
         return (
             log_evidence,
-            model_log_z,
+            like.new_tensor(model_log_z),
             Sites(like.new_tensor(site_precision), like.new_tensor(site_shift)),
         )
+
+    def _check_within_groups(self, first: list[int], second: list[int]) -> None:
+        """Raise on the first pair of clips in two groups (the exact form takes none): by
+        Python ints for a few events, where each NumPy call costs more than the check.
+
+        Raises:
+            ValueError: a pair across groups.
+        """
+        group = self._host()[0]
+        if len(first) <= FEW_EVENTS:
+            across = [
+                b
+                for b, (i, j) in enumerate(zip(first, second, strict=True))
+                if j != NO_SECOND and group[i] != group[j]
+            ]
+        else:
+            firsts, seconds = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
+            pair = seconds != NO_SECOND
+            mask = np.zeros(len(first), dtype=bool)
+            mask[pair] = group[firsts[pair]] != group[seconds[pair]]
+            across = np.flatnonzero(mask).tolist()
+        if across:
+            b = across[0]
+            raise ValueError(
+                f"clips {first[b]} and {second[b]} are in different groups: the "
+                "structured posterior takes pairs within a group"
+            )
 
     def copy(self) -> GroupedPosterior:
         """An independent copy (tensors cloned)."""
@@ -681,6 +724,7 @@ class GroupedPosterior:
         twin.__dict__.pop("_last_direction", None)
         twin.__dict__.pop("_host_layout", None)
         twin.__dict__.pop("_context_runs_kept", None)
+        twin.__dict__.pop("_flat_slots", None)
         return twin
 
     # read-outs --------------------------------------------------------------------------------
@@ -716,8 +760,21 @@ class GroupedPosterior:
 
     def _local_means(self) -> Tensor:
         """(C, L) the border's mean in each context's local coordinates."""
-        contexts = torch.arange(max(self.n_contexts, 1), device=self.group.device)
-        return self.weight_mean[self.local_index(contexts)]
+        return self.context_means(self.weight_mean)
+
+    def context_means(self, vector: Tensor) -> Tensor:
+        """(C, L) a (D,) vector on the border read in each context's local coordinates
+        (`local_index` of every context)."""
+        every = self._local_table_of(vector.device)[1]
+        return vector.index_select(0, every.reshape(-1)).view(every.shape)
+
+    def context_blocks(self, matrix: Tensor) -> Tensor:
+        """(C, L, L) each context's block of a (D, D) matrix on the border: its global and own
+        blocks (and the local extras), `matrix[local[:, :, None], local[:, None, :]]` as one
+        gather."""
+        _, every, square = self._local_table_of(matrix.device)
+        blocks = matrix.reshape(-1).index_select(0, square.reshape(-1))
+        return blocks.view(every.shape[0], every.shape[1], every.shape[1])
 
     def _times_context_maps(
         self, rows: Tensor, context: Tensor, maps: Tensor, groups: slice | Tensor
@@ -755,8 +812,7 @@ class GroupedPosterior:
 
     def _local_blocks(self, weight_cov: Tensor) -> Tensor:
         """(C, 2K, 2K) each context's block of `weight_cov` (D, D): the global and own blocks."""
-        local = self.local_index(torch.arange(max(self.n_contexts, 1), device=self.group.device))
-        return weight_cov[local[:, :, None], local[:, None, :]]
+        return self.context_blocks(weight_cov)
 
     def _weight_part(
         self,
@@ -948,9 +1004,11 @@ class GroupedPosterior:
                 # `in_sorted`, keeping the positions it finds
                 at = torch.searchsorted(shrink.groups, groups)
                 at.clamp_(max=shrink.groups.numel() - 1)
-                hit = torch.nonzero(shrink.groups[at] == groups).flatten()
+                hit = torch.nonzero(shrink.groups.index_select(0, at) == groups).flatten()
                 if hit.numel():
-                    cov[hit] -= shrink.correction[at[hit]].to(dtype)
+                    # `cov[hit] -= ...` (hit holds no repeats): a - b, as a + (-1) b, exactly
+                    part = shrink.correction.index_select(0, at.index_select(0, hit))
+                    cov.index_add_(0, hit, part.to(dtype), alpha=-1)
         return GroupMarginals(take(self.members, groups), mean.to(dtype), cov)
 
     def directions(self, first: Tensor, second: Tensor) -> Directions:
@@ -964,10 +1022,12 @@ class GroupedPosterior:
         other = torch.where(single, first, second)
         group = self.group.index_select(0, first)
         across = group != self.group.index_select(0, other)
-        any_across, any_single = torch.stack((across.any(), single.any())).tolist()
+        any_across, any_single = torch.stack((across, single)).any(1).tolist()
         n_directions = first.shape[0]
         owner = torch.arange(n_directions, device=first.device)
         dtype = self.offset.dtype
+        if not (any_across or any_single):
+            return self._pair_directions(first, other, group, owner)
         pair = (~single).to(dtype)
         sign = torch.ones_like(pair)
         if any_across:
@@ -995,6 +1055,29 @@ class GroupedPosterior:
         if owner.shape[0] != n_directions:  # two parts for a pair across groups: sum them
             embedded = parts.new_zeros(n_directions, self.n_weights).index_add_(0, owner, parts)
         return Directions(owner, group, slot_i, slot_j, pair, sign, embedded, all_pairs)
+
+    def _pair_directions(
+        self, first: Tensor, second: Tensor, group: Tensor, owner: Tensor
+    ) -> Directions:
+        """`directions` where every direction is a pair within its group, `a = e_i - e_j`:
+        one part each, the rows read by clip position (`flat_slots`), the same values in
+        fewer calls (no factor `pair` or `sign` to apply: both are 1)."""
+        flat = self.flat_slots()
+        flat_i, flat_j = flat.index_select(0, first), flat.index_select(0, second)
+        slot_i, slot_j = self.slot.index_select(0, first), self.slot.index_select(0, second)
+        n_groups, width, n_local = self.load.shape
+        load = self.load.reshape(n_groups * width, n_local)
+        rows = load.index_select(0, flat_i) - load.index_select(0, flat_j)
+        parts = rows.new_zeros(first.shape[0], self.n_weights)
+        if self.n_local:
+            # a clip's group has a context (>= 0): its row of the table, no wrap needed
+            table = self._local_table_of(first.device)[0]
+            local = table.index_select(0, self.group_context.index_select(0, group))
+            parts.scatter_add_(1, local, rows)
+        ones = rows.new_ones(first.shape[0])  # pair and sign, read only
+        return Directions(
+            owner, group, slot_i, slot_j, ones, ones, parts, True, flat_i=flat_i, flat_j=flat_j
+        )
 
     def joint(self, first: Tensor, second: Tensor) -> JointProjections:
         """The joint Gaussian of B projections z_b = a_b . theta, read by columns."""
@@ -1100,6 +1183,19 @@ class GroupedPosterior:
         return Posterior(mean, 0.5 * (cov + cov.T), n, self.n_criteria, self.n_contexts, self.extra)
 
 
+_IDENTITY: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
+
+
+def _identity(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The (size, size) identity, made once per size, dtype and device (read only)."""
+    key = (size, dtype, device)
+    eye = _IDENTITY.get(key)
+    if eye is None:
+        eye = torch.eye(size, dtype=dtype, device=device)
+        _IDENTITY[key] = eye
+    return eye
+
+
 class JointProjections:
     """The joint Gaussian of B projections z_b = a_b . theta (`GroupedPosterior.joint`): the
     means, the variances and the border's share of them at once, covariance columns on demand
@@ -1122,15 +1218,27 @@ class JointProjections:
         self.through = where.embedded @ posterior.weight_cov
         self.weight_var = (self.through * where.embedded).sum(-1)
         within, offset = posterior.within, posterior.offset
-        self.slots = within.new_zeros(group.shape[0], within.shape[1])
-        self.slots.scatter_(1, si[:, None], 1.0)
-        self.slots.scatter_add_(1, sj[:, None], -pair[:, None])
-        if where.all_pairs:  # a = e_i - e_j throughout: no factor `pair` to apply
-            offsets = offset[group, si] - offset[group, sj]
-            self.u = within[group, si] - within[group, sj]
+        if where.flat_i is not None and where.flat_j is not None:
+            # pairs within groups, read by clip position (`GroupedPosterior._pair_directions`):
+            # each a_p is a difference of two rows of the identity
+            eye = _identity(within.shape[1], within.dtype, within.device)
+            self.slots = eye.index_select(0, si) - eye.index_select(0, sj)
+            flat_offset = offset.reshape(-1)
+            offsets = flat_offset.index_select(0, where.flat_i) - flat_offset.index_select(
+                0, where.flat_j
+            )
+            rows = within.reshape(within.shape[0] * within.shape[1], within.shape[2])
+            self.u = rows.index_select(0, where.flat_i) - rows.index_select(0, where.flat_j)
         else:
-            offsets = offset[group, si] - offset[group, sj] * pair
-            self.u = within[group, si] - within[group, sj] * pair[:, None]
+            self.slots = within.new_zeros(group.shape[0], within.shape[1])
+            self.slots.scatter_(1, si[:, None], 1.0)
+            self.slots.scatter_add_(1, sj[:, None], -pair[:, None])
+            if where.all_pairs:  # a = e_i - e_j throughout: no factor `pair` to apply
+                offsets = offset[group, si] - offset[group, sj]
+                self.u = within[group, si] - within[group, sj]
+            else:
+                offsets = offset[group, si] - offset[group, sj] * pair
+                self.u = within[group, si] - within[group, sj] * pair[:, None]
         if self.split:  # signs are -1 only on the second parts of pairs across groups
             offsets, self.u = sign * offsets, self.u * sign[:, None]
             self.slots.mul_(sign[:, None])
@@ -1146,7 +1254,7 @@ class JointProjections:
     def columns(self, index: Tensor) -> Tensor:
         """(B, C) `Cov(z_b, z_c)` for the C directions `index`."""
         where = self.where
-        border = self.through @ where.embedded[index].T
+        border = self.through @ where.embedded.index_select(0, index).T
         if self.split:
             lookup = index.new_full((where.embedded.shape[0],), -1)
             lookup[index] = torch.arange(index.shape[0], device=index.device)
@@ -1154,8 +1262,8 @@ class JointProjections:
             column_of = lookup[where.owner[take]]
         else:
             take = index
-        same = where.group[:, None] == where.group[take][None, :]
-        parts = (self.u @ self.slots[take].T).mul_(same)
+        same = where.group[:, None] == where.group.index_select(0, take)[None, :]
+        parts = (self.u @ self.slots.index_select(0, take).T).mul_(same)
         if self.split:
             rows = parts.new_zeros(where.embedded.shape[0], take.shape[0])
             rows.index_add_(0, where.owner, parts)
@@ -1231,7 +1339,9 @@ def block_shrink(
     # blocks is not kept (the factorised form keeps each group's block only)
     by_part = coefficients[where.owner] if joint.split else coefficients  # owner: 0..Q-1 else
     own.index_add_(0, slot_group, u[:, :, None] * by_part[:, None, :])
-    local = posterior.local_index(posterior.group_context.index_select(0, groups))  # (H, 2K)
+    # `local_index` of the groups' contexts (H, 2K): a group holding a task has a context
+    table = posterior._local_table_of(groups.device)[0]
+    local = table.index_select(0, posterior.group_context.index_select(0, groups))
     # (H, M, Q): A_h Omega_q
     local_border = border.index_select(0, local.reshape(-1)).reshape(*local.shape, border.shape[1])
     through = torch.bmm(posterior.load.index_select(0, groups), local_border)

@@ -38,6 +38,9 @@ from engine.state import Posterior
 BorderPart = tuple[list[int], list[float]]  # positions on the border, their coefficients
 # a cavity precision at or below this is flat: the site holds all of its direction's information
 MIN_CAVITY_PRECISION = 1e-12
+# events up to which `Events` checks its fields in Python numbers (a label's few events), where
+# a torch call per check costs more than the comparisons
+FEW_EVENTS = 16
 
 
 @dataclass(frozen=True)
@@ -115,12 +118,17 @@ class Events:
             t.shape != shape for t in (self.second, self.lo, self.hi, self.noise_var)
         ):
             raise ValueError("every field of Events must be a 1-D tensor of the same length")
-        if not bool((self.lo < self.hi).all()):
-            raise ValueError("every event interval needs lo < hi")
-        if not bool((self.noise_var >= 0).all()) or not bool(torch.isfinite(self.noise_var).all()):
-            raise ValueError("noise variances must be finite and >= 0")
-        if bool((self.first == self.second).any()):
-            raise ValueError("a pair event needs two different clips")
+        if shape[0] <= FEW_EVENTS and self.first.device.type == "cpu":
+            self._check_few()
+        else:
+            if not bool((self.lo < self.hi).all()):
+                raise ValueError("every event interval needs lo < hi")
+            if not bool((self.noise_var >= 0).all()) or not bool(
+                torch.isfinite(self.noise_var).all()
+            ):
+                raise ValueError("noise variances must be finite and >= 0")
+            if bool((self.first == self.second).any()):
+                raise ValueError("a pair event needs two different clips")
         if (self.keep is None) != (self.n_outcomes is None):
             raise ValueError("give keep and n_outcomes together")
         if self.keep is not None and self.n_outcomes is not None:
@@ -146,6 +154,17 @@ class Events:
                 raise ValueError("second_sign needs one entry per event, each -1 or +1")
             if bool(((self.second_sign > 0) & (self.second == NO_SECOND)).any()):
                 raise ValueError("a sum direction needs two clips")
+
+    def _check_few(self) -> None:
+        """The intervals', noise variances' and clips' checks of `__post_init__` on a few
+        events read back as Python numbers: the same comparisons (NaN fails `lo < hi` and
+        `isfinite` alike), without a torch call per check."""
+        if not all(lo < hi for lo, hi in zip(self.lo.tolist(), self.hi.tolist(), strict=True)):
+            raise ValueError("every event interval needs lo < hi")
+        if not all(v >= 0 and math.isfinite(v) for v in self.noise_var.tolist()):
+            raise ValueError("noise variances must be finite and >= 0")
+        if any(i == j for i, j in zip(self.first.tolist(), self.second.tolist(), strict=True)):
+            raise ValueError("a pair event needs two different clips")
 
     def signs(self) -> list[float]:
         """Each event's second-clip coefficient as floats (-1.0 unless a sum direction)."""

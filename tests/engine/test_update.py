@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from engine.likelihoods import LIKELIHOODS, Outcome
 from engine.state import PriorScales, add_contexts, add_items, empty_posterior
 from engine.update import (
+    FEW_EVENTS,
     Events,
     cavity_moments,
     level_events,
@@ -413,6 +414,37 @@ def test_bad_events_are_rejected() -> None:
     )
     with pytest.raises(ValueError, match="degenerate"):
         update(degenerate, _event(0, 1, 0.0, math.inf, 0.0))
+
+
+@pytest.mark.parametrize("count", [1, FEW_EVENTS, FEW_EVENTS + 1])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("lo", math.nan, "lo < hi"),
+        ("hi", -1.0, "lo < hi"),
+        ("noise_var", -1.0, "finite and >= 0"),
+        ("noise_var", math.inf, "finite and >= 0"),
+        ("noise_var", math.nan, "finite and >= 0"),
+        ("second", 0, "two different clips"),
+    ],
+)
+def test_few_and_many_events_are_checked_alike(
+    count: int, field: str, value: float, message: str
+) -> None:
+    """Up to FEW_EVENTS events are checked in Python numbers, more by torch reductions: both
+    pass good events and reject one bad entry, wherever it sits."""
+    fields = {
+        "first": torch.zeros(count, dtype=torch.long),
+        "second": torch.ones(count, dtype=torch.long),
+        "lo": torch.zeros(count, dtype=torch.float64),
+        "hi": torch.full((count,), math.inf, dtype=torch.float64),
+        "noise_var": torch.ones(count, dtype=torch.float64),
+    }
+    assert len(Events(**fields)) == count
+    fields[field] = fields[field].clone()
+    fields[field][-1] = value
+    with pytest.raises(ValueError, match=message):
+        Events(**fields)
 
 
 def test_level_events_and_float32_smoke() -> None:
