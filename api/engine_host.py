@@ -167,6 +167,7 @@ class CampaignEngine:
         self._rating_clips: list[int] = []
         self._ratings = True
         self._ksets: list[tuple[int, ...]] = []
+        self._received: RefitResult | None = None  # a refit's result, until it is adopted
 
     def bar(
         self,
@@ -249,18 +250,33 @@ class CampaignEngine:
         self._write(_write_pickle, path)
         return len(self.campaign.log)
 
-    def adopt_refit(self, data: bytes) -> None:
-        """Take what a background refit returned (the copy's `Campaign.refit_result`, pickled:
+    def receive_refit(self, data: bytes) -> None:
+        """Hold what a background refit returned (the copy's `Campaign.refit_result`, pickled:
         `refit_copy_to`'s copy refitted and caught up with some of what came since, its
-        history's labels left out) and apply again the rest (`Campaign.adopt_refit`): only the
-        labels and clips that arrived since the copy's latest catch-up, not every label.
+        history's labels left out) for `adopt_refit`. A call of its own: reading the copy's
+        posterior and unpickling it is as long as the adoption, and the calls queued meanwhile
+        run between the two.
 
         Raises:
-            ValueError: the bytes are not a refitted copy of this campaign (nothing changes).
+            ValueError: the bytes are not a refit's result (nothing is held).
         """
         refitted = pickle.loads(data)
         if not isinstance(refitted, RefitResult):
             raise ValueError(f"a refit returned a {type(refitted).__name__}, not a RefitResult")
+        self._received = refitted
+
+    def adopt_refit(self) -> None:
+        """Adopt the refit `receive_refit` holds, applying again the rest
+        (`Campaign.adopt_refit`): only the labels and clips that arrived since the copy's
+        latest catch-up, not every label.
+
+        Raises:
+            ValueError: none is held, or it is not a refitted copy of this campaign (nothing
+                changes).
+        """
+        refitted, self._received = self._received, None
+        if refitted is None:
+            raise ValueError("no refit was received to adopt")
         self.campaign.adopt_refit(refitted)
 
     def refit_entries(self, since: int, max_labels: int) -> tuple[bytes, int]:

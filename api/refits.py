@@ -22,7 +22,8 @@ campaign's engine answers its calls one at a time. So:
    most CATCH_UP_TAIL labels are left or a round no longer shrinks them. Then it returns the
    copy's state without the labels of its history (`Campaign.refit_result`: the engine holds
    them, and rebuilding tens of thousands of label objects would stall it), and the pump
-   hands it to the engine (`adopt_refit`), which applies again only what is left
+   hands it to the engine (`receive_refit`, then `adopt_refit`: two calls, the unpickling
+   apart from the adoption), which applies again only what is left
    (`Campaign.adopt_refit`): the state the refit would have left had it been applied where
    the copy was made, the same whether the copy caught up or not. The engine's stall is that
    tail, not a pass over every label, nor over the labels of a fit's minutes at a party's
@@ -65,6 +66,7 @@ from api.engine_host import process_context
 from api.errors import Unavailable
 from api.restore import read_when_whole
 from engine import Campaign, refit_schedule
+from engine.campaign import REAPPLY_LABELS
 from engine.empirical_bayes import SCALE_REFITS
 
 if TYPE_CHECKING:
@@ -74,15 +76,16 @@ log = logging.getLogger("ratingparty.api")
 
 PRIOR_REFITS = (*SCALE_REFITS, "off")  # a campaign's `prior_refit` setting
 MAX_EVALUATIONS = 200  # evidence evaluations per fit, as `Campaign.fit_prior`'s default
-# the copy catches up with the engine until at most this many labels are left to its adoption
-CATCH_UP_TAIL = 256
+# the copy catches up with the engine until at most this many labels are left to its adoption:
+# as many as the open run of labels a catch-up cannot take yet may hold (REAPPLY_LABELS)
+CATCH_UP_TAIL = REAPPLY_LABELS
 # labels sent to the copy per round at most: the engine pickles them, and its other calls
 # wait meanwhile
 CATCH_UP_FETCH = 1024
 
 
 def fit_copy(data: bytes, max_evaluations: int = MAX_EVALUATIONS) -> Campaign:
-    """`CampaignEngine.refit_copy`'s campaign with its prior refitted (`Campaign.fit_prior`).
+    """`CampaignEngine.refit_copy_to`'s campaign with its prior refitted (`Campaign.fit_prior`).
 
     Raises:
         ValueError: the bytes are not a campaign, or it has no labels to fit to.
@@ -402,7 +405,8 @@ class PriorRefits:
         data, labels = self.ready
         self.ready = None
         try:
-            await rt.engine_calls.run("adopt_refit", data)
+            await rt.engine_calls.run("receive_refit", data)
+            await rt.engine_calls.run("adopt_refit")
         except Unavailable:
             raise
         except Exception as error:

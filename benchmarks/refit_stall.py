@@ -10,11 +10,12 @@ engine waits. First a window without a refit, then a refit as the service runs i
 engine's copy (`refit_copy_to`: a child forked from the engine's process pickles the campaign
 into a file), the fit in a worker process at nice 19 (`ProcessFit`), the copy's catch-up in
 rounds with the labels that arrived meanwhile (`catch_up`, the engine's `refit_entries`), the
-engine's adoption of the refitted state (`adopt_refit`: the copy's state without its history's
-labels, and only the labels left after the catch-up applied again). Reported: the fit's
-seconds, the catch-up's rounds and seconds, the copy's, the fetches' and the adoption's engine
-seconds (each call's round trip from this process: what a request queued behind it waits), the
-probe's latency p50 / p90 / max without and during the refit, and, for comparison, what
+engine's adoption of the refitted state (the copy's state without its history's labels,
+unpickled by `receive_refit`, then `adopt_refit`: only the labels left after the catch-up
+applied again). Reported: the fit's seconds, the catch-up's rounds and seconds, the copy's,
+the fetches', the receipt's and the adoption's engine seconds (each call's round trip from
+this process: what a request queued behind it waits), the probe's latency p50 / p90 / max
+without and during the refit, and, for comparison, what
 adopting the refit inline would stall the engine for (`Campaign.apply_refit` on the copy:
 one ADF pass over every label, timed here in this process).
 
@@ -153,7 +154,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
         refitted, rounds, left = await catch_up(fit, held, entries_since)
         caught_up = time.perf_counter()
-        await host.call("adopt_refit", refitted)
+        await host.call("receive_refit", refitted)
+        received = time.perf_counter()
+        await host.call("adopt_refit")
         adopted = time.perf_counter()
         board = await host.call("leaderboard", 0.9)
         await asyncio.sleep(1.0)
@@ -184,7 +187,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "catch_up_fetch_max_s": max(seconds for seconds, _ in fetches),
         "labels_adopted": left,
         "result_mb": len(refitted) / 2**20,
-        "adopt_s": adopted - caught_up,
+        "receive_s": received - caught_up,
+        "adopt_s": adopted - received,
         "inline_apply_s": inline,
         "prior_after": list(board.prior),
         "baseline": quantiles([latency for _, latency in baseline]),
@@ -222,9 +226,10 @@ def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
             f"{result['catch_up_rounds']} rounds in {result['catch_up_s']:.1f} s, labels "
             f"pending at each fetch {result['catch_up_pending']}, the engine's longest fetch "
             f"(`refit_entries`) {result['catch_up_fetch_max_s'] * 1e3:.0f} ms",
-            f"- the engine's adoption (`adopt_refit` of the copy's `refit_result`, "
-            f"{result['result_mb']:.1f} MiB, {result['labels_adopted']} labels applied "
-            f"again) {result['adopt_s'] * 1e3:.0f} ms; adopting inline instead (`apply_refit`, "
+            f"- the engine's receipt of the copy's `refit_result` ({result['result_mb']:.1f} "
+            f"MiB, `receive_refit`) {result['receive_s'] * 1e3:.0f} ms, its adoption "
+            f"(`adopt_refit`, {result['labels_adopted']} labels applied again) "
+            f"{result['adopt_s'] * 1e3:.0f} ms; adopting inline instead (`apply_refit`, "
             f"one ADF pass over every label) {result['inline_apply_s']:.2f} s",
             "",
             "Latency of one `choose` (an assignment's task) sent every "
