@@ -51,6 +51,7 @@ from engine import (
     RefitResult,
     Task,
 )
+from engine.campaign import pack_entries
 from engine.stopping import Targets
 from engine.summaries import credible_halfwidth
 from engine.task_choice import kset_kind
@@ -282,8 +283,8 @@ class CampaignEngine:
     def refit_entries(self, since: int, max_labels: int) -> tuple[bytes, int]:
         """What a refitted copy catches up with (api/refits.py, `Campaign.catch_up`): the
         history's entries from the `since`-th on, as far as about `max_labels` labels (whole
-        entries; the pickling is the engine's time), pickled, and the labels in all the
-        entries from the `since`-th on."""
+        entries; the pickling is the engine's time), packed (`engine.campaign.pack_entries`)
+        and pickled, and the labels in all the entries from the `since`-th on."""
         entries = self.campaign.history_since(since)
         sent, labels = len(entries), 0
         for index, entry in enumerate(entries):
@@ -291,7 +292,7 @@ class CampaignEngine:
                 if labels >= max_labels and sent == len(entries):
                     sent = index
                 labels += len(entry)
-        return pickle.dumps(entries[:sent], pickle.HIGHEST_PROTOCOL), labels
+        return pickle.dumps(pack_entries(entries[:sent]), pickle.HIGHEST_PROTOCOL), labels
 
     def refit_labels(self) -> int:
         """The labels before the latest prior refit (0: none yet)."""

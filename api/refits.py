@@ -66,7 +66,7 @@ from api.engine_host import process_context
 from api.errors import Unavailable
 from api.restore import read_when_whole
 from engine import Campaign, refit_schedule
-from engine.campaign import REAPPLY_LABELS
+from engine.campaign import REAPPLY_LABELS, unpack_entries
 from engine.empirical_bayes import SCALE_REFITS
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class CopyFit:
     def catch_up(self, data: bytes) -> int:
         """Apply the engine's entries since the copy's (`CampaignEngine.refit_entries`, as
         far as settled); returns the engine's entries the copy now holds."""
-        self.entries += self.campaign.catch_up(pickle.loads(data))
+        self.entries += self.campaign.catch_up(unpack_entries(pickle.loads(data)))
         return self.entries
 
     def result(self) -> bytes:

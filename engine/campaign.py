@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import math
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 import torch
@@ -125,7 +125,7 @@ DEFAULT_CRITERIA = (
 MAX_FEATURE_DIM = 64
 # a refit's adoption applies again the labels taken since its copy in batches of about this many
 # (`reapplied`): small enough that a copy catching up in rounds leaves little to the adoption
-REAPPLY_LABELS = 128
+REAPPLY_LABELS = 32
 PairScope = Literal["any", "group"]
 Structure = Literal["dense", "blocks", "factorised"]
 # the side offsets' EM (fit_prior): steps at most, and the relative move of the sd that ends it
@@ -2010,6 +2010,33 @@ class Campaign:
         )
 
 
+# a history entry as `pack_entries` gives it: a label batch as its labels' field values
+PackedEntry = ClipsAdded | Refine | Refit | tuple[tuple[object, ...], ...]
+_JUDGMENT_FIELDS = tuple(f.name for f in fields(Judgment))
+
+
+def pack_entries(entries: Sequence[Entry]) -> list[PackedEntry]:
+    """`entries` with each label batch as a tuple of its labels' field values (in `Judgment`'s
+    field order), for another process (`unpack_entries`): a label pickled as itself gets a
+    `__dict__` made for it, kept from then on, one more object for the cyclic GC to walk."""
+    return [
+        tuple(tuple(getattr(j, name) for name in _JUDGMENT_FIELDS) for j in entry)
+        if isinstance(entry, tuple)
+        else entry
+        for entry in entries
+    ]
+
+
+def unpack_entries(packed: Sequence[PackedEntry]) -> list[Entry]:
+    """The history entries `pack_entries` packed."""
+    return [
+        tuple(Judgment(*values) for values in entry)  # type: ignore[arg-type]
+        if isinstance(entry, tuple)
+        else entry
+        for entry in packed
+    ]
+
+
 def reapplied(entries: Sequence[Entry]) -> Iterator[tuple[int, list[Judgment] | Entry, bool]]:
     """History entries taken since a refit's copy, in the segments a refit's adoption applies
     them in (`Campaign.adopt_refit`, `Campaign.catch_up`): each clip batch and refine alone,
@@ -2054,4 +2081,7 @@ __all__ = [
     "Campaign",
     "CampaignConfig",
     "Judgment",
+    "PackedEntry",
+    "pack_entries",
+    "unpack_entries",
 ]

@@ -24,6 +24,7 @@ from api import refits
 from api.app import create_app
 from api.settings import Settings
 from engine import Campaign, CampaignConfig, Judgment, Outcome, RefitResult
+from engine.campaign import pack_entries
 from engine.history import Refit
 from engine.state import quality_prior
 from tests.api.conftest import ADMIN, Party, assert_close_structures, make_party
@@ -93,7 +94,7 @@ def test_the_refit_lands_and_a_restart_serves_the_same(
 ) -> None:
     settings = replace(settings, engine_process=engine_process)
     with TestClient(app=create_app(settings)) as client:
-        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1, prior_refit="split")
+        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1)  # "split": the default
         start = _board(client, party.id)
         assert start["prior"]["refits"] == 0
         assert _scales(start) == pytest.approx(_stated_prior(), rel=1e-12)
@@ -267,7 +268,7 @@ def test_the_worker_process_runs_at_the_lowest_priority_and_catches_up() -> None
     held_at_copy = campaign.history_length
     for count in (150, 3):
         campaign.observe(_labels(rng, N_CLIPS, count))
-    entries = pickle.dumps(campaign.history_since(held_at_copy))
+    entries = pickle.dumps(pack_entries(campaign.history_since(held_at_copy)))
 
     async def in_process() -> tuple[int, int, int, bytes]:
         fit = refits.ProcessFit()

@@ -13,7 +13,7 @@ import torch
 from scipy.special import log_ndtr, logsumexp
 
 import engine.campaign as campaign_module
-from engine.campaign import Campaign, CampaignConfig, Judgment
+from engine.campaign import Campaign, CampaignConfig, Judgment, pack_entries, unpack_entries
 from engine.empirical_bayes import SplitScales
 from engine.history import Refit
 from engine.likelihoods import Outcome
@@ -410,8 +410,13 @@ def test_a_copy_caught_up_in_rounds_adopts_as_in_one_go(monkeypatch: pytest.Monk
                 truth = np.concatenate([truth, [0.5, -0.5]])
             else:
                 _observe_raters(campaign, truth, int(batch), rng)
-        # the entries travel pickled, as between the service's engine and its worker
-        since = pickle.loads(pickle.dumps(campaign.history_since(cursor)))
+        # the entries travel packed and pickled, as between the service's engine and its worker
+        sent = campaign.history_since(cursor)
+        since = unpack_entries(pickle.loads(pickle.dumps(pack_entries(sent))))
+        assert [type(e) for e in since] == [type(e) for e in sent]
+        assert [e for e in since if isinstance(e, tuple)] == [
+            e for e in sent if isinstance(e, tuple)
+        ]
         taken = refitted.catch_up(since)
         rounds.append((len(since), taken))
         cursor += taken
@@ -468,7 +473,8 @@ def test_a_refit_result_adopts_as_the_copy_it_came_from(monkeypatch: pytest.Monk
     _observe_raters(campaign, truth, 5, rng)
     campaign.refine(max_sweeps=20)
     _observe_raters(campaign, truth, 13, rng)
-    cursor += refitted.catch_up(pickle.loads(pickle.dumps(campaign.history_since(cursor))))
+    sent = pack_entries(campaign.history_since(cursor))
+    cursor += refitted.catch_up(unpack_entries(pickle.loads(pickle.dumps(sent))))
     _observe_raters(campaign, truth, 3, rng)  # after the last round: left to the adoption
     campaign.add_clips(np.zeros((1, 3)), count=1, contexts=["y"])
     _observe_raters(campaign, np.concatenate([truth, [0.0]]), 4, rng)
