@@ -251,16 +251,20 @@ class CampaignEngine:
         self._write(_write_pickle, path)
         return len(self.campaign.log)
 
-    def receive_refit(self, data: bytes) -> None:
-        """Hold what a background refit returned (the copy's `Campaign.refit_result`, pickled:
-        `refit_copy_to`'s copy refitted and caught up with some of what came since, its
-        history's labels left out) for `adopt_refit`. A call of its own: reading the copy's
-        posterior and unpickling it is as long as the adoption, and the calls queued meanwhile
-        run between the two.
+    def receive_refit(self, path: str) -> None:
+        """Hold what a background refit returned for `adopt_refit`: the file `path`, read and
+        removed, holds the copy's `Campaign.refit_result` pickled (`refit_copy_to`'s copy
+        refitted and caught up with some of what came since, its history's labels left out).
+        A call of its own, apart from the adoption, and a file rather than bytes sent along
+        the call: this engine reads it at once, where a message of its size streams through
+        the channel as fast as the service's event loop writes it.
 
         Raises:
-            ValueError: the bytes are not a refit's result (nothing is held).
+            ValueError: the file holds no refit's result (nothing is held).
         """
+        with open(path, "rb") as file:
+            data = file.read()
+        os.remove(path)
         refitted = pickle.loads(data)
         if not isinstance(refitted, RefitResult):
             raise ValueError(f"a refit returned a {type(refitted).__name__}, not a RefitResult")

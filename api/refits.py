@@ -22,8 +22,9 @@ campaign's engine answers its calls one at a time. So:
    most CATCH_UP_TAIL labels are left or a round no longer shrinks them. Then it returns the
    copy's state without the labels of its history (`Campaign.refit_result`: the engine holds
    them, and rebuilding tens of thousands of label objects would stall it), and the pump
-   hands it to the engine (`receive_refit`, then `adopt_refit`: two calls, the unpickling
-   apart from the adoption), which applies again only what is left
+   writes it to a file for the engine (`receive_refit` reads and unpickles it, then
+   `adopt_refit`: two calls, and the engine reads a file rather than waiting for the bytes
+   to stream through its channel), which applies again only what is left
    (`Campaign.adopt_refit`): the state the refit would have left had it been applied where
    the copy was made, the same whether the copy caught up or not. The engine's stall is that
    tail, not a pass over every label, nor over the labels of a fit's minutes at a party's
@@ -209,6 +210,14 @@ class ProcessFit:
             self._process.kill()
 
 
+def _write_file(path: str, data: bytes) -> None:
+    """`data` into the file `path` (through `path` + ".part", renamed once whole)."""
+    part = f"{path}.part"
+    with open(part, "wb") as file:
+        file.write(data)
+    os.replace(part, path)
+
+
 def _receive(channel: Any) -> tuple[bool, Any]:
     """The worker's answer, or (False, why) when it ended without one."""
     try:
@@ -290,7 +299,8 @@ class PriorRefits:
         self.mode = mode
         self.labels = 0  # the labels before the latest refit (or failed fit)
         self.due = False
-        self.ready: tuple[bytes, int] | None = None  # a refitted copy and its label count
+        # a refitted copy's file (`CopyFit.result`'s bytes) and its label count
+        self.ready: tuple[str, int] | None = None
         self.in_flight = False
         # a catch-up round waiting for the engine's entries: those the copy holds, the answer
         self.wanted: tuple[int, asyncio.Future[tuple[bytes, int]]] | None = None
@@ -371,7 +381,9 @@ class PriorRefits:
             pending,
         )
         if not self._closed:
-            self.ready = (refitted, labels)
+            result = os.path.join(os.path.dirname(path), f"result-{labels}")
+            await asyncio.to_thread(_write_file, result, refitted)
+            self.ready = (result, labels)
             rt.pump.wake()
 
     async def _entries_since(self, held: int) -> tuple[bytes, int]:
@@ -402,10 +414,10 @@ class PriorRefits:
         what makes the refit survive a restart."""
         rt = self._rt
         assert self.ready is not None
-        data, labels = self.ready
+        path, labels = self.ready
         self.ready = None
         try:
-            await rt.engine_calls.run("receive_refit", data)
+            await rt.engine_calls.run("receive_refit", path)
             await rt.engine_calls.run("adopt_refit")
         except Unavailable:
             raise

@@ -11,11 +11,11 @@ engine's copy (`refit_copy_to`: a child forked from the engine's process pickles
 into a file), the fit in a worker process at nice 19 (`ProcessFit`), the copy's catch-up in
 rounds with the labels that arrived meanwhile (`catch_up`, the engine's `refit_entries`), the
 engine's adoption of the refitted state (the copy's state without its history's labels,
-unpickled by `receive_refit`, then `adopt_refit`: only the labels left after the catch-up
-applied again). Reported: the fit's seconds, the catch-up's rounds and seconds, the copy's,
-the fetches', the receipt's and the adoption's engine seconds (each call's round trip from
-this process: what a request queued behind it waits), the probe's latency p50 / p90 / max
-without and during the refit, and, for comparison, what
+written to a file that `receive_refit` reads and unpickles, then `adopt_refit`: only the
+labels left after the catch-up applied again). Reported: the fit's seconds, the catch-up's
+rounds and seconds, the copy's, the fetches', the receipt's and the adoption's engine seconds
+(each call's round trip from this process: what a request queued behind it waits), the
+probe's latency p50 / p90 / max without and during the refit, and, for comparison, what
 adopting the refit inline would stall the engine for (`Campaign.apply_refit` on the copy:
 one ADF pass over every label, timed here in this process).
 
@@ -153,8 +153,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             return reply
 
         refitted, rounds, left = await catch_up(fit, held, entries_since)
+        result_path = os.path.join(folder, "result")
+        with open(result_path, "wb") as file:
+            file.write(refitted)
         caught_up = time.perf_counter()
-        await host.call("receive_refit", refitted)
+        await host.call("receive_refit", result_path)
         received = time.perf_counter()
         await host.call("adopt_refit")
         adopted = time.perf_counter()

@@ -742,11 +742,10 @@ class Campaign:
         if not refits:
             raise ValueError("the refitted campaign's history must end with its refit")
         start = refits[-1]
-        taken: list[TakenEntry] = []
-        for entry in entries[start + 1 :]:
-            if isinstance(entry, Refit):
-                raise ValueError("the refitted campaign's history must end with its refit")
-            taken.append(len(entry) if isinstance(entry, tuple) else entry)
+        taken: list[TakenEntry] = [
+            len(entry) if isinstance(entry, tuple) else entry  # type: ignore[misc]
+            for entry in entries[start + 1 :]
+        ]
         refit = entries[start]
         assert isinstance(refit, Refit)
         raters, rater_labels = self._raters.without_labels()
