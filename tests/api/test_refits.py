@@ -94,7 +94,7 @@ def test_the_refit_lands_and_a_restart_serves_the_same(
 ) -> None:
     settings = replace(settings, engine_process=engine_process)
     with TestClient(app=create_app(settings)) as client:
-        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1)  # "split": the default
+        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1, prior_refit="split")
         start = _board(client, party.id)
         assert start["prior"]["refits"] == 0
         assert _scales(start) == pytest.approx(_stated_prior(), rel=1e-12)
