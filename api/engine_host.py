@@ -33,7 +33,7 @@ import signal
 import socket
 import struct
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -44,7 +44,15 @@ import torch
 
 from api import snapshots
 from api.task_keys import question_key
-from engine import Campaign, CampaignConfig, Judgment, NoEligibleTaskError, Task
+from engine import (
+    Campaign,
+    CampaignConfig,
+    Judgment,
+    NoEligibleTaskError,
+    RefitResult,
+    Task,
+)
+from engine.campaign import pack_entries
 from engine.stopping import Targets
 from engine.summaries import credible_halfwidth
 from engine.task_choice import kset_kind
@@ -119,6 +127,15 @@ class Board:
     __hash__ = None  # type: ignore[assignment]  # arrays: not hashable, as a list-valued board
 
 
+def _write_pickle(campaign: Campaign, path: str) -> None:
+    """The campaign pickled into the file `path`: written to `path` + ".part" and renamed, so
+    whoever waits for `path` finds it whole."""
+    part = f"{path}.part"
+    with open(part, "wb") as file:
+        pickle.dump(campaign, file, pickle.HIGHEST_PROTOCOL)
+    os.replace(part, path)
+
+
 RaterStats = dict[int, tuple[float, float, float | None, bool]]
 WeightRows = dict[str, Any]
 
@@ -129,18 +146,18 @@ class CampaignEngine:
     Args:
         config: the campaign's engine configuration.
         device: torch device of the posterior; None = the engine's default.
-        fork_snapshots: write snapshots from a forked child (`snapshot_to`); only for an
-            engine in a process of its own (a fork copies only the calling thread: forked
-            from the service, a child would inherit its event loop's and writer's locks
-            mid-state).
+        fork_writes: write snapshots and refit copies from a forked child (`snapshot_to`,
+            `refit_copy_to`); only for an engine in a process of its own (a fork copies only
+            the calling thread: forked from the service, a child would inherit its event
+            loop's and writer's locks mid-state).
     """
 
     def __init__(
-        self, config: CampaignConfig, device: str | None, *, fork_snapshots: bool = False
+        self, config: CampaignConfig, device: str | None, *, fork_writes: bool = False
     ) -> None:
         self.campaign = Campaign(config, device=device)
-        self._fork_snapshots = fork_snapshots and hasattr(os, "fork")
-        self._writing: list[int] = []  # forked children writing a snapshot, not reaped yet
+        self._fork_writes = fork_writes and hasattr(os, "fork")
+        self._writing: list[int] = []  # forked children writing a file, not reaped yet
         # the stopping targets are the service's setting, not the snapshot's: one taken before
         # a change of targets must not bring the old ones back
         self._targets = config.targets
@@ -152,6 +169,7 @@ class CampaignEngine:
         self._rating_clips: list[int] = []
         self._ratings = True
         self._ksets: list[tuple[int, ...]] = []
+        self._received: RefitResult | None = None  # a refit's result, until it is adopted
 
     def bar(
         self,
@@ -183,15 +201,20 @@ class CampaignEngine:
         labels): in line, it would hold up the calls behind it, refills included, for as
         long. The child shares the state as it is now (copy-on-write) and exits once done.
         """
+        return self._write(snapshots.write, path)
+
+    def _write(self, write: Callable[[Campaign, str], None], path: str) -> bool:
+        """`write(campaign, path)`, from a forked child where this engine may fork (then this
+        returns True at once), else in line (False)."""
         self._reap()
-        if not (self._fork_snapshots and self.campaign.device.type == "cpu"):
-            snapshots.write(self.campaign, path)
+        if not (self._fork_writes and self.campaign.device.type == "cpu"):
+            write(self.campaign, path)
             return False
         pid = os.fork()
         if pid == 0:  # the child: write and leave, running nothing of the parent's on exit
             code = 1
             try:
-                snapshots.write(self.campaign, path)
+                write(self.campaign, path)
                 code = 0
             finally:
                 os._exit(code)
@@ -199,7 +222,7 @@ class CampaignEngine:
         return True
 
     def _reap(self) -> None:
-        """Collect the snapshot children that exited (no zombies left behind)."""
+        """Collect the writing children that exited (no zombies left behind)."""
         for pid in list(self._writing):
             with contextlib.suppress(ChildProcessError):
                 done, _ = os.waitpid(pid, os.WNOHANG)
@@ -218,33 +241,55 @@ class CampaignEngine:
         self.campaign.set_min_labels(self._min_labels)
         return None
 
-    def refit_copy(self) -> tuple[bytes, int]:
+    def refit_copy_to(self, path: str) -> int:
         """What a background prior refit starts from (api/refits.py): the engine's campaign
-        pickled, and the labels it holds. Pickle, not a snapshot: the copy goes to a worker
-        of this service and back, as every call to this process does, never through the
+        pickled into the file `path`, through `path` + ".part" renamed once whole, as
+        `snapshot_to` writes (from a forked child where it does: the pickle walks the label
+        history, and this call returns at once); returns the labels the campaign holds.
+        Pickle, not a snapshot: the copy goes to a worker of this service, never through the
         database; the restricted unpickler a snapshot is read with takes seconds for a long
         history."""
-        return pickle.dumps(self.campaign, pickle.HIGHEST_PROTOCOL), len(self.campaign.log)
+        self._write(_write_pickle, path)
+        return len(self.campaign.log)
 
-    def adopt_refit(self, data: bytes) -> None:
-        """Take the campaign a background refit returned (`refit_copy`'s copy, refitted,
-        pickled, caught up with some of what came since) and apply again the rest
+    def receive_refit(self, path: str) -> None:
+        """Hold what a background refit returned for `adopt_refit`: the file `path`, read and
+        removed, holds the copy's `Campaign.refit_result` pickled (`refit_copy_to`'s copy
+        refitted and caught up with some of what came since, its history's labels left out).
+        A call of its own, apart from the adoption, and a file rather than bytes sent along
+        the call: this engine reads it at once, where a message of its size streams through
+        the channel as fast as the service's event loop writes it.
+
+        Raises:
+            ValueError: the file holds no refit's result (nothing is held).
+        """
+        with open(path, "rb") as file:
+            data = file.read()
+        os.remove(path)
+        refitted = pickle.loads(data)
+        if not isinstance(refitted, RefitResult):
+            raise ValueError(f"a refit returned a {type(refitted).__name__}, not a RefitResult")
+        self._received = refitted
+
+    def adopt_refit(self) -> None:
+        """Adopt the refit `receive_refit` holds, applying again the rest
         (`Campaign.adopt_refit`): only the labels and clips that arrived since the copy's
         latest catch-up, not every label.
 
         Raises:
-            ValueError: the bytes are not a refitted copy of this campaign (nothing changes).
+            ValueError: none is held, or it is not a refitted copy of this campaign (nothing
+                changes).
         """
-        refitted = pickle.loads(data)
-        if not isinstance(refitted, Campaign):
-            raise ValueError(f"a refit returned a {type(refitted).__name__}, not a Campaign")
+        refitted, self._received = self._received, None
+        if refitted is None:
+            raise ValueError("no refit was received to adopt")
         self.campaign.adopt_refit(refitted)
 
     def refit_entries(self, since: int, max_labels: int) -> tuple[bytes, int]:
         """What a refitted copy catches up with (api/refits.py, `Campaign.catch_up`): the
         history's entries from the `since`-th on, as far as about `max_labels` labels (whole
-        entries; the pickling is the engine's time), pickled, and the labels in all the
-        entries from the `since`-th on."""
+        entries; the pickling is the engine's time), packed (`engine.campaign.pack_entries`)
+        and pickled, and the labels in all the entries from the `since`-th on."""
         entries = self.campaign.history_since(since)
         sent, labels = len(entries), 0
         for index, entry in enumerate(entries):
@@ -252,7 +297,7 @@ class CampaignEngine:
                 if labels >= max_labels and sent == len(entries):
                     sent = index
                 labels += len(entry)
-        return pickle.dumps(entries[:sent], pickle.HIGHEST_PROTOCOL), labels
+        return pickle.dumps(pack_entries(entries[:sent]), pickle.HIGHEST_PROTOCOL), labels
 
     def refit_labels(self) -> int:
         """The labels before the latest prior refit (0: none yet)."""
@@ -560,7 +605,7 @@ def _serve(
     channel.setblocking(True)
     incoming = channel.makefile("rb")
     try:
-        engine = CampaignEngine(config, device, fork_snapshots=True)
+        engine = CampaignEngine(config, device, fork_writes=True)
         reply: tuple[bool, Any] = (True, None)
     except Exception as error:
         engine, reply = None, (False, error)

@@ -8,17 +8,23 @@ fit (`Campaign.fit_prior`: up to 200 ADF passes over every label) takes seconds,
 campaign's engine answers its calls one at a time. So:
 
 1. Once the labels applied cross a point of the schedule, the pump asks the engine for a copy
-   of its state (`CampaignEngine.refit_copy`: the campaign pickled), and a worker
-   fits on that copy: a process of its own (from the engine hosts' forkserver) where the
-   engine runs in processes, a thread where it runs in a thread (at the service's
-   priority). The engine keeps answering calls, and taking labels and clips, meanwhile.
+   of its state (`CampaignEngine.refit_copy_to`: the campaign pickled into a file, by a child
+   forked from the engine's process where it runs in one, so the engine does not wait for
+   the pickling), and once the file is whole a worker fits on that copy: a process of its
+   own (from the engine hosts' forkserver) where the engine runs in processes, a thread
+   where it runs in a thread (at the service's priority). The engine keeps answering calls,
+   and taking labels and clips, meanwhile.
 2. The worker fits the copy, at the lowest CPU priority (nice 19: it takes only the CPU the
    engine and the service leave), then catches it up (`catch_up`): in rounds, the pump asks
    the engine for its history entries since those the copy holds (`refit_entries`: the clip
-   batches, refines and label batches it took meanwhile, in order) and the worker applies
-   them as the adoption would (`Campaign.catch_up`), until at most CATCH_UP_TAIL labels are
-   left or a round no longer shrinks them. Then it returns the copy, and the pump hands it to
-   the engine (`adopt_refit`), which applies again only what is left
+   batches, refines and label batches it took meanwhile, in order, as far as CATCH_UP_FETCH
+   labels) and the worker applies them as the adoption would (`Campaign.catch_up`), until at
+   most CATCH_UP_TAIL labels are left or a round no longer shrinks them. Then it returns the
+   copy's state without the labels of its history (`Campaign.refit_result`: the engine holds
+   them, and rebuilding tens of thousands of label objects would stall it), and the pump
+   writes it to a file for the engine (`receive_refit` reads and unpickles it, then
+   `adopt_refit`: two calls, and the engine reads a file rather than waiting for the bytes
+   to stream through its channel), which applies again only what is left
    (`Campaign.adopt_refit`): the state the refit would have left had it been applied where
    the copy was made, the same whether the copy caught up or not. The engine's stall is that
    tail, not a pass over every label, nor over the labels of a fit's minutes at a party's
@@ -46,7 +52,10 @@ import contextlib
 import logging
 import os
 import pickle
+import shutil
 import signal
+import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -56,7 +65,9 @@ import torch
 
 from api.engine_host import process_context
 from api.errors import Unavailable
+from api.restore import read_when_whole
 from engine import Campaign, refit_schedule
+from engine.campaign import REAPPLY_LABELS, unpack_entries
 from engine.empirical_bayes import SCALE_REFITS
 
 if TYPE_CHECKING:
@@ -66,13 +77,16 @@ log = logging.getLogger("ratingparty.api")
 
 PRIOR_REFITS = (*SCALE_REFITS, "off")  # a campaign's `prior_refit` setting
 MAX_EVALUATIONS = 200  # evidence evaluations per fit, as `Campaign.fit_prior`'s default
-# the copy catches up with the engine until at most this many labels are left to its adoption
-CATCH_UP_TAIL = 256
-CATCH_UP_FETCH = 4096  # labels sent to the copy per round at most (the engine pickles them)
+# the copy catches up with the engine until at most this many labels are left to its adoption:
+# as many as the open run of labels a catch-up cannot take yet may hold (REAPPLY_LABELS)
+CATCH_UP_TAIL = REAPPLY_LABELS
+# labels sent to the copy per round at most: the engine pickles them, and its other calls
+# wait meanwhile
+CATCH_UP_FETCH = 1024
 
 
 def fit_copy(data: bytes, max_evaluations: int = MAX_EVALUATIONS) -> Campaign:
-    """`CampaignEngine.refit_copy`'s campaign with its prior refitted (`Campaign.fit_prior`).
+    """`CampaignEngine.refit_copy_to`'s campaign with its prior refitted (`Campaign.fit_prior`).
 
     Raises:
         ValueError: the bytes are not a campaign, or it has no labels to fit to.
@@ -96,11 +110,12 @@ class CopyFit:
     def catch_up(self, data: bytes) -> int:
         """Apply the engine's entries since the copy's (`CampaignEngine.refit_entries`, as
         far as settled); returns the engine's entries the copy now holds."""
-        self.entries += self.campaign.catch_up(pickle.loads(data))
+        self.entries += self.campaign.catch_up(unpack_entries(pickle.loads(data)))
         return self.entries
 
     def result(self) -> bytes:
-        return pickle.dumps(self.campaign, pickle.HIGHEST_PROTOCOL)
+        """The copy's state for the engine's adoption (`Campaign.refit_result`), pickled."""
+        return pickle.dumps(self.campaign.refit_result(), pickle.HIGHEST_PROTOCOL)
 
 
 def _fit_in_process(channel: Any, data: bytes, max_evaluations: int, threads: int) -> None:
@@ -167,7 +182,7 @@ class ProcessFit:
         return await self._answer()
 
     async def result(self) -> bytes:
-        """The refitted, caught-up copy, pickled; the worker then ends."""
+        """The refitted, caught-up copy's state (`CopyFit.result`); the worker then ends."""
         await self._send(("result", None))
         try:
             return await self._answer()
@@ -193,6 +208,14 @@ class ProcessFit:
     def cancel(self) -> None:
         if self._process is not None and self._process.is_alive():
             self._process.kill()
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """`data` into the file `path` (through `path` + ".part", renamed once whole)."""
+    part = f"{path}.part"
+    with open(part, "wb") as file:
+        file.write(data)
+    os.replace(part, path)
 
 
 def _receive(channel: Any) -> tuple[bool, Any]:
@@ -276,7 +299,8 @@ class PriorRefits:
         self.mode = mode
         self.labels = 0  # the labels before the latest refit (or failed fit)
         self.due = False
-        self.ready: tuple[bytes, int] | None = None  # a refitted copy and its label count
+        # a refitted copy's file (`CopyFit.result`'s bytes) and its label count
+        self.ready: tuple[str, int] | None = None
         self.in_flight = False
         # a catch-up round waiting for the engine's entries: those the copy holds, the answer
         self.wanted: tuple[int, asyncio.Future[tuple[bytes, int]]] | None = None
@@ -284,6 +308,8 @@ class PriorRefits:
         self._fit: ProcessFit | ThreadFit | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._folder: str | None = None  # where the engine writes its copies
+        self._stop = threading.Event()  # closed: stop waiting for a copy's file
 
     def resume(self, labels: int, n_applied: int) -> None:
         """Go on after a load: the engine's latest refit came after `labels` labels, and
@@ -301,22 +327,29 @@ class PriorRefits:
             self.due = True
 
     async def start(self) -> None:
-        """Copy the engine state (a pump step) and fit on the copy in the background."""
+        """Have the engine copy its state to a file (a pump step) and, in the background, fit
+        on the copy once the file is whole."""
         rt = self._rt
         self.due = False
-        data, labels = await rt.engine_calls.run("refit_copy")
+        if self._folder is None:
+            self._folder = tempfile.mkdtemp(prefix=f"ratingparty-refit-{rt.record.id}-")
+        path = os.path.join(self._folder, f"copy-{rt.pump.n_applied}")
+        labels = await rt.engine_calls.run("refit_copy_to", path)
         if self._closed:
             return
         self.in_flight = True
         self._fit = ProcessFit() if rt.settings.engine_process else ThreadFit()
         self._task = asyncio.create_task(
-            self._run(self._fit, data, labels), name=f"refit-{rt.record.id}"
+            self._run(self._fit, path, labels), name=f"refit-{rt.record.id}"
         )
 
-    async def _run(self, fit: ProcessFit | ThreadFit, data: bytes, labels: int) -> None:
+    async def _run(self, fit: ProcessFit | ThreadFit, path: str, labels: int) -> None:
         rt = self._rt
         started = time.perf_counter()
         try:
+            data = await asyncio.to_thread(read_when_whole, path, self._stop)
+            if data is None:
+                raise RuntimeError(f"the engine wrote no copy to {path}")
             held = await fit.fit(data, MAX_EVALUATIONS)
             fitted = time.perf_counter()
             refitted, rounds, pending = await catch_up(fit, held, self._entries_since)
@@ -348,7 +381,9 @@ class PriorRefits:
             pending,
         )
         if not self._closed:
-            self.ready = (refitted, labels)
+            result = os.path.join(os.path.dirname(path), f"result-{labels}")
+            await asyncio.to_thread(_write_file, result, refitted)
+            self.ready = (result, labels)
             rt.pump.wake()
 
     async def _entries_since(self, held: int) -> tuple[bytes, int]:
@@ -379,10 +414,11 @@ class PriorRefits:
         what makes the refit survive a restart."""
         rt = self._rt
         assert self.ready is not None
-        data, labels = self.ready
+        path, labels = self.ready
         self.ready = None
         try:
-            await rt.engine_calls.run("adopt_refit", data)
+            await rt.engine_calls.run("receive_refit", path)
+            await rt.engine_calls.run("adopt_refit")
         except Unavailable:
             raise
         except Exception as error:
@@ -404,14 +440,17 @@ class PriorRefits:
         self.applied(rt.pump.n_applied)  # points the labels crossed during the fit
 
     async def close(self) -> None:
-        """Cancel the fit in flight, if any."""
+        """Cancel the fit in flight, if any, and remove the copies' folder."""
         self._closed = True
+        self._stop.set()
         if self._fit is not None:
             self._fit.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
 
 
 __all__ = [

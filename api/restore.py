@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ratingparty.api")
 SNAPSHOT_PART_BYTES = 1 << 20  # a snapshot part: one short transaction of the writer
 SNAPSHOT_POLL_S = 0.01  # how often the wait for a snapshot file looks for it
-# a forked child that wrote no snapshot by then failed (the next snapshot covers its labels)
+# a forked child that wrote no snapshot (or refit copy) by then failed: the next snapshot
+# covers its labels (the next point of the refit schedule tries again)
 SNAPSHOT_WAIT_S = 600.0
 SNAPSHOT_CLOSE_WAIT_S = 5.0  # how long a closing runtime waits for a snapshot being written
 
@@ -221,7 +222,7 @@ class Snapshots:
         has then), the snapshot row naming them, then the parts of the snapshots before it,
         again one per transaction."""
         rt = self._rt
-        data = await asyncio.to_thread(_read_when_whole, path, self._stop)
+        data = await asyncio.to_thread(read_when_whole, path, self._stop)
         if data is None:  # the log still has every label: the next snapshot covers them
             if not self._stop.is_set():
                 log.warning("campaign %s: no snapshot was written to %s", rt.record.id, path)
@@ -264,10 +265,10 @@ class Snapshots:
             shutil.rmtree(self._folder, ignore_errors=True)
 
 
-def _read_when_whole(path: str, stop: threading.Event) -> bytes | None:
-    """The bytes of the file `path` once it exists (it appears whole: `snapshots.write`),
-    removed after reading; None if it did not appear within `SNAPSHOT_WAIT_S` or `stop` was
-    set first."""
+def read_when_whole(path: str, stop: threading.Event) -> bytes | None:
+    """The bytes of the file `path` once it exists (it appears whole: `snapshots.write`,
+    `CampaignEngine.refit_copy_to`), removed after reading; None if it did not appear within
+    `SNAPSHOT_WAIT_S` or `stop` was set first."""
     deadline = time.monotonic() + SNAPSHOT_WAIT_S
     while not os.path.exists(path):
         if stop.wait(SNAPSHOT_POLL_S) or time.monotonic() > deadline:

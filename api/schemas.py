@@ -112,11 +112,11 @@ class CampaignCreate(_Input):
     # criterion weights, w(p) = w + W p (engine.gating); 0: no gate. Fixed at creation
     feature_dim: Annotated[int, Meta(ge=0, le=MAX_FEATURE_DIM)] = 0
     # how the prior is refitted by empirical Bayes at 2n, 4n, 8n, ... labels (n clips), in the
-    # background (api/refits.py): "split" learns the criteria's share of the prior's quality
-    # variance (docs/MATH.md §1), "scales" each scale, "off" (the default: a fit takes minutes
-    # of a core in the background and its adoption stalls the engine for about a second)
-    # keeps the stated prior. Fixed at creation
-    prior_refit: Literal["split", "scales", "off"] = "off"
+    # background (api/refits.py): "split" (the default) learns the criteria's share of the
+    # prior's quality variance (docs/MATH.md §1), "scales" each scale, "off" keeps the stated
+    # prior. Fixed at creation; a campaign stored without it (created before the service
+    # refitted) keeps its stated prior
+    prior_refit: Literal["split", "scales", "off"] = "split"
 
 
 class GoldPairIn(_Input):

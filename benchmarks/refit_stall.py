@@ -7,12 +7,15 @@ A probe asks it for one assignment's task (`choose`, then `release`) every `--pr
 seconds, and a trickle of new labels arrives (`--trickle` labels a second, applied in small
 batches), as in the service; the probe's latency is what an assignment request that needs the
 engine waits. First a window without a refit, then a refit as the service runs it: the
-engine's copy (`refit_copy`), the fit in a worker process at nice 19 (`ProcessFit`), the
-copy's catch-up in rounds with the labels that arrived meanwhile (`catch_up`, the engine's
-`refit_entries`), the engine's adoption of the refitted state (`adopt_refit`: only the labels
-left after the catch-up applied again). Reported: the fit's seconds, the catch-up's rounds and
-seconds, the copy's, the fetches' and the adoption's engine seconds, the probe's latency
-p50 / p90 / max without and during the refit, and, for comparison, what
+engine's copy (`refit_copy_to`: a child forked from the engine's process pickles the campaign
+into a file), the fit in a worker process at nice 19 (`ProcessFit`), the copy's catch-up in
+rounds with the labels that arrived meanwhile (`catch_up`, the engine's `refit_entries`), the
+engine's adoption of the refitted state (the copy's state without its history's labels,
+written to a file that `receive_refit` reads and unpickles, then `adopt_refit`: only the
+labels left after the catch-up applied again). Reported: the fit's seconds, the catch-up's
+rounds and seconds, the copy's, the fetches', the receipt's and the adoption's engine seconds
+(each call's round trip from this process: what a request queued behind it waits), the
+probe's latency p50 / p90 / max without and during the refit, and, for comparison, what
 adopting the refit inline would stall the engine for (`Campaign.apply_refit` on the copy:
 one ADF pass over every label, timed here in this process).
 
@@ -29,6 +32,9 @@ import asyncio
 import datetime as dt
 import os
 import pickle
+import shutil
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,7 @@ import torch
 from api.campaign_config import build_config, engine_config
 from api.engine_host import ClipBatch, ProcessEngine
 from api.refits import CATCH_UP_FETCH, MAX_EVALUATIONS, ProcessFit, catch_up
+from api.restore import read_when_whole
 from benchmarks.concurrent import command_line, write_results
 from benchmarks.selection_speed import git_sha
 from engine import DEFAULT_CRITERIA, Judgment, Outcome
@@ -109,6 +116,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     stored = engine_config(list(DEFAULT_CRITERIA), "group", True, None)
     stored["prior_refit"] = "split"
     host = ProcessEngine(build_config(stored), "cpu", "refit-stall")
+    folder = tempfile.mkdtemp(prefix="ratingparty-refit-stall-")
     await host.start()
     try:
         contexts: list[str | None] = list(world.groups)
@@ -127,8 +135,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         probing = asyncio.create_task(probe(host, world, args.probe_every, args.trickle, stop))
         await asyncio.sleep(1.0)
         began = time.perf_counter()
-        data, job_labels = await host.call("refit_copy")
+        path = os.path.join(folder, "copy")
+        job_labels = await host.call("refit_copy_to", path)
         copied = time.perf_counter()
+        data = await asyncio.to_thread(read_when_whole, path, threading.Event())
+        assert data is not None, "the engine wrote no copy"
+        written = time.perf_counter()
         fit = ProcessFit()
         held = await fit.fit(data, MAX_EVALUATIONS)
         fitted = time.perf_counter()
@@ -141,8 +153,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             return reply
 
         refitted, rounds, left = await catch_up(fit, held, entries_since)
+        result_path = os.path.join(folder, "result")
+        with open(result_path, "wb") as file:
+            file.write(refitted)
         caught_up = time.perf_counter()
-        await host.call("adopt_refit", refitted)
+        await host.call("receive_refit", result_path)
+        received = time.perf_counter()
+        await host.call("adopt_refit")
         adopted = time.perf_counter()
         board = await host.call("leaderboard", 0.9)
         await asyncio.sleep(1.0)
@@ -151,10 +168,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         total_labels = len(await host.call("log"))
     finally:
         await host.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
     # what adopting inline would cost: the refit applied to the copy, one pass over every label
     copy = pickle.loads(data)
-    refit = pickle.loads(refitted).refits[-1][1]
+    refit = pickle.loads(refitted).refit
     inline_began = time.perf_counter()
     copy.apply_refit(refit)
     inline = time.perf_counter() - inline_began
@@ -163,14 +181,17 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "labels_after": total_labels,
         "copy_mb": len(data) / 2**20,
         "copy_s": copied - began,
-        "fit_s": fitted - copied,
+        "copy_written_s": written - began,
+        "fit_s": fitted - written,
         "labels_at_fit_end": fetches[0][1] if fetches else 0,
         "catch_up_rounds": rounds,
         "catch_up_s": caught_up - fitted,
         "catch_up_pending": [pending for _, pending in fetches],
         "catch_up_fetch_max_s": max(seconds for seconds, _ in fetches),
         "labels_adopted": left,
-        "adopt_s": adopted - caught_up,
+        "result_mb": len(refitted) / 2**20,
+        "receive_s": received - caught_up,
+        "adopt_s": adopted - received,
         "inline_apply_s": inline,
         "prior_after": list(board.prior),
         "baseline": quantiles([latency for _, latency in baseline]),
@@ -201,13 +222,17 @@ def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
             f"end ({meta['trickle']} a second during the windows); the copy "
             f"{result['copy_mb']:.1f} MiB",
             f"- the fit in its worker process (nice 19): {result['fit_s']:.1f} s; the engine's "
-            f"copy (`refit_copy`) {result['copy_s'] * 1e3:.0f} ms",
+            f"copy (`refit_copy_to`, a forked child writes the file) "
+            f"{result['copy_s'] * 1e3:.0f} ms, the file whole after "
+            f"{result['copy_written_s'] * 1e3:.0f} ms",
             f"- the catch-up: {result['labels_at_fit_end']} labels arrived during the fit; "
             f"{result['catch_up_rounds']} rounds in {result['catch_up_s']:.1f} s, labels "
             f"pending at each fetch {result['catch_up_pending']}, the engine's longest fetch "
             f"(`refit_entries`) {result['catch_up_fetch_max_s'] * 1e3:.0f} ms",
-            f"- the engine's adoption (`adopt_refit`, {result['labels_adopted']} labels applied "
-            f"again) {result['adopt_s'] * 1e3:.0f} ms; adopting inline instead (`apply_refit`, "
+            f"- the engine's receipt of the copy's `refit_result` ({result['result_mb']:.1f} "
+            f"MiB, `receive_refit`) {result['receive_s'] * 1e3:.0f} ms, its adoption "
+            f"(`adopt_refit`, {result['labels_adopted']} labels applied again) "
+            f"{result['adopt_s'] * 1e3:.0f} ms; adopting inline instead (`apply_refit`, "
             f"one ADF pass over every label) {result['inline_apply_s']:.2f} s",
             "",
             "Latency of one `choose` (an assignment's task) sent every "

@@ -28,6 +28,7 @@ from engine.objectives import (
     outcome_probabilities,
 )
 from engine.position import SideBias, SideOffsets
+from engine.refit_result import RefitResult
 from engine.selection import (
     RULES,
     NoEligibleTaskError,
@@ -84,6 +85,7 @@ __all__ = [
     "RatingChoice",
     "Refinement",
     "Refit",
+    "RefitResult",
     "ScaleFit",
     "SelectionOptions",
     "SideBias",

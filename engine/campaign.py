@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import math
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 import torch
@@ -69,6 +69,7 @@ from engine.questions import (
     answer_specs,
 )
 from engine.rater_book import GridScorer, RaterBook
+from engine.refit_result import RefitResult, TakenEntry
 from engine.reliability import (
     NOISE_PRIOR_LOG_SD,
     RaterGrid,
@@ -124,7 +125,7 @@ DEFAULT_CRITERIA = (
 MAX_FEATURE_DIM = 64
 # a refit's adoption applies again the labels taken since its copy in batches of about this many
 # (`reapplied`): small enough that a copy catching up in rounds leaves little to the adoption
-REAPPLY_LABELS = 128
+REAPPLY_LABELS = 32
 PairScope = Literal["any", "group"]
 Structure = Literal["dense", "blocks", "factorised"]
 # the side offsets' EM (fit_prior): steps at most, and the relative move of the sd that ends it
@@ -664,14 +665,17 @@ class Campaign:
         refit in the history, so that `replay()` applies it at the same place."""
         self._apply_refit(refit)
 
-    def adopt_refit(self, refitted: Campaign) -> None:
+    def adopt_refit(self, refitted: Campaign | RefitResult) -> None:
         """Take a refit that a copy of this campaign computed and applied: `refitted` is this
         campaign as it was some history entries ago (a copy of it), then `fit_prior` or
-        `apply_refit`, then possibly `catch_up` with what this campaign took since. Its
-        posterior, raters, clip registry, clock and history become this campaign's, and what
-        this campaign took since the copy was made, past what the copy caught up with, is
-        applied again on top, in order (`reapplied`: clip batches and refines as they were,
-        and each run of label batches between them as one batch of at most about
+        `apply_refit`, then possibly `catch_up` with what this campaign took since; or that
+        copy's `refit_result()`, which leaves its history's labels out (this campaign holds
+        them): the same adoption. Its posterior, raters, clip registry and clock become this
+        campaign's, its history this campaign's up to the copy, the refit and what the copy
+        caught up with (this campaign's own labels in the batches the copy applied them in),
+        and what this campaign took since the copy was made, past what the copy caught up
+        with, is applied again on top, in order (`reapplied`: clip batches and refines as they
+        were, and each run of label batches between them as one batch of at most about
         REAPPLY_LABELS labels, each label with the noise and keep it was applied with; ADF
         takes a batch's labels in order, and one batch is one pass over the covariance where
         each of the batches was one). The state is then the refit's had it been applied
@@ -685,13 +689,12 @@ class Campaign:
             ValueError: `refitted` is not a copy of this campaign with one refit applied last,
                 then at most what this campaign took since (`catch_up`).
         """
-        entries = list(refitted._history)
-        refits = [k for k, entry in enumerate(entries) if isinstance(entry, Refit)]
+        result = refitted.refit_result() if isinstance(refitted, Campaign) else refitted
         ours = list(self._history)
-        if not refits or refits[-1] > len(ours):
+        start = result.entries
+        if start > len(ours):
             raise ValueError("the refitted campaign's history must end with its refit")
-        start = refits[-1]
-        taken = entries[start + 1 :]
+        taken = result.taken
         before = sum(len(e) for e in ours[:start] if isinstance(e, tuple))
         since = ours[start:]
         segments = list(reapplied(since))
@@ -699,26 +702,69 @@ class Campaign:
             any(isinstance(e, Refit) for e in since)
             or len(taken) > len(segments)
             or not all(_same_segment(e, s) for e, (_, s, _) in zip(taken, segments, strict=False))
-            or refitted._history.label_count
-            != before + sum(len(e) for e in taken if isinstance(e, tuple))
-            or refitted.n_items > self.n_items
-            or (refitted.device, refitted.dtype) != (self.device, self.dtype)
+            or result.label_count != before + sum(e for e in taken if isinstance(e, int))
+            or result.n_items > self.n_items
+            or (result.device, result.dtype) != (self.device, self.dtype)
         ):
             raise ValueError(
                 "the refitted campaign is not a copy of this one's history with a refit applied"
             )
-        refit = entries[start]
-        self.config = self._with_refit(self.config, refit)
-        self.pair_cuts, self.level_cuts = refitted.pair_cuts, refitted.level_cuts
-        self._clips = refitted._clips
-        self._form = refitted._form
-        self._raters = refitted._raters
-        self._clock = refitted._clock
-        self._history = refitted._history
+        # the copy's entries since its refit are these segments as it applied them (each label
+        # with the noise, keep and event position recorded here): ours stand in for its own
+        grafted = [tuple(s) if isinstance(s, list) else s for _, s, _ in segments[: len(taken)]]
+        raters = result.raters
+        try:
+            raters.with_labels_of(self._raters, result.rater_labels)
+        except ValueError as error:
+            raise ValueError(f"the refitted campaign is not a copy of this one: {error}") from error
+        self.config = self._with_refit(self.config, result.refit)
+        self.pair_cuts, self.level_cuts = result.pair_cuts, result.level_cuts
+        self._clips = result.clips
+        self._form = result.form
+        self._raters = raters
+        self._clock = result.clock
+        self._history = History.of([*ours[:start], result.refit, *grafted], result.clip_counts)
         self._progress_cache = None
         for _, segment, _ in segments[len(taken) :]:
             # labels are already answered: the task book and the gold book hold these answers
             self._reapply(segment)
+
+    def refit_result(self) -> RefitResult:
+        """This campaign's state for its adoption by the campaign it is a refitted copy of
+        (`adopt_refit`), its history's labels left out (engine.refit_result): what a copy that
+        refits elsewhere sends back.
+
+        Raises:
+            ValueError: no refit was applied.
+        """
+        entries = list(self._history)
+        refits = [k for k, entry in enumerate(entries) if isinstance(entry, Refit)]
+        if not refits:
+            raise ValueError("the refitted campaign's history must end with its refit")
+        start = refits[-1]
+        taken: list[TakenEntry] = [
+            len(entry) if isinstance(entry, tuple) else entry  # type: ignore[misc]
+            for entry in entries[start + 1 :]
+        ]
+        refit = entries[start]
+        assert isinstance(refit, Refit)
+        raters, rater_labels = self._raters.without_labels()
+        return RefitResult(
+            refit=refit,
+            entries=start,
+            taken=tuple(taken),
+            label_count=self._history.label_count,
+            clip_counts=self._history.clip_counts,
+            form=self._form,
+            clips=self._clips,
+            raters=raters,
+            rater_labels=rater_labels,
+            clock=self._clock,
+            pair_cuts=self.pair_cuts,
+            level_cuts=self.level_cuts,
+            device=self.device,
+            dtype=self.dtype,
+        )
 
     def catch_up(self, entries: Sequence[Entry]) -> int:
         """Bring a refitted copy (see `adopt_refit`) closer to the campaign it was copied
@@ -1969,6 +2015,33 @@ class Campaign:
         )
 
 
+# a history entry as `pack_entries` gives it: a label batch as its labels' field values
+PackedEntry = ClipsAdded | Refine | Refit | tuple[tuple[object, ...], ...]
+_JUDGMENT_FIELDS = tuple(f.name for f in fields(Judgment))
+
+
+def pack_entries(entries: Sequence[Entry]) -> list[PackedEntry]:
+    """`entries` with each label batch as a tuple of its labels' field values (in `Judgment`'s
+    field order), for another process (`unpack_entries`): a label pickled as itself gets a
+    `__dict__` made for it, kept from then on, one more object for the cyclic GC to walk."""
+    return [
+        tuple(tuple(getattr(j, name) for name in _JUDGMENT_FIELDS) for j in entry)
+        if isinstance(entry, tuple)
+        else entry
+        for entry in entries
+    ]
+
+
+def unpack_entries(packed: Sequence[PackedEntry]) -> list[Entry]:
+    """The history entries `pack_entries` packed."""
+    return [
+        tuple(Judgment(*values) for values in entry)  # type: ignore[arg-type]
+        if isinstance(entry, tuple)
+        else entry
+        for entry in packed
+    ]
+
+
 def reapplied(entries: Sequence[Entry]) -> Iterator[tuple[int, list[Judgment] | Entry, bool]]:
     """History entries taken since a refit's copy, in the segments a refit's adoption applies
     them in (`Campaign.adopt_refit`, `Campaign.catch_up`): each clip batch and refine alone,
@@ -1993,10 +2066,11 @@ def reapplied(entries: Sequence[Entry]) -> Iterator[tuple[int, list[Judgment] | 
         yield len(entries), labels, False
 
 
-def _same_segment(entry: Entry, segment: list[Judgment] | Entry) -> bool:
-    """Whether a refitted copy's history entry is what applying `segment` recorded."""
+def _same_segment(entry: TakenEntry, segment: list[Judgment] | Entry) -> bool:
+    """Whether a refitted copy's history entry (`RefitResult.taken`) is what applying
+    `segment` recorded."""
     if isinstance(segment, list):
-        return isinstance(entry, tuple) and len(entry) == len(segment)
+        return isinstance(entry, int) and entry == len(segment)
     return type(entry) is type(segment)
 
 
@@ -2012,4 +2086,7 @@ __all__ = [
     "Campaign",
     "CampaignConfig",
     "Judgment",
+    "PackedEntry",
+    "pack_entries",
+    "unpack_entries",
 ]

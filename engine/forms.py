@@ -223,6 +223,15 @@ class DenseForm:
             None
         )
 
+    def __getstate__(self) -> dict[str, object]:
+        """The posterior and sites: the pending tasks' shrink is derived (rebuilt on the next
+        choice) and as large as the covariance, which a copy (a snapshot, a refit's) would
+        otherwise hold twice."""
+        state = dict(vars(self))
+        state["_shrink_cache"] = None
+        state["_batch_shrink"] = None
+        return state
+
     @staticmethod
     def prior(
         n_criteria: int,

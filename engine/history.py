@@ -60,6 +60,16 @@ class History:
         self._label_count = 0
         self.clip_counts = ClipCounts()
 
+    @classmethod
+    def of(cls, entries: Sequence[Entry], clip_counts: ClipCounts) -> History:
+        """A history of `entries`, whose labels per clip `clip_counts` counted already (a
+        refitted copy's, for the same labels: `Campaign.adopt_refit`)."""
+        history = cls()
+        history._entries = list(entries)
+        history._label_count = sum(len(e) for e in history._entries if isinstance(e, tuple))
+        history.clip_counts = clip_counts
+        return history
+
     def record(self, entry: ClipsAdded | Refine | Refit) -> None:
         self._entries.append(entry)
 

@@ -61,6 +61,29 @@ class RaterBook:
         book._noise = dict(self._noise)
         return book
 
+    def without_labels(self) -> tuple[RaterBook, dict[Hashable, int]]:
+        """This book without its raters' labels (sharing the rest), and how many labels each
+        rater has: what a refitted copy sends back (engine.refit_result), where the campaign
+        it adopts into holds the same labels (`with_labels_of`)."""
+        book = RaterBook()
+        book._noise, book.reliability, book.grids = self._noise, self.reliability, self.grids
+        book.side_slots = self.side_slots
+        return book, {rater: len(own) for rater, own in self.judgments.items()}
+
+    def with_labels_of(self, other: RaterBook, counts: dict[Hashable, int]) -> None:
+        """Take, for each rater in `counts` and in its order, the first `counts[rater]` of
+        `other`'s labels of the rater (the labels `without_labels` counted, as `other`, a book
+        of the same labels in the same order and perhaps more after them, holds them).
+
+        Raises:
+            ValueError: `other` has fewer labels of a rater.
+        """
+        for rater, count in counts.items():
+            own = other.judgments.get(rater, [])
+            if len(own) < count:
+                raise ValueError(f"rater {rater!r} has {len(own)} labels here, not {count}")
+        self.judgments = {rater: other.judgments[rater][:count] for rater, count in counts.items()}
+
     def noise_sd(self, rater: Hashable | None, config: CampaignConfig) -> float:
         """The rater's noise sd: set, else learned (learn_rater_noise), else the default."""
         if rater in self._noise:

@@ -189,8 +189,10 @@ def make_party(
     groups: int = 2,
     **campaign: Any,
 ) -> Party:
-    """Create a campaign (criteria a, b unless given), add clips, register raters."""
-    body = {"name": "party", "criteria": ["a", "b"], **campaign}
+    """Create a campaign (criteria a, b and no background prior refit unless given), add
+    clips, register raters. A refit starts a worker process and a snapshot at 2n, 4n, ...
+    labels: tests of it ask for it (tests/api/test_refits.py)."""
+    body = {"name": "party", "criteria": ["a", "b"], "prior_refit": "off", **campaign}
     created = client.post("/v1/campaigns", json=body, headers=ADMIN)
     assert created.status_code == 201, created.text
     cid = created.json()["id"]

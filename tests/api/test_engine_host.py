@@ -7,18 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from litestar.testing import TestClient
 
 from api.app import create_app
 from api.campaigns import build_config, engine_config
-from api.engine_host import ClipBatch, EngineStopped, ProcessEngine, ThreadEngine
+from api.engine_host import (
+    CampaignEngine,
+    ClipBatch,
+    EngineStopped,
+    ProcessEngine,
+    ThreadEngine,
+)
+from api.restore import read_when_whole
 from api.settings import Settings
 from engine import Judgment, Outcome
 from tests.api.conftest import ADMIN, answer, make_party
@@ -122,6 +132,36 @@ async def test_a_snapshot_file_holds_the_state_when_it_was_asked_for(
         assert await host.call("leaderboard", 0.9) == expected != later
     finally:
         await host.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("process", [True, False], ids=["process", "thread"])
+async def test_a_refit_copy_file_holds_the_campaign_when_it_was_asked_for(
+    process: bool, tmp_path: Path
+) -> None:
+    """A refit's copy is written as a snapshot is (a forked child in a process of its own, in
+    line on a thread): the file, once whole, is the campaign of the call's moment, pickled,
+    and the call answers the labels it holds."""
+    host = ProcessEngine(_config(), "cpu", "c") if process else ThreadEngine(_config(), "cpu", "c")
+    first = [CLIPS, [Judgment.pair(1, 0, 1, Outcome.WIN), Judgment.pair(2, 4, 5, Outcome.TIE)]]
+    await host.start()
+    try:
+        await host.call("replay", first)
+        path = tmp_path / "copy"
+        assert await host.call("refit_copy_to", str(path)) == 2
+        await host.call("replay", [[Judgment.pair(2, 2, 3, Outcome.LOSS)]])  # after it
+        data = read_when_whole(str(path), threading.Event())
+        log = await host.call("log")
+    finally:
+        await host.close()
+    assert data is not None and not path.exists()
+    assert not path.with_name("copy.part").exists()
+    copy = pickle.loads(data)
+    local = CampaignEngine(_config(), "cpu")
+    local.replay(first)
+    assert copy.log == local.campaign.log == log[:2] and len(log) == 3
+    assert torch.equal(copy.posterior.mean, local.campaign.posterior.mean)
+    assert torch.equal(copy.posterior.cov, local.campaign.posterior.cov)
 
 
 @pytest.mark.anyio

@@ -49,7 +49,7 @@ def test_campaign_create_list_read(client: TestClient) -> None:
         "report_limit": 1,
         "structure": "dense",
         "min_labels": 2,
-        "prior_refit": "off",
+        "prior_refit": "split",
         "targets": None,
         "both_threshold": None,
         "kset": None,

@@ -133,6 +133,7 @@ def test_a_database_from_before_migrations_upgrades_in_place(db_url: str) -> Non
         campaign = client.get("/v1/campaigns/1", headers=ADMIN).json()
         assert (campaign["name"], campaign["state"], campaign["skip_limit"]) == ("old", "active", 3)
         assert (campaign["n_clips"], campaign["n_judgments"]) == (4, 2)
+        assert campaign["prior_refit"] == "off"  # stored before refits: its stated prior
         board = client.get("/v1/campaigns/1/leaderboard", headers=ADMIN).json()
         assert [c["state"] for c in board["clips"]] == ["active"] * 4
         rater = {"Authorization": f"Bearer {TOKEN}"}

@@ -5,6 +5,7 @@ and a fit that fails leaves the service serving."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import pickle
@@ -22,7 +23,8 @@ import engine.campaign as campaign_module
 from api import refits
 from api.app import create_app
 from api.settings import Settings
-from engine import Campaign, CampaignConfig, Judgment, Outcome
+from engine import Campaign, CampaignConfig, Judgment, Outcome, RefitResult
+from engine.campaign import pack_entries
 from engine.history import Refit
 from engine.state import quality_prior
 from tests.api.conftest import ADMIN, Party, assert_close_structures, make_party
@@ -266,7 +268,7 @@ def test_the_worker_process_runs_at_the_lowest_priority_and_catches_up() -> None
     held_at_copy = campaign.history_length
     for count in (150, 3):
         campaign.observe(_labels(rng, N_CLIPS, count))
-    entries = pickle.dumps(campaign.history_since(held_at_copy))
+    entries = pickle.dumps(pack_entries(campaign.history_since(held_at_copy)))
 
     async def in_process() -> tuple[int, int, int, bytes]:
         fit = refits.ProcessFit()
@@ -284,8 +286,12 @@ def test_the_worker_process_runs_at_the_lowest_priority_and_catches_up() -> None
     # the run of 150 labels is settled, the 3 after it may still grow: left to the adoption
     assert caught_up == local.catch_up(entries) == held_at_copy + 1
     theirs = pickle.loads(result)
-    for ours, other in [(local.campaign.posterior, theirs.posterior)]:
+    assert isinstance(theirs, RefitResult)  # the copy's state, not its labels
+    mine = copy.deepcopy(campaign)
+    mine.adopt_refit(local.campaign)
+    campaign.adopt_refit(theirs)
+    for ours, other in [(mine.posterior, campaign.posterior)]:
         torch.testing.assert_close(ours.mean, other.mean, rtol=0, atol=1e-12)
         torch.testing.assert_close(ours.cov, other.cov, rtol=0, atol=1e-12)
-    campaign.adopt_refit(theirs)
-    assert len(campaign.log) == 183 and len(campaign.refits) == 1
+    assert campaign.log == mine.log and len(campaign.log) == 183
+    assert len(campaign.refits) == 1

@@ -13,7 +13,7 @@ import torch
 from scipy.special import log_ndtr, logsumexp
 
 import engine.campaign as campaign_module
-from engine.campaign import Campaign, CampaignConfig, Judgment
+from engine.campaign import Campaign, CampaignConfig, Judgment, pack_entries, unpack_entries
 from engine.empirical_bayes import SplitScales
 from engine.history import Refit
 from engine.likelihoods import Outcome
@@ -410,8 +410,13 @@ def test_a_copy_caught_up_in_rounds_adopts_as_in_one_go(monkeypatch: pytest.Monk
                 truth = np.concatenate([truth, [0.5, -0.5]])
             else:
                 _observe_raters(campaign, truth, int(batch), rng)
-        # the entries travel pickled, as between the service's engine and its worker
-        since = pickle.loads(pickle.dumps(campaign.history_since(cursor)))
+        # the entries travel packed and pickled, as between the service's engine and its worker
+        sent = campaign.history_since(cursor)
+        since = unpack_entries(pickle.loads(pickle.dumps(pack_entries(sent))))
+        assert [type(e) for e in since] == [type(e) for e in sent]
+        assert [e for e in since if isinstance(e, tuple)] == [
+            e for e in sent if isinstance(e, tuple)
+        ]
         taken = refitted.catch_up(since)
         rounds.append((len(since), taken))
         cursor += taken
@@ -435,3 +440,73 @@ def test_a_copy_caught_up_in_rounds_adopts_as_in_one_go(monkeypatch: pytest.Monk
     ahead.catch_up(since + since)
     with pytest.raises(ValueError, match="copy"):
         copy.deepcopy(campaign).adopt_refit(ahead)
+
+
+class _Classes(pickle.Unpickler):
+    """An unpickler that notes the name of every class a pickle builds."""
+
+    def __init__(self, data: bytes) -> None:
+        import io
+
+        super().__init__(io.BytesIO(data))
+        self.names: set[str] = set()
+
+    def find_class(self, module: str, name: str) -> object:
+        self.names.add(name)
+        return super().find_class(module, name)
+
+
+def test_a_refit_result_adopts_as_the_copy_it_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the service's worker sends back (`refit_result`: the copy without its history's
+    labels) travels pickled with no label in it, and adopting it gives the state, log and
+    history of adopting the copy itself: a copy caught up over label runs, a clip batch and
+    a refine, with labels and clips taken after its last round."""
+    monkeypatch.setattr(campaign_module, "REAPPLY_LABELS", 12)
+    campaign, truth = _rater_campaign(30, 240, SEED)
+    rng = np.random.default_rng(SEED + 4)
+    refitted = copy.deepcopy(campaign)
+    cursor = refitted.history_length
+    refitted.fit_prior(max_evaluations=40)
+    _observe_raters(campaign, truth, 14, rng)
+    campaign.add_clips(np.ones((2, 3)), count=2, contexts=["x", "y"])
+    truth = np.concatenate([truth, [0.5, -0.5]])
+    _observe_raters(campaign, truth, 5, rng)
+    campaign.refine(max_sweeps=20)
+    _observe_raters(campaign, truth, 13, rng)
+    sent = pack_entries(campaign.history_since(cursor))
+    cursor += refitted.catch_up(unpack_entries(pickle.loads(pickle.dumps(sent))))
+    _observe_raters(campaign, truth, 3, rng)  # after the last round: left to the adoption
+    campaign.add_clips(np.zeros((1, 3)), count=1, contexts=["y"])
+    _observe_raters(campaign, np.concatenate([truth, [0.0]]), 4, rng)
+
+    data = pickle.dumps(refitted.refit_result(), pickle.HIGHEST_PROTOCOL)
+    reader = _Classes(data)
+    result = reader.load()
+    assert "Judgment" not in reader.names and "Pair" not in reader.names
+    assert "RefitResult" in reader.names
+    assert [type(e).__name__ for e in result.taken] == ["int", "ClipsAdded", "int", "Refine", "int"]
+    assert sum(e for e in result.taken if isinstance(e, int)) == 14 + 5 + 13
+    slim, full = copy.deepcopy(campaign), copy.deepcopy(campaign)
+    slim.adopt_refit(result)
+    full.adopt_refit(copy.deepcopy(refitted))
+    _assert_same_state(slim, full, atol=1e-12)
+    assert torch.equal(slim.posterior.mean, full.posterior.mean)
+    assert torch.equal(slim.posterior.cov, full.posterior.cov)
+    # the same history: our labels in the copy's batches, with the events the copy gave them
+    assert [type(e) for e in slim._history] == [type(e) for e in full._history]
+    assert [len(e) for e in slim._history if isinstance(e, tuple)] == [
+        len(e) for e in full._history if isinstance(e, tuple)
+    ]
+    assert slim.log == refitted.log + campaign.log[len(refitted.log) :]
+    assert torch.equal(slim.label_counts(), campaign.label_counts())
+    fresh = slim.replay()
+    assert torch.equal(fresh.posterior.mean, slim.posterior.mean)
+    assert torch.equal(fresh.posterior.cov, slim.posterior.cov)
+    # a result whose batches are not this campaign's is refused, and changes nothing
+    before = campaign.posterior.mean.clone()
+    for taken in ((*result.taken[:-1], result.taken[-1] + 1), (*result.taken, 1)):
+        with pytest.raises(ValueError, match="copy"):
+            campaign.adopt_refit(replace(result, taken=taken))
+    assert torch.equal(campaign.posterior.mean, before) and not campaign.refits
+    with pytest.raises(ValueError, match="refit"):
+        copy.deepcopy(campaign).refit_result()
