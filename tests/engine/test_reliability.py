@@ -148,6 +148,28 @@ def test_raters_scored_together_match_each_scored_alone() -> None:
         rater_posteriors([together[0], pinned[0]], default_noise_sd=0.8)
 
 
+def _well_known_pairs(
+    mu: np.ndarray,
+    said_first: np.ndarray,
+    *,
+    keep_prior: tuple[float, float] | None,
+    learn_noise: bool,
+):
+    """One rater's grid from forced choices on pairs known to var 0.01 (default noise 1)."""
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    return rater_grid(
+        t(mu),
+        t(np.full(mu.size, 0.01)),
+        t(np.where(said_first, 0.0, -np.inf)),
+        t(np.where(said_first, np.inf, 0.0)),
+        t(np.full(mu.size, 2.0)),
+        default_noise_sd=1.0,
+        keep_prior=keep_prior,
+        random_share=SHARE,
+        learn_noise=learn_noise,
+    )
+
+
 def _raters_with_spread(spread: float, seed: int) -> tuple[list, float]:
     """40 raters, sigma_r log-normal around 1 with sd `spread` of log sigma, 150 labels each on
     well-known pairs (posterior var 0.01), as (keep, sigma) grids; and the drawn sd of log
@@ -158,20 +180,7 @@ def _raters_with_spread(spread: float, seed: int) -> tuple[list, float]:
     for sigma in np.exp(log_sigma):
         mu = rng.normal(scale=1.5, size=150)
         said_first = mu + rng.normal(scale=sigma, size=150) > 0
-        t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
-        grids.append(
-            rater_grid(
-                t(mu),
-                t(np.full(150, 0.01)),
-                t(np.where(said_first, 0.0, -np.inf)),
-                t(np.where(said_first, np.inf, 0.0)),
-                t(np.full(150, 2.0)),
-                default_noise_sd=1.0,
-                keep_prior=None,
-                random_share=SHARE,
-                learn_noise=True,
-            )
-        )
+        grids.append(_well_known_pairs(mu, said_first, keep_prior=None, learn_noise=True))
     return grids, float(log_sigma.std())
 
 
@@ -191,25 +200,12 @@ def _raters_with_keep(alpha: float, seed: int) -> tuple[list, float]:
     rng = np.random.default_rng(seed)
     keeps = rng.beta(alpha, 1.0, 40)
     grids = []
-    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
     for keep in keeps:
         mu = rng.normal(scale=1.5, size=150)
         said_first = mu + rng.normal(size=150) > 0
         random = rng.random(150) >= keep
         said_first = np.where(random, rng.random(150) < 0.5, said_first)
-        grids.append(
-            rater_grid(
-                t(mu),
-                t(np.full(150, 0.01)),
-                t(np.where(said_first, 0.0, -np.inf)),
-                t(np.where(said_first, np.inf, 0.0)),
-                t(np.full(150, 2.0)),
-                default_noise_sd=1.0,
-                keep_prior=KEEP_PRIOR,
-                random_share=SHARE,
-                learn_noise=False,
-            )
-        )
+        grids.append(_well_known_pairs(mu, said_first, keep_prior=KEEP_PRIOR, learn_noise=False))
     return grids, float(keeps.mean())
 
 
