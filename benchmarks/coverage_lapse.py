@@ -2,13 +2,14 @@
 scorer's over-coverage is its keep prior.
 
 The label-efficiency suite scores every strategy by the engine posterior that learns each
-rater's random-click rate under a Beta(9, 1) keep prior with a 5 % share of pure random
-clickers (`sim.campaigns.build_scoring_campaign`). Each label is applied with its rater's keep
-at the time, and a new rater's is the prior mean, 0.855: in worlds where nobody lapses the
-labels weigh less than they could and the intervals come out wide. This runs the same worlds
-and pairs scored under several lapse models (`sim.campaigns.ScoringOptions`): the service's
-default, tighter keep priors, the keep prior refitted by empirical Bayes with the other
-hyperparameters (`CampaignConfig.refit_keep_prior`, docs/MATH.md §3), and no lapse model,
+rater's random-click rate under a Beta keep prior with a 5 % share of pure random clickers
+(`sim.campaigns.build_scoring_campaign`). Each label is applied with its rater's keep at the
+time, and a new rater's is the prior mean (0.855 under Beta(9, 1)): where the prior expects
+more lapses than the raters make, the labels weigh less than they could and the intervals
+come out wide. This runs the same worlds and pairs scored under several lapse models
+(`sim.campaigns.ScoringOptions`): the earlier default Beta(9, 1), with and without its alpha
+refitted by empirical Bayes (`CampaignConfig.refit_keep_prior`, docs/MATH.md §3), the default
+(engine.reliability.KEEP_PRIOR), a tighter prior, and no lapse model,
 in n = 100 worlds where nobody lapses and where every rater clicks at random 10 % of the
 time. Coverage is the share of clips whose true quality lies in the central 50 % / 90 %
 interval, mean over worlds with its standard error.
@@ -42,10 +43,10 @@ from sim.runner import RunKey, Scenario, run_once
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 SCORINGS = {
-    "keep Beta(9, 1) (default)": ScoringOptions(),
-    "keep Beta(19, 1)": ScoringOptions(lapse_prior=(19.0, 1.0)),
+    "keep Beta(9, 1)": ScoringOptions(lapse_prior=(9.0, 1.0)),
+    "keep Beta(9, 1), refitted": ScoringOptions(lapse_prior=(9.0, 1.0), refit_keep_prior=True),
+    f"keep Beta({LAPSE_PRIOR[0]:g}, {LAPSE_PRIOR[1]:g}) (default)": ScoringOptions(),
     "keep Beta(49, 1)": ScoringOptions(lapse_prior=(49.0, 1.0)),
-    "keep Beta(9, 1), refitted": ScoringOptions(lapse_prior=LAPSE_PRIOR, refit_keep_prior=True),
     "no lapse model": ScoringOptions(lapse_prior=None),
 }
 WORLDS = {

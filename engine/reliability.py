@@ -35,6 +35,12 @@ NOISE_POINTS = 33  # grid over log sigma, 0.13 apart
 # spread's refit is not pulled up by raters the grid cannot reach
 NOISE_SPAN = 8.0
 NOISE_PRIOR_LOG_SD = 0.5  # prior sd of log sigma around the default noise, until fitted
+# The default keep prior, the service's and the simulator's: a careful rater answers by the
+# model ~95 % of the time (Beta(19, 1)), with a share of pure random clickers besides
+# (CampaignConfig.random_rater_share). Under Beta(9, 1) information gain's intervals came out
+# wide both where nobody lapses and where every rater clicks at random 10 % of the time;
+# under Beta(19, 1) within 0.05 of nominal in both (benchmarks/results/coverage_lapse.md).
+KEEP_PRIOR = (19.0, 1.0)
 # the keep prior's alpha that empirical Bayes may choose (with beta = 1, a mean keep from 1/2
 # on); past KEEP_POINTS the Beta(alpha, 1) puts nearly all its mass on the grid's last point
 KEEP_ALPHA_BOUNDS = (1.0, float(KEEP_POINTS))
@@ -436,6 +442,7 @@ def with_keep_prior(
 __all__ = [
     "FLAG_PROBABILITY",
     "KEEP_ALPHA_BOUNDS",
+    "KEEP_PRIOR",
     "NOISE_PRIOR_LOG_SD",
     "RaterGrid",
     "RaterReliability",

@@ -35,6 +35,7 @@ from engine import (
     refit_schedule,
 )
 from engine.adapters import JOD_NOISE_SD
+from engine.reliability import KEEP_PRIOR
 from engine.state import QUALITY_SD, quality_prior
 from sim.worlds import Problem
 
@@ -47,9 +48,9 @@ WIDE_PRIOR = PriorScales(weight_scale=1.0, context_scale=0.5, residual_scale=1.5
 # the schedule the service's background refits follow too (api/refits.py).
 
 
-# Rater reliability: keep ~ Beta(9, 1) (a careful rater answers by the model ~90 % of the time)
-# and 5 % of raters may be pure random clickers (engine.reliability).
-LAPSE_PRIOR = (9.0, 1.0)
+# Rater reliability: the engine's default keep prior (engine.reliability.KEEP_PRIOR), the
+# service's too, and 5 % of raters may be pure random clickers.
+LAPSE_PRIOR = KEEP_PRIOR
 
 
 def build_campaign(
