@@ -13,6 +13,7 @@ from typing import Any
 
 from engine import CampaignConfig, CriterionQuestions, KSetOffer, PriorScales, SideBias
 from engine.adapters import JOD_NOISE_SD
+from engine.reliability import KEEP_PRIOR
 from engine.state import quality_prior
 from engine.stopping import Targets
 
@@ -23,7 +24,6 @@ ACTIVE, PAUSED, CLOSED = "active", "paused", "closed"  # a campaign's states
 CRITERION_NOISE_SCALE = 0.5
 TIE_MARGIN = 0.5  # JOD: a third of a rater's noise sd, where real raters start saying "same"
 EMOJI_SPACING = 1.0  # JOD between neighbouring emoji thresholds (5 levels: -1.5 .. 1.5)
-LAPSE_PRIOR = (9.0, 1.0)  # keep probability ~ Beta(9, 1): most answers are meant
 
 
 def scale_levels(stored: dict[str, Any]) -> int | None:
@@ -75,7 +75,7 @@ def engine_config(
             "context_scale": prior.context_scale,
             "residual_scale": prior.residual_scale,
         },
-        "lapse_prior": list(LAPSE_PRIOR),
+        "lapse_prior": list(KEEP_PRIOR),  # most answers are meant
         "learn_rater_noise": True,
         **side,
     }

@@ -371,7 +371,8 @@ def coverage_table(document: dict, estimator: str = "engine") -> str:
     lines = [
         f"Interval coverage of the {estimator} posterior: the largest gap from nominal of the "
         "50 % / 90 % intervals' coverage (mean over repetitions) at any checkpoint from 2 labels "
-        f"per clip on; `*` outside +-{COVERAGE_TOLERANCE}:",
+        f"per clip on, with the standard error of that mean over repetitions in brackets; `*` "
+        f"outside +-{COVERAGE_TOLERANCE}:",
         "",
         "| strategy | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),
@@ -386,7 +387,10 @@ def coverage_table(document: dict, estimator: str = "engine") -> str:
             text = []
             for metric in ("coverage50", "coverage90"):
                 value = float(gap[f"{metric}_gap"])
-                text.append(f"{value:+.2f}" + ("*" if abs(value) > COVERAGE_TOLERANCE else ""))
+                cell = f"{value:+.2f}" + ("*" if abs(value) > COVERAGE_TOLERANCE else "")
+                if f"{metric}_se" in gap:
+                    cell += f" ({float(gap[f'{metric}_se']):.2f})"
+                text.append(cell)
             cells.append(" / ".join(text))
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

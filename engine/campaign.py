@@ -74,8 +74,10 @@ from engine.reliability import (
     NOISE_PRIOR_LOG_SD,
     RaterGrid,
     RaterReliability,
+    fit_keep_prior,
     fit_noise_spread,
     rater_grids,
+    with_keep_prior,
 )
 from engine.selection import (
     NoEligibleTaskError,
@@ -155,6 +157,9 @@ class CampaignConfig:
         random_rater_share: prior share of raters who only click at random (keep = 0).
         learn_rater_noise: learn each rater's noise sd from their labels (engine.reliability)
             and use it for their later labels and their tasks' gains.
+        refit_keep_prior: `fit_prior` also refits `lapse_prior`'s alpha across raters by
+            empirical Bayes (engine.reliability.fit_keep_prior, MATH.md §3); the labels after
+            it are applied under it.
         refit_prior_at: label counts at which the prior scales (and the tie margin, emoji
             thresholds and rater-noise spread, where the campaign has them) are refitted by
             empirical Bayes (`fit_prior`), e.g. (250, 500, 1000, 2000): not on every label.
@@ -217,6 +222,7 @@ class CampaignConfig:
     lapse_prior: tuple[float, float] | None = None
     random_rater_share: float = 0.05
     learn_rater_noise: bool = False
+    refit_keep_prior: bool = False
     refit_prior_at: tuple[int, ...] = ()
     prior_refit: str = "scales"
     noise_prior_spread: float = NOISE_PRIOR_LOG_SD
@@ -291,6 +297,8 @@ class CampaignConfig:
             raise ValueError(
                 f"lapse_prior must be Beta(alpha > 0, beta > 0), got {self.lapse_prior}"
             )
+        if self.refit_keep_prior and self.lapse_prior is None:
+            raise ValueError("refitting the keep prior (refit_keep_prior) needs lapse_prior")
         if len(set(self.criteria)) != len(self.criteria):
             raise ValueError(f"criterion names must be unique, got {self.criteria}")
         if self.pair_scope not in ("any", "group"):
@@ -641,14 +649,25 @@ class Campaign:
         side = config.side_bias
         if side is not None and self._raters.side_slots:
             side, form = self._fit_side_spread(log, fit.hyper, side)
-        if config.learn_rater_noise:
+        keep_prior = None
+        fit_keep = config.refit_keep_prior and config.lapse_prior is not None
+        if config.learn_rater_noise or fit_keep:
             hyper = fit.hyper
             events = self._events(log, hyper)
             if form is None:
                 form = self._prior_form(hyper.scales)
                 form.observe(events)
             grids = self._held_out_rater_grids(log, events, hyper, form)
-            if grids:
+            if grids and fit_keep and config.lapse_prior is not None:
+                keep_prior = fit_keep_prior(
+                    grids,
+                    config.lapse_prior,
+                    config.random_rater_share,
+                    default_noise_sd=config.noise_sd,
+                    spread=spread,
+                )
+                grids = with_keep_prior(grids, keep_prior, config.random_rater_share)
+            if grids and config.learn_rater_noise:
                 spread = fit_noise_spread(grids, config.noise_sd)
         refit = Refit(
             fit.hyper.scales,
@@ -656,6 +675,7 @@ class Campaign:
             fit.hyper.emoji_thresholds,
             spread,
             None if side is None else side.rater_sd,
+            keep_prior,
         )
         return fit, refit, form
 
@@ -857,6 +877,7 @@ class Campaign:
             tie_margin=refit.tie_margin,
             emoji_thresholds=refit.emoji_thresholds,
             noise_prior_spread=refit.noise_prior_spread,
+            lapse_prior=config.lapse_prior if refit.keep_prior is None else refit.keep_prior,
             side_bias=config.side_bias
             if refit.side_rater_sd is None or config.side_bias is None
             else replace(config.side_bias, rater_sd=refit.side_rater_sd),
@@ -1127,7 +1148,7 @@ class Campaign:
             default_noise_sd=self.config.noise_sd,
             keep_prior=self.config.lapse_prior,
             random_share=self.config.random_rater_share,
-            learn_noise=True,
+            learn_noise=self.config.learn_rater_noise,
         )
 
     def _rater_grid(

@@ -28,6 +28,8 @@ class Refit:
     noise_prior_spread: float
     # the raters' side-offset prior sd it found (None: no side block, or not refitted)
     side_rater_sd: float | None = None
+    # the keep prior Beta(alpha, beta) it found (None: no lapse model, or not refitted)
+    keep_prior: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from scipy.optimize import minimize_scalar
@@ -35,6 +35,15 @@ NOISE_POINTS = 33  # grid over log sigma, 0.13 apart
 # spread's refit is not pulled up by raters the grid cannot reach
 NOISE_SPAN = 8.0
 NOISE_PRIOR_LOG_SD = 0.5  # prior sd of log sigma around the default noise, until fitted
+# The default keep prior, the service's and the simulator's: a careful rater answers by the
+# model ~95 % of the time (Beta(19, 1)), with a share of pure random clickers besides
+# (CampaignConfig.random_rater_share). Under Beta(9, 1) information gain's intervals came out
+# wide both where nobody lapses and where every rater clicks at random 10 % of the time;
+# under Beta(19, 1) within 0.05 of nominal in both (benchmarks/results/coverage_lapse.md).
+KEEP_PRIOR = (19.0, 1.0)
+# the keep prior's alpha that empirical Bayes may choose (with beta = 1, a mean keep from 1/2
+# on); past KEEP_POINTS the Beta(alpha, 1) puts nearly all its mass on the grid's last point
+KEEP_ALPHA_BOUNDS = (1.0, float(KEEP_POINTS))
 SPREAD_BOUNDS = (0.02, 2.0)  # the fitted sd of log sigma: from alike raters to a 50x range
 FLAG_PROBABILITY = 0.5  # flagged once P(keep < 1/2) exceeds this: more likely random than not
 GRID_CHUNK_CELLS = 2**18  # labels x keep x sigma cells formed at once: 2 MB (1-4 MB measured alike)
@@ -82,12 +91,8 @@ def _grid_axes(
         keep_grid = like.new_ones(1)
         log_keep_prior = like.new_zeros(1)
     else:
-        alpha, beta = keep_prior
         keep_grid = torch.linspace(0.0, 1.0, KEEP_POINTS + 1, dtype=like.dtype)[:-1].to(like)
-        inner = keep_grid[1:]
-        log_beta = (alpha - 1) * torch.log(inner) + (beta - 1) * torch.log1p(-inner)
-        log_beta = torch.log_softmax(log_beta, 0) + math.log(1 - random_share)
-        log_keep_prior = torch.cat((like.new_tensor([math.log(random_share)]), log_beta))
+        log_keep_prior = log_keep_prior_on(keep_grid, keep_prior, random_share)
     if learn_noise:
         log_sigma = math.log(default_noise_sd) + torch.linspace(
             -math.log(NOISE_SPAN), math.log(NOISE_SPAN), NOISE_POINTS, dtype=like.dtype
@@ -95,6 +100,19 @@ def _grid_axes(
     else:
         log_sigma = like.new_tensor([math.log(default_noise_sd)])
     return keep_grid, log_keep_prior, log_sigma
+
+
+def log_keep_prior_on(
+    keep_grid: Tensor, keep_prior: tuple[float, float], random_share: float
+) -> Tensor:
+    """log p(keep) on the keep grid (whose first point is 0): the point mass `random_share`
+    at 0 and Beta(alpha, beta) over the rest, normalised over the grid (so evidences for
+    different priors compare)."""
+    alpha, beta = keep_prior
+    inner = keep_grid[1:]
+    log_beta = (alpha - 1) * torch.log(inner) + (beta - 1) * torch.log1p(-inner)
+    log_beta = torch.log_softmax(log_beta, 0) + math.log(1 - random_share)
+    return torch.cat((keep_grid.new_tensor([math.log(random_share)]), log_beta))
 
 
 def _product_groups(rater: Tensor, n_raters: int, per_log: int) -> list[tuple[int, Tensor]]:
@@ -369,15 +387,73 @@ def fit_noise_spread(grids: Sequence[RaterGrid], default_noise_sd: float) -> flo
     return float(math.exp(result.x))
 
 
+def grid_log_evidence(
+    grids: Sequence[RaterGrid], log_keep_prior: Tensor, log_sigma_prior: Tensor
+) -> float:
+    """`sum_r log sum_{keep, sigma} p(labels_r | keep, sigma) p(keep) p(sigma)` on the grid."""
+    prior = log_keep_prior[:, None] + log_sigma_prior[None, :]
+    stacked = torch.stack([grid.log_likelihood for grid in grids]) + prior  # R x G x S
+    return float(torch.logsumexp(stacked.reshape(len(grids), -1), 1).sum())
+
+
+def fit_keep_prior(
+    grids: Sequence[RaterGrid],
+    keep_prior: tuple[float, float],
+    random_share: float,
+    *,
+    default_noise_sd: float,
+    spread: float,
+) -> tuple[float, float]:
+    """Empirical Bayes for the keep prior (MATH.md §3, lapse paragraph): the Beta(alpha, beta)
+    with `beta` kept that maximises `sum_r log sum_{keep, sigma} p(labels_r | keep, sigma)
+    p(keep) p(sigma)`, the share of pure random clickers kept too. A prior that expects
+    lapses the raters do not make down-weights every label a new rater gives and widens the
+    intervals; one that expects none lets a lapsing population's labels pull too hard. One
+    bounded scalar search over log alpha in KEEP_ALPHA_BOUNDS; the rater grids' likelihoods
+    do not depend on the prior, so no label is scored again.
+
+    Raises:
+        ValueError: no rater grid, or grids without a keep axis.
+    """
+    if not grids or any(g.keep.numel() < 2 for g in grids):
+        raise ValueError("fitting the keep prior needs raters with the lapse model")
+    keep_grid, beta = grids[0].keep, keep_prior[1]
+    log_sigma_prior = log_noise_prior(grids[0], default_noise_sd, spread)
+
+    def negative(log_alpha: float) -> float:
+        prior = log_keep_prior_on(keep_grid, (math.exp(log_alpha), beta), random_share)
+        return -grid_log_evidence(grids, prior, log_sigma_prior)
+
+    low, high = (math.log(b) for b in KEEP_ALPHA_BOUNDS)
+    result = minimize_scalar(negative, bounds=(low, high), method="bounded")
+    return float(math.exp(result.x)), beta
+
+
+def with_keep_prior(
+    grids: Sequence[RaterGrid], keep_prior: tuple[float, float], random_share: float
+) -> list[RaterGrid]:
+    """The grids under another keep prior (their likelihoods shared)."""
+    if not grids:
+        return []
+    prior = log_keep_prior_on(grids[0].keep, keep_prior, random_share)
+    return [replace(grid, log_keep_prior=prior) for grid in grids]
+
+
 __all__ = [
     "FLAG_PROBABILITY",
+    "KEEP_ALPHA_BOUNDS",
+    "KEEP_PRIOR",
     "NOISE_PRIOR_LOG_SD",
     "RaterGrid",
     "RaterReliability",
+    "fit_keep_prior",
     "fit_noise_spread",
+    "grid_log_evidence",
+    "log_keep_prior_on",
     "log_noise_prior",
     "rater_grid",
     "rater_grids",
     "rater_posterior",
     "rater_posteriors",
+    "with_keep_prior",
 ]

@@ -21,6 +21,8 @@ over-spreads (benchmarks/results/posterior_spread.md).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from engine import (
@@ -33,6 +35,7 @@ from engine import (
     refit_schedule,
 )
 from engine.adapters import JOD_NOISE_SD
+from engine.reliability import KEEP_PRIOR
 from engine.state import QUALITY_SD, quality_prior
 from sim.worlds import Problem
 
@@ -45,9 +48,9 @@ WIDE_PRIOR = PriorScales(weight_scale=1.0, context_scale=0.5, residual_scale=1.5
 # the schedule the service's background refits follow too (api/refits.py).
 
 
-# Rater reliability: keep ~ Beta(9, 1) (a careful rater answers by the model ~90 % of the time)
-# and 5 % of raters may be pure random clickers (engine.reliability).
-LAPSE_PRIOR = (9.0, 1.0)
+# Rater reliability: the engine's default keep prior (engine.reliability.KEEP_PRIOR), the
+# service's too, and 5 % of raters may be pure random clickers.
+LAPSE_PRIOR = KEEP_PRIOR
 
 
 def build_campaign(
@@ -57,6 +60,7 @@ def build_campaign(
     selection: SelectionOptions | None = None,
     lapse_prior: tuple[float, float] | None = None,
     learn_rater_noise: bool = False,
+    refit_keep_prior: bool = False,
     refit_prior_at: tuple[int, ...] = (),
     prior_refit: str = "scales",
     structure: str = "dense",
@@ -76,7 +80,8 @@ def build_campaign(
     """A CPU float64 campaign over the problem's clips (scores only when `reward_model`;
     rater lapses modelled with a Beta `lapse_prior` on the keep probability when given; each
     rater's noise learned when `learn_rater_noise`; the prior refitted by empirical Bayes
-    once the label count reaches each of `refit_prior_at`; the posterior kept as
+    once the label count reaches each of `refit_prior_at` (the keep prior too when
+    `refit_keep_prior`); the posterior kept as
     `structure` says, engine.forms; `prior` (default `prior_scales` of the criteria used) and
     `noise_sd` what it assumes, the simulator's defaults unless a benchmark varies them; gold
     questions at `gold_rate`, engine.gold; each clip given `min_labels` labels at least,
@@ -96,6 +101,7 @@ def build_campaign(
         selection=selection or SelectionOptions(),
         lapse_prior=lapse_prior,
         learn_rater_noise=learn_rater_noise,
+        refit_keep_prior=refit_keep_prior,
         refit_prior_at=refit_prior_at,
         prior_refit=prior_refit,
         structure=structure,  # type: ignore[arg-type]
@@ -124,7 +130,17 @@ def build_campaign(
     return campaign
 
 
-def build_scoring_campaign(problem: Problem) -> Campaign:
+@dataclass(frozen=True)
+class ScoringOptions:
+    """What the scoring posterior assumes about raters' lapses (`build_scoring_campaign`):
+    the keep prior (None: no lapse model) and whether its refits refit it too; the defaults
+    are the service's."""
+
+    lapse_prior: tuple[float, float] | None = LAPSE_PRIOR
+    refit_keep_prior: bool = False
+
+
+def build_scoring_campaign(problem: Problem, options: ScoringOptions | None = None) -> Campaign:
     """The engine posterior every strategy's labels are scored by (`sim.runner.Scorer`): the
     reward-model prior, its split between the criteria and the residual refitted at
     `refit_schedule` with the total kept (`prior_refit="split"`, docs/MATH.md §1), and each
@@ -135,12 +151,15 @@ def build_scoring_campaign(problem: Problem) -> Campaign:
     the posterior that held it, honest raters' noise ran to ~0.6x the truth and the
     intervals were over-confident, so noise was fixed here. Five n100-rm0.7-clickers worlds,
     random pairs, 4,000 labels: 90 % / 50 % coverage 0.874 / 0.488 and RMSE 0.359 with noise
-    learned, 0.878 / 0.486 and 0.356 with it fixed."""
+    learned, 0.878 / 0.486 and 0.356 with it fixed. `options` varies the lapse model
+    (benchmarks.coverage_lapse)."""
+    options = options or ScoringOptions()
     return build_campaign(
         problem,
         reward_model=True,
         both_threshold=problem.both_threshold,
-        lapse_prior=LAPSE_PRIOR,
+        lapse_prior=options.lapse_prior,
+        refit_keep_prior=options.refit_keep_prior,
         learn_rater_noise=True,
         refit_prior_at=refit_schedule(problem.n_items),
         prior_refit="split",
@@ -193,6 +212,7 @@ __all__ = [
     "LAPSE_PRIOR",
     "QUALITY_SD",
     "WIDE_PRIOR",
+    "ScoringOptions",
     "add_clips",
     "add_problem_clips",
     "build_campaign",

@@ -213,7 +213,8 @@ def coverage_gaps(
     """Per (scenario, strategy, estimator): the largest distance of the mean 50 % and 90 %
     interval coverage (over the repetitions scored at a checkpoint) from nominal, over every
     checkpoint from `from_per_clip` labels per clip on where every repetition was scored (runs
-    stop once their targets are reached), and the checkpoint where it is."""
+    stop once their targets are reached), the checkpoint where it is, and the standard error
+    of that mean over the repetitions (a gap of a few worlds' mean is partly their spread)."""
     records = list(records)
     reps: dict[tuple, set[int]] = defaultdict(set)
     at: dict[tuple, list[dict]] = defaultdict(list)
@@ -230,10 +231,13 @@ def coverage_gaps(
             {"scenario": scenario, "strategy": strategy, "estimator": estimator},
         )
         for metric, nominal in (("coverage50", 0.5), ("coverage90", 0.9)):
-            gap = float(np.mean([r[metric] for r in scored])) - nominal
+            values = np.array([r[metric] for r in scored], dtype=float)
+            gap = float(values.mean()) - nominal
             if abs(gap) >= abs(float(entry.get(f"{metric}_gap", 0.0))):  # type: ignore[arg-type]
                 entry[f"{metric}_gap"] = gap
                 entry[f"{metric}_at"] = labels
+                spread = float(values.std(ddof=1)) if values.size > 1 else float("nan")
+                entry[f"{metric}_se"] = spread / math.sqrt(values.size)
     return list(worst.values())
 
 

@@ -18,7 +18,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from engine import Judgment, NoEligibleTaskError, Outcome, predict_pair
 from engine.adapters import JOD_NOISE_SD
 from engine.questions import BOTH_BAD, BOTH_GOOD
 from sim import metrics
-from sim.campaigns import build_scoring_campaign
+from sim.campaigns import ScoringOptions, build_scoring_campaign
 from sim.estimators import fit_thurstone
 from sim.strategies import make_strategy
 from sim.worlds import ReplayWorld, SyntheticSpec, SyntheticWorld, World, load_comparisons
@@ -118,6 +118,7 @@ class RunKey:
     rep: int
     seed: int
     stop_at_targets: bool = False
+    scoring: ScoringOptions = field(default_factory=ScoringOptions)  # the posterior's lapses
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -132,15 +133,16 @@ class Scorer:
     Args:
         world: the truth and the problem.
         seed: draws the held-out pairs of the log loss.
+        scoring: the engine posterior's lapse model (sim.campaigns.build_scoring_campaign).
     """
 
-    def __init__(self, world: World, seed: int) -> None:
+    def __init__(self, world: World, seed: int, scoring: ScoringOptions | None = None) -> None:
         problem = world.problem
         self.world = world
         self.groups = problem.groups if problem.pair_scope == "group" else None
         self.counts = np.zeros((problem.n_items, problem.n_items))
         self.fixed_start: np.ndarray | None = None
-        self.campaign = build_scoring_campaign(problem)
+        self.campaign = build_scoring_campaign(problem, scoring)
         rng = np.random.default_rng(seed)
         held = problem.candidates[rng.integers(len(problem.candidates), size=N_HELD_OUT)]
         self.held_first, self.held_second = held[:, 0], held[:, 1]
@@ -247,7 +249,7 @@ def _run(key: RunKey) -> list[dict[str, object]]:
     world_seed = derive_seed(key.seed, scenario.name, key.rep)
     world = scenario.build(world_seed)
     strategy = make_strategy(key.strategy, world.problem, derive_seed(world_seed, key.strategy))
-    scorer = Scorer(world, derive_seed(world_seed, "held-out"))
+    scorer = Scorer(world, derive_seed(world_seed, "held-out"), key.scoring)
     rng = np.random.default_rng(derive_seed(world_seed, key.strategy, "answers"))
     problem = world.problem
     slot = np.full((problem.n_items, problem.n_items), -1, dtype=np.int64)

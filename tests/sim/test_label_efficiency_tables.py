@@ -55,3 +55,6 @@ def test_points_table_marks_what_random_pairs_do_better() -> None:
 def test_coverage_table_flags_gaps_past_the_tolerance() -> None:
     table = coverage_table(DOCUMENT)
     assert "| smart | +0.04 / -0.06* |" in table
+    with_errors = {**DOCUMENT["coverage"][0], "coverage50_se": 0.012, "coverage90_se": 0.02}
+    table = coverage_table({**DOCUMENT, "coverage": [with_errors]})
+    assert "| smart | +0.04 (0.01) / -0.06* (0.02) |" in table

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from engine import Judgment
+from engine import CampaignConfig, Judgment
 from sim.campaigns import build_campaign
 from sim.metrics import kendall_tau, rmse
 from sim.raters import RaterSpec
@@ -74,19 +74,26 @@ def test_modelling_lapses_ranks_better_with_random_clickers() -> None:
         assert errors[0] < errors[1] - 0.03
 
 
-def _noisy_raters(spread: float, *, batches: int, seed: int):
-    """20 raters of log-noise sd `spread` answer random pairs of a 60-clip world, 5 each per
-    batch, into a campaign that learns their noise and lapses."""
+def _noisy_raters(
+    spread: float, *, batches: int, seed: int, lapse_rate: float = 0.0, refit_keep: bool = False
+):
+    """20 raters of log-noise sd `spread` (each answer a random click with `lapse_rate`)
+    answer random pairs of a 60-clip world, 5 each per batch, into a campaign that learns
+    their noise and lapses (and refits the keep prior when `refit_keep`)."""
     spec = SyntheticSpec(
         n_items=60,
         n_groups=6,
         n_contexts=2,
         rm_correlation=0.7,
-        raters=RaterSpec(n_raters=20, noise_spread=spread),
+        raters=RaterSpec(n_raters=20, noise_spread=spread, lapse_rate=lapse_rate),
     )
     world = SyntheticWorld(spec, seed)
     campaign = build_campaign(
-        world.problem, reward_model=True, lapse_prior=(9.0, 1.0), learn_rater_noise=True
+        world.problem,
+        reward_model=True,
+        lapse_prior=(9.0, 1.0),
+        learn_rater_noise=True,
+        refit_keep_prior=refit_keep,
     )
     rng = np.random.default_rng(seed)
     candidates = world.problem.candidates
@@ -166,3 +173,27 @@ def test_campaign_refits_the_rater_noise_prior_and_replays_it() -> None:
     assert fresh.config == campaign.config
     assert fresh.rater_reliability() == campaign.rater_reliability()
     assert torch.equal(fresh.posterior.mean, campaign.posterior.mean)
+
+
+def test_campaign_refits_the_keep_prior_and_replays_it() -> None:
+    """With `refit_keep_prior`, fit_prior() also fits the keep prior's alpha across raters:
+    up from Beta(9, 1) where nobody lapses, down where every rater clicks at random a third of
+    the time; a new rater's keep follows it, and replay repeats it exactly."""
+    alphas = {}
+    for lapse_rate in (0.0, 0.33):
+        _, campaign = _noisy_raters(
+            0.2, batches=12, seed=SEED, lapse_rate=lapse_rate, refit_keep=True
+        )
+        prior_keep = campaign.keep_probability("newcomer")
+        campaign.fit_prior(max_evaluations=15)
+        alpha, beta = campaign.config.lapse_prior
+        alphas[lapse_rate] = alpha
+        assert beta == 1.0
+        assert (campaign.keep_probability("newcomer") > prior_keep) == (alpha > 9.0)
+        fresh = campaign.replay()
+        assert fresh.config == campaign.config
+        assert fresh.rater_reliability() == campaign.rater_reliability()
+        assert torch.equal(fresh.posterior.mean, campaign.posterior.mean)
+    assert alphas[0.0] > 9.0 > alphas[0.33]
+    with pytest.raises(ValueError, match="needs lapse_prior"):
+        CampaignConfig(refit_keep_prior=True)

@@ -149,3 +149,10 @@ def test_coverage_gaps_take_the_worst_checkpoint_every_repetition_reached() -> N
     # labels 10 (1 per clip) is before the window; 40 was scored in one repetition of two
     assert gap["coverage50_gap"] == pytest.approx(0.0) and gap["coverage50_at"] == 30
     assert gap["coverage90_gap"] == pytest.approx(-0.1) and gap["coverage90_at"] == 20
+    # the standard error of the two repetitions' mean where each gap is
+    assert gap["coverage50_se"] == pytest.approx(0.0)
+    assert gap["coverage90_se"] == pytest.approx(0.0)
+    records[1]["coverage90"] = 0.7  # repetition 0 at 20 labels: 0.7 and 0.8
+    (gap,) = coverage_gaps(records, {"s": 10}, from_per_clip=2.0)
+    assert gap["coverage90_gap"] == pytest.approx(-0.15)
+    assert gap["coverage90_se"] == pytest.approx(0.05)
