@@ -373,14 +373,12 @@ def fit_noise_spread(grids: Sequence[RaterGrid], default_noise_sd: float) -> flo
     """
     if not grids or any(g.log_sigma.numel() < 2 for g in grids):
         raise ValueError("fitting the rater-noise prior needs raters with learned noise")
-    joint = [g.log_likelihood + g.log_keep_prior[:, None] for g in grids]
+    first = grids[0]
+    stacked = torch.stack([grid.log_likelihood for grid in grids])  # once for every evaluation
 
     def negative(log_spread: float) -> float:
-        total = 0.0
-        for grid, log_joint in zip(grids, joint, strict=True):
-            prior = log_noise_prior(grid, default_noise_sd, math.exp(log_spread))
-            total += float(torch.logsumexp((log_joint + prior[None, :]).reshape(-1), 0))
-        return -total
+        prior = log_noise_prior(first, default_noise_sd, math.exp(log_spread))
+        return -grid_log_evidence(stacked, first.log_keep_prior, prior)
 
     low, high = (math.log(b) for b in SPREAD_BOUNDS)
     result = minimize_scalar(negative, bounds=(low, high), method="bounded")
@@ -388,12 +386,12 @@ def fit_noise_spread(grids: Sequence[RaterGrid], default_noise_sd: float) -> flo
 
 
 def grid_log_evidence(
-    grids: Sequence[RaterGrid], log_keep_prior: Tensor, log_sigma_prior: Tensor
+    log_likelihood: Tensor, log_keep_prior: Tensor, log_sigma_prior: Tensor
 ) -> float:
-    """`sum_r log sum_{keep, sigma} p(labels_r | keep, sigma) p(keep) p(sigma)` on the grid."""
-    prior = log_keep_prior[:, None] + log_sigma_prior[None, :]
-    stacked = torch.stack([grid.log_likelihood for grid in grids]) + prior  # R x G x S
-    return float(torch.logsumexp(stacked.reshape(len(grids), -1), 1).sum())
+    """`sum_r log sum_{keep, sigma} p(labels_r | keep, sigma) p(keep) p(sigma)` on the grid,
+    from the raters' grids' log likelihoods stacked (R x G x S)."""
+    joint = log_likelihood + (log_keep_prior[:, None] + log_sigma_prior[None, :])
+    return float(torch.logsumexp(joint.reshape(joint.shape[0], -1), 1).sum())
 
 
 def fit_keep_prior(
@@ -419,10 +417,11 @@ def fit_keep_prior(
         raise ValueError("fitting the keep prior needs raters with the lapse model")
     keep_grid, beta = grids[0].keep, keep_prior[1]
     log_sigma_prior = log_noise_prior(grids[0], default_noise_sd, spread)
+    stacked = torch.stack([grid.log_likelihood for grid in grids])  # once for every evaluation
 
     def negative(log_alpha: float) -> float:
         prior = log_keep_prior_on(keep_grid, (math.exp(log_alpha), beta), random_share)
-        return -grid_log_evidence(grids, prior, log_sigma_prior)
+        return -grid_log_evidence(stacked, prior, log_sigma_prior)
 
     low, high = (math.log(b) for b in KEEP_ALPHA_BOUNDS)
     result = minimize_scalar(negative, bounds=(low, high), method="bounded")

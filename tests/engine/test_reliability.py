@@ -271,7 +271,8 @@ def test_keep_prior_evidence_matches_quadrature() -> None:
 
     def grid_evidence(alpha: float) -> float:
         prior = log_keep_prior_on(grids[0].keep, (alpha, 1.0), SHARE)
-        return grid_log_evidence(grids, prior, log_noise_prior(grids[0], 1.0, 0.5))
+        stacked = torch.stack([grid.log_likelihood for grid in grids])
+        return grid_log_evidence(stacked, prior, log_noise_prior(grids[0], 1.0, 0.5))
 
     for low, high in ((3.0, 9.0), (9.0, 30.0), (1.0, 3.0)):
         expected = _evidence_by_quad(labels, high) - _evidence_by_quad(labels, low)
