@@ -128,12 +128,8 @@ class Board:
 
 
 def _write_pickle(campaign: Campaign, path: str) -> None:
-    """The campaign pickled into the file `path`: written to `path` + ".part" and renamed, so
-    whoever waits for `path` finds it whole."""
-    part = f"{path}.part"
-    with open(part, "wb") as file:
-        pickle.dump(campaign, file, pickle.HIGHEST_PROTOCOL)
-    os.replace(part, path)
+    """The campaign pickled into the file `path`, found whole (`snapshots.write_whole`)."""
+    snapshots.write_whole(path, lambda file: pickle.dump(campaign, file, pickle.HIGHEST_PROTOCOL))
 
 
 RaterStats = dict[int, tuple[float, float, float | None, bool]]

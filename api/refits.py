@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from api import snapshots
 from api.engine_host import process_context
 from api.errors import Unavailable
 from api.restore import read_when_whole
@@ -208,14 +209,6 @@ class ProcessFit:
     def cancel(self) -> None:
         if self._process is not None and self._process.is_alive():
             self._process.kill()
-
-
-def _write_file(path: str, data: bytes) -> None:
-    """`data` into the file `path` (through `path` + ".part", renamed once whole)."""
-    part = f"{path}.part"
-    with open(part, "wb") as file:
-        file.write(data)
-    os.replace(part, path)
 
 
 def _receive(channel: Any) -> tuple[bool, Any]:
@@ -382,7 +375,7 @@ class PriorRefits:
         )
         if not self._closed:
             result = os.path.join(os.path.dirname(path), f"result-{labels}")
-            await asyncio.to_thread(_write_file, result, refitted)
+            await asyncio.to_thread(snapshots.write_whole, result, lambda f: f.write(refitted))
             self.ready = (result, labels)
             rt.pump.wake()
 

@@ -23,9 +23,10 @@ import itertools
 import json
 import os
 import pkgutil
-from functools import cache
+from collections.abc import Callable
+from functools import cache, partial
 from importlib import metadata
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -71,13 +72,18 @@ def dump(campaign: Campaign) -> bytes:
     return buffer.getvalue()
 
 
-def write(campaign: Campaign, path: str) -> None:
-    """The campaign's snapshot bytes into the file `path`: written to `path` + ".part" and
-    renamed, so whoever waits for `path` finds it whole."""
+def write_whole(path: str, dump: Callable[[BinaryIO], object]) -> None:
+    """`dump(file)` into the file `path`: written to `path` + ".part" and renamed, so whoever
+    waits for `path` (`api.restore.read_when_whole`) finds it whole."""
     part = f"{path}.part"
     with open(part, "wb") as file:
-        torch.save(campaign, file)
+        dump(file)
     os.replace(part, path)
+
+
+def write(campaign: Campaign, path: str) -> None:
+    """The campaign's snapshot bytes into the file `path`, found whole (`write_whole`)."""
+    write_whole(path, partial(torch.save, campaign))
 
 
 def load(data: bytes, like: Campaign) -> Campaign:
