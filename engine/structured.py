@@ -42,7 +42,8 @@ given w; TrueSkill's factorised ADF drops the same (with no weights to share).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -62,6 +63,8 @@ from engine.state import (
     grow_block,
 )
 from engine.update import FEW_EVENTS, BorderPart, Events, adf_site, event_moment_function
+
+_Kept = TypeVar("_Kept")  # what `_kept_for` keeps
 
 CHUNK_ELEMENTS = 2**18  # block entries per chunk of groups on a CPU: ~2 MiB of float64
 GPU_CHUNK_ELEMENTS = 2**24
@@ -227,11 +230,9 @@ class GroupedPosterior:
         while the layout tensors are the same objects (add_items replaces them; nothing writes
         them in place); on a CPU they share the tensors' memory."""
         layout = (self.group, self.slot, self.group_size, self.group_context)
-        kept = self.__dict__.get("_host_layout")
-        if kept is None or any(a is not b for a, b in zip(kept[0], layout, strict=True)):
-            kept = (layout, tuple(t.cpu().numpy() for t in layout))
-            self._host_layout = kept
-        return kept[1]
+        return self._kept_for(
+            "_host_layout", layout, lambda: tuple(t.cpu().numpy() for t in layout)
+        )
 
     def flat_slots(self) -> Tensor:
         """(n,) each clip's position `g M + slot` in the (G, M) slot layout: a clip's row of a
@@ -239,10 +240,19 @@ class GroupedPosterior:
         indexing by (group, slot) pairs costs several times more per call. Kept while the
         layout tensors are the same objects, as `_host`."""
         layout = (self.group, self.slot, self.members)
-        kept = self.__dict__.get("_flat_slots")
+        return self._kept_for(
+            "_flat_slots",
+            layout,
+            lambda: torch.add(self.slot, self.group, alpha=self.members.shape[1]),
+        )
+
+    def _kept_for(self, name: str, layout: tuple[Tensor, ...], build: Callable[[], _Kept]) -> _Kept:
+        """`build()`, kept in the attribute `name` while the layout tensors are the same
+        objects (add_items replaces them; nothing writes them in place)."""
+        kept = self.__dict__.get(name)
         if kept is None or any(a is not b for a, b in zip(kept[0], layout, strict=True)):
-            kept = (layout, torch.add(self.slot, self.group, alpha=self.members.shape[1]))
-            self._flat_slots = kept
+            kept = (layout, build())
+            setattr(self, name, kept)
         return kept[1]
 
     def groups_of(self, clips: list[int]) -> list[int]:
