@@ -263,6 +263,28 @@ class SnapshotPartRow(SQLModel, table=True):
     data: bytes = Field(sa_type=LargeBinary)
 
 
+class RefitRow(SQLModel, table=True):
+    """A prior refit the campaign's engine adopted (api/refits.py), so that a replay of the
+    log adopts it at the same place: its values (`refit`: JSON of engine.history.Refit), the
+    engine history entries its copy was made after (`copy_entries`), and where it was
+    adopted: after label batch `label_batch` and clip batch `clip_batch`, the campaign's
+    `ordinal`-th refit. `config` digests the engine settings it was found under; a load
+    skips a refit whose digest differs, as it refuses such a snapshot (api/replay.py)."""
+
+    __tablename__ = "campaign_refit"
+    __table_args__ = (UniqueConstraint("campaign_id", "config", "ordinal"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    config: str
+    ordinal: int
+    copy_entries: int
+    label_batch: int
+    clip_batch: int
+    refit: str
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTC_TIME)
+
+
 class ProgressRow(SQLModel, table=True):
     """One point of the labels vs expected-ranking-accuracy curve."""
 

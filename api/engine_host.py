@@ -53,6 +53,7 @@ from engine import (
     Task,
 )
 from engine.campaign import pack_entries
+from engine.history import Refit
 from engine.stopping import Targets
 from engine.summaries import credible_halfwidth
 from engine.task_choice import kset_kind
@@ -94,6 +95,17 @@ class ClipBatch:
     contexts: list[str | None]
     groups: list[str | None]
     features: list[list[float]] | np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class AdoptedRefit:
+    """A prior refit as a replay adopts it (`Campaign.adopt_refit_at`): the campaign's
+    `ordinal`-th, its copy made after `copy_entries` history entries (`refit` None: its
+    stored values did not read, and the replay leaves it out)."""
+
+    ordinal: int
+    copy_entries: int
+    refit: Refit | None
 
 
 @dataclass(frozen=True, eq=False)
@@ -248,13 +260,14 @@ class CampaignEngine:
         self._write(_write_pickle, path)
         return len(self.campaign.log)
 
-    def receive_refit(self, path: str) -> None:
+    def receive_refit(self, path: str) -> AdoptedRefit:
         """Hold what a background refit returned for `adopt_refit`: the file `path`, read and
         removed, holds the copy's `Campaign.refit_result` pickled (`refit_copy_to`'s copy
         refitted and caught up with some of what came since, its history's labels left out).
         A call of its own, apart from the adoption, and a file rather than bytes sent along
         the call: this engine reads it at once, where a message of its size streams through
-        the channel as fast as the service's event loop writes it.
+        the channel as fast as the service's event loop writes it. Returns the refit as a
+        replay of the log adopts it, for the service to record before the adoption.
 
         Raises:
             ValueError: the file holds no refit's result (nothing is held).
@@ -266,6 +279,7 @@ class CampaignEngine:
         if not isinstance(refitted, RefitResult):
             raise ValueError(f"a refit returned a {type(refitted).__name__}, not a RefitResult")
         self._received = refitted
+        return AdoptedRefit(len(self.campaign.refits) + 1, refitted.entries, refitted.refit)
 
     def adopt_refit(self) -> None:
         """Adopt the refit `receive_refit` holds, applying again the rest
@@ -300,13 +314,28 @@ class CampaignEngine:
         refits = self.campaign.refits
         return refits[-1][0] if refits else 0
 
-    def replay(self, steps: Sequence[ClipBatch | list[Judgment]]) -> None:
-        """Clip batches and label batches, in the order the service applied them."""
+    def replay(self, steps: Sequence[ClipBatch | list[Judgment] | AdoptedRefit]) -> list[str]:
+        """Clip batches, label batches and adopted refits, in the order the service applied
+        them. A refit the campaign holds already (from a snapshot) is passed over; one that
+        does not follow the refits it holds, or does not adopt, is left out with the refits
+        after it (the campaign then refits again on its schedule): returns why, for each."""
+        left_out: list[str] = []
         for step in steps:
             if isinstance(step, ClipBatch):
                 self.add_clips(step)
-            else:
+            elif not isinstance(step, AdoptedRefit):
                 self.campaign.observe(step)
+            elif left_out or len(self.campaign.refits) != step.ordinal - 1:
+                if len(self.campaign.refits) < step.ordinal:
+                    left_out.append(f"refit {step.ordinal} does not follow the refits before")
+            elif step.refit is None:
+                left_out.append(f"refit {step.ordinal}: its stored values do not read")
+            else:
+                try:
+                    self.campaign.adopt_refit_at(step.copy_entries, step.refit)
+                except ValueError as error:
+                    left_out.append(f"refit {step.ordinal}: {error}")
+        return left_out
 
     def add_clips(self, batch: ClipBatch) -> None:
         scores = batch.scores
@@ -770,6 +799,7 @@ def _finish(process: Any) -> None:
 
 
 __all__ = [
+    "AdoptedRefit",
     "Board",
     "CampaignEngine",
     "ClipBatch",

@@ -33,16 +33,15 @@ campaign's engine answers its calls one at a time. So:
    next point of the schedule tries again); closing the campaign cancels the fit (its
    process is killed; a thread's result is dropped).
 
-Durability: adopting a refit requests a snapshot of the engine state, taken as soon as the one
-before it is stored (the refit is an entry of the engine's history inside it), so a restart
-that loads it serves the same posterior and replays only the labels after it. A refit is not a
-row of its own: the values it found are a deterministic function of the log up to the copy, the
-snapshot already carries them with the posterior built under them, and a second record would
-need a table, a migration and a step kind in the replay, to cover only a restart without a
-usable snapshot (snapshots off, or one written by another version). That restart replays the
-log under the campaign's stated prior, its engine history holds no refit, so the first label
-batch after the load starts the refit the schedule asks for, from the whole log, in the
-background again.
+Durability: before the engine adopts a refit, its row is written (`store.insert_refit`: its
+values, the history entries its copy was made after, and the label batch and clip batch it is
+adopted after), behind the batch marks of every label applied so far. A replay of the log
+adopts it at the same place (`Campaign.adopt_refit_at`: the copy replayed, the refit applied,
+the rest applied again as the adoption did), so a restart serves the posterior the service
+served, from a snapshot or from the whole log; adopting a refit also requests a snapshot,
+after which a restart replays only the labels after it. A row whose engine settings differ
+from the campaign's (an operator changed them), or that does not follow the refits before
+it, is left out of the replay with those after it, and the schedule refits again.
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from api import snapshots
+from api import replay, snapshots, store
 from api.engine_host import process_context
 from api.errors import Unavailable
 from api.restore import read_when_whole
@@ -304,6 +303,11 @@ class PriorRefits:
         self._folder: str | None = None  # where the engine writes its copies
         self._stop = threading.Event()  # closed: stop waiting for a copy's file
 
+    @property
+    def busy(self) -> bool:
+        """Whether a refit is due, fitting, or waiting for its adoption."""
+        return self.due or self.in_flight or self.ready is not None
+
     def resume(self, labels: int, n_applied: int) -> None:
         """Go on after a load: the engine's latest refit came after `labels` labels, and
         `n_applied` are applied."""
@@ -410,8 +414,22 @@ class PriorRefits:
         path, labels = self.ready
         self.ready = None
         try:
-            await rt.engine_calls.run("receive_refit", path)
-            await rt.engine_calls.run("adopt_refit")
+            adopted = await rt.engine_calls.run("receive_refit", path)
+            # recorded before the engine adopts it (the writer commits after the batch marks
+            # of every label applied so far): a replay adopts it at the same place, so a
+            # restart serves what was served, snapshot or not
+            row = replay.refit_record(
+                rt.record, adopted, rt.pump.last_batch, rt.next_clip_batch - 1
+            )
+            await rt.writer.run(rt.fenced(store.insert_refit(rt.record.id, row)))
+            try:
+                await rt.engine_calls.run("adopt_refit")
+            except Exception as error:
+                if not isinstance(error, Unavailable):  # refused: a replay must not adopt it
+                    await rt.writer.run(
+                        rt.fenced(store.delete_refit(rt.record.id, row.config, row.ordinal))
+                    )
+                raise
         except Unavailable:
             raise
         except Exception as error:
@@ -425,7 +443,7 @@ class PriorRefits:
         else:
             rt.metrics.prior_refits.labels("adopted").inc()
             rt.pump.refitted()
-            rt.snapshots.request()
+            rt.snapshots.request()  # a restart then replays only what came after
         finally:
             self.labels = labels
             self.in_flight = False

@@ -1,12 +1,12 @@
 """How a campaign's runtime comes back from the database, and the snapshots it saves on the way.
 
-`load` takes the latest snapshot when it fits (api/snapshots.py) and replays the clips and labels
-after it in exactly their interleaved, batched order (api/replay.py), so the posterior after a
-restart equals the one before (float64, CPU); `restore` rebuilds the loop-side state from the
-log (clips, raters, reports, skips, answer counts, gold pairs), and open assignments whose
-lease has not expired are held again; what each rater answered is the loaded engine's record
-(`Answered.load`). Every `snapshot_every` applied labels the pump saves a new snapshot
-(`Snapshots`).
+`load` takes the latest snapshot when it fits (api/snapshots.py) and replays the clips, labels
+and prior refits after it in exactly their interleaved, batched order (api/replay.py), so the
+posterior after a restart equals the one before (float64, CPU); `restore` rebuilds the
+loop-side state from the log (clips, raters, reports, skips, answer counts, gold pairs), and
+open assignments whose lease has not expired are held again; what each rater answered is the
+loaded engine's record (`Answered.load`). Every `snapshot_every` applied labels the pump saves
+a new snapshot (`Snapshots`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from api import replay, store
+from api import replay, snapshots, store
 from api.assignments import Answer, AssignmentState
 from api.db import as_utc
 from engine import Outcome, Task
@@ -59,8 +59,13 @@ async def load(runtime: CampaignRuntime) -> None:
             bool(rt.record.engine_config["criteria"]),
             rt.settings.max_apply_batch,
             after,
+            snapshots.config_digest(rt.record.engine_config),
         )
-        await rt.engine.call("replay", steps)
+        left_out = await rt.engine.call("replay", steps)
+        if left_out:  # the schedule refits again from the labels so far, in the background
+            log.warning(
+                "campaign %s: refits left out of the replay: %s", rt.record.id, "; ".join(left_out)
+            )
         # every committed label is applied now: what each rater answered is the engine's
         rt.answered.load(await rt.engine.call("answered"))
         held = restore(rt, logged)
@@ -151,11 +156,15 @@ def restore(runtime: CampaignRuntime, logged: CampaignLog) -> list[Task]:
         else:
             state.released = True
     seqs = [j.seq for j in logged.judgments if j.seq is not None]
-    rt.pump.resume(
-        max(seqs, default=0),
-        max((j.batch or 0 for j in logged.judgments), default=0),
-        len(seqs),
-    )
+    last_batch = max((j.batch or 0 for j in logged.judgments), default=0)
+    # labels applied before their owner died wrote no batch mark: the replay applied them
+    # in batches of its own, marked now as such (after every mark there is, as they came),
+    # so that a snapshot taken from here on holds them and a replay after it does not
+    # apply them again
+    for batch in replay.unmarked(replay.label_batches(logged, rt.settings.max_apply_batch)):
+        last_batch += 1
+        rt.writer.submit(rt.fenced(store.mark_batch(rt.record.id, batch, last_batch)))
+    rt.pump.resume(max(seqs, default=0), last_batch, len(seqs))
     rt.recount_withdrawals()
     return held
 

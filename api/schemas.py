@@ -362,13 +362,16 @@ class LeaderboardClip(Struct, kw_only=True):
 
 
 class PriorOut(Struct, kw_only=True):
-    """The prior scales the posterior is under (latent units, docs/MATH.md §1), and how many
-    empirical-Bayes refits made them (api/refits.py)."""
+    """The prior scales the posterior is under (latent units, docs/MATH.md §1), how many
+    empirical-Bayes refits made them (api/refits.py), and whether one more is on its way
+    (`refitting`: due, or fitting in the background; the posterior changes when it lands,
+    without a new label)."""
 
     weight_scale: float
     context_scale: float
     residual_scale: float
     refits: int
+    refitting: bool = False
 
 
 class Leaderboard(Struct, kw_only=True):

@@ -989,6 +989,7 @@ class Service:
                 context_scale=board.prior[1],
                 residual_scale=board.prior[2],
                 refits=board.refits,
+                refitting=runtime.refits.busy,
             ),
         )
 

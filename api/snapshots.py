@@ -33,7 +33,7 @@ import torch
 import engine
 from engine import Campaign
 
-SNAPSHOT_VERSION = 4  # bump when what a snapshot holds, or how it is read, changes
+SNAPSHOT_VERSION = 5  # bump when what a snapshot holds, or how it is read, changes
 
 
 def snapshot_format() -> str:

@@ -33,6 +33,7 @@ from api.db import (
     JudgmentRow,
     ProgressRow,
     RaterRow,
+    RefitRow,
     SnapshotPartRow,
     SnapshotRow,
     utcnow,
@@ -68,6 +69,7 @@ progress_table = ProgressRow.__table__  # type: ignore[attr-defined]
 import_table = ImportRow.__table__  # type: ignore[attr-defined]
 snapshot_table = SnapshotRow.__table__  # type: ignore[attr-defined]
 snapshot_part_table = SnapshotPartRow.__table__  # type: ignore[attr-defined]
+refit_table = RefitRow.__table__  # type: ignore[attr-defined]
 gold_table = GoldPairRow.__table__  # type: ignore[attr-defined]
 report_table = ClipReportRow.__table__  # type: ignore[attr-defined]
 
@@ -198,6 +200,19 @@ class SnapshotRecord:
 
 
 @dataclass(frozen=True)
+class RefitRecord:
+    """A prior refit the engine adopted (api/refits.py): `refit` is its values as JSON
+    (api/replay.py reads them), the rest where its copy was made and where it was adopted."""
+
+    config: str
+    ordinal: int
+    copy_entries: int
+    label_batch: int
+    clip_batch: int
+    refit: str
+
+
+@dataclass(frozen=True)
 class CampaignLog:
     """What a campaign's replay needs, each list in its table's order of application."""
 
@@ -207,6 +222,7 @@ class CampaignLog:
     judgments: list[JudgmentRecord]
     gold: list[GoldRecord] = field(default_factory=list)
     reports: list[ReportRecord] = field(default_factory=list)
+    refits: list[RefitRecord] = field(default_factory=list)  # in order of adoption
 
 
 @dataclass(frozen=True)
@@ -1005,6 +1021,42 @@ def insert_snapshot(campaign_id: int, snapshot: SnapshotRecord) -> Callable[[Con
     return op
 
 
+def insert_refit(campaign_id: int, refit: RefitRecord) -> Callable[[Connection], None]:
+    """Op: record a prior refit the engine is about to adopt."""
+
+    def op(connection: Connection) -> None:
+        connection.execute(
+            insert(refit_table),
+            {
+                "campaign_id": campaign_id,
+                "config": refit.config,
+                "ordinal": refit.ordinal,
+                "copy_entries": refit.copy_entries,
+                "label_batch": refit.label_batch,
+                "clip_batch": refit.clip_batch,
+                "refit": refit.refit,
+                "created_at": utcnow(),
+            },
+        )
+
+    return op
+
+
+def delete_refit(campaign_id: int, config: str, ordinal: int) -> Callable[[Connection], None]:
+    """Op: forget a refit the engine did not adopt after all."""
+
+    def op(connection: Connection) -> None:
+        connection.execute(
+            delete(refit_table).where(
+                refit_table.c.campaign_id == campaign_id,
+                refit_table.c.config == config,
+                refit_table.c.ordinal == ordinal,
+            )
+        )
+
+    return op
+
+
 def insert_snapshot_part(
     campaign_id: int, key: str, part: int, data: bytes | memoryview
 ) -> Callable[[Connection], None]:
@@ -1260,7 +1312,22 @@ def load_log(engine: Engine, campaign_id: int) -> CampaignLog:
                 .order_by(report_table.c.id)
             ).mappings()
         ]
-    return CampaignLog(clips, raters, assignments, judgments, gold, reports)
+        refits = [
+            RefitRecord(
+                r["config"],
+                r["ordinal"],
+                r["copy_entries"],
+                r["label_batch"],
+                r["clip_batch"],
+                r["refit"],
+            )
+            for r in connection.execute(
+                select(refit_table)
+                .where(refit_table.c.campaign_id == campaign_id)
+                .order_by(refit_table.c.id)
+            ).mappings()
+        ]
+    return CampaignLog(clips, raters, assignments, judgments, gold, reports, refits)
 
 
 def _positions(stored: str | None) -> tuple[int, ...] | None:
@@ -1466,10 +1533,12 @@ __all__ = [
     "JudgmentRecord",
     "Prepared",
     "RaterRecord",
+    "RefitRecord",
     "ReportRecord",
     "SnapshotRecord",
     "campaign_counts",
     "clip_status",
+    "delete_refit",
     "delete_stale_snapshot_part",
     "export_clips",
     "export_rows",
@@ -1482,6 +1551,7 @@ __all__ = [
     "insert_judgment",
     "insert_progress",
     "insert_rater",
+    "insert_refit",
     "insert_report",
     "insert_snapshot",
     "insert_snapshot_part",

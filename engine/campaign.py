@@ -323,7 +323,7 @@ class Judgment:
     rater's current value, and the campaign's log records the value it used, so a replay is
     exact. `left` is the clip a comparison showed on the left (None: not recorded); a
     campaign with a side bias learns from it (engine.position).
-    exact. `gold` is the known answer of a gold question (engine.gold; `question` a Pair): the
+    `gold` is the known answer of a gold question (engine.gold; `question` a Pair): the
     label then teaches only the rater's reliability, never the clips' qualities. `seconds` is
     how long the rater took (answered at minus shown at; None: not recorded): the campaign's
     clock of seconds per task kind learns from it (engine.task_choice.TaskClock). `event` is
@@ -748,6 +748,30 @@ class Campaign:
         for _, segment, _ in segments[len(taken) :]:
             # labels are already answered: the task book and the gold book hold these answers
             self._reapply(segment)
+
+    def adopt_refit_at(self, entries: int, refit: Refit) -> None:
+        """Adopt `refit` as if a copy of this campaign made after its first `entries` history
+        entries had applied it and been adopted now (`adopt_refit`, without catching up): the
+        copy is a replay of those entries (`replay`), so the state is the one that adoption
+        left, bit for bit on the CPU. What a restart that replays a service's log does where
+        the service adopted a refit from a copy (api/replay.py): one pass over the labels
+        before the copy, one more under the refit.
+
+        Raises:
+            ValueError: `entries` is not a position of this campaign's history after its
+                latest refit, or the copy holds no label to refit over.
+        """
+        refits = [k for k, entry in enumerate(self._history) if isinstance(entry, Refit)]
+        if not (refits[-1] if refits else 0) < entries <= len(self._history):
+            raise ValueError(
+                f"a refit's copy must end after the latest refit and within the history's "
+                f"{len(self._history)} entries, got {entries}"
+            )
+        copy = self._replayed(entries)
+        if not copy.log:
+            raise ValueError("a refit's copy must hold labels")
+        copy._apply_refit(refit)
+        self.adopt_refit(copy)
 
     def refit_result(self) -> RefitResult:
         """This campaign's state for its adoption by the campaign it is a refitted copy of
@@ -2007,12 +2031,18 @@ class Campaign:
         """A fresh campaign that re-runs this one's history: the same clip batches and labels,
         interleaved in the same order and with the noise each label was applied with. The
         posterior is bit-for-bit the same on the CPU."""
+        fresh = self._replayed(len(self._history))
+        fresh.config = self.config
+        return fresh
+
+    def _replayed(self, until: int) -> Campaign:
+        """A fresh campaign that re-runs this one's first `until` history entries (`replay`)."""
         # the recorded refits are replayed as they happened, not re-fitted on the way
         quiet = replace(self._initial_config, refit_prior_at=())
         fresh = Campaign(quiet, device=self.device, dtype=self.dtype)
         fresh._raters = self._raters.with_set_noise()
         fresh._gold = self._gold.with_pairs()
-        for entry in self._history:
+        for entry in list(self._history)[:until]:
             if isinstance(entry, Refine):
                 fresh.refine(entry.max_sweeps, entry.damping)
             elif isinstance(entry, Refit):
@@ -2022,7 +2052,6 @@ class Campaign:
             else:
                 fresh.observe(entry)
         fresh._initial_config = self._initial_config
-        fresh.config = self.config
         return fresh
 
     def _add_recorded_clips(self, entry: ClipsAdded) -> None:

@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 import torch
 from litestar.testing import TestClient
+from sqlalchemy import text
 
 import engine.campaign as campaign_module
 from api import refits
 from api.app import create_app
+from api.db import make_engine
 from api.settings import Settings
 from engine import Campaign, CampaignConfig, Judgment, Outcome, RefitResult
 from engine.campaign import pack_entries
@@ -118,6 +120,59 @@ def test_the_refit_lands_and_a_restart_serves_the_same(
         )
         campaign = client.get(f"/v1/campaigns/{party.id}", headers=ADMIN).json()
         assert campaign["prior_refit"] == "split"
+
+
+def _sql(settings: Settings, statement: str, **params: object) -> list[tuple]:
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(text(statement), params)
+            return [tuple(r) for r in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("snapshot_every", [0, 5], ids=["snapshots-off", "snapshots-on"])
+def test_a_replay_of_the_log_adopts_the_refits_where_the_service_did(
+    settings: Settings, snapshot_every: int
+) -> None:
+    """A restart adopts each stored refit where the service adopted it (snapshots off: from
+    the whole log), or finds it in the snapshot and passes over its row: either way it serves
+    the same posterior, prior and refit count, to 1e-9. Without the rows a full replay has
+    no refit."""
+    settings = replace(settings, snapshot_every=snapshot_every)
+    with TestClient(app=create_app(settings)) as client:
+        party = make_party(client, n_clips=N_CLIPS, n_raters=3, groups=1, prior_refit="split")
+        for step in range(2 * N_CLIPS):
+            _answer(client, party, step)
+        _wait_for_refits(client, party.id, 1)
+        for step in range(2 * N_CLIPS, 4 * N_CLIPS):
+            _answer(client, party, step)
+        _wait_for_refits(client, party.id, 2)
+        for step in range(4 * N_CLIPS, 4 * N_CLIPS + 5):  # labels after the second refit
+            _answer(client, party, step)
+        served = _board(client, party.id)
+        weights = client.get(f"/v1/campaigns/{party.id}/weights", headers=ADMIN).json()
+    assert served["prior"]["refits"] == 2
+    rows = _sql(
+        settings,
+        "SELECT ordinal FROM campaign_refit WHERE campaign_id = :c ORDER BY id",
+        c=party.id,
+    )
+    assert rows == [(1,), (2,)]
+
+    with TestClient(app=create_app(settings)) as client:
+        after = _board(client, party.id)
+        assert after["prior"]["refits"] == 2
+        assert_close_structures(served, after)
+        assert_close_structures(
+            weights, client.get(f"/v1/campaigns/{party.id}/weights", headers=ADMIN).json()
+        )
+    _sql(settings, "DELETE FROM campaign_refit WHERE campaign_id = :c", c=party.id)
+    with TestClient(app=create_app(replace(settings, snapshot_every=0))) as client:
+        without = _board(client, party.id)
+    assert without["prior"]["refits"] == 0
+    assert abs(without["clips"][0]["mean"] - served["clips"][0]["mean"]) > 1e-6
 
 
 @pytest.mark.parametrize("catch_up", [False, True], ids=["adopt", "catch-up"])

@@ -104,6 +104,74 @@ def test_a_restart_replays_only_the_tail_to_the_state_of_a_full_replay(settings:
 
 
 @pytest.mark.slow
+def test_labels_whose_marks_were_lost_are_marked_at_the_load_and_not_applied_twice(
+    settings: Settings,
+) -> None:
+    """A server that died between applying labels and writing their batch marks: the next
+    load replays them and marks them, so a snapshot taken after holds them and a restart
+    from it does not apply them again (the state is a full replay's)."""
+    settings = replace(settings, snapshot_every=SNAPSHOT_EVERY)
+    cid, _ = _rated(settings)
+    (last,) = _sql(settings, "SELECT max(batch) FROM judgment WHERE campaign_id = :c", c=cid)[0]
+    lost = _sql(
+        settings,
+        "UPDATE judgment SET batch = NULL WHERE campaign_id = :c AND batch >= :b RETURNING seq",
+        c=cid,
+        b=last - 1,
+    )
+    assert lost
+    _sql(settings, "DELETE FROM campaign_snapshot WHERE campaign_id = :c", c=cid)
+
+    with TestClient(app=create_app(settings)) as client:
+        party_reads = _reads(client, cid)
+        n_labels = party_reads[0]["n_judgments"]
+        # more labels, past a multiple of SNAPSHOT_EVERY: a snapshot that holds the lost ones
+        tokens = [r["token"] for r in _new_raters(client, cid, 1)]
+        for _ in range(SNAPSHOT_EVERY + 1):
+            shown = client.post(
+                f"/v1/campaigns/{cid}/assignments", headers={"Authorization": f"Bearer {tokens[0]}"}
+            ).json()["assignment"]
+            body = {"level": 1} if shown["kind"] == "rating" else {"choice": "right"}
+            judged = client.post(
+                f"/v1/assignments/{shown['id']}/judgment",
+                json=body,
+                headers={"Authorization": f"Bearer {tokens[0]}"},
+            )
+            assert judged.status_code == 201
+        before = _reads(client, cid)
+        n_labels = before[0]["n_judgments"]
+        deadline = time.monotonic() + 30
+        query = "SELECT max(labels) FROM campaign_snapshot WHERE campaign_id = :c"
+        while (_sql(settings, query, c=cid)[0][0] or 0) < n_labels - SNAPSHOT_EVERY:
+            assert time.monotonic() < deadline, "no snapshot was written after the load"
+            time.sleep(0.05)
+    unmarked = (
+        "SELECT count(*) FROM judgment WHERE campaign_id = :c AND seq IS NOT NULL AND batch IS NULL"
+    )
+    assert _sql(settings, unmarked, c=cid) == [(0,)]
+
+    with TestClient(app=create_app(settings)) as client:
+        from_snapshot = _reads(client, cid)
+        assert _metric(client, "ratingparty_snapshots_total", event="loaded") == 1
+    with TestClient(app=create_app(replace(settings, snapshot_every=0))) as client:
+        full = _reads(client, cid)
+    assert from_snapshot[0]["n_judgments"] == full[0]["n_judgments"] == n_labels
+    assert_close_structures(from_snapshot, full)
+    assert_close_structures(before, full)
+
+
+def _new_raters(client: TestClient, cid: int, count: int) -> list[dict]:
+    made = []
+    for k in range(count):
+        response = client.post(
+            f"/v1/campaigns/{cid}/raters", json={"name": f"late{k}"}, headers=ADMIN
+        )
+        assert response.status_code == 201, response.text
+        made.append(response.json())
+    return made
+
+
+@pytest.mark.slow
 def test_a_snapshot_is_stored_in_parts_and_only_the_latest_ones_are_kept(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

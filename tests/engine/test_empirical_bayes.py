@@ -510,3 +510,79 @@ def test_a_refit_result_adopts_as_the_copy_it_came_from(monkeypatch: pytest.Monk
     assert torch.equal(campaign.posterior.mean, before) and not campaign.refits
     with pytest.raises(ValueError, match="refit"):
         copy.deepcopy(campaign).refit_result()
+
+
+class _ServiceLog:
+    """A campaign driven as the service drives its engine, and the steps its log keeps: each
+    label batch as stored (no noise, keep or event recorded), each clip batch, each refit's
+    row (its values and its copy's history position) where it was adopted."""
+
+    def __init__(self, campaign: Campaign, truth: np.ndarray) -> None:
+        self.campaign, self.truth = campaign, truth
+        self.steps: list[object] = [("clips", next(iter(campaign._history)))]
+
+    def labels(self, count: int, rng: np.random.Generator) -> None:
+        _observe_raters(self.campaign, self.truth, count, rng)
+        stored = [replace(j, noise_sd=None, keep=None, event=None) for j in self.campaign.log]
+        self.steps.append(("labels", stored[-count:]))
+
+    def clips(self, scores: np.ndarray, contexts: list[str]) -> None:
+        self.campaign.add_clips(scores, count=len(scores), contexts=contexts)
+        self.truth = np.concatenate([self.truth, np.zeros(len(scores))])
+        self.steps.append(("clips", list(self.campaign._history)[-1]))
+
+    def adopt(self, copied_at: int, refitted: Campaign) -> None:
+        self.campaign.adopt_refit(refitted.refit_result())
+        self.steps.append(("refit", copied_at, self.campaign.refits[-1][1]))
+
+    def replay(self, with_refits: bool = True) -> Campaign:
+        replayed = Campaign(self.campaign._initial_config, device="cpu")
+        for kind, *step in self.steps:
+            if kind == "labels":
+                replayed.observe(step[0])
+            elif kind == "clips":
+                replayed._add_recorded_clips(step[0])
+            elif with_refits:
+                replayed.adopt_refit_at(*step)
+        return replayed
+
+
+def test_a_refit_adopted_at_its_copy_replays_what_the_service_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a restart does with a stored refit (its values, its copy's history position and
+    where it was adopted): a log replay that adopts it there (`adopt_refit_at`) and takes the
+    labels after reaches the served campaign bit for bit, though the labels between the copy
+    and the adoption were served under the old reliabilities, and after a second refit."""
+    monkeypatch.setattr(campaign_module, "REAPPLY_LABELS", 12)
+    served, truth = _rater_campaign(30, 0, SEED)
+    rng = np.random.default_rng(SEED + 5)
+    service = _ServiceLog(served, truth)
+    for _ in range(2):
+        service.labels(120, rng)
+        copied_at = served.history_length
+        refitted = copy.deepcopy(served)
+        refitted.fit_prior(max_evaluations=40)
+        for batch in (7, 9, 4):
+            service.labels(batch, rng)
+        sent = pack_entries(served.history_since(copied_at))
+        refitted.catch_up(unpack_entries(pickle.loads(pickle.dumps(sent))))
+        service.clips(np.ones((2, 3)), ["x", "y"])
+        service.labels(5, rng)
+        service.adopt(copied_at, refitted)
+        service.labels(11, rng)
+        service.labels(6, rng)
+
+    replayed = service.replay()
+    assert len(replayed.refits) == len(served.refits) == 2
+    assert torch.equal(replayed.posterior.mean, served.posterior.mean)
+    assert torch.equal(replayed.posterior.cov, served.posterior.cov)
+    _assert_same_state(replayed, served, atol=0.0)
+    # without the refits the replay is another posterior: the rows are what keep it
+    without = service.replay(with_refits=False)
+    assert (without.posterior.mean - served.posterior.mean).abs().max() > 1e-3
+    # a copy position before the latest refit, or past the history, is refused
+    refit = served.refits[-1][1]
+    for entries in (copied_at - 1, replayed.history_length + 1):
+        with pytest.raises(ValueError, match="copy"):
+            copy.deepcopy(replayed).adopt_refit_at(entries, refit)
