@@ -71,9 +71,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
+from api.schemas import CampaignCreate
 from api.settings import Settings
+
+# what a campaign created without `prior_refit` does
+DEFAULT_PRIOR_REFIT = next(
+    f.default for f in msgspec.structs.fields(CampaignCreate) if f.name == "prior_refit"
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
@@ -102,6 +109,7 @@ def start_server(
     threads: int | None,
     refill_batch: int | None = None,
     profile: str | None = None,
+    snapshot_every: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """`python -m api` on loopback (under cProfile into `profile` when given: the server
     process, not the campaigns' engine processes); returns once /healthz answers."""
@@ -111,6 +119,8 @@ def start_server(
     if refill_batch is not None:
         env["RATINGPARTY_REFILL_BATCH"] = str(refill_batch)
     env["RATINGPARTY_DEVICE"] = env.get("RATINGPARTY_DEVICE", "cpu")
+    if snapshot_every is not None:
+        env["RATINGPARTY_SNAPSHOT_EVERY"] = str(snapshot_every)
     if threads:
         env["RATINGPARTY_ENGINE_THREADS"] = str(threads)
     command = [sys.executable, "-m", "api", "--port", str(port), "--log-level", "warning"]
@@ -192,10 +202,16 @@ def synthetic_clips(n_clips: int, seed: int) -> Any:
 
 
 def setup_campaign(
-    base: str, n_clips: int, n_raters: int, seed: int, ties: bool = True
+    base: str,
+    n_clips: int,
+    n_raters: int,
+    seed: int,
+    ties: bool = True,
+    prior_refit: str | None = None,
 ) -> dict[str, Any]:
     """Campaign, clips and raters over HTTP; returns ids, tokens and the true qualities. Past
-    the dense limit the campaign is kept in blocks and its clips are a bulk upload."""
+    the dense limit the campaign is kept in blocks and its clips are a bulk upload.
+    `prior_refit` None: the service's default."""
     import httpx
     import msgspec
 
@@ -209,6 +225,8 @@ def setup_campaign(
             "ties": ties,
             "lease_seconds": 60,
         }
+        if prior_refit is not None:
+            body["prior_refit"] = prior_refit
         if structure != "dense":
             body["structure"] = structure
         campaign = client.post("/v1/campaigns", json=body).raise_for_status().json()
@@ -448,6 +466,8 @@ def run_load(
     rate: float = 0.0,
     http_seconds: float = 0.0,
     profile: str | None = None,
+    prior_refit: str | None = None,
+    snapshot_every: int | None = None,
 ) -> dict[str, Any]:
     """One server, one campaign, `clients` raters for `warmup + duration` seconds, closed
     loop or (`rate` > 0) paced at `rate` cycles per second in all; then, with
@@ -457,9 +477,11 @@ def run_load(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as folder:
-        server = start_server(f"sqlite:///{folder}/load.db", port, threads, refill_batch, profile)
+        server = start_server(
+            f"sqlite:///{folder}/load.db", port, threads, refill_batch, profile, snapshot_every
+        )
         try:
-            setup = setup_campaign(base, n_clips, clients, seed, ties)
+            setup = setup_campaign(base, n_clips, clients, seed, ties, prior_refit)
             cid, tokens = setup["campaign_id"], setup["tokens"]
             n_processes = max(1, min(processes, clients))
             chunks = [tokens[p::n_processes] for p in range(n_processes)]
@@ -515,6 +537,8 @@ def run_load(
         "n_clips": n_clips,
         "ties": ties,
         "refill_batch": refill_batch,
+        "prior_refit": prior_refit or DEFAULT_PRIOR_REFIT,
+        "snapshot_every": Settings.snapshot_every if snapshot_every is None else snapshot_every,
         "offered_per_s": rate if rate > 0 else None,
         "judgments_per_s": round(judge.size / elapsed, 1),
         "assignments_per_s": round(assign.size / elapsed, 1),
@@ -636,19 +660,21 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         f"{rows[0].get('cpus', '?')} CPUs, "
         f"engine on {rows[0].get('engine_device', 'cpu')}).",
         "",
-        "| clients | n clips | ties | refill batch | offered/s | run | judgments/s "
+        "| clients | n clips | ties | refill batch | prior refit | snapshot every | offered/s "
+        "| run | judgments/s "
         "| assignments/s | assign p50 (ms) | assign p99 (ms) | judge p50 (ms) | judge p99 (ms) "
         "| errors | lost | engine ms/task | engine ceiling (labels/s) "
         "| ms/task, all clients holding one | http ceiling (requests/s) "
         "| http ceiling (judgments/s) | binds | load before |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
-        "|---:|---:|---|---:|",
+        "|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
+        "|---:|---:|---:|---:|---|---:|",
     ]
     for row in rows:
         n_clips = f"{row['n_clips']:,}" + (" (blocks)" if row.get("structure") == "blocks" else "")
         lines.append(
             f"| {row['clients']} | {n_clips} | {'yes' if row['ties'] else 'no'} "
-            f"| {row.get('refill_batch', 1)} | {row.get('offered_per_s') or 'max'} "
+            f"| {row.get('refill_batch', 1)} | {row.get('prior_refit', '-')} "
+            f"| {row.get('snapshot_every', '-')} | {row.get('offered_per_s') or 'max'} "
             f"| {row.get('run', 1)} | {row['judgments_per_s']} "
             f"| {row['assignments_per_s']} | {row['assign_p50_ms']} | {row['assign_p99_ms']} "
             f"| {row['judge_p50_ms']} | {row['judge_p99_ms']} | {row['errors']} | {row['lost']} "
@@ -678,7 +704,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "out below the lower one. run: the repeat, back to back, of the same configuration "
         "(`--runs`). n clips '(blocks)': past the dense form's limit the campaign is kept in "
         "blocks and its clips are a bulk upload. lost: acknowledged judgments missing from "
-        "the export afterwards. load before: the machine's 1-minute load average when the "
+        "the export afterwards. prior refit: the campaign's background prior refit setting "
+        "('-': the service's default at the row's commit); while a fit runs, its process "
+        "shares the cores with the requests (nice 19 does not shield them from it). snapshot "
+        "every: labels between the engine's snapshots. load before: the machine's 1-minute "
+        "load average when the "
         "row's run started (other work on the machine). '-': a row from before the column.",
         "",
         "Load generator: "
@@ -743,6 +773,18 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="cProfile each run's server into PROFILE-<n clips>-<clients>-<rate>-<run>.prof",
     )
+    parser.add_argument(
+        "--prior-refit",
+        default=DEFAULT_PRIOR_REFIT,
+        help="comma-separated campaign prior_refit settings (split, scales, off; default: the "
+        "service's): a background refit's fit shares the cores with the requests",
+    )
+    parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=Settings.snapshot_every,
+        help="RATINGPARTY_SNAPSHOT_EVERY (labels; 0: no snapshots)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -752,7 +794,8 @@ def main(argv: list[str] | None = None) -> None:
     ties = not args.no_ties
     for n_clips in (int(n) for n in args.n_clips.split(",")):
         for clients in (int(c) for c in args.clients.split(",")):
-            for batch, rate, run in itertools.product(
+            for refit, batch, rate, run in itertools.product(
+                args.prior_refit.split(","),
                 (int(b) for b in args.refill_batch.split(",")),
                 (float(r) for r in args.rate.split(",")),
                 range(1, args.runs + 1),
@@ -776,6 +819,8 @@ def main(argv: list[str] | None = None) -> None:
                     http_seconds=args.http_seconds,
                     profile=args.profile
                     and f"{args.profile}-{n_clips}-{clients}-{rate:g}-{run}.prof",
+                    prior_refit=refit,
+                    snapshot_every=args.snapshot_every,
                 )
                 # saturated clients answer at once, so few tasks are pending while the engine
                 # chooses (the queue's 2 and the odd one in flight); real raters thinking for

@@ -310,8 +310,9 @@ def _labels(rng: np.random.Generator, n_items: int, count: int) -> list[Judgment
 
 
 def test_the_worker_process_runs_at_the_lowest_priority_and_catches_up() -> None:
-    """`ProcessFit`: the worker runs at nice 19, stays up after the fit, and its copy caught
-    up with the engine's entries since is what the same steps give in this process."""
+    """`ProcessFit`: the worker runs at nice 19 (and SCHED_IDLE where there is one), stays up
+    after the fit, and its copy caught up with the engine's entries since is what the same
+    steps give in this process."""
     rng = np.random.default_rng(5)
     config = CampaignConfig(
         criteria=("c0", "c1"), prior=quality_prior(2), prior_refit="split", tie_margin=0.3
@@ -330,6 +331,8 @@ def test_the_worker_process_runs_at_the_lowest_priority_and_catches_up() -> None
         try:
             held = await fit.fit(data, 10)
             nice = os.getpriority(os.PRIO_PROCESS, fit._process.pid)
+            if hasattr(os, "SCHED_IDLE"):
+                assert os.sched_getscheduler(fit._process.pid) == os.SCHED_IDLE
             return nice, held, await fit.catch_up(entries), await fit.result()
         finally:
             fit.cancel()
