@@ -31,7 +31,9 @@ class Settings:
         max_bulk_clips: most clips in one bulk upload (413 beyond).
         max_open_assignments: assignments one rater may hold open at once (429 beyond).
         queue_min: tasks the campaign keeps chosen ahead even when nobody waits.
-        queue_max: most tasks chosen ahead (each is pending in the engine while queued).
+        queue_max: most tasks chosen ahead (each is pending in the engine while queued):
+            enough for QUEUE_AHEAD_S (api/task_queue.py) of 500 requests a second, so a
+            background refit's fit, which slows the engine's refills, does not run it dry.
         refill_batch: most tasks chosen in one engine call (the queue's refill:
             `next_tasks(None, count)`, which screens all pairs and rebuilds the pending-task
             shrink once per batch, so a larger batch amortises both; see
@@ -79,7 +81,7 @@ class Settings:
     max_bulk_clips: int = 2_000_000
     max_open_assignments: int = 8
     queue_min: int = 2
-    queue_max: int = 64
+    queue_max: int = 128
     refill_batch: int = 32
     max_apply_batch: int = 64
     apply_batch: int = 16
