@@ -528,6 +528,8 @@ class CampaignRuntime:
                 break
             changed = self.queue.changed
             self.queue.waiting += 1
+            if self.queue.waiting == 1:
+                self.refits.requests_waiting(True)
             self.pump.wake()
             try:
                 await asyncio.wait_for(changed.wait(), deadline - time.monotonic())
@@ -535,6 +537,8 @@ class CampaignRuntime:
                 raise Unavailable(detail="the engine is busy; retry the request") from None
             finally:
                 self.queue.waiting -= 1
+                if not self.queue.waiting:
+                    self.refits.requests_waiting(False)
         # the database write must finish even if the client goes away: otherwise the task
         # would stay pending in the engine with no assignment to ever release it
         handing_out = self._track(asyncio.ensure_future(self._hand_out(rater, task)))

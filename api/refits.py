@@ -83,6 +83,10 @@ CATCH_UP_TAIL = REAPPLY_LABELS
 # labels sent to the copy per round at most: the engine pickles them, and its other calls
 # wait meanwhile
 CATCH_UP_FETCH = 1024
+# while requests wait for tasks the fit's worker is stopped, at most this long at a time, then
+# it runs at least RUN_MIN_S before it may be stopped again
+PAUSE_MAX_S = 0.5
+RUN_MIN_S = 0.5
 
 
 def fit_copy(data: bytes, max_evaluations: int = MAX_EVALUATIONS) -> Campaign:
@@ -213,6 +217,13 @@ class ProcessFit:
         if self._process is not None and self._process.is_alive():
             self._process.kill()
 
+    def pause(self, paused: bool) -> None:
+        """Stop the worker (SIGSTOP), or let it go on (SIGCONT)."""
+        # alive: a child not yet reaped keeps its pid, so the signal cannot reach another
+        if self._process is not None and self._process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._process.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+
 
 def _receive(channel: Any) -> tuple[bool, Any]:
     """The worker's answer, or (False, why) when it ended without one."""
@@ -257,6 +268,9 @@ class ThreadFit:
 
     def cancel(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def pause(self, paused: bool) -> None:
+        """A thread cannot be stopped from outside: the fit goes on."""
 
 
 async def catch_up(
@@ -306,6 +320,33 @@ class PriorRefits:
         self._closed = False
         self._folder: str | None = None  # where the engine writes its copies
         self._stop = threading.Event()  # closed: stop waiting for a copy's file
+        self._pause: asyncio.TimerHandle | None = None  # the worker is stopped until then
+        self._no_pause_until = 0.0
+
+    def requests_waiting(self, waiting: bool) -> None:
+        """Requests wait for the engine's next tasks (`waiting`), or none does any more: the
+        fit's worker stops meanwhile, for at most PAUSE_MAX_S, after which it runs at least
+        RUN_MIN_S (a saturated engine, whose requests always wait, must not stop the fit for
+        good). Even at nice 19 and SCHED_IDLE a running fit slowed the engine's refills about
+        twofold at 500 requests a second on two cores."""
+        if self._fit is None or not self.in_flight:
+            return
+        if waiting and self._pause is None and time.monotonic() >= self._no_pause_until:
+            self._fit.pause(True)
+            self._pause = asyncio.get_running_loop().call_later(PAUSE_MAX_S, self._end_pause, True)
+        elif not waiting and self._pause is not None:
+            self._end_pause(False)
+
+    def _end_pause(self, forced: bool) -> None:
+        """Let the stopped worker go on; `forced`: it reached PAUSE_MAX_S."""
+        if self._pause is None:
+            return
+        self._pause.cancel()
+        self._pause = None
+        if self._fit is not None:
+            self._fit.pause(False)
+        if forced:
+            self._no_pause_until = time.monotonic() + RUN_MIN_S
 
     @property
     def busy(self) -> bool:
@@ -339,6 +380,7 @@ class PriorRefits:
         if self._closed:
             return
         self.in_flight = True
+        self._pause, self._no_pause_until = None, 0.0
         self._fit = ProcessFit() if rt.settings.engine_process else ThreadFit()
         self._task = asyncio.create_task(
             self._run(self._fit, path, labels), name=f"refit-{rt.record.id}"
@@ -368,6 +410,7 @@ class PriorRefits:
             self.in_flight = False
             return
         finally:
+            self._end_pause(False)
             fit.cancel()  # a worker left waiting ends
         rt.metrics.prior_refit_seconds.observe(time.perf_counter() - started)
         self.caught_up = (rounds, pending)
@@ -458,6 +501,7 @@ class PriorRefits:
         """Cancel the fit in flight, if any, and remove the copies' folder."""
         self._closed = True
         self._stop.set()
+        self._end_pause(False)
         if self._fit is not None:
             self._fit.cancel()
         if self._task is not None:

@@ -333,6 +333,11 @@ def test_the_worker_process_runs_at_the_lowest_priority_and_catches_up() -> None
             nice = os.getpriority(os.PRIO_PROCESS, fit._process.pid)
             if hasattr(os, "SCHED_IDLE"):
                 assert os.sched_getscheduler(fit._process.pid) == os.SCHED_IDLE
+            # stopped while requests wait, then going on: it still answers
+            fit.pause(True)
+            assert _process_state(fit._process.pid) == "T"
+            fit.pause(False)
+            assert _process_state(fit._process.pid) != "T"
             return nice, held, await fit.catch_up(entries), await fit.result()
         finally:
             fit.cancel()
@@ -353,3 +358,53 @@ def test_the_worker_process_runs_at_the_lowest_priority_and_catches_up() -> None
         torch.testing.assert_close(ours.cov, other.cov, rtol=0, atol=1e-12)
     assert campaign.log == mine.log and len(campaign.log) == 183
     assert len(campaign.refits) == 1
+
+
+def _process_state(pid: int) -> str:
+    """The process's state letter (T: stopped), once a signal sent to it took effect."""
+    deadline = time.monotonic() + 5
+    while True:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+        if state in "TRS" or time.monotonic() > deadline:
+            return state
+        time.sleep(0.01)
+
+
+class _FakeFit:
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+
+    def pause(self, paused: bool) -> None:
+        self.calls.append(paused)
+
+
+def test_the_fit_is_stopped_while_requests_wait_but_not_for_good(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`PriorRefits.requests_waiting`: the worker stops while requests wait and goes on once
+    none does; under requests that never stop waiting it goes on after PAUSE_MAX_S and runs
+    RUN_MIN_S before it may be stopped again."""
+    monkeypatch.setattr(refits, "PAUSE_MAX_S", 0.05)
+    monkeypatch.setattr(refits, "RUN_MIN_S", 0.2)
+
+    async def drive() -> list[bool]:
+        book = refits.PriorRefits(runtime=None, mode="split")  # type: ignore[arg-type]
+        fake = _FakeFit()
+        book._fit, book.in_flight = fake, True  # type: ignore[assignment]
+        book.requests_waiting(True)
+        book.requests_waiting(False)
+        assert fake.calls == [True, False]
+        book.requests_waiting(True)  # and they keep waiting
+        await asyncio.sleep(0.1)
+        assert fake.calls == [True, False, True, False]  # went on after PAUSE_MAX_S
+        book.requests_waiting(True)  # within RUN_MIN_S: not stopped again
+        assert fake.calls == [True, False, True, False]
+        await asyncio.sleep(0.25)
+        book.requests_waiting(True)
+        book.requests_waiting(False)
+        book.in_flight = False  # no fit in flight: nothing to stop
+        book.requests_waiting(True)
+        return fake.calls
+
+    assert asyncio.run(drive()) == [True, False, True, False, True, False]
