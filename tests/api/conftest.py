@@ -25,6 +25,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.app import create_app
+from api.db import make_engine
 from api.server import uvicorn_config
 from api.settings import Settings
 
@@ -250,3 +251,16 @@ def assert_close_structures(a: object, b: object, atol: float = 1e-9, path: str 
         assert a == pytest.approx(b, abs=atol), path
     else:
         assert a == b, path
+
+
+def run_sql(settings: Settings, statement: str, **params: object) -> list[tuple]:
+    """One statement on the settings' database, committed; its rows, if it returns any."""
+    from sqlalchemy import text
+
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(text(statement), params)
+            return [tuple(r) for r in result] if result.returns_rows else []
+    finally:
+        engine.dispose()

@@ -18,18 +18,16 @@ import numpy as np
 import pytest
 import torch
 from litestar.testing import TestClient
-from sqlalchemy import text
 
 import engine.campaign as campaign_module
 from api import refits
 from api.app import create_app
-from api.db import make_engine
 from api.settings import Settings
 from engine import Campaign, CampaignConfig, Judgment, Outcome, RefitResult
 from engine.campaign import pack_entries
 from engine.history import Refit
 from engine.state import quality_prior
-from tests.api.conftest import ADMIN, Party, assert_close_structures, make_party
+from tests.api.conftest import ADMIN, Party, assert_close_structures, make_party, run_sql
 
 N_CLIPS = 6  # the schedule's first points: 12 and 24 labels
 WAIT_S = 60.0
@@ -122,16 +120,6 @@ def test_the_refit_lands_and_a_restart_serves_the_same(
         assert campaign["prior_refit"] == "split"
 
 
-def _sql(settings: Settings, statement: str, **params: object) -> list[tuple]:
-    engine = make_engine(settings.database_url)
-    try:
-        with engine.begin() as connection:
-            result = connection.execute(text(statement), params)
-            return [tuple(r) for r in result] if result.returns_rows else []
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.parametrize("snapshot_every", [0, 5], ids=["snapshots-off", "snapshots-on"])
 def test_a_replay_of_the_log_adopts_the_refits_where_the_service_did(
     settings: Settings, snapshot_every: int
@@ -154,7 +142,7 @@ def test_a_replay_of_the_log_adopts_the_refits_where_the_service_did(
         served = _board(client, party.id)
         weights = client.get(f"/v1/campaigns/{party.id}/weights", headers=ADMIN).json()
     assert served["prior"]["refits"] == 2
-    rows = _sql(
+    rows = run_sql(
         settings,
         "SELECT ordinal FROM campaign_refit WHERE campaign_id = :c ORDER BY id",
         c=party.id,
@@ -168,7 +156,7 @@ def test_a_replay_of_the_log_adopts_the_refits_where_the_service_did(
         assert_close_structures(
             weights, client.get(f"/v1/campaigns/{party.id}/weights", headers=ADMIN).json()
         )
-    _sql(settings, "DELETE FROM campaign_refit WHERE campaign_id = :c", c=party.id)
+    run_sql(settings, "DELETE FROM campaign_refit WHERE campaign_id = :c", c=party.id)
     with TestClient(app=create_app(replace(settings, snapshot_every=0))) as client:
         without = _board(client, party.id)
     assert without["prior"]["refits"] == 0

@@ -11,13 +11,11 @@ from dataclasses import replace
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import text
 
 from api import restore
 from api.app import create_app
-from api.db import make_engine
 from api.settings import Settings
-from tests.api.conftest import ADMIN, assert_close_structures, clip_batch, make_party
+from tests.api.conftest import ADMIN, assert_close_structures, clip_batch, make_party, run_sql
 from tests.api.test_restart import _reads
 
 SNAPSHOT_EVERY = 5
@@ -61,20 +59,10 @@ def _rated(settings: Settings) -> tuple[int, tuple[dict, dict, dict]]:
         deadline = time.monotonic() + 30
         last_full = N_LABELS // SNAPSHOT_EVERY * SNAPSHOT_EVERY
         query = "SELECT max(labels) FROM campaign_snapshot WHERE campaign_id = :c"
-        while (_sql(settings, query, c=party.id)[0][0] or 0) < last_full:
+        while (run_sql(settings, query, c=party.id)[0][0] or 0) < last_full:
             assert time.monotonic() < deadline, "no snapshot of the last labels was written"
             time.sleep(0.05)
     return party.id, reads
-
-
-def _sql(settings: Settings, statement: str, **params: object) -> list[tuple]:
-    engine = make_engine(settings.database_url)
-    try:
-        with engine.begin() as connection:
-            result = connection.execute(text(statement), params)
-            return [tuple(r) for r in result] if result.returns_rows else []
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.slow
@@ -82,7 +70,7 @@ def test_a_restart_replays_only_the_tail_to_the_state_of_a_full_replay(settings:
     settings = replace(settings, snapshot_every=SNAPSHOT_EVERY)
     cid, before = _rated(settings)
     n_labels = before[0]["n_judgments"]
-    ((labels_in_snapshot,),) = _sql(
+    ((labels_in_snapshot,),) = run_sql(
         settings, "SELECT labels FROM campaign_snapshot WHERE campaign_id = :c", c=cid
     )
     assert labels_in_snapshot % SNAPSHOT_EVERY < SNAPSHOT_EVERY and labels_in_snapshot >= 15
@@ -112,15 +100,15 @@ def test_labels_whose_marks_were_lost_are_marked_at_the_load_and_not_applied_twi
     from it does not apply them again (the state is a full replay's)."""
     settings = replace(settings, snapshot_every=SNAPSHOT_EVERY)
     cid, _ = _rated(settings)
-    (last,) = _sql(settings, "SELECT max(batch) FROM judgment WHERE campaign_id = :c", c=cid)[0]
-    lost = _sql(
+    (last,) = run_sql(settings, "SELECT max(batch) FROM judgment WHERE campaign_id = :c", c=cid)[0]
+    lost = run_sql(
         settings,
         "UPDATE judgment SET batch = NULL WHERE campaign_id = :c AND batch >= :b RETURNING seq",
         c=cid,
         b=last - 1,
     )
     assert lost
-    _sql(settings, "DELETE FROM campaign_snapshot WHERE campaign_id = :c", c=cid)
+    run_sql(settings, "DELETE FROM campaign_snapshot WHERE campaign_id = :c", c=cid)
 
     with TestClient(app=create_app(settings)) as client:
         party_reads = _reads(client, cid)
@@ -142,13 +130,13 @@ def test_labels_whose_marks_were_lost_are_marked_at_the_load_and_not_applied_twi
         n_labels = before[0]["n_judgments"]
         deadline = time.monotonic() + 30
         query = "SELECT max(labels) FROM campaign_snapshot WHERE campaign_id = :c"
-        while (_sql(settings, query, c=cid)[0][0] or 0) < n_labels - SNAPSHOT_EVERY:
+        while (run_sql(settings, query, c=cid)[0][0] or 0) < n_labels - SNAPSHOT_EVERY:
             assert time.monotonic() < deadline, "no snapshot was written after the load"
             time.sleep(0.05)
     unmarked = (
         "SELECT count(*) FROM judgment WHERE campaign_id = :c AND seq IS NOT NULL AND batch IS NULL"
     )
-    assert _sql(settings, unmarked, c=cid) == [(0,)]
+    assert run_sql(settings, unmarked, c=cid) == [(0,)]
 
     with TestClient(app=create_app(settings)) as client:
         from_snapshot = _reads(client, cid)
@@ -180,12 +168,12 @@ def test_a_snapshot_is_stored_in_parts_and_only_the_latest_ones_are_kept(
     monkeypatch.setattr(restore, "SNAPSHOT_PART_BYTES", PART_BYTES)
     settings = replace(settings, snapshot_every=SNAPSHOT_EVERY)
     cid, before = _rated(settings)
-    ((key, inline),) = _sql(
+    ((key, inline),) = run_sql(
         settings,
         "SELECT parts_key, length(data) FROM campaign_snapshot WHERE campaign_id = :c",
         c=cid,
     )
-    parts = _sql(
+    parts = run_sql(
         settings,
         "SELECT snapshot_key, part, length(data) FROM campaign_snapshot_part "
         "WHERE campaign_id = :c ORDER BY part",
@@ -210,12 +198,12 @@ def test_a_snapshot_of_another_format_or_that_does_not_load_is_refused(
     settings = replace(settings, snapshot_every=SNAPSHOT_EVERY)
     cid, before = _rated(settings)
     if tamper == "format":
-        _sql(settings, "UPDATE campaign_snapshot SET format = 'v0 from elsewhere'")
+        run_sql(settings, "UPDATE campaign_snapshot SET format = 'v0 from elsewhere'")
     else:  # a pickle that would run a command if it were unpickled without restriction
         hostile = pickle.dumps(_Hostile())
         # the bytes are stored in parts (the row names their key): the hostile pickle is all
-        _sql(settings, "DELETE FROM campaign_snapshot_part WHERE part > 0")
-        _sql(settings, "UPDATE campaign_snapshot_part SET data = :d", d=hostile)
+        run_sql(settings, "DELETE FROM campaign_snapshot_part WHERE part > 0")
+        run_sql(settings, "UPDATE campaign_snapshot_part SET data = :d", d=hostile)
     with TestClient(app=create_app(settings)) as client:
         after = _reads(client, cid)
         assert _metric(client, "ratingparty_snapshots_total", event="refused") == 1
@@ -224,7 +212,7 @@ def test_a_snapshot_of_another_format_or_that_does_not_load_is_refused(
             == (before[0]["n_judgments"])
         )
     assert_close_structures(before, after)
-    assert not _sql(settings, "SELECT 1 FROM campaign WHERE name = 'hacked'")
+    assert not run_sql(settings, "SELECT 1 FROM campaign WHERE name = 'hacked'")
 
 
 class _Hostile:
