@@ -329,13 +329,16 @@ class PriorRefits:
         RUN_MIN_S (a saturated engine, whose requests always wait, must not stop the fit for
         good). Even at nice 19 and SCHED_IDLE a running fit slowed the engine's refills about
         twofold at 500 requests a second on two cores."""
-        if self._fit is None or not self.in_flight:
-            return
-        if waiting and self._pause is None and time.monotonic() >= self._no_pause_until:
+        if not waiting:
+            self._end_pause(False)
+        elif (
+            self._fit is not None
+            and self.in_flight
+            and self._pause is None
+            and time.monotonic() >= self._no_pause_until
+        ):
             self._fit.pause(True)
             self._pause = asyncio.get_running_loop().call_later(PAUSE_MAX_S, self._end_pause, True)
-        elif not waiting and self._pause is not None:
-            self._end_pause(False)
 
     def _end_pause(self, forced: bool) -> None:
         """Let the stopped worker go on; `forced`: it reached PAUSE_MAX_S."""

@@ -11,6 +11,7 @@ import os
 import pickle
 import threading
 import time
+import types
 from dataclasses import replace
 from typing import Any
 
@@ -323,9 +324,9 @@ def test_the_worker_process_runs_at_the_lowest_priority_and_catches_up() -> None
                 assert os.sched_getscheduler(fit._process.pid) == os.SCHED_IDLE
             # stopped while requests wait, then going on: it still answers
             fit.pause(True)
-            assert _process_state(fit._process.pid) == "T"
+            assert _process_state(fit._process.pid, stopped=True)
             fit.pause(False)
-            assert _process_state(fit._process.pid) != "T"
+            assert not _process_state(fit._process.pid, stopped=False)
             return nice, held, await fit.catch_up(entries), await fit.result()
         finally:
             fit.cancel()
@@ -348,14 +349,15 @@ def test_the_worker_process_runs_at_the_lowest_priority_and_catches_up() -> None
     assert len(campaign.refits) == 1
 
 
-def _process_state(pid: int) -> str:
-    """The process's state letter (T: stopped), once a signal sent to it took effect."""
+def _process_state(pid: int, stopped: bool) -> bool:
+    """Whether the process is stopped (state T), once it is as `stopped` says or 5 s passed
+    (a signal takes effect a moment after it is sent)."""
     deadline = time.monotonic() + 5
     while True:
         with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-        if state in "TRS" or time.monotonic() > deadline:
-            return state
+            is_stopped = stat.read().rsplit(")", 1)[1].split()[0] == "T"
+        if is_stopped == stopped or time.monotonic() > deadline:
+            return is_stopped
         time.sleep(0.01)
 
 
@@ -374,7 +376,13 @@ def test_the_fit_is_stopped_while_requests_wait_but_not_for_good(
     none does; under requests that never stop waiting it goes on after PAUSE_MAX_S and runs
     RUN_MIN_S before it may be stopped again."""
     monkeypatch.setattr(refits, "PAUSE_MAX_S", 0.05)
-    monkeypatch.setattr(refits, "RUN_MIN_S", 0.2)
+    # RUN_MIN_S is read on a clock of the test's own; the pause's end is the event loop's timer
+    clock = [0.0]
+    monkeypatch.setattr(
+        refits,
+        "time",
+        types.SimpleNamespace(monotonic=lambda: clock[0], perf_counter=time.perf_counter),
+    )
 
     async def drive() -> list[bool]:
         book = refits.PriorRefits(runtime=None, mode="split")  # type: ignore[arg-type]
@@ -384,11 +392,12 @@ def test_the_fit_is_stopped_while_requests_wait_but_not_for_good(
         book.requests_waiting(False)
         assert fake.calls == [True, False]
         book.requests_waiting(True)  # and they keep waiting
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)
         assert fake.calls == [True, False, True, False]  # went on after PAUSE_MAX_S
+        clock[0] += refits.RUN_MIN_S / 2
         book.requests_waiting(True)  # within RUN_MIN_S: not stopped again
         assert fake.calls == [True, False, True, False]
-        await asyncio.sleep(0.25)
+        clock[0] += refits.RUN_MIN_S
         book.requests_waiting(True)
         book.requests_waiting(False)
         book.in_flight = False  # no fit in flight: nothing to stop
