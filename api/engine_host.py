@@ -314,12 +314,15 @@ class CampaignEngine:
         refits = self.campaign.refits
         return refits[-1][0] if refits else 0
 
-    def replay(self, steps: Sequence[ClipBatch | list[Judgment] | AdoptedRefit]) -> list[str]:
+    def replay(
+        self, steps: Sequence[ClipBatch | list[Judgment] | AdoptedRefit]
+    ) -> list[tuple[int, str]]:
         """Clip batches, label batches and adopted refits, in the order the service applied
         them. A refit the campaign holds already (from a snapshot) is passed over; one that
         does not follow the refits it holds, or does not adopt, is left out with the refits
-        after it (the campaign then refits again on its schedule): returns why, for each."""
-        left_out: list[str] = []
+        after it (the campaign then refits again on its schedule): returns their ordinals
+        and why."""
+        left_out: list[tuple[int, str]] = []
         for step in steps:
             if isinstance(step, ClipBatch):
                 self.add_clips(step)
@@ -327,14 +330,14 @@ class CampaignEngine:
                 self.campaign.observe(step)
             elif left_out or len(self.campaign.refits) != step.ordinal - 1:
                 if len(self.campaign.refits) < step.ordinal:
-                    left_out.append(f"refit {step.ordinal} does not follow the refits before")
+                    left_out.append((step.ordinal, "it does not follow the refits before"))
             elif step.refit is None:
-                left_out.append(f"refit {step.ordinal}: its stored values do not read")
+                left_out.append((step.ordinal, "its stored values do not read"))
             else:
                 try:
                     self.campaign.adopt_refit_at(step.copy_entries, step.refit)
                 except ValueError as error:
-                    left_out.append(f"refit {step.ordinal}: {error}")
+                    left_out.append((step.ordinal, str(error)))
         return left_out
 
     def add_clips(self, batch: ClipBatch) -> None:

@@ -62,10 +62,17 @@ async def load(runtime: CampaignRuntime) -> None:
             snapshots.config_digest(rt.record.engine_config),
         )
         left_out = await rt.engine.call("replay", steps)
-        if left_out:  # the schedule refits again from the labels so far, in the background
+        if left_out:
+            # the schedule refits again from the labels so far, in the background, and its
+            # refits take these ordinals: their rows go
             log.warning(
-                "campaign %s: refits left out of the replay: %s", rt.record.id, "; ".join(left_out)
+                "campaign %s: refits left out of the replay: %s",
+                rt.record.id,
+                "; ".join(f"refit {ordinal}: {why}" for ordinal, why in left_out),
             )
+            config = snapshots.config_digest(rt.record.engine_config)
+            for ordinal, _ in left_out:
+                rt.writer.submit(rt.fenced(store.delete_refit(rt.record.id, config, ordinal)))
         # every committed label is applied now: what each rater answered is the engine's
         rt.answered.load(await rt.engine.call("answered"))
         held = restore(rt, logged)
