@@ -13,8 +13,8 @@ from litestar.testing import TestClient
 from api.answered import Answered
 from api.app import create_app
 from api.settings import Settings
-from tests.api.conftest import ADMIN, Party, make_party
-from tests.api.test_snapshots import _metric, _sql
+from tests.api.conftest import ADMIN, Party, make_party, run_sql
+from tests.api.test_snapshots import _metric
 
 # labels wait for the engine until a read needs them: the longest wait the settings allow, and
 # a batch no test reaches
@@ -115,7 +115,7 @@ def test_after_a_restart_from_a_snapshot_judged_pairs_stay_out(settings: Setting
         assert client.get(f"/v1/campaigns/{party.id}/leaderboard", headers=ADMIN).is_success
         deadline = time.monotonic() + 30
         query = "SELECT max(labels) FROM campaign_snapshot WHERE campaign_id = :c"
-        while (_sql(settings, query, c=party.id)[0][0] or 0) < 2:
+        while (run_sql(settings, query, c=party.id)[0][0] or 0) < 2:
             assert time.monotonic() < deadline, "no snapshot of the first labels was written"
             time.sleep(0.05)
         before.append(_judge_pair(client, party, 0))

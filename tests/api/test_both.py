@@ -14,8 +14,8 @@ from litestar.testing import TestClient
 from api.app import create_app
 from api.settings import Settings
 from engine.questions import BOTH_ANSWERS
-from tests.api.conftest import ADMIN, inspect, make_party
-from tests.api.test_snapshots import _metric, _sql
+from tests.api.conftest import ADMIN, inspect, make_party, run_sql
+from tests.api.test_snapshots import _metric
 
 TAU = 0.5
 N_LABELS = 12
@@ -188,10 +188,10 @@ def test_both_answers_replay_after_a_restart_and_from_a_snapshot(settings: Setti
         # once and take one snapshot: wait for one that holds labels, not for a count
         deadline = time.monotonic() + 30  # a loaded machine writes it late
         query = "SELECT max(labels) FROM campaign_snapshot WHERE campaign_id = :c"
-        while (_sql(settings, query, c=party.id)[0][0] or 0) < SNAPSHOT_EVERY:
+        while (run_sql(settings, query, c=party.id)[0][0] or 0) < SNAPSHOT_EVERY:
             assert time.monotonic() < deadline, "no snapshot with labels was written"
             time.sleep(0.05)
-    ((in_snapshot,),) = _sql(
+    ((in_snapshot,),) = run_sql(
         settings, "SELECT labels FROM campaign_snapshot WHERE campaign_id = :c", c=party.id
     )
     assert in_snapshot >= SNAPSHOT_EVERY

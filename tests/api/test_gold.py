@@ -13,9 +13,9 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from tests.api.conftest import ADMIN, Party, assert_close_structures, inspect, make_party
+from tests.api.conftest import ADMIN, Party, assert_close_structures, inspect, make_party, run_sql
 from tests.api.test_restart import _reads
-from tests.api.test_snapshots import _metric, _sql
+from tests.api.test_snapshots import _metric
 
 # clips e0..e11 in groups g0 (even) and g1 (odd)
 GOLD = [
@@ -227,7 +227,7 @@ def test_a_snapshot_with_gold_answers_restarts_to_the_full_replay(settings: Sett
         # in one micro-batch take one snapshot however many multiples of 4 they cross
         deadline = time.monotonic() + 60
         query = "SELECT max(labels) FROM campaign_snapshot WHERE campaign_id = :c"
-        while (_sql(settings, query, c=party.id)[0][0] or 0) < 4:
+        while (run_sql(settings, query, c=party.id)[0][0] or 0) < 4:
             assert time.monotonic() < deadline, "no snapshot with labels was written"
             time.sleep(0.05)
     with TestClient(app=create_app(settings)) as client:
@@ -246,7 +246,7 @@ def test_a_snapshot_with_gold_answers_restarts_to_the_full_replay(settings: Sett
 def test_the_gold_rate_changes_by_patch(settings: Settings) -> None:
     def is_gold(assignment: dict[str, Any]) -> bool:
         query = "SELECT gold FROM assignment WHERE id = :a"
-        ((gold,),) = _sql(settings, query, a=assignment["id"])
+        ((gold,),) = run_sql(settings, query, a=assignment["id"])
         return gold is not None
 
     with TestClient(app=create_app(settings)) as client:
