@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -39,6 +40,12 @@ SNAPSHOT_POLL_S = 0.01  # how often the wait for a snapshot file looks for it
 # covers its labels (the next point of the refit schedule tries again)
 SNAPSHOT_WAIT_S = 600.0
 SNAPSHOT_CLOSE_WAIT_S = 5.0  # how long a closing runtime waits for a snapshot being written
+# a snapshot due by its labels waits until this many times the latest one's duration (from
+# its start to its row stored) has passed since that one started: the engine's write, the
+# file's read and the writer's transactions stay under 1/SNAPSHOT_SPACING of the time. At
+# 1e5 clips and 500 labels/s, one every 1,000 labels took the assignment p99 from 11 ms to
+# 90-212 ms
+SNAPSHOT_SPACING = 20.0
 
 
 async def load(runtime: CampaignRuntime) -> None:
@@ -195,13 +202,19 @@ class Snapshots:
         self._due = False
         self._folder: str | None = None  # where the engine writes snapshot files
         self._storing: asyncio.Future[None] | None = None  # the latest snapshot on its way
+        # the latest snapshot's start and its duration (monotonic seconds)
+        self._started, self._took = -math.inf, 0.0
         self._stop = threading.Event()  # the runtime closes: stop waiting for a file
 
     @property
     def due(self) -> bool:
-        """Whether the pump takes a snapshot now: one is due, and the one before is stored
-        (or given up)."""
-        return self._due and (self._storing is None or self._storing.done())
+        """Whether the pump takes a snapshot now: one is due, the one before is stored (or
+        given up), and SNAPSHOT_SPACING times its duration has passed since it started."""
+        return (
+            self._due
+            and (self._storing is None or self._storing.done())
+            and time.monotonic() >= self._started + SNAPSHOT_SPACING * self._took
+        )
 
     def request(self) -> None:
         """Take a snapshot at the pump's next chance, once the one before is stored."""
@@ -223,6 +236,7 @@ class Snapshots:
         later still)."""
         rt = self._rt
         self._due = False
+        self._started = time.monotonic()
         labels, label_batch = rt.pump.n_applied, rt.pump.last_batch
         clip_batch = rt.next_clip_batch - 1
         if self._folder is None:
@@ -259,6 +273,7 @@ class Snapshots:
                 rt.fenced(store.insert_snapshot(rt.record.id, replace(record, parts_key=key)))
             )
             rt.metrics.snapshots.labels("written").inc()
+            self._took = time.monotonic() - self._started
             while not self._stop.is_set() and await rt.writer.run(
                 rt.fenced(store.delete_stale_snapshot_part(rt.record.id))
             ):

@@ -262,3 +262,16 @@ def test_a_block_form_campaign_that_has_chosen_pairs_snapshots_and_loads() -> No
     assert torch.equal(torch.as_tensor(before.mean), torch.as_tensor(after.mean))
     again = [(t.first, t.second) for t in campaign.replay().next_pairs("r1", hold=False)]
     assert [(t.first, t.second) for t in loaded.next_pairs("r1", hold=False)] == again
+
+
+def test_a_due_snapshot_waits_for_spacing_times_the_latest_ones_duration() -> None:
+    """`Snapshots.due`: due by its labels, a snapshot still waits until SNAPSHOT_SPACING times
+    the latest one's duration has passed since that one started."""
+    snapshots = restore.Snapshots(runtime=None)  # type: ignore[arg-type]
+    assert not snapshots.due
+    snapshots.request()
+    assert snapshots.due  # none taken yet
+    snapshots._started, snapshots._took = time.monotonic(), 1.0
+    assert not snapshots.due
+    snapshots._started -= restore.SNAPSHOT_SPACING * 1.0 + 0.1
+    assert snapshots.due
