@@ -181,22 +181,22 @@ def unmarked(batches: list[list[JudgmentRecord]]) -> list[list[int]]:
 
 def steps(
     logged: CampaignLog,
+    batches: list[list[JudgmentRecord]],
     has_criteria: bool,
-    max_apply_batch: int,
     after: tuple[int, int] | None = None,
     config: str | None = None,
 ) -> list[Step]:
-    """Clip batches, label batches (`label_batches`) and (those found under the engine
-    settings digested as `config`) adopted refits in the order they were applied; with
-    `after` (a snapshot's last label batch and clip batch), only the batches that came after
-    it, and every refit (the engine passes over those the snapshot holds)."""
+    """Clip batches, the label batches `batches` (`label_batches` after the same label
+    batch) and (those found under the engine settings digested as `config`) adopted refits,
+    in the order they were applied; with `after` (a snapshot's last label batch and clip
+    batch), only the clip batches that came after it, and every refit (the engine passes
+    over those the snapshot holds)."""
     last_labels, last_clips = after or (0, 0)
     clip_batches: dict[int, list[ClipRecord]] = {}
     for clip in logged.clips:
         if clip.batch > last_clips:
             clip_batches.setdefault(clip.batch, []).append(clip)
     pending_clips = deque(sorted(clip_batches.values(), key=lambda b: (b[0].after_seq, b[0].batch)))
-    batches = label_batches(logged, max_apply_batch, last_labels)
     refits = deque(r for r in logged.refits if r.config == config)
     out: list[Step] = []
 
@@ -210,11 +210,14 @@ def steps(
         while pending_clips and pending_clips[0][0].after_seq < (batch[0].seq or 0):
             refits_before(0, pending_clips[0][0].batch)
             out.append(clip_batch(pending_clips.popleft(), has_criteria))
-        # labels whose mark was never written (their owner died) came right after the marked
-        # batch before them, and after a refit recorded there: a refit's row is committed
-        # after the marks of every label applied before it
-        mark = mark if batch[0].batch is None else batch[0].batch
-        refits_before(mark + 0.5 if batch[0].batch is None else mark, 0)
+        if batch[0].batch is None:
+            # labels whose mark was never written (their owner died) came right after the
+            # marked batch before them, and after a refit recorded there: a refit's row is
+            # committed after the marks of every label applied before it
+            refits_before(mark + 0.5, 0)
+        else:
+            mark = batch[0].batch
+            refits_before(mark, 0)
         out.append([engine_judgment(j) for j in batch])
     for batch in pending_clips:
         refits_before(0, batch[0].batch)

@@ -61,12 +61,12 @@ async def load(runtime: CampaignRuntime) -> None:
     await rt.engine.start()
     try:
         after = await replay.take_snapshot(rt.engine, rt.record, snapshot, rt.metrics)
+        batches = replay.label_batches(
+            logged, rt.settings.max_apply_batch, 0 if after is None else after[0]
+        )
+        config = snapshots.config_digest(rt.record.engine_config)
         steps = replay.steps(
-            logged,
-            bool(rt.record.engine_config["criteria"]),
-            rt.settings.max_apply_batch,
-            after,
-            snapshots.config_digest(rt.record.engine_config),
+            logged, batches, bool(rt.record.engine_config["criteria"]), after, config
         )
         left_out = await rt.engine.call("replay", steps)
         if left_out:
@@ -77,12 +77,11 @@ async def load(runtime: CampaignRuntime) -> None:
                 rt.record.id,
                 "; ".join(f"refit {ordinal}: {why}" for ordinal, why in left_out),
             )
-            config = snapshots.config_digest(rt.record.engine_config)
             for ordinal, _ in left_out:
                 rt.writer.submit(rt.fenced(store.delete_refit(rt.record.id, config, ordinal)))
         # every committed label is applied now: what each rater answered is the engine's
         rt.answered.load(await rt.engine.call("answered"))
-        held = restore(rt, logged)
+        held = restore(rt, logged, replay.unmarked(batches))
         await rt.engine.call("add_gold", [(*key, a.value) for key, a in rt.gold.items()])
         await rt.engine.call("hold", held)
         await rt.engine.call("bar", *rt.bars())
@@ -98,9 +97,10 @@ async def load(runtime: CampaignRuntime) -> None:
     rt.metrics.replays.observe(time.perf_counter() - started)
 
 
-def restore(runtime: CampaignRuntime, logged: CampaignLog) -> list[Task]:
-    """Loop-side state from the log; returns the tasks of open, unexpired assignments, for
-    the engine to hold as pending again."""
+def restore(runtime: CampaignRuntime, logged: CampaignLog, unmarked: list[list[int]]) -> list[Task]:
+    """Loop-side state from the log, and batch marks for the labels the replay applied in
+    the batches `unmarked` (their seqs) that had none; returns the tasks of open, unexpired
+    assignments, for the engine to hold as pending again."""
     # here, not at the top: api.campaigns imports this module
     from api.campaigns import ClipState, RaterState, Report, epoch, safety_score
 
@@ -175,7 +175,7 @@ def restore(runtime: CampaignRuntime, logged: CampaignLog) -> list[Task]:
     # in batches of its own, marked now as such (after every mark there is, as they came),
     # so that a snapshot taken from here on holds them and a replay after it does not
     # apply them again
-    for batch in replay.unmarked(replay.label_batches(logged, rt.settings.max_apply_batch)):
+    for batch in unmarked:
         last_batch += 1
         rt.writer.submit(rt.fenced(store.mark_batch(rt.record.id, batch, last_batch)))
     rt.pump.resume(max(seqs, default=0), last_batch, len(seqs))

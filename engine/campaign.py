@@ -761,8 +761,7 @@ class Campaign:
             ValueError: `entries` is not a position of this campaign's history after its
                 latest refit, or the copy holds no label to refit over.
         """
-        refits = [k for k, entry in enumerate(self._history) if isinstance(entry, Refit)]
-        if not (refits[-1] if refits else 0) < entries <= len(self._history):
+        if not (self._history.latest_refit or 0) < entries <= len(self._history):
             raise ValueError(
                 f"a refit's copy must end after the latest refit and within the history's "
                 f"{len(self._history)} entries, got {entries}"
@@ -782,10 +781,9 @@ class Campaign:
             ValueError: no refit was applied.
         """
         entries = list(self._history)
-        refits = [k for k, entry in enumerate(entries) if isinstance(entry, Refit)]
-        if not refits:
+        start = self._history.latest_refit
+        if start is None:
             raise ValueError("the refitted campaign's history must end with its refit")
-        start = refits[-1]
         taken: list[TakenEntry] = [
             len(entry) if isinstance(entry, tuple) else entry  # type: ignore[misc]
             for entry in entries[start + 1 :]

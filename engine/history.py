@@ -104,6 +104,18 @@ class History:
                 out.append((labels, entry))
         return tuple(out)
 
+    @property
+    def latest_refit(self) -> int | None:
+        """The position of the latest refit among the entries (None: none yet)."""
+        return next(
+            (
+                k
+                for k in range(len(self._entries) - 1, -1, -1)
+                if isinstance(self._entries[k], Refit)
+            ),
+            None,
+        )
+
     def __iter__(self) -> Iterator[Entry]:
         return iter(self._entries)
 
